@@ -1,0 +1,40 @@
+/**
+ * Command-line entry point: `sluice <command> [options]`.
+ * Each command lives in its own module; this file only dispatches.
+ */
+import { parseArgs } from 'node:util';
+import { VERSION } from './version.js';
+
+const USAGE = `sluice ${VERSION} — steer a machine's traffic through a TypeScript TCP/IP stack and an L7 policy engine
+
+Usage:
+  sluice run [--config FILE]     start the TUN proxy (built-in default policy without --config)
+  sluice check --config FILE     validate a configuration without touching the system
+  sluice down [--state FILE]     remove what a crashed run left behind
+  sluice --version | -v          print the version
+  sluice --help | -h             print this help
+
+Needs Linux with /dev/net/tun and root or CAP_NET_ADMIN.`;
+
+export async function main(argv: string[]): Promise<number> {
+  const { values, positionals } = parseArgs({
+    args: argv,
+    allowPositionals: true,
+    strict: false,
+    options: {
+      help: { type: 'boolean', short: 'h' },
+      version: { type: 'boolean', short: 'v' },
+    },
+  });
+  if (values.version === true) {
+    process.stdout.write(`${VERSION}\n`);
+    return 0;
+  }
+  const command = positionals[0];
+  if (values.help === true || command === undefined || command === 'help') {
+    process.stdout.write(`${USAGE}\n`);
+    return 0;
+  }
+  process.stderr.write(`sluice: unknown command "${command}"\n\n${USAGE}\n`);
+  return 2;
+}
