@@ -39,3 +39,12 @@ t.test('namespaces left by a dead run are swept', async (t) => {
   t.ok(removed.includes(stale), 'the stale namespace was removed');
   t.notOk(existsSync(`/var/run/netns/${stale}`));
 });
+
+t.test('the three-namespace topology routes client to server through the gateway', async (t) => {
+  if (!requireRoot(t)) return;
+  const { threeNamespaces, SERVER_V4, SERVER_V6 } = await import('./topology.js');
+  const lab = await Lab.create(t, 'topo');
+  const { client } = await threeNamespaces(lab);
+  t.equal((await client.exec(['ping', '-c', '1', '-W', '2', SERVER_V4])).code, 0, 'IPv4 through the gateway');
+  t.equal((await client.exec(['ping', '-6', '-c', '1', '-W', '2', SERVER_V6])).code, 0, 'IPv6 through the gateway');
+});

@@ -215,6 +215,9 @@ export class Lab {
     const ns = new Netns(this, name);
     this.namespaces.push(ns);
     await run(['ip', '-n', name, 'link', 'set', 'lo', 'up']);
+    // Duplicate address detection keeps new link-local addresses tentative
+    // for about a second, which stalls the first IPv6 packets of a test.
+    await ns.sh('sysctl -qw net.ipv6.conf.all.accept_dad=0 net.ipv6.conf.default.accept_dad=0');
     void label;
     return ns;
   }
