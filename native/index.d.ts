@@ -1,0 +1,100 @@
+/**
+ * Types of the sluice native addon (native/build/Release/sluice_native.node).
+ * Every function throws a TypeError with code SLUICE_NATIVE_USAGE on bad
+ * arguments, and an Error whose code is the errno name (message
+ * "TUNSETIFF: EPERM (needs CAP_NET_ADMIN)") when a system call fails.
+ */
+
+export interface TunOpenOptions {
+  /** Prefix every packet with a 10-byte struct virtio_net_hdr (IFF_VNET_HDR). */
+  vnetHdr?: boolean;
+  /** TUNSETOFFLOAD: CSUM|TSO4|TSO6 (+USO4|USO6 where the kernel allows). Needs vnetHdr. */
+  offload?: boolean;
+  /** Try UDP segmentation offload too (Linux >= 6.2). Default true. */
+  uso?: boolean;
+  /** Number of queues (IFF_MULTI_QUEUE when > 1), 1..64. Default 1. */
+  queues?: number;
+}
+
+export interface TunOpenResult {
+  /** The interface name the kernel gave (resolves "tun%d"). */
+  name: string;
+  /** One non-blocking, close-on-exec fd per queue. */
+  fds: number[];
+  vnetHdr: boolean;
+  /** TUN_F_* flags the kernel accepted (0 without offload). */
+  offloads: number;
+}
+
+/** Opaque reader handle. */
+export interface ReaderHandle {
+  readonly __brand: 'ReaderHandle';
+}
+
+export interface SocketAddress {
+  address: string;
+  port: number;
+  family: 4 | 6;
+}
+
+export interface CreateSocketOptions {
+  family?: 4 | 6;
+  type?: 'tcp' | 'udp';
+  /** SO_MARK. */
+  mark?: number;
+  /** IP_TRANSPARENT / IPV6_TRANSPARENT (TPROXY). */
+  transparent?: boolean;
+  /** SO_BINDTODEVICE. */
+  device?: string;
+  reuseAddr?: boolean;
+  /** UDP: IP_RECVORIGDSTADDR / IPV6_RECVORIGDSTADDR. */
+  recvOrigDst?: boolean;
+  bind?: { address: string; port: number };
+  /** TCP: listen with this backlog (needs bind). */
+  listen?: number;
+}
+
+export interface SluiceNative {
+  tunOpen(name: string, options?: TunOpenOptions): TunOpenResult;
+  linkSetMtu(name: string, mtu: number): void;
+  linkSetUp(name: string, up: boolean): void;
+  /** ifindex, or 0 when there is no such interface. */
+  linkIndex(name: string): number;
+  closeFd(fd: number): void;
+
+  /**
+   * Polls fd; per readiness drains up to `budget` (default 256) packets into
+   * rxBuffer as records [u32 LE length][bytes][pad to 4] and calls
+   * onBatch(count, endOffset) once per filled buffer. A fatal read error is
+   * reported as onBatch(-errno, 0). Records are only valid during the call.
+   */
+  readerStart(
+    fd: number,
+    rxBuffer: ArrayBuffer,
+    onBatch: (count: number, end: number) => void,
+    budget?: number,
+  ): ReaderHandle;
+  /** Stops polling (idempotent, safe inside onBatch). Does not close the fd. */
+  readerStop(handle: ReaderHandle): void;
+  readerRef(handle: ReaderHandle, ref: boolean): void;
+  /** Fills out with packets, bytes, batches, wakeups, readErrors. */
+  readerStats(handle: ReaderHandle, out: Float64Array): void;
+  /** Writes `count` records [u32 LE length][bytes][pad to 4]; returns packets written. */
+  writeBatch(fd: number, records: Uint8Array, count: number): number;
+  /** errno name of the last failed write of the last writeBatch, or "". */
+  lastWriteError(): string;
+
+  setMark(fd: number, mark: number): void;
+  setTransparent(fd: number): void;
+  bindToDevice(fd: number, interfaceName: string): void;
+  getOriginalDst(fd: number): SocketAddress;
+  createSocket(options: CreateSocketOptions): number;
+
+  readonly TUN_F_CSUM: number;
+  readonly TUN_F_TSO4: number;
+  readonly TUN_F_TSO6: number;
+  readonly TUN_F_USO4: number;
+  readonly TUN_F_USO6: number;
+  /** Largest record a read can produce (65535 + virtio header + length, padded). */
+  readonly MAX_RECORD: number;
+}

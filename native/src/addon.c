@@ -1,0 +1,11 @@
+/* Module entry: registers the TUN, batch reader/writer and socket helpers. */
+#include "common.h"
+
+static napi_value init(napi_env env, napi_value exports) {
+  if (init_tun(env, exports) == NULL) return NULL;
+  if (init_reader(env, exports) == NULL) return NULL;
+  if (init_sockets(env, exports) == NULL) return NULL;
+  return exports;
+}
+
+NAPI_MODULE(NODE_GYP_MODULE_NAME, init)

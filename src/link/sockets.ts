@@ -1,0 +1,69 @@
+/**
+ * Sockets Node cannot make alone, adopted by net/dgram after the native
+ * addon set their options: marked outbound sockets (policy routing keeps
+ * them out of the TUN) and transparent listeners (TPROXY).
+ */
+import net from 'node:net';
+import dgram from 'node:dgram';
+import { loadNative } from './native.js';
+
+export interface MarkedSocketOptions {
+  family: 4 | 6;
+  /** SO_MARK; 0 leaves it unset. */
+  mark?: number;
+  /** SO_BINDTODEVICE. */
+  device?: string;
+}
+
+/** A net.Socket over a fresh, unconnected TCP socket carrying SO_MARK / SO_BINDTODEVICE; call .connect(). */
+export function markedTcpSocket(opts: MarkedSocketOptions): net.Socket {
+  const native = loadNative();
+  const fd = native.createSocket({
+    family: opts.family,
+    type: 'tcp',
+    ...(opts.mark ? { mark: opts.mark } : {}),
+    ...(opts.device ? { device: opts.device } : {}),
+  });
+  return new net.Socket({ fd, readable: true, writable: true });
+}
+
+/** A UDP socket with SO_MARK / SO_BINDTODEVICE, bound to an ephemeral port. */
+export async function markedUdpSocket(opts: MarkedSocketOptions): Promise<dgram.Socket> {
+  const native = loadNative();
+  const fd = native.createSocket({
+    family: opts.family,
+    type: 'udp',
+    bind: { address: opts.family === 6 ? '::' : '0.0.0.0', port: 0 },
+    ...(opts.mark ? { mark: opts.mark } : {}),
+    ...(opts.device ? { device: opts.device } : {}),
+  });
+  const sock = dgram.createSocket(opts.family === 6 ? 'udp6' : 'udp4');
+  await new Promise<void>((resolve, reject) => {
+    sock.once('error', reject);
+    sock.bind({ fd }, () => {
+      sock.off('error', reject);
+      resolve();
+    });
+  });
+  return sock;
+}
+
+/** A net.Server listening on an IP_TRANSPARENT socket (TPROXY target). */
+export async function transparentServer(
+  address: string,
+  port: number,
+  family: 4 | 6,
+  onConnection: (socket: net.Socket) => void,
+): Promise<net.Server> {
+  const native = loadNative();
+  const fd = native.createSocket({ family, type: 'tcp', transparent: true, reuseAddr: true, bind: { address, port }, listen: 1024 });
+  const server = net.createServer(onConnection);
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen({ fd }, () => {
+      server.off('error', reject);
+      resolve();
+    });
+  });
+  return server;
+}
