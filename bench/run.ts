@@ -1,0 +1,11 @@
+/** `npm run bench`: every benchmark, one table each. The TUN bench needs root. */
+import { printRows } from './wire.bench.js';
+import { runWireBench } from './wire.bench.js';
+import { runTunBench } from './tun.bench.js';
+
+printRows(`wire codecs (node ${process.version})`, runWireBench());
+if (process.getuid?.() === 0) {
+  printRows('TUN batch reader, kernel TCP sender, 1024 MiB per run', await runTunBench(1024));
+} else {
+  console.log('\n(TUN benchmark skipped: needs root for network namespaces)');
+}
