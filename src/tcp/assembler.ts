@@ -105,6 +105,27 @@ export class Assembler {
     return extra;
   }
 
+  /** End of the range containing `offset`, or -1 when no range does (sender-side SACK skipping). */
+  rangeEndAt(offset: number): number {
+    for (let k = 0; k < this.count; k++) {
+      if (this.starts[k]! > offset) return -1;
+      if (this.ends[k]! > offset) return this.ends[k]!;
+    }
+    return -1;
+  }
+
+  /** Total bytes held in ranges. */
+  get heldBytes(): number {
+    let n = 0;
+    for (let k = 0; k < this.count; k++) n += this.ends[k]! - this.starts[k]!;
+    return n;
+  }
+
+  /** End of the highest range (0 when empty). */
+  get highestEnd(): number {
+    return this.count === 0 ? 0 : this.ends[this.count - 1]!;
+  }
+
   /** True when [offset, offset+len) is already held entirely. */
   covers(offset: number, len: number): boolean {
     for (let k = 0; k < this.count; k++) {

@@ -67,8 +67,9 @@ export async function steerIntoTun(gateway: Netns, tunName: string): Promise<voi
     `route add 0.0.0.0/0 dev ${tunName} table ${STEER_TABLE}`,
     `route add ::/0 dev ${tunName} table ${STEER_TABLE}`,
     `rule add from 0.0.0.0/0 iif lan0 lookup ${STEER_TABLE} priority ${STEER_PRIORITY}`,
-    `rule add from ::/0 iif lan0 lookup ${STEER_TABLE} priority ${STEER_PRIORITY}`,
   ]);
+  // `ip rule` in a batch defaults to IPv4; the IPv6 rule needs `ip -6`.
+  await gateway.exec(['ip', '-6', 'rule', 'add', 'from', '::/0', 'iif', 'lan0', 'lookup', String(STEER_TABLE), 'priority', String(STEER_PRIORITY)]);
   // The TUN answers as every destination; reverse-path filtering would drop
   // nothing here, but be explicit so a host default of strict rp_filter
   // cannot interfere inside the namespace.

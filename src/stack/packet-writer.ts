@@ -1,0 +1,200 @@
+/**
+ * Builds the packets the stack sends toward the TUN side, straight into the
+ * link's transmit batch: TCP segments (marked for kernel segmentation when
+ * the TUN takes offloads), UDP datagrams, ICMP echo replies and ICMP errors.
+ * One preallocated emit repr per family; nothing allocates per packet
+ * except the `subarray` view used to copy payload bytes.
+ */
+import type { LinkEndpoint } from '../link/link.js';
+import { pseudoHeaderSumV4, pseudoHeaderSumV6 } from '../wire/checksum.js';
+import { emitIpv4, newIpv4EmitRepr, readIpv4Addr } from '../wire/ipv4.js';
+import { emitIpv6, newIpv6EmitRepr } from '../wire/ipv6.js';
+import { emitTcp, finishL4Checksum, finishUdpChecksum, tcpHeaderLength, type TcpRepr } from '../wire/tcp.js';
+import { emitUdp } from '../wire/udp.js';
+import { emitIcmpv4Echo, emitIcmpv4Error, ICMP_ECHO_REPLY, ICMP_MAX_QUOTE } from '../wire/icmp.js';
+import { emitIcmpv6Echo, emitIcmpv6Error, icmpv6ErrorLength, ICMPV6_ECHO_REPLY } from '../wire/icmpv6.js';
+import { emitVnetNone, VNET_HDR_LEN } from '../wire/vnet.js';
+import { prepareTso } from '../wire/gso.js';
+
+/** The addresses of a flow as the client sent them (we answer from dst to src). */
+export interface FlowAddresses {
+  readonly family: number;
+  /** 16 bytes each; IPv4 as IPv4-mapped. */
+  readonly srcAddr: Uint8Array;
+  readonly dstAddr: Uint8Array;
+  /** IPv4 addresses as uint32 (unused for IPv6). */
+  readonly src4: number;
+  readonly dst4: number;
+}
+
+export class PacketWriter {
+  private readonly v4 = newIpv4EmitRepr();
+  private readonly v6 = newIpv6EmitRepr();
+  private ipId = 0;
+  /** Bytes of virtio header before each packet (0 or 10). */
+  private readonly vnetLen: number;
+  readonly tso: boolean;
+  packets = 0;
+  bytes = 0;
+
+  constructor(
+    private readonly link: LinkEndpoint,
+    opts: { tso: boolean },
+  ) {
+    this.vnetLen = link.vnetHdr ? VNET_HDR_LEN : 0;
+    // TUN_F_TSO4 | TUN_F_TSO6: the kernel accepts GSO super-packets we write.
+    this.tso = opts.tso && link.vnetHdr && (link.offloads & 0x06) === 0x06;
+    this.v4.ttl = 64;
+    this.v6.hopLimit = 64;
+  }
+
+  /** Largest TCP payload one write may carry. */
+  get maxTcpPayload(): number {
+    return this.tso ? 65535 - 60 - 60 : this.link.mtu - 40 - 60;
+  }
+
+  /** Writes an IP header from flow.dst to flow.src at buf[at]; returns the L3 length. */
+  private ipHeader(f: FlowAddresses, protocol: number, l4Len: number, buf: Uint8Array, at: number): number {
+    if (f.family === 4) {
+      const e = this.v4;
+      e.src = f.dst4;
+      e.dst = f.src4;
+      e.protocol = protocol;
+      e.payloadLength = l4Len;
+      this.ipId = (this.ipId + 1) & 0xffff;
+      e.id = this.ipId;
+      return emitIpv4(e, buf, at);
+    }
+    const e = this.v6;
+    e.src = f.dstAddr;
+    e.dst = f.srcAddr;
+    e.nextHeader = protocol;
+    e.payloadLength = l4Len;
+    return emitIpv6(e, buf, at);
+  }
+
+  private pseudo(f: FlowAddresses, buf: Uint8Array, l3: number, protocol: number, l4Len: number): number {
+    return f.family === 4
+      ? pseudoHeaderSumV4(buf, l3 + 12, l3 + 16, protocol, l4Len)
+      : pseudoHeaderSumV6(buf, l3 + 8, l3 + 24, protocol, l4Len);
+  }
+
+  /**
+   * One TCP segment. `mss` is the peer's segment size: larger payloads are
+   * only passed when TSO is on, and the kernel cuts them into `mss` pieces.
+   */
+  tcp(f: FlowAddresses, r: TcpRepr, data: Uint8Array | null, dataOff: number, dataLen: number, mss: number): void {
+    const hl = tcpHeaderLength(r);
+    const l4Len = hl + dataLen;
+    const l3Len = f.family === 4 ? 20 : 40;
+    const total = this.vnetLen + l3Len + l4Len;
+    const at = this.link.txReserve(total);
+    const buf = this.link.txBuffer;
+    const l3 = at + this.vnetLen;
+    this.ipHeader(f, 6, l4Len, buf, l3);
+    const l4 = l3 + l3Len;
+    emitTcp(r, buf, l4);
+    if (dataLen > 0) buf.set(data!.subarray(dataOff, dataOff + dataLen), l4 + hl);
+    if (this.vnetLen !== 0) {
+      // CHECKSUM_PARTIAL: the kernel treats the packet as verified (local
+      // delivery) or completes the checksum per segment (forwarding).
+      prepareTso(buf, l3, l3Len + l4Len, l3Len, mss, f.family === 6, buf, at);
+    } else {
+      finishL4Checksum(buf, l4, l4Len, l4 + 16, this.pseudo(f, buf, l3, 6, l4Len));
+    }
+    this.link.txCommit(total);
+    this.packets++;
+    this.bytes += total;
+  }
+
+  /** One UDP datagram from flow.dst:srcPort to flow.src:dstPort. */
+  udp(f: FlowAddresses, srcPort: number, dstPort: number, data: Uint8Array, dataOff: number, dataLen: number): void {
+    const l4Len = 8 + dataLen;
+    const l3Len = f.family === 4 ? 20 : 40;
+    const total = this.vnetLen + l3Len + l4Len;
+    const at = this.link.txReserve(total);
+    const buf = this.link.txBuffer;
+    if (this.vnetLen !== 0) emitVnetNone(buf, at);
+    const l3 = at + this.vnetLen;
+    this.ipHeader(f, 17, l4Len, buf, l3);
+    const l4 = l3 + l3Len;
+    emitUdp(srcPort, dstPort, dataLen, buf, l4);
+    buf.set(data.subarray(dataOff, dataOff + dataLen), l4 + 8);
+    finishUdpChecksum(buf, l4, l4Len, this.pseudo(f, buf, l3, 17, l4Len));
+    this.link.txCommit(total);
+    this.packets++;
+    this.bytes += total;
+  }
+
+  /** Echo reply to an echo request whose addresses are at buf[srcOff]/[dstOff] of `req`. */
+  echoReply(family: number, req: Uint8Array, srcOff: number, dstOff: number, id: number, seq: number, dataOff: number, dataLen: number): void {
+    const l4Len = 8 + dataLen;
+    const l3Len = family === 4 ? 20 : 40;
+    const total = this.vnetLen + l3Len + l4Len;
+    const at = this.link.txReserve(total);
+    const buf = this.link.txBuffer;
+    if (this.vnetLen !== 0) emitVnetNone(buf, at);
+    const l3 = at + this.vnetLen;
+    const l4 = l3 + l3Len;
+    if (family === 4) {
+      const e = this.v4;
+      e.src = readIpv4Addr(req, dstOff);
+      e.dst = readIpv4Addr(req, srcOff);
+      e.protocol = 1;
+      e.payloadLength = l4Len;
+      this.ipId = (this.ipId + 1) & 0xffff;
+      e.id = this.ipId;
+      emitIpv4(e, buf, l3);
+      emitIcmpv4Echo(ICMP_ECHO_REPLY, id, seq, req, dataOff, dataLen, buf, l4);
+    } else {
+      const e = this.v6;
+      const src = e.src;
+      const dst = e.dst;
+      src.set(req.subarray(dstOff, dstOff + 16));
+      dst.set(req.subarray(srcOff, srcOff + 16));
+      e.nextHeader = 58;
+      e.payloadLength = l4Len;
+      emitIpv6(e, buf, l3);
+      emitIcmpv6Echo(ICMPV6_ECHO_REPLY, id, seq, req, dataOff, dataLen, pseudoHeaderSumV6(buf, l3 + 8, l3 + 24, 58, l4Len), buf, l4);
+    }
+    this.link.txCommit(total);
+    this.packets++;
+  }
+
+  /**
+   * An ICMP error about the packet pkt[off, off+len) (its IP header first),
+   * sent from that packet's destination back to its source: "the
+   * destination says no", as a real host or firewall would.
+   */
+  icmpError(family: number, type: number, code: number, param: number, pkt: Uint8Array, off: number, len: number): void {
+    const l3Len = family === 4 ? 20 : 40;
+    const l4Len = family === 4 ? 8 + (len > ICMP_MAX_QUOTE ? ICMP_MAX_QUOTE : len) : icmpv6ErrorLength(len);
+    const total = this.vnetLen + l3Len + l4Len;
+    const at = this.link.txReserve(total);
+    const buf = this.link.txBuffer;
+    if (this.vnetLen !== 0) emitVnetNone(buf, at);
+    const l3 = at + this.vnetLen;
+    const l4 = l3 + l3Len;
+    if (family === 4) {
+      const e = this.v4;
+      e.src = readIpv4Addr(pkt, off + 16);
+      e.dst = readIpv4Addr(pkt, off + 12);
+      e.protocol = 1;
+      e.payloadLength = l4Len;
+      this.ipId = (this.ipId + 1) & 0xffff;
+      e.id = this.ipId;
+      emitIpv4(e, buf, l3);
+      emitIcmpv4Error(type, code, param, pkt, off, len, buf, l4);
+    } else {
+      const e = this.v6;
+      e.src.set(pkt.subarray(off + 24, off + 40));
+      e.dst.set(pkt.subarray(off + 8, off + 24));
+      e.nextHeader = 58;
+      e.payloadLength = l4Len;
+      emitIpv6(e, buf, l3);
+      emitIcmpv6Error(type, code, param, pkt, off, len, pseudoHeaderSumV6(buf, l3 + 8, l3 + 24, 58, l4Len), buf, l4);
+    }
+    this.link.txCommit(total);
+    this.packets++;
+  }
+}

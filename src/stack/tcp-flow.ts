@@ -1,0 +1,164 @@
+/**
+ * One TCP flow in the stack: the flow-table key, the timer-wheel entry, the
+ * owner of the sans-IO TcpConnection, and the bridge to its TcpStream.
+ *
+ * Connection callbacks (ConnectionOwner) run inside process()/dispatch() and
+ * only set flags and queue the flow; the stack runs the stream side after
+ * the whole batch (ENGINEERING.md: owners must not re-enter the core).
+ */
+import type { FlowKey } from '../ip/flow-table.js';
+import type { WheelEntry } from '../timer-wheel.js';
+import type { ConnectionOwner, TcpConnection } from '../tcp/connection.js';
+import { TcpStream, type FlowEndpoints } from './tcp-stream.js';
+
+/** What a flow needs from the stack that owns it. */
+export interface FlowHost {
+  /** Queue the flow for dispatch (and stream notifications) after this turn. */
+  markDirty(flow: TcpFlow): void;
+  /** The connection reached CLOSED: forget the flow. */
+  flowClosed(flow: TcpFlow): void;
+}
+
+export type TcpCloseReason = 'fin' | 'reset' | 'timeout' | 'aborted';
+
+export class TcpFlowError extends Error {
+  constructor(
+    message: string,
+    readonly code: 'ECONNRESET' | 'ETIMEDOUT' | 'ECONNABORTED',
+  ) {
+    super(message);
+  }
+}
+
+export class TcpFlow implements FlowKey, WheelEntry, ConnectionOwner {
+  // FlowKey
+  readonly family: number;
+  readonly protocol = 6;
+  readonly srcAddr = new Uint8Array(16);
+  readonly dstAddr = new Uint8Array(16);
+  srcPort: number;
+  dstPort: number;
+  nextInBucket: FlowKey | null = null;
+  flowHash = 0;
+  // WheelEntry
+  wheelDeadline = Infinity;
+  wheelPrev: WheelEntry | null = null;
+  wheelNext: WheelEntry | null = null;
+  wheelSlot = -1;
+  /** IPv4 addresses as uint32 for the emitter (0 for IPv6). */
+  src4 = 0;
+  dst4 = 0;
+
+  connection: TcpConnection | null = null;
+  stream: TcpStream | null = null;
+  endpoints: FlowEndpoints | null = null;
+  /** Intrusive link of the stack's dirty list. */
+  nextDirty: TcpFlow | null = null;
+  inDirtyList = false;
+  // Notifications from the connection, handled after the batch.
+  notifyReadable = false;
+  notifyWritable = false;
+  peerFinished = false;
+  closedReason: TcpCloseReason | null = null;
+  private readonly host: FlowHost;
+
+  constructor(host: FlowHost, family: number, srcPort: number, dstPort: number) {
+    this.host = host;
+    this.family = family;
+    this.srcPort = srcPort;
+    this.dstPort = dstPort;
+  }
+
+  markDirty(): void {
+    this.host.markDirty(this);
+  }
+
+  /** Creates the stream the application reads and writes. */
+  openStream(): TcpStream {
+    this.stream = new TcpStream(this, this.endpoints!);
+    return this.stream;
+  }
+
+  // --- ConnectionOwner (called inside the core; flags only) ---
+  onEstablished(): void {}
+
+  onReadable(): void {
+    this.notifyReadable = true;
+    this.host.markDirty(this);
+  }
+
+  onWritable(): void {
+    this.notifyWritable = true;
+    this.host.markDirty(this);
+  }
+
+  onPeerFin(): void {
+    this.peerFinished = true;
+    this.notifyReadable = true;
+    this.host.markDirty(this);
+  }
+
+  onClosed(_c: TcpConnection, reason: TcpCloseReason): void {
+    this.closedReason = reason;
+    this.host.markDirty(this);
+  }
+
+  // --- after the batch ---
+  /** Runs stream-side work the core asked for. Returns true when the flow is finished. */
+  deliverNotifications(): boolean {
+    const stream = this.stream;
+    if (stream !== null) {
+      if (this.notifyReadable) {
+        this.notifyReadable = false;
+        stream.pull();
+      }
+      if (this.notifyWritable) {
+        this.notifyWritable = false;
+        stream.drainPending();
+      }
+    }
+    if (this.closedReason !== null) {
+      if (stream !== null) {
+        if (this.closedReason === 'fin') {
+          // Graceful: whatever is left in the ring was already pulled above;
+          // a consumer that stopped reading still gets the end once it reads.
+          stream.failPending(this.closeError());
+          if (!stream.readableEnded && this.connection!.recvAvailable === 0) stream.push(null);
+        } else if (!stream.destroyed) {
+          stream.destroy(this.closeError());
+        }
+      }
+      this.host.flowClosed(this);
+      return true;
+    }
+    return false;
+  }
+
+  closeError(): Error {
+    switch (this.closedReason) {
+      case 'timeout':
+        return new TcpFlowError('connection timed out (peer stopped acknowledging)', 'ETIMEDOUT');
+      case 'aborted':
+        return new TcpFlowError('connection aborted', 'ECONNABORTED');
+      case 'fin':
+        return new TcpFlowError('connection closed', 'ECONNRESET');
+      default:
+        return new TcpFlowError('connection reset by peer', 'ECONNRESET');
+    }
+  }
+
+  shutdownWrite(): void {
+    if (this.connection !== null && this.closedReason === null) {
+      this.connection.shutdownWrite();
+      this.host.markDirty(this);
+    }
+  }
+
+  /** The application destroyed the stream: reset the peer unless already closed. */
+  streamDestroyed(_err: Error | null): void {
+    if (this.connection !== null && this.closedReason === null) {
+      this.connection.abort();
+      this.host.markDirty(this);
+    }
+  }
+}

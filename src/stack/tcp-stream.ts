@@ -1,0 +1,127 @@
+/**
+ * A terminated TCP flow as a Node Duplex stream. Reads pull from the
+ * connection's receive ring only while the consumer wants data: a slow
+ * consumer leaves bytes in the ring, the advertised window shrinks, and the
+ * peer slows down (end-to-end flow control). Writes go into the send ring;
+ * when it is full the write callback waits for the peer's ACKs.
+ */
+import { Duplex } from 'node:stream';
+import type { TcpFlow } from './tcp-flow.js';
+
+/** Largest Buffer one read produces (one push per available chunk). */
+const READ_CHUNK = 64 * 1024;
+
+export interface FlowEndpoints {
+  /** 4 or 6. */
+  readonly family: number;
+  /** The client that opened the flow (the TUN side). */
+  readonly remoteAddress: string;
+  readonly remotePort: number;
+  /** The destination the client asked for. */
+  readonly localAddress: string;
+  readonly localPort: number;
+}
+
+export class TcpStream extends Duplex implements FlowEndpoints {
+  readonly family: number;
+  readonly remoteAddress: string;
+  readonly remotePort: number;
+  readonly localAddress: string;
+  readonly localPort: number;
+  /** @internal */
+  readonly flow: TcpFlow;
+  private wantRead = false;
+  private pendingChunk: Uint8Array | null = null;
+  private pendingOffset = 0;
+  private pendingCallback: ((err?: Error | null) => void) | null = null;
+  private ended = false;
+
+  constructor(flow: TcpFlow, endpoints: FlowEndpoints) {
+    super({ allowHalfOpen: true, highWaterMark: 64 * 1024 });
+    this.flow = flow;
+    this.family = endpoints.family;
+    this.remoteAddress = endpoints.remoteAddress;
+    this.remotePort = endpoints.remotePort;
+    this.localAddress = endpoints.localAddress;
+    this.localPort = endpoints.localPort;
+  }
+
+  override _read(): void {
+    this.wantRead = true;
+    this.pull();
+  }
+
+  /** Moves bytes from the receive ring into the stream while the consumer wants them. */
+  pull(): void {
+    const conn = this.flow.connection;
+    if (conn === null) return;
+    let moved = false;
+    while (this.wantRead) {
+      const available = conn.recvAvailable;
+      if (available === 0) break;
+      const n = available < READ_CHUNK ? available : READ_CHUNK;
+      const buf = Buffer.allocUnsafe(n);
+      const got = conn.recv(buf, 0, n);
+      if (got === 0) break;
+      moved = true;
+      this.wantRead = this.push(got === n ? buf : buf.subarray(0, got));
+    }
+    // Reading opened the window: let the connection send an update.
+    if (moved) this.flow.markDirty();
+    if (this.flow.peerFinished && conn.recvAvailable === 0 && !this.ended) {
+      this.ended = true;
+      this.push(null);
+    }
+  }
+
+  override _write(chunk: Buffer, _encoding: BufferEncoding, callback: (err?: Error | null) => void): void {
+    const conn = this.flow.connection;
+    if (conn === null) {
+      callback(this.flow.closeError());
+      return;
+    }
+    const taken = conn.send(chunk, 0, chunk.length);
+    if (taken > 0) this.flow.markDirty();
+    if (taken === chunk.length) {
+      callback();
+      return;
+    }
+    this.pendingChunk = chunk;
+    this.pendingOffset = taken;
+    this.pendingCallback = callback;
+  }
+
+  /** The send ring has room again. */
+  drainPending(): void {
+    const chunk = this.pendingChunk;
+    const conn = this.flow.connection;
+    if (chunk === null || conn === null) return;
+    const taken = conn.send(chunk, this.pendingOffset, chunk.length - this.pendingOffset);
+    if (taken > 0) this.flow.markDirty();
+    this.pendingOffset += taken;
+    if (this.pendingOffset === chunk.length) {
+      const cb = this.pendingCallback!;
+      this.pendingChunk = null;
+      this.pendingCallback = null;
+      cb();
+    }
+  }
+
+  /** The connection is gone: fail a blocked write. */
+  failPending(err: Error): void {
+    const cb = this.pendingCallback;
+    this.pendingChunk = null;
+    this.pendingCallback = null;
+    if (cb !== null) cb(err);
+  }
+
+  override _final(callback: (err?: Error | null) => void): void {
+    this.flow.shutdownWrite();
+    callback();
+  }
+
+  override _destroy(err: Error | null, callback: (err?: Error | null) => void): void {
+    this.flow.streamDestroyed(err);
+    callback(err);
+  }
+}

@@ -1,0 +1,105 @@
+/**
+ * A UDP "session": datagrams between one TUN-side client address:port and
+ * one destination address:port, as seen by the stack. The application gets
+ * each datagram from the client and can send datagrams back that appear to
+ * come from the destination. Sessions end after an idle timeout (RFC 4787
+ * REQ-5: at least 2 minutes by default for general UDP; configurable).
+ */
+import { EventEmitter } from 'node:events';
+import type { FlowKey } from '../ip/flow-table.js';
+import type { WheelEntry } from '../timer-wheel.js';
+import type { FlowEndpoints } from './tcp-stream.js';
+
+export interface UdpHost {
+  /** Sends `data` from the session's destination back to its client. */
+  sendUdp(session: UdpSession, data: Uint8Array, off: number, len: number): boolean;
+  /** Re-arms the idle timer and forgets the session when closed. */
+  touchUdp(session: UdpSession): void;
+  closeUdp(session: UdpSession): void;
+}
+
+export interface UdpSessionEvents {
+  message: [data: Buffer];
+  close: [];
+}
+
+export class UdpSession extends EventEmitter<UdpSessionEvents> implements FlowKey, WheelEntry, FlowEndpoints {
+  readonly protocol = 17;
+  readonly srcAddr = new Uint8Array(16);
+  readonly dstAddr = new Uint8Array(16);
+  nextInBucket: FlowKey | null = null;
+  flowHash = 0;
+  wheelDeadline = Infinity;
+  wheelPrev: WheelEntry | null = null;
+  wheelNext: WheelEntry | null = null;
+  wheelSlot = -1;
+  src4 = 0;
+  dst4 = 0;
+  remoteAddress = '';
+  localAddress = '';
+  lastActivity = 0;
+  closed = false;
+  datagramsIn = 0;
+  datagramsOut = 0;
+  bytesIn = 0;
+  bytesOut = 0;
+  /** Datagrams that arrived before the application attached a listener. */
+  readonly queued: Buffer[] = [];
+  private readonly host: UdpHost;
+
+  constructor(
+    host: UdpHost,
+    readonly family: number,
+    readonly srcPort: number,
+    readonly dstPort: number,
+  ) {
+    super();
+    this.host = host;
+  }
+
+  get remotePort(): number {
+    return this.srcPort;
+  }
+
+  get localPort(): number {
+    return this.dstPort;
+  }
+
+  /** Sends a datagram to the client, from the session's destination. */
+  send(data: Uint8Array): boolean {
+    if (this.closed) return false;
+    this.datagramsOut++;
+    this.bytesOut += data.length;
+    this.host.touchUdp(this);
+    return this.host.sendUdp(this, data, 0, data.length);
+  }
+
+  close(): void {
+    if (this.closed) return;
+    this.host.closeUdp(this);
+  }
+
+  /** @internal called by the stack. */
+  deliver(data: Buffer): void {
+    this.datagramsIn++;
+    this.bytesIn += data.length;
+    if (this.listenerCount('message') === 0) {
+      // Bounded: a session nobody reads holds at most 64 datagrams.
+      if (this.queued.length < 64) this.queued.push(data);
+      return;
+    }
+    this.emit('message', data);
+  }
+
+  /** @internal called by the stack. */
+  markClosed(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.emit('close');
+  }
+
+  /** Hands queued datagrams to a listener attached late. */
+  drainQueued(): void {
+    while (this.queued.length > 0 && this.listenerCount('message') > 0) this.emit('message', this.queued.shift()!);
+  }
+}

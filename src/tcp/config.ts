@@ -1,0 +1,78 @@
+/** TCP configuration: every limit a connection has, with defaults. */
+
+export interface TcpConfig {
+  /** MSS we announce for IPv4 (IPv6 announces 20 bytes less); from the link MTU. */
+  mss: number;
+  recvBufferBytes: number;
+  sendBufferBytes: number;
+  windowScale: boolean;
+  sack: boolean;
+  timestamps: boolean;
+  initialRtoMs: number;
+  minRtoMs: number;
+  maxRtoMs: number;
+  /** Retransmissions of one segment before the connection is abandoned. */
+  maxRetries: number;
+  /** SYN-ACK retransmissions before a half-open connection is abandoned. */
+  synRetries: number;
+  delayedAckMs: number;
+  /**
+   * TIME-WAIT length. RFC 9293 3.4.2 asks for 2*MSL (4 minutes); sluice
+   * terminates flows from the local kernel, whose old duplicates cannot
+   * wander a real network, so a short bound keeps the table small.
+   */
+  timeWaitMs: number;
+  finWait2TimeoutMs: number;
+  /** 0 disables keepalive (the default, as RFC 9293 3.8.4 says it MUST be). */
+  keepAliveIdleMs: number;
+  keepAliveIntervalMs: number;
+  keepAliveProbes: number;
+  /** Out-of-order ranges held at once (hole-tracking bound). */
+  maxOutOfOrderRanges: number;
+  congestion: 'cubic' | 'reno';
+  /** RFC 6928. */
+  initialCwndSegments: number;
+}
+
+export function defaultTcpConfig(): TcpConfig {
+  return {
+    mss: 1460,
+    recvBufferBytes: 256 * 1024,
+    sendBufferBytes: 256 * 1024,
+    windowScale: true,
+    sack: true,
+    timestamps: true,
+    initialRtoMs: 1000,
+    minRtoMs: 200,
+    maxRtoMs: 60_000,
+    maxRetries: 12,
+    synRetries: 5,
+    delayedAckMs: 40,
+    timeWaitMs: 2000,
+    finWait2TimeoutMs: 60_000,
+    keepAliveIdleMs: 0,
+    keepAliveIntervalMs: 75_000,
+    keepAliveProbes: 9,
+    maxOutOfOrderRanges: 64,
+    congestion: 'cubic',
+    initialCwndSegments: 10,
+  };
+}
+
+export class TcpConfigError extends Error {
+  readonly code = 'SLUICE_TCP_CONFIG';
+}
+
+/** Throws TcpConfigError naming the field when a value cannot work. */
+export function validateTcpConfig(c: TcpConfig): TcpConfig {
+  const positive: (keyof TcpConfig)[] = ['recvBufferBytes', 'sendBufferBytes', 'initialRtoMs', 'minRtoMs', 'maxRtoMs', 'delayedAckMs', 'initialCwndSegments', 'maxOutOfOrderRanges'];
+  for (const k of positive) {
+    const v = c[k];
+    if (typeof v !== 'number' || !Number.isFinite(v) || v <= 0) throw new TcpConfigError(`tcp.${k}: expected a positive number, got ${String(v)}`);
+  }
+  if (c.mss < 88 || c.mss > 65495) throw new TcpConfigError(`tcp.mss: expected 88..65495, got ${c.mss}`);
+  if (c.recvBufferBytes > 1 << 30) throw new TcpConfigError('tcp.recvBufferBytes: at most 1 GiB (window scale 14)');
+  if (c.minRtoMs > c.maxRtoMs) throw new TcpConfigError('tcp.minRtoMs: must not exceed tcp.maxRtoMs');
+  if (c.congestion !== 'cubic' && c.congestion !== 'reno') throw new TcpConfigError(`tcp.congestion: expected "cubic" or "reno", got ${String(c.congestion)}`);
+  return c;
+}
