@@ -2,10 +2,12 @@
 import { printRows } from './wire.bench.js';
 import { runWireBench } from './wire.bench.js';
 import { runTunBench } from './tun.bench.js';
+import { printStackRows, runStackBench } from './stack.bench.js';
 
 printRows(`wire codecs (node ${process.version})`, runWireBench());
 if (process.getuid?.() === 0) {
   printRows('TUN batch reader, kernel TCP sender, 1024 MiB per run', await runTunBench(1024));
+  printStackRows(await runStackBench(5));
 } else {
-  console.log('\n(TUN benchmark skipped: needs root for network namespaces)');
+  console.log('\n(TUN and stack benchmarks skipped: needs root for network namespaces)');
 }
