@@ -1,0 +1,78 @@
+/** RFC 9293 3.6: closing in every order. */
+import t from 'tap';
+import { TCP_ACK, TCP_FIN } from '../../src/wire/tcp.js';
+import { config, established } from './helpers.js';
+
+t.test('peer closes first: CLOSE-WAIT, we keep sending, then LAST-ACK and CLOSED', async (t) => {
+  const f = established();
+  const ack = f.send({ flags: TCP_FIN | TCP_ACK });
+  f.peerSeq++;
+  t.equal(f.conn.state, 'CLOSE-WAIT');
+  t.equal(f.rec.peerFin, 1);
+  t.equal(ack[0]!.repr.ack, f.peerSeq, 'the FIN is acknowledged');
+  t.equal(f.conn.send(Buffer.from('still talking'), 0, 13), 13, 'half-close: we can still send');
+  const data = f.dispatch();
+  t.equal(data[0]!.data.toString(), 'still talking');
+  f.conn.shutdownWrite();
+  const fin = f.dispatch();
+  t.ok(fin.some((s) => s.repr.flags & TCP_FIN));
+  t.equal(f.conn.state, 'LAST-ACK');
+  f.send({ flags: TCP_ACK, ack: f.conn.sndNxt });
+  t.equal(f.conn.state, 'CLOSED');
+  t.equal(f.rec.closed, 'fin');
+});
+
+t.test('we close first: FIN-WAIT-1, FIN-WAIT-2 (peer still sends), TIME-WAIT, CLOSED after the bound', async (t) => {
+  const f = established(config({ timeWaitMs: 2000 }));
+  f.conn.shutdownWrite();
+  const fin = f.dispatch();
+  t.equal(fin.length, 1);
+  t.ok(fin[0]!.repr.flags & TCP_FIN);
+  t.equal(f.conn.state, 'FIN-WAIT-1');
+  f.send({ flags: TCP_ACK, ack: f.conn.sndNxt });
+  t.equal(f.conn.state, 'FIN-WAIT-2');
+  f.send({ flags: TCP_ACK | 0x08 }, Buffer.from('late data'));
+  f.peerSeq += 9;
+  t.equal(f.conn.recvAvailable, 9, 'half-close the other way: data still arrives');
+  f.send({ flags: TCP_FIN | TCP_ACK });
+  f.peerSeq++;
+  t.equal(f.conn.state, 'TIME-WAIT');
+  f.advance(1999);
+  t.equal(f.conn.state, 'TIME-WAIT');
+  f.advance(2);
+  t.equal(f.conn.state, 'CLOSED');
+  t.equal(f.rec.closed, 'fin');
+});
+
+t.test('simultaneous close goes through CLOSING', async (t) => {
+  const f = established();
+  f.conn.shutdownWrite();
+  f.dispatch();
+  const finSeqNext = f.conn.sndNxt;
+  // Their FIN crosses ours: it does not acknowledge our FIN.
+  f.send({ flags: TCP_FIN | TCP_ACK, ack: (finSeqNext - 1) >>> 0 });
+  f.peerSeq++;
+  t.equal(f.conn.state, 'CLOSING');
+  f.send({ flags: TCP_ACK, ack: finSeqNext });
+  t.equal(f.conn.state, 'TIME-WAIT');
+});
+
+t.test('abort sends RST and closes', async (t) => {
+  const f = established();
+  f.conn.abort();
+  const out = f.dispatch();
+  t.ok(out[0]!.repr.flags & 0x04);
+  t.equal(f.conn.state, 'CLOSED');
+  t.equal(f.rec.closed, 'aborted');
+});
+
+t.test('a retransmitted FIN in TIME-WAIT is acknowledged again', async (t) => {
+  const f = established();
+  f.conn.shutdownWrite();
+  f.dispatch();
+  f.send({ flags: TCP_ACK, ack: f.conn.sndNxt });
+  f.send({ flags: TCP_FIN | TCP_ACK });
+  t.equal(f.conn.state, 'TIME-WAIT');
+  const again = f.send({ flags: TCP_FIN | TCP_ACK }); // same seq: a retransmission
+  t.equal(again.length, 1, 'ACKed again');
+});

@@ -1,0 +1,118 @@
+/** Fixture builders for deterministic TCP connection tests (explicit time, no sleeps). */
+import { TCP_ACK, TCP_SYN, copyTcpRepr, newTcpRepr, type TcpRepr } from '../../src/wire/tcp.js';
+import { TcpConnection, type CloseReason, type ConnectionOwner, type SegmentSink } from '../../src/tcp/connection.js';
+import { defaultTcpConfig, type TcpConfig } from '../../src/tcp/config.js';
+
+export interface Sent {
+  repr: TcpRepr;
+  data: Buffer;
+}
+
+/** Records everything a connection emits and everything it tells its owner. */
+export class Recorder implements SegmentSink, ConnectionOwner {
+  sent: Sent[] = [];
+  established = 0;
+  readable = 0;
+  writable = 0;
+  peerFin = 0;
+  closed: CloseReason | null = null;
+
+  emitSegment(_c: TcpConnection, repr: TcpRepr, data: Uint8Array | null, off: number, len: number): void {
+    const copy = newTcpRepr();
+    copyTcpRepr(repr, copy);
+    this.sent.push({ repr: copy, data: Buffer.from(data ? data.subarray(off, off + len) : []) });
+  }
+  onEstablished(): void {
+    this.established++;
+  }
+  onReadable(): void {
+    this.readable++;
+  }
+  onWritable(): void {
+    this.writable++;
+  }
+  onPeerFin(): void {
+    this.peerFin++;
+  }
+  onClosed(_c: TcpConnection, reason: CloseReason): void {
+    this.closed = reason;
+  }
+  /** Takes and clears what was sent. */
+  take(): Sent[] {
+    const s = this.sent;
+    this.sent = [];
+    return s;
+  }
+}
+
+export function seg(fields: Partial<TcpRepr>): TcpRepr {
+  const r = newTcpRepr();
+  Object.assign(r, { window: 65535, ...fields });
+  return r;
+}
+
+export function config(overrides: Partial<TcpConfig> = {}): TcpConfig {
+  return { ...defaultTcpConfig(), recvBufferBytes: 65536, sendBufferBytes: 65536, ...overrides };
+}
+
+export const PEER_ISS = 1_000_000;
+export const OUR_ISS = 5_000_000;
+
+export interface Fixture {
+  conn: TcpConnection;
+  rec: Recorder;
+  /** Peer's next sequence number (what we expect next). */
+  peerSeq: number;
+  now: number;
+  /** Delivers a segment from the peer and dispatches; returns what we sent. */
+  send(fields: Partial<TcpRepr>, data?: Uint8Array): Sent[];
+  /** Advances the clock and dispatches when due; returns what we sent. */
+  advance(ms: number): Sent[];
+  dispatch(): Sent[];
+}
+
+/** A SYN-RECEIVED connection for a SYN carrying `synFields`; the SYN-ACK is dispatched. */
+export function synReceived(cfg: TcpConfig = config(), synFields: Partial<TcpRepr> = {}, iss = OUR_ISS, peerIss = PEER_ISS): Fixture {
+  const rec = new Recorder();
+  const syn = seg({ seq: peerIss, flags: TCP_SYN, mss: 1460, ...synFields });
+  const conn = TcpConnection.accept(cfg, 0, syn, { iss, mss: 1460 }, rec);
+  const f: Fixture = {
+    conn,
+    rec,
+    peerSeq: (peerIss + 1) >>> 0,
+    now: 0,
+    send(fields, data) {
+      const payload = data ?? new Uint8Array(0);
+      conn.process(f.now, seg({ seq: f.peerSeq, ack: conn.sndNxt, flags: TCP_ACK, ...fields }), payload, 0, payload.length);
+      conn.dispatch(f.now, rec);
+      return rec.take();
+    },
+    advance(ms) {
+      const end = f.now + ms;
+      while (true) {
+        const at = conn.pollAt();
+        if (at > end) break;
+        f.now = Math.max(f.now, at);
+        conn.dispatch(f.now, rec);
+        if (conn.pollAt() <= f.now && conn.pollAt() !== 0) break;
+        if (conn.pollAt() === 0) continue;
+      }
+      f.now = end;
+      return rec.take();
+    },
+    dispatch() {
+      conn.dispatch(f.now, rec);
+      return rec.take();
+    },
+  };
+  conn.dispatch(0, rec);
+  return f;
+}
+
+/** An ESTABLISHED connection (handshake done, SYN-ACK consumed). */
+export function established(cfg: TcpConfig = config(), synFields: Partial<TcpRepr> = {}, iss = OUR_ISS, peerIss = PEER_ISS): Fixture {
+  const f = synReceived(cfg, synFields, iss, peerIss);
+  f.rec.take();
+  f.send({ flags: TCP_ACK, ack: (iss + 1) >>> 0 });
+  return f;
+}

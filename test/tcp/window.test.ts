@@ -1,0 +1,91 @@
+/** Flow control: zero window and probes, receive window and the reader, window scaling, out-of-order. */
+import t from 'tap';
+import { TCP_ACK, TCP_PSH } from '../../src/wire/tcp.js';
+import { config, established } from './helpers.js';
+
+t.test('a zero window stops sending; probes back off; reopening resumes', async (t) => {
+  const f = established();
+  f.send({ flags: TCP_ACK, window: 0 });
+  f.conn.send(Buffer.alloc(3000, 1), 0, 3000);
+  t.equal(f.dispatch().filter((s) => s.data.length > 0).length, 0, 'nothing sent into a zero window');
+  const rto = f.conn.rtt.rto;
+  t.equal(f.advance(rto - 1).length, 0);
+  const probes1 = f.advance(1);
+  t.equal(probes1.length, 1, 'a probe after one RTO');
+  t.equal(probes1[0]!.repr.seq, (f.conn.sndUna - 1) >>> 0, 'carrying SND.UNA - 1');
+  t.equal(f.advance(2 * rto - 1).length, 0, 'the next one backs off');
+  t.equal(f.advance(1).length, 1);
+  const resumed = f.send({ flags: TCP_ACK, window: 65535 });
+  t.equal(resumed.reduce((n, s) => n + s.data.length, 0), 3000, 'all data flows once the window opens');
+});
+
+t.test('an application that does not read shrinks the advertised window; reading reopens it', async (t) => {
+  const f = established(config({ recvBufferBytes: 8192 }));
+  const chunk = Buffer.alloc(1460, 9);
+  let lastWindow = -1;
+  for (let i = 0; i < 5; i++) {
+    const out = f.send({ flags: TCP_ACK | TCP_PSH }, chunk);
+    f.peerSeq += 1460;
+    const acks = [...out, ...f.advance(50)];
+    if (acks.length) lastWindow = acks[acks.length - 1]!.repr.window;
+  }
+  t.equal(f.conn.recvAvailable, 7300);
+  t.equal(lastWindow, 8192 - 7300, 'advertised window = free buffer');
+  const over = f.send({ flags: TCP_ACK | TCP_PSH }, Buffer.alloc(1460, 1));
+  t.equal(f.conn.recvAvailable, 8192, 'only what fits is taken; the rest is not acknowledged');
+  t.equal(over[0]?.repr.window ?? 0, 0, 'window closed');
+  f.peerSeq += 892;
+  const dst = Buffer.alloc(8192);
+  t.equal(f.conn.recv(dst, 0, 8192), 8192);
+  const update = f.dispatch();
+  t.equal(update.length, 1, 'a window update after the reader drained the buffer');
+  t.equal(update[0]!.repr.window, 8192);
+});
+
+t.test('window scaling: the peer window is shifted, ours is announced shifted', async (t) => {
+  const f = established(config({ recvBufferBytes: 1 << 20 }), { windowScale: 3 });
+  f.send({ flags: TCP_ACK, window: 20000 });
+  t.equal(f.conn.sndWnd, 160000, 'peer window << 3');
+  f.conn.send(Buffer.alloc(100), 0, 100);
+  const out = f.dispatch();
+  t.equal(out[0]!.repr.window, (1 << 20) >>> 5, 'our window >> 5');
+});
+
+t.test('out-of-order segments are held, SACKed and delivered in order once the hole fills', async (t) => {
+  const f = established(config(), { sackPermitted: true });
+  const a = Buffer.alloc(100, 1);
+  const b = Buffer.alloc(100, 2);
+  const c = Buffer.alloc(100, 3);
+  const s0 = f.peerSeq;
+  const dup1 = f.send({ seq: (s0 + 200) >>> 0 }, c);
+  t.equal(dup1[0]!.repr.ack, s0, 'a duplicate ACK at once');
+  t.equal(dup1[0]!.repr.sackCount, 1);
+  t.equal(dup1[0]!.repr.sackLeft[0], (s0 + 200) >>> 0);
+  f.send({ seq: (s0 + 100) >>> 0 }, b);
+  t.equal(f.conn.recvAvailable, 0);
+  const ack = f.send({ seq: s0 }, a);
+  t.equal(ack[0]!.repr.ack, (s0 + 300) >>> 0, 'hole filled: everything acknowledged at once');
+  const out = Buffer.alloc(300);
+  f.conn.recv(out, 0, 300);
+  t.same(out, Buffer.concat([a, b, c]));
+});
+
+t.test('the out-of-order range cap bounds memory and counts the drop', async (t) => {
+  const f = established(config({ maxOutOfOrderRanges: 2 }));
+  const s0 = f.peerSeq;
+  f.send({ seq: (s0 + 100) >>> 0 }, Buffer.alloc(10));
+  f.send({ seq: (s0 + 200) >>> 0 }, Buffer.alloc(10));
+  f.send({ seq: (s0 + 300) >>> 0 }, Buffer.alloc(10));
+  t.equal(f.conn.outOfOrderDrops, 1);
+});
+
+t.test('delayed ACK: one small segment waits 40 ms; every second full segment is ACKed at once', async (t) => {
+  const f = established();
+  t.equal(f.send({}, Buffer.alloc(100)).length, 0, 'no immediate ACK');
+  f.peerSeq += 100;
+  t.equal(f.advance(39).length, 0);
+  t.equal(f.advance(1).length, 1, 'ACK at 40 ms');
+  t.equal(f.send({}, Buffer.alloc(1460)).length, 0);
+  f.peerSeq += 1460;
+  t.equal(f.send({}, Buffer.alloc(1460)).length, 1, 'second full segment: immediate ACK');
+});
