@@ -88,6 +88,15 @@ export class TcpConnection {
   private finQueued = false;
   private finSent = false;
   private finSeq = 0;
+  /**
+   * SND.MAX (the BSD name): the highest sequence number ever sent. A
+   * retransmission timeout rewinds SND.NXT to SND.UNA (go-back-N), so ACKs
+   * up to SND.MAX stay acceptable (RFC 9293 3.10.7.4 judges against SND.NXT
+   * because it never rewinds it).
+   */
+  private sndMax = 0;
+  /** The closing state a timeout rewound from, restored when the FIN is acknowledged or resent. */
+  private rewoundFrom: TcpState | null = null;
 
   // Receive sequence space
   irs = 0;
@@ -160,6 +169,7 @@ export class TcpConnection {
     this.iss = opts.iss >>> 0;
     this.sndUna = this.iss;
     this.sndNxt = seqAdd(this.iss, 1);
+    this.sndMax = this.sndNxt;
     this.ringSeq = seqAdd(this.iss, 1);
     this.announcedMss = opts.mss;
     this.sendMss = DEFAULT_PEER_MSS;
@@ -420,7 +430,7 @@ export class TcpConnection {
   private processAck(now: number, seg: TcpRepr, len: number): boolean {
     const ack = seg.ack;
     // RFC 5961 5.2: acceptable ACKs lie in [SND.UNA - MAX.SND.WND, SND.NXT].
-    if (seqGt(ack, this.sndNxt)) {
+    if (seqGt(ack, this.sndMax)) {
       this.ackNow = true;
       return false;
     }
@@ -484,6 +494,16 @@ export class TcpConnection {
       this.bytesSent += dataAcked;
       this.owner.onWritable(this);
     }
+    if (seqGt(ack, this.sndNxt)) {
+      // An ACK for data (or a FIN) sent before a timeout rewound SND.NXT:
+      // the go-back-N retransmission need not resend it.
+      if (this.rewoundFrom !== null && ack === seqAdd(this.finSeq, 1)) {
+        this.finSent = true;
+        this.state = this.rewoundFrom;
+        this.rewoundFrom = null;
+      }
+      this.sndNxt = ack;
+    }
     if (this.sackOk && seg.sackCount > 0) this.recordSack(seg);
     this.takeRttSample(now, seg, false);
     this.retries = 0;
@@ -526,7 +546,7 @@ export class TcpConnection {
       const l = seg.sackLeft[i]!;
       const r = seg.sackRight[i]!;
       // RFC 2018 / RFC 6675: only blocks within [SND.UNA, SND.NXT] count.
-      if (!seqLt(this.ringSeq, r) || seqGt(r, this.sndNxt) || !seqLt(l, r)) continue;
+      if (!seqLt(this.ringSeq, r) || seqGt(r, this.sndMax) || !seqLt(l, r)) continue;
       const start = seqLt(l, this.ringSeq) ? 0 : seqSub(l, this.ringSeq);
       const end = seqSub(r, this.ringSeq);
       this.sacked.add(start, end - start);
@@ -673,7 +693,17 @@ export class TcpConnection {
       this.emitSyn(now, sink);
       return;
     }
-    if (this.state === 'SYN-SENT' || this.state === 'SYN-RECEIVED') return;
+    if (this.state === 'SYN-SENT' || this.state === 'SYN-RECEIVED') {
+      if (this.ackNow || this.challengePending) {
+        this.ackNow = false;
+        this.challengePending = false;
+        // Before the handshake completes our acknowledgment is the SYN-ACK
+        // itself (RFC 9293 3.10.7.4 answers an unacceptable segment with an
+        // ACK; in SYN-RECEIVED that is the SYN-ACK, as Linux does too).
+        if (this.state === 'SYN-RECEIVED') this.emitSyn(now, sink);
+      }
+      return;
+    }
 
     let sent = false;
     if (this.inRecovery && this.retransmitBudget > 0) sent = this.retransmitHoles(now, sink) || sent;
@@ -746,6 +776,7 @@ export class TcpConnection {
       this.sentBytes += size;
       if (this.sentBytes > this.highSent) this.highSent = this.sentBytes;
       this.sndNxt = seqAdd(this.ringSeq, this.sentBytes);
+      if (seqGt(this.sndNxt, this.sndMax)) this.sndMax = this.sndNxt;
       if (this.rtoAt === Infinity) this.rtoAt = now + this.rtt.rto;
       sent = true;
     }
@@ -788,6 +819,9 @@ export class TcpConnection {
       sent = true;
       if (!this.sackOk) break; // NewReno: one segment per partial ACK
     }
+    // Nothing left below the recovery point to repair: the unused budget
+    // must not keep pollAt() at "now" (it would spin the driver).
+    if (this.retransmitCursor >= limit || this.retransmitCursor >= this.sentBytes) this.retransmitBudget = 0;
     if (sent) this.rtoAt = now + this.rtt.rto;
     return sent;
   }
@@ -798,7 +832,9 @@ export class TcpConnection {
     this.finSeq = seqAdd(this.ringSeq, this.sentBytes);
     this.emitControl(sink, this.finSeq, TCP_FIN | TCP_ACK, now);
     this.sndNxt = seqAdd(this.finSeq, 1);
-    this.state = this.state === 'ESTABLISHED' ? 'FIN-WAIT-1' : 'LAST-ACK';
+    if (seqGt(this.sndNxt, this.sndMax)) this.sndMax = this.sndNxt;
+    this.state = this.rewoundFrom ?? (this.state === 'ESTABLISHED' ? 'FIN-WAIT-1' : 'LAST-ACK');
+    this.rewoundFrom = null;
     if (this.rtoAt === Infinity) this.rtoAt = now + this.rtt.rto;
     return true;
   }
@@ -830,6 +866,7 @@ export class TcpConnection {
     if (this.finSent) {
       // Retransmit the FIN too once the data is out again.
       this.finSent = false;
+      this.rewoundFrom = this.state;
       this.state = this.state === 'FIN-WAIT-1' ? 'ESTABLISHED' : this.state === 'LAST-ACK' || this.state === 'CLOSING' ? 'CLOSE-WAIT' : this.state;
     }
     this.sndNxt = this.ringSeq;

@@ -58,7 +58,11 @@ export class ByteRing {
   /** Consumes up to `len` bytes into dst; returns the count. */
   read(dst: Uint8Array, off: number, len: number): number {
     const n = this.peek(0, dst, off, len);
-    this.discard(n);
+    // No rebasing to 0 when emptied here: out-of-order bytes may sit beyond
+    // the tail (writeAt), and they must stay where the assembler thinks.
+    this.head += n;
+    if (this.head >= this.capacity) this.head -= this.capacity;
+    this.size -= n;
     return n;
   }
 
@@ -74,7 +78,11 @@ export class ByteRing {
     return n;
   }
 
-  /** Drops `n` bytes from the head (acknowledged or read). */
+  /**
+   * Drops `n` bytes from the head (send side: acknowledged). An emptied ring
+   * starts again at 0 so later segments are long contiguous runs; the send
+   * side never holds bytes beyond the tail, so that is safe there.
+   */
   discard(n: number): void {
     const k = n < this.size ? n : this.size;
     this.head += k;

@@ -78,3 +78,15 @@ t.test('random operations match a reference array', async (t) => {
   }
   t.pass('5000 random operations agree');
 });
+
+t.test('reading the ring empty keeps out-of-order bytes placed beyond the tail where they were', async (t) => {
+  const r = new ByteRing(16);
+  r.write(new Uint8Array([1, 2, 3]), 0, 3);
+  t.ok(r.writeAt(2, new Uint8Array([6, 7]), 0, 2), 'bytes 6,7 placed after a 2-byte hole');
+  const out = new Uint8Array(8);
+  t.equal(r.read(out, 0, 8), 3, 'the in-order bytes read out, ring now empty');
+  t.equal(r.write(new Uint8Array([4, 5]), 0, 2), 2, 'the hole fills');
+  r.commit(2);
+  t.equal(r.read(out, 0, 8), 4);
+  t.same([...out.subarray(0, 4)], [4, 5, 6, 7], 'the out-of-order bytes follow the hole');
+});
