@@ -1,0 +1,253 @@
+/**
+ * Direct outbound: the flow leaves from this host. TCP through a marked
+ * socket when `mark` / `interface` is configured (policy routing keeps it
+ * out of the TUN), a plain net socket otherwise.
+ *
+ * UDP: one socket per session and address family, bound to an ephemeral
+ * port. Mapping and filtering are endpoint-independent ("full cone",
+ * RFC 4787 §4.1 / §5): the session may send to any destination from the one
+ * port, and datagrams from any source reaching that port are delivered to
+ * the session. That is what games, STUN and QUIC migration expect; it also
+ * means anyone who learns the port can send into the session, as with any
+ * full-cone NAT.
+ */
+import net from 'node:net';
+import type dgram from 'node:dgram';
+import type { Duplex } from 'node:stream';
+import { Attempt, dialTcp, makeDialer, openUdpSocket } from './dial.js';
+import type { Dialer } from './dial.js';
+import { OutboundConfigError } from './errors.js';
+import type {
+  DialerOptions,
+  OpenUdpOptions,
+  Outbound,
+  Target,
+  UdpAssociation,
+  UdpAssociationStats,
+  UdpCloseHandler,
+  UdpMessageHandler,
+  UdpSource,
+} from './types.js';
+
+export interface DirectOutboundOptions extends DialerOptions {
+  name: string;
+  /** Datagrams held while a socket of the other family is being made. Default 16. */
+  udpPendingMax?: number;
+}
+
+export class DirectOutbound implements Outbound {
+  readonly name: string;
+  readonly type = 'direct' as const;
+  readonly action = 'connect' as const;
+  readonly supportsUdp = true;
+  private readonly dialer: Dialer;
+  private readonly udpPendingMax: number;
+
+  constructor(opts: DirectOutboundOptions) {
+    this.name = opts.name;
+    const field = `outbounds[${opts.name}]`;
+    if (opts.mark !== undefined && (!Number.isInteger(opts.mark) || opts.mark < 0 || opts.mark > 0xffffffff)) {
+      throw new OutboundConfigError(`${field}.mark`, 'expected an integer 0..0xffffffff');
+    }
+    if (opts.interface !== undefined && (opts.interface.length === 0 || opts.interface.length > 15)) {
+      throw new OutboundConfigError(`${field}.interface`, 'expected an interface name of 1..15 characters (IFNAMSIZ)');
+    }
+    this.dialer = makeDialer(opts.name, opts);
+    this.udpPendingMax = opts.udpPendingMax ?? 16;
+  }
+
+  /** True when sockets carry SO_MARK / SO_BINDTODEVICE (made through the native addon). */
+  get marked(): boolean {
+    return this.dialer.mark !== 0 || this.dialer.device !== undefined;
+  }
+
+  async connectTcp(target: Target, signal?: AbortSignal): Promise<Duplex> {
+    const attempt = new Attempt(this.name, this.dialer.connectTimeoutMs, signal);
+    try {
+      return await dialTcp(this.dialer, target.host, target.port, target.family, attempt, net.isIP(target.host) === 6 ? `[${target.host}]:${target.port}` : `${target.host}:${target.port}`);
+    } finally {
+      attempt.dispose();
+    }
+  }
+
+  async openUdp(options: OpenUdpOptions = {}, signal?: AbortSignal): Promise<UdpAssociation> {
+    const attempt = new Attempt(this.name, this.dialer.connectTimeoutMs, signal);
+    try {
+      const family = options.family ?? 4;
+      // Made up front so a socket failure (EPERM on SO_MARK, no device) fails the session, not its first datagram.
+      const first = await openUdpSocket(this.dialer, family, attempt);
+      return new DirectUdpAssociation(this.dialer, first, family, this.udpPendingMax);
+    } finally {
+      attempt.dispose();
+    }
+  }
+}
+
+interface PendingDatagram {
+  payload: Uint8Array;
+  host: string;
+  port: number;
+}
+
+export class DirectUdpAssociation implements UdpAssociation {
+  readonly stats: UdpAssociationStats;
+  private readonly dialer: Dialer;
+  private sock4: dgram.Socket | null;
+  private sock6: dgram.Socket | null;
+  /** Set while the socket of that family is being made; datagrams wait here (bounded). */
+  private pending4: PendingDatagram[] | null;
+  private pending6: PendingDatagram[] | null;
+  private readonly pendingMax: number;
+  private handler: UdpMessageHandler | null;
+  private closeHandler: UdpCloseHandler | null;
+  private isClosed: boolean;
+  /** One-entry resolution cache for domain destinations. */
+  private lastDomain: string;
+  private lastAddress: string;
+  private readonly src: UdpSource;
+  private readonly onDatagram: (msg: Buffer, rinfo: dgram.RemoteInfo) => void;
+  private readonly onSocketError: () => void;
+
+  constructor(dialer: Dialer, first: dgram.Socket, family: 4 | 6, pendingMax: number) {
+    this.dialer = dialer;
+    this.sock4 = null;
+    this.sock6 = null;
+    this.pending4 = null;
+    this.pending6 = null;
+    this.pendingMax = pendingMax;
+    this.handler = null;
+    this.closeHandler = null;
+    this.isClosed = false;
+    this.lastDomain = '';
+    this.lastAddress = '';
+    this.src = { host: '', port: 0 };
+    this.stats = { sent: 0, received: 0, sendDropped: 0, receiveDropped: 0 };
+    this.onDatagram = (msg, rinfo) => {
+      this.stats.received++;
+      if (this.handler === null) return;
+      this.src.host = rinfo.address;
+      this.src.port = rinfo.port;
+      this.handler(msg, this.src);
+    };
+    // Asynchronous send failures (no route, ...) cost the datagram only.
+    this.onSocketError = () => {
+      this.stats.sendDropped++;
+    };
+    this.adopt(first, family);
+  }
+
+  get closed(): boolean {
+    return this.isClosed;
+  }
+
+  /** Local ports in use (for tests and diagnostics). */
+  localPorts(): { v4: number | null; v6: number | null } {
+    return { v4: this.sock4?.address().port ?? null, v6: this.sock6?.address().port ?? null };
+  }
+
+  send(payload: Uint8Array, dst: Target): void {
+    if (this.isClosed) {
+      this.stats.sendDropped++;
+      return;
+    }
+    const fam = net.isIP(dst.host);
+    if (fam === 4 || fam === 6) {
+      this.sendTo(payload, dst.host, dst.port, fam);
+      return;
+    }
+    if (dst.host === this.lastDomain) {
+      this.sendTo(payload, this.lastAddress, dst.port, net.isIP(this.lastAddress) as 4 | 6);
+      return;
+    }
+    this.dialer.lookup(dst.host, dst.family).then(
+      (r) => {
+        this.lastDomain = dst.host;
+        this.lastAddress = r.address;
+        this.sendTo(payload, r.address, dst.port, r.family);
+      },
+      () => {
+        this.stats.sendDropped++;
+      },
+    );
+  }
+
+  onMessage(cb: UdpMessageHandler): void {
+    this.handler = cb;
+  }
+
+  onClose(cb: UdpCloseHandler): void {
+    this.closeHandler = cb;
+  }
+
+  close(): void {
+    if (this.isClosed) return;
+    this.isClosed = true;
+    for (const s of [this.sock4, this.sock6]) {
+      if (s === null) continue;
+      s.off('message', this.onDatagram);
+      try {
+        s.close();
+      } catch {
+        // already closed
+      }
+    }
+    this.sock4 = null;
+    this.sock6 = null;
+    this.pending4 = null;
+    this.pending6 = null;
+    const cb = this.closeHandler;
+    this.closeHandler = null;
+    if (cb !== null) cb(null);
+  }
+
+  private sendTo(payload: Uint8Array, address: string, port: number, family: 4 | 6): void {
+    if (this.isClosed) {
+      this.stats.sendDropped++;
+      return;
+    }
+    const sock = family === 6 ? this.sock6 : this.sock4;
+    if (sock !== null) {
+      sock.send(payload, port, address);
+      this.stats.sent++;
+      return;
+    }
+    let pending = family === 6 ? this.pending6 : this.pending4;
+    if (pending !== null) {
+      if (pending.length >= this.pendingMax) this.stats.sendDropped++;
+      else pending.push({ payload, host: address, port });
+      return;
+    }
+    pending = [{ payload, host: address, port }];
+    if (family === 6) this.pending6 = pending;
+    else this.pending4 = pending;
+    openUdpSocket(this.dialer, family, null).then(
+      (s) => {
+        if (this.isClosed) {
+          s.close();
+          return;
+        }
+        const queued = (family === 6 ? this.pending6 : this.pending4) ?? [];
+        if (family === 6) this.pending6 = null;
+        else this.pending4 = null;
+        this.adopt(s, family);
+        for (const d of queued) {
+          s.send(d.payload, d.port, d.host);
+          this.stats.sent++;
+        }
+      },
+      () => {
+        const queued = family === 6 ? this.pending6 : this.pending4;
+        this.stats.sendDropped += queued?.length ?? 0;
+        if (family === 6) this.pending6 = null;
+        else this.pending4 = null;
+      },
+    );
+  }
+
+  private adopt(sock: dgram.Socket, family: 4 | 6): void {
+    sock.on('message', this.onDatagram);
+    sock.on('error', this.onSocketError);
+    if (family === 6) this.sock6 = sock;
+    else this.sock4 = sock;
+  }
+}
