@@ -6,9 +6,9 @@
  * except the `subarray` view used to copy payload bytes.
  */
 import type { LinkEndpoint } from '../link/link.js';
-import { pseudoHeaderSumV4, pseudoHeaderSumV6 } from '../wire/checksum.js';
+import { fold, pseudoHeaderSumV4, pseudoHeaderSumV6, sum16 } from '../wire/checksum.js';
 import { emitIpv4, newIpv4EmitRepr, readIpv4Addr } from '../wire/ipv4.js';
-import { emitIpv6, newIpv6EmitRepr } from '../wire/ipv6.js';
+import { emitIpv6, emitIpv6FragmentHeader, newIpv6EmitRepr } from '../wire/ipv6.js';
 import { emitTcp, finishL4Checksum, finishUdpChecksum, tcpHeaderLength, type TcpRepr } from '../wire/tcp.js';
 import { emitUdp } from '../wire/udp.js';
 import { emitIcmpv4Echo, emitIcmpv4Error, ICMP_ECHO_REPLY, ICMP_MAX_QUOTE } from '../wire/icmp.js';
@@ -31,6 +31,9 @@ export class PacketWriter {
   private readonly v4 = newIpv4EmitRepr();
   private readonly v6 = newIpv6EmitRepr();
   private ipId = 0;
+  private fragmentId = 0;
+  /** Datagrams that did not fit the MTU and were sent as fragments. */
+  fragmentedDatagrams = 0;
   /** Bytes of virtio header before each packet (0 or 10). */
   private readonly vnetLen: number;
   readonly tso: boolean;
@@ -111,6 +114,7 @@ export class PacketWriter {
   udp(f: FlowAddresses, srcPort: number, dstPort: number, data: Uint8Array, dataOff: number, dataLen: number): void {
     const l4Len = 8 + dataLen;
     const l3Len = f.family === 4 ? 20 : 40;
+    if (l3Len + l4Len > this.link.mtu) return this.udpFragmented(f, srcPort, dstPort, data, dataOff, dataLen);
     const total = this.vnetLen + l3Len + l4Len;
     const at = this.link.txReserve(total);
     const buf = this.link.txBuffer;
@@ -124,6 +128,75 @@ export class PacketWriter {
     this.link.txCommit(total);
     this.packets++;
     this.bytes += total;
+  }
+
+  /**
+   * A datagram larger than the TUN's MTU (a big DNS answer, a UDP relay
+   * payload): as its source we fragment it, IPv4 per RFC 791 3.2 (DF clear)
+   * and IPv6 with a Fragment header (RFC 8200 4.5). The UDP checksum covers
+   * the whole datagram, computed before cutting.
+   */
+  private udpFragmented(f: FlowAddresses, srcPort: number, dstPort: number, data: Uint8Array, dataOff: number, dataLen: number): void {
+    const v4 = f.family === 4;
+    const l3Len = v4 ? 20 : 48; // IPv6 header + Fragment header
+    const perFragment = (this.link.mtu - l3Len) & ~7;
+    const l4Total = 8 + dataLen;
+    const id = v4 ? (this.ipId = (this.ipId + 1) & 0xffff) : (this.fragmentId = (this.fragmentId + 1) >>> 0);
+    let checksumAt = -1;
+    let sum = 0;
+    for (let offset = 0; offset < l4Total; offset += perFragment) {
+      const fragLen = l4Total - offset < perFragment ? l4Total - offset : perFragment;
+      const more = offset + fragLen < l4Total;
+      const total = this.vnetLen + l3Len + fragLen;
+      const at = this.link.txReserve(total);
+      const buf = this.link.txBuffer;
+      if (this.vnetLen !== 0) emitVnetNone(buf, at);
+      const l3 = at + this.vnetLen;
+      if (v4) {
+        const e = this.v4;
+        e.src = f.dst4;
+        e.dst = f.src4;
+        e.protocol = 17;
+        e.payloadLength = fragLen;
+        e.id = id;
+        e.dontFragment = false;
+        e.moreFragments = more;
+        e.fragmentOffset = offset;
+        emitIpv4(e, buf, l3);
+        e.dontFragment = true;
+        e.moreFragments = false;
+        e.fragmentOffset = 0;
+      } else {
+        const e = this.v6;
+        e.src = f.dstAddr;
+        e.dst = f.srcAddr;
+        e.nextHeader = 44;
+        e.payloadLength = 8 + fragLen;
+        emitIpv6(e, buf, l3);
+        emitIpv6FragmentHeader(17, offset, more, id, buf, l3 + 40);
+      }
+      const body = l3 + l3Len;
+      if (offset === 0) {
+        emitUdp(srcPort, dstPort, dataLen, buf, body);
+        buf.set(data.subarray(dataOff, dataOff + fragLen - 8), body + 8);
+        // Pseudo-header (with the whole datagram's length), UDP header, all data.
+        sum = v4 ? pseudoHeaderSumV4(buf, l3 + 12, l3 + 16, 17, l4Total) : pseudoHeaderSumV6(buf, l3 + 8, l3 + 24, 17, l4Total);
+        sum = sum16(buf, body, 8, sum);
+        sum = sum16(data, dataOff, dataLen, sum);
+        checksumAt = body + 6;
+        let c = ~fold(sum) & 0xffff;
+        if (c === 0) c = 0xffff; // RFC 768: zero means "no checksum"
+        buf[checksumAt] = c >>> 8;
+        buf[checksumAt + 1] = c & 0xff;
+      } else {
+        const from = dataOff + offset - 8;
+        buf.set(data.subarray(from, from + fragLen), body);
+      }
+      this.link.txCommit(total);
+      this.packets++;
+      this.bytes += total;
+    }
+    this.fragmentedDatagrams++;
   }
 
   /** Echo reply to an echo request whose addresses are at buf[srcOff]/[dstOff] of `req`. */

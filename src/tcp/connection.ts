@@ -150,6 +150,10 @@ export class TcpConnection {
   bytesReceived = 0;
   bytesSent = 0;
   retransmits = 0;
+  /** ICMP errors accepted for this connection that did not end it (RFC 5461). */
+  softErrors = 0;
+  /** Times a Packet Too Big / Fragmentation Needed shrank the segment size. */
+  pmtuReductions = 0;
   segmentsIn = 0;
   segmentsOut = 0;
   outOfOrderDrops = 0;
@@ -270,6 +274,40 @@ export class TcpConnection {
       return;
     }
     this.rstPending = true;
+  }
+
+  /**
+   * An ICMP error quoting one of our segments (the stack found the flow).
+   * RFC 5927 4.1: act only when the quoted sequence number lies in
+   * [SND.UNA, SND.MAX), which a blind attacker cannot guess. Returns whether
+   * it was accepted.
+   * - 'too-big': RFC 1191 / RFC 8201 path MTU discovery: shrink the segment
+   *   size to fit `mtu` and resend what is unacknowledged at once, without
+   *   the congestion penalty of a loss (the segments were not congestion).
+   * - 'hard': port/protocol unreachable, administratively prohibited. RFC
+   *   1122 4.2.3.9 aborts a connection still in SYN-RECEIVED; RFC 5461 treats
+   *   it as soft once synchronized, so we only count it then.
+   */
+  icmpError(now: number, kind: 'too-big' | 'hard', quotedSeq: number, mtu: number, ipHeaderBytes: number): boolean {
+    if (this.state === 'CLOSED' || this.state === 'TIME-WAIT') return false;
+    if (!seqLeq(this.sndUna, quotedSeq) || !seqLt(quotedSeq, this.sndMax)) return false;
+    if (kind === 'hard') {
+      if (this.state === 'SYN-RECEIVED') this.enterClosed('reset');
+      else this.softErrors++;
+      return true;
+    }
+    // The smallest paths we accept: RFC 8201 5 (IPv6: 1280), RFC 1191 / Linux
+    // min_pmtu 552 for IPv4, so a forged tiny MTU cannot make segments absurd.
+    const floor = ipHeaderBytes === 40 ? 1280 : 552;
+    const pathMtu = mtu < floor ? floor : mtu;
+    let mss = pathMtu - ipHeaderBytes - 20;
+    if (this.tsOk) mss -= TS_OPTION_BYTES;
+    if (mss >= this.sendMss) return true;
+    this.sendMss = mss;
+    if (this.maxSegmentBytes < DEFAULT_PEER_MSS * 4) this.maxSegmentBytes = mss; // not TSO: one segment per write
+    this.pmtuReductions++;
+    this.rewindForRetransmit();
+    return true;
   }
 
   get isClosed(): boolean {
@@ -862,6 +900,12 @@ export class TcpConnection {
     this.retransmits++;
     // RFC 6675 5.1: after a timeout the SACK scoreboard is not trusted.
     this.sacked.clear();
+    this.rewindForRetransmit();
+    return true;
+  }
+
+  /** Go back to SND.UNA: everything unacknowledged (and a FIN) is sent again. */
+  private rewindForRetransmit(): void {
     this.sentBytes = 0;
     if (this.finSent) {
       // Retransmit the FIN too once the data is out again.
@@ -870,7 +914,6 @@ export class TcpConnection {
       this.state = this.state === 'FIN-WAIT-1' ? 'ESTABLISHED' : this.state === 'LAST-ACK' || this.state === 'CLOSING' ? 'CLOSE-WAIT' : this.state;
     }
     this.sndNxt = this.ringSeq;
-    return true;
   }
 
   private sendWindowProbe(now: number, sink: SegmentSink): void {

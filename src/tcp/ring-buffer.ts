@@ -10,8 +10,14 @@
  * placed ahead of the tail with `writeAt` and becomes readable with `commit`
  * once the hole before it fills (the assembler tracks which bytes are where).
  */
+const UNALLOCATED = new Uint8Array(0);
+
 export class ByteRing {
-  readonly backing: Uint8Array;
+  /**
+   * The store, allocated on the first write: an idle connection (10,000 of
+   * them are a normal load for a gateway) costs no buffer memory at all.
+   */
+  backing: Uint8Array = UNALLOCATED;
   readonly capacity: number;
   private head = 0;
   private size = 0;
@@ -19,7 +25,11 @@ export class ByteRing {
   constructor(capacity: number) {
     if (!Number.isInteger(capacity) || capacity <= 0) throw new RangeError('ByteRing capacity must be a positive integer');
     this.capacity = capacity;
-    this.backing = new Uint8Array(capacity);
+  }
+
+  /** Whether the store has been allocated yet. */
+  get allocated(): boolean {
+    return this.backing.length !== 0;
   }
 
   /** Bytes held (readable / unacknowledged). */
@@ -110,6 +120,7 @@ export class ByteRing {
 
   private copyIn(at: number, src: Uint8Array, off: number, n: number): void {
     if (n <= 0) return;
+    if (this.backing.length === 0) this.backing = new Uint8Array(this.capacity);
     let start = this.head + at;
     if (start >= this.capacity) start -= this.capacity;
     const first = this.capacity - start < n ? this.capacity - start : n;
