@@ -17,23 +17,34 @@ Usage:
 Needs Linux with /dev/net/tun and root or CAP_NET_ADMIN.`;
 
 export async function main(argv: string[]): Promise<number> {
-  const { values, positionals } = parseArgs({
+  const { tokens } = parseArgs({
     args: argv,
     allowPositionals: true,
     strict: false,
+    tokens: true,
     options: {
       help: { type: 'boolean', short: 'h' },
       version: { type: 'boolean', short: 'v' },
     },
   });
-  if (values.version === true) {
+  // Options before the command are sluice's own; everything after the
+  // command's name belongs to the command, which parses it itself.
+  const commandToken = tokens.find((t) => t.kind === 'positional');
+  const commandIndex = commandToken === undefined ? argv.length : commandToken.index;
+  const own = tokens.flatMap((t) => (t.kind === 'option' && t.index < commandIndex ? [t.name] : []));
+  if (own.includes('version')) {
     process.stdout.write(`${VERSION}\n`);
     return 0;
   }
-  const command = positionals[0];
-  if (values.help === true || command === undefined || command === 'help') {
+  const command = commandToken?.kind === 'positional' ? commandToken.value : undefined;
+  if (own.includes('help') || command === undefined || command === 'help') {
     process.stdout.write(`${USAGE}\n`);
     return 0;
+  }
+  const rest = argv.slice(commandIndex + 1);
+  if (command === 'check') {
+    const { runCheck } = await import('./commands/check.js');
+    return runCheck(rest);
   }
   process.stderr.write(`sluice: unknown command "${command}"\n\n${USAGE}\n`);
   return 2;

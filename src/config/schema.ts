@@ -1,0 +1,275 @@
+/**
+ * JSON Schema (draft 2020-12) of the YAML configuration. It checks the shape:
+ * unknown keys (`additionalProperties: false` on every object), types, enums,
+ * and the textual form of addresses, ports and URLs. Cross-references
+ * (outbound names, rule-set names, files, overlapping ranges) are checked by
+ * semantic.ts afterwards.
+ *
+ * `x-expected` is our own annotation: the phrase an error message uses for
+ * "expected ..." at that schema location (schema-errors.ts reads it), so
+ * anyOf/oneOf alternatives collapse into one sentence.
+ * `default` values mirror defaultConfig() (a test keeps them in step).
+ */
+import { defaultConfig } from './types.js';
+
+// --- Textual forms -----------------------------------------------------------
+
+const OCTET = '(?:25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])';
+/** Dotted quad without leading zeros (which some parsers read as octal). */
+export const IPV4 = `(?:${OCTET}\\.){3}${OCTET}`;
+
+/** RFC 3986 3.2.2 IPv6address, alternative by alternative. */
+const H16 = '[0-9A-Fa-f]{1,4}';
+const LS32 = `(?:${H16}:${H16}|${IPV4})`;
+const before = (n: number): string => (n === 0 ? `(?:${H16})?` : `(?:(?:${H16}:){0,${n}}${H16})?`);
+export const IPV6 =
+  '(?:' +
+  [
+    `(?:${H16}:){6}${LS32}`,
+    `::(?:${H16}:){5}${LS32}`,
+    `${before(0)}::(?:${H16}:){4}${LS32}`,
+    `${before(1)}::(?:${H16}:){3}${LS32}`,
+    `${before(2)}::(?:${H16}:){2}${LS32}`,
+    `${before(3)}::${H16}:${LS32}`,
+    `${before(4)}::${LS32}`,
+    `${before(5)}::${H16}`,
+    `${before(6)}::`,
+  ].join('|') +
+  ')';
+
+const PREFIX4 = '(?:3[0-2]|[12]?[0-9])';
+const PREFIX6 = '(?:12[0-8]|1[01][0-9]|[1-9]?[0-9])';
+export const IPV4_CIDR = `${IPV4}/${PREFIX4}`;
+export const IPV6_CIDR = `${IPV6}/${PREFIX6}`;
+
+/** RFC 1123 host name; the last label starts with a letter so "300.1.2.3" is not a name. */
+const LABEL = '[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?';
+const TLD = '[A-Za-z](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?';
+export const HOSTNAME = `(?:${LABEL}\\.)*${TLD}`;
+
+/** A DNS name as matched by rules: labels may hold underscores (_dmarc.example.com). */
+const MATCH_LABEL = '[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?';
+export const DOMAIN = `${MATCH_LABEL}(?:\\.${MATCH_LABEL})*`;
+
+export const PORT = '(?:[1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])';
+
+const UPSTREAM =
+  `(?:(?:udp|tcp)://(?:${IPV4}|\\[${IPV6}\\])(?::${PORT})?` +
+  `|https://(?:${HOSTNAME}|${IPV4}|\\[${IPV6}\\])(?::${PORT})?(?:/[!-~]*)?)`;
+
+/** Outbound and rule-set names. */
+export const NAME = '[A-Za-z0-9][A-Za-z0-9_.-]{0,63}';
+
+const anchored = (re: string): string => `^(?:${re})$`;
+
+// --- Building blocks ---------------------------------------------------------
+
+type Schema = Record<string, unknown>;
+
+const EXPECT_CIDR = 'a CIDR such as 192.0.2.0/24';
+const EXPECT_PORT = 'a port 1-65535 or a range such as "8000-8100"';
+
+function obj(properties: Record<string, Schema>, required: string[] = [], extra: Schema = {}): Schema {
+  return { type: 'object', properties, required, additionalProperties: false, ...extra };
+}
+
+function list(items: Schema, extra: Schema = {}): Schema {
+  return { type: 'array', items, minItems: 1, ...extra };
+}
+
+const int = (minimum: number, maximum: number, extra: Schema = {}): Schema => ({
+  type: 'integer',
+  minimum,
+  maximum,
+  'x-expected': `a whole number from ${minimum} to ${maximum}`,
+  ...extra,
+});
+
+const str = (pattern: string, expected: string, extra: Schema = {}): Schema => ({
+  type: 'string',
+  pattern: anchored(pattern),
+  'x-expected': expected,
+  ...extra,
+});
+
+const enumOf = (values: readonly string[], extra: Schema = {}): Schema => ({ enum: [...values], ...extra });
+
+const d = defaultConfig();
+
+const matcherProperties: Record<string, Schema> = {
+  ipCidr: list({ $ref: '#/$defs/cidr' }),
+  sourceCidr: list({ $ref: '#/$defs/cidr' }),
+  domain: list({ $ref: '#/$defs/domain' }),
+  domainSuffix: list({ $ref: '#/$defs/domain' }),
+  domainKeyword: list(str('[^\\s]{1,253}', 'a keyword without spaces')),
+  domainRegex: list({ type: 'string', minLength: 1, maxLength: 1024, 'x-expected': 'a regular expression' }),
+  port: list({ $ref: '#/$defs/port' }),
+  sourcePort: list({ $ref: '#/$defs/port' }),
+  network: enumOf(['tcp', 'udp']),
+  inbound: enumOf(['tun', 'tproxy']),
+  protocol: list(enumOf(['tls', 'http', 'quic', 'dns'])),
+  ruleSet: list(str(NAME, 'a rule-set name')),
+  and: list({ $ref: '#/$defs/condition' }),
+  or: list({ $ref: '#/$defs/condition' }),
+  not: { $ref: '#/$defs/condition' },
+};
+
+const credentials: Record<string, Schema> = {
+  // RFC 1929 2: each at most 255 bytes. null (what the loader fills in) means none.
+  username: { type: ['string', 'null'], minLength: 1, maxLength: 255, default: null },
+  password: { type: ['string', 'null'], maxLength: 255, default: null },
+};
+
+const server: Record<string, Schema> = {
+  server: str(`${IPV4}|${IPV6}|${HOSTNAME}`, 'a host name or IP address such as 192.0.2.1', { maxLength: 253 }),
+  port: int(1, 65535, { 'x-expected': 'a port from 1 to 65535' }),
+};
+
+const outboundName = { name: str(NAME, 'a name of letters, digits, "_", "." and "-"') };
+
+/** Outbound variants, keyed by `type` (ajv's discriminator picks the branch, so errors stay on one variant). */
+const outboundVariants: Schema[] = [
+  obj(
+    {
+      ...outboundName,
+      type: { const: 'direct' },
+      mark: { type: ['integer', 'null'], minimum: 0, maximum: 0xffffffff, 'x-expected': 'a 32-bit mark from 0 to 0xffffffff', default: null },
+      interface: { type: ['string', 'null'], pattern: '^[^\\s/:]{1,15}$', 'x-expected': 'an interface name such as eth0', default: null },
+    },
+    ['name', 'type'],
+  ),
+  obj(
+    {
+      ...outboundName,
+      type: { const: 'socks5' },
+      ...server,
+      ...credentials,
+      udp: { type: 'boolean', default: false },
+    },
+    ['name', 'type', 'server', 'port'],
+  ),
+  obj({ ...outboundName, type: { const: 'http' }, ...server, ...credentials }, ['name', 'type', 'server', 'port']),
+  obj({ ...outboundName, type: { const: 'reject' } }, ['name', 'type']),
+  obj({ ...outboundName, type: { const: 'drop' } }, ['name', 'type']),
+];
+
+export const OUTBOUND_TYPES = ['direct', 'socks5', 'http', 'reject', 'drop'] as const;
+
+export const configSchema: Schema = {
+  $schema: 'https://json-schema.org/draft/2020-12/schema',
+  $id: 'https://sluice.invalid/config.schema.json',
+  title: 'sluice configuration',
+  type: 'object',
+  additionalProperties: false,
+  properties: {
+    log: obj(
+      {
+        level: enumOf(['trace', 'debug', 'info', 'warn', 'error', 'silent'], { default: d.log.level }),
+        format: enumOf(['auto', 'json', 'pretty'], { default: d.log.format }),
+      },
+      [],
+      { default: {} },
+    ),
+    tun: obj(
+      {
+        name: str('[^\\s/:]{1,15}', 'an interface name of at most 15 characters', { default: d.tun.name }),
+        // IPv6 links need an MTU of at least 1280 (RFC 8200 5).
+        mtu: int(1280, 65535, { default: d.tun.mtu }),
+        offload: { type: 'boolean', default: d.tun.offload },
+        ipv4: str(IPV4_CIDR, 'an IPv4 address with prefix such as 198.19.0.1/30', { default: d.tun.ipv4 }),
+        ipv6: str(IPV6_CIDR, 'an IPv6 address with prefix such as fdfe:dcba:9876::1/126', { default: d.tun.ipv6 }),
+      },
+      [],
+      { default: {} },
+    ),
+    sniff: obj(
+      {
+        timeoutMs: int(0, 10000, { default: d.sniff.timeoutMs }),
+        maxBytes: int(64, 65536, { default: d.sniff.maxBytes }),
+      },
+      [],
+      { default: {} },
+    ),
+    dns: obj(
+      {
+        mode: enumOf(['fake-ip', 'real-ip'], { default: d.dns.mode }),
+        hijack: { type: 'boolean', default: d.dns.hijack },
+        fakeIp: obj(
+          {
+            ipv4Range: str(IPV4_CIDR, 'an IPv4 CIDR such as 198.18.0.0/16', { default: d.dns.fakeIp.ipv4Range }),
+            ipv6Range: str(IPV6_CIDR, 'an IPv6 CIDR such as fdfe:dcba:9876:1::/96', { default: d.dns.fakeIp.ipv6Range }),
+            persistPath: {
+              type: ['string', 'null'],
+              minLength: 1,
+              'x-expected': 'a file path, or null to keep the table in memory',
+              default: d.dns.fakeIp.persistPath,
+            },
+            ttl: int(0, 3600, { default: d.dns.fakeIp.ttl }),
+          },
+          [],
+          { default: {} },
+        ),
+        upstreams: list(
+          obj(
+            {
+              address: str(
+                UPSTREAM,
+                'udp://IP[:port], tcp://IP[:port] or https://host[:port]/path, such as udp://192.0.2.53:53',
+              ),
+              outbound: str(NAME, 'an outbound name', { default: 'direct' }),
+            },
+            ['address'],
+          ),
+          { maxItems: 16, default: d.dns.upstreams },
+        ),
+        cache: obj(
+          {
+            maxEntries: int(0, 1_000_000, { default: d.dns.cache.maxEntries }),
+            minTtl: int(0, 604800, { default: d.dns.cache.minTtl }),
+            maxTtl: int(0, 604800, { default: d.dns.cache.maxTtl }),
+          },
+          [],
+          { default: {} },
+        ),
+      },
+      [],
+      { default: {} },
+    ),
+    outbounds: list(
+      {
+        type: 'object',
+        discriminator: { propertyName: 'type' },
+        oneOf: outboundVariants,
+      },
+      { default: d.outbounds },
+    ),
+    ruleSets: {
+      type: 'object',
+      propertyNames: { pattern: anchored(NAME), 'x-expected': 'a name of letters, digits, "_", "." and "-"' },
+      additionalProperties: obj(
+        {
+          type: enumOf(['domain', 'cidr']),
+          path: { type: 'string', minLength: 1, 'x-expected': 'a file path relative to this config file' },
+          entries: { type: 'array', items: { type: 'string', minLength: 1 }, 'x-expected': 'a list of entries' },
+        },
+        ['type'],
+      ),
+      default: {},
+    },
+    rules: { type: 'array', items: { $ref: '#/$defs/rule' }, default: [] },
+    final: str(NAME, 'an outbound name', { default: d.final }),
+  },
+  $defs: {
+    cidr: str(`${IPV4_CIDR}|${IPV6_CIDR}`, EXPECT_CIDR),
+    domain: str(DOMAIN, 'a domain name such as example.com', { maxLength: 253 }),
+    port: {
+      anyOf: [
+        { type: 'integer', minimum: 1, maximum: 65535 },
+        { type: 'string', pattern: anchored(`${PORT}(?:-${PORT})?`) },
+      ],
+      'x-expected': EXPECT_PORT,
+    },
+    condition: obj(matcherProperties, [], { minProperties: 1 }),
+    rule: obj({ ...matcherProperties, outbound: str(NAME, 'an outbound name') }, ['outbound']),
+  },
+};

@@ -1,0 +1,245 @@
+/**
+ * Checks the schema cannot express: names that must refer to something
+ * defined, duplicate names, host bits in CIDRs, reversed port ranges, regexes
+ * that do not compile, a fake-IP pool that is too small or collides with the
+ * TUN's own address, and DNS upstreams that their outbound cannot carry.
+ *
+ * The input may have failed the schema elsewhere, so every access is
+ * defensive: a value of the wrong shape is skipped here (the schema has
+ * already reported it) and the remaining mistakes are still found.
+ */
+import type { Issue } from './schema-errors.js';
+import type { PathSegment } from './locate.js';
+import { cidrContains, cidrOverlap, cidrSize, formatCidr, hasHostBits, networkOf, parseCidr, parseIp, type Cidr } from './net.js';
+import { checkRuleSetEntry, regexProblem } from './ruleset.js';
+import { didYouMean } from './suggest.js';
+import { defaultConfig, MATCHER_KEYS } from './types.js';
+
+/** Deepest nesting of and/or/not accepted (a bound for the matcher's recursion). */
+export const MAX_CONDITION_DEPTH = 8;
+/** Smallest fake-IP pools: 256 addresses. */
+export const MIN_FAKE_IPV4_PREFIX = 24;
+export const MIN_FAKE_IPV6_PREFIX = 120;
+
+type Obj = Record<string, unknown>;
+
+function isObj(v: unknown): v is Obj {
+  return v !== null && typeof v === 'object' && !Array.isArray(v);
+}
+
+function strings(v: unknown): { value: string; index: number }[] {
+  if (!Array.isArray(v)) return [];
+  const out: { value: string; index: number }[] = [];
+  v.forEach((value, index) => {
+    if (typeof value === 'string') out.push({ value, index });
+  });
+  return out;
+}
+
+export function semanticIssues(data: unknown): Issue[] {
+  const issues: Issue[] = [];
+  const add = (path: PathSegment[], message: string): void => {
+    issues.push({ path, anchor: 'value', message });
+  };
+  if (!isObj(data)) return issues;
+  const defaults = defaultConfig();
+
+  // --- Outbounds ---------------------------------------------------------------
+  const outbounds = new Map<string, Obj>();
+  if (Array.isArray(data.outbounds)) {
+    const firstIndex = new Map<string, number>();
+    data.outbounds.forEach((ob, i) => {
+      if (!isObj(ob) || typeof ob.name !== 'string') return;
+      const first = firstIndex.get(ob.name);
+      if (first !== undefined) {
+        add(['outbounds', i, 'name'], `duplicate outbound name "${ob.name}" (already used by outbounds[${first}])`);
+        return;
+      }
+      firstIndex.set(ob.name, i);
+      outbounds.set(ob.name, ob);
+      if ((ob.type === 'socks5' || ob.type === 'http') && typeof ob.password === 'string' && ob.username == null) {
+        add(['outbounds', i, 'password'], 'password given without username');
+      }
+    });
+  } else if (data.outbounds === undefined) {
+    for (const ob of defaults.outbounds) outbounds.set(ob.name, ob as unknown as Obj);
+  }
+  const names = [...outbounds.keys()];
+  /** Checks an outbound reference; `written` false means the name is a default. */
+  const checkOutbound = (path: PathSegment[], name: unknown, written: boolean): Obj | null => {
+    if (typeof name !== 'string') return null;
+    const ob = outbounds.get(name);
+    if (ob !== undefined) return ob;
+    if (!Array.isArray(data.outbounds) && data.outbounds !== undefined) return null; // schema reported outbounds
+    add(
+      path,
+      written
+        ? `names an undefined outbound "${name}"${didYouMean(name, names)}${names.length > 0 ? ` (defined: ${names.join(', ')})` : ''}`
+        : `not given, and the default outbound "${name}" is not defined; set it or define an outbound named "${name}"`,
+    );
+    return null;
+  };
+
+  checkOutbound(['final'], data.final ?? defaults.final, data.final !== undefined);
+
+  // --- DNS ---------------------------------------------------------------------
+  const dns = isObj(data.dns) ? data.dns : {};
+  const tun = isObj(data.tun) ? data.tun : {};
+  const fakeIp = isObj(dns.fakeIp) ? dns.fakeIp : {};
+  const fakeRanges: { path: PathSegment[]; cidr: Cidr }[] = [];
+  if ((dns.mode ?? defaults.dns.mode) === 'fake-ip') {
+    for (const [key, tunKey, minPrefix] of [
+      ['ipv4Range', 'ipv4', MIN_FAKE_IPV4_PREFIX],
+      ['ipv6Range', 'ipv6', MIN_FAKE_IPV6_PREFIX],
+    ] as const) {
+      const written = fakeIp[key] !== undefined;
+      const text = fakeIp[key] ?? defaults.dns.fakeIp[key];
+      const range = typeof text === 'string' ? parseCidr(text) : null;
+      if (range === null) continue;
+      const path: PathSegment[] = ['dns', 'fakeIp', key];
+      if (hasHostBits(range)) {
+        add(path, `${String(text)} has host bits set; did you mean ${formatCidr(networkOf(range))}?`);
+        continue;
+      }
+      if (range.prefix > minPrefix) {
+        add(path, `fake-IP pool ${String(text)} holds only ${cidrSize(range)} addresses; use a /${minPrefix} or larger`);
+        continue;
+      }
+      fakeRanges.push({ path, cidr: range });
+      const tunText = tun[tunKey] ?? defaults.tun[tunKey];
+      const tunCidr = typeof tunText === 'string' ? parseCidr(tunText) : null;
+      if (tunCidr !== null && cidrOverlap(range, networkOf(tunCidr))) {
+        // Point at whichever of the two the user wrote.
+        const at: PathSegment[] = written || tun[tunKey] === undefined ? path : ['tun', tunKey];
+        add(at, `fake-IP range ${String(text)} overlaps the TUN address ${String(tunText)} (tun.${tunKey}); pick disjoint blocks`);
+      }
+    }
+  }
+
+  if (Array.isArray(dns.upstreams)) {
+    dns.upstreams.forEach((up, i) => {
+      if (!isObj(up)) return;
+      const written = up.outbound !== undefined;
+      const ob = checkOutbound(['dns', 'upstreams', i, 'outbound'], up.outbound ?? 'direct', written);
+      const address = typeof up.address === 'string' ? up.address : null;
+      if (address === null) return;
+      const scheme = address.slice(0, address.indexOf(':'));
+      if (ob !== null) {
+        const at: PathSegment[] = ['dns', 'upstreams', i, written ? 'outbound' : 'address'];
+        const obName = String(ob.name);
+        if (ob.type === 'reject' || ob.type === 'drop') {
+          add(at, `DNS cannot travel through outbound "${obName}" of type ${String(ob.type)}`);
+        } else if (scheme === 'udp' && ob.type === 'http') {
+          add(at, `outbound "${obName}" is an HTTP proxy, which carries only TCP; use tcp:// or https:// through it`);
+        } else if (scheme === 'udp' && ob.type === 'socks5' && ob.udp !== true) {
+          add(at, `outbound "${obName}" has udp: false, so it cannot carry udp://; set udp: true or use tcp://`);
+        }
+      }
+      const host = upstreamIp(address);
+      const ip = host === null ? null : parseIp(host);
+      if (ip !== null) {
+        for (const r of fakeRanges) {
+          if (cidrContains(r.cidr, ip)) {
+            add(['dns', 'upstreams', i, 'address'], `upstream ${host} lies inside the fake-IP range ${formatCidr(r.cidr)}`);
+          }
+        }
+      }
+    });
+  }
+
+  const cache = isObj(dns.cache) ? dns.cache : {};
+  const minTtl = cache.minTtl ?? defaults.dns.cache.minTtl;
+  const maxTtl = cache.maxTtl ?? defaults.dns.cache.maxTtl;
+  if (typeof minTtl === 'number' && typeof maxTtl === 'number' && minTtl > maxTtl) {
+    add(['dns', 'cache', cache.minTtl !== undefined ? 'minTtl' : 'maxTtl'], `minTtl (${minTtl}) is greater than maxTtl (${maxTtl})`);
+  }
+
+  // --- Rule sets -----------------------------------------------------------------
+  const ruleSetNames = isObj(data.ruleSets) ? Object.keys(data.ruleSets) : [];
+  if (isObj(data.ruleSets)) {
+    for (const [name, rs] of Object.entries(data.ruleSets)) {
+      if (!isObj(rs)) continue;
+      const hasPath = rs.path !== undefined;
+      const hasEntries = rs.entries !== undefined;
+      if (hasPath && hasEntries) add(['ruleSets', name], 'give either path (a file) or entries (a list), not both');
+      else if (!hasPath && !hasEntries) add(['ruleSets', name], 'needs path (a file) or entries (a list)');
+      if (hasEntries && (rs.type === 'domain' || rs.type === 'cidr')) {
+        for (const { value, index } of strings(rs.entries)) {
+          const checked = checkRuleSetEntry(value, rs.type);
+          if (!checked.ok) add(['ruleSets', name, 'entries', index], checked.message);
+        }
+      }
+    }
+  }
+
+  // --- Rules ---------------------------------------------------------------------
+  const checkCondition = (cond: Obj, path: PathSegment[], depth: number): void => {
+    if (depth > MAX_CONDITION_DEPTH) {
+      add(path, `conditions nested deeper than ${MAX_CONDITION_DEPTH} levels`);
+      return;
+    }
+    for (const key of ['ipCidr', 'sourceCidr'] as const) {
+      for (const { value, index } of strings(cond[key])) {
+        const c = parseCidr(value);
+        if (c !== null && hasHostBits(c)) {
+          add([...path, key, index], `${value} has host bits set; did you mean ${formatCidr(networkOf(c))}?`);
+        }
+      }
+    }
+    for (const key of ['domain', 'domainSuffix'] as const) {
+      for (const { value, index } of strings(cond[key])) {
+        if (parseIp(value) !== null) add([...path, key, index], `"${value}" is an IP address; match addresses with ipCidr`);
+      }
+    }
+    for (const { value, index } of strings(cond.domainRegex)) {
+      const problem = regexProblem(value);
+      if (problem !== null) add([...path, 'domainRegex', index], problem);
+    }
+    for (const key of ['port', 'sourcePort'] as const) {
+      for (const { value, index } of strings(cond[key])) {
+        const m = /^([0-9]+)-([0-9]+)$/.exec(value);
+        if (m !== null && Number(m[1]) > Number(m[2])) {
+          add([...path, key, index], `port range "${value}" is reversed; did you mean "${m[2]}-${m[1]}"?`);
+        }
+      }
+    }
+    for (const { value, index } of strings(cond.ruleSet)) {
+      if (!ruleSetNames.includes(value)) {
+        add(
+          [...path, 'ruleSet', index],
+          `names an undefined rule set "${value}"${didYouMean(value, ruleSetNames)}${ruleSetNames.length > 0 ? ` (defined: ${ruleSetNames.join(', ')})` : ''}`,
+        );
+      }
+    }
+    for (const key of ['and', 'or'] as const) {
+      if (!Array.isArray(cond[key])) continue;
+      (cond[key] as unknown[]).forEach((sub, i) => {
+        if (isObj(sub)) checkCondition(sub, [...path, key, i], depth + 1);
+      });
+    }
+    if (isObj(cond.not)) checkCondition(cond.not, [...path, 'not'], depth + 1);
+  };
+
+  if (Array.isArray(data.rules)) {
+    data.rules.forEach((rule, i) => {
+      if (!isObj(rule)) return;
+      const path: PathSegment[] = ['rules', i];
+      if (rule.outbound !== undefined) checkOutbound([...path, 'outbound'], rule.outbound, true);
+      // Only when the rule is otherwise well formed: `{}` is already "outbound missing".
+      const onlyOutbound = rule.outbound !== undefined && Object.keys(rule).every((k) => k === 'outbound');
+      if (onlyOutbound && !MATCHER_KEYS.some((k) => rule[k] !== undefined)) {
+        add(path, 'a rule needs at least one condition; use final for a catch-all');
+      }
+      checkCondition(rule, path, 1);
+    });
+  }
+  return issues;
+}
+
+/** The IP literal of a udp:// or tcp:// upstream (brackets removed), or null for a host name. */
+function upstreamIp(address: string): string | null {
+  const m = /^[a-z]+:\/\/(\[[^\]]+\]|[^/:]+)/.exec(address);
+  if (m === null) return null;
+  const host = m[1]!.startsWith('[') ? m[1]!.slice(1, -1) : m[1]!;
+  return parseIp(host) !== null ? host : null;
+}

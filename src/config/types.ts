@@ -1,0 +1,234 @@
+/**
+ * The configuration as the rest of sluice sees it: what `loadConfig` returns
+ * after validation, with every optional field filled in. Rule matcher keys
+ * are the one exception: an absent matcher means "no condition on this
+ * property", so they stay optional.
+ *
+ * The YAML shape is documented key by key in docs/configuration.md.
+ */
+
+export type LogLevel = 'trace' | 'debug' | 'info' | 'warn' | 'error' | 'silent';
+export type LogFormat = 'auto' | 'json' | 'pretty';
+
+export interface LogConfig {
+  level: LogLevel;
+  /** auto: pretty on a terminal, JSON otherwise. */
+  format: LogFormat;
+}
+
+export interface TunConfig {
+  name: string;
+  mtu: number;
+  /** Ask the kernel for GSO/GRO super-packets (virtio-net header) on the TUN. */
+  offload: boolean;
+  /** The TUN's own IPv4 address with prefix, e.g. "198.19.0.1/30". */
+  ipv4: string;
+  /** The TUN's own IPv6 address with prefix, e.g. "fdfe:dcba:9876::1/126". */
+  ipv6: string;
+}
+
+export interface SniffConfig {
+  /** How long to wait for a client's first bytes (TLS ClientHello, HTTP request) before routing without them. */
+  timeoutMs: number;
+  /** The most bytes buffered while sniffing. */
+  maxBytes: number;
+}
+
+export type DnsMode = 'fake-ip' | 'real-ip';
+
+export interface FakeIpConfig {
+  /** IPv4 block fake answers are drawn from; network form (no host bits). */
+  ipv4Range: string;
+  ipv6Range: string;
+  /** File the name<->address table is saved to across restarts; null keeps it in memory only. */
+  persistPath: string | null;
+  /** TTL (seconds) of fake answers. */
+  ttl: number;
+}
+
+export interface DnsUpstream {
+  /** udp://IP[:port], tcp://IP[:port] or https://host[:port]/path (RFC 8484). */
+  address: string;
+  /** Outbound the query travels through. */
+  outbound: string;
+}
+
+export interface DnsCacheConfig {
+  /** 0 disables the cache. */
+  maxEntries: number;
+  minTtl: number;
+  maxTtl: number;
+}
+
+export interface DnsConfig {
+  mode: DnsMode;
+  /** Answer UDP/TCP port 53 arriving in the TUN. */
+  hijack: boolean;
+  fakeIp: FakeIpConfig;
+  /** Tried in order. */
+  upstreams: DnsUpstream[];
+  cache: DnsCacheConfig;
+}
+
+export interface DirectOutbound {
+  name: string;
+  type: 'direct';
+  /** SO_MARK put on the outgoing sockets (so policy routing keeps them out of the TUN); null for none. */
+  mark: number | null;
+  /** SO_BINDTODEVICE interface; null for none. */
+  interface: string | null;
+}
+
+export interface Socks5Outbound {
+  name: string;
+  type: 'socks5';
+  server: string;
+  port: number;
+  /** RFC 1929 credentials; both null for no authentication. */
+  username: string | null;
+  password: string | null;
+  /** Relay UDP with UDP ASSOCIATE (RFC 1928 7). */
+  udp: boolean;
+}
+
+export interface HttpOutbound {
+  name: string;
+  type: 'http';
+  server: string;
+  port: number;
+  /** Basic proxy credentials (RFC 9110 11.7.1); both null for none. */
+  username: string | null;
+  password: string | null;
+}
+
+/** Refuses the flow: TCP RST, ICMP port unreachable for UDP. */
+export interface RejectOutbound {
+  name: string;
+  type: 'reject';
+}
+
+/** Silently discards the flow. */
+export interface DropOutbound {
+  name: string;
+  type: 'drop';
+}
+
+export type OutboundConfig = DirectOutbound | Socks5Outbound | HttpOutbound | RejectOutbound | DropOutbound;
+export type OutboundType = OutboundConfig['type'];
+
+export type RuleSetType = 'domain' | 'cidr';
+
+export interface RuleSetConfig {
+  type: RuleSetType;
+  /** Absolute path of the rule-set file; null for an inline set. */
+  path: string | null;
+  /**
+   * The entries, normalised (domains lower-cased): the inline list, or the
+   * file's entries as read at load time (re-read `path` with
+   * `loadRuleSetFile` to reload).
+   */
+  entries: string[];
+}
+
+/** A port 1-65535, or a string "443" or range "8000-8100" (inclusive). */
+export type PortSpec = number | string;
+export type Network = 'tcp' | 'udp';
+export type Inbound = 'tun' | 'tproxy';
+export type Protocol = 'tls' | 'http' | 'quic' | 'dns';
+
+/**
+ * Conditions of a rule. Keys are ANDed; the items of one list are ORed.
+ * Domain strings are lower-cased by the loader.
+ */
+export interface RuleCondition {
+  ipCidr?: string[];
+  sourceCidr?: string[];
+  domain?: string[];
+  domainSuffix?: string[];
+  domainKeyword?: string[];
+  domainRegex?: string[];
+  port?: PortSpec[];
+  sourcePort?: PortSpec[];
+  network?: Network;
+  inbound?: Inbound;
+  protocol?: Protocol[];
+  ruleSet?: string[];
+  and?: RuleCondition[];
+  or?: RuleCondition[];
+  not?: RuleCondition;
+}
+
+export interface RuleConfig extends RuleCondition {
+  outbound: string;
+}
+
+export interface SluiceConfig {
+  log: LogConfig;
+  tun: TunConfig;
+  sniff: SniffConfig;
+  dns: DnsConfig;
+  outbounds: OutboundConfig[];
+  ruleSets: Record<string, RuleSetConfig>;
+  /** Ordered; the first match wins. */
+  rules: RuleConfig[];
+  /** Outbound used when no rule matches. */
+  final: string;
+}
+
+/** Every matcher key a rule or sub-rule may carry, in documentation order. */
+export const MATCHER_KEYS = [
+  'ipCidr',
+  'sourceCidr',
+  'domain',
+  'domainSuffix',
+  'domainKeyword',
+  'domainRegex',
+  'port',
+  'sourcePort',
+  'network',
+  'inbound',
+  'protocol',
+  'ruleSet',
+  'and',
+  'or',
+  'not',
+] as const;
+
+/**
+ * The built-in policy (`sluice run` without --config, and the base every
+ * omitted key falls back to): everything direct, DNS hijacked and answered
+ * with fake IPs, a cache, every flow logged at info.
+ *
+ * Address choices: the fake-IP pool and the TUN address both come from the
+ * RFC 2544 benchmarking block 198.18.0.0/15, which is never routed on the
+ * Internet, but from different halves so they cannot overlap: fake IPs from
+ * 198.18.0.0/16, the TUN is 198.19.0.1/30. IPv6 uses one RFC 4193 ULA /48,
+ * fdfe:dcba:9876::/48: the TUN is fdfe:dcba:9876::1/126 and fake IPs come from
+ * fdfe:dcba:9876:1::/96 (2^32 addresses, so a pool offset fits in 32 bits).
+ */
+export function defaultConfig(): SluiceConfig {
+  return {
+    log: { level: 'info', format: 'auto' },
+    tun: { name: 'sluice0', mtu: 1500, offload: true, ipv4: '198.19.0.1/30', ipv6: 'fdfe:dcba:9876::1/126' },
+    sniff: { timeoutMs: 300, maxBytes: 8192 },
+    dns: {
+      mode: 'fake-ip',
+      hijack: true,
+      fakeIp: {
+        ipv4Range: '198.18.0.0/16',
+        ipv6Range: 'fdfe:dcba:9876:1::/96',
+        persistPath: '/var/lib/sluice/fakeip.json',
+        ttl: 1,
+      },
+      upstreams: [
+        { address: 'udp://1.1.1.1:53', outbound: 'direct' },
+        { address: 'udp://9.9.9.9:53', outbound: 'direct' },
+      ],
+      cache: { maxEntries: 4096, minTtl: 0, maxTtl: 86400 },
+    },
+    outbounds: [{ name: 'direct', type: 'direct', mark: null, interface: null }],
+    ruleSets: {},
+    rules: [],
+    final: 'direct',
+  };
+}
