@@ -42,6 +42,10 @@ export async function main(argv: string[]): Promise<number> {
     return 0;
   }
   const rest = argv.slice(commandIndex + 1);
+  if (command === 'run') {
+    const { runRun } = await import('./commands/run.js');
+    return runRun(rest);
+  }
   if (command === 'check') {
     const { runCheck } = await import('./commands/check.js');
     return runCheck(rest);

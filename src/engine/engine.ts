@@ -1,0 +1,475 @@
+/**
+ * The proxy engine: takes every flow the stack terminates, finds its name
+ * (fake-IP mapping, DNS answer snooping, or sniffing the first bytes),
+ * matches it against the policy and carries it through the chosen outbound.
+ *
+ * When the flow's name is already known (fake-IP, snooped) or the policy
+ * cannot use one, the outbound connects before the client's SYN is
+ * answered: a dead upstream shows the client a refused connection, not an
+ * accepted one that dies. Otherwise the handshake completes, the first
+ * bytes are sniffed for at most `sniff.timeoutMs` / `sniff.maxBytes`, and a
+ * failing upstream resets the client's connection (what sing-box and
+ * mihomo do; a name inside the stream cannot be read without accepting).
+ */
+import { isIP } from 'node:net';
+import type { SluiceConfig } from '../config/types.js';
+import { loadRuleSetFile } from '../config/ruleset.js';
+import { compilePolicy } from './policy/compile.js';
+import { PolicySlot, type Policy } from './policy/policy.js';
+import type { MatchContext, SniffedProtocol } from './policy/types.js';
+import { FlowSniffer, sniffDatagram } from './sniff/index.js';
+import type { SniffResult } from './sniff/result.js';
+import { createOutbounds, type OutboundConfig as OutboundSpec } from '../outbound/index.js';
+import { OutboundError } from '../outbound/errors.js';
+import type { Outbound, UdpAssociation } from '../outbound/types.js';
+import { FakeIpPool } from '../dns/fake-ip.js';
+import { DnsCache } from '../dns/cache.js';
+import { DnsSnoop } from '../dns/snoop.js';
+import { DnsHijack } from '../dns/server.js';
+import { TcpFrameReader, buildQuery, frameTcp, parseMessage } from '../dns/message.js';
+import type { ResolverChain } from '../dns/resolver.js';
+import type { LookupFn } from '../outbound/types.js';
+import { mkdir } from 'node:fs/promises';
+import { dirname } from 'node:path';
+import { randomInt } from 'node:crypto';
+import { Stack, type TcpFlowRequest } from '../stack.js';
+import type { LinkEndpoint } from '../link/link.js';
+import type { TcpStream } from '../stack/tcp-stream.js';
+import type { UdpSession } from '../stack/udp-session.js';
+import { parseIpv6Text } from '../wire/ipv6.js';
+import { relay, type RelayResult } from './relay.js';
+import { buildResolverChain } from './dns-upstreams.js';
+import type { Logger } from './logger.js';
+
+export interface EngineCounters {
+  tcpFlows: number;
+  udpSessions: number;
+  rejected: number;
+  dropped: number;
+  upstreamFailures: number;
+  unknownFakeIp: number;
+  dnsQueries: number;
+}
+
+interface FlowInfo {
+  network: 'tcp' | 'udp';
+  src: string;
+  dst: string;
+  domain: string | null;
+  protocol: SniffedProtocol | null;
+  rule: number;
+  outbound: string;
+  started: number;
+}
+
+function hostPort(address: string, port: number): string {
+  return address.includes(':') ? `[${address}]:${port}` : `${address}:${port}`;
+}
+
+/** Address text to bytes for the matcher (4 or 16 bytes). */
+function addressBytes(text: string): Uint8Array {
+  if (isIP(text) === 4) return Uint8Array.from(text.split('.').map(Number));
+  const out = new Uint8Array(16);
+  parseIpv6Text(text, out, 0);
+  return out;
+}
+
+/** A and then AAAA (or the asked family) through the chain; the first address wins. */
+async function resolveWith(chain: ResolverChain, host: string, family: 4 | 6 | undefined): Promise<{ address: string; family: 4 | 6 }> {
+  if (isIP(host) !== 0) return { address: host, family: isIP(host) === 6 ? 6 : 4 };
+  const order: (4 | 6)[] = family === 6 ? [6] : family === 4 ? [4] : [4, 6];
+  for (const f of order) {
+    const answer = parseMessage(await chain.query(buildQuery({ id: randomInt(65536), name: host, type: f === 4 ? 1 : 28, rd: true })));
+    const rec = answer?.answers.find((a) => a.address !== null && a.type === (f === 4 ? 1 : 28));
+    if (rec) return { address: rec.address!, family: f };
+  }
+  throw new Error(`no address for ${host}`);
+}
+
+/** The config's outbound (nulls for "not set") in the outbound layer's shape (absent for "not set"). */
+function toOutboundSpec(o: SluiceConfig['outbounds'][number]): OutboundSpec {
+  const clean: Record<string, unknown> = {};
+  for (const [k, v] of Object.entries(o)) if (v !== null && v !== undefined) clean[k] = v;
+  return clean as unknown as OutboundSpec;
+}
+
+export class Engine {
+  readonly counters: EngineCounters = { tcpFlows: 0, udpSessions: 0, rejected: 0, dropped: 0, upstreamFailures: 0, unknownFakeIp: 0, dnsQueries: 0 };
+  readonly stack: Stack;
+  private readonly policy: PolicySlot;
+  private readonly outbounds: Map<string, Outbound>;
+  private readonly pool: FakeIpPool | null;
+  private readonly snoop: DnsSnoop | null;
+  private readonly dns: DnsHijack | null;
+  private persistTimer: NodeJS.Timeout | null = null;
+
+  constructor(
+    private config: SluiceConfig,
+    link: LinkEndpoint,
+    private readonly log: Logger,
+  ) {
+    this.policy = new PolicySlot(Engine.compile(config));
+    const direct = config.outbounds.find((o) => o.type === 'direct');
+    const directMark = direct !== undefined && direct.type === 'direct' ? direct.mark : null;
+    // Domain targets (fake-ip flows) resolve through sluice's own upstreams,
+    // never the host's resolver, whose traffic might route into the TUN.
+    let chain: ResolverChain | null = null;
+    const lookup: LookupFn = (host, family) => resolveWith(chain!, host, family);
+    this.outbounds = createOutbounds(config.outbounds.map(toOutboundSpec), { lookup });
+    const now = (): number => Date.now() / 1000;
+    const dnsCfg = config.dns;
+    chain = buildResolverChain(dnsCfg, this.outbounds, directMark);
+    this.pool =
+      dnsCfg.mode === 'fake-ip'
+        ? new FakeIpPool({ ipv4Range: dnsCfg.fakeIp.ipv4Range, ipv6Range: dnsCfg.fakeIp.ipv6Range, exclude: [config.tun.ipv4.split('/')[0]!, config.tun.ipv6.split('/')[0]!] })
+        : null;
+    this.snoop = dnsCfg.mode === 'real-ip' ? new DnsSnoop({ maxEntries: 65536, now }) : null;
+    this.dns = dnsCfg.hijack
+      ? new DnsHijack({
+          mode: dnsCfg.mode,
+          pool: this.pool,
+          fakeTtl: dnsCfg.fakeIp.ttl,
+          cache: new DnsCache({ maxEntries: dnsCfg.cache.maxEntries, minTtl: dnsCfg.cache.minTtl, maxTtl: dnsCfg.cache.maxTtl, now }),
+          upstream: chain,
+          snoop: this.snoop,
+        })
+      : null;
+    this.stack = new Stack(link, {
+      onTcpFlow: (req) => this.onTcpFlow(req),
+      onUdpSession: (s) => this.onUdpSession(s),
+    });
+  }
+
+  /** Compiles the policy part of a config (rule-set entries already loaded). */
+  static compile(config: SluiceConfig): Policy {
+    const ruleSets: Record<string, { type: 'domain' | 'cidr'; entries: string[] }> = {};
+    for (const [name, rs] of Object.entries(config.ruleSets)) ruleSets[name] = { type: rs.type, entries: rs.entries };
+    return compilePolicy({ rules: config.rules, ruleSets, final: config.final, outbounds: config.outbounds });
+  }
+
+  async start(): Promise<void> {
+    const path = this.config.dns.fakeIp.persistPath;
+    if (this.pool !== null && path !== null) {
+      await mkdir(dirname(path), { recursive: true }).catch((err: Error) => this.log.warn({ path, err: err.message }, 'cannot create the fake-ip state directory'));
+      const r = await this.pool.restore(path);
+      this.log.info({ restored: r.restored, path }, 'fake-ip mappings restored');
+      this.persistTimer = setInterval(() => void this.persist(), 60_000).unref();
+    }
+    this.stack.start();
+  }
+
+  async stop(): Promise<void> {
+    if (this.persistTimer !== null) clearInterval(this.persistTimer);
+    await this.persist();
+    this.stack.close();
+  }
+
+  private async persist(): Promise<void> {
+    const path = this.config.dns.fakeIp.persistPath;
+    if (this.pool === null || path === null) return;
+    try {
+      await this.pool.persist(path);
+    } catch (err) {
+      this.log.warn({ path, err: (err as Error).message }, 'could not save fake-ip mappings');
+    }
+  }
+
+  /**
+   * SIGHUP: re-reads rule-set files and swaps the policy. Flows already
+   * running keep their outbound; new flows see the new rules. A broken
+   * file leaves the running policy in place.
+   */
+  async reload(): Promise<void> {
+    try {
+      const ruleSets = { ...this.config.ruleSets };
+      for (const [name, rs] of Object.entries(ruleSets)) {
+        if (rs.path !== null) ruleSets[name] = { ...rs, entries: await loadRuleSetFile(rs.path, rs.type) };
+      }
+      const next = { ...this.config, ruleSets };
+      this.policy.swap(Engine.compile(next));
+      this.config = next;
+      this.log.info({ ruleSets: Object.keys(ruleSets).length }, 'reloaded');
+    } catch (err) {
+      this.log.error({ err: (err as Error).message }, 'reload failed; the previous policy stays');
+    }
+  }
+
+  // ------------------------------------------------------------------ TCP
+
+  private nameFor(address: string): { domain: string | null; unknownFake: boolean } {
+    if (this.pool !== null && this.pool.isFake(address)) {
+      const domain = this.pool.lookup(address);
+      return { domain, unknownFake: domain === null };
+    }
+    if (this.snoop !== null) return { domain: this.snoop.lookup(address), unknownFake: false };
+    return { domain: null, unknownFake: false };
+  }
+
+  private context(network: 'tcp' | 'udp', e: { family: number; remoteAddress: string; remotePort: number; localAddress: string; localPort: number }, domain: string | null, protocol: SniffedProtocol | null): MatchContext {
+    return {
+      network,
+      inbound: 'tun',
+      family: e.family === 6 ? 6 : 4,
+      dst: addressBytes(e.localAddress),
+      dstPort: e.localPort,
+      src: addressBytes(e.remoteAddress),
+      srcPort: e.remotePort,
+      domain,
+      protocol,
+    };
+  }
+
+  private onTcpFlow(req: TcpFlowRequest): void {
+    this.counters.tcpFlows++;
+    const info: FlowInfo = {
+      network: 'tcp',
+      src: hostPort(req.remoteAddress, req.remotePort),
+      dst: hostPort(req.localAddress, req.localPort),
+      domain: null,
+      protocol: null,
+      rule: -1,
+      outbound: '',
+      started: Date.now(),
+    };
+    const { domain, unknownFake } = this.nameFor(req.localAddress);
+    if (unknownFake) {
+      // An expired or never-issued fake address: refuse fast, never black-hole.
+      this.counters.unknownFakeIp++;
+      req.reset();
+      return this.logFlow(info, { bytesUp: 0, bytesDown: 0, close: 'unknown fake-ip' });
+    }
+    info.domain = domain;
+    if (this.dns !== null && req.localPort === 53) {
+      info.protocol = 'dns';
+      info.outbound = 'dns-hijack';
+      return this.serveDnsOverTcp(req.accept(), info);
+    }
+    if (domain !== null || this.config.sniff.timeoutMs === 0) {
+      return this.routeBeforeAccept(req, info);
+    }
+    const stream = req.accept();
+    stream.on('error', () => {});
+    this.sniffThenRoute(stream, req, info);
+  }
+
+  private routeBeforeAccept(req: TcpFlowRequest, info: FlowInfo): void {
+    const outbound = this.choose(req, info);
+    if (outbound.action !== 'connect') {
+      if (outbound.action === 'reject') req.reset();
+      else req.drop();
+      return this.logFlow(info, { bytesUp: 0, bytesDown: 0, close: outbound.action === 'reject' ? 'rejected' : 'dropped' });
+    }
+    const host = this.pool !== null && info.domain !== null && this.pool.isFake(req.localAddress) ? info.domain : req.localAddress;
+    outbound.connectTcp({ host, port: req.localPort }, req.signal).then(
+      (upstream) => {
+        let stream: TcpStream;
+        try {
+          stream = req.accept();
+        } catch {
+          upstream.destroy(); // the client gave up meanwhile
+          return this.logFlow(info, { bytesUp: 0, bytesDown: 0, close: 'client gone before connect' });
+        }
+        relay(stream, upstream, [], (r) => this.logFlow(info, r));
+      },
+      (err: unknown) => {
+        this.counters.upstreamFailures++;
+        const reaction = err instanceof OutboundError ? err.reaction : 'rst';
+        if (!req.decided && !req.signal.aborted) {
+          if (reaction === 'unreachable') req.unreachable('host');
+          else if (reaction === 'drop') req.drop();
+          else req.reset();
+        }
+        this.logFlow(info, { bytesUp: 0, bytesDown: 0, close: `upstream failed: ${(err as Error).message}` });
+      },
+    );
+  }
+
+  private sniffThenRoute(stream: TcpStream, req: TcpFlowRequest, info: FlowInfo): void {
+    const sniffer = new FlowSniffer({ maxBytes: this.config.sniff.maxBytes, dstPort: req.localPort });
+    const chunks: Buffer[] = [];
+    let decided = false;
+    const decide = (r: SniffResult): void => {
+      if (decided) return;
+      decided = true;
+      clearTimeout(timer);
+      stream.off('data', onData);
+      stream.off('end', onEnd);
+      stream.pause();
+      if (r.kind === 'found') {
+        info.protocol = r.protocol;
+        if (r.serverName !== null && isIP(r.serverName) === 0) info.domain = r.serverName;
+      }
+      this.connectAfterSniff(stream, req, info, chunks);
+    };
+    const onData = (c: Buffer): void => {
+      chunks.push(c);
+      const r = sniffer.push(c);
+      if (r.kind !== 'need-more') decide(r);
+    };
+    const onEnd = (): void => decide(sniffer.finish());
+    // Server-speaks-first protocols send nothing: route by address after the timeout.
+    const timer = setTimeout(() => decide(sniffer.finish()), this.config.sniff.timeoutMs);
+    stream.on('data', onData);
+    stream.once('end', onEnd);
+  }
+
+  private connectAfterSniff(stream: TcpStream, req: TcpFlowRequest, info: FlowInfo, chunks: Buffer[]): void {
+    const outbound = this.choose(req, info);
+    if (outbound.action !== 'connect') {
+      stream.destroy(); // RST: accepted already, so drop and reject look the same to the client
+      return this.logFlow(info, { bytesUp: 0, bytesDown: 0, close: outbound.action === 'reject' ? 'rejected' : 'dropped' });
+    }
+    const ac = new AbortController();
+    const onClose = (): void => ac.abort();
+    stream.once('close', onClose);
+    outbound.connectTcp({ host: req.localAddress, port: req.localPort }, ac.signal).then(
+      (upstream) => {
+        stream.off('close', onClose);
+        if (stream.destroyed) {
+          upstream.destroy();
+          return this.logFlow(info, { bytesUp: 0, bytesDown: 0, close: 'client gone before connect' });
+        }
+        relay(stream, upstream, chunks, (r) => this.logFlow(info, r));
+      },
+      (err: unknown) => {
+        this.counters.upstreamFailures++;
+        stream.destroy();
+        this.logFlow(info, { bytesUp: 0, bytesDown: 0, close: `upstream failed: ${(err as Error).message}` });
+      },
+    );
+  }
+
+  private choose(e: { family: number; remoteAddress: string; remotePort: number; localAddress: string; localPort: number }, info: FlowInfo): Outbound {
+    const m = this.policy.match(this.context(info.network, e, info.domain, info.protocol));
+    info.rule = m.ruleIndex;
+    info.outbound = m.outbound;
+    const outbound = this.outbounds.get(m.outbound)!;
+    if (outbound.action === 'reject') this.counters.rejected++;
+    else if (outbound.action === 'drop') this.counters.dropped++;
+    return outbound;
+  }
+
+  private serveDnsOverTcp(stream: TcpStream, info: FlowInfo): void {
+    const reader = new TcpFrameReader();
+    const r: RelayResult = { bytesUp: 0, bytesDown: 0, close: 'fin' };
+    stream.on('data', (c: Buffer) => {
+      r.bytesUp += c.length;
+      reader.push(c);
+      for (let msg = reader.next(); msg !== null; msg = reader.next()) {
+        this.counters.dnsQueries++;
+        void this.dns!.handle(msg, 'tcp').then((reply) => {
+          if (reply === null || stream.destroyed) return;
+          const framed = frameTcp(reply);
+          r.bytesDown += framed.length;
+          stream.write(framed);
+        });
+      }
+    });
+    stream.on('end', () => stream.end());
+    stream.on('error', (err: Error) => (r.close = err.message));
+    stream.on('close', () => this.logFlow(info, r));
+  }
+
+  // ------------------------------------------------------------------ UDP
+
+  private onUdpSession(s: UdpSession): void {
+    this.counters.udpSessions++;
+    const info: FlowInfo = {
+      network: 'udp',
+      src: hostPort(s.remoteAddress, s.remotePort),
+      dst: hostPort(s.localAddress, s.localPort),
+      domain: null,
+      protocol: null,
+      rule: -1,
+      outbound: '',
+      started: Date.now(),
+    };
+    const r: RelayResult = { bytesUp: 0, bytesDown: 0, close: 'idle' };
+    s.on('close', () => this.logFlow(info, r));
+    if (this.dns !== null && s.localPort === 53) {
+      info.protocol = 'dns';
+      info.outbound = 'dns-hijack';
+      s.on('message', (q) => {
+        r.bytesUp += q.length;
+        this.counters.dnsQueries++;
+        void this.dns!.handle(q, 'udp').then((reply) => {
+          if (reply === null) return;
+          r.bytesDown += reply.length;
+          s.send(reply);
+        });
+      });
+      s.drainQueued();
+      return;
+    }
+    const { domain, unknownFake } = this.nameFor(s.localAddress);
+    if (unknownFake) {
+      this.counters.unknownFakeIp++;
+      r.close = 'unknown fake-ip';
+      s.close();
+      return;
+    }
+    info.domain = domain;
+    const waiting: Buffer[] = [];
+    let assoc: UdpAssociation | null = null;
+    let target = { host: s.localAddress, port: s.localPort };
+    let routed = false;
+    s.on('message', (d) => {
+      r.bytesUp += d.length;
+      if (assoc !== null) return assoc.send(d, target);
+      waiting.push(d);
+      if (routed) return;
+      routed = true;
+      const sniffed = sniffDatagram(d, s.localPort);
+      if (sniffed.kind === 'found') {
+        info.protocol = sniffed.protocol;
+        if (info.domain === null && sniffed.serverName !== null && sniffed.protocol !== 'dns') info.domain = sniffed.serverName;
+      }
+      const outbound = this.choose(s, info);
+      if (outbound.action !== 'connect' || outbound.openUdp === undefined || !outbound.supportsUdp) {
+        r.close = outbound.action === 'connect' ? `outbound ${outbound.name} carries no UDP` : outbound.action === 'reject' ? 'rejected' : 'dropped';
+        s.close();
+        return;
+      }
+      if (this.pool !== null && domain !== null && this.pool.isFake(s.localAddress)) target = { host: domain, port: s.localPort };
+      outbound.openUdp({ family: s.family === 6 ? 6 : 4 }).then(
+        (a) => {
+          assoc = a;
+          a.onMessage((payload) => {
+            r.bytesDown += payload.length;
+            s.send(payload);
+          });
+          s.on('close', () => a.close());
+          for (const w of waiting.splice(0)) a.send(w, target);
+        },
+        (err: Error) => {
+          this.counters.upstreamFailures++;
+          r.close = `upstream failed: ${err.message}`;
+          s.close();
+        },
+      );
+    });
+    s.drainQueued();
+  }
+
+  // ------------------------------------------------------------------ logs
+
+  private logFlow(info: FlowInfo, r: RelayResult): void {
+    if (!this.log.isLevelEnabled('info')) return;
+    this.log.info(
+      {
+        network: info.network,
+        src: info.src,
+        dst: info.dst,
+        domain: info.domain,
+        protocol: info.protocol,
+        rule: info.rule,
+        outbound: info.outbound,
+        bytesUp: r.bytesUp,
+        bytesDown: r.bytesDown,
+        durationMs: Date.now() - info.started,
+        close: r.close,
+      },
+      'flow',
+    );
+  }
+}

@@ -1,0 +1,50 @@
+/**
+ * The engine's logger: pino, JSON lines by default (one object per line,
+ * for machines and `jq`), or a compact human-readable form on a terminal.
+ * Flow lines are built only when the level is enabled (pino checks first).
+ */
+import { Writable } from 'node:stream';
+import { pino, type Logger } from 'pino';
+import type { LogConfig } from '../config/types.js';
+
+export type { Logger } from 'pino';
+
+const LEVEL_NAMES: Record<number, string> = { 10: 'TRACE', 20: 'DEBUG', 30: 'INFO ', 40: 'WARN ', 50: 'ERROR', 60: 'FATAL' };
+
+/** Turns pino's JSON lines into `HH:MM:SS.mmm LEVEL msg key=value ...`. */
+class PrettyLines extends Writable {
+  constructor(private readonly out: NodeJS.WritableStream) {
+    super({ decodeStrings: false });
+  }
+
+  override _write(chunk: string | Buffer, _enc: BufferEncoding, cb: (err?: Error | null) => void): void {
+    for (const line of String(chunk).split('\n')) {
+      if (line === '') continue;
+      let o: Record<string, unknown>;
+      try {
+        o = JSON.parse(line) as Record<string, unknown>;
+      } catch {
+        this.out.write(line + '\n');
+        continue;
+      }
+      const time = typeof o.time === 'string' ? o.time.slice(11, 23) : '';
+      const level = LEVEL_NAMES[o.level as number] ?? String(o.level);
+      let text = `${time} ${level} ${String(o.msg ?? '')}`;
+      for (const [k, v] of Object.entries(o)) {
+        if (k === 'time' || k === 'level' || k === 'msg') continue;
+        text += ` ${k}=${typeof v === 'string' ? v : JSON.stringify(v)}`;
+      }
+      this.out.write(text + '\n');
+    }
+    cb();
+  }
+}
+
+export function createLogger(cfg: LogConfig, out: NodeJS.WriteStream = process.stdout): Logger {
+  const pretty = cfg.format === 'pretty' || (cfg.format === 'auto' && out.isTTY === true);
+  const options = { level: cfg.level, base: undefined, timestamp: pino.stdTimeFunctions.isoTime };
+  if (pretty) return pino(options, new PrettyLines(out));
+  // Synchronous writes: a line per finished flow is cheap, and nothing is
+  // lost when the process ends on a signal.
+  return pino(options, pino.destination({ dest: (out as unknown as { fd?: number }).fd ?? 1, sync: true }));
+}

@@ -1,0 +1,58 @@
+/**
+ * Carries one TCP flow between the client's stream (from the stack) and the
+ * upstream stream (from an outbound), with backpressure both ways,
+ * half-close both ways, and byte counts for the flow log. An error on one
+ * side destroys the other: an upstream reset becomes a RST to the client.
+ */
+import type { Duplex } from 'node:stream';
+
+export interface RelayResult {
+  bytesUp: number;
+  bytesDown: number;
+  /** 'fin' both ways, or which side failed first and how. */
+  close: string;
+}
+
+export function relay(client: Duplex, upstream: Duplex, firstBytes: readonly Uint8Array[], done: (r: RelayResult) => void): void {
+  const r: RelayResult = { bytesUp: 0, bytesDown: 0, close: 'fin' };
+  let open = 2;
+  let finished = false;
+  const finish = (): void => {
+    if (--open > 0 || finished) return;
+    finished = true;
+    done(r);
+  };
+  for (const chunk of firstBytes) {
+    r.bytesUp += chunk.length;
+    upstream.write(chunk);
+  }
+  client.on('data', (c: Buffer) => {
+    r.bytesUp += c.length;
+    if (!upstream.write(c)) client.pause();
+  });
+  upstream.on('drain', () => client.resume());
+  upstream.on('data', (c: Buffer) => {
+    r.bytesDown += c.length;
+    if (!client.write(c)) upstream.pause();
+  });
+  client.on('drain', () => upstream.resume());
+  client.on('end', () => upstream.end());
+  upstream.on('end', () => client.end());
+  client.on('error', (err: Error & { code?: string }) => {
+    if (r.close === 'fin') r.close = `client ${err.code ?? err.message}`;
+    upstream.destroy();
+  });
+  upstream.on('error', (err: Error & { code?: string }) => {
+    if (r.close === 'fin') r.close = `upstream ${err.code ?? err.message}`;
+    client.destroy(err);
+  });
+  client.on('close', () => {
+    if (!upstream.destroyed && !upstream.writableEnded) upstream.end();
+    finish();
+  });
+  upstream.on('close', () => {
+    if (!client.destroyed && !client.writableEnded) client.end();
+    finish();
+  });
+  client.resume();
+}
