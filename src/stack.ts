@@ -120,6 +120,11 @@ export interface StackStats {
   udpSessionsTotal: number;
   icmpEchoReplies: number;
   icmpErrorsIn: number;
+  /** Of closed connections: segments retransmitted, RTO expiries, lost retransmissions repaired by SACK. */
+  tcpRetransmits: number;
+  tcpTimeouts: number;
+  tcpLostRetransmits: number;
+  tcpLossProbes: number;
   /** ICMP errors that matched a flow and passed the RFC 5927 check. */
   icmpErrorsApplied: number;
   icmpErrorsOut: number;
@@ -308,6 +313,10 @@ export class Stack implements LinkReceiver, FlowHost, UdpHost, SegmentSink {
       udpSessionsTotal: 0,
       icmpEchoReplies: 0,
       icmpErrorsIn: 0,
+      tcpRetransmits: 0,
+      tcpTimeouts: 0,
+      tcpLostRetransmits: 0,
+      tcpLossProbes: 0,
       icmpErrorsApplied: 0,
       icmpErrorsOut: 0,
       resetsSent: 0,
@@ -780,6 +789,13 @@ export class Stack implements LinkReceiver, FlowHost, UdpHost, SegmentSink {
   }
 
   flowClosed(flow: TcpFlow): void {
+    const c = flow.connection;
+    if (c !== null) {
+      this.stats.tcpRetransmits += c.retransmits;
+      this.stats.tcpTimeouts += c.timeouts;
+      this.stats.tcpLostRetransmits += c.lostRetransmits;
+      this.stats.tcpLossProbes += c.lossProbes;
+    }
     if (this.tcpFlows.remove(flow)) this.stats.tcpFlowsActive--;
     this.wheel.cancel(flow);
   }

@@ -138,6 +138,29 @@ export class TcpConnection {
   private dupAcks = 0;
   private inRecovery = false;
   private recoveryPoint = 0;
+  /**
+   * highSent when the current round of hole retransmissions began (-1 when
+   * none). A SACK for data beyond it, while holes we retransmitted before
+   * it are still missing, proves those retransmissions were lost too: send
+   * them again now rather than wait for the RTO (the idea of Linux's lost
+   * retransmit detection; RFC 6675 alone leaves it to the timer).
+   */
+  private rexmitMark = -1;
+  /** When the segment at SND.UNA was last retransmitted in this recovery (-1: not yet). */
+  private unaRexmitAt = -1;
+  /** Retransmissions found lost by SACK and resent without a timeout. */
+  lostRetransmits = 0;
+  /**
+   * Tail loss probe (RFC 8985 7): when the last segments of a flight are
+   * lost no duplicate ACKs come back, and only the RTO (200 ms or more)
+   * would repair them. After about two round trips without an ACK we send
+   * one probe segment instead; its SACK starts fast recovery.
+   */
+  private tlpAt = Infinity;
+  /** Tail loss probes sent. */
+  lossProbes = 0;
+  /** Probes since the last new ACK; a second one covers a lost first probe, then the RTO takes over. */
+  private probesSinceAck = 0;
   /** Offset (from the ring head) of the next hole to retransmit in recovery. */
   private retransmitCursor = 0;
   private retransmitBudget = 0;
@@ -150,6 +173,8 @@ export class TcpConnection {
   bytesReceived = 0;
   bytesSent = 0;
   retransmits = 0;
+  /** Retransmission timeouts (each one a go-back-N with cwnd at one segment). */
+  timeouts = 0;
   /** ICMP errors accepted for this connection that did not end it (RFC 5461). */
   softErrors = 0;
   /** Times a Packet Too Big / Fragmentation Needed shrank the segment size. */
@@ -479,9 +504,16 @@ export class TcpConnection {
     const window = seg.window << this.sndShift;
     if (seqGt(ack, this.sndUna)) {
       this.onNewAck(now, seg, ack);
-    } else if (ack === this.sndUna && len === 0 && (seg.flags & TCP_FIN) === 0 && window === this.sndWnd && this.sentBytes > 0) {
+    } else if (ack === this.sndUna && len === 0 && (seg.flags & TCP_FIN) === 0 && this.sentBytes > 0 && window === this.sndWnd) {
       // RFC 5681 2: a duplicate ACK.
       this.onDupAck(now, seg);
+    } else if (ack === this.sndUna && len === 0 && (seg.flags & TCP_FIN) === 0 && this.sentBytes > 0 && this.sackOk && seg.sackCount > 0) {
+      // RFC 6675 2: with SACK, an ACK that SACKs new data is a duplicate
+      // ACK even when the window changed (Linux receivers grow it all the
+      // time while auto-tuning; counting only equal windows misses losses).
+      const before = this.sacked.heldBytes;
+      this.recordSack(seg);
+      if (this.sacked.heldBytes > before) this.onDupAck(now, seg);
     } else if (this.sackOk && seg.sackCount > 0) {
       this.recordSack(seg);
     }
@@ -528,6 +560,7 @@ export class TcpConnection {
       this.sentBytes = Math.max(0, this.sentBytes - dataAcked);
       this.highSent = Math.max(0, this.highSent - dataAcked);
       this.retransmitCursor = Math.max(0, this.retransmitCursor - dataAcked);
+      if (this.rexmitMark >= 0) this.rexmitMark = Math.max(0, this.rexmitMark - dataAcked);
       this.sacked.advance(dataAcked);
       this.bytesSent += dataAcked;
       this.owner.onWritable(this);
@@ -549,34 +582,63 @@ export class TcpConnection {
     if (this.inRecovery) {
       if (seqGeq(ack, this.recoveryPoint)) {
         this.inRecovery = false;
+        this.rexmitMark = -1;
         this.cc.onRecoveryExit(now);
       } else {
         // RFC 6582 3.2 step 5: a partial ACK; retransmit the next hole.
         this.retransmitBudget = 1;
         acked = 0;
+        this.unaRexmitAt = -1; // SND.UNA moved: the next hole's retransmission is timed afresh
+        this.detectLostRetransmit(now);
       }
     }
     if (!this.inRecovery && acked > 0) this.cc.onAck(now, acked, this.rtt.srtt);
     // RFC 6298 5.2/5.3: stop the timer when all is acknowledged, else restart it.
     this.rtoAt = this.sndUna === this.sndNxt ? Infinity : now + this.rtt.rto;
+    this.tlpAt = Infinity;
+    this.probesSinceAck = 0;
+    if (this.rtoAt !== Infinity) this.armLossProbe(now);
   }
 
   private onDupAck(now: number, seg: TcpRepr): void {
     if (this.sackOk && seg.sackCount > 0) this.recordSack(seg);
     this.dupAcks++;
     const sackSaysLoss = this.sackOk && this.sacked.heldBytes >= DUPACK_THRESHOLD * this.sendMss;
-    if (!this.inRecovery && (this.dupAcks === DUPACK_THRESHOLD || sackSaysLoss)) {
+    // RFC 5827 early retransmit: with fewer than four segments outstanding
+    // and nothing new to send, three duplicate ACKs can never arrive.
+    let threshold = DUPACK_THRESHOLD;
+    const outstanding = Math.ceil(this.sentBytes / this.sendMss);
+    if (outstanding < 4 && !this.canSendData()) threshold = outstanding > 1 ? outstanding - 1 : 1;
+    if (!this.inRecovery && (this.dupAcks >= threshold || sackSaysLoss)) {
       // RFC 5681 3.2 / RFC 6675 5: enter loss recovery, retransmit the first hole.
       this.inRecovery = true;
       this.recoveryPoint = this.sndNxt;
       this.cc.onLoss(now, this.flightBytes);
       this.retransmitCursor = 0;
       this.retransmitBudget = 1;
+      this.rexmitMark = this.highSent;
       this.rttSentAt = -1; // Karn: the timed segment may be retransmitted
     } else if (this.inRecovery) {
       // Each further dupack means a segment left the network: room for one more.
       this.retransmitBudget++;
+      this.detectLostRetransmit(now);
     }
+  }
+
+  private detectLostRetransmit(now: number): void {
+    if (this.rexmitMark < 0 || this.retransmitCursor === 0) return;
+    // Either data sent after the retransmission was SACKed, or (RACK-like,
+    // RFC 8985 6.2) the retransmission at SND.UNA is older than a round trip
+    // plus a reordering allowance while SACKs keep arriving.
+    const newerDelivered = this.sacked.highestEnd > this.rexmitMark;
+    const srtt = this.rtt.srtt > 0 ? this.rtt.srtt : this.rtt.rto;
+    const overdue = this.unaRexmitAt >= 0 && now - this.unaRexmitAt > srtt * 1.25 + 2;
+    if (!newerDelivered && !overdue) return;
+    this.unaRexmitAt = -1;
+    this.retransmitCursor = 0;
+    this.rexmitMark = this.highSent;
+    if (this.retransmitBudget < 1) this.retransmitBudget = 1;
+    this.lostRetransmits++;
   }
 
   private recordSack(seg: TcpRepr): void {
@@ -687,6 +749,7 @@ export class TcpConnection {
     this.state = 'TIME-WAIT';
     this.timeWaitAt = now + this.config.timeWaitMs;
     this.rtoAt = Infinity;
+    this.tlpAt = Infinity;
     this.persistAt = Infinity;
     this.finWait2At = Infinity;
     this.keepAliveAt = Infinity;
@@ -696,7 +759,7 @@ export class TcpConnection {
     if (this.state === 'CLOSED') return;
     this.state = 'CLOSED';
     this.closeReason = reason;
-    this.rtoAt = this.delayedAckAt = this.persistAt = this.timeWaitAt = this.finWait2At = this.keepAliveAt = Infinity;
+    this.rtoAt = this.delayedAckAt = this.persistAt = this.timeWaitAt = this.finWait2At = this.keepAliveAt = this.tlpAt = Infinity;
     this.owner.onClosed(this, reason);
   }
 
@@ -724,6 +787,7 @@ export class TcpConnection {
       return;
     }
     if (this.rtoAt <= now && !this.onRetransmitTimeout(now, sink)) return;
+    if (this.tlpAt <= now) this.sendLossProbe(now, sink);
     if (this.keepAliveAt <= now && !this.onKeepAlive(now, sink)) return;
 
     if (this.synPending) {
@@ -773,6 +837,7 @@ export class TcpConnection {
     if (this.timeWaitAt < t) t = this.timeWaitAt;
     if (this.finWait2At < t) t = this.finWait2At;
     if (this.keepAliveAt < t) t = this.keepAliveAt;
+    if (this.tlpAt < t) t = this.tlpAt;
     return t;
   }
 
@@ -816,6 +881,7 @@ export class TcpConnection {
       this.sndNxt = seqAdd(this.ringSeq, this.sentBytes);
       if (seqGt(this.sndNxt, this.sndMax)) this.sndMax = this.sndNxt;
       if (this.rtoAt === Infinity) this.rtoAt = now + this.rtt.rto;
+      this.armLossProbe(now);
       sent = true;
     }
     // Zero window with data waiting and nothing in flight: probe later (RFC 9293 3.8.6.1).
@@ -850,6 +916,7 @@ export class TcpConnection {
       let size = this.sendMss;
       if (this.retransmitCursor + size > this.sentBytes) size = this.sentBytes - this.retransmitCursor;
       if (size <= 0) break;
+      if (this.retransmitCursor === 0) this.unaRexmitAt = now;
       const n = this.emitData(now, sink, this.retransmitCursor, size, false);
       this.retransmitCursor += n;
       this.retransmitBudget--;
@@ -860,7 +927,10 @@ export class TcpConnection {
     // Nothing left below the recovery point to repair: the unused budget
     // must not keep pollAt() at "now" (it would spin the driver).
     if (this.retransmitCursor >= limit || this.retransmitCursor >= this.sentBytes) this.retransmitBudget = 0;
-    if (sent) this.rtoAt = now + this.rtt.rto;
+    if (sent) {
+      this.rtoAt = now + this.rtt.rto;
+      this.armLossProbe(now);
+    }
     return sent;
   }
 
@@ -886,6 +956,8 @@ export class TcpConnection {
       this.enterClosed('timeout');
       return false;
     }
+    this.timeouts++;
+    this.tlpAt = Infinity;
     this.rtt.backoff();
     this.rtoAt = now + this.rtt.rto;
     this.rttSentAt = -1; // Karn
@@ -896,6 +968,7 @@ export class TcpConnection {
     // Go back to SND.UNA (RFC 5681 3.1: cwnd to one segment, slow start).
     this.cc.onTimeout(now, this.flightBytes);
     this.inRecovery = false;
+    this.rexmitMark = -1;
     this.dupAcks = 0;
     this.retransmits++;
     // RFC 6675 5.1: after a timeout the SACK scoreboard is not trusted.
@@ -914,6 +987,53 @@ export class TcpConnection {
       this.state = this.state === 'FIN-WAIT-1' ? 'ESTABLISHED' : this.state === 'LAST-ACK' || this.state === 'CLOSING' ? 'CLOSE-WAIT' : this.state;
     }
     this.sndNxt = this.ringSeq;
+  }
+
+  /**
+   * RFC 8985 7.2: PTO = 2 * SRTT (at least 10 ms here), and never after the
+   * RTO. In recovery the same timer guards the retransmission at SND.UNA:
+   * if it has not been acknowledged within the PTO it is sent again (what
+   * RACK's reordering timer achieves, RFC 8985 6.2), instead of stalling
+   * until the RTO when a retransmission is lost and nothing else is in flight.
+   */
+  private armLossProbe(now: number): void {
+    if (this.sentBytes === 0 || this.rtt.srtt <= 0 || this.tlpAt !== Infinity) return;
+    const pto = Math.max(2 * this.rtt.srtt, 10);
+    if (now + pto < this.rtoAt) this.tlpAt = now + pto;
+  }
+
+  /** RFC 8985 7.3: new data if the peer's window allows, else the last segment again. */
+  private sendLossProbe(now: number, sink: SegmentSink): void {
+    this.tlpAt = Infinity;
+    if (this.sentBytes === 0) return;
+    if (this.inRecovery) {
+      if (this.sacked.rangeEndAt(0) < 0) {
+        this.emitData(now, sink, 0, Math.min(this.sendMss, this.sentBytes), false);
+        this.unaRexmitAt = now;
+        if (this.retransmitCursor === 0) this.retransmitCursor = Math.min(this.sendMss, this.sentBytes);
+        this.retransmits++;
+        this.lossProbes++;
+      }
+      this.armLossProbe(now);
+      return;
+    }
+    if (this.finSent || this.probesSinceAck >= 2) return;
+    this.lossProbes++;
+    this.probesSinceAck++;
+    const unsent = this.sendRing.length - this.sentBytes;
+    if (unsent > 0 && this.sndWnd - this.sentBytes >= Math.min(unsent, this.sendMss)) {
+      const size = Math.min(unsent, this.sendMss);
+      const n = this.emitData(now, sink, this.sentBytes, size, size === unsent);
+      this.sentBytes += n;
+      if (this.sentBytes > this.highSent) this.highSent = this.sentBytes;
+      this.sndNxt = seqAdd(this.ringSeq, this.sentBytes);
+      if (seqGt(this.sndNxt, this.sndMax)) this.sndMax = this.sndNxt;
+    } else {
+      const from = this.sentBytes > this.sendMss ? this.sentBytes - this.sendMss : 0;
+      this.emitData(now, sink, from, this.sentBytes - from, true);
+      this.retransmits++;
+    }
+    this.armLossProbe(now);
   }
 
   private sendWindowProbe(now: number, sink: SegmentSink): void {
