@@ -125,6 +125,8 @@ export interface StackStats {
   tcpTimeouts: number;
   tcpLostRetransmits: number;
   tcpLossProbes: number;
+  tcpZeroWindowsSent: number;
+  tcpWindowProbes: number;
   /** ICMP errors that matched a flow and passed the RFC 5927 check. */
   icmpErrorsApplied: number;
   icmpErrorsOut: number;
@@ -317,6 +319,8 @@ export class Stack implements LinkReceiver, FlowHost, UdpHost, SegmentSink {
       tcpTimeouts: 0,
       tcpLostRetransmits: 0,
       tcpLossProbes: 0,
+      tcpZeroWindowsSent: 0,
+      tcpWindowProbes: 0,
       icmpErrorsApplied: 0,
       icmpErrorsOut: 0,
       resetsSent: 0,
@@ -795,6 +799,8 @@ export class Stack implements LinkReceiver, FlowHost, UdpHost, SegmentSink {
       this.stats.tcpTimeouts += c.timeouts;
       this.stats.tcpLostRetransmits += c.lostRetransmits;
       this.stats.tcpLossProbes += c.lossProbes;
+      this.stats.tcpZeroWindowsSent += c.zeroWindowsSent;
+      this.stats.tcpWindowProbes += c.windowProbes;
     }
     if (this.tcpFlows.remove(flow)) this.stats.tcpFlowsActive--;
     this.wheel.cancel(flow);

@@ -157,6 +157,10 @@ export class TcpConnection {
    * one probe segment instead; its SACK starts fast recovery.
    */
   private tlpAt = Infinity;
+  /** Segments that advertised a zero window (our reader was slow). */
+  zeroWindowsSent = 0;
+  /** Zero-window probes sent (the peer's reader was slow). */
+  windowProbes = 0;
   /** Tail loss probes sent. */
   lossProbes = 0;
   /** Probes since the last new ACK; a second one covers a lost first probe, then the RTO takes over. */
@@ -1040,6 +1044,7 @@ export class TcpConnection {
     // RFC 9293 3.8.6.1: probe a zero window. Like Linux, with a segment
     // carrying SND.UNA-1, which the peer must answer with its window.
     this.emitControl(sink, seqSub(this.sndUna, 1) >>> 0, TCP_ACK, now);
+    this.windowProbes++;
     this.persistBackoff++;
     this.persistAt = this.sndWnd === 0 ? now + Math.min(this.rtt.rto * 2 ** this.persistBackoff, this.config.maxRtoMs) : Infinity;
   }
@@ -1116,6 +1121,7 @@ export class TcpConnection {
       field = Math.min(0xffff, Math.ceil(seqSub(this.rcvEdge, this.rcvNxt) / 2 ** this.rcvShift));
     }
     r.window = field;
+    if (field === 0) this.zeroWindowsSent++;
     this.rcvAdvertised = field << this.rcvShift;
     const newEdge = seqAdd(this.rcvNxt, this.rcvAdvertised);
     if (seqGt(newEdge, this.rcvEdge)) this.rcvEdge = newEdge;
