@@ -3,8 +3,12 @@ import { printRows } from './wire.bench.js';
 import { runWireBench } from './wire.bench.js';
 import { runTunBench } from './tun.bench.js';
 import { printStackRows, runStackBench } from './stack.bench.js';
+import { printSniffRows, runSniffBench } from './sniff.bench.js';
+import { printPolicyRows, runPolicyBench } from './policy.bench.js';
 
 printRows(`wire codecs (node ${process.version})`, runWireBench());
+printSniffRows(runSniffBench());
+printPolicyRows(runPolicyBench());
 if (process.getuid?.() === 0) {
   printRows('TUN batch reader, kernel TCP sender, 1024 MiB per run', await runTunBench(1024));
   printStackRows(await runStackBench(5));

@@ -13,6 +13,20 @@ import { threeNamespaces, steerIntoTun, SERVER_V4, STEER_PRIORITY, STEER_TABLE }
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const relay = path.resolve(here, '../test/fixtures/stack-relay.js');
+const holder = path.resolve(here, '../test/fixtures/conn-holder.js');
+
+/** New connections per second through the path (each one connects upstream too). */
+async function connectionRate(client: Netns, count: number): Promise<number> {
+  const p = client.spawn([process.execPath, holder, 'rate', SERVER_V4, '9000', String(count)]);
+  const r = await waitForJsonLine<{ event: string; perSecond: number }>(p, (m) => m.event === 'rate', 120_000).catch(() => ({ perSecond: NaN }));
+  return r.perSecond;
+}
+
+/** Round trips of 64 bytes on one connection: p50 and p99 in microseconds. */
+async function latency(client: Netns, count: number): Promise<{ p50: number; p99: number }> {
+  const p = client.spawn([process.execPath, holder, 'latency', SERVER_V4, '9000', String(count)]);
+  return waitForJsonLine<{ event: string; p50: number; p99: number }>(p, (m) => m.event === 'latency', 60_000).catch(() => ({ p50: NaN, p99: NaN }));
+}
 
 class BenchContext {
   readonly hooks: (() => unknown)[] = [];
@@ -44,6 +58,9 @@ export interface StackRow {
   down1: number;
   up8: number;
   down8: number;
+  connPerSecond: number;
+  p50us: number;
+  p99us: number;
 }
 
 export async function runStackBench(seconds = 5): Promise<StackRow[]> {
@@ -53,9 +70,15 @@ export async function runStackBench(seconds = 5): Promise<StackRow[]> {
     const lab = await Lab.create(ctx as unknown as TestLike, 'stackbench');
     const { client, gateway, server } = await threeNamespaces(lab);
     server.spawn(['iperf3', '-s']);
+    const echo = server.spawn([process.execPath, holder, 'server', '9000']);
+    await waitForJsonLine(echo, (m: { event?: string }) => m.event === 'ready');
     await new Promise((r) => setTimeout(r, 500));
     const measure = async (name: string): Promise<void> => {
+      const lat = await latency(client, 5000);
       rows.push({
+        connPerSecond: await connectionRate(client, 5000),
+        p50us: lat.p50,
+        p99us: lat.p99,
         path: name,
         up1: await iperf(client, seconds, 1, false),
         down1: await iperf(client, seconds, 1, true),
@@ -86,9 +109,10 @@ export async function runStackBench(seconds = 5): Promise<StackRow[]> {
 
 export function printStackRows(rows: StackRow[]): void {
   const f = (v: number) => (Number.isNaN(v) ? '  fail' : v.toFixed(2).padStart(6));
-  console.log('\niperf3 through the gateway namespace, Gbit/s (client->server = up, -R = down)');
-  console.log(`  ${'path'.padEnd(40)} ${'1 up'.padStart(6)} ${'1 down'.padStart(6)} ${'8 up'.padStart(6)} ${'8 down'.padStart(6)}`);
-  for (const r of rows) console.log(`  ${r.path.padEnd(40)} ${f(r.up1)} ${f(r.down1)} ${f(r.up8)} ${f(r.down8)}`);
+  const n = (v: number, w: number) => (Number.isNaN(v) ? 'fail'.padStart(w) : String(v).padStart(w));
+  console.log('\nthrough the gateway namespace: iperf3 Gbit/s (client->server = up, -R = down), new connections/s, 64-byte round trip µs');
+  console.log(`  ${'path'.padEnd(40)} ${'1 up'.padStart(6)} ${'1 down'.padStart(6)} ${'8 up'.padStart(6)} ${'8 down'.padStart(6)} ${'conn/s'.padStart(7)} ${'p50'.padStart(5)} ${'p99'.padStart(5)}`);
+  for (const r of rows) console.log(`  ${r.path.padEnd(40)} ${f(r.up1)} ${f(r.down1)} ${f(r.up8)} ${f(r.down8)} ${n(r.connPerSecond, 7)} ${n(r.p50us, 5)} ${n(r.p99us, 5)}`);
 }
 
 if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {

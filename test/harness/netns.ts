@@ -1,7 +1,7 @@
 /**
  * Network-namespace test harness.
  *
- * A `Lab` owns a set of namespaces named `sl<tag><pid>x<n>` and everything in
+ * A `Lab` owns a set of namespaces named `sl<tag>-<pid>x<n>` and everything in
  * them (veth pairs, TUN devices, nftables tables, processes). Deleting a
  * namespace destroys every interface and firewall table inside it, so the
  * host's own routes, rules and firewall are never touched.
@@ -41,7 +41,10 @@ export class HarnessError extends Error {
 }
 
 const NETNS_DIR = '/var/run/netns';
-const NAME_PATTERN = /^sl([a-z0-9]{0,8})(\d+)x(\d+)$/;
+// The '-' ends the tag: without it a short tag ("relay") would swallow the
+// first digits of the PID and the sweep would read a wrong, dead PID and
+// delete a running test's namespaces.
+const NAME_PATTERN = /^sl([a-z0-9]{0,8})-(\d+)x(\d+)$/;
 
 /**
  * Returns true when the harness can run (root, iproute2 present). Otherwise
@@ -99,6 +102,9 @@ function run(argv: string[], opts: ExecOptions = {}): Promise<ExecResult> {
         resolve(result);
       }
     });
+    // A command that exits before reading its input (ip -batch on an error)
+    // must surface its own message, not an EPIPE from our write.
+    child.stdin!.on('error', () => {});
     if (opts.input !== undefined) child.stdin!.end(opts.input);
     else child.stdin!.end();
   });
@@ -210,7 +216,7 @@ export class Lab {
 
   /** Creates a namespace with loopback up. `label` only helps reading. */
   async netns(label: string): Promise<Netns> {
-    const name = `sl${this.tag}${process.pid}x${this.id * 100 + this.namespaces.length}`;
+    const name = `sl${this.tag}-${process.pid}x${this.id * 100 + this.namespaces.length}`;
     await run(['ip', 'netns', 'add', name]);
     const ns = new Netns(this, name);
     this.namespaces.push(ns);
