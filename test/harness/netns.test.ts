@@ -30,7 +30,7 @@ t.test('two namespaces joined by a veth pair reach each other and vanish at tear
 t.test('namespaces left by a dead run are swept', async (t) => {
   if (!requireRoot(t)) return;
   // A PID far above pid_max cannot be alive.
-  const stale = 'slharness4999999x0';
+  const stale = 'slharness-4999999x0';
   execFileSync('ip', ['netns', 'add', stale]);
   t.teardown(() => {
     if (existsSync(`/var/run/netns/${stale}`)) execFileSync('ip', ['netns', 'del', stale]);
