@@ -113,7 +113,11 @@ t.test('check --help prints the command usage; global flags still work', async (
   t.match(help.stdout, /^Usage: sluice check --config FILE/);
   const global = await sluice('--help');
   t.match(global.stdout, /sluice check --config FILE/);
-  const other = await sluice('run');
-  t.equal(other.code, 2, 'run is not wired yet');
-  t.match(other.stderr, /unknown command "run"/);
+  const other = await sluice('frobnicate');
+  t.equal(other.code, 2, 'an unknown command is a usage error');
+  t.match(other.stderr, /unknown command "frobnicate"/);
+  // `run --help` prints its usage and starts nothing (no TUN on this host).
+  const runHelp = await sluice('run', '--help');
+  t.equal(runHelp.code, 0);
+  t.match(runHelp.stdout, /^Usage: sluice run \[--config FILE\]/);
 });
