@@ -1,11 +1,13 @@
 /**
  * The DNS upstream chain from the config: each upstream is reached through
  * its named outbound. UDP through a SOCKS5 outbound rides a UDP ASSOCIATE;
- * TCP through any connecting outbound uses its stream; DoH goes direct
- * (through a proxy it is not supported yet, and the config check says so
- * at start-up rather than failing at the first query).
+ * TCP through any connecting outbound uses its stream; DoH through a proxy
+ * outbound runs undici over a TLS session on the outbound's stream.
  */
 import { isIP } from 'node:net';
+import tls from 'node:tls';
+import type { Duplex } from 'node:stream';
+import { Agent } from 'undici';
 import type { DnsConfig } from '../config/types.js';
 import type { Outbound } from '../outbound/types.js';
 import { createResolver, ResolverChain, type QueryOptions, type Resolver } from '../dns/resolver.js';
@@ -51,6 +53,30 @@ class OutboundUdpResolver implements Resolver {
   }
 }
 
+/**
+ * An undici dispatcher whose connections are made through `outbound`
+ * (SOCKS5 CONNECT, HTTP CONNECT, ...): for https origins the TLS session
+ * runs inside the outbound's stream, with the usual certificate checks.
+ * `tlsOptions` adds trust anchors (tests use a private CA).
+ */
+export function outboundDispatcher(outbound: Outbound, tlsOptions: tls.ConnectionOptions = {}): Agent {
+  return new Agent({
+    connect: (opts, callback) => {
+      const port = Number(opts.port) || (opts.protocol === 'https:' ? 443 : 80);
+      outbound.connectTcp({ host: opts.hostname, port }).then(
+        (raw: Duplex) => {
+          if (opts.protocol !== 'https:') return callback(null, raw as never);
+          const servername = opts.servername ?? (isIP(opts.hostname) === 0 ? opts.hostname : undefined);
+          const secure = tls.connect({ ...tlsOptions, socket: raw, ...(servername !== undefined ? { servername } : {}), ALPNProtocols: ['http/1.1'] });
+          secure.once('secureConnect', () => callback(null, secure));
+          secure.once('error', (err) => callback(err, null));
+        },
+        (err: Error) => callback(err, null),
+      );
+    },
+  });
+}
+
 export function buildResolverChain(dns: DnsConfig, outbounds: Map<string, Outbound>, directMark: number | null): ResolverChain {
   const resolvers: Resolver[] = dns.upstreams.map((u, i) => {
     const outbound = outbounds.get(u.outbound);
@@ -73,7 +99,11 @@ export function buildResolverChain(dns: DnsConfig, outbounds: Map<string, Outbou
       // A TCP resolver whose connections are the outbound's streams.
       return createResolver(u.address, { connect: (h: string, p: number) => outbound.connectTcp({ host: h, port: p }) });
     }
-    throw new EngineSetupError(`${where}: DNS-over-HTTPS through outbound ${u.outbound} (${outbound.type}) is not supported; use outbound: direct`);
+    if (url.protocol === 'https:' || url.protocol === 'http:') {
+      if (outbound.action !== 'connect') throw new EngineSetupError(`${where}.outbound: ${u.outbound} (${outbound.type}) cannot carry DNS-over-HTTPS`);
+      return createResolver(u.address, { dispatcher: outboundDispatcher(outbound) });
+    }
+    throw new EngineSetupError(`${where}.address: unsupported scheme ${url.protocol}`);
   });
   return new ResolverChain({ resolvers });
 }

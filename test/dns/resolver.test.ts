@@ -1,12 +1,11 @@
 import dgram from 'node:dgram';
-import http2 from 'node:http2';
 import net from 'node:net';
 import type { Duplex } from 'node:stream';
 import t, { type Test } from 'tap';
 import { Agent } from 'undici';
-import { buildQuery, buildResponse, decodeMessage, DnsRcode, DnsType, encodeMessage, frameTcp, parseMessage, TcpFrameReader } from '../../src/dns/message.js';
-import { createResolver, DohResolver, ResolverChain, TcpResolver, UdpResolver, type Resolver } from '../../src/dns/resolver.js';
-import { freePort, selfSignedCert, startDnsmasq } from './servers.js';
+import { buildQuery, buildResponse, DnsRcode, DnsType, encodeMessage, frameTcp, parseMessage, TcpFrameReader } from '../../src/dns/message.js';
+import { createResolver, DohResolver, ResolverChain, TcpResolver, UdpResolver } from '../../src/dns/resolver.js';
+import { dohServer, freePort, startDnsmasq } from './servers.js';
 
 const q = (name: string, type: number = DnsType.A, id = 0xabcd): Uint8Array => buildQuery({ id, name, type, ednsUdpSize: 1232 });
 
@@ -170,39 +169,6 @@ t.test('TCP: timeout when the server accepts but never answers; framing of sever
   const c = new TcpResolver({ host: '127.0.0.1', port: (chatty.address() as net.AddressInfo).port });
   t.same(parseMessage(await c.query(q('x.test')))!.answers.map((x) => x.address), ['192.0.2.55']);
 });
-
-/** A DoH server (RFC 8484 POST) on node:http2 with TLS, forwarding to `upstream`. */
-async function dohServer(
-  t: Test,
-  upstream: Resolver,
-  seen: { method: string; type: string; id: number; alpn: string }[],
-): Promise<{ url: string; ca: string }> {
-  const { key, cert } = await selfSignedCert(t);
-  const server = http2.createSecureServer({ key, cert, allowHTTP1: true }, (req, res) => {
-    const chunks: Buffer[] = [];
-    req.on('data', (c: Buffer) => chunks.push(c));
-    req.on('end', () => {
-      const body = Buffer.concat(chunks);
-      const m = decodeMessage(body);
-      seen.push({ method: req.method, type: String(req.headers['content-type']), id: m.id, alpn: req.httpVersion });
-      if (req.url === '/status') {
-        res.writeHead(503).end();
-        return;
-      }
-      if (req.url === '/html') {
-        res.writeHead(200, { 'content-type': 'text/html' }).end('<html>');
-        return;
-      }
-      upstream.query(body).then(
-        (a) => res.writeHead(200, { 'content-type': 'application/dns-message', 'content-length': a.length }).end(Buffer.from(a)),
-        () => res.writeHead(502).end(),
-      );
-    });
-  });
-  await new Promise<void>((res) => server.listen(0, '127.0.0.1', res));
-  t.teardown(() => server.close());
-  return { url: `https://127.0.0.1:${(server.address() as net.AddressInfo).port}`, ca: cert };
-}
 
 t.test('DoH (RFC 8484 POST) through an undici dispatcher to a TLS server forwarding to dnsmasq', async (t) => {
   const dm = await startDnsmasq(t);

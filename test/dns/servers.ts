@@ -1,6 +1,6 @@
 /**
  * Test fixtures for the DNS tests: a real dnsmasq on 127.0.0.1 at a free
- * port, and a throwaway self-signed certificate. Only the PIDs started here
+ * port, a throwaway self-signed certificate, and a DoH server. Only the PIDs started here
  * are killed, in t.teardown.
  */
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
@@ -11,7 +11,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import type { Test } from 'tap';
-import { buildQuery, parseMessage } from '../../src/dns/message.js';
+import http2 from 'node:http2';
+import { buildQuery, decodeMessage, parseMessage } from '../../src/dns/message.js';
+import type { Resolver } from '../../src/dns/resolver.js';
 
 export const DNSMASQ = '/usr/sbin/dnsmasq';
 
@@ -137,4 +139,37 @@ export async function selfSignedCert(t: Test): Promise<Cert> {
     'subjectAltName=IP:127.0.0.1,DNS:localhost',
   ]);
   return { key: await readFile(join(dir, 'key.pem'), 'utf8'), cert: await readFile(join(dir, 'cert.pem'), 'utf8') };
+}
+
+/** A DoH server (RFC 8484 POST) on node:http2 with TLS, forwarding to `upstream`. */
+export async function dohServer(
+  t: Test,
+  upstream: Resolver,
+  seen: { method: string; type: string; id: number; alpn: string }[],
+): Promise<{ url: string; ca: string }> {
+  const { key, cert } = await selfSignedCert(t);
+  const server = http2.createSecureServer({ key, cert, allowHTTP1: true }, (req, res) => {
+    const chunks: Buffer[] = [];
+    req.on('data', (c: Buffer) => chunks.push(c));
+    req.on('end', () => {
+      const body = Buffer.concat(chunks);
+      const m = decodeMessage(body);
+      seen.push({ method: req.method, type: String(req.headers['content-type']), id: m.id, alpn: req.httpVersion });
+      if (req.url === '/status') {
+        res.writeHead(503).end();
+        return;
+      }
+      if (req.url === '/html') {
+        res.writeHead(200, { 'content-type': 'text/html' }).end('<html>');
+        return;
+      }
+      upstream.query(body).then(
+        (a) => res.writeHead(200, { 'content-type': 'application/dns-message', 'content-length': a.length }).end(Buffer.from(a)),
+        () => res.writeHead(502).end(),
+      );
+    });
+  });
+  await new Promise<void>((res) => server.listen(0, '127.0.0.1', res));
+  t.teardown(() => server.close());
+  return { url: `https://127.0.0.1:${(server.address() as net.AddressInfo).port}`, ca: cert };
 }
