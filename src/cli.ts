@@ -46,6 +46,10 @@ export async function main(argv: string[]): Promise<number> {
     const { runRun } = await import('./commands/run.js');
     return runRun(rest);
   }
+  if (command === 'down') {
+    const { runDown } = await import('./commands/down.js');
+    return runDown(rest);
+  }
   if (command === 'check') {
     const { runCheck } = await import('./commands/check.js');
     return runCheck(rest);

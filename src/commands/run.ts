@@ -5,9 +5,10 @@
  * cached, every flow logged). SIGHUP re-reads rule-set files.
  *
  * The TUN gets the configured addresses (they vanish with the device when
- * sluice exits). Routes and rules that steer traffic into it are the
- * steering layer's job; until that lands, route a prefix into the TUN
- * yourself (README, "Running sluice").
+ * sluice exits). With route.auto, src/system/ installs the routes and
+ * rules that steer this machine's traffic into it (recorded in the state
+ * file, removed on SIGINT/SIGTERM, leftovers of a killed run removed on
+ * start); otherwise route a prefix into the TUN yourself (README).
  *
  * Exit codes: 0 clean stop, 1 configuration or start-up failure, 2 usage.
  */
@@ -20,13 +21,17 @@ import { TunDevice } from '../link/tun.js';
 import { Engine } from '../engine/engine.js';
 import { createLogger } from '../engine/logger.js';
 import type { CommandIo } from './check.js';
+import { DEFAULT_STATE_PATH } from '../system/state.js';
+import { checkAutoRoute, startAutoRoute, cleanLeftovers } from '../system/lifecycle.js';
 
-export const RUN_USAGE = `Usage: sluice run [--config FILE]
+export const RUN_USAGE = `Usage: sluice run [--config FILE] [--state FILE]
 
 Starts the TUN proxy. Without --config, the built-in default policy runs:
 everything direct, DNS hijacked (fake-ip) and cached, every flow logged.
 Needs root or CAP_NET_ADMIN. SIGHUP reloads rule-set files; SIGINT or
-SIGTERM stops.`;
+SIGTERM stops. With route.auto, the routes and rules sluice installs are
+recorded in the state file (default ${DEFAULT_STATE_PATH}) and removed on
+stop; leftovers of a killed run are removed first.`;
 
 function addAddress(dev: string, cidr: string): void {
   try {
@@ -38,9 +43,9 @@ function addAddress(dev: string, cidr: string): void {
 }
 
 export async function runRun(argv: string[], io: CommandIo = process): Promise<number> {
-  let values: { config?: string | undefined; help?: boolean | undefined };
+  let values: { config?: string | undefined; state?: string | undefined; help?: boolean | undefined };
   try {
-    ({ values } = parseArgs({ args: argv, strict: true, allowPositionals: false, options: { config: { type: 'string', short: 'c' }, help: { type: 'boolean', short: 'h' } } }));
+    ({ values } = parseArgs({ args: argv, strict: true, allowPositionals: false, options: { config: { type: 'string', short: 'c' }, state: { type: 'string' }, help: { type: 'boolean', short: 'h' } } }));
   } catch (err) {
     io.stderr.write(`sluice run: ${(err as Error).message}\n\n${RUN_USAGE}\n`);
     return 2;
@@ -58,24 +63,44 @@ export async function runRun(argv: string[], io: CommandIo = process): Promise<n
     return 1;
   }
   const log = createLogger(config.log);
+  const statePath = values.state ?? DEFAULT_STATE_PATH;
+  if (config.route.auto) {
+    // sluice's own sockets carry route.mark so the main table, not the TUN, routes them.
+    for (const o of config.outbounds) if (o.type === 'direct' && o.mark === null) o.mark = config.route.mark;
+  }
   let tun: TunDevice;
   let engine: Engine;
+  let stopRoute: (() => Promise<void>) | null = null;
+  let started: Engine | null = null;
   try {
+    await cleanLeftovers(statePath, log);
+    if (config.route.auto) await checkAutoRoute(config.route, values.config ?? 'built-in default');
     tun = TunDevice.open({ name: config.tun.name, mtu: config.tun.mtu, offload: config.tun.offload });
     addAddress(tun.name, config.tun.ipv4);
     addAddress(tun.name, config.tun.ipv6);
     engine = new Engine(config, tun, log);
     await engine.start();
+    started = engine;
+    if (config.route.auto) stopRoute = await startAutoRoute(config.route, tun.name, statePath, log);
   } catch (err) {
     log.fatal({ err: (err as Error).message }, 'start-up failed');
     io.stderr.write(`sluice run: ${(err as Error).message}\n`);
+    await started?.stop().catch(() => {});
     return 1;
   }
   log.info({ tun: tun.name, mtu: tun.mtu, offloads: tun.offloads !== 0, dns: config.dns.hijack ? config.dns.mode : 'off', config: values.config ?? 'built-in default' }, 'ready');
   return new Promise<number>((resolve) => {
     const stop = (signal: string): void => {
       log.info({ signal, ...engine.counters, stack: engine.stack.stats.drops }, 'stopping');
-      void engine.stop().then(() => resolve(0));
+      // Routes and rules first, so traffic stops entering the TUN before the engine goes.
+      const unroute = (stopRoute ?? (() => Promise.resolve()))().then(
+        () => 0,
+        (err: Error) => {
+          io.stderr.write(`sluice run: ${err.message}\n`);
+          return 1;
+        },
+      );
+      void unroute.then((code) => engine.stop().then(() => resolve(code)));
     };
     process.once('SIGINT', () => stop('SIGINT'));
     process.once('SIGTERM', () => stop('SIGTERM'));

@@ -16,6 +16,8 @@ import { semanticIssues } from './semantic.js';
 import {
   defaultConfig,
   type DnsUpstream,
+  type HttpConfig,
+  type HttpRuleConfig,
   type OutboundConfig,
   type RuleCondition,
   type RuleConfig,
@@ -191,6 +193,30 @@ function complete(raw: Raw, ruleSets: Map<string, RuleSetConfig>, baseDir: strin
     ruleSets: Object.fromEntries(Object.keys(raw.ruleSets ?? {}).map((name) => [name, ruleSets.get(name)!])),
     rules: ((raw.rules ?? []) as Raw[]).map((r) => ({ ...completeCondition(r), outbound: r.outbound }) as RuleConfig),
     final: raw.final ?? d.final,
+    route: { ...d.route, ...raw.route },
+    http: completeHttp(raw.http ?? {}, d.http),
+  };
+}
+
+/** The http section with defaults; header names and hosts lower-cased. */
+function completeHttp(h: Raw, d: HttpConfig): HttpConfig {
+  return {
+    enabled: h.enabled ?? d.enabled,
+    ports: h.ports === undefined ? d.ports : [...(h.ports as number[])],
+    rules: ((h.rules ?? d.rules) as Raw[]).map((r): HttpRuleConfig => {
+      const out: HttpRuleConfig = {
+        outbound: r.outbound ?? null,
+        setHeaders: Object.fromEntries(Object.entries((r.setHeaders ?? {}) as Record<string, string>).map(([k, v]) => [k.toLowerCase(), v])),
+        removeHeaders: ((r.removeHeaders ?? []) as string[]).map((n) => n.toLowerCase()),
+      };
+      if (r.method !== undefined) out.method = [...(r.method as string[])];
+      if (r.pathPrefix !== undefined) out.pathPrefix = r.pathPrefix;
+      if (r.pathRegex !== undefined) out.pathRegex = r.pathRegex;
+      if (r.host !== undefined) out.host = (r.host as string[]).map((x) => x.toLowerCase());
+      return out;
+    }),
+    accessLog: h.accessLog ?? d.accessLog,
+    maxHeaderBytes: h.maxHeaderBytes ?? d.maxHeaderBytes,
   };
 }
 

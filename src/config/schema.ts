@@ -258,6 +258,51 @@ export const configSchema: Schema = {
     },
     rules: { type: 'array', items: { $ref: '#/$defs/rule' }, default: [] },
     final: str(NAME, 'an outbound name', { default: d.final }),
+    route: obj(
+      {
+        auto: { type: 'boolean', default: d.route.auto },
+        // 32-bit table ids; 253-255 (default, main, local) are refused by semantic.ts.
+        table: int(1, 0xffffffff, { default: d.route.table }),
+        // 0 is the local table's rule and 32766/32767 main/default's; the exclude rules need priority - 1.
+        priority: int(2, 32765, { default: d.route.priority }),
+        mark: int(1, 0xffffffff, { 'x-expected': 'a 32-bit mark from 1 to 0xffffffff', default: d.route.mark }),
+        include: { type: 'array', items: { $ref: '#/$defs/cidr' }, maxItems: 1024, default: d.route.include },
+        exclude: { type: 'array', items: { $ref: '#/$defs/cidr' }, maxItems: 1024, default: d.route.exclude },
+        strictDns: { type: 'boolean', default: d.route.strictDns },
+      },
+      [],
+      { default: {} },
+    ),
+    http: obj(
+      {
+        enabled: { type: 'boolean', default: d.http.enabled },
+        ports: list(int(1, 65535, { 'x-expected': 'a port from 1 to 65535' }), { maxItems: 64, uniqueItems: true, default: d.http.ports }),
+        rules: {
+          type: 'array',
+          maxItems: 1024,
+          items: obj({
+            // RFC 9110 5.6.2 token; methods are case-sensitive and conventionally upper-case.
+            method: list(str("[!#$%&'*+.^_`|~0-9A-Z-]{1,32}", 'an upper-case method such as GET')),
+            pathPrefix: str('/[!-~]{0,1023}', 'a path starting with "/"'),
+            pathRegex: { type: 'string', minLength: 1, maxLength: 1024, 'x-expected': 'a regular expression' },
+            host: list({ $ref: '#/$defs/domain' }),
+            outbound: str(NAME, 'an outbound name'),
+            setHeaders: {
+              type: 'object',
+              propertyNames: { pattern: "^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,64}$", 'x-expected': 'a header name' },
+              // RFC 9110 5.5: no CR, LF or NUL in a field value.
+              additionalProperties: { type: 'string', pattern: '^[^\\r\\n\\u0000]{0,4096}$', 'x-expected': 'a header value on one line' },
+            },
+            removeHeaders: list(str("[!#$%&'*+.^_`|~0-9A-Za-z-]{1,64}", 'a header name')),
+          }),
+          default: d.http.rules,
+        },
+        accessLog: { type: 'boolean', default: d.http.accessLog },
+        maxHeaderBytes: int(1024, 65536, { default: d.http.maxHeaderBytes }),
+      },
+      [],
+      { default: {} },
+    ),
   },
   $defs: {
     cidr: str(`${IPV4_CIDR}|${IPV6_CIDR}`, EXPECT_CIDR),

@@ -13,6 +13,7 @@ import type { PathSegment } from './locate.js';
 import { cidrContains, cidrOverlap, cidrSize, formatCidr, hasHostBits, networkOf, parseCidr, parseIp, type Cidr } from './net.js';
 import { checkRuleSetEntry, regexProblem } from './ruleset.js';
 import { didYouMean } from './suggest.js';
+import { routeIssues } from './route-checks.js';
 import { defaultConfig, MATCHER_KEYS } from './types.js';
 
 /** Deepest nesting of and/or/not accepted (a bound for the matcher's recursion). */
@@ -172,6 +173,8 @@ export function semanticIssues(data: unknown): Issue[] {
     }
   }
 
+  routeIssues(data, defaults, add);
+
   // --- Rules ---------------------------------------------------------------------
   const checkCondition = (cond: Obj, path: PathSegment[], depth: number): void => {
     if (depth > MAX_CONDITION_DEPTH) {
@@ -233,8 +236,38 @@ export function semanticIssues(data: unknown): Issue[] {
       checkCondition(rule, path, 1);
     });
   }
+
+  // --- HTTP L7 mode --------------------------------------------------------------
+  const http = isObj(data.http) ? data.http : {};
+  const sniff = isObj(data.sniff) ? data.sniff : {};
+  if (http.enabled === true && sniff.timeoutMs === 0) {
+    add(['http', 'enabled'], 'the HTTP mode needs sniffing; set sniff.timeoutMs above 0');
+  }
+  if (Array.isArray(http.rules)) {
+    http.rules.forEach((rule, i) => {
+      if (!isObj(rule)) return;
+      const path: PathSegment[] = ['http', 'rules', i];
+      if (rule.outbound !== undefined) checkOutbound([...path, 'outbound'], rule.outbound, true);
+      if (typeof rule.pathRegex === 'string') {
+        const problem = regexProblem(rule.pathRegex);
+        if (problem !== null) add([...path, 'pathRegex'], problem);
+      }
+      if (isObj(rule.setHeaders)) {
+        for (const name of Object.keys(rule.setHeaders)) {
+          if (HTTP_FRAMING_HEADERS.has(name.toLowerCase())) {
+            add([...path, 'setHeaders', name], `"${name}" is a hop-by-hop or framing header sluice manages itself; it cannot be set`);
+          }
+        }
+      }
+      const effects = rule.outbound !== undefined || rule.setHeaders !== undefined || rule.removeHeaders !== undefined;
+      if (!effects && Object.keys(rule).length > 0) add(path, 'an http rule needs outbound, setHeaders or removeHeaders');
+    });
+  }
   return issues;
 }
+
+/** Headers an http rule may not set: hop-by-hop (RFC 9110 7.6.1) and message framing (RFC 9112 6). */
+const HTTP_FRAMING_HEADERS = new Set(['connection', 'keep-alive', 'proxy-connection', 'te', 'trailer', 'transfer-encoding', 'upgrade', 'content-length']);
 
 /** The IP literal of a udp:// or tcp:// upstream (brackets removed), or null for a host name. */
 function upstreamIp(address: string): string | null {

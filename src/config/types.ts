@@ -162,6 +162,61 @@ export interface RuleConfig extends RuleCondition {
   outbound: string;
 }
 
+/**
+ * One rule of the HTTP L7 mode. Conditions are ANDed (an absent one is no
+ * condition); the first rule whose conditions all hold applies to the request.
+ */
+export interface HttpRuleConfig {
+  /** Request methods, upper-case (RFC 9110 9); any of them. */
+  method?: string[];
+  /** The request path (without the query) starts with this. */
+  pathPrefix?: string;
+  /** The request target (path and query) matches this regular expression. */
+  pathRegex?: string;
+  /** Host header suffixes, lower-cased ("example.com" also matches "a.example.com"). */
+  host?: string[];
+  /** Outbound for the request; null keeps the flow's outbound (chosen by `rules`). */
+  outbound: string | null;
+  /** Request headers set (replacing any the client sent). */
+  setHeaders: Record<string, string>;
+  /** Request header names removed, lower-cased. */
+  removeHeaders: string[];
+}
+
+/** The optional L7 mode for cleartext HTTP/1.1 flows (docs/configuration.md, "http"). */
+export interface HttpConfig {
+  enabled: boolean;
+  /** Destination ports whose sniffed-HTTP flows are parsed request by request. */
+  ports: number[];
+  /** Ordered; the first match wins; no match keeps the flow's outbound. */
+  rules: HttpRuleConfig[];
+  /** One "request" log line per request at info. */
+  accessLog: boolean;
+  /** Largest request head (request line plus headers) accepted; larger gets 431. */
+  maxHeaderBytes: number;
+}
+
+/**
+ * Workstation auto-route (`route:`): what `sluice run` installs so this
+ * machine's own traffic enters the TUN, and removes again on exit.
+ */
+export interface RouteConfig {
+  /** Install the routes, rules and (with strictDns) the nftables table below. */
+  auto: boolean;
+  /** Routing table holding the `include` routes via the TUN (not 253, 254 or 255). */
+  table: number;
+  /** Priority of `not fwmark MARK lookup TABLE`; the exclude rules sit at priority - 1. */
+  priority: number;
+  /** fwmark sluice's own sockets carry so they keep using the main table; direct outbounds without a mark get it. */
+  mark: number;
+  /** Prefixes routed into the TUN. */
+  include: string[];
+  /** Prefixes that keep using the main table (rules `to PREFIX lookup main`). */
+  exclude: string[];
+  /** Drop DNS (UDP/TCP port 53) that neither goes to the TUN (or lo) nor carries the mark (nftables table `inet sluice`). */
+  strictDns: boolean;
+}
+
 export interface SluiceConfig {
   log: LogConfig;
   tun: TunConfig;
@@ -173,6 +228,9 @@ export interface SluiceConfig {
   rules: RuleConfig[];
   /** Outbound used when no rule matches. */
   final: string;
+  /** Workstation auto-route; off unless `route.auto` is true. */
+  route: RouteConfig;
+  http: HttpConfig;
 }
 
 /** Every matcher key a rule or sub-rule may carry, in documentation order. */
@@ -230,5 +288,15 @@ export function defaultConfig(): SluiceConfig {
     ruleSets: {},
     rules: [],
     final: 'direct',
+    route: {
+      auto: false,
+      table: 2022,
+      priority: 9000,
+      mark: 0x162,
+      include: ['0.0.0.0/0', '::/0'],
+      exclude: [],
+      strictDns: false,
+    },
+    http: { enabled: false, ports: [80], rules: [], accessLog: true, maxHeaderBytes: 16384 },
   };
 }

@@ -1,0 +1,122 @@
+/**
+ * The workstation auto-route: routes for `route.include` via the TUN in
+ * `route.table`, one `not fwmark MARK lookup TABLE` rule at
+ * `route.priority` (so sluice's own, marked sockets keep using the main
+ * table and cannot loop), `to PREFIX lookup main` rules one priority
+ * higher for `route.exclude`, and with `strictDns` one nftables table that
+ * drops DNS leaving any other way.
+ *
+ * Applied family by family with `ip -batch -` / `ip -6 -batch -`, the
+ * nftables table whole with `nft -f -`; the state file is rewritten before
+ * each step, and when a step fails everything recorded so far is removed.
+ */
+import type { RouteConfig } from '../config/types.js';
+import { runCommand, SystemStateError, type Runner } from './exec.js';
+import { emptyState, removeState, writeState, type NftTableEntry, type RouteEntry, type RuleEntry, type SystemState } from './state.js';
+import { teardownState } from './teardown.js';
+
+export const NFT_TABLE: NftTableEntry = { family: 'inet', name: 'sluice' };
+
+export interface RoutingPlan {
+  routes: RouteEntry[];
+  rules: RuleEntry[];
+  /** The `nft -f` script creating NFT_TABLE, or null without strictDns. */
+  nft: string | null;
+}
+
+const familyOf = (cidr: string): 4 | 6 => (cidr.includes(':') ? 6 : 4);
+
+/** What `route` asks for with the TUN named `tun`; pure. */
+export function planRouting(route: RouteConfig, tun: string): RoutingPlan {
+  const routes: RouteEntry[] = route.include.map((dst) => ({ family: familyOf(dst), dst, dev: tun, table: route.table }));
+  const rules: RuleEntry[] = [];
+  const mark = `0x${route.mark.toString(16)}`;
+  for (const family of [4, 6] as const) {
+    if (!routes.some((r) => r.family === family)) continue;
+    for (const prefix of route.exclude.filter((c) => familyOf(c) === family)) {
+      rules.push({ family, priority: route.priority - 1, selector: ['to', prefix, 'lookup', 'main'] });
+    }
+    rules.push({ family, priority: route.priority, selector: ['not', 'fwmark', mark, 'lookup', String(route.table)] });
+  }
+  return { routes, rules, nft: route.strictDns ? strictDnsScript(tun, route.mark) : null };
+}
+
+/**
+ * DNS leak prevention: in the output hook, port 53 over UDP or TCP is
+ * dropped unless it leaves through the TUN (sluice answers it there), through
+ * lo (a local stub resolver, whose own upstream queries are routed into the
+ * TUN in turn), or carries sluice's mark (its own upstream queries).
+ */
+export function strictDnsScript(tun: string, mark: number): string {
+  const m = `0x${mark.toString(16)}`;
+  return [
+    `table ${NFT_TABLE.family} ${NFT_TABLE.name} {`,
+    '  chain output {',
+    '    type filter hook output priority filter; policy accept;',
+    `    meta mark ${m} accept`,
+    `    oifname { "${tun}", "lo" } accept`,
+    '    udp dport 53 counter drop',
+    '    tcp dport 53 counter drop',
+    '  }',
+    '}',
+    '',
+  ].join('\n');
+}
+
+function ipLines(plan: RoutingPlan, family: 4 | 6): string[] {
+  return [
+    ...plan.routes.filter((r) => r.family === family).map((r) => `route add ${r.dst} dev ${r.dev} table ${r.table}`),
+    ...plan.rules.filter((r) => r.family === family).map((r) => `rule add ${r.selector.join(' ')} priority ${r.priority}`),
+  ];
+}
+
+/**
+ * Applies `plan`, recording each step in the state file at `statePath`
+ * before running it. On failure removes what was recorded, deletes the
+ * state file and throws APPLY_FAILED. Returns the final state.
+ */
+export async function applyRouting(plan: RoutingPlan, statePath: string, runner: Runner = runCommand): Promise<SystemState> {
+  const state = emptyState();
+  const step = async (record: () => void, argv: string[], input: string): Promise<void> => {
+    let why: string | null = null;
+    try {
+      record();
+      writeState(statePath, state);
+      const r = await runner(argv, input);
+      if (r.code !== 0) why = r.stderr.trim() || `exit ${r.code}`;
+    } catch (err) {
+      why = (err as Error).message;
+    }
+    if (why !== null) {
+      let rollback = '';
+      try {
+        await teardownState(state, runner);
+        removeState(statePath);
+      } catch (err) {
+        rollback = `\nrolling back also failed (the state file ${statePath} keeps the list; run "sluice down --state ${statePath}"): ${(err as Error).message}`;
+      }
+      throw new SystemStateError('APPLY_FAILED', `${argv.join(' ')}: ${why}${rollback}`);
+    }
+  };
+  try {
+    for (const family of [4, 6] as const) {
+      const lines = ipLines(plan, family);
+      if (lines.length === 0) continue;
+      await step(
+        () => {
+          state.routes.push(...plan.routes.filter((r) => r.family === family));
+          state.rules.push(...plan.rules.filter((r) => r.family === family));
+        },
+        family === 6 ? ['ip', '-6', '-batch', '-'] : ['ip', '-batch', '-'],
+        lines.join('\n') + '\n',
+      );
+    }
+    if (plan.nft !== null) {
+      await step(() => state.nftTables.push(NFT_TABLE), ['nft', '-f', '-'], plan.nft);
+    }
+  } catch (err) {
+    if (err instanceof SystemStateError) throw err;
+    throw new SystemStateError('APPLY_FAILED', (err as Error).message);
+  }
+  return state;
+}

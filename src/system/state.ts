@@ -1,0 +1,134 @@
+/**
+ * The state file: everything sluice added to the machine's routing state,
+ * so that a later `sluice run` or `sluice down` can remove exactly that,
+ * even after a crash or `kill -9`. It is rewritten atomically (temporary
+ * file + rename in the same directory) before each change is applied, so
+ * it always lists a superset of what exists; removal tolerates entries
+ * that were never applied or are already gone.
+ */
+import { mkdirSync, readFileSync, renameSync, rmSync, writeFileSync, openSync, fsyncSync, closeSync } from 'node:fs';
+import { dirname } from 'node:path';
+import { SystemStateError } from './exec.js';
+
+export const DEFAULT_STATE_PATH = '/run/sluice/state.json';
+export const STATE_VERSION = 1;
+
+/** `ip [-6] rule add SELECTOR priority P`; removed with `ip [-6] rule del SELECTOR priority P`. */
+export interface RuleEntry {
+  family: 4 | 6;
+  priority: number;
+  /** The selector and action words, e.g. ["not", "fwmark", "0x162", "lookup", "2022"]. */
+  selector: string[];
+}
+
+/** `ip [-6] route add DST dev DEV table T`; removed with `ip [-6] route del DST table T`. */
+export interface RouteEntry {
+  family: 4 | 6;
+  dst: string;
+  dev: string;
+  table: number;
+}
+
+export interface NftTableEntry {
+  family: 'inet';
+  name: string;
+}
+
+export interface SystemState {
+  version: number;
+  /** The sluice process that made these changes. */
+  pid: number;
+  createdAt: string;
+  rules: RuleEntry[];
+  routes: RouteEntry[];
+  nftTables: NftTableEntry[];
+}
+
+export function emptyState(pid = process.pid, now = new Date()): SystemState {
+  return { version: STATE_VERSION, pid, createdAt: now.toISOString(), rules: [], routes: [], nftTables: [] };
+}
+
+export function isEmptyState(s: SystemState): boolean {
+  return s.rules.length === 0 && s.routes.length === 0 && s.nftTables.length === 0;
+}
+
+/** Reads the state file; null when there is none. Throws STATE_FILE on unreadable or malformed content. */
+export function readState(path: string): SystemState | null {
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
+    throw new SystemStateError('STATE_FILE', `state file ${path}: cannot read: ${(err as Error).message}`);
+  }
+  let data: unknown;
+  try {
+    data = JSON.parse(text);
+  } catch (err) {
+    throw new SystemStateError('STATE_FILE', `state file ${path}: not JSON (${(err as Error).message}); inspect it, remove what it lists by hand, then delete it`);
+  }
+  const problem = validate(data);
+  if (problem !== null) throw new SystemStateError('STATE_FILE', `state file ${path}: ${problem}`);
+  return data as SystemState;
+}
+
+const isInt = (v: unknown): v is number => typeof v === 'number' && Number.isInteger(v);
+
+function validate(d: unknown): string | null {
+  if (d === null || typeof d !== 'object') return 'not an object';
+  const s = d as Record<string, unknown>;
+  if (s.version !== STATE_VERSION) return `unknown version ${JSON.stringify(s.version)} (expected ${STATE_VERSION})`;
+  if (!isInt(s.pid)) return 'pid is not a number';
+  if (!Array.isArray(s.rules) || !Array.isArray(s.routes) || !Array.isArray(s.nftTables)) return 'rules, routes and nftTables must be lists';
+  for (const r of s.rules as Record<string, unknown>[]) {
+    if ((r.family !== 4 && r.family !== 6) || !isInt(r.priority) || !Array.isArray(r.selector) || !r.selector.every((w) => typeof w === 'string')) {
+      return `malformed rule ${JSON.stringify(r)}`;
+    }
+  }
+  for (const r of s.routes as Record<string, unknown>[]) {
+    if ((r.family !== 4 && r.family !== 6) || typeof r.dst !== 'string' || typeof r.dev !== 'string' || !isInt(r.table)) {
+      return `malformed route ${JSON.stringify(r)}`;
+    }
+  }
+  for (const n of s.nftTables as Record<string, unknown>[]) {
+    if (n.family !== 'inet' || typeof n.name !== 'string' || !/^[A-Za-z0-9_-]{1,64}$/.test(n.name)) return `malformed nft table ${JSON.stringify(n)}`;
+  }
+  return null;
+}
+
+/** Writes the state atomically: a temporary file in the same directory, fsynced, renamed over the old one. */
+export function writeState(path: string, state: SystemState): void {
+  try {
+    mkdirSync(dirname(path), { recursive: true, mode: 0o755 });
+    const tmp = `${path}.${process.pid}.tmp`;
+    writeFileSync(tmp, JSON.stringify(state, null, 2) + '\n', { mode: 0o644 });
+    const fd = openSync(tmp, 'r');
+    try {
+      fsyncSync(fd);
+    } finally {
+      closeSync(fd);
+    }
+    renameSync(tmp, path);
+  } catch (err) {
+    throw new SystemStateError('STATE_FILE', `state file ${path}: cannot write: ${(err as Error).message}`);
+  }
+}
+
+export function removeState(path: string): void {
+  rmSync(path, { force: true });
+}
+
+/** Whether `pid` is a live process other than this one that looks like sluice (a crashed run's PID may be reused). */
+export function ownerAlive(pid: number): boolean {
+  if (pid === process.pid || pid <= 0) return false;
+  try {
+    process.kill(pid, 0);
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+  try {
+    return readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes('sluice');
+  } catch {
+    return false;
+  }
+}
