@@ -39,6 +39,7 @@ import type { UdpSession } from '../stack/udp-session.js';
 import { parseIpv6Text } from '../wire/ipv6.js';
 import { relay, type RelayResult } from './relay.js';
 import { buildResolverChain } from './dns-upstreams.js';
+import { HttpL7 } from './http-l7.js';
 import type { Logger } from './logger.js';
 
 export interface EngineCounters {
@@ -101,6 +102,8 @@ export class Engine {
   private readonly pool: FakeIpPool | null;
   private readonly snoop: DnsSnoop | null;
   private readonly dns: DnsHijack | null;
+  /** The HTTP L7 mode (config `http`), null when disabled. */
+  private readonly httpL7: HttpL7 | null;
   private persistTimer: NodeJS.Timeout | null = null;
 
   constructor(
@@ -115,7 +118,9 @@ export class Engine {
     // never the host's resolver, whose traffic might route into the TUN.
     let chain: ResolverChain | null = null;
     const lookup: LookupFn = (host, family) => resolveWith(chain!, host, family);
-    this.outbounds = createOutbounds(config.outbounds.map(toOutboundSpec), { lookup });
+    // With auto-route every socket sluice makes (to proxies too, not only
+    // direct ones) must carry the mark that keeps it out of the TUN.
+    this.outbounds = createOutbounds(config.outbounds.map(toOutboundSpec), config.route.auto ? { lookup, mark: config.route.mark } : { lookup });
     const now = (): number => Date.now() / 1000;
     const dnsCfg = config.dns;
     chain = buildResolverChain(dnsCfg, this.outbounds, directMark);
@@ -134,6 +139,7 @@ export class Engine {
           snoop: this.snoop,
         })
       : null;
+    this.httpL7 = config.http.enabled ? new HttpL7(config.http, this.outbounds, log) : null;
     this.stack = new Stack(link, {
       onTcpFlow: (req) => this.onTcpFlow(req),
       onUdpSession: (s) => this.onUdpSession(s),
@@ -162,6 +168,7 @@ export class Engine {
     if (this.persistTimer !== null) clearInterval(this.persistTimer);
     await this.persist();
     this.stack.close();
+    await this.httpL7?.close();
   }
 
   private async persist(): Promise<void> {
@@ -244,7 +251,9 @@ export class Engine {
       info.outbound = 'dns-hijack';
       return this.serveDnsOverTcp(req.accept(), info);
     }
-    if (domain !== null || this.config.sniff.timeoutMs === 0) {
+    // HTTP-mode ports are sniffed even when the name is known: the mode needs to see HTTP.
+    const l7 = this.httpL7 !== null && this.httpL7.wants(req.localPort);
+    if ((domain !== null && !l7) || this.config.sniff.timeoutMs === 0) {
       return this.routeBeforeAccept(req, info);
     }
     const stream = req.accept();
@@ -297,7 +306,8 @@ export class Engine {
       stream.pause();
       if (r.kind === 'found') {
         info.protocol = r.protocol;
-        if (r.serverName !== null && isIP(r.serverName) === 0) info.domain = r.serverName;
+        // A name already known (fake IP, snooped) stays: only HTTP-mode ports get here with one.
+        if (r.serverName !== null && isIP(r.serverName) === 0 && info.domain === null) info.domain = r.serverName;
       }
       this.connectAfterSniff(stream, req, info, chunks);
     };
@@ -319,10 +329,16 @@ export class Engine {
       stream.destroy(); // RST: accepted already, so drop and reject look the same to the client
       return this.logFlow(info, { bytesUp: 0, bytesDown: 0, close: outbound.action === 'reject' ? 'rejected' : 'dropped' });
     }
+    // A fake destination stands for its name (a known name is the only way a fake one gets here).
+    const fakeName = this.pool !== null && this.pool.isFake(req.localAddress) ? info.domain : null;
+    const host = fakeName ?? req.localAddress;
+    if (this.httpL7 !== null && info.protocol === 'http' && this.httpL7.wants(req.localPort)) {
+      return this.httpL7.serve(stream, chunks, { src: info.src, target: { host, port: req.localPort }, outbound }, (r) => this.logFlow(info, r));
+    }
     const ac = new AbortController();
     const onClose = (): void => ac.abort();
     stream.once('close', onClose);
-    outbound.connectTcp({ host: req.localAddress, port: req.localPort }, ac.signal).then(
+    outbound.connectTcp({ host, port: req.localPort }, ac.signal).then(
       (upstream) => {
         stream.off('close', onClose);
         if (stream.destroyed) {
