@@ -90,6 +90,19 @@ export interface SluiceNative {
   getOriginalDst(fd: number): SocketAddress;
   createSocket(options: CreateSocketOptions): number;
 
+  /** Loads the classifier object (libbpf): the program's fd and each map's fd by name. */
+  bpfLoad(objectPath: string): { prog: number; maps: Record<string, number> };
+  /** Attaches at clsact ingress/egress (creating clsact if needed); true when it created the qdisc. */
+  bpfTcAttach(ifindex: number, progFd: number, ingress: boolean): boolean;
+  /** Removes sluice's filter; with destroyQdisc also the clsact qdisc. Missing things are not errors. */
+  bpfTcDetach(ifindex: number, ingress: boolean, destroyQdisc: boolean): void;
+  bpfMapUpdate(fd: number, key: Uint8Array, value: Uint8Array): void;
+  /** Returns whether the key existed. */
+  bpfMapDelete(fd: number, key: Uint8Array): boolean;
+  /** Fills valueOut (per-CPU maps: one value per possible CPU, each padded to 8 bytes); false when absent. */
+  bpfMapLookup(fd: number, key: Uint8Array, valueOut: Uint8Array): boolean;
+  bpfPossibleCpus(): number;
+
   readonly TUN_F_CSUM: number;
   readonly TUN_F_TSO4: number;
   readonly TUN_F_TSO6: number;

@@ -5,6 +5,7 @@ static napi_value init(napi_env env, napi_value exports) {
   if (init_tun(env, exports) == NULL) return NULL;
   if (init_reader(env, exports) == NULL) return NULL;
   if (init_sockets(env, exports) == NULL) return NULL;
+  if (init_bpf(env, exports) == NULL) return NULL;
   return exports;
 }
 

@@ -45,6 +45,7 @@ bool arg_bytes(napi_env env, napi_value v, uint8_t **data, size_t *len);
 napi_value init_tun(napi_env env, napi_value exports);
 napi_value init_reader(napi_env env, napi_value exports);
 napi_value init_sockets(napi_env env, napi_value exports);
+napi_value init_bpf(napi_env env, napi_value exports);
 
 void export_fn(napi_env env, napi_value exports, const char *name, napi_callback cb);
 void export_int(napi_env env, napi_value exports, const char *name, int64_t value);
