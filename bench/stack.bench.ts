@@ -1,12 +1,16 @@
 /**
  * End-to-end benchmark in namespaces: client -> gateway -> server, first
  * routed by the kernel (the baseline), then steered into sluice's stack on
- * a TUN in the gateway with a relay to the original destination. iperf3
- * single-flow and 8-flow throughput in both directions, at MTU 1500 with
- * and without TUN offloads.
+ * a TUN in the gateway with a relay to the original destination, then
+ * through `sluice run` in gateway mode tproxy (nftables TPROXY to its
+ * transparent listener, the engine relaying direct; no TUN, no userspace
+ * TCP). iperf3 single-flow and 8-flow throughput in both directions, at MTU
+ * 1500 with and without TUN offloads.
  *   sudo node dist/bench/stack.bench.js [seconds]
  */
 import path from 'node:path';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { Lab, waitForJsonLine, type Netns, type TestLike } from '../test/harness/netns.js';
 import { threeNamespaces, steerIntoTun, SERVER_V4, STEER_PRIORITY, STEER_TABLE } from '../test/harness/topology.js';
@@ -14,6 +18,20 @@ import { threeNamespaces, steerIntoTun, SERVER_V4, STEER_PRIORITY, STEER_TABLE }
 const here = path.dirname(fileURLToPath(import.meta.url));
 const relay = path.resolve(here, '../test/fixtures/stack-relay.js');
 const holder = path.resolve(here, '../test/fixtures/conn-holder.js');
+const sluiceBin = path.resolve(here, '../../bin/sluice.js');
+
+/**
+ * The TPROXY row's config: gateway mode tproxy on lan0, everything direct,
+ * no DNS hijack, sniffing off (iperf3 and the holder speak no TLS/HTTP, and
+ * the row measures the steering and relay path), flow lines off (warn).
+ */
+const TPROXY_CONFIG = `
+log: { level: warn, format: json }
+tun: { name: sl0 }
+sniff: { timeoutMs: 0 }
+dns: { mode: real-ip, hijack: false, upstreams: [ { address: "udp://${SERVER_V4}:53" } ] }
+gateway: { enabled: true, lan: [lan0], mode: tproxy }
+`;
 
 /** New connections per second through the path (each one connects upstream too). */
 async function connectionRate(client: Netns, count: number): Promise<number> {
@@ -101,6 +119,23 @@ export async function runStackBench(seconds = 5): Promise<StackRow[]> {
       await gateway.exec(['ip', 'route', 'flush', 'table', String(STEER_TABLE)], { allowFail: true });
       await gateway.exec(['ip', '-6', 'route', 'flush', 'table', String(STEER_TABLE)], { allowFail: true });
     }
+    const dir = mkdtempSync(path.join(tmpdir(), 'sluice-bench-tproxy-'));
+    ctx.teardown(() => rmSync(dir, { recursive: true, force: true }));
+    const cfg = path.join(dir, 'sluice.yaml');
+    writeFileSync(cfg, TPROXY_CONFIG);
+    const sl = gateway.spawn([process.execPath, sluiceBin, 'run', '--config', cfg, '--state', path.join(dir, 'state.json')], {
+      stdio: ['ignore', 'ignore', 'inherit'],
+      env: { ...process.env, NODE_OPTIONS: '' },
+    });
+    // The nftables table is installed last, after the listener: its presence means ready.
+    for (let i = 0; ; i++) {
+      if ((await gateway.exec(['nft', 'list', 'table', 'inet', 'sluice_gw'], { allowFail: true })).code === 0) break;
+      if (sl.exitCode !== null || i > 200) throw new Error('sluice run (gateway tproxy) did not come up');
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    await measure('sluice TPROXY path');
+    sl.kill('SIGTERM');
+    await new Promise((r) => (sl.exitCode !== null ? r(null) : sl.once('exit', r)));
   } finally {
     await ctx.finish();
   }

@@ -22,7 +22,10 @@ import { Engine } from '../engine/engine.js';
 import { createLogger } from '../engine/logger.js';
 import type { CommandIo } from './check.js';
 import { DEFAULT_STATE_PATH } from '../system/state.js';
-import { checkAutoRoute, startAutoRoute, cleanLeftovers } from '../system/lifecycle.js';
+import { checkAutoRoute, startAutoRoute, cleanLeftovers, checkGateway, startGateway } from '../system/lifecycle.js';
+import { startTproxyListeners } from '../system/tproxy-listen.js';
+import type net from 'node:net';
+import { checkClassifier, startClassifier, type RunningClassifier } from '../system/classifier-run.js';
 
 export const RUN_USAGE = `Usage: sluice run [--config FILE] [--state FILE]
 
@@ -72,9 +75,14 @@ export async function runRun(argv: string[], io: CommandIo = process): Promise<n
   let engine: Engine;
   let stopRoute: (() => Promise<void>) | null = null;
   let started: Engine | null = null;
+  let classifier: RunningClassifier | null = null;
+  let stopGateway: (() => Promise<void>) | null = null;
+  let listeners: net.Server[] = [];
   try {
     await cleanLeftovers(statePath, log);
     if (config.route.auto) await checkAutoRoute(config.route, values.config ?? 'built-in default');
+    if (config.classifier.enabled) await checkClassifier(config, values.config ?? 'built-in default');
+    if (config.gateway.enabled) await checkGateway(config, values.config ?? 'built-in default');
     tun = TunDevice.open({ name: config.tun.name, mtu: config.tun.mtu, offload: config.tun.offload });
     addAddress(tun.name, config.tun.ipv4);
     addAddress(tun.name, config.tun.ipv6);
@@ -82,28 +90,47 @@ export async function runRun(argv: string[], io: CommandIo = process): Promise<n
     await engine.start();
     started = engine;
     if (config.route.auto) stopRoute = await startAutoRoute(config.route, tun.name, statePath, log);
+    if (config.classifier.enabled) classifier = await startClassifier(config, tun.name, statePath, log);
+    if (config.gateway.enabled && config.gateway.mode === 'tproxy') {
+      const e = engine;
+      listeners = await startTproxyListeners(config.gateway.tproxyPort, (s) => e.handleTransparent(s), log);
+    }
+    if (config.gateway.enabled) stopGateway = await startGateway(config, tun.name, statePath, log);
   } catch (err) {
     log.fatal({ err: (err as Error).message }, 'start-up failed');
     io.stderr.write(`sluice run: ${(err as Error).message}\n`);
+    for (const l of listeners) l.close();
     await started?.stop().catch(() => {});
     return 1;
   }
   log.info({ tun: tun.name, mtu: tun.mtu, offloads: tun.offloads !== 0, dns: config.dns.hijack ? config.dns.mode : 'off', config: values.config ?? 'built-in default' }, 'ready');
   return new Promise<number>((resolve) => {
     const stop = (signal: string): void => {
-      log.info({ signal, ...engine.counters, stack: engine.stack.stats.drops }, 'stopping');
-      // Routes and rules first, so traffic stops entering the TUN before the engine goes.
-      const unroute = (stopRoute ?? (() => Promise.resolve()))().then(
+      log.info({ signal, ...engine.counters, stack: engine.stack.stats.drops, classifier: classifier?.counters() ?? undefined }, 'stopping');
+      // Classifier, routes and rules first, so traffic stops entering the TUN before the engine goes.
+      // Gateway steering first (then its TPROXY listeners), so LAN traffic stops reaching sluice.
+      let gatewayFailed = false;
+      const ungate = (stopGateway ?? (() => Promise.resolve()))().catch((err: Error) => {
+        io.stderr.write(`sluice run: ${err.message}\n`);
+        gatewayFailed = true;
+      });
+      const unclassify = ungate.then(() => {
+        for (const l of listeners) l.close();
+        return classifier?.stop();
+      });
+      const unroute = unclassify.then(() => (stopRoute ?? (() => Promise.resolve()))()).then(
         () => 0,
         (err: Error) => {
           io.stderr.write(`sluice run: ${err.message}\n`);
           return 1;
         },
       );
-      void unroute.then((code) => engine.stop().then(() => resolve(code)));
+      void unroute.then((code) => engine.stop().then(() => resolve(gatewayFailed ? 1 : code)));
     };
     process.once('SIGINT', () => stop('SIGINT'));
     process.once('SIGTERM', () => stop('SIGTERM'));
-    process.on('SIGHUP', () => void engine.reload());
+    // The classifier's maps follow the reloaded policy live (no detach).
+    process.on('SIGHUP', () => void engine.reload().then(() => classifier?.update(engine.activeConfig)));
+    process.on('SIGUSR2', () => log.info({ ...engine.counters, classifier: classifier?.counters() ?? undefined }, 'counters'));
   });
 }

@@ -195,6 +195,8 @@ function complete(raw: Raw, ruleSets: Map<string, RuleSetConfig>, baseDir: strin
     final: raw.final ?? d.final,
     route: { ...d.route, ...raw.route },
     http: completeHttp(raw.http ?? {}, d.http),
+    gateway: { ...d.gateway, ...raw.gateway, lan: [...((raw.gateway?.lan ?? d.gateway.lan) as string[])] },
+    classifier: { ...d.classifier, ...raw.classifier },
   };
 }
 

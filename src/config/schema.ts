@@ -303,6 +303,37 @@ export const configSchema: Schema = {
       [],
       { default: {} },
     ),
+    gateway: obj(
+      {
+        enabled: { type: 'boolean', default: d.gateway.enabled },
+        // May be empty in the schema (the default); an enabled gateway without one is reported by gateway-checks.ts.
+        lan: { type: 'array', items: str('[^\\s/:]{1,15}', 'an interface name such as eth1'), maxItems: 64, uniqueItems: true, default: d.gateway.lan },
+        mode: enumOf(['tun', 'tproxy'], { default: d.gateway.mode }),
+        tproxyPort: int(1, 65535, { 'x-expected': 'a port from 1 to 65535', default: d.gateway.tproxyPort }),
+        tproxyMark: int(1, 0xffffffff, { 'x-expected': 'a 32-bit mark from 1 to 0xffffffff', default: d.gateway.tproxyMark }),
+        preserveSource: { type: 'boolean', default: d.gateway.preserveSource },
+      },
+      [],
+      { default: {} },
+    ),
+    classifier: obj(
+      {
+        enabled: { type: 'boolean', default: d.classifier.enabled },
+        interfaces: {
+          type: 'array',
+          items: { type: 'string', pattern: '^[^\\s/:]{1,15}$', 'x-expected': 'an interface name such as lan0' },
+          maxItems: 64,
+          uniqueItems: true,
+          default: d.classifier.interfaces,
+        },
+        direction: enumOf(['ingress', 'egress'], { default: d.classifier.direction }),
+        tunMark: int(1, 0xffffffff, { 'x-expected': 'a 32-bit mark from 1 to 0xffffffff', default: d.classifier.tunMark }),
+        bypass: { type: 'array', items: { $ref: '#/$defs/cidr' }, maxItems: 65536, default: d.classifier.bypass },
+        default: { enum: ['tun', 'kernel', null], 'x-expected': 'tun, kernel, or null to compute it from the rules', default: d.classifier.default },
+      },
+      [],
+      { default: {} },
+    ),
   },
   $defs: {
     cidr: str(`${IPV4_CIDR}|${IPV6_CIDR}`, EXPECT_CIDR),

@@ -14,6 +14,8 @@ import { cidrContains, cidrOverlap, cidrSize, formatCidr, hasHostBits, networkOf
 import { checkRuleSetEntry, regexProblem } from './ruleset.js';
 import { didYouMean } from './suggest.js';
 import { routeIssues } from './route-checks.js';
+import { gatewayIssues } from './gateway-checks.js';
+import { classifierIssues } from './classifier-checks.js';
 import { defaultConfig, MATCHER_KEYS } from './types.js';
 
 /** Deepest nesting of and/or/not accepted (a bound for the matcher's recursion). */
@@ -174,6 +176,8 @@ export function semanticIssues(data: unknown): Issue[] {
   }
 
   routeIssues(data, defaults, add);
+  gatewayIssues(data, defaults, add);
+  classifierIssues(data, defaults, add);
 
   // --- Rules ---------------------------------------------------------------------
   const checkCondition = (cond: Obj, path: PathSegment[], depth: number): void => {

@@ -217,6 +217,47 @@ export interface RouteConfig {
   strictDns: boolean;
 }
 
+/**
+ * The eBPF TC classifier (`classifier:`): decides per packet, on the named
+ * interfaces, which flows enter the TUN (marked `tunMark`, routed by
+ * `ip rule fwmark tunMark lookup route.table`) and which take the kernel path.
+ * The prefix table is computed from `rules` (src/system/classifier-policy.ts).
+ */
+export interface ClassifierSectionConfig {
+  enabled: boolean;
+  /** Interfaces the classifier is attached to (the LAN side of a gateway). */
+  interfaces: string[];
+  direction: 'ingress' | 'egress';
+  /** fwmark put on packets bound for the TUN; must differ from route.mark. */
+  tunMark: number;
+  /** Prefixes that always take the kernel path. */
+  bypass: string[];
+  /** Action for destinations no prefix covers; null: computed from the policy. */
+  default: 'tun' | 'kernel' | null;
+}
+
+/** How a gateway steers the LAN's forwarded traffic into sluice (docs/configuration.md, "gateway"). */
+export type GatewayMode = 'tun' | 'tproxy';
+
+/**
+ * Gateway mode (`gateway:`): sluice proxies the traffic other machines on
+ * the `lan` interfaces send through this one, and removes everything it
+ * installed on exit.
+ */
+export interface GatewayConfig {
+  enabled: boolean;
+  /** Interfaces the LAN's traffic arrives on. */
+  lan: string[];
+  /** tun: policy-route it into the TUN; tproxy: nftables TPROXY to IP_TRANSPARENT listeners (TCP). */
+  mode: GatewayMode;
+  /** Port of the TPROXY listeners (tproxy mode). */
+  tproxyPort: number;
+  /** fwmark of TPROXY'd packets (and replies to preserveSource sockets), routed to local delivery. */
+  tproxyMark: number;
+  /** Direct outbound connections leave with the LAN client's address as their source (IP_TRANSPARENT). */
+  preserveSource: boolean;
+}
+
 export interface SluiceConfig {
   log: LogConfig;
   tun: TunConfig;
@@ -231,6 +272,10 @@ export interface SluiceConfig {
   /** Workstation auto-route; off unless `route.auto` is true. */
   route: RouteConfig;
   http: HttpConfig;
+  /** eBPF classifier; off unless `classifier.enabled` is true. */
+  classifier: ClassifierSectionConfig;
+  /** Gateway mode; off unless `gateway.enabled` is true. */
+  gateway: GatewayConfig;
 }
 
 /** Every matcher key a rule or sub-rule may carry, in documentation order. */
@@ -298,5 +343,7 @@ export function defaultConfig(): SluiceConfig {
       strictDns: false,
     },
     http: { enabled: false, ports: [80], rules: [], accessLog: true, maxHeaderBytes: 16384 },
+    classifier: { enabled: false, interfaces: [], direction: 'ingress', tunMark: 0x164, bypass: [], default: null },
+    gateway: { enabled: false, lan: [], mode: 'tun', tproxyPort: 7893, tproxyMark: 0x163, preserveSource: false },
   };
 }

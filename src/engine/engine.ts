@@ -12,6 +12,9 @@
  * mihomo do; a name inside the stream cannot be read without accepting).
  */
 import { isIP } from 'node:net';
+import type net from 'node:net';
+import type { Duplex } from 'node:stream';
+import { canPreserve, transparentDial, unmapAddress } from './transparent-dial.js';
 import type { SluiceConfig } from '../config/types.js';
 import { loadRuleSetFile } from '../config/ruleset.js';
 import { compilePolicy } from './policy/compile.js';
@@ -38,6 +41,7 @@ import type { TcpStream } from '../stack/tcp-stream.js';
 import type { UdpSession } from '../stack/udp-session.js';
 import { parseIpv6Text } from '../wire/ipv6.js';
 import { relay, type RelayResult } from './relay.js';
+import { policyNeedsName } from './name-sensitivity.js';
 import { buildResolverChain } from './dns-upstreams.js';
 import { HttpL7 } from './http-l7.js';
 import type { Logger } from './logger.js';
@@ -54,6 +58,8 @@ export interface EngineCounters {
 
 interface FlowInfo {
   network: 'tcp' | 'udp';
+  /** tun: from the userspace stack; tproxy: accepted by a TPROXY listener (gateway mode). */
+  inbound: 'tun' | 'tproxy';
   src: string;
   dst: string;
   domain: string | null;
@@ -61,6 +67,15 @@ interface FlowInfo {
   rule: number;
   outbound: string;
   started: number;
+}
+
+/** The two ends of a flow as the client sees it (local = the destination it asked for). */
+interface FlowEnds {
+  family: number;
+  remoteAddress: string;
+  remotePort: number;
+  localAddress: string;
+  localPort: number;
 }
 
 function hostPort(address: string, port: number): string {
@@ -104,6 +119,8 @@ export class Engine {
   private readonly dns: DnsHijack | null;
   /** The HTTP L7 mode (config `http`), null when disabled. */
   private readonly httpL7: HttpL7 | null;
+  /** Whether any rule looks at names or protocols (else sniffing cannot change a decision). */
+  private needsName: boolean;
   private persistTimer: NodeJS.Timeout | null = null;
 
   constructor(
@@ -140,6 +157,7 @@ export class Engine {
         })
       : null;
     this.httpL7 = config.http.enabled ? new HttpL7(config.http, this.outbounds, log) : null;
+    this.needsName = policyNeedsName(config);
     this.stack = new Stack(link, {
       onTcpFlow: (req) => this.onTcpFlow(req),
       onUdpSession: (s) => this.onUdpSession(s),
@@ -181,6 +199,11 @@ export class Engine {
     }
   }
 
+  /** The configuration the running policy was compiled from (rule-set entries as last (re)loaded). */
+  get activeConfig(): SluiceConfig {
+    return this.config;
+  }
+
   /**
    * SIGHUP: re-reads rule-set files and swaps the policy. Flows already
    * running keep their outbound; new flows see the new rules. A broken
@@ -194,6 +217,7 @@ export class Engine {
       }
       const next = { ...this.config, ruleSets };
       this.policy.swap(Engine.compile(next));
+      this.needsName = policyNeedsName(next);
       this.config = next;
       this.log.info({ ruleSets: Object.keys(ruleSets).length }, 'reloaded');
     } catch (err) {
@@ -212,10 +236,10 @@ export class Engine {
     return { domain: null, unknownFake: false };
   }
 
-  private context(network: 'tcp' | 'udp', e: { family: number; remoteAddress: string; remotePort: number; localAddress: string; localPort: number }, domain: string | null, protocol: SniffedProtocol | null): MatchContext {
+  private context(network: 'tcp' | 'udp', e: FlowEnds, domain: string | null, protocol: SniffedProtocol | null, inbound: 'tun' | 'tproxy'): MatchContext {
     return {
       network,
-      inbound: 'tun',
+      inbound,
       family: e.family === 6 ? 6 : 4,
       dst: addressBytes(e.localAddress),
       dstPort: e.localPort,
@@ -230,6 +254,7 @@ export class Engine {
     this.counters.tcpFlows++;
     const info: FlowInfo = {
       network: 'tcp',
+      inbound: 'tun',
       src: hostPort(req.remoteAddress, req.remotePort),
       dst: hostPort(req.localAddress, req.localPort),
       domain: null,
@@ -253,7 +278,9 @@ export class Engine {
     }
     // HTTP-mode ports are sniffed even when the name is known: the mode needs to see HTTP.
     const l7 = this.httpL7 !== null && this.httpL7.wants(req.localPort);
-    if ((domain !== null && !l7) || this.config.sniff.timeoutMs === 0) {
+    // Without a name-dependent rule, sniffing cannot change the outcome: then
+    // the outbound connects before the SYN is answered, as for known names.
+    if ((domain !== null || !this.needsName) && !l7 || this.config.sniff.timeoutMs === 0) {
       return this.routeBeforeAccept(req, info);
     }
     const stream = req.accept();
@@ -269,7 +296,7 @@ export class Engine {
       return this.logFlow(info, { bytesUp: 0, bytesDown: 0, close: outbound.action === 'reject' ? 'rejected' : 'dropped' });
     }
     const host = this.pool !== null && info.domain !== null && this.pool.isFake(req.localAddress) ? info.domain : req.localAddress;
-    outbound.connectTcp({ host, port: req.localPort }, req.signal).then(
+    this.dialTcp(outbound, host, req.localPort, req.signal, req).then(
       (upstream) => {
         let stream: TcpStream;
         try {
@@ -278,6 +305,7 @@ export class Engine {
           upstream.destroy(); // the client gave up meanwhile
           return this.logFlow(info, { bytesUp: 0, bytesDown: 0, close: 'client gone before connect' });
         }
+        this.observeName(stream, req.localPort, info);
         relay(stream, upstream, [], (r) => this.logFlow(info, r));
       },
       (err: unknown) => {
@@ -293,7 +321,26 @@ export class Engine {
     );
   }
 
-  private sniffThenRoute(stream: TcpStream, req: TcpFlowRequest, info: FlowInfo): void {
+  /**
+   * The routing decision is made; still read the name and protocol from the
+   * first bytes as they pass, for the flow log (no delay, no copy).
+   */
+  private observeName(stream: TcpStream, dstPort: number, info: FlowInfo): void {
+    if (!this.log.isLevelEnabled('info')) return;
+    const sniffer = new FlowSniffer({ maxBytes: this.config.sniff.maxBytes, dstPort });
+    const onData = (c: Buffer): void => {
+      const r = sniffer.push(c);
+      if (r.kind === 'need-more') return;
+      stream.off('data', onData);
+      if (r.kind === 'found') {
+        info.protocol = r.protocol;
+        if (r.serverName !== null && isIP(r.serverName) === 0 && info.domain === null) info.domain = r.serverName;
+      }
+    };
+    stream.on('data', onData);
+  }
+
+  private sniffThenRoute(stream: Duplex, req: FlowEnds, info: FlowInfo): void {
     const sniffer = new FlowSniffer({ maxBytes: this.config.sniff.maxBytes, dstPort: req.localPort });
     const chunks: Buffer[] = [];
     let decided = false;
@@ -323,7 +370,7 @@ export class Engine {
     stream.once('end', onEnd);
   }
 
-  private connectAfterSniff(stream: TcpStream, req: TcpFlowRequest, info: FlowInfo, chunks: Buffer[]): void {
+  private connectAfterSniff(stream: Duplex, req: FlowEnds, info: FlowInfo, chunks: Buffer[]): void {
     const outbound = this.choose(req, info);
     if (outbound.action !== 'connect') {
       stream.destroy(); // RST: accepted already, so drop and reject look the same to the client
@@ -338,7 +385,7 @@ export class Engine {
     const ac = new AbortController();
     const onClose = (): void => ac.abort();
     stream.once('close', onClose);
-    outbound.connectTcp({ host, port: req.localPort }, ac.signal).then(
+    this.dialTcp(outbound, host, req.localPort, ac.signal, req).then(
       (upstream) => {
         stream.off('close', onClose);
         if (stream.destroyed) {
@@ -355,8 +402,59 @@ export class Engine {
     );
   }
 
-  private choose(e: { family: number; remoteAddress: string; remotePort: number; localAddress: string; localPort: number }, info: FlowInfo): Outbound {
-    const m = this.policy.match(this.context(info.network, e, info.domain, info.protocol));
+  /**
+   * A TCP connection a TPROXY listener accepted (gateway mode tproxy): the
+   * socket's local address and port are the client's original destination
+   * (TPROXY leaves the packet unchanged), its remote end is the LAN client.
+   * Sniffed, matched with inbound tproxy and relayed like a TUN flow; the
+   * handshake is already complete, so a failing upstream resets it.
+   */
+  handleTransparent(socket: net.Socket): void {
+    this.counters.tcpFlows++;
+    socket.on('error', () => {});
+    socket.setNoDelay(true);
+    const remoteAddress = unmapAddress(socket.remoteAddress ?? '');
+    const localAddress = unmapAddress(socket.localAddress ?? '');
+    const ends: FlowEnds = { family: isIP(localAddress) === 6 ? 6 : 4, remoteAddress, remotePort: socket.remotePort ?? 0, localAddress, localPort: socket.localPort ?? 0 };
+    const info: FlowInfo = {
+      network: 'tcp',
+      inbound: 'tproxy',
+      src: hostPort(ends.remoteAddress, ends.remotePort),
+      dst: hostPort(ends.localAddress, ends.localPort),
+      domain: null,
+      protocol: null,
+      rule: -1,
+      outbound: '',
+      started: Date.now(),
+    };
+    if (remoteAddress === '' || localAddress === '') {
+      socket.destroy();
+      return this.logFlow(info, { bytesUp: 0, bytesDown: 0, close: 'client gone before accept' });
+    }
+    const { domain, unknownFake } = this.nameFor(localAddress);
+    if (unknownFake) {
+      this.counters.unknownFakeIp++;
+      socket.resetAndDestroy();
+      return this.logFlow(info, { bytesUp: 0, bytesDown: 0, close: 'unknown fake-ip' });
+    }
+    info.domain = domain;
+    if (this.config.sniff.timeoutMs === 0) return this.connectAfterSniff(socket, ends, info, []);
+    this.sniffThenRoute(socket, ends, info);
+  }
+
+  /** The outbound's connect, or with gateway.preserveSource a direct connection from the client's own address. */
+  private dialTcp(outbound: Outbound, host: string, port: number, signal: AbortSignal, e: FlowEnds): Promise<Duplex> {
+    const gw = this.config.gateway;
+    if (gw.enabled && gw.preserveSource && outbound.type === 'direct' && canPreserve(e.remoteAddress, host)) {
+      const spec = this.config.outbounds.find((o) => o.name === outbound.name);
+      const direct = spec !== undefined && spec.type === 'direct' ? spec : null;
+      return transparentDial({ source: e.remoteAddress, host, port, mark: direct?.mark ?? null, device: direct?.interface ?? null, timeoutMs: 10_000, signal });
+    }
+    return outbound.connectTcp({ host, port }, signal);
+  }
+
+  private choose(e: FlowEnds, info: FlowInfo): Outbound {
+    const m = this.policy.match(this.context(info.network, e, info.domain, info.protocol, info.inbound));
     info.rule = m.ruleIndex;
     info.outbound = m.outbound;
     const outbound = this.outbounds.get(m.outbound)!;
@@ -392,6 +490,7 @@ export class Engine {
     this.counters.udpSessions++;
     const info: FlowInfo = {
       network: 'udp',
+      inbound: 'tun',
       src: hostPort(s.remoteAddress, s.remotePort),
       dst: hostPort(s.localAddress, s.localPort),
       domain: null,
@@ -474,6 +573,7 @@ export class Engine {
     this.log.info(
       {
         network: info.network,
+        inbound: info.inbound,
         src: info.src,
         dst: info.dst,
         domain: info.domain,

@@ -3,7 +3,8 @@
  * remove a killed run's leftovers first, check and install the auto-route,
  * and hand back the function that removes it again.
  */
-import type { RouteConfig } from '../config/types.js';
+import type { RouteConfig, SluiceConfig } from '../config/types.js';
+import { applyGateway, planGateway, preflightGateway } from './gateway.js';
 import type { Logger } from '../engine/logger.js';
 import { preflight } from './preflight.js';
 import { applyRouting, planRouting } from './routing.js';
@@ -39,5 +40,26 @@ export async function startAutoRoute(route: RouteConfig, tun: string, statePath:
     const result = await teardownState(state);
     removeState(statePath);
     log.info({ state: statePath, ...result }, 'auto-route removed');
+  };
+}
+
+/** Gateway mode: checks collisions of what `gateway:` needs (before anything is opened). */
+export async function checkGateway(config: SluiceConfig, where: string): Promise<void> {
+  await preflightGateway(planGateway(config, config.tun.name), config, where);
+}
+
+/**
+ * Gateway mode: turns forwarding on and installs the rules, routes and
+ * nftables table of `gateway:` (after checkGateway and startAutoRoute);
+ * returns the function that removes them and restores forwarding.
+ */
+export async function startGateway(config: SluiceConfig, tun: string, statePath: string, log: Logger): Promise<() => Promise<void>> {
+  const plan = planGateway(config, tun);
+  const installed = await applyGateway(plan, statePath);
+  const s = installed.state;
+  log.info({ state: statePath, mode: config.gateway.mode, lan: config.gateway.lan, priority: plan.priority, rules: s.rules.length, routes: s.routes.length, nftTables: s.nftTables.length, sysctls: s.sysctls?.length ?? 0 }, 'gateway installed');
+  return async () => {
+    const result = await installed.stop();
+    log.info({ state: statePath, ...result }, 'gateway removed');
   };
 }

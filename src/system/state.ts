@@ -34,6 +34,26 @@ export interface NftTableEntry {
   name: string;
 }
 
+/** A sysctl sluice changed (gateway forwarding), with the value to put back. */
+export interface SysctlEntry {
+  /** Dotted name, e.g. "net.ipv4.ip_forward". */
+  key: string;
+  /** The value before sluice changed it. */
+  value: string;
+}
+
+/**
+ * The eBPF classifier's tc filter (src/system/classifier.ts attaches it with
+ * handle 0x5c, priority 0x5c = 92); removed with
+ * `tc filter del dev IF DIRECTION pref 92 handle 0x5c bpf`, then
+ * `tc qdisc del dev IF clsact` when sluice created the qdisc.
+ */
+export interface TcFilterEntry {
+  ifname: string;
+  direction: 'ingress' | 'egress';
+  createdQdisc: boolean;
+}
+
 export interface SystemState {
   version: number;
   /** The sluice process that made these changes. */
@@ -42,6 +62,10 @@ export interface SystemState {
   rules: RuleEntry[];
   routes: RouteEntry[];
   nftTables: NftTableEntry[];
+  /** Restored on teardown; absent in files written before gateway mode existed. */
+  sysctls?: SysctlEntry[];
+  /** The classifier's tc filters; absent in files written before the classifier existed. */
+  tcFilters?: TcFilterEntry[];
 }
 
 export function emptyState(pid = process.pid, now = new Date()): SystemState {
@@ -49,7 +73,7 @@ export function emptyState(pid = process.pid, now = new Date()): SystemState {
 }
 
 export function isEmptyState(s: SystemState): boolean {
-  return s.rules.length === 0 && s.routes.length === 0 && s.nftTables.length === 0;
+  return s.rules.length === 0 && s.routes.length === 0 && s.nftTables.length === 0 && (s.sysctls ?? []).length === 0 && (s.tcFilters ?? []).length === 0;
 }
 
 /** Reads the state file; null when there is none. Throws STATE_FILE on unreadable or malformed content. */
@@ -92,6 +116,20 @@ function validate(d: unknown): string | null {
   }
   for (const n of s.nftTables as Record<string, unknown>[]) {
     if (n.family !== 'inet' || typeof n.name !== 'string' || !/^[A-Za-z0-9_-]{1,64}$/.test(n.name)) return `malformed nft table ${JSON.stringify(n)}`;
+  }
+  if (s.sysctls !== undefined) {
+    if (!Array.isArray(s.sysctls)) return 'sysctls must be a list';
+    for (const c of s.sysctls as Record<string, unknown>[]) {
+      if (typeof c.key !== 'string' || !/^[a-z0-9_]+(?:\.[A-Za-z0-9_-]+)+$/.test(c.key) || typeof c.value !== 'string' || !/^[0-9]{1,10}$/.test(c.value)) return `malformed sysctl ${JSON.stringify(c)}`;
+    }
+  }
+  if (s.tcFilters !== undefined) {
+    if (!Array.isArray(s.tcFilters)) return 'tcFilters must be a list';
+    for (const f of s.tcFilters as Record<string, unknown>[]) {
+      if (typeof f.ifname !== 'string' || !/^[^\s/:]{1,15}$/.test(f.ifname) || (f.direction !== 'ingress' && f.direction !== 'egress') || typeof f.createdQdisc !== 'boolean') {
+        return `malformed tc filter ${JSON.stringify(f)}`;
+      }
+    }
   }
   return null;
 }

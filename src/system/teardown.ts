@@ -5,11 +5,20 @@
  * routes along, a step was never applied, someone removed a rule by hand)
  * are not errors.
  */
+import { writeFileSync } from 'node:fs';
 import { runCommand, SystemStateError, type Runner } from './exec.js';
 import { readState, removeState, isEmptyState, ownerAlive, type SystemState } from './state.js';
 
 /** Kernel answers meaning "not there" (ENOENT, ESRCH, ENODEV), as ip(8) and nft(8) print them. */
 const GONE = /No such file or directory|No such process|Cannot find device|No such device|does not exist/;
+
+/** /proc/sys path of a dotted sysctl name (dots are separators; names here hold none). */
+export function sysctlPath(key: string): string {
+  return `/proc/sys/${key.replace(/\./g, '/')}`;
+}
+
+/** tc(8)'s "not there" answers: the device, the qdisc or the filter is gone. */
+const TC_GONE = /Cannot find|not found|No such|does not exist|doesn't exist|Invalid handle/;
 
 export interface TeardownResult {
   removed: number;
@@ -46,6 +55,18 @@ async function ipBatch(runner: Runner, family: 4 | 6, lines: string[], result: T
 export async function teardownState(state: SystemState, runner: Runner = runCommand): Promise<TeardownResult> {
   const result: TeardownResult = { removed: 0, alreadyGone: 0 };
   const problems: string[] = [];
+  // The classifier's filters first, so packets stop being marked before the rules go.
+  for (const f of state.tcFilters ?? []) {
+    const r = await runner(['tc', 'filter', 'del', 'dev', f.ifname, f.direction, 'pref', '92', 'handle', '0x5c', 'bpf']);
+    if (r.code === 0) result.removed++;
+    else if (TC_GONE.test(r.stderr)) result.alreadyGone++;
+    else problems.push(`tc filter del dev ${f.ifname} ${f.direction}: ${r.stderr.trim().split('\n')[0] ?? `exit ${r.code}`}`);
+    if (!f.createdQdisc) continue;
+    const q = await runner(['tc', 'qdisc', 'del', 'dev', f.ifname, 'clsact']);
+    if (q.code === 0) result.removed++;
+    else if (TC_GONE.test(q.stderr)) result.alreadyGone++;
+    else problems.push(`tc qdisc del dev ${f.ifname} clsact: ${q.stderr.trim().split('\n')[0] ?? `exit ${q.code}`}`);
+  }
   for (const family of [4, 6] as const) {
     const lines = [
       ...state.rules.filter((r) => r.family === family).map(ruleLine),
@@ -58,6 +79,15 @@ export async function teardownState(state: SystemState, runner: Runner = runComm
     if (r.code === 0) result.removed++;
     else if (GONE.test(r.stderr)) result.alreadyGone++;
     else problems.push(`nft delete table ${t.family} ${t.name}: ${r.stderr.trim().split('\n')[0] ?? `exit ${r.code}`}`);
+  }
+  // Sysctls last: forwarding stays on until nothing steers traffic any more.
+  for (const c of state.sysctls ?? []) {
+    try {
+      writeFileSync(sysctlPath(c.key), `${c.value}\n`);
+      result.removed++;
+    } catch (err) {
+      problems.push(`sysctl ${c.key}=${c.value}: ${(err as Error).message}`);
+    }
   }
   if (problems.length > 0) {
     throw new SystemStateError('TEARDOWN_FAILED', `could not remove everything sluice installed:\n  ${problems.join('\n  ')}`);

@@ -66,7 +66,9 @@ t.test('the classifier sends a proxied prefix into the TUN, a bypass prefix thro
   t.equal(await fetch(BYPASS_V4), blobSha256(200_000), 'bypass prefix: download intact');
   const s2 = await command<Stats>(gw, { op: 'stats' });
   t.equal(s2.relayed, s1.relayed, 'not through the stack');
-  t.equal(s2.tun.rxPackets, s1.tun.rxPackets, 'the TUN saw none of its packets');
+  // A few packets of the kernel's own IPv6 housekeeping (router solicitation,
+  // MLD) may cross a fresh TUN; a 200 KB download would be dozens.
+  t.ok(s2.tun.rxPackets - s1.tun.rxPackets <= 3, `the TUN saw none of its packets (${s1.tun.rxPackets} -> ${s2.tun.rxPackets})`);
   t.ok(s2.counters.kernel.packets > s1.counters.kernel.packets + 5, `classifier counted the kernel path (${s2.counters.kernel.packets - s1.counters.kernel.packets} packets)`);
 
   await command(gw, { op: 'port', protocol: 'tcp', port: 9999, action: 'drop' });

@@ -1,0 +1,183 @@
+/**
+ * The eBPF classifier's life inside `sluice run` (config `classifier:`):
+ * load it, install the policy routing that sends its marked packets into
+ * the TUN (`TABLE: default dev TUN`, `fwmark TUNMARK lookup TABLE` at
+ * route.priority, both families), attach it to the interfaces, fill its
+ * maps from the policy, update them live on reload (no detach), and remove
+ * it all on stop. Everything installed is recorded in the state file first,
+ * so `sluice down` removes the tc filter and the rules after a kill -9.
+ *
+ * Where eBPF cannot be used (no object, EPERM, EINVAL, an old kernel) it
+ * says so once and falls back to policy routing alone: every packet arriving
+ * on the interfaces goes into the TUN (`iif IF lookup TABLE`) except
+ * classifier.bypass (`to PREFIX lookup main`, one priority earlier), and
+ * the engine applies the whole policy.
+ */
+import { existsSync } from 'node:fs';
+import type { SluiceConfig } from '../config/types.js';
+import type { Logger } from '../engine/logger.js';
+import { CLASSIFIER_OBJECT, TcClassifier, type ActionCounters, type ClassifierAction } from './classifier.js';
+import { classifierTable, diffTables, type ClassifierTable } from './classifier-policy.js';
+import { findCollisions } from './preflight.js';
+import { applyRouting, type RoutingPlan } from './routing.js';
+import { runCommand, SystemStateError } from './exec.js';
+import { removeState, writeState, type RouteEntry, type RuleEntry } from './state.js';
+import { teardownState } from './teardown.js';
+
+export interface RunningClassifier {
+  /** Whether the eBPF program is attached (false: the policy-routing fallback). */
+  readonly ebpf: boolean;
+  /** Recomputes the tables from `config` (after a reload) and applies the difference live. */
+  update(config: SluiceConfig): void;
+  counters(): Record<ClassifierAction, ActionCounters> | null;
+  /** Detaches, removes the rules and routes, deletes the state file. */
+  stop(): Promise<void>;
+}
+
+const familyOf = (cidr: string): 4 | 6 => (cidr.includes(':') ? 6 : 4);
+
+/** The routes and rules for the eBPF path (`fallback` false) or the policy-routing fallback. */
+export function planClassifierRouting(config: SluiceConfig, tun: string, fallback: boolean): RoutingPlan {
+  const { table, priority } = config.route;
+  const routes: RouteEntry[] = [
+    { family: 4, dst: '0.0.0.0/0', dev: tun, table },
+    { family: 6, dst: '::/0', dev: tun, table },
+  ];
+  const rules: RuleEntry[] = [];
+  for (const family of [4, 6] as const) {
+    if (!fallback) {
+      rules.push({ family, priority, selector: ['fwmark', `0x${config.classifier.tunMark.toString(16)}`, 'lookup', String(table)] });
+      continue;
+    }
+    for (const p of config.classifier.bypass.filter((c) => familyOf(c) === family)) {
+      rules.push({ family, priority: priority - 1, selector: ['to', p, 'lookup', 'main'] });
+    }
+    for (const ifname of config.classifier.interfaces) rules.push({ family, priority, selector: ['iif', ifname, 'lookup', String(table)] });
+  }
+  return { routes, rules, nft: null };
+}
+
+/**
+ * Checks that the interfaces exist and the table, priority and mark are
+ * free; throws PREFLIGHT_COLLISION naming the config field. `where` names the config.
+ */
+export async function checkClassifier(config: SluiceConfig, where: string): Promise<void> {
+  const problems: string[] = [];
+  config.classifier.interfaces.forEach((ifname, i) => {
+    if (!existsSync(`/sys/class/net/${ifname}`)) problems.push(`${where}: classifier.interfaces[${i}]: no interface named "${ifname}"`);
+  });
+  const route = { ...config.route, mark: config.classifier.tunMark, include: ['0.0.0.0/0', '::/0'], exclude: config.classifier.bypass, strictDns: false };
+  for (const c of await findCollisions(route)) {
+    const field = c.field === 'route.mark' ? 'classifier.tunMark' : c.field;
+    problems.push(`${where}: ${field}: ${c.message}`);
+  }
+  if (problems.length > 0) throw new SystemStateError('PREFLIGHT_COLLISION', `${problems.join('\n')}\nnothing was installed`);
+}
+
+/** bpf/classifier.o, or SLUICE_BPF_OBJECT (packagers installing it elsewhere; tests of the fallback). */
+export function classifierObject(): string {
+  const env = process.env.SLUICE_BPF_OBJECT;
+  return env !== undefined && env !== '' ? env : CLASSIFIER_OBJECT;
+}
+
+function describe(err: unknown): string {
+  const e = err as { code?: unknown; message?: string };
+  return typeof e.code === 'string' && !(e.message ?? '').includes(e.code) ? `${e.code}: ${e.message ?? ''}` : (e.message ?? String(err));
+}
+
+/** Loads and attaches the classifier (or sets up the fallback); call after the TUN exists and checkClassifier passed. */
+export async function startClassifier(config: SluiceConfig, tun: string, statePath: string, log: Logger): Promise<RunningClassifier> {
+  const c = config.classifier;
+  let table: ClassifierTable = classifierTable(config);
+  let bpf: TcClassifier | null = null;
+  try {
+    bpf = TcClassifier.load({ defaultAction: table.defaultAction, tunMark: c.tunMark, tproxyMark: 0 }, classifierObject());
+  } catch (err) {
+    log.warn(
+      { reason: describe(err), interfaces: c.interfaces },
+      'eBPF classifier unavailable; falling back to policy routing alone (everything arriving on the interfaces goes through the TUN, except classifier.bypass)',
+    );
+  }
+  const state = await applyRouting(planClassifierRouting(config, tun, bpf === null), statePath);
+  const teardown = async (): Promise<void> => {
+    await teardownState(state);
+    removeState(statePath);
+  };
+  if (bpf === null) {
+    log.info({ state: statePath, interfaces: c.interfaces, rules: state.rules.length }, 'classifier fallback installed');
+    return fallbackHandle(teardown);
+  }
+  const live = bpf;
+  try {
+    // Recorded before attaching (a superset of what exists); the clsact qdisc is ours when it was not there before.
+    state.tcFilters = [];
+    for (const ifname of c.interfaces) {
+      const q = await runCommand(['tc', 'qdisc', 'show', 'dev', ifname]);
+      state.tcFilters.push({ ifname, direction: c.direction, createdQdisc: q.code === 0 && !/\bclsact\b/.test(q.stdout) });
+    }
+    writeState(statePath, state);
+    for (const ifname of c.interfaces) live.attach(ifname, c.direction);
+    for (const [cidr, action] of table.prefixes) live.setPrefix(cidr, action);
+    for (const p of table.ports) live.setPort(p.protocol, p.port, p.action);
+  } catch (err) {
+    live.close();
+    try {
+      await teardown();
+    } catch (e) {
+      log.error({ err: (e as Error).message, state: statePath }, 'could not remove the classifier state; run "sluice down"');
+    }
+    log.warn({ reason: describe(err), interfaces: c.interfaces }, 'eBPF classifier could not be attached; falling back to policy routing alone');
+    const fb = await applyRouting(planClassifierRouting(config, tun, true), statePath);
+    return fallbackHandle(async () => {
+      await teardownState(fb);
+      removeState(statePath);
+    });
+  }
+  log.info(
+    { state: statePath, interfaces: c.interfaces, direction: c.direction, tunMark: c.tunMark, default: table.defaultAction, prefixes: table.prefixes.size, inexpressibleRules: table.inexpressible, truncated: table.truncated },
+    'classifier attached',
+  );
+  let stopped = false;
+  return {
+    ebpf: true,
+    update(next: SluiceConfig): void {
+      if (stopped) return;
+      const t = classifierTable(next);
+      const d = diffTables(table.prefixes, t.prefixes);
+      try {
+        // New and changed first, then removals: a covered address never falls through to the default mid-update.
+        for (const [cidr, action] of d.set) live.setPrefix(cidr, action);
+        for (const cidr of d.remove) live.deletePrefix(cidr);
+        if (t.defaultAction !== table.defaultAction) live.configure({ defaultAction: t.defaultAction, tunMark: c.tunMark, tproxyMark: 0 });
+        for (const p of table.ports) if (!t.ports.some((q) => q.protocol === p.protocol && q.port === p.port)) live.deletePort(p.protocol, p.port);
+        for (const p of t.ports) live.setPort(p.protocol, p.port, p.action);
+        table = t;
+        log.info({ set: d.set.length, removed: d.remove.length, prefixes: t.prefixes.size, default: t.defaultAction }, 'classifier updated');
+      } catch (err) {
+        log.error({ err: describe(err) }, 'classifier update failed; some prefixes may keep their previous action');
+      }
+    },
+    counters: () => (stopped ? null : live.counters()),
+    async stop(): Promise<void> {
+      if (stopped) return;
+      stopped = true;
+      live.close();
+      await teardown();
+      log.info({ state: statePath }, 'classifier detached');
+    },
+  };
+}
+
+function fallbackHandle(teardown: () => Promise<void>): RunningClassifier {
+  let stopped = false;
+  return {
+    ebpf: false,
+    update: () => {},
+    counters: () => null,
+    async stop(): Promise<void> {
+      if (stopped) return;
+      stopped = true;
+      await teardown();
+    },
+  };
+}

@@ -1,0 +1,278 @@
+/**
+ * Gateway mode (`gateway:`): what `sluice run` installs so that traffic the
+ * LAN forwards through this machine reaches sluice, and removes again.
+ *
+ *   - forwarding on (net.ipv4.ip_forward, net.ipv6.conf.all.forwarding),
+ *     the previous values recorded so they can be put back;
+ *   - mode tun: `iif LAN lookup route.table` per LAN interface and family,
+ *     with default routes via the TUN in route.table (route.auto, when on,
+ *     already fills that table);
+ *   - mode tproxy, and preserveSource in either mode: one nftables table
+ *     `inet sluice_gw` whose prerouting chain marks packets of transparent
+ *     sockets (`socket transparent 1`, replies to preserveSource sockets and
+ *     established TPROXY flows) and, in tproxy mode, TPROXYs new TCP from the
+ *     LAN to the listeners on gateway.tproxyPort; the mark is routed to
+ *     local delivery by `fwmark MARK lookup route.table + 1` and
+ *     `local default dev lo table route.table + 1` (the recipe of the
+ *     kernel's Documentation/networking/tproxy.rst).
+ *
+ * The rules sit at route.priority, or at route.priority - 2 when route.auto
+ * is on too (ahead of its exclude and `not fwmark` rules, which would
+ * otherwise send the marked packets into the TUN).
+ *
+ * Everything is recorded in the same state file as the auto-route, before
+ * it is applied, and removed by `sluice down` / the next run after a crash.
+ */
+import { readFileSync, writeFileSync } from 'node:fs';
+import type { SluiceConfig } from '../config/types.js';
+import { runCommand, SystemStateError, type Runner } from './exec.js';
+import { emptyState, readState, removeState, writeState, type NftTableEntry, type RouteEntry, type RuleEntry, type SysctlEntry, type SystemState } from './state.js';
+import { sysctlPath, teardownState } from './teardown.js';
+
+export const GATEWAY_NFT_TABLE: NftTableEntry = { family: 'inet', name: 'sluice_gw' };
+export const FORWARDING_SYSCTLS = ['net.ipv4.ip_forward', 'net.ipv6.conf.all.forwarding'] as const;
+
+/** A route of the plan; `local` routes deliver to this host (TPROXY). */
+export interface GatewayRoute extends RouteEntry {
+  type?: 'local';
+}
+
+export interface GatewayPlan {
+  /** Sysctls set to 1 (forwarding). */
+  sysctls: string[];
+  routes: GatewayRoute[];
+  rules: RuleEntry[];
+  /** The `nft -f` script creating GATEWAY_NFT_TABLE, or null when not needed. */
+  nft: string | null;
+  /** Rule priority, table numbers used (for preflight). */
+  priority: number;
+  tunTable: number | null;
+  localTable: number | null;
+}
+
+const hex = (n: number): string => `0x${n.toString(16)}`;
+
+/** What `config.gateway` asks for with the TUN named `tun`; pure. */
+export function planGateway(config: SluiceConfig, tun: string): GatewayPlan {
+  const { gateway: gw, route } = config;
+  const priority = route.auto ? route.priority - 2 : route.priority;
+  const rules: RuleEntry[] = [];
+  const routes: GatewayRoute[] = [];
+  let tunTable: number | null = null;
+  let localTable: number | null = null;
+  if (gw.mode === 'tun') {
+    tunTable = route.table;
+    for (const family of [4, 6] as const) {
+      for (const lan of gw.lan) rules.push({ family, priority, selector: ['iif', lan, 'lookup', String(route.table)] });
+    }
+    if (!route.auto) {
+      routes.push({ family: 4, dst: '0.0.0.0/0', dev: tun, table: route.table }, { family: 6, dst: '::/0', dev: tun, table: route.table });
+    }
+  }
+  const usesMark = gw.mode === 'tproxy' || gw.preserveSource;
+  if (usesMark) {
+    localTable = route.table + 1;
+    for (const family of [4, 6] as const) {
+      rules.push({ family, priority, selector: ['fwmark', hex(gw.tproxyMark), 'lookup', String(localTable)] });
+      routes.push({ family, dst: family === 4 ? '0.0.0.0/0' : '::/0', dev: 'lo', table: localTable, type: 'local' });
+    }
+  }
+  return { sysctls: [...FORWARDING_SYSCTLS], routes, rules, nft: usesMark ? tproxyScript(config) : null, priority, tunTable, localTable };
+}
+
+/**
+ * The prerouting chain. `socket transparent 1` first: packets of an existing
+ * transparent socket (established TPROXY flows, replies to preserveSource
+ * upstream sockets) are marked for local delivery without a TPROXY lookup.
+ * Then, in tproxy mode, new TCP from the LAN not addressed to this host is
+ * diverted to the listener.
+ */
+export function tproxyScript(config: SluiceConfig): string {
+  const { gateway: gw } = config;
+  const mark = hex(gw.tproxyMark);
+  const lans = `{ ${gw.lan.map((l) => `"${l}"`).join(', ')} }`;
+  const lines = [
+    `table ${GATEWAY_NFT_TABLE.family} ${GATEWAY_NFT_TABLE.name} {`,
+    '  chain prerouting {',
+    '    type filter hook prerouting priority mangle; policy accept;',
+    `    meta l4proto tcp socket transparent 1 meta mark set ${mark} accept`,
+  ];
+  if (gw.mode === 'tproxy') {
+    lines.push(`    iifname ${lans} fib daddr type local accept`, `    iifname ${lans} meta l4proto tcp tproxy to :${gw.tproxyPort} meta mark set ${mark} accept`);
+  }
+  lines.push('  }', '}', '');
+  return lines.join('\n');
+}
+
+export interface Collision {
+  field: string;
+  message: string;
+}
+
+function parseRules(text: string): { priority: number; text: string }[] {
+  const out: { priority: number; text: string }[] = [];
+  for (const line of text.split('\n')) {
+    const m = /^(\d+):\s+(.*)$/.exec(line.trim());
+    if (m !== null) out.push({ priority: Number(m[1]), text: m[2]!.trim() });
+  }
+  return out;
+}
+
+/** What on the machine already uses the priority, tables, mark or nftables table the plan needs. */
+export async function findGatewayCollisions(plan: GatewayPlan, config: SluiceConfig, runner: Runner = runCommand): Promise<Collision[]> {
+  const found: Collision[] = [];
+  const mark = hex(config.gateway.tproxyMark);
+  const tables = [plan.tunTable, plan.localTable].filter((t): t is number => t !== null && !(config.route.auto && t === config.route.table));
+  for (const family of [4, 6] as const) {
+    const ip = family === 6 ? ['ip', '-6'] : ['ip'];
+    const label = family === 6 ? 'ip -6 rule' : 'ip rule';
+    const rules = await runner([...ip, 'rule', 'show']);
+    if (rules.code !== 0) throw new SystemStateError('PREFLIGHT_COLLISION', `${label} show failed: ${rules.stderr.trim()}`);
+    for (const r of parseRules(rules.stdout)) {
+      if (r.priority === plan.priority) {
+        found.push({ field: 'route.priority', message: `the gateway's rules use priority ${plan.priority}${config.route.auto ? ' (route.priority - 2 with route.auto)' : ''}, already used by "${label}" entry "${r.priority}: ${r.text}"; pick a free priority` });
+      }
+      if (plan.localTable !== null && new RegExp(`\\bfwmark ${mark}\\b`).test(r.text)) {
+        found.push({ field: 'gateway.tproxyMark', message: `fwmark ${mark} is already used by "${label}" entry "${r.priority}: ${r.text}"; pick another mark` });
+      }
+      for (const t of tables) {
+        if (new RegExp(`\\b(?:lookup|table) ${t}\\b`).test(r.text)) {
+          found.push({ field: 'route.table', message: `the gateway needs table ${t}${t === plan.localTable ? ' (route.table + 1)' : ''}, already looked up by "${label}" entry "${r.priority}: ${r.text}"; pick a free table` });
+        }
+      }
+    }
+    for (const t of tables) {
+      const routes = await runner([...ip, 'route', 'show', 'table', String(t)]);
+      const first = routes.stdout.trim().split('\n')[0] ?? '';
+      if (routes.code === 0 && first !== '') {
+        found.push({ field: 'route.table', message: `the gateway needs table ${t}${t === plan.localTable ? ' (route.table + 1)' : ''} empty, but it holds ${family === 6 ? 'IPv6 ' : ''}routes (first: "${first}"); pick an empty table` });
+      }
+    }
+  }
+  if (plan.nft !== null) {
+    const nft = await runner(['nft', 'list', 'table', GATEWAY_NFT_TABLE.family, GATEWAY_NFT_TABLE.name]);
+    if (nft.code === 0) {
+      found.push({ field: 'gateway.mode', message: `an nftables table "${GATEWAY_NFT_TABLE.family} ${GATEWAY_NFT_TABLE.name}" already exists (left by a run whose state file is gone?); remove it with "nft delete table ${GATEWAY_NFT_TABLE.family} ${GATEWAY_NFT_TABLE.name}"` });
+    } else if (nft.code === 127) {
+      found.push({ field: 'gateway.mode', message: `needs nft(8), which is not installed: ${nft.stderr.trim()}` });
+    }
+  }
+  return found;
+}
+
+export async function preflightGateway(plan: GatewayPlan, config: SluiceConfig, where: string, runner: Runner = runCommand): Promise<void> {
+  const found = await findGatewayCollisions(plan, config, runner);
+  if (found.length === 0) return;
+  throw new SystemStateError('PREFLIGHT_COLLISION', found.map((c) => `${where}: ${c.field}: ${c.message}`).join('\n') + '\nnothing was installed');
+}
+
+function ipLines(plan: GatewayPlan, family: 4 | 6): string[] {
+  return [
+    ...plan.routes.filter((r) => r.family === family).map((r) => `route add ${r.type === 'local' ? 'local ' : ''}${r.dst} dev ${r.dev} table ${r.table}`),
+    ...plan.rules.filter((r) => r.family === family).map((r) => `rule add ${r.selector.join(' ')} priority ${r.priority}`),
+  ];
+}
+
+/** The entries of `part` removed from `whole` (by value). */
+function without(whole: SystemState, part: SystemState): SystemState {
+  const has = <T>(list: T[], x: T): boolean => list.some((y) => JSON.stringify(y) === JSON.stringify(x));
+  return {
+    ...whole,
+    rules: whole.rules.filter((r) => !has(part.rules, r)),
+    routes: whole.routes.filter((r) => !has(part.routes, r)),
+    nftTables: whole.nftTables.filter((r) => !has(part.nftTables, r)),
+    sysctls: (whole.sysctls ?? []).filter((r) => !has(part.sysctls ?? [], r)),
+  };
+}
+
+export interface InstalledGateway {
+  /** What the gateway added (a part of the state file). */
+  state: SystemState;
+  /** Removes it and takes it out of the state file (deleting the file when nothing else is left). */
+  stop(): Promise<{ removed: number; alreadyGone: number }>;
+}
+
+/**
+ * Applies `plan`, adding each step to the state file at `statePath` (which
+ * may already list this run's auto-route) before running it. On failure
+ * removes what the gateway applied and throws APPLY_FAILED.
+ */
+export async function applyGateway(plan: GatewayPlan, statePath: string, runner: Runner = runCommand): Promise<InstalledGateway> {
+  const mine = emptyState();
+  mine.sysctls = [];
+  const whole = (): SystemState => {
+    const base = readState(statePath) ?? emptyState();
+    const rest = without(base, mine);
+    return { ...rest, rules: [...rest.rules, ...mine.rules], routes: [...rest.routes, ...mine.routes], nftTables: [...rest.nftTables, ...mine.nftTables], sysctls: [...(rest.sysctls ?? []), ...mine.sysctls!] };
+  };
+  const release = (): void => {
+    const base = readState(statePath);
+    if (base === null) return;
+    const rest = without(base, mine);
+    if (rest.rules.length + rest.routes.length + rest.nftTables.length + (rest.sysctls ?? []).length === 0) removeState(statePath);
+    else writeState(statePath, rest);
+  };
+  const fail = async (what: string, why: string): Promise<never> => {
+    let rollback = '';
+    try {
+      await teardownState(mine, runner);
+      release();
+    } catch (err) {
+      rollback = `\nrolling back also failed (the state file ${statePath} keeps the list; run "sluice down --state ${statePath}"): ${(err as Error).message}`;
+    }
+    throw new SystemStateError('APPLY_FAILED', `${what}: ${why}${rollback}`);
+  };
+  for (const key of plan.sysctls) {
+    let old: string;
+    try {
+      old = readFileSync(sysctlPath(key), 'utf8').trim();
+    } catch (err) {
+      return fail(`sysctl ${key}`, (err as Error).message);
+    }
+    if (old === '1') continue; // already on: nothing to put back
+    const entry: SysctlEntry = { key, value: old };
+    mine.sysctls!.push(entry);
+    writeState(statePath, whole());
+    try {
+      writeFileSync(sysctlPath(key), '1\n');
+    } catch (err) {
+      return fail(`sysctl ${key}=1`, (err as Error).message);
+    }
+  }
+  const step = async (record: () => void, argv: string[], input: string): Promise<void> => {
+    record();
+    writeState(statePath, whole());
+    let why: string | null = null;
+    try {
+      const r = await runner(argv, input);
+      if (r.code !== 0) why = r.stderr.trim() || `exit ${r.code}`;
+    } catch (err) {
+      why = (err as Error).message;
+    }
+    if (why !== null) await fail(argv.join(' '), why);
+  };
+  for (const family of [4, 6] as const) {
+    const lines = ipLines(plan, family);
+    if (lines.length === 0) continue;
+    await step(
+      () => {
+        mine.routes.push(...plan.routes.filter((r) => r.family === family).map(({ family: f, dst, dev, table }) => ({ family: f, dst, dev, table })));
+        mine.rules.push(...plan.rules.filter((r) => r.family === family));
+      },
+      family === 6 ? ['ip', '-6', '-batch', '-'] : ['ip', '-batch', '-'],
+      lines.join('\n') + '\n',
+    );
+  }
+  if (plan.nft !== null) await step(() => mine.nftTables.push(GATEWAY_NFT_TABLE), ['nft', '-f', '-'], plan.nft);
+  let stopped = false;
+  return {
+    state: mine,
+    async stop() {
+      if (stopped) return { removed: 0, alreadyGone: 0 };
+      stopped = true;
+      const result = await teardownState(mine, runner);
+      release();
+      return result;
+    },
+  };
+}
