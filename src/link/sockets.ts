@@ -56,11 +56,17 @@ export async function transparentServer(
   onConnection: (socket: net.Socket) => void,
 ): Promise<net.Server> {
   const native = loadNative();
-  const fd = native.createSocket({ family, type: 'tcp', transparent: true, reuseAddr: true, bind: { address, port }, listen: 1024 });
+  // A deep accept queue: TPROXY hands over connections the kernel already
+  // completed, so a burst that outruns the event loop must wait in the
+  // queue, not overflow it (an overflowed SYN costs the client a 1 s retry).
+  // net.Server calls listen() again: for an fd it takes the backlog only as
+  // the positional argument after the options.
+  const backlog = 4096;
+  const fd = native.createSocket({ family, type: 'tcp', transparent: true, reuseAddr: true, bind: { address, port }, listen: backlog });
   const server = net.createServer(onConnection);
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
-    server.listen({ fd }, () => {
+    server.listen({ fd }, backlog, () => {
       server.off('error', reject);
       resolve();
     });
