@@ -678,6 +678,9 @@ export class Stack implements LinkReceiver, FlowHost, UdpHost, SegmentSink {
       }
       if (this.udpSessions.size >= this.maxUdpSessions) return this.drop('udp_full');
       s = new UdpSession(this, family, u.srcPort, u.dstPort);
+      // Kept for an ICMP error should the forwarder refuse the session (one
+      // small copy per session, not per datagram).
+      s.firstQuote = pkt.slice(pktOff, pktOff + (pktLen < 576 ? pktLen : 576));
       copyAddresses(family, abuf, srcOff, dstOff, s);
       const e = endpointsOf(family, abuf, srcOff, dstOff, u.srcPort, u.dstPort);
       s.remoteAddress = e.remoteAddress;
@@ -705,6 +708,15 @@ export class Stack implements LinkReceiver, FlowHost, UdpHost, SegmentSink {
 
   touchUdp(s: UdpSession): void {
     s.lastActivity = this.now = this.clock();
+  }
+
+  unreachableUdp(s: UdpSession, kind: UnreachableKind): void {
+    const q = s.firstQuote;
+    if (q !== null && !this.closed) {
+      this.sendUnreachable(s.family, kind, q, 0, q.length);
+      this.scheduleFlush();
+    }
+    this.closeUdp(s);
   }
 
   closeUdp(s: UdpSession): void {

@@ -542,7 +542,10 @@ export class Engine {
       const outbound = this.choose(s, info);
       if (outbound.action !== 'connect' || outbound.openUdp === undefined || !outbound.supportsUdp) {
         r.close = outbound.action === 'connect' ? `outbound ${outbound.name} carries no UDP` : outbound.action === 'reject' ? 'rejected' : 'dropped';
-        s.close();
+        // reject (and an outbound that cannot carry UDP): ICMP port
+        // unreachable, so the client fails at once; drop: silence.
+        if (outbound.action === 'drop') s.close();
+        else s.unreachable(outbound.action === 'reject' ? 'port' : 'admin');
         return;
       }
       if (this.pool !== null && domain !== null && this.pool.isFake(s.localAddress)) target = { host: domain, port: s.localPort };
@@ -559,7 +562,7 @@ export class Engine {
         (err: Error) => {
           this.counters.upstreamFailures++;
           r.close = `upstream failed: ${err.message}`;
-          s.close();
+          s.unreachable('host');
         },
       );
     });

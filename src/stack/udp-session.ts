@@ -16,6 +16,8 @@ export interface UdpHost {
   /** Re-arms the idle timer and forgets the session when closed. */
   touchUdp(session: UdpSession): void;
   closeUdp(session: UdpSession): void;
+  /** ICMP destination unreachable about the session's first datagram, then close. */
+  unreachableUdp(session: UdpSession, kind: 'port' | 'host' | 'net' | 'admin'): void;
 }
 
 export interface UdpSessionEvents {
@@ -78,6 +80,19 @@ export class UdpSession extends EventEmitter<UdpSessionEvents> implements FlowKe
     if (this.closed) return;
     this.host.closeUdp(this);
   }
+
+  /**
+   * Refuses the session the way a host or firewall would: an ICMP
+   * destination unreachable (port by default) quoting its first datagram,
+   * so the client fails at once instead of waiting for a timeout. Closes it.
+   */
+  unreachable(kind: 'port' | 'host' | 'net' | 'admin' = 'port'): void {
+    if (this.closed) return;
+    this.host.unreachableUdp(this, kind);
+  }
+
+  /** @internal the first datagram's IP header and start, for an ICMP quote. */
+  firstQuote: Uint8Array | null = null;
 
   /** @internal called by the stack. */
   deliver(data: Buffer): void {

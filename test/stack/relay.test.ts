@@ -58,3 +58,21 @@ t.test('a refused upstream gives the client a refused connection at once', async
   t.equal(res.code, 7, `curl reports "couldn't connect" (${res.stderr.trim()})`);
   t.ok(Date.now() - started < 3000, 'fails fast, not by timeout');
 });
+
+t.test('iperf3 through the stack, both directions, IPv4 and IPv6', async (t) => {
+  if (!requireRoot(t)) return;
+  if (!hasCommand('iperf3')) return t.fail('iperf3 is not installed');
+  const { client, server } = await setup(t, 'iperf');
+  server.spawn(['iperf3', '-s', '-p', '5201']);
+  await new Promise((r) => setTimeout(r, 500));
+  for (const [label, host] of [['IPv4', SERVER_V4], ['IPv6', SERVER_V6]] as const) {
+    for (const reverse of [false, true]) {
+      const args = ['iperf3', '-c', host, '-p', '5201', '-t', '2', '-J'];
+      if (reverse) args.push('-R');
+      const res = await client.exec(args, { timeoutMs: 30_000, allowFail: true });
+      const j = JSON.parse(res.stdout || '{}') as { end?: { sum_received?: { bytes: number; bits_per_second: number } }; error?: string };
+      const got = j.end?.sum_received;
+      t.ok(got !== undefined && got.bytes > 10_000_000, `${label} ${reverse ? 'server -> client' : 'client -> server'}: ${got ? (got.bits_per_second / 1e9).toFixed(2) + ' Gbit/s' : j.error ?? res.stderr}`);
+    }
+  }
+});

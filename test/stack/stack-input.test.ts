@@ -252,3 +252,21 @@ t.test('hostile packets (random and mutated) never throw and never disturb an es
   const dropped = Object.values(h.stack.stats.drops).reduce((a, b) => a + b, 0);
   t.ok(dropped > 10_000, `hostile packets were counted as drops (${dropped})`);
 });
+
+t.test('a refused UDP session answers with ICMP port unreachable quoting its first datagram', async (t) => {
+  const link = new MemoryLink(1500);
+  const stack = new Stack(link, { onTcpFlow: (req) => req.reset(), onUdpSession: (s: UdpSession) => s.unreachable('port') });
+  stack.start();
+  t.teardown(() => stack.close());
+  const dgram = udpDatagram(4, 5353, 443, Buffer.from('hello'));
+  link.inject(dgram);
+  await settle();
+  const out = link.drain();
+  t.equal(out.length, 1, 'one packet back');
+  const p = out[0]!;
+  t.equal(p[9], 1, 'ICMP');
+  t.equal(p[20], 3, 'destination unreachable');
+  t.equal(p[21], 3, 'port unreachable');
+  t.same(Buffer.from(p.subarray(28, 28 + 28)), Buffer.from(dgram.subarray(0, 28)), 'quotes the datagram (IP header and UDP header)');
+  t.equal(stack.stats.udpSessionsActive, 0, 'the session is gone');
+});
