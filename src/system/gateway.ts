@@ -28,6 +28,7 @@ import type { SluiceConfig } from '../config/types.js';
 import { runCommand, SystemStateError, type Runner } from './exec.js';
 import { emptyState, readState, removeState, writeState, type NftTableEntry, type RouteEntry, type RuleEntry, type SysctlEntry, type SystemState } from './state.js';
 import { sysctlPath, teardownState } from './teardown.js';
+import { parseRules, type Collision } from './preflight.js';
 
 export const GATEWAY_NFT_TABLE: NftTableEntry = { family: 'inet', name: 'sluice_gw' };
 export const FORWARDING_SYSCTLS = ['net.ipv4.ip_forward', 'net.ipv6.conf.all.forwarding'] as const;
@@ -104,19 +105,6 @@ export function tproxyScript(config: SluiceConfig): string {
   return lines.join('\n');
 }
 
-export interface Collision {
-  field: string;
-  message: string;
-}
-
-function parseRules(text: string): { priority: number; text: string }[] {
-  const out: { priority: number; text: string }[] = [];
-  for (const line of text.split('\n')) {
-    const m = /^(\d+):\s+(.*)$/.exec(line.trim());
-    if (m !== null) out.push({ priority: Number(m[1]), text: m[2]!.trim() });
-  }
-  return out;
-}
 
 /** What on the machine already uses the priority, tables, mark or nftables table the plan needs. */
 export async function findGatewayCollisions(plan: GatewayPlan, config: SluiceConfig, runner: Runner = runCommand): Promise<Collision[]> {

@@ -15,7 +15,7 @@ export interface Collision {
 }
 
 /** `ip rule show` lines as "PRIORITY:\tSELECTOR..." */
-function parseRules(text: string): { priority: number; text: string }[] {
+export function parseRules(text: string): { priority: number; text: string }[] {
   const out: { priority: number; text: string }[] = [];
   for (const line of text.split('\n')) {
     const m = /^(\d+):\s+(.*)$/.exec(line.trim());
