@@ -68,12 +68,21 @@ export interface SluiceNative {
    * onBatch(count, endOffset) once per filled buffer. A fatal read error is
    * reported as onBatch(-errno, 0). Records are only valid during the call.
    */
+  /**
+   * kind 'tun' (default): records are packets read from a TUN fd. kind
+   * 'udp-origdst': records are datagrams from a UDP socket with
+   * IP_RECVORIGDSTADDR, each prefixed by a 40-byte header: u8 family (4|6,
+   * 0 when no original destination came), u8 0, u16 BE source port, u16 BE
+   * original destination port, u16 0, 16 bytes source, 16 bytes original
+   * destination (IPv4 in the first 4).
+   */
   readerStart(
     fd: number,
     rxBuffer: ArrayBuffer,
     onBatch: (count: number, end: number) => void,
     budget?: number,
-  ): ReaderHandle;
+    kind?: 'tun' | 'udp-origdst',
+): ReaderHandle;
   /** Stops polling (idempotent, safe inside onBatch). Does not close the fd. */
   readerStop(handle: ReaderHandle): void;
   readerRef(handle: ReaderHandle, ref: boolean): void;

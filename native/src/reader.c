@@ -14,6 +14,23 @@
 #include <string.h>
 #include <unistd.h>
 #include <uv.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+
+#ifndef IP_ORIGDSTADDR
+#define IP_ORIGDSTADDR 20
+#endif
+#ifndef IPV6_ORIGDSTADDR
+#define IPV6_ORIGDSTADDR 74
+#endif
+
+/* UDP mode (TPROXY): each record's bytes are a 40-byte header
+ *   [u8 family 4|6][u8 0][u16 BE source port][u16 BE original dest port][u16 0]
+ *   [16 source address][16 original destination address]
+ * (IPv4 in the first 4 bytes), then the datagram's payload. The original
+ * destination comes from IP_ORIGDSTADDR / IPV6_ORIGDSTADDR (the socket
+ * needs IP_RECVORIGDSTADDR). */
+#define UDP_HEADER 40
 
 /* 64 KiB IP packet plus the 10-byte virtio_net_hdr: a GSO super-packet must
  * fit whole or the kernel truncates it. */
@@ -39,6 +56,7 @@ struct reader {
   napi_ref resource_ref;
   napi_async_context async_context;
   uint32_t budget;
+  bool udp;
   bool closing;
   bool in_callback;
   /* counters, read by readerStats */
@@ -100,6 +118,57 @@ static void deliver(reader_t *r, int32_t count, uint32_t end) {
   napi_close_handle_scope(env, scope);
 }
 
+/* One datagram with its addresses into rx at `at` (after the length word);
+ * returns the record's byte count or -errno. */
+static ssize_t recv_udp_origdst(int fd, uint8_t *at, size_t cap) {
+  struct sockaddr_storage src;
+  union {
+    struct cmsghdr align;
+    uint8_t buf[256];
+  } control;
+  struct iovec iov = {.iov_base = at + UDP_HEADER, .iov_len = cap - UDP_HEADER};
+  struct msghdr msg = {.msg_name = &src, .msg_namelen = sizeof src, .msg_iov = &iov, .msg_iovlen = 1, .msg_control = control.buf, .msg_controllen = sizeof control.buf};
+  ssize_t n = recvmsg(fd, &msg, MSG_DONTWAIT);
+  if (n < 0) return -errno;
+  memset(at, 0, UDP_HEADER);
+  bool v4 = false;
+  if (src.ss_family == AF_INET) {
+    struct sockaddr_in *a = (struct sockaddr_in *)&src;
+    v4 = true;
+    memcpy(at + 2, &a->sin_port, 2);
+    memcpy(at + 8, &a->sin_addr, 4);
+  } else {
+    struct sockaddr_in6 *a = (struct sockaddr_in6 *)&src;
+    static const uint8_t mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+    memcpy(at + 2, &a->sin6_port, 2);
+    if (memcmp(&a->sin6_addr, mapped, 12) == 0) {
+      v4 = true;
+      memcpy(at + 8, ((uint8_t *)&a->sin6_addr) + 12, 4);
+    } else {
+      memcpy(at + 8, &a->sin6_addr, 16);
+    }
+  }
+  at[0] = v4 ? 4 : 6;
+  bool found = false;
+  for (struct cmsghdr *c = CMSG_FIRSTHDR(&msg); c != NULL; c = CMSG_NXTHDR(&msg, c)) {
+    if (c->cmsg_level == SOL_IP && c->cmsg_type == IP_ORIGDSTADDR) {
+      struct sockaddr_in d;
+      memcpy(&d, CMSG_DATA(c), sizeof d);
+      memcpy(at + 4, &d.sin_port, 2);
+      memcpy(at + 24, &d.sin_addr, 4);
+      found = true;
+    } else if (c->cmsg_level == SOL_IPV6 && c->cmsg_type == IPV6_ORIGDSTADDR) {
+      struct sockaddr_in6 d;
+      memcpy(&d, CMSG_DATA(c), sizeof d);
+      memcpy(at + 4, &d.sin6_port, 2);
+      memcpy(at + 24, &d.sin6_addr, 16);
+      found = true;
+    }
+  }
+  if (!found) at[0] = 0; /* no original destination: JS drops it */
+  return (ssize_t)(UDP_HEADER + n);
+}
+
 static void on_readable(uv_poll_t *handle, int status, int events) {
   reader_t *r = handle->data;
   if (r->closing) return;
@@ -116,10 +185,19 @@ static void on_readable(uv_poll_t *handle, int status, int events) {
     int fatal = 0;
     bool drained = false;
     while (total + (uint32_t)count < r->budget && off + MAX_RECORD <= r->rx_cap) {
-      ssize_t n = read(r->fd, r->rx + off + 4, MAX_RECORD - 4);
+      ssize_t n;
+      if (r->udp) {
+        n = recv_udp_origdst(r->fd, r->rx + off + 4, MAX_RECORD - 4);
+        if (n < 0) {
+          errno = (int)-n;
+          n = -1;
+        }
+      } else {
+        n = read(r->fd, r->rx + off + 4, MAX_RECORD - 4);
+      }
       if (n < 0) {
         if (errno == EINTR) continue;
-        if (errno == EAGAIN) {
+        if (errno == EAGAIN || errno == EWOULDBLOCK) {
           drained = true;
         } else {
           fatal = errno;
@@ -163,14 +241,25 @@ static void box_finalize(napi_env env, void *data, void *hint) {
 }
 
 #define START_USAGE \
-  "readerStart(fd: number, rxBuffer: ArrayBuffer, onBatch: (count: number, end: number) => void, budget?: number)"
+  "readerStart(fd: number, rxBuffer: ArrayBuffer, onBatch: (count: number, end: number) => void, budget?: number, kind?: 'tun' | 'udp-origdst')"
 
 static napi_value reader_start(napi_env env, napi_callback_info info) {
-  size_t argc = 4;
-  napi_value argv[4];
+  size_t argc = 5;
+  napi_value argv[5];
   NAPI_CALL(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
   int32_t fd;
   uint32_t budget = 256;
+  bool udp = false;
+  if (argc >= 5) {
+    napi_valuetype kt;
+    napi_typeof(env, argv[4], &kt);
+    if (kt != napi_undefined) {
+      char kind[16];
+      if (!arg_string(env, argv[4], kind, sizeof kind)) return throw_usage(env, START_USAGE);
+      if (strcmp(kind, "udp-origdst") == 0) udp = true;
+      else if (strcmp(kind, "tun") != 0) return throw_usage(env, START_USAGE);
+    }
+  }
   napi_valuetype t;
   bool is_ab = false;
   if (argc < 3 || !arg_int32(env, argv[0], &fd) || fd < 0) return throw_usage(env, START_USAGE);
@@ -202,6 +291,7 @@ static napi_value reader_start(napi_env env, napi_callback_info info) {
   r->rx = rx;
   r->rx_cap = rx_cap;
   r->budget = budget;
+  r->udp = udp;
   int rc = uv_poll_init(loop, &r->poll, fd);
   if (rc < 0) {
     free(r);

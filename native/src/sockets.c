@@ -240,8 +240,10 @@ static napi_value create_socket(napi_env env, napi_callback_info info) {
     err = errno;
     what = "setsockopt SO_REUSEADDR";
   } else if (orig && udp &&
-             (family == 6 ? setsockopt(fd, SOL_IPV6, IPV6_RECVORIGDSTADDR, &one, sizeof one)
-                          : setsockopt(fd, SOL_IP, IP_RECVORIGDSTADDR, &one, sizeof one)) < 0) {
+             /* A dual-stack IPv6 socket also takes IPv4 (mapped): ask for both. */
+             (family == 6 ? (setsockopt(fd, SOL_IPV6, IPV6_RECVORIGDSTADDR, &one, sizeof one) < 0 ||
+                             setsockopt(fd, SOL_IP, IP_RECVORIGDSTADDR, &one, sizeof one) < 0)
+                          : setsockopt(fd, SOL_IP, IP_RECVORIGDSTADDR, &one, sizeof one) < 0)) {
     err = errno;
     what = "setsockopt IP_RECVORIGDSTADDR";
   } else if (device[0] != '\0' && setsockopt(fd, SOL_SOCKET, SO_BINDTODEVICE, device, (socklen_t)strlen(device)) < 0) {

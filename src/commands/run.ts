@@ -24,6 +24,7 @@ import type { CommandIo } from './check.js';
 import { DEFAULT_STATE_PATH } from '../system/state.js';
 import { checkAutoRoute, startAutoRoute, cleanLeftovers, checkGateway, startGateway } from '../system/lifecycle.js';
 import { startTproxyListeners } from '../system/tproxy-listen.js';
+import { startTproxyUdp, type TproxyUdp } from '../system/tproxy-udp.js';
 import type net from 'node:net';
 import { checkClassifier, startClassifier, type RunningClassifier } from '../system/classifier-run.js';
 
@@ -78,6 +79,7 @@ export async function runRun(argv: string[], io: CommandIo = process): Promise<n
   let classifier: RunningClassifier | null = null;
   let stopGateway: (() => Promise<void>) | null = null;
   let listeners: net.Server[] = [];
+  let udpTproxy: TproxyUdp | null = null;
   try {
     await cleanLeftovers(statePath, log);
     if (config.route.auto) await checkAutoRoute(config.route, values.config ?? 'built-in default');
@@ -94,12 +96,14 @@ export async function runRun(argv: string[], io: CommandIo = process): Promise<n
     if (config.gateway.enabled && config.gateway.mode === 'tproxy') {
       const e = engine;
       listeners = await startTproxyListeners(config.gateway.tproxyPort, (s) => e.handleTransparent(s), log);
+      udpTproxy = await startTproxyUdp(config.gateway.tproxyPort, (s) => e.handleTransparentUdp(s), log);
     }
     if (config.gateway.enabled) stopGateway = await startGateway(config, tun.name, statePath, log);
   } catch (err) {
     log.fatal({ err: (err as Error).message }, 'start-up failed');
     io.stderr.write(`sluice run: ${(err as Error).message}\n`);
     for (const l of listeners) l.close();
+    udpTproxy?.close();
     await started?.stop().catch(() => {});
     return 1;
   }
@@ -116,6 +120,7 @@ export async function runRun(argv: string[], io: CommandIo = process): Promise<n
       });
       const unclassify = ungate.then(() => {
         for (const l of listeners) l.close();
+        udpTproxy?.close();
         return classifier?.stop();
       });
       const unroute = unclassify.then(() => (stopRoute ?? (() => Promise.resolve()))()).then(

@@ -109,6 +109,12 @@ function toOutboundSpec(o: SluiceConfig['outbounds'][number]): OutboundSpec {
   return clean as unknown as OutboundSpec;
 }
 
+/** What the engine needs of a UDP session: the stack's UdpSession, or a TPROXY one. */
+export type UdpFlow = Pick<UdpSession, 'family' | 'remoteAddress' | 'remotePort' | 'localAddress' | 'localPort' | 'send' | 'close' | 'unreachable' | 'drainQueued'> & {
+  on(event: 'message', listener: (data: Buffer) => void): unknown;
+  on(event: 'close', listener: () => void): unknown;
+};
+
 export class Engine {
   readonly counters: EngineCounters = { tcpFlows: 0, udpSessions: 0, rejected: 0, dropped: 0, upstreamFailures: 0, unknownFakeIp: 0, dnsQueries: 0 };
   readonly stack: Stack;
@@ -486,11 +492,19 @@ export class Engine {
 
   // ------------------------------------------------------------------ UDP
 
-  private onUdpSession(s: UdpSession): void {
+  /**
+   * A UDP session that arrived through TPROXY (src/system/tproxy-udp.ts):
+   * the same routing as a TUN session, with inbound tproxy.
+   */
+  handleTransparentUdp(s: UdpFlow): void {
+    this.onUdpSession(s, 'tproxy');
+  }
+
+  private onUdpSession(s: UdpFlow, inbound: 'tun' | 'tproxy' = 'tun'): void {
     this.counters.udpSessions++;
     const info: FlowInfo = {
       network: 'udp',
-      inbound: 'tun',
+      inbound,
       src: hostPort(s.remoteAddress, s.remotePort),
       dst: hostPort(s.localAddress, s.localPort),
       domain: null,

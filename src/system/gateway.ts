@@ -85,8 +85,8 @@ export function planGateway(config: SluiceConfig, tun: string): GatewayPlan {
  * The prerouting chain. `socket transparent 1` first: packets of an existing
  * transparent socket (established TPROXY flows, replies to preserveSource
  * upstream sockets) are marked for local delivery without a TPROXY lookup.
- * Then, in tproxy mode, new TCP from the LAN not addressed to this host is
- * diverted to the listener.
+ * Then, in tproxy mode, TCP and UDP from the LAN not addressed to this host
+ * are diverted to the listeners (UDP: src/system/tproxy-udp.ts).
  */
 export function tproxyScript(config: SluiceConfig): string {
   const { gateway: gw } = config;
@@ -99,7 +99,11 @@ export function tproxyScript(config: SluiceConfig): string {
     `    meta l4proto tcp socket transparent 1 meta mark set ${mark} accept`,
   ];
   if (gw.mode === 'tproxy') {
-    lines.push(`    iifname ${lans} fib daddr type local accept`, `    iifname ${lans} meta l4proto tcp tproxy to :${gw.tproxyPort} meta mark set ${mark} accept`);
+    lines.push(
+      `    iifname ${lans} fib daddr type local accept`,
+      `    iifname ${lans} meta l4proto tcp tproxy to :${gw.tproxyPort} meta mark set ${mark} accept`,
+      `    iifname ${lans} meta l4proto udp tproxy to :${gw.tproxyPort} meta mark set ${mark} accept`,
+    );
   }
   lines.push('  }', '}', '');
   return lines.join('\n');

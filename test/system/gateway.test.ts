@@ -74,6 +74,15 @@ async function lab(t: Test, tag: string): Promise<{ client: Netns; gateway: Netn
   return topo;
 }
 
+const UDP_ECHO = `const d = require('dgram'); let n = 0; for (const t of ['udp4', 'udp6']) { const s = d.createSocket({ type: t, ipv6Only: t === 'udp6' }); s.on('message', (m, r) => s.send(m, r.port, r.address)); s.bind(7000, () => { if (++n === 2) console.log('ready'); }); }`;
+const UDP_PING = `const d = require('dgram'); const s = d.createSocket(process.argv[2]); s.on('message', (m) => { console.log(String(m)); process.exit(0); }); s.send('ping over udp', 7000, process.argv[1]); setTimeout(() => process.exit(3), 3000);`;
+
+/** A UDP round trip from the client to the server's echo on port 7000; returns what came back. */
+async function udpRoundTrip(client: Netns, host: string, family: 'udp4' | 'udp6'): Promise<string> {
+  const r = await client.exec([process.execPath, '-e', UDP_PING, host, family], { allowFail: true, env: { ...process.env, NODE_OPTIONS: '' } });
+  return r.stdout.trim();
+}
+
 /** curl from the client to the server over both families; returns each peer the server saw. */
 async function curlBoth(t: Test, client: Netns, engine: Engine, inbound: 'tun' | 'tproxy'): Promise<string[]> {
   const peers: string[] = [];
@@ -131,7 +140,9 @@ t.test('mode tproxy: TPROXY to transparent listeners, preserveSource, state rest
   if (!requireCommands(t, ['curl', 'ip', 'nft'])) return;
   const dir = tempDir(t, 'gwtproxy');
   const state = path.join(dir, 'state.json');
-  const { client, gateway } = await lab(t, 'gwtproxy');
+  const { client, gateway, server } = await lab(t, 'gwtproxy');
+  const echo = server.spawn([process.execPath, '-e', UDP_ECHO], { env: { ...process.env, NODE_OPTIONS: '' } });
+  await new Promise<void>((resolve) => echo.stdout!.once('data', () => resolve()));
   const before = await gatewaySnapshot(gateway);
 
   let engine = await startSluice(t, gateway, dir, config('mode: tproxy'), state);
@@ -145,12 +156,16 @@ t.test('mode tproxy: TPROXY to transparent listeners, preserveSource, state rest
 
   const c0 = await linkPackets(gateway, TUN);
   const peers = await curlBoth(t, client, engine, 'tproxy');
+  t.equal(await udpRoundTrip(client, SERVER_V4, 'udp4'), 'ping over udp', 'IPv4 UDP round trip through TPROXY');
+  t.equal(await udpRoundTrip(client, SERVER_V6, 'udp6'), 'ping over udp', 'IPv6 UDP round trip through TPROXY');
   const c1 = await linkPackets(gateway, TUN);
   t.ok(c1.rx === c0.rx && c1.tx - c0.tx <= 2, `the TUN saw none of it (tx ${c0.tx} -> ${c1.tx}, rx ${c0.rx} -> ${c1.rx})`);
   t.notOk(engine.flows().some((f) => f.inbound === 'tun'), 'no flow line with inbound tun');
   t.match(peers[0], new RegExp(`${GATEWAY_WAN_V4.replace(/\./g, '\\.')}$`), 'IPv4: without preserveSource the server saw the gateway');
   t.equal(peers[1], GATEWAY_WAN_V6, 'IPv6: without preserveSource the server saw the gateway');
   t.equal((await engine.stop()).code, 0, 'SIGTERM exits 0');
+  const udpFlows = engine.flows().filter((f) => f.network === 'udp');
+  t.ok(udpFlows.length >= 2 && udpFlows.every((f) => f.inbound === 'tproxy' && f.bytesUp > 0 && f.bytesDown > 0), `UDP flow lines with inbound tproxy and bytes both ways (${udpFlows.length})`);
   t.equal(await gatewaySnapshot(gateway), before, 'after SIGTERM: identical to before');
 
   // preserveSource: the upstream leaves from the client's address.
