@@ -38,17 +38,22 @@ export function planRouting(route: RouteConfig, tun: string): RoutingPlan {
     }
     rules.push({ family, priority: route.priority, selector: ['not', 'fwmark', mark, 'lookup', String(route.table)] });
   }
-  return { routes, rules, nft: route.strictDns ? strictDnsScript(tun, route.mark) : null };
+  // Strict mode also closes a family `include` leaves out (typically IPv6
+  // on an IPv4-only capture), which would otherwise leave around the TUN.
+  const uncaptured = ([4, 6] as const).filter((f) => !routes.some((r) => r.family === f));
+  return { routes, rules, nft: route.strictDns ? strictDnsScript(tun, route.mark, uncaptured) : null };
 }
 
 /**
- * DNS leak prevention: in the output hook, port 53 over UDP or TCP is
- * dropped unless it leaves through the TUN (sluice answers it there), through
- * lo (a local stub resolver, whose own upstream queries are routed into the
- * TUN in turn), or carries sluice's mark (its own upstream queries).
+ * Leak prevention: in the output hook, port 53 over UDP or TCP is dropped
+ * unless it leaves through the TUN (sluice answers it there), through lo (a
+ * local stub resolver, whose own upstream queries are routed into the TUN
+ * in turn), or carries sluice's mark (its own upstream queries); so is all
+ * traffic of a family the TUN does not capture (`blockFamilies`).
  */
-export function strictDnsScript(tun: string, mark: number): string {
+export function strictDnsScript(tun: string, mark: number, blockFamilies: readonly (4 | 6)[] = []): string {
   const m = `0x${mark.toString(16)}`;
+  const families = blockFamilies.map((f) => `    meta nfproto ${f === 4 ? 'ipv4' : 'ipv6'} counter drop`);
   return [
     `table ${NFT_TABLE.family} ${NFT_TABLE.name} {`,
     '  chain output {',
@@ -57,6 +62,7 @@ export function strictDnsScript(tun: string, mark: number): string {
     `    oifname { "${tun}", "lo" } accept`,
     '    udp dport 53 counter drop',
     '    tcp dport 53 counter drop',
+    ...families,
     '  }',
     '}',
     '',

@@ -78,3 +78,21 @@ t.test('route.auto steers the workstation into the TUN, keeps sluice out of it, 
   t.notOk(existsSync(state), 'the state file is gone after a clean stop');
   t.equal(await snapshot(ws), before, 'rules, routes and nftables are exactly as before');
 });
+
+t.test('strict mode with an IPv4-only capture stops IPv6 from leaking around the TUN', { timeout: 60_000 }, async (t) => {
+  if (!requireRoot(t)) return;
+  if (!requireCommands(t, ['curl', 'ip', 'nft'])) return;
+  const dir = tempDir(t, 'strict6');
+  const state = path.join(dir, 'state.json');
+  const { ws } = await workstation(t, 'strictsx');
+  const before = await snapshot(ws);
+  const engine = await startSluice(t, ws, dir, config('  include: [0.0.0.0/0]\n  strictDns: true'), state);
+  await engine.waitFor((l) => l.msg === 'auto-route installed', 5000, '"auto-route installed"');
+  const v4 = await curl(ws, [`http://${SERVER_V4}/`]);
+  t.equal(v4.code, 0, `IPv4 is captured and works (${describe(v4)})`);
+  const v6 = await curl(ws, ['-g', `http://[${SERVER_V6}]/`], 3);
+  t.not(v6.code, 0, `IPv6, not captured, does not leave around the TUN (${describe(v6)})`);
+  t.match(await ws.sh('nft list table inet sluice'), /meta nfproto ipv6 counter packets [1-9]/, 'the strict rule dropped it');
+  t.equal((await engine.stop()).code, 0, 'SIGTERM exits 0');
+  t.equal(await snapshot(ws), before, 'everything removed');
+});
