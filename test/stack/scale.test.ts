@@ -38,7 +38,15 @@ async function relayIn(t: TestLike, tag: string, relayArgs: string[] = []) {
     gw.kill('SIGUSR2');
     return p;
   };
-  return { ...topo, gw, stats };
+  /** Stats once every flow has closed: per-connection counters are added to the totals when a connection ends. */
+  const statsWhenClosed = async (): Promise<RelayStats> => {
+    for (let i = 0; ; i++) {
+      const s = await stats();
+      if (s.tcpFlowsActive === 0 || i >= 50) return s;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  };
+  return { ...topo, gw, stats, statsWhenClosed };
 }
 
 t.test('10,000 concurrent idle connections through the stack, and the heap they cost', async (t) => {
@@ -63,7 +71,7 @@ t.test('10,000 concurrent idle connections through the stack, and the heap they 
 
 t.test('a slow reader behind the stack forces a zero window; the upload then completes intact', async (t) => {
   if (!requireRoot(t)) return;
-  const { client, server, stats } = await relayIn(t, 'zwnd', ['--pause-ms', '3000']);
+  const { client, server, statsWhenClosed } = await relayIn(t, 'zwnd', ['--pause-ms', '3000']);
   const srv = server.spawn([process.execPath, blobServer, '8080']);
   await waitForJsonLine(srv, (m: { event?: string }) => m.event === 'ready');
   const size = 8 * 1024 * 1024;
@@ -74,19 +82,19 @@ t.test('a slow reader behind the stack forces a zero window; the upload then com
   const up = JSON.parse(await client.sh(`curl -sS --max-time 60 -X POST -T ${file} http://${SERVER_V4}:8080/sink`, { timeoutMs: 70_000 })) as { bytes: number; sha256: string };
   t.ok(Date.now() - started >= 2500, 'the transfer waited for the reader');
   t.equal(up.sha256, sha, 'upload intact after the window reopened');
-  const s = await stats();
+  const s = await statsWhenClosed();
   t.ok(s.tcpZeroWindowsSent > 0, `the stack advertised a zero window (${s.tcpZeroWindowsSent} segments)`);
 });
 
 t.test('a slow reader on the client side: the stack probes the zero window and finishes the download', async (t) => {
   if (!requireRoot(t)) return;
-  const { client, server, stats } = await relayIn(t, 'zprobe');
+  const { client, server, statsWhenClosed } = await relayIn(t, 'zprobe');
   const srv = server.spawn([process.execPath, blobServer, '8080']);
   await waitForJsonLine(srv, (m: { event?: string }) => m.event === 'ready');
   const size = 6 * 1024 * 1024;
   // curl reads 1 MB/s: its socket buffer fills and the kernel closes its window.
   const down = await client.sh(`curl -sS --max-time 60 --limit-rate 1M http://${SERVER_V4}:8080/bytes/${size} | sha256sum`, { timeoutMs: 70_000 });
   t.equal(down.split(' ')[0], blobSha256(size), 'download intact');
-  const s = await stats();
+  const s = await statsWhenClosed();
   t.ok(s.tcpWindowProbes > 0, `the stack probed the closed window (${s.tcpWindowProbes} probes)`);
 });
