@@ -12,7 +12,7 @@ import type { CommandIo } from './check.js';
 export const DOWN_USAGE = `Usage: sluice down [--state FILE]
 
 Removes what a crashed or killed "sluice run" installed (routes, ip rules,
-the nftables table "inet sluice"), exactly as its state file lists them
+nftables tables, tc filters, changed sysctls), exactly as its state file lists them
 (default ${DEFAULT_STATE_PATH}). Things already gone are skipped.`;
 
 export async function runDown(argv: string[], io: CommandIo = process): Promise<number> {

@@ -33,9 +33,10 @@ export const RUN_USAGE = `Usage: sluice run [--config FILE] [--state FILE]
 Starts the TUN proxy. Without --config, the built-in default policy runs:
 everything direct, DNS hijacked (fake-ip) and cached, every flow logged.
 Needs root or CAP_NET_ADMIN. SIGHUP reloads rule-set files; SIGINT or
-SIGTERM stops. With route.auto, the routes and rules sluice installs are
-recorded in the state file (default ${DEFAULT_STATE_PATH}) and removed on
-stop; leftovers of a killed run are removed first.`;
+SIGTERM stops. With route.auto, gateway or classifier, what sluice installs
+(routes, ip rules, nftables tables, tc filters, sysctls) is recorded in the
+state file (default ${DEFAULT_STATE_PATH}) and removed on stop; leftovers of
+a killed run are removed first.`;
 
 function addAddress(dev: string, cidr: string): void {
   try {
