@@ -26,6 +26,8 @@ export class TproxyUdpSession extends EventEmitter<TproxyUdpSessionEvents> {
   private readonly queued: Buffer[] = [];
   private closed = false;
   private connected = false;
+  /** Replies produced before the reply socket finished binding and connecting (rare: an upstream round trip is slower). */
+  private readonly early: Uint8Array[] = [];
   private idle: NodeJS.Timeout;
 
   constructor(
@@ -46,6 +48,7 @@ export class TproxyUdpSession extends EventEmitter<TproxyUdpSessionEvents> {
     reply.on('message', (msg) => this.deliver(msg));
     reply.connect(remotePort, remoteAddress, () => {
       this.connected = true;
+      for (const d of this.early.splice(0)) if (!this.closed) this.reply.send(d);
     });
   }
 
@@ -67,8 +70,10 @@ export class TproxyUdpSession extends EventEmitter<TproxyUdpSessionEvents> {
   send(data: Uint8Array): boolean {
     if (this.closed) return false;
     this.idle.refresh();
+    // Only a connected socket sends: a send queued behind the bind with an
+    // address would throw once the queued connect has completed.
     if (this.connected) this.reply.send(data);
-    else this.reply.send(data, this.remotePort, this.remoteAddress);
+    else if (this.early.length < 64) this.early.push(Uint8Array.from(data));
     return true;
   }
 
