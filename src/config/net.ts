@@ -5,8 +5,8 @@
  *
  * This runs once per config load, never per packet, so bigints are fine.
  */
-import { isIPv4, isIPv6 } from 'node:net';
-import { formatIpv6 } from '../wire/ipv6.js';
+import { parseIpv4Text } from '../wire/ipv4.js';
+import { formatIpv6, parseIpv6Text } from '../wire/ipv6.js';
 
 export interface IpAddress {
   family: 4 | 6;
@@ -24,31 +24,16 @@ function bitsOf(family: 4 | 6): number {
   return family === 4 ? 32 : 128;
 }
 
-function parseIpv4Value(s: string): bigint {
-  let v = 0n;
-  for (const octet of s.split('.')) v = (v << 8n) | BigInt(Number(octet));
-  return v;
-}
-
-/** Parses a bare IPv4 or IPv6 address (no brackets, no zone). */
+/** Parses a bare IPv4 or IPv6 address (no brackets, no zone) with the wire codec's parsers. */
 export function parseIp(s: string): IpAddress | null {
-  if (isIPv4(s)) return { family: 4, value: parseIpv4Value(s) };
-  if (!isIPv6(s) || s.includes('%')) return null;
-  // Embedded IPv4 tail (RFC 4291 2.2 form 3) becomes two 16-bit groups.
-  let text = s;
-  const lastColon = text.lastIndexOf(':');
-  const tail = text.slice(lastColon + 1);
-  if (tail.includes('.')) {
-    const v4 = parseIpv4Value(tail);
-    text = `${text.slice(0, lastColon + 1)}${(v4 >> 16n).toString(16)}:${(v4 & 0xffffn).toString(16)}`;
+  if (!s.includes(':')) {
+    const v4 = parseIpv4Text(s);
+    return v4 === null ? null : { family: 4, value: BigInt(v4) };
   }
-  const halves = text.split('::');
-  const head = halves[0] === '' ? [] : halves[0]!.split(':');
-  const rest = halves.length === 2 ? (halves[1] === '' ? [] : halves[1]!.split(':')) : [];
-  const groups: string[] =
-    halves.length === 2 ? [...head, ...new Array<string>(8 - head.length - rest.length).fill('0'), ...rest] : head;
+  const bytes = new Uint8Array(16);
+  if (!parseIpv6Text(s, bytes, 0)) return null;
   let v = 0n;
-  for (const g of groups) v = (v << 16n) | BigInt(parseInt(g, 16));
+  for (const b of bytes) v = (v << 8n) | BigInt(b);
   return { family: 6, value: v };
 }
 

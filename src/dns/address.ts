@@ -3,99 +3,22 @@
  * (RFC 1035 3.5 in-addr.arpa, RFC 3596 2.5 ip6.arpa). Nothing here throws on
  * bad input: parsers return null.
  */
+import { parseIpv4Text, writeIpv4Addr } from '../wire/ipv4.js';
+import { parseIpv6Text } from '../wire/ipv6.js';
 
-/** Parses dotted-quad IPv4 (no leading zeros beyond a lone "0"). */
+/** Parses dotted-quad IPv4 (no leading zeros beyond a lone "0"); the wire codec's parser. */
 export function parseIpv4(s: string, out?: Uint8Array, off = 0): Uint8Array | null {
+  const v = parseIpv4Text(s);
+  if (v === null) return null;
   const dst = out ?? new Uint8Array(4);
-  let part = 0;
-  let value = 0;
-  let digits = 0;
-  for (let i = 0; i <= s.length; i++) {
-    const c = i < s.length ? s.charCodeAt(i) : 0x2e;
-    if (c === 0x2e) {
-      if (digits === 0 || part > 3) return null;
-      dst[off + part++] = value;
-      value = 0;
-      digits = 0;
-      continue;
-    }
-    if (c < 0x30 || c > 0x39) return null;
-    if (digits === 1 && value === 0) return null; // leading zero: ambiguous (octal in some parsers)
-    value = value * 10 + (c - 0x30);
-    if (value > 255 || ++digits > 3) return null;
-  }
-  return part === 4 ? dst : null;
+  writeIpv4Addr(dst, off, v);
+  return dst;
 }
 
-/** Parses IPv6 text (RFC 4291 2.2, including "::" and a trailing dotted quad). */
+/** Parses IPv6 text (RFC 4291 2.2, including "::" and a trailing dotted quad); the wire codec's parser. */
 export function parseIpv6(s: string, out?: Uint8Array, off = 0): Uint8Array | null {
-  if (s.length < 2 || s.length > 45) return null;
   const dst = out ?? new Uint8Array(16);
-  const groups: number[] = [];
-  let gap = -1;
-  let i = 0;
-  if (s.startsWith('::')) {
-    gap = 0;
-    i = 2;
-    if (s.length === 2) {
-      dst.fill(0, off, off + 16);
-      return dst;
-    }
-  } else if (s.charCodeAt(0) === 0x3a) {
-    return null;
-  }
-  let tail4: Uint8Array | null = null;
-  while (i < s.length) {
-    let j = i;
-    let value = 0;
-    while (j < s.length && j - i < 5) {
-      const c = s.charCodeAt(j);
-      let d: number;
-      if (c >= 0x30 && c <= 0x39) d = c - 0x30;
-      else if (c >= 0x61 && c <= 0x66) d = c - 0x57;
-      else if (c >= 0x41 && c <= 0x46) d = c - 0x37;
-      else break;
-      value = value * 16 + d;
-      j++;
-    }
-    if (j < s.length && s.charCodeAt(j) === 0x2e) {
-      // Embedded IPv4 in the last 32 bits.
-      tail4 = parseIpv4(s.slice(i));
-      if (tail4 === null) return null;
-      i = s.length;
-      break;
-    }
-    if (j === i || j - i > 4) return null;
-    groups.push(value);
-    i = j;
-    if (i === s.length) break;
-    if (s.charCodeAt(i) !== 0x3a) return null;
-    i++;
-    if (i < s.length && s.charCodeAt(i) === 0x3a) {
-      if (gap !== -1) return null;
-      gap = groups.length;
-      i++;
-      if (i === s.length) break;
-    } else if (i === s.length) {
-      return null; // trailing single colon
-    }
-  }
-  const total = groups.length + (tail4 !== null ? 2 : 0);
-  if (gap === -1 ? total !== 8 : total > 7) return null;
-  dst.fill(0, off, off + 16);
-  const before = gap === -1 ? groups.length : gap;
-  for (let k = 0; k < before; k++) {
-    dst[off + k * 2] = groups[k]! >>> 8;
-    dst[off + k * 2 + 1] = groups[k]! & 0xff;
-  }
-  const after = groups.length - before;
-  const tailStart = 8 - (tail4 !== null ? 2 : 0) - after;
-  for (let k = 0; k < after; k++) {
-    dst[off + (tailStart + k) * 2] = groups[before + k]! >>> 8;
-    dst[off + (tailStart + k) * 2 + 1] = groups[before + k]! & 0xff;
-  }
-  if (tail4 !== null) dst.set(tail4, off + 12);
-  return dst;
+  return parseIpv6Text(s, dst, off) ? dst : null;
 }
 
 /** Parses either family; returns 4 or 16 bytes, or null. */

@@ -40,6 +40,7 @@ import type { LinkEndpoint } from '../link/link.js';
 import type { TcpStream } from '../stack/tcp-stream.js';
 import type { UdpSession } from '../stack/udp-session.js';
 import { parseIpv6Text } from '../wire/ipv6.js';
+import { parseIpv4Text, writeIpv4Addr } from '../wire/ipv4.js';
 import { relay, type RelayResult } from './relay.js';
 import { policyNeedsName } from './name-sensitivity.js';
 import { buildResolverChain } from './dns-upstreams.js';
@@ -84,7 +85,12 @@ function hostPort(address: string, port: number): string {
 
 /** Address text to bytes for the matcher (4 or 16 bytes). */
 function addressBytes(text: string): Uint8Array {
-  if (isIP(text) === 4) return Uint8Array.from(text.split('.').map(Number));
+  const v4 = parseIpv4Text(text);
+  if (v4 !== null) {
+    const out = new Uint8Array(4);
+    writeIpv4Addr(out, 0, v4);
+    return out;
+  }
   const out = new Uint8Array(16);
   parseIpv6Text(text, out, 0);
   return out;

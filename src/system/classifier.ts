@@ -11,6 +11,8 @@ import path from 'node:path';
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { loadNative } from '../link/native.js';
+import { parseIpv4Text, writeIpv4Addr } from '../wire/ipv4.js';
+import { parseIpv6Text } from '../wire/ipv6.js';
 
 export type ClassifierAction = 'kernel' | 'tun' | 'tproxy' | 'drop';
 const ACTIONS: readonly ClassifierAction[] = ['kernel', 'tun', 'tproxy', 'drop'];
@@ -57,17 +59,11 @@ function prefixKey(cidr: string): { family: 4 | 6; key: Uint8Array } {
   const key = new Uint8Array(4 + (v6 ? 16 : 4));
   new DataView(key.buffer).setUint32(0, bits, true);
   if (v6) {
-    const halves = addr.split('::');
-    const parse = (s: string): number[] => (s === '' ? [] : s.split(':').map((h) => parseInt(h, 16)));
-    const head = parse(halves[0]!);
-    const tail = halves.length > 1 ? parse(halves[1]!) : [];
-    const words = [...head, ...new Array<number>(8 - head.length - tail.length).fill(0), ...tail];
-    if (words.length !== 8 || words.some((w) => !(w >= 0 && w <= 0xffff))) throw new ClassifierError(`${cidr}: not an IPv6 prefix`);
-    words.forEach((w, i) => new DataView(key.buffer).setUint16(4 + i * 2, w, false));
+    if (!parseIpv6Text(addr, key, 4)) throw new ClassifierError(`${cidr}: not an IPv6 prefix`);
   } else {
-    const parts = addr.split('.').map(Number);
-    if (parts.length !== 4 || parts.some((p) => !(Number.isInteger(p) && p >= 0 && p <= 255))) throw new ClassifierError(`${cidr}: not an IPv4 prefix`);
-    key.set(parts, 4);
+    const v = parseIpv4Text(addr);
+    if (v === null) throw new ClassifierError(`${cidr}: not an IPv4 prefix`);
+    writeIpv4Addr(key, 4, v);
   }
   return { family: v6 ? 6 : 4, key };
 }
