@@ -86,15 +86,33 @@ t.test('a slow reader behind the stack forces a zero window; the upload then com
   t.ok(s.tcpZeroWindowsSent > 0, `the stack advertised a zero window (${s.tcpZeroWindowsSent} segments)`);
 });
 
+/** GET /bytes/N over a raw socket, pausing 1.5 s after the first chunk; prints the body's SHA-256. */
+const SLOW_GET = `
+const net = require('net'); const crypto = require('crypto');
+const [host, size] = process.argv.slice(1);
+const hash = crypto.createHash('sha256'); let head = Buffer.alloc(0); let inBody = false; let paused = false;
+const s = net.connect(8080, host, () => s.write('GET /bytes/' + size + ' HTTP/1.1\\r\\nHost: x\\r\\nConnection: close\\r\\n\\r\\n'));
+s.on('data', (d) => {
+  if (!inBody) { head = Buffer.concat([head, d]); const i = head.indexOf('\\r\\n\\r\\n'); if (i < 0) return; inBody = true; d = head.subarray(i + 4); }
+  hash.update(d);
+  if (!paused) { paused = true; s.pause(); setTimeout(() => s.resume(), 1500); }
+});
+s.on('end', () => console.log(hash.digest('hex')));
+`;
+
 t.test('a slow reader on the client side: the stack probes the zero window and finishes the download', async (t) => {
   if (!requireRoot(t)) return;
   const { client, server, statsWhenClosed } = await relayIn(t, 'zprobe');
   const srv = server.spawn([process.execPath, blobServer, '8080']);
   await waitForJsonLine(srv, (m: { event?: string }) => m.event === 'ready');
-  const size = 6 * 1024 * 1024;
-  // curl reads 1 MB/s: its socket buffer fills and the kernel closes its window.
-  const down = await client.sh(`curl -sS --max-time 60 --limit-rate 1M http://${SERVER_V4}:8080/bytes/${size} | sha256sum`, { timeoutMs: 70_000 });
-  t.equal(down.split(' ')[0], blobSha256(size), 'download intact');
+  const size = 4 * 1024 * 1024;
+  // A client that stops reading for 1.5 s after the first bytes, with a small
+  // receive buffer: the kernel closes its window for longer than the stack's
+  // first persist interval (an RTO, at least 200 ms), so probes must go out.
+  // (curl --limit-rate pauses too briefly to be sure of that.)
+  await client.sh('sysctl -qw net.ipv4.tcp_rmem="4096 65536 262144"');
+  const down = await client.exec([process.execPath, '-e', SLOW_GET, SERVER_V4, String(size)], { timeoutMs: 60_000, env: { ...process.env, NODE_OPTIONS: '' } });
+  t.equal(down.stdout.trim(), blobSha256(size), 'download intact');
   const s = await statsWhenClosed();
   t.ok(s.tcpWindowProbes > 0, `the stack probed the closed window (${s.tcpWindowProbes} probes)`);
 });
