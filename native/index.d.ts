@@ -112,6 +112,26 @@ export interface SluiceNative {
   bpfMapLookup(fd: number, key: Uint8Array, valueOut: Uint8Array): boolean;
   bpfPossibleCpus(): number;
 
+  /** getpwnam_r / getpwuid_r (NSS); null when there is no such user. */
+  lookupUser(nameOrUid: string | number): { name: string; uid: number; gid: number; home: string } | null;
+  /** getgrnam_r / getgrgid_r (NSS); null when there is no such group. */
+  lookupGroup(nameOrGid: string | number): { name: string; gid: number } | null;
+  /**
+   * Gives up root for good (native/src/privileges.c): PR_SET_KEEPCAPS, the
+   * bounding set cut to `keepMask`, setgroups(groups), setresgid(gid),
+   * setresuid(uid) through the glibc wrappers (which apply them to every
+   * thread), capset(permitted = effective = inheritable = keepMask) and the
+   * ambient set raised to keepMask on the calling thread, then
+   * PR_SET_NO_NEW_PRIVS. keepMask holds capability bits (1 << CAP_NET_ADMIN,
+   * ...). Errors name the step ("setresuid: EPERM (needs CAP_SETUID: ...)").
+   */
+  dropPrivileges(uid: number, gid: number, groups: number[], keepMask: number): void;
+  /**
+   * Sends one sd_notify(3) datagram ("READY=1", "STOPPING=1", ...) to
+   * `socket`: an absolute path or an "@abstract" name, as NOTIFY_SOCKET holds it.
+   */
+  sdNotify(socket: string, message: string): void;
+
   readonly TUN_F_CSUM: number;
   readonly TUN_F_TSO4: number;
   readonly TUN_F_TSO6: number;

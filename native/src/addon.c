@@ -1,4 +1,5 @@
-/* Module entry: registers the TUN, batch reader/writer and socket helpers. */
+/* Module entry: registers the TUN, batch reader/writer and socket helpers,
+ * the privilege drop and sd_notify. */
 #include "common.h"
 
 static napi_value init(napi_env env, napi_value exports) {
@@ -6,6 +7,7 @@ static napi_value init(napi_env env, napi_value exports) {
   if (init_reader(env, exports) == NULL) return NULL;
   if (init_sockets(env, exports) == NULL) return NULL;
   if (init_bpf(env, exports) == NULL) return NULL;
+  if (init_privileges(env, exports) == NULL) return NULL;
   return exports;
 }
 

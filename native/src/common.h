@@ -2,7 +2,8 @@
  * Shared declarations of the sluice native addon. Native code does only what
  * Node cannot: open the TUN (TUNSETIFF, TUNSETOFFLOAD), batched non-blocking
  * I/O on its fd, and socket options (SO_MARK, IP_TRANSPARENT,
- * SO_BINDTODEVICE, SO_ORIGINAL_DST). Everything else is TypeScript.
+ * SO_BINDTODEVICE, SO_ORIGINAL_DST), and giving up root (setresuid, capset,
+ * prctl) plus sd_notify datagrams. Everything else is TypeScript.
  */
 #ifndef SLUICE_COMMON_H
 #define SLUICE_COMMON_H
@@ -46,6 +47,7 @@ napi_value init_tun(napi_env env, napi_value exports);
 napi_value init_reader(napi_env env, napi_value exports);
 napi_value init_sockets(napi_env env, napi_value exports);
 napi_value init_bpf(napi_env env, napi_value exports);
+napi_value init_privileges(napi_env env, napi_value exports);
 
 void export_fn(napi_env env, napi_value exports, const char *name, napi_callback cb);
 void export_int(napi_env env, napi_value exports, const char *name, int64_t value);

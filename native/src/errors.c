@@ -37,6 +37,10 @@ const char *errno_name(int err) {
     case ENOTCONN: return "ENOTCONN";
     case ENOTSOCK: return "ENOTSOCK";
     case EBADFD: return "EBADFD";
+    case ESRCH: return "ESRCH";
+    case ERANGE: return "ERANGE";
+    case ECONNREFUSED: return "ECONNREFUSED";
+    case ENAMETOOLONG: return "ENAMETOOLONG";
     default: return "EUNKNOWN";
   }
 }
