@@ -27,6 +27,8 @@ import { startTproxyListeners } from '../system/tproxy-listen.js';
 import { startTproxyUdp, type TproxyUdp } from '../system/tproxy-udp.js';
 import type net from 'node:net';
 import { checkClassifier, startClassifier, type RunningClassifier } from '../system/classifier-run.js';
+import { dropPrivileges, planPrivilegeDrop } from '../system/privileges.js';
+import { sdNotify } from '../system/sd-notify.js';
 
 export const RUN_USAGE = `Usage: sluice run [--config FILE] [--state FILE]
 
@@ -36,7 +38,9 @@ Needs root or CAP_NET_ADMIN. SIGHUP reloads rule-set files; SIGINT or
 SIGTERM stops. With route.auto, gateway or classifier, what sluice installs
 (routes, ip rules, nftables tables, tc filters, sysctls) is recorded in the
 state file (default ${DEFAULT_STATE_PATH}) and removed on stop; leftovers of
-a killed run are removed first.`;
+a killed run are removed first. With run.user, sluice switches to that
+user once set-up is done, keeping only the capabilities new flows and
+teardown need (docs/configuration.md, "run"). Under systemd (docs/sluice.service) it signals READY=1 when ready.`;
 
 function addAddress(dev: string, cidr: string): void {
   try {
@@ -82,6 +86,7 @@ export async function runRun(argv: string[], io: CommandIo = process): Promise<n
   let listeners: net.Server[] = [];
   let udpTproxy: TproxyUdp | null = null;
   try {
+    const drop = planPrivilegeDrop(config, values.config ?? 'built-in default', statePath);
     await cleanLeftovers(statePath, log);
     if (config.route.auto) await checkAutoRoute(config.route, values.config ?? 'built-in default');
     if (config.classifier.enabled) await checkClassifier(config, values.config ?? 'built-in default');
@@ -100,6 +105,7 @@ export async function runRun(argv: string[], io: CommandIo = process): Promise<n
       udpTproxy = await startTproxyUdp(config.gateway.tproxyPort, (s) => e.handleTransparentUdp(s), log);
     }
     if (config.gateway.enabled) stopGateway = await startGateway(config, tun.name, statePath, log);
+    if (drop !== null) dropPrivileges(drop, values.config ?? 'built-in default', log);
   } catch (err) {
     log.fatal({ err: (err as Error).message }, 'start-up failed');
     io.stderr.write(`sluice run: ${(err as Error).message}\n`);
@@ -109,8 +115,10 @@ export async function runRun(argv: string[], io: CommandIo = process): Promise<n
     return 1;
   }
   log.info({ tun: tun.name, mtu: tun.mtu, offloads: tun.offloads !== 0, dns: config.dns.hijack ? config.dns.mode : 'off', config: values.config ?? 'built-in default' }, 'ready');
+  sdNotify(`READY=1\nSTATUS=serving on ${tun.name}`, log);
   return new Promise<number>((resolve) => {
     const stop = (signal: string): void => {
+      sdNotify('STOPPING=1', log);
       log.info({ signal, ...engine.counters, stack: engine.stack.stats.drops, classifier: classifier?.counters() ?? undefined }, 'stopping');
       // Classifier, routes and rules first, so traffic stops entering the TUN before the engine goes.
       // Gateway steering first (then its TPROXY listeners), so LAN traffic stops reaching sluice.

@@ -197,6 +197,7 @@ function complete(raw: Raw, ruleSets: Map<string, RuleSetConfig>, baseDir: strin
     http: completeHttp(raw.http ?? {}, d.http),
     gateway: { ...d.gateway, ...raw.gateway, lan: [...((raw.gateway?.lan ?? d.gateway.lan) as string[])] },
     classifier: { ...d.classifier, ...raw.classifier },
+    run: { ...d.run, ...raw.run },
   };
 }
 

@@ -60,6 +60,9 @@ const UPSTREAM =
 /** Outbound and rule-set names. */
 export const NAME = '[A-Za-z0-9][A-Za-z0-9_.-]{0,63}';
 
+/** A user or group name (letters, digits, _ . -, not starting with - or a digit, optional trailing $), or a numeric id. */
+const ACCOUNT = '[A-Za-z_][A-Za-z0-9_.-]{0,31}\\$?|[0-9]{1,10}';
+
 const anchored = (re: string): string => `^(?:${re})$`;
 
 // --- Building blocks ---------------------------------------------------------
@@ -330,6 +333,15 @@ export const configSchema: Schema = {
         tunMark: int(1, 0xffffffff, { 'x-expected': 'a 32-bit mark from 1 to 0xffffffff', default: d.classifier.tunMark }),
         bypass: { type: 'array', items: { $ref: '#/$defs/cidr' }, maxItems: 65536, default: d.classifier.bypass },
         default: { enum: ['tun', 'kernel', null], 'x-expected': 'tun, kernel, or null to compute it from the rules', default: d.classifier.default },
+      },
+      [],
+      { default: {} },
+    ),
+    run: obj(
+      {
+        // POSIX portable user names (useradd's default rule), or a numeric id.
+        user: { type: ['string', 'null'], pattern: anchored(ACCOUNT), 'x-expected': 'a user name such as sluice or nobody, or a numeric uid', default: d.run.user },
+        group: { type: ['string', 'null'], pattern: anchored(ACCOUNT), 'x-expected': 'a group name such as sluice or nogroup, or a numeric gid', default: d.run.group },
       },
       [],
       { default: {} },

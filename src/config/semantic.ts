@@ -178,6 +178,9 @@ export function semanticIssues(data: unknown): Issue[] {
   routeIssues(data, defaults, add);
   gatewayIssues(data, defaults, add);
   classifierIssues(data, defaults, add);
+  if (isObj(data.run) && typeof data.run.group === 'string' && typeof data.run.user !== 'string') {
+    add(['run', 'group'], 'run.group needs run.user (the user sluice switches to after set-up)');
+  }
 
   // --- Rules ---------------------------------------------------------------------
   const checkCondition = (cond: Obj, path: PathSegment[], depth: number): void => {

@@ -258,6 +258,19 @@ export interface GatewayConfig {
   preserveSource: boolean;
 }
 
+/**
+ * Who `sluice run` runs as once set-up is done (`run:`): it starts as root,
+ * opens the TUN and installs its routing state, then gives up root for this
+ * user, keeping only the capabilities new flows and teardown need
+ * (src/system/privileges.ts).
+ */
+export interface RunConfig {
+  /** User name or numeric uid to switch to after set-up; null stays root. */
+  user: string | null;
+  /** Group name or numeric gid; null: the user's primary group. */
+  group: string | null;
+}
+
 export interface SluiceConfig {
   log: LogConfig;
   tun: TunConfig;
@@ -276,6 +289,8 @@ export interface SluiceConfig {
   classifier: ClassifierSectionConfig;
   /** Gateway mode; off unless `gateway.enabled` is true. */
   gateway: GatewayConfig;
+  /** Privilege drop after set-up; off unless `run.user` is set. */
+  run: RunConfig;
 }
 
 /** Every matcher key a rule or sub-rule may carry, in documentation order. */
@@ -345,5 +360,6 @@ export function defaultConfig(): SluiceConfig {
     http: { enabled: false, ports: [80], rules: [], accessLog: true, maxHeaderBytes: 16384 },
     classifier: { enabled: false, interfaces: [], direction: 'ingress', tunMark: 0x164, bypass: [], default: null },
     gateway: { enabled: false, lan: [], mode: 'tun', tproxyPort: 7893, tproxyMark: 0x163, preserveSource: false },
+    run: { user: null, group: null },
   };
 }

@@ -1,0 +1,95 @@
+/**
+ * `run.user` / `run.group`: the config keys (shape errors and the semantic
+ * check naming the field), the plan of the privilege drop (an unknown user,
+ * uid 0, gid 0, a shared or foreign state directory are refused before
+ * anything starts, each naming the field), the kept capability set per
+ * config, and the /proc status parser. The drop itself is tested in a
+ * namespace by privileges.test.ts.
+ */
+import t from 'tap';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { isConfigError } from '../../src/config/errors.js';
+import { parseConfig } from '../../src/config/load.js';
+import { defaultConfig, type SluiceConfig } from '../../src/config/types.js';
+import { capMask, keptCapabilities, parseStatus, planPrivilegeDrop, PrivilegeError } from '../../src/system/privileges.js';
+import { requireRoot } from '../harness/netns.js';
+
+async function problems(text: string): Promise<string[]> {
+  try {
+    await parseConfig(text, 'c.yaml');
+    return [];
+  } catch (err) {
+    if (!isConfigError(err)) throw err;
+    return err.problems.map((p) => `${p.path}: ${p.message}`);
+  }
+}
+
+function tempDir(t: { teardown(fn: () => void): void }): string {
+  const dir = mkdtempSync(join(tmpdir(), 'sluice-privs-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  return dir;
+}
+
+function withRun(run: Partial<SluiceConfig['run']>, persist: string | null = null): SluiceConfig {
+  const c = defaultConfig();
+  c.run = { ...c.run, ...run };
+  c.dns.fakeIp.persistPath = persist;
+  return c;
+}
+
+t.test('config: run.user and run.group', async (t) => {
+  const ok = await parseConfig('run: { user: nobody, group: nogroup }', 'c.yaml');
+  t.same(ok.run, { user: 'nobody', group: 'nogroup' }, 'names are kept');
+  t.same((await parseConfig('{}', 'c.yaml')).run, { user: null, group: null }, 'default: no drop');
+  t.same((await parseConfig('run: { user: "65534" }', 'c.yaml')).run.user, '65534', 'a numeric uid is accepted');
+  t.match((await problems('run: { user: "no body" }')).join('\n'), /run\.user: .*a user name such as sluice or nobody, or a numeric uid/, 'a malformed name names run.user');
+  t.match((await problems('run: { group: nogroup }')).join('\n'), /run\.group: run\.group needs run\.user/, 'run.group alone is refused');
+  t.match((await problems('run: { usr: nobody }')).join('\n'), /run/, 'an unknown key under run is refused');
+});
+
+t.test('kept capabilities follow the config', async (t) => {
+  const c = defaultConfig();
+  t.same(keptCapabilities(c), ['CAP_NET_ADMIN'], 'default: CAP_NET_ADMIN only');
+  c.outbounds = [{ name: 'direct', type: 'direct', mark: null, interface: 'eth0' }];
+  t.same(keptCapabilities(c), ['CAP_NET_ADMIN', 'CAP_NET_RAW'], 'an outbound interface (SO_BINDTODEVICE) adds CAP_NET_RAW');
+  const g = defaultConfig();
+  g.gateway = { ...g.gateway, enabled: true, lan: ['lan0'], mode: 'tproxy' };
+  t.same(keptCapabilities(g), ['CAP_NET_ADMIN', 'CAP_NET_BIND_SERVICE'], 'tproxy mode (UDP replies from low ports) adds CAP_NET_BIND_SERVICE');
+  t.equal(capMask(['CAP_NET_ADMIN', 'CAP_NET_RAW']), 0x3000, 'mask of NET_ADMIN + NET_RAW');
+});
+
+t.test('the /proc status parser', async (t) => {
+  const text = 'Name:\tnode\nUid:\t65534\t65534\t65534\t65534\nGid:\t65534\t65534\t65534\t65534\nGroups:\t65534 \nCapInh:\t0000000000001000\nCapPrm:\t0000000000001000\nCapEff:\t0000000000001000\nCapBnd:\t000001ffffffffff\nCapAmb:\t0000000000001000\nNoNewPrivs:\t1\n';
+  const s = parseStatus(7, text);
+  t.same(s.uid, [65534, 65534, 65534, 65534]);
+  t.same(s.groups, [65534]);
+  t.equal(s.capEff, 0x1000n);
+  t.equal(s.capBnd, 0x1ffffffffffn);
+  t.equal(s.noNewPrivs, true);
+  t.throws(() => parseStatus(7, 'Name:\tx\n'), PrivilegeError, 'a status without Uid is an error');
+});
+
+t.test('the plan refuses, naming the field, before anything starts', async (t) => {
+  if (!requireRoot(t)) return;
+  const dir = tempDir(t);
+  const state = join(dir, 'run', 'state.json');
+  t.equal(planPrivilegeDrop(withRun({}), 'c.yaml', state), null, 'no run.user: no plan');
+  t.throws(() => planPrivilegeDrop(withRun({ user: 'sluice-no-such-user' }), 'c.yaml', state), { message: /^c\.yaml: run\.user: no such user "sluice-no-such-user"; create it \(useradd --system/ }, 'an unknown user');
+  t.throws(() => planPrivilegeDrop(withRun({ user: 'root' }), 'c.yaml', state), { message: /run\.user: "root" is uid 0/ }, 'root');
+  t.throws(() => planPrivilegeDrop(withRun({ user: '0' }), 'c.yaml', state), { message: /run\.user: "0" is uid 0/ }, 'uid 0');
+  t.throws(() => planPrivilegeDrop(withRun({ user: 'nobody', group: 'sluice-no-such-group' }), 'c.yaml', state), { message: /run\.group: no such group "sluice-no-such-group"/ }, 'an unknown group');
+  t.throws(() => planPrivilegeDrop(withRun({ user: 'nobody', group: 'root' }), 'c.yaml', state), { message: /run\.group: the group would be gid 0/ }, 'group root');
+  t.throws(() => planPrivilegeDrop(withRun({ user: '4000123' }), 'c.yaml', state), { message: /run\.group: uid 4000123 has no user entry/ }, 'a bare uid needs run.group');
+  const p = planPrivilegeDrop(withRun({ user: 'nobody' }, join(dir, 'lib', 'fakeip.json')), 'c.yaml', state);
+  t.match(p, { user: 'nobody', uid: 65534, keep: ['CAP_NET_ADMIN'], keepMask: 0x1000 }, 'nobody: the primary group, CAP_NET_ADMIN kept');
+  t.same(p!.dirs.map((d) => d.field), ['--state', 'dns.fakeIp.persistPath'], 'both written directories are listed');
+  t.throws(() => planPrivilegeDrop(withRun({ user: 'nobody' }), 'c.yaml', '/tmp/state.json'), { message: /run\.user: the state file's directory \/tmp \(--state\) is shared/ }, '/tmp is never handed over');
+  const shared = join(dir, 'etc');
+  mkdirSync(shared);
+  writeFileSync(join(shared, 'passwd'), 'x');
+  writeFileSync(join(shared, 'state.json'), '{}');
+  t.throws(() => planPrivilegeDrop(withRun({ user: 'nobody' }), 'c.yaml', join(shared, 'state.json')), { message: /run\.user: the state file's directory .* holds other files \(passwd\)/ }, 'a directory with foreign files is never handed over');
+  t.throws(() => planPrivilegeDrop(withRun({ user: 'nobody' }, join(shared, 'fakeip.json')), 'c.yaml', state), { message: /the directory .*etc of dns\.fakeIp\.persistPath holds other files/ }, 'the same for the fake-IP file, naming its field');
+});
