@@ -91,25 +91,12 @@ export function readState(path: string): SystemState | null {
   } catch (err) {
     throw new SystemStateError('STATE_FILE', `state file ${path}: not JSON (${(err as Error).message}); inspect it, remove what it lists by hand, then delete it`);
   }
-  const problem = validate(data);
+  const problem = validate(data) ?? foreignForm(data as SystemState);
   if (problem !== null) throw new SystemStateError('STATE_FILE', `state file ${path}: ${problem}`);
   return data as SystemState;
 }
 
 const isInt = (v: unknown): v is number => typeof v === 'number' && Number.isInteger(v);
-
-/*
- * With run.user, the state file's directory belongs to that user after
- * set-up (src/system/privileges.ts), and the next root `sluice run` or
- * `sluice down` acts on what the file lists. So only the forms sluice itself
- * writes are accepted: one word per selector item (no whitespace that could
- * start another `ip -batch` command), nftables tables of sluice's own names,
- * and sysctls among net.ipv4 / net.ipv6 forwarding-style keys, never
- * kernel.* or the like.
- */
-const WORD = /^[^\s]{1,128}$/;
-const NFT_NAME = /^sluice[A-Za-z0-9_-]{0,58}$/;
-const SYSCTL_KEY = /^net\.ipv[46]\.(?:ip_forward|conf\.[^\s/.]{1,15}\.[a-z_]{1,32})$/;
 
 function validate(d: unknown): string | null {
   if (d === null || typeof d !== 'object') return 'not an object';
@@ -118,22 +105,22 @@ function validate(d: unknown): string | null {
   if (!isInt(s.pid)) return 'pid is not a number';
   if (!Array.isArray(s.rules) || !Array.isArray(s.routes) || !Array.isArray(s.nftTables)) return 'rules, routes and nftTables must be lists';
   for (const r of s.rules as Record<string, unknown>[]) {
-    if ((r.family !== 4 && r.family !== 6) || !isInt(r.priority) || !Array.isArray(r.selector) || !r.selector.every((w) => typeof w === 'string' && WORD.test(w))) {
+    if ((r.family !== 4 && r.family !== 6) || !isInt(r.priority) || !Array.isArray(r.selector) || !r.selector.every((w) => typeof w === 'string')) {
       return `malformed rule ${JSON.stringify(r)}`;
     }
   }
   for (const r of s.routes as Record<string, unknown>[]) {
-    if ((r.family !== 4 && r.family !== 6) || typeof r.dst !== 'string' || !WORD.test(r.dst) || typeof r.dev !== 'string' || !WORD.test(r.dev) || !isInt(r.table)) {
+    if ((r.family !== 4 && r.family !== 6) || typeof r.dst !== 'string' || typeof r.dev !== 'string' || !isInt(r.table)) {
       return `malformed route ${JSON.stringify(r)}`;
     }
   }
   for (const n of s.nftTables as Record<string, unknown>[]) {
-    if (n.family !== 'inet' || typeof n.name !== 'string' || !NFT_NAME.test(n.name)) return `malformed nft table ${JSON.stringify(n)}`;
+    if (n.family !== 'inet' || typeof n.name !== 'string' || !/^[A-Za-z0-9_-]{1,64}$/.test(n.name)) return `malformed nft table ${JSON.stringify(n)}`;
   }
   if (s.sysctls !== undefined) {
     if (!Array.isArray(s.sysctls)) return 'sysctls must be a list';
     for (const c of s.sysctls as Record<string, unknown>[]) {
-      if (typeof c.key !== 'string' || !SYSCTL_KEY.test(c.key) || typeof c.value !== 'string' || !/^[0-9]{1,10}$/.test(c.value)) return `malformed sysctl ${JSON.stringify(c)}`;
+      if (typeof c.key !== 'string' || !/^[a-z0-9_]+(?:\.[A-Za-z0-9_-]+)+$/.test(c.key) || typeof c.value !== 'string' || !/^[0-9]{1,10}$/.test(c.value)) return `malformed sysctl ${JSON.stringify(c)}`;
     }
   }
   if (s.tcFilters !== undefined) {
@@ -144,6 +131,26 @@ function validate(d: unknown): string | null {
       }
     }
   }
+  return null;
+}
+
+/*
+ * With run.user, the state file's directory belongs to that user after
+ * set-up (src/system/privileges.ts), and the next root `sluice run` or
+ * `sluice down` acts on what the file lists. So, beyond the shape, only the
+ * forms sluice itself writes are accepted: one word per selector item, route
+ * destination and device (no whitespace that could start another
+ * `ip -batch` command), nftables tables of sluice's own names, and sysctls
+ * under net. (never kernel.* or the like).
+ */
+const WORD = /^[^\s]{1,128}$/;
+const NFT_NAME = /^sluice[A-Za-z0-9_-]{0,58}$/;
+
+function foreignForm(s: SystemState): string | null {
+  for (const r of s.rules) if (!r.selector.every((w) => WORD.test(w))) return `rule ${JSON.stringify(r)} is not one sluice writes`;
+  for (const r of s.routes) if (!WORD.test(r.dst) || !WORD.test(r.dev)) return `route ${JSON.stringify(r)} is not one sluice writes`;
+  for (const n of s.nftTables) if (!NFT_NAME.test(n.name)) return `nft table ${JSON.stringify(n)} is not one sluice writes`;
+  for (const c of s.sysctls ?? []) if (!c.key.startsWith('net.')) return `sysctl ${JSON.stringify(c)} is not one sluice writes`;
   return null;
 }
 

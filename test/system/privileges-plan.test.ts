@@ -15,6 +15,7 @@ import { parseConfig } from '../../src/config/load.js';
 import { defaultConfig, type SluiceConfig } from '../../src/config/types.js';
 import { capMask, keptCapabilities, parseStatus, planPrivilegeDrop, PrivilegeError } from '../../src/system/privileges.js';
 import { requireRoot } from '../harness/netns.js';
+import { readState } from '../../src/system/state.js';
 
 async function problems(text: string): Promise<string[]> {
   try {
@@ -92,4 +93,24 @@ t.test('the plan refuses, naming the field, before anything starts', async (t) =
   writeFileSync(join(shared, 'state.json'), '{}');
   t.throws(() => planPrivilegeDrop(withRun({ user: 'nobody' }), 'c.yaml', join(shared, 'state.json')), { message: /run\.user: the state file's directory .* holds other files \(passwd\)/ }, 'a directory with foreign files is never handed over');
   t.throws(() => planPrivilegeDrop(withRun({ user: 'nobody' }, join(shared, 'fakeip.json')), 'c.yaml', state), { message: /the directory .*etc of dns\.fakeIp\.persistPath holds other files/ }, 'the same for the fake-IP file, naming its field');
+});
+
+t.test('a state file (writable by run.user after the drop) may only list forms sluice writes', async (t) => {
+  const dir = tempDir(t);
+  const file = join(dir, 'state.json');
+  const base = { version: 1, pid: 1, createdAt: '2026-01-01T00:00:00Z', rules: [], routes: [], nftTables: [] };
+  const refused = (extra: Record<string, unknown>): string => {
+    writeFileSync(file, JSON.stringify({ ...base, ...extra }));
+    try {
+      readState(file);
+      return 'accepted';
+    } catch (err) {
+      return (err as Error).message;
+    }
+  };
+  t.equal(refused({ nftTables: [{ family: 'inet', name: 'sluice_gw' }], sysctls: [{ key: 'net.ipv4.ip_forward', value: '0' }] }), 'accepted', 'sluice\'s own forms are read');
+  t.match(refused({ sysctls: [{ key: 'kernel.randomize_va_space', value: '0' }] }), /sysctl .* is not one sluice writes/, 'a kernel.* sysctl is refused');
+  t.match(refused({ nftTables: [{ family: 'inet', name: 'filter' }] }), /nft table .* is not one sluice writes/, 'a foreign nftables table is refused');
+  t.match(refused({ rules: [{ family: 4, priority: 9000, selector: ['lookup', '2022\nrule del priority 0'] }] }), /rule .* is not one sluice writes/, 'a selector smuggling another ip -batch line is refused');
+  t.match(refused({ routes: [{ family: 4, dst: '0.0.0.0/0 x', dev: 'sl0', table: 2022 }] }), /route .* is not one sluice writes/, 'a route with whitespace is refused');
 });
