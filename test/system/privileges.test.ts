@@ -20,12 +20,11 @@
 import t from 'tap';
 import type { Test } from 'tap';
 import path from 'node:path';
-import { chmodSync, chownSync, existsSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { requireRoot, type Netns } from '../harness/netns.js';
 import { threeNamespaces, SERVER_V4, SERVER_V6 } from '../harness/topology.js';
-import { createLab, curl, describe, requireCommands, startDnsmasq, startWebServer, tempDir, timed, TUN, } from '../fixtures/engine/lab.js';
-import { childEnv, Engine as EngineProc, SLUICE_BIN } from '../fixtures/engine/lab.js';
-import { snapshot } from './workstation.js';
+import { createLab, curl, describe, requireCommands, startDnsmasq, startWebServer, tempDir, timed, TUN, type Engine } from '../fixtures/engine/lab.js';
+import { nobodyTapEnv, snapshot, startSluice } from './workstation.js';
 
 const NOBODY = 65534;
 const CAP_NET_BIND_SERVICE = 10;
@@ -49,29 +48,10 @@ rules:
 final: direct
 route: { table: 2022, priority: 9000 }
 gateway: { enabled: true, lan: [lan0], ${gateway} }
-${process.env.PRIVS_NODROP ? '' : 'run: { user: nobody }'}
+run: { user: nobody }
 `;
 }
 
-/**
- * `sluice run` in `ns`, waiting for "ready". tap's processinfo hook rides
- * along in every node child it sees spawned and writes
- * .tap/processinfo/*.json at exit; as nobody it cannot write the checkout's,
- * so it is pointed at a directory nobody owns.
- */
-async function startSluice(t: Test, ns: Netns, dir: string, yaml: string, state: string): Promise<EngineProc> {
-  const cfg = path.join(dir, 'sluice.yaml');
-  writeFileSync(cfg, yaml);
-  const info = path.join(dir, 'tapinfo');
-  mkdirSync(info, { recursive: true });
-  chownSync(info, NOBODY, NOBODY);
-  const engine = new EngineProc(ns.spawn([process.execPath, SLUICE_BIN, 'run', '--config', cfg, '--state', state], { env: { ...childEnv, _TAPJS_PROCESSINFO_CWD_: info } }));
-  t.teardown(() => {
-    if (!t.passing()) t.comment(`sluice (${cfg}):\n${engine.transcript()}`);
-  });
-  await engine.waitFor((l) => l.msg === 'ready', 20_000, '"ready"');
-  return engine;
-}
 
 /** The kernel's fe80::/64 and local routes settle before the first snapshot (as in gateway.test.ts). */
 async function settle(ns: Netns): Promise<void> {
@@ -170,7 +150,7 @@ async function dig(client: Netns, name: string): Promise<string> {
   return r.stdout.trim();
 }
 
-async function stopAndCompare(t: Test, engine: EngineProc, gateway: Netns, before: string, state: string): Promise<void> {
+async function stopAndCompare(t: Test, engine: Engine, gateway: Netns, before: string, state: string): Promise<void> {
   const stop = await engine.stop(15_000);
   t.equal(stop.code, 0, `SIGTERM as nobody exits 0 (${stop.code ?? stop.signal})`);
   t.notOk(/EPERM|EACCES|could not remove|cannot write/.test(engine.stdoutRaw + engine.stderr), 'no permission error anywhere in the log');
@@ -187,7 +167,7 @@ t.test('run.user nobody, gateway mode tun: /proc shows the drop; TCP, UDP, DNS, 
   await gateway.sh('sysctl -qw net.ipv4.conf.lan0.forwarding=0 net.ipv6.conf.wan0.forwarding=0');
   const before = await gatewaySnapshot(gateway);
 
-  const engine = await startSluice(t, gateway, dir, config(dir, 'mode: tun'), state);
+  const engine = await startSluice(t, gateway, dir, config(dir, 'mode: tun'), state, nobodyTapEnv(dir));
   const dropped = await engine.waitFor((l) => l.msg === 'privileges dropped', 1000, '"privileges dropped" (before "ready")');
   t.match(dropped, { user: 'nobody', uid: NOBODY, gid: NOBODY, keep: ['CAP_NET_ADMIN'] }, 'sluice logs the drop to nobody, keeping CAP_NET_ADMIN');
   checkProc(t, engine.proc.pid!, 1n << BigInt(CAP_NET_ADMIN));
@@ -242,7 +222,7 @@ t.test('run.user nobody, gateway mode tproxy: CAP_NET_BIND_SERVICE kept for UDP 
   const { client, gateway } = await lab(t, 'privtpxx', dir);
   const before = await gatewaySnapshot(gateway);
 
-  const engine = await startSluice(t, gateway, dir, config(dir, 'mode: tproxy'), state);
+  const engine = await startSluice(t, gateway, dir, config(dir, 'mode: tproxy'), state, nobodyTapEnv(dir));
   const kept = (1n << BigInt(CAP_NET_ADMIN)) | (1n << BigInt(CAP_NET_BIND_SERVICE));
   const dropped = await engine.waitFor((l) => l.msg === 'privileges dropped', 1000, '"privileges dropped"');
   t.same(dropped.keep, ['CAP_NET_ADMIN', 'CAP_NET_BIND_SERVICE'], 'tproxy mode keeps CAP_NET_BIND_SERVICE too');

@@ -18,7 +18,7 @@ import type { Test } from 'tap';
 import type { Netns } from '../harness/netns.js';
 import { childEnv, createLab, Engine, SLUICE_BIN, startWebServer, TUN } from '../fixtures/engine/lab.js';
 import path from 'node:path';
-import { writeFileSync } from 'node:fs';
+import { chownSync, mkdirSync, writeFileSync } from 'node:fs';
 
 export const SERVER_V4 = '203.0.113.2';
 export const SERVER_V6 = '2001:db8:5::2';
@@ -66,18 +66,18 @@ export async function snapshot(ns: Netns): Promise<string> {
 }
 
 /** Starts `sluice run --config FILE --state STATE` in `ns` (not waiting for "ready"). */
-export function spawnSluice(t: Test, ns: Netns, dir: string, yaml: string, state: string, file = 'sluice.yaml'): Engine {
+export function spawnSluice(t: Test, ns: Netns, dir: string, yaml: string, state: string, file = 'sluice.yaml', env: NodeJS.ProcessEnv = {}): Engine {
   const cfg = path.join(dir, file);
   writeFileSync(cfg, yaml);
-  const engine = new Engine(ns.spawn([process.execPath, SLUICE_BIN, 'run', '--config', cfg, '--state', state], { env: childEnv }));
+  const engine = new Engine(ns.spawn([process.execPath, SLUICE_BIN, 'run', '--config', cfg, '--state', state], { env: { ...childEnv, ...env } }));
   t.teardown(() => {
     if (!t.passing()) t.comment(`sluice (${cfg}):\n${engine.transcript()}`);
   });
   return engine;
 }
 
-export async function startSluice(t: Test, ns: Netns, dir: string, yaml: string, state: string): Promise<Engine> {
-  const engine = spawnSluice(t, ns, dir, yaml, state);
+export async function startSluice(t: Test, ns: Netns, dir: string, yaml: string, state: string, env: NodeJS.ProcessEnv = {}): Promise<Engine> {
+  const engine = spawnSluice(t, ns, dir, yaml, state, 'sluice.yaml', env);
   await engine.waitFor((l) => l.msg === 'ready', 20_000, '"ready"');
   return engine;
 }
@@ -92,4 +92,17 @@ export async function linkPackets(ns: Netns, dev: string): Promise<{ rx: number;
   const out = await ns.sh(`ip -s -j link show dev ${dev}`);
   const [info] = JSON.parse(out) as Array<{ stats64: { rx: { packets: number }; tx: { packets: number } } }>;
   return { rx: info!.stats64.rx.packets, tx: info!.stats64.tx.packets };
+}
+
+/**
+ * Env for a sluice that drops to nobody (run.user): tap's processinfo hook
+ * rides along in every node child a test spawns and writes
+ * .tap/processinfo/*.json at exit; as nobody it cannot write the checkout's,
+ * so it is pointed at a directory under `dir` that nobody owns.
+ */
+export function nobodyTapEnv(dir: string): NodeJS.ProcessEnv {
+  const info = path.join(dir, 'tapinfo');
+  mkdirSync(info, { recursive: true });
+  chownSync(info, 65534, 65534);
+  return { _TAPJS_PROCESSINFO_CWD_: info };
 }

@@ -1,0 +1,189 @@
+/**
+ * The systemd unit (docs/sluice.service) and readiness:
+ *   - `systemd-analyze verify` accepts the unit without a single warning (a
+ *     copy whose ExecStart/ExecStopPost point at this checkout's
+ *     bin/sluice.js, since verify checks the binary exists); the unit says
+ *     Type=notify, Restart=on-failure, ExecStopPost=sluice down and the
+ *     hardening settings, its bounding set holds every capability sluice
+ *     can keep or needs for the drop, and package.json ships it;
+ *   - sd_notify: a unix datagram socket stands in for systemd's
+ *     NOTIFY_SOCKET (python3); `sluice run` in a namespace sends READY=1
+ *     once it is ready (after the privilege drop: at that moment /proc
+ *     already shows uid nobody) and STOPPING=1 on SIGTERM; with a path
+ *     socket and with an abstract "@name" one.
+ *
+ * Needs systemd-analyze; the notify part needs root, /dev/net/tun,
+ * /usr/bin/python3.
+ */
+import t from 'tap';
+import type { Test } from 'tap';
+import path from 'node:path';
+import { chmodSync, readFileSync, writeFileSync } from 'node:fs';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { createInterface } from 'node:readline';
+import { requireRoot, type Netns } from '../harness/netns.js';
+import { createLab, REPO, requireCommands, SLUICE_BIN, tempDir, TUN } from '../fixtures/engine/lab.js';
+import { CAP } from '../../src/system/privileges.js';
+import { nobodyTapEnv, startSluice } from './workstation.js';
+
+const UNIT = path.join(REPO, 'docs', 'sluice.service');
+
+/** The unit's [Service] settings (last value per key, as systemd reads single-valued keys). */
+function settings(text: string): Map<string, string[]> {
+  const out = new Map<string, string[]>();
+  for (const line of text.split('\n')) {
+    const m = /^([A-Za-z]+)=(.*)$/.exec(line.trim());
+    if (m === null) continue;
+    out.set(m[1]!, [...(out.get(m[1]!) ?? []), m[2]!]);
+  }
+  return out;
+}
+
+t.test('docs/sluice.service passes systemd-analyze verify and says what the issue asks', async (t) => {
+  if (!requireCommands(t, ['systemd-analyze'])) return;
+  const text = readFileSync(UNIT, 'utf8');
+  const s = settings(text);
+  const one = (k: string): string | undefined => s.get(k)?.at(-1);
+  t.equal(one('Type'), 'notify', 'Type=notify');
+  t.equal(one('Restart'), 'on-failure', 'Restart=on-failure');
+  t.match(one('ExecStart'), /\/sluice run --config /, 'ExecStart runs sluice run');
+  t.match(one('ExecStopPost'), /\/sluice down$/, 'ExecStopPost=sluice down');
+  for (const [k, v] of [['NoNewPrivileges', 'yes'], ['ProtectSystem', 'strict'], ['ProtectHome', 'yes'], ['PrivateTmp', 'yes']]) t.equal(one(k!), v, `${k}=${v}`);
+  t.match(one('ReadWritePaths'), /\/run\/sluice/, 'the state directory is writable');
+  t.same(one('RestrictAddressFamilies')?.split(/\s+/).sort(), ['AF_INET', 'AF_INET6', 'AF_NETLINK', 'AF_UNIX'], 'address families: unix, inet, inet6, netlink');
+  const bounding = new Set(one('CapabilityBoundingSet')?.split(/\s+/));
+  for (const cap of Object.keys(CAP)) t.ok(bounding.has(cap), `the bounding set has ${cap} (kept or needed for the drop)`);
+  t.ok(bounding.has('CAP_CHOWN'), 'and CAP_CHOWN (handing the state directories to run.user)');
+  t.notOk(bounding.has('CAP_SYS_ADMIN'), 'but not CAP_SYS_ADMIN');
+  const pkg = JSON.parse(readFileSync(path.join(REPO, 'package.json'), 'utf8')) as { files: string[] };
+  t.ok(pkg.files.includes('docs/sluice.service'), 'package.json "files" ships the unit');
+
+  // verify wants the ExecStart binary to exist: a copy pointing at this checkout.
+  const dir = tempDir(t, 'unit');
+  const copy = path.join(dir, 'sluice.service');
+  writeFileSync(copy, text.replaceAll('/usr/local/bin/sluice', SLUICE_BIN));
+  const verify = await run(['systemd-analyze', 'verify', copy]);
+  t.equal(verify.code, 0, 'systemd-analyze verify exits 0');
+  t.equal(verify.stderr.trim(), '', `and prints no warning (${verify.stderr.trim()})`);
+  // The same check catches a typo: it is not a check that cannot fail.
+  const bad = path.join(dir, 'bad.service');
+  writeFileSync(bad, text.replaceAll('/usr/local/bin/sluice', SLUICE_BIN).replace('ProtectHome=yes', 'ProtectHom=yes'));
+  t.match((await run(['systemd-analyze', 'verify', bad])).stderr, /Unknown key/, 'a misspelt key would be reported');
+  const security = await run(['systemd-analyze', 'security', '--offline=yes', copy]);
+  const level = /Overall exposure level for \S+: ([0-9.]+ \S+)/.exec(security.stdout + security.stderr)?.[1];
+  t.comment(`systemd-analyze security --offline=yes: exposure ${level ?? 'not reported'}`);
+});
+
+function run(argv: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    const p = spawn(argv[0]!, argv.slice(1), { stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    p.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+    p.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    p.once('close', (code) => resolve({ code: code ?? 1, stdout, stderr }));
+  });
+}
+
+/** Binds a unix datagram socket (a path, or "@name" for an abstract one) and prints each datagram as a JSON line. */
+const RECEIVER = `
+import json, os, socket, sys
+name = sys.argv[1]
+s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+s.bind('\\0' + name[1:] if name.startswith('@') else name)
+if not name.startswith('@'):
+    os.chmod(name, 0o777)  # as systemd's /run/systemd/notify: any uid may send
+print(json.dumps({'listening': True}), flush=True)
+while True:
+    print(json.dumps({'datagram': s.recv(4096).decode()}), flush=True)
+`;
+
+interface Receiver {
+  datagrams: string[];
+  next(what: string, timeoutMs: number): Promise<string>;
+}
+
+async function receiver(t: Test, proc: ChildProcess): Promise<Receiver> {
+  t.teardown(() => {
+    if (proc.exitCode === null) proc.kill('SIGKILL');
+  });
+  const datagrams: string[] = [];
+  const waiters: Array<() => void> = [];
+  let listening: () => void = () => {};
+  const up = new Promise<void>((resolve) => (listening = resolve));
+  createInterface({ input: proc.stdout! }).on('line', (line) => {
+    const m = JSON.parse(line) as { listening?: boolean; datagram?: string };
+    if (m.listening === true) listening();
+    if (m.datagram !== undefined) {
+      datagrams.push(m.datagram);
+      for (const w of waiters.splice(0)) w();
+    }
+  });
+  let err = '';
+  proc.stderr!.on('data', (d: Buffer) => (err += d.toString()));
+  await Promise.race([up, new Promise((_, reject) => setTimeout(() => reject(new Error(`receiver did not start: ${err}`)), 10_000))]);
+  let seen = 0;
+  return {
+    datagrams,
+    next(what, timeoutMs) {
+      return new Promise((resolve, reject) => {
+        const timer = setTimeout(() => reject(new Error(`no datagram (${what}) within ${timeoutMs} ms; got ${JSON.stringify(datagrams)}`)), timeoutMs);
+        const check = (): void => {
+          if (datagrams.length > seen) {
+            clearTimeout(timer);
+            resolve(datagrams[seen++]!);
+          } else waiters.push(check);
+        };
+        check();
+      });
+    },
+  };
+}
+
+const CONFIG = (user: string): string => `
+log: { level: info, format: json }
+tun: { name: ${TUN} }
+dns: { fakeIp: { persistPath: null } }
+${user}
+`;
+
+async function readiness(t: Test, ns: Netns, dir: string, socket: string, rx: Receiver, drop: boolean): Promise<void> {
+  const engine = await startSluice(t, ns, dir, CONFIG(drop ? 'run: { user: nobody }' : ''), path.join(dir, 'run', 'state.json'), { ...nobodyTapEnv(dir), NOTIFY_SOCKET: socket });
+  const ready = await rx.next('READY=1', 10_000);
+  // Read at once: the drop happens before READY=1 is sent.
+  const uid = /^Uid:\s+(\d+)/m.exec(readFileSync(`/proc/${engine.proc.pid!}/status`, 'utf8'))?.[1];
+  t.match(ready, /^READY=1$/m, `READY=1 received (${JSON.stringify(ready)})`);
+  t.match(ready, new RegExp(`^STATUS=serving on ${TUN}$`, 'm'), 'with a STATUS line naming the TUN');
+  t.ok(engine.lines.some((l) => l.msg === 'ready'), 'sluice logged "ready"');
+  if (drop) t.equal(uid, '65534', 'when READY=1 arrives, sluice already runs as nobody');
+  t.equal(rx.datagrams.length, 1, 'nothing else was sent while running');
+  engine.proc.kill('SIGTERM');
+  t.equal(await rx.next('STOPPING=1', 10_000), 'STOPPING=1', 'STOPPING=1 on SIGTERM');
+  const exit = await engine.stop(15_000);
+  t.equal(exit.code, 0, 'and sluice exits 0');
+}
+
+t.test('sd_notify: READY=1 after ready, STOPPING=1 on SIGTERM (path socket, run.user nobody)', { timeout: 60_000 }, async (t) => {
+  if (!requireRoot(t)) return;
+  if (!requireCommands(t, ['/usr/bin/python3'])) return;
+  const dir = tempDir(t, 'notify');
+  chmodSync(dir, 0o755);
+  const socket = path.join(dir, 'notify.sock');
+  // The path socket lives in the file system, reachable from any namespace.
+  const rx = await receiver(t, spawn('/usr/bin/python3', ['-c', RECEIVER, socket], { stdio: ['ignore', 'pipe', 'pipe'] }));
+  const lab = await createLab(t, 'notifyps');
+  await readiness(t, await lab.netns('svc'), dir, socket, rx, true);
+});
+
+t.test('sd_notify: an abstract @socket works too', { timeout: 60_000 }, async (t) => {
+  if (!requireRoot(t)) return;
+  if (!requireCommands(t, ['/usr/bin/python3'])) return;
+  const dir = tempDir(t, 'notifya');
+  chmodSync(dir, 0o755);
+  const lab = await createLab(t, 'notifyab');
+  const ns = await lab.netns('svc');
+  // Abstract unix names belong to the network namespace: the receiver runs in sluice's.
+  const socket = `@sluice-test-notify-${process.pid}`;
+  const rx = await receiver(t, ns.spawn(['/usr/bin/python3', '-c', RECEIVER, socket]));
+  await readiness(t, ns, dir, socket, rx, false);
+});
