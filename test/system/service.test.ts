@@ -12,8 +12,15 @@
  *     already shows uid nobody) and STOPPING=1 on SIGTERM; with a path
  *     socket and with an abstract "@name" one.
  *
+ *   - the unit's CapabilityBoundingSet and NoNewPrivileges are enough
+ *     (applied with setpriv, as systemd would; no systemd runs here): sluice
+ *     with route.auto, strictDns and run.user nobody reaches ready, serves a
+ *     flow and stops cleanly; after a kill -9, `sluice down` (ExecStopPost)
+ *     under the same set removes everything from the directory nobody now
+ *     owns, and without CAP_DAC_OVERRIDE it could not.
+ *
  * Needs systemd-analyze; the notify part needs root, /dev/net/tun,
- * /usr/bin/python3.
+ * /usr/bin/python3; the bounding-set part setpriv, ip, nft, curl.
  */
 import t from 'tap';
 import type { Test } from 'tap';
@@ -22,9 +29,9 @@ import { chmodSync, readFileSync, writeFileSync } from 'node:fs';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createInterface } from 'node:readline';
 import { requireRoot, type Netns } from '../harness/netns.js';
-import { createLab, REPO, requireCommands, SLUICE_BIN, tempDir, TUN } from '../fixtures/engine/lab.js';
+import { childEnv, createLab, curl, describe, Engine, REPO, requireCommands, SLUICE_BIN, tempDir, TUN } from '../fixtures/engine/lab.js';
 import { CAP } from '../../src/system/privileges.js';
-import { nobodyTapEnv, startSluice } from './workstation.js';
+import { config as workstationConfig, nobodyTapEnv, SERVER_V4, snapshot, startSluice, workstation } from './workstation.js';
 
 const UNIT = path.join(REPO, 'docs', 'sluice.service');
 
@@ -186,4 +193,50 @@ t.test('sd_notify: an abstract @socket works too', { timeout: 60_000 }, async (t
   const socket = `@sluice-test-notify-${process.pid}`;
   const rx = await receiver(t, ns.spawn(['/usr/bin/python3', '-c', RECEIVER, socket]));
   await readiness(t, ns, dir, socket, rx, false);
+});
+
+/** setpriv's arguments for the unit's CapabilityBoundingSet (minus `without`) and NoNewPrivileges. */
+function unitPrivileges(without: string[] = []): string[] {
+  const caps = settings(readFileSync(UNIT, 'utf8')).get('CapabilityBoundingSet')!.at(-1)!.split(/\s+/).filter((c) => !without.includes(c));
+  return ['setpriv', `--bounding-set=-all,${caps.map((c) => `+${c.replace(/^CAP_/, '').toLowerCase()}`).join(',')}`, '--no-new-privs', '--'];
+}
+
+t.test("the unit's bounding set and NoNewPrivileges suffice: run, drop, serve, stop; kill -9 + sluice down", { timeout: 90_000 }, async (t) => {
+  if (!requireRoot(t)) return;
+  if (!requireCommands(t, ['setpriv', 'ip', 'nft', 'curl'])) return;
+  const dir = tempDir(t, 'unitcaps');
+  chmodSync(dir, 0o755);
+  const state = path.join(dir, 'run', 'state.json');
+  const cfg = path.join(dir, 'sluice.yaml');
+  writeFileSync(cfg, workstationConfig('  strictDns: true\nrun: { user: nobody }'));
+  const { ws } = await workstation(t, 'unitcaps');
+  const before = await snapshot(ws);
+  const env = { ...childEnv, ...nobodyTapEnv(dir) };
+  const start = async (): Promise<Engine> => {
+    const engine = new Engine(ws.spawn([...unitPrivileges(), process.execPath, SLUICE_BIN, 'run', '--config', cfg, '--state', state], { env }));
+    t.teardown(() => {
+      if (!t.passing()) t.comment(`sluice:\n${engine.transcript()}`);
+    });
+    await engine.waitFor((l) => l.msg === 'ready', 20_000, '"ready"');
+    return engine;
+  };
+  let engine = await start();
+  const bnd = /^CapBnd:\s+(\S+)/m.exec(readFileSync(`/proc/${engine.proc.pid!}/status`, 'utf8'))?.[1];
+  t.equal(bnd, '0000000000001000', "under the unit's set, sluice still drops to CAP_NET_ADMIN alone");
+  const r = await curl(ws, [`http://${SERVER_V4}/`]);
+  t.equal(r.code, 0, `a flow through the TUN (${describe(r)})`);
+  t.equal((await engine.stop(15_000)).code, 0, 'SIGTERM exits 0');
+  t.equal(await snapshot(ws), before, 'after SIGTERM: identical to before');
+
+  engine = await start();
+  engine.proc.kill('SIGKILL');
+  await engine.exited;
+  t.not(await snapshot(ws), before, 'after kill -9: leftovers remain');
+  const down = (without: string[]): Promise<{ code: number; stdout: string; stderr: string }> =>
+    ws.exec([...unitPrivileges(without), process.execPath, SLUICE_BIN, 'down', '--state', state], { allowFail: true, env: childEnv });
+  const denied = await down(['CAP_DAC_OVERRIDE']);
+  t.not(denied.code, 0, `without CAP_DAC_OVERRIDE, root's sluice down cannot finish: the state directory is nobody's (${denied.stderr.trim().split('\n')[0] ?? ''})`);
+  const ok = await down([]);
+  t.equal(ok.code, 0, `with the unit's set, sluice down (ExecStopPost) exits 0 (${ok.stdout.trim()} ${ok.stderr.trim()})`);
+  t.equal(await snapshot(ws), before, 'after kill -9 + sluice down: identical to before');
 });
