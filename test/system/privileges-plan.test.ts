@@ -9,6 +9,7 @@
 import t from 'tap';
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
+import { execFileSync } from 'node:child_process';
 import { join } from 'node:path';
 import { isConfigError } from '../../src/config/errors.js';
 import { parseConfig } from '../../src/config/load.js';
@@ -16,6 +17,7 @@ import { defaultConfig, type SluiceConfig } from '../../src/config/types.js';
 import { capMask, keptCapabilities, parseStatus, planPrivilegeDrop, PrivilegeError } from '../../src/system/privileges.js';
 import { requireRoot } from '../harness/netns.js';
 import { readState } from '../../src/system/state.js';
+import { loadNative } from '../../src/link/native.js';
 
 async function problems(text: string): Promise<string[]> {
   try {
@@ -113,4 +115,35 @@ t.test('a state file (writable by run.user after the drop) may only list forms s
   t.match(refused({ nftTables: [{ family: 'inet', name: 'filter' }] }), /nft table .* is not one sluice writes/, 'a foreign nftables table is refused');
   t.match(refused({ rules: [{ family: 4, priority: 9000, selector: ['lookup', '2022\nrule del priority 0'] }] }), /rule .* is not one sluice writes/, 'a selector smuggling another ip -batch line is refused');
   t.match(refused({ routes: [{ family: 4, dst: '0.0.0.0/0 x', dev: 'sl0', table: 2022 }] }), /route .* is not one sluice writes/, 'a route with whitespace is refused');
+});
+
+t.test('native: usage errors and sd_notify failures name the cause', async (t) => {
+  const native = loadNative();
+  t.throws(() => native.dropPrivileges(0, 0, [], 0x1000), { code: 'SLUICE_NATIVE_USAGE', message: /uid 0 is not a drop/ }, 'uid 0 is refused before anything changes');
+  t.throws(() => native.dropPrivileges(65534, 65534, new Array(65).fill(1), 0x1000), { code: 'SLUICE_NATIVE_USAGE' }, 'more than 64 groups');
+  t.throws(() => native.dropPrivileges(65534, 65534, [], -1), { code: 'SLUICE_NATIVE_USAGE' }, 'a negative mask');
+  t.throws(() => native.sdNotify('relative/path', 'READY=1'), { code: 'SLUICE_NATIVE_USAGE', message: /absolute path or an @abstract name/ }, 'a relative NOTIFY_SOCKET');
+  t.throws(() => native.sdNotify(`/${'x'.repeat(120)}`, 'READY=1'), { code: 'SLUICE_NATIVE_USAGE' }, 'a path longer than sun_path');
+  const dir = tempDir(t);
+  t.throws(() => native.sdNotify(join(dir, 'none.sock'), 'READY=1'), { code: 'ENOENT', message: /^sendto NOTIFY_SOCKET: ENOENT \(nothing listens on NOTIFY_SOCKET\)$/ }, 'no socket there');
+  t.throws(() => native.sdNotify(`@sluice-test-nobody-listens-${process.pid}`, 'READY=1'), { code: 'ECONNREFUSED', message: /nothing listens on NOTIFY_SOCKET/ }, 'an abstract name nobody bound');
+  t.same(native.lookupUser('sluice-no-such-user'), null, 'lookupUser: null for an unknown name');
+  t.match(native.lookupUser(0), { name: 'root', uid: 0, gid: 0 }, 'lookupUser by uid');
+  t.same(native.lookupGroup('sluice-no-such-group'), null, 'lookupGroup: null for an unknown name');
+});
+
+t.test('sd-notify: no NOTIFY_SOCKET is a no-op; an unusable one is reported once; the variable leaves the environment', async (t) => {
+  const mod = new URL('../../src/system/sd-notify.js', import.meta.url).href;
+  const probe = (socket: string | undefined): { sent: boolean; env: string | null; warned: string[] } => {
+    const script = `import(${JSON.stringify(mod)}).then((m) => { const warned = []; const log = { warn: (o, msg) => warned.push(msg) }; const sent = m.sdNotify('READY=1', log) || m.sdNotify('STOPPING=1', log); console.log(JSON.stringify({ sent, env: process.env.NOTIFY_SOCKET ?? null, warned })); })`;
+    const env: NodeJS.ProcessEnv = { ...process.env, NODE_OPTIONS: '' };
+    if (socket === undefined) delete env.NOTIFY_SOCKET;
+    else env.NOTIFY_SOCKET = socket;
+    return JSON.parse(execFileSync(process.execPath, ['--input-type=module', '-e', script], { env, encoding: 'utf8' })) as { sent: boolean; env: string | null; warned: string[] };
+  };
+  t.same(probe(undefined), { sent: false, env: null, warned: [] }, 'not under systemd: nothing sent, nothing said');
+  t.same(probe('vsock:2:1234'), { sent: false, env: null, warned: ['NOTIFY_SOCKET is neither an absolute path nor an @abstract name; readiness is not signalled'] }, 'a vsock address: one warning, and the variable is removed');
+  const gone = probe(join(tempDir(t), 'none.sock'));
+  t.equal(gone.sent, false, 'a socket nobody listens on: not sent');
+  t.same(gone.warned, ['sd_notify failed', 'sd_notify failed'], 'each failed send is a warning, never a throw');
 });
