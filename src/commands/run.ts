@@ -40,7 +40,8 @@ SIGTERM stops. With route.auto, gateway or classifier, what sluice installs
 state file (default ${DEFAULT_STATE_PATH}) and removed on stop; leftovers of
 a killed run are removed first. With run.user, sluice switches to that
 user once set-up is done, keeping only the capabilities new flows and
-teardown need (docs/configuration.md, "run"). Under systemd (docs/sluice.service) it signals READY=1 when ready.`;
+teardown need (docs/configuration.md, "run"). Under systemd
+(docs/sluice.service) it sends READY=1 when ready, STOPPING=1 on stop.`;
 
 function addAddress(dev: string, cidr: string): void {
   try {
