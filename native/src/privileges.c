@@ -37,7 +37,11 @@
  * we still hold CAP_SETPCAP), and PR_SET_NO_NEW_PRIVS is set last: no
  * execve can ever gain privileges again (setuid binaries, file caps). Both
  * are per thread as well and inherited by children and new threads, which
- * is what matters: the children are forked from this thread.
+ * is what matters: the children are forked from this thread. The threads
+ * that already exist keep NoNewPrivs 0 and the old bounding set in /proc;
+ * with empty permitted and ambient sets and no execve of their own, that
+ * grants them nothing (forcing NO_NEW_PRIVS onto them would take a seccomp
+ * filter installed with SECCOMP_FILTER_FLAG_TSYNC, not worth its cost).
  */
 #define _GNU_SOURCE /* setresuid, setresgid */
 #include "common.h"
