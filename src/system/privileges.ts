@@ -14,7 +14,10 @@
  *     but the kernel grants their owner's access to any holder of
  *     CAP_NET_ADMIN in the namespace (net/sysctl_net.c,
  *     net_ctl_permissions), so no CAP_DAC_OVERRIDE and no privileged helper
- *     process are needed;
+ *     process are needed. Those writes must stay synchronous
+ *     (writeFileSync, as teardown.ts does): only the main thread holds the
+ *     kept set, and an async write would run on a libuv threadpool thread,
+ *     which holds no capabilities after the drop;
  *   - CAP_NET_RAW, only when a direct outbound names an `interface`:
  *     SO_BINDTODEVICE needed it before Linux 5.7 (and rebinding still does);
  *   - CAP_NET_BIND_SERVICE, only in gateway.mode tproxy: each UDP session's
