@@ -115,7 +115,7 @@ export interface StackOptions {
   /**
    * New SYNs handled per input batch (the batch's other segments go first;
    * SYNs past this are dropped and counted as syn_budget): a SYN flood costs
-   * bounded work per batch, and established flows are served first. Default 128.
+   * bounded work per batch, and established flows are served first. Default 32.
    */
   synsPerBatch?: number;
   /** SYN-cookie secret lifetime; a cookie is good for one to two of these. Default 30000. */
@@ -355,7 +355,7 @@ export class Stack implements LinkReceiver, FlowHost, UdpHost, SegmentSink {
     this.pendingTimeoutMs = opts.pendingTimeoutMs ?? 30_000;
     this.pendingEvictAfterMs = opts.pendingEvictAfterMs ?? 1000;
     this.synCookieThreshold = opts.synCookieThreshold ?? 128;
-    this.synsPerBatch = opts.synsPerBatch ?? 128;
+    this.synsPerBatch = opts.synsPerBatch ?? 32;
     this.cookiePeriodMs = opts.synCookiePeriodMs ?? 30_000;
     this.cookies = new SynCookies(this.now, { periodMs: this.cookiePeriodMs });
     this.deferredSyns = new Int32Array(this.synsPerBatch);
@@ -420,7 +420,15 @@ export class Stack implements LinkReceiver, FlowHost, UdpHost, SegmentSink {
     for (let i = 0; i < count; i++) {
       const len = readRecordLength(buf, off);
       this.recordOff = off;
-      this.inputGuarded(buf, off + 4, len);
+      // Past the batch's SYN budget a bare SYN is dropped before any parsing
+      // or checksum: under a flood most SYNs cost only this look.
+      if (this.deferredCount >= this.deferredSyns.length && isBareSyn(buf, off + 4 + (this.link.vnetHdr ? VNET_HDR_LEN : 0), len - (this.link.vnetHdr ? VNET_HDR_LEN : 0))) {
+        this.stats.rxPackets++;
+        this.stats.rxBytes += len;
+        this.drop('syn_budget');
+      } else {
+        this.inputGuarded(buf, off + 4, len);
+      }
       off += recordSize(len);
     }
     // Established flows first: the batch's new SYNs only now, and a bounded
@@ -1203,6 +1211,24 @@ export class Stack implements LinkReceiver, FlowHost, UdpHost, SegmentSink {
     const d = this.stats.drops;
     d[reason] = (d[reason] ?? 0) + 1;
   }
+}
+
+/** An unfragmented IPv4 or IPv6 (no extension headers) TCP segment with SYN set and neither ACK nor RST. */
+function isBareSyn(buf: Uint8Array, off: number, len: number): boolean {
+  if (len < 40) return false;
+  const v = buf[off]! >> 4;
+  let l4: number;
+  if (v === 4) {
+    if (buf[off + 9] !== 6 || (((buf[off + 6]! & 0x3f) << 8) | buf[off + 7]!) !== 0) return false;
+    l4 = off + (buf[off]! & 0x0f) * 4;
+  } else if (v === 6) {
+    if (buf[off + 6] !== 6) return false;
+    l4 = off + 40;
+  } else {
+    return false;
+  }
+  if (l4 + 20 > off + len) return false;
+  return (buf[l4 + 13]! & (TCP_SYN | TCP_ACK | TCP_RST)) === TCP_SYN;
 }
 
 function copyAddresses(
