@@ -86,3 +86,33 @@ t.test('a blind RST/ACK flood onto a pending handshake leaves it intact: the slo
   t.ok(drops.pending_rst_ignored > 100, 'blind RSTs reached the pending SYN and were ignored');
   await engine.stop();
 });
+
+t.test('limits.dialsPerSource: with a slow upstream, dials beyond the cap are refused at once with a RST and counted', { timeout: 60_000 }, async (t) => {
+  if (!requireRoot(t)) return;
+  if (!requireCommands(t, ['ip', 'nft', 'curl'])) return;
+  const dir = tempDir(t, 'dialcap');
+  const l = await createLab(t, 'dialcapx');
+  const { client, gateway, server } = await threeNamespaces(l);
+  const blob = server.spawn([process.execPath, BLOB_SERVER, '8081'], { env: childEnv });
+  await waitListening(server, 'tcp', 8081, blob, 'blob server');
+  await server.sh("nft add table inet slow; nft add chain inet slow in '{ type filter hook input priority 0; }'; nft add rule inet slow in tcp dport 8081 tcp flags syn drop");
+  const engine = await startSluice(t, gateway, dir, config.replace('mode: tun }', 'mode: tun }\nlimits: { dials: 100, dialsPerSource: 2 }'), path.join(dir, 'state.json'));
+  await engine.waitFor((x) => x.msg === 'gateway installed', 10_000, '"gateway installed"');
+  const tries = [0, 1, 2, 3, 4].map(() => client.exec(['curl', '-sS', '--max-time', '30', '-o', '/dev/null', '-w', '%{http_code}', `http://${SERVER_V4}:8081/bytes/1000`], { allowFail: true, timeoutMs: 40_000 }));
+  await sleep(2500);
+  engine.proc.kill('SIGUSR2');
+  const mid = await engine.waitFor((x) => x.msg === 'counters', 5000, 'the counters line');
+  const sf = mid.synFlood as { dialsActive: number; dialsRefusedPerSource: number };
+  t.comment(`with the upstream blocked: ${JSON.stringify(sf)}`);
+  t.equal(sf.dialsActive, 2, 'two dials in progress for the one client');
+  t.ok(sf.dialsRefusedPerSource >= 3, `the other three were refused (${sf.dialsRefusedPerSource})`);
+  await server.sh('nft delete table inet slow');
+  const results = await Promise.all(tries);
+  const ok = results.filter((r) => r.code === 0 && r.stdout === '200').length;
+  // curl exit 7 ("Couldn't connect") within a second: the RST, not a timeout.
+  const refused = results.filter((r) => r.code === 7).length;
+  t.comment(`curl results: ${JSON.stringify(results.map((r) => [r.code, r.stdout, r.stderr.trim()]))}`);
+  t.ok(ok >= 2, `the two capped-in dials completed once the upstream answered (${ok} ok)`);
+  t.ok(refused + ok === 5, `the rest failed fast with a refusal, not a hang (${refused} refused)`);
+  await engine.stop();
+});
