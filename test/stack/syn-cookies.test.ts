@@ -33,7 +33,7 @@ function tsOption(val: number, ecr: number): Uint8Array {
 }
 /** The TSval of a segment we sent (its timestamp option), 0 when none. */
 function tsVal(pkt: Uint8Array): number {
-  const ipl = (pkt[0]! & 0x0f) * 4;
+  const ipl = pkt[0]! >> 4 === 4 ? (pkt[0]! & 0x0f) * 4 : 40;
   const thl = (pkt[ipl + 12]! >> 4) * 4;
   for (let i = ipl + 20; i < ipl + thl; ) {
     const kind = pkt[i]!;
@@ -48,9 +48,10 @@ function tsVal(pkt: Uint8Array): number {
   return 0;
 }
 
-t.test('past the threshold: a cookie SYN-ACK, nothing kept, the application asked only when the ACK returns the cookie', async (t) => {
+for (const v of [4, 6] as const)
+t.test(`IPv${v}: past the threshold: a cookie SYN-ACK, nothing kept, the application asked only when the ACK returns the cookie`, async (t) => {
   const { link, requests, stack } = lab(t, { synCookieThreshold: 0 });
-  link.inject(tcpSegment({ seq: 5000, flags: TCP_SYN, options: SYN_OPTS }));
+  link.inject(tcpSegment({ v, seq: 5000, flags: TCP_SYN, options: SYN_OPTS }));
   await settle();
   const out = link.drain().map((p) => ({ p, s: readTcp(p) }));
   t.equal(out.length, 1);
@@ -65,7 +66,7 @@ t.test('past the threshold: a cookie SYN-ACK, nothing kept, the application aske
   t.equal(ts & 16, 16, 'SACK-permitted too');
 
   const body = new TextEncoder().encode('hello');
-  link.inject(tcpSegment({ seq: 5001, ack: synAck.s.seq + 1, flags: TCP_ACK, window: 200, options: tsOption(8, ts), payload: body }));
+  link.inject(tcpSegment({ v, seq: 5001, ack: synAck.s.seq + 1, flags: TCP_ACK, window: 200, options: tsOption(8, ts), payload: body }));
   await settle();
   t.equal(requests.length, 1, 'the completed handshake asks the application');
   t.equal(requests[0]!.established, true);
