@@ -66,7 +66,12 @@ export const CHALLENGE_ACKS_PER_SECOND = 10;
 
 /** The timestamp clock of a connection with this ISS (the SYN-cookie path needs it before the connection exists). */
 export function tcpTimestampClock(now: number, iss: number): number {
-  return (Math.floor(now) + ((iss * 2654435761) >>> 0)) >>> 0;
+  return (Math.floor(now) + timestampOffset(iss)) >>> 0;
+}
+
+/** RFC 7323 7.1: a per-connection offset (from the ISS) hides the clock from peers. */
+function timestampOffset(iss: number): number {
+  return (iss * 2654435761) >>> 0;
 }
 
 /** RFC 7323 2.3: the largest shift that keeps the receive buffer within 16 bits (0 without window scaling). */
@@ -234,7 +239,7 @@ export class TcpConnection {
     this.sendMss = DEFAULT_PEER_MSS;
     this.maxSegmentBytes = DEFAULT_PEER_MSS;
     this.cc = createCongestionControl(config.congestion, opts.mss, config.initialCwndSegments);
-    this.tsOffset = (opts.iss * 2654435761) >>> 0;
+    this.tsOffset = timestampOffset(opts.iss);
     this.lastActivity = now;
     this.rcvShift = receiveWindowShift(config);
   }
