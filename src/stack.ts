@@ -6,6 +6,13 @@
  * (possibly later, after asking an upstream), and accepted flows are handed
  * over as Duplex streams carrying the original 4-tuple.
  *
+ * SYN floods (RFC 4987): past `synCookieThreshold` half-open flows a SYN is
+ * answered statelessly with a SYN cookie (src/tcp/syn-cookie.ts) and the
+ * application hears of the flow only when the client's ACK returns the
+ * cookie; a batch's new SYNs are handled after its other segments and at
+ * most `synsPerBatch` of them. Segments onto a pending SYN's tuple change it
+ * only when they pass the RFC 5961 checks (pendingSegment).
+ *
  * Per batch: parse every record, feed connections (`process`), then run the
  * stream-side notifications and `dispatch` every connection that has
  * something to send, and let the link flush once. Nothing here allocates
@@ -231,7 +238,7 @@ class FlowRequest implements TcpFlowRequest {
   /** @internal the stack forgot the flow before a decision */
   cancelled(): void {
     if (this.controller !== null && !this.controller.signal.aborted) {
-      this.controller.abort(new StackError(`flow ${this.flow.closedReason} before a decision`, 'SLUICE_FLOW_EXPIRED'));
+      this.controller.abort(new StackError(`flow ${this.flow.closedReason ?? 'timeout'} before a decision`, 'SLUICE_FLOW_EXPIRED'));
     }
   }
 
@@ -771,6 +778,7 @@ export class Stack implements LinkReceiver, FlowHost, UdpHost, SegmentSink {
     const pendingSyn: PendingSyn = { request: null, syn, quote: NO_QUOTE, arrivedAt: this.now, rstWindowAt: -Infinity, rstsInWindow: 0 };
     this.pending.set(flow, pendingSyn);
     this.stats.pendingFlows = this.pending.size;
+    this.stats.halfOpenFlows = this.halfOpenCount();
     flow.decisionDeadline = this.now + this.pendingTimeoutMs;
     this.markDirty(flow);
     const request = new FlowRequest(this, flow);
@@ -818,6 +826,7 @@ export class Stack implements LinkReceiver, FlowHost, UdpHost, SegmentSink {
     const p = this.pending.get(flow)!;
     this.pending.delete(flow);
     this.stats.pendingFlows = this.pending.size;
+    this.stats.halfOpenFlows = this.halfOpenCount();
     this.now = this.clock();
     if (flow.connection !== null) {
       // Completed by a SYN cookie: the connection is open already.
@@ -853,6 +862,7 @@ export class Stack implements LinkReceiver, FlowHost, UdpHost, SegmentSink {
       // Completed by a SYN cookie: whatever the refusal, the open connection ends with a RST.
       this.pending.delete(flow);
       this.stats.pendingFlows = this.pending.size;
+      this.stats.halfOpenFlows = this.halfOpenCount();
       flow.decisionDeadline = Infinity;
       conn.abort();
       this.markDirty(flow);
@@ -1099,6 +1109,7 @@ export class Stack implements LinkReceiver, FlowHost, UdpHost, SegmentSink {
       // A cookie-completed connection that ended before the decision.
       this.pending.delete(flow);
       this.stats.pendingFlows = this.pending.size;
+      this.stats.halfOpenFlows = this.halfOpenCount();
       flow.decisionDeadline = Infinity;
       if (p.request !== null && !p.request.decided) p.request.cancelled();
     }
@@ -1194,6 +1205,7 @@ export class Stack implements LinkReceiver, FlowHost, UdpHost, SegmentSink {
         this.stats.tcpFlowsRejected++;
         this.pending.delete(entry);
         this.stats.pendingFlows = this.pending.size;
+        this.stats.halfOpenFlows = this.halfOpenCount();
         entry.decisionDeadline = Infinity;
         entry.connection.abort();
         if (p.request !== null && !p.request.decided) p.request.cancelled();

@@ -6,7 +6,12 @@
  * When the flow's name is already known (fake-IP, snooped) or the policy
  * cannot use one, the outbound connects before the client's SYN is
  * answered: a dead upstream shows the client a refused connection, not an
- * accepted one that dies. Otherwise the handshake completes, the first
+ * accepted one that dies. Under a SYN flood (more than
+ * limits.synCookieThreshold half-open flows) the stack answers SYNs with SYN
+ * cookies instead and hands over only completed handshakes
+ * (TcpFlowRequest.established), so spoofed SYNs never make us dial; dials in
+ * progress are capped by limits.dials and limits.dialsPerSource
+ * (dial-limiter.ts). Otherwise the handshake completes, the first
  * bytes are sniffed for at most `sniff.timeoutMs` / `sniff.maxBytes`, and a
  * failing upstream resets the client's connection (what sing-box and
  * mihomo do; a name inside the stream cannot be read without accepting).
