@@ -33,7 +33,7 @@ import { readdirSync, readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import type { ChildProcess } from 'node:child_process';
 import { requireRoot, waitForJsonLine, type Netns } from '../harness/netns.js';
-import { threeNamespaces, SERVER_V4 } from '../harness/topology.js';
+import { threeNamespaces, SERVER_V4, SERVER_V6 } from '../harness/topology.js';
 import { BLOB_SERVER, childEnv, createLab, requireCommands, tempDir, TUN } from '../fixtures/engine/lab.js';
 import { startSluice } from './workstation.js';
 
@@ -141,6 +141,9 @@ async function floodRun(t: Test, tool: Tool): Promise<void> {
   const progress = lines(download);
   const probe = client.spawn([process.execPath, CLIENTS, 'probe', `http://${SERVER_V4}:8080/bytes/1000`, '250'], { env: childEnv });
   const probes = lines(probe);
+  // The same over IPv6 (the cookie path's IPv6 MSS table, through the real kernel).
+  const probe6 = client.spawn([process.execPath, CLIENTS, 'probe', `http://[${SERVER_V6}]:8080/bytes/1000`, '500'], { env: childEnv });
+  const probes6 = lines(probe6);
 
   const samples: { t: number; fds: number; rssMb: number; upstream: number }[] = [];
   let sampling = true;
@@ -189,8 +192,8 @@ async function floodRun(t: Test, tool: Tool): Promise<void> {
   t.ok(before > 50, `the download ran before the flood (${before.toFixed(1)} Mbit/s)`);
   t.ok(during >= before / 2, `at least half the goodput kept during the flood (${during.toFixed(1)} of ${before.toFixed(1)} Mbit/s)`);
 
-  const phase = (from: number, to: number): { ok: number; n: number } => {
-    const p = probes.filter((x) => x.event === 'probe' && (x.t as number) >= from && (x.t as number) < to);
+  const phase = (from: number, to: number, list = probes): { ok: number; n: number } => {
+    const p = list.filter((x) => x.event === 'probe' && (x.t as number) >= from && (x.t as number) < to);
     return { ok: p.filter((x) => x.ok === true).length, n: p.length };
   };
   const pb = phase(floodStart - 6000, floodStart);
@@ -202,6 +205,9 @@ async function floodRun(t: Test, tool: Tool): Promise<void> {
   if (failures.length > 0) t.comment(`first failures: ${JSON.stringify(failures)}`);
   t.ok(pd.n >= 20 && pd.ok >= 0.9 * pd.n, `at least 90 % of new connections during the flood succeed (${pd.ok}/${pd.n})`);
   t.ok(pa.n > 0 && pa.ok === pa.n, `all new connections after the flood succeed (${pa.ok}/${pa.n})`);
+  const p6 = phase(floodStart, floodEnd, probes6);
+  t.comment(`new IPv6 connections during the flood: ${p6.ok}/${p6.n}`);
+  t.ok(p6.n >= 10 && p6.ok >= 0.9 * p6.n, `at least 90 % of new IPv6 connections during the flood succeed (${p6.ok}/${p6.n})`);
 
   t.ok(idleReport !== null, 'the idle connections reported');
   if (idleReport !== null) {
@@ -228,7 +234,7 @@ async function floodRun(t: Test, tool: Tool): Promise<void> {
   if (counters !== null) t.comment(`sluice counters: ${JSON.stringify(counters.synFlood)}`);
   t.ok(counters !== null && (counters.synFlood as { cookiesSent: number }).cookiesSent > 10_000, 'SYNs were answered with cookies');
 
-  for (const c of [download, probe, idle]) c.kill('SIGTERM');
+  for (const c of [download, probe, probe6, idle]) c.kill('SIGTERM');
   // How it stops with half-open flows is item 5's business (another test); only recorded here.
   t.comment(`sluice stop: ${JSON.stringify(await engine.stop())}`);
 }
