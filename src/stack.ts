@@ -6,6 +6,13 @@
  * (possibly later, after asking an upstream), and accepted flows are handed
  * over as Duplex streams carrying the original 4-tuple.
  *
+ * SYN floods (RFC 4987): past `synCookieThreshold` half-open flows a SYN is
+ * answered statelessly with a SYN cookie (src/tcp/syn-cookie.ts) and the
+ * application hears of the flow only when the client's ACK returns the
+ * cookie; a batch's new SYNs are handled after its other segments and at
+ * most `synsPerBatch` of them. Segments onto a pending SYN's tuple change it
+ * only when they pass the RFC 5961 checks (pendingSegment).
+ *
  * Per batch: parse every record, feed connections (`process`), then run the
  * stream-side notifications and `dispatch` every connection that has
  * something to send, and let the link flush once. Nothing here allocates
@@ -47,7 +54,8 @@ import {
   parseIcmpv6,
 } from './wire/icmpv6.js';
 import { GSO_NONE, VNET_F_DATA_VALID, VNET_F_NEEDS_CSUM, VNET_HDR_LEN, newVnetRepr, parseVnet } from './wire/vnet.js';
-import { TcpConnection, type SegmentSink } from './tcp/connection.js';
+import { TcpConnection, receiveWindowShift, tcpTimestampClock, type SegmentSink } from './tcp/connection.js';
+import { SynCookies, cookieSackPermitted, cookieTimestamp, cookieWindowScale } from './tcp/syn-cookie.js';
 import { defaultTcpConfig, validateTcpConfig, type TcpConfig } from './tcp/config.js';
 import { IsnGenerator } from './tcp/isn.js';
 import { PacketWriter } from './stack/packet-writer.js';
@@ -68,6 +76,12 @@ export interface TcpFlowRequest extends FlowEndpoints {
   /** Forgets the SYN: the client retries and eventually times out. */
   drop(): void;
   readonly decided: boolean;
+  /**
+   * True when the client already completed the handshake (a SYN cookie
+   * answered its SYN under a SYN flood, RFC 4987): the connection is open,
+   * so reset(), drop() and unreachable() all end it with a RST.
+   */
+  readonly established: boolean;
   /**
    * Aborted when the flow goes away before a decision (the client gave up
    * with a RST, the decision took longer than pendingTimeoutMs, or a SYN
@@ -97,6 +111,22 @@ export interface StackOptions {
   pendingEvictAfterMs?: number;
   /** A flow undecided this long is dropped. */
   pendingTimeoutMs?: number;
+  /**
+   * Half-open flows (SYNs waiting for a decision plus SYN-RECEIVED
+   * connections) from which new SYNs are answered statelessly with SYN
+   * cookies (RFC 4987 3.6) and handed to the application only once the
+   * client completes the handshake. 0 answers every SYN with a cookie.
+   * Default 128.
+   */
+  synCookieThreshold?: number;
+  /**
+   * New SYNs handled per input batch (the batch's other segments go first;
+   * SYNs past this are dropped and counted as syn_budget): a SYN flood costs
+   * bounded work per batch, and established flows are served first. Default 32.
+   */
+  synsPerBatch?: number;
+  /** SYN-cookie secret lifetime; a cookie is good for one to two of these. Default 30000. */
+  synCookiePeriodMs?: number;
   maxTcpFlows?: number;
   maxUdpSessions?: number;
   udpIdleTimeoutMs?: number;
@@ -116,6 +146,12 @@ export interface StackStats {
   tcpFlowsRejected: number;
   tcpFlowsActive: number;
   pendingFlows: number;
+  /** SYNs waiting for a decision plus connections in SYN-RECEIVED. */
+  halfOpenFlows: number;
+  /** SYN-ACKs sent with a SYN cookie; cookie ACKs that made a connection; ACKs whose cookie failed. */
+  synCookiesSent: number;
+  synCookiesValidated: number;
+  synCookiesRejected: number;
   udpSessionsActive: number;
   udpSessionsTotal: number;
   icmpEchoReplies: number;
@@ -150,6 +186,10 @@ const DROP_REASONS = [
   'unknown_protocol',
   'pending_full',
   'pending_evicted',
+  'syn_budget',
+  'pending_rst_ignored',
+  'pending_segment_ignored',
+  'cookie_ack_unusable',
   'flows_full',
   'udp_full',
   'no_flow',
@@ -165,6 +205,7 @@ const ISN_SCRATCH = new Uint8Array(36);
 
 class FlowRequest implements TcpFlowRequest {
   decided = false;
+  readonly established: boolean;
   readonly family: number;
   readonly remoteAddress: string;
   readonly remotePort: number;
@@ -181,6 +222,7 @@ class FlowRequest implements TcpFlowRequest {
     this.remotePort = e.remotePort;
     this.localAddress = e.localAddress;
     this.localPort = e.localPort;
+    this.established = flow.connection !== null;
   }
 
   private controller: AbortController | null = null;
@@ -196,7 +238,7 @@ class FlowRequest implements TcpFlowRequest {
   /** @internal the stack forgot the flow before a decision */
   cancelled(): void {
     if (this.controller !== null && !this.controller.signal.aborted) {
-      this.controller.abort(new StackError(`flow ${this.flow.closedReason} before a decision`, 'SLUICE_FLOW_EXPIRED'));
+      this.controller.abort(new StackError(`flow ${this.flow.closedReason ?? 'timeout'} before a decision`, 'SLUICE_FLOW_EXPIRED'));
     }
   }
 
@@ -243,7 +285,14 @@ interface PendingSyn {
   /** IP header + TCP header of the SYN, quoted in an ICMP error if refused. */
   quote: Uint8Array;
   arrivedAt: number;
+  /** RFC 5961 7-style budget for the resets answering ACKs onto this tuple (RFC 9293 3.10.7.2). */
+  rstWindowAt: number;
+  rstsInWindow: number;
 }
+
+const NO_QUOTE = new Uint8Array(0);
+/** Resets per pending SYN per second answering ACK-bearing segments (same budget as challenge ACKs). */
+const PENDING_RSTS_PER_SECOND = 10;
 
 
 export class Stack implements LinkReceiver, FlowHost, UdpHost, SegmentSink {
@@ -259,6 +308,20 @@ export class Stack implements LinkReceiver, FlowHost, UdpHost, SegmentSink {
   private readonly wheel: TimerWheel<WheelEntry>;
   private readonly reassembler = new FragmentReassembler();
   private readonly isn = new IsnGenerator();
+  private readonly cookies: SynCookies;
+  private readonly synCookieThreshold: number;
+  private readonly synsPerBatch: number;
+  /** Until when cookie ACKs are looked for (two secret periods after the last cookie). */
+  private cookiesValidUntil = -Infinity;
+  private readonly cookiePeriodMs: number;
+  private synReceivedCount = 0;
+  /** Record offsets of this batch's new SYNs, handled after its other segments. */
+  private readonly deferredSyns: Int32Array;
+  private deferredCount = 0;
+  private synsThisBatch = 0;
+  private batchBuf: Uint8Array | null = null;
+  private recordOff = 0;
+  private deferring = false;
   private readonly maxPending: number;
   private readonly pendingTimeoutMs: number;
   private readonly pendingEvictAfterMs: number;
@@ -298,6 +361,11 @@ export class Stack implements LinkReceiver, FlowHost, UdpHost, SegmentSink {
     this.maxPending = opts.maxPendingFlows ?? 1024;
     this.pendingTimeoutMs = opts.pendingTimeoutMs ?? 30_000;
     this.pendingEvictAfterMs = opts.pendingEvictAfterMs ?? 1000;
+    this.synCookieThreshold = opts.synCookieThreshold ?? 128;
+    this.synsPerBatch = opts.synsPerBatch ?? 32;
+    this.cookiePeriodMs = opts.synCookiePeriodMs ?? 30_000;
+    this.cookies = new SynCookies(this.now, { periodMs: this.cookiePeriodMs });
+    this.deferredSyns = new Int32Array(this.synsPerBatch);
     this.maxTcpFlows = opts.maxTcpFlows ?? 65_536;
     this.maxUdpSessions = opts.maxUdpSessions ?? 16_384;
     this.udpIdleMs = opts.udpIdleTimeoutMs ?? 60_000;
@@ -311,6 +379,10 @@ export class Stack implements LinkReceiver, FlowHost, UdpHost, SegmentSink {
       tcpFlowsRejected: 0,
       tcpFlowsActive: 0,
       pendingFlows: 0,
+      halfOpenFlows: 0,
+      synCookiesSent: 0,
+      synCookiesValidated: 0,
+      synCookiesRejected: 0,
       udpSessionsActive: 0,
       udpSessionsTotal: 0,
       icmpEchoReplies: 0,
@@ -347,21 +419,46 @@ export class Stack implements LinkReceiver, FlowHost, UdpHost, SegmentSink {
   onBatch(buf: Uint8Array, count: number): void {
     this.now = this.clock();
     this.inBatch = true;
+    this.batchBuf = buf;
+    this.deferring = true;
+    this.deferredCount = 0;
+    this.synsThisBatch = 0;
     let off = 0;
     for (let i = 0; i < count; i++) {
       const len = readRecordLength(buf, off);
-      try {
-        this.input(buf, off + 4, len);
-      } catch (err) {
-        // A bug reached by some packet must cost that packet, not every
-        // flow: count it and say it once; the tests assert it stays 0.
-        this.drop('internal_error');
-        if (this.stats.drops.internal_error === 1) process.emitWarning(`packet input failed: ${(err as Error).stack ?? String(err)}`, { code: 'SLUICE_STACK_INTERNAL' });
+      this.recordOff = off;
+      // Past the batch's SYN budget a bare SYN is dropped before any parsing
+      // or checksum: under a flood most SYNs cost only this look.
+      if (this.deferredCount >= this.deferredSyns.length && isBareSyn(buf, off + 4 + (this.link.vnetHdr ? VNET_HDR_LEN : 0), len - (this.link.vnetHdr ? VNET_HDR_LEN : 0))) {
+        this.stats.rxPackets++;
+        this.stats.rxBytes += len;
+        this.drop('syn_budget');
+      } else {
+        this.inputGuarded(buf, off + 4, len);
       }
       off += recordSize(len);
     }
+    // Established flows first: the batch's new SYNs only now, and a bounded
+    // number of them (a flood costs bounded work per batch).
+    this.deferring = false;
+    for (let i = 0; i < this.deferredCount; i++) {
+      const o = this.deferredSyns[i]!;
+      this.inputGuarded(buf, o + 4, readRecordLength(buf, o));
+    }
+    this.batchBuf = null;
     this.inBatch = false;
     this.runDirty();
+  }
+
+  private inputGuarded(buf: Uint8Array, off: number, len: number): void {
+    try {
+      this.input(buf, off, len);
+    } catch (err) {
+      // A bug reached by some packet must cost that packet, not every
+      // flow: count it and say it once; the tests assert it stays 0.
+      this.drop('internal_error');
+      if (this.stats.drops.internal_error === 1) process.emitWarning(`packet input failed: ${(err as Error).stack ?? String(err)}`, { code: 'SLUICE_STACK_INTERNAL' });
+    }
   }
 
   onLinkError(err: Error): void {
@@ -514,18 +611,190 @@ export class Stack implements LinkReceiver, FlowHost, UdpHost, SegmentSink {
         this.markDirty(flow);
         return;
       }
-      // Still pending: a retransmitted SYN is ignored, a RST cancels.
-      if ((seg.flags & TCP_RST) !== 0) this.forgetPending(flow, 'reset');
+      this.pendingSegment(flow, seg);
       return;
     }
     if ((seg.flags & TCP_RST) !== 0) return; // RFC 9293 3.10.7.1: never answer a RST
     if ((seg.flags & (TCP_SYN | TCP_ACK)) === TCP_SYN) {
+      if (this.inBatch) {
+        if (this.deferring && l4buf === this.batchBuf) {
+          if (this.deferredCount >= this.deferredSyns.length) return this.drop('syn_budget');
+          this.deferredSyns[this.deferredCount++] = this.recordOff;
+          return;
+        }
+        if (++this.synsThisBatch > this.synsPerBatch) return this.drop('syn_budget');
+      }
+      if (this.halfOpenCount() >= this.synCookieThreshold) {
+        this.sendCookie(family, abuf, srcOff, dstOff);
+        return;
+      }
       this.newFlow(family, abuf, srcOff, dstOff, pkt, pktOff, pktLen, l4Off);
       return;
     }
+    if ((seg.flags & (TCP_SYN | TCP_ACK)) === TCP_ACK && this.now <= this.cookiesValidUntil && this.cookieFlow(family, abuf, srcOff, dstOff, l4buf)) return;
     // RFC 9293 3.10.7.1 (CLOSED): anything else gets a reset.
     this.drop('no_flow');
     this.sendResetFor(family, abuf, srcOff, dstOff, seg);
+  }
+
+  /**
+   * A segment onto the 4-tuple of a SYN still waiting for its decision (the
+   * upstream dial, usually). We are in LISTEN with the SYN queued, and a
+   * blind attacker who floods the tuple must change nothing:
+   * - RST: only one whose sequence number is exactly the SYN's + 1 (RCV.NXT,
+   *   RFC 5961 3.2) cancels the SYN; any other is dropped and counted. (A
+   *   challenge ACK, RFC 5961's answer to an inexact RST, needs a sequence
+   *   space of ours, and there is none before our SYN-ACK; the client in
+   *   SYN-SENT would only answer it with a reset of its own.)
+   * - SYN: a retransmission (RFC 9293 3.10.7.2 keeps one SYN per tuple);
+   *   the decision will answer it.
+   * - anything bearing an ACK: RFC 9293 3.10.7.2 LISTEN answers
+   *   <SEQ=SEG.ACK><CTL=RST>, rate limited per tuple (RFC 5961 7), and the
+   *   pending SYN stays. The real client, in SYN-SENT, ignores a reset that
+   *   acknowledges nothing (3.10.7.3), so this never hurts it.
+   * - the rest (no ACK, no SYN, no RST) is dropped (3.10.7.2).
+   */
+  private pendingSegment(flow: TcpFlow, seg: TcpRepr): void {
+    const p = this.pending.get(flow);
+    if (p === undefined) return;
+    const f = seg.flags;
+    if ((f & TCP_RST) !== 0) {
+      if (seg.seq === ((p.syn.seq + 1) >>> 0)) this.forgetPending(flow, 'reset');
+      else this.drop('pending_rst_ignored');
+      return;
+    }
+    if ((f & TCP_SYN) !== 0 && (f & TCP_ACK) === 0) return;
+    if ((f & TCP_ACK) === 0) return this.drop('pending_segment_ignored');
+    if (this.now - p.rstWindowAt >= 1000) {
+      p.rstWindowAt = this.now;
+      p.rstsInWindow = 0;
+    }
+    if (p.rstsInWindow >= PENDING_RSTS_PER_SECOND) return this.drop('pending_segment_ignored');
+    p.rstsInWindow++;
+    const r = this.reply;
+    resetRepr(r, flow.dstPort, flow.srcPort, seg.ack, 0, TCP_RST);
+    this.writer.tcp(flow, r, null, 0, 0, 0);
+    this.stats.resetsSent++;
+  }
+
+  private halfOpenCount(): number {
+    return this.pending.size + this.synReceivedCount;
+  }
+
+  /**
+   * RFC 4987 3.6: answers the SYN in `this.tcp` with a SYN-ACK whose ISN is
+   * a cookie and keeps nothing. The options are the ones the connection
+   * built from the cookie ACK will use (TcpConnection.acceptCookie): our MSS,
+   * and window scale and SACK only when the SYN offered timestamps, whose
+   * low bits carry them back (syn-cookie.ts).
+   */
+  private sendCookie(family: number, abuf: Uint8Array, srcOff: number, dstOff: number): void {
+    const seg = this.tcp;
+    const cfg = this.tcpConfig;
+    const f = this.scratchAddresses;
+    f.family = family;
+    copyAddresses(family, abuf, srcOff, dstOff, f);
+    const clientMss = seg.mss > 0 ? seg.mss : 536;
+    const iss = this.cookies.isn(this.now, family, f.srcAddr, f.dstAddr, seg.srcPort, seg.dstPort, seg.seq, clientMss);
+    const r = this.reply;
+    r.srcPort = seg.dstPort;
+    r.dstPort = seg.srcPort;
+    r.seq = iss;
+    r.ack = (seg.seq + 1) >>> 0;
+    r.flags = TCP_SYN | TCP_ACK;
+    r.window = cfg.recvBufferBytes > 0xffff ? 0xffff : cfg.recvBufferBytes;
+    r.urgent = 0;
+    r.mss = family === 4 ? cfg.mss : cfg.mss - 20;
+    const ts = cfg.timestamps && seg.hasTimestamps;
+    r.hasTimestamps = ts;
+    r.windowScale = ts && cfg.windowScale && seg.windowScale >= 0 ? receiveWindowShift(cfg) : -1;
+    r.sackPermitted = ts && cfg.sack && seg.sackPermitted;
+    if (ts) {
+      r.tsVal = cookieTimestamp(tcpTimestampClock(this.now, iss), r.windowScale >= 0 ? (seg.windowScale > 14 ? 14 : seg.windowScale) : -1, r.sackPermitted);
+      r.tsEcr = seg.tsVal;
+    }
+    r.sackCount = 0;
+    this.writer.tcp(f, r, null, 0, 0, 0);
+    this.stats.synCookiesSent++;
+    this.cookiesValidUntil = this.now + 2 * this.cookiePeriodMs;
+  }
+
+  /**
+   * An ACK with no flow while cookies are out: when SEG.ACK - 1 is a cookie
+   * we made for this tuple and SEG.SEQ - 1, the client completed a
+   * handshake we answered statelessly. Builds the connection (ESTABLISHED
+   * by this very ACK, its data kept) and only now asks the application,
+   * which may dial: spoofed SYNs never get this far. Returns false when the
+   * ACK is not a cookie ACK (the caller resets it as before).
+   */
+  private cookieFlow(family: number, abuf: Uint8Array, srcOff: number, dstOff: number, l4buf: Uint8Array): boolean {
+    const seg = this.tcp;
+    const f = this.scratchAddresses;
+    f.family = family;
+    copyAddresses(family, abuf, srcOff, dstOff, f);
+    const cookie = (seg.ack - 1) >>> 0;
+    const clientIsn = (seg.seq - 1) >>> 0;
+    const mss = this.cookies.check(this.now, family, f.srcAddr, f.dstAddr, seg.srcPort, seg.dstPort, clientIsn, cookie);
+    if (mss === 0) {
+      this.stats.synCookiesRejected++;
+      return false;
+    }
+    if (this.pending.size >= this.maxPending) {
+      this.drop('pending_full');
+      return false;
+    }
+    if (this.tcpFlows.size >= this.maxTcpFlows) {
+      this.drop('flows_full');
+      return false;
+    }
+    const cfg = this.tcpConfig;
+    const syn = newTcpRepr();
+    syn.srcPort = seg.srcPort;
+    syn.dstPort = seg.dstPort;
+    syn.seq = clientIsn;
+    syn.flags = TCP_SYN;
+    syn.window = seg.window;
+    syn.mss = mss;
+    const ts = cfg.timestamps && seg.hasTimestamps;
+    syn.hasTimestamps = ts;
+    syn.tsVal = ts ? seg.tsVal : 0;
+    syn.windowScale = ts ? cookieWindowScale(seg.tsEcr) : -1;
+    syn.sackPermitted = ts && cookieSackPermitted(seg.tsEcr);
+    const flow = new TcpFlow(this, family, seg.srcPort, seg.dstPort);
+    copyAddresses(family, abuf, srcOff, dstOff, flow);
+    flow.endpoints = endpointsOf(family, abuf, srcOff, dstOff, seg.srcPort, seg.dstPort);
+    const ourMss = family === 4 ? cfg.mss : cfg.mss - 20;
+    const conn = TcpConnection.acceptCookie(cfg, this.now, syn, { iss: cookie, mss: ourMss }, flow);
+    conn.maxSegmentBytes = this.writer.tso ? this.writer.maxTcpPayload : conn.maxSegmentBytes;
+    conn.process(this.now, seg, l4buf, seg.payloadOffset, seg.payloadLength);
+    if (conn.state !== 'ESTABLISHED' && conn.state !== 'CLOSE-WAIT') {
+      this.drop('cookie_ack_unusable');
+      return true;
+    }
+    this.stats.synCookiesValidated++;
+    flow.connection = conn;
+    this.tcpFlows.insert(flow);
+    this.stats.tcpFlowsActive++;
+    const pendingSyn: PendingSyn = { request: null, syn, quote: NO_QUOTE, arrivedAt: this.now, rstWindowAt: -Infinity, rstsInWindow: 0 };
+    this.pending.set(flow, pendingSyn);
+    this.stats.pendingFlows = this.pending.size;
+    this.stats.halfOpenFlows = this.halfOpenCount();
+    flow.decisionDeadline = this.now + this.pendingTimeoutMs;
+    this.markDirty(flow);
+    const request = new FlowRequest(this, flow);
+    pendingSyn.request = request;
+    this.askApplication(request);
+    return true;
+  }
+
+  private askApplication(request: FlowRequest): void {
+    try {
+      this.handlers.onTcpFlow(request);
+    } catch (err) {
+      // A throwing handler must not take the stack down; the flow is reset.
+      if (!request.decided) request.reset();
+      process.emitWarning(`onTcpFlow handler threw: ${(err as Error).message}`, { code: 'SLUICE_HANDLER' });
+    }
   }
 
   private newFlow(family: number, abuf: Uint8Array, srcOff: number, dstOff: number, pkt: Uint8Array, pktOff: number, pktLen: number, l4Off: number): void {
@@ -540,21 +809,16 @@ export class Stack implements LinkReceiver, FlowHost, UdpHost, SegmentSink {
     // The quote of an ICMP error: IP header and the TCP header.
     const quoteLen = Math.min(pktLen, l4Off - pktOff + seg.headerLength);
     const quote = pkt.slice(pktOff, pktOff + quoteLen);
-    const pendingSyn: PendingSyn = { request: null, syn, quote, arrivedAt: this.now };
+    const pendingSyn: PendingSyn = { request: null, syn, quote, arrivedAt: this.now, rstWindowAt: -Infinity, rstsInWindow: 0 };
     this.pending.set(flow, pendingSyn);
     this.stats.pendingFlows = this.pending.size;
+    this.stats.halfOpenFlows = this.halfOpenCount();
     this.tcpFlows.insert(flow);
     this.wheel.schedule(flow, this.now + this.pendingTimeoutMs);
     this.armTimer();
     const request = new FlowRequest(this, flow);
     pendingSyn.request = request;
-    try {
-      this.handlers.onTcpFlow(request);
-    } catch (err) {
-      // A throwing handler must not take the stack down; the flow is reset.
-      if (!request.decided) request.reset();
-      process.emitWarning(`onTcpFlow handler threw: ${(err as Error).message}`, { code: 'SLUICE_HANDLER' });
-    }
+    this.askApplication(request);
   }
 
   /** @internal FlowRequest.accept */
@@ -562,12 +826,24 @@ export class Stack implements LinkReceiver, FlowHost, UdpHost, SegmentSink {
     const p = this.pending.get(flow)!;
     this.pending.delete(flow);
     this.stats.pendingFlows = this.pending.size;
+    this.stats.halfOpenFlows = this.halfOpenCount();
     this.now = this.clock();
+    if (flow.connection !== null) {
+      // Completed by a SYN cookie: the connection is open already.
+      flow.decisionDeadline = Infinity;
+      this.stats.tcpFlowsAccepted++;
+      const open = flow.openStream();
+      this.markDirty(flow);
+      return open;
+    }
     const iss = this.isnFor(flow);
     const mss = flow.family === 4 ? this.tcpConfig.mss : this.tcpConfig.mss - 20;
     const conn = TcpConnection.accept(this.tcpConfig, this.now, p.syn, { iss, mss }, flow);
     conn.maxSegmentBytes = this.writer.tso ? this.writer.maxTcpPayload : conn.maxSegmentBytes;
     flow.connection = conn;
+    flow.halfOpen = true;
+    this.synReceivedCount++;
+    this.stats.halfOpenFlows = this.halfOpenCount();
     this.wheel.cancel(flow);
     this.stats.tcpFlowsAccepted++;
     this.stats.tcpFlowsActive++;
@@ -581,6 +857,18 @@ export class Stack implements LinkReceiver, FlowHost, UdpHost, SegmentSink {
     const p = this.pending.get(flow);
     if (p === undefined) return;
     this.stats.tcpFlowsRejected++;
+    const conn = flow.connection;
+    if (conn !== null) {
+      // Completed by a SYN cookie: whatever the refusal, the open connection ends with a RST.
+      this.pending.delete(flow);
+      this.stats.pendingFlows = this.pending.size;
+      this.stats.halfOpenFlows = this.halfOpenCount();
+      flow.decisionDeadline = Infinity;
+      conn.abort();
+      this.markDirty(flow);
+      this.scheduleFlush();
+      return;
+    }
     if (how === 'reset') {
       // RFC 9293 3.10.7.1: <SEQ=0><ACK=SEG.SEQ+SEG.LEN><CTL=RST,ACK>
       const r = this.reply;
@@ -609,6 +897,7 @@ export class Stack implements LinkReceiver, FlowHost, UdpHost, SegmentSink {
     const p = this.pending.get(flow);
     this.pending.delete(flow);
     this.stats.pendingFlows = this.pending.size;
+    this.stats.halfOpenFlows = this.halfOpenCount();
     this.tcpFlows.remove(flow);
     this.wheel.cancel(flow);
     flow.closedReason = reason;
@@ -804,7 +1093,26 @@ export class Stack implements LinkReceiver, FlowHost, UdpHost, SegmentSink {
     if (!this.inBatch) this.scheduleFlush();
   }
 
+  handshakeDone(_flow: TcpFlow): void {
+    this.synReceivedCount--;
+    this.stats.halfOpenFlows = this.halfOpenCount();
+  }
+
   flowClosed(flow: TcpFlow): void {
+    if (flow.halfOpen) {
+      flow.halfOpen = false;
+      this.synReceivedCount--;
+      this.stats.halfOpenFlows = this.halfOpenCount();
+    }
+    const p = this.pending.get(flow);
+    if (p !== undefined) {
+      // A cookie-completed connection that ended before the decision.
+      this.pending.delete(flow);
+      this.stats.pendingFlows = this.pending.size;
+      this.stats.halfOpenFlows = this.halfOpenCount();
+      flow.decisionDeadline = Infinity;
+      if (p.request !== null && !p.request.decided) p.request.cancelled();
+    }
     const c = flow.connection;
     if (c !== null) {
       this.stats.tcpRetransmits += c.retransmits;
@@ -848,7 +1156,8 @@ export class Stack implements LinkReceiver, FlowHost, UdpHost, SegmentSink {
       this.currentFlow = flow;
       conn.dispatch(this.now, this);
       this.currentFlow = null;
-      const at = conn.pollAt();
+      let at = conn.pollAt();
+      if (flow.decisionDeadline < at) at = flow.decisionDeadline;
       if (at === Infinity) this.wheel.cancel(flow);
       else this.wheel.schedule(flow, at);
     }
@@ -890,6 +1199,17 @@ export class Stack implements LinkReceiver, FlowHost, UdpHost, SegmentSink {
         }
         return;
       }
+      if (now >= entry.decisionDeadline && this.pending.has(entry)) {
+        // A cookie-completed connection left undecided too long: reset it.
+        const p = this.pending.get(entry)!;
+        this.stats.tcpFlowsRejected++;
+        this.pending.delete(entry);
+        this.stats.pendingFlows = this.pending.size;
+        this.stats.halfOpenFlows = this.halfOpenCount();
+        entry.decisionDeadline = Infinity;
+        entry.connection.abort();
+        if (p.request !== null && !p.request.decided) p.request.cancelled();
+      }
       this.markDirty(entry);
       return;
     }
@@ -903,6 +1223,24 @@ export class Stack implements LinkReceiver, FlowHost, UdpHost, SegmentSink {
     const d = this.stats.drops;
     d[reason] = (d[reason] ?? 0) + 1;
   }
+}
+
+/** An unfragmented IPv4 or IPv6 (no extension headers) TCP segment with SYN set and neither ACK nor RST. */
+function isBareSyn(buf: Uint8Array, off: number, len: number): boolean {
+  if (len < 40) return false;
+  const v = buf[off]! >> 4;
+  let l4: number;
+  if (v === 4) {
+    if (buf[off + 9] !== 6 || (((buf[off + 6]! & 0x3f) << 8) | buf[off + 7]!) !== 0) return false;
+    l4 = off + (buf[off]! & 0x0f) * 4;
+  } else if (v === 6) {
+    if (buf[off + 6] !== 6) return false;
+    l4 = off + 40;
+  } else {
+    return false;
+  }
+  if (l4 + 20 > off + len) return false;
+  return (buf[l4 + 13]! & (TCP_SYN | TCP_ACK | TCP_RST)) === TCP_SYN;
 }
 
 function copyAddresses(

@@ -175,6 +175,7 @@ function complete(raw: Raw, ruleSets: Map<string, RuleSetConfig>, baseDir: strin
     log: { ...d.log, ...raw.log },
     tun: { ...d.tun, ...raw.tun },
     sniff: { ...d.sniff, ...raw.sniff },
+    limits: { ...d.limits, ...raw.limits },
     dns: {
       mode: dns.mode ?? d.dns.mode,
       hijack: dns.hijack ?? d.dns.hijack,

@@ -193,6 +193,16 @@ export const configSchema: Schema = {
       [],
       { default: {} },
     ),
+    limits: obj(
+      {
+        pendingSyns: int(1, 1_000_000, { default: d.limits.pendingSyns }),
+        synCookieThreshold: int(0, 1_000_000, { default: d.limits.synCookieThreshold }),
+        dials: int(1, 1_000_000, { default: d.limits.dials }),
+        dialsPerSource: int(1, 1_000_000, { default: d.limits.dialsPerSource }),
+      },
+      [],
+      { default: {} },
+    ),
     dns: obj(
       {
         mode: enumOf(['fake-ip', 'real-ip'], { default: d.dns.mode }),

@@ -34,6 +34,21 @@ export interface SniffConfig {
   maxBytes: number;
 }
 
+/**
+ * SYN-flood and dial limits (docs/configuration.md "limits"): what a client
+ * sending SYNs can make sluice hold and do.
+ */
+export interface LimitsConfig {
+  /** SYNs waiting for a decision (usually their upstream dial) at once; the pending SYN table's cap. */
+  pendingSyns: number;
+  /** Half-open flows from which new SYNs get stateless SYN-cookie answers (RFC 4987), dialled only once the handshake completes. 0: always. */
+  synCookieThreshold: number;
+  /** Upstream dials in progress at once, all clients together. */
+  dials: number;
+  /** Upstream dials in progress at once for one client address. */
+  dialsPerSource: number;
+}
+
 export type DnsMode = 'fake-ip' | 'real-ip';
 
 export interface FakeIpConfig {
@@ -275,6 +290,7 @@ export interface SluiceConfig {
   log: LogConfig;
   tun: TunConfig;
   sniff: SniffConfig;
+  limits: LimitsConfig;
   dns: DnsConfig;
   outbounds: OutboundConfig[];
   ruleSets: Record<string, RuleSetConfig>;
@@ -329,6 +345,7 @@ export function defaultConfig(): SluiceConfig {
     log: { level: 'info', format: 'auto' },
     tun: { name: 'sluice0', mtu: 1500, offload: true, ipv4: '198.19.0.1/30', ipv6: 'fdfe:dcba:9876::1/126' },
     sniff: { timeoutMs: 300, maxBytes: 8192 },
+    limits: { pendingSyns: 1024, synCookieThreshold: 128, dials: 512, dialsPerSource: 64 },
     dns: {
       mode: 'fake-ip',
       hijack: true,

@@ -6,7 +6,12 @@
  * When the flow's name is already known (fake-IP, snooped) or the policy
  * cannot use one, the outbound connects before the client's SYN is
  * answered: a dead upstream shows the client a refused connection, not an
- * accepted one that dies. Otherwise the handshake completes, the first
+ * accepted one that dies. Under a SYN flood (more than
+ * limits.synCookieThreshold half-open flows) the stack answers SYNs with SYN
+ * cookies instead and hands over only completed handshakes
+ * (TcpFlowRequest.established), so spoofed SYNs never make us dial; dials in
+ * progress are capped by limits.dials and limits.dialsPerSource
+ * (dial-limiter.ts). Otherwise the handshake completes, the first
  * bytes are sniffed for at most `sniff.timeoutMs` / `sniff.maxBytes`, and a
  * failing upstream resets the client's connection (what sing-box and
  * mihomo do; a name inside the stream cannot be read without accepting).
@@ -45,6 +50,7 @@ import { relay, type RelayResult } from './relay.js';
 import { policyNeedsName } from './name-sensitivity.js';
 import { buildResolverChain } from './dns-upstreams.js';
 import { HttpL7 } from './http-l7.js';
+import { DialLimiter } from './dial-limiter.js';
 import type { Logger } from './logger.js';
 
 export interface EngineCounters {
@@ -55,6 +61,20 @@ export interface EngineCounters {
   upstreamFailures: number;
   unknownFakeIp: number;
   dnsQueries: number;
+  /** Live SYN-flood figures (getters over the stack's stats and the dial limiter), for the counters log line. */
+  synFlood?: SynFloodCounters;
+}
+
+export interface SynFloodCounters {
+  readonly halfOpen: number;
+  readonly pendingSyns: number;
+  readonly cookiesSent: number;
+  readonly cookiesValidated: number;
+  readonly cookiesRejected: number;
+  readonly synBudgetDrops: number;
+  readonly dialsActive: number;
+  readonly dialsRefusedGlobal: number;
+  readonly dialsRefusedPerSource: number;
 }
 
 interface FlowInfo {
@@ -134,6 +154,8 @@ export class Engine {
   /** Whether any rule looks at names or protocols (else sniffing cannot change a decision). */
   private needsName: boolean;
   private persistTimer: NodeJS.Timeout | null = null;
+  /** limits.dials / limits.dialsPerSource: upstream dials in progress. */
+  readonly dials: DialLimiter;
 
   constructor(
     private config: SluiceConfig,
@@ -170,10 +192,28 @@ export class Engine {
       : null;
     this.httpL7 = config.http.enabled ? new HttpL7(config.http, this.outbounds, log) : null;
     this.needsName = policyNeedsName(config);
-    this.stack = new Stack(link, {
-      onTcpFlow: (req) => this.onTcpFlow(req),
-      onUdpSession: (s) => this.onUdpSession(s),
-    });
+    this.dials = new DialLimiter(config.limits.dials, config.limits.dialsPerSource);
+    this.stack = new Stack(
+      link,
+      {
+        onTcpFlow: (req) => this.onTcpFlow(req),
+        onUdpSession: (s) => this.onUdpSession(s),
+      },
+      { maxPendingFlows: config.limits.pendingSyns, synCookieThreshold: config.limits.synCookieThreshold },
+    );
+    const st = this.stack.stats;
+    const dc = this.dials.counters;
+    this.counters.synFlood = {
+      get halfOpen() { return st.halfOpenFlows; },
+      get pendingSyns() { return st.pendingFlows; },
+      get cookiesSent() { return st.synCookiesSent; },
+      get cookiesValidated() { return st.synCookiesValidated; },
+      get cookiesRejected() { return st.synCookiesRejected; },
+      get synBudgetDrops() { return st.drops.syn_budget ?? 0; },
+      get dialsActive() { return dc.active; },
+      get dialsRefusedGlobal() { return dc.refusedGlobal; },
+      get dialsRefusedPerSource() { return dc.refusedPerSource; },
+    };
   }
 
   /** Compiles the policy part of a config (rule-set entries already loaded). */
@@ -456,6 +496,22 @@ export class Engine {
 
   /** The outbound's connect, or with gateway.preserveSource a direct connection from the client's own address. */
   private dialTcp(outbound: Outbound, host: string, port: number, signal: AbortSignal, e: FlowEnds): Promise<Duplex> {
+    // limits.dials / dialsPerSource: over a cap the flow is refused (RST), never queued.
+    const source = e.remoteAddress;
+    if (!this.dials.tryAcquire(source)) return Promise.reject(new Error('too many dials in progress (limits.dials / limits.dialsPerSource)'));
+    const release = (): void => this.dials.release(source);
+    let dial: Promise<Duplex>;
+    try {
+      dial = this.dialTcpUnlimited(outbound, host, port, signal, e);
+    } catch (err) {
+      release();
+      return Promise.reject(err);
+    }
+    dial.then(release, release);
+    return dial;
+  }
+
+  private dialTcpUnlimited(outbound: Outbound, host: string, port: number, signal: AbortSignal, e: FlowEnds): Promise<Duplex> {
     const gw = this.config.gateway;
     if (gw.enabled && gw.preserveSource && outbound.type === 'direct' && canPreserve(e.remoteAddress, host)) {
       const spec = this.config.outbounds.find((o) => o.name === outbound.name);

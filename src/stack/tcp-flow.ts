@@ -17,6 +17,8 @@ export interface FlowHost {
   markDirty(flow: TcpFlow): void;
   /** The connection reached CLOSED: forget the flow. */
   flowClosed(flow: TcpFlow): void;
+  /** A half-open (SYN-RECEIVED) flow completed its handshake. */
+  handshakeDone(flow: TcpFlow): void;
 }
 
 export type TcpCloseReason = 'fin' | 'reset' | 'timeout' | 'aborted';
@@ -60,6 +62,14 @@ export class TcpFlow implements FlowKey, WheelEntry, ConnectionOwner {
   notifyWritable = false;
   peerFinished = false;
   closedReason: TcpCloseReason | null = null;
+  /** Counted in the stack's half-open total (SYN-RECEIVED, our SYN-ACK unanswered). */
+  halfOpen = false;
+  /**
+   * A handshake completed by a SYN cookie waits for the application's
+   * decision with its connection already open: by this time it is refused
+   * (Infinity once decided, and for every other flow).
+   */
+  decisionDeadline = Infinity;
   private readonly host: FlowHost;
 
   constructor(host: FlowHost, family: number, srcPort: number, dstPort: number) {
@@ -80,7 +90,12 @@ export class TcpFlow implements FlowKey, WheelEntry, ConnectionOwner {
   }
 
   // --- ConnectionOwner (called inside the core; flags only) ---
-  onEstablished(): void {}
+  onEstablished(): void {
+    if (this.halfOpen) {
+      this.halfOpen = false;
+      this.host.handshakeDone(this);
+    }
+  }
 
   onReadable(): void {
     this.notifyReadable = true;

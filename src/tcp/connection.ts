@@ -57,6 +57,29 @@ const TS_OPTION_BYTES = 12;
 const DUPACK_THRESHOLD = 3; // RFC 5681 3.2, RFC 6675 DupThresh
 /** RFC 9293 3.7.1: the MSS to assume when the peer sent none. */
 const DEFAULT_PEER_MSS = 536;
+/**
+ * RFC 5961 7: challenge ACKs (and, before the handshake completes, the
+ * SYN-ACKs and resets that answer unacceptable segments) are rate limited,
+ * so a blind flood onto one 4-tuple draws at most this many per second.
+ */
+export const CHALLENGE_ACKS_PER_SECOND = 10;
+
+/** The timestamp clock of a connection with this ISS (the SYN-cookie path needs it before the connection exists). */
+export function tcpTimestampClock(now: number, iss: number): number {
+  return (Math.floor(now) + timestampOffset(iss)) >>> 0;
+}
+
+/** RFC 7323 7.1: a per-connection offset (from the ISS) hides the clock from peers. */
+function timestampOffset(iss: number): number {
+  return (iss * 2654435761) >>> 0;
+}
+
+/** RFC 7323 2.3: the largest shift that keeps the receive buffer within 16 bits (0 without window scaling). */
+export function receiveWindowShift(config: TcpConfig): number {
+  let shift = 0;
+  while (shift < 14 && config.recvBufferBytes >>> shift > 0xffff) shift++;
+  return config.windowScale ? shift : 0;
+}
 
 export class TcpConnection {
   state: TcpState;
@@ -134,6 +157,12 @@ export class TcpConnection {
   private synPending = false;
   private rstPending = false;
   private challengePending = false;
+  /** RFC 9293 3.10.7.4 (SYN-RECEIVED, bad ACK): a <SEQ=SEG.ACK><CTL=RST> owed to the sender; the connection stays. */
+  private rstReplyPending = false;
+  private rstReplySeq = 0;
+  /** RFC 5961 7 rate limit: the current one-second window and what it has spent. */
+  private challengeWindowAt = -Infinity;
+  private challengeBudgetUsed = 0;
   private segmentsSinceAck = 0;
   private dupAcks = 0;
   private inRecovery = false;
@@ -187,6 +216,8 @@ export class TcpConnection {
   segmentsOut = 0;
   outOfOrderDrops = 0;
   challengeAcks = 0;
+  /** Challenge ACKs (and SYN-RECEIVED answers) not sent because of the RFC 5961 7 rate limit. */
+  challengesSuppressed = 0;
 
   private readonly out = newTcpRepr();
 
@@ -208,12 +239,9 @@ export class TcpConnection {
     this.sendMss = DEFAULT_PEER_MSS;
     this.maxSegmentBytes = DEFAULT_PEER_MSS;
     this.cc = createCongestionControl(config.congestion, opts.mss, config.initialCwndSegments);
-    this.tsOffset = (opts.iss * 2654435761) >>> 0;
+    this.tsOffset = timestampOffset(opts.iss);
     this.lastActivity = now;
-    // RFC 7323 2.3: the largest shift that keeps the buffer within 16 bits.
-    let shift = 0;
-    while (shift < 14 && config.recvBufferBytes >>> shift > 0xffff) shift++;
-    this.rcvShift = config.windowScale ? shift : 0;
+    this.rcvShift = receiveWindowShift(config);
   }
 
   /** A connection for a received SYN (passive open, RFC 9293 3.10.7.2). */
@@ -230,6 +258,24 @@ export class TcpConnection {
     c.synPending = true;
     // Data on the SYN (RFC 9293 3.10.7.2): queue it once established; here
     // it is simply not acknowledged, so the peer retransmits it.
+    return c;
+  }
+
+  /**
+   * A connection whose SYN was answered statelessly with a SYN cookie
+   * (RFC 4987 3.6; src/tcp/syn-cookie.ts): `syn` is rebuilt from the cookie
+   * ACK (SEQ-1, the MSS, window scale and SACK the cookie carried, the ACK's
+   * timestamp) and `opts.iss` is the cookie. It starts in SYN-RECEIVED as if
+   * its SYN-ACK had just gone out (which the stack sent, with the same
+   * options and window this connection would have), and the caller feeds
+   * it the ACK next, which establishes it.
+   */
+  static acceptCookie(config: TcpConfig, now: number, syn: TcpRepr, opts: ConnectionOptions, owner: ConnectionOwner): TcpConnection {
+    const c = TcpConnection.accept(config, now, syn, opts, owner);
+    c.synPending = false;
+    const wnd = c.currentWindow();
+    c.rcvAdvertised = wnd > 0xffff ? 0xffff : wnd;
+    c.rcvEdge = seqAdd(c.rcvNxt, c.rcvAdvertised);
     return c;
   }
 
@@ -421,7 +467,8 @@ export class TcpConnection {
     const f = seg.flags;
     // RFC 7323 5.3 PAWS: an old timestamp marks an old duplicate.
     if (this.tsOk && seg.hasTimestamps && (f & TCP_RST) === 0 && seqLt(seg.tsVal, this.tsRecent)) {
-      this.ackNow = true;
+      if (this.state === 'SYN-RECEIVED') this.challenge(now);
+      else this.ackNow = true;
       return;
     }
     // First check: sequence number acceptability (RFC 9293 3.10.7.4, the four cases).
@@ -434,7 +481,12 @@ export class TcpConnection {
     else acceptable = wnd > 0 && (inWindow(seg.seq, this.rcvNxt, wnd) || inWindow(seqAdd(seg.seq, segLen - 1), this.rcvNxt, wnd));
     // A zero window still takes pure ACKs and lets the peer probe.
     if (!acceptable && !(wnd === 0 && seg.seq === this.rcvNxt)) {
-      if ((f & TCP_RST) === 0) this.ackNow = true;
+      // Before the handshake completes that ACK is a SYN-ACK, and a blind
+      // flood onto the tuple must not turn into a SYN-ACK flood (RFC 5961 7).
+      if ((f & TCP_RST) === 0) {
+        if (this.state === 'SYN-RECEIVED') this.challenge(now);
+        else this.ackNow = true;
+      }
       // The ACK field of an unacceptable segment still carries window
       // updates the peer needs us to see when our window was zero.
       return;
@@ -445,14 +497,14 @@ export class TcpConnection {
       if (seg.seq === this.rcvNxt) {
         this.enterClosed('reset');
       } else {
-        this.challenge();
+        this.challenge(now);
       }
       return;
     }
 
     // Fourth check: SYN in a synchronized state (RFC 5961 4.2): challenge ACK.
     if ((f & TCP_SYN) !== 0) {
-      this.challenge();
+      this.challenge(now);
       return;
     }
 
@@ -473,8 +525,14 @@ export class TcpConnection {
         this.owner.onEstablished(this);
         this.owner.onWritable(this);
       } else {
-        // RFC 9293 3.10.7.4: <SEQ=SEG.ACK><CTL=RST> for an unacceptable ACK.
-        this.rstPending = true;
+        // RFC 9293 3.10.7.4: <SEQ=SEG.ACK><CTL=RST> for an unacceptable ACK,
+        // sent to whoever sent it; the half-open connection stays as it is
+        // (aborting it here let blind ACKs kill handshakes), and the reset
+        // is rate limited like a challenge ACK (RFC 5961 7).
+        if (this.spendChallenge(now)) {
+          this.rstReplyPending = true;
+          this.rstReplySeq = seg.ack;
+        }
         return;
       }
     } else if (!this.processAck(now, seg, len)) {
@@ -502,7 +560,7 @@ export class TcpConnection {
       return false;
     }
     if (seqLt(ack, seqSub(this.sndUna, this.maxSndWnd) >>> 0)) {
-      this.challenge();
+      this.challenge(now);
       return false;
     }
     const window = seg.window << this.sndShift;
@@ -742,11 +800,26 @@ export class TcpConnection {
     }
   }
 
-  private challenge(): void {
+  private challenge(now: number): void {
     // RFC 5961 3.2/4.2/5.2: a challenge ACK; the genuine peer answers with
     // an exact RST or a fresh ACK, a blind attacker cannot.
+    if (!this.spendChallenge(now)) return;
     this.challengePending = true;
     this.challengeAcks++;
+  }
+
+  /** RFC 5961 7: at most CHALLENGE_ACKS_PER_SECOND answers to suspect segments per second. */
+  private spendChallenge(now: number): boolean {
+    if (now - this.challengeWindowAt >= 1000) {
+      this.challengeWindowAt = now;
+      this.challengeBudgetUsed = 0;
+    }
+    if (this.challengeBudgetUsed >= CHALLENGE_ACKS_PER_SECOND) {
+      this.challengesSuppressed++;
+      return false;
+    }
+    this.challengeBudgetUsed++;
+    return true;
   }
 
   private enterTimeWait(now: number): void {
@@ -781,6 +854,12 @@ export class TcpConnection {
       this.emitControl(sink, this.sndNxt, TCP_RST | TCP_ACK);
       this.enterClosed('aborted');
       return;
+    }
+    if (this.rstReplyPending) {
+      this.rstReplyPending = false;
+      const owed = this.ackNow; // the reset acknowledges nothing
+      this.emitControl(sink, this.rstReplySeq, TCP_RST, now);
+      this.ackNow = owed;
     }
     if (this.timeWaitAt <= now) {
       this.enterClosed('fin');
@@ -830,7 +909,7 @@ export class TcpConnection {
   /** The earliest time dispatch has work; 0 when it has work now. */
   pollAt(): number {
     if (this.state === 'CLOSED') return Infinity;
-    if (this.rstPending || this.synPending || this.ackNow || this.challengePending) return 0;
+    if (this.rstPending || this.rstReplyPending || this.synPending || this.ackNow || this.challengePending) return 0;
     if (this.state !== 'SYN-SENT' && this.state !== 'SYN-RECEIVED') {
       if (this.inRecovery && this.retransmitBudget > 0) return 0;
       if (this.canSendData() || this.finReady()) return 0;

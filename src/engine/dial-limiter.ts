@@ -1,0 +1,57 @@
+/**
+ * Caps on upstream dials in progress (config `limits.dials` and
+ * `limits.dialsPerSource`): however many SYNs a client sends, sluice opens
+ * at most this many upstream connections at a time for flows that are not
+ * yet relaying, in all and per client address. A dial over a cap is refused
+ * at once (the client gets a RST) and counted; nothing queues, so the
+ * limiter's own memory is one map entry per source with a dial in progress.
+ */
+
+export interface DialLimiterCounters {
+  /** Dials in progress now. */
+  active: number;
+  /** Dials refused because `limits.dials` were in progress. */
+  refusedGlobal: number;
+  /** Dials refused because that client had `limits.dialsPerSource` in progress. */
+  refusedPerSource: number;
+}
+
+export class DialLimiter {
+  readonly counters: DialLimiterCounters = { active: 0, refusedGlobal: 0, refusedPerSource: 0 };
+  private readonly perSource = new Map<string, number>();
+
+  constructor(
+    private readonly maxDials: number,
+    private readonly maxPerSource: number,
+  ) {}
+
+  /** Takes a slot for a dial on behalf of `source`; false (and counted) when a cap is reached. */
+  tryAcquire(source: string): boolean {
+    if (this.counters.active >= this.maxDials) {
+      this.counters.refusedGlobal++;
+      return false;
+    }
+    const n = this.perSource.get(source) ?? 0;
+    if (n >= this.maxPerSource) {
+      this.counters.refusedPerSource++;
+      return false;
+    }
+    this.perSource.set(source, n + 1);
+    this.counters.active++;
+    return true;
+  }
+
+  /** Gives back a slot taken by tryAcquire (once per successful acquire). */
+  release(source: string): void {
+    const n = this.perSource.get(source);
+    if (n === undefined) return;
+    if (n <= 1) this.perSource.delete(source);
+    else this.perSource.set(source, n - 1);
+    this.counters.active--;
+  }
+
+  /** Sources with a dial in progress (the map's size: bounded by `limits.dials`). */
+  get sources(): number {
+    return this.perSource.size;
+  }
+}
