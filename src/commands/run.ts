@@ -97,7 +97,7 @@ export async function runRun(argv: string[], io: CommandIo = process): Promise<n
     if (config.gateway.enabled && config.gateway.mode === 'tproxy') {
       const e = engine;
       listeners = await startTproxyListeners(config.gateway.tproxyPort, (s) => e.handleTransparent(s), log);
-      udpTproxy = await startTproxyUdp(config.gateway.tproxyPort, (s) => e.handleTransparentUdp(s), log);
+      udpTproxy = await startTproxyUdp(config.gateway.tproxyPort, (s) => e.handleTransparentUdp(s), log, e.tproxyUdpOptions());
     }
     if (config.gateway.enabled) stopGateway = await startGateway(config, tun.name, statePath, log);
   } catch (err) {
