@@ -137,6 +137,6 @@ export async function runRun(argv: string[], io: CommandIo = process): Promise<n
     process.once('SIGTERM', () => stop('SIGTERM'));
     // The classifier's maps follow the reloaded policy live (no detach).
     process.on('SIGHUP', () => void engine.reload().then(() => classifier?.update(engine.activeConfig)));
-    process.on('SIGUSR2', () => log.info({ ...engine.counters, classifier: classifier?.counters() ?? undefined }, 'counters'));
+    process.on('SIGUSR2', () => log.info({ ...engine.counters, stack: engine.stack.stats.drops, classifier: classifier?.counters() ?? undefined }, 'counters'));
   });
 }
