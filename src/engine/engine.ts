@@ -160,6 +160,8 @@ export class Engine {
   private needsName: boolean;
   private persistTimer: NodeJS.Timeout | null = null;
   private uninstallBoundary: (() => void) | null = null;
+  /** Resolves names through sluice's own upstreams (fake-IP flows, preserveSource). */
+  private readonly lookup: LookupFn;
   private readonly onFlowFailed: (guard: FlowGuard, err: unknown) => void;
 
   constructor(
@@ -174,6 +176,7 @@ export class Engine {
     // never the host's resolver, whose traffic might route into the TUN.
     let chain: ResolverChain | null = null;
     const lookup: LookupFn = (host, family) => resolveWith(chain!, host, family);
+    this.lookup = lookup;
     // With auto-route every socket sluice makes (to proxies too, not only
     // direct ones) must carry the mark that keeps it out of the TUN.
     this.outbounds = createOutbounds(config.outbounds.map(toOutboundSpec), config.route.auto ? { lookup, mark: config.route.mark } : { lookup });
@@ -228,6 +231,14 @@ export class Engine {
         this.log.error({ origin, err: errorText(err) }, 'uncaught error outside any flow; sluice keeps serving');
       },
     });
+    const gw = this.config.gateway;
+    if (gw.enabled && gw.preserveSource) {
+      // Said once, loudly: UDP has no source-preserving path (yet).
+      this.log.warn(
+        { field: 'gateway.preserveSource' },
+        'gateway.preserveSource applies to TCP through direct outbounds (destinations given as addresses or fake-IP names); UDP sessions still leave from this host\'s address',
+      );
+    }
     this.stack.start();
   }
 
@@ -540,13 +551,29 @@ export class Engine {
     this.sniffThenRoute(socket, ends, info);
   }
 
-  /** The outbound's connect, or with gateway.preserveSource a direct connection from the client's own address. */
+  /**
+   * The outbound's connect, or with gateway.preserveSource a direct
+   * connection from the client's own address. A name (a fake-IP flow) is
+   * resolved first through sluice's upstreams, in the client's family, so
+   * it leaves from the client's address too; a name with no address of
+   * that family falls back to this host's address (nothing else can carry
+   * an IPv4 client's source to an IPv6-only name).
+   */
   private dialTcp(outbound: Outbound, host: string, port: number, signal: AbortSignal, e: FlowEnds): Promise<Duplex> {
     const gw = this.config.gateway;
-    if (gw.enabled && gw.preserveSource && outbound.type === 'direct' && canPreserve(e.remoteAddress, host)) {
+    if (gw.enabled && gw.preserveSource && outbound.type === 'direct') {
       const spec = this.config.outbounds.find((o) => o.name === outbound.name);
       const direct = spec !== undefined && spec.type === 'direct' ? spec : null;
-      return transparentDial({ source: e.remoteAddress, host, port, mark: direct?.mark ?? null, device: direct?.interface ?? null, timeoutMs: 10_000, signal });
+      const dial = (address: string): Promise<Duplex> =>
+        transparentDial({ source: e.remoteAddress, host: address, port, mark: direct?.mark ?? null, device: direct?.interface ?? null, timeoutMs: 10_000, signal });
+      if (canPreserve(e.remoteAddress, host)) return dial(host);
+      if (isIP(host) === 0 && isIP(e.remoteAddress) !== 0) {
+        const family = isIP(e.remoteAddress) === 6 ? 6 : 4;
+        return this.lookup(host, family).then(
+          (r) => (r.family === family && isUnicastText(r.address) ? dial(r.address) : outbound.connectTcp({ host, port }, signal)),
+          () => outbound.connectTcp({ host, port }, signal),
+        );
+      }
     }
     return outbound.connectTcp({ host, port }, signal);
   }
