@@ -88,8 +88,10 @@ export interface ErrorBoundaryHooks {
 export function installErrorBoundary(hooks: ErrorBoundaryHooks): () => void {
   const route = (err: unknown, origin: 'uncaughtException' | 'unhandledRejection'): void => {
     const guard = flowScope.getStore();
-    if (guard !== undefined) {
-      if (guard.failed) return; // a second error from a flow already ended
+    // A second error from a flow already ended (or from a long-lived
+    // resource first made inside a flow, such as a resolver socket) is
+    // still reported, as unattributed.
+    if (guard !== undefined && !guard.failed) {
       guard.fail(err);
       return;
     }
