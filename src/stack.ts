@@ -29,6 +29,7 @@ import { newIpv6Repr, parseIpv6, isIpv6Fragment, formatIpv6 } from './wire/ipv6.
 import { TCP_ACK, TCP_RST, TCP_SYN, TCP_FIN, copyTcpRepr, newTcpRepr, parseTcp, verifyL4Checksum, type TcpRepr } from './wire/tcp.js';
 import { newUdpRepr, parseUdp } from './wire/udp.js';
 import { pseudoHeaderSumV4, pseudoHeaderSumV6 } from './wire/checksum.js';
+import { isUnicastAt } from './wire/address-class.js';
 import {
   ICMP_DEST_UNREACHABLE,
   ICMP_ECHO_REQUEST,
@@ -198,6 +199,9 @@ const DROP_REASONS = [
   'icmp_error_ignored',
   'icmp_error_unmatched',
   'internal_error',
+  'bad_address',
+  'port_zero',
+  'handler_error',
 ] as const;
 
 /** RFC 6528 needs the local/remote pair; our "local" is the client's destination. */
@@ -615,7 +619,16 @@ export class Stack implements LinkReceiver, FlowHost, UdpHost, SegmentSink {
       return;
     }
     if ((seg.flags & TCP_RST) !== 0) return; // RFC 9293 3.10.7.1: never answer a RST
+    // Only unicast endpoints can be answered or relayed (src/wire/address-class.ts):
+    // nothing goes back to a multicast, broadcast or unspecified address.
+    if (!isUnicastAt(family, abuf, srcOff) || !isUnicastAt(family, abuf, dstOff)) return this.drop('bad_address');
     if ((seg.flags & (TCP_SYN | TCP_ACK)) === TCP_SYN) {
+      // Port 0 is reserved (RFC 6335 6): no upstream can be dialled to it.
+      // Refused as a host without a listener would: RFC 9293 3.10.7.1 RST.
+      if (seg.dstPort === 0 || seg.srcPort === 0) {
+        this.drop('port_zero');
+        return this.sendResetFor(family, abuf, srcOff, dstOff, seg);
+      }
       if (this.inBatch) {
         if (this.deferring && l4buf === this.batchBuf) {
           if (this.deferredCount >= this.deferredSyns.length) return this.drop('syn_budget');
@@ -904,6 +917,19 @@ export class Stack implements LinkReceiver, FlowHost, UdpHost, SegmentSink {
     if (p !== undefined && p.request !== null && !p.request.decided) p.request.cancelled();
   }
 
+  /**
+   * An ICMP destination unreachable quoting `quote` (an IP header as the
+   * client sent it and the start of its payload), written into the TUN: its
+   * source is the quote's destination, and the kernel routes it to the
+   * client. For sessions that did not come through the TUN (TPROXY), so the
+   * client fails at once as it would behind the TUN.
+   */
+  injectUnreachable(family: number, kind: UnreachableKind, quote: Uint8Array): void {
+    if (this.closed) return;
+    this.sendUnreachable(family, kind, quote, 0, quote.length);
+    this.scheduleFlush();
+  }
+
   private sendUnreachable(family: number, kind: UnreachableKind, quote: Uint8Array, off: number, len: number): void {
     if (family === 4) {
       const code = kind === 'port' ? ICMP_UNREACH_PORT : kind === 'host' ? ICMP_UNREACH_HOST : kind === 'net' ? ICMP_UNREACH_NET : ICMP_UNREACH_ADMIN_PROHIBITED;
@@ -965,6 +991,17 @@ export class Stack implements LinkReceiver, FlowHost, UdpHost, SegmentSink {
         this.sendUnreachable(family, 'port', pkt, pktOff, pktLen);
         return;
       }
+      if (!isUnicastAt(family, abuf, srcOff) || !isUnicastAt(family, abuf, dstOff)) return this.drop('bad_address');
+      if (u.dstPort === 0) {
+        // Port 0 is reserved (RFC 6335 6); a datagram to it would reach the
+        // outbound's socket as an invalid port. Answered as a host with no
+        // socket there: ICMP port unreachable (RFC 1122 4.1.3.1).
+        this.drop('port_zero');
+        this.sendUnreachable(family, 'port', pkt, pktOff, pktLen < 576 ? pktLen : 576);
+        return this.scheduleFlush();
+      }
+      // Source port 0 means "no reply expected" (RFC 768): a relay could never answer it.
+      if (u.srcPort === 0) return this.drop('port_zero');
       if (this.udpSessions.size >= this.maxUdpSessions) return this.drop('udp_full');
       s = new UdpSession(this, family, u.srcPort, u.dstPort);
       // Kept for an ICMP error should the forwarder refuse the session (one
@@ -980,7 +1017,15 @@ export class Stack implements LinkReceiver, FlowHost, UdpHost, SegmentSink {
       s.lastActivity = this.now;
       this.wheel.schedule(s, this.now + this.udpIdleMs);
       this.armTimer();
-      this.handlers.onUdpSession(s);
+      try {
+        this.handlers.onUdpSession(s);
+      } catch (err) {
+        // As for onTcpFlow: a throwing handler costs its session, not the stack.
+        this.drop('handler_error');
+        this.closeUdp(s);
+        process.emitWarning(`onUdpSession handler threw: ${(err as Error).message}`, { code: 'SLUICE_HANDLER' });
+        return;
+      }
     } else {
       s.lastActivity = this.now;
     }
@@ -1022,6 +1067,8 @@ export class Stack implements LinkReceiver, FlowHost, UdpHost, SegmentSink {
     const isEcho = family === 4 ? m.type === ICMP_ECHO_REQUEST : m.type === ICMPV6_ECHO_REQUEST;
     if (isEcho) {
       if (!this.icmpEcho) return;
+      // RFC 1122 3.2.2.6: replies go from a unicast address to a unicast address.
+      if (!isUnicastAt(family, abuf, srcOff) || !isUnicastAt(family, abuf, dstOff)) return this.drop('bad_address');
       // abuf and l4buf are the same buffer unless reassembled; echo data is in l4buf.
       if (abuf !== l4buf) return this.drop('fragment');
       this.writer.echoReply(family, abuf, srcOff, dstOff, m.identifier, m.sequence, m.payloadOffset, m.payloadLength);

@@ -103,7 +103,7 @@ export async function runRun(argv: string[], io: CommandIo = process): Promise<n
     if (config.gateway.enabled && config.gateway.mode === 'tproxy') {
       const e = engine;
       listeners = await startTproxyListeners(config.gateway.tproxyPort, (s) => e.handleTransparent(s), log);
-      udpTproxy = await startTproxyUdp(config.gateway.tproxyPort, (s) => e.handleTransparentUdp(s), log);
+      udpTproxy = await startTproxyUdp(config.gateway.tproxyPort, (s) => e.handleTransparentUdp(s), log, e.tproxyUdpOptions());
     }
     if (config.gateway.enabled) stopGateway = await startGateway(config, tun.name, statePath, log);
     if (drop !== null) dropPrivileges(drop, values.config ?? 'built-in default', log);
@@ -146,6 +146,6 @@ export async function runRun(argv: string[], io: CommandIo = process): Promise<n
     process.once('SIGTERM', () => stop('SIGTERM'));
     // The classifier's maps follow the reloaded policy live (no detach).
     process.on('SIGHUP', () => void engine.reload().then(() => classifier?.update(engine.activeConfig)));
-    process.on('SIGUSR2', () => log.info({ ...engine.counters, classifier: classifier?.counters() ?? undefined }, 'counters'));
+    process.on('SIGUSR2', () => log.info({ ...engine.counters, stack: engine.stack.stats.drops, classifier: classifier?.counters() ?? undefined }, 'counters'));
   });
 }

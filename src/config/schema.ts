@@ -325,6 +325,7 @@ export const configSchema: Schema = {
         tproxyPort: int(1, 65535, { 'x-expected': 'a port from 1 to 65535', default: d.gateway.tproxyPort }),
         tproxyMark: int(1, 0xffffffff, { 'x-expected': 'a 32-bit mark from 1 to 0xffffffff', default: d.gateway.tproxyMark }),
         preserveSource: { type: 'boolean', default: d.gateway.preserveSource },
+        tproxyUdpSessions: int(1, 1_000_000, { 'x-expected': 'a session count from 1 to 1000000', default: d.gateway.tproxyUdpSessions }),
       },
       [],
       { default: {} },

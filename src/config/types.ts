@@ -271,6 +271,8 @@ export interface GatewayConfig {
   tproxyMark: number;
   /** Direct outbound connections leave with the LAN client's address as their source (IP_TRANSPARENT). */
   preserveSource: boolean;
+  /** Cap on concurrent TPROXY UDP sessions (tproxy mode); datagrams that would open more are dropped and counted. */
+  tproxyUdpSessions: number;
 }
 
 /**
@@ -376,7 +378,7 @@ export function defaultConfig(): SluiceConfig {
     },
     http: { enabled: false, ports: [80], rules: [], accessLog: true, maxHeaderBytes: 16384 },
     classifier: { enabled: false, interfaces: [], direction: 'ingress', tunMark: 0x164, bypass: [], default: null },
-    gateway: { enabled: false, lan: [], mode: 'tun', tproxyPort: 7893, tproxyMark: 0x163, preserveSource: false },
+    gateway: { enabled: false, lan: [], mode: 'tun', tproxyPort: 7893, tproxyMark: 0x163, preserveSource: false, tproxyUdpSessions: 16384 },
     run: { user: null, group: null },
   };
 }

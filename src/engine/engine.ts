@@ -52,6 +52,9 @@ import { buildResolverChain } from './dns-upstreams.js';
 import { HttpL7 } from './http-l7.js';
 import { DialLimiter } from './dial-limiter.js';
 import type { Logger } from './logger.js';
+import { FlowGuard, errorText, installErrorBoundary } from './flow-guard.js';
+import { newTproxyUdpCounters, type TproxyUdpCounters, type TproxyUdpOptions } from '../system/tproxy-udp.js';
+import { isUnicastText, isUsablePort } from '../wire/address-class.js';
 
 export interface EngineCounters {
   tcpFlows: number;
@@ -61,6 +64,14 @@ export interface EngineCounters {
   upstreamFailures: number;
   unknownFakeIp: number;
   dnsQueries: number;
+  /** Flows ended because their handling threw (src/engine/flow-guard.ts). */
+  flowErrors: number;
+  /** Uncaught errors no flow claimed (logged; sluice keeps running). */
+  unattributedErrors: number;
+  /** Flows refused before any socket call: port 0, or a non-unicast address (src/wire/address-class.ts). */
+  badTarget: number;
+  /** The TPROXY UDP reader's drops (src/system/tproxy-udp.ts), filled in gateway mode tproxy. */
+  tproxyUdp: TproxyUdpCounters;
   /** Live SYN-flood figures (getters over the stack's stats and the dial limiter), for the counters log line. */
   synFlood?: SynFloodCounters;
 }
@@ -88,6 +99,8 @@ interface FlowInfo {
   rule: number;
   outbound: string;
   started: number;
+  /** Ends the flow should its handling throw. */
+  guard: FlowGuard;
 }
 
 /** The two ends of a flow as the client sees it (local = the destination it asked for). */
@@ -142,7 +155,19 @@ export type UdpFlow = Pick<UdpSession, 'family' | 'remoteAddress' | 'remotePort'
 };
 
 export class Engine {
-  readonly counters: EngineCounters = { tcpFlows: 0, udpSessions: 0, rejected: 0, dropped: 0, upstreamFailures: 0, unknownFakeIp: 0, dnsQueries: 0 };
+  readonly counters: EngineCounters = {
+    tcpFlows: 0,
+    udpSessions: 0,
+    rejected: 0,
+    dropped: 0,
+    upstreamFailures: 0,
+    unknownFakeIp: 0,
+    dnsQueries: 0,
+    flowErrors: 0,
+    unattributedErrors: 0,
+    badTarget: 0,
+    tproxyUdp: newTproxyUdpCounters(),
+  };
   readonly stack: Stack;
   private readonly policy: PolicySlot;
   private readonly outbounds: Map<string, Outbound>;
@@ -156,6 +181,10 @@ export class Engine {
   private persistTimer: NodeJS.Timeout | null = null;
   /** limits.dials / limits.dialsPerSource: upstream dials in progress. */
   readonly dials: DialLimiter;
+  private uninstallBoundary: (() => void) | null = null;
+  /** Resolves names through sluice's own upstreams (fake-IP flows, preserveSource). */
+  private readonly lookup: LookupFn;
+  private readonly onFlowFailed: (guard: FlowGuard, err: unknown) => void;
 
   constructor(
     private config: SluiceConfig,
@@ -169,6 +198,7 @@ export class Engine {
     // never the host's resolver, whose traffic might route into the TUN.
     let chain: ResolverChain | null = null;
     const lookup: LookupFn = (host, family) => resolveWith(chain!, host, family);
+    this.lookup = lookup;
     // With auto-route every socket sluice makes (to proxies too, not only
     // direct ones) must carry the mark that keeps it out of the TUN.
     this.outbounds = createOutbounds(config.outbounds.map(toOutboundSpec), config.route.auto ? { lookup, mark: config.route.mark } : { lookup });
@@ -192,6 +222,10 @@ export class Engine {
       : null;
     this.httpL7 = config.http.enabled ? new HttpL7(config.http, this.outbounds, log) : null;
     this.needsName = policyNeedsName(config);
+    this.onFlowFailed = (guard, err) => {
+      this.counters.flowErrors++;
+      this.log.error({ flow: guard.what, err: errorText(err) }, 'flow handler failed; the flow was ended');
+    };
     this.dials = new DialLimiter(config.limits.dials, config.limits.dialsPerSource);
     this.stack = new Stack(
       link,
@@ -231,10 +265,26 @@ export class Engine {
       this.log.info({ restored: r.restored, path }, 'fake-ip mappings restored');
       this.persistTimer = setInterval(() => void this.persist(), 60_000).unref();
     }
+    this.uninstallBoundary = installErrorBoundary({
+      unattributed: (err, origin) => {
+        this.counters.unattributedErrors++;
+        this.log.error({ origin, err: errorText(err) }, 'uncaught error outside any flow; sluice keeps serving');
+      },
+    });
+    const gw = this.config.gateway;
+    if (gw.enabled && gw.preserveSource) {
+      // Said once, loudly: UDP has no source-preserving path (yet).
+      this.log.warn(
+        { field: 'gateway.preserveSource' },
+        'gateway.preserveSource applies to TCP through direct outbounds (destinations given as addresses or fake-IP names); UDP sessions still leave from this host\'s address',
+      );
+    }
     this.stack.start();
   }
 
   async stop(): Promise<void> {
+    this.uninstallBoundary?.();
+    this.uninstallBoundary = null;
     if (this.persistTimer !== null) clearInterval(this.persistTimer);
     await this.persist();
     this.stack.close();
@@ -302,19 +352,55 @@ export class Engine {
     };
   }
 
-  private onTcpFlow(req: TcpFlowRequest): void {
-    this.counters.tcpFlows++;
-    const info: FlowInfo = {
-      network: 'tcp',
-      inbound: 'tun',
-      src: hostPort(req.remoteAddress, req.remotePort),
-      dst: hostPort(req.localAddress, req.localPort),
+  private flowInfo(network: 'tcp' | 'udp', inbound: 'tun' | 'tproxy', e: FlowEnds): FlowInfo {
+    const src = hostPort(e.remoteAddress, e.remotePort);
+    const dst = hostPort(e.localAddress, e.localPort);
+    return {
+      network,
+      inbound,
+      src,
+      dst,
       domain: null,
       protocol: null,
       rule: -1,
       outbound: '',
       started: Date.now(),
+      guard: new FlowGuard(`${network} ${inbound} ${src} -> ${dst}`, this.onFlowFailed),
     };
+  }
+
+  /**
+   * Port 0 and non-unicast addresses are refused before any socket API sees
+   * them (dgram send and net connect throw on port 0). The stack already
+   * drops them from the TUN; TPROXY listeners can still hand them over.
+   */
+  private badTarget(e: FlowEnds): boolean {
+    if (isUsablePort(e.localPort) && isUsablePort(e.remotePort) && isUnicastText(e.localAddress) && isUnicastText(e.remoteAddress)) return false;
+    this.counters.badTarget++;
+    return true;
+  }
+
+  private onTcpFlow(req: TcpFlowRequest): void {
+    this.counters.tcpFlows++;
+    const info = this.flowInfo('tcp', 'tun', req);
+    info.guard.own(() => {
+      if (!req.decided) req.reset();
+    });
+    info.guard.run(() => this.routeTcpFlow(req, info));
+  }
+
+  private routeTcpFlow(req: TcpFlowRequest, info: FlowInfo): void {
+    if (this.badTarget(req)) {
+      req.reset();
+      return this.logFlow(info, { bytesUp: 0, bytesDown: 0, close: 'bad target' });
+    }
+    // DNS first, as for UDP: a resolver address inside the fake-IP pool is
+    // answered over TCP too (it has no name of its own).
+    if (this.dns !== null && req.localPort === 53) {
+      info.protocol = 'dns';
+      info.outbound = 'dns-hijack';
+      return this.serveDnsOverTcp(req.accept(), info);
+    }
     const { domain, unknownFake } = this.nameFor(req.localAddress);
     if (unknownFake) {
       // An expired or never-issued fake address: refuse fast, never black-hole.
@@ -323,11 +409,6 @@ export class Engine {
       return this.logFlow(info, { bytesUp: 0, bytesDown: 0, close: 'unknown fake-ip' });
     }
     info.domain = domain;
-    if (this.dns !== null && req.localPort === 53) {
-      info.protocol = 'dns';
-      info.outbound = 'dns-hijack';
-      return this.serveDnsOverTcp(req.accept(), info);
-    }
     // HTTP-mode ports are sniffed even when the name is known: the mode needs to see HTTP.
     const l7 = this.httpL7 !== null && this.httpL7.wants(req.localPort);
     // Without a name-dependent rule, sniffing cannot change the outcome: then
@@ -336,6 +417,7 @@ export class Engine {
       return this.routeBeforeAccept(req, info);
     }
     const stream = req.accept();
+    info.guard.own(() => stream.destroy());
     stream.on('error', () => {});
     this.sniffThenRoute(stream, req, info);
   }
@@ -350,6 +432,7 @@ export class Engine {
     const host = this.pool !== null && info.domain !== null && this.pool.isFake(req.localAddress) ? info.domain : req.localAddress;
     this.dialTcp(outbound, host, req.localPort, req.signal, req).then(
       (upstream) => {
+        info.guard.own(() => upstream.destroy());
         let stream: TcpStream;
         try {
           stream = req.accept();
@@ -357,6 +440,7 @@ export class Engine {
           upstream.destroy(); // the client gave up meanwhile
           return this.logFlow(info, { bytesUp: 0, bytesDown: 0, close: 'client gone before connect' });
         }
+        info.guard.own(() => stream.destroy());
         this.observeName(stream, req.localPort, info);
         relay(stream, upstream, [], (r) => this.logFlow(info, r));
       },
@@ -408,11 +492,17 @@ export class Engine {
         // A name already known (fake IP, snooped) stays: only HTTP-mode ports get here with one.
         if (r.serverName !== null && isIP(r.serverName) === 0 && info.domain === null) info.domain = r.serverName;
       }
-      this.connectAfterSniff(stream, req, info, chunks);
+      // Called from the stream's events: in the flow's context, so the dial and its sockets carry it.
+      info.guard.run(() => this.connectAfterSniff(stream, req, info, chunks));
     };
     const onData = (c: Buffer): void => {
       chunks.push(c);
-      const r = sniffer.push(c);
+      let r: SniffResult;
+      try {
+        r = sniffer.push(c);
+      } catch (err) {
+        return info.guard.fail(err);
+      }
       if (r.kind !== 'need-more') decide(r);
     };
     const onEnd = (): void => decide(sniffer.finish());
@@ -439,6 +529,7 @@ export class Engine {
     stream.once('close', onClose);
     this.dialTcp(outbound, host, req.localPort, ac.signal, req).then(
       (upstream) => {
+        info.guard.own(() => upstream.destroy());
         stream.off('close', onClose);
         if (stream.destroyed) {
           upstream.destroy();
@@ -468,20 +559,26 @@ export class Engine {
     const remoteAddress = unmapAddress(socket.remoteAddress ?? '');
     const localAddress = unmapAddress(socket.localAddress ?? '');
     const ends: FlowEnds = { family: isIP(localAddress) === 6 ? 6 : 4, remoteAddress, remotePort: socket.remotePort ?? 0, localAddress, localPort: socket.localPort ?? 0 };
-    const info: FlowInfo = {
-      network: 'tcp',
-      inbound: 'tproxy',
-      src: hostPort(ends.remoteAddress, ends.remotePort),
-      dst: hostPort(ends.localAddress, ends.localPort),
-      domain: null,
-      protocol: null,
-      rule: -1,
-      outbound: '',
-      started: Date.now(),
-    };
+    const info = this.flowInfo('tcp', 'tproxy', ends);
+    info.guard.own(() => socket.destroy());
+    info.guard.run(() => this.routeTransparent(socket, ends, info));
+  }
+
+  private routeTransparent(socket: net.Socket, ends: FlowEnds, info: FlowInfo): void {
+    const { remoteAddress, localAddress } = ends;
     if (remoteAddress === '' || localAddress === '') {
       socket.destroy();
       return this.logFlow(info, { bytesUp: 0, bytesDown: 0, close: 'client gone before accept' });
+    }
+    if (this.badTarget(ends)) {
+      socket.resetAndDestroy();
+      return this.logFlow(info, { bytesUp: 0, bytesDown: 0, close: 'bad target' });
+    }
+    // DNS over TCP is answered by the hijack, as behind the TUN and as over UDP.
+    if (this.dns !== null && ends.localPort === 53) {
+      info.protocol = 'dns';
+      info.outbound = 'dns-hijack';
+      return this.serveDnsOverTcp(socket, info);
     }
     const { domain, unknownFake } = this.nameFor(localAddress);
     if (unknownFake) {
@@ -494,7 +591,14 @@ export class Engine {
     this.sniffThenRoute(socket, ends, info);
   }
 
-  /** The outbound's connect, or with gateway.preserveSource a direct connection from the client's own address. */
+  /**
+   * The outbound's connect, or with gateway.preserveSource a direct
+   * connection from the client's own address. A name (a fake-IP flow) is
+   * resolved first through sluice's upstreams, in the client's family, so
+   * it leaves from the client's address too; a name with no address of
+   * that family falls back to this host's address (nothing else can carry
+   * an IPv4 client's source to an IPv6-only name).
+   */
   private dialTcp(outbound: Outbound, host: string, port: number, signal: AbortSignal, e: FlowEnds): Promise<Duplex> {
     // limits.dials / dialsPerSource: over a cap the flow is refused (RST), never queued.
     const source = e.remoteAddress;
@@ -513,10 +617,19 @@ export class Engine {
 
   private dialTcpUnlimited(outbound: Outbound, host: string, port: number, signal: AbortSignal, e: FlowEnds): Promise<Duplex> {
     const gw = this.config.gateway;
-    if (gw.enabled && gw.preserveSource && outbound.type === 'direct' && canPreserve(e.remoteAddress, host)) {
+    if (gw.enabled && gw.preserveSource && outbound.type === 'direct') {
       const spec = this.config.outbounds.find((o) => o.name === outbound.name);
       const direct = spec !== undefined && spec.type === 'direct' ? spec : null;
-      return transparentDial({ source: e.remoteAddress, host, port, mark: direct?.mark ?? null, device: direct?.interface ?? null, timeoutMs: 10_000, signal });
+      const dial = (address: string): Promise<Duplex> =>
+        transparentDial({ source: e.remoteAddress, host: address, port, mark: direct?.mark ?? null, device: direct?.interface ?? null, timeoutMs: 10_000, signal });
+      if (canPreserve(e.remoteAddress, host)) return dial(host);
+      if (isIP(host) === 0 && isIP(e.remoteAddress) !== 0) {
+        const family = isIP(e.remoteAddress) === 6 ? 6 : 4;
+        return this.lookup(host, family).then(
+          (r) => (r.family === family && isUnicastText(r.address) ? dial(r.address) : outbound.connectTcp({ host, port }, signal)),
+          () => outbound.connectTcp({ host, port }, signal),
+        );
+      }
     }
     return outbound.connectTcp({ host, port }, signal);
   }
@@ -531,20 +644,26 @@ export class Engine {
     return outbound;
   }
 
-  private serveDnsOverTcp(stream: TcpStream, info: FlowInfo): void {
+  private serveDnsOverTcp(stream: Duplex, info: FlowInfo): void {
+    info.guard.own(() => stream.destroy());
     const reader = new TcpFrameReader();
     const r: RelayResult = { bytesUp: 0, bytesDown: 0, close: 'fin' };
+    const onReply = (reply: Uint8Array | null): void => {
+      if (reply === null || stream.destroyed) return;
+      const framed = frameTcp(reply);
+      r.bytesDown += framed.length;
+      stream.write(framed);
+    };
     stream.on('data', (c: Buffer) => {
-      r.bytesUp += c.length;
-      reader.push(c);
-      for (let msg = reader.next(); msg !== null; msg = reader.next()) {
-        this.counters.dnsQueries++;
-        void this.dns!.handle(msg, 'tcp').then((reply) => {
-          if (reply === null || stream.destroyed) return;
-          const framed = frameTcp(reply);
-          r.bytesDown += framed.length;
-          stream.write(framed);
-        });
+      try {
+        r.bytesUp += c.length;
+        reader.push(c);
+        for (let msg = reader.next(); msg !== null; msg = reader.next()) {
+          this.counters.dnsQueries++;
+          void this.dns!.handle(msg, 'tcp').then(onReply);
+        }
+      } catch (err) {
+        info.guard.fail(err);
       }
     });
     stream.on('end', () => stream.end());
@@ -562,32 +681,49 @@ export class Engine {
     this.onUdpSession(s, 'tproxy');
   }
 
+  /**
+   * What the TPROXY UDP reader needs from the engine: the session cap, the
+   * counters to fill, and the TUN to send a refused session's ICMP error
+   * through (the reader has no raw socket).
+   */
+  tproxyUdpOptions(): TproxyUdpOptions {
+    return {
+      maxSessions: this.config.gateway.tproxyUdpSessions,
+      counters: this.counters.tproxyUdp,
+      unreachable: (family, kind, quote) => this.stack.injectUnreachable(family, kind, quote),
+    };
+  }
+
   private onUdpSession(s: UdpFlow, inbound: 'tun' | 'tproxy' = 'tun'): void {
     this.counters.udpSessions++;
-    const info: FlowInfo = {
-      network: 'udp',
-      inbound,
-      src: hostPort(s.remoteAddress, s.remotePort),
-      dst: hostPort(s.localAddress, s.localPort),
-      domain: null,
-      protocol: null,
-      rule: -1,
-      outbound: '',
-      started: Date.now(),
-    };
+    const info = this.flowInfo('udp', inbound, s);
     const r: RelayResult = { bytesUp: 0, bytesDown: 0, close: 'idle' };
+    info.guard.own(() => {
+      r.close = 'error';
+      s.close();
+    });
     s.on('close', () => this.logFlow(info, r));
+    info.guard.run(() => this.routeUdpSession(s, info, r));
+  }
+
+  private routeUdpSession(s: UdpFlow, info: FlowInfo, r: RelayResult): void {
+    if (this.badTarget(s)) {
+      r.close = 'bad target';
+      s.close();
+      return;
+    }
     if (this.dns !== null && s.localPort === 53) {
       info.protocol = 'dns';
       info.outbound = 'dns-hijack';
+      const onReply = (reply: Uint8Array | null): void => {
+        if (reply === null) return;
+        r.bytesDown += reply.length;
+        s.send(reply);
+      };
       s.on('message', (q) => {
         r.bytesUp += q.length;
         this.counters.dnsQueries++;
-        void this.dns!.handle(q, 'udp').then((reply) => {
-          if (reply === null) return;
-          r.bytesDown += reply.length;
-          s.send(reply);
-        });
+        void this.dns!.handle(q, 'udp').then(onReply);
       });
       s.drainQueued();
       return;
@@ -604,12 +740,26 @@ export class Engine {
     let assoc: UdpAssociation | null = null;
     let target = { host: s.localAddress, port: s.localPort };
     let routed = false;
-    s.on('message', (d) => {
+    // Called by the stack (or the TPROXY reader) per datagram: a throw here
+    // ends this session only; the routing of the first one runs in the
+    // flow's context, so the association and its sockets carry it.
+    const onDatagram = (d: Buffer): void => {
       r.bytesUp += d.length;
       if (assoc !== null) return assoc.send(d, target);
+      if (waiting.length >= 64) return; // bounded while the outbound opens
       waiting.push(d);
       if (routed) return;
       routed = true;
+      info.guard.run(() => routeFirst(d));
+    };
+    s.on('message', (d) => {
+      try {
+        onDatagram(d);
+      } catch (err) {
+        info.guard.fail(err);
+      }
+    });
+    const routeFirst = (d: Buffer): void => {
       const sniffed = sniffDatagram(d, s.localPort);
       if (sniffed.kind === 'found') {
         info.protocol = sniffed.protocol;
@@ -627,6 +777,7 @@ export class Engine {
       if (this.pool !== null && domain !== null && this.pool.isFake(s.localAddress)) target = { host: domain, port: s.localPort };
       outbound.openUdp({ family: s.family === 6 ? 6 : 4 }).then(
         (a) => {
+          info.guard.own(() => a.close());
           assoc = a;
           a.onMessage((payload) => {
             r.bytesDown += payload.length;
@@ -641,7 +792,7 @@ export class Engine {
           s.unreachable('host');
         },
       );
-    });
+    };
     s.drainQueued();
   }
 

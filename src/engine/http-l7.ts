@@ -231,15 +231,33 @@ export class HttpL7 {
     res.once('close', () => {
       if (!res.writableFinished) ac.abort();
     });
-    this.pool(outbound, conn.flow.target)
-      .request({ method, path: target, headers, body: hasBody ? req : null, signal: ac.signal })
+    // The origin is built from the flow's name and the request from the
+    // client's bytes: undici throws on what it cannot use (a name with
+    // characters no URL has, a path it refuses). Either costs this request a 502.
+    let pending: ReturnType<Pool['request']>;
+    try {
+      pending = this.pool(outbound, conn.flow.target).request({ method, path: target, headers, body: hasBody ? req : null, signal: ac.signal });
+    } catch (err) {
+      req.resume();
+      res.shouldKeepAlive = false;
+      this.shortAnswer(res, 502, `upstream request failed: ${(err as { code?: string }).code ?? (err as Error).message}\n`);
+      return;
+    }
+    pending
       .then(
         (up) => {
           if (res.destroyed) {
             up.body.destroy();
             return;
           }
-          res.writeHead(up.statusCode, filterResponseHeaders(up.headers));
+          try {
+            // An upstream status node cannot send (below 100, above 999) or a header value it refuses.
+            res.writeHead(up.statusCode, filterResponseHeaders(up.headers));
+          } catch {
+            up.body.destroy();
+            res.destroy();
+            return;
+          }
           up.body.on('data', (c: Buffer) => (bytes += c.length));
           pipeline(up.body, res, () => {});
         },

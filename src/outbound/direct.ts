@@ -17,6 +17,7 @@ import type { Duplex } from 'node:stream';
 import { Attempt, dialTcp, makeDialer, openUdpSocket } from './dial.js';
 import type { Dialer } from './dial.js';
 import { OutboundConfigError } from './errors.js';
+import { isUnicastText, isUsablePort } from '../wire/address-class.js';
 import type {
   DialerOptions,
   OpenUdpOptions,
@@ -146,7 +147,8 @@ export class DirectUdpAssociation implements UdpAssociation {
   }
 
   send(payload: Uint8Array, dst: Target): void {
-    if (this.isClosed) {
+    // Port 0 makes dgram's send throw (ERR_SOCKET_BAD_PORT): a counted drop instead.
+    if (this.isClosed || !isUsablePort(dst.port)) {
       this.stats.sendDropped++;
       return;
     }
@@ -201,14 +203,15 @@ export class DirectUdpAssociation implements UdpAssociation {
   }
 
   private sendTo(payload: Uint8Array, address: string, port: number, family: 4 | 6): void {
-    if (this.isClosed) {
+    // The address may come from a resolver's answer: only unicast leaves
+    // (a multicast or broadcast destination is not a session's peer).
+    if (this.isClosed || (address !== this.lastAddress && !isUnicastText(address))) {
       this.stats.sendDropped++;
       return;
     }
     const sock = family === 6 ? this.sock6 : this.sock4;
     if (sock !== null) {
-      sock.send(payload, port, address);
-      this.stats.sent++;
+      this.sendOn(sock, payload, port, address);
       return;
     }
     let pending = family === 6 ? this.pending6 : this.pending4;
@@ -230,10 +233,7 @@ export class DirectUdpAssociation implements UdpAssociation {
         if (family === 6) this.pending6 = null;
         else this.pending4 = null;
         this.adopt(s, family);
-        for (const d of queued) {
-          s.send(d.payload, d.port, d.host);
-          this.stats.sent++;
-        }
+        for (const d of queued) this.sendOn(s, d.payload, d.port, d.host);
       },
       () => {
         const queued = family === 6 ? this.pending6 : this.pending4;
@@ -242,6 +242,16 @@ export class DirectUdpAssociation implements UdpAssociation {
         else this.pending4 = null;
       },
     );
+  }
+
+  /** dgram's send throws on arguments it rejects (and on a socket closing under it): that costs the datagram. */
+  private sendOn(sock: dgram.Socket, payload: Uint8Array, port: number, address: string): void {
+    try {
+      sock.send(payload, port, address);
+      this.stats.sent++;
+    } catch {
+      this.stats.sendDropped++;
+    }
   }
 
   private adopt(sock: dgram.Socket, family: 4 | 6): void {

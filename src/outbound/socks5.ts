@@ -13,6 +13,7 @@ import type { Duplex } from 'node:stream';
 import { Attempt, dialTcp, makeDialer, openUdpSocket, readExactly } from './dial.js';
 import type { Dialer } from './dial.js';
 import { OutboundConfigError, OutboundError, OutboundErrorCode } from './errors.js';
+import { isUnicastText, isUsablePort } from '../wire/address-class.js';
 import {
   Command,
   MAX_CREDENTIAL_LEN,
@@ -129,6 +130,11 @@ export class Socks5Outbound implements Outbound {
       const zero = control.remoteFamily === 'IPv6' ? '::' : '0.0.0.0';
       const reply = await this.request(control, Command.UDP_ASSOCIATE, zero, 0, attempt);
       const relay = relayAddress(reply, control);
+      // The relay's address comes from the upstream: port 0 or a non-unicast
+      // address would make every send throw or go nowhere (RFC 1928 §6 BND.PORT).
+      if (!isUsablePort(relay.port) || (net.isIP(relay.host) !== 0 && !isUnicastText(relay.host))) {
+        throw new OutboundError(OutboundErrorCode.PROTOCOL, `the proxy named an unusable UDP relay ${relay.host}:${relay.port}`, { outbound: this.name });
+      }
       const family = net.isIP(relay.host) === 6 ? 6 : 4;
       udp = await this.udpSocket(family, attempt);
       void options; // one relay socket serves both families of destination (the relay resolves and routes)
@@ -290,7 +296,7 @@ export class Socks5UdpAssociation implements UdpAssociation {
   }
 
   send(payload: Uint8Array, dst: Target): void {
-    if (this.isClosed || payload.length > MAX_RELAYED_DATAGRAM) {
+    if (this.isClosed || payload.length > MAX_RELAYED_DATAGRAM || !isUsablePort(dst.port)) {
       this.stats.sendDropped++;
       return;
     }
@@ -308,8 +314,12 @@ export class Socks5UdpAssociation implements UdpAssociation {
     this.iov[0] = header;
     this.iov[1] = payload;
     // Gathered send: the header and payload leave in one datagram without a copy.
-    this.udp.send(this.iov, this.relayPort, this.relayHost);
-    this.stats.sent++;
+    try {
+      this.udp.send(this.iov, this.relayPort, this.relayHost);
+      this.stats.sent++;
+    } catch {
+      this.stats.sendDropped++;
+    }
   }
 
   onMessage(cb: UdpMessageHandler): void {

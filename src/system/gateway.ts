@@ -101,6 +101,11 @@ export function tproxyScript(config: SluiceConfig): string {
   if (gw.mode === 'tproxy') {
     lines.push(
       `    iifname ${lans} fib daddr type local accept`,
+      // Port 0 is reserved (RFC 6335 6): refused here as a host without a
+      // listener would (RST, ICMP port unreachable) rather than letting the
+      // listener complete a handshake that no upstream can carry.
+      `    iifname ${lans} meta l4proto tcp th dport 0 reject with tcp reset`,
+      `    iifname ${lans} meta l4proto udp th dport 0 reject`,
       `    iifname ${lans} meta l4proto tcp tproxy to :${gw.tproxyPort} meta mark set ${mark} accept`,
       `    iifname ${lans} meta l4proto udp tproxy to :${gw.tproxyPort} meta mark set ${mark} accept`,
     );

@@ -7,15 +7,118 @@
  * the stack's UDP sessions. Replies must come from the original
  * destination, so each session sends through its own transparent socket
  * bound to that (non-local) address and port.
+ *
+ * Bounded: at most `maxSessions` sessions (config gateway.tproxyUdpSessions);
+ * a datagram that would open one more is dropped and counted (`full`), as
+ * are datagrams to or from port 0 or a non-unicast address (`badTarget`:
+ * the reply socket could not be bound or connected to them) and datagrams
+ * whose reply socket cannot be made (`socketErrors`). None of them reaches
+ * the engine or throws out of the reader.
+ *
+ * A session refused by policy is answered as behind the TUN: an ICMP
+ * destination unreachable from the original destination, quoting the
+ * client's first datagram (rebuilt from the addresses, ports and payload;
+ * the kernel hands us no IP header). We have no raw socket here, so the
+ * engine writes it into the TUN (`unreachable` option), and the kernel
+ * forwards it to the client like any packet from the TUN; that needs what
+ * gateway mode tun needs anyway: reverse-path filtering loose or off for
+ * the TUN (net.ipv4.conf.*.rp_filter 0 or 2).
  */
 import dgram from 'node:dgram';
 import { EventEmitter } from 'node:events';
 import { loadNative } from '../link/native.js';
 import { formatIpv4 } from '../wire/ipv4.js';
 import { formatIpv6 } from '../wire/ipv6.js';
+import { fold, internetChecksum, sum16 } from '../wire/checksum.js';
+import { isUnicastAt } from '../wire/address-class.js';
 import type { Logger } from '../engine/logger.js';
+import type { UnreachableKind } from '../stack.js';
 
 const HEADER = 40;
+/** RFC 1812 4.3.2.3: an ICMP error quotes as much as fits in 576 bytes. */
+const QUOTE_MAX = 548;
+
+/** Writes an ICMP destination unreachable (from quote's destination to its source) toward the client. */
+export type UnreachableSender = (family: 4 | 6, kind: UnreachableKind, quote: Uint8Array) => void;
+
+export interface TproxyUdpCounters {
+  /** Datagrams dropped because gateway.tproxyUdpSessions sessions were open. */
+  full: number;
+  /** Datagrams to or from port 0 or a non-unicast address. */
+  badTarget: number;
+  /** Datagrams without an original destination. */
+  noOrigDst: number;
+  /** Datagrams whose session's reply socket could not be made. */
+  socketErrors: number;
+  /** Sessions refused with an ICMP unreachable. */
+  unreachableSent: number;
+}
+
+export function newTproxyUdpCounters(): TproxyUdpCounters {
+  return { full: 0, badTarget: 0, noOrigDst: 0, socketErrors: 0, unreachableSent: 0 };
+}
+
+export interface TproxyUdpOptions {
+  /** Idle timeout per session. Default 60 s. */
+  idleMs?: number;
+  /** Cap on concurrent sessions (gateway.tproxyUdpSessions). Default 16384. */
+  maxSessions?: number;
+  /** How a refused session's ICMP error reaches the client; without it the session just ends. */
+  unreachable?: UnreachableSender;
+  /** Counted into (the engine's counters, so they appear in its logs). */
+  counters?: TproxyUdpCounters;
+}
+
+/**
+ * The IP and UDP headers of the client's datagram, and its first bytes,
+ * as an ICMP error quotes them (RFC 792, RFC 4443 3.1). Once per session.
+ */
+export function buildUdpQuote(family: 4 | 6, bytes: Uint8Array, srcAt: number, dstAt: number, srcPort: number, dstPort: number, payload: Uint8Array): Uint8Array {
+  const ipLen = family === 4 ? 20 : 40;
+  const udpLen = 8 + payload.length;
+  const quoted = payload.length < QUOTE_MAX - ipLen ? payload.length : QUOTE_MAX - ipLen;
+  const q = new Uint8Array(ipLen + 8 + quoted);
+  const addrLen = family === 4 ? 4 : 16;
+  if (family === 4) {
+    q[0] = 0x45;
+    const total = 20 + udpLen;
+    q[2] = total >>> 8;
+    q[3] = total & 0xff;
+    q[8] = 64;
+    q[9] = 17;
+    q.set(bytes.subarray(srcAt, srcAt + 4), 12);
+    q.set(bytes.subarray(dstAt, dstAt + 4), 16);
+    const c = internetChecksum(q, 0, 20);
+    q[10] = c >>> 8;
+    q[11] = c & 0xff;
+  } else {
+    q[0] = 0x60;
+    q[4] = udpLen >>> 8;
+    q[5] = udpLen & 0xff;
+    q[6] = 17;
+    q[7] = 64;
+    q.set(bytes.subarray(srcAt, srcAt + 16), 8);
+    q.set(bytes.subarray(dstAt, dstAt + 16), 24);
+  }
+  const u = ipLen;
+  q[u] = srcPort >>> 8;
+  q[u + 1] = srcPort & 0xff;
+  q[u + 2] = dstPort >>> 8;
+  q[u + 3] = dstPort & 0xff;
+  q[u + 4] = udpLen >>> 8;
+  q[u + 5] = udpLen & 0xff;
+  q.set(payload.subarray(0, quoted), u + 8);
+  // The UDP checksum over the whole datagram (RFC 768; RFC 8200 8.1 makes it mandatory for IPv6).
+  let sum = sum16(q, family === 4 ? 12 : 8, 2 * addrLen);
+  sum += 17 + udpLen;
+  sum = sum16(q, u, 8, sum);
+  sum = sum16(payload, 0, payload.length, sum);
+  let c = ~fold(sum) & 0xffff;
+  if (c === 0) c = 0xffff;
+  q[u + 6] = c >>> 8;
+  q[u + 7] = c & 0xff;
+  return q;
+}
 
 interface TproxyUdpSessionEvents {
   message: [data: Buffer];
@@ -39,6 +142,10 @@ export class TproxyUdpSession extends EventEmitter<TproxyUdpSessionEvents> {
     private readonly reply: dgram.Socket,
     idleMs: number,
     private readonly forget: (s: TproxyUdpSession) => void,
+    /** The first datagram as an ICMP error quotes it, and how to send one. */
+    private readonly quote: Uint8Array | null = null,
+    private readonly sendUnreachable: UnreachableSender | null = null,
+    private readonly counters: TproxyUdpCounters | null = null,
   ) {
     super();
     this.idle = setTimeout(() => this.close(), idleMs).unref();
@@ -77,8 +184,17 @@ export class TproxyUdpSession extends EventEmitter<TproxyUdpSessionEvents> {
     return true;
   }
 
-  /** No raw socket here to send ICMP from the original destination: the session just ends. */
-  unreachable(): void {
+  /**
+   * Refuses the session as the TUN path does: an ICMP destination
+   * unreachable quoting its first datagram, from the original destination
+   * (through the TUN, see the header), then close.
+   */
+  unreachable(kind: UnreachableKind = 'port'): void {
+    if (this.closed) return;
+    if (this.quote !== null && this.sendUnreachable !== null) {
+      this.sendUnreachable(this.family, kind, this.quote);
+      if (this.counters !== null) this.counters.unreachableSent++;
+    }
     this.close();
   }
 
@@ -86,7 +202,11 @@ export class TproxyUdpSession extends EventEmitter<TproxyUdpSessionEvents> {
     if (this.closed) return;
     this.closed = true;
     clearTimeout(this.idle);
-    this.reply.close();
+    try {
+      this.reply.close();
+    } catch {
+      // already closed
+    }
     this.forget(this);
     this.emit('close');
   }
@@ -98,14 +218,21 @@ export interface TproxyUdp {
 }
 
 /** Opens the transparent UDP socket on [::]:port and starts handing sessions to `onSession`. */
-export async function startTproxyUdp(port: number, onSession: (s: TproxyUdpSession) => void, log: Logger, idleMs = 60_000): Promise<TproxyUdp> {
+export async function startTproxyUdp(port: number, onSession: (s: TproxyUdpSession) => void, log: Logger, options: TproxyUdpOptions = {}): Promise<TproxyUdp> {
+  const idleMs = options.idleMs ?? 60_000;
+  const maxSessions = options.maxSessions ?? 16_384;
+  const counters = options.counters ?? newTproxyUdpCounters();
+  const unreachable = options.unreachable ?? null;
   const native = loadNative();
   const fd = native.createSocket({ family: 6, type: 'udp', transparent: true, reuseAddr: true, recvOrigDst: true, bind: { address: '::', port } });
   const rx = new ArrayBuffer(1 << 20);
   const bytes = new Uint8Array(rx);
   const view = new DataView(rx);
   const sessions = new Map<string, TproxyUdpSession>();
-  let dropped = 0;
+  let warnedFull = false;
+  const forget = (x: TproxyUdpSession): void => {
+    sessions.delete(`${x.remoteAddress}|${x.remotePort}|${x.localAddress}|${x.localPort}`);
+  };
 
   const onBatch = (count: number, _end: number): void => {
     if (count < 0) {
@@ -119,7 +246,7 @@ export async function startTproxyUdp(port: number, onSession: (s: TproxyUdpSessi
       off += 4 + ((len + 3) & ~3);
       const family = bytes[at];
       if ((family !== 4 && family !== 6) || len < HEADER) {
-        dropped++;
+        counters.noOrigDst++;
         continue;
       }
       const srcPort = view.getUint16(at + 2, false);
@@ -129,16 +256,58 @@ export async function startTproxyUdp(port: number, onSession: (s: TproxyUdpSessi
       const key = `${src}|${srcPort}|${dst}|${dstPort}`;
       let s = sessions.get(key);
       if (s === undefined) {
-        const replyFd = native.createSocket({ family, type: 'udp', transparent: true, reuseAddr: true, bind: { address: dst, port: dstPort } });
-        const reply = dgram.createSocket({ type: family === 4 ? 'udp4' : 'udp6', reuseAddr: true });
-        reply.on('error', (err) => log.debug({ err: err.message, dst }, 'tproxy UDP reply socket error'));
-        reply.bind({ fd: replyFd });
-        s = new TproxyUdpSession(family, src, srcPort, dst, dstPort, reply, idleMs, (x) => sessions.delete(`${x.remoteAddress}|${x.remotePort}|${x.localAddress}|${x.localPort}`));
+        // Port 0 cannot be bound as the reply's source nor connected to
+        // (dgram throws ERR_SOCKET_BAD_PORT); nothing can be sent from or to a
+        // non-unicast address. Port 0 as the destination gets the answer a
+        // host without that port gives: ICMP port unreachable.
+        if (dstPort === 0 || srcPort === 0 || !isUnicastAt(family, bytes, at + 8) || !isUnicastAt(family, bytes, at + 24)) {
+          counters.badTarget++;
+          if (dstPort === 0 && srcPort !== 0 && unreachable !== null && isUnicastAt(family, bytes, at + 8) && isUnicastAt(family, bytes, at + 24)) {
+            unreachable(family, 'port', buildUdpQuote(family, bytes, at + 8, at + 24, srcPort, dstPort, bytes.subarray(at + HEADER, at + len)));
+            counters.unreachableSent++;
+          }
+          continue;
+        }
+        if (sessions.size >= maxSessions) {
+          counters.full++;
+          if (!warnedFull) {
+            warnedFull = true;
+            log.warn({ sessions: sessions.size, field: 'gateway.tproxyUdpSessions' }, 'tproxy UDP session table full; new sessions are dropped until some end');
+          }
+          continue;
+        }
+        warnedFull = false;
+        let reply: dgram.Socket;
+        try {
+          const replyFd = native.createSocket({ family, type: 'udp', transparent: true, reuseAddr: true, bind: { address: dst, port: dstPort } });
+          reply = dgram.createSocket({ type: family === 4 ? 'udp4' : 'udp6', reuseAddr: true });
+          reply.on('error', (err) => log.debug({ err: err.message, dst }, 'tproxy UDP reply socket error'));
+          reply.bind({ fd: replyFd });
+        } catch (err) {
+          counters.socketErrors++;
+          log.debug({ err: (err as Error).message, dst, dstPort }, 'tproxy UDP reply socket failed; datagram dropped');
+          continue;
+        }
+        const quote = unreachable !== null ? buildUdpQuote(family, bytes, at + 8, at + 24, srcPort, dstPort, bytes.subarray(at + HEADER, at + len)) : null;
+        s = new TproxyUdpSession(family, src, srcPort, dst, dstPort, reply, idleMs, forget, quote, unreachable, counters);
         sessions.set(key, s);
-        onSession(s);
+        try {
+          onSession(s);
+        } catch (err) {
+          // The engine guards its own handlers; this is the reader's backstop.
+          counters.socketErrors++;
+          log.error({ err: (err as Error).message, dst, dstPort }, 'tproxy UDP session handler threw; session ended');
+          s.close();
+          continue;
+        }
       }
       // The application's own copy: the receive buffer is reused by the next batch.
-      s.deliver(Buffer.from(bytes.subarray(at + HEADER, at + len)));
+      try {
+        s.deliver(Buffer.from(bytes.subarray(at + HEADER, at + len)));
+      } catch (err) {
+        log.error({ err: (err as Error).message, dst, dstPort }, 'tproxy UDP datagram handler threw; session ended');
+        s.close();
+      }
     }
   };
   const handle = native.readerStart(fd, rx, onBatch, 256, 'udp-origdst');
@@ -151,7 +320,7 @@ export async function startTproxyUdp(port: number, onSession: (s: TproxyUdpSessi
       native.readerStop(handle);
       native.closeFd(fd);
       for (const s of [...sessions.values()]) s.close();
-      if (dropped > 0) log.info({ dropped }, 'tproxy UDP datagrams without an original destination');
+      log.info({ ...counters }, 'tproxy UDP counters');
     },
   };
 }
