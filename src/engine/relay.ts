@@ -54,5 +54,10 @@ export function relay(client: Duplex, upstream: Duplex, firstBytes: readonly Uin
     if (!client.destroyed && !client.writableEnded) client.end();
     finish();
   });
+  // A FIN that came before the relay started (while the flow was sniffed,
+  // or right behind a proxy's reply) already fired 'end': pass it on now,
+  // else the other side waits for an EOF that never comes.
+  if (client.readableEnded) upstream.end();
+  if (upstream.readableEnded) client.end();
   client.resume();
 }
