@@ -9,7 +9,9 @@
  *       EOF, then uploads 2 MB and closes -> the server gets it all and EOF;
  *   (c) the client uploads 4 MB and half-closes; the server answers with
  *       its SHA-256 and closes -> the answer, then EOF;
- *   (d) both send and half-close at once -> each gets all, then EOF.
+ *   (d) both send and half-close at once -> each gets all, then EOF;
+ *   (r) and the opposite, not a clean close: the client resets after 64 KiB
+ *       -> the server sees a reset (ECONNRESET), never an EOF.
  * No RST may be seen: nftables counters of RST segments in and out of the
  * client and the server namespaces, and the kernels' own TcpOutRsts /
  * TcpEstabResets / TcpExtTCPAbort* counters there (what `nstat` shows, read
@@ -41,12 +43,13 @@ const PYTHON = '/usr/bin/python3';
 const PORT = 9100;
 const SOCKS_PORT = 1080;
 
-type Case = 'a' | 'b' | 'c' | 'd';
+type Case = 'a' | 'b' | 'c' | 'd' | 'r';
 const CASES: Array<{ c: Case; size: number; what: string }> = [
   { c: 'a', size: 5, what: 'client half-closes after 5 bytes, server echoes and closes' },
   { c: 'b', size: 2 << 20, what: 'server half-closes first, client uploads 2 MB then closes' },
   { c: 'c', size: 4 << 20, what: 'client uploads 4 MB and half-closes, server answers its SHA-256 and closes' },
   { c: 'd', size: 64 << 10, what: 'both send 64 KiB and half-close at once' },
+  { c: 'r', size: 64 << 10, what: 'the client sends 64 KiB and resets' },
 ];
 
 interface Report {
@@ -179,7 +182,13 @@ async function runCases(t: Test, lab: Lab, label: string, host: string, engine: 
       const src = host.includes(':') ? `[${CLIENT_V6}]:${client.port}` : `${CLIENT_V4}:${client.port}`;
       const flow = await engine.flowFrom(src, 15_000);
       t.ok(flow !== null, `${label} (${c}): sluice logged the flow`);
-      if (flow !== null) t.equal(flow.close, 'fin', `${label} (${c}): the flow line says close fin (${flow.close})`);
+      if (flow !== null && c === 'r') t.match(flow.close, /^client /, `${label} (${c}): the flow line says the client failed (${flow.close})`);
+      else if (flow !== null) t.equal(flow.close, 'fin', `${label} (${c}): the flow line says close fin (${flow.close})`);
+    }
+    if (c === 'r') {
+      // A reset passed on as a reset: the server must not take it for a complete upload.
+      t.ok(server !== null && server.eof === false && typeof server.error === 'string' && /reset/i.test(server.error), `${label} (${c}): the server saw the reset, not an EOF (${JSON.stringify(server)})`);
+      continue;
     }
     // Let any late segment (a RST after the last FIN) arrive before counting.
     await new Promise((res) => setTimeout(res, 500));
