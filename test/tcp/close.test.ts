@@ -1,7 +1,17 @@
 /** RFC 9293 3.6: closing in every order. */
 import t from 'tap';
 import { TCP_ACK, TCP_FIN, TCP_PSH, TCP_RST } from '../../src/wire/tcp.js';
-import { config, established } from './helpers.js';
+import { config, established, type Fixture } from './helpers.js';
+import type { TcpConfig } from '../../src/tcp/config.js';
+
+/** We sent our FIN and it was acknowledged: FIN-WAIT-2, the peer may still send. */
+function finWait2(cfg: TcpConfig): Fixture {
+  const f = established(cfg);
+  f.conn.shutdownWrite();
+  f.dispatch();
+  f.send({ flags: TCP_ACK, ack: f.conn.sndNxt });
+  return f;
+}
 
 t.test('peer closes first: CLOSE-WAIT, we keep sending, then LAST-ACK and CLOSED', async (t) => {
   const f = established();
@@ -78,10 +88,7 @@ t.test('a retransmitted FIN in TIME-WAIT is acknowledged again', async (t) => {
 });
 
 t.test('RFC 9293 3.6: FIN-WAIT-2 is a half-close; the peer may send for longer than finWait2TimeoutMs', async (t) => {
-  const f = established(config({ finWait2TimeoutMs: 1000 }));
-  f.conn.shutdownWrite();
-  f.dispatch();
-  f.send({ flags: TCP_ACK, ack: f.conn.sndNxt });
+  const f = finWait2(config({ finWait2TimeoutMs: 1000 }));
   t.equal(f.conn.state, 'FIN-WAIT-2');
   const chunk = Buffer.alloc(100, 0x41);
   // 5 s of upload, a segment every 400 ms, the reader keeping up.
@@ -102,10 +109,7 @@ t.test('RFC 9293 3.6: FIN-WAIT-2 is a half-close; the peer may send for longer t
 });
 
 t.test('FIN-WAIT-2: the bound is one of silence; a silent peer times out', async (t) => {
-  const f = established(config({ finWait2TimeoutMs: 1000 }));
-  f.conn.shutdownWrite();
-  f.dispatch();
-  f.send({ flags: TCP_ACK, ack: f.conn.sndNxt });
+  const f = finWait2(config({ finWait2TimeoutMs: 1000 }));
   f.advance(600);
   f.send({ flags: TCP_ACK }); // an in-window ACK restarts the bound
   f.advance(999);
@@ -116,10 +120,7 @@ t.test('FIN-WAIT-2: the bound is one of silence; a silent peer times out', async
 });
 
 t.test('FIN-WAIT-2: an out-of-window segment does not restart the bound (blind injection)', async (t) => {
-  const f = established(config({ finWait2TimeoutMs: 1000 }));
-  f.conn.shutdownWrite();
-  f.dispatch();
-  f.send({ flags: TCP_ACK, ack: f.conn.sndNxt });
+  const f = finWait2(config({ finWait2TimeoutMs: 1000 }));
   f.advance(600);
   f.send({ flags: TCP_ACK, seq: (f.peerSeq + 10_000_000) >>> 0 });
   f.advance(401);
@@ -127,10 +128,7 @@ t.test('FIN-WAIT-2: an out-of-window segment does not restart the bound (blind i
 });
 
 t.test('FIN-WAIT-2: unread bytes mean our reader stalls, not the peer: no timeout', async (t) => {
-  const f = established(config({ finWait2TimeoutMs: 1000 }));
-  f.conn.shutdownWrite();
-  f.dispatch();
-  f.send({ flags: TCP_ACK, ack: f.conn.sndNxt });
+  const f = finWait2(config({ finWait2TimeoutMs: 1000 }));
   f.send({ flags: TCP_ACK | TCP_PSH }, Buffer.from('unread'));
   f.peerSeq += 6;
   f.advance(5000);
