@@ -211,6 +211,19 @@ async function runCases(t: Test, lab: Lab, label: string, host: string, engine: 
   }
 }
 
+/** Waits (up to 10 s) until the test's TCP connections in `nss` are all closed or in TIME-WAIT. */
+async function quiet(...nss: Netns[]): Promise<boolean> {
+  const filter = `( sport >= :${PORT} and sport <= :${PORT + 2} ) or ( dport >= :${PORT} and dport <= :${PORT + 2} ) or sport = :${SOCKS_PORT} or dport = :${SOCKS_PORT}`;
+  const deadline = Date.now() + 10_000;
+  for (;;) {
+    let open = '';
+    for (const ns of nss) open += await ns.sh(`ss -Htan exclude time-wait exclude listening '${filter}'`);
+    if (open.trim() === '') return true;
+    if (Date.now() > deadline) return false;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
 function config(gateway: string, outbound: 'direct' | 'socks', sniffByName: boolean): string {
   return `
 log: { level: info, format: json }
@@ -281,6 +294,9 @@ t.test('half-close in every order ends in FINs, without sluice and through sluic
       await engine.waitFor((ln) => ln.msg === 'gateway installed', 5000, '"gateway installed"');
       await runCases(t, lab, `${s.label} IPv4`, SERVER_V4, engine);
       if (s.v6) await runCases(t, lab, `${s.label} IPv6`, SERVER_V6, engine);
+      // Every connection finished its close before sluice stops: a late
+      // segment of an old connection must not meet the next run's listener.
+      t.ok(await quiet(topo.client, topo.gateway), 'no connection left open but TIME-WAIT in the client and gateway');
       t.equal((await engine.stop()).code, 0, 'SIGTERM exits 0');
     });
   }
