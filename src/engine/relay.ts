@@ -2,8 +2,10 @@
  * Carries one TCP flow between the client's stream (from the stack) and the
  * upstream stream (from an outbound), with backpressure both ways,
  * half-close both ways, and byte counts for the flow log. An error on one
- * side destroys the other: an upstream reset becomes a RST to the client.
+ * side resets the other: an upstream reset becomes a RST to the client and
+ * a client reset a RST to the upstream, never a FIN.
  */
+import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 
 export interface RelayResult {
@@ -40,11 +42,11 @@ export function relay(client: Duplex, upstream: Duplex, firstBytes: readonly Uin
   upstream.on('end', () => client.end());
   client.on('error', (err: Error & { code?: string }) => {
     if (r.close === 'fin') r.close = `client ${err.code ?? err.message}`;
-    upstream.destroy();
+    abort(upstream, null);
   });
   upstream.on('error', (err: Error & { code?: string }) => {
     if (r.close === 'fin') r.close = `upstream ${err.code ?? err.message}`;
-    client.destroy(err);
+    abort(client, err);
   });
   client.on('close', () => {
     if (!upstream.destroyed && !upstream.writableEnded) upstream.end();
@@ -54,5 +56,29 @@ export function relay(client: Duplex, upstream: Duplex, firstBytes: readonly Uin
     if (!client.destroyed && !client.writableEnded) client.end();
     finish();
   });
+  // A FIN that came before the relay started (while the flow was sniffed,
+  // or right behind a proxy's reply) already fired 'end': pass it on now,
+  // else the other side waits for an EOF that never comes.
+  if (client.readableEnded) upstream.end();
+  if (upstream.readableEnded) client.end();
   client.resume();
+}
+
+/**
+ * Ends a side abortively: a failure must reach the other peer as a RST,
+ * never as a FIN it would take for a complete stream (a reset upload is not
+ * a finished one). A TcpStream resets on destroy; a kernel socket's destroy()
+ * is close(), which sends a FIN, so it takes resetAndDestroy (SO_LINGER 0).
+ */
+function abort(side: Duplex, err: Error | null): void {
+  const reset = (side as Partial<Pick<Socket, 'resetAndDestroy'>>).resetAndDestroy;
+  if (typeof reset === 'function' && !side.destroyed) {
+    try {
+      reset.call(side);
+      return;
+    } catch {
+      // Not a TCP handle (ERR_INVALID_HANDLE_TYPE): destroy below.
+    }
+  }
+  side.destroy(err ?? undefined);
 }

@@ -49,7 +49,8 @@ export function transparentDial(o: TransparentDialOptions): Promise<Duplex> {
   } catch (err) {
     return Promise.reject(new Error(`transparent socket from ${o.source}: ${(err as Error).message}`));
   }
-  const sock = new net.Socket({ fd, readable: true, writable: true });
+  // allowHalfOpen: the server's FIN must not end what the client still sends (see dialTcp).
+  const sock = new net.Socket({ fd, readable: true, writable: true, allowHalfOpen: true });
   return new Promise<Duplex>((resolve, reject) => {
     const done = (err: Error | null): void => {
       clearTimeout(timer);

@@ -63,7 +63,10 @@ export async function transparentServer(
   // the positional argument after the options.
   const backlog = 4096;
   const fd = native.createSocket({ family, type: 'tcp', transparent: true, reuseAddr: true, bind: { address, port }, listen: backlog });
-  const server = net.createServer(onConnection);
+  // allowHalfOpen: the LAN client's FIN must not close our sending side;
+  // the relay ends each direction when the other side of it ends (the
+  // server may still be answering a client that half-closed).
+  const server = net.createServer({ allowHalfOpen: true }, onConnection);
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
     server.listen({ fd }, backlog, () => {

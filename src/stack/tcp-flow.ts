@@ -169,10 +169,16 @@ export class TcpFlow implements FlowKey, WheelEntry, ConnectionOwner {
     }
   }
 
-  /** The application destroyed the stream: reset the peer unless already closed. */
-  streamDestroyed(_err: Error | null): void {
+  /**
+   * The application destroyed the stream. After a graceful close of both
+   * directions the connection is left to finish its close handshake (the
+   * flow stays in the table until CLOSED, like an orphaned kernel socket);
+   * otherwise the peer is reset (RFC 9293 3.10.4 ABORT) unless already closed.
+   */
+  streamDestroyed(_err: Error | null, graceful: boolean): void {
     if (this.connection !== null && this.closedReason === null) {
-      this.connection.abort();
+      if (graceful) this.connection.shutdownWrite();
+      else this.connection.abort();
       this.host.markDirty(this);
     }
   }

@@ -54,7 +54,7 @@ export class TcpStream extends Duplex implements FlowEndpoints {
   /** Moves bytes from the receive ring into the stream while the consumer wants them. */
   pull(): void {
     const conn = this.flow.connection;
-    if (conn === null) return;
+    if (conn === null || this.destroyed) return;
     let moved = false;
     while (this.wantRead) {
       const available = conn.recvAvailable;
@@ -121,7 +121,13 @@ export class TcpStream extends Duplex implements FlowEndpoints {
   }
 
   override _destroy(err: Error | null, callback: (err?: Error | null) => void): void {
-    this.flow.streamDestroyed(err);
+    // Both directions ended cleanly (our FIN is queued, the peer's FIN was
+    // read): this is the stream's autoDestroy after a graceful close, not
+    // an abort. The connection finishes on its own (LAST-ACK, CLOSING,
+    // TIME-WAIT), delivering what is still queued; a RST here would make the
+    // peer's kernel throw away bytes it has not read yet.
+    const graceful = err === null && this.writableFinished && this.readableEnded;
+    this.flow.streamDestroyed(err, graceful);
     callback(err);
   }
 }

@@ -22,6 +22,11 @@ export interface TcpConfig {
    * wander a real network, so a short bound keeps the table small.
    */
   timeWaitMs: number;
+  /**
+   * FIN-WAIT-2 silence bound: after our FIN was acknowledged, the flow ends
+   * when the peer sends nothing in the window for this long (restarted by
+   * every acceptable segment, so a half-closed upload runs as long as it runs).
+   */
   finWait2TimeoutMs: number;
   /** 0 disables keepalive (the default, as RFC 9293 3.8.4 says it MUST be). */
   keepAliveIdleMs: number;

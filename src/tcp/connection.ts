@@ -492,6 +492,13 @@ export class TcpConnection {
       return;
     }
 
+    // FIN-WAIT-2 is a half-close, not an orphan: the peer may keep sending
+    // as long as it likes (RFC 9293 3.6 has no FIN-WAIT-2 timer; Linux's
+    // tcp_fin_timeout applies only once the application closed). Our bound
+    // (config.finWait2TimeoutMs) is therefore one of silence, restarted by
+    // every in-window segment, which a blind attacker cannot send.
+    if (this.state === 'FIN-WAIT-2') this.finWait2At = now + this.config.finWait2TimeoutMs;
+
     // Second check: RST (RFC 5961 3.2 over RFC 9293).
     if ((f & TCP_RST) !== 0) {
       if (seg.seq === this.rcvNxt) {
@@ -864,6 +871,11 @@ export class TcpConnection {
     if (this.timeWaitAt <= now) {
       this.enterClosed('fin');
       return;
+    }
+    if (this.finWait2At <= now && this.state === 'FIN-WAIT-2' && this.recvRing.length > 0) {
+      // Our reader, not the peer, is the one stalling (the window is shut
+      // on bytes it has not taken): the peer is not silent, wait on.
+      this.finWait2At = now + this.config.finWait2TimeoutMs;
     }
     if (this.finWait2At <= now && this.state === 'FIN-WAIT-2') {
       this.enterClosed('timeout');

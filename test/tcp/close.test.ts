@@ -1,7 +1,17 @@
 /** RFC 9293 3.6: closing in every order. */
 import t from 'tap';
-import { TCP_ACK, TCP_FIN } from '../../src/wire/tcp.js';
-import { config, established } from './helpers.js';
+import { TCP_ACK, TCP_FIN, TCP_PSH, TCP_RST } from '../../src/wire/tcp.js';
+import { config, established, type Fixture } from './helpers.js';
+import type { TcpConfig } from '../../src/tcp/config.js';
+
+/** We sent our FIN and it was acknowledged: FIN-WAIT-2, the peer may still send. */
+function finWait2(cfg: TcpConfig): Fixture {
+  const f = established(cfg);
+  f.conn.shutdownWrite();
+  f.dispatch();
+  f.send({ flags: TCP_ACK, ack: f.conn.sndNxt });
+  return f;
+}
 
 t.test('peer closes first: CLOSE-WAIT, we keep sending, then LAST-ACK and CLOSED', async (t) => {
   const f = established();
@@ -75,4 +85,57 @@ t.test('a retransmitted FIN in TIME-WAIT is acknowledged again', async (t) => {
   t.equal(f.conn.state, 'TIME-WAIT');
   const again = f.send({ flags: TCP_FIN | TCP_ACK }); // same seq: a retransmission
   t.equal(again.length, 1, 'ACKed again');
+});
+
+t.test('RFC 9293 3.6: FIN-WAIT-2 is a half-close; the peer may send for longer than finWait2TimeoutMs', async (t) => {
+  const f = finWait2(config({ finWait2TimeoutMs: 1000 }));
+  t.equal(f.conn.state, 'FIN-WAIT-2');
+  const chunk = Buffer.alloc(100, 0x41);
+  // 5 s of upload, a segment every 400 ms, the reader keeping up.
+  const sink = Buffer.alloc(200);
+  for (let i = 0; i < 12; i++) {
+    const out = f.advance(400);
+    t.notOk(out.some((s) => s.repr.flags & TCP_RST), `no RST at ${f.now} ms`);
+    f.send({ flags: TCP_ACK | TCP_PSH }, chunk);
+    f.peerSeq += chunk.length;
+    f.conn.recv(sink, 0, sink.length);
+  }
+  t.equal(f.conn.state, 'FIN-WAIT-2', `still open after ${f.now} ms of upload`);
+  t.equal(f.conn.bytesReceived, 1200, 'every byte taken');
+  t.equal(f.rec.closed, null);
+  f.send({ flags: TCP_FIN | TCP_ACK });
+  f.peerSeq++;
+  t.equal(f.conn.state, 'TIME-WAIT', 'the peer FIN ends it normally');
+});
+
+t.test('FIN-WAIT-2: the bound is one of silence; a silent peer times out', async (t) => {
+  const f = finWait2(config({ finWait2TimeoutMs: 1000 }));
+  f.advance(600);
+  f.send({ flags: TCP_ACK }); // an in-window ACK restarts the bound
+  f.advance(999);
+  t.equal(f.conn.state, 'FIN-WAIT-2', 'not yet: 999 ms of silence');
+  f.advance(2);
+  t.equal(f.conn.state, 'CLOSED');
+  t.equal(f.rec.closed, 'timeout');
+});
+
+t.test('FIN-WAIT-2: an out-of-window segment does not restart the bound (blind injection)', async (t) => {
+  const f = finWait2(config({ finWait2TimeoutMs: 1000 }));
+  f.advance(600);
+  f.send({ flags: TCP_ACK, seq: (f.peerSeq + 10_000_000) >>> 0 });
+  f.advance(401);
+  t.equal(f.conn.state, 'CLOSED', 'timed out 1000 ms after the last acceptable segment');
+});
+
+t.test('FIN-WAIT-2: unread bytes mean our reader stalls, not the peer: no timeout', async (t) => {
+  const f = finWait2(config({ finWait2TimeoutMs: 1000 }));
+  f.send({ flags: TCP_ACK | TCP_PSH }, Buffer.from('unread'));
+  f.peerSeq += 6;
+  f.advance(5000);
+  t.equal(f.conn.state, 'FIN-WAIT-2', 'held while the application has not read');
+  const buf = Buffer.alloc(16);
+  t.equal(f.conn.recv(buf, 0, 16), 6);
+  f.advance(1001);
+  t.equal(f.conn.state, 'CLOSED', 'once read, silence times out');
+  t.equal(f.rec.closed, 'timeout');
 });
