@@ -269,6 +269,7 @@ export const configSchema: Schema = {
         include: { type: 'array', items: { $ref: '#/$defs/cidr' }, maxItems: 1024, default: d.route.include },
         exclude: { type: 'array', items: { $ref: '#/$defs/cidr' }, maxItems: 1024, default: d.route.exclude },
         strictDns: { type: 'boolean', default: d.route.strictDns },
+        killSwitch: { type: 'boolean', default: d.route.killSwitch },
       },
       [],
       { default: {} },

@@ -215,6 +215,13 @@ export interface RouteConfig {
   exclude: string[];
   /** Drop DNS (UDP/TCP port 53) that neither goes to the TUN (or lo) nor carries the mark (nftables table `inet sluice`). */
   strictDns: boolean;
+  /**
+   * Fail closed: unreachable routes in `table` (and, in tproxy gateway mode,
+   * a forward-chain reject) that refuse the steered traffic once sluice is
+   * gone instead of letting it fall through to the main table; removed by a
+   * clean stop or `sluice down`.
+   */
+  killSwitch: boolean;
 }
 
 /**
@@ -341,6 +348,7 @@ export function defaultConfig(): SluiceConfig {
       include: ['0.0.0.0/0', '::/0'],
       exclude: [],
       strictDns: false,
+      killSwitch: true,
     },
     http: { enabled: false, ports: [80], rules: [], accessLog: true, maxHeaderBytes: 16384 },
     classifier: { enabled: false, interfaces: [], direction: 'ingress', tunMark: 0x164, bypass: [], default: null },

@@ -6,6 +6,17 @@
  * higher for `route.exclude`, and with `strictDns` one nftables table that
  * drops DNS leaving any other way.
  *
+ * The kill switch (`route.killSwitch`, on by default): beside each include
+ * route via the TUN, `unreachable PREFIX metric KILL_SWITCH_METRIC` in the
+ * same table. While the TUN lives its route (metric 0 / 1024) wins; when
+ * sluice dies the kernel deletes the TUN and its routes with it, the rules
+ * stay, and the unreachable route answers instead of the lookup falling
+ * through to the main table: the traffic the policy steers is refused
+ * (EHOSTUNREACH locally, ICMP host unreachable to a LAN), never sent
+ * around the policy. Only the include prefixes get one, so destinations
+ * sluice never captured keep falling through to main. `sluice down` or a
+ * clean stop removes it with the rest of the state file.
+ *
  * Applied family by family with `ip -batch -` / `ip -6 -batch -`, the
  * nftables table whole with `nft -f -`; the state file is rewritten before
  * each step, and when a step fails everything recorded so far is removed.
@@ -13,7 +24,7 @@
 import type { RouteConfig } from '../config/types.js';
 import { runCommand, SystemStateError, type Runner } from './exec.js';
 import { emptyState, removeState, writeState, type NftTableEntry, type RouteEntry, type RuleEntry, type SystemState } from './state.js';
-import { teardownState } from './teardown.js';
+import { routeAddLine, teardownState } from './teardown.js';
 
 export const NFT_TABLE: NftTableEntry = { family: 'inet', name: 'sluice' };
 
@@ -26,9 +37,18 @@ export interface RoutingPlan {
 
 const familyOf = (cidr: string): 4 | 6 => (cidr.includes(':') ? 6 : 4);
 
+/** The kill switch's metric: the largest, so any route via the TUN wins while it exists. */
+export const KILL_SWITCH_METRIC = 0xffffffff;
+
+/** The kill switch's unreachable routes for `prefixes` in `table`. */
+export function killSwitchRoutes(prefixes: readonly string[], table: number): RouteEntry[] {
+  return prefixes.map((dst) => ({ family: familyOf(dst), dst, dev: '', table, type: 'unreachable' as const, metric: KILL_SWITCH_METRIC }));
+}
+
 /** What `route` asks for with the TUN named `tun`; pure. */
 export function planRouting(route: RouteConfig, tun: string): RoutingPlan {
   const routes: RouteEntry[] = route.include.map((dst) => ({ family: familyOf(dst), dst, dev: tun, table: route.table }));
+  if (route.killSwitch) routes.push(...killSwitchRoutes(route.include, route.table));
   const rules: RuleEntry[] = [];
   const mark = `0x${route.mark.toString(16)}`;
   for (const family of [4, 6] as const) {
@@ -71,7 +91,7 @@ export function strictDnsScript(tun: string, mark: number, blockFamilies: readon
 
 function ipLines(plan: RoutingPlan, family: 4 | 6): string[] {
   return [
-    ...plan.routes.filter((r) => r.family === family).map((r) => `route add ${r.dst} dev ${r.dev} table ${r.table}`),
+    ...plan.routes.filter((r) => r.family === family).map((r) => routeAddLine(r)),
     ...plan.rules.filter((r) => r.family === family).map((r) => `rule add ${r.selector.join(' ')} priority ${r.priority}`),
   ];
 }
