@@ -27,6 +27,7 @@ import { startTproxyListeners } from '../system/tproxy-listen.js';
 import { startTproxyUdp, type TproxyUdp } from '../system/tproxy-udp.js';
 import type net from 'node:net';
 import { checkClassifier, startClassifier, type RunningClassifier } from '../system/classifier-run.js';
+import { refuseGlobalDispatch } from '../outbound/agent.js';
 
 export const RUN_USAGE = `Usage: sluice run [--config FILE] [--state FILE]
 
@@ -68,6 +69,8 @@ export async function runRun(argv: string[], io: CommandIo = process): Promise<n
     return 1;
   }
   const log = createLogger(config.log);
+  // Every socket goes through the marked dialer; undici's global agent would not (issue 12, item 6).
+  refuseGlobalDispatch();
   const statePath = values.state ?? DEFAULT_STATE_PATH;
   if (config.route.auto) {
     // sluice's own sockets carry route.mark so the main table, not the TUN, routes them.

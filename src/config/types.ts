@@ -67,6 +67,12 @@ export interface DnsConfig {
   fakeIp: FakeIpConfig;
   /** Tried in order. */
   upstreams: DnsUpstream[];
+  /**
+   * Plain DNS servers (udp:// or tcp://, IP literals) that resolve the host
+   * names of DoH upstreams, through the direct outbound's marked sockets.
+   * Empty: the plain upstreams of `upstreams` that go direct do it.
+   */
+  bootstrap: string[];
   cache: DnsCacheConfig;
 }
 
@@ -335,6 +341,7 @@ export function defaultConfig(): SluiceConfig {
         { address: 'udp://9.9.9.9:53', outbound: 'direct' },
       ],
       cache: { maxEntries: 4096, minTtl: 0, maxTtl: 86400 },
+      bootstrap: [],
     },
     outbounds: [{ name: 'direct', type: 'direct', mark: null, interface: null }],
     ruleSets: {},
