@@ -28,6 +28,7 @@ import { startTproxyUdp, type TproxyUdp } from '../system/tproxy-udp.js';
 import type net from 'node:net';
 import { checkClassifier, startClassifier, type RunningClassifier } from '../system/classifier-run.js';
 import { refuseGlobalDispatch } from '../outbound/agent.js';
+import { reportCoexistence } from '../system/coexistence.js';
 
 export const RUN_USAGE = `Usage: sluice run [--config FILE] [--state FILE]
 
@@ -86,6 +87,8 @@ export async function runRun(argv: string[], io: CommandIo = process): Promise<n
   let udpTproxy: TproxyUdp | null = null;
   try {
     await cleanLeftovers(statePath, log);
+    // Docker, libvirt, WireGuard, Tailscale, nearby rules: one line each; with route.auto their prefixes stay off the TUN.
+    if (config.route.auto || config.gateway.enabled || config.classifier.enabled) config.route = await reportCoexistence(config.route, log);
     if (config.route.auto) await checkAutoRoute(config.route, values.config ?? 'built-in default');
     if (config.classifier.enabled) await checkClassifier(config, values.config ?? 'built-in default');
     if (config.gateway.enabled) await checkGateway(config, values.config ?? 'built-in default');

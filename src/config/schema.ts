@@ -275,6 +275,7 @@ export const configSchema: Schema = {
         exclude: { type: 'array', items: { $ref: '#/$defs/cidr' }, maxItems: 1024, default: d.route.exclude },
         strictDns: { type: 'boolean', default: d.route.strictDns },
         killSwitch: { type: 'boolean', default: d.route.killSwitch },
+        excludeDetected: { type: 'boolean', default: d.route.excludeDetected },
       },
       [],
       { default: {} },

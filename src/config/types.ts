@@ -228,6 +228,12 @@ export interface RouteConfig {
    * clean stop or `sluice down`.
    */
   killSwitch: boolean;
+  /**
+   * With `auto`: add the prefixes of detected Docker and libvirt bridges,
+   * WireGuard interfaces and Tailscale (src/system/coexistence.ts) to
+   * `exclude`, so they keep their own routes instead of entering the TUN.
+   */
+  excludeDetected: boolean;
 }
 
 /**
@@ -356,6 +362,7 @@ export function defaultConfig(): SluiceConfig {
       exclude: [],
       strictDns: false,
       killSwitch: true,
+      excludeDetected: true,
     },
     http: { enabled: false, ports: [80], rules: [], accessLog: true, maxHeaderBytes: 16384 },
     classifier: { enabled: false, interfaces: [], direction: 'ingress', tunMark: 0x164, bypass: [], default: null },
