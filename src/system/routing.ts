@@ -70,6 +70,18 @@ export function planRouting(route: RouteConfig, tun: string): RoutingPlan {
  * local stub resolver, whose own upstream queries are routed into the TUN
  * in turn), or carries sluice's mark (its own upstream queries); so is all
  * traffic of a family the TUN does not capture (`blockFamilies`).
+ *
+ * IPv6 neighbour discovery is let out on every interface, before those
+ * drops: router and neighbour solicitations and advertisements (RFC 4861
+ * 4.1-4.4; sent with hop limit 255, which receivers require, 6.1.1 / 7.1.1,
+ * so they never cross a router) and MLD reports (RFC 3810 5.2, hop limit 1,
+ * from the link-local or unspecified address), which ND needs on snooping
+ * switches. The kernel sends them unmarked and outside policy routing (a
+ * TUN cannot carry them: they belong to the uplink), and without them IPv6
+ * stops working on the uplink: no default router (RS/RA), no neighbour
+ * resolution (NS/NA), so not even sluice's own marked sockets could reach
+ * an IPv6 upstream, and duplicate address detection fails. They carry no
+ * user data and no names: letting them out is not a leak around the TUN.
  */
 export function strictDnsScript(tun: string, mark: number, blockFamilies: readonly (4 | 6)[] = []): string {
   const m = `0x${mark.toString(16)}`;
@@ -80,6 +92,8 @@ export function strictDnsScript(tun: string, mark: number, blockFamilies: readon
     '    type filter hook output priority filter; policy accept;',
     `    meta mark ${m} accept`,
     `    oifname { "${tun}", "lo" } accept`,
+    '    icmpv6 type { nd-router-solicit, nd-neighbor-solicit, nd-neighbor-advert } ip6 hoplimit 255 accept',
+    '    icmpv6 type mld2-listener-report ip6 hoplimit 1 ip6 saddr { ::, fe80::/10 } accept',
     '    udp dport 53 counter drop',
     '    tcp dport 53 counter drop',
     ...families,
