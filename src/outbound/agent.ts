@@ -8,9 +8,10 @@
  * inside that stream, with the usual certificate checks.
  *
  * `refuseGlobalDispatch()` (called by `sluice run`) replaces undici's global
- * dispatcher, the one `request()` without a dispatcher and Node's fetch
- * fall back to, by one that refuses: a forgotten dispatcher fails loudly
- * instead of leaking a socket past the mark.
+ * dispatcher, the one `request()` without a dispatcher falls back to, by one
+ * that refuses: a forgotten dispatcher fails loudly instead of leaking a
+ * socket past the mark. (Node's built-in fetch keeps its own dispatcher on
+ * Node 20; test/outbound/socket-guard.test.ts forbids fetch in src/.)
  */
 import { isIP } from 'node:net';
 import tls from 'node:tls';
