@@ -29,6 +29,8 @@ import type net from 'node:net';
 import { checkClassifier, startClassifier, type RunningClassifier } from '../system/classifier-run.js';
 import { dropPrivileges, planPrivilegeDrop } from '../system/privileges.js';
 import { sdNotify } from '../system/sd-notify.js';
+import { refuseGlobalDispatch } from '../outbound/agent.js';
+import { reportCoexistence } from '../system/coexistence.js';
 
 export const RUN_USAGE = `Usage: sluice run [--config FILE] [--state FILE]
 
@@ -73,6 +75,8 @@ export async function runRun(argv: string[], io: CommandIo = process): Promise<n
     return 1;
   }
   const log = createLogger(config.log);
+  // Every socket goes through the marked dialer; undici's global agent would not (issue 12, item 6).
+  refuseGlobalDispatch();
   const statePath = values.state ?? DEFAULT_STATE_PATH;
   if (config.route.auto) {
     // sluice's own sockets carry route.mark so the main table, not the TUN, routes them.
@@ -89,6 +93,8 @@ export async function runRun(argv: string[], io: CommandIo = process): Promise<n
   try {
     const drop = planPrivilegeDrop(config, values.config ?? 'built-in default', statePath);
     await cleanLeftovers(statePath, log);
+    // Docker, libvirt, WireGuard, Tailscale, nearby rules: one line each; with route.auto their prefixes stay off the TUN.
+    if (config.route.auto || config.gateway.enabled || config.classifier.enabled) config.route = await reportCoexistence(config.route, log);
     if (config.route.auto) await checkAutoRoute(config.route, values.config ?? 'built-in default');
     if (config.classifier.enabled) await checkClassifier(config, values.config ?? 'built-in default');
     if (config.gateway.enabled) await checkGateway(config, values.config ?? 'built-in default');

@@ -189,6 +189,7 @@ function complete(raw: Raw, ruleSets: Map<string, RuleSetConfig>, baseDir: strin
           ? d.dns.upstreams
           : (dns.upstreams as Raw[]).map((u): DnsUpstream => ({ address: withDnsPort(u.address), outbound: u.outbound ?? 'direct' })),
       cache: { ...d.dns.cache, ...dns.cache },
+      bootstrap: dns.bootstrap === undefined ? [...d.dns.bootstrap] : (dns.bootstrap as string[]).map(withDnsPort),
     },
     outbounds: raw.outbounds === undefined ? d.outbounds : (raw.outbounds as Raw[]).map(completeOutbound),
     ruleSets: Object.fromEntries(Object.keys(raw.ruleSets ?? {}).map((name) => [name, ruleSets.get(name)!])),

@@ -53,6 +53,9 @@ export const DOMAIN = `${MATCH_LABEL}(?:\\.${MATCH_LABEL})*`;
 
 export const PORT = '(?:[1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])';
 
+/** A plain (udp/tcp, IP-literal) DNS server address: the form dns.bootstrap takes. */
+const PLAIN_UPSTREAM = `(?:udp|tcp)://(?:${IPV4}|\\[${IPV6}\\])(?::${PORT})?`;
+
 const UPSTREAM =
   `(?:(?:udp|tcp)://(?:${IPV4}|\\[${IPV6}\\])(?::${PORT})?` +
   `|https://(?:${HOSTNAME}|${IPV4}|\\[${IPV6}\\])(?::${PORT})?(?:/[!-~]*)?)`;
@@ -235,6 +238,8 @@ export const configSchema: Schema = {
           ),
           { maxItems: 16, default: d.dns.upstreams },
         ),
+        // Resolves the host names of DoH upstreams (through marked sockets, never the host's resolver).
+        bootstrap: list(str(PLAIN_UPSTREAM, 'udp://IP[:port] or tcp://IP[:port], such as udp://192.0.2.53:53'), { minItems: 0, maxItems: 8, default: d.dns.bootstrap }),
         cache: obj(
           {
             maxEntries: int(0, 1_000_000, { default: d.dns.cache.maxEntries }),
@@ -282,6 +287,8 @@ export const configSchema: Schema = {
         include: { type: 'array', items: { $ref: '#/$defs/cidr' }, maxItems: 1024, default: d.route.include },
         exclude: { type: 'array', items: { $ref: '#/$defs/cidr' }, maxItems: 1024, default: d.route.exclude },
         strictDns: { type: 'boolean', default: d.route.strictDns },
+        killSwitch: { type: 'boolean', default: d.route.killSwitch },
+        excludeDetected: { type: 'boolean', default: d.route.excludeDetected },
       },
       [],
       { default: {} },

@@ -82,6 +82,12 @@ export interface DnsConfig {
   fakeIp: FakeIpConfig;
   /** Tried in order. */
   upstreams: DnsUpstream[];
+  /**
+   * Plain DNS servers (udp:// or tcp://, IP literals) that resolve the host
+   * names of DoH upstreams, through the direct outbound's marked sockets.
+   * Empty: the plain upstreams of `upstreams` that go direct do it.
+   */
+  bootstrap: string[];
   cache: DnsCacheConfig;
 }
 
@@ -230,6 +236,19 @@ export interface RouteConfig {
   exclude: string[];
   /** Drop DNS (UDP/TCP port 53) that neither goes to the TUN (or lo) nor carries the mark (nftables table `inet sluice`). */
   strictDns: boolean;
+  /**
+   * Fail closed: unreachable routes in `table` (and, in tproxy gateway mode,
+   * a forward-chain reject) that refuse the steered traffic once sluice is
+   * gone instead of letting it fall through to the main table; removed by a
+   * clean stop or `sluice down`.
+   */
+  killSwitch: boolean;
+  /**
+   * With `auto`: add the prefixes of detected Docker and libvirt bridges,
+   * WireGuard interfaces and Tailscale (src/system/coexistence.ts) to
+   * `exclude`, so they keep their own routes instead of entering the TUN.
+   */
+  excludeDetected: boolean;
 }
 
 /**
@@ -362,6 +381,7 @@ export function defaultConfig(): SluiceConfig {
         { address: 'udp://9.9.9.9:53', outbound: 'direct' },
       ],
       cache: { maxEntries: 4096, minTtl: 0, maxTtl: 86400 },
+      bootstrap: [],
     },
     outbounds: [{ name: 'direct', type: 'direct', mark: null, interface: null }],
     ruleSets: {},
@@ -375,6 +395,8 @@ export function defaultConfig(): SluiceConfig {
       include: ['0.0.0.0/0', '::/0'],
       exclude: [],
       strictDns: false,
+      killSwitch: true,
+      excludeDetected: true,
     },
     http: { enabled: false, ports: [80], rules: [], accessLog: true, maxHeaderBytes: 16384 },
     classifier: { enabled: false, interfaces: [], direction: 'ingress', tunMark: 0x164, bypass: [], default: null },

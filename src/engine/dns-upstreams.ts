@@ -6,13 +6,14 @@
  */
 import { isIP } from 'node:net';
 import tls from 'node:tls';
-import type { Duplex } from 'node:stream';
-import { Agent } from 'undici';
+import { randomInt } from 'node:crypto';
+import type { Agent } from 'undici';
 import type { DnsConfig } from '../config/types.js';
 import type { Outbound } from '../outbound/types.js';
 import { createResolver, ResolverChain, type QueryOptions, type Resolver } from '../dns/resolver.js';
-import { parseMessage } from '../dns/message.js';
-import { markedUdpSocket } from '../link/sockets.js';
+import { buildQuery, parseMessage } from '../dns/message.js';
+import { dialingAgent } from '../outbound/agent.js';
+import { DirectOutbound } from '../outbound/direct.js';
 
 export class EngineSetupError extends Error {
   readonly code = 'SLUICE_ENGINE_SETUP';
@@ -55,29 +56,54 @@ class OutboundUdpResolver implements Resolver {
 
 /**
  * An undici dispatcher whose connections are made through `outbound`
- * (SOCKS5 CONNECT, HTTP CONNECT, ...): for https origins the TLS session
- * runs inside the outbound's stream, with the usual certificate checks.
- * `tlsOptions` adds trust anchors (tests use a private CA).
+ * (src/outbound/agent.ts); kept under this name for the tests that pass a
+ * private CA.
  */
-export function outboundDispatcher(outbound: Outbound, tlsOptions: tls.ConnectionOptions = {}): Agent {
-  return new Agent({
-    connect: (opts, callback) => {
-      const port = Number(opts.port) || (opts.protocol === 'https:' ? 443 : 80);
-      outbound.connectTcp({ host: opts.hostname, port }).then(
-        (raw: Duplex) => {
-          if (opts.protocol !== 'https:') return callback(null, raw as never);
-          const servername = opts.servername ?? (isIP(opts.hostname) === 0 ? opts.hostname : undefined);
-          const secure = tls.connect({ ...tlsOptions, socket: raw, ...(servername !== undefined ? { servername } : {}), ALPNProtocols: ['http/1.1'] });
-          secure.once('secureConnect', () => callback(null, secure));
-          secure.once('error', (err) => callback(err, null));
-        },
-        (err: Error) => callback(err, null),
-      );
-    },
+export function outboundDispatcher(outbound: Outbound, tlsOptions: tls.ConnectionOptions = {}, resolve?: (host: string) => Promise<string>): Agent {
+  return dialingAgent(outbound, { tls: tlsOptions, ...(resolve !== undefined ? { resolve } : {}) });
+}
+
+/** Resolves `host` (A, then AAAA unless a family is asked for) through `chain`; IP literals pass through. */
+export async function resolveWith(chain: ResolverChain, host: string, family: 4 | 6 | undefined): Promise<{ address: string; family: 4 | 6 }> {
+  if (isIP(host) !== 0) return { address: host, family: isIP(host) === 6 ? 6 : 4 };
+  const order: (4 | 6)[] = family === 6 ? [6] : family === 4 ? [4] : [4, 6];
+  for (const f of order) {
+    const answer = parseMessage(await chain.query(buildQuery({ id: randomInt(65536), name: host, type: f === 4 ? 1 : 28, rd: true })));
+    const rec = answer?.answers.find((a) => a.address !== null && a.type === (f === 4 ? 1 : 28));
+    if (rec) return { address: rec.address!, family: f };
+  }
+  throw new Error(`no address for ${host}`);
+}
+
+/** A resolver for a udp:// or tcp:// address whose sockets come from the direct outbound's dialer (marked). */
+function directPlainResolver(address: string, outbound: DirectOutbound): Resolver {
+  return createResolver(address, {
+    createUdpSocket: (family: 4 | 6) => outbound.udpSocket(family),
+    connect: (h: string, p: number) => outbound.connectTcp({ host: h, port: p }),
   });
 }
 
-export function buildResolverChain(dns: DnsConfig, outbounds: Map<string, Outbound>, directMark: number | null): ResolverChain {
+/**
+ * Every upstream socket comes from its outbound: a direct upstream's UDP
+ * sockets and TCP streams from the direct dialer (route.mark, interface),
+ * DoH from an Agent dialling through the outbound (src/outbound/agent.ts),
+ * never a default factory or undici's global agent. A direct DoH upstream
+ * given by host name is resolved by the bootstrap chain (`dns.bootstrap`,
+ * or else the plain upstreams of `dns.upstreams` that go direct), never by
+ * the chain it belongs to (which would wait on itself) nor the host's
+ * resolver (whose queries may be hijacked into sluice).
+ */
+export function buildResolverChain(dns: DnsConfig, outbounds: Map<string, Outbound>): ResolverChain {
+  let bootstrap: ResolverChain | null | undefined;
+  const bootstrapChain = (direct: DirectOutbound): ResolverChain | null => {
+    if (bootstrap !== undefined) return bootstrap;
+    const plain =
+      dns.bootstrap.length > 0
+        ? dns.bootstrap
+        : dns.upstreams.filter((u) => !/^https?:/.test(u.address) && outbounds.get(u.outbound)?.type === 'direct').map((u) => u.address);
+    bootstrap = plain.length > 0 ? new ResolverChain({ resolvers: plain.map((a) => directPlainResolver(a, direct)) }) : null;
+    return bootstrap;
+  };
   const resolvers: Resolver[] = dns.upstreams.map((u, i) => {
     const outbound = outbounds.get(u.outbound);
     const where = `dns.upstreams[${i}]`;
@@ -85,12 +111,19 @@ export function buildResolverChain(dns: DnsConfig, outbounds: Map<string, Outbou
     const url = new URL(u.address);
     const host = url.hostname.startsWith('[') ? url.hostname.slice(1, -1) : url.hostname;
     const port = url.port === '' ? 53 : Number(url.port);
-    if (outbound.type === 'direct') {
-      return createResolver(u.address, {
-        ...(directMark !== null ? { createUdpSocket: (family: 4 | 6) => markedUdpSocket({ family, mark: directMark }) } : {}),
-        connect: (h: string, p: number) => outbound.connectTcp({ host: h, port: p }),
-      });
+    if (url.protocol === 'https:' || url.protocol === 'http:') {
+      if (outbound.action !== 'connect') throw new EngineSetupError(`${where}.outbound: ${u.outbound} (${outbound.type}) cannot carry DNS-over-HTTPS`);
+      let resolve: ((h: string) => Promise<string>) | undefined;
+      if (outbound instanceof DirectOutbound && isIP(host) === 0) {
+        const chain = bootstrapChain(outbound);
+        if (chain === null) {
+          throw new EngineSetupError(`${where}.address: the DoH host ${host} needs a plain DNS server to resolve it: add dns.bootstrap (udp://IP:53) or a udp:// / tcp:// upstream, or write the URL with an IP address`);
+        }
+        resolve = async (h: string) => (await resolveWith(chain, h, undefined)).address;
+      }
+      return createResolver(u.address, { dispatcher: outboundDispatcher(outbound, {}, resolve) });
     }
+    if (outbound instanceof DirectOutbound) return directPlainResolver(u.address, outbound);
     if (url.protocol === 'udp:') {
       if (outbound.openUdp === undefined || !outbound.supportsUdp) throw new EngineSetupError(`${where}: outbound ${u.outbound} cannot carry UDP`);
       return new OutboundUdpResolver(u.address, outbound, host, port, 3000);
@@ -98,10 +131,6 @@ export function buildResolverChain(dns: DnsConfig, outbounds: Map<string, Outbou
     if (url.protocol === 'tcp:') {
       // A TCP resolver whose connections are the outbound's streams.
       return createResolver(u.address, { connect: (h: string, p: number) => outbound.connectTcp({ host: h, port: p }) });
-    }
-    if (url.protocol === 'https:' || url.protocol === 'http:') {
-      if (outbound.action !== 'connect') throw new EngineSetupError(`${where}.outbound: ${u.outbound} (${outbound.type}) cannot carry DNS-over-HTTPS`);
-      return createResolver(u.address, { dispatcher: outboundDispatcher(outbound) });
     }
     throw new EngineSetupError(`${where}.address: unsupported scheme ${url.protocol}`);
   });

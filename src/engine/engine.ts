@@ -34,12 +34,11 @@ import { FakeIpPool } from '../dns/fake-ip.js';
 import { DnsCache } from '../dns/cache.js';
 import { DnsSnoop } from '../dns/snoop.js';
 import { DnsHijack } from '../dns/server.js';
-import { TcpFrameReader, buildQuery, frameTcp, parseMessage } from '../dns/message.js';
+import { TcpFrameReader, frameTcp } from '../dns/message.js';
 import type { ResolverChain } from '../dns/resolver.js';
 import type { LookupFn } from '../outbound/types.js';
 import { mkdir } from 'node:fs/promises';
 import { dirname } from 'node:path';
-import { randomInt } from 'node:crypto';
 import { Stack, type TcpFlowRequest } from '../stack.js';
 import type { LinkEndpoint } from '../link/link.js';
 import type { TcpStream } from '../stack/tcp-stream.js';
@@ -48,7 +47,7 @@ import { parseIpv6Text } from '../wire/ipv6.js';
 import { parseIpv4Text, writeIpv4Addr } from '../wire/ipv4.js';
 import { relay, type RelayResult } from './relay.js';
 import { policyNeedsName } from './name-sensitivity.js';
-import { buildResolverChain } from './dns-upstreams.js';
+import { buildResolverChain, resolveWith } from './dns-upstreams.js';
 import { HttpL7 } from './http-l7.js';
 import { DialLimiter } from './dial-limiter.js';
 import type { Logger } from './logger.js';
@@ -130,17 +129,6 @@ function addressBytes(text: string): Uint8Array {
 }
 
 /** A and then AAAA (or the asked family) through the chain; the first address wins. */
-async function resolveWith(chain: ResolverChain, host: string, family: 4 | 6 | undefined): Promise<{ address: string; family: 4 | 6 }> {
-  if (isIP(host) !== 0) return { address: host, family: isIP(host) === 6 ? 6 : 4 };
-  const order: (4 | 6)[] = family === 6 ? [6] : family === 4 ? [4] : [4, 6];
-  for (const f of order) {
-    const answer = parseMessage(await chain.query(buildQuery({ id: randomInt(65536), name: host, type: f === 4 ? 1 : 28, rd: true })));
-    const rec = answer?.answers.find((a) => a.address !== null && a.type === (f === 4 ? 1 : 28));
-    if (rec) return { address: rec.address!, family: f };
-  }
-  throw new Error(`no address for ${host}`);
-}
-
 /** The config's outbound (nulls for "not set") in the outbound layer's shape (absent for "not set"). */
 function toOutboundSpec(o: SluiceConfig['outbounds'][number]): OutboundSpec {
   const clean: Record<string, unknown> = {};
@@ -192,8 +180,6 @@ export class Engine {
     private readonly log: Logger,
   ) {
     this.policy = new PolicySlot(Engine.compile(config));
-    const direct = config.outbounds.find((o) => o.type === 'direct');
-    const directMark = direct !== undefined && direct.type === 'direct' ? direct.mark : null;
     // Domain targets (fake-ip flows) resolve through sluice's own upstreams,
     // never the host's resolver, whose traffic might route into the TUN.
     let chain: ResolverChain | null = null;
@@ -204,7 +190,7 @@ export class Engine {
     this.outbounds = createOutbounds(config.outbounds.map(toOutboundSpec), config.route.auto ? { lookup, mark: config.route.mark } : { lookup });
     const now = (): number => Date.now() / 1000;
     const dnsCfg = config.dns;
-    chain = buildResolverChain(dnsCfg, this.outbounds, directMark);
+    chain = buildResolverChain(dnsCfg, this.outbounds);
     this.pool =
       dnsCfg.mode === 'fake-ip'
         ? new FakeIpPool({ ipv4Range: dnsCfg.fakeIp.ipv4Range, ipv6Range: dnsCfg.fakeIp.ipv6Range, exclude: [config.tun.ipv4.split('/')[0]!, config.tun.ipv6.split('/')[0]!] })

@@ -71,6 +71,14 @@ export class DirectOutbound implements Outbound {
     }
   }
 
+  /**
+   * A bare UDP socket from this outbound's dialer (mark, interface), bound
+   * to an ephemeral port: sluice's own DNS queries to a udp:// upstream.
+   */
+  udpSocket(family: 4 | 6): Promise<dgram.Socket> {
+    return openUdpSocket(this.dialer, family, null);
+  }
+
   async openUdp(options: OpenUdpOptions = {}, signal?: AbortSignal): Promise<UdpAssociation> {
     const attempt = new Attempt(this.name, this.dialer.connectTimeoutMs, signal);
     try {

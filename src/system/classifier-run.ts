@@ -19,7 +19,7 @@ import type { Logger } from '../engine/logger.js';
 import { CLASSIFIER_OBJECT, TcClassifier, type ActionCounters, type ClassifierAction } from './classifier.js';
 import { classifierTable, diffTables, type ClassifierTable } from './classifier-policy.js';
 import { findCollisions } from './preflight.js';
-import { applyRouting, type RoutingPlan } from './routing.js';
+import { applyRouting, killSwitchRoutes, type RoutingPlan } from './routing.js';
 import { runCommand, SystemStateError } from './exec.js';
 import { removeState, writeState, type RouteEntry, type RuleEntry } from './state.js';
 import { teardownState } from './teardown.js';
@@ -42,6 +42,8 @@ export function planClassifierRouting(config: SluiceConfig, tun: string, fallbac
   const routes: RouteEntry[] = [
     { family: 4, dst: '0.0.0.0/0', dev: tun, table },
     { family: 6, dst: '::/0', dev: tun, table },
+    // Kill switch (src/system/routing.ts): marked or LAN traffic is refused, not forwarded, once the TUN is gone.
+    ...(config.route.killSwitch ? killSwitchRoutes(['0.0.0.0/0', '::/0'], table) : []),
   ];
   const rules: RuleEntry[] = [];
   for (const family of [4, 6] as const) {

@@ -27,15 +27,16 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import type { SluiceConfig } from '../config/types.js';
 import { runCommand, SystemStateError, type Runner } from './exec.js';
 import { emptyState, readState, removeState, writeState, type NftTableEntry, type RouteEntry, type RuleEntry, type SysctlEntry, type SystemState } from './state.js';
-import { sysctlPath, teardownState } from './teardown.js';
+import { routeAddLine, sysctlPath, teardownState } from './teardown.js';
+import { killSwitchRoutes } from './routing.js';
 import { parseRules, type Collision } from './preflight.js';
 
 export const GATEWAY_NFT_TABLE: NftTableEntry = { family: 'inet', name: 'sluice_gw' };
 export const FORWARDING_SYSCTLS = ['net.ipv4.ip_forward', 'net.ipv6.conf.all.forwarding'] as const;
 
-/** A route of the plan; `local` routes deliver to this host (TPROXY). */
-export interface GatewayRoute extends RouteEntry {
-  type?: 'local';
+/** A route of the plan; `local` routes deliver to this host (TPROXY), `unreachable` ones are the kill switch. */
+export interface GatewayRoute extends Omit<RouteEntry, 'type'> {
+  type?: 'local' | 'unreachable';
 }
 
 export interface GatewayPlan {
@@ -68,6 +69,8 @@ export function planGateway(config: SluiceConfig, tun: string): GatewayPlan {
     }
     if (!route.auto) {
       routes.push({ family: 4, dst: '0.0.0.0/0', dev: tun, table: route.table }, { family: 6, dst: '::/0', dev: tun, table: route.table });
+      // Kill switch (src/system/routing.ts): with route.auto its plan already holds them for the include prefixes.
+      if (route.killSwitch) routes.push(...killSwitchRoutes(['0.0.0.0/0', '::/0'], route.table));
     }
   }
   const usesMark = gw.mode === 'tproxy' || gw.preserveSource;
@@ -110,7 +113,21 @@ export function tproxyScript(config: SluiceConfig): string {
       `    iifname ${lans} meta l4proto udp tproxy to :${gw.tproxyPort} meta mark set ${mark} accept`,
     );
   }
-  lines.push('  }', '}', '');
+  lines.push('  }');
+  if (gw.mode === 'tproxy' && config.route.killSwitch) {
+    // Kill switch: while sluice runs, every TCP and UDP packet from the LAN
+    // is TPROXYed and delivered locally, so this chain never sees one. Once
+    // sluice is gone the tproxy statement finds no socket and lets the
+    // packet pass to forwarding: refused here instead of forwarded around
+    // the policy (removed with the table by a clean stop or `sluice down`).
+    lines.push(
+      '  chain forward {',
+      '    type filter hook forward priority filter; policy accept;',
+      `    iifname ${lans} meta l4proto { tcp, udp } counter reject with icmpx host-unreachable`,
+      '  }',
+    );
+  }
+  lines.push('}', '');
   return lines.join('\n');
 }
 
@@ -165,9 +182,15 @@ export async function preflightGateway(plan: GatewayPlan, config: SluiceConfig, 
 
 function ipLines(plan: GatewayPlan, family: 4 | 6): string[] {
   return [
-    ...plan.routes.filter((r) => r.family === family).map((r) => `route add ${r.type === 'local' ? 'local ' : ''}${r.dst} dev ${r.dev} table ${r.table}`),
+    ...plan.routes.filter((r) => r.family === family).map((r) => (r.type === 'local' ? routeAddLine({ ...r, type: undefined }, 'local') : routeAddLine(r as RouteEntry))),
     ...plan.rules.filter((r) => r.family === family).map((r) => `rule add ${r.selector.join(' ')} priority ${r.priority}`),
   ];
+}
+
+/** How a planned route is recorded: a `local` route is deleted like any other, the kill switch's keep their type and metric. */
+function stateRoute(r: GatewayRoute): RouteEntry {
+  const { family, dst, dev, table } = r;
+  return r.type === 'unreachable' ? { family, dst, dev, table, type: 'unreachable', ...(r.metric !== undefined ? { metric: r.metric } : {}) } : { family, dst, dev, table };
 }
 
 /** The entries of `part` removed from `whole` (by value). */
@@ -253,7 +276,7 @@ export async function applyGateway(plan: GatewayPlan, statePath: string, runner:
     if (lines.length === 0) continue;
     await step(
       () => {
-        mine.routes.push(...plan.routes.filter((r) => r.family === family).map(({ family: f, dst, dev, table }) => ({ family: f, dst, dev, table })));
+        mine.routes.push(...plan.routes.filter((r) => r.family === family).map((r) => stateRoute(r)));
         mine.rules.push(...plan.rules.filter((r) => r.family === family));
       },
       family === 6 ? ['ip', '-6', '-batch', '-'] : ['ip', '-batch', '-'],

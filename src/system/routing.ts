@@ -6,6 +6,17 @@
  * higher for `route.exclude`, and with `strictDns` one nftables table that
  * drops DNS leaving any other way.
  *
+ * The kill switch (`route.killSwitch`, on by default): beside each include
+ * route via the TUN, `unreachable PREFIX metric KILL_SWITCH_METRIC` in the
+ * same table. While the TUN lives its route (metric 0 / 1024) wins; when
+ * sluice dies the kernel deletes the TUN and its routes with it, the rules
+ * stay, and the unreachable route answers instead of the lookup falling
+ * through to the main table: the traffic the policy steers is refused
+ * (EHOSTUNREACH locally, ICMP host unreachable to a LAN), never sent
+ * around the policy. Only the include prefixes get one, so destinations
+ * sluice never captured keep falling through to main. `sluice down` or a
+ * clean stop removes it with the rest of the state file.
+ *
  * Applied family by family with `ip -batch -` / `ip -6 -batch -`, the
  * nftables table whole with `nft -f -`; the state file is rewritten before
  * each step, and when a step fails everything recorded so far is removed.
@@ -13,7 +24,7 @@
 import type { RouteConfig } from '../config/types.js';
 import { runCommand, SystemStateError, type Runner } from './exec.js';
 import { emptyState, removeState, writeState, type NftTableEntry, type RouteEntry, type RuleEntry, type SystemState } from './state.js';
-import { teardownState } from './teardown.js';
+import { routeAddLine, teardownState } from './teardown.js';
 
 export const NFT_TABLE: NftTableEntry = { family: 'inet', name: 'sluice' };
 
@@ -26,9 +37,18 @@ export interface RoutingPlan {
 
 const familyOf = (cidr: string): 4 | 6 => (cidr.includes(':') ? 6 : 4);
 
+/** The kill switch's metric: the largest, so any route via the TUN wins while it exists. */
+export const KILL_SWITCH_METRIC = 0xffffffff;
+
+/** The kill switch's unreachable routes for `prefixes` in `table`. */
+export function killSwitchRoutes(prefixes: readonly string[], table: number): RouteEntry[] {
+  return prefixes.map((dst) => ({ family: familyOf(dst), dst, dev: '', table, type: 'unreachable' as const, metric: KILL_SWITCH_METRIC }));
+}
+
 /** What `route` asks for with the TUN named `tun`; pure. */
 export function planRouting(route: RouteConfig, tun: string): RoutingPlan {
   const routes: RouteEntry[] = route.include.map((dst) => ({ family: familyOf(dst), dst, dev: tun, table: route.table }));
+  if (route.killSwitch) routes.push(...killSwitchRoutes(route.include, route.table));
   const rules: RuleEntry[] = [];
   const mark = `0x${route.mark.toString(16)}`;
   for (const family of [4, 6] as const) {
@@ -50,6 +70,18 @@ export function planRouting(route: RouteConfig, tun: string): RoutingPlan {
  * local stub resolver, whose own upstream queries are routed into the TUN
  * in turn), or carries sluice's mark (its own upstream queries); so is all
  * traffic of a family the TUN does not capture (`blockFamilies`).
+ *
+ * IPv6 neighbour discovery is let out on every interface, before those
+ * drops: router and neighbour solicitations and advertisements (RFC 4861
+ * 4.1-4.4; sent with hop limit 255, which receivers require, 6.1.1 / 7.1.1,
+ * so they never cross a router) and MLD reports (RFC 3810 5.2, hop limit 1,
+ * from the link-local or unspecified address), which ND needs on snooping
+ * switches. The kernel sends them unmarked and outside policy routing (a
+ * TUN cannot carry them: they belong to the uplink), and without them IPv6
+ * stops working on the uplink: no default router (RS/RA), no neighbour
+ * resolution (NS/NA), so not even sluice's own marked sockets could reach
+ * an IPv6 upstream, and duplicate address detection fails. They carry no
+ * user data and no names: letting them out is not a leak around the TUN.
  */
 export function strictDnsScript(tun: string, mark: number, blockFamilies: readonly (4 | 6)[] = []): string {
   const m = `0x${mark.toString(16)}`;
@@ -60,6 +92,8 @@ export function strictDnsScript(tun: string, mark: number, blockFamilies: readon
     '    type filter hook output priority filter; policy accept;',
     `    meta mark ${m} accept`,
     `    oifname { "${tun}", "lo" } accept`,
+    '    icmpv6 type { nd-router-solicit, nd-neighbor-solicit, nd-neighbor-advert } ip6 hoplimit 255 accept',
+    '    icmpv6 type mld2-listener-report ip6 hoplimit 1 ip6 saddr { ::, fe80::/10 } accept',
     '    udp dport 53 counter drop',
     '    tcp dport 53 counter drop',
     ...families,
@@ -71,7 +105,7 @@ export function strictDnsScript(tun: string, mark: number, blockFamilies: readon
 
 function ipLines(plan: RoutingPlan, family: 4 | 6): string[] {
   return [
-    ...plan.routes.filter((r) => r.family === family).map((r) => `route add ${r.dst} dev ${r.dev} table ${r.table}`),
+    ...plan.routes.filter((r) => r.family === family).map((r) => routeAddLine(r)),
     ...plan.rules.filter((r) => r.family === family).map((r) => `rule add ${r.selector.join(' ')} priority ${r.priority}`),
   ];
 }

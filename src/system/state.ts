@@ -21,12 +21,21 @@ export interface RuleEntry {
   selector: string[];
 }
 
-/** `ip [-6] route add DST dev DEV table T`; removed with `ip [-6] route del DST table T`. */
+/**
+ * `ip [-6] route add DST dev DEV table T`; removed with
+ * `ip [-6] route del DST dev DEV table T`. The kill switch's entries are
+ * `unreachable DST table T metric M` (no device: they outlive the TUN).
+ */
 export interface RouteEntry {
   family: 4 | 6;
   dst: string;
+  /** The device; '' for an unreachable route. */
   dev: string;
   table: number;
+  /** Absent: a unicast route via `dev`. */
+  type?: 'unreachable';
+  /** Absent: the kernel's default metric. */
+  metric?: number;
 }
 
 export interface NftTableEntry {
@@ -111,6 +120,9 @@ function validate(d: unknown): string | null {
   }
   for (const r of s.routes as Record<string, unknown>[]) {
     if ((r.family !== 4 && r.family !== 6) || typeof r.dst !== 'string' || typeof r.dev !== 'string' || !isInt(r.table)) {
+      return `malformed route ${JSON.stringify(r)}`;
+    }
+    if ((r.type !== undefined && r.type !== 'unreachable') || (r.metric !== undefined && (!isInt(r.metric) || r.metric < 0 || r.metric > 0xffffffff))) {
       return `malformed route ${JSON.stringify(r)}`;
     }
   }

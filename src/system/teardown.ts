@@ -29,8 +29,21 @@ function ruleLine(r: SystemState['rules'][number]): string {
   return `rule del ${r.selector.join(' ')} priority ${r.priority}`;
 }
 
-function routeLine(r: SystemState['routes'][number]): string {
-  return `route del ${r.dst} table ${r.table}`;
+/**
+ * The kill switch's unreachable routes share their prefix with the TUN's
+ * routes in the same table, so each deletion names what tells them apart:
+ * the type and metric, or the device (gone with a killed TUN: "Cannot find
+ * device", counted as already gone, never the unreachable route instead).
+ */
+export function routeLine(r: SystemState['routes'][number]): string {
+  if (r.type === 'unreachable') return `route del unreachable ${r.dst} table ${r.table}${r.metric !== undefined ? ` metric ${r.metric}` : ''}`;
+  return `route del ${r.dst}${r.dev !== '' ? ` dev ${r.dev}` : ''} table ${r.table}${r.metric !== undefined ? ` metric ${r.metric}` : ''}`;
+}
+
+/** The `ip -batch` line adding `r` (routing.ts and gateway.ts). */
+export function routeAddLine(r: SystemState['routes'][number], kind: 'local' | null = null): string {
+  if (r.type === 'unreachable') return `route add unreachable ${r.dst} table ${r.table}${r.metric !== undefined ? ` metric ${r.metric}` : ''}`;
+  return `route add ${kind === 'local' ? 'local ' : ''}${r.dst} dev ${r.dev} table ${r.table}${r.metric !== undefined ? ` metric ${r.metric}` : ''}`;
 }
 
 /**

@@ -27,7 +27,7 @@ t.test('route.auto steers the workstation into the TUN, keeps sluice out of it, 
   await engine.waitFor((l) => l.msg === 'auto-route installed', 5000, '"auto-route installed"');
   t.ok(existsSync(state), 'the state file exists while running');
   const recorded = JSON.parse(readFileSync(state, 'utf8')) as { rules: unknown[]; routes: unknown[]; nftTables: unknown[] };
-  t.equal(recorded.routes.length, 2, 'state lists the two include routes');
+  t.equal(recorded.routes.length, 4, 'state lists the two include routes and their two kill-switch unreachable routes');
   t.equal(recorded.rules.length, 4, 'state lists one mark rule and one exclude rule per family');
   t.same(recorded.nftTables, [{ family: 'inet', name: 'sluice' }], 'state lists the nftables table');
 

@@ -119,7 +119,7 @@ t.test('mode tun: LAN traffic is policy-routed into the TUN; state restored', { 
   t.equal((await gateway.sh('sysctl -n net.ipv4.ip_forward net.ipv6.conf.all.forwarding')).split('\n').filter(Boolean).join(','), '1,1', 'forwarding is on while running');
   const recorded = JSON.parse(readFileSync(state, 'utf8')) as { rules: unknown[]; routes: unknown[]; sysctls: unknown[] };
   t.equal(recorded.rules.length, 2, 'state lists iif lan0 rules (v4, v6)');
-  t.equal(recorded.routes.length, 2, 'state lists the default routes via the TUN (v4, v6)');
+  t.equal(recorded.routes.length, 4, 'state lists the default routes via the TUN and the kill switch unreachable routes (v4, v6)');
   t.same(recorded.sysctls, [{ key: 'net.ipv4.ip_forward', value: '0' }, { key: 'net.ipv6.conf.all.forwarding', value: '0' }], 'state lists the old forwarding values');
   t.match(await gateway.sh('ip rule; ip -6 rule'), new RegExp(`${PRIORITY}:\\s+from all iif lan0 lookup ${TABLE}`), 'the iif rule is installed');
 

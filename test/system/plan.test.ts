@@ -45,7 +45,7 @@ function tmp(t: Test): string {
 
 t.test('route config: defaults, completion and field-named problems', async (t) => {
   const d = defaultConfig().route;
-  t.same(d, { auto: false, table: 2022, priority: 9000, mark: 0x162, include: ['0.0.0.0/0', '::/0'], exclude: [], strictDns: false });
+  t.same(d, { auto: false, table: 2022, priority: 9000, mark: 0x162, include: ['0.0.0.0/0', '::/0'], exclude: [], strictDns: false, killSwitch: true, excludeDetected: true });
   const c = await parseConfig('route: { auto: true, exclude: [192.168.0.0/16] }\n', 'c.yaml');
   t.same(c.route, { ...d, auto: true, exclude: ['192.168.0.0/16'] }, 'omitted keys take defaults');
   t.same((await parseConfig('log: { level: info }\n', 'c.yaml')).route, d, 'no route section: defaults');
@@ -66,7 +66,14 @@ t.test('plan: include routes via the TUN, exclude rules above the mark rule, nft
   t.same(plan.routes, [
     { family: 4, dst: '0.0.0.0/0', dev: 'tun9', table: 2022 },
     { family: 6, dst: '::/0', dev: 'tun9', table: 2022 },
-  ]);
+    { family: 4, dst: '0.0.0.0/0', dev: '', table: 2022, type: 'unreachable', metric: 0xffffffff },
+    { family: 6, dst: '::/0', dev: '', table: 2022, type: 'unreachable', metric: 0xffffffff },
+  ], 'the kill switch (on by default) adds an unreachable route per include prefix');
+  t.same(planRouting({ ...route, killSwitch: false }, 'tun9').routes, [
+    { family: 4, dst: '0.0.0.0/0', dev: 'tun9', table: 2022 },
+    { family: 6, dst: '::/0', dev: 'tun9', table: 2022 },
+  ], 'killSwitch: false: only the TUN routes');
+  t.same(planRouting({ ...route, include: ['10.0.0.0/8'] }, 'tun9').routes.map((r) => `${r.type ?? 'via'} ${r.dst}`), ['via 10.0.0.0/8', 'unreachable 10.0.0.0/8'], 'only the captured prefixes are fenced');
   t.same(plan.rules, [
     { family: 4, priority: 8999, selector: ['to', '192.168.0.0/16', 'lookup', 'main'] },
     { family: 4, priority: 9000, selector: ['not', 'fwmark', '0x162', 'lookup', '2022'] },
@@ -91,8 +98,8 @@ t.test('apply: one ip batch per family then nft; state written before each step'
   });
   const state = await applyRouting(plan, statePath, runner);
   t.same(calls.map((c) => c.argv.join(' ')), ['ip -batch -', 'ip -6 -batch -', 'nft -f -']);
-  t.equal(calls[0]!.input, 'route add 0.0.0.0/0 dev tun9 table 2022\nrule add not fwmark 0x162 lookup 2022 priority 9000\n');
-  t.same(seen, [2, 4, 5], 'each step was recorded in the state file before it ran');
+  t.equal(calls[0]!.input, 'route add 0.0.0.0/0 dev tun9 table 2022\nroute add unreachable 0.0.0.0/0 table 2022 metric 4294967295\nrule add not fwmark 0x162 lookup 2022 priority 9000\n');
+  t.same(seen, [3, 6, 7], 'each step was recorded in the state file before it ran');
   t.same(readState(statePath), state);
 });
 
@@ -104,8 +111,8 @@ t.test('apply: a failing step rolls back what was applied and removes the state 
   await t.rejects(applyRouting(plan, statePath, runner), { code: 'APPLY_FAILED', message: /nft -f -: Error: Could not process rule/ });
   const rollback = calls.slice(3).map((c) => `${c.argv.join(' ')} <${c.input.trim().split('\n').join(' | ')}>`);
   t.same(rollback, [
-    'ip -force -batch - <rule del not fwmark 0x162 lookup 2022 priority 9000 | route del 0.0.0.0/0 table 2022>',
-    'ip -6 -force -batch - <rule del not fwmark 0x162 lookup 2022 priority 9000 | route del ::/0 table 2022>',
+    'ip -force -batch - <rule del not fwmark 0x162 lookup 2022 priority 9000 | route del 0.0.0.0/0 dev tun9 table 2022 | route del unreachable 0.0.0.0/0 table 2022 metric 4294967295>',
+    'ip -6 -force -batch - <rule del not fwmark 0x162 lookup 2022 priority 9000 | route del ::/0 dev tun9 table 2022 | route del unreachable ::/0 table 2022 metric 4294967295>',
     'nft delete table inet sluice <>',
   ]);
   t.notOk(existsSync(statePath), 'state file removed after a complete rollback');
@@ -118,7 +125,7 @@ t.test('teardown tolerates entries already gone and reports others', async (t) =
       ? { code: 1, stderr: 'Error: Could not process rule: No such file or directory\n' }
       : { code: 1, stderr: 'RTNETLINK answers: No such process\nCommand failed -:2\n' },
   );
-  t.same(await teardownState(state, gone.runner), { removed: 2, alreadyGone: 3 });
+  t.same(await teardownState(state, gone.runner), { removed: 4, alreadyGone: 3 }, '3 lines per family (rule, TUN route, kill switch), one already gone in each; the nft table gone');
   const bad = fakeRunner((argv) => (argv[1] === '-6' ? { code: 1, stderr: 'RTNETLINK answers: Operation not permitted\nCommand failed -:1\n' } : {}));
   await t.rejects(teardownState(state, bad.runner), { code: 'TEARDOWN_FAILED', message: /ip -6: RTNETLINK answers: Operation not permitted/ });
 
