@@ -576,7 +576,8 @@ export class TcpConnection {
     this.retries = 0;
     this.dupAcks = 0;
     this.probesSinceAck = 0;
-    if (!this.inRecovery && acked > 0) this.cc.onAck(now, acked, this.rtt.srtt);
+    // In fast recovery PRR paces sending; after a timeout slow start regrows cwnd (RFC 5681 3.1).
+    if (this.recovery.state !== 'fast-recovery' && acked > 0) this.cc.onAck(now, acked, this.rtt.srtt);
     // RFC 6298 5.2/5.3: stop the timer when all is acknowledged, else restart it.
     this.rtoAt = this.sndUna === this.sndNxt ? Infinity : now + this.rtt.rto;
     this.armLossProbe(now);
@@ -1017,7 +1018,8 @@ export class TcpConnection {
     // that advances SND.UNA, so a burst's last segment decides the PTO.
     this.tlpAt = Infinity;
     // RFC 8985 7.2: only with SACK, which is how the probe's answer reveals the losses.
-    if (!this.sackOk || this.sentBytes === 0 || this.rtt.samples === 0 || this.probesSinceAck >= 2) return;
+    // Not after a timeout (the 'loss' state): the RTO and its backoff pace an unresponsive peer.
+    if (!this.sackOk || this.sentBytes === 0 || this.rtt.samples === 0 || this.probesSinceAck >= 2 || this.recovery.state === 'loss') return;
     let pto = 2 * this.rtt.srtt;
     if (pto < 2) pto = 2;
     if (this.recovery.scoreboard.pipe <= this.sendMss) pto += this.config.delayedAckMs;
