@@ -1164,9 +1164,17 @@ export class TcpConnection {
     this.segmentsSinceAck = 0;
   }
 
-  /** Free receive space: the window we can offer. */
+  /**
+   * The window we can offer: free receive space, but none at all while it
+   * is less than min(RCV.BUFF/2, MSS) (receiver SWS avoidance, RFC 9293
+   * 3.8.6.2.2). A sliver of a few hundred bytes would be neither used by a
+   * sender that avoids SWS nor zero, so a stalled reader never showed a
+   * closed window and the peer never probed it.
+   */
   private currentWindow(): number {
-    return this.recvRing.free;
+    const free = this.recvRing.free;
+    const half = this.config.recvBufferBytes / 2;
+    return free < (half < this.announcedMss ? half : this.announcedMss) ? 0 : free;
   }
 
   /** The window used by the acceptability test: what we last advertised from RCV.NXT. */
