@@ -37,7 +37,7 @@ export interface TcpConfig {
 export function defaultTcpConfig(): TcpConfig {
   return {
     mss: 1460,
-    recvBufferBytes: 1024 * 1024,
+    recvBufferBytes: 256 * 1024,
     sendBufferBytes: 256 * 1024,
     windowScale: true,
     sack: true,
