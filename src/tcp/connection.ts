@@ -11,11 +11,12 @@
  * arm of `process` cites the rule it implements or where it departs.
  */
 import { TCP_ACK, TCP_FIN, TCP_PSH, TCP_RST, TCP_SYN, newTcpRepr, type TcpRepr } from '../wire/tcp.js';
-import { inWindow, seqAdd, seqGeq, seqGt, seqLeq, seqLt, seqSub } from './seq.js';
+import { inWindow, seqAdd, seqGt, seqLeq, seqLt, seqSub } from './seq.js';
 import { RttEstimator } from './rtt.js';
 import { ByteRing } from './ring-buffer.js';
 import { Assembler } from './assembler.js';
 import { createCongestionControl, type CongestionControl } from './congestion/index.js';
+import { RackTlpRecovery, DUP_THRESH, SEG_LOST } from './loss-recovery.js';
 import type { TcpConfig } from './config.js';
 
 export type TcpState =
@@ -54,7 +55,6 @@ export interface ConnectionOptions {
 
 /** Timestamps option bytes (10, padded to 12), taken from every segment's MSS. */
 const TS_OPTION_BYTES = 12;
-const DUPACK_THRESHOLD = 3; // RFC 5681 3.2, RFC 6675 DupThresh
 /** RFC 9293 3.7.1: the MSS to assume when the peer sent none. */
 const DEFAULT_PEER_MSS = 536;
 /**
@@ -90,8 +90,8 @@ export class TcpConnection {
   readonly sendRing: ByteRing;
   readonly recvRing: ByteRing;
   private readonly ooo: Assembler;
-  /** SACKed ranges of our sent data, relative to the first unacknowledged data byte. */
-  private readonly sacked: Assembler;
+  /** Loss detection and recovery of our sent data: RACK-TLP, PRR, the byte scoreboard. */
+  readonly recovery: RackTlpRecovery;
 
   // Send sequence space (RFC 9293 3.3.1)
   readonly iss: number;
@@ -104,22 +104,21 @@ export class TcpConnection {
   private maxSndWnd = 0;
   /** Sequence number of the first byte in sendRing. */
   private ringSeq: number;
-  /** Bytes of sendRing already sent at least once (from the ring head). */
+  /**
+   * Stream position (bytes since the first data byte, never wrapping) of
+   * the first byte in sendRing: the scoreboard's coordinates.
+   */
+  private ringBase = 0;
+  /**
+   * Bytes of sendRing sent at least once (from the ring head). SND.NXT
+   * never moves back: retransmissions are chosen by the scoreboard.
+   */
   private sentBytes = 0;
-  /** Highest data offset ever sent (for retransmission accounting). */
-  private highSent = 0;
   private finQueued = false;
   private finSent = false;
   private finSeq = 0;
-  /**
-   * SND.MAX (the BSD name): the highest sequence number ever sent. A
-   * retransmission timeout rewinds SND.NXT to SND.UNA (go-back-N), so ACKs
-   * up to SND.MAX stay acceptable (RFC 9293 3.10.7.4 judges against SND.NXT
-   * because it never rewinds it).
-   */
-  private sndMax = 0;
-  /** The closing state a timeout rewound from, restored when the FIN is acknowledged or resent. */
-  private rewoundFrom: TcpState | null = null;
+  /** A timeout found our FIN unacknowledged: send it again once the lost data is out. */
+  private finRexmit = false;
 
   // Receive sequence space
   irs = 0;
@@ -164,39 +163,28 @@ export class TcpConnection {
   private challengeWindowAt = -Infinity;
   private challengeBudgetUsed = 0;
   private segmentsSinceAck = 0;
+  /** Duplicate ACKs in a row (RFC 5681 2); drives NewReno recovery when the peer has no SACK. */
   private dupAcks = 0;
-  private inRecovery = false;
-  private recoveryPoint = 0;
-  /**
-   * highSent when the current round of hole retransmissions began (-1 when
-   * none). A SACK for data beyond it, while holes we retransmitted before
-   * it are still missing, proves those retransmissions were lost too: send
-   * them again now rather than wait for the RTO (the idea of Linux's lost
-   * retransmit detection; RFC 6675 alone leaves it to the timer).
-   */
-  private rexmitMark = -1;
-  /** When the segment at SND.UNA was last retransmitted in this recovery (-1: not yet). */
-  private unaRexmitAt = -1;
-  /** Retransmissions found lost by SACK and resent without a timeout. */
-  lostRetransmits = 0;
   /**
    * Tail loss probe (RFC 8985 7): when the last segments of a flight are
    * lost no duplicate ACKs come back, and only the RTO (200 ms or more)
    * would repair them. After about two round trips without an ACK we send
-   * one probe segment instead; its SACK starts fast recovery.
+   * one probe segment instead; its SACK lets RACK find the losses.
    */
   private tlpAt = Infinity;
+  /**
+   * Probes sent since SND.UNA last advanced. RFC 8985 7.3 allows one; we
+   * allow a second because on a path that loses ACKs as often as data the
+   * first probe's answer is lost often enough that the 200 ms RTO would
+   * dominate. The RTO takes over after the second.
+   */
+  private probesSinceAck = 0;
   /** Segments that advertised a zero window (our reader was slow). */
   zeroWindowsSent = 0;
   /** Zero-window probes sent (the peer's reader was slow). */
   windowProbes = 0;
   /** Tail loss probes sent. */
   lossProbes = 0;
-  /** Probes since the last new ACK; a second one covers a lost first probe, then the RTO takes over. */
-  private probesSinceAck = 0;
-  /** Offset (from the ring head) of the next hole to retransmit in recovery. */
-  private retransmitCursor = 0;
-  private retransmitBudget = 0;
   private rttSeq = 0;
   private rttSentAt = -1;
   private lastActivity: number;
@@ -229,11 +217,11 @@ export class TcpConnection {
     this.sendRing = new ByteRing(config.sendBufferBytes);
     this.recvRing = new ByteRing(config.recvBufferBytes);
     this.ooo = new Assembler(config.maxOutOfOrderRanges);
-    this.sacked = new Assembler(config.maxOutOfOrderRanges);
+    // Records of at most one MSS for a full send buffer, with room for small writes.
+    this.recovery = new RackTlpRecovery(Math.max(64, Math.ceil(config.sendBufferBytes / 256)));
     this.iss = opts.iss >>> 0;
     this.sndUna = this.iss;
     this.sndNxt = seqAdd(this.iss, 1);
-    this.sndMax = this.sndNxt;
     this.ringSeq = seqAdd(this.iss, 1);
     this.announcedMss = opts.mss;
     this.sendMss = DEFAULT_PEER_MSS;
@@ -365,7 +353,7 @@ export class TcpConnection {
    */
   icmpError(now: number, kind: 'too-big' | 'hard', quotedSeq: number, mtu: number, ipHeaderBytes: number): boolean {
     if (this.state === 'CLOSED' || this.state === 'TIME-WAIT') return false;
-    if (!seqLeq(this.sndUna, quotedSeq) || !seqLt(quotedSeq, this.sndMax)) return false;
+    if (!seqLeq(this.sndUna, quotedSeq) || !seqLt(quotedSeq, this.sndNxt)) return false;
     if (kind === 'hard') {
       if (this.state === 'SYN-RECEIVED') this.enterClosed('reset');
       else this.softErrors++;
@@ -381,7 +369,9 @@ export class TcpConnection {
     this.sendMss = mss;
     if (this.maxSegmentBytes < DEFAULT_PEER_MSS * 4) this.maxSegmentBytes = mss; // not TSO: one segment per write
     this.pmtuReductions++;
-    this.rewindForRetransmit();
+    // Everything un-SACKed is resent in the new size (records larger than
+    // it are split as they go out), without entering recovery.
+    this.recovery.scoreboard.markAllLost();
     return true;
   }
 
@@ -400,6 +390,16 @@ export class TcpConnection {
   /** Bytes in flight (sent, not yet cumulatively acknowledged). */
   get flightBytes(): number {
     return seqSub(this.sndNxt, this.sndUna);
+  }
+
+  /** Retransmissions that RACK found lost again (and resent without a timeout). */
+  get lostRetransmits(): number {
+    return this.recovery.lostRetransmits;
+  }
+
+  /** In fast recovery or in the loss state after a timeout. */
+  get inRecovery(): boolean {
+    return this.recovery.state !== 'open';
   }
 
   // -------------------------------------------------------------- input
@@ -562,7 +562,7 @@ export class TcpConnection {
   private processAck(now: number, seg: TcpRepr, len: number): boolean {
     const ack = seg.ack;
     // RFC 5961 5.2: acceptable ACKs lie in [SND.UNA - MAX.SND.WND, SND.NXT].
-    if (seqGt(ack, this.sndMax)) {
+    if (seqGt(ack, this.sndNxt)) {
       this.ackNow = true;
       return false;
     }
@@ -571,21 +571,20 @@ export class TcpConnection {
       return false;
     }
     const window = seg.window << this.sndShift;
-    if (seqGt(ack, this.sndUna)) {
-      this.onNewAck(now, seg, ack);
-    } else if (ack === this.sndUna && len === 0 && (seg.flags & TCP_FIN) === 0 && this.sentBytes > 0 && window === this.sndWnd) {
-      // RFC 5681 2: a duplicate ACK.
-      this.onDupAck(now, seg);
-    } else if (ack === this.sndUna && len === 0 && (seg.flags & TCP_FIN) === 0 && this.sentBytes > 0 && this.sackOk && seg.sackCount > 0) {
-      // RFC 6675 2: with SACK, an ACK that SACKs new data is a duplicate
-      // ACK even when the window changed (Linux receivers grow it all the
-      // time while auto-tuning; counting only equal windows misses losses).
-      const before = this.sacked.heldBytes;
-      this.recordSack(seg);
-      if (this.sacked.heldBytes > before) this.onDupAck(now, seg);
-    } else if (this.sackOk && seg.sackCount > 0) {
-      this.recordSack(seg);
+    const lr = this.recovery;
+    lr.beginAck(now, this.rtt.minRtt);
+    const advanced = seqGt(ack, this.sndUna);
+    if (advanced) this.onNewAck(now, seg, ack);
+    if (this.sackOk && seg.sackCount > 0) this.recordSack(seg);
+    if (!advanced && ack === this.sndUna && len === 0 && (seg.flags & TCP_FIN) === 0 && this.sentBytes > 0 && (window === this.sndWnd || lr.delivered > 0)) {
+      // RFC 5681 2: a duplicate ACK (RFC 6675 2: with SACK, one that SACKs
+      // new data counts even when the window changed, as Linux receivers
+      // grow it all the time while auto-tuning).
+      this.dupAcks++;
+      // RFC 6675 / RFC 6937: without SACK each duplicate stands for one segment delivered.
+      if (!this.sackOk) lr.delivered += this.sendMss;
     }
+    this.detectAndRecover(now, advanced);
     // Window update (RFC 9293 3.10.7.4: SND.WL1 < SEG.SEQ or (= and SND.WL2 <= SEG.ACK)).
     if (seqLt(this.sndWl1, seg.seq) || (this.sndWl1 === seg.seq && seqLeq(this.sndWl2, ack))) {
       const opened = this.sndWnd === 0 && window > 0;
@@ -600,6 +599,7 @@ export class TcpConnection {
     }
     // Our FIN acknowledged?
     if (this.finSent && ack === seqAdd(this.finSeq, 1)) {
+      this.finRexmit = false;
       switch (this.state) {
         case 'FIN-WAIT-1':
           this.state = 'FIN-WAIT-2';
@@ -618,107 +618,82 @@ export class TcpConnection {
     return true;
   }
 
+  /** Stream position of a sequence number within [SND.UNA - 2^31, SND.UNA + 2^31). */
+  private posOf(seq: number): number {
+    return this.ringBase + seqSub(seq, this.ringSeq);
+  }
+
   private onNewAck(now: number, seg: TcpRepr, ack: number): void {
-    let acked = seqSub(ack, this.sndUna);
+    const acked = seqSub(ack, this.sndUna);
     this.sndUna = ack;
     let dataAcked = seqSub(ack, this.ringSeq);
     if (dataAcked > this.sendRing.length) dataAcked = this.sendRing.length; // the rest is our FIN
     if (dataAcked > 0) {
       this.sendRing.discard(dataAcked);
       this.ringSeq = seqAdd(this.ringSeq, dataAcked);
+      this.ringBase += dataAcked;
       this.sentBytes = Math.max(0, this.sentBytes - dataAcked);
-      this.highSent = Math.max(0, this.highSent - dataAcked);
-      this.retransmitCursor = Math.max(0, this.retransmitCursor - dataAcked);
-      if (this.rexmitMark >= 0) this.rexmitMark = Math.max(0, this.rexmitMark - dataAcked);
-      this.sacked.advance(dataAcked);
+      this.recovery.ackTo(this.ringBase);
       this.bytesSent += dataAcked;
       this.owner.onWritable(this);
     }
-    if (seqGt(ack, this.sndNxt)) {
-      // An ACK for data (or a FIN) sent before a timeout rewound SND.NXT:
-      // the go-back-N retransmission need not resend it.
-      if (this.rewoundFrom !== null && ack === seqAdd(this.finSeq, 1)) {
-        this.finSent = true;
-        this.state = this.rewoundFrom;
-        this.rewoundFrom = null;
-      }
-      this.sndNxt = ack;
-    }
-    if (this.sackOk && seg.sackCount > 0) this.recordSack(seg);
     this.takeRttSample(now, seg, false);
     this.retries = 0;
     this.dupAcks = 0;
-    if (this.inRecovery) {
-      if (seqGeq(ack, this.recoveryPoint)) {
-        this.inRecovery = false;
-        this.rexmitMark = -1;
-        this.cc.onRecoveryExit(now);
-      } else {
-        // RFC 6582 3.2 step 5: a partial ACK; retransmit the next hole.
-        this.retransmitBudget = 1;
-        acked = 0;
-        this.unaRexmitAt = -1; // SND.UNA moved: the next hole's retransmission is timed afresh
-        this.detectLostRetransmit(now);
-      }
-    }
-    if (!this.inRecovery && acked > 0) this.cc.onAck(now, acked, this.rtt.srtt);
+    this.probesSinceAck = 0;
+    // In fast recovery PRR paces sending; after a timeout slow start regrows cwnd (RFC 5681 3.1).
+    if (this.recovery.state !== 'fast-recovery' && acked > 0) this.cc.onAck(now, acked, this.rtt.srtt);
     // RFC 6298 5.2/5.3: stop the timer when all is acknowledged, else restart it.
     this.rtoAt = this.sndUna === this.sndNxt ? Infinity : now + this.rtt.rto;
-    this.tlpAt = Infinity;
-    this.probesSinceAck = 0;
-    if (this.rtoAt !== Infinity) this.armLossProbe(now);
+    this.armLossProbe(now);
   }
 
-  private onDupAck(now: number, seg: TcpRepr): void {
-    if (this.sackOk && seg.sackCount > 0) this.recordSack(seg);
-    this.dupAcks++;
-    const sackSaysLoss = this.sackOk && this.sacked.heldBytes >= DUPACK_THRESHOLD * this.sendMss;
-    // RFC 5827 early retransmit: with fewer than four segments outstanding
-    // and nothing new to send, three duplicate ACKs can never arrive.
-    let threshold = DUPACK_THRESHOLD;
-    const outstanding = Math.ceil(this.sentBytes / this.sendMss);
-    if (outstanding < 4 && !this.canSendData()) threshold = outstanding > 1 ? outstanding - 1 : 1;
-    if (!this.inRecovery && (this.dupAcks >= threshold || sackSaysLoss)) {
-      // RFC 5681 3.2 / RFC 6675 5: enter loss recovery, retransmit the first hole.
-      this.inRecovery = true;
-      this.recoveryPoint = this.sndNxt;
-      this.cc.onLoss(now, this.flightBytes);
-      this.retransmitCursor = 0;
-      this.retransmitBudget = 1;
-      this.rexmitMark = this.highSent;
-      this.rttSentAt = -1; // Karn: the timed segment may be retransmitted
-    } else if (this.inRecovery) {
-      // Each further dupack means a segment left the network: room for one more.
-      this.retransmitBudget++;
-      this.detectLostRetransmit(now);
+  /**
+   * After an ACK's cumulative and selective parts were recorded: RACK loss
+   * detection (or NewReno's dupack rule without SACK), entering or leaving
+   * recovery, and PRR's sending allowance for this ACK.
+   */
+  private detectAndRecover(now: number, advanced: boolean): void {
+    const lr = this.recovery;
+    const sb = lr.scoreboard;
+    if (lr.state !== 'open' && this.ringBase >= lr.recoveryPoint) {
+      // RFC 6675 5 / RFC 6582 3.2 step 3: everything outstanding at entry is acknowledged.
+      lr.exitRecovery();
+      this.cc.onRecoveryExit(now);
     }
-  }
-
-  private detectLostRetransmit(now: number): void {
-    if (this.rexmitMark < 0 || this.retransmitCursor === 0) return;
-    // Either data sent after the retransmission was SACKed, or (RACK-like,
-    // RFC 8985 6.2) the retransmission at SND.UNA is older than a round trip
-    // plus a reordering allowance while SACKs keep arriving.
-    const newerDelivered = this.sacked.highestEnd > this.rexmitMark;
-    const srtt = this.rtt.srtt > 0 ? this.rtt.srtt : this.rtt.rto;
-    const overdue = this.unaRexmitAt >= 0 && now - this.unaRexmitAt > srtt * 1.25 + 2;
-    if (!newerDelivered && !overdue) return;
-    this.unaRexmitAt = -1;
-    this.retransmitCursor = 0;
-    this.rexmitMark = this.highSent;
-    if (this.retransmitBudget < 1) this.retransmitBudget = 1;
-    this.lostRetransmits++;
+    let lost = false;
+    if (this.sackOk) {
+      lost = lr.finishAck(now, this.rtt.srtt, this.sendMss);
+    } else if (lr.state === 'fast-recovery' && advanced) {
+      // RFC 6582 3.2 step 5: a partial ACK; the next segment is lost too.
+      lost = lr.markHeadLost();
+    } else if (lr.state === 'open' && this.dupAcks > 0) {
+      // RFC 5827 early retransmit: with fewer than four segments outstanding
+      // and nothing new to send, three duplicate ACKs can never arrive.
+      let threshold = DUP_THRESH;
+      const outstanding = Math.ceil(sb.outstanding / this.sendMss);
+      if (outstanding < 4 && !this.canSendData()) threshold = outstanding > 1 ? outstanding - 1 : 1;
+      if (this.dupAcks >= threshold) lost = lr.markHeadLost();
+    }
+    if (lost && lr.state === 'open') {
+      // RFC 6675 5 / RFC 5681 3.2: one window reduction per loss episode.
+      this.cc.onLoss(now, sb.outstanding);
+      this.rttSentAt = -1; // Karn: the timed segment may be retransmitted
+      lr.enterFastRecovery(this.ringBase + this.sentBytes, this.cc.ssthresh, this.sendMss);
+    } else {
+      lr.prrUpdate(this.sendMss);
+    }
   }
 
   private recordSack(seg: TcpRepr): void {
     for (let i = 0; i < seg.sackCount; i++) {
       const l = seg.sackLeft[i]!;
       const r = seg.sackRight[i]!;
-      // RFC 2018 / RFC 6675: only blocks within [SND.UNA, SND.NXT] count.
-      if (!seqLt(this.ringSeq, r) || seqGt(r, this.sndMax) || !seqLt(l, r)) continue;
-      const start = seqLt(l, this.ringSeq) ? 0 : seqSub(l, this.ringSeq);
-      const end = seqSub(r, this.ringSeq);
-      this.sacked.add(start, end - start);
+      // RFC 2018 / RFC 6675: only blocks within [SND.UNA, SND.NXT] count
+      // (a D-SACK below SND.UNA, RFC 2883, carries nothing to record).
+      if (!seqLt(this.ringSeq, r) || seqGt(r, this.sndNxt) || !seqLt(l, r)) continue;
+      const start = seqLt(l, this.ringSeq) ? this.ringBase : this.posOf(l);
+      this.recovery.sack(start, this.posOf(r));
     }
   }
 
@@ -753,6 +728,8 @@ export class TcpConnection {
     }
     const gap = seqSub(seq, this.rcvNxt);
     if (gap === 0) {
+      // RFC 5681 4.2: a segment that fills all or part of a hole is ACKed at once.
+      if (!this.ooo.isEmpty) this.ackNow = true;
       const n = this.recvRing.write(payload, off, len);
       if (n === 0) {
         this.ackNow = true;
@@ -882,6 +859,7 @@ export class TcpConnection {
       return;
     }
     if (this.rtoAt <= now && !this.onRetransmitTimeout(now, sink)) return;
+    if (this.recovery.reorderAt <= now) this.onReorderTimeout(now);
     if (this.tlpAt <= now) this.sendLossProbe(now, sink);
     if (this.keepAliveAt <= now && !this.onKeepAlive(now, sink)) return;
 
@@ -903,9 +881,10 @@ export class TcpConnection {
     }
 
     let sent = false;
-    if (this.inRecovery && this.retransmitBudget > 0) sent = this.retransmitHoles(now, sink) || sent;
+    if (this.recovery.lostBytes > 0) sent = this.retransmitLost(now, sink);
     sent = this.sendData(now, sink) || sent;
     sent = this.sendFin(now, sink) || sent;
+    sent = this.resendFin(now, sink) || sent;
     if (this.persistAt <= now) {
       this.sendWindowProbe(now, sink);
       sent = true;
@@ -923,8 +902,8 @@ export class TcpConnection {
     if (this.state === 'CLOSED') return Infinity;
     if (this.rstPending || this.rstReplyPending || this.synPending || this.ackNow || this.challengePending) return 0;
     if (this.state !== 'SYN-SENT' && this.state !== 'SYN-RECEIVED') {
-      if (this.inRecovery && this.retransmitBudget > 0) return 0;
-      if (this.canSendData() || this.finReady()) return 0;
+      if (this.recovery.lostBytes > 0 && this.recovery.allowance(this.cc.cwnd) > 0) return 0;
+      if (this.canSendData() || this.finReady() || (this.finRexmit && this.recovery.lostBytes === 0)) return 0;
     }
     let t = this.rtoAt;
     if (this.delayedAckAt < t) t = this.delayedAckAt;
@@ -933,6 +912,7 @@ export class TcpConnection {
     if (this.finWait2At < t) t = this.finWait2At;
     if (this.keepAliveAt < t) t = this.keepAliveAt;
     if (this.tlpAt < t) t = this.tlpAt;
+    if (this.recovery.reorderAt < t) t = this.recovery.reorderAt;
     return t;
   }
 
@@ -949,12 +929,13 @@ export class TcpConnection {
     return this.finQueued && !this.finSent && this.sentBytes === this.sendRing.length && (this.state === 'ESTABLISHED' || this.state === 'CLOSE-WAIT');
   }
 
-  /** Bytes we may send now: min(cwnd, peer window) minus what is in flight. */
+  /**
+   * New bytes we may send now: what the congestion window (or PRR in fast
+   * recovery) allows beyond the pipe, within the peer's window.
+   */
   private usableWindow(): number {
-    const flight = this.sentBytes - (this.sackOk ? this.sacked.heldBytes : 0);
-    const wnd = this.sndWnd < this.cc.cwnd ? this.sndWnd : this.cc.cwnd;
     const inWnd = this.sndWnd - this.sentBytes; // the peer's window counts from SND.UNA
-    const byCwnd = wnd - flight;
+    const byCwnd = Math.floor(this.recovery.allowance(this.cc.cwnd)); // CUBIC's cwnd is fractional; segments are whole bytes
     return inWnd < byCwnd ? inWnd : byCwnd;
   }
 
@@ -970,13 +951,7 @@ export class TcpConnection {
       if (size > usable) size = usable;
       if (size > unsent) size = unsent;
       if (size < this.sendMss && size < unsent && this.sentBytes > 0) break; // SWS avoidance
-      size = this.emitData(now, sink, this.sentBytes, size, size === unsent);
-      this.sentBytes += size;
-      if (this.sentBytes > this.highSent) this.highSent = this.sentBytes;
-      this.sndNxt = seqAdd(this.ringSeq, this.sentBytes);
-      if (seqGt(this.sndNxt, this.sndMax)) this.sndMax = this.sndNxt;
-      if (this.rtoAt === Infinity) this.rtoAt = now + this.rtt.rto;
-      this.armLossProbe(now);
+      this.sendNew(now, sink, size, size === unsent);
       sent = true;
     }
     // Zero window with data waiting and nothing in flight: probe later (RFC 9293 3.8.6.1).
@@ -986,11 +961,23 @@ export class TcpConnection {
     return sent;
   }
 
+  /** First transmission of up to `size` bytes at SND.NXT: recorded in MSS pieces on the scoreboard. */
+  private sendNew(now: number, sink: SegmentSink, size: number, last: boolean): number {
+    const n = this.emitData(now, sink, this.sentBytes, size, last);
+    this.sentBytes += n;
+    this.sndNxt = seqAdd(this.ringSeq, this.sentBytes);
+    this.recovery.scoreboard.append(n, this.sendMss, now);
+    this.recovery.onSent(n);
+    if (this.rtoAt === Infinity) this.rtoAt = now + this.rtt.rto;
+    this.armLossProbe(now);
+    return n;
+  }
+
   /** Emits data at ring offset `from`; returns the bytes sent (a wrap may shorten it). */
   private emitData(now: number, sink: SegmentSink, from: number, size: number, last: boolean): number {
     const run = this.sendRing.contiguous(from, size);
     const r = this.prepare(now, seqAdd(this.ringSeq, from), TCP_ACK | (last && run === size ? TCP_PSH : 0));
-    if (this.rttSentAt < 0 && from >= this.highSent) {
+    if (this.rttSentAt < 0 && from >= this.sentBytes) {
       this.rttSeq = seqAdd(this.ringSeq, from);
       this.rttSentAt = now;
     }
@@ -999,34 +986,63 @@ export class TcpConnection {
     return run;
   }
 
-  private retransmitHoles(now: number, sink: SegmentSink): boolean {
+  /**
+   * Resends what the scoreboard marks lost, lowest first (RFC 6675 NextSeg
+   * rule 1), within the congestion window or PRR's allowance. Adjacent lost
+   * pieces go out together as one TSO super-segment; the kernel cuts it
+   * back into the same MSS pieces on the wire.
+   */
+  private retransmitLost(now: number, sink: SegmentSink): boolean {
+    const lr = this.recovery;
+    const sb = lr.scoreboard;
     let sent = false;
-    const limit = seqSub(this.recoveryPoint, this.ringSeq);
-    while (this.retransmitBudget > 0 && this.retransmitCursor < limit && this.retransmitCursor < this.sentBytes) {
-      const end = this.sacked.rangeEndAt(this.retransmitCursor);
-      if (end >= 0) {
-        this.retransmitCursor = end;
-        continue;
+    let k = sb.nextLost(0);
+    let max = this.maxSegmentBytes;
+    if (max > this.sendMss) max -= max % this.sendMss;
+    for (let guard = 0; k >= 0 && guard < 1024; guard++) {
+      const budget = lr.allowance(this.cc.cwnd);
+      if (budget <= 0) break;
+      const start = sb.startOf(k);
+      // A record larger than the segment size (older than a PMTU change) goes out in pieces.
+      if (sb.endOf(k) - start > this.sendMss) sb.splitAt(k, start + this.sendMss);
+      let end = sb.endOf(k);
+      let last = k;
+      const limit = budget < max ? budget : max;
+      while (last + 1 < sb.count && (sb.flagsOf(last + 1) & SEG_LOST) !== 0 && sb.endOf(last + 1) - start <= limit && sb.endOf(last + 1) - sb.startOf(last + 1) <= this.sendMss) {
+        last++;
+        end = sb.endOf(last);
       }
-      let size = this.sendMss;
-      if (this.retransmitCursor + size > this.sentBytes) size = this.sentBytes - this.retransmitCursor;
-      if (size <= 0) break;
-      if (this.retransmitCursor === 0) this.unaRexmitAt = now;
-      const n = this.emitData(now, sink, this.retransmitCursor, size, false);
-      this.retransmitCursor += n;
-      this.retransmitBudget--;
-      this.retransmits++;
+      const from = start - this.ringBase;
+      const n = this.emitData(now, sink, from, end - start, false);
+      // A wrap of the ring may shorten the run: the record it ends in is split there.
+      if (n < end - start) {
+        last = sb.find(start + n - 1);
+        if (sb.endOf(last) > start + n) sb.splitAt(last, start + n);
+      }
+      const order = sb.takeOrder();
+      for (let j = k; j <= last; j++) sb.markRetransmitted(j, now, order);
+      lr.onSent(n);
+      this.retransmits += last - k + 1; // wire segments, as a capture counts them
       sent = true;
-      if (!this.sackOk) break; // NewReno: one segment per partial ACK
+      k = sb.nextLost(last + 1);
     }
-    // Nothing left below the recovery point to repair: the unused budget
-    // must not keep pollAt() at "now" (it would spin the driver).
-    if (this.retransmitCursor >= limit || this.retransmitCursor >= this.sentBytes) this.retransmitBudget = 0;
     if (sent) {
-      this.rtoAt = now + this.rtt.rto;
+      if (this.rtoAt === Infinity) this.rtoAt = now + this.rtt.rto;
       this.armLossProbe(now);
     }
     return sent;
+  }
+
+  /** RFC 8985 6.3: the reordering window of a delivered-around segment has passed. */
+  private onReorderTimeout(now: number): void {
+    const lr = this.recovery;
+    if (!lr.onReorderTimer(now, this.rtt.srtt, this.sendMss)) return;
+    if (lr.state === 'open') {
+      this.cc.onLoss(now, lr.scoreboard.outstanding);
+      this.rttSentAt = -1;
+      lr.delivered = 0;
+      lr.enterFastRecovery(this.ringBase + this.sentBytes, this.cc.ssthresh, this.sendMss);
+    }
   }
 
   private sendFin(now: number, sink: SegmentSink): boolean {
@@ -1035,9 +1051,17 @@ export class TcpConnection {
     this.finSeq = seqAdd(this.ringSeq, this.sentBytes);
     this.emitControl(sink, this.finSeq, TCP_FIN | TCP_ACK, now);
     this.sndNxt = seqAdd(this.finSeq, 1);
-    if (seqGt(this.sndNxt, this.sndMax)) this.sndMax = this.sndNxt;
-    this.state = this.rewoundFrom ?? (this.state === 'ESTABLISHED' ? 'FIN-WAIT-1' : 'LAST-ACK');
-    this.rewoundFrom = null;
+    this.state = this.state === 'ESTABLISHED' ? 'FIN-WAIT-1' : 'LAST-ACK';
+    if (this.rtoAt === Infinity) this.rtoAt = now + this.rtt.rto;
+    return true;
+  }
+
+  /** A timeout found the FIN unacknowledged: resend it once no lost data waits (the state stays). */
+  private resendFin(now: number, sink: SegmentSink): boolean {
+    if (!this.finRexmit || this.recovery.lostBytes > 0) return false;
+    this.finRexmit = false;
+    this.emitControl(sink, this.finSeq, TCP_FIN | TCP_ACK, now);
+    this.retransmits++;
     if (this.rtoAt === Infinity) this.rtoAt = now + this.rtt.rto;
     return true;
   }
@@ -1060,74 +1084,69 @@ export class TcpConnection {
       this.synPending = true;
       return true;
     }
-    // Go back to SND.UNA (RFC 5681 3.1: cwnd to one segment, slow start).
+    // RFC 5681 3.1: cwnd to one segment, slow start. RFC 8985 6.3: every
+    // un-SACKed segment is lost; the SACK scoreboard is kept (as Linux
+    // does; RFC 6675 5.1 allows it), so SACKed data is not sent again.
+    // SND.NXT stays: the scoreboard, not a rewound pointer, picks what to resend.
     this.cc.onTimeout(now, this.flightBytes);
-    this.inRecovery = false;
-    this.rexmitMark = -1;
     this.dupAcks = 0;
-    this.retransmits++;
-    // RFC 6675 5.1: after a timeout the SACK scoreboard is not trusted.
-    this.sacked.clear();
-    this.rewindForRetransmit();
+    this.probesSinceAck = 0;
+    this.recovery.enterLoss(this.ringBase + this.sentBytes);
+    // The FIN, when unacknowledged, follows the data (retransmitLost and resendFin count what they resend).
+    if (this.finSent) this.finRexmit = true;
     return true;
   }
 
-  /** Go back to SND.UNA: everything unacknowledged (and a FIN) is sent again. */
-  private rewindForRetransmit(): void {
-    this.sentBytes = 0;
-    if (this.finSent) {
-      // Retransmit the FIN too once the data is out again.
-      this.finSent = false;
-      this.rewoundFrom = this.state;
-      this.state = this.state === 'FIN-WAIT-1' ? 'ESTABLISHED' : this.state === 'LAST-ACK' || this.state === 'CLOSING' ? 'CLOSE-WAIT' : this.state;
-    }
-    this.sndNxt = this.ringSeq;
-  }
-
   /**
-   * RFC 8985 7.2: PTO = 2 * SRTT (at least 10 ms here), and never after the
-   * RTO. In recovery the same timer guards the retransmission at SND.UNA:
-   * if it has not been acknowledged within the PTO it is sent again (what
-   * RACK's reordering timer achieves, RFC 8985 6.2), instead of stalling
-   * until the RTO when a retransmission is lost and nothing else is in flight.
+   * RFC 8985 7.2: PTO = 2 * SRTT, at least 2 ms (Linux's TCP_TIMEOUT_MIN;
+   * SRTT from millisecond timestamps is coarse), plus the peer's delayed
+   * ACK when at most one segment is in flight (no ACK would come sooner),
+   * and never after the RTO.
    */
   private armLossProbe(now: number): void {
-    if (this.sentBytes === 0 || this.rtt.srtt <= 0 || this.tlpAt !== Infinity) return;
-    const pto = Math.max(2 * this.rtt.srtt, 10);
+    // No RTT sample yet: only the RTO (a zero SRTT is a real sample: sub-ms paths and ms timestamps).
+    // RFC 8985 7.2: (re)scheduled after every transmission and every ACK
+    // that advances SND.UNA, so a burst's last segment decides the PTO.
+    this.tlpAt = Infinity;
+    // RFC 8985 7.2: only with SACK, which is how the probe's answer reveals the losses.
+    // Not after a timeout (the 'loss' state): the RTO and its backoff pace an unresponsive peer.
+    if (!this.sackOk || this.sentBytes === 0 || this.rtt.samples === 0 || this.probesSinceAck >= 2 || this.recovery.state === 'loss') return;
+    let pto = 2 * this.rtt.srtt;
+    if (pto < 2) pto = 2;
+    if (this.recovery.scoreboard.pipe <= this.sendMss) pto += this.config.delayedAckMs;
     if (now + pto < this.rtoAt) this.tlpAt = now + pto;
   }
 
-  /** RFC 8985 7.3: new data if the peer's window allows, else the last segment again. */
+  /**
+   * RFC 8985 7.3: a probe, new data if the peer's window allows, else the
+   * last segment not yet SACKed again. Its acknowledgment moves RACK
+   * forward, which then finds whatever else of the flight was lost (a lost
+   * retransmission in recovery included). New data goes as two segments
+   * where there is that much: a receiver ACKs a second full segment at once
+   * (RFC 5681 4.2) but may hold the ACK of a lone one for its delayed-ACK
+   * timer (40 ms on Linux), which would stall the probe's answer.
+   */
   private sendLossProbe(now: number, sink: SegmentSink): void {
     this.tlpAt = Infinity;
-    if (this.sentBytes === 0) return;
-    if (this.inRecovery) {
-      if (this.sacked.rangeEndAt(0) < 0) {
-        this.emitData(now, sink, 0, Math.min(this.sendMss, this.sentBytes), false);
-        this.unaRexmitAt = now;
-        if (this.retransmitCursor === 0) this.retransmitCursor = Math.min(this.sendMss, this.sentBytes);
-        this.retransmits++;
-        this.lossProbes++;
-      }
-      this.armLossProbe(now);
-      return;
-    }
-    if (this.finSent || this.probesSinceAck >= 2) return;
-    this.lossProbes++;
-    this.probesSinceAck++;
+    if (this.sentBytes === 0 || this.probesSinceAck >= 2) return;
+    const sb = this.recovery.scoreboard;
     const unsent = this.sendRing.length - this.sentBytes;
-    if (unsent > 0 && this.sndWnd - this.sentBytes >= Math.min(unsent, this.sendMss)) {
-      const size = Math.min(unsent, this.sendMss);
-      const n = this.emitData(now, sink, this.sentBytes, size, size === unsent);
-      this.sentBytes += n;
-      if (this.sentBytes > this.highSent) this.highSent = this.sentBytes;
-      this.sndNxt = seqAdd(this.ringSeq, this.sentBytes);
-      if (seqGt(this.sndNxt, this.sndMax)) this.sndMax = this.sndNxt;
+    if (unsent > 0 && !this.finSent && this.sndWnd - this.sentBytes >= Math.min(unsent, this.sendMss)) {
+      let size = Math.min(unsent, this.maxSegmentBytes >= 2 * this.sendMss ? 2 * this.sendMss : this.sendMss, this.sndWnd - this.sentBytes);
+      if (size > unsent) size = unsent;
+      this.sendNew(now, sink, size, size === unsent);
     } else {
-      const from = this.sentBytes > this.sendMss ? this.sentBytes - this.sendMss : 0;
-      this.emitData(now, sink, from, this.sentBytes - from, true);
+      const k = sb.lastUnsacked();
+      if (k < 0) return;
+      const start = sb.startOf(k);
+      if (sb.endOf(k) - start > this.sendMss) sb.splitAt(k, start + this.sendMss);
+      const n = this.emitData(now, sink, start - this.ringBase, sb.endOf(k) - start, true);
+      if (sb.endOf(k) > start + n) sb.splitAt(k, start + n);
+      sb.markRetransmitted(k, now, sb.takeOrder());
       this.retransmits++;
     }
+    this.lossProbes++;
+    this.probesSinceAck++;
     this.armLossProbe(now);
   }
 
@@ -1236,9 +1255,17 @@ export class TcpConnection {
     this.segmentsSinceAck = 0;
   }
 
-  /** Free receive space: the window we can offer. */
+  /**
+   * The window we can offer: free receive space, but none at all while it
+   * is less than min(RCV.BUFF/2, MSS) (receiver SWS avoidance, RFC 9293
+   * 3.8.6.2.2). A sliver of a few hundred bytes would be neither used by a
+   * sender that avoids SWS nor zero, so a stalled reader never showed a
+   * closed window and the peer never probed it.
+   */
   private currentWindow(): number {
-    return this.recvRing.free;
+    const free = this.recvRing.free;
+    const half = this.config.recvBufferBytes / 2;
+    return free < (half < this.announcedMss ? half : this.announcedMss) ? 0 : free;
   }
 
   /** The window used by the acceptability test: what we last advertised from RCV.NXT. */

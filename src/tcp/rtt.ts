@@ -31,6 +31,8 @@ export class RttEstimator {
   /** Number of consecutive backoffs (RFC 6298 5.5). */
   backoffs = 0;
   samples = 0;
+  /** Smallest RTT measured (ms; 0 until the first sample): RACK's min_rtt (RFC 8985 6.1). */
+  minRtt = 0;
 
   constructor(private readonly config: RttConfig = DEFAULT_RTT_CONFIG) {
     this.baseRto = config.initialRtoMs;
@@ -49,6 +51,7 @@ export class RttEstimator {
    */
   sample(rttMs: number): void {
     const r = rttMs < 0 ? 0 : rttMs;
+    if (this.samples === 0 || r < this.minRtt) this.minRtt = r;
     if (this.samples === 0) {
       // RFC 6298 2.2
       this.srtt = r;
