@@ -68,7 +68,20 @@ interface FlowInfo {
   rule: number;
   outbound: string;
   started: number;
+  /** Ends the flow at its current stage (pending dial, sniffing, relaying); used by endFlows(). */
+  end: (() => void) | null;
+  /** Set by endFlows(): the flow line says close "shutdown". */
+  shutdown: boolean;
+  logged: boolean;
 }
+
+/** A new flow's record (every field set here, one shape). */
+function flowInfo(network: 'tcp' | 'udp', inbound: 'tun' | 'tproxy', src: string, dst: string): FlowInfo {
+  return { network, inbound, src, dst, domain: null, protocol: null, rule: -1, outbound: '', started: Date.now(), end: null, shutdown: false, logged: false };
+}
+
+/** How long endFlows() waits for the ended flows' close events before logging the rest itself. */
+const END_FLOWS_WAIT_MS = 1000;
 
 /** The two ends of a flow as the client sees it (local = the destination it asked for). */
 interface FlowEnds {
@@ -134,6 +147,14 @@ export class Engine {
   /** Whether any rule looks at names or protocols (else sniffing cannot change a decision). */
   private needsName: boolean;
   private persistTimer: NodeJS.Timeout | null = null;
+  /** Flows not yet logged (open), for endFlows() and the stop's "stopping" line. */
+  private readonly live = new Set<FlowInfo>();
+  /** False once stopping: new flows are refused. */
+  private accepting = true;
+  private stopped = false;
+  private readonly chain: ResolverChain;
+  /** log.level debug (checked once: debug lines cost one branch when off). */
+  private readonly debug: boolean;
 
   constructor(
     private config: SluiceConfig,
@@ -153,6 +174,8 @@ export class Engine {
     const now = (): number => Date.now() / 1000;
     const dnsCfg = config.dns;
     chain = buildResolverChain(dnsCfg, this.outbounds, directMark);
+    this.chain = chain;
+    this.debug = log.isLevelEnabled('debug');
     this.pool =
       dnsCfg.mode === 'fake-ip'
         ? new FakeIpPool({ ipv4Range: dnsCfg.fakeIp.ipv4Range, ipv6Range: dnsCfg.fakeIp.ipv6Range, exclude: [config.tun.ipv4.split('/')[0]!, config.tun.ipv6.split('/')[0]!] })
@@ -194,11 +217,54 @@ export class Engine {
     this.stack.start();
   }
 
+  /** Flows open now (not yet logged). */
+  get openFlows(): number {
+    return this.live.size;
+  }
+
+  /** Refuses new flows from now on (the first step of a stop). */
+  stopAccepting(): void {
+    this.accepting = false;
+  }
+
+  /**
+   * Ends every open flow wherever it is (a pending dial is aborted and the
+   * client reset, a sniffing or relaying flow's streams destroyed, a UDP
+   * session and its association closed), each logged with close
+   * "shutdown"; waits briefly for their close events, then logs what is left.
+   */
+  async endFlows(): Promise<void> {
+    this.accepting = false;
+    const open = [...this.live];
+    for (const f of open) {
+      f.shutdown = true;
+      try {
+        f.end?.();
+      } catch (err) {
+        if (this.debug) this.log.debug({ src: f.src, dst: f.dst, err: (err as Error).message }, 'ending a flow failed');
+      }
+    }
+    const until = Date.now() + END_FLOWS_WAIT_MS;
+    while (this.live.size > 0 && Date.now() < until) await new Promise((r) => setTimeout(r, 10));
+    for (const f of [...this.live]) this.logFlow(f, { bytesUp: 0, bytesDown: 0, close: 'shutdown' });
+    if (open.length > 0) this.log.info({ flows: open.length }, 'open flows ended');
+  }
+
+  /**
+   * Ends the flows (when endFlows() has not), saves the fake-IP mappings,
+   * closes the stack and the TUN, the HTTP pools and the DNS upstreams
+   * (queries in flight end, DoH dispatchers are destroyed).
+   */
   async stop(): Promise<void> {
+    if (this.stopped) return;
+    this.stopped = true;
     if (this.persistTimer !== null) clearInterval(this.persistTimer);
+    this.persistTimer = null;
+    if (this.live.size > 0) await this.endFlows();
+    this.accepting = false;
     await this.persist();
     this.stack.close();
-    await this.httpL7?.close();
+    await Promise.allSettled([this.httpL7?.close(), this.chain.close()]);
   }
 
   private async persist(): Promise<void> {
@@ -232,6 +298,7 @@ export class Engine {
       this.needsName = policyNeedsName(next);
       this.config = next;
       this.log.info({ ruleSets: Object.keys(ruleSets).length }, 'reloaded');
+      if (this.debug) this.log.debug({ ruleSets: Object.fromEntries(Object.entries(ruleSets).map(([n, rs]) => [n, rs.entries.length])), rules: next.rules.length, needsName: this.needsName }, 'reload details');
     } catch (err) {
       this.log.error({ err: (err as Error).message }, 'reload failed; the previous policy stays');
     }
@@ -264,18 +331,17 @@ export class Engine {
 
   private onTcpFlow(req: TcpFlowRequest): void {
     this.counters.tcpFlows++;
-    const info: FlowInfo = {
-      network: 'tcp',
-      inbound: 'tun',
-      src: hostPort(req.remoteAddress, req.remotePort),
-      dst: hostPort(req.localAddress, req.localPort),
-      domain: null,
-      protocol: null,
-      rule: -1,
-      outbound: '',
-      started: Date.now(),
+    const info = flowInfo('tcp', 'tun', hostPort(req.remoteAddress, req.remotePort), hostPort(req.localAddress, req.localPort));
+    if (!this.accepting) {
+      req.reset();
+      return this.logFlow(info, { bytesUp: 0, bytesDown: 0, close: 'shutdown' });
+    }
+    this.live.add(info);
+    info.end = () => {
+      if (!req.decided) req.reset();
     };
     const { domain, unknownFake } = this.nameFor(req.localAddress);
+    if (this.debug) this.log.debug({ network: 'tcp', src: info.src, dst: info.dst, domain, unknownFake }, 'flow accepted');
     if (unknownFake) {
       // An expired or never-issued fake address: refuse fast, never black-hole.
       this.counters.unknownFakeIp++;
@@ -286,7 +352,9 @@ export class Engine {
     if (this.dns !== null && req.localPort === 53) {
       info.protocol = 'dns';
       info.outbound = 'dns-hijack';
-      return this.serveDnsOverTcp(req.accept(), info);
+      const dnsStream = req.accept();
+      info.end = () => dnsStream.destroy();
+      return this.serveDnsOverTcp(dnsStream, info);
     }
     // HTTP-mode ports are sniffed even when the name is known: the mode needs to see HTTP.
     const l7 = this.httpL7 !== null && this.httpL7.wants(req.localPort);
@@ -297,6 +365,7 @@ export class Engine {
     }
     const stream = req.accept();
     stream.on('error', () => {});
+    info.end = () => stream.destroy();
     this.sniffThenRoute(stream, req, info);
   }
 
@@ -308,7 +377,14 @@ export class Engine {
       return this.logFlow(info, { bytesUp: 0, bytesDown: 0, close: outbound.action === 'reject' ? 'rejected' : 'dropped' });
     }
     const host = this.pool !== null && info.domain !== null && this.pool.isFake(req.localAddress) ? info.domain : req.localAddress;
-    this.dialTcp(outbound, host, req.localPort, req.signal, req).then(
+    // The client giving up (req.signal) or sluice stopping (end) aborts the dial.
+    const ac = new AbortController();
+    info.end = () => {
+      ac.abort();
+      if (!req.decided) req.reset();
+    };
+    if (this.debug) this.log.debug({ src: info.src, dst: info.dst, host, outbound: outbound.name, beforeAccept: true }, 'dial start');
+    this.dialTcp(outbound, host, req.localPort, AbortSignal.any([req.signal, ac.signal]), req).then(
       (upstream) => {
         let stream: TcpStream;
         try {
@@ -317,11 +393,16 @@ export class Engine {
           upstream.destroy(); // the client gave up meanwhile
           return this.logFlow(info, { bytesUp: 0, bytesDown: 0, close: 'client gone before connect' });
         }
+        info.end = () => {
+          stream.destroy();
+          upstream.destroy();
+        };
         this.observeName(stream, req.localPort, info);
         relay(stream, upstream, [], (r) => this.logFlow(info, r));
       },
       (err: unknown) => {
         this.counters.upstreamFailures++;
+        if (this.debug) this.log.debug({ src: info.src, dst: info.dst, host, outbound: outbound.name, err: (err as Error).message }, 'dial failed');
         const reaction = err instanceof OutboundError ? err.reaction : 'rst';
         if (!req.decided && !req.signal.aborted) {
           if (reaction === 'unreachable') req.unreachable('host');
@@ -368,6 +449,7 @@ export class Engine {
         // A name already known (fake IP, snooped) stays: only HTTP-mode ports get here with one.
         if (r.serverName !== null && isIP(r.serverName) === 0 && info.domain === null) info.domain = r.serverName;
       }
+      if (this.debug) this.log.debug({ src: info.src, dst: info.dst, sniff: r.kind, protocol: info.protocol, domain: info.domain, bytes: chunks.reduce((n, c) => n + c.length, 0) }, 'sniff result');
       this.connectAfterSniff(stream, req, info, chunks);
     };
     const onData = (c: Buffer): void => {
@@ -378,6 +460,13 @@ export class Engine {
     const onEnd = (): void => decide(sniffer.finish());
     // Server-speaks-first protocols send nothing: route by address after the timeout.
     const timer = setTimeout(() => decide(sniffer.finish()), this.config.sniff.timeoutMs);
+    info.end = () => {
+      if (decided) return;
+      decided = true;
+      clearTimeout(timer);
+      stream.destroy();
+      this.logFlow(info, { bytesUp: chunks.reduce((n, c) => n + c.length, 0), bytesDown: 0, close: 'shutdown' });
+    };
     stream.on('data', onData);
     stream.once('end', onEnd);
   }
@@ -392,11 +481,26 @@ export class Engine {
     const fakeName = this.pool !== null && this.pool.isFake(req.localAddress) ? info.domain : null;
     const host = fakeName ?? req.localAddress;
     if (this.httpL7 !== null && info.protocol === 'http' && this.httpL7.wants(req.localPort)) {
-      return this.httpL7.serve(stream, chunks, { src: info.src, target: { host, port: req.localPort }, outbound }, (r) => this.logFlow(info, r));
+      info.end = () => stream.destroy();
+      return this.httpL7.serve(stream, chunks, { src: info.src, target: { host, port: req.localPort }, outbound }, (r) => {
+        // The flow line says what the requests matched (http.rules index and outbound, as
+        // their "request" lines do); flowRule keeps the flow-level policy match.
+        const flowRule = info.rule;
+        if (r.requests > 0) {
+          info.outbound = r.outbound;
+          info.rule = r.rule;
+        }
+        this.logFlow(info, r, flowRule);
+      });
     }
     const ac = new AbortController();
     const onClose = (): void => ac.abort();
     stream.once('close', onClose);
+    info.end = () => {
+      ac.abort();
+      stream.destroy();
+    };
+    if (this.debug) this.log.debug({ src: info.src, dst: info.dst, host, outbound: outbound.name, beforeAccept: false }, 'dial start');
     this.dialTcp(outbound, host, req.localPort, ac.signal, req).then(
       (upstream) => {
         stream.off('close', onClose);
@@ -404,10 +508,15 @@ export class Engine {
           upstream.destroy();
           return this.logFlow(info, { bytesUp: 0, bytesDown: 0, close: 'client gone before connect' });
         }
+        info.end = () => {
+          stream.destroy();
+          upstream.destroy();
+        };
         relay(stream, upstream, chunks, (r) => this.logFlow(info, r));
       },
       (err: unknown) => {
         this.counters.upstreamFailures++;
+        if (this.debug) this.log.debug({ src: info.src, dst: info.dst, host, outbound: outbound.name, err: (err as Error).message }, 'dial failed');
         stream.destroy();
         this.logFlow(info, { bytesUp: 0, bytesDown: 0, close: `upstream failed: ${(err as Error).message}` });
       },
@@ -428,17 +537,14 @@ export class Engine {
     const remoteAddress = unmapAddress(socket.remoteAddress ?? '');
     const localAddress = unmapAddress(socket.localAddress ?? '');
     const ends: FlowEnds = { family: isIP(localAddress) === 6 ? 6 : 4, remoteAddress, remotePort: socket.remotePort ?? 0, localAddress, localPort: socket.localPort ?? 0 };
-    const info: FlowInfo = {
-      network: 'tcp',
-      inbound: 'tproxy',
-      src: hostPort(ends.remoteAddress, ends.remotePort),
-      dst: hostPort(ends.localAddress, ends.localPort),
-      domain: null,
-      protocol: null,
-      rule: -1,
-      outbound: '',
-      started: Date.now(),
-    };
+    const info = flowInfo('tcp', 'tproxy', hostPort(ends.remoteAddress, ends.remotePort), hostPort(ends.localAddress, ends.localPort));
+    if (!this.accepting) {
+      socket.resetAndDestroy();
+      return this.logFlow(info, { bytesUp: 0, bytesDown: 0, close: 'shutdown' });
+    }
+    this.live.add(info);
+    info.end = () => socket.destroy();
+    if (this.debug) this.log.debug({ network: 'tcp', inbound: 'tproxy', src: info.src, dst: info.dst }, 'flow accepted');
     if (remoteAddress === '' || localAddress === '') {
       socket.destroy();
       return this.logFlow(info, { bytesUp: 0, bytesDown: 0, close: 'client gone before accept' });
@@ -469,6 +575,7 @@ export class Engine {
     const m = this.policy.match(this.context(info.network, e, info.domain, info.protocol, info.inbound));
     info.rule = m.ruleIndex;
     info.outbound = m.outbound;
+    if (this.debug) this.log.debug({ network: info.network, src: info.src, dst: info.dst, domain: info.domain, protocol: info.protocol, rule: m.ruleIndex, outbound: m.outbound }, 'rule matched');
     const outbound = this.outbounds.get(m.outbound)!;
     if (outbound.action === 'reject') this.counters.rejected++;
     else if (outbound.action === 'drop') this.counters.dropped++;
@@ -483,7 +590,9 @@ export class Engine {
       reader.push(c);
       for (let msg = reader.next(); msg !== null; msg = reader.next()) {
         this.counters.dnsQueries++;
+        if (this.debug) this.debugDns('query', info, msg);
         void this.dns!.handle(msg, 'tcp').then((reply) => {
+          if (this.debug) this.debugDns('answer', info, reply);
           if (reply === null || stream.destroyed) return;
           const framed = frameTcp(reply);
           r.bytesDown += framed.length;
@@ -508,26 +617,33 @@ export class Engine {
 
   private onUdpSession(s: UdpFlow, inbound: 'tun' | 'tproxy' = 'tun'): void {
     this.counters.udpSessions++;
-    const info: FlowInfo = {
-      network: 'udp',
-      inbound,
-      src: hostPort(s.remoteAddress, s.remotePort),
-      dst: hostPort(s.localAddress, s.localPort),
-      domain: null,
-      protocol: null,
-      rule: -1,
-      outbound: '',
-      started: Date.now(),
-    };
+    const info = flowInfo('udp', inbound, hostPort(s.remoteAddress, s.remotePort), hostPort(s.localAddress, s.localPort));
     const r: RelayResult = { bytesUp: 0, bytesDown: 0, close: 'idle' };
-    s.on('close', () => this.logFlow(info, r));
+    if (!this.accepting) {
+      r.close = 'shutdown';
+      s.on('close', () => this.logFlow(info, r));
+      s.close();
+      return;
+    }
+    this.live.add(info);
+    // Closing the session closes its association too (the close listener below).
+    info.end = () => s.close();
+    // Set when the session closes: an association still being opened is then closed on arrival.
+    const gone = new AbortController();
+    s.on('close', () => {
+      gone.abort();
+      this.logFlow(info, r);
+    });
+    if (this.debug) this.log.debug({ network: 'udp', inbound, src: info.src, dst: info.dst }, 'flow accepted');
     if (this.dns !== null && s.localPort === 53) {
       info.protocol = 'dns';
       info.outbound = 'dns-hijack';
       s.on('message', (q) => {
         r.bytesUp += q.length;
         this.counters.dnsQueries++;
+        if (this.debug) this.debugDns('query', info, q);
         void this.dns!.handle(q, 'udp').then((reply) => {
+          if (this.debug) this.debugDns('answer', info, reply);
           if (reply === null) return;
           r.bytesDown += reply.length;
           s.send(reply);
@@ -569,8 +685,13 @@ export class Engine {
         return;
       }
       if (this.pool !== null && domain !== null && this.pool.isFake(s.localAddress)) target = { host: domain, port: s.localPort };
-      outbound.openUdp({ family: s.family === 6 ? 6 : 4 }).then(
+      if (this.debug) this.log.debug({ network: 'udp', src: info.src, dst: info.dst, outbound: outbound.name }, 'dial start');
+      outbound.openUdp({ family: s.family === 6 ? 6 : 4 }, gone.signal).then(
         (a) => {
+          if (gone.signal.aborted) {
+            a.close(); // the session ended while the association was being set up
+            return;
+          }
           assoc = a;
           a.onMessage((payload) => {
             r.bytesDown += payload.length;
@@ -580,7 +701,9 @@ export class Engine {
           for (const w of waiting.splice(0)) a.send(w, target);
         },
         (err: Error) => {
+          if (gone.signal.aborted) return;
           this.counters.upstreamFailures++;
+          if (this.debug) this.log.debug({ network: 'udp', src: info.src, dst: info.dst, outbound: outbound.name, err: err.message }, 'dial failed');
           r.close = `upstream failed: ${err.message}`;
           s.unreachable('host');
         },
@@ -591,7 +714,19 @@ export class Engine {
 
   // ------------------------------------------------------------------ logs
 
-  private logFlow(info: FlowInfo, r: RelayResult): void {
+  /** One debug line per hijacked DNS query or answer (name, type, rcode); only called with debug on. */
+  private debugDns(what: 'query' | 'answer', info: FlowInfo, msg: Uint8Array | null): void {
+    const m = msg === null ? null : parseMessage(msg);
+    const q = m?.questions[0];
+    this.log.debug({ network: info.network, src: info.src, id: m?.id ?? null, name: q?.name ?? null, type: q?.type ?? null, rcode: what === 'answer' ? (m?.rcode ?? null) : undefined, answers: what === 'answer' ? (m?.answers.map((a) => a.address ?? a.type) ?? null) : undefined }, `dns ${what}`);
+  }
+
+  private logFlow(info: FlowInfo, r: RelayResult & { requests?: number; outbounds?: string[] }, flowRule?: number): void {
+    if (info.logged) return;
+    info.logged = true;
+    info.end = null;
+    this.live.delete(info);
+    if (info.shutdown) r.close = 'shutdown';
     if (!this.log.isLevelEnabled('info')) return;
     this.log.info(
       {
@@ -607,6 +742,7 @@ export class Engine {
         bytesDown: r.bytesDown,
         durationMs: Date.now() - info.started,
         close: r.close,
+        ...(r.requests !== undefined ? { requests: r.requests, flowRule, ...(r.outbounds !== undefined ? { outbounds: r.outbounds } : {}) } : {}),
       },
       'flow',
     );

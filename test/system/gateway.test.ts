@@ -117,10 +117,12 @@ t.test('mode tun: LAN traffic is policy-routed into the TUN; state restored', { 
   const engine = await startSluice(t, gateway, dir, config('mode: tun'), state);
   await engine.waitFor((l) => l.msg === 'gateway installed', 5000, '"gateway installed"');
   t.equal((await gateway.sh('sysctl -n net.ipv4.ip_forward net.ipv6.conf.all.forwarding')).split('\n').filter(Boolean).join(','), '1,1', 'forwarding is on while running');
-  const recorded = JSON.parse(readFileSync(state, 'utf8')) as { rules: unknown[]; routes: unknown[]; sysctls: unknown[] };
+  const recorded = JSON.parse(readFileSync(state, 'utf8')) as { rules: unknown[]; routes: unknown[]; sysctls: { key: string; value: string }[] };
   t.equal(recorded.rules.length, 2, 'state lists iif lan0 rules (v4, v6)');
   t.equal(recorded.routes.length, 2, 'state lists the default routes via the TUN (v4, v6)');
-  t.same(recorded.sysctls, [{ key: 'net.ipv4.ip_forward', value: '0' }, { key: 'net.ipv6.conf.all.forwarding', value: '0' }], 'state lists the old forwarding values');
+  const perInterface = /^net\.ipv[46]\.conf\.(?!all\.)[^.]+\.forwarding$/;
+  t.same(recorded.sysctls.filter((c) => !perInterface.test(c.key)), [{ key: 'net.ipv4.ip_forward', value: '0' }, { key: 'net.ipv6.conf.all.forwarding', value: '0' }], 'state lists the old forwarding values');
+  t.ok(recorded.sysctls.some((c) => c.key === 'net.ipv4.conf.lan0.forwarding') && recorded.sysctls.some((c) => c.key === 'net.ipv6.conf.wan0.forwarding'), 'and the per-interface flags the global write overwrites');
   t.match(await gateway.sh('ip rule; ip -6 rule'), new RegExp(`${PRIORITY}:\\s+from all iif lan0 lookup ${TABLE}`), 'the iif rule is installed');
 
   const c0 = await linkPackets(gateway, TUN);
