@@ -29,6 +29,7 @@ import { TunDevice } from '../link/tun.js';
 import { Engine } from '../engine/engine.js';
 import { createLogger } from '../engine/logger.js';
 import type { CommandIo } from './check.js';
+import type { EarlySignals } from '../cli.js';
 import { DEFAULT_STATE_PATH } from '../system/state.js';
 import { checkAutoRoute, startAutoRoute, cleanLeftovers, checkGateway, startGateway, RunLifecycle, StopRequested, tunNameProblem } from '../system/lifecycle.js';
 import { startTproxyListeners } from '../system/tproxy-listen.js';
@@ -55,9 +56,10 @@ function addAddress(dev: string, cidr: string): void {
   }
 }
 
-export async function runRun(argv: string[], io: CommandIo = process): Promise<number> {
+export async function runRun(argv: string[], io: CommandIo = process, launcher?: EarlySignals): Promise<number> {
   // Before anything else: a signal during start-up must never take the
   // default action (exit 143, 129) and leave half-installed state behind.
+  // The launcher's handlers (bin/sluice.js) covered the time before this.
   let early: string | null = null;
   const onEarly = (signal: NodeJS.Signals): void => {
     early ??= signal;
@@ -66,6 +68,7 @@ export async function runRun(argv: string[], io: CommandIo = process): Promise<n
   process.on('SIGINT', onEarly);
   process.on('SIGTERM', onEarly);
   process.on('SIGHUP', ignoreHup);
+  early = launcher?.take() ?? null;
   const dropEarly = (): void => {
     process.off('SIGINT', onEarly);
     process.off('SIGTERM', onEarly);

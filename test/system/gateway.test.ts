@@ -21,7 +21,7 @@ import type { Test } from 'tap';
 import { requireRoot, type Netns } from '../harness/netns.js';
 import { threeNamespaces, CLIENT_V4, CLIENT_V6, GATEWAY_WAN_V4, GATEWAY_WAN_V6, SERVER_V4, SERVER_V6 } from '../harness/topology.js';
 import { createLab, curl, describe, requireCommands, startWebServer, tempDir, TUN, type Engine } from '../fixtures/engine/lab.js';
-import { linkPackets, sluiceDown, snapshot, spawnSluice, startSluice } from './workstation.js';
+import { linkPackets, settle, sluiceDown, snapshot, spawnSluice, startSluice } from './workstation.js';
 
 const TABLE = 2022;
 const PRIORITY = 9000;
@@ -40,23 +40,6 @@ dns:
 route: { table: ${TABLE}, priority: ${PRIORITY} }
 gateway: { enabled: true, lan: [lan0], ${gateway} }
 `;
-}
-
-/**
- * Waits until IPv6 on the gateway's links has settled (link-local addresses
- * present, duplicate address detection over), so that the kernel's own
- * fe80::/64 and local routes do not appear between two snapshots.
- */
-async function settle(ns: Netns): Promise<void> {
-  const deadline = Date.now() + 10_000;
-  for (;;) {
-    const tentative = await ns.sh('ip -6 addr show tentative');
-    const linkLocal = await ns.sh('ip -6 -o addr show scope link');
-    const local = await ns.sh('ip -6 route show table local');
-    if (tentative.trim() === '' && ['lan0', 'wan0'].every((d) => linkLocal.includes(` ${d} `) && new RegExp(`local fe80::\\S+ dev ${d} `).test(local))) return;
-    if (Date.now() > deadline) throw new Error(`IPv6 did not settle:\n${tentative}\n${linkLocal}\n${local}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
 }
 
 /** Routing, firewall and forwarding state of the gateway namespace. */
