@@ -1,13 +1,16 @@
 #!/usr/bin/env node
 // Thin launcher: the CLI lives in TypeScript (src/cli.ts), compiled to dist/.
 //
-// Before the CLI's modules load: SIGINT/SIGTERM are recorded instead of
-// ending the process and SIGHUP is ignored, so `sluice run` stops cleanly
-// (exit 0, nothing left installed) from any point of start-up. `sluice run`
-// takes the recorded signal over when it installs its own handlers.
+// Before the CLI's modules load, SIGINT/SIGTERM end the process at once
+// with exit 0 (nothing has been touched yet; loading the modules can take
+// a second on a busy machine) and SIGHUP is ignored, so a signal never
+// takes its default action (exit 143, 129). `sluice run` installs its own
+// handlers, which stop cleanly from any later point of start-up, before
+// take() removes these.
 let earlySignal = null;
 const record = (signal) => {
   earlySignal ??= signal;
+  process.exit(0);
 };
 const ignore = () => {};
 process.on('SIGINT', record);

@@ -113,7 +113,8 @@ async function run(argv: string[], io: CommandIo, takeEarlySignal: () => string 
   const log = createLogger(config.log);
   const statePath = values.state ?? DEFAULT_STATE_PATH;
   const where = values.config ?? 'built-in default';
-  const life = new RunLifecycle({ statePath, log, stderr: io.stderr, pendingSignal: takeEarlySignal() });
+  const life = new RunLifecycle({ statePath, log, stderr: io.stderr });
+  life.takeOver(takeEarlySignal());
   log.info({ pid: process.pid, config: where, state: statePath }, 'starting');
   if (config.route.auto) {
     // sluice's own sockets carry route.mark so the main table, not the TUN, routes them.

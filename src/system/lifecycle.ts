@@ -99,8 +99,6 @@ export interface RunLifecycleOptions {
   stderr: { write(text: string): unknown };
   /** The orderly stop's budget: after this, what is still open is logged and the process exits anyway. Default 4000 ms. */
   deadlineMs?: number;
-  /** A signal that arrived before this object existed (the early handlers of runRun). */
-  pendingSignal?: string | null;
 }
 
 /** One line per kind of handle still keeping the event loop alive (process._getActiveHandles). */
@@ -159,10 +157,19 @@ export class RunLifecycle {
     this.statePath = o.statePath;
     this.stderr = o.stderr;
     this.deadlineMs = o.deadlineMs ?? 4000;
-    this.signalName = o.pendingSignal ?? null;
+    this.signalName = null;
     this.onSignal = (signal) => this.signal(signal);
+    // Added while the early handlers are still there, which the caller removes
+    // after (takeOver): a signal's listener count never drops to 0, which
+    // would restore the default action for a moment and lose a signal caught
+    // but not yet dispatched to the old listeners.
     process.on('SIGINT', this.onSignal);
     process.on('SIGTERM', this.onSignal);
+  }
+
+  /** Takes over a signal the early handlers recorded (call after removing them). */
+  takeOver(early: string | null): void {
+    if (early !== null) this.signal(early);
   }
 
   /** Whether a stop has been asked for. */
@@ -209,11 +216,12 @@ export class RunLifecycle {
     const deadline = setTimeout(() => void this.force(`not ended ${this.deadlineMs} ms after the stop began`), this.deadlineMs);
     deadline.unref();
     this.stopping = this.runStoppers().then(() => {
-      process.off('SIGINT', this.onSignal);
-      process.off('SIGTERM', this.onSignal);
-      // Further signals during the last moments are ignored rather than fatal.
+      // Further signals during the last moments are ignored rather than fatal
+      // (added first: the listener count never drops to 0).
       process.on('SIGINT', noop);
       process.on('SIGTERM', noop);
+      process.off('SIGINT', this.onSignal);
+      process.off('SIGTERM', this.onSignal);
       return this.exitCode;
     });
     return this.stopping;

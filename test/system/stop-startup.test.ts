@@ -9,8 +9,9 @@
  *
  * The steps are counted from the moment the process can take a signal
  * without dying: bin/sluice.js's first statements catch SIGHUP, which
- * node itself does not, so bit 0 of SigCgt in /proc/PID/status says the
- * launcher's handlers are in place. A calibration run measures the time
+ * node itself does not, so once the process runs node, bit 0 of SigCgt in
+ * /proc/PID/status says the launcher's handlers are in place (sluice is
+ * started without tap's NODE_OPTIONS, whose signal-exit catches SIGHUP too). A calibration run measures the time
  * from there to "ready"; the steps cover it (at most 40), plus one after ready.
  *
  * Modes: gateway mode tun, and the eBPF classifier on lan0.
@@ -27,7 +28,7 @@ import { createLab, requireCommands, tempDir, TUN, type Engine } from '../fixtur
 import { fullSnapshot, settle, sluiceDown, spawnSluice } from './workstation.js';
 
 const STEP_MS = 50;
-const MAX_STEPS = 40;
+const MAX_STEPS = Number(process.env.SLUICE_STOP_STEPS ?? 40);
 const STOP_BUDGET_MS = 5000;
 
 const COMMON = `
@@ -42,14 +43,25 @@ const MODES = [
   { name: 'classifier on lan0', yaml: `${COMMON}classifier: { enabled: true, interfaces: [lan0] }\n`, installed: 'classifier attached' },
 ];
 
-/** Resolves once the launcher's handlers are installed (SIGHUP caught), with performance.now() then. */
+let lastSeen = '';
+/**
+ * Resolves once the launcher's handlers are installed (SIGHUP caught), with
+ * performance.now() then. The command line is read first: between fork and
+ * exec the child still carries the test process's own handlers.
+ */
 async function handlersInstalled(engine: Engine): Promise<number> {
   const pid = engine.proc.pid!;
   const deadline = Date.now() + 20_000;
   while (Date.now() < deadline) {
     try {
-      const m = /^SigCgt:\s*([0-9a-f]+)$/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
-      if (m !== null && (BigInt(`0x${m[1]!}`) & 1n) === 1n) return performance.now();
+      const cmdline = readFileSync(`/proc/${pid}/cmdline`, 'utf8');
+      if (cmdline.startsWith(`${process.execPath}\0`) && cmdline.includes('sluice.js')) {
+        const m = /^SigCgt:\s*([0-9a-f]+)$/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+        if (m !== null && (BigInt(`0x${m[1]!}`) & 1n) === 1n) {
+          lastSeen = m![1]!;
+          return performance.now();
+        }
+      }
     } catch {
       // not there yet, or gone
     }
@@ -90,7 +102,7 @@ async function runMode(t: Test, gateway: Netns, dir: string, mode: (typeof MODES
     const label = `${mode.name}, SIGTERM ${at} ms into start-up (last step logged: ${last})`;
     const exact = (await fullSnapshot(gateway)) === before;
     // One assertion per step keeps the output readable; the details go in the message on failure.
-    t.ok(exit.code === 0 && exit.signal === null && ms < STOP_BUDGET_MS && exact && !existsSync(state), `${label}: exit ${exit.code ?? exit.signal} after ${ms} ms, state ${exact ? 'restored' : 'NOT restored'}`, exact ? {} : { diff: await fullSnapshot(gateway), before });
+    t.ok(exit.code === 0 && exit.signal === null && ms < STOP_BUDGET_MS && exact && !existsSync(state), `${label}: exit ${exit.code ?? exit.signal} after ${ms} ms, state ${exact ? 'restored' : 'NOT restored'} (SigCgt ${lastSeen})`, exact ? {} : { diff: await fullSnapshot(gateway), before });
     // Put the namespace back for the next steps when this one has failed already.
     if (!exact && existsSync(state)) await sluiceDown(gateway, state);
   }

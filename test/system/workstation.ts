@@ -101,7 +101,10 @@ export async function snapshot(ns: Netns): Promise<string> {
 export function spawnSluice(t: Test, ns: Netns, dir: string, yaml: string, state: string, file = 'sluice.yaml', env: NodeJS.ProcessEnv = childEnv): Engine {
   const cfg = path.join(dir, file);
   writeFileSync(cfg, yaml);
-  const engine = new Engine(ns.spawn([process.execPath, SLUICE_BIN, 'run', '--config', cfg, '--state', state], { env }));
+  // `env -u NODE_OPTIONS`: tap's @tapjs/processinfo puts its --import back into
+  // every child's NODE_OPTIONS (an empty value in `env` is not enough), and
+  // its signal-exit handlers would turn an early SIGTERM into death by SIGTERM.
+  const engine = new Engine(ns.spawn(['env', '-u', 'NODE_OPTIONS', process.execPath, SLUICE_BIN, 'run', '--config', cfg, '--state', state], { env }));
   t.teardown(() => {
     if (!t.passing()) t.comment(`sluice (${cfg}):\n${engine.transcript()}`);
   });
