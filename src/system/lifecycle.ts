@@ -101,17 +101,21 @@ export interface RunLifecycleOptions {
   deadlineMs?: number;
 }
 
-/** One line per kind of handle still keeping the event loop alive (process._getActiveHandles). */
+/**
+ * What still keeps the event loop alive: a count per kind of resource
+ * (process.getActiveResourcesInfo(): TCPSocketWrap, UDPWRAP, Timeout, ...)
+ * and the addresses of up to 16 sockets (process._getActiveHandles).
+ */
 export function activeHandleSummary(): Record<string, number | string[]> {
-  const handles = (process as unknown as { _getActiveHandles?: () => unknown[] })._getActiveHandles?.() ?? [];
   const out: Record<string, number | string[]> = {};
+  for (const kind of process.getActiveResourcesInfo()) out[kind] = ((out[kind] as number | undefined) ?? 0) + 1;
+  const handles = (process as unknown as { _getActiveHandles?: () => unknown[] })._getActiveHandles?.() ?? [];
   const sockets: string[] = [];
   for (const h of handles) {
     const o = h as { constructor?: { name?: string }; fd?: number; remoteAddress?: string; remotePort?: number; localAddress?: string; localPort?: number; address?: () => { address: string; port: number } };
     const kind = o.constructor?.name ?? typeof h;
     // stdio streams are always there and say nothing.
     if (o.fd !== undefined && o.fd >= 0 && o.fd <= 2) continue;
-    out[kind] = ((out[kind] as number | undefined) ?? 0) + 1;
     if (sockets.length < 16) {
       if (o.remoteAddress !== undefined) sockets.push(`${kind} ${o.localAddress ?? '?'}:${o.localPort ?? '?'} -> ${o.remoteAddress}:${o.remotePort ?? '?'}`);
       else if (typeof o.address === 'function') {
@@ -151,6 +155,8 @@ export class RunLifecycle {
   private exitCode = 0;
   private readonly onSignal: (signal: NodeJS.Signals) => void;
   private forced = false;
+  /** The stopper running now (for the deadline line). */
+  private current: string | null = null;
 
   constructor(o: RunLifecycleOptions) {
     this.log = o.log;
@@ -234,11 +240,13 @@ export class RunLifecycle {
       if (phase === 'system') list.reverse();
       for (const s of list) {
         this.stoppers.splice(this.stoppers.indexOf(s), 1);
+        this.current = s.name;
         try {
           await s.fn();
         } catch (err) {
           this.fail(s.name, err);
         }
+        this.current = null;
       }
       if (phase === 'system') await this.teardownLeftState();
     }
@@ -270,7 +278,7 @@ export class RunLifecycle {
     this.forced = true;
     const exit = setTimeout(() => process.exit(1), 800);
     exit.unref();
-    this.log.warn({ reason: why, open: activeHandleSummary(), pendingStopSteps: this.stoppers.map((s) => s.name) }, 'stop deadline: exiting with resources still open');
+    this.log.warn({ reason: why, open: activeHandleSummary(), stuckIn: this.current, pendingStopSteps: this.stoppers.map((s) => s.name) }, 'stop deadline: exiting with resources still open');
     const system = this.stoppers.filter((s) => s.phase === 'system').reverse();
     for (const s of system) {
       this.stoppers.splice(this.stoppers.indexOf(s), 1);
