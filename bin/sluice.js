@@ -1,8 +1,32 @@
 #!/usr/bin/env node
 // Thin launcher: the CLI lives in TypeScript (src/cli.ts), compiled to dist/.
-import { main } from '../dist/src/cli.js';
+//
+// Before the CLI's modules load, SIGINT/SIGTERM end the process at once
+// with exit 0 (nothing has been touched yet; loading the modules can take
+// a second on a busy machine) and SIGHUP is ignored, so a signal never
+// takes its default action (exit 143, 129). `sluice run` installs its own
+// handlers, which stop cleanly from any later point of start-up, before
+// take() removes these.
+let earlySignal = null;
+const record = (signal) => {
+  earlySignal ??= signal;
+  process.exit(0);
+};
+const ignore = () => {};
+process.on('SIGINT', record);
+process.on('SIGTERM', record);
+process.on('SIGHUP', ignore);
+const early = {
+  take() {
+    process.off('SIGINT', record);
+    process.off('SIGTERM', record);
+    process.off('SIGHUP', ignore);
+    return earlySignal;
+  },
+};
 
-main(process.argv.slice(2)).then(
+const { main } = await import('../dist/src/cli.js');
+main(process.argv.slice(2), early).then(
   (code) => {
     process.exitCode = code;
   },

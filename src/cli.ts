@@ -16,7 +16,14 @@ Usage:
 
 Needs Linux with /dev/net/tun and root or CAP_NET_ADMIN.`;
 
-export async function main(argv: string[]): Promise<number> {
+/** Signals the launcher (bin/sluice.js) recorded before the CLI loaded; take() removes its handlers. */
+export interface EarlySignals {
+  take(): string | null;
+}
+
+export async function main(argv: string[], early?: EarlySignals): Promise<number> {
+  // Only `sluice run` keeps signals from ending it during start-up.
+  const release = (): void => void early?.take();
   const { tokens } = parseArgs({
     args: argv,
     allowPositionals: true,
@@ -32,11 +39,12 @@ export async function main(argv: string[]): Promise<number> {
   const commandToken = tokens.find((t) => t.kind === 'positional');
   const commandIndex = commandToken === undefined ? argv.length : commandToken.index;
   const own = tokens.flatMap((t) => (t.kind === 'option' && t.index < commandIndex ? [t.name] : []));
+  const command = commandToken?.kind === 'positional' ? commandToken.value : undefined;
+  if (command !== 'run' || own.includes('version') || own.includes('help')) release();
   if (own.includes('version')) {
     process.stdout.write(`${VERSION}\n`);
     return 0;
   }
-  const command = commandToken?.kind === 'positional' ? commandToken.value : undefined;
   if (own.includes('help') || command === undefined || command === 'help') {
     process.stdout.write(`${USAGE}\n`);
     return 0;
@@ -44,7 +52,7 @@ export async function main(argv: string[]): Promise<number> {
   const rest = argv.slice(commandIndex + 1);
   if (command === 'run') {
     const { runRun } = await import('./commands/run.js');
-    return runRun(rest);
+    return runRun(rest, process, early);
   }
   if (command === 'down') {
     const { runDown } = await import('./commands/down.js');

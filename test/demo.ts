@@ -6,8 +6,15 @@
  * flow logged), routes the client's traffic into sluice's TUN, drives curl
  * and dig through it and prints sluice's log. Tears everything down at the
  * end, also on failure or Ctrl-C.
+ *
+ * sluice's files (the fake-IP table, the state file) go to a temporary
+ * directory removed at the end: the config is the built-in default with
+ * only dns.fakeIp.persistPath moved there. At the end the demo checks that
+ * nothing named sluice appeared under /var/lib or /run.
  */
 import path from 'node:path';
+import { mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { Lab, waitForJsonLine, type TestLike } from './harness/netns.js';
 import { threeNamespaces, steerIntoTun, SERVER_V4, SERVER_V6 } from './harness/topology.js';
@@ -27,18 +34,45 @@ class Teardown {
   }
 }
 
+/** Paths named like sluice under /var/lib and /run (three levels down), and the namespaces in /run/netns. */
+function hostFootprint(): Set<string> {
+  const found = new Set<string>();
+  const walk = (dir: string, depth: number): void => {
+    let entries: string[];
+    try {
+      entries = readdirSync(dir);
+    } catch {
+      return;
+    }
+    for (const e of entries) {
+      const p = path.join(dir, e);
+      if (/sluice/i.test(e) || dir === '/run/netns') found.add(p);
+      if (depth > 1) walk(p, depth - 1);
+    }
+  };
+  walk('/var/lib', 3);
+  walk('/run', 3);
+  return found;
+}
+
 const SERVER_SCRIPT = `require('http').createServer((q, s) => s.end('hello from the server, you asked for ' + q.headers.host + '\\n')).listen(80, '::')`;
 
 async function main(): Promise<void> {
   if (process.getuid?.() !== 0) throw new Error('the demo builds network namespaces: run it as root');
   const ctx = new Teardown();
+  const before = hostFootprint();
+  const work = mkdtempSync(path.join(tmpdir(), 'sluice-demo-'));
+  ctx.teardown(() => rmSync(work, { recursive: true, force: true }));
+  // The built-in default policy, with sluice's only file in the temporary directory.
+  const config = path.join(work, 'sluice.yaml');
+  writeFileSync(config, `dns:\n  fakeIp: { persistPath: ${JSON.stringify(path.join(work, 'fakeip.json'))} }\n`);
   const stop = (): void => void ctx.run().then(() => process.exit(130));
   process.once('SIGINT', stop);
   try {
     const lab = await Lab.create(ctx as unknown as TestLike, 'demo');
     const { client, gateway, server } = await threeNamespaces(lab);
     server.spawn([process.execPath, '-e', SERVER_SCRIPT]);
-    const engine = gateway.spawn([process.execPath, sluice, 'run'], { env: { ...process.env, NODE_OPTIONS: '' } });
+    const engine = gateway.spawn([process.execPath, sluice, 'run', '--config', config, '--state', path.join(work, 'state.json')], { env: { ...process.env, NODE_OPTIONS: '' } });
     const lines: string[] = [];
     engine.stdout!.setEncoding('utf8').on('data', (d: string) => lines.push(...d.split('\n').filter(Boolean)));
     await waitForJsonLine(engine, (m: { msg?: string }) => m.msg === 'ready', 20_000);
@@ -62,7 +96,9 @@ async function main(): Promise<void> {
     await ctx.run();
     process.off('SIGINT', stop);
   }
-  console.log('\nAll namespaces removed.');
+  const left = [...hostFootprint()].filter((p) => !before.has(p));
+  if (left.length > 0) throw new Error(`the demo left files on the host: ${left.join(', ')}`);
+  console.log('\nAll namespaces removed; nothing was written under /var/lib or /run.');
 }
 
 main().catch((err: Error) => {

@@ -10,7 +10,15 @@
  * file, removed on SIGINT/SIGTERM, leftovers of a killed run removed on
  * start); otherwise route a prefix into the TUN yourself (README).
  *
- * Exit codes: 0 clean stop, 1 configuration or start-up failure, 2 usage.
+ * Stopping (src/system/lifecycle.ts RunLifecycle): the SIGINT/SIGTERM
+ * handlers exist before anything is opened, so a signal at any point of
+ * start-up unwinds what was done so far; after `ready` the stop runs in
+ * phases (stop accepting, end the open flows, close the outbounds, the
+ * stack and the TUN, remove the system state) and the process ends within
+ * about 4 s whatever is left open.
+ *
+ * Exit codes: 0 clean stop (also when stopped during start-up), 1
+ * configuration or start-up failure or state that could not be removed, 2 usage.
  */
 import { parseArgs } from 'node:util';
 import { execFileSync } from 'node:child_process';
@@ -21,10 +29,11 @@ import { TunDevice } from '../link/tun.js';
 import { Engine } from '../engine/engine.js';
 import { createLogger } from '../engine/logger.js';
 import type { CommandIo } from './check.js';
+import type { EarlySignals } from '../cli.js';
 import { DEFAULT_STATE_PATH } from '../system/state.js';
-import { checkAutoRoute, startAutoRoute, cleanLeftovers, checkGateway, startGateway } from '../system/lifecycle.js';
+import { checkAutoRoute, startAutoRoute, cleanLeftovers, checkGateway, startGateway, RunLifecycle, StopRequested, tunNameProblem } from '../system/lifecycle.js';
 import { startTproxyListeners } from '../system/tproxy-listen.js';
-import { startTproxyUdp, type TproxyUdp } from '../system/tproxy-udp.js';
+import { startTproxyUdp } from '../system/tproxy-udp.js';
 import type net from 'node:net';
 import { checkClassifier, startClassifier, type RunningClassifier } from '../system/classifier-run.js';
 import { dropPrivileges, planPrivilegeDrop } from '../system/privileges.js';
@@ -54,7 +63,41 @@ function addAddress(dev: string, cidr: string): void {
   }
 }
 
-export async function runRun(argv: string[], io: CommandIo = process): Promise<number> {
+export async function runRun(argv: string[], io: CommandIo = process, launcher?: EarlySignals): Promise<number> {
+  // Before anything else: a signal during start-up must never take the
+  // default action (exit 143, 129) and leave half-installed state behind.
+  // The launcher's handlers (bin/sluice.js) covered the time before this.
+  let early: string | null = null;
+  const onEarly = (signal: NodeJS.Signals): void => {
+    early ??= signal;
+  };
+  const ignoreHup = (): void => {};
+  process.on('SIGINT', onEarly);
+  process.on('SIGTERM', onEarly);
+  process.on('SIGHUP', ignoreHup);
+  early = launcher?.take() ?? null;
+  const dropEarly = (): void => {
+    process.off('SIGINT', onEarly);
+    process.off('SIGTERM', onEarly);
+  };
+  try {
+    return await run(argv, io, () => {
+      dropEarly();
+      return early;
+    });
+  } finally {
+    dropEarly();
+    process.off('SIGHUP', ignoreHup);
+  }
+}
+
+/**
+ * Start-up, then serve until a signal, then the ordered stop. Every start-up
+ * step registers its undo with the lifecycle right after it succeeds and is
+ * followed by `life.check()`, so a signal at any point unwinds exactly what
+ * was done (see RunLifecycle for the stop's phases and deadline).
+ */
+async function run(argv: string[], io: CommandIo, takeEarlySignal: () => string | null): Promise<number> {
   let values: { config?: string | undefined; state?: string | undefined; help?: boolean | undefined };
   try {
     ({ values } = parseArgs({ args: argv, strict: true, allowPositionals: false, options: { config: { type: 'string', short: 'c' }, state: { type: 'string' }, help: { type: 'boolean', short: 'h' } } }));
@@ -78,80 +121,101 @@ export async function runRun(argv: string[], io: CommandIo = process): Promise<n
   // Every socket goes through the marked dialer; undici's global agent would not (issue 12, item 6).
   refuseGlobalDispatch();
   const statePath = values.state ?? DEFAULT_STATE_PATH;
+  const where = values.config ?? 'built-in default';
+  const life = new RunLifecycle({ statePath, log, stderr: io.stderr });
+  life.takeOver(takeEarlySignal());
+  log.info({ pid: process.pid, config: where, state: statePath }, 'starting');
   if (config.route.auto) {
     // sluice's own sockets carry route.mark so the main table, not the TUN, routes them.
     for (const o of config.outbounds) if (o.type === 'direct' && o.mark === null) o.mark = config.route.mark;
   }
   let tun: TunDevice;
   let engine: Engine;
-  let stopRoute: (() => Promise<void>) | null = null;
-  let started: Engine | null = null;
   let classifier: RunningClassifier | null = null;
-  let stopGateway: (() => Promise<void>) | null = null;
-  let listeners: net.Server[] = [];
-  let udpTproxy: TproxyUdp | null = null;
   try {
-    const drop = planPrivilegeDrop(config, values.config ?? 'built-in default', statePath);
+    const drop = planPrivilegeDrop(config, where, statePath);
+    life.check();
     await cleanLeftovers(statePath, log);
+    life.check();
     // Docker, libvirt, WireGuard, Tailscale, nearby rules: one line each; with route.auto their prefixes stay off the TUN.
     if (config.route.auto || config.gateway.enabled || config.classifier.enabled) config.route = await reportCoexistence(config.route, log);
-    if (config.route.auto) await checkAutoRoute(config.route, values.config ?? 'built-in default');
-    if (config.classifier.enabled) await checkClassifier(config, values.config ?? 'built-in default');
-    if (config.gateway.enabled) await checkGateway(config, values.config ?? 'built-in default');
+    life.check();
+    if (config.route.auto) await checkAutoRoute(config.route, where);
+    if (config.classifier.enabled) await checkClassifier(config, where);
+    if (config.gateway.enabled) await checkGateway(config, where);
+    const taken = tunNameProblem(config.tun.name, where);
+    if (taken !== null) throw new Error(taken);
+    life.check();
     tun = TunDevice.open({ name: config.tun.name, mtu: config.tun.mtu, offload: config.tun.offload });
+    const opened = tun;
+    life.defer('outbounds', 'tun', () => opened.close());
     addAddress(tun.name, config.tun.ipv4);
     addAddress(tun.name, config.tun.ipv6);
     engine = new Engine(config, tun, log);
+    const e = engine;
+    life.defer('accept', 'engine intake', () => e.stopAccepting());
+    life.defer('flows', 'flows', () => e.endFlows());
+    life.defer('outbounds', 'engine', () => e.stop());
     await engine.start();
-    started = engine;
-    if (config.route.auto) stopRoute = await startAutoRoute(config.route, tun.name, statePath, log);
-    if (config.classifier.enabled) classifier = await startClassifier(config, tun.name, statePath, log);
-    if (config.gateway.enabled && config.gateway.mode === 'tproxy') {
-      const e = engine;
-      listeners = await startTproxyListeners(config.gateway.tproxyPort, (s) => e.handleTransparent(s), log);
-      udpTproxy = await startTproxyUdp(config.gateway.tproxyPort, (s) => e.handleTransparentUdp(s), log, e.tproxyUdpOptions());
+    life.check();
+    if (config.route.auto) {
+      const stopRoute = await startAutoRoute(config.route, tun.name, statePath, log);
+      life.defer('system', 'auto-route', stopRoute);
+      life.check();
     }
-    if (config.gateway.enabled) stopGateway = await startGateway(config, tun.name, statePath, log);
-    if (drop !== null) dropPrivileges(drop, values.config ?? 'built-in default', log);
+    if (config.classifier.enabled) {
+      const c = await startClassifier(config, tun.name, statePath, log);
+      classifier = c;
+      life.defer('system', 'classifier', () => c.stop());
+      life.check();
+    }
+    if (config.gateway.enabled && config.gateway.mode === 'tproxy') {
+      const listeners = await startTproxyListeners(config.gateway.tproxyPort, (s) => e.handleTransparent(s), log);
+      life.defer('accept', 'tproxy listeners', () => closeServers(listeners));
+      life.check();
+      const udp = await startTproxyUdp(config.gateway.tproxyPort, (s) => e.handleTransparentUdp(s), log, e.tproxyUdpOptions());
+      life.defer('accept', 'tproxy UDP', () => udp.close());
+      life.check();
+    }
+    if (config.gateway.enabled) {
+      const stopGateway = await startGateway(config, tun.name, statePath, log);
+      life.defer('system', 'gateway', stopGateway);
+      life.check();
+    }
+    if (drop !== null) dropPrivileges(drop, where, log);
   } catch (err) {
+    if (err instanceof StopRequested) {
+      log.info({ signal: err.signal }, 'stopping during start-up');
+      return life.stop();
+    }
     log.fatal({ err: (err as Error).message }, 'start-up failed');
     io.stderr.write(`sluice run: ${(err as Error).message}\n`);
-    for (const l of listeners) l.close();
-    udpTproxy?.close();
-    await started?.stop().catch(() => {});
+    await life.stop();
     return 1;
   }
-  log.info({ tun: tun.name, mtu: tun.mtu, offloads: tun.offloads !== 0, dns: config.dns.hijack ? config.dns.mode : 'off', config: values.config ?? 'built-in default' }, 'ready');
+  log.info({ tun: tun.name, mtu: tun.mtu, offloads: tun.offloads !== 0, dns: config.dns.hijack ? config.dns.mode : 'off', config: where }, 'ready');
   sdNotify(`READY=1\nSTATUS=serving on ${tun.name}`, log);
-  return new Promise<number>((resolve) => {
-    const stop = (signal: string): void => {
-      sdNotify('STOPPING=1', log);
-      log.info({ signal, ...engine.counters, stack: engine.stack.stats.drops, classifier: classifier?.counters() ?? undefined }, 'stopping');
-      // Classifier, routes and rules first, so traffic stops entering the TUN before the engine goes.
-      // Gateway steering first (then its TPROXY listeners), so LAN traffic stops reaching sluice.
-      let gatewayFailed = false;
-      const ungate = (stopGateway ?? (() => Promise.resolve()))().catch((err: Error) => {
-        io.stderr.write(`sluice run: ${err.message}\n`);
-        gatewayFailed = true;
-      });
-      const unclassify = ungate.then(() => {
-        for (const l of listeners) l.close();
-        udpTproxy?.close();
-        return classifier?.stop();
-      });
-      const unroute = unclassify.then(() => (stopRoute ?? (() => Promise.resolve()))()).then(
-        () => 0,
-        (err: Error) => {
-          io.stderr.write(`sluice run: ${err.message}\n`);
-          return 1;
-        },
-      );
-      void unroute.then((code) => engine.stop().then(() => resolve(gatewayFailed ? 1 : code)));
-    };
-    process.once('SIGINT', () => stop('SIGINT'));
-    process.once('SIGTERM', () => stop('SIGTERM'));
+  const running = engine;
+  const onHup = (): void => {
+    if (life.stopRequested) return;
     // The classifier's maps follow the reloaded policy live (no detach).
-    process.on('SIGHUP', () => void engine.reload().then(() => classifier?.update(engine.activeConfig)));
-    process.on('SIGUSR2', () => log.info({ ...engine.counters, stack: engine.stack.stats.drops, classifier: classifier?.counters() ?? undefined }, 'counters'));
-  });
+    void running.reload().then(() => classifier?.update(running.activeConfig));
+  };
+  const onUsr2 = (): void => log.info({ ...running.counters, stack: running.stack.stats.drops, classifier: classifier?.counters() ?? undefined }, 'counters');
+  process.on('SIGHUP', onHup);
+  process.on('SIGUSR2', onUsr2);
+  const signal = await life.untilSignal();
+  sdNotify('STOPPING=1', log);
+  log.info({ signal, ...running.counters, openFlows: running.openFlows, stack: running.stack.stats.drops, classifier: classifier?.counters() ?? undefined }, 'stopping');
+  process.off('SIGUSR2', onUsr2);
+  const code = await life.stop();
+  process.off('SIGHUP', onHup);
+  log.info({ code }, 'stopped');
+  return code;
+}
+
+/** Stops the listeners taking connections (the connections themselves are flows: the engine ends them). */
+function closeServers(servers: net.Server[]): void {
+  // Not waiting for close's callback: it comes only once every accepted connection has ended.
+  for (const s of servers) s.close();
 }

@@ -32,6 +32,8 @@ export interface QueryOptions {
 export interface Resolver {
   readonly name: string;
   query(query: Uint8Array, opts?: QueryOptions): Promise<Uint8Array>;
+  /** Releases what the resolver keeps between queries (a DoH dispatcher's connections); optional. */
+  close?(): Promise<void>;
 }
 
 const idScratch = new Uint16Array(1);
@@ -411,6 +413,11 @@ export class DohResolver implements Resolver {
     }
   }
 
+  /** Destroys the dispatcher given to this resolver (its keep-alive connections); undici's global one is left alone. */
+  async close(): Promise<void> {
+    await this.dispatcher?.destroy().catch(() => {});
+  }
+
   private mapError(err: unknown, timeout: AbortSignal, outer: AbortSignal | undefined): DnsError {
     if (err instanceof DnsError) return err;
     if (outer?.aborted) return new DnsError('SLUICE_DNS_ABORTED', `${this.name}: aborted`, { cause: err });
@@ -492,6 +499,8 @@ export class ResolverChain {
   private readonly deadlineMs: number;
   private readonly failoverRcodes: readonly number[];
   private readonly counters: UpstreamStats[];
+  /** Aborted by close(): every query in flight ends at once (sluice is stopping). */
+  private readonly closing = new AbortController();
 
   constructor(o: ResolverChainOptions) {
     if (o.resolvers.length === 0) throw new DnsError('SLUICE_DNS_BAD_ARGUMENT', 'dns.upstreams: at least one upstream is required');
@@ -512,14 +521,15 @@ export class ResolverChain {
    * failover rcode is remembered and returned only if nothing better comes.
    */
   async query(query: Uint8Array, opts: ChainQueryOptions = {}): Promise<Uint8Array> {
+    if (this.closing.signal.aborted) throw new DnsError('SLUICE_DNS_ABORTED', 'DNS resolver closed');
     const deadline = new AbortController();
     const timer = setTimeout(() => deadline.abort(), this.deadlineMs);
-    const signal = opts.signal ? AbortSignal.any([opts.signal, deadline.signal]) : deadline.signal;
+    const signal = AbortSignal.any(opts.signal ? [opts.signal, deadline.signal, this.closing.signal] : [deadline.signal, this.closing.signal]);
     let fallback: Uint8Array | null = null;
     const failures: string[] = [];
     try {
       for (let i = 0; i < this.resolvers.length && !deadline.signal.aborted; i++) {
-        if (opts.signal?.aborted) throw new DnsError('SLUICE_DNS_ABORTED', 'DNS query aborted');
+        if (opts.signal?.aborted || this.closing.signal.aborted) throw new DnsError('SLUICE_DNS_ABORTED', 'DNS query aborted');
         const r = this.resolvers[i]!;
         try {
           const answer = await r.query(query, { signal, timeoutMs: this.attemptTimeoutMs });
@@ -535,7 +545,7 @@ export class ResolverChain {
         } catch (err) {
           const e = toDnsError(err, r.name);
           if (e.code === 'SLUICE_DNS_BAD_ARGUMENT') throw e;
-          if (opts.signal?.aborted) throw e;
+          if (opts.signal?.aborted || this.closing.signal.aborted) throw e;
           if (deadline.signal.aborted) {
             this.count(i, 'SLUICE_DNS_DEADLINE');
             failures.push(`${r.name}: chain deadline of ${this.deadlineMs} ms`);
@@ -554,5 +564,11 @@ export class ResolverChain {
 
   stats(): UpstreamStats[] {
     return this.counters.map((c) => ({ name: c.name, ok: c.ok, errors: { ...c.errors } }));
+  }
+
+  /** Aborts the queries in flight, refuses new ones and closes the resolvers (their dispatchers). */
+  async close(): Promise<void> {
+    this.closing.abort();
+    await Promise.allSettled(this.resolvers.map((r) => r.close?.()));
   }
 }

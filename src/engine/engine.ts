@@ -34,7 +34,7 @@ import { FakeIpPool } from '../dns/fake-ip.js';
 import { DnsCache } from '../dns/cache.js';
 import { DnsSnoop } from '../dns/snoop.js';
 import { DnsHijack } from '../dns/server.js';
-import { TcpFrameReader, frameTcp } from '../dns/message.js';
+import { TcpFrameReader, frameTcp, parseMessage } from '../dns/message.js';
 import type { ResolverChain } from '../dns/resolver.js';
 import type { LookupFn } from '../outbound/types.js';
 import { mkdir } from 'node:fs/promises';
@@ -100,7 +100,15 @@ interface FlowInfo {
   started: number;
   /** Ends the flow should its handling throw. */
   guard: FlowGuard;
+  /** Ends the flow at its current stage (pending dial, sniffing, relaying); used by endFlows(). */
+  end: (() => void) | null;
+  /** Set by endFlows(): the flow line says close "shutdown". */
+  shutdown: boolean;
+  logged: boolean;
 }
+
+/** How long endFlows() waits for the ended flows' close events before logging the rest itself. */
+const END_FLOWS_WAIT_MS = 1000;
 
 /** The two ends of a flow as the client sees it (local = the destination it asked for). */
 interface FlowEnds {
@@ -173,6 +181,14 @@ export class Engine {
   /** Resolves names through sluice's own upstreams (fake-IP flows, preserveSource). */
   private readonly lookup: LookupFn;
   private readonly onFlowFailed: (guard: FlowGuard, err: unknown) => void;
+  /** Flows not yet logged (open), for endFlows() and the stop's "stopping" line. */
+  private readonly live = new Set<FlowInfo>();
+  /** False once stopping: new flows are refused. */
+  private accepting = true;
+  private stopped = false;
+  private readonly chain: ResolverChain;
+  /** log.level debug (checked once: debug lines cost one branch when off). */
+  private readonly debug: boolean;
 
   constructor(
     private config: SluiceConfig,
@@ -191,6 +207,8 @@ export class Engine {
     const now = (): number => Date.now() / 1000;
     const dnsCfg = config.dns;
     chain = buildResolverChain(dnsCfg, this.outbounds);
+    this.chain = chain;
+    this.debug = log.isLevelEnabled('debug');
     this.pool =
       dnsCfg.mode === 'fake-ip'
         ? new FakeIpPool({ ipv4Range: dnsCfg.fakeIp.ipv4Range, ipv6Range: dnsCfg.fakeIp.ipv6Range, exclude: [config.tun.ipv4.split('/')[0]!, config.tun.ipv6.split('/')[0]!] })
@@ -268,13 +286,56 @@ export class Engine {
     this.stack.start();
   }
 
+  /** Flows open now (not yet logged). */
+  get openFlows(): number {
+    return this.live.size;
+  }
+
+  /** Refuses new flows from now on (the first step of a stop). */
+  stopAccepting(): void {
+    this.accepting = false;
+  }
+
+  /**
+   * Ends every open flow wherever it is (a pending dial is aborted and the
+   * client reset, a sniffing or relaying flow's streams destroyed, a UDP
+   * session and its association closed), each logged with close
+   * "shutdown"; waits briefly for their close events, then logs what is left.
+   */
+  async endFlows(): Promise<void> {
+    this.accepting = false;
+    const open = [...this.live];
+    for (const f of open) {
+      f.shutdown = true;
+      try {
+        f.end?.();
+      } catch (err) {
+        if (this.debug) this.log.debug({ src: f.src, dst: f.dst, err: (err as Error).message }, 'ending a flow failed');
+      }
+    }
+    const until = Date.now() + END_FLOWS_WAIT_MS;
+    while (this.live.size > 0 && Date.now() < until) await new Promise((r) => setTimeout(r, 10));
+    for (const f of [...this.live]) this.logFlow(f, { bytesUp: 0, bytesDown: 0, close: 'shutdown' });
+    if (open.length > 0) this.log.info({ flows: open.length }, 'open flows ended');
+  }
+
+  /**
+   * Ends the flows (when endFlows() has not), saves the fake-IP mappings,
+   * closes the stack and the TUN, the HTTP pools and the DNS upstreams
+   * (queries in flight end, DoH dispatchers are destroyed).
+   */
   async stop(): Promise<void> {
+    if (this.stopped) return;
+    this.stopped = true;
     this.uninstallBoundary?.();
     this.uninstallBoundary = null;
     if (this.persistTimer !== null) clearInterval(this.persistTimer);
+    this.persistTimer = null;
+    if (this.live.size > 0) await this.endFlows();
+    this.accepting = false;
     await this.persist();
     this.stack.close();
-    await this.httpL7?.close();
+    await Promise.allSettled([this.httpL7?.close(), this.chain.close()]);
   }
 
   private async persist(): Promise<void> {
@@ -308,6 +369,7 @@ export class Engine {
       this.needsName = policyNeedsName(next);
       this.config = next;
       this.log.info({ ruleSets: Object.keys(ruleSets).length }, 'reloaded');
+      if (this.debug) this.log.debug({ ruleSets: Object.fromEntries(Object.entries(ruleSets).map(([n, rs]) => [n, rs.entries.length])), rules: next.rules.length, needsName: this.needsName }, 'reload details');
     } catch (err) {
       this.log.error({ err: (err as Error).message }, 'reload failed; the previous policy stays');
     }
@@ -352,6 +414,9 @@ export class Engine {
       outbound: '',
       started: Date.now(),
       guard: new FlowGuard(`${network} ${inbound} ${src} -> ${dst}`, this.onFlowFailed),
+      end: null,
+      shutdown: false,
+      logged: false,
     };
   }
 
@@ -369,9 +434,16 @@ export class Engine {
   private onTcpFlow(req: TcpFlowRequest): void {
     this.counters.tcpFlows++;
     const info = this.flowInfo('tcp', 'tun', req);
-    info.guard.own(() => {
+    if (!this.accepting) {
+      req.reset();
+      return this.logFlow(info, { bytesUp: 0, bytesDown: 0, close: 'shutdown' });
+    }
+    this.live.add(info);
+    const resetUndecided = (): void => {
       if (!req.decided) req.reset();
-    });
+    };
+    info.end = resetUndecided;
+    info.guard.own(resetUndecided);
     info.guard.run(() => this.routeTcpFlow(req, info));
   }
 
@@ -385,9 +457,12 @@ export class Engine {
     if (this.dns !== null && req.localPort === 53) {
       info.protocol = 'dns';
       info.outbound = 'dns-hijack';
-      return this.serveDnsOverTcp(req.accept(), info);
+      const dnsStream = req.accept();
+      info.end = () => dnsStream.destroy();
+      return this.serveDnsOverTcp(dnsStream, info);
     }
     const { domain, unknownFake } = this.nameFor(req.localAddress);
+    if (this.debug) this.log.debug({ network: 'tcp', src: info.src, dst: info.dst, domain, unknownFake }, 'flow accepted');
     if (unknownFake) {
       // An expired or never-issued fake address: refuse fast, never black-hole.
       this.counters.unknownFakeIp++;
@@ -405,6 +480,7 @@ export class Engine {
     const stream = req.accept();
     info.guard.own(() => stream.destroy());
     stream.on('error', () => {});
+    info.end = () => stream.destroy();
     this.sniffThenRoute(stream, req, info);
   }
 
@@ -416,7 +492,14 @@ export class Engine {
       return this.logFlow(info, { bytesUp: 0, bytesDown: 0, close: outbound.action === 'reject' ? 'rejected' : 'dropped' });
     }
     const host = this.pool !== null && info.domain !== null && this.pool.isFake(req.localAddress) ? info.domain : req.localAddress;
-    this.dialTcp(outbound, host, req.localPort, req.signal, req).then(
+    // The client giving up (req.signal) or sluice stopping (end) aborts the dial.
+    const ac = new AbortController();
+    info.end = () => {
+      ac.abort();
+      if (!req.decided) req.reset();
+    };
+    if (this.debug) this.log.debug({ src: info.src, dst: info.dst, host, outbound: outbound.name, beforeAccept: true }, 'dial start');
+    this.dialTcp(outbound, host, req.localPort, AbortSignal.any([req.signal, ac.signal]), req).then(
       (upstream) => {
         info.guard.own(() => upstream.destroy());
         let stream: TcpStream;
@@ -427,11 +510,16 @@ export class Engine {
           return this.logFlow(info, { bytesUp: 0, bytesDown: 0, close: 'client gone before connect' });
         }
         info.guard.own(() => stream.destroy());
+        info.end = () => {
+          stream.destroy();
+          upstream.destroy();
+        };
         this.observeName(stream, req.localPort, info);
         relay(stream, upstream, [], (r) => this.logFlow(info, r));
       },
       (err: unknown) => {
         this.counters.upstreamFailures++;
+        if (this.debug) this.log.debug({ src: info.src, dst: info.dst, host, outbound: outbound.name, err: (err as Error).message }, 'dial failed');
         const reaction = err instanceof OutboundError ? err.reaction : 'rst';
         if (!req.decided && !req.signal.aborted) {
           if (reaction === 'unreachable') req.unreachable('host');
@@ -478,6 +566,7 @@ export class Engine {
         // A name already known (fake IP, snooped) stays: only HTTP-mode ports get here with one.
         if (r.serverName !== null && isIP(r.serverName) === 0 && info.domain === null) info.domain = r.serverName;
       }
+      if (this.debug) this.log.debug({ src: info.src, dst: info.dst, sniff: r.kind, protocol: info.protocol, domain: info.domain, bytes: chunks.reduce((n, c) => n + c.length, 0) }, 'sniff result');
       // Called from the stream's events: in the flow's context, so the dial and its sockets carry it.
       info.guard.run(() => this.connectAfterSniff(stream, req, info, chunks));
     };
@@ -494,6 +583,13 @@ export class Engine {
     const onEnd = (): void => decide(sniffer.finish());
     // Server-speaks-first protocols send nothing: route by address after the timeout.
     const timer = setTimeout(() => decide(sniffer.finish()), this.config.sniff.timeoutMs);
+    info.end = () => {
+      if (decided) return;
+      decided = true;
+      clearTimeout(timer);
+      stream.destroy();
+      this.logFlow(info, { bytesUp: chunks.reduce((n, c) => n + c.length, 0), bytesDown: 0, close: 'shutdown' });
+    };
     stream.on('data', onData);
     stream.once('end', onEnd);
   }
@@ -508,11 +604,26 @@ export class Engine {
     const fakeName = this.pool !== null && this.pool.isFake(req.localAddress) ? info.domain : null;
     const host = fakeName ?? req.localAddress;
     if (this.httpL7 !== null && info.protocol === 'http' && this.httpL7.wants(req.localPort)) {
-      return this.httpL7.serve(stream, chunks, { src: info.src, target: { host, port: req.localPort }, outbound }, (r) => this.logFlow(info, r));
+      info.end = () => stream.destroy();
+      return this.httpL7.serve(stream, chunks, { src: info.src, target: { host, port: req.localPort }, outbound }, (r) => {
+        // The flow line says what the requests matched (http.rules index and outbound, as
+        // their "request" lines do); flowRule keeps the flow-level policy match.
+        const flowRule = info.rule;
+        if (r.requests > 0) {
+          info.outbound = r.outbound;
+          info.rule = r.rule;
+        }
+        this.logFlow(info, r, flowRule);
+      });
     }
     const ac = new AbortController();
     const onClose = (): void => ac.abort();
     stream.once('close', onClose);
+    info.end = () => {
+      ac.abort();
+      stream.destroy();
+    };
+    if (this.debug) this.log.debug({ src: info.src, dst: info.dst, host, outbound: outbound.name, beforeAccept: false }, 'dial start');
     this.dialTcp(outbound, host, req.localPort, ac.signal, req).then(
       (upstream) => {
         info.guard.own(() => upstream.destroy());
@@ -521,10 +632,15 @@ export class Engine {
           upstream.destroy();
           return this.logFlow(info, { bytesUp: 0, bytesDown: 0, close: 'client gone before connect' });
         }
+        info.end = () => {
+          stream.destroy();
+          upstream.destroy();
+        };
         relay(stream, upstream, chunks, (r) => this.logFlow(info, r));
       },
       (err: unknown) => {
         this.counters.upstreamFailures++;
+        if (this.debug) this.log.debug({ src: info.src, dst: info.dst, host, outbound: outbound.name, err: (err as Error).message }, 'dial failed');
         stream.destroy();
         this.logFlow(info, { bytesUp: 0, bytesDown: 0, close: `upstream failed: ${(err as Error).message}` });
       },
@@ -546,6 +662,13 @@ export class Engine {
     const localAddress = unmapAddress(socket.localAddress ?? '');
     const ends: FlowEnds = { family: isIP(localAddress) === 6 ? 6 : 4, remoteAddress, remotePort: socket.remotePort ?? 0, localAddress, localPort: socket.localPort ?? 0 };
     const info = this.flowInfo('tcp', 'tproxy', ends);
+    if (!this.accepting) {
+      socket.resetAndDestroy();
+      return this.logFlow(info, { bytesUp: 0, bytesDown: 0, close: 'shutdown' });
+    }
+    this.live.add(info);
+    info.end = () => socket.destroy();
+    if (this.debug) this.log.debug({ network: 'tcp', inbound: 'tproxy', src: info.src, dst: info.dst }, 'flow accepted');
     info.guard.own(() => socket.destroy());
     info.guard.run(() => this.routeTransparent(socket, ends, info));
   }
@@ -624,6 +747,7 @@ export class Engine {
     const m = this.policy.match(this.context(info.network, e, info.domain, info.protocol, info.inbound));
     info.rule = m.ruleIndex;
     info.outbound = m.outbound;
+    if (this.debug) this.log.debug({ network: info.network, src: info.src, dst: info.dst, domain: info.domain, protocol: info.protocol, rule: m.ruleIndex, outbound: m.outbound }, 'rule matched');
     const outbound = this.outbounds.get(m.outbound)!;
     if (outbound.action === 'reject') this.counters.rejected++;
     else if (outbound.action === 'drop') this.counters.dropped++;
@@ -635,6 +759,7 @@ export class Engine {
     const reader = new TcpFrameReader();
     const r: RelayResult = { bytesUp: 0, bytesDown: 0, close: 'fin' };
     const onReply = (reply: Uint8Array | null): void => {
+      if (this.debug) this.debugDns('answer', info, reply);
       if (reply === null || stream.destroyed) return;
       const framed = frameTcp(reply);
       r.bytesDown += framed.length;
@@ -646,6 +771,7 @@ export class Engine {
         reader.push(c);
         for (let msg = reader.next(); msg !== null; msg = reader.next()) {
           this.counters.dnsQueries++;
+          if (this.debug) this.debugDns('query', info, msg);
           void this.dns!.handle(msg, 'tcp').then(onReply);
         }
       } catch (err) {
@@ -684,15 +810,30 @@ export class Engine {
     this.counters.udpSessions++;
     const info = this.flowInfo('udp', inbound, s);
     const r: RelayResult = { bytesUp: 0, bytesDown: 0, close: 'idle' };
+    if (!this.accepting) {
+      r.close = 'shutdown';
+      s.on('close', () => this.logFlow(info, r));
+      s.close();
+      return;
+    }
+    this.live.add(info);
+    // Closing the session closes its association too (the close listener in routeUdpSession).
+    info.end = () => s.close();
+    // Set when the session closes: an association still being opened is then closed on arrival.
+    const gone = new AbortController();
     info.guard.own(() => {
       r.close = 'error';
       s.close();
     });
-    s.on('close', () => this.logFlow(info, r));
-    info.guard.run(() => this.routeUdpSession(s, info, r));
+    s.on('close', () => {
+      gone.abort();
+      this.logFlow(info, r);
+    });
+    if (this.debug) this.log.debug({ network: 'udp', inbound, src: info.src, dst: info.dst }, 'flow accepted');
+    info.guard.run(() => this.routeUdpSession(s, info, r, gone.signal));
   }
 
-  private routeUdpSession(s: UdpFlow, info: FlowInfo, r: RelayResult): void {
+  private routeUdpSession(s: UdpFlow, info: FlowInfo, r: RelayResult, gone: AbortSignal): void {
     if (this.badTarget(s)) {
       r.close = 'bad target';
       s.close();
@@ -702,6 +843,7 @@ export class Engine {
       info.protocol = 'dns';
       info.outbound = 'dns-hijack';
       const onReply = (reply: Uint8Array | null): void => {
+        if (this.debug) this.debugDns('answer', info, reply);
         if (reply === null) return;
         r.bytesDown += reply.length;
         s.send(reply);
@@ -709,6 +851,7 @@ export class Engine {
       s.on('message', (q) => {
         r.bytesUp += q.length;
         this.counters.dnsQueries++;
+        if (this.debug) this.debugDns('query', info, q);
         void this.dns!.handle(q, 'udp').then(onReply);
       });
       s.drainQueued();
@@ -761,8 +904,13 @@ export class Engine {
         return;
       }
       if (this.pool !== null && domain !== null && this.pool.isFake(s.localAddress)) target = { host: domain, port: s.localPort };
-      outbound.openUdp({ family: s.family === 6 ? 6 : 4 }).then(
+      if (this.debug) this.log.debug({ network: 'udp', src: info.src, dst: info.dst, outbound: outbound.name }, 'dial start');
+      outbound.openUdp({ family: s.family === 6 ? 6 : 4 }, gone).then(
         (a) => {
+          if (gone.aborted) {
+            a.close(); // the session ended while the association was being set up
+            return;
+          }
           info.guard.own(() => a.close());
           assoc = a;
           a.onMessage((payload) => {
@@ -773,7 +921,9 @@ export class Engine {
           for (const w of waiting.splice(0)) a.send(w, target);
         },
         (err: Error) => {
+          if (gone.aborted) return;
           this.counters.upstreamFailures++;
+          if (this.debug) this.log.debug({ network: 'udp', src: info.src, dst: info.dst, outbound: outbound.name, err: err.message }, 'dial failed');
           r.close = `upstream failed: ${err.message}`;
           s.unreachable('host');
         },
@@ -784,7 +934,19 @@ export class Engine {
 
   // ------------------------------------------------------------------ logs
 
-  private logFlow(info: FlowInfo, r: RelayResult): void {
+  /** One debug line per hijacked DNS query or answer (name, type, rcode); only called with debug on. */
+  private debugDns(what: 'query' | 'answer', info: FlowInfo, msg: Uint8Array | null): void {
+    const m = msg === null ? null : parseMessage(msg);
+    const q = m?.questions[0];
+    this.log.debug({ network: info.network, src: info.src, id: m?.id ?? null, name: q?.name ?? null, type: q?.type ?? null, rcode: what === 'answer' ? (m?.rcode ?? null) : undefined, answers: what === 'answer' ? (m?.answers.map((a) => a.address ?? a.type) ?? null) : undefined }, `dns ${what}`);
+  }
+
+  private logFlow(info: FlowInfo, r: RelayResult & { requests?: number; outbounds?: string[] }, flowRule?: number): void {
+    if (info.logged) return;
+    info.logged = true;
+    info.end = null;
+    this.live.delete(info);
+    if (info.shutdown) r.close = 'shutdown';
     if (!this.log.isLevelEnabled('info')) return;
     this.log.info(
       {
@@ -800,6 +962,7 @@ export class Engine {
         bytesDown: r.bytesDown,
         durationMs: Date.now() - info.started,
         close: r.close,
+        ...(r.requests !== undefined ? { requests: r.requests, flowRule, ...(r.outbounds !== undefined ? { outbounds: r.outbounds } : {}) } : {}),
       },
       'flow',
     );

@@ -47,9 +47,24 @@ export interface HttpFlow {
   outbound: Outbound;
 }
 
+/**
+ * A client connection's totals for its flow line: what its requests matched
+ * (the last request's http.rules index and outbound, as in its "request"
+ * line; every outbound used when they differ) rather than the flow-level default.
+ */
+export interface HttpFlowResult extends RelayResult {
+  requests: number;
+  /** The last request's http.rules index (-1: none matched). */
+  rule: number;
+  /** The last request's outbound. */
+  outbound: string;
+  /** Every outbound the requests used, when more than one. */
+  outbounds?: string[];
+}
+
 interface Conn {
   flow: HttpFlow;
-  r: RelayResult;
+  r: HttpFlowResult;
   inflight: number;
   idle: NodeJS.Timeout | null;
 }
@@ -88,8 +103,8 @@ export class HttpL7 {
    * read from `stream` (which is paused); `done` gets the flow's totals when
    * the client connection closes (bytesDown counts response bodies).
    */
-  serve(stream: Duplex, firstBytes: readonly Buffer[], flow: HttpFlow, done: (r: RelayResult) => void): void {
-    const conn: Conn = { flow, r: { bytesUp: 0, bytesDown: 0, close: 'fin' }, inflight: 0, idle: null };
+  serve(stream: Duplex, firstBytes: readonly Buffer[], flow: HttpFlow, done: (r: HttpFlowResult) => void): void {
+    const conn: Conn = { flow, r: { bytesUp: 0, bytesDown: 0, close: 'fin', requests: 0, rule: -1, outbound: flow.outbound.name }, inflight: 0, idle: null };
     this.conns.set(stream, conn);
     stream.on('data', (c: Buffer) => (conn.r.bytesUp += c.length));
     stream.on('error', (err: Error & { code?: string }) => {
@@ -187,6 +202,7 @@ export class HttpL7 {
     const host = hostOf(hostHeader);
     const rule = matchHttpRule(this.rules, { method, target, host });
     const outbound = rule?.outbound != null ? this.outbounds.get(rule.outbound)! : conn.flow.outbound;
+    this.countRequest(conn.r, rule?.index ?? -1, outbound.name);
 
     let bytes = 0;
     let logged = false;
@@ -277,6 +293,16 @@ export class HttpL7 {
   private shortAnswer(res: http.ServerResponse, status: number, text: string): void {
     res.writeHead(status, { 'content-type': 'text/plain', 'content-length': String(Buffer.byteLength(text)) });
     res.end(text);
+  }
+
+  private countRequest(r: HttpFlowResult, rule: number, outbound: string): void {
+    if (r.requests > 0 && outbound !== r.outbound) {
+      r.outbounds ??= [r.outbound];
+      if (!r.outbounds.includes(outbound)) r.outbounds.push(outbound);
+    }
+    r.requests++;
+    r.rule = rule;
+    r.outbound = outbound;
   }
 
   private onClientError(err: Error & { code?: string }, socket: Duplex): void {

@@ -23,7 +23,7 @@
  * Everything is recorded in the same state file as the auto-route, before
  * it is applied, and removed by `sluice down` / the next run after a crash.
  */
-import { readFileSync, writeFileSync } from 'node:fs';
+import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import type { SluiceConfig } from '../config/types.js';
 import { runCommand, SystemStateError, type Runner } from './exec.js';
 import { emptyState, readState, removeState, writeState, type NftTableEntry, type RouteEntry, type RuleEntry, type SysctlEntry, type SystemState } from './state.js';
@@ -33,6 +33,36 @@ import { parseRules, type Collision } from './preflight.js';
 
 export const GATEWAY_NFT_TABLE: NftTableEntry = { family: 'inet', name: 'sluice_gw' };
 export const FORWARDING_SYSCTLS = ['net.ipv4.ip_forward', 'net.ipv6.conf.all.forwarding'] as const;
+
+/**
+ * Writing net.ipv4.ip_forward (or net.ipv6.conf.all.forwarding) sets the
+ * forwarding flag of every interface and of `default` of that family
+ * (devinet.c inet_forward_change, addrconf.c addrconf_forward_change), so
+ * putting the global value back alone would lose per-interface settings
+ * (conf.wan0.forwarding=1 becomes 0). These are the per-interface flags to
+ * record, as SysctlEntry keys, with their current values; in sysctl(8)'s
+ * convention a "/" in a key stands for a "." in the interface name (eth0.100).
+ */
+export function perInterfaceForwarding(globalKey: string): SysctlEntry[] {
+  const family = globalKey.startsWith('net.ipv6.') ? 'ipv6' : 'ipv4';
+  let names: string[];
+  try {
+    names = readdirSync(`/proc/sys/net/${family}/conf`);
+  } catch {
+    return [];
+  }
+  const out: SysctlEntry[] = [];
+  for (const name of names.sort()) {
+    if (name === 'all') continue; // the global flag itself (ipv4: the same as ip_forward)
+    const key = `net.${family}.conf.${name.replace(/\./g, '/')}.forwarding`;
+    try {
+      out.push({ key, value: readFileSync(sysctlPath(key), 'utf8').trim() });
+    } catch {
+      // the interface went away meanwhile
+    }
+  }
+  return out;
+}
 
 /** A route of the plan; `local` routes deliver to this host (TPROXY), `unreachable` ones are the kill switch. */
 export interface GatewayRoute extends Omit<RouteEntry, 'type'> {
@@ -251,7 +281,8 @@ export async function applyGateway(plan: GatewayPlan, statePath: string, runner:
     }
     if (old === '1') continue; // already on: nothing to put back
     const entry: SysctlEntry = { key, value: old };
-    mine.sysctls!.push(entry);
+    // The global first, then the per-interface flags it overwrites: restored in this order.
+    mine.sysctls!.push(entry, ...perInterfaceForwarding(key));
     writeState(statePath, whole());
     try {
       writeFileSync(sysctlPath(key), '1\n');

@@ -107,6 +107,16 @@ export function readState(path: string): SystemState | null {
 
 const isInt = (v: unknown): v is number => typeof v === 'number' && Number.isInteger(v);
 
+/**
+ * A dotted sysctl name under /proc/sys/net: components of name characters,
+ * where "/" stands for a "." inside an interface name (never a component
+ * of only "/"s, which would become "." or "..").
+ */
+function validSysctlKey(key: string): boolean {
+  if (!/^net\.[a-z0-9_]+(?:\.[^\s.:]{1,64})+$/.test(key)) return false;
+  return key.split('.').every((c) => !/^\/+$/.test(c));
+}
+
 function validate(d: unknown): string | null {
   if (d === null || typeof d !== 'object') return 'not an object';
   const s = d as Record<string, unknown>;
@@ -132,7 +142,7 @@ function validate(d: unknown): string | null {
   if (s.sysctls !== undefined) {
     if (!Array.isArray(s.sysctls)) return 'sysctls must be a list';
     for (const c of s.sysctls as Record<string, unknown>[]) {
-      if (typeof c.key !== 'string' || !/^[a-z0-9_]+(?:\.[A-Za-z0-9_-]+)+$/.test(c.key) || typeof c.value !== 'string' || !/^[0-9]{1,10}$/.test(c.value)) return `malformed sysctl ${JSON.stringify(c)}`;
+      if (typeof c.key !== 'string' || !validSysctlKey(c.key) || typeof c.value !== 'string' || !/^[0-9]{1,10}$/.test(c.value)) return `malformed sysctl ${JSON.stringify(c)}`;
     }
   }
   if (s.tcFilters !== undefined) {

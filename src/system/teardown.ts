@@ -12,9 +12,9 @@ import { readState, removeState, isEmptyState, ownerAlive, type SystemState } fr
 /** Kernel answers meaning "not there" (ENOENT, ESRCH, ENODEV), as ip(8) and nft(8) print them. */
 const GONE = /No such file or directory|No such process|Cannot find device|No such device|does not exist/;
 
-/** /proc/sys path of a dotted sysctl name (dots are separators; names here hold none). */
+/** /proc/sys path of a dotted sysctl name: dots are separators, a "/" stands for a "." in a name (sysctl(8): net.ipv4.conf.eth0/100.forwarding). */
 export function sysctlPath(key: string): string {
-  return `/proc/sys/${key.replace(/\./g, '/')}`;
+  return `/proc/sys/${key.replace(/[./]/g, (c) => (c === '.' ? '/' : '.'))}`;
 }
 
 /** tc(8)'s "not there" answers: the device, the qdisc or the filter is gone. */
@@ -99,7 +99,9 @@ export async function teardownState(state: SystemState, runner: Runner = runComm
       writeFileSync(sysctlPath(c.key), `${c.value}\n`);
       result.removed++;
     } catch (err) {
-      problems.push(`sysctl ${c.key}=${c.value}: ${(err as Error).message}`);
+      // A per-interface flag whose interface is gone (the TUN, a removed veth).
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') result.alreadyGone++;
+      else problems.push(`sysctl ${c.key}=${c.value}: ${(err as Error).message}`);
     }
   }
   if (problems.length > 0) {

@@ -132,6 +132,16 @@ t.test('sluice run: HTTP L7 mode with pooled upstreams, rules, header edits and 
     t.equal(bodies(g.stdout)[0]?.peer, GATEWAY_WAN_V4, 'GET / went direct');
     await engine.waitFor((l) => l.msg === 'request' && l.src === `${CLIENT_V4}:42003`, 5000, 'the POST access line');
     t.match(requestsFrom(42003)[0], { method: 'POST', path: '/api/items', outbound: 'corp', rule: 0, status: 200 }, 'access line names rule 0 and corp');
+    const flow = await engine.flowFrom(`${CLIENT_V4}:42003`);
+    t.match(flow, { protocol: 'http', outbound: 'corp', rule: 0, requests: 1 }, "the connection's flow line says what its request matched, not the flow-level default");
+    t.notOk(flow !== null && 'outbounds' in flow, 'one outbound: no outbounds list');
+  });
+
+  await t.test('a connection whose requests go different ways: the flow line names the last and lists all', async (t) => {
+    const r = await curl(client, ['--local-port', '42008', ...resolve, '-X', 'POST', '--data-binary', 'x=1', url('/api/one'), url('/other')]);
+    t.equal(r.code, 0, `curl succeeds (${describe(r)})`);
+    const flow = await engine.flowFrom(`${CLIENT_V4}:42008`);
+    t.match(flow, { protocol: 'http', outbound: 'direct', rule: -1, requests: 2, outbounds: ['corp', 'direct'] }, `flow line: ${JSON.stringify(flow)}`);
   });
 
   await t.test('setHeaders and removeHeaders are visible at the server', async (t) => {

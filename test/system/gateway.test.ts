@@ -21,7 +21,7 @@ import type { Test } from 'tap';
 import { requireRoot, type Netns } from '../harness/netns.js';
 import { threeNamespaces, CLIENT_V4, CLIENT_V6, GATEWAY_WAN_V4, GATEWAY_WAN_V6, SERVER_V4, SERVER_V6 } from '../harness/topology.js';
 import { createLab, curl, describe, requireCommands, startWebServer, tempDir, TUN, type Engine } from '../fixtures/engine/lab.js';
-import { linkPackets, sluiceDown, snapshot, spawnSluice, startSluice } from './workstation.js';
+import { linkPackets, settle, sluiceDown, snapshot, spawnSluice, startSluice } from './workstation.js';
 
 const TABLE = 2022;
 const PRIORITY = 9000;
@@ -40,23 +40,6 @@ dns:
 route: { table: ${TABLE}, priority: ${PRIORITY} }
 gateway: { enabled: true, lan: [lan0], ${gateway} }
 `;
-}
-
-/**
- * Waits until IPv6 on the gateway's links has settled (link-local addresses
- * present, duplicate address detection over), so that the kernel's own
- * fe80::/64 and local routes do not appear between two snapshots.
- */
-async function settle(ns: Netns): Promise<void> {
-  const deadline = Date.now() + 10_000;
-  for (;;) {
-    const tentative = await ns.sh('ip -6 addr show tentative');
-    const linkLocal = await ns.sh('ip -6 -o addr show scope link');
-    const local = await ns.sh('ip -6 route show table local');
-    if (tentative.trim() === '' && ['lan0', 'wan0'].every((d) => linkLocal.includes(` ${d} `) && new RegExp(`local fe80::\\S+ dev ${d} `).test(local))) return;
-    if (Date.now() > deadline) throw new Error(`IPv6 did not settle:\n${tentative}\n${linkLocal}\n${local}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
 }
 
 /** Routing, firewall and forwarding state of the gateway namespace. */
@@ -117,10 +100,12 @@ t.test('mode tun: LAN traffic is policy-routed into the TUN; state restored', { 
   const engine = await startSluice(t, gateway, dir, config('mode: tun'), state);
   await engine.waitFor((l) => l.msg === 'gateway installed', 5000, '"gateway installed"');
   t.equal((await gateway.sh('sysctl -n net.ipv4.ip_forward net.ipv6.conf.all.forwarding')).split('\n').filter(Boolean).join(','), '1,1', 'forwarding is on while running');
-  const recorded = JSON.parse(readFileSync(state, 'utf8')) as { rules: unknown[]; routes: unknown[]; sysctls: unknown[] };
+  const recorded = JSON.parse(readFileSync(state, 'utf8')) as { rules: unknown[]; routes: unknown[]; sysctls: { key: string; value: string }[] };
   t.equal(recorded.rules.length, 2, 'state lists iif lan0 rules (v4, v6)');
   t.equal(recorded.routes.length, 4, 'state lists the default routes via the TUN and the kill switch unreachable routes (v4, v6)');
-  t.same(recorded.sysctls, [{ key: 'net.ipv4.ip_forward', value: '0' }, { key: 'net.ipv6.conf.all.forwarding', value: '0' }], 'state lists the old forwarding values');
+  const perInterface = /^net\.ipv[46]\.conf\.(?!all\.)[^.]+\.forwarding$/;
+  t.same(recorded.sysctls.filter((c) => !perInterface.test(c.key)), [{ key: 'net.ipv4.ip_forward', value: '0' }, { key: 'net.ipv6.conf.all.forwarding', value: '0' }], 'state lists the old forwarding values');
+  t.ok(recorded.sysctls.some((c) => c.key === 'net.ipv4.conf.lan0.forwarding') && recorded.sysctls.some((c) => c.key === 'net.ipv6.conf.wan0.forwarding'), 'and the per-interface flags the global write overwrites');
   t.match(await gateway.sh('ip rule; ip -6 rule'), new RegExp(`${PRIORITY}:\\s+from all iif lan0 lookup ${TABLE}`), 'the iif rule is installed');
 
   const c0 = await linkPackets(gateway, TUN);

@@ -55,6 +55,38 @@ export async function workstation(t: Test, tag: string, web = true): Promise<{ w
   return { ws, server };
 }
 
+/**
+ * Waits until IPv6 on the gateway's links has settled (link-local addresses
+ * present, duplicate address detection over), so that the kernel's own
+ * fe80::/64 and local routes do not appear between two snapshots.
+ */
+export async function settle(ns: Netns, links: readonly string[] = ['lan0', 'wan0']): Promise<void> {
+  const deadline = Date.now() + 10_000;
+  for (;;) {
+    const tentative = await ns.sh('ip -6 addr show tentative');
+    const linkLocal = await ns.sh('ip -6 -o addr show scope link');
+    const local = await ns.sh('ip -6 route show table local');
+    if (tentative.trim() === '' && links.every((d) => linkLocal.includes(` ${d} `) && new RegExp(`local fe80::\\S+ dev ${d} `).test(local))) return;
+    if (Date.now() > deadline) throw new Error(`IPv6 did not settle:\n${tentative}\n${linkLocal}\n${local}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+/**
+ * snapshot() plus every forwarding sysctl (global and per interface, both
+ * families) and the tc qdiscs and filters of `links`: all that sluice's
+ * gateway and classifier modes change.
+ */
+export async function fullSnapshot(ns: Netns, links: readonly string[] = ['lan0', 'wan0']): Promise<string> {
+  const tc = links.map((l) => `echo "## tc ${l}"; tc qdisc show dev ${l}; tc filter show dev ${l} ingress; tc filter show dev ${l} egress`).join('; ');
+  return (
+    (await snapshot(ns)) +
+    (await ns.sh(
+      'echo "## forwarding"; for f in /proc/sys/net/ipv4/ip_forward /proc/sys/net/ipv4/conf/*/forwarding /proc/sys/net/ipv6/conf/*/forwarding; do echo "$f $(cat $f)"; done; ' + tc,
+    ))
+  );
+}
+
 /** The namespace's whole routing and firewall state, as text to compare. */
 export async function snapshot(ns: Netns): Promise<string> {
   return ns.sh(
@@ -69,7 +101,10 @@ export async function snapshot(ns: Netns): Promise<string> {
 export function spawnSluice(t: Test, ns: Netns, dir: string, yaml: string, state: string, file = 'sluice.yaml', env: NodeJS.ProcessEnv = {}): Engine {
   const cfg = path.join(dir, file);
   writeFileSync(cfg, yaml);
-  const engine = new Engine(ns.spawn([process.execPath, SLUICE_BIN, 'run', '--config', cfg, '--state', state], { env: { ...childEnv, ...env } }));
+  // `env -u NODE_OPTIONS`: tap's @tapjs/processinfo puts its --import back into
+  // every child's NODE_OPTIONS (an empty value in `env` is not enough), and
+  // its signal-exit handlers would turn an early SIGTERM into death by SIGTERM.
+  const engine = new Engine(ns.spawn(['env', '-u', 'NODE_OPTIONS', process.execPath, SLUICE_BIN, 'run', '--config', cfg, '--state', state], { env: { ...childEnv, ...env } }));
   t.teardown(() => {
     if (!t.passing()) t.comment(`sluice (${cfg}):\n${engine.transcript()}`);
   });

@@ -1,0 +1,126 @@
+/**
+ * SIGTERM at every 50 ms step of `sluice run`'s start-up (issue 12 item 9):
+ * each time the process exits 0 within 5 s and the gateway namespace's
+ * state is exactly what it was before: ip rules and routes (all tables,
+ * both families), the nftables ruleset, tc qdiscs and filters, and every
+ * forwarding sysctl, the per-interface ones included (conf.wan0.forwarding
+ * and the IPv6 conf.lan0.forwarding are 1 before start while the globals
+ * are 0, so a global write that resets them shows).
+ *
+ * The steps are counted from the moment the process can take a signal
+ * without dying: bin/sluice.js's first statements catch SIGHUP, which
+ * node itself does not, so once the process runs node, bit 0 of SigCgt in
+ * /proc/PID/status says the launcher's handlers are in place (sluice is
+ * started without tap's NODE_OPTIONS, whose signal-exit catches SIGHUP too). A calibration run measures the time
+ * from there to "ready"; the steps cover it (at most 40), plus one after ready.
+ *
+ * Modes: gateway mode tun, and the eBPF classifier on lan0.
+ *
+ * Needs root, /dev/net/tun, ip, nft, tc, a kernel that loads eBPF.
+ */
+import t from 'tap';
+import path from 'node:path';
+import { existsSync, readFileSync } from 'node:fs';
+import type { Test } from 'tap';
+import { requireRoot, type Netns } from '../harness/netns.js';
+import { threeNamespaces } from '../harness/topology.js';
+import { createLab, requireCommands, tempDir, TUN, type Engine } from '../fixtures/engine/lab.js';
+import { fullSnapshot, settle, sluiceDown, spawnSluice } from './workstation.js';
+
+const STEP_MS = 50;
+const MAX_STEPS = Number(process.env.SLUICE_STOP_STEPS ?? 40);
+const STOP_BUDGET_MS = 5000;
+
+const COMMON = `
+log: { level: info, format: json }
+tun: { name: ${TUN} }
+dns: { mode: real-ip, hijack: false, fakeIp: { persistPath: null }, upstreams: [ { address: "udp://203.0.113.2:53" } ] }
+route: { table: 2022, priority: 9000 }
+`;
+
+const MODES = [
+  { name: 'gateway mode tun', yaml: `${COMMON}gateway: { enabled: true, lan: [lan0], mode: tun }\n`, installed: 'gateway installed' },
+  { name: 'classifier on lan0', yaml: `${COMMON}classifier: { enabled: true, interfaces: [lan0] }\n`, installed: 'classifier attached' },
+];
+
+let lastSeen = '';
+/**
+ * Resolves once the launcher's handlers are installed (SIGHUP caught), with
+ * performance.now() then. The command line is read first: between fork and
+ * exec the child still carries the test process's own handlers.
+ */
+async function handlersInstalled(engine: Engine): Promise<number> {
+  const pid = engine.proc.pid!;
+  const deadline = Date.now() + 20_000;
+  while (Date.now() < deadline) {
+    try {
+      const cmdline = readFileSync(`/proc/${pid}/cmdline`, 'utf8');
+      if (cmdline.startsWith(`${process.execPath}\0`) && cmdline.includes('sluice.js')) {
+        const m = /^SigCgt:\s*([0-9a-f]+)$/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+        if (m !== null && (BigInt(`0x${m[1]!}`) & 1n) === 1n) {
+          lastSeen = m![1]!;
+          return performance.now();
+        }
+      }
+    } catch {
+      // not there yet, or gone
+    }
+    if (!engine.running) throw new Error(`sluice exited before installing its handlers\n${engine.transcript()}`);
+    await new Promise((r) => setTimeout(r, 2));
+  }
+  throw new Error('sluice did not install its signal handlers within 20 s');
+}
+
+async function runMode(t: Test, gateway: Netns, dir: string, mode: (typeof MODES)[number], before: string): Promise<void> {
+  const state = path.join(dir, 'state.json');
+  // Calibration: how long start-up takes, from the handlers to "ready".
+  const cal = spawnSluice(t, gateway, dir, mode.yaml, state);
+  const h0 = await handlersInstalled(cal);
+  await cal.waitFor((l) => l.msg === 'ready', 20_000, '"ready"');
+  const readyMs = performance.now() - h0;
+  t.ok(cal.lines.some((l) => l.msg === mode.installed), `calibration run: "${mode.installed}"`);
+  t.equal((await cal.stop()).code, 0, 'calibration run stops with 0');
+  t.equal(await fullSnapshot(gateway), before, 'calibration run: state restored');
+  const steps = Math.min(MAX_STEPS, Math.ceil(readyMs / STEP_MS) + 1);
+  t.comment(`${mode.name}: ready ${Math.round(readyMs)} ms after the handlers; ${steps + 1} steps of ${STEP_MS} ms`);
+
+  const reached = new Map<string, number>();
+  for (let k = 0; k <= steps; k++) {
+    const at = k * STEP_MS;
+    const engine = spawnSluice(t, gateway, dir, mode.yaml, state);
+    const h = await handlersInstalled(engine);
+    const wait = at - (performance.now() - h);
+    if (wait > 0) await new Promise((r) => setTimeout(r, wait));
+    const t0 = performance.now();
+    engine.proc.kill('SIGTERM');
+    const hard = setTimeout(() => engine.proc.kill('SIGKILL'), 15_000);
+    const exit = await engine.exited;
+    clearTimeout(hard);
+    const ms = Math.round(performance.now() - t0);
+    const last = [...engine.lines].reverse().find((l) => l.msg !== 'stopped' && l.msg !== 'stopping' && l.msg !== 'stopping during start-up' && !/removed|detached/.test(String(l.msg)))?.msg ?? '(before the first line)';
+    reached.set(String(last), (reached.get(String(last)) ?? 0) + 1);
+    const label = `${mode.name}, SIGTERM ${at} ms into start-up (last step logged: ${last})`;
+    const exact = (await fullSnapshot(gateway)) === before;
+    // One assertion per step keeps the output readable; the details go in the message on failure.
+    t.ok(exit.code === 0 && exit.signal === null && ms < STOP_BUDGET_MS && exact && !existsSync(state), `${label}: exit ${exit.code ?? exit.signal} after ${ms} ms, state ${exact ? 'restored' : 'NOT restored'} (SigCgt ${lastSeen})`, exact ? {} : { diff: await fullSnapshot(gateway), before });
+    // Put the namespace back for the next steps when this one has failed already.
+    if (!exact && existsSync(state)) await sluiceDown(gateway, state);
+  }
+  t.comment(`${mode.name}: where start-up was when the signal came: ${JSON.stringify(Object.fromEntries(reached))}`);
+  t.ok(reached.size >= 3, `the steps landed at several points of start-up (${reached.size})`);
+}
+
+for (const mode of MODES) {
+  t.test(`SIGTERM at every ${STEP_MS} ms of start-up: ${mode.name}`, { timeout: 400_000 }, async (t) => {
+    if (!requireRoot(t)) return;
+    if (!requireCommands(t, ['ip', 'nft', 'tc'])) return;
+    const lab = await createLab(t, mode.name.startsWith('gateway') ? 'stopupgw' : 'stopupcl');
+    const { gateway } = await threeNamespaces(lab);
+    await gateway.sh('sysctl -qw net.ipv4.ip_forward=0 net.ipv6.conf.all.forwarding=0 && sysctl -qw net.ipv4.conf.wan0.forwarding=1 net.ipv6.conf.lan0.forwarding=1 net.ipv4.conf.all.rp_filter=0');
+    await settle(gateway);
+    const before = await fullSnapshot(gateway);
+    t.match(before, /ipv4\/conf\/wan0\/forwarding 1/, 'set up: wan0 forwards');
+    t.match(before, /ipv6\/conf\/lan0\/forwarding 1/, 'set up: IPv6 lan0 forwards');
+    await runMode(t, gateway, tempDir(t, 'stopup'), mode, before);
+  });
+}
