@@ -161,7 +161,7 @@ function validate(d: unknown): string | null {
  * set-up (src/system/privileges.ts), and the next root `sluice run` or
  * `sluice down` acts on what the file lists. So, beyond the shape, only the
  * forms sluice itself writes are accepted: one word per selector item, route
- * destination and device (no whitespace that could start another
+ * destination and device (none for an unreachable route; no whitespace that could start another
  * `ip -batch` command), nftables tables of sluice's own names, and sysctls
  * under net. (never kernel.* or the like).
  */
@@ -170,7 +170,11 @@ const NFT_NAME = /^sluice[A-Za-z0-9_-]{0,58}$/;
 
 function foreignForm(s: SystemState): string | null {
   for (const r of s.rules) if (!r.selector.every((w) => WORD.test(w))) return `rule ${JSON.stringify(r)} is not one sluice writes`;
-  for (const r of s.routes) if (!WORD.test(r.dst) || !WORD.test(r.dev)) return `route ${JSON.stringify(r)} is not one sluice writes`;
+  for (const r of s.routes) {
+    // The kill switch's unreachable routes have no device (src/system/routing.ts).
+    const devOk = WORD.test(r.dev) || (r.type === 'unreachable' && r.dev === '');
+    if (!WORD.test(r.dst) || !devOk) return `route ${JSON.stringify(r)} is not one sluice writes`;
+  }
   for (const n of s.nftTables) if (!NFT_NAME.test(n.name)) return `nft table ${JSON.stringify(n)} is not one sluice writes`;
   for (const c of s.sysctls ?? []) if (!c.key.startsWith('net.')) return `sysctl ${JSON.stringify(c)} is not one sluice writes`;
   return null;

@@ -111,10 +111,12 @@ t.test('a state file (writable by run.user after the drop) may only list forms s
     }
   };
   t.equal(refused({ nftTables: [{ family: 'inet', name: 'sluice_gw' }], sysctls: [{ key: 'net.ipv4.ip_forward', value: '0' }] }), 'accepted', 'sluice\'s own forms are read');
-  t.match(refused({ sysctls: [{ key: 'kernel.randomize_va_space', value: '0' }] }), /sysctl .* is not one sluice writes/, 'a kernel.* sysctl is refused');
+  t.match(refused({ sysctls: [{ key: 'kernel.randomize_va_space', value: '0' }] }), /(malformed sysctl|sysctl .* is not one sluice writes)/, 'a kernel.* sysctl is refused');
   t.match(refused({ nftTables: [{ family: 'inet', name: 'filter' }] }), /nft table .* is not one sluice writes/, 'a foreign nftables table is refused');
   t.match(refused({ rules: [{ family: 4, priority: 9000, selector: ['lookup', '2022\nrule del priority 0'] }] }), /rule .* is not one sluice writes/, 'a selector smuggling another ip -batch line is refused');
   t.match(refused({ routes: [{ family: 4, dst: '0.0.0.0/0 x', dev: 'sl0', table: 2022 }] }), /route .* is not one sluice writes/, 'a route with whitespace is refused');
+  t.equal(refused({ routes: [{ family: 4, dst: '0.0.0.0/0', dev: '', table: 2022, type: 'unreachable', metric: 4294967295 }] }), 'accepted', 'the kill switch\'s unreachable route (no device) is read');
+  t.match(refused({ routes: [{ family: 4, dst: '0.0.0.0/0', dev: '', table: 2022 }] }), /route .* is not one sluice writes/, 'a device-less route of any other type is refused');
 });
 
 t.test('native: usage errors and sd_notify failures name the cause', async (t) => {
