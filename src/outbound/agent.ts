@@ -45,7 +45,9 @@ export function dialingAgent(outbound: Outbound, opts: DialingAgentOptions = {})
           (raw: Duplex) => {
             if (o.protocol !== 'https:') return callback(null, raw as never);
             const servername = o.servername ?? (isIP(hostname) === 0 ? hostname : undefined);
-            const secure = tls.connect({ ...tlsOptions, socket: raw, ...(servername !== undefined ? { servername } : {}), ALPNProtocols: ['http/1.1'] });
+            // host: what the certificate is checked against (without it, tls checks "localhost"),
+            // also for an IP-literal origin, which gets no SNI (RFC 6066 3).
+            const secure = tls.connect({ ...tlsOptions, socket: raw, host: hostname, ...(servername !== undefined ? { servername } : {}), ALPNProtocols: ['http/1.1'] });
             secure.once('secureConnect', () => callback(null, secure));
             secure.once('error', (err) => callback(err, null));
           },

@@ -27,9 +27,10 @@
 import dgram from 'node:dgram';
 import { EventEmitter } from 'node:events';
 import { loadNative } from '../link/native.js';
-import { formatIpv4 } from '../wire/ipv4.js';
-import { formatIpv6 } from '../wire/ipv6.js';
-import { fold, internetChecksum, sum16 } from '../wire/checksum.js';
+import { IPV4_DST, IPV4_HEADER_LEN, IPV4_SRC, emitIpv4, formatIpv4, newIpv4EmitRepr, readIpv4Addr } from '../wire/ipv4.js';
+import { IPV6_DST, IPV6_HEADER_LEN, IPV6_SRC, NH_UDP, emitIpv6, formatIpv6, newIpv6EmitRepr } from '../wire/ipv6.js';
+import { UDP_HEADER_LEN, emitUdp } from '../wire/udp.js';
+import { fold, pseudoHeaderSumV4, pseudoHeaderSumV6, sum16 } from '../wire/checksum.js';
 import { isUnicastAt } from '../wire/address-class.js';
 import type { Logger } from '../engine/logger.js';
 import type { UnreachableKind } from '../stack.js';
@@ -74,49 +75,37 @@ export interface TproxyUdpOptions {
  * as an ICMP error quotes them (RFC 792, RFC 4443 3.1). Once per session.
  */
 export function buildUdpQuote(family: 4 | 6, bytes: Uint8Array, srcAt: number, dstAt: number, srcPort: number, dstPort: number, payload: Uint8Array): Uint8Array {
-  const ipLen = family === 4 ? 20 : 40;
-  const udpLen = 8 + payload.length;
+  const ipLen = family === 4 ? IPV4_HEADER_LEN : IPV6_HEADER_LEN;
+  const udpLen = UDP_HEADER_LEN + payload.length;
   const quoted = payload.length < QUOTE_MAX - ipLen ? payload.length : QUOTE_MAX - ipLen;
-  const q = new Uint8Array(ipLen + 8 + quoted);
-  const addrLen = family === 4 ? 4 : 16;
+  const q = new Uint8Array(ipLen + UDP_HEADER_LEN + quoted);
   if (family === 4) {
-    q[0] = 0x45;
-    const total = 20 + udpLen;
-    q[2] = total >>> 8;
-    q[3] = total & 0xff;
-    q[8] = 64;
-    q[9] = 17;
-    q.set(bytes.subarray(srcAt, srcAt + 4), 12);
-    q.set(bytes.subarray(dstAt, dstAt + 4), 16);
-    const c = internetChecksum(q, 0, 20);
-    q[10] = c >>> 8;
-    q[11] = c & 0xff;
+    const ip = newIpv4EmitRepr();
+    ip.src = readIpv4Addr(bytes, srcAt);
+    ip.dst = readIpv4Addr(bytes, dstAt);
+    ip.protocol = NH_UDP;
+    ip.dontFragment = false;
+    ip.payloadLength = udpLen;
+    emitIpv4(ip, q, 0);
   } else {
-    q[0] = 0x60;
-    q[4] = udpLen >>> 8;
-    q[5] = udpLen & 0xff;
-    q[6] = 17;
-    q[7] = 64;
-    q.set(bytes.subarray(srcAt, srcAt + 16), 8);
-    q.set(bytes.subarray(dstAt, dstAt + 16), 24);
+    const ip = newIpv6EmitRepr();
+    ip.src = bytes.subarray(srcAt, srcAt + 16);
+    ip.dst = bytes.subarray(dstAt, dstAt + 16);
+    ip.nextHeader = NH_UDP;
+    ip.payloadLength = udpLen;
+    emitIpv6(ip, q, 0);
   }
-  const u = ipLen;
-  q[u] = srcPort >>> 8;
-  q[u + 1] = srcPort & 0xff;
-  q[u + 2] = dstPort >>> 8;
-  q[u + 3] = dstPort & 0xff;
-  q[u + 4] = udpLen >>> 8;
-  q[u + 5] = udpLen & 0xff;
-  q.set(payload.subarray(0, quoted), u + 8);
-  // The UDP checksum over the whole datagram (RFC 768; RFC 8200 8.1 makes it mandatory for IPv6).
-  let sum = sum16(q, family === 4 ? 12 : 8, 2 * addrLen);
-  sum += 17 + udpLen;
-  sum = sum16(q, u, 8, sum);
+  emitUdp(srcPort, dstPort, payload.length, q, ipLen);
+  q.set(payload.subarray(0, quoted), ipLen + UDP_HEADER_LEN);
+  // The UDP checksum over the whole datagram, not only the quoted part
+  // (RFC 768; RFC 8200 8.1 makes it mandatory for IPv6).
+  let sum = family === 4 ? pseudoHeaderSumV4(q, IPV4_SRC, IPV4_DST, NH_UDP, udpLen) : pseudoHeaderSumV6(q, IPV6_SRC, IPV6_DST, NH_UDP, udpLen);
+  sum = sum16(q, ipLen, UDP_HEADER_LEN, sum);
   sum = sum16(payload, 0, payload.length, sum);
   let c = ~fold(sum) & 0xffff;
   if (c === 0) c = 0xffff;
-  q[u + 6] = c >>> 8;
-  q[u + 7] = c & 0xff;
+  q[ipLen + 6] = c >>> 8;
+  q[ipLen + 7] = c & 0xff;
   return q;
 }
 

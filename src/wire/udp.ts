@@ -33,7 +33,7 @@ export function parseUdp(buf: Uint8Array, off: number, len: number, r: UdpRepr):
   return WireError.Ok;
 }
 
-/** Writes the 8-byte header with a zero checksum; returns 8. Finish with finishUdpChecksum. */
+/** Writes the 8-byte header with a zero checksum (the caller fills it in); returns 8. */
 export function emitUdp(srcPort: number, dstPort: number, payloadLength: number, buf: Uint8Array, off: number): number {
   const length = UDP_HEADER_LEN + payloadLength;
   buf[off] = (srcPort >>> 8) & 0xff;
