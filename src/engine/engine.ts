@@ -803,6 +803,7 @@ export class Engine {
       maxSessions: this.config.gateway.tproxyUdpSessions,
       counters: this.counters.tproxyUdp,
       unreachable: (family, kind, quote) => this.stack.injectUnreachable(family, kind, quote),
+      ...(this.config.route.auto ? { mark: this.config.route.mark } : {}),
     };
   }
 

@@ -68,6 +68,8 @@ export interface TproxyUdpOptions {
   unreachable?: UnreachableSender;
   /** Counted into (the engine's counters, so they appear in its logs). */
   counters?: TproxyUdpCounters;
+  /** SO_MARK of the reply sockets (route.mark under route.auto, so replies to the LAN never enter the TUN). */
+  mark?: number;
 }
 
 /**
@@ -210,6 +212,7 @@ export interface TproxyUdp {
 export async function startTproxyUdp(port: number, onSession: (s: TproxyUdpSession) => void, log: Logger, options: TproxyUdpOptions = {}): Promise<TproxyUdp> {
   const idleMs = options.idleMs ?? 60_000;
   const maxSessions = options.maxSessions ?? 16_384;
+  const replyMark = options.mark;
   const counters = options.counters ?? newTproxyUdpCounters();
   const unreachable = options.unreachable ?? null;
   const native = loadNative();
@@ -268,7 +271,7 @@ export async function startTproxyUdp(port: number, onSession: (s: TproxyUdpSessi
         warnedFull = false;
         let reply: dgram.Socket;
         try {
-          const replyFd = native.createSocket({ family, type: 'udp', transparent: true, reuseAddr: true, bind: { address: dst, port: dstPort } });
+          const replyFd = native.createSocket({ family, type: 'udp', transparent: true, reuseAddr: true, bind: { address: dst, port: dstPort }, ...(replyMark !== undefined ? { mark: replyMark } : {}) });
           reply = dgram.createSocket({ type: family === 4 ? 'udp4' : 'udp6', reuseAddr: true });
           reply.on('error', (err) => log.debug({ err: err.message, dst }, 'tproxy UDP reply socket error'));
           reply.bind({ fd: replyFd });
