@@ -155,12 +155,13 @@ function validate(d: unknown): string | null {
  * `ip -batch` command), nftables tables of sluice's own names, and sysctls
  * under net. (never kernel.* or the like).
  */
+/** An unreachable route (the kill switch) has no device. */
 const WORD = /^[^\s]{1,128}$/;
 const NFT_NAME = /^sluice[A-Za-z0-9_-]{0,58}$/;
 
 function foreignForm(s: SystemState): string | null {
   for (const r of s.rules) if (!r.selector.every((w) => WORD.test(w))) return `rule ${JSON.stringify(r)} is not one sluice writes`;
-  for (const r of s.routes) if (!WORD.test(r.dst) || !WORD.test(r.dev)) return `route ${JSON.stringify(r)} is not one sluice writes`;
+  for (const r of s.routes) if (!WORD.test(r.dst) || (r.dev === '' ? r.type !== 'unreachable' : !WORD.test(r.dev))) return `route ${JSON.stringify(r)} is not one sluice writes`;
   for (const n of s.nftTables) if (!NFT_NAME.test(n.name)) return `nft table ${JSON.stringify(n)} is not one sluice writes`;
   for (const c of s.sysctls ?? []) if (!c.key.startsWith('net.')) return `sysctl ${JSON.stringify(c)} is not one sluice writes`;
   return null;
