@@ -1113,7 +1113,11 @@ export class TcpConnection {
     if (!this.sackOk || this.sentBytes === 0 || this.rtt.samples === 0 || this.probesSinceAck >= 2 || this.recovery.state === 'loss') return;
     let pto = 2 * this.rtt.srtt;
     if (pto < 2) pto = 2;
-    if (this.recovery.scoreboard.pipe <= this.sendMss) pto += this.config.delayedAckMs;
+    // RFC 8985 7.2: FlightSize (SND.NXT - SND.UNA), not the pipe: with SACKed
+    // data above a hole the receiver ACKs a segment filling it at once
+    // (RFC 5681 4.2), so one segment left in the pipe of a larger flight
+    // waits for no delayed ACK.
+    if (this.sentBytes <= this.sendMss) pto += this.config.delayedAckMs;
     if (now + pto < this.rtoAt) this.tlpAt = now + pto;
   }
 
