@@ -177,6 +177,17 @@ t.test('TLP: a lost tail is probed after 2*SRTT, and the probe\'s SACK repairs i
   t.equal(f.conn.timeouts, 0, 'without a retransmission timeout');
 });
 
+t.test('TLP: on a sub-millisecond path (SRTT 0 from ms timestamps) the probe goes 1 ms after the tail, not 2', async (t) => {
+  const f = withRtt(0);
+  t.equal(f.conn.rtt.srtt, 0, 'a zero RTT sample');
+  queue(f, 4 * MSS);
+  const base = dataOf(f.dispatch())[0]!.repr.seq;
+  ackWith(f, base, 2, []); // 0-1 arrive, the tail 2-3 is lost
+  t.equal(dataOf(f.advance(0.9)).length, 0, 'nothing before the 1 ms floor');
+  const probe = dataOf(f.advance(0.2));
+  t.same(probe.map((s) => segIndex(s, base)), [3], 'the probe resends the last segment at 1 ms');
+});
+
 t.test('TLP: a lost retransmission with the rest of the flight SACKed is probed after 2*SRTT, without waiting for a delayed ACK', async (t) => {
   const f = withRtt(2);
   queue(f, 4 * MSS);
