@@ -157,3 +157,17 @@ t.test('preflight names the colliding field', async (t) => {
   const clean = fakeRunner((argv) => (argv[0] === 'nft' ? { code: 1 } : { stdout: argv.includes('rule') ? '0:\tfrom all lookup local\n' : '' }));
   t.same(await findCollisions(route, clean.runner), []);
 });
+
+t.test('state file: a kill-switch unreachable route (no device) reads back; a device-less route of another type is refused', async (t) => {
+  const dir = mkdtempSync(path.join(tmpdir(), 'sluice-state-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const file = path.join(dir, 'state.json');
+  const state = emptyState();
+  state.routes.push({ family: 4, dst: '0.0.0.0/0', dev: '', table: 2022, type: 'unreachable', metric: 4294967295 });
+  writeState(file, state);
+  t.same(readState(file)!.routes, state.routes, 'the unreachable route is read back');
+  const bad = emptyState();
+  bad.routes.push({ family: 4, dst: '0.0.0.0/0', dev: '', table: 2022 });
+  writeState(file, bad);
+  t.throws(() => readState(file), /is not one sluice writes/, 'a route without a device that is not unreachable is refused');
+});

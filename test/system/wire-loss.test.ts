@@ -37,14 +37,16 @@ const LOSS_PERCENT = 5;
 /**
  * sluice's goodput must reach this fraction of the kernel's, per direction
  * and family (the median of the runs). The issue's goal is 0.25, which
- * downloads do not always reach here (11-33 % of the kernel's in runs on a
- * loaded 2-core machine, the kernel itself varying from 537 to 1380
- * Mbit/s); the floor keeps a margin below the lowest while catching what
+ * downloads reach in the median but not in every run here (22-44 % of the
+ * kernel's in runs on a loaded 2-core machine, the kernel itself varying
+ * from 628 to 1227 Mbit/s; 13-24 % before the tail loss probe fixes). The
+ * floor keeps a margin below the lowest while catching a return to either
+ * (a PTO of 2 ms or with the delayed-ACK allowance in recovery) or to what
  * the issue reported (downloads at 7 % of the kernel's, one crawling at
  * 5 Mbit/s). The SHA-256 checks caught the recovery this replaced: it
  * corrupted an IPv4 download here. Override with SLUICE_LOSS_FLOOR.
  */
-const FLOOR = Number(process.env.SLUICE_LOSS_FLOOR ?? 0.08);
+const FLOOR = Number(process.env.SLUICE_LOSS_FLOOR ?? 0.15);
 /** Runs per measurement; the median is compared (SLUICE_LOSS_RUNS). */
 const RUNS = Number(process.env.SLUICE_LOSS_RUNS ?? 1);
 

@@ -177,6 +177,36 @@ t.test('TLP: a lost tail is probed after 2*SRTT, and the probe\'s SACK repairs i
   t.equal(f.conn.timeouts, 0, 'without a retransmission timeout');
 });
 
+t.test('TLP: on a sub-millisecond path (SRTT 0 from ms timestamps) the probe goes 1 ms after the tail, not 2', async (t) => {
+  const f = withRtt(0);
+  t.equal(f.conn.rtt.srtt, 0, 'a zero RTT sample');
+  queue(f, 4 * MSS);
+  const base = dataOf(f.dispatch())[0]!.repr.seq;
+  ackWith(f, base, 2, []); // 0-1 arrive, the tail 2-3 is lost
+  t.equal(dataOf(f.advance(0.9)).length, 0, 'nothing before the 1 ms floor');
+  const probe = dataOf(f.advance(0.2));
+  t.same(probe.map((s) => segIndex(s, base)), [3], 'the probe resends the last segment at 1 ms');
+});
+
+t.test('TLP: a lost retransmission with the rest of the flight SACKed is probed after 2*SRTT, without waiting for a delayed ACK', async (t) => {
+  const f = withRtt(2);
+  queue(f, 4 * MSS);
+  const base = dataOf(f.dispatch())[0]!.repr.seq;
+  f.now = 4;
+  // Segments 1-3 arrive, 0 is lost: RACK finds it at once, fast recovery resends it.
+  const rexmit = dataOf(ackWith(f, base, 0, [[1, 4]]));
+  t.same(rexmit.map((s) => segIndex(s, base)), [0], 'segment 0 resent on the SACK');
+  // The resend is lost too. One segment in the pipe, four in flight: the
+  // receiver holds data above the hole and ACKs its fill at once (RFC 5681
+  // 4.2), so PTO is 2*SRTT (RFC 8985 7.2 adds WCDelAckT only for a flight of one).
+  const srtt = f.conn.rtt.srtt;
+  const probe = dataOf(f.advance(Math.max(2 * srtt, 2) + 0.5));
+  t.same(probe.map((s) => segIndex(s, base)), [0], `the probe resends segment 0 after 2*SRTT (SRTT ${srtt.toFixed(1)} ms), not ${f.conn.config.delayedAckMs} ms later`);
+  ackWith(f, base, 4, []);
+  t.equal(f.conn.sendRing.length, 0, 'repaired');
+  t.equal(f.conn.timeouts, 0, 'without a retransmission timeout');
+});
+
 t.test('TLP: new data is the probe when the window allows; at most two probes, then the RTO', async (t) => {
   const f = withRtt(2);
   queue(f, 10 * MSS);

@@ -73,9 +73,9 @@ t.test('SACK recovery retransmits only the holes', async (t) => {
     });
     return f.send(r);
   };
-  // advance(1): up to, not past, the tail loss probe (PTO >= 2 ms, RFC 8985 7.2), which would
+  // advance(0.5): up to, not past, the tail loss probe (PTO >= 1 ms, RFC 8985 7.2), which would
   // legitimately send the last un-SACKed segment once more.
-  const out = [...sack([[1, 3]]), ...sack([[4, 6], [1, 3]]), ...sack([[4, 8], [1, 3]]), ...f.advance(1)];
+  const out = [...sack([[1, 3]]), ...sack([[4, 6], [1, 3]]), ...sack([[4, 8], [1, 3]]), ...f.advance(0.5)];
   const resent = out.filter((s) => s.data.length > 0).map((s) => (s.repr.seq - base) / 1460);
   t.same(resent.sort(), [0, 3], 'exactly the two holes are retransmitted, nothing SACKed');
   const partial = f.send({ flags: TCP_ACK, ack: seqAt(3), sackCount: 1, sackLeft: Uint32Array.of(seqAt(4), 0, 0, 0), sackRight: Uint32Array.of(seqAt(8), 0, 0, 0) });
