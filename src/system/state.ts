@@ -165,7 +165,6 @@ function validate(d: unknown): string | null {
  * `ip -batch` command), nftables tables of sluice's own names, and sysctls
  * under net. (never kernel.* or the like).
  */
-/** An unreachable route (the kill switch) has no device. */
 const WORD = /^[^\s]{1,128}$/;
 const NFT_NAME = /^sluice[A-Za-z0-9_-]{0,58}$/;
 
