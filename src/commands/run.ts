@@ -124,6 +124,21 @@ async function run(argv: string[], io: CommandIo, takeEarlySignal: () => string 
   const where = values.config ?? 'built-in default';
   const life = new RunLifecycle({ statePath, log, stderr: io.stderr });
   life.takeOver(takeEarlySignal());
+  // SIGHUP and SIGUSR2 are handled from here on: their default action would
+  // end the process, also during start-up or in the instant after "ready".
+  // Until ready, a reload has nothing to reload and there are no counters.
+  let running: Engine | null = null;
+  const onHup = (): void => {
+    if (running === null || life.stopRequested) return;
+    const e = running;
+    // The classifier's maps follow the reloaded policy live (no detach).
+    void e.reload().then(() => classifier?.update(e.activeConfig));
+  };
+  const onUsr2 = (): void => {
+    if (running !== null) log.info({ ...running.counters, stack: running.stack.stats.drops, classifier: classifier?.counters() ?? undefined }, 'counters');
+  };
+  process.on('SIGHUP', onHup);
+  process.on('SIGUSR2', onUsr2);
   log.info({ pid: process.pid, config: where, state: statePath }, 'starting');
   if (config.route.auto) {
     // sluice's own sockets carry route.mark so the main table, not the TUN, routes them.
@@ -193,20 +208,12 @@ async function run(argv: string[], io: CommandIo, takeEarlySignal: () => string 
     await life.stop();
     return 1;
   }
+  running = engine;
   log.info({ tun: tun.name, mtu: tun.mtu, offloads: tun.offloads !== 0, dns: config.dns.hijack ? config.dns.mode : 'off', config: where }, 'ready');
   sdNotify(`READY=1\nSTATUS=serving on ${tun.name}`, log);
-  const running = engine;
-  const onHup = (): void => {
-    if (life.stopRequested) return;
-    // The classifier's maps follow the reloaded policy live (no detach).
-    void running.reload().then(() => classifier?.update(running.activeConfig));
-  };
-  const onUsr2 = (): void => log.info({ ...running.counters, stack: running.stack.stats.drops, classifier: classifier?.counters() ?? undefined }, 'counters');
-  process.on('SIGHUP', onHup);
-  process.on('SIGUSR2', onUsr2);
   const signal = await life.untilSignal();
   sdNotify('STOPPING=1', log);
-  log.info({ signal, ...running.counters, openFlows: running.openFlows, stack: running.stack.stats.drops, classifier: classifier?.counters() ?? undefined }, 'stopping');
+  log.info({ signal, ...engine.counters, openFlows: engine.openFlows, stack: engine.stack.stats.drops, classifier: classifier?.counters() ?? undefined }, 'stopping');
   process.off('SIGUSR2', onUsr2);
   const code = await life.stop();
   process.off('SIGHUP', onHup);

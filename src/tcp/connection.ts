@@ -317,10 +317,19 @@ export class TcpConnection {
       // RFC 9293 3.8.6.2.2 (receiver SWS avoidance): announce the larger
       // window only once it grew by min(half the buffer, 2*MSS)... we use
       // the RFC 1122 4.2.3.3 threshold min(RCV.BUFF/2, MSS).
+      // Once the peer's FIN is in (CLOSE-WAIT, CLOSING, LAST-ACK, TIME-WAIT)
+      // it sends no more data, so a window update has nothing to open: and
+      // after our ACK of its FIN a LAST-ACK peer is CLOSED, and answers a
+      // late window update with a RST (RFC 9293 3.10.7.1).
       const grown = this.currentWindow() - this.rcvAdvertised;
-      if (grown >= Math.min(this.config.recvBufferBytes / 2, this.announcedMss)) this.ackNow = true;
+      if (grown >= Math.min(this.config.recvBufferBytes / 2, this.announcedMss) && this.peerMaySend()) this.ackNow = true;
     }
     return n;
+  }
+
+  /** Whether the peer may still send data: its FIN has not arrived (RFC 9293 3.3.2). */
+  private peerMaySend(): boolean {
+    return this.state === 'ESTABLISHED' || this.state === 'FIN-WAIT-1' || this.state === 'FIN-WAIT-2' || this.state === 'SYN-RECEIVED';
   }
 
   /** No more data from the application: FIN after the queued bytes. */

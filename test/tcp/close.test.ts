@@ -139,3 +139,32 @@ t.test('FIN-WAIT-2: unread bytes mean our reader stalls, not the peer: no timeou
   t.equal(f.conn.state, 'CLOSED', 'once read, silence times out');
   t.equal(f.rec.closed, 'timeout');
 });
+
+t.test('no window update once the peer\'s FIN is in: a LAST-ACK peer that took our ACK is CLOSED and would answer it with a RST', async (t) => {
+  const opened = (withFin: boolean): { f: Fixture; segments: number; window: number } => {
+    const f = finWait2(config());
+    const chunk = Buffer.alloc(1400, 0x61);
+    for (let i = 0; i < 3; i++) {
+      f.send({ flags: TCP_ACK | TCP_PSH }, chunk);
+      f.peerSeq += chunk.length;
+    }
+    if (withFin) {
+      f.send({ flags: TCP_FIN | TCP_ACK });
+      f.peerSeq++;
+    }
+    f.dispatch();
+    f.advance(500); // every delayed ACK has gone out
+    const before = f.dispatch().length;
+    t.equal(before, 0, `${withFin ? 'TIME-WAIT' : 'FIN-WAIT-2'}: nothing pending before the read`);
+    const buf = new Uint8Array(4200);
+    t.equal(f.conn.recv(buf, 0, buf.length), 4200, 'the application reads the 4200 bytes');
+    const out = f.dispatch();
+    return { f, segments: out.length, window: out[0]?.repr.window ?? -1 };
+  };
+  const open = opened(false);
+  t.equal(open.f.conn.state, 'FIN-WAIT-2');
+  t.equal(open.segments, 1, 'FIN-WAIT-2 (the peer may still send): the read opens the window with an update');
+  const closed = opened(true);
+  t.equal(closed.f.conn.state, 'TIME-WAIT');
+  t.equal(closed.segments, 0, 'TIME-WAIT (the peer\'s FIN is in): no window update goes out');
+});
