@@ -64,6 +64,15 @@ const DEFAULT_PEER_MSS = 536;
  */
 export const CHALLENGE_ACKS_PER_SECOND = 10;
 
+/**
+ * An unacceptable segment is answered with an ACK (RFC 9293 3.10.7.4); for
+ * one without data (a pure ACK: keepalives, zero-window probes, or a blind
+ * flood onto the tuple) at most one such answer per this many ms, as
+ * Linux's tcp_invalid_ratelimit does. Segments with data are always
+ * answered: a retransmission of data we already have needs its ACK.
+ */
+export const OUT_OF_WINDOW_ACK_INTERVAL_MS = 500;
+
 /** The timestamp clock of a connection with this ISS (the SYN-cookie path needs it before the connection exists). */
 export function tcpTimestampClock(now: number, iss: number): number {
   return (Math.floor(now) + timestampOffset(iss)) >>> 0;
@@ -162,6 +171,7 @@ export class TcpConnection {
   /** RFC 5961 7 rate limit: the current one-second window and what it has spent. */
   private challengeWindowAt = -Infinity;
   private challengeBudgetUsed = 0;
+  private outOfWindowAckAt = -Infinity;
   private segmentsSinceAck = 0;
   /** Duplicate ACKs in a row (RFC 5681 2); drives NewReno recovery when the peer has no SACK. */
   private dupAcks = 0;
@@ -206,6 +216,8 @@ export class TcpConnection {
   challengeAcks = 0;
   /** Challenge ACKs (and SYN-RECEIVED answers) not sent because of the RFC 5961 7 rate limit. */
   challengesSuppressed = 0;
+  /** ACKs not sent to unacceptable pure ACKs (OUT_OF_WINDOW_ACK_INTERVAL_MS). */
+  outOfWindowAcksSuppressed = 0;
 
   private readonly out = newTcpRepr();
 
@@ -494,7 +506,7 @@ export class TcpConnection {
       // flood onto the tuple must not turn into a SYN-ACK flood (RFC 5961 7).
       if ((f & TCP_RST) === 0) {
         if (this.state === 'SYN-RECEIVED') this.challenge(now);
-        else this.ackNow = true;
+        else if (segLen > 0 || this.spendOutOfWindowAck(now)) this.ackNow = true;
       }
       // The ACK field of an unacceptable segment still carries window
       // updates the peer needs us to see when our window was zero.
@@ -799,6 +811,16 @@ export class TcpConnection {
     if (!this.spendChallenge(now)) return;
     this.challengePending = true;
     this.challengeAcks++;
+  }
+
+  /** At most one ACK per OUT_OF_WINDOW_ACK_INTERVAL_MS to unacceptable segments without data. */
+  private spendOutOfWindowAck(now: number): boolean {
+    if (now - this.outOfWindowAckAt < OUT_OF_WINDOW_ACK_INTERVAL_MS) {
+      this.outOfWindowAcksSuppressed++;
+      return false;
+    }
+    this.outOfWindowAckAt = now;
+    return true;
   }
 
   /** RFC 5961 7: at most CHALLENGE_ACKS_PER_SECOND answers to suspect segments per second. */
