@@ -22,6 +22,7 @@ import { requireRoot, type Netns } from '../harness/netns.js';
 import { threeNamespaces, SERVER_V4, SERVER_V6 } from '../harness/topology.js';
 import { childEnv, createLab, curl, describe, requireCommands, startWebServer, tempDir, TUN, type Engine, type LogLine } from '../fixtures/engine/lab.js';
 import { startSluice } from './workstation.js';
+import { ECHO, holdProgram } from './echo-programs.js';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 // Python fixtures are not compiled: take them from the source tree.
@@ -51,16 +52,8 @@ rules:
 const node = [process.execPath];
 const env = { env: childEnv };
 
-/** UDP echo on 7000 and TCP echo on 7001 (both families). */
-const ECHO = `const d = require('dgram'), net = require('net'); let n = 0; const up = () => { if (++n === 4) console.log('ready'); };
-for (const t of ['udp4', 'udp6']) { const s = d.createSocket({ type: t, ipv6Only: t === 'udp6' }); s.on('message', (m, r) => s.send(m, r.port, r.address)); s.bind(7000, up); }
-for (const h of ['0.0.0.0', '::']) net.createServer((c) => { c.on('error', () => {}); c.pipe(c); }).listen({ port: 7001, host: h, ipv6Only: h === '::' }, up);`;
 
-/** A TCP flow held open: a line every 100 ms for argv[2] ms, each echoed back. */
-const HOLD = `const net = require('net'); const c = net.connect(7001, process.argv[1]); let sent = 0, got = '', err = null;
-c.on('error', (e) => { err = e.message; }); c.on('data', (d) => { got += d; });
-c.on('connect', () => { console.log('connected'); const iv = setInterval(() => { if (err) return; c.write('line ' + (sent++) + '\\n'); }, 100);
-setTimeout(() => { clearInterval(iv); setTimeout(() => { console.log(JSON.stringify({ sent, echoed: got.split('\\n').filter(Boolean).length, err })); process.exit(0); }, 1500); }, Number(process.argv[2])); });`;
+const HOLD = holdProgram(1500);
 
 /** N UDP sessions (one socket each) to host:7000; prints how many got their echo. */
 const SESSIONS = `const d = require('dgram'); const n = Number(process.argv[2]); let ok = 0; const socks = [];

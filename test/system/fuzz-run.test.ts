@@ -29,6 +29,7 @@ import { requireRoot } from '../harness/netns.js';
 import { threeNamespaces, SERVER_V4, SERVER_V6 } from '../harness/topology.js';
 import { childEnv, createLab, curl, describe, requireCommands, startWebServer, tempDir, TUN, type Engine, type LogLine } from '../fixtures/engine/lab.js';
 import { startSluice } from './workstation.js';
+import { ECHO, holdProgram } from './echo-programs.js';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const HOSTILE = path.resolve(here, '../../../test/fixtures/hostile.py');
@@ -52,13 +53,7 @@ gateway: { enabled: true, lan: [lan0], ${gateway} }
 
 const node = [process.execPath];
 const env = { env: childEnv };
-const ECHO = `const d = require('dgram'), net = require('net'); let n = 0; const up = () => { if (++n === 4) console.log('ready'); };
-for (const t of ['udp4', 'udp6']) { const s = d.createSocket({ type: t, ipv6Only: t === 'udp6' }); s.on('message', (m, r) => s.send(m, r.port, r.address)); s.bind(7000, up); }
-for (const h of ['0.0.0.0', '::']) net.createServer((c) => { c.on('error', () => {}); c.pipe(c); }).listen({ port: 7001, host: h, ipv6Only: h === '::' }, up);`;
-const HOLD = `const net = require('net'); const c = net.connect(7001, process.argv[1]); let sent = 0, got = '', err = null;
-c.on('error', (e) => { err = e.message; }); c.on('data', (d) => { got += d; });
-c.on('connect', () => { console.log('connected'); const iv = setInterval(() => { if (err) return; c.write('line ' + (sent++) + '\\n'); }, 100);
-setTimeout(() => { clearInterval(iv); setTimeout(() => { console.log(JSON.stringify({ sent, echoed: got.split('\\n').filter(Boolean).length, err })); process.exit(0); }, 3000); }, Number(process.argv[2])); });`;
+const HOLD = holdProgram(3000);
 const PING = `const d = require('dgram'); const s = d.createSocket(process.argv[1].includes(':') ? 'udp6' : 'udp4'); s.on('message', (m) => { console.log(String(m)); process.exit(0); }); s.send('ping', 7000, process.argv[1]); setTimeout(() => process.exit(3), 3000);`;
 
 async function counters(engine: Engine): Promise<LogLine> {
