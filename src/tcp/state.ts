@@ -73,6 +73,12 @@ export interface ConnectionOwner {
   onClosed(conn: TcpConnection, reason: CloseReason): void;
 }
 
+export interface ConnectionOptions {
+  iss: number;
+  /** MSS this side announces (the link MTU minus IP and TCP headers). */
+  mss: number;
+}
+
 export interface StateChange {
   connection: TcpConnection;
   from: TcpState;
