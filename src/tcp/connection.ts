@@ -288,6 +288,12 @@ export class TcpConnection extends TcpOutput {
         if (this.st === 'SYN-RECEIVED') this.challenge(now);
         else if (segLen > 0 || this.limiter.spendOutOfWindowAck(now)) this.ackNow = true;
       }
+      // RFC 9293 3.10.7.4 TIME-WAIT: "the only thing that can arrive is a
+      // retransmission of the remote FIN. Acknowledge it, and restart the
+      // 2 MSL timeout." It ends just below RCV.NXT, so it lands here.
+      if (this.st === 'TIME-WAIT' && (f & (TCP_FIN | TCP_RST)) === TCP_FIN && seqAdd(seg.seq, segLen) === this.rcvNxt) {
+        this.setTimer('time-wait', now + this.config.timeWaitMs);
+      }
       // The ACK field of an unacceptable segment still carries window
       // updates the peer needs us to see when our window was zero.
       return;
