@@ -48,6 +48,7 @@
  * sockets and forks the children) holds exactly the kept set, with
  * NoNewPrivs set.
  */
+import { SluiceError } from '../errors.js';
 import { accessSync, chownSync, constants, existsSync, lstatSync, readdirSync, readFileSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import type { SluiceConfig } from '../config/types.js';
@@ -65,7 +66,7 @@ export const CAP = {
 } as const;
 export type CapName = keyof typeof CAP;
 
-export class PrivilegeError extends Error {
+export class PrivilegeError extends SluiceError {
   readonly code = 'PRIVILEGE_DROP';
   constructor(message: string) {
     super(message);
