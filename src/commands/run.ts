@@ -26,6 +26,8 @@ import { isConfigError } from '../config/errors.js';
 import { loadConfig } from '../config/load.js';
 import { defaultConfig, type SluiceConfig } from '../config/types.js';
 import { TunDevice } from '../link/tun.js';
+import { CaptureLink } from '../link/capture.js';
+import { captureFromEnv } from './capture-env.js';
 import { Engine } from '../engine/engine.js';
 import { createLogger } from '../engine/logger.js';
 import type { CommandIo } from './check.js';
@@ -166,7 +168,11 @@ async function run(argv: string[], io: CommandIo, takeEarlySignal: () => string 
     life.defer('outbounds', 'tun', () => opened.close());
     addAddress(tun.name, config.tun.ipv4);
     addAddress(tun.name, config.tun.ipv6);
-    engine = new Engine(config, tun, log);
+    // Always wrapped: a capture (API, SLUICE_CAPTURE_FILE) may start at any time; idle, the wrapper is a forwarder.
+    const link = new CaptureLink(tun);
+    const envCapture = captureFromEnv(link, process.env, log);
+    if (envCapture !== null) life.defer('outbounds', 'capture file', envCapture);
+    engine = new Engine(config, link, log);
     const e = engine;
     life.defer('accept', 'engine intake', () => e.stopAccepting());
     life.defer('flows', 'flows', () => e.endFlows());
