@@ -54,6 +54,8 @@ import type { Logger } from './logger.js';
 import { FlowGuard, errorText, installErrorBoundary } from './flow-guard.js';
 import { newTproxyUdpCounters, type TproxyUdpCounters, type TproxyUdpOptions } from '../system/tproxy-udp.js';
 import { isUnicastText, isUsablePort } from '../wire/address-class.js';
+import type { EngineObserver, SniffOutcome } from './observer.js';
+import type { NameOrigin } from './policy/explain.js';
 
 export interface EngineCounters {
   tcpFlows: number;
@@ -97,6 +99,10 @@ interface FlowInfo {
   protocol: SniffedProtocol | null;
   rule: number;
   outbound: string;
+  /** What the policy was asked (set when the flow is routed), for `sluice explain ID`. */
+  match: MatchContext | null;
+  /** Where `domain` came from when the flow was routed. */
+  nameOrigin: NameOrigin;
   started: number;
   /** Ends the flow should its handling throw. */
   guard: FlowGuard;
@@ -189,6 +195,8 @@ export class Engine {
   private readonly chain: ResolverChain;
   /** log.level debug (checked once: debug lines cost one branch when off). */
   private readonly debug: boolean;
+  /** Metrics (src/control/metrics.ts): told once per flow, dial and sniff; null when off. */
+  observer: EngineObserver | null = null;
 
   constructor(
     private config: SluiceConfig,
@@ -291,6 +299,21 @@ export class Engine {
     return this.live.size;
   }
 
+  /** The DNS hijack (null when dns.hijack is off), for the metrics' scrape-time reads. */
+  get dnsServer(): DnsHijack | null {
+    return this.dns;
+  }
+
+  /** The fake-IP pool (null in real-ip mode), for the metrics. */
+  get fakeIpPool(): FakeIpPool | null {
+    return this.pool;
+  }
+
+  /** The open flows' network and outbound, for the metrics' active-flow gauge (read at scrape time). */
+  *openFlowSamples(): Iterable<{ network: 'tcp' | 'udp'; outbound: string; bytesUp: number; bytesDown: number }> {
+    for (const f of this.live) yield { network: f.network, outbound: f.outbound, bytesUp: 0, bytesDown: 0 };
+  }
+
   /** Refuses new flows from now on (the first step of a stop). */
   stopAccepting(): void {
     this.accepting = false;
@@ -368,22 +391,24 @@ export class Engine {
       this.policy.swap(Engine.compile(next));
       this.needsName = policyNeedsName(next);
       this.config = next;
+      this.observer?.reloaded(true);
       this.log.info({ ruleSets: Object.keys(ruleSets).length }, 'reloaded');
       if (this.debug) this.log.debug({ ruleSets: Object.fromEntries(Object.entries(ruleSets).map(([n, rs]) => [n, rs.entries.length])), rules: next.rules.length, needsName: this.needsName }, 'reload details');
     } catch (err) {
+      this.observer?.reloaded(false);
       this.log.error({ err: (err as Error).message }, 'reload failed; the previous policy stays');
     }
   }
 
   // ------------------------------------------------------------------ TCP
 
-  private nameFor(address: string): { domain: string | null; unknownFake: boolean } {
+  private nameFor(address: string): { domain: string | null; unknownFake: boolean; origin: NameOrigin } {
     if (this.pool !== null && this.pool.isFake(address)) {
       const domain = this.pool.lookup(address);
-      return { domain, unknownFake: domain === null };
+      return { domain, unknownFake: domain === null, origin: 'fake-ip' };
     }
-    if (this.snoop !== null) return { domain: this.snoop.lookup(address), unknownFake: false };
-    return { domain: null, unknownFake: false };
+    if (this.snoop !== null) return { domain: this.snoop.lookup(address), unknownFake: false, origin: 'dns-snoop' };
+    return { domain: null, unknownFake: false, origin: 'none' };
   }
 
   private context(network: 'tcp' | 'udp', e: FlowEnds, domain: string | null, protocol: SniffedProtocol | null, inbound: 'tun' | 'tproxy'): MatchContext {
@@ -412,6 +437,8 @@ export class Engine {
       protocol: null,
       rule: -1,
       outbound: '',
+      match: null,
+      nameOrigin: 'none',
       started: Date.now(),
       guard: new FlowGuard(`${network} ${inbound} ${src} -> ${dst}`, this.onFlowFailed),
       end: null,
@@ -461,7 +488,7 @@ export class Engine {
       info.end = () => dnsStream.destroy();
       return this.serveDnsOverTcp(dnsStream, info);
     }
-    const { domain, unknownFake } = this.nameFor(req.localAddress);
+    const { domain, unknownFake, origin } = this.nameFor(req.localAddress);
     if (this.debug) this.log.debug({ network: 'tcp', src: info.src, dst: info.dst, domain, unknownFake }, 'flow accepted');
     if (unknownFake) {
       // An expired or never-issued fake address: refuse fast, never black-hole.
@@ -470,6 +497,7 @@ export class Engine {
       return this.logFlow(info, { bytesUp: 0, bytesDown: 0, close: 'unknown fake-ip' });
     }
     info.domain = domain;
+    if (domain !== null) info.nameOrigin = origin;
     // HTTP-mode ports are sniffed even when the name is known: the mode needs to see HTTP.
     const l7 = this.httpL7 !== null && this.httpL7.wants(req.localPort);
     // Without a name-dependent rule, sniffing cannot change the outcome: then
@@ -554,7 +582,7 @@ export class Engine {
     const sniffer = new FlowSniffer({ maxBytes: this.config.sniff.maxBytes, dstPort: req.localPort });
     const chunks: Buffer[] = [];
     let decided = false;
-    const decide = (r: SniffResult): void => {
+    const decide = (r: SniffResult, outcome: SniffOutcome = 'not_found'): void => {
       if (decided) return;
       decided = true;
       clearTimeout(timer);
@@ -564,8 +592,12 @@ export class Engine {
       if (r.kind === 'found') {
         info.protocol = r.protocol;
         // A name already known (fake IP, snooped) stays: only HTTP-mode ports get here with one.
-        if (r.serverName !== null && isIP(r.serverName) === 0 && info.domain === null) info.domain = r.serverName;
+        if (r.serverName !== null && isIP(r.serverName) === 0 && info.domain === null) {
+          info.domain = r.serverName;
+          info.nameOrigin = 'sniffed';
+        }
       }
+      this.observer?.sniffed(r.kind === 'found' ? r.protocol : null, r.kind === 'found' ? 'found' : outcome);
       if (this.debug) this.log.debug({ src: info.src, dst: info.dst, sniff: r.kind, protocol: info.protocol, domain: info.domain, bytes: chunks.reduce((n, c) => n + c.length, 0) }, 'sniff result');
       // Called from the stream's events: in the flow's context, so the dial and its sockets carry it.
       info.guard.run(() => this.connectAfterSniff(stream, req, info, chunks));
@@ -580,9 +612,9 @@ export class Engine {
       }
       if (r.kind !== 'need-more') decide(r);
     };
-    const onEnd = (): void => decide(sniffer.finish());
+    const onEnd = (): void => decide(sniffer.finish(), 'closed');
     // Server-speaks-first protocols send nothing: route by address after the timeout.
-    const timer = setTimeout(() => decide(sniffer.finish()), this.config.sniff.timeoutMs);
+    const timer = setTimeout(() => decide(sniffer.finish(), 'timeout'), this.config.sniff.timeoutMs);
     info.end = () => {
       if (decided) return;
       decided = true;
@@ -689,13 +721,14 @@ export class Engine {
       info.outbound = 'dns-hijack';
       return this.serveDnsOverTcp(socket, info);
     }
-    const { domain, unknownFake } = this.nameFor(localAddress);
+    const { domain, unknownFake, origin } = this.nameFor(localAddress);
     if (unknownFake) {
       this.counters.unknownFakeIp++;
       socket.resetAndDestroy();
       return this.logFlow(info, { bytesUp: 0, bytesDown: 0, close: 'unknown fake-ip' });
     }
     info.domain = domain;
+    if (domain !== null) info.nameOrigin = origin;
     if (this.config.sniff.timeoutMs === 0) return this.connectAfterSniff(socket, ends, info, []);
     this.sniffThenRoute(socket, ends, info);
   }
@@ -712,6 +745,8 @@ export class Engine {
     // limits.dials / dialsPerSource: over a cap the flow is refused (RST), never queued.
     const source = e.remoteAddress;
     if (!this.dials.tryAcquire(source)) return Promise.reject(new Error('too many dials in progress (limits.dials / limits.dialsPerSource)'));
+    const obs = this.observer;
+    const t0 = obs === null ? 0 : performance.now();
     const release = (): void => this.dials.release(source);
     let dial: Promise<Duplex>;
     try {
@@ -721,6 +756,12 @@ export class Engine {
       return Promise.reject(err);
     }
     dial.then(release, release);
+    if (obs !== null) {
+      dial.then(
+        () => obs.dialed(outbound.name, (performance.now() - t0) / 1000, null),
+        (err: unknown) => obs.dialed(outbound.name, (performance.now() - t0) / 1000, err instanceof Error ? err : new Error(String(err))),
+      );
+    }
     return dial;
   }
 
@@ -744,9 +785,12 @@ export class Engine {
   }
 
   private choose(e: FlowEnds, info: FlowInfo): Outbound {
-    const m = this.policy.match(this.context(info.network, e, info.domain, info.protocol, info.inbound));
+    const ctx = this.context(info.network, e, info.domain, info.protocol, info.inbound);
+    const m = this.policy.match(ctx);
     info.rule = m.ruleIndex;
     info.outbound = m.outbound;
+    info.match = ctx;
+    this.observer?.routed(m.ruleIndex);
     if (this.debug) this.log.debug({ network: info.network, src: info.src, dst: info.dst, domain: info.domain, protocol: info.protocol, rule: m.ruleIndex, outbound: m.outbound }, 'rule matched');
     const outbound = this.outbounds.get(m.outbound)!;
     if (outbound.action === 'reject') this.counters.rejected++;
@@ -858,7 +902,7 @@ export class Engine {
       s.drainQueued();
       return;
     }
-    const { domain, unknownFake } = this.nameFor(s.localAddress);
+    const { domain, unknownFake, origin } = this.nameFor(s.localAddress);
     if (unknownFake) {
       this.counters.unknownFakeIp++;
       r.close = 'unknown fake-ip';
@@ -866,6 +910,7 @@ export class Engine {
       return;
     }
     info.domain = domain;
+    if (domain !== null) info.nameOrigin = origin;
     const waiting: Buffer[] = [];
     let assoc: UdpAssociation | null = null;
     let target = { host: s.localAddress, port: s.localPort };
@@ -893,7 +938,10 @@ export class Engine {
       const sniffed = sniffDatagram(d, s.localPort);
       if (sniffed.kind === 'found') {
         info.protocol = sniffed.protocol;
-        if (info.domain === null && sniffed.serverName !== null && sniffed.protocol !== 'dns') info.domain = sniffed.serverName;
+        if (info.domain === null && sniffed.serverName !== null && sniffed.protocol !== 'dns') {
+          info.domain = sniffed.serverName;
+          info.nameOrigin = 'sniffed';
+        }
       }
       const outbound = this.choose(s, info);
       if (outbound.action !== 'connect' || outbound.openUdp === undefined || !outbound.supportsUdp) {
@@ -948,6 +996,7 @@ export class Engine {
     info.end = null;
     this.live.delete(info);
     if (info.shutdown) r.close = 'shutdown';
+    this.observer?.flowEnded({ network: info.network, inbound: info.inbound, outbound: info.outbound, close: r.close, bytesUp: r.bytesUp, bytesDown: r.bytesDown, durationMs: Date.now() - info.started });
     if (!this.log.isLevelEnabled('info')) return;
     this.log.info(
       {
