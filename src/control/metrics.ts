@@ -6,7 +6,7 @@
  * Cost: nothing per packet. Everything the stack, the TUN, the DNS server,
  * the fake-IP pool and the classifier already count is read at scrape time
  * by collect() callbacks; the engine tells the metrics about each flow's
- * end, each dial, each sniff and each routing decision (src/engine/observer.ts),
+ * end, each dial, each sniff and each reload (src/engine/observer.ts),
  * once per event. Base units (seconds, bytes) and bounded labels only:
  * outbound names and rule indexes come from the configuration, the rest are
  * fixed sets; never an address or a name (per-destination detail is in
@@ -47,6 +47,8 @@ export interface MetricsSources {
   fakeIp: () => FakeIpStats | null;
   classifier: () => Record<string, ActionCounters> | null;
   openFlows: () => Iterable<OpenFlowSample>;
+  /** Flows matched per rule, the last entry final (Engine.ruleHitCounts). */
+  ruleHits: () => readonly { hits: number }[];
 }
 
 /** Duration buckets for flows: 10 ms to 1 h. */
@@ -96,7 +98,6 @@ export class SluiceMetrics implements EngineObserver {
   private readonly flowDuration: Histogram<'network' | 'outbound'>;
   private readonly connectDuration: Histogram<'outbound'>;
   private readonly connectFailures: Counter<'outbound' | 'reason'>;
-  private readonly ruleMatches: Counter<'rule'>;
   private readonly sniffTotal: Counter<'protocol' | 'outcome'>;
   private readonly reloads: Counter<'result'>;
   private readonly dnsUpstreamDuration: Histogram<'result'>;
@@ -145,7 +146,17 @@ export class SluiceMetrics implements EngineObserver {
     this.flowDuration = new Histogram({ name: 'sluice_flow_duration_seconds', help: 'How long flows lasted.', labelNames: ['network', 'outbound'], buckets: FLOW_BUCKETS, registers });
     this.connectDuration = new Histogram({ name: 'sluice_outbound_connect_duration_seconds', help: 'Time to connect to the upstream through an outbound (successful dials).', labelNames: ['outbound'], buckets: CONNECT_BUCKETS, registers });
     this.connectFailures = new Counter({ name: 'sluice_outbound_connect_failures_total', help: 'Dials through an outbound that failed.', labelNames: ['outbound', 'reason'], registers });
-    this.ruleMatches = new Counter({ name: 'sluice_rule_matches_total', help: 'Flows routed by each top-level rule (its index, or final).', labelNames: ['rule'], registers });
+    new Counter({
+      name: 'sluice_rule_matches_total',
+      help: 'Flows routed by each top-level rule (its index, or final); counting restarts when a reload changes the number of rules.',
+      labelNames: ['rule'],
+      registers,
+      collect() {
+        const hits = self.src.ruleHits();
+        this.reset();
+        for (let i = 0; i < hits.length; i++) this.inc({ rule: i === hits.length - 1 ? 'final' : String(i) }, hits[i]!.hits);
+      },
+    });
     this.sniffTotal = new Counter({ name: 'sluice_sniff_total', help: 'Flows whose first bytes were sniffed, by protocol found and outcome.', labelNames: ['protocol', 'outcome'], registers });
 
     new Counter({
@@ -273,10 +284,6 @@ export class SluiceMetrics implements EngineObserver {
 
   sniffed(protocol: string | null, outcome: SniffOutcome): void {
     this.sniffTotal.inc({ protocol: protocol ?? 'none', outcome });
-  }
-
-  routed(ruleIndex: number): void {
-    this.ruleMatches.inc({ rule: ruleIndex < 0 ? 'final' : String(ruleIndex) });
   }
 
   reloaded(ok: boolean): void {

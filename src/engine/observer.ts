@@ -5,7 +5,7 @@
  */
 
 /** A flow's outcome, a bounded label (from the flow line's close reason). */
-export type FlowResult = 'ok' | 'rejected' | 'dropped' | 'upstream_failed' | 'client_gone' | 'unknown_fakeip' | 'bad_target' | 'shutdown' | 'error';
+export type FlowResult = 'ok' | 'closed' | 'rejected' | 'dropped' | 'upstream_failed' | 'client_gone' | 'unknown_fakeip' | 'bad_target' | 'shutdown' | 'error';
 
 export interface EndedFlow {
   network: 'tcp' | 'udp';
@@ -26,8 +26,6 @@ export interface EngineObserver {
   dialed(outbound: string, seconds: number, failure: Error | null): void;
   /** The first bytes of a flow were sniffed; protocol null when none was recognised. */
   sniffed(protocol: string | null, outcome: SniffOutcome): void;
-  /** The policy routed a flow by rule `ruleIndex` (-1 = final). */
-  routed(ruleIndex: number): void;
   /** A reload of the policy (SIGHUP, the API) succeeded or failed. */
   reloaded(ok: boolean): void;
 }
@@ -40,6 +38,7 @@ export function flowResult(close: string): FlowResult {
   if (close === 'unknown fake-ip') return 'unknown_fakeip';
   if (close === 'bad target') return 'bad_target';
   if (close === 'error') return 'error';
+  if (close === 'closed by API') return 'closed';
   if (close.startsWith('upstream failed') || close.startsWith('outbound ')) return 'upstream_failed';
   if (close.startsWith('client gone')) return 'client_gone';
   return 'ok';

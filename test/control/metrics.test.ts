@@ -14,6 +14,7 @@ function sources() {
   const tun = { rxPackets: 10, rxBytes: 1000, txPackets: 20, txBytes: 3000 };
   const tally = new Float64Array(12);
   const open: OpenFlowSample[] = [];
+  const hits = [{ hits: 0 }, { hits: 0 }, { hits: 0 }];
   const src: MetricsSources = {
     stack: () => stack as never,
     tun: () => tun,
@@ -22,8 +23,9 @@ function sources() {
     fakeIp: () => ({ v4Entries: 5, v6Entries: 1, v4Capacity: 65534, v6Capacity: 1 << 20, recycled: 0, allocations: 6, reverseHits: 0, reverseMisses: 0 }),
     classifier: () => ({ kernel: { packets: 4, bytes: 400 }, tun: { packets: 2, bytes: 200 } }),
     openFlows: () => open,
+    ruleHits: () => hits,
   };
-  return { src, stack, tun, tally, open };
+  return { src, stack, tun, tally, open, hits };
 }
 
 const REQUIRED = [
@@ -35,7 +37,7 @@ const REQUIRED = [
 ];
 
 t.test('every metric of the set, strict text format, values from the sources and hooks', async (t) => {
-  const { src, stack, tun, tally, open } = sources();
+  const { src, stack, tun, tally, open, hits } = sources();
   const m = new SluiceMetrics(src);
   t.match(m.contentType, /^text\/plain; version=0\.0\.4/);
   let fam = parsePrometheusText(await m.text());
@@ -49,8 +51,8 @@ t.test('every metric of the set, strict text format, values from the sources and
   t.equal(sampleSum(fam, 'sluice_config_reloads_total', { result: 'failure' }), 0, 'reload series exist from the start');
 
   // hooks: once per flow / dial / sniff / route
-  m.routed(0);
-  m.routed(-1);
+  hits[0]!.hits = 1;
+  hits[2]!.hits = 1;
   m.sniffed('tls', 'found');
   m.sniffed(null, 'timeout');
   m.dialed('proxy', 0.02, null);
@@ -100,9 +102,9 @@ t.test('every metric of the set, strict text format, values from the sources and
 t.test('two registries do not share series (own Registry, not the global one)', async (t) => {
   const a = new SluiceMetrics(sources().src);
   const b = new SluiceMetrics(sources().src);
-  a.routed(3);
+  a.reloaded(true);
   const fb = parsePrometheusText(await b.text());
-  t.equal(sampleSum(fb, 'sluice_rule_matches_total', { rule: '3' }), 0);
+  t.equal(sampleSum(fb, 'sluice_config_reloads_total', { result: 'success' }), 0);
 });
 
 t.test('dial failure reasons are a fixed set', async (t) => {
