@@ -17,14 +17,15 @@ import { loadConfig } from '../config/load.js';
 import type { SluiceConfig } from '../config/types.js';
 import { compilePolicy } from '../engine/policy/compile.js';
 import { parseIp } from '../engine/policy/cidr-trie.js';
-import { PolicyExplainer, explainWithCheck, formatExplanation, type PolicyExplanation } from '../engine/policy/explain.js';
+import { PolicyExplainer, explainWithCheck, formatExplanation, outboundKindOf, policyInputOf, type PolicyExplanation } from '../engine/policy/explain.js';
 import type { MatchContext, SniffedProtocol } from '../engine/policy/types.js';
 import type { CommandIo } from './check.js';
+import { ControlError, TARGET_USAGE, messageOf, request, resolveTarget, runControl, type TargetFlags } from '../control/client.js';
 
 export const EXPLAIN_USAGE = `Usage:
   sluice explain --config FILE --dst ADDR:PORT [--domain NAME] [--src ADDR:PORT]
                  [--network tcp|udp] [--inbound tun|tproxy] [--protocol tls|http|quic|dns] [--json]
-  sluice explain ID [--api URL] [--secret-file FILE] [--json]
+  sluice explain ID [--json] [--api HOST:PORT|PATH] [--secret TOKEN] [--secret-file FILE] [--config FILE]
 
 Prints which rule decides the flow and the outbound it leads to, and for each
 earlier rule the first condition that failed, e.g.
@@ -32,24 +33,9 @@ earlier rule the first condition that failed, e.g.
 The first form reads FILE and needs no running sluice (the name is the one
 given with --domain). The second asks the running sluice about the live flow
 ID (from \`sluice flows\` or GET /connections), with the name as the engine
-learnt it (fake-IP mapping, snooped DNS answer, or sniffed).`;
-
-/** The policy part of a configuration, as the engine compiles it (src/engine/engine.ts Engine.compile). */
-export function policyInputOf(config: SluiceConfig): unknown {
-  const ruleSets: Record<string, { type: 'domain' | 'cidr'; entries: string[] }> = {};
-  for (const [name, rs] of Object.entries(config.ruleSets)) ruleSets[name] = { type: rs.type, entries: rs.entries };
-  return { rules: config.rules, ruleSets, final: config.final, outbounds: config.outbounds };
-}
-
-/** `socks5 203.0.113.2:1080` for an outbound of the configuration; null if unknown. */
-export function outboundKindOf(config: SluiceConfig): (name: string) => string | null {
-  return (name) => {
-    const o = config.outbounds.find((x) => x.name === name);
-    if (o === undefined) return null;
-    if (o.type === 'socks5' || o.type === 'http') return `${o.type} ${o.server.includes(':') ? `[${o.server}]` : o.server}:${o.port}`;
-    return o.type;
-  };
-}
+learnt it (fake-IP mapping, snooped DNS answer, or sniffed); there --config
+only says where the API is. Options of the second form:
+${TARGET_USAGE}`;
 
 /** `203.0.113.7:443` or `[2001:db8::1]:443` into address bytes and a port; null when malformed. */
 export function parseAddrPort(text: string): { addr: Uint8Array; port: number } | null {
@@ -83,10 +69,7 @@ function oneOf<T extends string>(v: string | undefined, allowed: readonly T[], d
 
 class UsageError extends Error {}
 
-/** The live form's transport: fetches a path of the running sluice's API with its stored secret. */
-export type ApiFetch = (path: string, opts: { api?: string; secretFile?: string }) => Promise<{ status: number; body: unknown }>;
-
-export async function runExplain(argv: string[], io: CommandIo = process, apiFetch?: ApiFetch): Promise<number> {
+export async function runExplain(argv: string[], io: CommandIo = process): Promise<number> {
   let values: Record<string, string | boolean | undefined>;
   let positionals: string[];
   try {
@@ -104,6 +87,7 @@ export async function runExplain(argv: string[], io: CommandIo = process, apiFet
         protocol: { type: 'string' },
         json: { type: 'boolean' },
         api: { type: 'string' },
+        secret: { type: 'string' },
         'secret-file': { type: 'string' },
         help: { type: 'boolean', short: 'h' },
       },
@@ -119,8 +103,9 @@ export async function runExplain(argv: string[], io: CommandIo = process, apiFet
   const json = values.json === true;
   try {
     if (positionals.length > 0) {
-      if (positionals.length > 1 || values.config !== undefined || values.dst !== undefined) throw new UsageError('give either a flow ID or --config FILE --dst ADDR:PORT, not both');
-      return await explainLive(positionals[0]!, { api: values.api as string | undefined, secretFile: values['secret-file'] as string | undefined }, json, io, apiFetch);
+      if (positionals.length > 1 || values.dst !== undefined) throw new UsageError('give either a flow ID or --config FILE --dst ADDR:PORT, not both');
+      const flags = { api: values.api, secret: values.secret, 'secret-file': values['secret-file'], config: values.config } as TargetFlags;
+      return await runControl('explain', EXPLAIN_USAGE, io, () => explainLive(positionals[0]!, flags, json, io));
     }
     return await explainOffline(values, json, io);
   } catch (err) {
@@ -186,24 +171,15 @@ function print(e: PolicyExplanation, notes: string[], kind: ((name: string) => s
   else io.stdout.write(`${formatExplanation(e, { notes, ...(kind ? { outboundKind: kind } : {}) })}\n`);
 }
 
-async function explainLive(id: string, opts: { api?: string; secretFile?: string }, json: boolean, io: CommandIo, apiFetch?: ApiFetch): Promise<number> {
-  if (apiFetch === undefined) {
-    io.stderr.write('sluice explain: this build has no API client\n');
-    return 1;
+async function explainLive(id: string, flags: TargetFlags, json: boolean, io: CommandIo): Promise<number> {
+  const target = await resolveTarget(flags);
+  const r = await request(target, 'GET', `/v1/flows/${encodeURIComponent(id)}/explain`);
+  const body = r.body as { message?: string; text?: string; explanation?: PolicyExplanation; notes?: string[] } | null;
+  if (r.status !== 200 || body === null || body.explanation === undefined) {
+    const why = r.status === 404 ? `no open flow with id ${id} (see sluice flows)` : `${r.status} ${messageOf(r.body) ?? r.text.slice(0, 200)}`;
+    throw new ControlError(why, r.status);
   }
-  let r: { status: number; body: unknown };
-  try {
-    r = await apiFetch(`/v1/flows/${encodeURIComponent(id)}/explain`, opts);
-  } catch (err) {
-    io.stderr.write(`sluice explain: ${(err as Error).message}\n`);
-    return 1;
-  }
-  const body = r.body as { message?: string; text?: string; explanation?: PolicyExplanation; notes?: string[] };
-  if (r.status !== 200 || body.explanation === undefined) {
-    io.stderr.write(`sluice explain: ${r.status === 404 ? `no open flow with id ${id}` : `the API answered ${r.status}`}${body.message ? `: ${body.message}` : ''}\n`);
-    return 1;
-  }
-  if (json) io.stdout.write(`${JSON.stringify({ ...body.explanation, notes: body.notes ?? [] })}\n`);
-  else io.stdout.write(`${body.text ?? formatExplanation(body.explanation, { notes: body.notes ?? [] })}\n`);
+  if (json) io.stdout.write(`${JSON.stringify({ id, ...body.explanation, notes: body.notes ?? [] })}\n`);
+  else io.stdout.write(`flow ${id}\n${body.text ?? formatExplanation(body.explanation, { notes: body.notes ?? [] })}\n`);
   return 0;
 }

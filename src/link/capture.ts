@@ -339,6 +339,8 @@ export class CaptureLink implements LinkEndpoint, LinkReceiver {
 /** What streamCapture writes to: a file stream, an HTTP response. */
 export interface CaptureSink {
   write(chunk: Uint8Array): boolean;
+  /** A sink that went away (the HTTP client left) takes nothing more. */
+  readonly destroyed?: boolean;
   once(event: 'drain', fn: () => void): unknown;
 }
 
@@ -354,6 +356,11 @@ export function streamCapture(cap: Capture, out: CaptureSink, header = true): Pr
     let blocked = false;
     if (header) blocked = !out.write(cap.fileHeader());
     const pump = (): void => {
+      if (out.destroyed === true) {
+        while (cap.take() !== null);
+        blocked = false;
+        return;
+      }
       if (blocked) return;
       for (let chunk = cap.take(); chunk !== null; chunk = cap.take()) {
         if (!out.write(chunk)) {

@@ -21,6 +21,7 @@ import type { Cond } from './conditions.js';
 import { CondKind, evalCond, hasDomain } from './conditions.js';
 import type { Policy } from './policy.js';
 import type { MatchContext } from './types.js';
+import type { SluiceConfig } from '../../config/types.js';
 
 /** Where the flow's name came from. */
 export type NameOrigin = 'command-line' | 'fake-ip' | 'dns-snoop' | 'sniffed' | 'none';
@@ -258,3 +259,21 @@ export function explainWithCheck(explainer: PolicyExplainer, policy: Policy | nu
   }
   return { explanation, notes };
 }
+
+/** The policy part of a configuration, as the engine compiles it (src/engine/engine.ts Engine.compile). */
+export function policyInputOf(config: SluiceConfig): unknown {
+  const ruleSets: Record<string, { type: 'domain' | 'cidr'; entries: string[] }> = {};
+  for (const [name, rs] of Object.entries(config.ruleSets)) ruleSets[name] = { type: rs.type, entries: rs.entries };
+  return { rules: config.rules, ruleSets, final: config.final, outbounds: config.outbounds };
+}
+
+/** `socks5 203.0.113.2:1080` for an outbound of the configuration; null if unknown. */
+export function outboundKindOf(config: SluiceConfig): (name: string) => string | null {
+  return (name) => {
+    const o = config.outbounds.find((x) => x.name === name);
+    if (o === undefined) return null;
+    if (o.type === 'socks5' || o.type === 'http') return `${o.type} ${o.server.includes(':') ? `[${o.server}]` : o.server}:${o.port}`;
+    return o.type;
+  };
+}
+
