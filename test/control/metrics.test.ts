@@ -125,3 +125,38 @@ t.test('the parser is strict', async (t) => {
   t.throws(() => parsePrometheusText('# TYPE h histogram\nh_bucket{le="1"} 2\nh_bucket{le="+Inf"} 1\nh_count 1\nh_sum 0\n'), /cumulative/);
   t.throws(() => parsePrometheusText('# TYPE a gauge\na 1\n# TYPE b gauge\nb 1\na 2\n'), /not contiguous/);
 });
+
+t.test('metrics.listen: config errors name the field; an address in use fails naming metrics.listen', async (t) => {
+  const { parseConfig } = await import('../../src/config/load.js');
+  const { openMetricsListener } = await import('../../src/control/observe.js');
+  const net = await import('node:net');
+  await t.rejects(parseConfig('metrics: { listen: "nowhere" }\n', 'x.yaml'), /metrics\.listen/);
+  await t.rejects(parseConfig('metrics: { listen: "127.0.0.1:99999" }\n', 'x.yaml'), /metrics\.listen/);
+  t.equal((await parseConfig('final: direct\n', 'x.yaml')).metrics.listen, null, 'off by default');
+  t.equal((await parseConfig('metrics: { listen: "127.0.0.1:9091" }\n', 'x.yaml')).metrics.listen, '127.0.0.1:9091');
+  const taken = net.createServer();
+  await new Promise<void>((r) => taken.listen(0, '127.0.0.1', r));
+  const port = (taken.address() as { port: number }).port;
+  t.teardown(() => taken.close());
+  await t.rejects(openMetricsListener({ listen: `127.0.0.1:${port}` }), /metrics\.listen: cannot listen on 127\.0\.0\.1:\d+: EADDRINUSE \(address already in use/);
+  const s = await openMetricsListener({ listen: '127.0.0.1:0' }).catch(() => null);
+  t.equal(s, null, 'port 0 is not a listen address');
+  const m = new SluiceMetrics(sources().src);
+  const free = await new Promise<number>((r) => {
+    const p = net.createServer();
+    p.listen(0, '127.0.0.1', () => {
+      const n = (p.address() as { port: number }).port;
+      p.close(() => r(n));
+    });
+  });
+  const srv = (await openMetricsListener({ listen: `127.0.0.1:${free}` }))!;
+  t.teardown(() => srv.close());
+  const starting = await fetch(`http://127.0.0.1:${free}/metrics`);
+  t.equal(starting.status, 503, '503 until the metrics are served');
+  srv.serve(m);
+  const ok = await fetch(`http://127.0.0.1:${free}/metrics`);
+  t.equal(ok.status, 200);
+  t.ok(parsePrometheusText(await ok.text()).has('sluice_flows_total'));
+  t.equal((await fetch(`http://127.0.0.1:${free}/other`)).status, 404);
+  t.equal((await fetch(`http://127.0.0.1:${free}/metrics`, { method: 'POST' })).status, 405);
+});
