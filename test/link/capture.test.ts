@@ -148,3 +148,30 @@ t.test('a virtio-header link: the header is not recorded; nanosecond files', asy
   t.equal(p.records[0]!.timeFrac, 1, '1 ns');
   cap.stop();
 });
+
+t.test('pcapOnFailure: an in-process stack test leaves a pcap only when it fails', async (t) => {
+  const { pcapOnFailure } = await import('../harness/capture.js');
+  const { readFileSync, rmSync: rm } = await import('node:fs');
+  const run = async (passing: boolean): Promise<{ comments: string[] }> => {
+    const hooks: (() => unknown)[] = [];
+    const comments: string[] = [];
+    const fake = { name: `fake ${passing}`, teardown: (fn: () => unknown) => hooks.push(fn), passing: () => passing, comment: (s: unknown) => comments.push(String(s)) };
+    const mem = new MemoryLink(1500);
+    const stack = new Stack(pcapOnFailure(fake, mem), { onTcpFlow: (req) => req.reset(), onUdpSession: () => {} });
+    stack.start();
+    mem.inject(syn(80));
+    await settle();
+    stack.close();
+    for (const h of hooks) await h();
+    return { comments };
+  };
+  t.same((await run(true)).comments, [], 'a passing test: nothing kept, nothing said');
+  const failed = await run(false);
+  t.equal(failed.comments.length, 1);
+  const m = /kept for this failure: (\S+\.pcap) \(2 packets, 0 dropped/.exec(failed.comments[0]!);
+  t.ok(m, failed.comments[0]);
+  if (m === null) return;
+  const p = parsePcap(new Uint8Array(readFileSync(m[1]!)));
+  t.equal(p.records.length, 2, 'the SYN and the RST');
+  rm(m[1]!);
+});
