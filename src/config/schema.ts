@@ -115,6 +115,10 @@ const matcherProperties: Record<string, Schema> = {
   inbound: enumOf(['tun', 'tproxy']),
   protocol: list(enumOf(['tls', 'http', 'quic', 'dns'])),
   ruleSet: list(str(NAME, 'a rule-set name')),
+  // The owner of the client socket (flows from this machine): numeric uid, executable file name, absolute path.
+  uid: list(int(0, 0xfffffffe, { 'x-expected': 'a numeric uid from 0 to 4294967294' })),
+  processName: list(str('[^/\\u0000]{1,255}', 'an executable file name without "/" such as curl')),
+  processPath: list(str('/[^\\u0000]{0,4095}', 'an absolute executable path such as /usr/bin/curl')),
   and: list({ $ref: '#/$defs/condition' }),
   or: list({ $ref: '#/$defs/condition' }),
   not: { $ref: '#/$defs/condition' },

@@ -174,6 +174,15 @@ export interface RuleCondition {
   inbound?: Inbound;
   protocol?: Protocol[];
   ruleSet?: string[];
+  /**
+   * The owner of the client socket, for flows from this machine
+   * (workstation mode); never true for gateway / TPROXY flows.
+   */
+  uid?: number[];
+  /** Executable file names (basename of /proc/PID/exe), exact and case-sensitive. */
+  processName?: string[];
+  /** Absolute executable paths (/proc/PID/exe), exact. */
+  processPath?: string[];
   and?: RuleCondition[];
   or?: RuleCondition[];
   not?: RuleCondition;
@@ -344,6 +353,9 @@ export const MATCHER_KEYS = [
   'inbound',
   'protocol',
   'ruleSet',
+  'uid',
+  'processName',
+  'processPath',
   'and',
   'or',
   'not',

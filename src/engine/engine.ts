@@ -54,6 +54,8 @@ import type { Logger } from './logger.js';
 import { FlowGuard, errorText, installErrorBoundary } from './flow-guard.js';
 import { newTproxyUdpCounters, type TproxyUdpCounters, type TproxyUdpOptions } from '../system/tproxy-udp.js';
 import { isUnicastText, isUsablePort } from '../wire/address-class.js';
+import { SocketOwnerLookup } from '../system/socket-owner.js';
+import { loadNative } from '../link/native.js';
 
 export interface EngineCounters {
   tcpFlows: number;
@@ -97,6 +99,10 @@ interface FlowInfo {
   protocol: SniffedProtocol | null;
   rule: number;
   outbound: string;
+  /** The client socket's owner (flows from this machine, when a rule needs it); null when unknown or not looked up. */
+  uid: number | null;
+  process: string | null;
+  processPath: string | null;
   started: number;
   /** Ends the flow should its handling throw. */
   guard: FlowGuard;
@@ -174,6 +180,8 @@ export class Engine {
   private readonly httpL7: HttpL7 | null;
   /** Whether any rule looks at names or protocols (else sniffing cannot change a decision). */
   private needsName: boolean;
+  /** Socket-owner lookups (uid / processName / processPath rules); null while no rule needs them. */
+  private owners: SocketOwnerLookup | null = null;
   private persistTimer: NodeJS.Timeout | null = null;
   /** limits.dials / limits.dialsPerSource: upstream dials in progress. */
   readonly dials: DialLimiter;
@@ -226,6 +234,7 @@ export class Engine {
       : null;
     this.httpL7 = config.http.enabled ? new HttpL7(config.http, this.outbounds, log) : null;
     this.needsName = policyNeedsName(config);
+    this.updateOwners();
     this.onFlowFailed = (guard, err) => {
       this.counters.flowErrors++;
       this.log.error({ flow: guard.what, err: errorText(err) }, 'flow handler failed; the flow was ended');
@@ -368,11 +377,38 @@ export class Engine {
       this.policy.swap(Engine.compile(next));
       this.needsName = policyNeedsName(next);
       this.config = next;
+      this.updateOwners();
       this.log.info({ ruleSets: Object.keys(ruleSets).length }, 'reloaded');
       if (this.debug) this.log.debug({ ruleSets: Object.fromEntries(Object.entries(ruleSets).map(([n, rs]) => [n, rs.entries.length])), rules: next.rules.length, needsName: this.needsName }, 'reload details');
     } catch (err) {
       this.log.error({ err: (err as Error).message }, 'reload failed; the previous policy stays');
     }
+  }
+
+  /** Creates the owner lookup when the running policy first needs it (kept after: its cache is bounded). */
+  private updateOwners(): void {
+    if (this.owners !== null || !this.policy.current.needsOwner) return;
+    const native = loadNative();
+    this.owners = new SocketOwnerLookup({ sockDiag: (p, f, l, lp, r, rp) => native.socketOwner(p, f, l, lp, r, rp) });
+  }
+
+  /** Whether this flow's owner must be known before routing: an owner rule exists and the flow entered the TUN (TPROXY flows come from other hosts). */
+  private wantsOwner(info: FlowInfo): boolean {
+    return this.owners !== null && info.inbound === 'tun' && this.policy.current.needsOwner;
+  }
+
+  /**
+   * Fills info.uid / process / processPath from the client socket: the
+   * client's address (the flow's remote end) is the socket's local one, the
+   * destination it asked for (a fake IP too) its remote.
+   */
+  private async findOwner(info: FlowInfo, e: FlowEnds): Promise<void> {
+    const family = e.family === 6 ? 6 : 4;
+    const owner = await this.owners!.lookup(info.network, family, addressBytes(e.remoteAddress), e.remotePort, addressBytes(e.localAddress), e.localPort);
+    if (owner === null) return;
+    info.uid = owner.uid;
+    info.process = owner.process;
+    info.processPath = owner.processPath;
   }
 
   // ------------------------------------------------------------------ TCP
@@ -412,6 +448,9 @@ export class Engine {
       protocol: null,
       rule: -1,
       outbound: '',
+      uid: null,
+      process: null,
+      processPath: null,
       started: Date.now(),
       guard: new FlowGuard(`${network} ${inbound} ${src} -> ${dst}`, this.onFlowFailed),
       end: null,
@@ -461,6 +500,22 @@ export class Engine {
       info.end = () => dnsStream.destroy();
       return this.serveDnsOverTcp(dnsStream, info);
     }
+    if (this.wantsOwner(info)) {
+      // The SYN waits (the stack holds it) while the owner is looked up off the event loop's fast path.
+      void this.findOwner(info, req).then(() =>
+        info.guard.run(() => {
+          if (req.decided || info.logged) return;
+          if (req.signal.aborted) return this.logFlow(info, { bytesUp: 0, bytesDown: 0, close: 'client gone before connect' });
+          this.routeTcpNamed(req, info);
+        }),
+      );
+      return;
+    }
+    this.routeTcpNamed(req, info);
+  }
+
+  /** The rest of routeTcpFlow, once the owner is known (or not needed). */
+  private routeTcpNamed(req: TcpFlowRequest, info: FlowInfo): void {
     const { domain, unknownFake } = this.nameFor(req.localAddress);
     if (this.debug) this.log.debug({ network: 'tcp', src: info.src, dst: info.dst, domain, unknownFake }, 'flow accepted');
     if (unknownFake) {
@@ -744,7 +799,11 @@ export class Engine {
   }
 
   private choose(e: FlowEnds, info: FlowInfo): Outbound {
-    const m = this.policy.match(this.context(info.network, e, info.domain, info.protocol, info.inbound));
+    const ctx = this.context(info.network, e, info.domain, info.protocol, info.inbound);
+    ctx.uid = info.uid;
+    ctx.process = info.process;
+    ctx.processPath = info.processPath;
+    const m = this.policy.match(ctx);
     info.rule = m.ruleIndex;
     info.outbound = m.outbound;
     if (this.debug) this.log.debug({ network: info.network, src: info.src, dst: info.dst, domain: info.domain, protocol: info.protocol, rule: m.ruleIndex, outbound: m.outbound }, 'rule matched');
@@ -895,6 +954,11 @@ export class Engine {
         info.protocol = sniffed.protocol;
         if (info.domain === null && sniffed.serverName !== null && sniffed.protocol !== 'dns') info.domain = sniffed.serverName;
       }
+      // Datagrams arriving meanwhile queue in `waiting` (bounded).
+      if (this.wantsOwner(info)) void this.findOwner(info, s).then(() => info.guard.run(() => gone.aborted || routeChosen()));
+      else routeChosen();
+    };
+    const routeChosen = (): void => {
       const outbound = this.choose(s, info);
       if (outbound.action !== 'connect' || outbound.openUdp === undefined || !outbound.supportsUdp) {
         r.close = outbound.action === 'connect' ? `outbound ${outbound.name} carries no UDP` : outbound.action === 'reject' ? 'rejected' : 'dropped';
@@ -963,6 +1027,7 @@ export class Engine {
         bytesDown: r.bytesDown,
         durationMs: Date.now() - info.started,
         close: r.close,
+        ...(info.uid !== null ? { uid: info.uid, process: info.process, processPath: info.processPath } : {}),
         ...(r.requests !== undefined ? { requests: r.requests, flowRule, ...(r.outbounds !== undefined ? { outbounds: r.outbounds } : {}) } : {}),
       },
       'flow',

@@ -1,0 +1,116 @@
+/**
+ * uid / processName / processPath rules in workstation mode (route.auto):
+ * the owner of each flow's client socket is found with NETLINK_SOCK_DIAG
+ * and /proc, so a curl run as uid 4242 (setpriv) is rejected while root's
+ * passes, and a copy of curl under another name is rejected while curl
+ * passes; IPv4, IPv6, a fake-IP destination (the socket's remote is the
+ * fake address) and a UDP session. The flow lines carry uid, process and
+ * processPath.
+ *
+ * Needs root, /dev/net/tun, curl, setpriv, dig, dnsmasq, ip, nft.
+ */
+import t from 'tap';
+import path from 'node:path';
+import { chmodSync, copyFileSync } from 'node:fs';
+import { requireRoot } from '../harness/netns.js';
+import { curl, describe, requireCommands, startDnsmasq, tempDir, timed, type FlowLine } from '../fixtures/engine/lab.js';
+import { config, SERVER_V4, SERVER_V6, startSluice, workstation } from './workstation.js';
+
+const OTHER_UID = 4242;
+const setpriv = ['setpriv', '--reuid', String(OTHER_UID), '--regid', String(OTHER_UID), '--clear-groups'];
+
+const rules = `
+outbounds:
+  - { name: direct, type: direct }
+  - { name: block, type: reject }
+rules:
+  - { uid: [${OTHER_UID}], outbound: block }
+  - { processName: [fetchy], outbound: block }
+  - { and: [ { processPath: [/usr/bin/curl] }, { port: [9] } ], outbound: block }
+`;
+
+/** A Python UDP client as uid 4242: one datagram on a connected socket, then the error the reply (or ICMP) brings. */
+const UDP_CLIENT = `
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.settimeout(5)
+s.connect((sys.argv[1], int(sys.argv[2])))
+s.send(b"ping")
+try:
+    s.recv(100)
+    print("reply")
+except ConnectionRefusedError:
+    print("refused")
+except socket.timeout:
+    print("timeout")
+`;
+
+t.test('uid and processName rules decide by the owner of the client socket', { timeout: 120_000 }, async (t) => {
+  if (!requireRoot(t)) return;
+  if (!requireCommands(t, ['curl', 'setpriv', 'dig', 'ip', 'nft', '/usr/sbin/dnsmasq'])) return;
+  const dir = tempDir(t, 'ownerrul');
+  chmodSync(dir, 0o755);
+  const fetchy = path.join(dir, 'fetchy');
+  copyFileSync('/usr/bin/curl', fetchy);
+  chmodSync(fetchy, 0o755);
+  const { ws, server } = await workstation(t, 'ownerrul');
+  await startDnsmasq(t, server, { 'web.example': SERVER_V4 });
+  const engine = await startSluice(t, ws, dir, config(rules), path.join(dir, 'state.json'));
+  await engine.waitFor((l) => l.msg === 'auto-route installed', 5000, '"auto-route installed"');
+
+  const flowTo = async (dst: string, n: number): Promise<FlowLine> => {
+    const deadline = Date.now() + 10_000;
+    for (;;) {
+      const f = engine.flows().filter((x) => x.dst === dst);
+      if (f.length >= n) return f[n - 1]!;
+      if (Date.now() > deadline) throw new Error(`no flow line #${n} to ${dst}\n${engine.transcript()}`);
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  };
+
+  const cases: { what: string; argv: string[]; target: string; dst: string }[] = [
+    { what: 'IPv4', argv: [], target: `http://${SERVER_V4}/`, dst: `${SERVER_V4}:80` },
+    { what: 'IPv6', argv: ['-g'], target: `http://[${SERVER_V6}]/`, dst: `[${SERVER_V6}]:80` },
+  ];
+  for (const c of cases) {
+    const root = await curl(ws, [...c.argv, c.target]);
+    t.equal(root.code, 0, `${c.what}: root's curl passes (${describe(root)})`);
+    const rootFlow = await flowTo(c.dst, 1);
+    t.match(rootFlow, { uid: 0, process: 'curl', processPath: '/usr/bin/curl', outbound: 'direct' }, `${c.what}: the flow line names root's curl`);
+
+    const other = await timed(ws, [...setpriv, 'curl', '-sS', '--max-time', '10', ...c.argv, c.target], 30_000);
+    t.not(other.code, 0, `${c.what}: curl as uid ${OTHER_UID} is refused (${describe(other)})`);
+    const otherFlow = await flowTo(c.dst, 2);
+    t.match(otherFlow, { uid: OTHER_UID, process: 'curl', outbound: 'block', rule: 0, close: 'rejected' }, `${c.what}: the flow line names uid ${OTHER_UID} and the uid rule`);
+
+    const renamed = await timed(ws, [fetchy, '-sS', '--max-time', '10', ...c.argv, c.target], 30_000);
+    t.not(renamed.code, 0, `${c.what}: the copy of curl named fetchy is refused (${describe(renamed)})`);
+    const renamedFlow = await flowTo(c.dst, 3);
+    t.match(renamedFlow, { uid: 0, process: 'fetchy', processPath: fetchy, outbound: 'block', rule: 1 }, `${c.what}: the flow line names fetchy and the processName rule`);
+  }
+
+  // A fake-IP destination: the client socket's remote end is the fake address, as the TUN sees it.
+  const q = await timed(ws, ['dig', '@203.0.113.53', 'web.example', 'A', '+short', '+time=3', '+tries=1']);
+  const fake = q.stdout.trim();
+  t.match(fake, /^198\.18\./, `sluice answers web.example with a fake IP (${describe(q)})`);
+  const resolveArg = ['--resolve', `web.example:80:${fake}`, 'http://web.example/'];
+  const rootFake = await curl(ws, resolveArg);
+  t.equal(rootFake.code, 0, `root's curl to the fake IP passes (${describe(rootFake)})`);
+  t.match(await flowTo(`${fake}:80`, 1), { uid: 0, process: 'curl', domain: 'web.example', outbound: 'direct' }, 'the fake-IP flow has its owner');
+  const otherFake = await timed(ws, [...setpriv, 'curl', '-sS', '--max-time', '10', ...resolveArg], 30_000);
+  t.not(otherFake.code, 0, `curl as uid ${OTHER_UID} to the fake IP is refused (${describe(otherFake)})`);
+  t.match(await flowTo(`${fake}:80`, 2), { uid: OTHER_UID, outbound: 'block' }, 'the fake-IP flow of uid 4242 went to block');
+
+  // A composite rule (processPath and port): curl to port 9 is refused by rule 2, not by the server.
+  const port9 = await curl(ws, [`http://${SERVER_V4}:9/`], 10);
+  t.not(port9.code, 0, `root's curl to port 9 is refused (${describe(port9)})`);
+  t.match(await flowTo(`${SERVER_V4}:9`, 1), { rule: 2, outbound: 'block', processPath: '/usr/bin/curl' }, 'processPath and port matched together');
+
+  // UDP: the first datagram's socket (connected, IPv4) is looked up the same way.
+  const udp = await timed(ws, [...setpriv, '/usr/bin/python3', '-c', UDP_CLIENT, SERVER_V4, '7777'], 30_000);
+  t.equal(udp.stdout.trim(), 'refused', `a UDP datagram from uid ${OTHER_UID} is refused with ICMP port unreachable (${describe(udp)})`);
+  t.match(await flowTo(`${SERVER_V4}:7777`, 1), { network: 'udp', uid: OTHER_UID, process: 'python3', outbound: 'block' }, 'the UDP flow line names uid 4242 and python3');
+
+  const stopped = await engine.stop();
+  t.equal(stopped.code, 0, 'SIGTERM exits 0');
+});
