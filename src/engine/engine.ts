@@ -35,7 +35,9 @@ import { DnsCache } from '../dns/cache.js';
 import { DnsSnoop } from '../dns/snoop.js';
 import { DnsHijack } from '../dns/server.js';
 import { TcpFrameReader, frameTcp, parseMessage } from '../dns/message.js';
-import type { ResolverChain } from '../dns/resolver.js';
+import type { DnsRouter } from '../dns/router.js';
+import { fakeIpFilter } from '../dns/router.js';
+import { UpstreamFailureLog } from '../dns/failure-log.js';
 import type { LookupFn } from '../outbound/types.js';
 import { mkdir } from 'node:fs/promises';
 import { dirname } from 'node:path';
@@ -113,6 +115,9 @@ interface FlowInfo {
   logged: boolean;
 }
 
+/** A fake-IP change is saved within this delay (debounced; see Engine.schedulePersist). */
+const PERSIST_DELAY_MS = 250;
+
 /** How long endFlows() waits for the ended flows' close events before logging the rest itself. */
 const END_FLOWS_WAIT_MS = 1000;
 
@@ -183,6 +188,10 @@ export class Engine {
   /** Socket-owner lookups (uid / processName / processPath rules); null while no rule needs them. */
   private owners: SocketOwnerLookup | null = null;
   private persistTimer: NodeJS.Timeout | null = null;
+  /** The debounced save after a fake-IP change (schedulePersist). */
+  private persistSoon: NodeJS.Timeout | null = null;
+  private persisting = false;
+  private persistAgain = false;
   /** limits.dials / limits.dialsPerSource: upstream dials in progress. */
   readonly dials: DialLimiter;
   private uninstallBoundary: (() => void) | null = null;
@@ -194,7 +203,7 @@ export class Engine {
   /** False once stopping: new flows are refused. */
   private accepting = true;
   private stopped = false;
-  private readonly chain: ResolverChain;
+  private readonly chain: DnsRouter;
   /** log.level debug (checked once: debug lines cost one branch when off). */
   private readonly debug: boolean;
 
@@ -206,7 +215,7 @@ export class Engine {
     this.policy = new PolicySlot(Engine.compile(config));
     // Domain targets (fake-ip flows) resolve through sluice's own upstreams,
     // never the host's resolver, whose traffic might route into the TUN.
-    let chain: ResolverChain | null = null;
+    let chain: DnsRouter | null = null;
     const lookup: LookupFn = (host, family) => resolveWith(chain!, host, family);
     this.lookup = lookup;
     // With auto-route every socket sluice makes (to proxies too, not only
@@ -214,14 +223,23 @@ export class Engine {
     this.outbounds = createOutbounds(config.outbounds.map(toOutboundSpec), config.route.auto ? { lookup, mark: config.route.mark } : { lookup });
     const now = (): number => Date.now() / 1000;
     const dnsCfg = config.dns;
-    chain = buildResolverChain(dnsCfg, this.outbounds);
+    const failures = new UpstreamFailureLog(log);
+    const ruleSets = Object.fromEntries(Object.entries(config.ruleSets).map(([name, rs]) => [name, { type: rs.type, entries: rs.entries }]));
+    chain = buildResolverChain(dnsCfg, this.outbounds, { onFailure: (upstream, reason) => failures.report(upstream, reason), ruleSets });
     this.chain = chain;
+    // dns.fakeIp.filter: those names get real answers, snooped so a flow to one still has its name.
+    const shouldFake = dnsCfg.mode === 'fake-ip' ? fakeIpFilter(dnsCfg.fakeIp.filter, ruleSets) : null;
     this.debug = log.isLevelEnabled('debug');
     this.pool =
       dnsCfg.mode === 'fake-ip'
-        ? new FakeIpPool({ ipv4Range: dnsCfg.fakeIp.ipv4Range, ipv6Range: dnsCfg.fakeIp.ipv6Range, exclude: [config.tun.ipv4.split('/')[0]!, config.tun.ipv6.split('/')[0]!] })
+        ? new FakeIpPool({
+            ipv4Range: dnsCfg.fakeIp.ipv4Range,
+            ipv6Range: dnsCfg.fakeIp.ipv6Range,
+            exclude: [config.tun.ipv4.split('/')[0]!, config.tun.ipv6.split('/')[0]!],
+            onChange: () => this.schedulePersist(),
+          })
         : null;
-    this.snoop = dnsCfg.mode === 'real-ip' ? new DnsSnoop({ maxEntries: 65536, now }) : null;
+    this.snoop = dnsCfg.mode === 'real-ip' || shouldFake !== null ? new DnsSnoop({ maxEntries: 65536, now }) : null;
     this.dns = dnsCfg.hijack
       ? new DnsHijack({
           mode: dnsCfg.mode,
@@ -230,6 +248,7 @@ export class Engine {
           cache: new DnsCache({ maxEntries: dnsCfg.cache.maxEntries, minTtl: dnsCfg.cache.minTtl, maxTtl: dnsCfg.cache.maxTtl, now }),
           upstream: chain,
           snoop: this.snoop,
+          ...(shouldFake !== null ? { shouldFake } : {}),
         })
       : null;
     this.httpL7 = config.http.enabled ? new HttpL7(config.http, this.outbounds, log) : null;
@@ -340,6 +359,8 @@ export class Engine {
     this.uninstallBoundary = null;
     if (this.persistTimer !== null) clearInterval(this.persistTimer);
     this.persistTimer = null;
+    if (this.persistSoon !== null) clearTimeout(this.persistSoon);
+    this.persistSoon = null;
     if (this.live.size > 0) await this.endFlows();
     this.accepting = false;
     await this.persist();
@@ -347,13 +368,43 @@ export class Engine {
     await Promise.allSettled([this.httpL7?.close(), this.chain.close()]);
   }
 
+  /**
+   * A new fake-IP mapping is on disk within PERSIST_DELAY_MS (plus the
+   * write): a client may hold the address for its TTL and beyond, and a
+   * `kill -9` must not lose it. Changes inside the delay share one write;
+   * a change during a write is written right after it.
+   */
+  private schedulePersist(): void {
+    if (this.config.dns.fakeIp.persistPath === null || this.stopped) return;
+    if (this.persisting) {
+      this.persistAgain = true;
+      return;
+    }
+    if (this.persistSoon !== null) return;
+    this.persistSoon = setTimeout(() => {
+      this.persistSoon = null;
+      void this.persist();
+    }, PERSIST_DELAY_MS);
+  }
+
   private async persist(): Promise<void> {
     const path = this.config.dns.fakeIp.persistPath;
     if (this.pool === null || path === null) return;
+    if (this.persisting) {
+      this.persistAgain = true;
+      return;
+    }
+    this.persisting = true;
     try {
       await this.pool.persist(path);
     } catch (err) {
       this.log.warn({ path, err: (err as Error).message }, 'could not save fake-ip mappings');
+    } finally {
+      this.persisting = false;
+    }
+    if (this.persistAgain) {
+      this.persistAgain = false;
+      this.schedulePersist();
     }
   }
 
