@@ -9,6 +9,7 @@
  * group (dns.upstreams). The match reuses one context object: one parse of
  * the question and a trie walk per upstream query (cache misses only).
  */
+import type { DnsCondition, DnsRuleConfig } from '../config/types.js';
 import { compilePolicy } from '../engine/policy/compile.js';
 import type { Policy } from '../engine/policy/policy.js';
 import type { MatchContext, RuleInput, RuleSetInput } from '../engine/policy/types.js';
@@ -60,7 +61,7 @@ export class DnsRouter implements UpstreamGroup {
    * `rules[i].upstream` names a key of `groups` or "default" (`fallback`).
    * Throws DnsError naming `dns.rules[i]...` on a bad condition.
    */
-  constructor(rules: readonly (object & { upstream: string })[], fallback: UpstreamGroup, groups: Map<string, UpstreamGroup>, ruleSets: Record<string, RuleSetInput> = {}) {
+  constructor(rules: readonly DnsRuleConfig[], fallback: UpstreamGroup, groups: Map<string, UpstreamGroup>, ruleSets: Record<string, RuleSetInput> = {}) {
     this.fallback = fallback;
     this.groups = groups;
     this.policy = compileNames('dns.rules', rules, rules.map((r) => r.upstream), 'default', ['default', ...groups.keys()], ruleSets);
@@ -90,7 +91,7 @@ export class DnsRouter implements UpstreamGroup {
  * dns.fakeIp.filter as the hijack's `shouldFake`: false (answer for real)
  * for names matching any of the conditions.
  */
-export function fakeIpFilter(conds: readonly object[], ruleSets: Record<string, RuleSetInput> = {}): ((name: string) => boolean) | null {
+export function fakeIpFilter(conds: readonly DnsCondition[], ruleSets: Record<string, RuleSetInput> = {}): ((name: string) => boolean) | null {
   if (conds.length === 0) return null;
   const policy = compileNames('dns.fakeIp.filter', conds, conds.map(() => 'real'), 'fake', ['real', 'fake'], ruleSets);
   const ctx = nameContext();
