@@ -29,13 +29,21 @@ rules:
   - { and: [ { processPath: [/usr/bin/curl] }, { port: [9] } ], outbound: block }
 `;
 
-/** A Python UDP client as uid 4242: one datagram on a connected socket, then the error the reply (or ICMP) brings. */
+/**
+ * A Python UDP client: one datagram, on a connected socket (then the error
+ * the ICMP brings is printed) or an unconnected one (sendto; such a socket
+ * hears no ICMP, so it only waits).
+ */
 const UDP_CLIENT = `
 import socket, sys
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-s.settimeout(5)
-s.connect((sys.argv[1], int(sys.argv[2])))
-s.send(b"ping")
+host, port, mode = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+s = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_DGRAM)
+s.settimeout(3)
+if mode == "connect":
+    s.connect((host, port))
+    s.send(b"ping")
+else:
+    s.sendto(b"ping", (host, port))
 try:
     s.recv(100)
     print("reply")
@@ -106,10 +114,18 @@ t.test('uid and processName rules decide by the owner of the client socket', { t
   t.not(port9.code, 0, `root's curl to port 9 is refused (${describe(port9)})`);
   t.match(await flowTo(`${SERVER_V4}:9`, 1), { rule: 2, outbound: 'block', processPath: '/usr/bin/curl' }, 'processPath and port matched together');
 
-  // UDP: the first datagram's socket (connected, IPv4) is looked up the same way.
-  const udp = await timed(ws, [...setpriv, '/usr/bin/python3', '-c', UDP_CLIENT, SERVER_V4, '7777'], 30_000);
-  t.equal(udp.stdout.trim(), 'refused', `a UDP datagram from uid ${OTHER_UID} is refused with ICMP port unreachable (${describe(udp)})`);
-  t.match(await flowTo(`${SERVER_V4}:7777`, 1), { network: 'udp', uid: OTHER_UID, process: 'python3', outbound: 'block' }, 'the UDP flow line names uid 4242 and python3');
+  // UDP: the socket of a session's first datagram is looked up the same way, connected or not, IPv4 and IPv6.
+  for (const [what, host, dst] of [
+    ['IPv4', SERVER_V4, `${SERVER_V4}:7777`],
+    ['IPv6', SERVER_V6, `[${SERVER_V6}]:7777`],
+  ] as const) {
+    const udp = await timed(ws, [...setpriv, '/usr/bin/python3', '-c', UDP_CLIENT, host, '7777', 'connect'], 30_000);
+    t.equal(udp.stdout.trim(), 'refused', `${what}: a UDP datagram from uid ${OTHER_UID} is refused with ICMP port unreachable (${describe(udp)})`);
+    t.match(await flowTo(dst, 1), { network: 'udp', uid: OTHER_UID, process: 'python3', outbound: 'block', close: 'rejected' }, `${what}: the UDP flow line names uid 4242 and python3`);
+    const loose = await timed(ws, [...setpriv, '/usr/bin/python3', '-c', UDP_CLIENT, host, '7777', 'sendto'], 30_000);
+    t.equal(loose.stdout.trim(), 'timeout', `${what}: the unconnected socket hears nothing back (${describe(loose)})`);
+    t.match(await flowTo(dst, 2), { network: 'udp', uid: OTHER_UID, process: 'python3', outbound: 'block' }, `${what}: an unconnected (sendto) UDP socket is found too`);
+  }
 
   const stopped = await engine.stop();
   t.equal(stopped.code, 0, 'SIGTERM exits 0');
