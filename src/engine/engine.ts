@@ -190,8 +190,8 @@ export class Engine {
   private persistTimer: NodeJS.Timeout | null = null;
   /** The debounced save after a fake-IP change (schedulePersist). */
   private persistSoon: NodeJS.Timeout | null = null;
-  private persisting = false;
-  private persistAgain = false;
+  /** The saves in order (persist()); never rejects. */
+  private persistQueue: Promise<void> = Promise.resolve();
   /** limits.dials / limits.dialsPerSource: upstream dials in progress. */
   readonly dials: DialLimiter;
   private uninstallBoundary: (() => void) | null = null;
@@ -372,39 +372,29 @@ export class Engine {
    * A new fake-IP mapping is on disk within PERSIST_DELAY_MS (plus the
    * write): a client may hold the address for its TTL and beyond, and a
    * `kill -9` must not lose it. Changes inside the delay share one write;
-   * a change during a write is written right after it.
+   * a change during a write arms the next one.
    */
   private schedulePersist(): void {
-    if (this.config.dns.fakeIp.persistPath === null || this.stopped) return;
-    if (this.persisting) {
-      this.persistAgain = true;
-      return;
-    }
-    if (this.persistSoon !== null) return;
+    if (this.config.dns.fakeIp.persistPath === null || this.stopped || this.persistSoon !== null) return;
     this.persistSoon = setTimeout(() => {
       this.persistSoon = null;
       void this.persist();
     }, PERSIST_DELAY_MS);
   }
 
-  private async persist(): Promise<void> {
+  /** Saves the pool after any save in progress (writes never overlap, the last one has every change before it). */
+  private persist(): Promise<void> {
+    this.persistQueue = this.persistQueue.then(() => this.persistNow());
+    return this.persistQueue;
+  }
+
+  private async persistNow(): Promise<void> {
     const path = this.config.dns.fakeIp.persistPath;
     if (this.pool === null || path === null) return;
-    if (this.persisting) {
-      this.persistAgain = true;
-      return;
-    }
-    this.persisting = true;
     try {
       await this.pool.persist(path);
     } catch (err) {
       this.log.warn({ path, err: (err as Error).message }, 'could not save fake-ip mappings');
-    } finally {
-      this.persisting = false;
-    }
-    if (this.persistAgain) {
-      this.persistAgain = false;
-      this.schedulePersist();
     }
   }
 
