@@ -11,7 +11,7 @@
  */
 import t from 'tap';
 import path from 'node:path';
-import { chmodSync, copyFileSync } from 'node:fs';
+import { chmodSync, copyFileSync, readFileSync } from 'node:fs';
 import { requireRoot } from '../harness/netns.js';
 import { curl, describe, requireCommands, startDnsmasq, tempDir, timed, type FlowLine } from '../fixtures/engine/lab.js';
 import { config, SERVER_V4, SERVER_V6, startSluice, workstation } from './workstation.js';
@@ -96,6 +96,27 @@ t.test('uid and processName rules decide by the owner of the client socket', { t
     const renamedFlow = await flowTo(c.dst, 3);
     t.match(renamedFlow, { uid: 0, process: 'fetchy', processPath: fetchy, outbound: 'block', rule: 1 }, `${c.what}: the flow line names fetchy and the processName rule`);
   }
+
+  // The control API shows the owner of a live flow (GET /connections, Clash metadata; GET /v1/flows).
+  const token = readFileSync(path.join(dir, 'api-secret'), 'utf8').trim();
+  const slow = ws.spawn([...setpriv.map((a) => (a === String(OTHER_UID) ? '4343' : a)), 'curl', '-sS', '--limit-rate', '50K', '-o', '/dev/null', `http://${SERVER_V4}/bytes/100000000`]);
+  t.teardown(() => {
+    if (slow.exitCode === null) slow.kill('SIGKILL');
+  });
+  let meta: Record<string, unknown> | null = null;
+  let v1: Record<string, unknown> | null = null;
+  for (let i = 0; i < 100 && (meta === null || v1 === null); i++) {
+    const r = await timed(ws, ['curl', '-sS', '-m', '5', '-H', `Authorization: Bearer ${token}`, 'http://127.0.0.1:9090/connections'], 15_000);
+    const conns = (JSON.parse(r.stdout || '{}') as { connections?: { metadata: Record<string, unknown> }[] }).connections ?? [];
+    meta = conns.map((c) => c.metadata).find((m) => m.uid === 4343) ?? null;
+    const f = await timed(ws, ['curl', '-sS', '-m', '5', '-H', `Authorization: Bearer ${token}`, 'http://127.0.0.1:9090/v1/flows'], 15_000);
+    const flows = (JSON.parse(f.stdout || '{}') as { flows?: Record<string, unknown>[] }).flows ?? [];
+    v1 = flows.find((x) => x.uid === 4343) ?? null;
+    if (meta === null || v1 === null) await new Promise((r) => setTimeout(r, 100));
+  }
+  t.match(meta, { uid: 4343, process: 'curl', processPath: '/usr/bin/curl', destinationIP: SERVER_V4 }, 'GET /connections: the live flow\'s metadata names uid 4343 and curl');
+  t.match(v1, { uid: 4343, process: 'curl', processPath: '/usr/bin/curl' }, 'GET /v1/flows too');
+  slow.kill('SIGKILL');
 
   // A fake-IP destination: the client socket's remote end is the fake address, as the TUN sees it.
   const q = await timed(ws, ['dig', '@203.0.113.53', 'web.example', 'A', '+short', '+time=3', '+tries=1']);
