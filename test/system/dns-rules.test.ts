@@ -20,11 +20,11 @@
 import t from 'tap';
 import type { Test } from 'tap';
 import path from 'node:path';
-import { execFile, type ChildProcess } from 'node:child_process';
+import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { requireRoot, type Netns } from '../harness/netns.js';
-import { childEnv, collectOutput, curl, describe, requireCommands, tempDir, timed, TUN, type LogLine } from '../fixtures/engine/lab.js';
+import { childEnv, collectOutput, curl, describe, requireCommands, startDnsmasq, tempDir, timed, TUN, waitListening, type LogLine } from '../fixtures/engine/lab.js';
 import { SERVER_V4, spawnSluice, startSluice, workstation } from './workstation.js';
 
 const FIRST = '203.0.113.3';
@@ -37,41 +37,8 @@ const STOP_SERVERS = path.resolve(path.dirname(new URL(import.meta.url).pathname
 const DOH_ANSWER = '192.0.2.99';
 
 /** dnsmasq on ADDRESS:53 answering every name under `example` with `answer`, web.example with the server, logging queries. */
-async function dnsmasq(t: Test, ns: Netns, address: string, answer: string, extra: string[] = []): Promise<() => string> {
-  const proc = ns.spawn([
-    '/usr/sbin/dnsmasq',
-    '--keep-in-foreground',
-    '--no-resolv',
-    '--no-hosts',
-    '--conf-file=/dev/null',
-    `--listen-address=${address}`,
-    '--port=53',
-    '--bind-interfaces',
-    '--pid-file=',
-    '--user=',
-    '--log-facility=-',
-    '--log-queries',
-    '--local-ttl=60',
-    `--address=/web.example/${SERVER_V4}`,
-    `--address=/example/${answer}`,
-    ...extra,
-  ]);
-  const output = collectOutput(proc);
-  await listening(ns, proc, 'udp', address, 53);
-  t.teardown(() => {
-    if (!t.passing()) t.comment(`dnsmasq ${address}:\n${output()}`);
-  });
-  return output;
-}
-
-async function listening(ns: Netns, proc: ChildProcess, proto: 'udp' | 'tcp', address: string, port: number): Promise<void> {
-  const deadline = Date.now() + 10_000;
-  for (;;) {
-    if (proc.exitCode !== null || proc.signalCode !== null) throw new Error(`server for ${address}:${port} exited early`);
-    if ((await ns.sh(`ss -H -${proto === 'tcp' ? 'lnt' : 'lnu'} 'src ${address} and sport = :${port}'`)).trim() !== '') return;
-    if (Date.now() > deadline) throw new Error(`nothing listens on ${proto} ${address}:${port}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
+async function dnsmasq(t: Test, ns: Netns, address: string, answer: string, more: Record<string, string> = {}): Promise<() => string> {
+  return (await startDnsmasq(t, ns, { 'web.example': SERVER_V4, example: answer, ...more }, address)).output;
 }
 
 const dig = (ns: Netns, name: string, type = 'A') => timed(ns, ['dig', `@${RESOLVER}`, name, type, '+short', '+time=4', '+tries=1'], 20_000);
@@ -179,13 +146,13 @@ t.test('a DoH upstream by host name is bootstrapped from dns.hostsFile or a plai
   const { ws, server } = await workstation(t, 'dohboots', false);
   await server.sh(`ip addr add ${FIRST}/24 dev eth0`);
   // The bootstrap dnsmasq knows doh.example; the DoH server answers every A with DOH_ANSWER.
-  await dnsmasq(t, server, FIRST, '192.0.2.1', [`--address=/doh.example/${SERVER_V4}`]);
+  await dnsmasq(t, server, FIRST, '192.0.2.1', { 'doh.example': SERVER_V4 });
   const cert = path.join(dir, 'doh.crt');
   const key = path.join(dir, 'doh.key');
   await promisify(execFile)('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-days', '1', '-subj', '/CN=doh.example', '-addext', 'subjectAltName=DNS:doh.example', '-keyout', key, '-out', cert]);
   const doh = server.spawn([process.execPath, STOP_SERVERS, '7001', SERVER_V4, DOH_ANSWER, cert, key], { env: childEnv });
   const dohOut = collectOutput(doh);
-  await listening(server, doh, 'tcp', SERVER_V4, 443);
+  await waitListening(server, 'tcp', 443, doh, 'the DoH server', 10_000, SERVER_V4);
   const hosts = path.join(dir, 'hosts');
   writeFileSync(hosts, `# test hosts file\n127.0.0.1 localhost\n${SERVER_V4} doh.example\n`);
   const env = { NODE_EXTRA_CA_CERTS: cert };
