@@ -61,7 +61,14 @@ export class DnsRouter implements UpstreamGroup {
    * `rules[i].upstream` names a key of `groups` or "default" (`fallback`).
    * Throws DnsError naming `dns.rules[i]...` on a bad condition.
    */
-  constructor(rules: readonly DnsRuleConfig[], fallback: UpstreamGroup, groups: Map<string, UpstreamGroup>, ruleSets: Record<string, RuleSetInput> = {}) {
+  constructor(
+    rules: readonly DnsRuleConfig[],
+    fallback: UpstreamGroup,
+    groups: Map<string, UpstreamGroup>,
+    ruleSets: Record<string, RuleSetInput> = {},
+    /** Closed with the groups (the DoH bootstrap chain). */
+    private readonly alsoClose: readonly { close(): Promise<void> }[] = [],
+  ) {
     this.fallback = fallback;
     this.groups = groups;
     this.policy = compileNames('dns.rules', rules, rules.map((r) => r.upstream), 'default', ['default', ...groups.keys()], ruleSets);
@@ -83,7 +90,7 @@ export class DnsRouter implements UpstreamGroup {
   }
 
   async close(): Promise<void> {
-    await Promise.allSettled([this.fallback.close(), ...[...this.groups.values()].map((g) => g.close())]);
+    await Promise.allSettled([this.fallback.close(), ...[...this.groups.values()].map((g) => g.close()), ...this.alsoClose.map((c) => c.close())]);
   }
 }
 

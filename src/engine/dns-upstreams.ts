@@ -100,7 +100,7 @@ export interface UpstreamBuildOptions {
  * never a default factory or undici's global agent. A direct DoH upstream
  * given by host name is resolved by the bootstrap: `dns.hostsFile` first,
  * then the bootstrap chain (`dns.bootstrap`, or else the plain upstreams of
- * `dns.upstreams` that go direct), never by the chain it belongs to (which
+ * `dns.upstreams` and `dns.groups` that go direct), never by the chain it belongs to (which
  * would wait on itself) nor the host's resolver (whose queries may be
  * hijacked into sluice).
  *
@@ -159,7 +159,8 @@ export function buildResolverChain(dns: DnsConfig, outbounds: Map<string, Outbou
   const groups = new Map<string, ResolverChain>();
   for (const [name, list] of Object.entries(dns.groups)) groups.set(name, build(list, `dns.groups.${name}`));
   try {
-    return new DnsRouter(dns.rules, build(dns.upstreams, 'dns.upstreams'), groups, opts.ruleSets ?? {});
+    const fallback = build(dns.upstreams, 'dns.upstreams');
+    return new DnsRouter(dns.rules, fallback, groups, opts.ruleSets ?? {}, bootstrap ? [bootstrap] : []);
   } catch (err) {
     throw new EngineSetupError((err as Error).message);
   }
