@@ -57,7 +57,7 @@ import type { Logger } from './logger.js';
 import { FlowGuard, errorText, installErrorBoundary } from './flow-guard.js';
 import { newTproxyUdpCounters, type TproxyUdpCounters, type TproxyUdpOptions } from '../system/tproxy-udp.js';
 import { isUnicastText, isUsablePort } from '../wire/address-class.js';
-import { SocketOwnerLookup } from '../system/socket-owner.js';
+import { SocketOwnerLookup, type SocketOwnerStats } from '../system/socket-owner.js';
 import { loadNative } from '../link/native.js';
 
 export interface EngineCounters {
@@ -78,6 +78,8 @@ export interface EngineCounters {
   tproxyUdp: TproxyUdpCounters;
   /** Live SYN-flood figures (getters over the stack's stats and the dial limiter), for the counters log line. */
   synFlood?: SynFloodCounters;
+  /** Socket-owner lookups (uid / processName / processPath rules), present once such a rule exists. */
+  socketOwner?: SocketOwnerStats;
 }
 
 export interface SynFloodCounters {
@@ -478,6 +480,7 @@ export class Engine {
     if (this.owners !== null || !this.policy.current.needsOwner) return;
     const native = loadNative();
     this.owners = new SocketOwnerLookup({ sockDiag: (p, f, l, lp, r, rp) => native.socketOwner(p, f, l, lp, r, rp) });
+    this.counters.socketOwner = this.owners.stats;
   }
 
   /** Whether this flow's owner must be known before routing: an owner rule exists and the flow entered the TUN (TPROXY flows come from other hosts). */

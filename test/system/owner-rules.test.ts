@@ -150,6 +150,8 @@ t.test('uid and processName rules decide by the owner of the client socket', { t
 
   const stopped = await engine.stop();
   t.equal(stopped.code, 0, 'SIGTERM exits 0');
+  const stopping = engine.lines.find((l) => l.msg === 'stopping') as { socketOwner?: { lookups: number; notFound: number; procScanned: number } } | undefined;
+  t.ok((stopping?.socketOwner?.lookups ?? 0) >= 14, `the stopping line counts the owner lookups: ${JSON.stringify(stopping?.socketOwner)}`);
 });
 
 t.test('connect time through the TUN with and without owner lookups (figures only)', { timeout: 120_000 }, async (t) => {
