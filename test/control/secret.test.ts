@@ -40,7 +40,8 @@ t.test('a file readable by others is tightened; an empty or odd one is refused n
   t.throws(() => loadOrCreateSecret(join(d)), /api\.secretFile: cannot read/, 'a directory');
 });
 
-t.test('the default path is beside the state file', async (t) => {
-  t.equal(secretPath(null, '/var/lib/sluice/state.json'), '/var/lib/sluice/api-secret');
+t.test('the default path: beside a --state file, else /var/lib/sluice', async (t) => {
+  t.equal(secretPath(null, '/tmp/x/state.json'), '/tmp/x/api-secret');
+  t.equal(secretPath(null, '/run/sluice/state.json'), '/var/lib/sluice/api-secret', 'the default state file is on tmpfs: the secret goes where it survives a reboot');
   t.equal(secretPath('/etc/sluice/secret', '/var/lib/sluice/state.json'), '/etc/sluice/secret');
 });
