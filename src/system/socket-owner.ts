@@ -90,8 +90,8 @@ export class SocketOwnerLookup {
   private readonly inflight = new Map<number, Promise<SocketOwner>>();
   /** Most recent last. */
   private hot: number[] = [];
-  /** fd links the last holds() read. */
-  private lastLinks = 0;
+  /** fd links read since the walk last yielded to the event loop. */
+  private sinceYield = 0;
 
   constructor(o: SocketOwnerOptions) {
     this.sockDiag = o.sockDiag;
@@ -155,7 +155,7 @@ export class SocketOwnerLookup {
     for (let i = this.hot.length - 1; i >= 0; i--) {
       const pid = this.hot[i]!;
       tried.add(pid);
-      if (this.holds(pid, target)) return this.describe(uid, pid);
+      if (await this.holds(pid, target)) return this.describe(uid, pid);
     }
     let entries: string[];
     try {
@@ -173,26 +173,18 @@ export class SocketOwnerLookup {
     // Newest first: a socket not held by a recent owner most likely belongs to
     // a process that just started (pids grow until they wrap around).
     pids.sort((a, b) => b - a);
-    let sinceYield = 0;
-    for (const pid of pids) {
-      if (this.holds(pid, target)) return this.describe(uid, pid);
-      sinceYield += this.lastLinks;
-      if (sinceYield >= LINKS_PER_TURN) {
-        sinceYield = 0;
-        await yieldToLoop();
-      }
-    }
+    for (const pid of pids) if (await this.holds(pid, target)) return this.describe(uid, pid);
     return { uid, pid: null, process: null, processPath: null };
   }
 
   /**
    * Whether /proc/PID/fd has a link to `target`, highest fd first (a new
    * socket is often among the last opened). Unreadable or vanished
-   * processes hold nothing. Sets lastLinks to the links read.
+   * processes hold nothing. Yields to the event loop every LINKS_PER_TURN
+   * links, inside a process with many fds too.
    */
-  private holds(pid: number, target: string): boolean {
+  private async holds(pid: number, target: string): Promise<boolean> {
     this.stats.procScanned++;
-    this.lastLinks = 0;
     const dir = `${this.proc}/${pid}/fd`;
     let fds: string[];
     try {
@@ -200,8 +192,11 @@ export class SocketOwnerLookup {
     } catch {
       return false;
     }
-    this.lastLinks = fds.length;
     for (let i = fds.length - 1; i >= 0; i--) {
+      if (++this.sinceYield >= LINKS_PER_TURN) {
+        this.sinceYield = 0;
+        await yieldToLoop();
+      }
       let link: string;
       try {
         link = readlinkSync(`${dir}/${fds[i]!}`);
