@@ -152,8 +152,9 @@ export class SocketOwnerLookup {
   private async findProcess(uid: number, inode: number): Promise<SocketOwner> {
     const target = `socket:[${inode}]`;
     const tried = new Set<number>();
-    for (let i = this.hot.length - 1; i >= 0; i--) {
-      const pid = this.hot[i]!;
+    const hot = this.hot.slice(); // holds() may drop dead ones from this.hot
+    for (let i = hot.length - 1; i >= 0; i--) {
+      const pid = hot[i]!;
       tried.add(pid);
       if (await this.holds(pid, target)) return this.describe(uid, pid);
     }
@@ -189,7 +190,9 @@ export class SocketOwnerLookup {
     let fds: string[];
     try {
       fds = readdirSync(dir);
-    } catch {
+    } catch (err) {
+      // A process that is gone leaves the hot list.
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') this.hot = this.hot.filter((p) => p !== pid);
       return false;
     }
     for (let i = fds.length - 1; i >= 0; i--) {
