@@ -246,6 +246,33 @@ export function semanticIssues(data: unknown): Issue[] {
     });
   }
 
+  // --- DNS rules, groups and the fake-IP filter ------------------------------------
+  const groupNames = isObj(dns.groups) ? Object.keys(dns.groups) : [];
+  if (isObj(dns.groups)) {
+    for (const [name, list] of Object.entries(dns.groups)) {
+      if (!Array.isArray(list)) continue;
+      list.forEach((up, i) => {
+        if (isObj(up)) checkOutbound(['dns', 'groups', name, i, 'outbound'], up.outbound ?? 'direct', up.outbound !== undefined);
+      });
+    }
+  }
+  if (Array.isArray(dns.rules)) {
+    const known = ['default', ...groupNames];
+    dns.rules.forEach((rule, i) => {
+      if (!isObj(rule)) return;
+      const path: PathSegment[] = ['dns', 'rules', i];
+      if (typeof rule.upstream === 'string' && !known.includes(rule.upstream)) {
+        add([...path, 'upstream'], `names an undefined upstream group "${rule.upstream}"${didYouMean(rule.upstream, known)} (defined: ${known.join(', ')})`);
+      }
+      checkCondition(rule, path, 1);
+    });
+  }
+  if (Array.isArray(fakeIp.filter)) {
+    fakeIp.filter.forEach((cond, i) => {
+      if (isObj(cond)) checkCondition(cond, ['dns', 'fakeIp', 'filter', i], 1);
+    });
+  }
+
   // --- HTTP L7 mode --------------------------------------------------------------
   const http = isObj(data.http) ? data.http : {};
   const sniff = isObj(data.sniff) ? data.sniff : {};
