@@ -193,7 +193,7 @@ async function run(argv: string[], io: CommandIo, takeEarlySignal: () => string 
       life.check();
     }
     if (config.gateway.enabled) {
-      const stopGateway = await startGateway(config, tun.name, statePath, log);
+      const stopGateway = await startGateway(config, tun.name, statePath, log, classifier === null ? null : classifier.ebpf ? 'ebpf' : 'fallback');
       life.defer('system', 'gateway', stopGateway);
       life.check();
     }

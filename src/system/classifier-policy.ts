@@ -32,6 +32,10 @@
  *   no prefix matches.
  * - Past MAX_PREFIXES per family the rest are left out and the default
  *   becomes 'tun'; a left-out prefix then reaches the engine.
+ *
+ * With gateway mode tproxy, "to sluice" means the TPROXY listeners, not the
+ * TUN: every 'tun' above is 'tproxy' (steeredAction), so the counters say
+ * where the packets went.
  */
 import type { ClassifierAction } from './classifier.js';
 import type { RuleConfig, SluiceConfig } from '../config/types.js';
@@ -84,11 +88,16 @@ export function canonicalPrefix(p: Prefix): string {
   return `${groups.join(':')}/${p.prefix}`;
 }
 
+/** Where the classifier sends what sluice must see: the TPROXY listeners in gateway mode tproxy, else the TUN. */
+export function steeredAction(config: SluiceConfig): ClassifierAction {
+  return config.gateway.enabled && config.gateway.mode === 'tproxy' ? 'tproxy' : 'tun';
+}
+
 function actionOf(config: SluiceConfig, outbound: string): ClassifierAction {
   const ob = config.outbounds.find((o) => o.name === outbound);
   if (ob?.type === 'direct') return 'kernel';
   if (ob?.type === 'drop') return 'drop';
-  return 'tun';
+  return steeredAction(config);
 }
 
 /** The destination prefixes of a rule the classifier can express, or null. */
@@ -138,6 +147,7 @@ class Inserted {
 }
 
 export function classifierTable(config: SluiceConfig): ClassifierTable {
+  const steered = steeredAction(config);
   const prefixes = new Map<string, ClassifierAction>();
   const inserted = new Inserted();
   let truncated = 0;
@@ -154,8 +164,8 @@ export function classifierTable(config: SluiceConfig): ClassifierTable {
 
   for (const b of config.classifier.bypass) insert(b, 'kernel');
   if (config.dns.mode === 'fake-ip') {
-    insert(config.dns.fakeIp.ipv4Range, 'tun');
-    insert(config.dns.fakeIp.ipv6Range, 'tun');
+    insert(config.dns.fakeIp.ipv4Range, steered);
+    insert(config.dns.fakeIp.ipv6Range, steered);
   }
   /** Actions of the inexpressible rules seen so far. */
   const earlier = new Set<ClassifierAction>();
@@ -169,18 +179,18 @@ export function classifierTable(config: SluiceConfig): ClassifierTable {
       continue;
     }
     const safe = earlier.size === 0 || (earlier.size === 1 && earlier.has(action));
-    for (const text of list) insert(text, safe ? action : 'tun');
+    for (const text of list) insert(text, safe ? action : steered);
   }
 
   let defaultAction: ClassifierAction;
-  if (config.classifier.default !== null) defaultAction = config.classifier.default;
-  else if (inexpressible > 0) defaultAction = 'tun';
-  else defaultAction = actionOf(config, config.final) === 'kernel' ? 'kernel' : 'tun';
-  if (truncated > 0) defaultAction = 'tun';
+  if (config.classifier.default !== null) defaultAction = config.classifier.default === 'tun' ? steered : config.classifier.default;
+  else if (inexpressible > 0) defaultAction = steered;
+  else defaultAction = actionOf(config, config.final) === 'kernel' ? 'kernel' : steered;
+  if (truncated > 0) defaultAction = steered;
 
   const ports: ClassifierPort[] = [];
-  if (config.dns.hijack && defaultAction !== 'tun') {
-    ports.push({ protocol: 'udp', port: 53, action: 'tun' }, { protocol: 'tcp', port: 53, action: 'tun' });
+  if (config.dns.hijack && defaultAction !== steered) {
+    ports.push({ protocol: 'udp', port: 53, action: steered }, { protocol: 'tcp', port: 53, action: steered });
   }
   return { defaultAction, prefixes, ports, inexpressible, truncated };
 }

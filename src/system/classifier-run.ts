@@ -12,6 +12,15 @@
  * on the interfaces goes into the TUN (`iif IF lookup TABLE`) except
  * classifier.bypass (`to PREFIX lookup main`, one priority earlier), and
  * the engine applies the whole policy.
+ *
+ * With gateway mode (src/system/gateway.ts) the classifier attaches to
+ * gateway.lan unless classifier.interfaces names others, and the gateway
+ * manages forwarding. In mode tun the classifier's rule and routes above
+ * are the steering (the gateway adds no `iif LAN` rule). In mode tproxy
+ * the mark means "for the TPROXY listeners": the gateway's nftables rules
+ * TPROXY only packets carrying classifier.tunMark, and the classifier
+ * installs no route or rule (its fallback: nftables TPROXYs everything but
+ * classifier.bypass).
  */
 import { existsSync } from 'node:fs';
 import type { SluiceConfig } from '../config/types.js';
@@ -36,8 +45,27 @@ export interface RunningClassifier {
 
 const familyOf = (cidr: string): 4 | 6 => (cidr.includes(':') ? 6 : 4);
 
+/** Where the classifier attaches: classifier.interfaces, or gateway.lan when that is empty in gateway mode. */
+export function classifierInterfaces(config: SluiceConfig): string[] {
+  const c = config.classifier;
+  return c.interfaces.length === 0 && config.gateway.enabled ? config.gateway.lan : c.interfaces;
+}
+
+/** Whether the classifier feeds the nftables TPROXY rule (gateway mode tproxy) rather than the TUN. */
+export function classifierFeedsTproxy(config: SluiceConfig): boolean {
+  return config.gateway.enabled && config.gateway.mode === 'tproxy';
+}
+
+/** The classifier's marks: the TUN mark, and in gateway mode tproxy the same mark as the TPROXY selector. */
+function marks(config: SluiceConfig): { tunMark: number; tproxyMark: number } {
+  const m = config.classifier.tunMark;
+  return { tunMark: m, tproxyMark: classifierFeedsTproxy(config) ? m : 0 };
+}
+
 /** The routes and rules for the eBPF path (`fallback` false) or the policy-routing fallback. */
 export function planClassifierRouting(config: SluiceConfig, tun: string, fallback: boolean): RoutingPlan {
+  // TPROXY needs no route into the TUN: nftables diverts in prerouting (src/system/gateway.ts).
+  if (classifierFeedsTproxy(config)) return { routes: [], rules: [], nft: null };
   const { table, priority } = config.route;
   const routes: RouteEntry[] = [
     { family: 4, dst: '0.0.0.0/0', dev: tun, table },
@@ -54,7 +82,7 @@ export function planClassifierRouting(config: SluiceConfig, tun: string, fallbac
     for (const p of config.classifier.bypass.filter((c) => familyOf(c) === family)) {
       rules.push({ family, priority: priority - 1, selector: ['to', p, 'lookup', 'main'] });
     }
-    for (const ifname of config.classifier.interfaces) rules.push({ family, priority, selector: ['iif', ifname, 'lookup', String(table)] });
+    for (const ifname of classifierInterfaces(config)) rules.push({ family, priority, selector: ['iif', ifname, 'lookup', String(table)] });
   }
   return { routes, rules, nft: null };
 }
@@ -65,8 +93,9 @@ export function planClassifierRouting(config: SluiceConfig, tun: string, fallbac
  */
 export async function checkClassifier(config: SluiceConfig, where: string): Promise<void> {
   const problems: string[] = [];
-  config.classifier.interfaces.forEach((ifname, i) => {
-    if (!existsSync(`/sys/class/net/${ifname}`)) problems.push(`${where}: classifier.interfaces[${i}]: no interface named "${ifname}"`);
+  const field = config.classifier.interfaces.length === 0 ? 'gateway.lan' : 'classifier.interfaces';
+  classifierInterfaces(config).forEach((ifname, i) => {
+    if (!existsSync(`/sys/class/net/${ifname}`)) problems.push(`${where}: ${field}[${i}]: no interface named "${ifname}"`);
   });
   const route = { ...config.route, mark: config.classifier.tunMark, include: ['0.0.0.0/0', '::/0'], exclude: config.classifier.bypass, strictDns: false };
   for (const c of await findCollisions(route)) {
@@ -90,14 +119,18 @@ function describe(err: unknown): string {
 /** Loads and attaches the classifier (or sets up the fallback); call after the TUN exists and checkClassifier passed. */
 export async function startClassifier(config: SluiceConfig, tun: string, statePath: string, log: Logger): Promise<RunningClassifier> {
   const c = config.classifier;
+  const interfaces = classifierInterfaces(config);
+  const mk = marks(config);
   let table: ClassifierTable = classifierTable(config);
   let bpf: TcClassifier | null = null;
   try {
-    bpf = TcClassifier.load({ defaultAction: table.defaultAction, tunMark: c.tunMark, tproxyMark: 0 }, classifierObject());
+    bpf = TcClassifier.load({ defaultAction: table.defaultAction, ...mk }, classifierObject());
   } catch (err) {
     log.warn(
-      { reason: describe(err), interfaces: c.interfaces },
-      'eBPF classifier unavailable; falling back to policy routing alone (everything arriving on the interfaces goes through the TUN, except classifier.bypass)',
+      { reason: describe(err), interfaces },
+      classifierFeedsTproxy(config)
+        ? 'eBPF classifier unavailable; falling back to nftables alone (everything arriving on the interfaces is TPROXYed, except classifier.bypass)'
+        : 'eBPF classifier unavailable; falling back to policy routing alone (everything arriving on the interfaces goes through the TUN, except classifier.bypass)',
     );
   }
   const state = await applyRouting(planClassifierRouting(config, tun, bpf === null), statePath);
@@ -106,19 +139,19 @@ export async function startClassifier(config: SluiceConfig, tun: string, statePa
     removeState(statePath);
   };
   if (bpf === null) {
-    log.info({ state: statePath, interfaces: c.interfaces, rules: state.rules.length }, 'classifier fallback installed');
+    log.info({ state: statePath, interfaces, rules: state.rules.length }, 'classifier fallback installed');
     return fallbackHandle(teardown);
   }
   const live = bpf;
   try {
     // Recorded before attaching (a superset of what exists); the clsact qdisc is ours when it was not there before.
     state.tcFilters = [];
-    for (const ifname of c.interfaces) {
+    for (const ifname of interfaces) {
       const q = await runCommand(['tc', 'qdisc', 'show', 'dev', ifname]);
       state.tcFilters.push({ ifname, direction: c.direction, createdQdisc: q.code === 0 && !/\bclsact\b/.test(q.stdout) });
     }
     writeState(statePath, state);
-    for (const ifname of c.interfaces) live.attach(ifname, c.direction);
+    for (const ifname of interfaces) live.attach(ifname, c.direction);
     for (const [cidr, action] of table.prefixes) live.setPrefix(cidr, action);
     for (const p of table.ports) live.setPort(p.protocol, p.port, p.action);
   } catch (err) {
@@ -128,7 +161,7 @@ export async function startClassifier(config: SluiceConfig, tun: string, statePa
     } catch (e) {
       log.error({ err: (e as Error).message, state: statePath }, 'could not remove the classifier state; run "sluice down"');
     }
-    log.warn({ reason: describe(err), interfaces: c.interfaces }, 'eBPF classifier could not be attached; falling back to policy routing alone');
+    log.warn({ reason: describe(err), interfaces }, 'eBPF classifier could not be attached; falling back to policy routing alone');
     const fb = await applyRouting(planClassifierRouting(config, tun, true), statePath);
     return fallbackHandle(async () => {
       await teardownState(fb);
@@ -136,7 +169,7 @@ export async function startClassifier(config: SluiceConfig, tun: string, statePa
     });
   }
   log.info(
-    { state: statePath, interfaces: c.interfaces, direction: c.direction, tunMark: c.tunMark, default: table.defaultAction, prefixes: table.prefixes.size, inexpressibleRules: table.inexpressible, truncated: table.truncated },
+    { state: statePath, interfaces, direction: c.direction, steered: classifierFeedsTproxy(config) ? 'tproxy' : 'tun', tunMark: c.tunMark, default: table.defaultAction, prefixes: table.prefixes.size, inexpressibleRules: table.inexpressible, truncated: table.truncated },
     'classifier attached',
   );
   let stopped = false;
@@ -150,7 +183,7 @@ export async function startClassifier(config: SluiceConfig, tun: string, statePa
         // New and changed first, then removals: a covered address never falls through to the default mid-update.
         for (const [cidr, action] of d.set) live.setPrefix(cidr, action);
         for (const cidr of d.remove) live.deletePrefix(cidr);
-        if (t.defaultAction !== table.defaultAction) live.configure({ defaultAction: t.defaultAction, tunMark: c.tunMark, tproxyMark: 0 });
+        if (t.defaultAction !== table.defaultAction) live.configure({ defaultAction: t.defaultAction, ...mk });
         for (const p of table.ports) if (!t.ports.some((q) => q.protocol === p.protocol && q.port === p.port)) live.deletePort(p.protocol, p.port);
         for (const p of t.ports) live.setPort(p.protocol, p.port, p.action);
         table = t;

@@ -16,6 +16,14 @@
  *     `local default dev lo table route.table + 1` (the recipe of the
  *     kernel's Documentation/networking/tproxy.rst).
  *
+ * With the eBPF classifier on (src/system/classifier-run.ts) the gateway
+ * steers nothing itself: in mode tun the classifier's `fwmark` rule routes
+ * what it marks into the TUN (no `iif LAN` rule, no routes here); in mode
+ * tproxy the TPROXY rules take only packets carrying classifier.tunMark,
+ * and the kill switch rejects only those. Everything else the kernel
+ * forwards untouched. When the classifier fell back (no eBPF), mode tproxy
+ * TPROXYs everything except classifier.bypass.
+ *
  * The rules sit at route.priority, or at route.priority - 2 when route.auto
  * is on too (ahead of its exclude and `not fwmark` rules, which would
  * otherwise send the marked packets into the TUN).
@@ -84,15 +92,19 @@ export interface GatewayPlan {
 
 const hex = (n: number): string => `0x${n.toString(16)}`;
 
-/** What `config.gateway` asks for with the TUN named `tun`; pure. */
-export function planGateway(config: SluiceConfig, tun: string): GatewayPlan {
+/** How the classifier runs beside the gateway: attached (eBPF), fallen back (policy routing / nftables alone), or not enabled. */
+export type GatewayClassifier = 'ebpf' | 'fallback' | null;
+
+/** What `config.gateway` asks for with the TUN named `tun`; pure. `classifier` defaults to what the config asks for. */
+export function planGateway(config: SluiceConfig, tun: string, classifier: GatewayClassifier = config.classifier.enabled ? 'ebpf' : null): GatewayPlan {
   const { gateway: gw, route } = config;
   const priority = route.auto ? route.priority - 2 : route.priority;
   const rules: RuleEntry[] = [];
   const routes: GatewayRoute[] = [];
   let tunTable: number | null = null;
   let localTable: number | null = null;
-  if (gw.mode === 'tun') {
+  // With the classifier, its own rule and routes (or its fallback's `iif` rules) steer into the TUN.
+  if (gw.mode === 'tun' && classifier === null) {
     tunTable = route.table;
     for (const family of [4, 6] as const) {
       for (const lan of gw.lan) rules.push({ family, priority, selector: ['iif', lan, 'lookup', String(route.table)] });
@@ -111,7 +123,13 @@ export function planGateway(config: SluiceConfig, tun: string): GatewayPlan {
       routes.push({ family, dst: family === 4 ? '0.0.0.0/0' : '::/0', dev: 'lo', table: localTable, type: 'local' });
     }
   }
-  return { sysctls: [...FORWARDING_SYSCTLS], routes, rules, nft: usesMark ? tproxyScript(config) : null, priority, tunTable, localTable };
+  return { sysctls: [...FORWARDING_SYSCTLS], routes, rules, nft: usesMark ? tproxyScript(config, classifier) : null, priority, tunTable, localTable };
+}
+
+/** nftables set elements of `prefixes` of one family, or null when there is none. */
+function prefixSet(prefixes: readonly string[], family: 4 | 6): string | null {
+  const list = prefixes.filter((p) => p.includes(':') === (family === 6));
+  return list.length === 0 ? null : `{ ${list.join(', ')} }`;
 }
 
 /**
@@ -121,10 +139,19 @@ export function planGateway(config: SluiceConfig, tun: string): GatewayPlan {
  * Then, in tproxy mode, TCP and UDP from the LAN not addressed to this host
  * are diverted to the listeners (UDP: src/system/tproxy-udp.ts).
  */
-export function tproxyScript(config: SluiceConfig): string {
+export function tproxyScript(config: SluiceConfig, classifier: GatewayClassifier = null): string {
   const { gateway: gw } = config;
   const mark = hex(gw.tproxyMark);
   const lans = `{ ${gw.lan.map((l) => `"${l}"`).join(', ')} }`;
+  // With the eBPF classifier: only what it marked for sluice. Its fallback: everything but classifier.bypass.
+  const selected = classifier === 'ebpf' ? `meta mark ${hex(config.classifier.tunMark)} ` : '';
+  const bypass: string[] = [];
+  if (classifier === 'fallback') {
+    const v4 = prefixSet(config.classifier.bypass, 4);
+    const v6 = prefixSet(config.classifier.bypass, 6);
+    if (v4 !== null) bypass.push(`    iifname ${lans} ip daddr ${v4} accept`);
+    if (v6 !== null) bypass.push(`    iifname ${lans} ip6 daddr ${v6} accept`);
+  }
   const lines = [
     `table ${GATEWAY_NFT_TABLE.family} ${GATEWAY_NFT_TABLE.name} {`,
     '  chain prerouting {',
@@ -134,13 +161,14 @@ export function tproxyScript(config: SluiceConfig): string {
   if (gw.mode === 'tproxy') {
     lines.push(
       `    iifname ${lans} fib daddr type local accept`,
+      ...bypass,
       // Port 0 is reserved (RFC 6335 6): refused here as a host without a
       // listener would (RST, ICMP port unreachable) rather than letting the
       // listener complete a handshake that no upstream can carry.
-      `    iifname ${lans} meta l4proto tcp th dport 0 reject with tcp reset`,
-      `    iifname ${lans} meta l4proto udp th dport 0 reject`,
-      `    iifname ${lans} meta l4proto tcp tproxy to :${gw.tproxyPort} meta mark set ${mark} accept`,
-      `    iifname ${lans} meta l4proto udp tproxy to :${gw.tproxyPort} meta mark set ${mark} accept`,
+      `    iifname ${lans} ${selected}meta l4proto tcp th dport 0 reject with tcp reset`,
+      `    iifname ${lans} ${selected}meta l4proto udp th dport 0 reject`,
+      `    iifname ${lans} ${selected}meta l4proto tcp tproxy to :${gw.tproxyPort} meta mark set ${mark} accept`,
+      `    iifname ${lans} ${selected}meta l4proto udp tproxy to :${gw.tproxyPort} meta mark set ${mark} accept`,
     );
   }
   lines.push('  }');
@@ -153,7 +181,9 @@ export function tproxyScript(config: SluiceConfig): string {
     lines.push(
       '  chain forward {',
       '    type filter hook forward priority filter; policy accept;',
-      `    iifname ${lans} meta l4proto { tcp, udp } counter reject with icmpx host-unreachable`,
+      // The kernel path (the classifier left it unmarked, or classifier.bypass) is forwarded on purpose.
+      ...bypass,
+      `    iifname ${lans} ${selected}meta l4proto { tcp, udp } counter reject with icmpx host-unreachable`,
       '  }',
     );
   }

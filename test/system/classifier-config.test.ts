@@ -38,7 +38,9 @@ t.test('semantic checks name the field', async (t) => {
   t.same(await problems('classifier: { enabled: false, interfaces: [] }\n'), [], 'disabled: nothing to check');
 });
 
-t.test('gateway mode and the classifier exclude each other', async (t) => {
-  const found = await problems('gateway: { enabled: true, lan: [lan0] }\nclassifier: { enabled: true, interfaces: [lan0] }\n');
-  t.ok(found.some((p) => /^classifier\.enabled: cannot be combined with gateway\.enabled/.test(p)), found.join('\n'));
+t.test('with gateway mode: allowed, interfaces default to gateway.lan, marks and direction checked', async (t) => {
+  t.same(await problems('gateway: { enabled: true, lan: [lan0] }\nclassifier: { enabled: true }\n'), [], 'no interfaces needed: gateway.lan');
+  t.same(await problems('gateway: { enabled: true, lan: [lan0], mode: tproxy }\nclassifier: { enabled: true, interfaces: [lan0] }\n'), [], 'tproxy mode too');
+  t.match(await problems('gateway: { enabled: true, lan: [lan0], tproxyMark: 0x164 }\nclassifier: { enabled: true }\n'), [/^classifier\.enabled: tunMark 0x164 equals gateway\.tproxyMark/]);
+  t.match(await problems('gateway: { enabled: true, lan: [lan0] }\nclassifier: { enabled: true, direction: egress }\n'), [/^classifier\.direction: with gateway\.enabled the classifier must see the LAN's packets before routing/]);
 });
