@@ -36,6 +36,7 @@ import { startTproxyListeners } from '../system/tproxy-listen.js';
 import { startTproxyUdp } from '../system/tproxy-udp.js';
 import type net from 'node:net';
 import { checkClassifier, startClassifier, type RunningClassifier } from '../system/classifier-run.js';
+import { startKernelPath, type RunningKernelPath } from '../system/kernel-path.js';
 import { dropPrivileges, planPrivilegeDrop } from '../system/privileges.js';
 import { sdNotify } from '../system/sd-notify.js';
 import { refuseGlobalDispatch } from '../outbound/agent.js';
@@ -132,7 +133,10 @@ async function run(argv: string[], io: CommandIo, takeEarlySignal: () => string 
     if (running === null || life.stopRequested) return;
     const e = running;
     // The classifier's maps follow the reloaded policy live (no detach).
-    void e.reload().then(() => classifier?.update(e.activeConfig));
+    void e.reload().then(() => {
+      classifier?.update(e.activeConfig);
+      return kernelPath?.update(e.activeConfig);
+    });
   };
   const onUsr2 = (): void => {
     if (running !== null) log.info({ ...running.counters, stack: running.stack.stats.drops, classifier: classifier?.counters() ?? undefined }, 'counters');
@@ -147,6 +151,7 @@ async function run(argv: string[], io: CommandIo, takeEarlySignal: () => string 
   let tun: TunDevice;
   let engine: Engine;
   let classifier: RunningClassifier | null = null;
+  let kernelPath: RunningKernelPath | null = null;
   try {
     const drop = planPrivilegeDrop(config, where, statePath);
     life.check();
@@ -177,6 +182,12 @@ async function run(argv: string[], io: CommandIo, takeEarlySignal: () => string 
       const stopRoute = await startAutoRoute(config.route, tun.name, statePath, log);
       life.defer('system', 'auto-route', stopRoute);
       life.check();
+      if (config.route.kernelPath) {
+        const k = await startKernelPath(config, tun.name, statePath, log);
+        kernelPath = k;
+        life.defer('system', 'kernel path', () => k.stop());
+        life.check();
+      }
     }
     if (config.classifier.enabled) {
       const c = await startClassifier(config, tun.name, statePath, log);

@@ -289,6 +289,7 @@ export const configSchema: Schema = {
         strictDns: { type: 'boolean', default: d.route.strictDns },
         killSwitch: { type: 'boolean', default: d.route.killSwitch },
         excludeDetected: { type: 'boolean', default: d.route.excludeDetected },
+        kernelPath: { type: 'boolean', default: d.route.kernelPath },
       },
       [],
       { default: {} },

@@ -249,6 +249,12 @@ export interface RouteConfig {
    * `exclude`, so they keep their own routes instead of entering the TUN.
    */
   excludeDetected: boolean;
+  /**
+   * With `auto`: destinations the policy sends direct by address (src/system/kernel-path.ts)
+   * skip the TUN: nftables marks them in the output path so the routing rules leave them to
+   * the main table. Fake-IP ranges and everything else still enter the TUN.
+   */
+  kernelPath: boolean;
 }
 
 /**
@@ -397,6 +403,7 @@ export function defaultConfig(): SluiceConfig {
       strictDns: false,
       killSwitch: true,
       excludeDetected: true,
+      kernelPath: false,
     },
     http: { enabled: false, ports: [80], rules: [], accessLog: true, maxHeaderBytes: 16384 },
     classifier: { enabled: false, interfaces: [], direction: 'ingress', tunMark: 0x164, bypass: [], default: null },
