@@ -35,7 +35,7 @@ import { checkAutoRoute, startAutoRoute, cleanLeftovers, checkGateway, startGate
 import { startTproxyListeners } from '../system/tproxy-listen.js';
 import { startTproxyUdp } from '../system/tproxy-udp.js';
 import type net from 'node:net';
-import { checkClassifier, startClassifier, type RunningClassifier } from '../system/classifier-run.js';
+import { checkClassifier, classifierCounters, startClassifier, type RunningClassifier } from '../system/classifier-run.js';
 import { startKernelPath, type RunningKernelPath } from '../system/kernel-path.js';
 import { dropPrivileges, planPrivilegeDrop } from '../system/privileges.js';
 import { sdNotify } from '../system/sd-notify.js';
@@ -139,7 +139,7 @@ async function run(argv: string[], io: CommandIo, takeEarlySignal: () => string 
     });
   };
   const onUsr2 = (): void => {
-    if (running !== null) log.info({ ...running.counters, stack: running.stack.stats.drops, classifier: classifier?.counters() ?? undefined }, 'counters');
+    if (running !== null) log.info({ ...running.counters, stack: running.stack.stats.drops, classifier: classifierCounters() ?? undefined }, 'counters');
   };
   process.on('SIGHUP', onHup);
   process.on('SIGUSR2', onUsr2);
@@ -224,7 +224,7 @@ async function run(argv: string[], io: CommandIo, takeEarlySignal: () => string 
   sdNotify(`READY=1\nSTATUS=serving on ${tun.name}`, log);
   const signal = await life.untilSignal();
   sdNotify('STOPPING=1', log);
-  log.info({ signal, ...engine.counters, openFlows: engine.openFlows, stack: engine.stack.stats.drops, classifier: classifier?.counters() ?? undefined }, 'stopping');
+  log.info({ signal, ...engine.counters, openFlows: engine.openFlows, stack: engine.stack.stats.drops, classifier: classifierCounters() ?? undefined }, 'stopping');
   process.off('SIGUSR2', onUsr2);
   const code = await life.stop();
   process.off('SIGHUP', onHup);

@@ -45,6 +45,22 @@ export interface RunningClassifier {
 
 const familyOf = (cidr: string): 4 | 6 => (cidr.includes(':') ? 6 : 4);
 
+/** The classifier of this process's `sluice run`, while attached (one per process). */
+let current: RunningClassifier | null = null;
+
+/**
+ * The live per-action packet and byte counters of the running classifier
+ * (summed over CPUs, read from the kernel map on each call), or null when
+ * no eBPF classifier is attached (not enabled, the fallback, stopped). The
+ * one source for the SIGUSR2 `counters` line, the control-plane API
+ * (/v1/ counters) and the Prometheus metrics
+ * (sluice_classifier_packets_total{action}, ..._bytes_total{action}):
+ * reading it costs a map lookup per action and adds no work per packet.
+ */
+export function classifierCounters(): Record<ClassifierAction, ActionCounters> | null {
+  return current?.counters() ?? null;
+}
+
 /** Where the classifier attaches: classifier.interfaces, or gateway.lan when that is empty in gateway mode. */
 export function classifierInterfaces(config: SluiceConfig): string[] {
   const c = config.classifier;
@@ -173,7 +189,7 @@ export async function startClassifier(config: SluiceConfig, tun: string, statePa
     'classifier attached',
   );
   let stopped = false;
-  return {
+  const handle: RunningClassifier = {
     ebpf: true,
     update(next: SluiceConfig): void {
       if (stopped) return;
@@ -196,11 +212,14 @@ export async function startClassifier(config: SluiceConfig, tun: string, statePa
     async stop(): Promise<void> {
       if (stopped) return;
       stopped = true;
+      if (current === handle) current = null;
       live.close();
       await teardown();
       log.info({ state: statePath }, 'classifier detached');
     },
   };
+  current = handle;
+  return handle;
 }
 
 function fallbackHandle(teardown: () => Promise<void>): RunningClassifier {
