@@ -35,7 +35,7 @@ import { checkAutoRoute, startAutoRoute, cleanLeftovers, checkGateway, startGate
 import { startTproxyListeners } from '../system/tproxy-listen.js';
 import { startTproxyUdp } from '../system/tproxy-udp.js';
 import type net from 'node:net';
-import { checkClassifier, classifierCounters, startClassifier, type RunningClassifier } from '../system/classifier-run.js';
+import { checkClassifier, classifierAssignCounters, classifierCounters, runsClassifier, startClassifier, type RunningClassifier } from '../system/classifier-run.js';
 import { startKernelPath, type RunningKernelPath } from '../system/kernel-path.js';
 import { dropPrivileges, planPrivilegeDrop } from '../system/privileges.js';
 import { sdNotify } from '../system/sd-notify.js';
@@ -139,7 +139,7 @@ async function run(argv: string[], io: CommandIo, takeEarlySignal: () => string 
     });
   };
   const onUsr2 = (): void => {
-    if (running !== null) log.info({ ...running.counters, stack: running.stack.stats.drops, classifier: classifierCounters() ?? undefined }, 'counters');
+    if (running !== null) log.info({ ...running.counters, stack: running.stack.stats.drops, classifier: classifierCounters() ?? undefined, classifierAssign: classifierAssignCounters() ?? undefined }, 'counters');
   };
   process.on('SIGHUP', onHup);
   process.on('SIGUSR2', onUsr2);
@@ -161,7 +161,7 @@ async function run(argv: string[], io: CommandIo, takeEarlySignal: () => string 
     if (config.route.auto || config.gateway.enabled || config.classifier.enabled) config.route = await reportCoexistence(config.route, log);
     life.check();
     if (config.route.auto) await checkAutoRoute(config.route, where);
-    if (config.classifier.enabled) await checkClassifier(config, where);
+    if (runsClassifier(config)) await checkClassifier(config, where);
     if (config.gateway.enabled) await checkGateway(config, where);
     const taken = tunNameProblem(config.tun.name, where);
     if (taken !== null) throw new Error(taken);
@@ -189,13 +189,13 @@ async function run(argv: string[], io: CommandIo, takeEarlySignal: () => string 
         life.check();
       }
     }
-    if (config.classifier.enabled) {
+    if (runsClassifier(config)) {
       const c = await startClassifier(config, tun.name, statePath, log);
       classifier = c;
       life.defer('system', 'classifier', () => c.stop());
       life.check();
     }
-    if (config.gateway.enabled && config.gateway.mode === 'tproxy') {
+    if (config.gateway.enabled && config.gateway.mode !== 'tun') {
       const listeners = await startTproxyListeners(config.gateway.tproxyPort, (s) => e.handleTransparent(s), log);
       life.defer('accept', 'tproxy listeners', () => closeServers(listeners));
       life.check();

@@ -329,7 +329,7 @@ export const configSchema: Schema = {
         enabled: { type: 'boolean', default: d.gateway.enabled },
         // May be empty in the schema (the default); an enabled gateway without one is reported by gateway-checks.ts.
         lan: { type: 'array', items: str('[^\\s/:]{1,15}', 'an interface name such as eth1'), maxItems: 64, uniqueItems: true, default: d.gateway.lan },
-        mode: enumOf(['tun', 'tproxy'], { default: d.gateway.mode }),
+        mode: enumOf(['tun', 'tproxy', 'tproxy-ebpf'], { default: d.gateway.mode }),
         tproxyPort: int(1, 65535, { 'x-expected': 'a port from 1 to 65535', default: d.gateway.tproxyPort }),
         tproxyMark: int(1, 0xffffffff, { 'x-expected': 'a 32-bit mark from 1 to 0xffffffff', default: d.gateway.tproxyMark }),
         preserveSource: { type: 'boolean', default: d.gateway.preserveSource },

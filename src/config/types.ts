@@ -277,7 +277,7 @@ export interface ClassifierSectionConfig {
 }
 
 /** How a gateway steers the LAN's forwarded traffic into sluice (docs/configuration.md, "gateway"). */
-export type GatewayMode = 'tun' | 'tproxy';
+export type GatewayMode = 'tun' | 'tproxy' | 'tproxy-ebpf';
 
 /**
  * Gateway mode (`gateway:`): sluice proxies the traffic other machines on
@@ -288,7 +288,7 @@ export interface GatewayConfig {
   enabled: boolean;
   /** Interfaces the LAN's traffic arrives on. */
   lan: string[];
-  /** tun: policy-route it into the TUN; tproxy: nftables TPROXY to IP_TRANSPARENT listeners (TCP). */
+  /** tun: policy-route it into the TUN; tproxy: nftables TPROXY to IP_TRANSPARENT listeners; tproxy-ebpf: the same listeners fed by a TC program with bpf_sk_assign. */
   mode: GatewayMode;
   /** Port of the TPROXY listeners (tproxy mode). */
   tproxyPort: number;

@@ -33,7 +33,7 @@
  * - Past MAX_PREFIXES per family the rest are left out and the default
  *   becomes 'tun'; a left-out prefix then reaches the engine.
  *
- * With gateway mode tproxy, "to sluice" means the TPROXY listeners, not the
+ * With gateway mode tproxy or tproxy-ebpf, "to sluice" means the TPROXY listeners, not the
  * TUN: every 'tun' above is 'tproxy' (steeredAction), so the counters say
  * where the packets went.
  */
@@ -90,7 +90,7 @@ export function canonicalPrefix(p: Prefix): string {
 
 /** Where the classifier sends what sluice must see: the TPROXY listeners in gateway mode tproxy, else the TUN. */
 export function steeredAction(config: SluiceConfig): ClassifierAction {
-  return config.gateway.enabled && config.gateway.mode === 'tproxy' ? 'tproxy' : 'tun';
+  return config.gateway.enabled && config.gateway.mode !== 'tun' ? 'tproxy' : 'tun';
 }
 
 function actionOf(config: SluiceConfig, outbound: string): ClassifierAction {

@@ -25,7 +25,7 @@
 import { existsSync } from 'node:fs';
 import type { SluiceConfig } from '../config/types.js';
 import type { Logger } from '../engine/logger.js';
-import { CLASSIFIER_OBJECT, TcClassifier, type ActionCounters, type ClassifierAction } from './classifier.js';
+import { CLASSIFIER_OBJECT, TcClassifier, type ActionCounters, type AssignResult, type ClassifierAction } from './classifier.js';
 import { classifierTable, diffTables, type ClassifierTable } from './classifier-policy.js';
 import { findCollisions } from './preflight.js';
 import { applyRouting, killSwitchRoutes, type RoutingPlan } from './routing.js';
@@ -39,6 +39,8 @@ export interface RunningClassifier {
   /** Recomputes the tables from `config` (after a reload) and applies the difference live. */
   update(config: SluiceConfig): void;
   counters(): Record<ClassifierAction, ActionCounters> | null;
+  /** Socket-assignment outcomes (gateway.mode tproxy-ebpf), or null when the program does not assign. */
+  assignCounters(): Record<AssignResult, number> | null;
   /** Detaches, removes the rules and routes, deletes the state file. */
   stop(): Promise<void>;
 }
@@ -61,21 +63,47 @@ export function classifierCounters(): Record<ClassifierAction, ActionCounters> |
   return current?.counters() ?? null;
 }
 
+/** The live socket-assignment counters of gateway.mode tproxy-ebpf (listener, flow, local, noListener, assignFailed, unsupported), or null. */
+export function classifierAssignCounters(): Record<AssignResult, number> | null {
+  return current?.assignCounters() ?? null;
+}
+
 /** Where the classifier attaches: classifier.interfaces, or gateway.lan when that is empty in gateway mode. */
 export function classifierInterfaces(config: SluiceConfig): string[] {
   const c = config.classifier;
   return c.interfaces.length === 0 && config.gateway.enabled ? config.gateway.lan : c.interfaces;
 }
 
-/** Whether the classifier feeds the nftables TPROXY rule (gateway mode tproxy) rather than the TUN. */
+/** Whether the classifier feeds the TPROXY listeners (gateway mode tproxy or tproxy-ebpf) rather than the TUN. */
 export function classifierFeedsTproxy(config: SluiceConfig): boolean {
-  return config.gateway.enabled && config.gateway.mode === 'tproxy';
+  return config.gateway.enabled && config.gateway.mode !== 'tun';
 }
 
-/** The classifier's marks: the TUN mark, and in gateway mode tproxy the same mark as the TPROXY selector. */
-function marks(config: SluiceConfig): { tunMark: number; tproxyMark: number } {
+/** Whether the TC program hands flows to the listeners itself (bpf_sk_assign; gateway mode tproxy-ebpf). */
+export function classifierAssigns(config: SluiceConfig): boolean {
+  return config.gateway.enabled && config.gateway.mode === 'tproxy-ebpf';
+}
+
+/** Whether `sluice run` loads the TC program: the classifier, or gateway mode tproxy-ebpf (which needs it even without classifier.enabled). */
+export function runsClassifier(config: SluiceConfig): boolean {
+  return config.classifier.enabled || classifierAssigns(config);
+}
+
+/**
+ * The classifier's marks: the TUN mark; in gateway mode tproxy the same mark
+ * as the selector of the nftables TPROXY rule; in tproxy-ebpf the gateway's
+ * tproxyMark (local delivery) and the listeners' port for bpf_sk_assign.
+ */
+function marks(config: SluiceConfig): { tunMark: number; tproxyMark: number; assignPort: number | null } {
   const m = config.classifier.tunMark;
-  return { tunMark: m, tproxyMark: classifierFeedsTproxy(config) ? m : 0 };
+  if (classifierAssigns(config)) return { tunMark: m, tproxyMark: config.gateway.tproxyMark, assignPort: config.gateway.tproxyPort };
+  return { tunMark: m, tproxyMark: classifierFeedsTproxy(config) ? m : 0, assignPort: null };
+}
+
+/** The tables: from the policy with classifier.enabled; else (tproxy-ebpf alone) everything to the listeners. */
+function tableFor(config: SluiceConfig): ClassifierTable {
+  if (config.classifier.enabled) return classifierTable(config);
+  return { defaultAction: 'tproxy', prefixes: new Map(), ports: [], inexpressible: 0, truncated: 0 };
 }
 
 /** The routes and rules for the eBPF path (`fallback` false) or the policy-routing fallback. */
@@ -137,14 +165,16 @@ export async function startClassifier(config: SluiceConfig, tun: string, statePa
   const c = config.classifier;
   const interfaces = classifierInterfaces(config);
   const mk = marks(config);
-  let table: ClassifierTable = classifierTable(config);
+  let table: ClassifierTable = tableFor(config);
   let bpf: TcClassifier | null = null;
   try {
     bpf = TcClassifier.load({ defaultAction: table.defaultAction, ...mk }, classifierObject());
   } catch (err) {
     log.warn(
       { reason: describe(err), interfaces },
-      classifierFeedsTproxy(config)
+      classifierAssigns(config)
+        ? 'eBPF socket assignment unavailable; falling back to nftables TPROXY (gateway.mode tproxy)'
+        : classifierFeedsTproxy(config)
         ? 'eBPF classifier unavailable; falling back to nftables alone (everything arriving on the interfaces is TPROXYed, except classifier.bypass)'
         : 'eBPF classifier unavailable; falling back to policy routing alone (everything arriving on the interfaces goes through the TUN, except classifier.bypass)',
     );
@@ -193,7 +223,7 @@ export async function startClassifier(config: SluiceConfig, tun: string, statePa
     ebpf: true,
     update(next: SluiceConfig): void {
       if (stopped) return;
-      const t = classifierTable(next);
+      const t = tableFor(next);
       const d = diffTables(table.prefixes, t.prefixes);
       try {
         // New and changed first, then removals: a covered address never falls through to the default mid-update.
@@ -209,6 +239,7 @@ export async function startClassifier(config: SluiceConfig, tun: string, statePa
       }
     },
     counters: () => (stopped ? null : live.counters()),
+    assignCounters: () => (stopped || mk.assignPort === null ? null : live.assignCounters()),
     async stop(): Promise<void> {
       if (stopped) return;
       stopped = true;
@@ -228,6 +259,7 @@ function fallbackHandle(teardown: () => Promise<void>): RunningClassifier {
     ebpf: false,
     update: () => {},
     counters: () => null,
+    assignCounters: () => null,
     async stop(): Promise<void> {
       if (stopped) return;
       stopped = true;

@@ -21,7 +21,17 @@ export interface ClassifierConfig {
   defaultAction: ClassifierAction;
   tunMark: number;
   tproxyMark: number;
+  /**
+   * 'tproxy' packets are handed to the transparent listeners on this port
+   * by bpf_sk_assign (gateway.mode tproxy-ebpf) instead of only being
+   * marked for the nftables tproxy rule; null or absent: mark only.
+   */
+  assignPort?: number | null;
 }
+
+/** Outcomes of socket assignment (bpf/classifier.c enum assign_result), in map order. */
+export const ASSIGN_RESULTS = ['listener', 'flow', 'local', 'noListener', 'assignFailed', 'unsupported'] as const;
+export type AssignResult = (typeof ASSIGN_RESULTS)[number];
 
 export interface ActionCounters {
   packets: number;
@@ -81,7 +91,7 @@ export class TcClassifier {
     const loaded = this.native.bpfLoad(objectPath);
     this.prog = loaded.prog;
     this.maps = loaded.maps;
-    for (const m of ['sluice_v4', 'sluice_v6', 'sluice_ports', 'sluice_config', 'sluice_counters']) {
+    for (const m of ['sluice_v4', 'sluice_v6', 'sluice_ports', 'sluice_config', 'sluice_counters', 'sluice_assign']) {
       if (this.maps[m] === undefined) throw new ClassifierError(`${objectPath}: map ${m} missing`);
     }
     this.cpus = this.native.bpfPossibleCpus();
@@ -95,11 +105,15 @@ export class TcClassifier {
   }
 
   configure(config: ClassifierConfig): void {
-    const value = new Uint8Array(16);
+    const value = new Uint8Array(24);
     const dv = new DataView(value.buffer);
+    const port = config.assignPort ?? null;
+    if (port !== null && (!Number.isInteger(port) || port < 1 || port > 65535)) throw new ClassifierError(`assignPort ${port}: expected 1..65535`);
     dv.setUint32(0, actionCode(config.defaultAction, 'defaultAction'), true);
     dv.setUint32(4, config.tunMark >>> 0, true);
     dv.setUint32(8, config.tproxyMark >>> 0, true);
+    dv.setUint32(12, port !== null ? 1 : 0, true); // FLAG_SK_ASSIGN
+    dv.setUint32(16, port ?? 0, true);
     this.native.bpfMapUpdate(this.maps.sluice_config!, u32(0), value);
   }
 
@@ -147,6 +161,21 @@ export class TcClassifier {
         bytes += Number(dv.getBigUint64(c * 16 + 8, true));
       }
       out[a] = { packets, bytes };
+    });
+    return out;
+  }
+
+  /** Socket-assignment outcomes (tproxy-ebpf), packets summed over CPUs. */
+  assignCounters(): Record<AssignResult, number> {
+    const out = {} as Record<AssignResult, number>;
+    const buf = new Uint8Array(8 * this.cpus);
+    const dv = new DataView(buf.buffer);
+    ASSIGN_RESULTS.forEach((r, i) => {
+      buf.fill(0);
+      this.native.bpfMapLookup(this.maps.sluice_assign!, u32(i), buf);
+      let n = 0;
+      for (let c = 0; c < this.cpus; c++) n += Number(dv.getBigUint64(c * 8, true));
+      out[r] = n;
     });
     return out;
   }

@@ -95,16 +95,30 @@ const hex = (n: number): string => `0x${n.toString(16)}`;
 /** How the classifier runs beside the gateway: attached (eBPF), fallen back (policy routing / nftables alone), or not enabled. */
 export type GatewayClassifier = 'ebpf' | 'fallback' | null;
 
+/**
+ * The mode that applies: tproxy-ebpf whose TC program could not be loaded
+ * (the classifier's fallback) runs as nftables tproxy.
+ */
+export function effectiveMode(config: SluiceConfig, classifier: GatewayClassifier): 'tun' | 'tproxy' | 'tproxy-ebpf' {
+  return config.gateway.mode === 'tproxy-ebpf' && classifier !== 'ebpf' ? 'tproxy' : config.gateway.mode;
+}
+
+/** How the classifier runs when the config alone is known (preflight): attached, if anything loads it. */
+function expectedClassifier(config: SluiceConfig): GatewayClassifier {
+  return config.classifier.enabled || config.gateway.mode === 'tproxy-ebpf' ? 'ebpf' : null;
+}
+
 /** What `config.gateway` asks for with the TUN named `tun`; pure. `classifier` defaults to what the config asks for. */
-export function planGateway(config: SluiceConfig, tun: string, classifier: GatewayClassifier = config.classifier.enabled ? 'ebpf' : null): GatewayPlan {
+export function planGateway(config: SluiceConfig, tun: string, classifier: GatewayClassifier = expectedClassifier(config)): GatewayPlan {
   const { gateway: gw, route } = config;
+  const mode = effectiveMode(config, classifier);
   const priority = route.auto ? route.priority - 2 : route.priority;
   const rules: RuleEntry[] = [];
   const routes: GatewayRoute[] = [];
   let tunTable: number | null = null;
   let localTable: number | null = null;
   // With the classifier, its own rule and routes (or its fallback's `iif` rules) steer into the TUN.
-  if (gw.mode === 'tun' && classifier === null) {
+  if (mode === 'tun' && classifier === null) {
     tunTable = route.table;
     for (const family of [4, 6] as const) {
       for (const lan of gw.lan) rules.push({ family, priority, selector: ['iif', lan, 'lookup', String(route.table)] });
@@ -115,7 +129,7 @@ export function planGateway(config: SluiceConfig, tun: string, classifier: Gatew
       if (route.killSwitch) routes.push(...killSwitchRoutes(['0.0.0.0/0', '::/0'], route.table));
     }
   }
-  const usesMark = gw.mode === 'tproxy' || gw.preserveSource;
+  const usesMark = mode !== 'tun' || gw.preserveSource;
   if (usesMark) {
     localTable = route.table + 1;
     for (const family of [4, 6] as const) {
@@ -123,7 +137,9 @@ export function planGateway(config: SluiceConfig, tun: string, classifier: Gatew
       routes.push({ family, dst: family === 4 ? '0.0.0.0/0' : '::/0', dev: 'lo', table: localTable, type: 'local' });
     }
   }
-  return { sysctls: [...FORWARDING_SYSCTLS], routes, rules, nft: usesMark ? tproxyScript(config, classifier) : null, priority, tunTable, localTable };
+  // tproxy-ebpf needs nftables only for preserveSource's replies (no TPROXY rule: the TC program assigns the sockets).
+  const nft = mode === 'tproxy' || gw.preserveSource ? tproxyScript(config, classifier) : null;
+  return { sysctls: [...FORWARDING_SYSCTLS], routes, rules, nft, priority, tunTable, localTable };
 }
 
 /** nftables set elements of `prefixes` of one family, or null when there is none. */
@@ -143,10 +159,11 @@ export function tproxyScript(config: SluiceConfig, classifier: GatewayClassifier
   const { gateway: gw } = config;
   const mark = hex(gw.tproxyMark);
   const lans = `{ ${gw.lan.map((l) => `"${l}"`).join(', ')} }`;
+  const mode = effectiveMode(config, classifier);
   // With the eBPF classifier: only what it marked for sluice. Its fallback: everything but classifier.bypass.
   const selected = classifier === 'ebpf' ? `meta mark ${hex(config.classifier.tunMark)} ` : '';
   const bypass: string[] = [];
-  if (classifier === 'fallback') {
+  if (classifier === 'fallback' && config.classifier.enabled) {
     const v4 = prefixSet(config.classifier.bypass, 4);
     const v6 = prefixSet(config.classifier.bypass, 6);
     if (v4 !== null) bypass.push(`    iifname ${lans} ip daddr ${v4} accept`);
@@ -158,7 +175,7 @@ export function tproxyScript(config: SluiceConfig, classifier: GatewayClassifier
     '    type filter hook prerouting priority mangle; policy accept;',
     `    meta l4proto tcp socket transparent 1 meta mark set ${mark} accept`,
   ];
-  if (gw.mode === 'tproxy') {
+  if (mode === 'tproxy') {
     lines.push(
       `    iifname ${lans} fib daddr type local accept`,
       ...bypass,
@@ -172,7 +189,7 @@ export function tproxyScript(config: SluiceConfig, classifier: GatewayClassifier
     );
   }
   lines.push('  }');
-  if (gw.mode === 'tproxy' && config.route.killSwitch) {
+  if (mode === 'tproxy' && config.route.killSwitch) {
     // Kill switch: while sluice runs, every TCP and UDP packet from the LAN
     // is TPROXYed and delivered locally, so this chain never sees one. Once
     // sluice is gone the tproxy statement finds no socket and lets the
