@@ -44,6 +44,7 @@
 #include <linux/ip.h>
 #include <linux/ipv6.h>
 #include <linux/in.h>
+#include <linux/tcp.h>
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
 
@@ -265,6 +266,8 @@ static __always_inline int assign_v6(struct __sk_buff *skb, struct classifier_co
 	return assign(skb, cfg, &t, sizeof(t.ipv6), &t.ipv6.dport, ip6->nexthdr, &fib);
 }
 
+#include "sni.h"
+
 static __always_inline int port_action(__u8 proto, __u16 dport_be, __u32 *action)
 {
 	__u32 key = ((__u32)proto << 16) | bpf_ntohs(dport_be);
@@ -297,6 +300,10 @@ int sluice_classify(struct __sk_buff *skb)
 		return TC_ACT_OK;
 	__u32 action = cfg->default_action;
 	__u16 dport = 0;
+	/* For the SNI filter: the L4 protocol and offset when TCP/UDP directly follows a plain header, else 0. */
+	__u8 l4proto = 0;
+	__u32 l4off = 0;
+	int v6 = 0;
 	struct ethhdr *eth = data;
 	if ((void *)(eth + 1) > end)
 		return TC_ACT_OK;
@@ -307,6 +314,10 @@ int sluice_classify(struct __sk_buff *skb)
 			return TC_ACT_OK;
 		struct lpm_v4 key = { .prefixlen = 32 };
 		__builtin_memcpy(key.addr, &ip->daddr, 4);
+		if (ip->ihl == 5 && !(ip->frag_off & bpf_htons(0x1fff))) {
+			l4proto = ip->protocol;
+			l4off = sizeof(*eth) + 20;
+		}
 		__u32 *a = bpf_map_lookup_elem(&sluice_v4, &key);
 		if (a) {
 			action = *a;
@@ -322,6 +333,9 @@ int sluice_classify(struct __sk_buff *skb)
 			return TC_ACT_OK;
 		struct lpm_v6 key = { .prefixlen = 128 };
 		__builtin_memcpy(key.addr, &ip6->daddr, 16);
+		v6 = 1;
+		l4proto = ip6->nexthdr;
+		l4off = sizeof(*eth) + sizeof(*ip6);
 		__u32 *a = bpf_map_lookup_elem(&sluice_v6, &key);
 		if (a) {
 			action = *a;
@@ -368,6 +382,11 @@ int sluice_classify(struct __sk_buff *skb)
 	case ACTION_DROP:
 		return TC_ACT_SHOT;
 	default:
+		if ((cfg->flags & FLAG_SNI) && l4off != 0) {
+			int verdict = sni_filter(skb, v6, sizeof(struct ethhdr), l4proto, l4off, skb->len);
+			if (verdict >= 0)
+				return verdict;
+		}
 		return TC_ACT_OK;
 	}
 }

@@ -352,6 +352,7 @@ export const configSchema: Schema = {
         tunMark: int(1, 0xffffffff, { 'x-expected': 'a 32-bit mark from 1 to 0xffffffff', default: d.classifier.tunMark }),
         bypass: { type: 'array', items: { $ref: '#/$defs/cidr' }, maxItems: 65536, default: d.classifier.bypass },
         default: { enum: ['tun', 'kernel', null], 'x-expected': 'tun, kernel, or null to compute it from the rules', default: d.classifier.default },
+        sni: { type: 'boolean', default: d.classifier.sni },
       },
       [],
       { default: {} },

@@ -274,6 +274,8 @@ export interface ClassifierSectionConfig {
   bypass: string[];
   /** Action for destinations no prefix covers; null: computed from the policy. */
   default: 'tun' | 'kernel' | null;
+  /** The in-kernel SNI / Host filter on kernel-path TCP/443 and TCP/80 (bpf/sni.h): names of reject/drop domain rules are reset. */
+  sni: boolean;
 }
 
 /** How a gateway steers the LAN's forwarded traffic into sluice (docs/configuration.md, "gateway"). */
@@ -406,7 +408,7 @@ export function defaultConfig(): SluiceConfig {
       kernelPath: false,
     },
     http: { enabled: false, ports: [80], rules: [], accessLog: true, maxHeaderBytes: 16384 },
-    classifier: { enabled: false, interfaces: [], direction: 'ingress', tunMark: 0x164, bypass: [], default: null },
+    classifier: { enabled: false, interfaces: [], direction: 'ingress', tunMark: 0x164, bypass: [], default: null, sni: false },
     gateway: { enabled: false, lan: [], mode: 'tun', tproxyPort: 7893, tproxyMark: 0x163, preserveSource: false, tproxyUdpSessions: 16384 },
     run: { user: null, group: null },
   };

@@ -195,6 +195,61 @@ export function classifierTable(config: SluiceConfig): ClassifierTable {
   return { defaultAction, prefixes, ports, inexpressible, truncated };
 }
 
+/** Deny map bits (bpf/sni.h): the name itself; the name and every name under it. */
+export const SNI_EXACT = 1;
+export const SNI_SUFFIX = 2;
+/** Only names under it (`.example.com`). */
+export const SNI_SUB = 4;
+
+/**
+ * The SNI / Host filter's deny set (classifier.sni): every rule whose
+ * outbound is `reject` or `drop` and whose only conditions are `domain`,
+ * `domainSuffix` and `ruleSet` naming domain rule sets (their lines
+ * `example.com`, `.example.com`, `full:x`; `keyword:` and `regex:` lines
+ * cannot be hashed and are skipped, counted in `skipped`); name (lower
+ * case, no leading or trailing dot) -> bits (`.example.com`: SNI_SUB, the
+ * names under it only). On the kernel path these apply ahead of the address rules that put
+ * the flow there (the engine never sees such flows, so first match cannot
+ * be followed; the filter exists to refuse names the policy refuses).
+ * Past `max` names the rest are left out (counted in `truncated`).
+ */
+export function sniDenySet(config: SluiceConfig, max = 60_000): { names: Map<string, number>; truncated: number; skipped: number } {
+  const names = new Map<string, number>();
+  let truncated = 0;
+  let skipped = 0;
+  const add = (raw: string, suffixBit: number): void => {
+    const t = raw.trim().toLowerCase();
+    const bit = suffixBit === SNI_SUFFIX && t.startsWith('.') ? SNI_SUB : suffixBit;
+    const n = t.replace(/^\.+/, '').replace(/\.+$/, '');
+    if (n === '') return;
+    if (!names.has(n) && names.size >= max) {
+      truncated++;
+      return;
+    }
+    names.set(n, (names.get(n) ?? 0) | bit);
+  };
+  for (const rule of config.rules) {
+    const ob = config.outbounds.find((o) => o.name === rule.outbound);
+    if (ob?.type !== 'reject' && ob?.type !== 'drop') continue;
+    const keys = Object.keys(rule).filter((k) => k !== 'outbound' && (rule as unknown as Record<string, unknown>)[k] !== undefined);
+    if (keys.length === 0 || !keys.every((k) => k === 'domain' || k === 'domainSuffix' || k === 'ruleSet')) continue;
+    const sets = (rule.ruleSet ?? []).map((n) => config.ruleSets[n]);
+    if (sets.some((s) => s === undefined || s.type !== 'domain')) continue;
+    for (const d of rule.domain ?? []) add(d, SNI_EXACT);
+    for (const d of rule.domainSuffix ?? []) add(d, SNI_SUFFIX);
+    for (const s of sets) {
+      for (const raw of s!.entries) {
+        const line = raw.trim();
+        if (line === '' || line.startsWith('#')) continue;
+        if (line.startsWith('full:')) add(line.slice(5), SNI_EXACT);
+        else if (/^(keyword|regex):/.test(line)) skipped++;
+        else add(line, SNI_SUFFIX);
+      }
+    }
+  }
+  return { names, truncated, skipped };
+}
+
 export interface TableDiff {
   set: [string, ClassifierAction][];
   remove: string[];

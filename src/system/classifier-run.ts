@@ -25,8 +25,8 @@
 import { existsSync } from 'node:fs';
 import type { SluiceConfig } from '../config/types.js';
 import type { Logger } from '../engine/logger.js';
-import { CLASSIFIER_OBJECT, TcClassifier, type ActionCounters, type AssignResult, type ClassifierAction } from './classifier.js';
-import { classifierTable, diffTables, type ClassifierTable } from './classifier-policy.js';
+import { CLASSIFIER_OBJECT, TcClassifier, type ActionCounters, type AssignResult, type ClassifierAction, type SniCounter } from './classifier.js';
+import { classifierTable, diffTables, sniDenySet, type ClassifierTable } from './classifier-policy.js';
 import { findCollisions } from './preflight.js';
 import { applyRouting, killSwitchRoutes, type RoutingPlan } from './routing.js';
 import { runCommand, SystemStateError } from './exec.js';
@@ -41,6 +41,8 @@ export interface RunningClassifier {
   counters(): Record<ClassifierAction, ActionCounters> | null;
   /** Socket-assignment outcomes (gateway.mode tproxy-ebpf), or null when the program does not assign. */
   assignCounters(): Record<AssignResult, number> | null;
+  /** SNI / Host filter counters, or null when classifier.sni is off. */
+  sniCounters(): Record<SniCounter, number> | null;
   /** Detaches, removes the rules and routes, deletes the state file. */
   stop(): Promise<void>;
 }
@@ -66,6 +68,11 @@ export function classifierCounters(): Record<ClassifierAction, ActionCounters> |
 /** The live socket-assignment counters of gateway.mode tproxy-ebpf (listener, flow, local, noListener, assignFailed, unsupported), or null. */
 export function classifierAssignCounters(): Record<AssignResult, number> | null {
   return current?.assignCounters() ?? null;
+}
+
+/** The live SNI / Host filter counters (classifier.sni): tlsAllowed, tlsBlocked, tlsUnseen, httpAllowed, httpBlocked, httpUnseen, quicUnseen, resets; or null. */
+export function classifierSniCounters(): Record<SniCounter, number> | null {
+  return current?.sniCounters() ?? null;
 }
 
 /** Where the classifier attaches: classifier.interfaces, or gateway.lan when that is empty in gateway mode. */
@@ -94,10 +101,17 @@ export function runsClassifier(config: SluiceConfig): boolean {
  * as the selector of the nftables TPROXY rule; in tproxy-ebpf the gateway's
  * tproxyMark (local delivery) and the listeners' port for bpf_sk_assign.
  */
-function marks(config: SluiceConfig): { tunMark: number; tproxyMark: number; assignPort: number | null } {
+function marks(config: SluiceConfig): { tunMark: number; tproxyMark: number; assignPort: number | null; sni: boolean } {
   const m = config.classifier.tunMark;
-  if (classifierAssigns(config)) return { tunMark: m, tproxyMark: config.gateway.tproxyMark, assignPort: config.gateway.tproxyPort };
-  return { tunMark: m, tproxyMark: classifierFeedsTproxy(config) ? m : 0, assignPort: null };
+  const sni = config.classifier.enabled && config.classifier.sni;
+  if (classifierAssigns(config)) return { tunMark: m, tproxyMark: config.gateway.tproxyMark, assignPort: config.gateway.tproxyPort, sni };
+  return { tunMark: m, tproxyMark: classifierFeedsTproxy(config) ? m : 0, assignPort: null, sni };
+}
+
+/** Applies the SNI deny set live: new and changed names first, then removals. */
+function applyDeny(live: TcClassifier, from: Map<string, number>, to: Map<string, number>): void {
+  for (const [n, bits] of to) if (from.get(n) !== bits) live.setDeny(n, bits);
+  for (const n of from.keys()) if (!to.has(n)) live.deleteDeny(n);
 }
 
 /** The tables: from the policy with classifier.enabled; else (tproxy-ebpf alone) everything to the listeners. */
@@ -166,6 +180,8 @@ export async function startClassifier(config: SluiceConfig, tun: string, statePa
   const interfaces = classifierInterfaces(config);
   const mk = marks(config);
   let table: ClassifierTable = tableFor(config);
+  const denySet = sniDenySet(config);
+  let deny = denySet.names;
   let bpf: TcClassifier | null = null;
   try {
     bpf = TcClassifier.load({ defaultAction: table.defaultAction, ...mk }, classifierObject());
@@ -200,6 +216,7 @@ export async function startClassifier(config: SluiceConfig, tun: string, statePa
     for (const ifname of interfaces) live.attach(ifname, c.direction);
     for (const [cidr, action] of table.prefixes) live.setPrefix(cidr, action);
     for (const p of table.ports) live.setPort(p.protocol, p.port, p.action);
+    if (mk.sni) applyDeny(live, new Map(), deny);
   } catch (err) {
     live.close();
     try {
@@ -215,7 +232,7 @@ export async function startClassifier(config: SluiceConfig, tun: string, statePa
     });
   }
   log.info(
-    { state: statePath, interfaces, direction: c.direction, steered: classifierFeedsTproxy(config) ? 'tproxy' : 'tun', tunMark: c.tunMark, default: table.defaultAction, prefixes: table.prefixes.size, inexpressibleRules: table.inexpressible, truncated: table.truncated },
+    { state: statePath, interfaces, direction: c.direction, steered: classifierFeedsTproxy(config) ? 'tproxy' : 'tun', tunMark: c.tunMark, default: table.defaultAction, prefixes: table.prefixes.size, inexpressibleRules: table.inexpressible, truncated: table.truncated, ...(mk.sni ? { sniDenied: deny.size, sniTruncated: denySet.truncated, sniSkipped: denySet.skipped } : {}) },
     'classifier attached',
   );
   let stopped = false;
@@ -233,13 +250,19 @@ export async function startClassifier(config: SluiceConfig, tun: string, statePa
         for (const p of table.ports) if (!t.ports.some((q) => q.protocol === p.protocol && q.port === p.port)) live.deletePort(p.protocol, p.port);
         for (const p of t.ports) live.setPort(p.protocol, p.port, p.action);
         table = t;
-        log.info({ set: d.set.length, removed: d.remove.length, prefixes: t.prefixes.size, default: t.defaultAction }, 'classifier updated');
+        if (mk.sni) {
+          const next2 = sniDenySet(next).names;
+          applyDeny(live, deny, next2);
+          deny = next2;
+        }
+        log.info({ set: d.set.length, removed: d.remove.length, prefixes: t.prefixes.size, default: t.defaultAction, ...(mk.sni ? { sniDenied: deny.size } : {}) }, 'classifier updated');
       } catch (err) {
         log.error({ err: describe(err) }, 'classifier update failed; some prefixes may keep their previous action');
       }
     },
     counters: () => (stopped ? null : live.counters()),
     assignCounters: () => (stopped || mk.assignPort === null ? null : live.assignCounters()),
+    sniCounters: () => (stopped || !mk.sni ? null : live.sniCounters()),
     async stop(): Promise<void> {
       if (stopped) return;
       stopped = true;
@@ -260,6 +283,7 @@ function fallbackHandle(teardown: () => Promise<void>): RunningClassifier {
     update: () => {},
     counters: () => null,
     assignCounters: () => null,
+    sniCounters: () => null,
     async stop(): Promise<void> {
       if (stopped) return;
       stopped = true;

@@ -21,7 +21,7 @@ async function problems(yaml: string): Promise<string[]> {
 t.test('defaults', async (t) => {
   const cfg = await parseConfig('classifier: { enabled: true, interfaces: [lan0] }\n', 'c.yaml');
   t.same(cfg.classifier, { ...defaultConfig().classifier, enabled: true, interfaces: ['lan0'] });
-  t.same(defaultConfig().classifier, { enabled: false, interfaces: [], direction: 'ingress', tunMark: 0x164, bypass: [], default: null });
+  t.same(defaultConfig().classifier, { enabled: false, interfaces: [], direction: 'ingress', tunMark: 0x164, bypass: [], default: null, sni: false });
 });
 
 t.test('semantic checks name the field', async (t) => {
