@@ -9,6 +9,7 @@
  *     connection reset; no flow line: sluice never saw them);
  *   - an allowed name passes over TLS and HTTP;
  *   - the filter's counters move (blocked, allowed, resets);
+ *   - a ClientHello split over segments passes, counted as unseen;
  *   - exact names, suffixes (the name and below) and a domain rule set's
  *     lines are all in the deny set;
  *   - SIGHUP after adding a name to the rule set denies it live.
@@ -22,6 +23,23 @@ import { requireRoot, type Netns } from '../harness/netns.js';
 import { threeNamespaces, SERVER_V4, SERVER_V6 } from '../harness/topology.js';
 import { createLab, requireCommands, selfSignedCert, startWebServer, tempDir, TUN, type Engine, type LogLine } from '../fixtures/engine/lab.js';
 import { startSluice } from './workstation.js';
+
+/** A TLS client whose first TCP segment holds only the first 12 bytes of its ClientHello (Nagle off, a pause between writes). */
+const SPLIT_HELLO = `
+const net = require('net'), tls = require('tls'), { Duplex } = require('stream');
+const raw = net.connect(443, process.argv[1]); raw.setNoDelay(true);
+let first = true;
+const pipe = new Duplex({
+  write(chunk, enc, cb) { if (first) { first = false; raw.write(chunk.subarray(0, 12)); setTimeout(() => { raw.write(chunk.subarray(12)); cb(); }, 200); } else raw.write(chunk, cb); },
+  read() {},
+});
+raw.on('data', (d) => pipe.push(d)); raw.on('end', () => pipe.push(null)); raw.on('error', (e) => { console.error(e.message); process.exit(2); });
+raw.once('connect', () => {
+  const s = tls.connect({ socket: pipe, servername: process.argv[2], rejectUnauthorized: false }, () => { console.log('handshake done'); process.exit(0); });
+  s.on('error', (e) => { console.error(e.message); process.exit(1); });
+});
+setTimeout(() => { console.error('timeout'); process.exit(3); }, 8000);
+`;
 
 type Sni = Record<'tlsAllowed' | 'tlsBlocked' | 'tlsUnseen' | 'httpAllowed' | 'httpBlocked' | 'httpUnseen' | 'quicUnseen' | 'resets', number>;
 
@@ -103,6 +121,14 @@ t.test('classifier.sni: denied names reset in the kernel, allowed names pass, co
   t.ok(s1.httpBlocked >= s0.httpBlocked + 1, `httpBlocked rose (${s0.httpBlocked} -> ${s1.httpBlocked})`);
   t.ok(s1.resets >= s1.tlsBlocked + s1.httpBlocked, `a reset for each (${s1.resets})`);
   t.equal(engine.flows().length, 0, 'no flow line: everything stayed on the kernel path');
+
+  // A ClientHello split over segments (the first carries 12 bytes): the filter cannot see the name, counts it and lets it pass.
+  const u0 = await sniCounters(engine);
+  const split = await client.exec([process.execPath, '-e', SPLIT_HELLO, SERVER_V4, 'www.blocked.example'], { allowFail: true, timeoutMs: 15_000, env: { ...process.env, NODE_OPTIONS: '' } });
+  t.equal(split.stdout.trim(), 'handshake done', `a split ClientHello for a denied name passes (${split.stderr.trim()})`);
+  const u1 = await sniCounters(engine);
+  t.ok(u1.tlsUnseen >= u0.tlsUnseen + 1, `counted as unseen (${u0.tlsUnseen} -> ${u1.tlsUnseen})`);
+  t.equal(u1.tlsBlocked, u0.tlsBlocked, 'not as blocked');
 
   // Reload: allowed.example joins the rule set, live.
   writeFileSync(denied, 'full:listed.example\nallowed.example\n');
