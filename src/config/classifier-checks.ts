@@ -27,7 +27,10 @@ export function classifierIssues(data: Obj, defaults: SluiceConfig, add: (path: 
       if (cidr !== null && hasHostBits(cidr)) add(['classifier', 'bypass', index], `${value} has host bits set; did you mean ${formatCidr(networkOf(cidr))}?`);
     });
   }
-  if (c.enabled !== true) return;
+  if (c.enabled !== true) {
+    if (c.sni === true) add(['classifier', 'sni'], 'the SNI filter is part of the classifier: it needs classifier.enabled');
+    return;
+  }
   const gateway = isObj(data.gateway) ? data.gateway : {};
   const noInterfaces = c.interfaces === undefined || (Array.isArray(c.interfaces) && c.interfaces.length === 0);
   if (noInterfaces && gateway.enabled !== true) {

@@ -36,6 +36,8 @@ t.test('semantic checks name the field', async (t) => {
   t.match(await problems('classifier: { bypass: [203.0.113.7/24] }\n'), [/^classifier\.bypass\[0\]: 203\.0\.113\.7\/24 has host bits set; did you mean 203\.0\.113\.0\/24\?/]);
   t.match(await problems('classifier: { default: drop, direction: sideways }\n'), [/^classifier\.default/, /^classifier\.direction/]);
   t.same(await problems('classifier: { enabled: false, interfaces: [] }\n'), [], 'disabled: nothing to check');
+  t.match(await problems('classifier: { sni: true }\n'), [/^classifier\.sni: the SNI filter is part of the classifier: it needs classifier\.enabled/]);
+  t.match(await problems('route: { kernelPath: true }\n'), [/^route\.kernelPath: .* it needs route\.auto/]);
 });
 
 t.test('with gateway mode: allowed, interfaces default to gateway.lan, marks and direction checked', async (t) => {
