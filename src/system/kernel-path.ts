@@ -33,8 +33,9 @@
  * `direct` outbound, first match wins, every doubt goes to the TUN, the
  * fake-IP ranges always to the TUN), resolved from longest-prefix-match
  * into disjoint intervals (nftables sets do not do "longest prefix wins"),
- * the kernel ones kept and clipped to route.include. With dns.hijack, port
- * 53 is never marked (the TUN answers DNS to any address).
+ * the kernel ones kept and clipped to route.include. With dns.hijack or
+ * route.strictDns, port 53 is never marked (the TUN answers DNS to any
+ * address; strictDns lets marked DNS out, so marking it would leak it).
  */
 import type { SluiceConfig } from '../config/types.js';
 import type { Logger } from '../engine/logger.js';
@@ -178,8 +179,8 @@ export function kernelPathScript(config: SluiceConfig, tun: string, sets: Kernel
     '  chain output {',
     '    type route hook output priority mangle; policy accept;',
     `    meta mark ${mark} return`,
-    // DNS is answered in the TUN whatever its destination.
-    ...(config.dns.hijack ? ['    meta l4proto { tcp, udp } th dport 53 return'] : []),
+    // DNS is answered in the TUN whatever its destination (hijack), or must not leave any other way (strictDns).
+    ...(config.dns.hijack || config.route.strictDns ? ['    meta l4proto { tcp, udp } th dport 53 return'] : []),
     `    ip daddr @direct4 meta mark set ${mark} counter`,
     `    ip6 daddr @direct6 meta mark set ${mark} counter`,
     '  }',

@@ -88,5 +88,10 @@ t.test('the script: marking, DNS kept in the TUN with hijack, masquerade of the 
   t.match(script, /type route hook output priority mangle/);
   t.match(script, /meta l4proto \{ tcp, udp \} th dport 53 return\n {4}ip daddr @direct4 meta mark set 0x162/);
   t.match(script, /meta mark 0x162 ip saddr 198\.19\.0\.0\/30 masquerade/);
+  const strict = cfg([{ ipCidr: ['203.0.113.0/24'], outbound: 'direct' }], (c) => {
+    c.route.strictDns = true;
+  });
+  t.match(kernelPathScript(strict, 'sl0', kernelPathSets(strict)), /th dport 53 return/, 'strictDns: DNS is never marked either');
+  t.notMatch(kernelPathScript(cfg([{ ipCidr: ['203.0.113.0/24'], outbound: 'direct' }]), 'sl0', s), /dport 53/, 'neither: DNS to a direct address is direct');
   t.equal(kernelPathUpdateScript(s), 'flush set inet sluice_direct direct4\nflush set inet sluice_direct direct6\nadd element inet sluice_direct direct4 { 203.0.113.0-203.0.113.255 }\n');
 });
