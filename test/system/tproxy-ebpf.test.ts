@@ -11,17 +11,18 @@
  *     after a clean stop and after kill -9 + `sluice down`; between the
  *     two, the LAN's TCP is dropped in the kernel (no listener), never
  *     forwarded around the proxy;
- *   - without eBPF: one warning, and nftables TPROXY does the same job.
+ *   - without eBPF (no object; EPERM without CAP_BPF/CAP_SYS_ADMIN): one
+ *     warning naming the reason, and nftables TPROXY does the same job.
  *
  * Needs root, /dev/net/tun, ip, tc, nft, curl, an eBPF-capable kernel.
  */
 import t from 'tap';
 import path from 'node:path';
-import { existsSync } from 'node:fs';
+import { existsSync, writeFileSync } from 'node:fs';
 import type { Test } from 'tap';
 import { requireRoot, type Netns } from '../harness/netns.js';
 import { threeNamespaces, CLIENT_V4, CLIENT_V6, GATEWAY_WAN_V4, GATEWAY_WAN_V6, SERVER_V4, SERVER_V6 } from '../harness/topology.js';
-import { createLab, curl, describe, requireCommands, startWebServer, tempDir, TUN, type Engine, type LogLine } from '../fixtures/engine/lab.js';
+import { childEnv, createLab, curl, describe, Engine, requireCommands, SLUICE_BIN, startWebServer, tempDir, TUN, type LogLine } from '../fixtures/engine/lab.js';
 import { fullSnapshot, linkPackets, settle, sluiceDown, startSluice } from './workstation.js';
 
 function config(extra = ''): string {
@@ -164,6 +165,32 @@ t.test('tproxy-ebpf without eBPF: one warning, then nftables TPROXY', { timeout:
   const peers = await curlBoth(t, client, engine);
   t.equal(peers.length, 2, 'both families through TPROXY');
   t.equal(await udpRoundTrip(client, SERVER_V4, 'udp4'), 'ping over udp', 'UDP too');
+  t.equal((await engine.stop()).code, 0, 'SIGTERM exits 0');
+  t.equal(await fullSnapshot(gateway), before, 'byte-equal to before');
+});
+
+t.test('tproxy-ebpf without CAP_BPF and CAP_SYS_ADMIN: the EPERM is said once, nftables TPROXY takes over', { timeout: 90_000 }, async (t) => {
+  if (!requireRoot(t)) return;
+  if (!requireCommands(t, ['ip', 'tc', 'nft', 'curl', 'setpriv'])) return;
+  const dir = tempDir(t, 'tpeperm');
+  const state = path.join(dir, 'state.json');
+  const { client, gateway } = await lab(t, 'tpeperma');
+  const before = await fullSnapshot(gateway);
+  const cfg = path.join(dir, 'sluice.yaml');
+  writeFileSync(cfg, config());
+  // Out of the bounding set, so root's exec does not get them back: loading a TC program is refused with EPERM.
+  const engine = new Engine(gateway.spawn(['setpriv', '--bounding-set', '-bpf,-sys_admin', 'env', '-u', 'NODE_OPTIONS', process.execPath, SLUICE_BIN, 'run', '--config', cfg, '--state', state], { env: childEnv }));
+  t.teardown(() => {
+    if (!t.passing()) t.comment(engine.transcript());
+  });
+  await engine.waitFor((l) => l.msg === 'ready', 20_000, '"ready"');
+  const warnings = engine.lines.filter((l) => /unavailable/.test(String(l.msg)));
+  t.equal(warnings.length, 1, `one warning: ${String(warnings[0]?.msg)}`);
+  t.match(String(warnings[0]?.reason), /EPERM|EACCES|permitted/i, `naming the reason: ${String(warnings[0]?.reason)}`);
+  t.match(await gateway.sh('nft list table inet sluice_gw'), /tproxy to :7893/, 'nftables TPROXY instead');
+  const r = await curl(client, [`http://${SERVER_V4}/`]);
+  t.equal(r.code, 0, `and the LAN is proxied (${describe(r)})`);
+  t.match(await engine.waitFor((l) => l.msg === 'flow' && l.dst === `${SERVER_V4}:80`, 5000, 'a flow line'), { inbound: 'tproxy' }, 'inbound tproxy');
   t.equal((await engine.stop()).code, 0, 'SIGTERM exits 0');
   t.equal(await fullSnapshot(gateway), before, 'byte-equal to before');
 });
