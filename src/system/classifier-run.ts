@@ -70,6 +70,21 @@ export function classifierAssignCounters(): Record<AssignResult, number> | null 
   return current?.assignCounters() ?? null;
 }
 
+/** Everything the running TC program counts, in one object (the API's /v1/ counters can serve it whole); null when none is attached. */
+export interface ClassifierStatus {
+  actions: Record<ClassifierAction, ActionCounters>;
+  /** gateway.mode tproxy-ebpf only. */
+  assign: Record<AssignResult, number> | null;
+  /** classifier.sni only. */
+  sni: Record<SniCounter, number> | null;
+}
+
+export function classifierStatus(): ClassifierStatus | null {
+  const actions = current?.counters() ?? null;
+  if (current === null || actions === null) return null;
+  return { actions, assign: current.assignCounters(), sni: current.sniCounters() };
+}
+
 /** The live SNI / Host filter counters (classifier.sni): tlsAllowed, tlsBlocked, tlsUnseen, httpAllowed, httpBlocked, httpUnseen, quicUnseen, resets; or null. */
 export function classifierSniCounters(): Record<SniCounter, number> | null {
   return current?.sniCounters() ?? null;
