@@ -35,7 +35,7 @@ import { checkAutoRoute, startAutoRoute, cleanLeftovers, checkGateway, startGate
 import { startTproxyListeners } from '../system/tproxy-listen.js';
 import { startTproxyUdp } from '../system/tproxy-udp.js';
 import type net from 'node:net';
-import { checkClassifier, classifierAssignCounters, classifierCounters, classifierSniCounters, runsClassifier, startClassifier, type RunningClassifier } from '../system/classifier-run.js';
+import { checkClassifier, classifierCounters, classifierStatus, runsClassifier, startClassifier, type RunningClassifier } from '../system/classifier-run.js';
 import { startKernelPath, type RunningKernelPath } from '../system/kernel-path.js';
 import { dropPrivileges, planPrivilegeDrop } from '../system/privileges.js';
 import { sdNotify } from '../system/sd-notify.js';
@@ -139,7 +139,10 @@ async function run(argv: string[], io: CommandIo, takeEarlySignal: () => string 
     });
   };
   const onUsr2 = (): void => {
-    if (running !== null) log.info({ ...running.counters, stack: running.stack.stats.drops, classifier: classifierCounters() ?? undefined, classifierAssign: classifierAssignCounters() ?? undefined, classifierSni: classifierSniCounters() ?? undefined }, 'counters');
+    if (running === null) return;
+    // The same object the control plane serves (src/system/classifier-run.ts).
+    const cs = classifierStatus();
+    log.info({ ...running.counters, stack: running.stack.stats.drops, classifier: cs?.actions, classifierAssign: cs?.assign ?? undefined, classifierSni: cs?.sni ?? undefined }, 'counters');
   };
   process.on('SIGHUP', onHup);
   process.on('SIGUSR2', onUsr2);
