@@ -180,6 +180,8 @@ export function semanticIssues(data: unknown): Issue[] {
   gatewayIssues(data, defaults, add);
   classifierIssues(data, defaults, add);
   apiIssues(data, add);
+  const route = data.route !== null && typeof data.route === 'object' && !Array.isArray(data.route) ? (data.route as Record<string, unknown>) : {};
+  if (route.kernelPath === true && route.auto !== true) add(['route', 'kernelPath'], 'the kernel path for direct destinations is part of the auto-route: it needs route.auto');
   if (isObj(data.run) && typeof data.run.group === 'string' && typeof data.run.user !== 'string') {
     add(['run', 'group'], 'run.group needs run.user (the user sluice switches to after set-up)');
   }

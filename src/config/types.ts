@@ -290,6 +290,12 @@ export interface RouteConfig {
    * `exclude`, so they keep their own routes instead of entering the TUN.
    */
   excludeDetected: boolean;
+  /**
+   * With `auto`: destinations the policy sends direct by address (src/system/kernel-path.ts)
+   * skip the TUN: nftables marks them in the output path so the routing rules leave them to
+   * the main table. Fake-IP ranges and everything else still enter the TUN.
+   */
+  kernelPath: boolean;
 }
 
 /**
@@ -309,10 +315,12 @@ export interface ClassifierSectionConfig {
   bypass: string[];
   /** Action for destinations no prefix covers; null: computed from the policy. */
   default: 'tun' | 'kernel' | null;
+  /** The in-kernel SNI / Host filter on kernel-path TCP/443 and TCP/80 (bpf/sni.h): names of reject/drop domain rules are reset. */
+  sni: boolean;
 }
 
 /** How a gateway steers the LAN's forwarded traffic into sluice (docs/configuration.md, "gateway"). */
-export type GatewayMode = 'tun' | 'tproxy';
+export type GatewayMode = 'tun' | 'tproxy' | 'tproxy-ebpf';
 
 /**
  * Gateway mode (`gateway:`): sluice proxies the traffic other machines on
@@ -323,7 +331,7 @@ export interface GatewayConfig {
   enabled: boolean;
   /** Interfaces the LAN's traffic arrives on. */
   lan: string[];
-  /** tun: policy-route it into the TUN; tproxy: nftables TPROXY to IP_TRANSPARENT listeners (TCP). */
+  /** tun: policy-route it into the TUN; tproxy: nftables TPROXY to IP_TRANSPARENT listeners; tproxy-ebpf: the same listeners fed by a TC program with bpf_sk_assign. */
   mode: GatewayMode;
   /** Port of the TPROXY listeners (tproxy mode). */
   tproxyPort: number;
@@ -473,9 +481,10 @@ export function defaultConfig(): SluiceConfig {
       strictDns: false,
       killSwitch: true,
       excludeDetected: true,
+      kernelPath: false,
     },
     http: { enabled: false, ports: [80], rules: [], accessLog: true, maxHeaderBytes: 16384 },
-    classifier: { enabled: false, interfaces: [], direction: 'ingress', tunMark: 0x164, bypass: [], default: null },
+    classifier: { enabled: false, interfaces: [], direction: 'ingress', tunMark: 0x164, bypass: [], default: null, sni: false },
     gateway: { enabled: false, lan: [], mode: 'tun', tproxyPort: 7893, tproxyMark: 0x163, preserveSource: false, tproxyUdpSessions: 16384 },
     run: { user: null, group: null },
     api: { listen: '127.0.0.1:9090', secret: null, secretFile: null },

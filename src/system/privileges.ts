@@ -163,7 +163,7 @@ export function capNames(mask: bigint): string[] {
 export function keptCapabilities(config: SluiceConfig): CapName[] {
   const keep: CapName[] = ['CAP_NET_ADMIN'];
   if (config.outbounds.some((o) => o.type === 'direct' && o.interface !== null)) keep.push('CAP_NET_RAW');
-  if (config.gateway.enabled && config.gateway.mode === 'tproxy') keep.push('CAP_NET_BIND_SERVICE');
+  if (config.gateway.enabled && config.gateway.mode !== 'tun') keep.push('CAP_NET_BIND_SERVICE');
   return keep;
 }
 
