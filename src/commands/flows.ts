@@ -113,11 +113,11 @@ async function liveView(target: ApiTarget, io: TerminalIo, sort: SortKey, filter
       const rows = filterRows(sortRows(flowRows(s, prev, at - prevAt), sort), filter);
       prev = s;
       prevAt = at;
-      const height = Math.max(3, (out.rows ?? 24) - 2);
+      const height = Math.max(3, (out.rows || 24) - 2);
       const shown = rows.slice(0, height - 1);
       const up = rows.reduce((a, r) => a + r.upRate, 0);
       const down = rows.reduce((a, r) => a + r.downRate, 0);
-      const width = out.columns ?? 120;
+      const width = out.columns || 120;
       const title = header(s, shown.length, rows.length, up, down, target).slice(0, width);
       out.write(`\u001b[H\u001b[2J${title}\n${renderTable(shown, width).join('\n')}\n\u001b[2m sorted by ${sort}; q quits\u001b[0m`);
       const next = await Promise.race([done.then(() => 'stop' as const), new Promise<'tick'>((r) => setTimeout(() => r('tick'), interval))]);
