@@ -10,8 +10,8 @@
  */
 import { parseArgs } from 'node:util';
 import type { CommandIo } from './check.js';
-import { call, resolveTarget, runControl, TARGET_OPTIONS, TARGET_USAGE, ControlError, type ApiTarget } from '../control/client.js';
-import { filterRows, flowRows, formatBytes, renderTable, sortRows, SORT_KEYS, type Snapshot, type SortKey } from '../control/flow-table.js';
+import { call, request, resolveTarget, runControl, TARGET_OPTIONS, TARGET_USAGE, ControlError, type ApiTarget } from '../control/client.js';
+import { extrasOf, filterRows, flowRows, formatBytes, renderTable, sortRows, SORT_KEYS, type FlowExtra, type Snapshot, type SortKey } from '../control/flow-table.js';
 
 export const FLOWS_USAGE = `Usage: sluice flows [--json] [--once] [--sort KEY] [--filter TEXT] [--interval MS] [options]
 
@@ -34,6 +34,12 @@ async function snapshot(target: ApiTarget): Promise<Snapshot> {
   const body = (await call(target, 'GET', '/connections')) as Snapshot | null;
   if (body === null || typeof body !== 'object') throw new ControlError('GET /connections: the answer is not a JSON object');
   return body;
+}
+
+/** The protocol and rule text of each flow from sluice's own /v1/flows (empty when that route is missing). */
+async function extras(target: ApiTarget): Promise<Map<string, FlowExtra>> {
+  const r = await request(target, 'GET', '/v1/flows');
+  return r.status === 200 ? extrasOf(r.body) : new Map();
 }
 
 function header(s: Snapshot, rowsShown: number, rowsTotal: number, upRate: number, downRate: number, target: ApiTarget): string {
@@ -69,7 +75,8 @@ export async function runFlows(argv: string[], io: TerminalIo = process): Promis
       const t0 = performance.now();
       await new Promise((r) => setTimeout(r, interval));
       const second = await snapshot(target);
-      const rows = filterRows(sortRows(flowRows(second, first, performance.now() - t0), sort), filter);
+      const dt = performance.now() - t0;
+      const rows = filterRows(sortRows(flowRows(second, first, dt, Date.now(), await extras(target)), sort), filter);
       const up = rows.reduce((a, r) => a + r.upRate, 0);
       const down = rows.reduce((a, r) => a + r.downRate, 0);
       io.stdout.write(`${header(second, rows.length, rows.length, up, down, target)}\n${renderTable(rows, null).join('\n')}\n`);
@@ -110,7 +117,7 @@ async function liveView(target: ApiTarget, io: TerminalIo, sort: SortKey, filter
     for (;;) {
       const s = await snapshot(target);
       const at = performance.now();
-      const rows = filterRows(sortRows(flowRows(s, prev, at - prevAt), sort), filter);
+      const rows = filterRows(sortRows(flowRows(s, prev, at - prevAt, Date.now(), await extras(target)), sort), filter);
       prev = s;
       prevAt = at;
       const height = Math.max(3, (out.rows || 24) - 2);

@@ -7,7 +7,7 @@
  */
 import { parseArgs } from 'node:util';
 import type { CommandIo } from './check.js';
-import { call, request, resolveTarget, runControl, TARGET_OPTIONS, TARGET_USAGE, type ApiTarget } from '../control/client.js';
+import { call, resolveTarget, runControl, TARGET_OPTIONS, TARGET_USAGE, type ApiTarget } from '../control/client.js';
 import { formatAge, formatBytes, type Snapshot } from '../control/flow-table.js';
 
 export const STATUS_USAGE = `Usage: sluice status [--json] [options]
@@ -35,9 +35,7 @@ const RATE_WINDOW_MS = 500;
 
 export async function gatherStatus(target: ApiTarget): Promise<Status> {
   const version = (await call(target, 'GET', '/version')) as { version?: string } | null;
-  const info = await request(target, 'GET', '/v1/status');
-  const s = info.status === 200 && info.body !== null && typeof info.body === 'object' ? (info.body as Record<string, unknown>) : {};
-  const configs = (await call(target, 'GET', '/configs')) as { mode?: string } | null;
+  const s = ((await call(target, 'GET', '/v1/stats')) ?? {}) as { uptimeMs?: number; config?: string; mode?: string };
   const first = (await call(target, 'GET', '/connections')) as Snapshot;
   const t0 = performance.now();
   await new Promise((r) => setTimeout(r, RATE_WINDOW_MS));
@@ -49,13 +47,12 @@ export async function gatherStatus(target: ApiTarget): Promise<Status> {
     count(byNetwork, c.metadata?.network ?? '?');
     count(byOutbound, c.chains?.[0] ?? '?');
   }
-  const uptime = typeof s.uptimeSeconds === 'number' ? s.uptimeSeconds : typeof s.uptime === 'number' ? s.uptime : null;
   return {
     api: target.display,
     version: version?.version ?? '?',
-    uptimeSeconds: uptime,
-    config: typeof s.config === 'string' ? s.config : typeof s.configPath === 'string' ? s.configPath : null,
-    mode: configs?.mode ?? null,
+    uptimeSeconds: typeof s.uptimeMs === 'number' ? Math.floor(s.uptimeMs / 1000) : null,
+    config: typeof s.config === 'string' ? s.config : null,
+    mode: typeof s.mode === 'string' ? s.mode : null,
     flows: { open: (snap.connections ?? []).length, byNetwork, byOutbound },
     traffic: {
       uploadTotal: snap.uploadTotal,

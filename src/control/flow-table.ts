@@ -34,6 +34,20 @@ export interface Snapshot {
   connections: Connection[] | null;
 }
 
+/** What sluice's own GET /v1/flows adds to a Clash connection: the sniffed protocol and sluice's rule text. */
+export interface FlowExtra {
+  protocol?: string | null;
+  ruleText?: string;
+}
+
+/** id -> extra, from a GET /v1/flows answer ({flows: [...]}); empty for anything else. */
+export function extrasOf(body: unknown): Map<string, FlowExtra> {
+  const out = new Map<string, FlowExtra>();
+  const flows = body !== null && typeof body === 'object' ? (body as { flows?: unknown }).flows : null;
+  if (Array.isArray(flows)) for (const f of flows as Array<FlowExtra & { id?: unknown }>) if (typeof f.id === 'string') out.set(f.id, f);
+  return out;
+}
+
 export interface FlowRow {
   id: string;
   client: string;
@@ -77,7 +91,7 @@ function hostPort(ip: string | undefined, port: string | undefined): string {
 }
 
 /** Rows of `now`, with rates against `before` (taken `dtMs` earlier; null: rates 0). */
-export function flowRows(now: Snapshot, before: Snapshot | null, dtMs: number, wallNow = Date.now()): FlowRow[] {
+export function flowRows(now: Snapshot, before: Snapshot | null, dtMs: number, wallNow = Date.now(), extras: Map<string, FlowExtra> = new Map()): FlowRow[] {
   const prev = new Map<string, Connection>();
   for (const c of before?.connections ?? []) prev.set(c.id, c);
   const dt = dtMs / 1000;
@@ -86,13 +100,15 @@ export function flowRows(now: Snapshot, before: Snapshot | null, dtMs: number, w
     const p = prev.get(c.id);
     const started = Date.parse(c.start);
     const chains = Array.isArray(c.chains) ? c.chains : [];
+    const x = extras.get(String(c.id));
+    const protocol = x?.protocol ?? (typeof m.protocol === 'string' && m.protocol !== '' ? m.protocol : null);
     return {
       id: String(c.id),
       client: hostPort(m.sourceIP, m.sourcePort),
       destination: hostPort(m.destinationIP, m.destinationPort),
       name: m.host || m.sniffHost || '',
-      protocol: (m.network ?? '') + (typeof m.protocol === 'string' && m.protocol !== '' ? `/${m.protocol}` : ''),
-      rule: c.rule ? `${c.rule}${c.rulePayload ? ` ${c.rulePayload}` : ''}` : '',
+      protocol: (m.network ?? '') + (protocol !== null ? `/${protocol}` : ''),
+      rule: x?.ruleText ?? (c.rule ? `${c.rule}${c.rulePayload ? ` ${c.rulePayload}` : ''}` : ''),
       chain: [...chains].reverse().join(' > '),
       upRate: p !== undefined && dt > 0 ? Math.max(0, (c.upload - p.upload) / dt) : 0,
       downRate: p !== undefined && dt > 0 ? Math.max(0, (c.download - p.download) / dt) : 0,

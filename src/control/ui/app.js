@@ -13,7 +13,9 @@ const MAX_ROWS = 500;
 const MAX_LOGS = 500;
 const CHART_POINTS = 120;
 const TOKEN_KEY = 'sluice.token';
-const COUNTERS_PATH = '/v1/counters';
+const STATS_PATH = '/v1/stats';
+/** Sections of /v1/stats shown as counters (the rest is in the header). */
+const COUNTER_SECTIONS = ['stack', 'tun', 'classifier', 'engine', 'api'];
 
 const $ = (sel) => document.querySelector(sel);
 
@@ -88,6 +90,7 @@ function el(tag, text, cls) {
 let proxies = {};          // name -> proxy object from /proxies
 let flows = [];            // rows derived from the last /connections snapshot
 let prev = new Map();      // id -> {upload, download, t} of the previous snapshot
+let extras = new Map();    // id -> {protocol, ruleText} from /v1/flows (sluice's own shape)
 let selectedId = null;
 let sortKey = 'downRate';
 let sortAsc = false;
@@ -118,13 +121,15 @@ function flowRow(c, now) {
   }
   const chains = Array.isArray(c.chains) ? c.chains : [];
   const started = Date.parse(c.start);
+  const x = extras.get(String(c.id));
+  const protocol = x && x.protocol ? x.protocol : '';
   return {
     id: String(c.id),
     client: hostPort(m.sourceIP, m.sourcePort),
     destination: hostPort(m.destinationIP, m.destinationPort),
     name: m.host || m.sniffHost || '',
-    protocol: (m.network || '') + (m.protocol ? '/' + m.protocol : (c.protocol ? '/' + c.protocol : '')),
-    rule: c.rule ? c.rule + (c.rulePayload ? ' ' + c.rulePayload : '') : '',
+    protocol: (m.network || '') + (protocol ? '/' + protocol : ''),
+    rule: x && x.ruleText ? x.ruleText : (c.rule ? c.rule + (c.rulePayload ? ' ' + c.rulePayload : '') : ''),
     chain: chains.slice().reverse().join(' → '),
     final: chains[0] || '',
     upRate, downRate,
@@ -360,10 +365,11 @@ function flatten(prefix, value, out) {
     out.push([prefix, Array.isArray(value) ? value.join(', ') : String(value)]);
   }
 }
-async function loadCounters() {
-  const data = await api('GET', COUNTERS_PATH);
+async function loadStats() {
+  const data = (await api('GET', STATS_PATH)) || {};
   const rows = [];
-  flatten('', data, rows);
+  for (const k of COUNTER_SECTIONS) if (data[k] !== undefined && data[k] !== null) flatten(k, data[k], rows);
+  $('#uptime').textContent = typeof data.uptimeMs === 'number' ? 'up ' + age(data.uptimeMs) + (data.config ? ' · ' + data.config : '') + (data.mode ? ' · mode ' + data.mode : '') : '';
   const frag = document.createDocumentFragment();
   for (const [k, v] of rows) {
     const tr = el('tr');
@@ -371,6 +377,14 @@ async function loadCounters() {
     frag.append(tr);
   }
   $('#counters tbody').replaceChildren(frag);
+}
+
+// ---- sluice's own flow details (protocol, rule text), merged into the table by id ----
+async function loadExtras() {
+  const data = await api('GET', '/v1/flows');
+  const next = new Map();
+  if (data && Array.isArray(data.flows)) for (const f of data.flows) next.set(String(f.id), { protocol: f.protocol, ruleText: f.ruleText });
+  extras = next;
 }
 
 // ---- wiring ----
@@ -457,7 +471,8 @@ async function start() {
   logStream = stream('/logs', { level: $('#log-level').value }, onLog);
   every(5000, loadProxies);
   every(5000, loadRules);
-  every(2000, loadCounters);
+  every(2000, loadStats);
+  every(2000, loadExtras);
   drawChart();
 }
 
