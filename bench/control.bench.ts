@@ -44,7 +44,7 @@ sniff: { timeoutMs: 0 }
 dns: { mode: real-ip, hijack: false, upstreams: [ { address: "udp://${SERVER_V4}:53" } ] }
 route: { table: 2022, priority: ${PRIORITY} }
 gateway: { enabled: true, lan: [lan0], mode: tun }
-api: ${api ? `{ listen: "${API}", secret: "${SECRET}" }` : 'null'}
+api: { listen: ${api ? `"${API}", secret: "${SECRET}"` : "null"} }
 `;
 }
 

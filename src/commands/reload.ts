@@ -23,8 +23,17 @@ export function describeReload(body: unknown): string[] {
   const b = body as Record<string, unknown>;
   const out: string[] = [];
   const message = messageOf(body);
-  if (message !== null) out.push(message);
+  // The message repeats the errors on one line; they are listed one by one below.
+  if (message !== null && !(Array.isArray(b.errors) && b.errors.length > 0)) out.push(message);
+  // sluice's own shape: changes.ruleSets.NAME = {before, after} entry counts.
+  const sets = (b.changes as { ruleSets?: Record<string, { before?: number; after?: number }> } | undefined)?.ruleSets;
+  if (sets !== undefined && sets !== null && typeof sets === 'object') {
+    const names = Object.keys(sets);
+    for (const n of names) out.push(`  rule set ${n}: ${sets[n]?.before ?? '?'} -> ${sets[n]?.after ?? '?'} entries`);
+    if (names.length === 0) out.push('  no rule set changed');
+  }
   for (const key of ['changed', 'changes', 'problems', 'errors', 'warnings']) {
+    if (key === 'changes' && sets !== undefined) continue;
     const v = b[key];
     if (Array.isArray(v)) for (const item of v) out.push(`  ${key === 'changed' || key === 'changes' ? 'changed' : key.replace(/s$/, '')}: ${typeof item === 'string' ? item : JSON.stringify(item)}`);
     else if (v !== null && typeof v === 'object') for (const [k, x] of Object.entries(v)) out.push(`  ${k}: ${typeof x === 'string' ? x : JSON.stringify(x)}`);

@@ -12,11 +12,13 @@
  */
 import t from 'tap';
 import type { Test } from 'tap';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
 import { requireRoot, type Netns } from '../harness/netns.js';
 import { SERVER_V4 } from '../harness/topology.js';
 import { childEnv, requireCommands, SLUICE_BIN } from '../fixtures/engine/lab.js';
-import { controlLab, sluiceConfig, startDownload, within, WEB_NAME, type ControlLab } from '../fixtures/control-lab.js';
+import { controlLab, startDownload, within, WEB_NAME, type ControlLab } from '../fixtures/control-lab.js';
 
 const DEST = `${SERVER_V4}:80`;
 
@@ -24,6 +26,12 @@ interface Run {
   code: number;
   stdout: string;
   stderr: string;
+}
+
+function tempDirFor(t: Test): string {
+  const dir = mkdtempSync(path.join(tmpdir(), 'sluice-cli-sets-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  return dir;
 }
 
 function sluice(ns: Netns, args: string[], timeoutMs = 30_000): Promise<Run> {
@@ -90,7 +98,7 @@ t.test('status, flows, close and their errors against a live download', { timeou
 
   // The live view on a terminal: `script` gives it a pty; it quits on q.
   const live = await lab.gateway.exec(
-    ['sh', '-c', `(sleep 3; printf q) | script -qfec "env -u NODE_OPTIONS ${process.execPath} ${SLUICE_BIN} flows --interval 500 --config ${lab.config}" /dev/null`],
+    ['sh', '-c', `(sleep 6; printf q) | script -qfec "env -u NODE_OPTIONS ${process.execPath} ${SLUICE_BIN} flows --interval 500 --config ${lab.config}" /dev/null`],
     { allowFail: true, env: { ...childEnv, COLUMNS: '160', LINES: '30' }, timeoutMs: 30_000 },
   );
   t.equal(live.code, 0, `the live view quits on q with 0 (${live.stderr.trim().slice(0, 200)})`);
@@ -138,22 +146,29 @@ t.test('status, flows, close and their errors against a live download', { timeou
   t.ok(e1 !== null && e2 !== null, 'both downloads ended');
 });
 
-t.test('reload: applied, and refused for a broken configuration', { timeout: 180_000 }, async (t) => {
+t.test('reload: applied, and refused for a broken rule set', { timeout: 180_000 }, async (t) => {
   if (!requireRoot(t) || !requireCommands(t, ['ip', 'nft', 'curl', 'nginx'])) return;
-  const lab = await controlLab(t, 'clicmdcd');
-  // A changed but valid configuration: one more rule.
-  const original = readFileSync(lab.config, 'utf8');
-  writeFileSync(lab.config, sluiceConfig(lab.dir, `rules:\n  - { domainSuffix: [blocked.example], outbound: direct }\n`));
+  // The reload re-reads the rule-set files (the SIGHUP reload); the set grows from 1 to 3 entries.
+  const dir = tempDirFor(t);
+  const setFile = path.join(dir, 'blocked.txt');
+  writeFileSync(setFile, 'one.example\n');
+  const lab = await controlLab(t, 'clicmdcd', `ruleSets:\n  blocked: { type: domain, path: ${setFile} }\nrules:\n  - { ruleSet: [blocked], outbound: direct }\n`);
+  writeFileSync(setFile, 'one.example\ntwo.example\nthree.example\n');
   const ok = await sluice(lab.gateway, ['reload', '--config', lab.config]);
-  t.equal(ok.code, 0, `reload of a valid configuration: exit 0 ${ok.stderr.trim()}`);
-  t.match(ok.stdout, /^reloaded/, `reload: ${ok.stdout.trim()}`);
-  const rules = await lab.gateway.exec(['curl', '-sS', '-H', `Authorization: Bearer ${lab.secret()}`, 'http://127.0.0.1:9090/rules'], { timeoutMs: 20_000 });
-  t.match(rules.stdout, /blocked\.example/, 'GET /rules shows the new rule');
-  // A broken one: refused, exit 1, problems printed, the API still up.
-  writeFileSync(lab.config, original.replace('outbounds:', 'outbounds: 7\nx:'));
+  t.equal(ok.code, 0, `reload: exit 0 ${ok.stderr.trim()}`);
+  t.match(ok.stdout, /^reloaded\n\s+rule set blocked: 1 -> 3 entries/, `reload says what changed: ${JSON.stringify(ok.stdout)}`);
+  const providers = await lab.gateway.exec(['curl', '-sS', '-H', `Authorization: Bearer ${lab.secret()}`, 'http://127.0.0.1:9090/providers/rules'], { timeoutMs: 20_000 });
+  t.match(providers.stdout, /"ruleCount":3/, 'GET /providers/rules: the set has 3 entries now');
+  // A broken set: refused, exit 1, the problem printed, the running policy kept and the API up.
+  writeFileSync(setFile, 'one.example\nregex:([unclosed\n');
   const bad = await sluice(lab.gateway, ['reload', '--api', '127.0.0.1:9090', '--secret-file', lab.secretFile]);
-  t.equal(bad.code, 1, 'reload of a broken configuration: exit 1');
-  t.match(bad.stderr, /refused/, `reload refused: ${bad.stderr.trim().slice(0, 400)}`);
+  t.equal(bad.code, 1, 'reload of a broken rule set: exit 1');
+  t.match(bad.stderr, /refused \(400\); the running configuration stays\n.*blocked/s, `reload refused: ${bad.stderr.trim().slice(0, 400)}`);
+  const json = await sluice(lab.gateway, ['reload', '--json', '--config', lab.config]);
+  t.equal(json.code, 1, 'reload --json of the broken set: exit 1');
+  t.equal((JSON.parse(json.stderr) as { ok: boolean }).ok, false, 'reload --json prints the API answer');
   const still = await sluice(lab.gateway, ['status', '--api', '127.0.0.1:9090', '--secret-file', lab.secretFile]);
   t.equal(still.code, 0, 'sluice still answers after the refusal');
+  const after = await lab.gateway.exec(['curl', '-sS', '-H', `Authorization: Bearer ${lab.secret()}`, 'http://127.0.0.1:9090/providers/rules'], { timeoutMs: 20_000 });
+  t.match(after.stdout, /"ruleCount":3/, 'the running set is the one before the refused reload');
 });

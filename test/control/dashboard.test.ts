@@ -67,9 +67,10 @@ t.test('the dashboard shows a live flow and closes it', { timeout: 240_000 }, as
 
   const browser = await Browser.launch(t, lab.gateway, lab.dir);
   const page = await browser.open(`http://${API}/ui/?token=${encodeURIComponent(secret)}`);
-  t.teardown(() => {
+  t.teardown(async () => {
     const problems = page.problems();
     if (problems.length > 0) t.comment(`page problems:\n${problems.join('\n')}`);
+    if (!t.passing()) t.comment(`page at failure: ${await page.evaluate<string>('location.href + "\\n" + document.body.innerText.slice(0, 3000)').catch((e: Error) => e.message)}`);
   });
 
   const row = await page.waitFor<{ id: string; cells: string[] }>(`${ROWS}.find((r) => r.cells[1] === ${JSON.stringify(DEST)})`, 30_000, `a row for ${DEST}`);
@@ -91,7 +92,13 @@ t.test('the dashboard shows a live flow and closes it', { timeout: 240_000 }, as
   t.ok(outbounds.includes('direct'), `outbounds listed: ${outbounds.join(', ')}`);
   const counters = await page.waitFor<number>(`document.querySelectorAll('#counters tbody tr').length`, 15_000, 'the stack counters');
   t.ok(counters > 0, `${counters} stack/classifier counters shown`);
-  await page.waitFor(`document.querySelectorAll('#logs li').length > 0 || true`, 1000, 'the log list');
+
+  // A short request too (a flow line in the log stream, a second rule hit), and
+  // a chart with some history, for the screenshot.
+  await lab.client.exec(['curl', '-sS', '-o', '/dev/null', '--max-time', '10', '-H', 'Host: www.example.test', `http://${SERVER_V4}/missing`], { allowFail: true });
+  const logLine = await page.waitFor<string>(`[...document.querySelectorAll('#logs li')].map((li) => li.textContent).find((l) => l.includes('/missing') || l.includes('www.example.test'))`, 20_000, 'the short flow in the log stream');
+  t.pass(`log stream: ${logLine.slice(0, 160)}`);
+  await new Promise((r) => setTimeout(r, 15_000));
 
   // The explain text of the flow, when the route exists (observe helper), then the screenshot.
   await click(page, `#flows tbody tr[data-id="${id}"] td:nth-child(2)`);
@@ -112,8 +119,8 @@ t.test('the dashboard shows a live flow and closes it', { timeout: 240_000 }, as
   t.notOk(after.connections?.some((c) => c.id === id), 'GET /connections no longer lists the flow');
   await page.waitFor(`!${ROWS}.some((r) => r.id === ${JSON.stringify(id)})`, 10_000, 'the row to leave the table');
   t.pass('the row left the table');
-  const flowLine = await lab.sluice.waitForFlow({ dst: DEST }, 10_000);
-  t.comment(`flow line: close ${flowLine.close}, ${flowLine.bytesDown} bytes down`);
+  const flowLine = await lab.sluice.waitForFlow({ src: row.cells[0] }, 10_000);
+  t.match(flowLine.close, /API/i, `the flow line says who closed it: close "${flowLine.close}", ${flowLine.bytesDown} bytes down`);
   t.same(page.problems(), [], 'no uncaught exceptions or console errors in the page');
 });
 

@@ -221,7 +221,8 @@ async function explain(id) {
     box.textContent = typeof data === 'string' ? data : (data && typeof data.text === 'string' ? data.text : JSON.stringify(data, null, 2));
   } catch (err) {
     if (err instanceof Unauthorized) return handleError(err);
-    box.textContent = 'explain ' + id + ': ' + err.message;
+    // The router's own 404 text: this sluice has no explain route (an unknown flow gets its own message).
+    box.textContent = err.message === 'Resource not found' ? 'flow ' + id + ' selected; this sluice has no explain route' : 'explain ' + id + ': ' + err.message;
   }
   box.hidden = false;
 }
@@ -248,18 +249,24 @@ function drawChart() {
   const g = canvas.getContext('2d');
   g.setTransform(ratio, 0, 0, ratio, 0, 0);
   g.clearRect(0, 0, w, h);
-  let max = 1;
+  // Each half has its own scale: uploads are often tiny next to downloads.
+  let maxDown = 1;
+  let maxUp = 1;
   for (let i = 0; i < CHART_POINTS; i++) {
-    max = Math.max(max, series.down[i], series.up[i], series.downDirect[i] + series.downProxied[i], series.upDirect[i] + series.upProxied[i]);
+    maxDown = Math.max(maxDown, series.down[i], series.downDirect[i] + series.downProxied[i]);
+    maxUp = Math.max(maxUp, series.up[i], series.upDirect[i] + series.upProxied[i]);
   }
-  const mid = h / 2;
-  const scale = (mid - 12) / max;
+  const mid = Math.round(h * 0.6);
+  const scaleDown = (mid - 12) / maxDown;
+  const scaleUp = (h - mid - 12) / maxUp;
+  const scaleOf = (sign) => (sign > 0 ? scaleDown : scaleUp);
   const step = w / (CHART_POINTS - 1);
   const css = getComputedStyle(document.documentElement);
   const at = (k) => (head + k) % CHART_POINTS; // oldest first
   // Stacked areas: down above the axis (direct, then proxied on top), up mirrored below.
   const area = (lower, upper, sign, colour) => {
     g.beginPath();
+    const scale = scaleOf(sign);
     for (let k = 0; k < CHART_POINTS; k++) g.lineTo(k * step, mid - sign * (lower(at(k)) + upper(at(k))) * scale);
     for (let k = CHART_POINTS - 1; k >= 0; k--) g.lineTo(k * step, mid - sign * lower(at(k)) * scale);
     g.closePath();
@@ -274,6 +281,7 @@ function drawChart() {
   g.strokeStyle = css.getPropertyValue('--fg');
   g.lineWidth = 1;
   for (const [s, sign] of [[series.down, 1], [series.up, -1]]) {
+    const scale = scaleOf(sign);
     g.beginPath();
     for (let k = 0; k < CHART_POINTS; k++) g.lineTo(k * step, mid - sign * s[at(k)] * scale);
     g.stroke();
@@ -282,8 +290,8 @@ function drawChart() {
   g.beginPath(); g.moveTo(0, mid); g.lineTo(w, mid); g.stroke();
   g.fillStyle = css.getPropertyValue('--muted');
   g.font = '11px system-ui, sans-serif';
-  g.fillText('↓ ' + bytes(max) + '/s', 4, 11);
-  g.fillText('↑ ' + bytes(max) + '/s', 4, h - 3);
+  g.fillText('↓ ' + bytes(maxDown) + '/s', 4, 11);
+  g.fillText('↑ ' + bytes(maxUp) + '/s', 4, h - 3);
   g.fillText(CHART_POINTS + ' s', w - 36, mid - 3);
 }
 
