@@ -5,7 +5,8 @@
  * New connections per second (conn-holder `rate`: 64 at a time, each also
  * dialled upstream) and sluice's own CPU time per connection (utime+stime
  * of /proc/PID/stat), in three variants, each repetition starting a fresh
- * sluice, the variants interleaved so that load drifts hit all three:
+ * sluice, the variants interleaved (and rotated, so none always runs
+ * first) so that load drifts hit all three:
  *   - API off (api: null)
  *   - API on, nobody connected
  *   - API on with a dashboard's streams subscribed: /connections every
@@ -134,7 +135,9 @@ export async function runControlBench(repetitions = 3, connections = 5000): Prom
     const dir = mkdtempSync(path.join(tmpdir(), 'sluice-bench-control-'));
     ctx.teardown(() => rmSync(dir, { recursive: true, force: true }));
     for (let rep = 0; rep < repetitions; rep++) {
-      for (const variant of VARIANTS) {
+      // Each repetition starts with a different variant, so that no variant always runs first (after the longest pause).
+      const order = VARIANTS.map((_, i) => VARIANTS[(i + rep) % VARIANTS.length]!);
+      for (const variant of order) {
         const sl = await startSluice(ctx, gateway, dir, config(variant !== 'API off'), `r${rep}`);
         let watch: ChildProcess | null = null;
         if (variant === 'API on, dashboard streams connected') {
