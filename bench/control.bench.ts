@@ -18,7 +18,9 @@
  * Chromium connected to a sluice serving a steady churn of connections
  * plus a long download, sluice's RSS sampled every 10 s:
  *
- *   sudo node dist/bench/control.bench.js memory [minutes]
+ *   sudo node dist/bench/control.bench.js memory [minutes] [--no-dashboard]
+ *
+ * (--no-dashboard: the same load without the page, the baseline.)
  */
 import path from 'node:path';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -184,7 +186,7 @@ export function printControlRows(samples: ControlSample[]): void {
 }
 
 /** The dashboard left open: RSS samples of sluice while the real dashboard is connected. */
-export async function runMemoryBench(minutes = 10): Promise<Array<{ s: number; rssMiB: number; flows: number }>> {
+export async function runMemoryBench(minutes = 10, dashboard = true): Promise<Array<{ s: number; rssMiB: number; flows: number }>> {
   const { Browser } = await import('../test/fixtures/chromium.js');
   const ctx = new BenchContext();
   const samples: Array<{ s: number; rssMiB: number; flows: number }> = [];
@@ -200,9 +202,9 @@ export async function runMemoryBench(minutes = 10): Promise<Array<{ s: number; r
     // 200 connections held open (a full flows table), and a churn of short ones.
     const held = client.spawn([process.execPath, holder, 'client', SERVER_V4, '9000', '200'], { env: { ...process.env, NODE_OPTIONS: '' } });
     ctx.teardown(() => void held.kill('SIGTERM'));
-    const browser = await Browser.launch(ctx, gateway, dir);
-    const page = await browser.open(`http://${API}/ui/?token=${SECRET}`);
-    await page.waitFor(`document.querySelector('#link') && document.querySelector('#link').textContent === 'live'`, 30_000, 'the dashboard');
+    // Without the dashboard: the same load, for the baseline.
+    const page = dashboard ? await (await Browser.launch(ctx, gateway, dir)).open(`http://${API}/ui/?token=${SECRET}`) : null;
+    await page?.waitFor(`document.querySelector('#link') && document.querySelector('#link').textContent === 'live'`, 30_000, 'the dashboard');
     let churning = true;
     const churn = (async () => {
       while (churning) await connectionRate(client, 200);
@@ -210,7 +212,7 @@ export async function runMemoryBench(minutes = 10): Promise<Array<{ s: number; r
     const t0 = Date.now();
     const end = t0 + minutes * 60_000;
     for (;;) {
-      const flows = await page.evaluate<number>(`document.querySelectorAll('#flows tbody tr').length`).catch(() => -1);
+      const flows = page === null ? -1 : await page.evaluate<number>(`document.querySelectorAll('#flows tbody tr').length`).catch(() => -1);
       samples.push({ s: Math.round((Date.now() - t0) / 1000), rssMiB: Math.round(rssMiB(sl.proc.pid!) * 10) / 10, flows });
       process.stderr.write(`  t=${samples.at(-1)!.s}s rss=${samples.at(-1)!.rssMiB} MiB rows=${flows}\n`);
       if (Date.now() >= end) break;
@@ -228,10 +230,10 @@ if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {
   const mode = process.argv[2] ?? 'rate';
   const main =
     mode === 'memory'
-      ? runMemoryBench(Number(process.argv[3] ?? 10)).then((s) => {
+      ? runMemoryBench(Number(process.argv[3] ?? 10), process.argv[4] !== '--no-dashboard').then((s) => {
           const first = s[Math.min(s.length - 1, 1)]!;
           const last = s.at(-1)!;
-          console.log(`\ndashboard connected ${last.s} s: sluice RSS ${s[0]!.rssMiB} MiB at start, ${first.rssMiB} after ${first.s} s, ${last.rssMiB} at the end; max ${Math.max(...s.map((x) => x.rssMiB))}`);
+          console.log(`\n${process.argv[4] === '--no-dashboard' ? 'no dashboard' : 'dashboard connected'} ${last.s} s: sluice RSS ${s[0]!.rssMiB} MiB at start, ${first.rssMiB} after ${first.s} s, ${last.rssMiB} at the end; max ${Math.max(...s.map((x) => x.rssMiB))}`);
         })
       : runControlBench(Number(process.argv[3] ?? 3), Number(process.argv[4] ?? 5000)).then(printControlRows);
   main.catch((err) => {

@@ -14,6 +14,9 @@ const isObj = (v: unknown): v is Obj => v !== null && typeof v === 'object' && !
 export function apiIssues(data: Obj, add: (path: PathSegment[], message: string) => void): void {
   if (!isObj(data.api)) return;
   const api = data.api;
+  if (typeof api.secret === 'string' && typeof api.secretFile === 'string') {
+    add(['api', 'secretFile'], 'api.secretFile is only read when api.secret is not set; give one of the two');
+  }
   if (typeof api.listen !== 'string') return;
   const a = parseListen(api.listen);
   if (a === null) {
@@ -22,8 +25,5 @@ export function apiIssues(data: Obj, add: (path: PathSegment[], message: string)
   }
   if (!isLocalOnly(a) && typeof api.secret !== 'string' && typeof api.secretFile !== 'string') {
     add(['api', 'listen'], `${api.listen} is reachable from other machines: set api.secret (or api.secretFile) so the API is not open to them, or listen on 127.0.0.1`);
-  }
-  if (typeof api.secret === 'string' && typeof api.secretFile === 'string') {
-    add(['api', 'secretFile'], 'api.secretFile is only read when api.secret is not set; give one of the two');
   }
 }

@@ -14,12 +14,13 @@ import http from 'node:http';
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { DEFAULT_STATE_PATH } from '../system/state.js';
+import { secretPath } from './secret.js';
 import type { CommandIo } from '../commands/check.js';
 
 /** sluice's defaults for `api.listen` and the generated secret's file. */
 export const DEFAULT_API_LISTEN = '127.0.0.1:9090';
-/** `api.secretFile: null` means `api-secret` beside the state file (the default one here). */
-export const DEFAULT_SECRET_FILE = path.join(path.dirname(DEFAULT_STATE_PATH), 'api-secret');
+/** Where `sluice run` (default state file, api.secretFile unset) keeps the generated secret. */
+export const DEFAULT_SECRET_FILE = secretPath(null, DEFAULT_STATE_PATH);
 
 export interface ApiTarget {
   /** Unix socket path, or null for TCP. */

@@ -1,6 +1,7 @@
 /**
  * The API secret when `api.secret` is not set: read from `api.secretFile`
- * (default `api-secret` beside the state file), or at first start made
+ * (default /var/lib/sluice/api-secret, or `api-secret` beside a --state
+ * file), or at first start made
  * from 32 random bytes and written there, mode 0600 and owned by whoever
  * runs the start-up (root), so only root can read it. The CLI reads it from
  * the same place. Concurrent first starts agree: the file is created with
@@ -10,12 +11,20 @@
 import { randomBytes } from 'node:crypto';
 import { chmodSync, linkSync, mkdirSync, readFileSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
+import { DEFAULT_STATE_PATH } from '../system/state.js';
 
 export const SECRET_FILE_NAME = 'api-secret';
+export const DEFAULT_SECRET_PATH = '/var/lib/sluice/api-secret';
 
-/** Where the generated secret lives: api.secretFile, else beside the state file. */
+/**
+ * Where the generated secret lives: api.secretFile; else beside the state
+ * file given with --state; with the default state file (/run/sluice, gone
+ * at reboot) /var/lib/sluice/api-secret, so dashboards keep working across
+ * reboots.
+ */
 export function secretPath(secretFile: string | null, statePath: string): string {
-  return secretFile ?? join(dirname(statePath), SECRET_FILE_NAME);
+  if (secretFile !== null) return secretFile;
+  return statePath === DEFAULT_STATE_PATH ? DEFAULT_SECRET_PATH : join(dirname(statePath), SECRET_FILE_NAME);
 }
 
 export interface LoadedSecret {

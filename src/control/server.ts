@@ -8,9 +8,10 @@
  * the Clash routes, /v1/, /metrics, the dashboard at /ui/.
  *
  * Bounds: at most MAX_WS_CLIENTS WebSocket clients (503 beyond); a client
- * whose unsent frames pass WS_DROP_BYTES misses frames (counted), past
- * WS_CLOSE_BYTES it is closed (counted), so a stalled dashboard never makes
- * sluice buffer without limit; request bodies MAX_BODY_BYTES; idle
+ * whose unsent frames pass WS_DROP_BYTES misses frames (counted), and is
+ * closed (counted) when it stays behind for WS_STALL_MS or its queue passes
+ * WS_CLOSE_BYTES, so a stalled dashboard never makes sluice buffer without
+ * limit; request bodies MAX_BODY_BYTES; idle
  * keep-alive connections are closed by node's own timeouts; at most
  * MAX_HTTP_CONNECTIONS sockets at once.
  */
@@ -30,6 +31,8 @@ export const MAX_WS_CLIENTS = 64;
 export const WS_DROP_BYTES = 1 << 20;
 /** Unsent bytes on one WebSocket above which it is closed (a dashboard that stopped reading). */
 export const WS_CLOSE_BYTES = 4 << 20;
+/** A client behind (frames skipped) for this long is closed. */
+export const WS_STALL_MS = 10_000;
 export const MAX_HTTP_CONNECTIONS = 256;
 /** Largest message a client may send on a WebSocket (the streams only read, this is a bound). */
 const WS_MAX_PAYLOAD = 64 * 1024;
@@ -59,7 +62,12 @@ export interface ApiServerOptions {
   secret: string;
   /** Unexpected handler failures (a 500 was sent). */
   onError?: (err: unknown, what: string) => void;
+  /** WS_STALL_MS unless given (tests). */
+  stallMs?: number;
 }
+
+/** A WebSocket or a streaming HTTP response: what sendFrame and admit bound (any object as the key). */
+type StreamTarget = object;
 
 export class ApiServer implements ApiRoutes {
   readonly counters: ApiServerCounters = { requests: 0, unauthorized: 0, wsClients: 0, wsRefused: 0, wsFramesDropped: 0, wsClosedSlow: 0, errors: 0 };
@@ -70,12 +78,16 @@ export class ApiServer implements ApiRoutes {
   private readonly auth: Auth;
   private readonly clients = new Set<WebSocket>();
   private readonly sockets = new Set<Socket>();
+  /** Since when a stream client has been behind (frames skipped). */
+  private readonly behind = new WeakMap<StreamTarget, number>();
+  private readonly stallMs: number;
   /** Answered with 503 until set: the server listens before the engine exists (bind errors surface first). */
   private ready = false;
   private closed = false;
 
   constructor(private readonly opts: ApiServerOptions) {
     this.auth = new Auth(opts.secret);
+    this.stallMs = opts.stallMs ?? WS_STALL_MS;
     this.http = http.createServer({ requestTimeout: 30_000, headersTimeout: 10_000, keepAliveTimeout: 5_000 }, (req, res) => void this.onRequest(req, res));
     this.http.maxConnections = MAX_HTTP_CONNECTIONS;
     this.http.on('connection', (s: Socket) => {
@@ -170,23 +182,37 @@ export class ApiServer implements ApiRoutes {
 
   /**
    * Sends one text frame unless the client is behind: above WS_DROP_BYTES
-   * of unsent data the frame is skipped, above WS_CLOSE_BYTES the client is
-   * closed. Returns whether it was sent.
+   * of unsent data the frame is skipped; a client that stays behind for the
+   * stall time, or whose queue passes WS_CLOSE_BYTES, is closed. Returns
+   * whether it was sent.
    */
   sendFrame(ws: WebSocket, text: string): boolean {
     if (ws.readyState !== ws.OPEN) return false;
-    const queued = ws.bufferedAmount;
-    if (queued > WS_CLOSE_BYTES) {
-      this.counters.wsClosedSlow++;
-      ws.terminate();
-      return false;
-    }
-    if (queued > WS_DROP_BYTES) {
-      this.counters.wsFramesDropped++;
-      return false;
-    }
+    if (!this.admit(ws, ws.bufferedAmount, () => ws.terminate())) return false;
     ws.send(text);
     return true;
+  }
+
+  /** The same bound for a streaming (NDJSON) response: `queued` is its writableLength. */
+  admit(target: StreamTarget & { destroy?: () => void }, queued: number, close: () => void = () => target.destroy?.()): boolean {
+    if (queued <= WS_DROP_BYTES) {
+      this.behind.delete(target);
+      return true;
+    }
+    this.counters.wsFramesDropped++;
+    const now = Date.now();
+    const since = this.behind.get(target);
+    if (since === undefined) this.behind.set(target, now);
+    if (queued > WS_CLOSE_BYTES || (since !== undefined && now - since >= this.stallMs)) {
+      this.counters.wsClosedSlow++;
+      close();
+    }
+    return false;
+  }
+
+  /** The bound address (tests listen on port 0). */
+  boundAddress(): string | { address: string; port: number } | null {
+    return this.http.address();
   }
 
   private parse(req: IncomingMessage): { path: string; query: URLSearchParams } | null {

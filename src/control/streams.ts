@@ -17,7 +17,7 @@ import type { ControlContext } from './context.js';
 import { badRequest, intParam } from './http-util.js';
 import { parseClashLevel } from './log-hub.js';
 import type { ApiRequest } from './router.js';
-import { WS_CLOSE_BYTES, WS_DROP_BYTES, type ApiServer } from './server.js';
+import type { ApiServer } from './server.js';
 import { clashConnection } from './flows-json.js';
 
 interface Sink {
@@ -37,17 +37,7 @@ function httpSink(server: ApiServer, res: ServerResponse): Sink {
   res.flushHeaders();
   return {
     send: (text) => {
-      if (res.destroyed) return;
-      const queued = res.writableLength;
-      if (queued > WS_CLOSE_BYTES) {
-        server.counters.wsClosedSlow++;
-        res.destroy();
-        return;
-      }
-      if (queued > WS_DROP_BYTES) {
-        server.counters.wsFramesDropped++;
-        return;
-      }
+      if (res.destroyed || !server.admit(res, res.writableLength)) return;
       res.write(text + '\n');
     },
     onClose: (fn) => void res.once('close', fn),
