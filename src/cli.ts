@@ -15,10 +15,16 @@ Usage:
   sluice flows [--json]          the open flows, live (top-like) on a terminal
   sluice close ID...|--all       end flows at once, both sides
   sluice reload                  re-read the configuration; prints what changed or why it was refused
+  sluice explain --config FILE --dst ADDR:PORT [--domain NAME] [--src ADDR:PORT]
+                 [--network tcp|udp] [--protocol P] [--json]
+                                 which rule decides a flow and why the earlier ones did not
+  sluice explain ID              the same for a live flow of the running sluice
+  sluice capture [--pcap FILE] [--filter HOST|PORT] [--count N]
+                                 the packets crossing the running sluice's TUN, as pcap or one line each
   sluice --version | -v          print the version
   sluice --help | -h             print this help
 
-The control commands (status, flows, close, reload) talk to the API of a
+The control commands (status, flows, close, reload, explain ID, capture) talk to the API of a
 running sluice (default 127.0.0.1:9090, secret from its root-only file);
 --api HOST:PORT|PATH, --secret, --secret-file or --config FILE override.
 \`sluice COMMAND --help\` describes each command.
@@ -86,6 +92,14 @@ export async function main(argv: string[], early?: EarlySignals): Promise<number
   if (command === 'reload') {
     const { runReload } = await import('./commands/reload.js');
     return runReload(rest);
+  }
+  if (command === 'capture') {
+    const { runCapture } = await import('./commands/capture.js');
+    return runCapture(rest);
+  }
+  if (command === 'explain') {
+    const { runExplain } = await import('./commands/explain.js');
+    return runExplain(rest);
   }
   process.stderr.write(`sluice: unknown command "${command}"\n\n${USAGE}\n`);
   return 2;

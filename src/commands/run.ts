@@ -26,6 +26,9 @@ import { isConfigError } from '../config/errors.js';
 import { loadConfig } from '../config/load.js';
 import { defaultConfig, type SluiceConfig } from '../config/types.js';
 import { TunDevice } from '../link/tun.js';
+import { CaptureLink } from '../link/capture.js';
+import { captureFromEnv } from './capture-env.js';
+import { openMetricsListener, startObserve } from '../control/observe.js';
 import { Engine } from '../engine/engine.js';
 import { createLogger, LogTap } from '../engine/logger.js';
 import { openApi, startControl, type OpenedApi } from '../control/index.js';
@@ -176,13 +179,22 @@ async function run(argv: string[], io: CommandIo, takeEarlySignal: () => string 
     const opened0 = api;
     if (opened0 !== null) life.defer('accept', 'control API', () => opened0.server.close());
     life.check();
+    const metricsServer = await openMetricsListener(config.metrics);
+    if (metricsServer !== null) life.defer('accept', 'metrics listener', () => metricsServer.close());
+    life.check();
     tun = TunDevice.open({ name: config.tun.name, mtu: config.tun.mtu, offload: config.tun.offload });
     const opened = tun;
     life.defer('outbounds', 'tun', () => opened.close());
     addAddress(tun.name, config.tun.ipv4);
     addAddress(tun.name, config.tun.ipv6);
-    engine = new Engine(config, tun, log);
+    // Always wrapped: a capture (API, SLUICE_CAPTURE_FILE) may start at any time; idle, the wrapper is a forwarder.
+    const link = new CaptureLink(tun);
+    const envCapture = captureFromEnv(link, process.env, log);
+    if (envCapture !== null) life.defer('outbounds', 'capture file', envCapture);
+    engine = new Engine(config, link, log);
     const e = engine;
+    const device = tun;
+    startObserve({ engine: e, link, tun: () => device.stats(), classifier: () => classifier, api: api !== null, metricsServer });
     life.defer('accept', 'engine intake', () => e.stopAccepting());
     life.defer('flows', 'flows', () => e.endFlows());
     life.defer('outbounds', 'engine', () => e.stop());
@@ -213,7 +225,6 @@ async function run(argv: string[], io: CommandIo, takeEarlySignal: () => string 
       life.check();
     }
     if (api !== null) {
-      const device = tun;
       startControl({
         engine: e,
         log,

@@ -12,6 +12,9 @@ type Obj = Record<string, unknown>;
 const isObj = (v: unknown): v is Obj => v !== null && typeof v === 'object' && !Array.isArray(v);
 
 export function apiIssues(data: Obj, add: (path: PathSegment[], message: string) => void): void {
+  if (isObj(data.metrics) && typeof data.metrics.listen === 'string' && parseListen(data.metrics.listen) === null) {
+    add(['metrics', 'listen'], `${data.metrics.listen} is not host:port, [v6]:port or an absolute unix socket path`);
+  }
   if (!isObj(data.api)) return;
   const api = data.api;
   if (typeof api.secret === 'string' && typeof api.secretFile === 'string') {

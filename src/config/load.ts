@@ -201,6 +201,7 @@ function complete(raw: Raw, ruleSets: Map<string, RuleSetConfig>, baseDir: strin
     classifier: { ...d.classifier, ...raw.classifier },
     run: { ...d.run, ...raw.run },
     api: completeApi(raw.api ?? {}, d, baseDir),
+    metrics: { listen: raw.metrics?.listen === undefined ? d.metrics.listen : raw.metrics.listen },
   };
 }
 

@@ -379,6 +379,18 @@ export const configSchema: Schema = {
       [],
       { default: {} },
     ),
+    metrics: obj(
+      {
+        listen: {
+          type: ['string', 'null'],
+          pattern: anchored(`(?:${IPV4}|\\[${IPV6}\\]|localhost):${PORT}|/[^\\0]{1,106}`),
+          'x-expected': 'host:port (127.0.0.1:9091, [::1]:9091), an absolute unix socket path, or null to serve /metrics only on the API',
+          default: d.metrics.listen,
+        },
+      },
+      [],
+      { default: {} },
+    ),
   },
   $defs: {
     cidr: str(`${IPV4_CIDR}|${IPV6_CIDR}`, EXPECT_CIDR),

@@ -320,6 +320,17 @@ export interface ApiConfig {
   secretFile: string | null;
 }
 
+/**
+ * Prometheus metrics (`metrics:`, src/control/metrics.ts). `/metrics` is
+ * always served on the API (with its auth); `listen` adds a listener of
+ * its own that serves only `/metrics`, without auth (it carries counts, no
+ * addresses or names).
+ */
+export interface MetricsConfig {
+  /** "host:port", "[v6]:port" or an absolute unix socket path; null: only on the API. */
+  listen: string | null;
+}
+
 export interface SluiceConfig {
   log: LogConfig;
   tun: TunConfig;
@@ -343,6 +354,8 @@ export interface SluiceConfig {
   run: RunConfig;
   /** The control API; on by default at 127.0.0.1:9090. */
   api: ApiConfig;
+  /** Prometheus metrics: on the API, and on metrics.listen when set. */
+  metrics: MetricsConfig;
 }
 
 /** Every matcher key a rule or sub-rule may carry, in documentation order. */
@@ -418,5 +431,6 @@ export function defaultConfig(): SluiceConfig {
     gateway: { enabled: false, lan: [], mode: 'tun', tproxyPort: 7893, tproxyMark: 0x163, preserveSource: false, tproxyUdpSessions: 16384 },
     run: { user: null, group: null },
     api: { listen: '127.0.0.1:9090', secret: null, secretFile: null },
+    metrics: { listen: null },
   };
 }

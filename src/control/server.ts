@@ -328,7 +328,7 @@ export class ApiServer implements ApiRoutes {
   }
 }
 
-function listenHint(code: string | undefined): string {
+export function listenHint(code: string | undefined): string {
   switch (code) {
     case 'EADDRINUSE':
       return 'address already in use: another sluice, mihomo or clash may be listening there';

@@ -55,6 +55,7 @@ import type { Logger } from './logger.js';
 import { FlowGuard, errorText, installErrorBoundary } from './flow-guard.js';
 import { newTproxyUdpCounters, type TproxyUdpCounters, type TproxyUdpOptions } from '../system/tproxy-udp.js';
 import { isUnicastText, isUsablePort } from '../wire/address-class.js';
+import type { EngineObserver, SniffOutcome } from './observer.js';
 
 export interface EngineCounters {
   tcpFlows: number;
@@ -103,6 +104,8 @@ interface FlowInfo extends FlowRecord {
   /** Set by endFlows(): the flow line says close "shutdown". */
   shutdown: boolean;
   logged: boolean;
+  /** What the policy was asked and where the name came from then (set when routed), for `sluice explain ID`. */
+  match: { ctx: MatchContext; nameFrom: NameOrigin | null } | null;
 }
 
 /** What a reload did: the rule sets whose entry count changed, or why nothing changed. */
@@ -215,6 +218,8 @@ export class Engine {
   private readonly chain: ResolverChain;
   /** log.level debug (checked once: debug lines cost one branch when off). */
   private readonly debug: boolean;
+  /** Metrics (src/control/metrics.ts): told once per flow end, dial, sniff and reload; null when off. */
+  observer: EngineObserver | null = null;
 
   constructor(
     private config: SluiceConfig,
@@ -416,17 +421,36 @@ export class Engine {
       this.config = next;
       const now = Date.now();
       for (const name of names) if (name in ruleSets) this.ruleSetLoadedAt.set(name, now);
+      this.observer?.reloaded(true);
       this.log.info({ ruleSets: names.length }, 'reloaded');
       if (this.debug) this.log.debug({ ruleSets: Object.fromEntries(Object.entries(ruleSets).map(([n, rs]) => [n, rs.entries.length])), rules: next.rules.length, needsName: this.needsName }, 'reload details');
       return { ok: true, changes: { ruleSets: changes } };
     } catch (err) {
       const message = (err as Error).message;
+      this.observer?.reloaded(false);
       this.log.error({ err: message }, 'reload failed; the previous policy stays');
       return { ok: false, errors: [message] };
     }
   }
 
   // ------------------------------------------------------------- control API
+
+  /** The DNS hijack (null when dns.hijack is off), for the metrics' scrape-time reads. */
+  get dnsServer(): DnsHijack | null {
+    return this.dns;
+  }
+
+  /** The fake-IP pool (null in real-ip mode), for the metrics. */
+  get fakeIpPool(): FakeIpPool | null {
+    return this.pool;
+  }
+
+  /** A live flow's routing inputs (ctx null: not routed by the rules yet, or routed by a mode); null for an unknown id. */
+  flowMatch(id: string): { ctx: MatchContext | null; nameFrom: NameOrigin | null; rule: number; outbound: string; chains: string[] | null; mode: RoutingMode | null } | null {
+    const f = this.flows.get(id);
+    if (f === undefined) return null;
+    return { ctx: f.match?.ctx ?? null, nameFrom: f.match?.nameFrom ?? null, rule: f.rule, outbound: f.outbound, chains: f.chains, mode: f.mode };
+  }
 
   /** GLOBAL's default member: the first proxy outbound (socks5, http) in config order, else final's. */
   private static defaultGlobal(config: SluiceConfig): string {
@@ -575,6 +599,7 @@ export class Engine {
       end: null,
       shutdown: false,
       logged: false,
+      match: null,
     };
   }
 
@@ -710,7 +735,7 @@ export class Engine {
     const sniffer = new FlowSniffer({ maxBytes: this.config.sniff.maxBytes, dstPort: req.localPort });
     const chunks: Buffer[] = [];
     let decided = false;
-    const decide = (r: SniffResult): void => {
+    const decide = (r: SniffResult, outcome: SniffOutcome = 'not_found'): void => {
       if (decided) return;
       decided = true;
       clearTimeout(timer);
@@ -719,6 +744,7 @@ export class Engine {
       stream.pause();
       // A name already known (fake IP, snooped) stays: only HTTP-mode ports get here with one.
       if (r.kind === 'found') Engine.sniffed(info, r.protocol, r.serverName);
+      this.observer?.sniffed(r.kind === 'found' ? r.protocol : null, r.kind === 'found' ? 'found' : outcome);
       if (this.debug) this.log.debug({ src: info.src, dst: info.dst, sniff: r.kind, protocol: info.protocol, domain: info.domain, bytes: chunks.reduce((n, c) => n + c.length, 0) }, 'sniff result');
       // Called from the stream's events: in the flow's context, so the dial and its sockets carry it.
       info.guard.run(() => this.connectAfterSniff(stream, req, info, chunks));
@@ -733,9 +759,9 @@ export class Engine {
       }
       if (r.kind !== 'need-more') decide(r);
     };
-    const onEnd = (): void => decide(sniffer.finish());
+    const onEnd = (): void => decide(sniffer.finish(), 'closed');
     // Server-speaks-first protocols send nothing: route by address after the timeout.
-    const timer = setTimeout(() => decide(sniffer.finish()), this.config.sniff.timeoutMs);
+    const timer = setTimeout(() => decide(sniffer.finish(), 'timeout'), this.config.sniff.timeoutMs);
     info.end = () => {
       if (decided) return;
       decided = true;
@@ -867,6 +893,8 @@ export class Engine {
     // limits.dials / dialsPerSource: over a cap the flow is refused (RST), never queued.
     const source = e.remoteAddress;
     if (!this.dials.tryAcquire(source)) return Promise.reject(new Error('too many dials in progress (limits.dials / limits.dialsPerSource)'));
+    const obs = this.observer;
+    const t0 = obs === null ? 0 : performance.now();
     const release = (): void => this.dials.release(source);
     let dial: Promise<Duplex>;
     try {
@@ -876,6 +904,12 @@ export class Engine {
       return Promise.reject(err);
     }
     dial.then(release, release);
+    if (obs !== null) {
+      dial.then(
+        () => obs.dialed(outbound.name, (performance.now() - t0) / 1000, null),
+        (err: unknown) => obs.dialed(outbound.name, (performance.now() - t0) / 1000, err instanceof Error ? err : new Error(String(err))),
+      );
+    }
     return dial;
   }
 
@@ -907,7 +941,9 @@ export class Engine {
       info.mode = this.routingMode;
       info.outbound = outbound.name;
     } else {
-      const m = this.policy.match(this.context(info.network, e, info.domain, info.protocol, info.inbound));
+      const ctx = this.context(info.network, e, info.domain, info.protocol, info.inbound);
+      const m = this.policy.match(ctx);
+      info.match = { ctx, nameFrom: info.nameFrom };
       info.rule = m.ruleIndex;
       info.outbound = m.outbound;
       const hit = m.ruleIndex < 0 ? this.ruleHits.length - 1 : m.ruleIndex;
@@ -1117,6 +1153,7 @@ export class Engine {
     this.flows.remove(info, r);
     if (info.shutdown) r.close = 'shutdown';
     else if (info.killed) r.close = 'closed by API';
+    this.observer?.flowEnded({ network: info.network, inbound: info.inbound, outbound: info.outbound, close: r.close, bytesUp: r.bytesUp, bytesDown: r.bytesDown, durationMs: Date.now() - info.started });
     if (!this.log.isLevelEnabled('info')) return;
     this.log.info(
       {
