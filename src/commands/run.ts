@@ -2,7 +2,9 @@
  * `sluice run [--config FILE]`: open the TUN, start the stack and the
  * engine, serve until SIGINT/SIGTERM. Without --config the built-in
  * default policy runs (everything direct, DNS hijacked in fake-ip mode and
- * cached, every flow logged). SIGHUP re-reads rule-set files.
+ * cached, every flow logged). SIGHUP re-reads the whole configuration
+ * (src/commands/reload.ts). Select groups keep their choices in groups.json
+ * beside the state file.
  *
  * The TUN gets the configured addresses (they vanish with the device when
  * sluice exits). With route.auto, src/system/ installs the routes and
@@ -40,13 +42,16 @@ import { dropPrivileges, planPrivilegeDrop } from '../system/privileges.js';
 import { sdNotify } from '../system/sd-notify.js';
 import { refuseGlobalDispatch } from '../outbound/agent.js';
 import { reportCoexistence } from '../system/coexistence.js';
+import { createReloader } from './reload.js';
+import { dirname, join } from 'node:path';
 
 export const RUN_USAGE = `Usage: sluice run [--config FILE] [--state FILE]
 
 Starts the TUN proxy. Without --config, the built-in default policy runs:
 everything direct, DNS hijacked (fake-ip) and cached, every flow logged.
-Needs root or CAP_NET_ADMIN. SIGHUP reloads rule-set files; SIGINT or
-SIGTERM stops. With route.auto, gateway or classifier, what sluice installs
+Needs root or CAP_NET_ADMIN. SIGHUP reloads the whole configuration file
+(an invalid one is refused and the running one stays); SIGINT or SIGTERM
+stops. With route.auto, gateway or classifier, what sluice installs
 (routes, ip rules, nftables tables, tc filters, sysctls) is recorded in the
 state file (default ${DEFAULT_STATE_PATH}) and removed on stop; leftovers of
 a killed run are removed first. With run.user, sluice switches to that
@@ -128,11 +133,20 @@ async function run(argv: string[], io: CommandIo, takeEarlySignal: () => string 
   // end the process, also during start-up or in the instant after "ready".
   // Until ready, a reload has nothing to reload and there are no counters.
   let running: Engine | null = null;
+  // The file as loaded, before the run-time adjustments below: what a reload compares against.
+  const startFile = structuredClone(config);
+  const reload = createReloader({
+    path: values.config ?? null,
+    startFile,
+    engine: () => running,
+    log,
+    prepare: (c) => withRouteMark(c, config.route),
+    // The classifier's maps follow the reloaded policy live (no detach).
+    applied: (next) => classifier?.update(next),
+  });
   const onHup = (): void => {
     if (running === null || life.stopRequested) return;
-    const e = running;
-    // The classifier's maps follow the reloaded policy live (no detach).
-    void e.reload().then(() => classifier?.update(e.activeConfig));
+    void reload().catch((err: unknown) => log.error({ err: (err as Error).message }, 'reload failed; the running configuration stays'));
   };
   const onUsr2 = (): void => {
     if (running !== null) log.info({ ...running.counters, stack: running.stack.stats.drops, classifier: classifier?.counters() ?? undefined }, 'counters');
@@ -140,10 +154,7 @@ async function run(argv: string[], io: CommandIo, takeEarlySignal: () => string 
   process.on('SIGHUP', onHup);
   process.on('SIGUSR2', onUsr2);
   log.info({ pid: process.pid, config: where, state: statePath }, 'starting');
-  if (config.route.auto) {
-    // sluice's own sockets carry route.mark so the main table, not the TUN, routes them.
-    for (const o of config.outbounds) if (o.type === 'direct' && o.mark === null) o.mark = config.route.mark;
-  }
+  config = withRouteMark(config, config.route);
   let tun: TunDevice;
   let engine: Engine;
   let classifier: RunningClassifier | null = null;
@@ -166,7 +177,7 @@ async function run(argv: string[], io: CommandIo, takeEarlySignal: () => string 
     life.defer('outbounds', 'tun', () => opened.close());
     addAddress(tun.name, config.tun.ipv4);
     addAddress(tun.name, config.tun.ipv6);
-    engine = new Engine(config, tun, log);
+    engine = new Engine(config, tun, log, { selectionsPath: join(dirname(statePath), 'groups.json') });
     const e = engine;
     life.defer('accept', 'engine intake', () => e.stopAccepting());
     life.defer('flows', 'flows', () => e.endFlows());
@@ -219,6 +230,13 @@ async function run(argv: string[], io: CommandIo, takeEarlySignal: () => string 
   process.off('SIGHUP', onHup);
   log.info({ code }, 'stopped');
   return code;
+}
+
+/** With route.auto, sluice's own sockets carry route.mark so the main table, not the TUN, routes them: direct outbounds without a mark get it. */
+function withRouteMark(config: SluiceConfig, route: SluiceConfig['route']): SluiceConfig {
+  if (!route.auto) return config;
+  for (const o of config.outbounds) if (o.type === 'direct' && o.mark === null) o.mark = route.mark;
+  return config;
 }
 
 /** Stops the listeners taking connections (the connections themselves are flows: the engine ends them). */

@@ -15,6 +15,7 @@ import { schemaIssues, type Issue } from './schema-errors.js';
 import { semanticIssues } from './semantic.js';
 import {
   defaultConfig,
+  defaultGroupCheck,
   type DnsUpstream,
   type HttpConfig,
   type HttpRuleConfig,
@@ -247,6 +248,18 @@ function completeOutbound(o: Raw): OutboundConfig {
       return { name: o.name, type: 'reject' };
     case 'drop':
       return { name: o.name, type: 'drop' };
+    case 'select':
+    case 'urltest':
+    case 'fallback':
+    case 'loadbalance':
+      return {
+        name: o.name,
+        type: o.type,
+        outbounds: [...(o.outbounds as string[])],
+        check: { ...defaultGroupCheck(), ...o.check },
+        default: o.default ?? null,
+        strategy: o.strategy ?? 'consistent-hash',
+      };
   }
 }
 

@@ -134,10 +134,52 @@ export interface DropOutbound {
   type: 'drop';
 }
 
-export type OutboundConfig = DirectOutbound | Socks5Outbound | HttpOutbound | RejectOutbound | DropOutbound;
+export type GroupType = 'select' | 'urltest' | 'fallback' | 'loadbalance';
+
+/** How a group measures its members (docs/configuration.md, "Outbound groups"). */
+export interface GroupCheckConfig {
+  /** Fetched with an HTTP GET through each member: a response head within `timeout` means alive, its time is the delay. */
+  url: string;
+  /** Seconds between checks. */
+  interval: number;
+  /** Milliseconds a check may take. */
+  timeout: number;
+  /** urltest: milliseconds a member must beat the current one by before the group switches. */
+  tolerance: number;
+  /** Checks only while the group carries flows (the first flow after an idle spell starts one). */
+  lazy: boolean;
+}
+
+/**
+ * An outbound group: a name rules can route to, standing for one of its
+ * member outbounds (which may be groups too) picked per flow by `type`.
+ */
+export interface GroupOutbound {
+  name: string;
+  type: GroupType;
+  /** Member outbound names, in order. */
+  outbounds: string[];
+  check: GroupCheckConfig;
+  /** select: the member chosen when no choice was stored; null: the first. */
+  default: string | null;
+  /** loadbalance: consistent-hash (by destination) or round-robin. */
+  strategy: 'consistent-hash' | 'round-robin';
+}
+
+export type OutboundConfig = DirectOutbound | Socks5Outbound | HttpOutbound | RejectOutbound | DropOutbound | GroupOutbound;
+export const GROUP_TYPES: readonly GroupType[] = ['select', 'urltest', 'fallback', 'loadbalance'];
+
+export function isGroupConfig(o: OutboundConfig): o is GroupOutbound {
+  return (GROUP_TYPES as readonly string[]).includes(o.type);
+}
+
+export function defaultGroupCheck(): GroupCheckConfig {
+  return { url: 'http://www.gstatic.com/generate_204', interval: 300, timeout: 5000, tolerance: 50, lazy: true };
+}
 export type OutboundType = OutboundConfig['type'];
 
-export type RuleSetType = 'domain' | 'cidr';
+/** mixed: domain entries and `cidr:` entries together (what Clash classical and sing-box rule sets convert to). */
+export type RuleSetType = 'domain' | 'cidr' | 'mixed';
 
 export interface RuleSetConfig {
   type: RuleSetType;

@@ -21,21 +21,20 @@ import type net from 'node:net';
 import type { Duplex } from 'node:stream';
 import { canPreserve, transparentDial, unmapAddress } from './transparent-dial.js';
 import type { SluiceConfig } from '../config/types.js';
-import { loadRuleSetFile } from '../config/ruleset.js';
-import { compilePolicy } from './policy/compile.js';
 import { PolicySlot, type Policy } from './policy/policy.js';
 import type { MatchContext, SniffedProtocol } from './policy/types.js';
 import { FlowSniffer, sniffDatagram } from './sniff/index.js';
 import type { SniffResult } from './sniff/result.js';
-import { createOutbounds, type OutboundConfig as OutboundSpec } from '../outbound/index.js';
+import { SelectionStore, chainOf, type GroupEvents } from '../outbound/index.js';
+import type { GroupRegistry } from '../outbound/group-registry.js';
+import { buildRuntime, closeRuntime, compileConfigPolicy, type Runtime, type RuntimeDeps } from './runtime.js';
+import type { GeoIpLookup } from './policy/types.js';
 import { OutboundError } from '../outbound/errors.js';
 import type { Outbound, UdpAssociation } from '../outbound/types.js';
 import { FakeIpPool } from '../dns/fake-ip.js';
-import { DnsCache } from '../dns/cache.js';
 import { DnsSnoop } from '../dns/snoop.js';
 import { DnsHijack } from '../dns/server.js';
 import { TcpFrameReader, frameTcp, parseMessage } from '../dns/message.js';
-import type { ResolverChain } from '../dns/resolver.js';
 import type { LookupFn } from '../outbound/types.js';
 import { mkdir } from 'node:fs/promises';
 import { dirname } from 'node:path';
@@ -47,8 +46,7 @@ import { parseIpv6Text } from '../wire/ipv6.js';
 import { parseIpv4Text, writeIpv4Addr } from '../wire/ipv4.js';
 import { relay, type RelayResult } from './relay.js';
 import { policyNeedsName } from './name-sensitivity.js';
-import { buildResolverChain, resolveWith } from './dns-upstreams.js';
-import { HttpL7 } from './http-l7.js';
+import { resolveWith } from './dns-upstreams.js';
 import { DialLimiter } from './dial-limiter.js';
 import type { Logger } from './logger.js';
 import { FlowGuard, errorText, installErrorBoundary } from './flow-guard.js';
@@ -97,6 +95,8 @@ interface FlowInfo {
   protocol: SniffedProtocol | null;
   rule: number;
   outbound: string;
+  /** The outbounds a group flow went through (group -> member -> ... -> leaf); null for a plain outbound. */
+  chain: readonly string[] | null;
   started: number;
   /** Ends the flow should its handling throw. */
   guard: FlowGuard;
@@ -136,12 +136,19 @@ function addressBytes(text: string): Uint8Array {
   return out;
 }
 
-/** A and then AAAA (or the asked family) through the chain; the first address wins. */
-/** The config's outbound (nulls for "not set") in the outbound layer's shape (absent for "not set"). */
-function toOutboundSpec(o: SluiceConfig['outbounds'][number]): OutboundSpec {
-  const clean: Record<string, unknown> = {};
-  for (const [k, v] of Object.entries(o)) if (v !== null && v !== undefined) clean[k] = v;
-  return clean as unknown as OutboundSpec;
+export interface EngineOptions {
+  /** File the select groups' choices are kept in across restarts (beside the state file); absent or null: memory only. */
+  selectionsPath?: string | null;
+}
+
+/** Group health and choice changes, one log line each. */
+function groupLogEvents(log: Logger): GroupEvents {
+  return {
+    memberState: (group, member, alive, reason) =>
+      alive ? log.info({ group, member, reason }, 'group member up') : log.warn({ group, member, reason }, 'group member down'),
+    switched: (group, from, to, why) => log.info({ group, from, to, why }, 'group switched'),
+    storeError: (message) => log.warn({ err: message }, 'group choice not saved'),
+  };
 }
 
 /** What the engine needs of a UDP session: the stack's UdpSession, or a TPROXY one. */
@@ -166,14 +173,14 @@ export class Engine {
   };
   readonly stack: Stack;
   private readonly policy: PolicySlot;
-  private readonly outbounds: Map<string, Outbound>;
+  /** Everything built from the configuration (runtime.ts); a reload swaps it whole. */
+  private rt: Runtime;
+  /** Runtimes replaced by a reload, kept until the flows open at that moment have ended. */
+  private readonly retired: { rt: Runtime; flows: Set<FlowInfo> }[] = [];
   private readonly pool: FakeIpPool | null;
   private readonly snoop: DnsSnoop | null;
-  private readonly dns: DnsHijack | null;
-  /** The HTTP L7 mode (config `http`), null when disabled. */
-  private readonly httpL7: HttpL7 | null;
-  /** Whether any rule looks at names or protocols (else sniffing cannot change a decision). */
-  private needsName: boolean;
+  private readonly selections: SelectionStore | null;
+  private readonly groupEvents: GroupEvents;
   private persistTimer: NodeJS.Timeout | null = null;
   /** limits.dials / limits.dialsPerSource: upstream dials in progress. */
   readonly dials: DialLimiter;
@@ -186,46 +193,35 @@ export class Engine {
   /** False once stopping: new flows are refused. */
   private accepting = true;
   private stopped = false;
-  private readonly chain: ResolverChain;
+  /** start() ran: groups of a reloaded runtime start their checks at once. */
+  private started = false;
+  /** geoip.database, opened at start-up (a reload cannot change it). */
+  private readonly geoip: GeoIpLookup | null = null;
   /** log.level debug (checked once: debug lines cost one branch when off). */
   private readonly debug: boolean;
 
   constructor(
-    private config: SluiceConfig,
+    config: SluiceConfig,
     link: LinkEndpoint,
     private readonly log: Logger,
+    options: EngineOptions = {},
   ) {
-    this.policy = new PolicySlot(Engine.compile(config));
     // Domain targets (fake-ip flows) resolve through sluice's own upstreams,
     // never the host's resolver, whose traffic might route into the TUN.
-    let chain: ResolverChain | null = null;
-    const lookup: LookupFn = (host, family) => resolveWith(chain!, host, family);
-    this.lookup = lookup;
-    // With auto-route every socket sluice makes (to proxies too, not only
-    // direct ones) must carry the mark that keeps it out of the TUN.
-    this.outbounds = createOutbounds(config.outbounds.map(toOutboundSpec), config.route.auto ? { lookup, mark: config.route.mark } : { lookup });
+    this.lookup = (host, family) => resolveWith(this.rt.chain, host, family);
     const now = (): number => Date.now() / 1000;
     const dnsCfg = config.dns;
-    chain = buildResolverChain(dnsCfg, this.outbounds);
-    this.chain = chain;
     this.debug = log.isLevelEnabled('debug');
     this.pool =
       dnsCfg.mode === 'fake-ip'
         ? new FakeIpPool({ ipv4Range: dnsCfg.fakeIp.ipv4Range, ipv6Range: dnsCfg.fakeIp.ipv6Range, exclude: [config.tun.ipv4.split('/')[0]!, config.tun.ipv6.split('/')[0]!] })
         : null;
     this.snoop = dnsCfg.mode === 'real-ip' ? new DnsSnoop({ maxEntries: 65536, now }) : null;
-    this.dns = dnsCfg.hijack
-      ? new DnsHijack({
-          mode: dnsCfg.mode,
-          pool: this.pool,
-          fakeTtl: dnsCfg.fakeIp.ttl,
-          cache: new DnsCache({ maxEntries: dnsCfg.cache.maxEntries, minTtl: dnsCfg.cache.minTtl, maxTtl: dnsCfg.cache.maxTtl, now }),
-          upstream: chain,
-          snoop: this.snoop,
-        })
-      : null;
-    this.httpL7 = config.http.enabled ? new HttpL7(config.http, this.outbounds, log) : null;
-    this.needsName = policyNeedsName(config);
+    this.selections = options.selectionsPath === undefined || options.selectionsPath === null ? null : new SelectionStore(options.selectionsPath);
+    if (this.selections?.lastError) log.warn({ err: this.selections.lastError }, 'group choices not restored');
+    this.groupEvents = groupLogEvents(log);
+    this.rt = buildRuntime(config, this.runtimeDeps());
+    this.policy = new PolicySlot(this.rt.policy);
     this.onFlowFailed = (guard, err) => {
       this.counters.flowErrors++;
       this.log.error({ flow: guard.what, err: errorText(err) }, 'flow handler failed; the flow was ended');
@@ -256,9 +252,20 @@ export class Engine {
 
   /** Compiles the policy part of a config (rule-set entries already loaded). */
   static compile(config: SluiceConfig): Policy {
-    const ruleSets: Record<string, { type: 'domain' | 'cidr'; entries: string[] }> = {};
-    for (const [name, rs] of Object.entries(config.ruleSets)) ruleSets[name] = { type: rs.type, entries: rs.entries };
-    return compilePolicy({ rules: config.rules, ruleSets, final: config.final, outbounds: config.outbounds });
+    return compileConfigPolicy(config, null);
+  }
+
+  private runtimeDeps(previous?: Runtime): RuntimeDeps {
+    return { log: this.log, lookup: this.lookup, pool: this.pool, snoop: this.snoop, selections: this.selections, groupEvents: this.groupEvents, geoip: this.geoip, ...(previous !== undefined ? { previous } : {}) };
+  }
+
+  /** The running configuration's outbound groups (list, select, delay): the control plane's interface to them. */
+  get groups(): GroupRegistry {
+    return this.rt.groups;
+  }
+
+  private get config(): SluiceConfig {
+    return this.rt.config;
   }
 
   async start(): Promise<void> {
@@ -283,6 +290,8 @@ export class Engine {
         'gateway.preserveSource applies to TCP through direct outbounds (destinations given as addresses or fake-IP names); UDP sessions still leave from this host\'s address',
       );
     }
+    this.rt.groups.start();
+    this.started = true;
     this.stack.start();
   }
 
@@ -335,7 +344,7 @@ export class Engine {
     this.accepting = false;
     await this.persist();
     this.stack.close();
-    await Promise.allSettled([this.httpL7?.close(), this.chain.close()]);
+    await Promise.allSettled([closeRuntime(this.rt), ...this.retired.splice(0).map((r) => closeRuntime(r.rt))]);
   }
 
   private async persist(): Promise<void> {
@@ -354,24 +363,49 @@ export class Engine {
   }
 
   /**
-   * SIGHUP: re-reads rule-set files and swaps the policy. Flows already
-   * running keep their outbound; new flows see the new rules. A broken
-   * file leaves the running policy in place.
+   * Whole-config reload (SIGHUP, POST /v1/reload): builds the outbounds,
+   * groups, DNS, HTTP mode and policy of `next` first (throwing, with the
+   * running configuration untouched, if that fails), then swaps them in at
+   * once. Flows already routed keep their outbound; new flows follow
+   * `next`. The replaced runtime is released once the flows open now have
+   * ended. The caller keeps the settings a reload cannot change (run.ts).
    */
-  async reload(): Promise<void> {
-    try {
-      const ruleSets = { ...this.config.ruleSets };
-      for (const [name, rs] of Object.entries(ruleSets)) {
-        if (rs.path !== null) ruleSets[name] = { ...rs, entries: await loadRuleSetFile(rs.path, rs.type) };
+  replaceConfig(next: SluiceConfig): void {
+    const prev = this.rt;
+    const rt = buildRuntime(next, this.runtimeDeps(prev));
+    this.rt = rt;
+    this.policy.swap(rt.policy);
+    if (this.started) rt.groups.start();
+    prev.groups.close();
+    if (this.live.size === 0) void closeRuntime(prev);
+    else this.retired.push({ rt: prev, flows: new Set(this.live) });
+    if (this.debug) this.log.debug({ rules: next.rules.length, outbounds: next.outbounds.length, needsName: rt.needsName, retired: this.retired.length }, 'configuration replaced');
+  }
+
+  /**
+   * New entries for one rule set (a remote set refreshed, a file re-read):
+   * recompiles the policy only; outbounds and DNS stay. Throws PolicyError
+   * (nothing changed) on entries the compiler refuses.
+   */
+  replaceRuleSet(name: string, entries: string[]): void {
+    const cur = this.rt.config;
+    const rs = cur.ruleSets[name];
+    if (rs === undefined) return;
+    const next: SluiceConfig = { ...cur, ruleSets: { ...cur.ruleSets, [name]: { ...rs, entries } } };
+    const policy = compileConfigPolicy(next, this.geoip);
+    this.rt = { ...this.rt, config: next, policy, needsName: policyNeedsName(next) };
+    this.policy.swap(policy);
+  }
+
+  /** Releases retired runtimes whose flows have all ended (called as each flow is logged). */
+  private releaseRetired(info: FlowInfo): void {
+    for (let i = this.retired.length - 1; i >= 0; i--) {
+      const r = this.retired[i]!;
+      r.flows.delete(info);
+      if (r.flows.size === 0) {
+        this.retired.splice(i, 1);
+        void closeRuntime(r.rt);
       }
-      const next = { ...this.config, ruleSets };
-      this.policy.swap(Engine.compile(next));
-      this.needsName = policyNeedsName(next);
-      this.config = next;
-      this.log.info({ ruleSets: Object.keys(ruleSets).length }, 'reloaded');
-      if (this.debug) this.log.debug({ ruleSets: Object.fromEntries(Object.entries(ruleSets).map(([n, rs]) => [n, rs.entries.length])), rules: next.rules.length, needsName: this.needsName }, 'reload details');
-    } catch (err) {
-      this.log.error({ err: (err as Error).message }, 'reload failed; the previous policy stays');
     }
   }
 
@@ -412,6 +446,7 @@ export class Engine {
       protocol: null,
       rule: -1,
       outbound: '',
+      chain: null,
       started: Date.now(),
       guard: new FlowGuard(`${network} ${inbound} ${src} -> ${dst}`, this.onFlowFailed),
       end: null,
@@ -454,12 +489,13 @@ export class Engine {
     }
     // DNS first, as for UDP: a resolver address inside the fake-IP pool is
     // answered over TCP too (it has no name of its own).
-    if (this.dns !== null && req.localPort === 53) {
+    const dns = this.rt.dns;
+    if (dns !== null && req.localPort === 53) {
       info.protocol = 'dns';
       info.outbound = 'dns-hijack';
       const dnsStream = req.accept();
       info.end = () => dnsStream.destroy();
-      return this.serveDnsOverTcp(dnsStream, info);
+      return this.serveDnsOverTcp(dnsStream, info, dns);
     }
     const { domain, unknownFake } = this.nameFor(req.localAddress);
     if (this.debug) this.log.debug({ network: 'tcp', src: info.src, dst: info.dst, domain, unknownFake }, 'flow accepted');
@@ -471,10 +507,10 @@ export class Engine {
     }
     info.domain = domain;
     // HTTP-mode ports are sniffed even when the name is known: the mode needs to see HTTP.
-    const l7 = this.httpL7 !== null && this.httpL7.wants(req.localPort);
+    const l7 = this.rt.httpL7 !== null && this.rt.httpL7.wants(req.localPort);
     // Without a name-dependent rule, sniffing cannot change the outcome: then
     // the outbound connects before the SYN is answered, as for known names.
-    if ((domain !== null || !this.needsName) && !l7 || this.config.sniff.timeoutMs === 0) {
+    if ((domain !== null || !this.rt.needsName) && !l7 || this.config.sniff.timeoutMs === 0) {
       return this.routeBeforeAccept(req, info);
     }
     const stream = req.accept();
@@ -502,6 +538,7 @@ export class Engine {
     this.dialTcp(outbound, host, req.localPort, AbortSignal.any([req.signal, ac.signal]), req).then(
       (upstream) => {
         info.guard.own(() => upstream.destroy());
+        info.chain = chainOf(upstream) ?? null;
         let stream: TcpStream;
         try {
           stream = req.accept();
@@ -603,9 +640,10 @@ export class Engine {
     // A fake destination stands for its name (a known name is the only way a fake one gets here).
     const fakeName = this.pool !== null && this.pool.isFake(req.localAddress) ? info.domain : null;
     const host = fakeName ?? req.localAddress;
-    if (this.httpL7 !== null && info.protocol === 'http' && this.httpL7.wants(req.localPort)) {
+    const httpL7 = this.rt.httpL7;
+    if (httpL7 !== null && info.protocol === 'http' && httpL7.wants(req.localPort)) {
       info.end = () => stream.destroy();
-      return this.httpL7.serve(stream, chunks, { src: info.src, target: { host, port: req.localPort }, outbound }, (r) => {
+      return httpL7.serve(stream, chunks, { src: info.src, target: { host, port: req.localPort }, outbound }, (r) => {
         // The flow line says what the requests matched (http.rules index and outbound, as
         // their "request" lines do); flowRule keeps the flow-level policy match.
         const flowRule = info.rule;
@@ -627,6 +665,7 @@ export class Engine {
     this.dialTcp(outbound, host, req.localPort, ac.signal, req).then(
       (upstream) => {
         info.guard.own(() => upstream.destroy());
+        info.chain = chainOf(upstream) ?? null;
         stream.off('close', onClose);
         if (stream.destroyed) {
           upstream.destroy();
@@ -684,10 +723,11 @@ export class Engine {
       return this.logFlow(info, { bytesUp: 0, bytesDown: 0, close: 'bad target' });
     }
     // DNS over TCP is answered by the hijack, as behind the TUN and as over UDP.
-    if (this.dns !== null && ends.localPort === 53) {
+    const dns = this.rt.dns;
+    if (dns !== null && ends.localPort === 53) {
       info.protocol = 'dns';
       info.outbound = 'dns-hijack';
-      return this.serveDnsOverTcp(socket, info);
+      return this.serveDnsOverTcp(socket, info, dns);
     }
     const { domain, unknownFake } = this.nameFor(localAddress);
     if (unknownFake) {
@@ -744,17 +784,19 @@ export class Engine {
   }
 
   private choose(e: FlowEnds, info: FlowInfo): Outbound {
-    const m = this.policy.match(this.context(info.network, e, info.domain, info.protocol, info.inbound));
+    // The policy and the outbounds of one runtime: a reload swaps both together.
+    const rt = this.rt;
+    const m = rt.policy.match(this.context(info.network, e, info.domain, info.protocol, info.inbound));
     info.rule = m.ruleIndex;
     info.outbound = m.outbound;
     if (this.debug) this.log.debug({ network: info.network, src: info.src, dst: info.dst, domain: info.domain, protocol: info.protocol, rule: m.ruleIndex, outbound: m.outbound }, 'rule matched');
-    const outbound = this.outbounds.get(m.outbound)!;
+    const outbound = rt.outbounds.get(m.outbound)!;
     if (outbound.action === 'reject') this.counters.rejected++;
     else if (outbound.action === 'drop') this.counters.dropped++;
     return outbound;
   }
 
-  private serveDnsOverTcp(stream: Duplex, info: FlowInfo): void {
+  private serveDnsOverTcp(stream: Duplex, info: FlowInfo, dns: DnsHijack): void {
     info.guard.own(() => stream.destroy());
     const reader = new TcpFrameReader();
     const r: RelayResult = { bytesUp: 0, bytesDown: 0, close: 'fin' };
@@ -772,7 +814,7 @@ export class Engine {
         for (let msg = reader.next(); msg !== null; msg = reader.next()) {
           this.counters.dnsQueries++;
           if (this.debug) this.debugDns('query', info, msg);
-          void this.dns!.handle(msg, 'tcp').then(onReply);
+          void dns.handle(msg, 'tcp').then(onReply);
         }
       } catch (err) {
         info.guard.fail(err);
@@ -840,7 +882,8 @@ export class Engine {
       s.close();
       return;
     }
-    if (this.dns !== null && s.localPort === 53) {
+    const dns = this.rt.dns;
+    if (dns !== null && s.localPort === 53) {
       info.protocol = 'dns';
       info.outbound = 'dns-hijack';
       const onReply = (reply: Uint8Array | null): void => {
@@ -853,7 +896,7 @@ export class Engine {
         r.bytesUp += q.length;
         this.counters.dnsQueries++;
         if (this.debug) this.debugDns('query', info, q);
-        void this.dns!.handle(q, 'udp').then(onReply);
+        void dns.handle(q, 'udp').then(onReply);
       });
       s.drainQueued();
       return;
@@ -913,6 +956,7 @@ export class Engine {
             return;
           }
           info.guard.own(() => a.close());
+          info.chain = chainOf(a) ?? null;
           assoc = a;
           a.onMessage((payload) => {
             r.bytesDown += payload.length;
@@ -947,6 +991,7 @@ export class Engine {
     info.logged = true;
     info.end = null;
     this.live.delete(info);
+    if (this.retired.length > 0) this.releaseRetired(info);
     if (info.shutdown) r.close = 'shutdown';
     if (!this.log.isLevelEnabled('info')) return;
     this.log.info(
@@ -959,6 +1004,7 @@ export class Engine {
         protocol: info.protocol,
         rule: info.rule,
         outbound: info.outbound,
+        ...(info.chain !== null ? { chain: info.chain } : {}),
         bytesUp: r.bytesUp,
         bytesDown: r.bytesDown,
         durationMs: Date.now() - info.started,
