@@ -247,7 +247,7 @@ t.test('oneOf/anyOf noise collapses to one message per field', async (t) => {
     problems.map((p) => `${p.line}:${p.column} ${p.path}: ${p.message}`),
     [
       '2:41 outbounds[0].mark: expected a 32-bit mark from 0 to 0xffffffff, got -1',
-      '3:22 outbounds[1].type: expected one of direct, socks5, http, reject, drop, got "sock5"; did you mean "socks5"?',
+      '3:22 outbounds[1].type: expected one of direct, socks5, http, reject, drop, select, urltest, fallback, loadbalance, got "sock5"; did you mean "socks5"?',
       '4:5 outbounds[2].server: missing (required for type socks5)',
       '4:36 outbounds[2].port: expected a port from 1 to 65535, got 99999',
       '6:14 rules[0].port[0]: expected a port 1-65535 or a range such as "8000-8100", got 0',
