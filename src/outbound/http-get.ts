@@ -173,7 +173,7 @@ function readResponse(stream: Duplex, maxBytes: number, signal: AbortSignal, ela
       if (!chunked && cl !== undefined) {
         if (!/^[0-9]{1,15}$/.test(cl)) return finish(new HttpGetError(`bad Content-Length ${JSON.stringify(cl)}`));
         length = Number(cl);
-        if (length > maxBytes) return finish(new HttpGetError(`body of ${length} bytes is larger than ${maxBytes}`));
+        if (length > maxBytes) return finish(new HttpGetError(`body of ${length} bytes is larger than ${maxBytes} bytes`));
         if (length === 0) return finish(null);
       }
       addBody(head.subarray(end + 4));
