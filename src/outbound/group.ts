@@ -103,6 +103,10 @@ export class OutboundGroup implements Outbound {
     if (settings.type === 'select') {
       const first = store?.initial(settings.name, this.names, settings.default) ?? settings.default ?? this.names[0]!;
       this.current = Math.max(0, this.names.indexOf(first));
+      // A default new or edited since the stored choice is a choice too (made in the file, applied by start or reload).
+      if (store !== null && settings.default !== null && store.get(settings.name)?.configDefault !== settings.default) {
+        if (!store.set(settings.name, first, settings.default)) events.storeError?.(store.lastError ?? 'cannot save');
+      }
     }
     this.health =
       settings.type === 'select'

@@ -1,0 +1,168 @@
+/**
+ * Outbound groups in `sluice run`, with curl in the client namespace and
+ * microsocks in the server namespace:
+ *  - fallback [dead, live]: the first member is a SOCKS port nobody listens
+ *    on; flows go through the live microsocks, the dead one is marked down
+ *    once and not dialled again; then the dead one is started and the live
+ *    one killed, and new flows move back to the first member;
+ *  - urltest [slow, fast]: `slow` is a microsocks behind a delaying relay of
+ *    the test's own (no netem on these kernels); the checks pick `fast`;
+ *  - select: a choice made in the file (default, applied by SIGHUP) is
+ *    stored beside the state file and still holds after a restart with the
+ *    default removed from the file (the first member otherwise).
+ * The flow lines carry the chain (group -> member).
+ *
+ * Needs root, /dev/net/tun, curl, microsocks.
+ */
+import t from 'tap';
+import { readFileSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import type { Test } from 'tap';
+import { requireRoot, waitForJsonLine, type Netns } from '../harness/netns.js';
+import { threeNamespaces, CLIENT_V4, SERVER_V4 } from '../harness/topology.js';
+import {
+  BLOB_SERVER, Engine, SLUICE_BIN, TUN, childEnv, curl, describe, requireCommands, startMicrosocks, steer, tempDir, createLab, waitListening,
+} from '../fixtures/engine/lab.js';
+
+const DELAY_RELAY = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../fixtures/delay-relay.js');
+
+const steered = new Set<Netns>();
+
+async function start(t: Test, gateway: Netns, dir: string, yaml: string): Promise<Engine> {
+  const config = path.join(dir, 'sluice.yaml');
+  writeFileSync(config, yaml);
+  const proc = gateway.spawn([process.execPath, SLUICE_BIN, 'run', '--config', config, '--state', path.join(dir, 'state.json')], { env: childEnv });
+  const engine = new Engine(proc);
+  t.teardown(async () => {
+    if (!t.passing()) t.comment(`engine:\n${engine.transcript()}`);
+    await engine.stop();
+  });
+  await engine.waitFor((l) => l.msg === 'ready', 20_000, '"ready"');
+  // The ip rules stay between runs; the routes go with the TUN.
+  if (!steered.has(gateway)) await steer(gateway, TUN);
+  else {
+    await gateway.exec(['ip', 'route', 'add', '0.0.0.0/0', 'dev', TUN, 'table', '100']);
+    await gateway.exec(['ip', '-6', 'route', 'add', '::/0', 'dev', TUN, 'table', '100']);
+  }
+  steered.add(gateway);
+  return engine;
+}
+
+const header = `
+log: { level: info, format: json }
+tun: { name: ${TUN} }
+dns: { hijack: false, fakeIp: { persistPath: null } }
+`;
+
+let port = 45000;
+async function get(client: Netns, engine: Engine, what: string): Promise<{ chain: unknown; outbound: string }> {
+  const local = port++;
+  const r = await curl(client, ['--local-port', String(local), '-o', '/dev/null', '-w', '%{size_download}', `http://${SERVER_V4}:8080/bytes/2000`]);
+  if (r.stdout !== '2000') throw new Error(`${what}: curl failed (${describe(r)})`);
+  const f = await engine.flowFrom(`${CLIENT_V4}:${local}`);
+  if (f === null) throw new Error(`${what}: no flow line`);
+  return { chain: f.chain, outbound: f.outbound };
+}
+
+t.test('groups in sluice run: fallback, urltest, select', { timeout: 240_000 }, async (t) => {
+  if (!requireRoot(t)) return;
+  if (!requireCommands(t, ['curl', 'microsocks'])) return;
+  const dir = tempDir(t, 'groups');
+  const lab = await createLab(t, 'engrgrps');
+  const { client, gateway, server } = await threeNamespaces(lab);
+  const blob = server.spawn([process.execPath, BLOB_SERVER, '8080'], { env: childEnv });
+  await waitForJsonLine(blob, (m: { event?: string }) => m.event === 'ready');
+  const check = `check: { url: "http://${SERVER_V4}:8080/bytes/1", interval: 2, timeout: 3000, lazy: false }`;
+
+  await t.test('fallback: a dead first member, then the live one dies and the first is back', async (t) => {
+    const live = await startMicrosocks(t, server, 1081);
+    const engine = await start(
+      t,
+      gateway,
+      dir,
+      `${header}
+outbounds:
+  - { name: direct, type: direct }
+  - { name: first, type: socks5, server: ${SERVER_V4}, port: 1080 }
+  - { name: second, type: socks5, server: ${SERVER_V4}, port: 1081 }
+  - { name: fb, type: fallback, outbounds: [first, second], ${check} }
+rules:
+  - { port: [8080], outbound: fb }
+final: direct
+`,
+    );
+    const a = await get(client, engine, 'first request');
+    t.same(a, { chain: ['fb', 'second'], outbound: 'fb' }, 'the flow went fb -> second');
+    const down = engine.lines.filter((l) => l.msg === 'group member down' && l.member === 'first');
+    t.ok(down.length >= 1, 'the dead member was logged down');
+    const started = Date.now();
+    for (let i = 0; i < 3; i++) t.same((await get(client, engine, `request ${i}`)).chain, ['fb', 'second'], `request ${i} through the live member`);
+    t.comment(`3 requests in ${Date.now() - started} ms with the dead member first in the list`);
+    const downNow = engine.lines.filter((l) => l.msg === 'group member down' && l.member === 'first').length;
+    t.ok(downNow <= down.length + 2, `no flow waited on the dead member (down lines ${down.length} -> ${downNow}, from checks only)`);
+
+    // The first member comes alive, the live one dies.
+    const revived = await startMicrosocks(t, server, 1080);
+    live.proc.kill('SIGKILL');
+    await new Promise((r) => live.proc.once('exit', r));
+    const b = await get(client, engine, 'after the switch');
+    t.same(b.chain, ['fb', 'first'], 'new flows moved back to the first member');
+    for (let i = 0; i < 2; i++) t.same((await get(client, engine, `later ${i}`)).chain, ['fb', 'first']);
+    t.ok(revived.proc.exitCode === null, 'the revived proxy carried them');
+  });
+
+  await t.test('urltest: the faster of two proxies, one slowed by a delaying relay', async (t) => {
+    await startMicrosocks(t, server, 1082);
+    await startMicrosocks(t, server, 1084);
+    const relay = server.spawn([process.execPath, DELAY_RELAY, SERVER_V4, '1083', SERVER_V4, '1082', '150'], { env: childEnv });
+    t.teardown(() => {
+      relay.kill('SIGTERM');
+    });
+    await waitListening(server, 'tcp', 1083, relay, 'delay relay');
+    const engine = await start(
+      t,
+      gateway,
+      dir,
+      `${header}
+outbounds:
+  - { name: direct, type: direct }
+  - { name: slow, type: socks5, server: ${SERVER_V4}, port: 1083 }
+  - { name: fast, type: socks5, server: ${SERVER_V4}, port: 1084 }
+  - { name: ut, type: urltest, outbounds: [slow, fast], ${check} }
+rules:
+  - { port: [8080], outbound: ut }
+final: direct
+`,
+    );
+    const sw = await engine.waitFor((l) => l.msg === 'group switched' && l.group === 'ut', 20_000, 'urltest switching');
+    t.match(sw, { from: 'slow', to: 'fast' }, 'the checks moved urltest from the first member to the faster one');
+    const ups = engine.lines.filter((l) => l.msg === 'group member up');
+    t.comment(`switch: ${JSON.stringify(sw)}; ups: ${JSON.stringify(ups)}`);
+    for (let i = 0; i < 3; i++) t.same((await get(client, engine, `urltest ${i}`)).chain, ['ut', 'fast'], `request ${i} through the fast proxy`);
+  });
+
+  await t.test('select: a choice survives a restart', async (t) => {
+    await startMicrosocks(t, server, 1085);
+    const yaml = (def: string): string => `${header}
+outbounds:
+  - { name: direct, type: direct }
+  - { name: proxy, type: socks5, server: ${SERVER_V4}, port: 1085 }
+  - { name: pick, type: select, outbounds: [direct, proxy]${def} }
+rules:
+  - { port: [8080], outbound: pick }
+final: direct
+`;
+    let engine = await start(t, gateway, dir, yaml(''));
+    t.same((await get(client, engine, 'select first')).chain, ['pick', 'direct'], 'no choice yet: the first member');
+    writeFileSync(path.join(dir, 'sluice.yaml'), yaml(', default: proxy'));
+    process.kill(engine.proc.pid!, 'SIGHUP');
+    await engine.waitFor((l) => l.msg === 'reloaded', 10_000, '"reloaded"');
+    t.same((await get(client, engine, 'after choosing')).chain, ['pick', 'proxy'], 'the choice applies to new flows');
+    const stored = JSON.parse(readFileSync(path.join(dir, 'groups.json'), 'utf8')) as unknown;
+    t.match(stored, { selected: { pick: { selected: 'proxy' } } }, 'stored beside the state file');
+    await engine.stop();
+    engine = await start(t, gateway, dir, yaml(''));
+    t.same((await get(client, engine, 'after restart')).chain, ['pick', 'proxy'], 'after a restart with no default in the file: still the stored choice');
+  });
+});
