@@ -118,6 +118,7 @@ const matcherProperties: Record<string, Schema> = {
   inbound: enumOf(['tun', 'tproxy']),
   protocol: list(enumOf(['tls', 'http', 'quic', 'dns'])),
   ruleSet: list(str(NAME, 'a rule-set name')),
+  geoip: list(str('[A-Za-z]{2}', 'a two-letter country code such as DE'), { maxItems: 300 }),
   and: list({ $ref: '#/$defs/condition' }),
   or: list({ $ref: '#/$defs/condition' }),
   not: { $ref: '#/$defs/condition' },
@@ -298,14 +299,27 @@ export const configSchema: Schema = {
       propertyNames: { pattern: anchored(NAME), 'x-expected': 'a name of letters, digits, "_", "." and "-"' },
       additionalProperties: obj(
         {
+          // Required for the sluice format (semantic.ts); derived from the file for clash and sing-box.
           type: enumOf(['domain', 'cidr']),
+          format: enumOf(['sluice', 'clash', 'sing-box'], { default: 'sluice' }),
+          behavior: enumOf(['domain', 'ipcidr', 'classical']),
           path: { type: 'string', minLength: 1, 'x-expected': 'a file path relative to this config file' },
           entries: { type: 'array', items: { type: 'string', minLength: 1 }, 'x-expected': 'a list of entries' },
+          url: str(HTTP_URL, 'an http:// or https:// URL', { maxLength: 2048 }),
+          interval: int(60, 604800, { 'x-expected': 'seconds from 60 to 604800', default: 86400 }),
+          outbound: str(NAME, 'an outbound name', { default: 'direct' }),
         },
-        ['type'],
+        [],
       ),
       default: {},
     },
+    geoip: obj(
+      {
+        database: { type: ['string', 'null'], minLength: 1, 'x-expected': 'the path of a MaxMind DB file such as GeoLite2-Country.mmdb', default: null },
+      },
+      [],
+      { default: {} },
+    ),
     rules: { type: 'array', items: { $ref: '#/$defs/rule' }, default: [] },
     final: str(NAME, 'an outbound name', { default: d.final }),
     route: obj(

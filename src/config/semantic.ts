@@ -163,10 +163,24 @@ export function semanticIssues(data: unknown): Issue[] {
   if (isObj(data.ruleSets)) {
     for (const [name, rs] of Object.entries(data.ruleSets)) {
       if (!isObj(rs)) continue;
+      const at: PathSegment[] = ['ruleSets', name];
       const hasPath = rs.path !== undefined;
       const hasEntries = rs.entries !== undefined;
-      if (hasPath && hasEntries) add(['ruleSets', name], 'give either path (a file) or entries (a list), not both');
-      else if (!hasPath && !hasEntries) add(['ruleSets', name], 'needs path (a file) or entries (a list)');
+      const hasUrl = rs.url !== undefined;
+      const format = rs.format ?? 'sluice';
+      if (hasEntries && (hasPath || hasUrl)) add(at, 'give entries (a list) or a source (path or url), not both');
+      else if (!hasPath && !hasEntries && !hasUrl) add(at, 'needs path (a file), url (a download) or entries (a list)');
+      if (format === 'sluice' && rs.type === undefined) add([...at, 'type'], 'missing (required for format sluice): domain or cidr');
+      if (format !== 'sluice' && rs.type !== undefined) add([...at, 'type'], `the type of a ${String(format)} rule set comes from its file; remove type`);
+      if (format === 'clash' && rs.behavior === undefined) add([...at, 'behavior'], 'missing (required for format clash): domain, ipcidr or classical');
+      if (format !== 'clash' && rs.behavior !== undefined) add([...at, 'behavior'], 'behavior is for format clash');
+      if (format !== 'sluice' && hasEntries) add([...at, 'entries'], `inline entries take the sluice format; put the ${String(format)} file in path or url`);
+      if (!hasUrl) {
+        for (const k of ['interval', 'outbound'] as const) if (rs[k] !== undefined) add([...at, k], `${k} applies to a url rule set`);
+      } else {
+        const ob = checkOutbound([...at, 'outbound'], rs.outbound ?? 'direct', rs.outbound !== undefined);
+        if (ob !== null && (ob.type === 'reject' || ob.type === 'drop')) add([...at, rs.outbound !== undefined ? 'outbound' : 'url'], `a download cannot travel through outbound "${String(ob.name)}" of type ${String(ob.type)}`);
+      }
       if (hasEntries && (rs.type === 'domain' || rs.type === 'cidr')) {
         for (const { value, index } of strings(rs.entries)) {
           const checked = checkRuleSetEntry(value, rs.type);
@@ -175,6 +189,8 @@ export function semanticIssues(data: unknown): Issue[] {
       }
     }
   }
+  const geoipDb = isObj(data.geoip) ? data.geoip.database : undefined;
+  const hasGeoipDb = typeof geoipDb === 'string';
 
   routeIssues(data, defaults, add);
   gatewayIssues(data, defaults, add);
@@ -222,6 +238,7 @@ export function semanticIssues(data: unknown): Issue[] {
         );
       }
     }
+    if (cond.geoip !== undefined && !hasGeoipDb) add([...path, 'geoip'], 'geoip conditions need a country database: set geoip.database (a MaxMind .mmdb file)');
     for (const key of ['and', 'or'] as const) {
       if (!Array.isArray(cond[key])) continue;
       (cond[key] as unknown[]).forEach((sub, i) => {

@@ -181,16 +181,38 @@ export type OutboundType = OutboundConfig['type'];
 /** mixed: domain entries and `cidr:` entries together (what Clash classical and sing-box rule sets convert to). */
 export type RuleSetType = 'domain' | 'cidr' | 'mixed';
 
+/** How a rule-set source is written: sluice's own lines, a Clash rule provider, a sing-box rule-set source. */
+export type RuleSetFormat = 'sluice' | 'clash' | 'sing-box';
+export type ClashBehavior = 'domain' | 'ipcidr' | 'classical';
+
 export interface RuleSetConfig {
+  /** What the entries are (given for the sluice format, derived from the file for the others). */
   type: RuleSetType;
-  /** Absolute path of the rule-set file; null for an inline set. */
+  format: RuleSetFormat;
+  /** Clash rule providers: how the file's lines read. */
+  behavior: ClashBehavior | null;
+  /**
+   * Absolute path of the rule-set file; for a `url` set, where the last
+   * good download is kept (null: beside the state file, filled in by
+   * `sluice run`); null for an inline set.
+   */
   path: string | null;
+  /** Downloaded from here (http:// or https://) through `outbound`, every `interval` seconds. */
+  url: string | null;
+  interval: number;
+  outbound: string;
   /**
    * The entries, normalised (domains lower-cased): the inline list, or the
-   * file's entries as read at load time (re-read `path` with
-   * `loadRuleSetFile` to reload).
+   * file's entries as read at load time (a url set: none until `sluice run`
+   * reads its disk copy or downloads it).
    */
   entries: string[];
+}
+
+/** `geoip:`: the country database `geoip` rule conditions read. */
+export interface GeoIpConfig {
+  /** Absolute path of a MaxMind DB (GeoLite2-Country or compatible); null: no geoip rules. */
+  database: string | null;
 }
 
 /** A port 1-65535, or a string "443" or range "8000-8100" (inclusive). */
@@ -216,6 +238,8 @@ export interface RuleCondition {
   inbound?: Inbound;
   protocol?: Protocol[];
   ruleSet?: string[];
+  /** Destination country (ISO 3166-1 alpha-2, upper-cased by the loader), from geoip.database. */
+  geoip?: string[];
   and?: RuleCondition[];
   or?: RuleCondition[];
   not?: RuleCondition;
@@ -357,6 +381,7 @@ export interface SluiceConfig {
   dns: DnsConfig;
   outbounds: OutboundConfig[];
   ruleSets: Record<string, RuleSetConfig>;
+  geoip: GeoIpConfig;
   /** Ordered; the first match wins. */
   rules: RuleConfig[];
   /** Outbound used when no rule matches. */
@@ -386,6 +411,7 @@ export const MATCHER_KEYS = [
   'inbound',
   'protocol',
   'ruleSet',
+  'geoip',
   'and',
   'or',
   'not',
@@ -427,6 +453,7 @@ export function defaultConfig(): SluiceConfig {
     },
     outbounds: [{ name: 'direct', type: 'direct', mark: null, interface: null }],
     ruleSets: {},
+    geoip: { database: null },
     rules: [],
     final: 'direct',
     route: {

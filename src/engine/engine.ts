@@ -29,6 +29,7 @@ import { SelectionStore, chainOf, type GroupEvents } from '../outbound/index.js'
 import type { GroupRegistry } from '../outbound/group-registry.js';
 import { buildRuntime, closeRuntime, compileConfigPolicy, type Runtime, type RuntimeDeps } from './runtime.js';
 import type { GeoIpLookup } from './policy/types.js';
+import { geoIpLookup } from './geoip-lookup.js';
 import { OutboundError } from '../outbound/errors.js';
 import type { Outbound, UdpAssociation } from '../outbound/types.js';
 import { FakeIpPool } from '../dns/fake-ip.js';
@@ -195,8 +196,8 @@ export class Engine {
   private stopped = false;
   /** start() ran: groups of a reloaded runtime start their checks at once. */
   private started = false;
-  /** geoip.database, opened at start-up (a reload cannot change it). */
-  private readonly geoip: GeoIpLookup | null = null;
+  /** geoip.database, opened at start-up and again when a reload names another file. */
+  private geoip: GeoIpLookup | null = null;
   /** log.level debug (checked once: debug lines cost one branch when off). */
   private readonly debug: boolean;
 
@@ -220,6 +221,7 @@ export class Engine {
     this.selections = options.selectionsPath === undefined || options.selectionsPath === null ? null : new SelectionStore(options.selectionsPath);
     if (this.selections?.lastError) log.warn({ err: this.selections.lastError }, 'group choices not restored');
     this.groupEvents = groupLogEvents(log);
+    this.geoip = config.geoip.database === null ? null : geoIpLookup(config.geoip.database);
     this.rt = buildRuntime(config, this.runtimeDeps());
     this.policy = new PolicySlot(this.rt.policy);
     this.onFlowFailed = (guard, err) => {
@@ -372,7 +374,10 @@ export class Engine {
    */
   replaceConfig(next: SluiceConfig): void {
     const prev = this.rt;
-    const rt = buildRuntime(next, this.runtimeDeps(prev));
+    const db = next.geoip.database;
+    const geoip = db === prev.config.geoip.database ? this.geoip : db === null ? null : geoIpLookup(db);
+    const rt = buildRuntime(next, { ...this.runtimeDeps(prev), geoip });
+    this.geoip = geoip;
     this.rt = rt;
     this.policy.swap(rt.policy);
     if (this.started) rt.groups.start();
