@@ -58,7 +58,7 @@ async function reloadOnce(o: ReloaderOptions): Promise<ReloadResult> {
     o.log.error({ config: o.path, errors }, `reload refused: ${o.path} has ${errors.length} problem${errors.length === 1 ? '' : 's'}; the running configuration stays`);
     return { ok: false, errors };
   }
-  const plan = planReload(engine.activeConfig, o.startFile, loaded);
+  const plan = planReload(engine.activeConfig, o.startFile, engine.withRemoteEntries(loaded));
   if (plan.needRestart.length > 0) {
     o.log.warn({ config: o.path, fields: plan.needRestart }, 'reload cannot change these settings; they keep their running values until sluice restarts');
   }

@@ -177,7 +177,7 @@ async function run(argv: string[], io: CommandIo, takeEarlySignal: () => string 
     life.defer('outbounds', 'tun', () => opened.close());
     addAddress(tun.name, config.tun.ipv4);
     addAddress(tun.name, config.tun.ipv6);
-    engine = new Engine(config, tun, log, { selectionsPath: join(dirname(statePath), 'groups.json') });
+    engine = new Engine(config, tun, log, { selectionsPath: join(dirname(statePath), 'groups.json'), ruleSetDir: join(dirname(statePath), 'rulesets') });
     const e = engine;
     life.defer('accept', 'engine intake', () => e.stopAccepting());
     life.defer('flows', 'flows', () => e.endFlows());

@@ -306,7 +306,7 @@ export const configSchema: Schema = {
           path: { type: 'string', minLength: 1, 'x-expected': 'a file path relative to this config file' },
           entries: { type: 'array', items: { type: 'string', minLength: 1 }, 'x-expected': 'a list of entries' },
           url: str(HTTP_URL, 'an http:// or https:// URL', { maxLength: 2048 }),
-          interval: int(60, 604800, { 'x-expected': 'seconds from 60 to 604800', default: 86400 }),
+          interval: int(10, 604800, { 'x-expected': 'seconds from 10 to 604800', default: 86400 }),
           outbound: str(NAME, 'an outbound name', { default: 'direct' }),
         },
         [],

@@ -20,7 +20,7 @@ import { isIP } from 'node:net';
 import type net from 'node:net';
 import type { Duplex } from 'node:stream';
 import { canPreserve, transparentDial, unmapAddress } from './transparent-dial.js';
-import type { SluiceConfig } from '../config/types.js';
+import type { RuleSetType, SluiceConfig } from '../config/types.js';
 import { PolicySlot, type Policy } from './policy/policy.js';
 import type { MatchContext, SniffedProtocol } from './policy/types.js';
 import { FlowSniffer, sniffDatagram } from './sniff/index.js';
@@ -30,6 +30,7 @@ import type { GroupRegistry } from '../outbound/group-registry.js';
 import { buildRuntime, closeRuntime, compileConfigPolicy, type Runtime, type RuntimeDeps } from './runtime.js';
 import type { GeoIpLookup } from './policy/types.js';
 import { geoIpLookup } from './geoip-lookup.js';
+import { RemoteRuleSets } from './remote-rulesets.js';
 import { OutboundError } from '../outbound/errors.js';
 import type { Outbound, UdpAssociation } from '../outbound/types.js';
 import { FakeIpPool } from '../dns/fake-ip.js';
@@ -140,6 +141,8 @@ function addressBytes(text: string): Uint8Array {
 export interface EngineOptions {
   /** File the select groups' choices are kept in across restarts (beside the state file); absent or null: memory only. */
   selectionsPath?: string | null;
+  /** Directory of the url rule sets' last good copies (those without a path of their own); absent or null: none kept. */
+  ruleSetDir?: string | null;
 }
 
 /** Group health and choice changes, one log line each. */
@@ -196,6 +199,8 @@ export class Engine {
   private stopped = false;
   /** start() ran: groups of a reloaded runtime start their checks at once. */
   private started = false;
+  /** The url rule sets' downloads. */
+  private readonly remote: RemoteRuleSets;
   /** geoip.database, opened at start-up and again when a reload names another file. */
   private geoip: GeoIpLookup | null = null;
   /** log.level debug (checked once: debug lines cost one branch when off). */
@@ -222,7 +227,13 @@ export class Engine {
     if (this.selections?.lastError) log.warn({ err: this.selections.lastError }, 'group choices not restored');
     this.groupEvents = groupLogEvents(log);
     this.geoip = config.geoip.database === null ? null : geoIpLookup(config.geoip.database);
-    this.rt = buildRuntime(config, this.runtimeDeps());
+    this.remote = new RemoteRuleSets({
+      log,
+      dir: options.ruleSetDir ?? null,
+      outbound: (name) => this.rt.outbounds.get(name),
+      apply: (name, entries, type) => this.replaceRuleSet(name, entries, type),
+    });
+    this.rt = buildRuntime(this.remote.prepare(config, null), this.runtimeDeps());
     this.policy = new PolicySlot(this.rt.policy);
     this.onFlowFailed = (guard, err) => {
       this.counters.flowErrors++;
@@ -294,6 +305,8 @@ export class Engine {
     }
     this.rt.groups.start();
     this.started = true;
+    // url rule sets: their first download (bounded wait; the disk copies serve if it fails).
+    await this.remote.reconcile(this.rt.config);
     this.stack.start();
   }
 
@@ -340,6 +353,7 @@ export class Engine {
     this.stopped = true;
     this.uninstallBoundary?.();
     this.uninstallBoundary = null;
+    this.remote.close();
     if (this.persistTimer !== null) clearInterval(this.persistTimer);
     this.persistTimer = null;
     if (this.live.size > 0) await this.endFlows();
@@ -372,8 +386,9 @@ export class Engine {
    * `next`. The replaced runtime is released once the flows open now have
    * ended. The caller keeps the settings a reload cannot change (run.ts).
    */
-  replaceConfig(next: SluiceConfig): void {
+  replaceConfig(loaded: SluiceConfig): void {
     const prev = this.rt;
+    const next = this.remote.prepare(loaded, prev.config);
     const db = next.geoip.database;
     const geoip = db === prev.config.geoip.database ? this.geoip : db === null ? null : geoIpLookup(db);
     const rt = buildRuntime(next, { ...this.runtimeDeps(prev), geoip });
@@ -384,7 +399,13 @@ export class Engine {
     prev.groups.close();
     if (this.live.size === 0) void closeRuntime(prev);
     else this.retired.push({ rt: prev, flows: new Set(this.live) });
+    void this.remote.reconcile(next);
     if (this.debug) this.log.debug({ rules: next.rules.length, outbounds: next.outbounds.length, needsName: rt.needsName, retired: this.retired.length }, 'configuration replaced');
+  }
+
+  /** `loaded` with its url rule sets filled in (from the running set when unchanged, else the disk copy): what a reload compares. */
+  withRemoteEntries(loaded: SluiceConfig): SluiceConfig {
+    return this.remote.prepare(loaded, this.rt.config);
   }
 
   /**
@@ -392,11 +413,11 @@ export class Engine {
    * recompiles the policy only; outbounds and DNS stay. Throws PolicyError
    * (nothing changed) on entries the compiler refuses.
    */
-  replaceRuleSet(name: string, entries: string[]): void {
+  replaceRuleSet(name: string, entries: string[], type?: RuleSetType): void {
     const cur = this.rt.config;
     const rs = cur.ruleSets[name];
     if (rs === undefined) return;
-    const next: SluiceConfig = { ...cur, ruleSets: { ...cur.ruleSets, [name]: { ...rs, entries } } };
+    const next: SluiceConfig = { ...cur, ruleSets: { ...cur.ruleSets, [name]: { ...rs, entries, type: type ?? rs.type } } };
     const policy = compileConfigPolicy(next, this.geoip);
     this.rt = { ...this.rt, config: next, policy, needsName: policyNeedsName(next) };
     this.policy.swap(policy);
