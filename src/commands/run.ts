@@ -29,7 +29,13 @@ import { loadConfig } from '../config/load.js';
 import { defaultConfig, type SluiceConfig } from '../config/types.js';
 import { TunDevice } from '../link/tun.js';
 import { Engine } from '../engine/engine.js';
-import { createLogger } from '../engine/logger.js';
+import { createLogger, LogTap } from '../engine/logger.js';
+import { openApi, startControl, type OpenedApi } from '../control/index.js';
+import { GlobalGroup } from '../control/groups.js';
+import { ConfigGroups } from '../control/config-groups.js';
+import { LogHub } from '../control/log-hub.js';
+import { flowLineText } from '../control/rule-text.js';
+import { VERSION } from '../version.js';
 import type { CommandIo } from './check.js';
 import type { EarlySignals } from '../cli.js';
 import { DEFAULT_STATE_PATH } from '../system/state.js';
@@ -122,7 +128,9 @@ async function run(argv: string[], io: CommandIo, takeEarlySignal: () => string 
     io.stderr.write(`${err.message}\nsluice run: ${values.config}: ${err.problems.length} problem${err.problems.length === 1 ? '' : 's'}; nothing was started\n`);
     return 1;
   }
-  const log = createLogger(config.log);
+  // The control API's /logs stream reads the log lines through this tap (idle while nobody listens).
+  const tap = new LogTap();
+  const log = createLogger(config.log, process.stdout, tap);
   // Every socket goes through the marked dialer; undici's global agent would not (issue 12, item 6).
   refuseGlobalDispatch();
   const statePath = values.state ?? DEFAULT_STATE_PATH;
@@ -158,6 +166,7 @@ async function run(argv: string[], io: CommandIo, takeEarlySignal: () => string 
   let tun: TunDevice;
   let engine: Engine;
   let classifier: RunningClassifier | null = null;
+  let api: OpenedApi | null = null;
   try {
     const drop = planPrivilegeDrop(config, where, statePath);
     life.check();
@@ -171,6 +180,11 @@ async function run(argv: string[], io: CommandIo, takeEarlySignal: () => string 
     if (config.gateway.enabled) await checkGateway(config, where);
     const taken = tunNameProblem(config.tun.name, where);
     if (taken !== null) throw new Error(taken);
+    life.check();
+    // The API binds before anything else opens: an address in use fails start-up with nothing to undo.
+    api = await openApi(config.api, statePath, log);
+    const opened0 = api;
+    if (opened0 !== null) life.defer('accept', 'control API', () => opened0.server.close());
     life.check();
     tun = TunDevice.open({ name: config.tun.name, mtu: config.tun.mtu, offload: config.tun.offload });
     const opened = tun;
@@ -208,6 +222,25 @@ async function run(argv: string[], io: CommandIo, takeEarlySignal: () => string 
       life.defer('system', 'gateway', stopGateway);
       life.check();
     }
+    if (api !== null) {
+      const device = tun;
+      startControl({
+        engine: e,
+        log,
+        server: api.server,
+        logs: new LogHub(tap, (line) => flowLineText(line, e.activeConfig.rules)),
+        groups: new GlobalGroup(e, new ConfigGroups(e)),
+        version: VERSION,
+        startedAt: Date.now(),
+        configName: where,
+        statePath,
+        secretFile: api.secretFile,
+        config: () => e.activeConfig,
+        tunStats: () => device.stats(),
+        classifierCounters: () => classifier?.counters() ?? null,
+        reload: () => reload(),
+      });
+    }
     if (drop !== null) dropPrivileges(drop, where, log);
   } catch (err) {
     if (err instanceof StopRequested) {
@@ -220,7 +253,7 @@ async function run(argv: string[], io: CommandIo, takeEarlySignal: () => string 
     return 1;
   }
   running = engine;
-  log.info({ tun: tun.name, mtu: tun.mtu, offloads: tun.offloads !== 0, dns: config.dns.hijack ? config.dns.mode : 'off', config: where }, 'ready');
+  log.info({ tun: tun.name, mtu: tun.mtu, offloads: tun.offloads !== 0, dns: config.dns.hijack ? config.dns.mode : 'off', config: where, api: api?.listen ?? null, apiSecretFile: api?.secretFile ?? null }, 'ready');
   sdNotify(`READY=1\nSTATUS=serving on ${tun.name}`, log);
   const signal = await life.untilSignal();
   sdNotify('STOPPING=1', log);

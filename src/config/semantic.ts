@@ -16,6 +16,7 @@ import { didYouMean } from './suggest.js';
 import { routeIssues } from './route-checks.js';
 import { gatewayIssues } from './gateway-checks.js';
 import { classifierIssues } from './classifier-checks.js';
+import { apiIssues } from './api-checks.js';
 import { defaultConfig, GROUP_TYPES, MATCHER_KEYS } from './types.js';
 
 /** Deepest nesting of and/or/not accepted (a bound for the matcher's recursion). */
@@ -195,6 +196,7 @@ export function semanticIssues(data: unknown): Issue[] {
   routeIssues(data, defaults, add);
   gatewayIssues(data, defaults, add);
   classifierIssues(data, defaults, add);
+  apiIssues(data, add);
   if (isObj(data.run) && typeof data.run.group === 'string' && typeof data.run.user !== 'string') {
     add(['run', 'group'], 'run.group needs run.user (the user sluice switches to after set-up)');
   }

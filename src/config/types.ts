@@ -373,6 +373,19 @@ export interface RunConfig {
   group: string | null;
 }
 
+/**
+ * The control API (`api:`, src/control/): the Clash/mihomo-compatible REST
+ * and WebSocket routes dashboards use, plus sluice's own under /v1/.
+ */
+export interface ApiConfig {
+  /** "host:port", "[v6]:port" or an absolute unix socket path; null: no API. */
+  listen: string | null;
+  /** The Bearer token; null: read (or at first start generate) `secretFile`. */
+  secret: string | null;
+  /** Where the generated secret is kept (mode 0600); null: `api-secret` beside the state file. */
+  secretFile: string | null;
+}
+
 export interface SluiceConfig {
   log: LogConfig;
   tun: TunConfig;
@@ -395,6 +408,8 @@ export interface SluiceConfig {
   gateway: GatewayConfig;
   /** Privilege drop after set-up; off unless `run.user` is set. */
   run: RunConfig;
+  /** The control API; on by default at 127.0.0.1:9090. */
+  api: ApiConfig;
 }
 
 /** Every matcher key a rule or sub-rule may carry, in documentation order. */
@@ -471,5 +486,6 @@ export function defaultConfig(): SluiceConfig {
     classifier: { enabled: false, interfaces: [], direction: 'ingress', tunMark: 0x164, bypass: [], default: null },
     gateway: { enabled: false, lan: [], mode: 'tun', tproxyPort: 7893, tproxyMark: 0x163, preserveSource: false, tproxyUdpSessions: 16384 },
     run: { user: null, group: null },
+    api: { listen: '127.0.0.1:9090', secret: null, secretFile: null },
   };
 }

@@ -25,7 +25,9 @@ import { PolicySlot, type Policy } from './policy/policy.js';
 import type { MatchContext, SniffedProtocol } from './policy/types.js';
 import { FlowSniffer, sniffDatagram } from './sniff/index.js';
 import type { SniffResult } from './sniff/result.js';
-import { SelectionStore, chainOf, type GroupEvents } from '../outbound/index.js';
+import { OutboundGroup, SelectionStore, chainOf, type GroupEvents } from '../outbound/index.js';
+import { readRuleSetSource } from '../config/ruleset-formats.js';
+import { formatProblem } from '../config/errors.js';
 import type { GroupRegistry } from '../outbound/group-registry.js';
 import { buildRuntime, closeRuntime, compileConfigPolicy, type Runtime, type RuntimeDeps } from './runtime.js';
 import type { GeoIpLookup } from './policy/types.js';
@@ -47,6 +49,7 @@ import type { UdpSession } from '../stack/udp-session.js';
 import { parseIpv6Text } from '../wire/ipv6.js';
 import { parseIpv4Text, writeIpv4Addr } from '../wire/ipv4.js';
 import { relay, type RelayResult } from './relay.js';
+import { FlowRegistry, newFlowId, type FlowRecord, type NameOrigin, type RoutingMode } from './flow-registry.js';
 import { policyNeedsName } from './name-sensitivity.js';
 import { resolveWith } from './dns-upstreams.js';
 import { DialLimiter } from './dial-limiter.js';
@@ -87,26 +90,39 @@ export interface SynFloodCounters {
   readonly dialsRefusedPerSource: number;
 }
 
-interface FlowInfo {
-  network: 'tcp' | 'udp';
-  /** tun: from the userspace stack; tproxy: accepted by a TPROXY listener (gateway mode). */
-  inbound: 'tun' | 'tproxy';
-  src: string;
-  dst: string;
-  domain: string | null;
-  protocol: SniffedProtocol | null;
-  rule: number;
-  outbound: string;
-  /** The outbounds a group flow went through (group -> member -> ... -> leaf); null for a plain outbound. */
+/**
+ * One flow as the engine tracks it: the registry's record (id, ends, name,
+ * rule, outbound, live counters, `end` which ends it at its current stage:
+ * pending dial, sniffing, relaying) plus what only the engine needs.
+ * inbound tun: from the userspace stack; tproxy: accepted by a TPROXY listener (gateway mode).
+ */
+interface FlowInfo extends FlowRecord {
+  /** "ip:port" / "[v6]:port" for the log lines. */
+  readonly src: string;
+  readonly dst: string;
+  /** The outbounds a group flow went through, outermost first (group -> member -> ... -> leaf), for the flow line; null for a plain outbound. */
   chain: readonly string[] | null;
-  started: number;
   /** Ends the flow should its handling throw. */
   guard: FlowGuard;
-  /** Ends the flow at its current stage (pending dial, sniffing, relaying); used by endFlows(). */
-  end: (() => void) | null;
   /** Set by endFlows(): the flow line says close "shutdown". */
   shutdown: boolean;
   logged: boolean;
+}
+
+/** What a reload did: the rule sets whose entry count changed, or why nothing changed. */
+/** PUT /providers/rules/:name's answer. */
+export type RuleSetReloadResult = { ok: true; changes: { ruleSets: Record<string, { before: number; after: number }> } } | { ok: false; errors: string[] };
+
+/** One rule set as the API shows it (a rule provider). */
+export interface RuleSetState {
+  name: string;
+  type: RuleSetType;
+  path: string | null;
+  /** Downloaded from here (a url set). */
+  url: string | null;
+  entries: number;
+  /** Epoch ms of the last (re)load. */
+  loadedAt: number;
 }
 
 /** How long endFlows() waits for the ended flows' close events before logging the rest itself. */
@@ -119,6 +135,12 @@ interface FlowEnds {
   remotePort: number;
   localAddress: string;
   localPort: number;
+}
+
+/** The address a kernel socket is connected to (a direct outbound's); null for a proxy's tunnel stream. */
+function remoteOf(upstream: Duplex): string | null {
+  const a = (upstream as Partial<net.Socket>).remoteAddress;
+  return typeof a === 'string' ? unmapAddress(a) : null;
 }
 
 function hostPort(address: string, port: number): string {
@@ -192,8 +214,17 @@ export class Engine {
   /** Resolves names through sluice's own upstreams (fake-IP flows, preserveSource). */
   private readonly lookup: LookupFn;
   private readonly onFlowFailed: (guard: FlowGuard, err: unknown) => void;
-  /** Flows not yet logged (open), for endFlows() and the stop's "stopping" line. */
-  private readonly live = new Set<FlowInfo>();
+  /** Flows not yet logged (open): for endFlows(), the stop's "stopping" line and the control API. */
+  readonly flows = new FlowRegistry<FlowInfo>();
+  /** PATCH /configs mode: 'rule', or every new flow to `modeOutbound`. */
+  private routingMode: RoutingMode = 'rule';
+  private modeOutbound: Outbound | null = null;
+  /** GLOBAL's member: where mode global sends every flow. */
+  private globalChoice: string;
+  /** Flows matched per rule (index = rule, last = final) and when last, for GET /rules. */
+  private ruleHits: Float64Array;
+  private ruleHitAt: Float64Array;
+  private ruleSetLoadedAt = new Map<string, number>();
   /** False once stopping: new flows are refused. */
   private accepting = true;
   private stopped = false;
@@ -235,6 +266,11 @@ export class Engine {
     });
     this.rt = buildRuntime(this.remote.prepare(config, null), this.runtimeDeps());
     this.policy = new PolicySlot(this.rt.policy);
+    this.globalChoice = Engine.defaultGlobal(config);
+    this.ruleHits = new Float64Array(config.rules.length + 1);
+    this.ruleHitAt = new Float64Array(config.rules.length + 1);
+    const loaded = Date.now();
+    for (const name of Object.keys(config.ruleSets)) this.ruleSetLoadedAt.set(name, loaded);
     this.onFlowFailed = (guard, err) => {
       this.counters.flowErrors++;
       this.log.error({ flow: guard.what, err: errorText(err) }, 'flow handler failed; the flow was ended');
@@ -312,7 +348,7 @@ export class Engine {
 
   /** Flows open now (not yet logged). */
   get openFlows(): number {
-    return this.live.size;
+    return this.flows.size;
   }
 
   /** Refuses new flows from now on (the first step of a stop). */
@@ -328,7 +364,7 @@ export class Engine {
    */
   async endFlows(): Promise<void> {
     this.accepting = false;
-    const open = [...this.live];
+    const open = [...this.flows.values()];
     for (const f of open) {
       f.shutdown = true;
       try {
@@ -338,8 +374,8 @@ export class Engine {
       }
     }
     const until = Date.now() + END_FLOWS_WAIT_MS;
-    while (this.live.size > 0 && Date.now() < until) await new Promise((r) => setTimeout(r, 10));
-    for (const f of [...this.live]) this.logFlow(f, { bytesUp: 0, bytesDown: 0, close: 'shutdown' });
+    while (this.flows.size > 0 && Date.now() < until) await new Promise((r) => setTimeout(r, 10));
+    for (const f of [...this.flows.values()]) this.logFlow(f, { bytesUp: 0, bytesDown: 0, close: 'shutdown' });
     if (open.length > 0) this.log.info({ flows: open.length }, 'open flows ended');
   }
 
@@ -356,7 +392,7 @@ export class Engine {
     this.remote.close();
     if (this.persistTimer !== null) clearInterval(this.persistTimer);
     this.persistTimer = null;
-    if (this.live.size > 0) await this.endFlows();
+    if (this.flows.size > 0) await this.endFlows();
     this.accepting = false;
     await this.persist();
     this.stack.close();
@@ -397,8 +433,19 @@ export class Engine {
     this.policy.swap(rt.policy);
     if (this.started) rt.groups.start();
     prev.groups.close();
-    if (this.live.size === 0) void closeRuntime(prev);
-    else this.retired.push({ rt: prev, flows: new Set(this.live) });
+    if (this.flows.size === 0) void closeRuntime(prev);
+    else this.retired.push({ rt: prev, flows: new Set(this.flows.values()) });
+    // What the control API shows and mode global/direct use follow the new outbounds.
+    if (!rt.outbounds.has(this.globalChoice)) this.globalChoice = Engine.defaultGlobal(next);
+    if (this.routingMode !== 'rule') {
+      try {
+        this.setMode(this.routingMode);
+      } catch {
+        this.setMode('rule'); // mode direct, and the new config has no direct outbound
+      }
+    }
+    const now = Date.now();
+    for (const [name, rs] of Object.entries(next.ruleSets)) if (JSON.stringify(prev.config.ruleSets[name]) !== JSON.stringify(rs)) this.ruleSetLoadedAt.set(name, now);
     void this.remote.reconcile(next);
     if (this.debug) this.log.debug({ rules: next.rules.length, outbounds: next.outbounds.length, needsName: rt.needsName, retired: this.retired.length }, 'configuration replaced');
   }
@@ -421,6 +468,32 @@ export class Engine {
     const policy = compileConfigPolicy(next, this.geoip);
     this.rt = { ...this.rt, config: next, policy, needsName: policyNeedsName(next) };
     this.policy.swap(policy);
+    this.ruleSetLoadedAt.set(name, Date.now());
+  }
+
+  /**
+   * PUT /providers/rules/:name: re-reads one file-backed rule set, or
+   * downloads a url set now; the running entries stay when that fails.
+   */
+  async reloadRuleSet(name: string): Promise<RuleSetReloadResult> {
+    const rs = this.rt.config.ruleSets[name];
+    if (rs === undefined) return { ok: false, errors: [`no rule set named ${name}`] };
+    const before = rs.entries.length;
+    const done = (): RuleSetReloadResult => {
+      const after = this.rt.config.ruleSets[name]?.entries.length ?? 0;
+      return { ok: true, changes: { ruleSets: after === before ? {} : { [name]: { before, after } } } };
+    };
+    if (rs.url !== null) return (await this.remote.refresh(name)) ? done() : { ok: false, errors: [`${name}: the download failed or was invalid (the log says why); the current entries stay`] };
+    if (rs.path === null) return done();
+    const r = await readRuleSetSource(rs.path, { format: rs.format, type: rs.format === 'sluice' ? rs.type : null, behavior: rs.behavior }, rs.path, `ruleSets.${name}`);
+    if (r.readError !== null) return { ok: false, errors: [`${rs.path}: cannot read rule set: ${r.readError}`] };
+    if (r.problems.length > 0) return { ok: false, errors: r.problems.map(formatProblem) };
+    try {
+      this.replaceRuleSet(name, r.entries, r.type);
+    } catch (err) {
+      return { ok: false, errors: [(err as Error).message] };
+    }
+    return done();
   }
 
   /** Releases retired runtimes whose flows have all ended (called as each flow is logged). */
@@ -435,15 +508,119 @@ export class Engine {
     }
   }
 
+  /** The chain of a group flow: outermost first for the flow line, innermost first (Clash `chains`) for the registry. */
+  private static setChain(info: FlowInfo, chain: readonly string[] | undefined): void {
+    if (chain === undefined) return;
+    info.chain = chain;
+    info.chains = [...chain].reverse();
+  }
+
+  // ------------------------------------------------------------- control API
+
+  /** GLOBAL's default member: the first proxy outbound (socks5, http) in config order, else final's. */
+  private static defaultGlobal(config: SluiceConfig): string {
+    return config.outbounds.find((o) => o.type === 'socks5' || o.type === 'http')?.name ?? config.final;
+  }
+
+  get mode(): RoutingMode {
+    return this.routingMode;
+  }
+
+  /**
+   * PATCH /configs mode, for new flows: rule (the rules decide), global
+   * (every flow to GLOBAL's member), direct (every flow to the first direct
+   * outbound). DNS hijacking is unchanged. Throws when direct has no direct outbound.
+   */
+  setMode(mode: RoutingMode): void {
+    if (mode === 'rule') this.modeOutbound = null;
+    else if (mode === 'global') this.modeOutbound = this.rt.outbounds.get(this.globalChoice)!;
+    else {
+      const direct = [...this.rt.outbounds.values()].find((o) => o.type === 'direct');
+      if (direct === undefined) throw new Error('mode direct needs an outbound of type direct, and the config has none');
+      this.modeOutbound = direct;
+    }
+    if (mode !== this.routingMode) this.log.info({ mode, outbound: this.modeOutbound?.name ?? null }, 'mode changed');
+    this.routingMode = mode;
+  }
+
+  /** GLOBAL's member (where mode global sends flows). */
+  get globalOutbound(): string {
+    return this.globalChoice;
+  }
+
+  /** PUT /proxies/GLOBAL: picks its member; throws for an unknown outbound. */
+  selectGlobal(name: string): void {
+    if (!this.rt.outbounds.has(name)) throw new Error(`no outbound named ${JSON.stringify(name)}`);
+    this.globalChoice = name;
+    if (this.routingMode === 'global') this.modeOutbound = this.rt.outbounds.get(name)!;
+  }
+
+  /** The outbounds by name, in config order, without the groups (those are `groups`). */
+  get outboundMap(): ReadonlyMap<string, Outbound> {
+    const out = new Map<string, Outbound>();
+    for (const [name, o] of this.rt.outbounds) if (!(o instanceof OutboundGroup)) out.set(name, o);
+    return out;
+  }
+
+  /** Flows matched by each rule (last entry: final) and when the last one started (epoch ms, 0 never). */
+  ruleHitCounts(): { hits: number; lastAt: number }[] {
+    const n = this.config.rules.length + 1;
+    if (this.ruleHits.length !== n) {
+      // A reload changed the rules: counting starts over.
+      this.ruleHits = new Float64Array(n);
+      this.ruleHitAt = new Float64Array(n);
+    }
+    return Array.from(this.ruleHits, (hits, i) => ({ hits, lastAt: this.ruleHitAt[i]! }));
+  }
+
+  /** The rule sets (rule providers). */
+  ruleSetStates(): RuleSetState[] {
+    return Object.entries(this.config.ruleSets).map(([name, rs]) => ({ name, type: rs.type, path: rs.path, url: rs.url, entries: rs.entries.filter((e) => e.trim() !== '' && !e.trimStart().startsWith('#')).length, loadedAt: this.ruleSetLoadedAt.get(name) ?? 0 }));
+  }
+
+  /** POST /cache/fakeip/flush: forgets every fake-IP mapping and saves the empty table; null without fake-ip mode. */
+  async flushFakeIp(): Promise<number | null> {
+    if (this.pool === null) return null;
+    const n = this.pool.clear();
+    this.log.info({ mappings: n }, 'fake-ip mappings flushed');
+    await this.persist();
+    return n;
+  }
+
+  /** GET /dns/query: asks sluice's upstreams (what a real-ip answer would be), bounded by the chain's deadline. */
+  dnsQuery(query: Uint8Array): Promise<Uint8Array> {
+    return this.rt.chain.query(query);
+  }
+
   // ------------------------------------------------------------------ TCP
 
-  private nameFor(address: string): { domain: string | null; unknownFake: boolean } {
+  private nameFor(address: string): { domain: string | null; unknownFake: boolean; from: NameOrigin | null } {
     if (this.pool !== null && this.pool.isFake(address)) {
       const domain = this.pool.lookup(address);
-      return { domain, unknownFake: domain === null };
+      return { domain, unknownFake: domain === null, from: 'fake-ip' };
     }
-    if (this.snoop !== null) return { domain: this.snoop.lookup(address), unknownFake: false };
-    return { domain: null, unknownFake: false };
+    if (this.snoop !== null) {
+      const domain = this.snoop.lookup(address);
+      return { domain, unknownFake: false, from: domain === null ? null : 'dns' };
+    }
+    return { domain: null, unknownFake: false, from: null };
+  }
+
+  /** The name found for a flow's destination at its start (fake-IP or snooped). */
+  private static setName(info: FlowInfo, domain: string | null, from: NameOrigin | null): void {
+    info.domain = domain;
+    info.nameFrom = domain === null ? null : from;
+  }
+
+  /** What sniffing read: kept as sniffHost, and as the flow's name when it had none. */
+  private static sniffed(info: FlowInfo, protocol: SniffedProtocol, serverName: string | null): void {
+    info.protocol = protocol;
+    if (serverName === null || protocol === 'dns') return;
+    info.sniffHost = serverName;
+    if (isIP(serverName) === 0 && info.domain === null) {
+      info.domain = serverName;
+      info.nameFrom = 'sniff';
+    }
   }
 
   private context(network: 'tcp' | 'udp', e: FlowEnds, domain: string | null, protocol: SniffedProtocol | null, inbound: 'tun' | 'tproxy'): MatchContext {
@@ -464,16 +641,28 @@ export class Engine {
     const src = hostPort(e.remoteAddress, e.remotePort);
     const dst = hostPort(e.localAddress, e.localPort);
     return {
+      id: newFlowId(),
       network,
       inbound,
+      srcIp: e.remoteAddress,
+      srcPort: e.remotePort,
+      dstIp: e.localAddress,
+      dstPort: e.localPort,
       src,
       dst,
       domain: null,
+      nameFrom: null,
+      sniffHost: null,
       protocol: null,
       rule: -1,
       outbound: '',
       chain: null,
+      chains: null,
+      mode: null,
+      remoteDestination: null,
       started: Date.now(),
+      bytes: null,
+      killed: false,
       guard: new FlowGuard(`${network} ${inbound} ${src} -> ${dst}`, this.onFlowFailed),
       end: null,
       shutdown: false,
@@ -499,7 +688,7 @@ export class Engine {
       req.reset();
       return this.logFlow(info, { bytesUp: 0, bytesDown: 0, close: 'shutdown' });
     }
-    this.live.add(info);
+    this.flows.add(info);
     const resetUndecided = (): void => {
       if (!req.decided) req.reset();
     };
@@ -523,7 +712,7 @@ export class Engine {
       info.end = () => dnsStream.destroy();
       return this.serveDnsOverTcp(dnsStream, info, dns);
     }
-    const { domain, unknownFake } = this.nameFor(req.localAddress);
+    const { domain, unknownFake, from } = this.nameFor(req.localAddress);
     if (this.debug) this.log.debug({ network: 'tcp', src: info.src, dst: info.dst, domain, unknownFake }, 'flow accepted');
     if (unknownFake) {
       // An expired or never-issued fake address: refuse fast, never black-hole.
@@ -531,7 +720,7 @@ export class Engine {
       req.reset();
       return this.logFlow(info, { bytesUp: 0, bytesDown: 0, close: 'unknown fake-ip' });
     }
-    info.domain = domain;
+    Engine.setName(info, domain, from);
     // HTTP-mode ports are sniffed even when the name is known: the mode needs to see HTTP.
     const l7 = this.rt.httpL7 !== null && this.rt.httpL7.wants(req.localPort);
     // Without a name-dependent rule, sniffing cannot change the outcome: then
@@ -564,7 +753,7 @@ export class Engine {
     this.dialTcp(outbound, host, req.localPort, AbortSignal.any([req.signal, ac.signal]), req).then(
       (upstream) => {
         info.guard.own(() => upstream.destroy());
-        info.chain = chainOf(upstream) ?? null;
+        Engine.setChain(info, chainOf(upstream));
         let stream: TcpStream;
         try {
           stream = req.accept();
@@ -578,7 +767,8 @@ export class Engine {
           upstream.destroy();
         };
         this.observeName(stream, req.localPort, info);
-        relay(stream, upstream, [], (r) => this.logFlow(info, r));
+        info.remoteDestination = remoteOf(upstream);
+        info.bytes = relay(stream, upstream, [], (r) => this.logFlow(info, r));
       },
       (err: unknown) => {
         this.counters.upstreamFailures++;
@@ -605,10 +795,7 @@ export class Engine {
       const r = sniffer.push(c);
       if (r.kind === 'need-more') return;
       stream.off('data', onData);
-      if (r.kind === 'found') {
-        info.protocol = r.protocol;
-        if (r.serverName !== null && isIP(r.serverName) === 0 && info.domain === null) info.domain = r.serverName;
-      }
+      if (r.kind === 'found') Engine.sniffed(info, r.protocol, r.serverName);
     };
     stream.on('data', onData);
   }
@@ -624,11 +811,8 @@ export class Engine {
       stream.off('data', onData);
       stream.off('end', onEnd);
       stream.pause();
-      if (r.kind === 'found') {
-        info.protocol = r.protocol;
-        // A name already known (fake IP, snooped) stays: only HTTP-mode ports get here with one.
-        if (r.serverName !== null && isIP(r.serverName) === 0 && info.domain === null) info.domain = r.serverName;
-      }
+      // A name already known (fake IP, snooped) stays: only HTTP-mode ports get here with one.
+      if (r.kind === 'found') Engine.sniffed(info, r.protocol, r.serverName);
       if (this.debug) this.log.debug({ src: info.src, dst: info.dst, sniff: r.kind, protocol: info.protocol, domain: info.domain, bytes: chunks.reduce((n, c) => n + c.length, 0) }, 'sniff result');
       // Called from the stream's events: in the flow's context, so the dial and its sockets carry it.
       info.guard.run(() => this.connectAfterSniff(stream, req, info, chunks));
@@ -669,7 +853,7 @@ export class Engine {
     const httpL7 = this.rt.httpL7;
     if (httpL7 !== null && info.protocol === 'http' && httpL7.wants(req.localPort)) {
       info.end = () => stream.destroy();
-      return httpL7.serve(stream, chunks, { src: info.src, target: { host, port: req.localPort }, outbound }, (r) => {
+      info.bytes = httpL7.serve(stream, chunks, { src: info.src, target: { host, port: req.localPort }, outbound }, (r) => {
         // The flow line says what the requests matched (http.rules index and outbound, as
         // their "request" lines do); flowRule keeps the flow-level policy match.
         const flowRule = info.rule;
@@ -679,6 +863,7 @@ export class Engine {
         }
         this.logFlow(info, r, flowRule);
       });
+      return;
     }
     const ac = new AbortController();
     const onClose = (): void => ac.abort();
@@ -691,7 +876,7 @@ export class Engine {
     this.dialTcp(outbound, host, req.localPort, ac.signal, req).then(
       (upstream) => {
         info.guard.own(() => upstream.destroy());
-        info.chain = chainOf(upstream) ?? null;
+        Engine.setChain(info, chainOf(upstream));
         stream.off('close', onClose);
         if (stream.destroyed) {
           upstream.destroy();
@@ -701,7 +886,8 @@ export class Engine {
           stream.destroy();
           upstream.destroy();
         };
-        relay(stream, upstream, chunks, (r) => this.logFlow(info, r));
+        info.remoteDestination = remoteOf(upstream);
+        info.bytes = relay(stream, upstream, chunks, (r) => this.logFlow(info, r));
       },
       (err: unknown) => {
         this.counters.upstreamFailures++;
@@ -731,7 +917,7 @@ export class Engine {
       socket.resetAndDestroy();
       return this.logFlow(info, { bytesUp: 0, bytesDown: 0, close: 'shutdown' });
     }
-    this.live.add(info);
+    this.flows.add(info);
     info.end = () => socket.destroy();
     if (this.debug) this.log.debug({ network: 'tcp', inbound: 'tproxy', src: info.src, dst: info.dst }, 'flow accepted');
     info.guard.own(() => socket.destroy());
@@ -755,13 +941,13 @@ export class Engine {
       info.outbound = 'dns-hijack';
       return this.serveDnsOverTcp(socket, info, dns);
     }
-    const { domain, unknownFake } = this.nameFor(localAddress);
+    const { domain, unknownFake, from } = this.nameFor(localAddress);
     if (unknownFake) {
       this.counters.unknownFakeIp++;
       socket.resetAndDestroy();
       return this.logFlow(info, { bytesUp: 0, bytesDown: 0, close: 'unknown fake-ip' });
     }
-    info.domain = domain;
+    Engine.setName(info, domain, from);
     if (this.config.sniff.timeoutMs === 0) return this.connectAfterSniff(socket, ends, info, []);
     this.sniffThenRoute(socket, ends, info);
   }
@@ -812,11 +998,25 @@ export class Engine {
   private choose(e: FlowEnds, info: FlowInfo): Outbound {
     // The policy and the outbounds of one runtime: a reload swaps both together.
     const rt = this.rt;
-    const m = rt.policy.match(this.context(info.network, e, info.domain, info.protocol, info.inbound));
-    info.rule = m.ruleIndex;
-    info.outbound = m.outbound;
-    if (this.debug) this.log.debug({ network: info.network, src: info.src, dst: info.dst, domain: info.domain, protocol: info.protocol, rule: m.ruleIndex, outbound: m.outbound }, 'rule matched');
-    const outbound = rt.outbounds.get(m.outbound)!;
+    let outbound: Outbound;
+    if (this.modeOutbound !== null) {
+      // Mode global / direct (PATCH /configs): the rules are not consulted.
+      outbound = this.modeOutbound;
+      info.rule = -1;
+      info.mode = this.routingMode;
+      info.outbound = outbound.name;
+    } else {
+      const m = rt.policy.match(this.context(info.network, e, info.domain, info.protocol, info.inbound));
+      info.rule = m.ruleIndex;
+      info.outbound = m.outbound;
+      const hit = m.ruleIndex < 0 ? this.ruleHits.length - 1 : m.ruleIndex;
+      if (hit < this.ruleHits.length) {
+        this.ruleHits[hit]!++;
+        this.ruleHitAt[hit] = info.started;
+      }
+      outbound = rt.outbounds.get(m.outbound)!;
+    }
+    if (this.debug) this.log.debug({ network: info.network, src: info.src, dst: info.dst, domain: info.domain, protocol: info.protocol, rule: info.rule, outbound: info.outbound, mode: this.routingMode }, 'rule matched');
     if (outbound.action === 'reject') this.counters.rejected++;
     else if (outbound.action === 'drop') this.counters.dropped++;
     return outbound;
@@ -826,6 +1026,7 @@ export class Engine {
     info.guard.own(() => stream.destroy());
     const reader = new TcpFrameReader();
     const r: RelayResult = { bytesUp: 0, bytesDown: 0, close: 'fin' };
+    info.bytes = r;
     const onReply = (reply: Uint8Array | null): void => {
       if (this.debug) this.debugDns('answer', info, reply);
       if (reply === null || stream.destroyed) return;
@@ -879,13 +1080,14 @@ export class Engine {
     this.counters.udpSessions++;
     const info = this.flowInfo('udp', inbound, s);
     const r: RelayResult = { bytesUp: 0, bytesDown: 0, close: 'idle' };
+    info.bytes = r;
     if (!this.accepting) {
       r.close = 'shutdown';
       s.on('close', () => this.logFlow(info, r));
       s.close();
       return;
     }
-    this.live.add(info);
+    this.flows.add(info);
     // Closing the session closes its association too (the close listener in routeUdpSession).
     info.end = () => s.close();
     // Set when the session closes: an association still being opened is then closed on arrival.
@@ -927,14 +1129,14 @@ export class Engine {
       s.drainQueued();
       return;
     }
-    const { domain, unknownFake } = this.nameFor(s.localAddress);
+    const { domain, unknownFake, from } = this.nameFor(s.localAddress);
     if (unknownFake) {
       this.counters.unknownFakeIp++;
       r.close = 'unknown fake-ip';
       s.close();
       return;
     }
-    info.domain = domain;
+    Engine.setName(info, domain, from);
     const waiting: Buffer[] = [];
     let assoc: UdpAssociation | null = null;
     let target = { host: s.localAddress, port: s.localPort };
@@ -960,10 +1162,7 @@ export class Engine {
     });
     const routeFirst = (d: Buffer): void => {
       const sniffed = sniffDatagram(d, s.localPort);
-      if (sniffed.kind === 'found') {
-        info.protocol = sniffed.protocol;
-        if (info.domain === null && sniffed.serverName !== null && sniffed.protocol !== 'dns') info.domain = sniffed.serverName;
-      }
+      if (sniffed.kind === 'found') Engine.sniffed(info, sniffed.protocol, sniffed.serverName);
       const outbound = this.choose(s, info);
       if (outbound.action !== 'connect' || outbound.openUdp === undefined || !outbound.supportsUdp) {
         r.close = outbound.action === 'connect' ? `outbound ${outbound.name} carries no UDP` : outbound.action === 'reject' ? 'rejected' : 'dropped';
@@ -982,7 +1181,7 @@ export class Engine {
             return;
           }
           info.guard.own(() => a.close());
-          info.chain = chainOf(a) ?? null;
+          Engine.setChain(info, chainOf(a));
           assoc = a;
           a.onMessage((payload) => {
             r.bytesDown += payload.length;
@@ -1016,9 +1215,10 @@ export class Engine {
     if (info.logged) return;
     info.logged = true;
     info.end = null;
-    this.live.delete(info);
+    this.flows.remove(info, r);
     if (this.retired.length > 0) this.releaseRetired(info);
     if (info.shutdown) r.close = 'shutdown';
+    else if (info.killed) r.close = 'closed by API';
     if (!this.log.isLevelEnabled('info')) return;
     this.log.info(
       {
@@ -1031,6 +1231,7 @@ export class Engine {
         rule: info.rule,
         outbound: info.outbound,
         ...(info.chain !== null ? { chain: info.chain } : {}),
+        ...(info.mode !== null ? { mode: info.mode } : {}),
         bytesUp: r.bytesUp,
         bytesDown: r.bytesDown,
         durationMs: Date.now() - info.started,
