@@ -15,7 +15,7 @@
  * Needs root, /dev/net/tun, curl, microsocks.
  */
 import t from 'tap';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { readFileSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Test } from 'tap';
@@ -28,6 +28,23 @@ import {
 const DELAY_RELAY = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../fixtures/delay-relay.js');
 
 const steered = new Set<Netns>();
+
+/** The control API in the gateway namespace (default listen 127.0.0.1:9090), through curl. */
+async function api(ns: Netns, method: string, route: string, token: string, body?: string): Promise<{ status: number; text: string; json: unknown }> {
+  const args = ['curl', '-sS', '-m', '15', '-X', method, '-H', `Authorization: Bearer ${token}`, '-o', '-', '-w', '\n%{http_code}'];
+  if (body !== undefined) args.push('-H', 'Content-Type: application/json', '--data-binary', body);
+  args.push(`http://127.0.0.1:9090${route}`);
+  const r = await ns.exec(args, { allowFail: true, timeoutMs: 25_000 });
+  const nl = r.stdout.lastIndexOf('\n');
+  const text = r.stdout.slice(0, nl);
+  let json: unknown = null;
+  try {
+    json = text === '' ? null : JSON.parse(text);
+  } catch {
+    json = null;
+  }
+  return { status: Number(r.stdout.slice(nl + 1)), text, json };
+}
 
 async function start(t: Test, gateway: Netns, dir: string, yaml: string): Promise<Engine> {
   const config = path.join(dir, 'sluice.yaml');
@@ -164,5 +181,46 @@ final: direct
     await engine.stop();
     engine = await start(t, gateway, dir, yaml(''));
     t.same((await get(client, engine, 'after restart')).chain, ['pick', 'proxy'], 'after a restart with no default in the file: still the stored choice');
+  });
+
+  await t.test('the control API: /proxies lists the groups, PUT chooses, the choice survives a restart, /connections shows the chain', async (t) => {
+    await startMicrosocks(t, server, 1086);
+    const yaml = `${header}
+outbounds:
+  - { name: direct, type: direct }
+  - { name: proxy, type: socks5, server: ${SERVER_V4}, port: 1086 }
+  - { name: sel, type: select, outbounds: [direct, proxy] }
+  - { name: fb, type: fallback, outbounds: [sel, direct], ${check} }
+rules:
+  - { port: [8080], outbound: fb }
+final: direct
+`;
+    rmSync(path.join(dir, 'groups.json'), { force: true });
+    let engine = await start(t, gateway, dir, yaml);
+    const token = readFileSync(path.join(dir, 'api-secret'), 'utf8').trim();
+    const proxies = await api(gateway, 'GET', '/proxies', token);
+    t.match(proxies.json, { proxies: { sel: { type: 'Selector', now: 'direct', all: ['direct', 'proxy'] }, fb: { type: 'Fallback', now: 'sel', all: ['sel', 'direct'] }, GLOBAL: { type: 'Selector' } } }, 'GET /proxies shows the groups');
+    const put = await api(gateway, 'PUT', '/proxies/sel', token, JSON.stringify({ name: 'proxy' }));
+    t.equal(put.status, 204, `PUT /proxies/sel {name: proxy} (${put.text})`);
+    const bad = await api(gateway, 'PUT', '/proxies/fb', token, JSON.stringify({ name: 'direct' }));
+    t.equal(bad.status, 400, `a fallback group takes no choice (${bad.text})`);
+    t.same((await get(client, engine, 'after PUT')).chain, ['fb', 'sel', 'proxy'], 'new flows follow the choice, through both groups');
+    const delay = await api(gateway, 'GET', `/proxies/fb/delay?url=${encodeURIComponent(`http://${SERVER_V4}:8080/bytes/1`)}&timeout=5000`, token);
+    t.equal(delay.status, 200, `a delay test through the nested groups (${delay.text})`);
+    await engine.stop();
+    engine = await start(t, gateway, dir, yaml);
+    const after = await api(gateway, 'GET', '/proxies/sel', token);
+    t.match(after.json, { now: 'proxy' }, 'after a restart: the choice made through the API');
+    const local = port++;
+    const slow = client.exec(['curl', '-sS', '--max-time', '30', '--limit-rate', '200K', '--local-port', String(local), '-o', '/dev/null', `http://${SERVER_V4}:8080/bytes/3000000`], { allowFail: true, timeoutMs: 40_000 });
+    let listed: { chains?: string[] } | undefined;
+    for (let i = 0; i < 50 && listed === undefined; i++) {
+      await new Promise((r) => setTimeout(r, 200));
+      const c = await api(gateway, 'GET', '/connections', token);
+      listed = ((c.json as { connections?: Array<{ metadata?: { sourcePort?: string }; chains?: string[] }> })?.connections ?? []).find((x) => String(x.metadata?.sourcePort) === String(local));
+    }
+    t.same(listed?.chains, ['proxy', 'sel', 'fb'], 'GET /connections lists the flow with its chain (innermost first, as Clash)');
+    await api(gateway, 'DELETE', '/connections', token);
+    await slow;
   });
 });
