@@ -18,53 +18,15 @@ import t from 'tap';
 import { readFileSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import type { Test } from 'tap';
 import { requireRoot, waitForJsonLine, type Netns } from '../harness/netns.js';
 import { threeNamespaces, CLIENT_V4, SERVER_V4 } from '../harness/topology.js';
 import {
-  BLOB_SERVER, Engine, SLUICE_BIN, TUN, childEnv, curl, describe, requireCommands, startMicrosocks, steer, tempDir, createLab, waitListening,
+  BLOB_SERVER, Engine, TUN, childEnv, curl, describe, requireCommands, startMicrosocks, tempDir, createLab, waitListening,
 } from '../fixtures/engine/lab.js';
+import { apiCall, startWithState } from '../fixtures/engine/restartable.js';
 
 const DELAY_RELAY = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../fixtures/delay-relay.js');
 
-const steered = new Set<Netns>();
-
-/** The control API in the gateway namespace (default listen 127.0.0.1:9090), through curl. */
-async function api(ns: Netns, method: string, route: string, token: string, body?: string): Promise<{ status: number; text: string; json: unknown }> {
-  const args = ['curl', '-sS', '-m', '15', '-X', method, '-H', `Authorization: Bearer ${token}`, '-o', '-', '-w', '\n%{http_code}'];
-  if (body !== undefined) args.push('-H', 'Content-Type: application/json', '--data-binary', body);
-  args.push(`http://127.0.0.1:9090${route}`);
-  const r = await ns.exec(args, { allowFail: true, timeoutMs: 25_000 });
-  const nl = r.stdout.lastIndexOf('\n');
-  const text = r.stdout.slice(0, nl);
-  let json: unknown = null;
-  try {
-    json = text === '' ? null : JSON.parse(text);
-  } catch {
-    json = null;
-  }
-  return { status: Number(r.stdout.slice(nl + 1)), text, json };
-}
-
-async function start(t: Test, gateway: Netns, dir: string, yaml: string): Promise<Engine> {
-  const config = path.join(dir, 'sluice.yaml');
-  writeFileSync(config, yaml);
-  const proc = gateway.spawn([process.execPath, SLUICE_BIN, 'run', '--config', config, '--state', path.join(dir, 'state.json')], { env: childEnv });
-  const engine = new Engine(proc);
-  t.teardown(async () => {
-    if (!t.passing()) t.comment(`engine:\n${engine.transcript()}`);
-    await engine.stop();
-  });
-  await engine.waitFor((l) => l.msg === 'ready', 20_000, '"ready"');
-  // The ip rules stay between runs; the routes go with the TUN.
-  if (!steered.has(gateway)) await steer(gateway, TUN);
-  else {
-    await gateway.exec(['ip', 'route', 'add', '0.0.0.0/0', 'dev', TUN, 'table', '100']);
-    await gateway.exec(['ip', '-6', 'route', 'add', '::/0', 'dev', TUN, 'table', '100']);
-  }
-  steered.add(gateway);
-  return engine;
-}
 
 const header = `
 log: { level: info, format: json }
@@ -94,7 +56,7 @@ t.test('groups in sluice run: fallback, urltest, select', { timeout: 240_000 }, 
 
   await t.test('fallback: a dead first member, then the live one dies and the first is back', async (t) => {
     const live = await startMicrosocks(t, server, 1081);
-    const engine = await start(
+    const engine = await startWithState(
       t,
       gateway,
       dir,
@@ -137,7 +99,7 @@ final: direct
       relay.kill('SIGTERM');
     });
     await waitListening(server, 'tcp', 1083, relay, 'delay relay');
-    const engine = await start(
+    const engine = await startWithState(
       t,
       gateway,
       dir,
@@ -170,7 +132,7 @@ rules:
   - { port: [8080], outbound: pick }
 final: direct
 `;
-    let engine = await start(t, gateway, dir, yaml(''));
+    let engine = await startWithState(t, gateway, dir, yaml(''));
     t.same((await get(client, engine, 'select first')).chain, ['pick', 'direct'], 'no choice yet: the first member');
     writeFileSync(path.join(dir, 'sluice.yaml'), yaml(', default: proxy'));
     process.kill(engine.proc.pid!, 'SIGHUP');
@@ -179,7 +141,7 @@ final: direct
     const stored = JSON.parse(readFileSync(path.join(dir, 'groups.json'), 'utf8')) as unknown;
     t.match(stored, { selected: { pick: { selected: 'proxy' } } }, 'stored beside the state file');
     await engine.stop();
-    engine = await start(t, gateway, dir, yaml(''));
+    engine = await startWithState(t, gateway, dir, yaml(''));
     t.same((await get(client, engine, 'after restart')).chain, ['pick', 'proxy'], 'after a restart with no default in the file: still the stored choice');
   });
 
@@ -196,31 +158,32 @@ rules:
 final: direct
 `;
     rmSync(path.join(dir, 'groups.json'), { force: true });
-    let engine = await start(t, gateway, dir, yaml);
+    let engine = await startWithState(t, gateway, dir, yaml);
     const token = readFileSync(path.join(dir, 'api-secret'), 'utf8').trim();
-    const proxies = await api(gateway, 'GET', '/proxies', token);
+    const proxies = await apiCall(gateway, 'GET', '/proxies', token);
     t.match(proxies.json, { proxies: { sel: { type: 'Selector', now: 'direct', all: ['direct', 'proxy'] }, fb: { type: 'Fallback', now: 'sel', all: ['sel', 'direct'] }, GLOBAL: { type: 'Selector' } } }, 'GET /proxies shows the groups');
-    const put = await api(gateway, 'PUT', '/proxies/sel', token, JSON.stringify({ name: 'proxy' }));
+    const put = await apiCall(gateway, 'PUT', '/proxies/sel', token, JSON.stringify({ name: 'proxy' }));
     t.equal(put.status, 204, `PUT /proxies/sel {name: proxy} (${put.text})`);
-    const bad = await api(gateway, 'PUT', '/proxies/fb', token, JSON.stringify({ name: 'direct' }));
+    const bad = await apiCall(gateway, 'PUT', '/proxies/fb', token, JSON.stringify({ name: 'direct' }));
     t.equal(bad.status, 400, `a fallback group takes no choice (${bad.text})`);
     t.same((await get(client, engine, 'after PUT')).chain, ['fb', 'sel', 'proxy'], 'new flows follow the choice, through both groups');
-    const delay = await api(gateway, 'GET', `/proxies/fb/delay?url=${encodeURIComponent(`http://${SERVER_V4}:8080/bytes/1`)}&timeout=5000`, token);
+    const delay = await apiCall(gateway, 'GET', `/proxies/fb/delay?url=${encodeURIComponent(`http://${SERVER_V4}:8080/bytes/1`)}&timeout=5000`, token);
     t.equal(delay.status, 200, `a delay test through the nested groups (${delay.text})`);
     await engine.stop();
-    engine = await start(t, gateway, dir, yaml);
-    const after = await api(gateway, 'GET', '/proxies/sel', token);
+    engine = await startWithState(t, gateway, dir, yaml);
+    const after = await apiCall(gateway, 'GET', '/proxies/sel', token);
     t.match(after.json, { now: 'proxy' }, 'after a restart: the choice made through the API');
     const local = port++;
     const slow = client.exec(['curl', '-sS', '--max-time', '30', '--limit-rate', '200K', '--local-port', String(local), '-o', '/dev/null', `http://${SERVER_V4}:8080/bytes/3000000`], { allowFail: true, timeoutMs: 40_000 });
     let listed: { chains?: string[] } | undefined;
-    for (let i = 0; i < 50 && listed === undefined; i++) {
+    // The flow is listed from its SYN; its chain once the group's dial is done.
+    for (let i = 0; i < 50 && (listed?.chains?.length ?? 0) < 3; i++) {
       await new Promise((r) => setTimeout(r, 200));
-      const c = await api(gateway, 'GET', '/connections', token);
+      const c = await apiCall(gateway, 'GET', '/connections', token);
       listed = ((c.json as { connections?: Array<{ metadata?: { sourcePort?: string }; chains?: string[] }> })?.connections ?? []).find((x) => String(x.metadata?.sourcePort) === String(local));
     }
     t.same(listed?.chains, ['proxy', 'sel', 'fb'], 'GET /connections lists the flow with its chain (innermost first, as Clash)');
-    await api(gateway, 'DELETE', '/connections', token);
+    await apiCall(gateway, 'DELETE', '/connections', token);
     await slow;
   });
 });

@@ -16,34 +16,15 @@ import t from 'tap';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import type { Test } from 'tap';
 import { requireRoot, waitForJsonLine, type Netns } from '../harness/netns.js';
 import { threeNamespaces, CLIENT_V4, SERVER_V4 } from '../harness/topology.js';
-import { BLOB_SERVER, Engine, SLUICE_BIN, TUN, childEnv, curl, describe, requireCommands, steer, tempDir, createLab } from '../fixtures/engine/lab.js';
+import { BLOB_SERVER, Engine, TUN, childEnv, curl, describe, requireCommands, tempDir, createLab } from '../fixtures/engine/lab.js';
+import { startWithState } from '../fixtures/engine/restartable.js';
 import { writeCountryMmdb } from '../fixtures/mmdb-writer.js';
 
 const FILE_SERVER = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../fixtures/file-server.js');
 const FR_ADDRESS = '203.0.113.130';
 
-const steered = new Set<Netns>();
-async function start(t: Test, gateway: Netns, dir: string, yaml: string): Promise<Engine> {
-  const config = path.join(dir, 'sluice.yaml');
-  writeFileSync(config, yaml);
-  const proc = gateway.spawn([process.execPath, SLUICE_BIN, 'run', '--config', config, '--state', path.join(dir, 'state.json')], { env: childEnv });
-  const engine = new Engine(proc);
-  t.teardown(async () => {
-    if (!t.passing()) t.comment(`engine:\n${engine.transcript()}`);
-    await engine.stop();
-  });
-  await engine.waitFor((l) => l.msg === 'ready', 30_000, '"ready"');
-  if (!steered.has(gateway)) await steer(gateway, TUN);
-  else {
-    await gateway.exec(['ip', 'route', 'add', '0.0.0.0/0', 'dev', TUN, 'table', '100']);
-    await gateway.exec(['ip', '-6', 'route', 'add', '::/0', 'dev', TUN, 'table', '100']);
-  }
-  steered.add(gateway);
-  return engine;
-}
 
 let localPort = 46000;
 /** Whether a request for `name` (resolved to `ip`) gets through; checks the flow line's rule. */
@@ -99,7 +80,7 @@ rules:
   - { ruleSet: [remote], outbound: block }
 final: direct
 `;
-  let engine = await start(t, gateway, dir, yaml);
+  let engine = await startWithState(t, gateway, dir, yaml);
   await engine.waitFor((l) => l.msg === 'rule set downloaded' && l.ruleSet === 'remote', 15_000, 'the first download');
 
   t.match(await passes(client, engine, 'a.clash-blocked.example'), { ok: false, rule: 0, outbound: 'block' }, 'Clash classical DOMAIN-SUFFIX blocks');
@@ -131,7 +112,7 @@ final: direct
   await engine.stop();
   files.kill('SIGTERM');
   await new Promise((r) => files.once('exit', r));
-  engine = await start(t, gateway, dir, yaml);
+  engine = await startWithState(t, gateway, dir, yaml);
   t.ok(engine.lines.some((l) => l.msg === 'rule set read from its disk copy' && l.ruleSet === 'remote'), 'start-up read the disk copy');
   t.ok(engine.lines.some((l) => l.msg === 'rule set download failed; keeping the current entries' && l.ruleSet === 'remote'), 'the download failed and was logged');
   t.match(await passes(client, engine, 'r2.example'), { ok: false, rule: 3 }, 'the disk copy blocks r2 after the restart');
