@@ -15,7 +15,7 @@ import { createOutbounds, chainOf, OutboundGroup, SelectionStore, type OutboundC
 import { GroupRegistry } from '../../src/outbound/group-registry.js';
 import { httpGet } from '../../src/outbound/http-get.js';
 import { consistentHashOrder, fallbackOrder, roundRobinOrder, urltestOrder, urltestPick } from '../../src/outbound/group-strategy.js';
-import { freePort, startMicrosocks, tempDir } from './servers.js';
+import { freePort, startDanted, startMicrosocks, tempDir, udpEchoServer } from './servers.js';
 import { startDelayRelay } from '../fixtures/delay-relay.js';
 
 const CHECK = { url: '', interval: 3600, timeout: 3000, tolerance: 50, lazy: true };
@@ -179,4 +179,25 @@ t.test('createOutbounds refuses a cycle and an unknown member (backstop behind t
     /cycle/,
   );
   t.throws(() => createOutbounds([{ name: 'x', type: 'select', outbounds: ['nope'], check: CHECK, strategy: 'consistent-hash' }]), /outbounds\[0\]\.outbounds\[0\]: no outbound named "nope"/);
+});
+
+t.test('UDP through a fallback group: a dead SOCKS member is passed over for danted; a TCP-only member is skipped', async (t) => {
+  const dante = await startDanted(t);
+  const echo = await udpEchoServer(t);
+  const deadPort = await freePort();
+  const obs = createOutbounds([
+    { name: 'tcponly', type: 'http', server: '127.0.0.1', port: deadPort },
+    { name: 'dead', type: 'socks5', server: '127.0.0.1', port: deadPort, udp: true },
+    { name: 'dante', type: 'socks5', server: '127.0.0.1', port: dante.port, udp: true },
+    { name: 'fb', type: 'fallback', outbounds: ['tcponly', 'dead', 'dante'], check: CHECK, strategy: 'consistent-hash' },
+  ]);
+  const fb = obs.get('fb') as OutboundGroup;
+  t.ok(fb.supportsUdp, 'a group carries UDP when a member does');
+  const assoc = await fb.openUdp({ family: 4 });
+  t.teardown(() => assoc.close());
+  t.same(chainOf(assoc), ['fb', 'dante'], 'the association went through danted');
+  const reply = new Promise<string>((resolve) => assoc.onMessage((p) => resolve(Buffer.from(p).toString())));
+  assoc.send(Buffer.from('ping'), { host: '127.0.0.1', port: echo.port });
+  t.equal(await reply, 'echo:ping', 'a datagram made the round trip');
+  t.match(fb.info().members, [{ name: 'tcponly', alive: true }, { name: 'dead', alive: false }, { name: 'dante', alive: true }], 'only the dead SOCKS member was marked down');
 });
