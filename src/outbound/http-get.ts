@@ -15,6 +15,9 @@ import { isIP } from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { Outbound } from './types.js';
 
+/** Any media type (RFC 9110 12.5.1), written so the source holds no comment terminator. */
+const ACCEPT_ANY = '*\/*';
+
 /** Largest response head (status line and headers) accepted. */
 export const MAX_HEAD_BYTES = 16 * 1024;
 
@@ -77,7 +80,7 @@ export async function httpGet(outbound: Outbound, url: string, opts: HttpGetOpti
   let stream: Duplex = await outbound.connectTcp({ host: u.host, port: u.port }, signal);
   try {
     if (u.https) stream = await startTls(stream, u.host, signal);
-    stream.write(`GET ${u.target} HTTP/1.1\r\nHost: ${u.authority}\r\nUser-Agent: sluice\r\nAccept: */*\r\nConnection: close\r\n\r\n`);
+    stream.write(`GET ${u.target} HTTP/1.1\r\nHost: ${u.authority}\r\nUser-Agent: sluice\r\nAccept: ${ACCEPT_ANY}\r\nConnection: close\r\n\r\n`);
     return await readResponse(stream, opts.maxBytes, signal, () => clock() - started, opts.timeoutMs);
   } finally {
     stream.destroy();
