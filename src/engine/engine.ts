@@ -447,7 +447,7 @@ export class Engine {
     const now = Date.now();
     for (const [name, rs] of Object.entries(next.ruleSets)) if (JSON.stringify(prev.config.ruleSets[name]) !== JSON.stringify(rs)) this.ruleSetLoadedAt.set(name, now);
     void this.remote.reconcile(next);
-    if (this.debug) this.log.debug({ rules: next.rules.length, outbounds: next.outbounds.length, needsName: rt.needsName, retired: this.retired.length }, 'configuration replaced');
+    if (this.debug) this.log.debug({ rules: next.rules.length, outbounds: next.outbounds.length, needsName: rt.needsName, retired: this.retired.length }, 'reload details');
   }
 
   /** `loaded` with its url rule sets filled in (from the running set when unchanged, else the disk copy): what a reload compares. */
