@@ -58,7 +58,10 @@ SIGTERM stops. With route.auto, gateway or classifier, what sluice installs
 state file (default ${DEFAULT_STATE_PATH}) and removed on stop; leftovers of
 a killed run are removed first. With run.user, sluice switches to that
 user once set-up is done, keeping only the capabilities new flows and
-teardown need (docs/configuration.md, "run"). Under systemd
+teardown need (docs/configuration.md, "run"). The control API (Clash/mihomo
+dashboards, /v1/) listens on api.listen, default 127.0.0.1:9090, with the
+secret in /var/lib/sluice/api-secret (beside --state FILE when given).
+Under systemd
 (docs/sluice.service) it sends READY=1 when ready, STOPPING=1 on stop.`;
 
 function addAddress(dev: string, cidr: string): void {
