@@ -183,6 +183,7 @@ async function run(argv: string[], io: CommandIo, takeEarlySignal: () => string 
   let classifier: RunningClassifier | null = null;
   let api: OpenedApi | null = null;
   let kernelPath: RunningKernelPath | null = null;
+  let metricsAt: string | null = null;
   try {
     const drop = planPrivilegeDrop(config, where, statePath);
     life.check();
@@ -203,6 +204,7 @@ async function run(argv: string[], io: CommandIo, takeEarlySignal: () => string 
     if (opened0 !== null) life.defer('accept', 'control API', () => opened0.server.close());
     life.check();
     const metricsServer = await openMetricsListener(config.metrics);
+    metricsAt = metricsServer?.address ?? null;
     if (metricsServer !== null) life.defer('accept', 'metrics listener', () => metricsServer.close());
     life.check();
     tun = TunDevice.open({ name: config.tun.name, mtu: config.tun.mtu, offload: config.tun.offload });
@@ -283,7 +285,7 @@ async function run(argv: string[], io: CommandIo, takeEarlySignal: () => string 
     return 1;
   }
   running = engine;
-  log.info({ tun: tun.name, mtu: tun.mtu, offloads: tun.offloads !== 0, dns: config.dns.hijack ? config.dns.mode : 'off', config: where, api: api?.listen ?? null, apiSecretFile: api?.secretFile ?? null }, 'ready');
+  log.info({ tun: tun.name, mtu: tun.mtu, offloads: tun.offloads !== 0, dns: config.dns.hijack ? config.dns.mode : 'off', config: where, api: api?.listen ?? null, apiSecretFile: api?.secretFile ?? null, metrics: metricsAt }, 'ready');
   sdNotify(`READY=1\nSTATUS=serving on ${tun.name}`, log);
   const signal = await life.untilSignal();
   sdNotify('STOPPING=1', log);

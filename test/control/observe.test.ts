@@ -112,6 +112,7 @@ final: direct
   );
   await steer(gateway, TUN);
   const secretFile = path.join(dir, 'api-secret');
+  t.equal(engine.lines.find((l) => l.msg === 'ready')?.metrics, '127.0.0.1:9091', 'the ready line says where metrics.listen is');
   const token = readFileSync(secretFile, 'utf8').trim();
   const fakeIp = async (name: string): Promise<string> => {
     const r = await client.exec(['dig', '+short', '+time=3', '+tries=2', `@${SERVER_V4}`, name, 'A'], { allowFail: true });

@@ -23,13 +23,18 @@ let serial = 0;
 /** The directory failing tests leave their pcaps in. */
 export const PCAP_DIR = path.join(tmpdir(), 'sluice-test-pcaps');
 
-/** Env for one sluice child: add it to the child's environment. */
-export function captureEnv(t: TestLike, label = 'sluice'): NodeJS.ProcessEnv {
-  if (process.env.SLUICE_TEST_CAPTURE === '0') return {};
+/** A fresh file name in PCAP_DIR naming the test file and the test. */
+function pcapPath(t: TestLike, label: string): string {
   mkdirSync(PCAP_DIR, { recursive: true });
   const base = path.basename(process.argv[1] ?? 'test').replace(/\.test\.js$/, '');
   const slug = `${base}-${t.name}`.toLowerCase().replace(/[^a-z0-9]+/g, '-').slice(0, 80);
-  const file = path.join(PCAP_DIR, `${slug}-${label}-${process.pid}-${serial++}.pcap`);
+  return path.join(PCAP_DIR, `${slug}-${label}-${process.pid}-${serial++}.pcap`);
+}
+
+/** Env for one sluice child: add it to the child's environment. */
+export function captureEnv(t: TestLike, label = 'sluice'): NodeJS.ProcessEnv {
+  if (process.env.SLUICE_TEST_CAPTURE === '0') return {};
+  const file = pcapPath(t, label);
   t.teardown(() => {
     if (t.passing()) {
       rmSync(file, { force: true });
@@ -63,9 +68,7 @@ export function pcapOnFailure(t: TestLike, link: LinkEndpoint, label = 'stack'):
     for (let c = cap.take(); c !== null; c = cap.take()) chunks.push(c);
     cap.stop();
     if (t.passing()) return;
-    mkdirSync(PCAP_DIR, { recursive: true });
-    const slug = `${path.basename(process.argv[1] ?? 'test').replace(/\.test\.js$/, '')}-${t.name}`.toLowerCase().replace(/[^a-z0-9]+/g, '-').slice(0, 80);
-    const file = path.join(PCAP_DIR, `${slug}-${label}-${process.pid}-${serial++}.pcap`);
+    const file = pcapPath(t, label);
     writeFileSync(file, Buffer.concat(chunks.map((c) => Buffer.from(c))));
     t.comment(`pcap of the test's link kept for this failure: ${file} (${cap.captured} packets, ${cap.dropped} dropped; tcpdump -nn -r ${file})`);
   });
