@@ -6,10 +6,12 @@ import { printStackRows, runStackBench } from './stack.bench.js';
 import { printSniffRows, runSniffBench } from './sniff.bench.js';
 import { printPolicyRows, runPolicyBench } from './policy.bench.js';
 import { printFastPathRows, runFastPathBench } from './fastpath.bench.js';
+import { printCaptureRows, runCaptureBench } from './capture.bench.js';
 
 printRows(`wire codecs (node ${process.version})`, runWireBench());
 printSniffRows(runSniffBench());
 printPolicyRows(runPolicyBench());
+printCaptureRows(runCaptureBench());
 if (process.getuid?.() === 0) {
   printRows('TUN batch reader, kernel TCP sender, 1024 MiB per run', await runTunBench(1024));
   printStackRows(await runStackBench(5));

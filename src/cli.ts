@@ -11,6 +11,12 @@ Usage:
   sluice run [--config FILE]     start the TUN proxy (built-in default policy without --config)
   sluice check --config FILE     validate a configuration without touching the system
   sluice down [--state FILE]     remove what a crashed run left behind
+  sluice explain --config FILE --dst ADDR:PORT [--domain NAME] [--src ADDR:PORT]
+                 [--network tcp|udp] [--protocol P] [--json]
+                                 which rule decides a flow and why the earlier ones did not
+  sluice explain ID              the same for a live flow of the running sluice
+  sluice capture [--pcap FILE] [--filter HOST|PORT] [--count N]
+                                 the packets crossing the running sluice's TUN, as pcap or one line each
   sluice --version | -v          print the version
   sluice --help | -h             print this help
 
@@ -61,6 +67,14 @@ export async function main(argv: string[], early?: EarlySignals): Promise<number
   if (command === 'check') {
     const { runCheck } = await import('./commands/check.js');
     return runCheck(rest);
+  }
+  if (command === 'capture') {
+    const { runCapture } = await import('./commands/capture.js');
+    return runCapture(rest);
+  }
+  if (command === 'explain') {
+    const { runExplain } = await import('./commands/explain.js');
+    return runExplain(rest);
   }
   process.stderr.write(`sluice: unknown command "${command}"\n\n${USAGE}\n`);
   return 2;

@@ -26,8 +26,17 @@ import { isConfigError } from '../config/errors.js';
 import { loadConfig } from '../config/load.js';
 import { defaultConfig, type SluiceConfig } from '../config/types.js';
 import { TunDevice } from '../link/tun.js';
+import { CaptureLink } from '../link/capture.js';
+import { captureFromEnv } from './capture-env.js';
+import { openMetricsListener, startObserve } from '../control/observe.js';
 import { Engine } from '../engine/engine.js';
-import { createLogger } from '../engine/logger.js';
+import { createLogger, LogTap } from '../engine/logger.js';
+import { openApi, startControl, type OpenedApi } from '../control/index.js';
+import { GlobalGroup } from '../control/groups.js';
+import { LogHub } from '../control/log-hub.js';
+import { flowLineText } from '../control/rule-text.js';
+import { VERSION } from '../version.js';
+import { reloadRunning } from './run-reload.js';
 import type { CommandIo } from './check.js';
 import type { EarlySignals } from '../cli.js';
 import { DEFAULT_STATE_PATH } from '../system/state.js';
@@ -52,7 +61,10 @@ SIGTERM stops. With route.auto, gateway or classifier, what sluice installs
 state file (default ${DEFAULT_STATE_PATH}) and removed on stop; leftovers of
 a killed run are removed first. With run.user, sluice switches to that
 user once set-up is done, keeping only the capabilities new flows and
-teardown need (docs/configuration.md, "run"). Under systemd
+teardown need (docs/configuration.md, "run"). The control API (Clash/mihomo
+dashboards, /v1/) listens on api.listen, default 127.0.0.1:9090, with the
+secret in /var/lib/sluice/api-secret (beside --state FILE when given).
+Under systemd
 (docs/sluice.service) it sends READY=1 when ready, STOPPING=1 on stop.`;
 
 function addAddress(dev: string, cidr: string): void {
@@ -118,7 +130,9 @@ async function run(argv: string[], io: CommandIo, takeEarlySignal: () => string 
     io.stderr.write(`${err.message}\nsluice run: ${values.config}: ${err.problems.length} problem${err.problems.length === 1 ? '' : 's'}; nothing was started\n`);
     return 1;
   }
-  const log = createLogger(config.log);
+  // The control API's /logs stream reads the log lines through this tap (idle while nobody listens).
+  const tap = new LogTap();
+  const log = createLogger(config.log, process.stdout, tap);
   // Every socket goes through the marked dialer; undici's global agent would not (issue 12, item 6).
   refuseGlobalDispatch();
   const statePath = values.state ?? DEFAULT_STATE_PATH;
@@ -131,12 +145,7 @@ async function run(argv: string[], io: CommandIo, takeEarlySignal: () => string 
   let running: Engine | null = null;
   const onHup = (): void => {
     if (running === null || life.stopRequested) return;
-    const e = running;
-    // The classifier's maps follow the reloaded policy live (no detach).
-    void e.reload().then(() => {
-      classifier?.update(e.activeConfig);
-      return kernelPath?.update(e.activeConfig);
-    });
+    void reloadRunning(running, classifier, kernelPath);
   };
   const onUsr2 = (): void => {
     if (running === null) return;
@@ -155,6 +164,7 @@ async function run(argv: string[], io: CommandIo, takeEarlySignal: () => string 
   let engine: Engine;
   let classifier: RunningClassifier | null = null;
   let kernelPath: RunningKernelPath | null = null;
+  let api: OpenedApi | null = null;
   try {
     const drop = planPrivilegeDrop(config, where, statePath);
     life.check();
@@ -169,13 +179,27 @@ async function run(argv: string[], io: CommandIo, takeEarlySignal: () => string 
     const taken = tunNameProblem(config.tun.name, where);
     if (taken !== null) throw new Error(taken);
     life.check();
+    // The API binds before anything else opens: an address in use fails start-up with nothing to undo.
+    api = await openApi(config.api, statePath, log);
+    const opened0 = api;
+    if (opened0 !== null) life.defer('accept', 'control API', () => opened0.server.close());
+    life.check();
+    const metricsServer = await openMetricsListener(config.metrics);
+    if (metricsServer !== null) life.defer('accept', 'metrics listener', () => metricsServer.close());
+    life.check();
     tun = TunDevice.open({ name: config.tun.name, mtu: config.tun.mtu, offload: config.tun.offload });
     const opened = tun;
     life.defer('outbounds', 'tun', () => opened.close());
     addAddress(tun.name, config.tun.ipv4);
     addAddress(tun.name, config.tun.ipv6);
-    engine = new Engine(config, tun, log);
+    // Always wrapped: a capture (API, SLUICE_CAPTURE_FILE) may start at any time; idle, the wrapper is a forwarder.
+    const link = new CaptureLink(tun);
+    const envCapture = captureFromEnv(link, process.env, log);
+    if (envCapture !== null) life.defer('outbounds', 'capture file', envCapture);
+    engine = new Engine(config, link, log);
     const e = engine;
+    const device = tun;
+    startObserve({ engine: e, link, tun: () => device.stats(), classifier: () => classifier, api: api !== null, metricsServer });
     life.defer('accept', 'engine intake', () => e.stopAccepting());
     life.defer('flows', 'flows', () => e.endFlows());
     life.defer('outbounds', 'engine', () => e.stop());
@@ -211,6 +235,24 @@ async function run(argv: string[], io: CommandIo, takeEarlySignal: () => string 
       life.defer('system', 'gateway', stopGateway);
       life.check();
     }
+    if (api !== null) {
+      startControl({
+        engine: e,
+        log,
+        server: api.server,
+        logs: new LogHub(tap, (line) => flowLineText(line, e.activeConfig.rules)),
+        groups: new GlobalGroup(e),
+        version: VERSION,
+        startedAt: Date.now(),
+        configName: where,
+        statePath,
+        secretFile: api.secretFile,
+        config: () => e.activeConfig,
+        tunStats: () => device.stats(),
+        classifierCounters: () => classifier?.counters() ?? null,
+        reload: () => reloadRunning(e, classifier, kernelPath),
+      });
+    }
     if (drop !== null) dropPrivileges(drop, where, log);
   } catch (err) {
     if (err instanceof StopRequested) {
@@ -223,7 +265,7 @@ async function run(argv: string[], io: CommandIo, takeEarlySignal: () => string 
     return 1;
   }
   running = engine;
-  log.info({ tun: tun.name, mtu: tun.mtu, offloads: tun.offloads !== 0, dns: config.dns.hijack ? config.dns.mode : 'off', config: where }, 'ready');
+  log.info({ tun: tun.name, mtu: tun.mtu, offloads: tun.offloads !== 0, dns: config.dns.hijack ? config.dns.mode : 'off', config: where, api: api?.listen ?? null, apiSecretFile: api?.secretFile ?? null }, 'ready');
   sdNotify(`READY=1\nSTATUS=serving on ${tun.name}`, log);
   const signal = await life.untilSignal();
   sdNotify('STOPPING=1', log);

@@ -200,6 +200,18 @@ function complete(raw: Raw, ruleSets: Map<string, RuleSetConfig>, baseDir: strin
     gateway: { ...d.gateway, ...raw.gateway, lan: [...((raw.gateway?.lan ?? d.gateway.lan) as string[])] },
     classifier: { ...d.classifier, ...raw.classifier },
     run: { ...d.run, ...raw.run },
+    api: completeApi(raw.api ?? {}, d, baseDir),
+    metrics: { listen: raw.metrics?.listen === undefined ? d.metrics.listen : raw.metrics.listen },
+  };
+}
+
+/** The api section with defaults; a relative secretFile is taken from the config's directory. */
+function completeApi(a: Raw, d: SluiceConfig, baseDir: string): SluiceConfig['api'] {
+  const secretFile: string | null = a.secretFile ?? null;
+  return {
+    listen: a.listen === undefined ? d.api.listen : a.listen,
+    secret: a.secret ?? null,
+    secretFile: secretFile === null ? null : resolve(baseDir, secretFile),
   };
 }
 

@@ -366,6 +366,33 @@ export const configSchema: Schema = {
       [],
       { default: {} },
     ),
+    api: obj(
+      {
+        // sun_path holds 108 bytes with the terminating NUL (unix(7)).
+        listen: {
+          type: ['string', 'null'],
+          pattern: anchored(`(?:${IPV4}|\\[${IPV6}\\]|localhost):${PORT}|/[^\\0]{1,106}`),
+          'x-expected': 'host:port (127.0.0.1:9090, [::1]:9090), an absolute unix socket path, or null to turn the API off',
+          default: d.api.listen,
+        },
+        secret: { type: ['string', 'null'], pattern: '^[!-~]{1,256}$', 'x-expected': 'a token of 1-256 printable characters without spaces', default: d.api.secret },
+        secretFile: { type: ['string', 'null'], minLength: 1, 'x-expected': 'a file path, or null for api-secret beside the state file', default: d.api.secretFile },
+      },
+      [],
+      { default: {} },
+    ),
+    metrics: obj(
+      {
+        listen: {
+          type: ['string', 'null'],
+          pattern: anchored(`(?:${IPV4}|\\[${IPV6}\\]|localhost):${PORT}|/[^\\0]{1,106}`),
+          'x-expected': 'host:port (127.0.0.1:9091, [::1]:9091), an absolute unix socket path, or null to serve /metrics only on the API',
+          default: d.metrics.listen,
+        },
+      },
+      [],
+      { default: {} },
+    ),
   },
   $defs: {
     cidr: str(`${IPV4_CIDR}|${IPV6_CIDR}`, EXPECT_CIDR),

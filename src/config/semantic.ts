@@ -16,6 +16,7 @@ import { didYouMean } from './suggest.js';
 import { routeIssues } from './route-checks.js';
 import { gatewayIssues } from './gateway-checks.js';
 import { classifierIssues } from './classifier-checks.js';
+import { apiIssues } from './api-checks.js';
 import { defaultConfig, MATCHER_KEYS } from './types.js';
 
 /** Deepest nesting of and/or/not accepted (a bound for the matcher's recursion). */
@@ -180,6 +181,7 @@ export function semanticIssues(data: unknown): Issue[] {
   classifierIssues(data, defaults, add);
   const route = data.route !== null && typeof data.route === 'object' && !Array.isArray(data.route) ? (data.route as Record<string, unknown>) : {};
   if (route.kernelPath === true && route.auto !== true) add(['route', 'kernelPath'], 'the kernel path for direct destinations is part of the auto-route: it needs route.auto');
+  apiIssues(data, add);
   if (isObj(data.run) && typeof data.run.group === 'string' && typeof data.run.user !== 'string') {
     add(['run', 'group'], 'run.group needs run.user (the user sluice switches to after set-up)');
   }

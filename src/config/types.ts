@@ -315,6 +315,30 @@ export interface RunConfig {
   group: string | null;
 }
 
+/**
+ * The control API (`api:`, src/control/): the Clash/mihomo-compatible REST
+ * and WebSocket routes dashboards use, plus sluice's own under /v1/.
+ */
+export interface ApiConfig {
+  /** "host:port", "[v6]:port" or an absolute unix socket path; null: no API. */
+  listen: string | null;
+  /** The Bearer token; null: read (or at first start generate) `secretFile`. */
+  secret: string | null;
+  /** Where the generated secret is kept (mode 0600); null: `api-secret` beside the state file. */
+  secretFile: string | null;
+}
+
+/**
+ * Prometheus metrics (`metrics:`, src/control/metrics.ts). `/metrics` is
+ * always served on the API (with its auth); `listen` adds a listener of
+ * its own that serves only `/metrics`, without auth (it carries counts, no
+ * addresses or names).
+ */
+export interface MetricsConfig {
+  /** "host:port", "[v6]:port" or an absolute unix socket path; null: only on the API. */
+  listen: string | null;
+}
+
 export interface SluiceConfig {
   log: LogConfig;
   tun: TunConfig;
@@ -336,6 +360,10 @@ export interface SluiceConfig {
   gateway: GatewayConfig;
   /** Privilege drop after set-up; off unless `run.user` is set. */
   run: RunConfig;
+  /** The control API; on by default at 127.0.0.1:9090. */
+  api: ApiConfig;
+  /** Prometheus metrics: on the API, and on metrics.listen when set. */
+  metrics: MetricsConfig;
 }
 
 /** Every matcher key a rule or sub-rule may carry, in documentation order. */
@@ -411,5 +439,7 @@ export function defaultConfig(): SluiceConfig {
     classifier: { enabled: false, interfaces: [], direction: 'ingress', tunMark: 0x164, bypass: [], default: null, sni: false },
     gateway: { enabled: false, lan: [], mode: 'tun', tproxyPort: 7893, tproxyMark: 0x163, preserveSource: false, tproxyUdpSessions: 16384 },
     run: { user: null, group: null },
+    api: { listen: '127.0.0.1:9090', secret: null, secretFile: null },
+    metrics: { listen: null },
   };
 }

@@ -217,6 +217,17 @@ class FamilyPool {
     }
   }
 
+  /** Forgets every mapping (POST /cache/fakeip/flush); returns how many there were. */
+  clear(): number {
+    const n = this.byOffset.size;
+    this.byOffset.clear();
+    this.byDomain.clear();
+    this.head = null;
+    this.tail = null;
+    this.cursor = 1;
+    return n;
+  }
+
   /** Least- to most-recently used. */
   *entries(): IterableIterator<Entry> {
     for (let e = this.head; e !== null; e = e.next) yield e;
@@ -345,6 +356,11 @@ export class FakeIpPool {
     p!.touch(e);
     this.reverseHits++;
     return e.domain;
+  }
+
+  /** Forgets every mapping of both families; returns how many there were. */
+  clear(): number {
+    return (this.v4?.clear() ?? 0) + (this.v6?.clear() ?? 0);
   }
 
   stats(): FakeIpStats {

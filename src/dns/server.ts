@@ -70,6 +70,12 @@ export interface DnsHijackOptions {
 
 export type DnsTransport = 'udp' | 'tcp';
 
+/** How a query was answered, for the per-type tally (metrics' result label). */
+export const DnsQueryResult = { FakeIp: 0, CacheHit: 1, Upstream: 2, Error: 3 } as const;
+export const DNS_QUERY_RESULTS = ['fakeip', 'cache_hit', 'upstream', 'error'] as const;
+/** Tally rows: A, AAAA, everything else. */
+export const DNS_QUERY_TYPES = ['A', 'AAAA', 'other'] as const;
+
 export interface DnsHijackStats {
   queries: number;
   dropped: number;
@@ -104,6 +110,10 @@ export class DnsHijack {
   private readonly maxUdpSize: number;
   private readonly inflight = new Map<string, Promise<Forwarded | null>>();
   private nextUpstreamId = 1;
+  /** Queries by type row (DNS_QUERY_TYPES) and result (DNS_QUERY_RESULTS): index type * 4 + result. Read by the metrics at scrape time. */
+  readonly queryTally = new Float64Array(DNS_QUERY_TYPES.length * DNS_QUERY_RESULTS.length);
+  /** Called once per upstream lookup with its duration (metrics); null when nobody listens. */
+  onUpstream: ((seconds: number, ok: boolean) => void) | null = null;
   private readonly s: DnsHijackStats = {
     queries: 0,
     dropped: 0,
@@ -141,9 +151,12 @@ export class DnsHijack {
   /** The reply bytes for a query, or null to drop it. Never rejects. */
   async handle(query: Uint8Array, transport: DnsTransport = 'udp'): Promise<Uint8Array | null> {
     this.s.queries++;
+    const out = { result: DnsQueryResult.Error as number };
+    let res: DnsDecodeResult | null = null;
     try {
-      const res = decodeMessage(query);
-      const reply = await this.answer(query, res);
+      res = decodeMessage(query);
+      const reply = await this.answer(query, res, out);
+      this.tally(res, out.result);
       if (reply === null) return null;
       const opt = res.message?.opt ?? null;
       // RFC 1035 4.2.1: 512 bytes over UDP without EDNS; RFC 6891 6.2.5: the
@@ -155,11 +168,18 @@ export class DnsHijack {
       // Nothing below should throw; if it does, the client gets nothing
       // rather than the engine an exception.
       this.s.dropped++;
+      this.tally(res, DnsQueryResult.Error);
       return null;
     }
   }
 
-  private async answer(bytes: Uint8Array, res: DnsDecodeResult): Promise<Uint8Array | null> {
+  private tally(res: DnsDecodeResult | null, result: number): void {
+    const type = res?.message?.questions[0]?.type;
+    const row = type === DnsType.A ? 0 : type === DnsType.AAAA ? 1 : 2;
+    this.queryTally[row * DNS_QUERY_RESULTS.length + result]!++;
+  }
+
+  private async answer(bytes: Uint8Array, res: DnsDecodeResult, out: { result: number }): Promise<Uint8Array | null> {
     const q0 = res.message;
     if (q0 === null) {
       if (bytes.length < HEADER_LEN || res.error === DnsParseError.MessageTooLong || (res.flags & 0x8000) !== 0) {
@@ -189,9 +209,12 @@ export class DnsHijack {
     }
     if (this.mode === 'fake-ip') {
       const local = this.answerFake(query);
-      if (local !== null) return local;
+      if (local !== null) {
+        out.result = DnsQueryResult.FakeIp;
+        return local;
+      }
     }
-    return this.forward(bytes, query);
+    return this.forward(bytes, query, out);
   }
 
   /** A local answer in fake-ip mode, or null to forward. */
@@ -231,11 +254,12 @@ export class DnsHijack {
     return buildAddressResponse(query, [addr], this.fakeTtl);
   }
 
-  private async forward(queryBytes: Uint8Array, query: DnsMessage): Promise<Uint8Array> {
+  private async forward(queryBytes: Uint8Array, query: DnsMessage, out: { result: number }): Promise<Uint8Array> {
     const q = query.questions[0]!;
     const cached = this.cache.get(q.name, q.type);
     if (cached !== null) {
       this.s.cacheHits++;
+      out.result = DnsQueryResult.CacheHit;
       return adaptResponse(cached.bytes, cached.message, queryBytes, query);
     }
     const key = `${q.name.toLowerCase()}\u0000${q.type}`;
@@ -259,6 +283,7 @@ export class DnsHijack {
       this.s.servFail++;
       return buildServFail(query);
     }
+    out.result = DnsQueryResult.Upstream;
     return adaptResponse(got.bytes, got.message, queryBytes, query);
   }
 
@@ -268,12 +293,15 @@ export class DnsHijack {
     const id = this.nextUpstreamId;
     this.nextUpstreamId = (id + 1) & 0xffff;
     let bytes: Uint8Array;
+    const t0 = this.onUpstream === null ? 0 : performance.now();
     try {
       const upstreamQuery = buildQuery({ id, name, type, rd: true, ednsUdpSize: DEFAULT_EDNS_UDP_SIZE });
       bytes = await this.upstream.query(upstreamQuery);
     } catch {
+      this.onUpstream?.((performance.now() - t0) / 1000, false);
       return null;
     }
+    this.onUpstream?.((performance.now() - t0) / 1000, true);
     const message = decodeMessage(bytes).message;
     const aq = message?.questions[0];
     if (message === null || !message.qr || aq === undefined || aq.type !== type || aq.name.toLowerCase() !== name.toLowerCase()) return null;

@@ -4,6 +4,7 @@
  * TCP through any connecting outbound uses its stream; DoH through a proxy
  * outbound runs undici over a TLS session on the outbound's stream.
  */
+import { SluiceError } from '../errors.js';
 import { isIP } from 'node:net';
 import tls from 'node:tls';
 import { randomInt } from 'node:crypto';
@@ -15,7 +16,7 @@ import { buildQuery, parseMessage } from '../dns/message.js';
 import { dialingAgent } from '../outbound/agent.js';
 import { DirectOutbound } from '../outbound/direct.js';
 
-export class EngineSetupError extends Error {
+export class EngineSetupError extends SluiceError {
   readonly code = 'SLUICE_ENGINE_SETUP';
 }
 

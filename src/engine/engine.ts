@@ -46,6 +46,7 @@ import type { UdpSession } from '../stack/udp-session.js';
 import { parseIpv6Text } from '../wire/ipv6.js';
 import { parseIpv4Text, writeIpv4Addr } from '../wire/ipv4.js';
 import { relay, type RelayResult } from './relay.js';
+import { FlowRegistry, newFlowId, type FlowRecord, type NameOrigin, type RoutingMode } from './flow-registry.js';
 import { policyNeedsName } from './name-sensitivity.js';
 import { buildResolverChain, resolveWith } from './dns-upstreams.js';
 import { HttpL7 } from './http-l7.js';
@@ -54,6 +55,7 @@ import type { Logger } from './logger.js';
 import { FlowGuard, errorText, installErrorBoundary } from './flow-guard.js';
 import { newTproxyUdpCounters, type TproxyUdpCounters, type TproxyUdpOptions } from '../system/tproxy-udp.js';
 import { isUnicastText, isUsablePort } from '../wire/address-class.js';
+import type { EngineObserver, SniffOutcome } from './observer.js';
 
 export interface EngineCounters {
   tcpFlows: number;
@@ -87,24 +89,36 @@ export interface SynFloodCounters {
   readonly dialsRefusedPerSource: number;
 }
 
-interface FlowInfo {
-  network: 'tcp' | 'udp';
-  /** tun: from the userspace stack; tproxy: accepted by a TPROXY listener (gateway mode). */
-  inbound: 'tun' | 'tproxy';
-  src: string;
-  dst: string;
-  domain: string | null;
-  protocol: SniffedProtocol | null;
-  rule: number;
-  outbound: string;
-  started: number;
+/**
+ * One flow as the engine tracks it: the registry's record (id, ends, name,
+ * rule, outbound, live counters, `end` which ends it at its current stage:
+ * pending dial, sniffing, relaying) plus what only the engine needs.
+ * inbound tun: from the userspace stack; tproxy: accepted by a TPROXY listener (gateway mode).
+ */
+interface FlowInfo extends FlowRecord {
+  /** "ip:port" / "[v6]:port" for the log lines. */
+  readonly src: string;
+  readonly dst: string;
   /** Ends the flow should its handling throw. */
   guard: FlowGuard;
-  /** Ends the flow at its current stage (pending dial, sniffing, relaying); used by endFlows(). */
-  end: (() => void) | null;
   /** Set by endFlows(): the flow line says close "shutdown". */
   shutdown: boolean;
   logged: boolean;
+  /** What the policy was asked and where the name came from then (set when routed), for `sluice explain ID`. */
+  match: { ctx: MatchContext; nameFrom: NameOrigin | null } | null;
+}
+
+/** What a reload did: the rule sets whose entry count changed, or why nothing changed. */
+export type ReloadResult = { ok: true; changes: { ruleSets: Record<string, { before: number; after: number }> } } | { ok: false; errors: string[] };
+
+/** One rule set as the API shows it (a rule provider). */
+export interface RuleSetState {
+  name: string;
+  type: 'domain' | 'cidr';
+  path: string | null;
+  entries: number;
+  /** Epoch ms of the last (re)load. */
+  loadedAt: number;
 }
 
 /** How long endFlows() waits for the ended flows' close events before logging the rest itself. */
@@ -117,6 +131,12 @@ interface FlowEnds {
   remotePort: number;
   localAddress: string;
   localPort: number;
+}
+
+/** The address a kernel socket is connected to (a direct outbound's); null for a proxy's tunnel stream. */
+function remoteOf(upstream: Duplex): string | null {
+  const a = (upstream as Partial<net.Socket>).remoteAddress;
+  return typeof a === 'string' ? unmapAddress(a) : null;
 }
 
 function hostPort(address: string, port: number): string {
@@ -181,14 +201,25 @@ export class Engine {
   /** Resolves names through sluice's own upstreams (fake-IP flows, preserveSource). */
   private readonly lookup: LookupFn;
   private readonly onFlowFailed: (guard: FlowGuard, err: unknown) => void;
-  /** Flows not yet logged (open), for endFlows() and the stop's "stopping" line. */
-  private readonly live = new Set<FlowInfo>();
+  /** Flows not yet logged (open): for endFlows(), the stop's "stopping" line and the control API. */
+  readonly flows = new FlowRegistry<FlowInfo>();
+  /** PATCH /configs mode: 'rule', or every new flow to `modeOutbound`. */
+  private routingMode: RoutingMode = 'rule';
+  private modeOutbound: Outbound | null = null;
+  /** GLOBAL's member: where mode global sends every flow. */
+  private globalChoice: string;
+  /** Flows matched per rule (index = rule, last = final) and when last, for GET /rules. */
+  private ruleHits: Float64Array;
+  private ruleHitAt: Float64Array;
+  private ruleSetLoadedAt = new Map<string, number>();
   /** False once stopping: new flows are refused. */
   private accepting = true;
   private stopped = false;
   private readonly chain: ResolverChain;
   /** log.level debug (checked once: debug lines cost one branch when off). */
   private readonly debug: boolean;
+  /** Metrics (src/control/metrics.ts): told once per flow end, dial, sniff and reload; null when off. */
+  observer: EngineObserver | null = null;
 
   constructor(
     private config: SluiceConfig,
@@ -226,6 +257,11 @@ export class Engine {
       : null;
     this.httpL7 = config.http.enabled ? new HttpL7(config.http, this.outbounds, log) : null;
     this.needsName = policyNeedsName(config);
+    this.globalChoice = Engine.defaultGlobal(config);
+    this.ruleHits = new Float64Array(config.rules.length + 1);
+    this.ruleHitAt = new Float64Array(config.rules.length + 1);
+    const loaded = Date.now();
+    for (const name of Object.keys(config.ruleSets)) this.ruleSetLoadedAt.set(name, loaded);
     this.onFlowFailed = (guard, err) => {
       this.counters.flowErrors++;
       this.log.error({ flow: guard.what, err: errorText(err) }, 'flow handler failed; the flow was ended');
@@ -288,7 +324,7 @@ export class Engine {
 
   /** Flows open now (not yet logged). */
   get openFlows(): number {
-    return this.live.size;
+    return this.flows.size;
   }
 
   /** Refuses new flows from now on (the first step of a stop). */
@@ -304,7 +340,7 @@ export class Engine {
    */
   async endFlows(): Promise<void> {
     this.accepting = false;
-    const open = [...this.live];
+    const open = [...this.flows.values()];
     for (const f of open) {
       f.shutdown = true;
       try {
@@ -314,8 +350,8 @@ export class Engine {
       }
     }
     const until = Date.now() + END_FLOWS_WAIT_MS;
-    while (this.live.size > 0 && Date.now() < until) await new Promise((r) => setTimeout(r, 10));
-    for (const f of [...this.live]) this.logFlow(f, { bytesUp: 0, bytesDown: 0, close: 'shutdown' });
+    while (this.flows.size > 0 && Date.now() < until) await new Promise((r) => setTimeout(r, 10));
+    for (const f of [...this.flows.values()]) this.logFlow(f, { bytesUp: 0, bytesDown: 0, close: 'shutdown' });
     if (open.length > 0) this.log.info({ flows: open.length }, 'open flows ended');
   }
 
@@ -331,7 +367,7 @@ export class Engine {
     this.uninstallBoundary = null;
     if (this.persistTimer !== null) clearInterval(this.persistTimer);
     this.persistTimer = null;
-    if (this.live.size > 0) await this.endFlows();
+    if (this.flows.size > 0) await this.endFlows();
     this.accepting = false;
     await this.persist();
     this.stack.close();
@@ -354,36 +390,170 @@ export class Engine {
   }
 
   /**
-   * SIGHUP: re-reads rule-set files and swaps the policy. Flows already
-   * running keep their outbound; new flows see the new rules. A broken
-   * file leaves the running policy in place.
+   * SIGHUP and POST /v1/reload: re-reads rule-set files and swaps the
+   * policy. Flows already running keep their outbound; new flows see the
+   * new rules. A broken file leaves the running policy in place and the
+   * result says why.
    */
-  async reload(): Promise<void> {
+  reload(): Promise<ReloadResult> {
+    return this.reloadSets(Object.keys(this.config.ruleSets));
+  }
+
+  /** PUT /providers/rules/:name: re-reads one rule set (an inline one has nothing to re-read). */
+  reloadRuleSet(name: string): Promise<ReloadResult> {
+    return this.reloadSets([name]);
+  }
+
+  private async reloadSets(names: string[]): Promise<ReloadResult> {
     try {
       const ruleSets = { ...this.config.ruleSets };
-      for (const [name, rs] of Object.entries(ruleSets)) {
-        if (rs.path !== null) ruleSets[name] = { ...rs, entries: await loadRuleSetFile(rs.path, rs.type) };
+      const changes: Record<string, { before: number; after: number }> = {};
+      for (const name of names) {
+        const rs = ruleSets[name];
+        if (rs === undefined || rs.path === null) continue;
+        const entries = await loadRuleSetFile(rs.path, rs.type);
+        if (entries.length !== rs.entries.length) changes[name] = { before: rs.entries.length, after: entries.length };
+        ruleSets[name] = { ...rs, entries };
       }
       const next = { ...this.config, ruleSets };
       this.policy.swap(Engine.compile(next));
       this.needsName = policyNeedsName(next);
       this.config = next;
-      this.log.info({ ruleSets: Object.keys(ruleSets).length }, 'reloaded');
+      const now = Date.now();
+      for (const name of names) if (name in ruleSets) this.ruleSetLoadedAt.set(name, now);
+      this.observer?.reloaded(true);
+      this.log.info({ ruleSets: names.length }, 'reloaded');
       if (this.debug) this.log.debug({ ruleSets: Object.fromEntries(Object.entries(ruleSets).map(([n, rs]) => [n, rs.entries.length])), rules: next.rules.length, needsName: this.needsName }, 'reload details');
+      return { ok: true, changes: { ruleSets: changes } };
     } catch (err) {
-      this.log.error({ err: (err as Error).message }, 'reload failed; the previous policy stays');
+      const message = (err as Error).message;
+      this.observer?.reloaded(false);
+      this.log.error({ err: message }, 'reload failed; the previous policy stays');
+      return { ok: false, errors: [message] };
     }
+  }
+
+  // ------------------------------------------------------------- control API
+
+  /** The DNS hijack (null when dns.hijack is off), for the metrics' scrape-time reads. */
+  get dnsServer(): DnsHijack | null {
+    return this.dns;
+  }
+
+  /** The fake-IP pool (null in real-ip mode), for the metrics. */
+  get fakeIpPool(): FakeIpPool | null {
+    return this.pool;
+  }
+
+  /** A live flow's routing inputs (ctx null: not routed by the rules yet, or routed by a mode); null for an unknown id. */
+  flowMatch(id: string): { ctx: MatchContext | null; nameFrom: NameOrigin | null; rule: number; outbound: string; chains: string[] | null; mode: RoutingMode | null } | null {
+    const f = this.flows.get(id);
+    if (f === undefined) return null;
+    return { ctx: f.match?.ctx ?? null, nameFrom: f.match?.nameFrom ?? null, rule: f.rule, outbound: f.outbound, chains: f.chains, mode: f.mode };
+  }
+
+  /** GLOBAL's default member: the first proxy outbound (socks5, http) in config order, else final's. */
+  private static defaultGlobal(config: SluiceConfig): string {
+    return config.outbounds.find((o) => o.type === 'socks5' || o.type === 'http')?.name ?? config.final;
+  }
+
+  get mode(): RoutingMode {
+    return this.routingMode;
+  }
+
+  /**
+   * PATCH /configs mode, for new flows: rule (the rules decide), global
+   * (every flow to GLOBAL's member), direct (every flow to the first direct
+   * outbound). DNS hijacking is unchanged. Throws when direct has no direct outbound.
+   */
+  setMode(mode: RoutingMode): void {
+    if (mode === 'rule') this.modeOutbound = null;
+    else if (mode === 'global') this.modeOutbound = this.outbounds.get(this.globalChoice)!;
+    else {
+      const direct = [...this.outbounds.values()].find((o) => o.type === 'direct');
+      if (direct === undefined) throw new Error('mode direct needs an outbound of type direct, and the config has none');
+      this.modeOutbound = direct;
+    }
+    if (mode !== this.routingMode) this.log.info({ mode, outbound: this.modeOutbound?.name ?? null }, 'mode changed');
+    this.routingMode = mode;
+  }
+
+  /** GLOBAL's member (where mode global sends flows). */
+  get globalOutbound(): string {
+    return this.globalChoice;
+  }
+
+  /** PUT /proxies/GLOBAL: picks its member; throws for an unknown outbound. */
+  selectGlobal(name: string): void {
+    if (!this.outbounds.has(name)) throw new Error(`no outbound named ${JSON.stringify(name)}`);
+    this.globalChoice = name;
+    if (this.routingMode === 'global') this.modeOutbound = this.outbounds.get(name)!;
+  }
+
+  /** The outbounds by name, in config order. */
+  get outboundMap(): ReadonlyMap<string, Outbound> {
+    return this.outbounds;
+  }
+
+  /** Flows matched by each rule (last entry: final) and when the last one started (epoch ms, 0 never). */
+  ruleHitCounts(): { hits: number; lastAt: number }[] {
+    const n = this.config.rules.length + 1;
+    if (this.ruleHits.length !== n) {
+      // A reload changed the rules: counting starts over.
+      this.ruleHits = new Float64Array(n);
+      this.ruleHitAt = new Float64Array(n);
+    }
+    return Array.from(this.ruleHits, (hits, i) => ({ hits, lastAt: this.ruleHitAt[i]! }));
+  }
+
+  /** The rule sets (rule providers). */
+  ruleSetStates(): RuleSetState[] {
+    return Object.entries(this.config.ruleSets).map(([name, rs]) => ({ name, type: rs.type, path: rs.path, entries: rs.entries.filter((e) => e.trim() !== '' && !e.trimStart().startsWith('#')).length, loadedAt: this.ruleSetLoadedAt.get(name) ?? 0 }));
+  }
+
+  /** POST /cache/fakeip/flush: forgets every fake-IP mapping and saves the empty table; null without fake-ip mode. */
+  async flushFakeIp(): Promise<number | null> {
+    if (this.pool === null) return null;
+    const n = this.pool.clear();
+    this.log.info({ mappings: n }, 'fake-ip mappings flushed');
+    await this.persist();
+    return n;
+  }
+
+  /** GET /dns/query: asks sluice's upstreams (what a real-ip answer would be), bounded by the chain's deadline. */
+  dnsQuery(query: Uint8Array): Promise<Uint8Array> {
+    return this.chain.query(query);
   }
 
   // ------------------------------------------------------------------ TCP
 
-  private nameFor(address: string): { domain: string | null; unknownFake: boolean } {
+  private nameFor(address: string): { domain: string | null; unknownFake: boolean; from: NameOrigin | null } {
     if (this.pool !== null && this.pool.isFake(address)) {
       const domain = this.pool.lookup(address);
-      return { domain, unknownFake: domain === null };
+      return { domain, unknownFake: domain === null, from: 'fake-ip' };
     }
-    if (this.snoop !== null) return { domain: this.snoop.lookup(address), unknownFake: false };
-    return { domain: null, unknownFake: false };
+    if (this.snoop !== null) {
+      const domain = this.snoop.lookup(address);
+      return { domain, unknownFake: false, from: domain === null ? null : 'dns' };
+    }
+    return { domain: null, unknownFake: false, from: null };
+  }
+
+  /** The name found for a flow's destination at its start (fake-IP or snooped). */
+  private static setName(info: FlowInfo, domain: string | null, from: NameOrigin | null): void {
+    info.domain = domain;
+    info.nameFrom = domain === null ? null : from;
+  }
+
+  /** What sniffing read: kept as sniffHost, and as the flow's name when it had none. */
+  private static sniffed(info: FlowInfo, protocol: SniffedProtocol, serverName: string | null): void {
+    info.protocol = protocol;
+    if (serverName === null || protocol === 'dns') return;
+    info.sniffHost = serverName;
+    if (isIP(serverName) === 0 && info.domain === null) {
+      info.domain = serverName;
+      info.nameFrom = 'sniff';
+    }
   }
 
   private context(network: 'tcp' | 'udp', e: FlowEnds, domain: string | null, protocol: SniffedProtocol | null, inbound: 'tun' | 'tproxy'): MatchContext {
@@ -404,19 +574,32 @@ export class Engine {
     const src = hostPort(e.remoteAddress, e.remotePort);
     const dst = hostPort(e.localAddress, e.localPort);
     return {
+      id: newFlowId(),
       network,
       inbound,
+      srcIp: e.remoteAddress,
+      srcPort: e.remotePort,
+      dstIp: e.localAddress,
+      dstPort: e.localPort,
       src,
       dst,
       domain: null,
+      nameFrom: null,
+      sniffHost: null,
       protocol: null,
       rule: -1,
       outbound: '',
+      chains: null,
+      mode: null,
+      remoteDestination: null,
       started: Date.now(),
+      bytes: null,
+      killed: false,
       guard: new FlowGuard(`${network} ${inbound} ${src} -> ${dst}`, this.onFlowFailed),
       end: null,
       shutdown: false,
       logged: false,
+      match: null,
     };
   }
 
@@ -438,7 +621,7 @@ export class Engine {
       req.reset();
       return this.logFlow(info, { bytesUp: 0, bytesDown: 0, close: 'shutdown' });
     }
-    this.live.add(info);
+    this.flows.add(info);
     const resetUndecided = (): void => {
       if (!req.decided) req.reset();
     };
@@ -461,7 +644,7 @@ export class Engine {
       info.end = () => dnsStream.destroy();
       return this.serveDnsOverTcp(dnsStream, info);
     }
-    const { domain, unknownFake } = this.nameFor(req.localAddress);
+    const { domain, unknownFake, from } = this.nameFor(req.localAddress);
     if (this.debug) this.log.debug({ network: 'tcp', src: info.src, dst: info.dst, domain, unknownFake }, 'flow accepted');
     if (unknownFake) {
       // An expired or never-issued fake address: refuse fast, never black-hole.
@@ -469,7 +652,7 @@ export class Engine {
       req.reset();
       return this.logFlow(info, { bytesUp: 0, bytesDown: 0, close: 'unknown fake-ip' });
     }
-    info.domain = domain;
+    Engine.setName(info, domain, from);
     // HTTP-mode ports are sniffed even when the name is known: the mode needs to see HTTP.
     const l7 = this.httpL7 !== null && this.httpL7.wants(req.localPort);
     // Without a name-dependent rule, sniffing cannot change the outcome: then
@@ -515,7 +698,8 @@ export class Engine {
           upstream.destroy();
         };
         this.observeName(stream, req.localPort, info);
-        relay(stream, upstream, [], (r) => this.logFlow(info, r));
+        info.remoteDestination = remoteOf(upstream);
+        info.bytes = relay(stream, upstream, [], (r) => this.logFlow(info, r));
       },
       (err: unknown) => {
         this.counters.upstreamFailures++;
@@ -542,10 +726,7 @@ export class Engine {
       const r = sniffer.push(c);
       if (r.kind === 'need-more') return;
       stream.off('data', onData);
-      if (r.kind === 'found') {
-        info.protocol = r.protocol;
-        if (r.serverName !== null && isIP(r.serverName) === 0 && info.domain === null) info.domain = r.serverName;
-      }
+      if (r.kind === 'found') Engine.sniffed(info, r.protocol, r.serverName);
     };
     stream.on('data', onData);
   }
@@ -554,18 +735,16 @@ export class Engine {
     const sniffer = new FlowSniffer({ maxBytes: this.config.sniff.maxBytes, dstPort: req.localPort });
     const chunks: Buffer[] = [];
     let decided = false;
-    const decide = (r: SniffResult): void => {
+    const decide = (r: SniffResult, outcome: SniffOutcome = 'not_found'): void => {
       if (decided) return;
       decided = true;
       clearTimeout(timer);
       stream.off('data', onData);
       stream.off('end', onEnd);
       stream.pause();
-      if (r.kind === 'found') {
-        info.protocol = r.protocol;
-        // A name already known (fake IP, snooped) stays: only HTTP-mode ports get here with one.
-        if (r.serverName !== null && isIP(r.serverName) === 0 && info.domain === null) info.domain = r.serverName;
-      }
+      // A name already known (fake IP, snooped) stays: only HTTP-mode ports get here with one.
+      if (r.kind === 'found') Engine.sniffed(info, r.protocol, r.serverName);
+      this.observer?.sniffed(r.kind === 'found' ? r.protocol : null, r.kind === 'found' ? 'found' : outcome);
       if (this.debug) this.log.debug({ src: info.src, dst: info.dst, sniff: r.kind, protocol: info.protocol, domain: info.domain, bytes: chunks.reduce((n, c) => n + c.length, 0) }, 'sniff result');
       // Called from the stream's events: in the flow's context, so the dial and its sockets carry it.
       info.guard.run(() => this.connectAfterSniff(stream, req, info, chunks));
@@ -580,9 +759,9 @@ export class Engine {
       }
       if (r.kind !== 'need-more') decide(r);
     };
-    const onEnd = (): void => decide(sniffer.finish());
+    const onEnd = (): void => decide(sniffer.finish(), 'closed');
     // Server-speaks-first protocols send nothing: route by address after the timeout.
-    const timer = setTimeout(() => decide(sniffer.finish()), this.config.sniff.timeoutMs);
+    const timer = setTimeout(() => decide(sniffer.finish(), 'timeout'), this.config.sniff.timeoutMs);
     info.end = () => {
       if (decided) return;
       decided = true;
@@ -605,7 +784,7 @@ export class Engine {
     const host = fakeName ?? req.localAddress;
     if (this.httpL7 !== null && info.protocol === 'http' && this.httpL7.wants(req.localPort)) {
       info.end = () => stream.destroy();
-      return this.httpL7.serve(stream, chunks, { src: info.src, target: { host, port: req.localPort }, outbound }, (r) => {
+      info.bytes = this.httpL7.serve(stream, chunks, { src: info.src, target: { host, port: req.localPort }, outbound }, (r) => {
         // The flow line says what the requests matched (http.rules index and outbound, as
         // their "request" lines do); flowRule keeps the flow-level policy match.
         const flowRule = info.rule;
@@ -615,6 +794,7 @@ export class Engine {
         }
         this.logFlow(info, r, flowRule);
       });
+      return;
     }
     const ac = new AbortController();
     const onClose = (): void => ac.abort();
@@ -636,7 +816,8 @@ export class Engine {
           stream.destroy();
           upstream.destroy();
         };
-        relay(stream, upstream, chunks, (r) => this.logFlow(info, r));
+        info.remoteDestination = remoteOf(upstream);
+        info.bytes = relay(stream, upstream, chunks, (r) => this.logFlow(info, r));
       },
       (err: unknown) => {
         this.counters.upstreamFailures++;
@@ -666,7 +847,7 @@ export class Engine {
       socket.resetAndDestroy();
       return this.logFlow(info, { bytesUp: 0, bytesDown: 0, close: 'shutdown' });
     }
-    this.live.add(info);
+    this.flows.add(info);
     info.end = () => socket.destroy();
     if (this.debug) this.log.debug({ network: 'tcp', inbound: 'tproxy', src: info.src, dst: info.dst }, 'flow accepted');
     info.guard.own(() => socket.destroy());
@@ -689,13 +870,13 @@ export class Engine {
       info.outbound = 'dns-hijack';
       return this.serveDnsOverTcp(socket, info);
     }
-    const { domain, unknownFake } = this.nameFor(localAddress);
+    const { domain, unknownFake, from } = this.nameFor(localAddress);
     if (unknownFake) {
       this.counters.unknownFakeIp++;
       socket.resetAndDestroy();
       return this.logFlow(info, { bytesUp: 0, bytesDown: 0, close: 'unknown fake-ip' });
     }
-    info.domain = domain;
+    Engine.setName(info, domain, from);
     if (this.config.sniff.timeoutMs === 0) return this.connectAfterSniff(socket, ends, info, []);
     this.sniffThenRoute(socket, ends, info);
   }
@@ -712,6 +893,8 @@ export class Engine {
     // limits.dials / dialsPerSource: over a cap the flow is refused (RST), never queued.
     const source = e.remoteAddress;
     if (!this.dials.tryAcquire(source)) return Promise.reject(new Error('too many dials in progress (limits.dials / limits.dialsPerSource)'));
+    const obs = this.observer;
+    const t0 = obs === null ? 0 : performance.now();
     const release = (): void => this.dials.release(source);
     let dial: Promise<Duplex>;
     try {
@@ -721,6 +904,12 @@ export class Engine {
       return Promise.reject(err);
     }
     dial.then(release, release);
+    if (obs !== null) {
+      dial.then(
+        () => obs.dialed(outbound.name, (performance.now() - t0) / 1000, null),
+        (err: unknown) => obs.dialed(outbound.name, (performance.now() - t0) / 1000, err instanceof Error ? err : new Error(String(err))),
+      );
+    }
     return dial;
   }
 
@@ -744,11 +933,27 @@ export class Engine {
   }
 
   private choose(e: FlowEnds, info: FlowInfo): Outbound {
-    const m = this.policy.match(this.context(info.network, e, info.domain, info.protocol, info.inbound));
-    info.rule = m.ruleIndex;
-    info.outbound = m.outbound;
-    if (this.debug) this.log.debug({ network: info.network, src: info.src, dst: info.dst, domain: info.domain, protocol: info.protocol, rule: m.ruleIndex, outbound: m.outbound }, 'rule matched');
-    const outbound = this.outbounds.get(m.outbound)!;
+    let outbound: Outbound;
+    if (this.modeOutbound !== null) {
+      // Mode global / direct (PATCH /configs): the rules are not consulted.
+      outbound = this.modeOutbound;
+      info.rule = -1;
+      info.mode = this.routingMode;
+      info.outbound = outbound.name;
+    } else {
+      const ctx = this.context(info.network, e, info.domain, info.protocol, info.inbound);
+      const m = this.policy.match(ctx);
+      info.match = { ctx, nameFrom: info.nameFrom };
+      info.rule = m.ruleIndex;
+      info.outbound = m.outbound;
+      const hit = m.ruleIndex < 0 ? this.ruleHits.length - 1 : m.ruleIndex;
+      if (hit < this.ruleHits.length) {
+        this.ruleHits[hit]!++;
+        this.ruleHitAt[hit] = info.started;
+      }
+      outbound = this.outbounds.get(m.outbound)!;
+    }
+    if (this.debug) this.log.debug({ network: info.network, src: info.src, dst: info.dst, domain: info.domain, protocol: info.protocol, rule: info.rule, outbound: info.outbound, mode: this.routingMode }, 'rule matched');
     if (outbound.action === 'reject') this.counters.rejected++;
     else if (outbound.action === 'drop') this.counters.dropped++;
     return outbound;
@@ -758,6 +963,7 @@ export class Engine {
     info.guard.own(() => stream.destroy());
     const reader = new TcpFrameReader();
     const r: RelayResult = { bytesUp: 0, bytesDown: 0, close: 'fin' };
+    info.bytes = r;
     const onReply = (reply: Uint8Array | null): void => {
       if (this.debug) this.debugDns('answer', info, reply);
       if (reply === null || stream.destroyed) return;
@@ -811,13 +1017,14 @@ export class Engine {
     this.counters.udpSessions++;
     const info = this.flowInfo('udp', inbound, s);
     const r: RelayResult = { bytesUp: 0, bytesDown: 0, close: 'idle' };
+    info.bytes = r;
     if (!this.accepting) {
       r.close = 'shutdown';
       s.on('close', () => this.logFlow(info, r));
       s.close();
       return;
     }
-    this.live.add(info);
+    this.flows.add(info);
     // Closing the session closes its association too (the close listener in routeUdpSession).
     info.end = () => s.close();
     // Set when the session closes: an association still being opened is then closed on arrival.
@@ -858,14 +1065,14 @@ export class Engine {
       s.drainQueued();
       return;
     }
-    const { domain, unknownFake } = this.nameFor(s.localAddress);
+    const { domain, unknownFake, from } = this.nameFor(s.localAddress);
     if (unknownFake) {
       this.counters.unknownFakeIp++;
       r.close = 'unknown fake-ip';
       s.close();
       return;
     }
-    info.domain = domain;
+    Engine.setName(info, domain, from);
     const waiting: Buffer[] = [];
     let assoc: UdpAssociation | null = null;
     let target = { host: s.localAddress, port: s.localPort };
@@ -891,10 +1098,7 @@ export class Engine {
     });
     const routeFirst = (d: Buffer): void => {
       const sniffed = sniffDatagram(d, s.localPort);
-      if (sniffed.kind === 'found') {
-        info.protocol = sniffed.protocol;
-        if (info.domain === null && sniffed.serverName !== null && sniffed.protocol !== 'dns') info.domain = sniffed.serverName;
-      }
+      if (sniffed.kind === 'found') Engine.sniffed(info, sniffed.protocol, sniffed.serverName);
       const outbound = this.choose(s, info);
       if (outbound.action !== 'connect' || outbound.openUdp === undefined || !outbound.supportsUdp) {
         r.close = outbound.action === 'connect' ? `outbound ${outbound.name} carries no UDP` : outbound.action === 'reject' ? 'rejected' : 'dropped';
@@ -946,8 +1150,10 @@ export class Engine {
     if (info.logged) return;
     info.logged = true;
     info.end = null;
-    this.live.delete(info);
+    this.flows.remove(info, r);
     if (info.shutdown) r.close = 'shutdown';
+    else if (info.killed) r.close = 'closed by API';
+    this.observer?.flowEnded({ network: info.network, inbound: info.inbound, outbound: info.outbound, close: r.close, bytesUp: r.bytesUp, bytesDown: r.bytesDown, durationMs: Date.now() - info.started });
     if (!this.log.isLevelEnabled('info')) return;
     this.log.info(
       {
@@ -959,6 +1165,7 @@ export class Engine {
         protocol: info.protocol,
         rule: info.rule,
         outbound: info.outbound,
+        ...(info.mode !== null ? { mode: info.mode } : {}),
         bytesUp: r.bytesUp,
         bytesDown: r.bytesDown,
         durationMs: Date.now() - info.started,

@@ -101,9 +101,10 @@ export class HttpL7 {
   /**
    * Serves one client connection. `firstBytes` are the sniffed bytes already
    * read from `stream` (which is paused); `done` gets the flow's totals when
-   * the client connection closes (bytesDown counts response bodies).
+   * the client connection closes (bytesDown counts response bodies). Returns
+   * the totals object, live while the connection is served.
    */
-  serve(stream: Duplex, firstBytes: readonly Buffer[], flow: HttpFlow, done: (r: HttpFlowResult) => void): void {
+  serve(stream: Duplex, firstBytes: readonly Buffer[], flow: HttpFlow, done: (r: HttpFlowResult) => void): HttpFlowResult {
     const conn: Conn = { flow, r: { bytesUp: 0, bytesDown: 0, close: 'fin', requests: 0, rule: -1, outbound: flow.outbound.name }, inflight: 0, idle: null };
     this.conns.set(stream, conn);
     stream.on('data', (c: Buffer) => (conn.r.bytesUp += c.length));
@@ -118,6 +119,7 @@ export class HttpL7 {
     this.server.emit('connection', stream);
     stream.resume();
     this.armIdle(stream, conn);
+    return conn.r;
   }
 
   /** Destroys every upstream pool (on stop: in-flight requests fail, nothing waits for them). */

@@ -40,11 +40,27 @@ class PrettyLines extends Writable {
   }
 }
 
-export function createLogger(cfg: LogConfig, out: NodeJS.WriteStream = process.stdout): Logger {
+/**
+ * A second destination for the log lines (the control API's /logs stream):
+ * each JSON line goes to `listener` when one is set; without one, a line
+ * costs one branch.
+ */
+export class LogTap {
+  listener: ((line: string) => void) | null = null;
+
+  write(line: string): boolean {
+    this.listener?.(line);
+    return true;
+  }
+}
+
+export function createLogger(cfg: LogConfig, out: NodeJS.WriteStream = process.stdout, tap?: LogTap): Logger {
   const pretty = cfg.format === 'pretty' || (cfg.format === 'auto' && out.isTTY === true);
   const options = { level: cfg.level, base: undefined, timestamp: pino.stdTimeFunctions.isoTime };
-  if (pretty) return pino(options, new PrettyLines(out));
   // Synchronous writes: a line per finished flow is cheap, and nothing is
   // lost when the process ends on a signal.
-  return pino(options, pino.destination({ dest: (out as unknown as { fd?: number }).fd ?? 1, sync: true }));
+  const main = pretty ? new PrettyLines(out) : pino.destination({ dest: (out as unknown as { fd?: number }).fd ?? 1, sync: true });
+  if (tap === undefined || cfg.level === 'silent') return pino(options, main);
+  // Every stream at the logger's own level: the logger decides what is written.
+  return pino(options, pino.multistream([{ stream: main, level: cfg.level }, { stream: tap, level: cfg.level }]));
 }

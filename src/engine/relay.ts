@@ -15,7 +15,12 @@ export interface RelayResult {
   close: string;
 }
 
-export function relay(client: Duplex, upstream: Duplex, firstBytes: readonly Uint8Array[], done: (r: RelayResult) => void): void {
+/**
+ * Starts the relay; returns its result object, whose byte counts grow per
+ * chunk as data moves (the control API reads them live) and which `done`
+ * receives when both sides have closed.
+ */
+export function relay(client: Duplex, upstream: Duplex, firstBytes: readonly Uint8Array[], done: (r: RelayResult) => void): RelayResult {
   const r: RelayResult = { bytesUp: 0, bytesDown: 0, close: 'fin' };
   let open = 2;
   let finished = false;
@@ -62,6 +67,7 @@ export function relay(client: Duplex, upstream: Duplex, firstBytes: readonly Uin
   if (client.readableEnded) upstream.end();
   if (upstream.readableEnded) client.end();
   client.resume();
+  return r;
 }
 
 /**

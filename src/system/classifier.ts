@@ -7,6 +7,7 @@
  * mark: policy routing sends it into sluice's TUN), 'tproxy' (marked for
  * the nftables TPROXY rule), 'drop'.
  */
+import { SluiceError } from '../errors.js';
 import path from 'node:path';
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
@@ -69,7 +70,7 @@ export interface ActionCounters {
   bytes: number;
 }
 
-export class ClassifierError extends Error {
+export class ClassifierError extends SluiceError {
   readonly code = 'SLUICE_CLASSIFIER';
 }
 

@@ -3,6 +3,7 @@
  * remove a killed run's leftovers first, check and install the auto-route,
  * and hand back the function that removes it again.
  */
+import { SluiceError } from '../errors.js';
 import { execFileSync } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import type { RouteConfig, SluiceConfig } from '../config/types.js';
@@ -79,7 +80,8 @@ export type StopPhase = 'accept' | 'flows' | 'outbounds' | 'system';
 const PHASES: readonly StopPhase[] = ['accept', 'flows', 'outbounds', 'system'];
 
 /** Thrown by RunLifecycle.check() when a stop was asked for during start-up. */
-export class StopRequested extends Error {
+export class StopRequested extends SluiceError {
+  readonly code = 'SLUICE_STOPPED';
   constructor(readonly signal: string) {
     super(`stopped by ${signal} during start-up`);
     this.name = 'StopRequested';

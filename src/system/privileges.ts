@@ -48,6 +48,8 @@
  * sockets and forks the children) holds exactly the kept set, with
  * NoNewPrivs set.
  */
+import { SluiceError } from '../errors.js';
+import { secretPath } from '../control/secret.js';
 import { accessSync, chownSync, constants, existsSync, lstatSync, readdirSync, readFileSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import type { SluiceConfig } from '../config/types.js';
@@ -65,7 +67,7 @@ export const CAP = {
 } as const;
 export type CapName = keyof typeof CAP;
 
-export class PrivilegeError extends Error {
+export class PrivilegeError extends SluiceError {
   readonly code = 'PRIVILEGE_DROP';
   constructor(message: string) {
     super(message);
@@ -90,6 +92,8 @@ export interface PrivilegeDrop {
   /** Bits of `keep`, as capset(2) takes them. */
   keepMask: number;
   dirs: WritableDir[];
+  /** Files that stay root's in those directories (the control API's generated secret: readable by root only). */
+  keepRoot: string[];
 }
 
 export interface ThreadCredentials {
@@ -173,7 +177,7 @@ function isOwnEntry(name: string, dir: WritableDir, all: readonly WritableDir[])
  * world-writable, like /tmp) or one that holds files that are not sluice's.
  * A directory already owned by `uid`, or not there yet, is fine.
  */
-function checkDir(d: WritableDir, all: readonly WritableDir[], plan: { user: string; uid: number }, where: string): 'absent' | 'owned' | 'hand-over' {
+function checkDir(d: WritableDir, all: readonly WritableDir[], plan: { user: string; uid: number; keepRoot: readonly string[] }, where: string): 'absent' | 'owned' | 'hand-over' {
   if (!existsSync(d.dir)) return 'absent';
   const st = lstatSync(d.dir);
   const shown = d.field === '--state' ? `the state file's directory ${d.dir} (--state)` : `the directory ${d.dir} of ${d.field}`;
@@ -182,7 +186,7 @@ function checkDir(d: WritableDir, all: readonly WritableDir[], plan: { user: str
   if ((st.mode & 0o1002) !== 0) {
     throw new PrivilegeError(`${where}: run.user: ${shown} is shared (sticky or world-writable), so sluice will not hand it to ${plan.user}; give the file a directory of its own, such as /run/sluice/ or /var/lib/sluice/`);
   }
-  const foreign = readdirSync(d.dir).filter((n) => !isOwnEntry(n, d, all));
+  const foreign = readdirSync(d.dir).filter((n) => !isOwnEntry(n, d, all) && !plan.keepRoot.includes(join(d.dir, n)));
   if (foreign.length > 0) {
     throw new PrivilegeError(`${where}: run.user: ${shown} holds other files (${foreign.slice(0, 3).join(', ')}${foreign.length > 3 ? ', ...' : ''}); sluice hands its directory to ${plan.user} after set-up and needs one of its own, such as /run/sluice/ or /var/lib/sluice/`);
   }
@@ -237,7 +241,9 @@ export function planPrivilegeDrop(config: SluiceConfig, where: string, statePath
   const dirs: WritableDir[] = [{ dir: dirname(statePath), file: basename(statePath), field: '--state' }];
   const persist = config.dns.fakeIp.persistPath;
   if (persist !== null) dirs.push({ dir: dirname(persist), file: basename(persist), field: 'dns.fakeIp.persistPath' });
-  const plan: PrivilegeDrop = { user, uid, group, gid, keep, keepMask: capMask(keep), dirs };
+  // The API secret is read before the switch and must stay unreadable to run.user.
+  const keepRoot = config.api.listen !== null && config.api.secret === null ? [secretPath(config.api.secretFile, statePath)] : [];
+  const plan: PrivilegeDrop = { user, uid, group, gid, keep, keepMask: capMask(keep), dirs, keepRoot };
   for (const d of dirs) checkDir(d, dirs, plan, where);
   return plan;
 }
@@ -252,7 +258,7 @@ export function dropPrivileges(plan: PrivilegeDrop, where: string, log: Logger, 
   for (const d of plan.dirs) {
     if (checkDir(d, plan.dirs, plan, where) !== 'hand-over') continue;
     chownSync(d.dir, plan.uid, plan.gid);
-    for (const name of readdirSync(d.dir)) chownSync(join(d.dir, name), plan.uid, plan.gid);
+    for (const name of readdirSync(d.dir)) if (!plan.keepRoot.includes(join(d.dir, name))) chownSync(join(d.dir, name), plan.uid, plan.gid);
   }
   try {
     native.dropPrivileges(plan.uid, plan.gid, [plan.gid], plan.keepMask);

@@ -17,6 +17,7 @@
 import type { Test } from 'tap';
 import type { Netns } from '../harness/netns.js';
 import { childEnv, createLab, Engine, SLUICE_BIN, startWebServer, TUN } from '../fixtures/engine/lab.js';
+import { captureEnv } from '../harness/capture.js';
 import path from 'node:path';
 import { chownSync, mkdirSync, writeFileSync } from 'node:fs';
 
@@ -104,7 +105,7 @@ export function spawnSluice(t: Test, ns: Netns, dir: string, yaml: string, state
   // `env -u NODE_OPTIONS`: tap's @tapjs/processinfo puts its --import back into
   // every child's NODE_OPTIONS (an empty value in `env` is not enough), and
   // its signal-exit handlers would turn an early SIGTERM into death by SIGTERM.
-  const engine = new Engine(ns.spawn(['env', '-u', 'NODE_OPTIONS', process.execPath, SLUICE_BIN, 'run', '--config', cfg, '--state', state], { env: { ...childEnv, ...env } }));
+  const engine = new Engine(ns.spawn(['env', '-u', 'NODE_OPTIONS', process.execPath, SLUICE_BIN, 'run', '--config', cfg, '--state', state], { env: { ...childEnv, ...captureEnv(t), ...env } }));
   t.teardown(() => {
     if (!t.passing()) t.comment(`sluice (${cfg}):\n${engine.transcript()}`);
   });

@@ -62,6 +62,24 @@ interface Ctx {
 export function compilePolicy(input: unknown, options: CompileOptions = {}): Policy {
   const clock = options.clock ?? (() => performance.now());
   const t0 = clock();
+  const { conds, outbounds, finalOutbound } = compileRules(input);
+  const parts = buildIndex(conds, outbounds, finalOutbound);
+  parts.stats.compileMs = clock() - t0;
+  return new Policy(parts);
+}
+
+/**
+ * The rules' condition trees, every matcher built and nothing released, for
+ * evaluating rule by rule in order (`sluice explain`, explain.ts). Validates
+ * exactly as compilePolicy does.
+ */
+export function compileConditions(input: unknown): { conds: Cond[]; outbounds: string[]; finalOutbound: string } {
+  const r = compileRules(input);
+  for (const c of r.conds) prepareCond(c);
+  return r;
+}
+
+function compileRules(input: unknown): { conds: Cond[]; outbounds: string[]; finalOutbound: string } {
   if (!isObject(input)) throw new PolicyError(PolicyErrorCode.InvalidType, '', `expected the policy configuration object { rules, ruleSets, final, outbounds }, got ${show(input)}`);
 
   let outbounds: Set<string> | null = null;
@@ -90,10 +108,7 @@ export function compilePolicy(input: unknown, options: CompileOptions = {}): Pol
     conds.push(compileRule(raw, `rules[${i}]`, 0, true, ctx));
     outs.push((raw as Record<string, unknown>).outbound as string);
   });
-
-  const parts = buildIndex(conds, outs, finalOutbound);
-  parts.stats.compileMs = clock() - t0;
-  return new Policy(parts);
+  return { conds, outbounds: outs, finalOutbound };
 }
 
 function checkOutbound(v: unknown, path: string, outbounds: Set<string> | null): string {

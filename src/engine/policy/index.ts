@@ -9,3 +9,5 @@ export type { Cidr, CidrParse } from './cidr-trie.js';
 export { DomainTrie, DomainKind, KeywordMatcher, RegexList, DomainMatcher, normalizeDomain, normalizeDomainPattern, normalizeKeyword } from './domain-trie.js';
 export { PortSet, PortIndex, parsePortItem } from './port-set.js';
 export type { MatchContext, MatchResult, Explanation, PolicyInput, RuleInput, RuleSetInput, Network, Inbound, SniffedProtocol } from './types.js';
+export { PolicyExplainer, explainWithCheck, formatExplanation } from './explain.js';
+export type { PolicyExplanation, RuleFailure, ExplainInput, NameOrigin } from './explain.js';

@@ -1,0 +1,34 @@
+/**
+ * The `api.listen` forms: "host:port" (an IPv4 literal or localhost),
+ * "[v6]:port", or an absolute unix socket path. One parser for the config
+ * check, the server and the `ready` line.
+ */
+import { isIP } from 'node:net';
+
+export type ListenAddress = { kind: 'tcp'; host: string; port: number } | { kind: 'unix'; path: string };
+
+/** Parses an api.listen value; null when it is not one of the accepted forms. */
+export function parseListen(text: string): ListenAddress | null {
+  if (text.startsWith('/')) return text.length <= 107 && !text.includes('\0') ? { kind: 'unix', path: text } : null;
+  const m = /^(?:\[([0-9A-Fa-f:.]+)\]|([0-9.]+|localhost)):(\d{1,5})$/.exec(text);
+  if (m === null) return null;
+  const port = Number(m[3]);
+  if (port < 1 || port > 65535) return null;
+  const host = m[1] ?? m[2]!;
+  if (m[1] !== undefined && isIP(host) !== 6) return null;
+  if (m[2] !== undefined && host !== 'localhost' && isIP(host) !== 4) return null;
+  return { kind: 'tcp', host, port };
+}
+
+/** Whether only this machine can reach the address: loopback, localhost, or a unix socket. */
+export function isLocalOnly(a: ListenAddress): boolean {
+  if (a.kind === 'unix') return true;
+  if (a.host === 'localhost' || a.host === '::1') return true;
+  return isIP(a.host) === 4 && a.host.startsWith('127.');
+}
+
+/** The address as a URL authority (for logs and the dashboard's hint). */
+export function formatListen(a: ListenAddress): string {
+  if (a.kind === 'unix') return a.path;
+  return a.host.includes(':') ? `[${a.host}]:${a.port}` : `${a.host}:${a.port}`;
+}

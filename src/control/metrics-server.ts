@@ -1,0 +1,83 @@
+/**
+ * `metrics.listen`: a listener of its own that serves only `GET /metrics`,
+ * for scrapers that should not hold the API secret. No auth (the metrics
+ * carry counts, never addresses or names). It binds before the TUN opens,
+ * as api.listen does, so an address in use fails start-up with an error
+ * naming metrics.listen and nothing else started.
+ */
+import http from 'node:http';
+import { chmodSync, lstatSync, unlinkSync } from 'node:fs';
+import { formatListen, type ListenAddress } from './listen.js';
+import { listenHint } from './server.js';
+import type { SluiceMetrics } from './metrics.js';
+
+export class MetricsServer {
+  private metrics: SluiceMetrics | null = null;
+  private readonly http: http.Server;
+
+  constructor(private readonly listen: ListenAddress) {
+    this.http = http.createServer({ requestTimeout: 30_000, headersTimeout: 10_000, keepAliveTimeout: 5_000 }, (req, res) => {
+      const path = (req.url ?? '/').split('?')[0];
+      if (req.method !== 'GET' && req.method !== 'HEAD') {
+        res.writeHead(405, { Allow: 'GET, HEAD', 'Content-Type': 'text/plain' }).end('only GET /metrics here\n');
+        return;
+      }
+      if (path !== '/metrics') {
+        res.writeHead(404, { 'Content-Type': 'text/plain' }).end('only /metrics here\n');
+        return;
+      }
+      const m = this.metrics;
+      if (m === null) {
+        res.writeHead(503, { 'Content-Type': 'text/plain' }).end('sluice is starting\n');
+        return;
+      }
+      m.text().then(
+        (text) => res.writeHead(200, { 'Content-Type': m.contentType, 'Content-Length': Buffer.byteLength(text) }).end(req.method === 'HEAD' ? undefined : text),
+        (err: Error) => res.writeHead(500, { 'Content-Type': 'text/plain' }).end(`metrics failed: ${err.message}\n`),
+      );
+    });
+    this.http.maxConnections = 64;
+  }
+
+  get address(): string {
+    return formatListen(this.listen);
+  }
+
+  /** Binds; the error names metrics.listen. */
+  async start(): Promise<void> {
+    const a = this.listen;
+    if (a.kind === 'unix') {
+      try {
+        if (lstatSync(a.path).isSocket()) unlinkSync(a.path);
+      } catch {
+        // absent
+      }
+    }
+    await new Promise<void>((resolve, reject) => {
+      const onError = (err: NodeJS.ErrnoException): void => {
+        this.http.off('listening', onListening);
+        reject(new Error(`metrics.listen: cannot listen on ${formatListen(a)}: ${err.code ?? ''}${err.code !== undefined ? ' ' : ''}(${listenHint(err.code)}); set metrics.listen to a free address, or null to serve /metrics on the API only`));
+      };
+      const onListening = (): void => {
+        this.http.off('error', onError);
+        resolve();
+      };
+      this.http.once('error', onError);
+      this.http.once('listening', onListening);
+      if (a.kind === 'unix') this.http.listen(a.path);
+      else this.http.listen({ host: a.host, port: a.port, exclusive: true });
+    });
+    if (a.kind === 'unix') chmodSync(a.path, 0o660);
+    this.http.on('error', () => {});
+  }
+
+  /** Starts answering (503 until then). */
+  serve(metrics: SluiceMetrics): void {
+    this.metrics = metrics;
+  }
+
+  close(): Promise<void> {
+    this.http.closeAllConnections();
+    return new Promise((resolve) => this.http.close(() => resolve()));
+  }
+}

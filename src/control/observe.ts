@@ -1,0 +1,66 @@
+/**
+ * Wiring of the observability parts into `sluice run`: the metrics (made
+ * only when something serves them: the API or metrics.listen), their
+ * engine and DNS hooks, the metrics listener, and the API routes for
+ * /metrics, explain and capture (CONTROL_PLUGINS).
+ */
+import type { MetricsConfig } from '../config/types.js';
+import type { Engine } from '../engine/engine.js';
+import type { CaptureLink } from '../link/capture.js';
+import type { RunningClassifier } from '../system/classifier-run.js';
+import { CONTROL_PLUGINS } from './index.js';
+import { parseListen } from './listen.js';
+import { MetricsServer } from './metrics-server.js';
+import { SluiceMetrics, type TunCounters } from './metrics.js';
+import { registerObserveRoutes } from './observe-routes.js';
+
+/** Binds metrics.listen (before the TUN opens, as api.listen); null when not set. Errors name metrics.listen. */
+export async function openMetricsListener(cfg: MetricsConfig): Promise<MetricsServer | null> {
+  if (cfg.listen === null) return null;
+  const a = parseListen(cfg.listen);
+  if (a === null) throw new Error(`metrics.listen: ${cfg.listen} is not host:port, [v6]:port or an absolute unix socket path`);
+  const s = new MetricsServer(a);
+  await s.start();
+  return s;
+}
+
+export interface ObserveWiring {
+  engine: Engine;
+  link: CaptureLink;
+  tun: () => TunCounters | null;
+  classifier: () => RunningClassifier | null;
+  /** Whether the API runs (it serves /metrics, explain and capture). */
+  api: boolean;
+  metricsServer: MetricsServer | null;
+}
+
+/** Makes the metrics when anything serves them, hooks them into the engine, and queues the API routes. */
+export function startObserve(w: ObserveWiring): SluiceMetrics | null {
+  const { engine } = w;
+  let metrics: SluiceMetrics | null = null;
+  if (w.api || w.metricsServer !== null) {
+    const dns = engine.dnsServer;
+    const pool = engine.fakeIpPool;
+    const mode = engine.activeConfig.dns.hijack ? engine.activeConfig.dns.mode : 'off';
+    metrics = new SluiceMetrics({
+      stack: () => engine.stack.stats,
+      tun: w.tun,
+      dnsMode: mode,
+      dnsTally: () => dns?.queryTally ?? null,
+      fakeIp: () => pool?.stats() ?? null,
+      classifier: () => (w.classifier()?.counters() as never) ?? null,
+      openFlows: function* () {
+        for (const f of engine.flows.values()) yield { network: f.network, outbound: f.outbound, bytesUp: f.bytes?.bytesUp ?? 0, bytesDown: f.bytes?.bytesDown ?? 0 };
+      },
+      ruleHits: () => engine.ruleHitCounts(),
+    });
+    engine.observer = metrics;
+    if (dns !== null) dns.onUpstream = metrics.dnsUpstream;
+    w.metricsServer?.serve(metrics);
+  }
+  if (w.api) {
+    const parts = { metrics, capture: w.link };
+    CONTROL_PLUGINS.push((api, ctx) => registerObserveRoutes(api, ctx, parts));
+  }
+  return metrics;
+}
