@@ -5,8 +5,8 @@ import { runTunBench } from './tun.bench.js';
 import { printStackRows, runStackBench } from './stack.bench.js';
 import { printSniffRows, runSniffBench } from './sniff.bench.js';
 import { printPolicyRows, runPolicyBench } from './policy.bench.js';
-import { printFastPathRows, runFastPathBench } from './fastpath.bench.js';
 import { printCaptureRows, runCaptureBench } from './capture.bench.js';
+import { printFastPathRows, runFastPathBench } from './fastpath.bench.js';
 
 printRows(`wire codecs (node ${process.version})`, runWireBench());
 printSniffRows(runSniffBench());

@@ -11,6 +11,10 @@ Usage:
   sluice run [--config FILE]     start the TUN proxy (built-in default policy without --config)
   sluice check --config FILE     validate a configuration without touching the system
   sluice down [--state FILE]     remove what a crashed run left behind
+  sluice status                  version, uptime, config, flows and traffic of the running sluice
+  sluice flows [--json]          the open flows, live (top-like) on a terminal
+  sluice close ID...|--all       end flows at once, both sides
+  sluice reload                  re-read the configuration; prints what changed or why it was refused
   sluice explain --config FILE --dst ADDR:PORT [--domain NAME] [--src ADDR:PORT]
                  [--network tcp|udp] [--protocol P] [--json]
                                  which rule decides a flow and why the earlier ones did not
@@ -19,6 +23,11 @@ Usage:
                                  the packets crossing the running sluice's TUN, as pcap or one line each
   sluice --version | -v          print the version
   sluice --help | -h             print this help
+
+The control commands (status, flows, close, reload, explain ID, capture) talk to the API of a
+running sluice (default 127.0.0.1:9090, secret from its root-only file);
+--api HOST:PORT|PATH, --secret, --secret-file or --config FILE override.
+\`sluice COMMAND --help\` describes each command.
 
 Needs Linux with /dev/net/tun and root or CAP_NET_ADMIN.`;
 
@@ -67,6 +76,22 @@ export async function main(argv: string[], early?: EarlySignals): Promise<number
   if (command === 'check') {
     const { runCheck } = await import('./commands/check.js');
     return runCheck(rest);
+  }
+  if (command === 'status') {
+    const { runStatus } = await import('./commands/status.js');
+    return runStatus(rest);
+  }
+  if (command === 'flows') {
+    const { runFlows } = await import('./commands/flows.js');
+    return runFlows(rest);
+  }
+  if (command === 'close') {
+    const { runClose } = await import('./commands/close.js');
+    return runClose(rest);
+  }
+  if (command === 'reload') {
+    const { runReload } = await import('./commands/reload.js');
+    return runReload(rest);
   }
   if (command === 'capture') {
     const { runCapture } = await import('./commands/capture.js');

@@ -1,8 +1,8 @@
 /**
  * The one reload of a running `sluice run`: SIGHUP and POST /v1/reload
  * both call it. Today it re-reads the rule-set files and swaps the policy
- * (Engine.reload), then brings the classifier's maps and route.kernelPath's
- * nftables sets in line with it, live.
+ * (Engine.reload), then brings the classifier's maps and the kernel path's
+ * sets in line with it, live.
  * The result says what changed, or why nothing did (the running policy
  * stays then).
  */
@@ -21,7 +21,11 @@ export async function reloadRunning(engine: Engine, classifier: RunningClassifie
   } catch (err) {
     return { ok: false, errors: [`the policy was reloaded, but the classifier's maps could not follow: ${(err as Error).message}`] };
   }
-  // route.kernelPath's sets too, in one nftables transaction (a failure is logged; the previous sets stay).
-  await kernelPath?.update(engine.activeConfig);
+  try {
+    // The kernel path's nftables sets too (one transaction).
+    await kernelPath?.update(engine.activeConfig);
+  } catch (err) {
+    return { ok: false, errors: [`the policy was reloaded, but the kernel path's sets could not follow: ${(err as Error).message}`] };
+  }
   return r;
 }

@@ -24,6 +24,7 @@ import { parseArgs } from 'node:util';
 import { execFileSync } from 'node:child_process';
 import { isConfigError } from '../config/errors.js';
 import { loadConfig } from '../config/load.js';
+import { configWarnings } from '../config/warnings.js';
 import { defaultConfig, type SluiceConfig } from '../config/types.js';
 import { TunDevice } from '../link/tun.js';
 import { CaptureLink } from '../link/capture.js';
@@ -156,6 +157,7 @@ async function run(argv: string[], io: CommandIo, takeEarlySignal: () => string 
   process.on('SIGHUP', onHup);
   process.on('SIGUSR2', onUsr2);
   log.info({ pid: process.pid, config: where, state: statePath }, 'starting');
+  for (const w of configWarnings(config)) log.warn({ config: where }, w);
   if (config.route.auto) {
     // sluice's own sockets carry route.mark so the main table, not the TUN, routes them.
     for (const o of config.outbounds) if (o.type === 'direct' && o.mark === null) o.mark = config.route.mark;
@@ -163,8 +165,8 @@ async function run(argv: string[], io: CommandIo, takeEarlySignal: () => string 
   let tun: TunDevice;
   let engine: Engine;
   let classifier: RunningClassifier | null = null;
-  let kernelPath: RunningKernelPath | null = null;
   let api: OpenedApi | null = null;
+  let kernelPath: RunningKernelPath | null = null;
   try {
     const drop = planPrivilegeDrop(config, where, statePath);
     life.check();

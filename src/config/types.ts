@@ -59,6 +59,29 @@ export interface FakeIpConfig {
   persistPath: string | null;
   /** TTL (seconds) of fake answers. */
   ttl: number;
+  /**
+   * Names answered with their real addresses instead of fake ones (any
+   * condition matching: domain, domainSuffix, domainKeyword, domainRegex,
+   * ruleSet, and/or/not). Empty: every A/AAAA name gets a fake address.
+   */
+  filter: DnsCondition[];
+}
+
+/** The domain conditions of a main rule, as dns.rules and dns.fakeIp.filter use them. */
+export interface DnsCondition {
+  domain?: string[];
+  domainSuffix?: string[];
+  domainKeyword?: string[];
+  domainRegex?: string[];
+  ruleSet?: string[];
+  and?: DnsCondition[];
+  or?: DnsCondition[];
+  not?: DnsCondition;
+}
+
+export interface DnsRuleConfig extends DnsCondition {
+  /** A name of dns.groups, or "default" for dns.upstreams. */
+  upstream: string;
 }
 
 export interface DnsUpstream {
@@ -88,6 +111,15 @@ export interface DnsConfig {
    * Empty: the plain upstreams of `upstreams` that go direct do it.
    */
   bootstrap: string[];
+  /**
+   * A hosts(5) file consulted first for the host names of DoH upstreams
+   * (re-read when it changes); null: only dns.bootstrap / plain upstreams.
+   */
+  hostsFile: string | null;
+  /** Named upstream groups for dns.rules; each is tried in order like dns.upstreams. */
+  groups: Record<string, DnsUpstream[]>;
+  /** Ordered; the first rule matching the query name picks its upstream group; no match: dns.upstreams. */
+  rules: DnsRuleConfig[];
   cache: DnsCacheConfig;
 }
 
@@ -174,6 +206,15 @@ export interface RuleCondition {
   inbound?: Inbound;
   protocol?: Protocol[];
   ruleSet?: string[];
+  /**
+   * The owner of the client socket, for flows from this machine
+   * (workstation mode); never true for gateway / TPROXY flows.
+   */
+  uid?: number[];
+  /** Executable file names (basename of /proc/PID/exe), exact and case-sensitive. */
+  processName?: string[];
+  /** Absolute executable paths (/proc/PID/exe), exact. */
+  processPath?: string[];
   and?: RuleCondition[];
   or?: RuleCondition[];
   not?: RuleCondition;
@@ -380,6 +421,9 @@ export const MATCHER_KEYS = [
   'inbound',
   'protocol',
   'ruleSet',
+  'uid',
+  'processName',
+  'processPath',
   'and',
   'or',
   'not',
@@ -411,6 +455,7 @@ export function defaultConfig(): SluiceConfig {
         ipv6Range: 'fdfe:dcba:9876:1::/96',
         persistPath: '/var/lib/sluice/fakeip.json',
         ttl: 1,
+        filter: [],
       },
       upstreams: [
         { address: 'udp://1.1.1.1:53', outbound: 'direct' },
@@ -418,6 +463,9 @@ export function defaultConfig(): SluiceConfig {
       ],
       cache: { maxEntries: 4096, minTtl: 0, maxTtl: 86400 },
       bootstrap: [],
+      hostsFile: '/etc/hosts',
+      groups: {},
+      rules: [],
     },
     outbounds: [{ name: 'direct', type: 'direct', mark: null, interface: null }],
     ruleSets: {},

@@ -14,12 +14,13 @@ import http from 'node:http';
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { DEFAULT_STATE_PATH } from '../system/state.js';
+import { secretPath } from './secret.js';
 import type { CommandIo } from '../commands/check.js';
 
 /** sluice's defaults for `api.listen` and the generated secret's file. */
 export const DEFAULT_API_LISTEN = '127.0.0.1:9090';
-/** `api.secretFile: null` means `api-secret` beside the state file (the default one here). */
-export const DEFAULT_SECRET_FILE = path.join(path.dirname(DEFAULT_STATE_PATH), 'api-secret');
+/** Where `sluice run` (default state file, api.secretFile unset) keeps the generated secret. */
+export const DEFAULT_SECRET_FILE = secretPath(null, DEFAULT_STATE_PATH);
 
 export interface ApiTarget {
   /** Unix socket path, or null for TCP. */
@@ -79,18 +80,33 @@ interface ConfigApi {
   secretFile?: string | null;
 }
 
-/** The `api` section of a config file, read without the full loader (the CLI needs two fields). */
+/**
+ * The `api` section of a config file, read on its own: a config whose rule
+ * sets or other parts are broken (the case `sluice reload` reports) must
+ * not keep the CLI from finding the API. The types of the three fields are
+ * checked; the rest of the file is not looked at.
+ */
 async function configApi(file: string): Promise<ConfigApi> {
-  const { loadConfig } = await import('../config/load.js');
-  let config: unknown;
+  const { readFile } = await import('node:fs/promises');
+  const { parse } = await import('yaml');
+  let doc: unknown;
   try {
-    config = await loadConfig(file);
+    doc = parse(await readFile(file, 'utf8'));
   } catch (err) {
     throw new ControlError(`--config ${file}: ${(err as Error).message}`);
   }
-  const api = (config as { api?: ConfigApi | null }).api;
-  if (api === null) throw new ControlError(`--config ${file}: the API is off there (api: null), so there is nothing to talk to`);
-  return api ?? {};
+  const api = doc !== null && typeof doc === 'object' ? (doc as { api?: unknown }).api : undefined;
+  if (api === undefined || api === null) return {};
+  if (typeof api !== 'object' || Array.isArray(api)) throw new ControlError(`--config ${file}: api: expected a mapping`);
+  if ((api as { listen?: unknown }).listen === null) throw new ControlError(`--config ${file}: the API is off there (api.listen: null), so there is nothing to talk to`);
+  const out: ConfigApi = {};
+  for (const key of ['listen', 'secret', 'secretFile'] as const) {
+    const v = (api as Record<string, unknown>)[key];
+    if (v === undefined || v === null) continue;
+    if (typeof v !== 'string') throw new ControlError(`--config ${file}: api.${key}: expected a string`);
+    out[key] = key === 'secretFile' ? path.resolve(path.dirname(file), v) : v;
+  }
+  return out;
 }
 
 function readSecret(file: string, explicit: boolean): string | null {

@@ -20,6 +20,7 @@ import { ApiServer, type ApiRoutes } from './server.js';
 import { registerClashRoutes } from './clash-routes.js';
 import { registerV1Routes } from './v1-routes.js';
 import { registerStreamRoutes } from './streams.js';
+import { registerDashboard } from './ui.js';
 
 export type { ApiRoutes } from './server.js';
 export type { ControlContext } from './context.js';
@@ -29,7 +30,7 @@ export { ApiError, sendJson, sendNoContent, readJson, readJsonObject } from './h
 export type ControlPlugin = (api: ApiRoutes, ctx: ControlContext) => void;
 
 /** Route modules of other parts of sluice (metrics, dashboard, explain), registered after the built-in ones. */
-export const CONTROL_PLUGINS: ControlPlugin[] = [];
+export const CONTROL_PLUGINS: ControlPlugin[] = [registerDashboard];
 
 export interface OpenedApi {
   readonly server: ApiServer;

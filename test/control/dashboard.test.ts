@@ -1,0 +1,142 @@
+/**
+ * The built-in dashboard (/ui/) in headless Chromium against a running
+ * `sluice run` (issue 9, "Must show"): while a rate-limited download from
+ * the client namespace runs through sluice, the page opened at
+ * /ui/?token=SECRET lists the flow (its destination and sniffed name), its
+ * counters grow, rules, outbounds and counters are filled, and a mouse
+ * click on the flow's close button ends it: curl fails at once and the
+ * API no longer lists the flow. Without the token the page shows its login
+ * box, and the secret typed there works. A screenshot of the live page is
+ * written (to docs/dashboard.png when SLUICE_SCREENSHOT names that file).
+ *
+ * Chromium runs in the gateway namespace, where the API listens on
+ * loopback, and is driven over CDP through a pipe (test/fixtures/chromium.ts).
+ *
+ * Needs root, /dev/net/tun, ip, nft, curl, nginx (nginx-light), chromium.
+ */
+import t from 'tap';
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
+import { requireRoot } from '../harness/netns.js';
+import { SERVER_V4 } from '../harness/topology.js';
+import { requireCommands } from '../fixtures/engine/lab.js';
+import { Browser, type Page } from '../fixtures/chromium.js';
+import { API, apiGet, controlLab, startDownload, within, WEB_NAME } from '../fixtures/control-lab.js';
+
+interface Snapshot {
+  connections: Array<{ id: string; download: number; metadata: { destinationIP: string; destinationPort: string } }> | null;
+}
+
+const DEST = `${SERVER_V4}:80`;
+
+/** A real mouse click at the centre of the element `selector` matches. */
+async function click(page: Page, selector: string): Promise<void> {
+  const box = await page.evaluate<{ x: number; y: number } | null>(`(() => {
+    const e = document.querySelector(${JSON.stringify(selector)});
+    if (!e) return null;
+    e.scrollIntoView({ block: 'center' });
+    const r = e.getBoundingClientRect();
+    return { x: r.left + r.width / 2, y: r.top + r.height / 2 };
+  })()`);
+  if (box === null) throw new Error(`no element matches ${selector}`);
+  for (const type of ['mouseMoved', 'mousePressed', 'mouseReleased']) {
+    await page.send('Input.dispatchMouseEvent', { type, x: box.x, y: box.y, button: 'left', clickCount: 1 });
+  }
+}
+
+/** The flows table's rows as the page shows them. */
+const ROWS = `[...document.querySelectorAll('#flows tbody tr')].map((tr) => ({ id: tr.dataset.id, cells: [...tr.cells].map((c) => c.textContent) }))`;
+
+t.test('the dashboard shows a live flow and closes it', { timeout: 240_000 }, async (t) => {
+  if (!requireRoot(t) || !requireCommands(t, ['ip', 'nft', 'curl', 'nginx', 'chromium'])) return;
+  const lab = await controlLab(t, 'dashuiab');
+  const secret = lab.secret();
+  t.ok(secret.length >= 16, 'sluice generated a secret into api.secretFile');
+  const download = startDownload(t, lab.client);
+
+  // The flow is in the registry before the browser looks.
+  const deadline = Date.now() + 20_000;
+  let id: string | null = null;
+  while (id === null && Date.now() < deadline) {
+    const snap = (await apiGet(lab.gateway, secret, '/connections')) as Snapshot;
+    id = snap.connections?.find((c) => `${c.metadata.destinationIP}:${c.metadata.destinationPort}` === DEST)?.id ?? null;
+    if (id === null) await new Promise((r) => setTimeout(r, 200));
+  }
+  t.ok(id !== null, `the download is in GET /connections (id ${id})`);
+  if (id === null) return;
+
+  const browser = await Browser.launch(t, lab.gateway, lab.dir);
+  const page = await browser.open(`http://${API}/ui/?token=${encodeURIComponent(secret)}`);
+  t.teardown(async () => {
+    const problems = page.problems();
+    if (problems.length > 0) t.comment(`page problems:\n${problems.join('\n')}`);
+    if (!t.passing()) t.comment(`page at failure: ${await page.evaluate<string>('location.href + "\\n" + document.body.innerText.slice(0, 3000)').catch((e: Error) => e.message)}`);
+  });
+
+  const row = await page.waitFor<{ id: string; cells: string[] }>(`${ROWS}.find((r) => r.cells[1] === ${JSON.stringify(DEST)})`, 30_000, `a row for ${DEST}`);
+  t.equal(row.id, id, 'the row carries the flow id the API gives');
+  t.match(row.cells[0], /^192\.0\.2\.2:\d+$/, `client column: ${row.cells[0]}`);
+  t.equal(row.cells[2], WEB_NAME, 'name column: the sniffed HTTP Host');
+  t.match(row.cells[3], /^tcp/, `protocol column: ${row.cells[3]}`);
+  t.match(row.cells[5], /direct/, `outbound column: ${row.cells[5]}`);
+  t.equal(await page.evaluate<string | null>(`new URL(location.href).searchParams.get('token')`), null, 'the token is dropped from the address bar');
+  t.equal(await page.evaluate<string>(`document.querySelector('#link').textContent`), 'live', 'the streams are connected');
+
+  // Counters move: the row's down column changes, the rate is non-zero, the chart got samples.
+  const firstDown = row.cells[9];
+  const moving = await page.waitFor<string[]>(`(() => { const r = ${ROWS}.find((r) => r.id === ${JSON.stringify(id)}); return r && r.cells[9] !== ${JSON.stringify(firstDown)} && r.cells[7] !== '0 B' ? r.cells : null; })()`, 20_000, 'the row\'s counters to move');
+  t.pass(`down total ${firstDown} -> ${moving[9]}, down rate ${moving[7]}/s`);
+  await page.waitFor(`document.querySelector('#rates').textContent.includes('↓')`, 10_000, 'a /traffic sample');
+  await page.waitFor(`document.querySelectorAll('#rules tbody tr').length > 0`, 15_000, 'the rules table');
+  const outbounds = await page.waitFor<string[]>(`(() => { const n = [...document.querySelectorAll('#proxies tbody tr')].map((tr) => tr.cells[0].textContent); return n.length > 0 ? n : null; })()`, 15_000, 'the outbounds table');
+  t.ok(outbounds.includes('direct'), `outbounds listed: ${outbounds.join(', ')}`);
+  const counters = await page.waitFor<number>(`document.querySelectorAll('#counters tbody tr').length`, 15_000, 'the stack counters');
+  t.ok(counters > 0, `${counters} stack/classifier counters shown`);
+
+  // A short request too (a flow line in the log stream, a second rule hit), and
+  // a chart with some history, for the screenshot.
+  await lab.client.exec(['curl', '-sS', '-o', '/dev/null', '--max-time', '10', '-H', 'Host: www.example.test', `http://${SERVER_V4}/missing`], { allowFail: true });
+  const logLine = await page.waitFor<string>(`[...document.querySelectorAll('#logs li')].map((li) => li.textContent).find((l) => l.includes('/missing') || l.includes('www.example.test'))`, 20_000, 'the short flow in the log stream');
+  t.pass(`log stream: ${logLine.slice(0, 160)}`);
+  await new Promise((r) => setTimeout(r, 15_000));
+
+  // The explain text of the flow, when the route exists (observe helper), then the screenshot.
+  await click(page, `#flows tbody tr[data-id="${id}"] td:nth-child(2)`);
+  const explain = await page.waitFor<string>(`!document.querySelector('#explain').hidden && document.querySelector('#explain').textContent`, 10_000, 'the explain box');
+  t.comment(`explain box: ${explain.slice(0, 200)}`);
+  const shotTarget = process.env.SLUICE_SCREENSHOT ?? path.join(lab.dir, 'dashboard.png');
+  const size = await page.screenshot(shotTarget);
+  const png = readFileSync(shotTarget);
+  t.ok(size > 20_000 && png.subarray(1, 4).toString() === 'PNG', `screenshot ${shotTarget}: ${size} bytes of PNG`);
+
+  // Close it from the page with a mouse click.
+  const clickedAt = Date.now();
+  await click(page, `#flows tbody tr[data-id="${id}"] button.close`);
+  const ended = await within(download.ended, 10_000);
+  t.ok(ended !== null, `curl ended ${ended === null ? 'not within 10 s' : `${ended.at - clickedAt} ms after the click`}`);
+  if (ended !== null) t.not(ended.code, 0, `curl failed (exit ${ended.code}: ${ended.stderr.trim()})`);
+  const after = (await apiGet(lab.gateway, secret, '/connections')) as Snapshot;
+  t.notOk(after.connections?.some((c) => c.id === id), 'GET /connections no longer lists the flow');
+  await page.waitFor(`!${ROWS}.some((r) => r.id === ${JSON.stringify(id)})`, 10_000, 'the row to leave the table');
+  t.pass('the row left the table');
+  const flowLine = await lab.sluice.waitForFlow({ src: row.cells[0] }, 10_000);
+  t.match(flowLine.close, /API/i, `the flow line says who closed it: close "${flowLine.close}", ${flowLine.bytesDown} bytes down`);
+  t.same(page.problems(), [], 'no uncaught exceptions or console errors in the page');
+});
+
+t.test('without a token the dashboard asks for the secret', { timeout: 180_000 }, async (t) => {
+  if (!requireRoot(t) || !requireCommands(t, ['ip', 'nft', 'curl', 'nginx', 'chromium'])) return;
+  const lab = await controlLab(t, 'dashuicd');
+  const browser = await Browser.launch(t, lab.gateway, lab.dir);
+  const page = await browser.open(`http://${API}/ui/`);
+  await page.waitFor(`!document.querySelector('#login').hidden`, 20_000, 'the login box');
+  t.ok(await page.evaluate<boolean>(`document.querySelector('#app').hidden`), 'nothing else is shown');
+  // A wrong secret is refused and the box stays.
+  await page.evaluate(`(() => { document.querySelector('#secret').value = 'not-the-secret'; document.querySelector('#login').requestSubmit(); })()`);
+  const error = await page.waitFor<string>(`document.querySelector('#login-error').textContent`, 10_000, 'the refusal');
+  t.match(error, /refused/, `a wrong secret: "${error}"`);
+  await page.evaluate(`(() => { document.querySelector('#secret').value = ${JSON.stringify(lab.secret())}; document.querySelector('#login').requestSubmit(); })()`);
+  await page.waitFor(`!document.querySelector('#app').hidden && document.querySelector('#link').textContent === 'live'`, 20_000, 'the dashboard after the right secret');
+  t.match(await page.evaluate<string>(`document.querySelector('#version').textContent`), /sluice/, 'the version is shown');
+  t.ok(await page.evaluate<boolean>(`sessionStorage.getItem('sluice.token') !== null`), 'the secret is kept in session storage');
+});
