@@ -9,6 +9,7 @@ import { parseArgs } from 'node:util';
 import { isConfigError } from '../config/errors.js';
 import { loadConfig } from '../config/load.js';
 import { configWarnings } from '../config/warnings.js';
+import { isGroupConfig } from '../config/types.js';
 
 export const CHECK_USAGE = `Usage: sluice check --config FILE
 
@@ -49,9 +50,10 @@ export async function runCheck(argv: string[], io: CommandIo = process): Promise
   }
   try {
     const cfg = await loadConfig(config);
+    const groups = cfg.outbounds.filter(isGroupConfig).length;
     const summary = [
       plural(cfg.rules.length, 'rule', 'rules'),
-      plural(cfg.outbounds.length, 'outbound', 'outbounds'),
+      plural(cfg.outbounds.length, 'outbound', 'outbounds') + (groups > 0 ? ` (${plural(groups, 'group', 'groups')})` : ''),
       plural(Object.keys(cfg.ruleSets).length, 'rule set', 'rule sets'),
     ].join(', ');
     for (const w of configWarnings(cfg)) io.stderr.write(`warning: ${config}: ${w}\n`);

@@ -25,18 +25,13 @@ export function describeReload(body: unknown): string[] {
   const message = messageOf(body);
   // The message repeats the errors on one line; they are listed one by one below.
   if (message !== null && !(Array.isArray(b.errors) && b.errors.length > 0)) out.push(message);
-  // sluice's own shape: changes.ruleSets.NAME = {before, after} entry counts.
-  const sets = (b.changes as { ruleSets?: Record<string, { before?: number; after?: number }> } | undefined)?.ruleSets;
-  if (sets !== undefined && sets !== null && typeof sets === 'object') {
-    const names = Object.keys(sets);
-    for (const n of names) out.push(`  rule set ${n}: ${sets[n]?.before ?? '?'} -> ${sets[n]?.after ?? '?'} entries`);
-    if (names.length === 0) out.push('  no rule set changed');
-  }
-  for (const key of ['changed', 'changes', 'problems', 'errors', 'warnings']) {
-    if (key === 'changes' && sets !== undefined) continue;
+  // sluice's shape (src/commands/run-reload.ts): changes and needRestart are lists of lines.
+  const changes = Array.isArray(b.changes) ? b.changes : null;
+  if (changes !== null && changes.length === 0 && b.ok === true) out.push('  nothing changed');
+  for (const key of ['changes', 'needRestart', 'errors', 'warnings'] as const) {
     const v = b[key];
-    if (Array.isArray(v)) for (const item of v) out.push(`  ${key === 'changed' || key === 'changes' ? 'changed' : key.replace(/s$/, '')}: ${typeof item === 'string' ? item : JSON.stringify(item)}`);
-    else if (v !== null && typeof v === 'object') for (const [k, x] of Object.entries(v)) out.push(`  ${k}: ${typeof x === 'string' ? x : JSON.stringify(x)}`);
+    const label = key === 'changes' ? 'changed' : key === 'needRestart' ? 'needs a restart (kept its running value)' : key.replace(/s$/, '');
+    if (Array.isArray(v)) for (const item of v) out.push(`  ${label}: ${typeof item === 'string' ? item : JSON.stringify(item)}`);
   }
   return out;
 }

@@ -1,31 +1,77 @@
 /**
- * The one reload of a running `sluice run`: SIGHUP and POST /v1/reload
- * both call it. Today it re-reads the rule-set files and swaps the policy
- * (Engine.reload), then brings the classifier's maps and the kernel path's
- * sets in line with it, live.
- * The result says what changed, or why nothing did (the running policy
- * stays then).
+ * The one reload of `sluice run` (SIGHUP, and POST /v1/reload through the
+ * API): re-read the whole configuration file, refuse it with the messages
+ * `sluice check` prints if it is invalid (the running configuration stays),
+ * else build the new outbounds, groups, DNS, HTTP mode and policy and swap
+ * them in at once (Engine.replaceConfig). Running flows keep their route;
+ * new flows follow the new file. The log names what changed, and every
+ * setting the file changed that only a restart applies.
+ *
+ * Reloads run one at a time: a second request waits for the first.
  */
-import type { Engine, ReloadResult } from '../engine/engine.js';
-import type { RunningClassifier } from '../system/classifier-run.js';
-import type { RunningKernelPath } from '../system/kernel-path.js';
+import { isConfigError } from '../config/errors.js';
+import { loadConfig } from '../config/load.js';
+import { planReload } from '../config/reload-plan.js';
+import type { SluiceConfig } from '../config/types.js';
+import type { Engine } from '../engine/engine.js';
+import type { Logger } from '../engine/logger.js';
 
-export type { ReloadResult } from '../engine/engine.js';
+export type ReloadResult =
+  | { ok: true; changes: string[]; needRestart: string[] }
+  | { ok: false; errors: string[] };
 
-export async function reloadRunning(engine: Engine, classifier: RunningClassifier | null, kernelPath: RunningKernelPath | null = null): Promise<ReloadResult> {
-  const r = await engine.reload();
-  if (!r.ok) return r;
+export interface ReloaderOptions {
+  /** The config file; null for the built-in default (nothing to re-read). */
+  path: string | null;
+  /** The file as loaded at start, before run-time adjustments. */
+  startFile: SluiceConfig;
+  engine: () => Engine | null;
+  log: Logger;
+  /** run.ts's per-run adjustments to a freshly loaded file (route.mark on direct outbounds...). */
+  prepare: (c: SluiceConfig) => SluiceConfig;
+  /** Called after a reload was applied (the classifier and the kernel path follow the new policy). */
+  applied?: (config: SluiceConfig) => void | Promise<void>;
+}
+
+export function createReloader(o: ReloaderOptions): () => Promise<ReloadResult> {
+  let queue: Promise<unknown> = Promise.resolve();
+  return () => {
+    const run = queue.then(() => reloadOnce(o));
+    queue = run.catch(() => {});
+    return run;
+  };
+}
+
+async function reloadOnce(o: ReloaderOptions): Promise<ReloadResult> {
+  const engine = o.engine();
+  if (engine === null) return { ok: false, errors: ['sluice is still starting; nothing to reload yet'] };
+  if (o.path === null) {
+    o.log.info({ changes: [] }, 'reloaded');
+    return { ok: true, changes: [], needRestart: [] };
+  }
+  let loaded: SluiceConfig;
   try {
-    // The classifier's maps follow the reloaded policy live (no detach).
-    classifier?.update(engine.activeConfig);
+    loaded = o.prepare(await loadConfig(o.path));
   } catch (err) {
-    return { ok: false, errors: [`the policy was reloaded, but the classifier's maps could not follow: ${(err as Error).message}`] };
+    if (!isConfigError(err)) throw err;
+    const errors = err.problems.length > 0 ? err.message.split('\n') : [err.message];
+    engine.observer?.reloaded(false);
+    o.log.error({ config: o.path, errors }, `reload refused: ${o.path} has ${errors.length} problem${errors.length === 1 ? '' : 's'}; the running configuration stays`);
+    return { ok: false, errors };
+  }
+  const plan = planReload(engine.activeConfig, o.startFile, engine.withRemoteEntries(loaded));
+  if (plan.needRestart.length > 0) {
+    o.log.warn({ config: o.path, fields: plan.needRestart }, 'reload cannot change these settings; they keep their running values until sluice restarts');
   }
   try {
-    // The kernel path's nftables sets too (one transaction).
-    await kernelPath?.update(engine.activeConfig);
+    engine.replaceConfig(plan.next);
   } catch (err) {
-    return { ok: false, errors: [`the policy was reloaded, but the kernel path's sets could not follow: ${(err as Error).message}`] };
+    const errors = [`${o.path}: ${(err as Error).message}`];
+    engine.observer?.reloaded(false);
+    o.log.error({ config: o.path, errors }, 'reload refused; the running configuration stays');
+    return { ok: false, errors };
   }
-  return r;
+  await o.applied?.(plan.next);
+  o.log.info({ config: o.path, changes: plan.changes, rules: plan.next.rules.length, outbounds: plan.next.outbounds.length, ruleSets: Object.keys(plan.next.ruleSets).length }, 'reloaded');
+  return { ok: true, changes: plan.changes, needRestart: plan.needRestart };
 }

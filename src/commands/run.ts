@@ -2,7 +2,9 @@
  * `sluice run [--config FILE]`: open the TUN, start the stack and the
  * engine, serve until SIGINT/SIGTERM. Without --config the built-in
  * default policy runs (everything direct, DNS hijacked in fake-ip mode and
- * cached, every flow logged). SIGHUP re-reads rule-set files.
+ * cached, every flow logged). SIGHUP re-reads the whole configuration
+ * (src/commands/reload.ts). Select groups keep their choices in groups.json
+ * beside the state file.
  *
  * The TUN gets the configured addresses (they vanish with the device when
  * sluice exits). With route.auto, src/system/ installs the routes and
@@ -34,10 +36,10 @@ import { Engine } from '../engine/engine.js';
 import { createLogger, LogTap } from '../engine/logger.js';
 import { openApi, startControl, type OpenedApi } from '../control/index.js';
 import { GlobalGroup } from '../control/groups.js';
+import { ConfigGroups } from '../control/config-groups.js';
 import { LogHub } from '../control/log-hub.js';
 import { flowLineText } from '../control/rule-text.js';
 import { VERSION } from '../version.js';
-import { reloadRunning } from './run-reload.js';
 import type { CommandIo } from './check.js';
 import type { EarlySignals } from '../cli.js';
 import { DEFAULT_STATE_PATH } from '../system/state.js';
@@ -51,13 +53,16 @@ import { dropPrivileges, planPrivilegeDrop } from '../system/privileges.js';
 import { sdNotify } from '../system/sd-notify.js';
 import { refuseGlobalDispatch } from '../outbound/agent.js';
 import { reportCoexistence } from '../system/coexistence.js';
+import { createReloader } from './run-reload.js';
+import { dirname, join } from 'node:path';
 
 export const RUN_USAGE = `Usage: sluice run [--config FILE] [--state FILE]
 
 Starts the TUN proxy. Without --config, the built-in default policy runs:
 everything direct, DNS hijacked (fake-ip) and cached, every flow logged.
-Needs root or CAP_NET_ADMIN. SIGHUP reloads rule-set files; SIGINT or
-SIGTERM stops. With route.auto, gateway or classifier, what sluice installs
+Needs root or CAP_NET_ADMIN. SIGHUP reloads the whole configuration file
+(an invalid one is refused and the running one stays); SIGINT or SIGTERM
+stops. With route.auto, gateway or classifier, what sluice installs
 (routes, ip rules, nftables tables, tc filters, sysctls) is recorded in the
 state file (default ${DEFAULT_STATE_PATH}) and removed on stop; leftovers of
 a killed run are removed first. With run.user, sluice switches to that
@@ -144,9 +149,23 @@ async function run(argv: string[], io: CommandIo, takeEarlySignal: () => string 
   // end the process, also during start-up or in the instant after "ready".
   // Until ready, a reload has nothing to reload and there are no counters.
   let running: Engine | null = null;
+  // The file as loaded, before the run-time adjustments below: what a reload compares against.
+  const startFile = structuredClone(config);
+  const reload = createReloader({
+    path: values.config ?? null,
+    startFile,
+    engine: () => running,
+    log,
+    prepare: (c) => withRouteMark(c, config.route),
+    // The classifier's maps and the kernel path's sets follow the reloaded policy live (no detach).
+    applied: async (next) => {
+      classifier?.update(next);
+      await kernelPath?.update(next);
+    },
+  });
   const onHup = (): void => {
     if (running === null || life.stopRequested) return;
-    void reloadRunning(running, classifier, kernelPath);
+    void reload().catch((err: unknown) => log.error({ err: (err as Error).message }, 'reload failed; the running configuration stays'));
   };
   const onUsr2 = (): void => {
     if (running === null) return;
@@ -158,10 +177,7 @@ async function run(argv: string[], io: CommandIo, takeEarlySignal: () => string 
   process.on('SIGUSR2', onUsr2);
   log.info({ pid: process.pid, config: where, state: statePath }, 'starting');
   for (const w of configWarnings(config)) log.warn({ config: where }, w);
-  if (config.route.auto) {
-    // sluice's own sockets carry route.mark so the main table, not the TUN, routes them.
-    for (const o of config.outbounds) if (o.type === 'direct' && o.mark === null) o.mark = config.route.mark;
-  }
+  config = withRouteMark(config, config.route);
   let tun: TunDevice;
   let engine: Engine;
   let classifier: RunningClassifier | null = null;
@@ -198,7 +214,7 @@ async function run(argv: string[], io: CommandIo, takeEarlySignal: () => string 
     const link = new CaptureLink(tun);
     const envCapture = captureFromEnv(link, process.env, log);
     if (envCapture !== null) life.defer('outbounds', 'capture file', envCapture);
-    engine = new Engine(config, link, log);
+    engine = new Engine(config, link, log, { selectionsPath: join(dirname(statePath), 'groups.json'), ruleSetDir: join(dirname(statePath), 'rulesets') });
     const e = engine;
     const device = tun;
     startObserve({ engine: e, link, tun: () => device.stats(), classifier: () => classifier, api: api !== null, metricsServer });
@@ -243,7 +259,7 @@ async function run(argv: string[], io: CommandIo, takeEarlySignal: () => string 
         log,
         server: api.server,
         logs: new LogHub(tap, (line) => flowLineText(line, e.activeConfig.rules)),
-        groups: new GlobalGroup(e),
+        groups: new GlobalGroup(e, new ConfigGroups(e)),
         version: VERSION,
         startedAt: Date.now(),
         configName: where,
@@ -253,7 +269,7 @@ async function run(argv: string[], io: CommandIo, takeEarlySignal: () => string 
         tunStats: () => device.stats(),
         classifierCounters: () => classifier?.counters() ?? null,
         classifierStatus: () => classifierStatus(),
-        reload: () => reloadRunning(e, classifier, kernelPath),
+        reload: () => reload(),
       });
     }
     if (drop !== null) dropPrivileges(drop, where, log);
@@ -278,6 +294,13 @@ async function run(argv: string[], io: CommandIo, takeEarlySignal: () => string 
   process.off('SIGHUP', onHup);
   log.info({ code }, 'stopped');
   return code;
+}
+
+/** With route.auto, sluice's own sockets carry route.mark so the main table, not the TUN, routes them: direct outbounds without a mark get it. */
+function withRouteMark(config: SluiceConfig, route: SluiceConfig['route']): SluiceConfig {
+  if (!route.auto) return config;
+  for (const o of config.outbounds) if (o.type === 'direct' && o.mark === null) o.mark = route.mark;
+  return config;
 }
 
 /** Stops the listeners taking connections (the connections themselves are flows: the engine ends them). */

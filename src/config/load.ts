@@ -10,19 +10,24 @@ import { dirname, isAbsolute, join, resolve } from 'node:path';
 import { LineCounter, parseDocument, type Document } from 'yaml';
 import { ConfigError, type ConfigProblem } from './errors.js';
 import { formatPath, isPrefix, locate, type PathSegment } from './locate.js';
-import { checkRuleSetEntry, describeReadError, readRuleSetFile } from './ruleset.js';
+import { checkRuleSetEntry, describeReadError } from './ruleset.js';
+import { readRuleSetSource } from './ruleset-formats.js';
+import { geoIpDatabaseProblem } from './geoip.js';
 import { schemaIssues, type Issue } from './schema-errors.js';
 import { semanticIssues } from './semantic.js';
 import {
   defaultConfig,
   type DnsCondition,
+  defaultGroupCheck,
   type DnsUpstream,
   type HttpConfig,
   type HttpRuleConfig,
   type OutboundConfig,
   type RuleCondition,
   type RuleConfig,
+  type ClashBehavior,
   type RuleSetConfig,
+  type RuleSetFormat,
   type RuleSetType,
   type SluiceConfig,
 } from './types.js';
@@ -84,6 +89,7 @@ export async function parseConfig(text: string, file: string): Promise<SluiceCon
 
   const baseDir = dirname(resolve(file));
   const ruleSets = await loadRuleSets(data, file, baseDir, doc, lines, problems);
+  await checkGeoIp(data, file, baseDir, doc, lines, problems);
 
   if (problems.length > 0) throw new ConfigError(sortProblems(problems, file));
   return complete(data as Raw, ruleSets, baseDir);
@@ -113,7 +119,7 @@ function sortProblems(problems: ConfigProblem[], file: string): ConfigProblem[] 
 /** Parsed YAML that passed every check; fields are read as the schema guarantees. */
 type Raw = Record<string, any>;
 
-/** Reads every file-backed rule set; records problems; returns the sets' entries by name. */
+/** Reads every file-backed rule set (any format); records problems; returns the sets by name. url sets are read by `sluice run`. */
 async function loadRuleSets(
   data: unknown,
   file: string,
@@ -128,24 +134,40 @@ async function loadRuleSets(
   // Read in parallel; problems are appended in definition order so the report is stable.
   const jobs = Object.entries(sets as Raw).map(async ([name, rs]): Promise<ConfigProblem[]> => {
     if (rs === null || typeof rs !== 'object') return [];
-    const type = rs.type as RuleSetType;
-    if (type !== 'domain' && type !== 'cidr') return [];
+    const format = (rs.format ?? 'sluice') as RuleSetFormat;
+    const declared = (rs.type ?? null) as RuleSetType | null;
+    const base = {
+      format,
+      behavior: (rs.behavior ?? null) as ClashBehavior | null,
+      url: (rs.url ?? null) as string | null,
+      interval: (rs.interval ?? 86400) as number,
+      outbound: (rs.outbound ?? 'direct') as string,
+    };
     if (Array.isArray(rs.entries)) {
+      if (declared !== 'domain' && declared !== 'cidr') return [];
       // Inline entries were checked by semantic.ts; normalise the same way a file's are.
       const entries = (rs.entries as unknown[])
         .filter((e): e is string => typeof e === 'string')
         .map((e) => {
-          const checked = checkRuleSetEntry(e, type);
+          const checked = checkRuleSetEntry(e, declared);
           return checked.ok ? checked.entry : e;
         });
-      out.set(name, { type, path: null, entries });
+      out.set(name, { ...base, type: declared, path: null, entries });
       return [];
     }
-    if (typeof rs.path !== 'string' || rs.path === '') return [];
-    const p = rs.path as string;
+    const p = typeof rs.path === 'string' && rs.path !== '' ? (rs.path as string) : null;
+    if (base.url !== null) {
+      // Downloaded by sluice run (its last good copy at `path`, or beside the state file).
+      out.set(name, { ...base, type: declared ?? 'domain', path: p === null ? null : resolve(baseDir, p), entries: [] });
+      return [];
+    }
+    if (p === null) return [];
+    // A missing type or behavior is reported once, by semantic.ts; the file is not read in a guessed form.
+    if (format === 'sluice' && declared !== 'domain' && declared !== 'cidr') return [];
+    if (format === 'clash' && base.behavior === null) return [];
     const abs = resolve(baseDir, p);
     const shown = isAbsolute(p) ? p : join(dirname(file), p);
-    const result = await readRuleSetFile(abs, type, shown, formatPath(['ruleSets', name]));
+    const result = await readRuleSetSource(abs, { format, type: declared, behavior: base.behavior }, shown, formatPath(['ruleSets', name]));
     if (result.readError !== null) {
       const at: PathSegment[] = ['ruleSets', name, 'path'];
       const pos = locate(doc, lines, at);
@@ -159,11 +181,22 @@ async function loadRuleSets(
         },
       ];
     }
-    out.set(name, { type, path: abs, entries: result.entries });
+    out.set(name, { ...base, type: result.type, path: abs, entries: result.entries });
     return result.problems;
   });
   for (const found of await Promise.all(jobs)) problems.push(...found);
   return out;
+}
+
+/** geoip.database, resolved against the config's directory and opened once to check it is a MaxMind DB. */
+async function checkGeoIp(data: unknown, file: string, baseDir: string, doc: Document, lines: LineCounter, problems: ConfigProblem[]): Promise<void> {
+  const db = (data as Raw)?.geoip?.database;
+  if (typeof db !== 'string' || db === '') return;
+  const problem = await geoIpDatabaseProblem(resolve(baseDir, db));
+  if (problem === null) return;
+  const at: PathSegment[] = ['geoip', 'database'];
+  const pos = locate(doc, lines, at);
+  problems.push({ file, line: pos.line, column: pos.column, path: formatPath(at), message: problem });
 }
 
 // --- Defaults ---------------------------------------------------------------------
@@ -200,6 +233,7 @@ function complete(raw: Raw, ruleSets: Map<string, RuleSetConfig>, baseDir: strin
     },
     outbounds: raw.outbounds === undefined ? d.outbounds : (raw.outbounds as Raw[]).map(completeOutbound),
     ruleSets: Object.fromEntries(Object.keys(raw.ruleSets ?? {}).map((name) => [name, ruleSets.get(name)!])),
+    geoip: { database: typeof raw.geoip?.database === 'string' ? resolve(baseDir, raw.geoip.database as string) : null },
     rules: ((raw.rules ?? []) as Raw[]).map((r) => ({ ...completeCondition(r), outbound: r.outbound }) as RuleConfig),
     final: raw.final ?? d.final,
     route: { ...d.route, ...raw.route },
@@ -266,6 +300,18 @@ function completeOutbound(o: Raw): OutboundConfig {
       return { name: o.name, type: 'reject' };
     case 'drop':
       return { name: o.name, type: 'drop' };
+    case 'select':
+    case 'urltest':
+    case 'fallback':
+    case 'loadbalance':
+      return {
+        name: o.name,
+        type: o.type,
+        outbounds: [...(o.outbounds as string[])],
+        check: { ...defaultGroupCheck(), ...o.check },
+        default: o.default ?? null,
+        strategy: o.strategy ?? 'consistent-hash',
+      };
   }
 }
 
@@ -277,6 +323,7 @@ function completeCondition(r: Raw): RuleCondition {
   for (const [key, value] of Object.entries(r)) {
     if (key === 'outbound' || key === 'upstream') continue;
     if (LOWERCASE_KEYS.has(key)) out[key] = (value as string[]).map((s) => s.toLowerCase());
+    else if (key === 'geoip') out[key] = (value as string[]).map((s) => s.toUpperCase());
     else if (key === 'and' || key === 'or') out[key] = (value as Raw[]).map(completeCondition);
     else if (key === 'not') out[key] = completeCondition(value as Raw);
     else if (Array.isArray(value)) out[key] = [...value];

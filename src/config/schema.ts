@@ -10,7 +10,7 @@
  * anyOf/oneOf alternatives collapse into one sentence.
  * `default` values mirror defaultConfig() (a test keeps them in step).
  */
-import { defaultConfig } from './types.js';
+import { defaultConfig, defaultGroupCheck } from './types.js';
 
 // --- Textual forms -----------------------------------------------------------
 
@@ -59,6 +59,9 @@ const PLAIN_UPSTREAM = `(?:udp|tcp)://(?:${IPV4}|\\[${IPV6}\\])(?::${PORT})?`;
 const UPSTREAM =
   `(?:(?:udp|tcp)://(?:${IPV4}|\\[${IPV6}\\])(?::${PORT})?` +
   `|https://(?:${HOSTNAME}|${IPV4}|\\[${IPV6}\\])(?::${PORT})?(?:/[!-~]*)?)`;
+
+/** A health-check or rule-set URL. */
+export const HTTP_URL = `https?://(?:${HOSTNAME}|${IPV4}|\\[${IPV6}\\])(?::${PORT})?(?:/[!-~]*)?`;
 
 /** Outbound and rule-set names. */
 export const NAME = '[A-Za-z0-9][A-Za-z0-9_.-]{0,63}';
@@ -119,6 +122,7 @@ const matcherProperties: Record<string, Schema> = {
   uid: list(int(0, 0xfffffffe, { 'x-expected': 'a numeric uid from 0 to 4294967294' })),
   processName: list(str('[^/\\u0000]{1,255}', 'an executable file name without "/" such as curl')),
   processPath: list(str('/[^\\u0000]{0,4095}', 'an absolute executable path such as /usr/bin/curl')),
+  geoip: list(str('[A-Za-z]{2}', 'a two-letter country code such as DE'), { maxItems: 300 }),
   and: list({ $ref: '#/$defs/condition' }),
   or: list({ $ref: '#/$defs/condition' }),
   not: { $ref: '#/$defs/condition' },
@@ -173,9 +177,38 @@ const outboundVariants: Schema[] = [
   obj({ ...outboundName, type: { const: 'http' }, ...server, ...credentials }, ['name', 'type', 'server', 'port']),
   obj({ ...outboundName, type: { const: 'reject' } }, ['name', 'type']),
   obj({ ...outboundName, type: { const: 'drop' } }, ['name', 'type']),
+  ...groupVariants(),
 ];
 
-export const OUTBOUND_TYPES = ['direct', 'socks5', 'http', 'reject', 'drop'] as const;
+/** The four group types (members, cycles and `default` are checked by semantic.ts). */
+function groupVariants(): Schema[] {
+  const dc = defaultGroupCheck();
+  const members = { outbounds: list(str(NAME, 'an outbound name'), { maxItems: 256 }) };
+  const check = {
+    check: obj(
+      {
+        url: str(HTTP_URL, 'an http:// or https:// URL such as http://www.gstatic.com/generate_204', { maxLength: 2048, default: dc.url }),
+        interval: int(1, 86400, { 'x-expected': 'seconds from 1 to 86400', default: dc.interval }),
+        timeout: int(100, 60000, { 'x-expected': 'milliseconds from 100 to 60000', default: dc.timeout }),
+        tolerance: int(0, 60000, { 'x-expected': 'milliseconds from 0 to 60000', default: dc.tolerance }),
+        lazy: { type: 'boolean', default: dc.lazy },
+      },
+      [],
+      { default: {} },
+    ),
+  };
+  return [
+    obj({ ...outboundName, type: { const: 'select' }, ...members, default: str(NAME, 'the name of one of the members') }, ['name', 'type', 'outbounds']),
+    obj({ ...outboundName, type: { const: 'urltest' }, ...members, ...check }, ['name', 'type', 'outbounds']),
+    obj({ ...outboundName, type: { const: 'fallback' }, ...members, ...check }, ['name', 'type', 'outbounds']),
+    obj(
+      { ...outboundName, type: { const: 'loadbalance' }, ...members, ...check, strategy: enumOf(['consistent-hash', 'round-robin'], { default: 'consistent-hash' }) },
+      ['name', 'type', 'outbounds'],
+    ),
+  ];
+}
+
+export const OUTBOUND_TYPES = ['direct', 'socks5', 'http', 'reject', 'drop', 'select', 'urltest', 'fallback', 'loadbalance'] as const;
 
 export const configSchema: Schema = {
   $schema: 'https://json-schema.org/draft/2020-12/schema',
@@ -285,14 +318,27 @@ export const configSchema: Schema = {
       propertyNames: { pattern: anchored(NAME), 'x-expected': 'a name of letters, digits, "_", "." and "-"' },
       additionalProperties: obj(
         {
+          // Required for the sluice format (semantic.ts); derived from the file for clash and sing-box.
           type: enumOf(['domain', 'cidr']),
+          format: enumOf(['sluice', 'clash', 'sing-box'], { default: 'sluice' }),
+          behavior: enumOf(['domain', 'ipcidr', 'classical']),
           path: { type: 'string', minLength: 1, 'x-expected': 'a file path relative to this config file' },
           entries: { type: 'array', items: { type: 'string', minLength: 1 }, 'x-expected': 'a list of entries' },
+          url: str(HTTP_URL, 'an http:// or https:// URL', { maxLength: 2048 }),
+          interval: int(10, 604800, { 'x-expected': 'seconds from 10 to 604800', default: 86400 }),
+          outbound: str(NAME, 'an outbound name', { default: 'direct' }),
         },
-        ['type'],
+        [],
       ),
       default: {},
     },
+    geoip: obj(
+      {
+        database: { type: ['string', 'null'], minLength: 1, 'x-expected': 'the path of a MaxMind DB file such as GeoLite2-Country.mmdb', default: null },
+      },
+      [],
+      { default: {} },
+    ),
     rules: { type: 'array', items: { $ref: '#/$defs/rule' }, default: [] },
     final: str(NAME, 'an outbound name', { default: d.final }),
     route: obj(

@@ -17,7 +17,7 @@ import { routeIssues } from './route-checks.js';
 import { gatewayIssues } from './gateway-checks.js';
 import { classifierIssues } from './classifier-checks.js';
 import { apiIssues } from './api-checks.js';
-import { defaultConfig, MATCHER_KEYS } from './types.js';
+import { defaultConfig, GROUP_TYPES, MATCHER_KEYS } from './types.js';
 
 /** Deepest nesting of and/or/not accepted (a bound for the matcher's recursion). */
 export const MAX_CONDITION_DEPTH = 8;
@@ -85,6 +85,7 @@ export function semanticIssues(data: unknown): Issue[] {
   };
 
   checkOutbound(['final'], data.final ?? defaults.final, data.final !== undefined);
+  if (Array.isArray(data.outbounds)) groupIssues(data.outbounds, outbounds, add);
 
   // --- DNS ---------------------------------------------------------------------
   const dns = isObj(data.dns) ? data.dns : {};
@@ -163,10 +164,24 @@ export function semanticIssues(data: unknown): Issue[] {
   if (isObj(data.ruleSets)) {
     for (const [name, rs] of Object.entries(data.ruleSets)) {
       if (!isObj(rs)) continue;
+      const at: PathSegment[] = ['ruleSets', name];
       const hasPath = rs.path !== undefined;
       const hasEntries = rs.entries !== undefined;
-      if (hasPath && hasEntries) add(['ruleSets', name], 'give either path (a file) or entries (a list), not both');
-      else if (!hasPath && !hasEntries) add(['ruleSets', name], 'needs path (a file) or entries (a list)');
+      const hasUrl = rs.url !== undefined;
+      const format = rs.format ?? 'sluice';
+      if (hasEntries && (hasPath || hasUrl)) add(at, 'give entries (a list) or a source (path or url), not both');
+      else if (!hasPath && !hasEntries && !hasUrl) add(at, 'needs path (a file), url (a download) or entries (a list)');
+      if (format === 'sluice' && rs.type === undefined) add([...at, 'type'], 'missing (required for format sluice): domain or cidr');
+      if (format !== 'sluice' && rs.type !== undefined) add([...at, 'type'], `the type of a ${String(format)} rule set comes from its file; remove type`);
+      if (format === 'clash' && rs.behavior === undefined) add([...at, 'behavior'], 'missing (required for format clash): domain, ipcidr or classical');
+      if (format !== 'clash' && rs.behavior !== undefined) add([...at, 'behavior'], 'behavior is for format clash');
+      if (format !== 'sluice' && hasEntries) add([...at, 'entries'], `inline entries take the sluice format; put the ${String(format)} file in path or url`);
+      if (!hasUrl) {
+        for (const k of ['interval', 'outbound'] as const) if (rs[k] !== undefined) add([...at, k], `${k} applies to a url rule set`);
+      } else {
+        const ob = checkOutbound([...at, 'outbound'], rs.outbound ?? 'direct', rs.outbound !== undefined);
+        if (ob !== null && (ob.type === 'reject' || ob.type === 'drop')) add([...at, rs.outbound !== undefined ? 'outbound' : 'url'], `a download cannot travel through outbound "${String(ob.name)}" of type ${String(ob.type)}`);
+      }
       if (hasEntries && (rs.type === 'domain' || rs.type === 'cidr')) {
         for (const { value, index } of strings(rs.entries)) {
           const checked = checkRuleSetEntry(value, rs.type);
@@ -175,6 +190,8 @@ export function semanticIssues(data: unknown): Issue[] {
       }
     }
   }
+  const geoipDb = isObj(data.geoip) ? data.geoip.database : undefined;
+  const hasGeoipDb = typeof geoipDb === 'string';
 
   routeIssues(data, defaults, add);
   gatewayIssues(data, defaults, add);
@@ -225,6 +242,7 @@ export function semanticIssues(data: unknown): Issue[] {
         );
       }
     }
+    if (cond.geoip !== undefined && !hasGeoipDb) add([...path, 'geoip'], 'geoip conditions need a country database: set geoip.database (a MaxMind .mmdb file)');
     for (const key of ['and', 'or'] as const) {
       if (!Array.isArray(cond[key])) continue;
       (cond[key] as unknown[]).forEach((sub, i) => {
@@ -302,6 +320,57 @@ export function semanticIssues(data: unknown): Issue[] {
     });
   }
   return issues;
+}
+
+/**
+ * Outbound groups: every member names a defined outbound, once, and not the
+ * group itself; select's `default` is one of its members; and no chain of
+ * groups leads back to where it started (a cycle would recurse at dial
+ * time). Each mistake is reported at the member that makes it.
+ */
+function groupIssues(list: unknown[], outbounds: Map<string, Obj>, add: (path: PathSegment[], message: string) => void): void {
+  const names = [...outbounds.keys()];
+  const isGroup = (o: Obj | undefined): boolean => o !== undefined && GROUP_TYPES.includes(o.type as never);
+  const indexOf = new Map<string, number>();
+  list.forEach((ob, i) => {
+    if (isObj(ob) && typeof ob.name === 'string' && !indexOf.has(ob.name)) indexOf.set(ob.name, i);
+  });
+  list.forEach((ob, i) => {
+    if (!isObj(ob) || !isGroup(ob) || !Array.isArray(ob.outbounds)) return;
+    const seen = new Set<string>();
+    for (const { value, index } of strings(ob.outbounds)) {
+      const at: PathSegment[] = ['outbounds', i, 'outbounds', index];
+      if (value === ob.name) add(at, `group "${value}" cannot contain itself`);
+      else if (!outbounds.has(value)) {
+        add(at, `names an undefined outbound "${value}"${didYouMean(value, names)}${names.length > 0 ? ` (defined: ${names.join(', ')})` : ''}`);
+      } else if (seen.has(value)) add(at, `"${value}" is listed twice in group "${String(ob.name)}"`);
+      seen.add(value);
+    }
+    if (typeof ob.default === 'string' && !seen.has(ob.default)) {
+      add(['outbounds', i, 'default'], `"${ob.default}" is not a member of group "${String(ob.name)}" (members: ${[...seen].join(', ')})`);
+    }
+  });
+  // Cycles: depth-first over group -> member edges; a member already on the path closes a cycle.
+  const state = new Map<string, 'open' | 'done'>();
+  const reported = new Set<string>();
+  const visit = (name: string, path: string[]): void => {
+    state.set(name, 'open');
+    const ob = outbounds.get(name);
+    const members = ob !== undefined && isGroup(ob) && Array.isArray(ob.outbounds) ? strings(ob.outbounds) : [];
+    for (const { value, index } of members) {
+      if (value === name || !isGroup(outbounds.get(value))) continue;
+      if (state.get(value) === 'open') {
+        const cycle = [...path.slice(path.indexOf(value)), name, value];
+        const key = [...cycle].sort().join(',');
+        if (!reported.has(key)) {
+          reported.add(key);
+          add(['outbounds', indexOf.get(name)!, 'outbounds', index], `groups form a cycle: ${cycle.join(' -> ')}`);
+        }
+      } else if (state.get(value) === undefined) visit(value, [...path, name]);
+    }
+    state.set(name, 'done');
+  };
+  for (const [name, ob] of outbounds) if (isGroup(ob) && state.get(name) === undefined) visit(name, []);
 }
 
 /** Headers an http rule may not set: hop-by-hop (RFC 9110 7.6.1) and message framing (RFC 9112 6). */

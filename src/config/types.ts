@@ -166,21 +166,85 @@ export interface DropOutbound {
   type: 'drop';
 }
 
-export type OutboundConfig = DirectOutbound | Socks5Outbound | HttpOutbound | RejectOutbound | DropOutbound;
+export type GroupType = 'select' | 'urltest' | 'fallback' | 'loadbalance';
+
+/** How a group measures its members (docs/configuration.md, "Outbound groups"). */
+export interface GroupCheckConfig {
+  /** Fetched with an HTTP GET through each member: a response head within `timeout` means alive, its time is the delay. */
+  url: string;
+  /** Seconds between checks. */
+  interval: number;
+  /** Milliseconds a check may take. */
+  timeout: number;
+  /** urltest: milliseconds a member must beat the current one by before the group switches. */
+  tolerance: number;
+  /** Checks only while the group carries flows (the first flow after an idle spell starts one). */
+  lazy: boolean;
+}
+
+/**
+ * An outbound group: a name rules can route to, standing for one of its
+ * member outbounds (which may be groups too) picked per flow by `type`.
+ */
+export interface GroupOutbound {
+  name: string;
+  type: GroupType;
+  /** Member outbound names, in order. */
+  outbounds: string[];
+  check: GroupCheckConfig;
+  /** select: the member chosen when no choice was stored; null: the first. */
+  default: string | null;
+  /** loadbalance: consistent-hash (by destination) or round-robin. */
+  strategy: 'consistent-hash' | 'round-robin';
+}
+
+export type OutboundConfig = DirectOutbound | Socks5Outbound | HttpOutbound | RejectOutbound | DropOutbound | GroupOutbound;
+export const GROUP_TYPES: readonly GroupType[] = ['select', 'urltest', 'fallback', 'loadbalance'];
+
+export function isGroupConfig(o: OutboundConfig): o is GroupOutbound {
+  return (GROUP_TYPES as readonly string[]).includes(o.type);
+}
+
+export function defaultGroupCheck(): GroupCheckConfig {
+  return { url: 'http://www.gstatic.com/generate_204', interval: 300, timeout: 5000, tolerance: 50, lazy: true };
+}
 export type OutboundType = OutboundConfig['type'];
 
-export type RuleSetType = 'domain' | 'cidr';
+/** mixed: domain entries and `cidr:` entries together (what Clash classical and sing-box rule sets convert to). */
+export type RuleSetType = 'domain' | 'cidr' | 'mixed';
+
+/** How a rule-set source is written: sluice's own lines, a Clash rule provider, a sing-box rule-set source. */
+export type RuleSetFormat = 'sluice' | 'clash' | 'sing-box';
+export type ClashBehavior = 'domain' | 'ipcidr' | 'classical';
 
 export interface RuleSetConfig {
+  /** What the entries are (given for the sluice format, derived from the file for the others). */
   type: RuleSetType;
-  /** Absolute path of the rule-set file; null for an inline set. */
+  format: RuleSetFormat;
+  /** Clash rule providers: how the file's lines read. */
+  behavior: ClashBehavior | null;
+  /**
+   * Absolute path of the rule-set file; for a `url` set, where the last
+   * good download is kept (null: beside the state file, filled in by
+   * `sluice run`); null for an inline set.
+   */
   path: string | null;
+  /** Downloaded from here (http:// or https://) through `outbound`, every `interval` seconds. */
+  url: string | null;
+  interval: number;
+  outbound: string;
   /**
    * The entries, normalised (domains lower-cased): the inline list, or the
-   * file's entries as read at load time (re-read `path` with
-   * `loadRuleSetFile` to reload).
+   * file's entries as read at load time (a url set: none until `sluice run`
+   * reads its disk copy or downloads it).
    */
   entries: string[];
+}
+
+/** `geoip:`: the country database `geoip` rule conditions read. */
+export interface GeoIpConfig {
+  /** Absolute path of a MaxMind DB (GeoLite2-Country or compatible); null: no geoip rules. */
+  database: string | null;
 }
 
 /** A port 1-65535, or a string "443" or range "8000-8100" (inclusive). */
@@ -215,6 +279,8 @@ export interface RuleCondition {
   processName?: string[];
   /** Absolute executable paths (/proc/PID/exe), exact. */
   processPath?: string[];
+  /** Destination country (ISO 3166-1 alpha-2, upper-cased by the loader), from geoip.database. */
+  geoip?: string[];
   and?: RuleCondition[];
   or?: RuleCondition[];
   not?: RuleCondition;
@@ -388,6 +454,7 @@ export interface SluiceConfig {
   dns: DnsConfig;
   outbounds: OutboundConfig[];
   ruleSets: Record<string, RuleSetConfig>;
+  geoip: GeoIpConfig;
   /** Ordered; the first match wins. */
   rules: RuleConfig[];
   /** Outbound used when no rule matches. */
@@ -424,6 +491,7 @@ export const MATCHER_KEYS = [
   'uid',
   'processName',
   'processPath',
+  'geoip',
   'and',
   'or',
   'not',
@@ -469,6 +537,7 @@ export function defaultConfig(): SluiceConfig {
     },
     outbounds: [{ name: 'direct', type: 'direct', mark: null, interface: null }],
     ruleSets: {},
+    geoip: { database: null },
     rules: [],
     final: 'direct',
     route: {

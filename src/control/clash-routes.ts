@@ -191,9 +191,9 @@ export function registerClashRoutes(api: ApiServer, ctx: ControlContext): void {
   const provider = (s: ReturnType<typeof engine.ruleSetStates>[number]): Record<string, unknown> => ({
     name: s.name,
     type: 'Rule',
-    behavior: s.type === 'domain' ? 'Domain' : 'IPCIDR',
+    behavior: s.type === 'domain' ? 'Domain' : s.type === 'cidr' ? 'IPCIDR' : 'Classical',
     format: 'TextRule',
-    vehicleType: s.path === null ? 'Inline' : 'File',
+    vehicleType: s.url !== null ? 'HTTP' : s.path === null ? 'Inline' : 'File',
     ruleCount: s.entries,
     updatedAt: new Date(s.loadedAt).toISOString(),
     ...(s.path !== null ? { path: s.path } : {}),

@@ -55,7 +55,8 @@ export class GlobalGroup implements ProxyGroups {
   }
 
   select(group: string, member: string): SelectError | null {
-    if (group !== GLOBAL) return this.inner?.select(group, member) ?? { kind: 'not-group', message: `${group} is not a group` };
+    // null is success: `??` would turn it into an error.
+    if (group !== GLOBAL) return this.inner !== null ? this.inner.select(group, member) : { kind: 'not-group', message: `${group} is not a group` };
     try {
       this.engine.selectGlobal(member);
       return null;
@@ -66,7 +67,7 @@ export class GlobalGroup implements ProxyGroups {
 
   unfix(group: string): SelectError | null {
     if (group === GLOBAL) return { kind: 'not-selectable', message: 'GLOBAL is a Selector: there is no pin to release' };
-    return this.inner?.unfix?.(group) ?? { kind: 'not-group', message: `${group} has no pin to release` };
+    return this.inner?.unfix !== undefined ? this.inner.unfix(group) : { kind: 'not-group', message: `${group} has no pin to release` };
   }
 
   resolve(name: string): string | null {

@@ -20,23 +20,25 @@ import { isIP } from 'node:net';
 import type net from 'node:net';
 import type { Duplex } from 'node:stream';
 import { canPreserve, transparentDial, unmapAddress } from './transparent-dial.js';
-import type { SluiceConfig } from '../config/types.js';
-import { loadRuleSetFile } from '../config/ruleset.js';
-import { compilePolicy } from './policy/compile.js';
+import type { RuleSetType, SluiceConfig } from '../config/types.js';
 import { PolicySlot, type Policy } from './policy/policy.js';
 import type { MatchContext, SniffedProtocol } from './policy/types.js';
 import { FlowSniffer, sniffDatagram } from './sniff/index.js';
 import type { SniffResult } from './sniff/result.js';
-import { createOutbounds, type OutboundConfig as OutboundSpec } from '../outbound/index.js';
+import { OutboundGroup, SelectionStore, chainOf, type GroupEvents } from '../outbound/index.js';
+import { readRuleSetSource } from '../config/ruleset-formats.js';
+import { formatProblem } from '../config/errors.js';
+import type { GroupRegistry } from '../outbound/group-registry.js';
+import { buildRuntime, closeRuntime, compileConfigPolicy, type Runtime, type RuntimeDeps } from './runtime.js';
+import type { GeoIpLookup } from './policy/types.js';
+import { geoIpLookup } from './geoip-lookup.js';
+import { RemoteRuleSets } from './remote-rulesets.js';
 import { OutboundError } from '../outbound/errors.js';
 import type { Outbound, UdpAssociation } from '../outbound/types.js';
 import { FakeIpPool } from '../dns/fake-ip.js';
-import { DnsCache } from '../dns/cache.js';
 import { DnsSnoop } from '../dns/snoop.js';
 import { DnsHijack } from '../dns/server.js';
 import { TcpFrameReader, frameTcp, parseMessage } from '../dns/message.js';
-import type { DnsRouter } from '../dns/router.js';
-import { fakeIpFilter } from '../dns/router.js';
 import { UpstreamFailureLog } from '../dns/failure-log.js';
 import type { LookupFn } from '../outbound/types.js';
 import { mkdir } from 'node:fs/promises';
@@ -50,8 +52,7 @@ import { parseIpv4Text, writeIpv4Addr } from '../wire/ipv4.js';
 import { relay, type RelayResult } from './relay.js';
 import { FlowRegistry, newFlowId, type FlowRecord, type NameOrigin, type RoutingMode } from './flow-registry.js';
 import { policyNeedsName } from './name-sensitivity.js';
-import { buildResolverChain, resolveWith } from './dns-upstreams.js';
-import { HttpL7 } from './http-l7.js';
+import { resolveWith } from './dns-upstreams.js';
 import { DialLimiter } from './dial-limiter.js';
 import type { Logger } from './logger.js';
 import { FlowGuard, errorText, installErrorBoundary } from './flow-guard.js';
@@ -105,6 +106,8 @@ interface FlowInfo extends FlowRecord {
   /** "ip:port" / "[v6]:port" for the log lines. */
   readonly src: string;
   readonly dst: string;
+  /** The outbounds a group flow went through, outermost first (group -> member -> ... -> leaf), for the flow line; null for a plain outbound. */
+  chain: readonly string[] | null;
   /** Ends the flow should its handling throw. */
   guard: FlowGuard;
   /** Set by endFlows(): the flow line says close "shutdown". */
@@ -118,13 +121,16 @@ interface FlowInfo extends FlowRecord {
 const PERSIST_DELAY_MS = 250;
 
 /** What a reload did: the rule sets whose entry count changed, or why nothing changed. */
-export type ReloadResult = { ok: true; changes: { ruleSets: Record<string, { before: number; after: number }> } } | { ok: false; errors: string[] };
+/** PUT /providers/rules/:name's answer. */
+export type RuleSetReloadResult = { ok: true; changes: { ruleSets: Record<string, { before: number; after: number }> } } | { ok: false; errors: string[] };
 
 /** One rule set as the API shows it (a rule provider). */
 export interface RuleSetState {
   name: string;
-  type: 'domain' | 'cidr';
+  type: RuleSetType;
   path: string | null;
+  /** Downloaded from here (a url set). */
+  url: string | null;
   entries: number;
   /** Epoch ms of the last (re)load. */
   loadedAt: number;
@@ -165,12 +171,21 @@ function addressBytes(text: string): Uint8Array {
   return out;
 }
 
-/** A and then AAAA (or the asked family) through the chain; the first address wins. */
-/** The config's outbound (nulls for "not set") in the outbound layer's shape (absent for "not set"). */
-function toOutboundSpec(o: SluiceConfig['outbounds'][number]): OutboundSpec {
-  const clean: Record<string, unknown> = {};
-  for (const [k, v] of Object.entries(o)) if (v !== null && v !== undefined) clean[k] = v;
-  return clean as unknown as OutboundSpec;
+export interface EngineOptions {
+  /** File the select groups' choices are kept in across restarts (beside the state file); absent or null: memory only. */
+  selectionsPath?: string | null;
+  /** Directory of the url rule sets' last good copies (those without a path of their own); absent or null: none kept. */
+  ruleSetDir?: string | null;
+}
+
+/** Group health and choice changes, one log line each. */
+function groupLogEvents(log: Logger): GroupEvents {
+  return {
+    memberState: (group, member, alive, reason) =>
+      alive ? log.info({ group, member, reason }, 'group member up') : log.warn({ group, member, reason }, 'group member down'),
+    switched: (group, from, to, why) => log.info({ group, from, to, why }, 'group switched'),
+    storeError: (message) => log.warn({ err: message }, 'group choice not saved'),
+  };
 }
 
 /** What the engine needs of a UDP session: the stack's UdpSession, or a TPROXY one. */
@@ -195,16 +210,18 @@ export class Engine {
   };
   readonly stack: Stack;
   private readonly policy: PolicySlot;
-  private readonly outbounds: Map<string, Outbound>;
+  /** Everything built from the configuration (runtime.ts); a reload swaps it whole. */
+  private rt: Runtime;
+  /** Runtimes replaced by a reload, kept until the flows open at that moment have ended. */
+  private readonly retired: { rt: Runtime; flows: Set<FlowInfo> }[] = [];
   private readonly pool: FakeIpPool | null;
   private readonly snoop: DnsSnoop | null;
-  private readonly dns: DnsHijack | null;
-  /** The HTTP L7 mode (config `http`), null when disabled. */
-  private readonly httpL7: HttpL7 | null;
-  /** Whether any rule looks at names or protocols (else sniffing cannot change a decision). */
-  private needsName: boolean;
   /** Socket-owner lookups (uid / processName / processPath rules); null while no rule needs them. */
   private owners: SocketOwnerLookup | null = null;
+  /** DNS upstream failures, logged at warn (rate-limited); kept across reloads. */
+  private readonly failures: UpstreamFailureLog;
+  private readonly selections: SelectionStore | null;
+  private readonly groupEvents: GroupEvents;
   private persistTimer: NodeJS.Timeout | null = null;
   /** The debounced save after a fake-IP change (schedulePersist). */
   private persistSoon: NodeJS.Timeout | null = null;
@@ -230,34 +247,29 @@ export class Engine {
   /** False once stopping: new flows are refused. */
   private accepting = true;
   private stopped = false;
-  private readonly chain: DnsRouter;
+  /** start() ran: groups of a reloaded runtime start their checks at once. */
+  private started = false;
+  /** The url rule sets' downloads. */
+  private readonly remote: RemoteRuleSets;
+  /** geoip.database, opened at start-up and again when a reload names another file. */
+  private geoip: GeoIpLookup | null = null;
   /** log.level debug (checked once: debug lines cost one branch when off). */
   private readonly debug: boolean;
   /** Metrics (src/control/metrics.ts): told once per flow end, dial, sniff and reload; null when off. */
   observer: EngineObserver | null = null;
 
   constructor(
-    private config: SluiceConfig,
+    config: SluiceConfig,
     link: LinkEndpoint,
     private readonly log: Logger,
+    options: EngineOptions = {},
   ) {
-    this.policy = new PolicySlot(Engine.compile(config));
     // Domain targets (fake-ip flows) resolve through sluice's own upstreams,
     // never the host's resolver, whose traffic might route into the TUN.
-    let chain: DnsRouter | null = null;
-    const lookup: LookupFn = (host, family) => resolveWith(chain!, host, family);
-    this.lookup = lookup;
-    // With auto-route every socket sluice makes (to proxies too, not only
-    // direct ones) must carry the mark that keeps it out of the TUN.
-    this.outbounds = createOutbounds(config.outbounds.map(toOutboundSpec), config.route.auto ? { lookup, mark: config.route.mark } : { lookup });
+    this.lookup = (host, family) => resolveWith(this.rt.chain, host, family);
     const now = (): number => Date.now() / 1000;
     const dnsCfg = config.dns;
-    const failures = new UpstreamFailureLog(log);
-    const ruleSets = Object.fromEntries(Object.entries(config.ruleSets).map(([name, rs]) => [name, { type: rs.type, entries: rs.entries }]));
-    chain = buildResolverChain(dnsCfg, this.outbounds, { onFailure: (upstream, reason) => failures.report(upstream, reason), ruleSets });
-    this.chain = chain;
-    // dns.fakeIp.filter: those names get real answers, snooped so a flow to one still has its name.
-    const shouldFake = dnsCfg.mode === 'fake-ip' ? fakeIpFilter(dnsCfg.fakeIp.filter, ruleSets) : null;
+    this.failures = new UpstreamFailureLog(log);
     this.debug = log.isLevelEnabled('debug');
     this.pool =
       dnsCfg.mode === 'fake-ip'
@@ -268,20 +280,20 @@ export class Engine {
             onChange: () => this.schedulePersist(),
           })
         : null;
-    this.snoop = dnsCfg.mode === 'real-ip' || shouldFake !== null ? new DnsSnoop({ maxEntries: 65536, now }) : null;
-    this.dns = dnsCfg.hijack
-      ? new DnsHijack({
-          mode: dnsCfg.mode,
-          pool: this.pool,
-          fakeTtl: dnsCfg.fakeIp.ttl,
-          cache: new DnsCache({ maxEntries: dnsCfg.cache.maxEntries, minTtl: dnsCfg.cache.minTtl, maxTtl: dnsCfg.cache.maxTtl, now }),
-          upstream: chain,
-          snoop: this.snoop,
-          ...(shouldFake !== null ? { shouldFake } : {}),
-        })
-      : null;
-    this.httpL7 = config.http.enabled ? new HttpL7(config.http, this.outbounds, log) : null;
-    this.needsName = policyNeedsName(config);
+    // dns.fakeIp.filter: those names get real answers, snooped so a flow to one still has its name.
+    this.snoop = dnsCfg.mode === 'real-ip' || dnsCfg.fakeIp.filter.length > 0 ? new DnsSnoop({ maxEntries: 65536, now }) : null;
+    this.selections = options.selectionsPath === undefined || options.selectionsPath === null ? null : new SelectionStore(options.selectionsPath);
+    if (this.selections?.lastError) log.warn({ err: this.selections.lastError }, 'group choices not restored');
+    this.groupEvents = groupLogEvents(log);
+    this.geoip = config.geoip.database === null ? null : geoIpLookup(config.geoip.database);
+    this.remote = new RemoteRuleSets({
+      log,
+      dir: options.ruleSetDir ?? null,
+      outbound: (name) => this.rt.outbounds.get(name),
+      apply: (name, entries, type) => this.replaceRuleSet(name, entries, type),
+    });
+    this.rt = buildRuntime(this.remote.prepare(config, null), this.runtimeDeps());
+    this.policy = new PolicySlot(this.rt.policy);
     this.globalChoice = Engine.defaultGlobal(config);
     this.ruleHits = new Float64Array(config.rules.length + 1);
     this.ruleHitAt = new Float64Array(config.rules.length + 1);
@@ -318,9 +330,20 @@ export class Engine {
 
   /** Compiles the policy part of a config (rule-set entries already loaded). */
   static compile(config: SluiceConfig): Policy {
-    const ruleSets: Record<string, { type: 'domain' | 'cidr'; entries: string[] }> = {};
-    for (const [name, rs] of Object.entries(config.ruleSets)) ruleSets[name] = { type: rs.type, entries: rs.entries };
-    return compilePolicy({ rules: config.rules, ruleSets, final: config.final, outbounds: config.outbounds });
+    return compileConfigPolicy(config, null);
+  }
+
+  private runtimeDeps(previous?: Runtime): RuntimeDeps {
+    return { log: this.log, lookup: this.lookup, pool: this.pool, snoop: this.snoop, failures: this.failures, selections: this.selections, groupEvents: this.groupEvents, geoip: this.geoip, ...(previous !== undefined ? { previous } : {}) };
+  }
+
+  /** The running configuration's outbound groups (list, select, delay): the control plane's interface to them. */
+  get groups(): GroupRegistry {
+    return this.rt.groups;
+  }
+
+  private get config(): SluiceConfig {
+    return this.rt.config;
   }
 
   async start(): Promise<void> {
@@ -345,6 +368,10 @@ export class Engine {
         'gateway.preserveSource applies to TCP through direct outbounds (destinations given as addresses or fake-IP names); UDP sessions still leave from this host\'s address',
       );
     }
+    this.rt.groups.start();
+    this.started = true;
+    // url rule sets: their first download (bounded wait; the disk copies serve if it fails).
+    await this.remote.reconcile(this.rt.config);
     this.stack.start();
   }
 
@@ -391,6 +418,7 @@ export class Engine {
     this.stopped = true;
     this.uninstallBoundary?.();
     this.uninstallBoundary = null;
+    this.remote.close();
     if (this.persistTimer !== null) clearInterval(this.persistTimer);
     this.persistTimer = null;
     if (this.persistSoon !== null) clearTimeout(this.persistSoon);
@@ -399,7 +427,7 @@ export class Engine {
     this.accepting = false;
     await this.persist();
     this.stack.close();
-    await Promise.allSettled([this.httpL7?.close(), this.chain.close()]);
+    await Promise.allSettled([closeRuntime(this.rt), ...this.retired.splice(0).map((r) => closeRuntime(r.rt))]);
   }
 
   /**
@@ -438,48 +466,106 @@ export class Engine {
   }
 
   /**
-   * SIGHUP and POST /v1/reload: re-reads rule-set files and swaps the
-   * policy. Flows already running keep their outbound; new flows see the
-   * new rules. A broken file leaves the running policy in place and the
-   * result says why.
+   * Whole-config reload (SIGHUP, POST /v1/reload): builds the outbounds,
+   * groups, DNS, HTTP mode and policy of `next` first (throwing, with the
+   * running configuration untouched, if that fails), then swaps them in at
+   * once. Flows already routed keep their outbound; new flows follow
+   * `next`. The replaced runtime is released once the flows open now have
+   * ended. The caller keeps the settings a reload cannot change (run.ts).
    */
-  reload(): Promise<ReloadResult> {
-    return this.reloadSets(Object.keys(this.config.ruleSets));
-  }
-
-  /** PUT /providers/rules/:name: re-reads one rule set (an inline one has nothing to re-read). */
-  reloadRuleSet(name: string): Promise<ReloadResult> {
-    return this.reloadSets([name]);
-  }
-
-  private async reloadSets(names: string[]): Promise<ReloadResult> {
-    try {
-      const ruleSets = { ...this.config.ruleSets };
-      const changes: Record<string, { before: number; after: number }> = {};
-      for (const name of names) {
-        const rs = ruleSets[name];
-        if (rs === undefined || rs.path === null) continue;
-        const entries = await loadRuleSetFile(rs.path, rs.type);
-        if (entries.length !== rs.entries.length) changes[name] = { before: rs.entries.length, after: entries.length };
-        ruleSets[name] = { ...rs, entries };
+  replaceConfig(loaded: SluiceConfig): void {
+    const prev = this.rt;
+    const next = this.remote.prepare(loaded, prev.config);
+    const db = next.geoip.database;
+    const geoip = db === prev.config.geoip.database ? this.geoip : db === null ? null : geoIpLookup(db);
+    const rt = buildRuntime(next, { ...this.runtimeDeps(prev), geoip });
+    this.geoip = geoip;
+    this.rt = rt;
+    this.policy.swap(rt.policy);
+    if (this.started) rt.groups.start();
+    this.updateOwners();
+    this.observer?.reloaded(true);
+    prev.groups.close();
+    if (this.flows.size === 0) void closeRuntime(prev);
+    else this.retired.push({ rt: prev, flows: new Set(this.flows.values()) });
+    // What the control API shows and mode global/direct use follow the new outbounds.
+    if (!rt.outbounds.has(this.globalChoice)) this.globalChoice = Engine.defaultGlobal(next);
+    if (this.routingMode !== 'rule') {
+      try {
+        this.setMode(this.routingMode);
+      } catch {
+        this.setMode('rule'); // mode direct, and the new config has no direct outbound
       }
-      const next = { ...this.config, ruleSets };
-      this.policy.swap(Engine.compile(next));
-      this.needsName = policyNeedsName(next);
-      this.config = next;
-      this.updateOwners();
-      const now = Date.now();
-      for (const name of names) if (name in ruleSets) this.ruleSetLoadedAt.set(name, now);
-      this.observer?.reloaded(true);
-      this.log.info({ ruleSets: names.length }, 'reloaded');
-      if (this.debug) this.log.debug({ ruleSets: Object.fromEntries(Object.entries(ruleSets).map(([n, rs]) => [n, rs.entries.length])), rules: next.rules.length, needsName: this.needsName }, 'reload details');
-      return { ok: true, changes: { ruleSets: changes } };
-    } catch (err) {
-      const message = (err as Error).message;
-      this.observer?.reloaded(false);
-      this.log.error({ err: message }, 'reload failed; the previous policy stays');
-      return { ok: false, errors: [message] };
     }
+    const now = Date.now();
+    for (const [name, rs] of Object.entries(next.ruleSets)) if (JSON.stringify(prev.config.ruleSets[name]) !== JSON.stringify(rs)) this.ruleSetLoadedAt.set(name, now);
+    void this.remote.reconcile(next);
+    if (this.debug) this.log.debug({ rules: next.rules.length, outbounds: next.outbounds.length, needsName: rt.needsName, retired: this.retired.length }, 'reload details');
+  }
+
+  /** `loaded` with its url rule sets filled in (from the running set when unchanged, else the disk copy): what a reload compares. */
+  withRemoteEntries(loaded: SluiceConfig): SluiceConfig {
+    return this.remote.prepare(loaded, this.rt.config);
+  }
+
+  /**
+   * New entries for one rule set (a remote set refreshed, a file re-read):
+   * recompiles the policy only; outbounds and DNS stay. Throws PolicyError
+   * (nothing changed) on entries the compiler refuses.
+   */
+  replaceRuleSet(name: string, entries: string[], type?: RuleSetType): void {
+    const cur = this.rt.config;
+    const rs = cur.ruleSets[name];
+    if (rs === undefined) return;
+    const next: SluiceConfig = { ...cur, ruleSets: { ...cur.ruleSets, [name]: { ...rs, entries, type: type ?? rs.type } } };
+    const policy = compileConfigPolicy(next, this.geoip);
+    this.rt = { ...this.rt, config: next, policy, needsName: policyNeedsName(next) };
+    this.policy.swap(policy);
+    this.ruleSetLoadedAt.set(name, Date.now());
+  }
+
+  /**
+   * PUT /providers/rules/:name: re-reads one file-backed rule set, or
+   * downloads a url set now; the running entries stay when that fails.
+   */
+  async reloadRuleSet(name: string): Promise<RuleSetReloadResult> {
+    const rs = this.rt.config.ruleSets[name];
+    if (rs === undefined) return { ok: false, errors: [`no rule set named ${name}`] };
+    const before = rs.entries.length;
+    const done = (): RuleSetReloadResult => {
+      const after = this.rt.config.ruleSets[name]?.entries.length ?? 0;
+      return { ok: true, changes: { ruleSets: after === before ? {} : { [name]: { before, after } } } };
+    };
+    if (rs.url !== null) return (await this.remote.refresh(name)) ? done() : { ok: false, errors: [`${name}: the download failed or was invalid (the log says why); the current entries stay`] };
+    if (rs.path === null) return done();
+    const r = await readRuleSetSource(rs.path, { format: rs.format, type: rs.format === 'sluice' ? rs.type : null, behavior: rs.behavior }, rs.path, `ruleSets.${name}`);
+    if (r.readError !== null) return { ok: false, errors: [`${rs.path}: cannot read rule set: ${r.readError}`] };
+    if (r.problems.length > 0) return { ok: false, errors: r.problems.map(formatProblem) };
+    try {
+      this.replaceRuleSet(name, r.entries, r.type);
+    } catch (err) {
+      return { ok: false, errors: [(err as Error).message] };
+    }
+    return done();
+  }
+
+  /** Releases retired runtimes whose flows have all ended (called as each flow is logged). */
+  private releaseRetired(info: FlowInfo): void {
+    for (let i = this.retired.length - 1; i >= 0; i--) {
+      const r = this.retired[i]!;
+      r.flows.delete(info);
+      if (r.flows.size === 0) {
+        this.retired.splice(i, 1);
+        void closeRuntime(r.rt);
+      }
+    }
+  }
+
+  /** The chain of a group flow: outermost first for the flow line, innermost first (Clash `chains`) for the registry. */
+  private static setChain(info: FlowInfo, chain: readonly string[] | undefined): void {
+    if (chain === undefined) return;
+    info.chain = chain;
+    info.chains = [...chain].reverse();
   }
 
   /** Creates the owner lookup when the running policy first needs it (kept after: its cache is bounded). */
@@ -513,7 +599,7 @@ export class Engine {
 
   /** The DNS hijack (null when dns.hijack is off), for the metrics' scrape-time reads. */
   get dnsServer(): DnsHijack | null {
-    return this.dns;
+    return this.rt.dns;
   }
 
   /** The fake-IP pool (null in real-ip mode), for the metrics. */
@@ -544,9 +630,9 @@ export class Engine {
    */
   setMode(mode: RoutingMode): void {
     if (mode === 'rule') this.modeOutbound = null;
-    else if (mode === 'global') this.modeOutbound = this.outbounds.get(this.globalChoice)!;
+    else if (mode === 'global') this.modeOutbound = this.rt.outbounds.get(this.globalChoice)!;
     else {
-      const direct = [...this.outbounds.values()].find((o) => o.type === 'direct');
+      const direct = [...this.rt.outbounds.values()].find((o) => o.type === 'direct');
       if (direct === undefined) throw new Error('mode direct needs an outbound of type direct, and the config has none');
       this.modeOutbound = direct;
     }
@@ -561,14 +647,16 @@ export class Engine {
 
   /** PUT /proxies/GLOBAL: picks its member; throws for an unknown outbound. */
   selectGlobal(name: string): void {
-    if (!this.outbounds.has(name)) throw new Error(`no outbound named ${JSON.stringify(name)}`);
+    if (!this.rt.outbounds.has(name)) throw new Error(`no outbound named ${JSON.stringify(name)}`);
     this.globalChoice = name;
-    if (this.routingMode === 'global') this.modeOutbound = this.outbounds.get(name)!;
+    if (this.routingMode === 'global') this.modeOutbound = this.rt.outbounds.get(name)!;
   }
 
-  /** The outbounds by name, in config order. */
+  /** The outbounds by name, in config order, without the groups (those are `groups`). */
   get outboundMap(): ReadonlyMap<string, Outbound> {
-    return this.outbounds;
+    const out = new Map<string, Outbound>();
+    for (const [name, o] of this.rt.outbounds) if (!(o instanceof OutboundGroup)) out.set(name, o);
+    return out;
   }
 
   /** Flows matched by each rule (last entry: final) and when the last one started (epoch ms, 0 never). */
@@ -584,7 +672,7 @@ export class Engine {
 
   /** The rule sets (rule providers). */
   ruleSetStates(): RuleSetState[] {
-    return Object.entries(this.config.ruleSets).map(([name, rs]) => ({ name, type: rs.type, path: rs.path, entries: rs.entries.filter((e) => e.trim() !== '' && !e.trimStart().startsWith('#')).length, loadedAt: this.ruleSetLoadedAt.get(name) ?? 0 }));
+    return Object.entries(this.config.ruleSets).map(([name, rs]) => ({ name, type: rs.type, path: rs.path, url: rs.url, entries: rs.entries.filter((e) => e.trim() !== '' && !e.trimStart().startsWith('#')).length, loadedAt: this.ruleSetLoadedAt.get(name) ?? 0 }));
   }
 
   /** POST /cache/fakeip/flush: forgets every fake-IP mapping and saves the empty table; null without fake-ip mode. */
@@ -598,7 +686,7 @@ export class Engine {
 
   /** GET /dns/query: asks sluice's upstreams (what a real-ip answer would be), bounded by the chain's deadline. */
   dnsQuery(query: Uint8Array): Promise<Uint8Array> {
-    return this.chain.query(query);
+    return this.rt.chain.query(query);
   }
 
   // ------------------------------------------------------------------ TCP
@@ -668,6 +756,7 @@ export class Engine {
       uid: null,
       process: null,
       processPath: null,
+      chain: null,
       chains: null,
       mode: null,
       remoteDestination: null,
@@ -716,12 +805,13 @@ export class Engine {
     }
     // DNS first, as for UDP: a resolver address inside the fake-IP pool is
     // answered over TCP too (it has no name of its own).
-    if (this.dns !== null && req.localPort === 53) {
+    const dns = this.rt.dns;
+    if (dns !== null && req.localPort === 53) {
       info.protocol = 'dns';
       info.outbound = 'dns-hijack';
       const dnsStream = req.accept();
       info.end = () => dnsStream.destroy();
-      return this.serveDnsOverTcp(dnsStream, info);
+      return this.serveDnsOverTcp(dnsStream, info, dns);
     }
     if (this.wantsOwner(info)) {
       // The SYN waits (the stack holds it) while the owner is looked up off the event loop's fast path.
@@ -749,10 +839,10 @@ export class Engine {
     }
     Engine.setName(info, domain, from);
     // HTTP-mode ports are sniffed even when the name is known: the mode needs to see HTTP.
-    const l7 = this.httpL7 !== null && this.httpL7.wants(req.localPort);
+    const l7 = this.rt.httpL7 !== null && this.rt.httpL7.wants(req.localPort);
     // Without a name-dependent rule, sniffing cannot change the outcome: then
     // the outbound connects before the SYN is answered, as for known names.
-    if ((domain !== null || !this.needsName) && !l7 || this.config.sniff.timeoutMs === 0) {
+    if ((domain !== null || !this.rt.needsName) && !l7 || this.config.sniff.timeoutMs === 0) {
       return this.routeBeforeAccept(req, info);
     }
     const stream = req.accept();
@@ -780,6 +870,7 @@ export class Engine {
     this.dialTcp(outbound, host, req.localPort, AbortSignal.any([req.signal, ac.signal]), req).then(
       (upstream) => {
         info.guard.own(() => upstream.destroy());
+        Engine.setChain(info, chainOf(upstream));
         let stream: TcpStream;
         try {
           stream = req.accept();
@@ -877,9 +968,10 @@ export class Engine {
     // A fake destination stands for its name (a known name is the only way a fake one gets here).
     const fakeName = this.pool !== null && this.pool.isFake(req.localAddress) ? info.domain : null;
     const host = fakeName ?? req.localAddress;
-    if (this.httpL7 !== null && info.protocol === 'http' && this.httpL7.wants(req.localPort)) {
+    const httpL7 = this.rt.httpL7;
+    if (httpL7 !== null && info.protocol === 'http' && httpL7.wants(req.localPort)) {
       info.end = () => stream.destroy();
-      info.bytes = this.httpL7.serve(stream, chunks, { src: info.src, target: { host, port: req.localPort }, outbound }, (r) => {
+      info.bytes = httpL7.serve(stream, chunks, { src: info.src, target: { host, port: req.localPort }, outbound }, (r) => {
         // The flow line says what the requests matched (http.rules index and outbound, as
         // their "request" lines do); flowRule keeps the flow-level policy match.
         const flowRule = info.rule;
@@ -902,6 +994,7 @@ export class Engine {
     this.dialTcp(outbound, host, req.localPort, ac.signal, req).then(
       (upstream) => {
         info.guard.own(() => upstream.destroy());
+        Engine.setChain(info, chainOf(upstream));
         stream.off('close', onClose);
         if (stream.destroyed) {
           upstream.destroy();
@@ -960,10 +1053,11 @@ export class Engine {
       return this.logFlow(info, { bytesUp: 0, bytesDown: 0, close: 'bad target' });
     }
     // DNS over TCP is answered by the hijack, as behind the TUN and as over UDP.
-    if (this.dns !== null && ends.localPort === 53) {
+    const dns = this.rt.dns;
+    if (dns !== null && ends.localPort === 53) {
       info.protocol = 'dns';
       info.outbound = 'dns-hijack';
-      return this.serveDnsOverTcp(socket, info);
+      return this.serveDnsOverTcp(socket, info, dns);
     }
     const { domain, unknownFake, from } = this.nameFor(localAddress);
     if (unknownFake) {
@@ -1028,6 +1122,8 @@ export class Engine {
   }
 
   private choose(e: FlowEnds, info: FlowInfo): Outbound {
+    // The policy and the outbounds of one runtime: a reload swaps both together.
+    const rt = this.rt;
     let outbound: Outbound;
     if (this.modeOutbound !== null) {
       // Mode global / direct (PATCH /configs): the rules are not consulted.
@@ -1040,7 +1136,7 @@ export class Engine {
       ctx.uid = info.uid;
       ctx.process = info.process;
       ctx.processPath = info.processPath;
-      const m = this.policy.match(ctx);
+      const m = rt.policy.match(ctx);
       info.match = { ctx, nameFrom: info.nameFrom };
       info.rule = m.ruleIndex;
       info.outbound = m.outbound;
@@ -1049,7 +1145,7 @@ export class Engine {
         this.ruleHits[hit]!++;
         this.ruleHitAt[hit] = info.started;
       }
-      outbound = this.outbounds.get(m.outbound)!;
+      outbound = rt.outbounds.get(m.outbound)!;
     }
     if (this.debug) this.log.debug({ network: info.network, src: info.src, dst: info.dst, domain: info.domain, protocol: info.protocol, rule: info.rule, outbound: info.outbound, mode: this.routingMode }, 'rule matched');
     if (outbound.action === 'reject') this.counters.rejected++;
@@ -1057,7 +1153,7 @@ export class Engine {
     return outbound;
   }
 
-  private serveDnsOverTcp(stream: Duplex, info: FlowInfo): void {
+  private serveDnsOverTcp(stream: Duplex, info: FlowInfo, dns: DnsHijack): void {
     info.guard.own(() => stream.destroy());
     const reader = new TcpFrameReader();
     const r: RelayResult = { bytesUp: 0, bytesDown: 0, close: 'fin' };
@@ -1076,7 +1172,7 @@ export class Engine {
         for (let msg = reader.next(); msg !== null; msg = reader.next()) {
           this.counters.dnsQueries++;
           if (this.debug) this.debugDns('query', info, msg);
-          void this.dns!.handle(msg, 'tcp').then(onReply);
+          void dns.handle(msg, 'tcp').then(onReply);
         }
       } catch (err) {
         info.guard.fail(err);
@@ -1145,7 +1241,8 @@ export class Engine {
       s.close();
       return;
     }
-    if (this.dns !== null && s.localPort === 53) {
+    const dns = this.rt.dns;
+    if (dns !== null && s.localPort === 53) {
       info.protocol = 'dns';
       info.outbound = 'dns-hijack';
       const onReply = (reply: Uint8Array | null): void => {
@@ -1158,7 +1255,7 @@ export class Engine {
         r.bytesUp += q.length;
         this.counters.dnsQueries++;
         if (this.debug) this.debugDns('query', info, q);
-        void this.dns!.handle(q, 'udp').then(onReply);
+        void dns.handle(q, 'udp').then(onReply);
       });
       s.drainQueued();
       return;
@@ -1220,6 +1317,7 @@ export class Engine {
             return;
           }
           info.guard.own(() => a.close());
+          Engine.setChain(info, chainOf(a));
           assoc = a;
           a.onMessage((payload) => {
             r.bytesDown += payload.length;
@@ -1254,6 +1352,7 @@ export class Engine {
     info.logged = true;
     info.end = null;
     this.flows.remove(info, r);
+    if (this.retired.length > 0) this.releaseRetired(info);
     if (info.shutdown) r.close = 'shutdown';
     else if (info.killed) r.close = 'closed by API';
     this.observer?.flowEnded({ network: info.network, inbound: info.inbound, outbound: info.outbound, close: r.close, bytesUp: r.bytesUp, bytesDown: r.bytesDown, durationMs: Date.now() - info.started });
@@ -1268,6 +1367,7 @@ export class Engine {
         protocol: info.protocol,
         rule: info.rule,
         outbound: info.outbound,
+        ...(info.chain !== null ? { chain: info.chain } : {}),
         ...(info.mode !== null ? { mode: info.mode } : {}),
         bytesUp: r.bytesUp,
         bytesDown: r.bytesDown,

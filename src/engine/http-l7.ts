@@ -212,7 +212,6 @@ export class HttpL7 {
       if (logged) return;
       logged = true;
       conn.inflight--;
-      conn.r.bytesDown += bytes;
       if (!stream.destroyed) this.armIdle(stream, conn);
       if (this.cfg.accessLog && this.log.isLevelEnabled('info')) {
         this.log.info(
@@ -276,7 +275,11 @@ export class HttpL7 {
             res.destroy();
             return;
           }
-          up.body.on('data', (c: Buffer) => (bytes += c.length));
+          // Per chunk into the flow's totals too: the control API reads them live.
+          up.body.on('data', (c: Buffer) => {
+            bytes += c.length;
+            conn.r.bytesDown += c.length;
+          });
           pipeline(up.body, res, () => {});
         },
         (err: Error & { code?: string }) => {

@@ -8,6 +8,8 @@ import { OutboundConfigError } from './errors.js';
 import { HttpConnectOutbound } from './http-connect.js';
 import { DropOutbound, RejectOutbound } from './reject.js';
 import { Socks5Outbound } from './socks5.js';
+import { OutboundGroup, type GroupEvents, type GroupKind, type GroupSettings } from './group.js';
+import type { SelectionStore } from './group-store.js';
 import type { LookupFn, Outbound } from './types.js';
 
 export type { Outbound, OutboundAction, OutboundType, Target, UdpAssociation, UdpSource, OpenUdpOptions, LookupFn } from './types.js';
@@ -17,6 +19,8 @@ export { blockingReaction, RejectOutbound, DropOutbound } from './reject.js';
 export { DirectOutbound } from './direct.js';
 export { Socks5Outbound } from './socks5.js';
 export { HttpConnectOutbound, authorityOf } from './http-connect.js';
+export { OutboundGroup, GroupError, chainOf, type GroupEvents, type GroupInfo } from './group.js';
+export { SelectionStore } from './group-store.js';
 
 /** Socket options the config may give any socket-making outbound (only `direct` documents them today). */
 interface DialFields {
@@ -29,7 +33,10 @@ export type OutboundConfig =
   | ({ name: string; type: 'socks5'; server: string; port: number; username?: string; password?: string; udp?: boolean } & DialFields)
   | ({ name: string; type: 'http'; server: string; port: number; username?: string; password?: string } & DialFields)
   | { name: string; type: 'reject' }
-  | { name: string; type: 'drop' };
+  | { name: string; type: 'drop' }
+  | (Omit<GroupSettings, 'default'> & { default?: string; outbounds: string[] });
+
+const GROUP_KINDS: readonly string[] = ['select', 'urltest', 'fallback', 'loadbalance'];
 
 /** Process-wide settings that are not per-outbound config. */
 export interface OutboundDefaults {
@@ -41,8 +48,13 @@ export interface OutboundDefaults {
   keepAliveMs?: number;
   /** Resolver for domain targets (default: the system resolver). */
   lookup?: LookupFn;
+  /** Where select groups keep their choices (null or absent: in memory only). */
+  selections?: SelectionStore | null;
+  /** Health and choice events of the groups. */
+  groupEvents?: GroupEvents;
 }
 
+/** A leaf outbound (not a group; createOutbounds builds groups). */
 export function createOutbound(config: OutboundConfig, defaults: OutboundDefaults = {}): Outbound {
   const common = {
     ...(defaults.connectTimeoutMs !== undefined ? { connectTimeoutMs: defaults.connectTimeoutMs } : {}),
@@ -82,6 +94,11 @@ export function createOutbound(config: OutboundConfig, defaults: OutboundDefault
       return new RejectOutbound(config.name);
     case 'drop':
       return new DropOutbound(config.name);
+    case 'select':
+    case 'urltest':
+    case 'fallback':
+    case 'loadbalance':
+      throw new OutboundConfigError(`outbounds[${config.name}].type`, 'a group is built by createOutbounds, with its members');
     default: {
       const c = config as { name?: unknown; type?: unknown };
       throw new OutboundConfigError(`outbounds[${String(c.name)}].type`, `unknown type ${JSON.stringify(c.type)}; expected direct|socks5|http|reject|drop`);
@@ -89,12 +106,36 @@ export function createOutbound(config: OutboundConfig, defaults: OutboundDefault
   }
 }
 
-/** All outbounds by name; duplicate names are a config error. */
+/**
+ * All outbounds by name; duplicate names are a config error. Groups are
+ * built after the outbounds they name (members before the groups holding
+ * them); an unknown member or a cycle throws (the config layer reports
+ * both first, naming the field).
+ */
 export function createOutbounds(configs: readonly OutboundConfig[], defaults: OutboundDefaults = {}): Map<string, Outbound> {
   const out = new Map<string, Outbound>();
+  const groups = new Map<string, { config: OutboundConfig & { outbounds: string[] }; index: number }>();
   configs.forEach((c, i) => {
-    if (out.has(c.name)) throw new OutboundConfigError(`outbounds[${i}].name`, `duplicate outbound name ${JSON.stringify(c.name)}`);
-    out.set(c.name, createOutbound(c, defaults));
+    if (out.has(c.name) || groups.has(c.name)) throw new OutboundConfigError(`outbounds[${i}].name`, `duplicate outbound name ${JSON.stringify(c.name)}`);
+    if (GROUP_KINDS.includes(c.type)) groups.set(c.name, { config: c as OutboundConfig & { outbounds: string[] }, index: i });
+    else out.set(c.name, createOutbound(c, defaults));
   });
+  const building = new Set<string>();
+  const build = (name: string, path: string): Outbound => {
+    const done = out.get(name);
+    if (done !== undefined) return done;
+    const g = groups.get(name);
+    if (g === undefined) throw new OutboundConfigError(path, `no outbound named ${JSON.stringify(name)}`);
+    if (building.has(name)) throw new OutboundConfigError(path, `groups form a cycle through ${JSON.stringify(name)}`);
+    building.add(name);
+    const c = g.config as GroupSettings & { outbounds: string[]; default?: string | null };
+    const members = c.outbounds.map((m, j) => build(m, `outbounds[${g.index}].outbounds[${j}]`));
+    const settings: GroupSettings = { name: c.name, type: c.type as GroupKind, check: c.check, default: c.default ?? null, strategy: c.strategy ?? 'consistent-hash' };
+    const group = new OutboundGroup(settings, members, defaults.selections ?? null, defaults.groupEvents ?? {});
+    building.delete(name);
+    out.set(name, group);
+    return group;
+  };
+  for (const name of groups.keys()) build(name, `outbounds[${groups.get(name)!.index}]`);
   return out;
 }

@@ -15,7 +15,7 @@
  */
 import type { Duplex } from 'node:stream';
 
-export type OutboundType = 'direct' | 'socks5' | 'http' | 'reject' | 'drop';
+export type OutboundType = 'direct' | 'socks5' | 'http' | 'reject' | 'drop' | 'select' | 'urltest' | 'fallback' | 'loadbalance';
 
 /** What the outbound does with a flow: connect upstream, or block it. */
 export type OutboundAction = 'connect' | 'reject' | 'drop';

@@ -28,7 +28,7 @@
  *
  * Not kept otherwise: CAP_NET_BIND_SERVICE has no other use after set-up
  * (DNS is answered inside the userspace stack, the TPROXY listeners are
- * bound before the drop, SIGHUP only re-reads rule-set files); CAP_SETUID
+ * bound before the drop, and a SIGHUP reload never changes a listener); CAP_SETUID
  * and CAP_SETGID (the drop is final); everything else, down to the
  * bounding set.
  *

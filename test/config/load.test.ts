@@ -53,7 +53,7 @@ t.test('the blocklist example loads its rule-set files relative to itself', asyn
   t.equal(cfg.ruleSets.ads!.type, 'domain');
   t.ok(cfg.ruleSets.ads!.entries.includes('ads.example'));
   t.ok(cfg.ruleSets.private!.entries.includes('192.168.0.0/16'));
-  t.same(cfg.ruleSets.beacons, { type: 'domain', path: null, entries: ['beacon.example', 'full:collect.example.net'] });
+  t.same(cfg.ruleSets.beacons, { type: 'domain', format: 'sluice', behavior: null, url: null, interval: 86400, outbound: 'direct', path: null, entries: ['beacon.example', 'full:collect.example.net'] });
   t.same(cfg.dns.upstreams[0], { address: 'udp://192.0.2.53:53', outbound: 'direct' }, 'upstream outbound defaults to direct');
 });
 
@@ -247,7 +247,7 @@ t.test('oneOf/anyOf noise collapses to one message per field', async (t) => {
     problems.map((p) => `${p.line}:${p.column} ${p.path}: ${p.message}`),
     [
       '2:41 outbounds[0].mark: expected a 32-bit mark from 0 to 0xffffffff, got -1',
-      '3:22 outbounds[1].type: expected one of direct, socks5, http, reject, drop, got "sock5"; did you mean "socks5"?',
+      '3:22 outbounds[1].type: expected one of direct, socks5, http, reject, drop, select, urltest, fallback, loadbalance, got "sock5"; did you mean "socks5"?',
       '4:5 outbounds[2].server: missing (required for type socks5)',
       '4:36 outbounds[2].port: expected a port from 1 to 65535, got 99999',
       '6:14 rules[0].port[0]: expected a port 1-65535 or a range such as "8000-8100", got 0',
@@ -260,8 +260,8 @@ t.test('oneOf/anyOf noise collapses to one message per field', async (t) => {
       '9:12 rules[3].not: expected at least one condition',
       '10:5 rules[4].outbound: missing (required)',
       '12:3 ruleSets["bad name"]: name "bad name" is not allowed: expected a name of letters, digits, "_", "." and "-"',
-      '13:9 ruleSets.both: give either path (a file) or entries (a list), not both',
-      '14:12 ruleSets.neither: needs path (a file) or entries (a list)',
+      '13:9 ruleSets.both: give entries (a list) or a source (path or url), not both',
+      '14:12 ruleSets.neither: needs path (a file), url (a download) or entries (a list)',
     ],
   );
 });

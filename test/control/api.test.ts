@@ -6,7 +6,7 @@
  * (test/fixtures/ws-client.ts) as the API's clients in the gateway.
  *
  *  - without the secret, or with a wrong one, every route is refused (401 JSON), also WebSocket upgrades;
- *  - a live rate-limited download shows in /connections with its metadata
+ *  - a live download (paced by nginx's limit_rate) shows in /connections with its metadata
  *    and growing counters, in /v1/flows, on the /traffic and /connections
  *    WebSocket streams (?token=); DELETE /connections/:id ends it at once;
  *  - POST /v1/reload after a rule-set edit routes the next flow by it;
@@ -83,7 +83,8 @@ http {
   fastcgi_temp_path ${dir}/nginx-tmp;
   uwsgi_temp_path ${dir}/nginx-tmp;
   scgi_temp_path ${dir}/nginx-tmp;
-  server { listen ${SERVER_V4}:80; root ${dir}/www; }
+  # The server paces the download (curl reads at once, so the flow never waits on a closed window).
+  server { listen ${SERVER_V4}:80; listen ${SERVER_V4}:8080; root ${dir}/www; location /big.bin { limit_rate 2m; } }
 }
 `,
   );
@@ -127,6 +128,7 @@ ruleSets:
 rules:
   - { ruleSet: [moved], outbound: block }
 final: direct
+http: { enabled: true, ports: [8080] }
 `;
   const engine = await startEngine(t, gateway, dir, yaml);
   await steer(gateway, TUN);
@@ -181,7 +183,7 @@ final: direct
     const ip = await fakeIp('dl.example');
     const started = Date.now();
     let curlEnded = 0;
-    const download = curl(client, ['--limit-rate', '2M', '--local-port', '44001', '--resolve', `dl.example:80:${ip}`, '-o', '/dev/null', 'http://dl.example/big.bin'], 120).then((r) => {
+    const download = curl(client, ['--local-port', '44001', '--resolve', `dl.example:80:${ip}`, '-o', '/dev/null', 'http://dl.example/big.bin'], 120).then((r) => {
       curlEnded = Date.now();
       return r;
     });
@@ -261,7 +263,7 @@ final: direct
     writeFileSync(setFile, '# names to block\nother.example\nmoved.example\n');
     const reload = await call(gateway, 'POST', '/v1/reload', { token });
     t.equal(reload.status, 200, 'POST /v1/reload: 200');
-    t.same(reload.json, { ok: true, changes: { ruleSets: { moved: { before: 1, after: 2 } } } }, 'it says what changed');
+    t.same(reload.json, { ok: true, changes: ['rule sets changed: moved (1 -> 2 entries)'], needRestart: [] }, 'it says what changed');
     const after = await get(44012);
     t.not(after.code, 0, `after: moved.example is refused (${describe(after)})`);
     t.ok(after.ms < 5000, 'fast (rejected, not timed out)');
@@ -353,12 +355,31 @@ final: direct
 
   await t.test('/logs streams flow lines; /dns/query; a delay test through an outbound; /v1/stats', async (t) => {
     const ip = await fakeIp('dl.example');
-    const logs = wsEvents(gateway, `ws://127.0.0.1:9090/logs?level=info&token=${token}`, 50, 8000);
-    await sleep(1000);
+    // The client stays connected; the request is made once it has subscribed (no backlog is sent).
+    const proc = gateway.spawn([process.execPath, WS_CLIENT, `ws://127.0.0.1:9090/logs?level=info&token=${token}`, '1000', '20000'], { env: childEnv });
+    const events: Array<Record<string, any>> = [];
+    let buffered = '';
+    proc.stdout!.on('data', (d: Buffer) => {
+      buffered += d.toString();
+      let nl: number;
+      while ((nl = buffered.indexOf('\n')) >= 0) {
+        const line = buffered.slice(0, nl);
+        buffered = buffered.slice(nl + 1);
+        if (line.trim() !== '') events.push(JSON.parse(line) as Record<string, any>);
+      }
+    });
+    const until = async (pred: () => boolean, ms: number): Promise<boolean> => {
+      for (const end = Date.now() + ms; Date.now() < end; await sleep(50)) if (pred()) return true;
+      return pred();
+    };
+    t.ok(await until(() => events.some((e) => e.event === 'open'), 15_000), 'WebSocket /logs?level=info is open');
     const r = await curl(client, ['--local-port', '44031', '--resolve', `dl.example:80:${ip}`, '-o', '/dev/null', 'http://dl.example/small.txt'], 10);
     t.equal(r.code, 0, 'a short request');
-    const events = (await logs).filter((e) => e.event === 'message').map((e) => JSON.parse(e.data));
-    const flow = events.find((e) => typeof e.payload === 'string' && e.payload.includes(`${CLIENT_V4}:44031`));
+    const mineLine = (): Record<string, any> | undefined =>
+      events.filter((e) => e.event === 'message').map((e) => JSON.parse(e.data)).find((e) => typeof e.payload === 'string' && e.payload.includes(`${CLIENT_V4}:44031`));
+    await until(() => mineLine() !== undefined, 10_000);
+    proc.kill('SIGTERM');
+    const flow = mineLine();
     t.ok(flow !== undefined, 'its flow line came over WebSocket /logs');
     if (flow) {
       t.equal(flow.type, 'info', 'as type info');
@@ -386,6 +407,50 @@ final: direct
     t.equal(flush.status, 204, 'POST /cache/fakeip/flush');
     const stale = await curl(client, ['--local-port', '44032', '--resolve', `dl.example:80:${ip}`, '-o', '/dev/null', 'http://dl.example/small.txt'], 10);
     t.not(stale.code, 0, 'the flushed fake IP is unknown now (refused)');
+  });
+
+  await t.test('HTTP L7 and UDP flows are in the table too, with live counters, and DELETE ends them', async (t) => {
+    const ip = await fakeIp('dl.example');
+    let curlEnded = 0;
+    const download = curl(client, ['--local-port', '44041', '--resolve', `dl.example:8080:${ip}`, '-o', '/dev/null', 'http://dl.example:8080/big.bin'], 120).then((r) => {
+      curlEnded = Date.now();
+      return r;
+    });
+    let first: any = null;
+    for (let i = 0; i < 100 && first === null; i++) {
+      const snap = await call(gateway, 'GET', '/connections', { token });
+      first = (snap.json?.connections ?? []).find((x: any) => x.metadata?.sourcePort === '44041' && x.download > 0) ?? null;
+      if (first === null) await sleep(200);
+    }
+    if (first === null) {
+      t.fail(`the HTTP-mode download never showed (curl: ${describe(await download)})`);
+      return;
+    }
+    t.match(first.metadata, { network: 'tcp', destinationPort: '8080', host: 'dl.example', sniffHost: 'dl.example' }, 'an HTTP-mode (L7) flow');
+    await sleep(1500);
+    const again = ((await call(gateway, 'GET', '/connections', { token })).json.connections as any[]).find((x) => x.id === first.id);
+    t.ok(again !== undefined && again.download > first.download, `its download grows during one response (${first.download} -> ${again?.download})`);
+    const deletedAt = Date.now();
+    t.equal((await call(gateway, 'DELETE', `/connections/${first.id}`, { token })).status, 204, 'DELETE');
+    const r = await download;
+    t.not(r.code, 0, 'the L7 download is cut');
+    t.ok(curlEnded - deletedAt < 5000, `promptly (${curlEnded - deletedAt} ms)`);
+
+    // A UDP session (not DNS) to a port nothing listens on: sluice holds it until it idles out.
+    await client.exec(['bash', '-c', `echo hello > /dev/udp/${SERVER_V4}/9999`]);
+    let udp: any = null;
+    for (let i = 0; i < 50 && udp === null; i++) {
+      const snap = await call(gateway, 'GET', '/connections', { token });
+      udp = (snap.json?.connections ?? []).find((x: any) => x.metadata?.network === 'udp' && x.metadata?.destinationPort === '9999') ?? null;
+      if (udp === null) await sleep(200);
+    }
+    t.ok(udp !== null, 'the UDP session is in /connections');
+    if (udp !== null) {
+      t.match(udp, { upload: 6, metadata: { type: 'Tun', sourceIP: CLIENT_V4, destinationIP: SERVER_V4 }, chains: ['direct'] }, 'with its bytes and ends');
+      t.equal((await call(gateway, 'DELETE', `/connections/${udp.id}`, { token })).status, 204, 'DELETE ends it');
+      const gone = ((await call(gateway, 'GET', '/connections', { token })).json.connections as any[]).some((x) => x.id === udp.id);
+      t.notOk(gone, 'at once');
+    }
   });
 
   await t.test('an api.listen that is taken fails start-up naming api.listen, leaving nothing started', async (t) => {

@@ -156,7 +156,7 @@ t.test('reload: applied, and refused for a broken rule set', { timeout: 180_000 
   writeFileSync(setFile, 'one.example\ntwo.example\nthree.example\n');
   const ok = await sluice(lab.gateway, ['reload', '--config', lab.config]);
   t.equal(ok.code, 0, `reload: exit 0 ${ok.stderr.trim()}`);
-  t.match(ok.stdout, /^reloaded\n\s+rule set blocked: 1 -> 3 entries/, `reload says what changed: ${JSON.stringify(ok.stdout)}`);
+  t.match(ok.stdout, /^reloaded\n\s+changed: rule sets changed: blocked \(1 -> 3 entries\)/, `reload says what changed: ${JSON.stringify(ok.stdout)}`);
   const providers = await lab.gateway.exec(['curl', '-sS', '-H', `Authorization: Bearer ${lab.secret()}`, 'http://127.0.0.1:9090/providers/rules'], { timeoutMs: 20_000 });
   t.match(providers.stdout, /"ruleCount":3/, 'GET /providers/rules: the set has 3 entries now');
   // A broken set: refused, exit 1, the problem printed, the running policy kept and the API up.

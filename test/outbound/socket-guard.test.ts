@@ -36,6 +36,8 @@ const ALLOWED: Record<string, { makers: string[]; why: string }> = {
   'outbound/dial.ts': { makers: ['net.connect', 'dgram.createSocket', 'system resolver'], why: 'the dialer: plain sockets only when neither a mark nor an interface is configured (never with route.auto, which gives every outbound route.mark); the system lookup only when the caller gives none (the engine always gives its own chain)' },
   'outbound/agent.ts': { makers: ['undici dispatcher', 'tls.connect'], why: 'the one Agent factory: every connection is outbound.connectTcp, TLS runs over that stream (socket: raw)' },
   'outbound/http-connect.ts': { makers: ['undici dispatcher'], why: "one Client per CONNECT tunnel, its connect hook is the dialer's dialTcp" },
+  'outbound/http-get.ts': { makers: ['tls.connect'], why: "health checks and rule-set downloads: TLS over the outbound's own connectTcp stream (socket: raw), so the marked dialer made the socket" },
+  'control/delay.ts': { makers: ['tls.connect'], why: "the API's delay test: TLS over the outbound's own connectTcp stream, so the marked dialer made the socket" },
   'engine/http-l7.ts': { makers: ['undici dispatcher'], why: 'the L7 Pool per origin, its connect hook is outbound.connectTcp' },
   'engine/transparent-dial.ts': { makers: ['native createSocket', 'new net.Socket'], why: "preserveSource: an IP_TRANSPARENT socket carrying the direct outbound's mark" },
   'system/tproxy-udp.ts': { makers: ['native createSocket', 'dgram.createSocket'], why: 'TPROXY UDP: the transparent listener and the per-session reply sockets toward the LAN client (LAN side, never an upstream; the reply sockets carry route.mark under route.auto)' },

@@ -55,7 +55,7 @@ const cases: [string, unknown, string, string, RegExp][] = [
     /expected a port/,
   ],
   ['unknown rule set', base([{ ruleSet: ['ads', 'nope'], outbound: 'direct' }], { ruleSets: { ads: { type: 'domain', entries: [] } } }), 'SLUICE_POLICY_UNKNOWN_RULE_SET', 'rules[0].ruleSet[1]', /no rule set named "nope"; defined: "ads"/],
-  ['rule set type', base([], { ruleSets: { ads: { type: 'geoip', entries: [] } } }), 'SLUICE_POLICY_INVALID_RULE_SET', 'ruleSets.ads.type', /expected "domain" or "cidr"/],
+  ['rule set type', base([], { ruleSets: { ads: { type: 'geoip', entries: [] } } }), 'SLUICE_POLICY_INVALID_RULE_SET', 'ruleSets.ads.type', /expected "domain", "cidr" or "mixed"/],
   ['rule set not loaded', base([], { ruleSets: { ads: { type: 'domain', path: './ads.txt' } } }), 'SLUICE_POLICY_INVALID_RULE_SET', 'ruleSets.ads.entries', /entries of \.\/ads\.txt to be loaded/],
   ['rule set not an object', base([], { ruleSets: { ads: 'ads.txt' } }), 'SLUICE_POLICY_INVALID_RULE_SET', 'ruleSets.ads', /expected \{ type/],
   ['rule set prefix', base([], { ruleSets: { ads: { type: 'domain', entries: ['ok.example', 'domain:x.example'] } } }), 'SLUICE_POLICY_INVALID_DOMAIN', 'ruleSets.ads.entries[1]', /unknown prefix in "domain:x.example"; expected "example.com" \(suffix\)/],

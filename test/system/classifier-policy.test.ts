@@ -87,8 +87,8 @@ t.test('cidr rule sets, bypass first, fake-IP ranges and DNS hijack', async (t) 
   const r = classifierTable(
     cfg([{ ruleSet: ['bypass'], outbound: 'direct' }, { ruleSet: ['names'], outbound: 'proxy' }, { ruleSet: ['bypass', 'names'], outbound: 'sink' }], (c) => {
       c.ruleSets = {
-        bypass: { type: 'cidr', path: null, entries: ['203.0.113.128/25', '2001:db8:5::/64'] },
-        names: { type: 'domain', path: null, entries: ['example.com'] },
+        bypass: { type: "cidr", format: "sluice", behavior: null, url: null, interval: 86400, outbound: "direct", path: null, entries: ['203.0.113.128/25', '2001:db8:5::/64'] },
+        names: { type: "domain", format: "sluice", behavior: null, url: null, interval: 86400, outbound: "direct", path: null, entries: ['example.com'] },
       };
       c.classifier.bypass = ['203.0.113.0/24'];
       c.dns.mode = 'fake-ip';

@@ -30,6 +30,7 @@ import { PolicyError, PolicyErrorCode, show } from './errors.js';
 import { PortIndex, PortSet, parsePortItem } from './port-set.js';
 import type { CidrCandidates, DomainCandidates, PolicyParts, PolicyStats } from './policy.js';
 import { Policy } from './policy.js';
+import type { GeoIpLookup } from './types.js';
 
 /** and/or/not nesting limit: evaluation recurses, so the depth is bounded. */
 export const MAX_RULE_DEPTH = 32;
@@ -43,7 +44,7 @@ export interface CompileOptions {
 
 const RULE_KEYS = new Set([
   'ipCidr', 'sourceCidr', 'domain', 'domainSuffix', 'domainKeyword', 'domainRegex', 'port', 'sourcePort',
-  'network', 'inbound', 'protocol', 'ruleSet', 'uid', 'processName', 'processPath', 'and', 'or', 'not', 'outbound',
+  'network', 'inbound', 'protocol', 'ruleSet', 'uid', 'processName', 'processPath', 'geoip', 'and', 'or', 'not', 'outbound',
 ]);
 
 /** The largest uid (uid_t is 32 bits; (uid_t)-1 means "no uid" to the kernel). */
@@ -57,6 +58,7 @@ function isObject(v: unknown): v is Record<string, unknown> {
 interface Ctx {
   ruleSets: Map<string, CompiledRuleSet>;
   outbounds: Set<string> | null;
+  geoip: GeoIpLookup | null;
 }
 
 /**
@@ -108,7 +110,8 @@ function compileRules(input: unknown): { conds: Cond[]; outbounds: string[]; fin
 
   const rawRules = input.rules ?? [];
   if (!Array.isArray(rawRules)) throw new PolicyError(PolicyErrorCode.InvalidType, 'rules', `expected a list of rules, got ${show(rawRules)}`);
-  const ctx: Ctx = { ruleSets, outbounds };
+  const geoip = typeof input.geoip === 'function' ? (input.geoip as GeoIpLookup) : null;
+  const ctx: Ctx = { ruleSets, outbounds, geoip };
   const conds: Cond[] = [];
   const outs: string[] = [];
   rawRules.forEach((raw: unknown, i: number) => {
@@ -132,7 +135,7 @@ function compileRuleSet(name: string, raw: unknown): CompiledRuleSet {
   const base = `ruleSets.${name}`;
   if (!isObject(raw)) throw new PolicyError(PolicyErrorCode.InvalidRuleSet, base, 'expected { type: domain | cidr, path | entries }');
   const type = raw.type;
-  if (type !== 'domain' && type !== 'cidr') throw new PolicyError(PolicyErrorCode.InvalidRuleSet, `${base}.type`, `expected "domain" or "cidr", got ${show(type)}`);
+  if (type !== 'domain' && type !== 'cidr' && type !== 'mixed') throw new PolicyError(PolicyErrorCode.InvalidRuleSet, `${base}.type`, `expected "domain", "cidr" or "mixed", got ${show(type)}`);
   const file = typeof raw.path === 'string' ? raw.path : undefined;
   const entries = raw.entries;
   if (!Array.isArray(entries)) {
@@ -149,8 +152,9 @@ function compileRuleSet(name: string, raw: unknown): CompiledRuleSet {
     if (typeof e !== 'string') throw new PolicyError(PolicyErrorCode.InvalidType, path, `expected a string entry, got ${show(e)}`, file);
     const line = e.trim();
     if (line.length === 0 || line.charCodeAt(0) === 35) continue;
-    if (type === 'cidr') {
-      const r = tryParseCidr(line);
+    const cidrLine = type === 'cidr' ? line : type === 'mixed' && line.startsWith('cidr:') ? line.slice(5) : null;
+    if (cidrLine !== null) {
+      const r = tryParseCidr(cidrLine);
       if (!r.ok) throw new PolicyError(PolicyErrorCode.InvalidCidr, path, r.reason, file);
       set.cidrs.push(r.cidr);
     } else {
@@ -331,6 +335,18 @@ function compileKeyValue(key: string, v: unknown, path: string, depth: number, c
       c.owner = set;
       return c;
     }
+    case 'geoip': {
+      if (ctx.geoip === null) throw new PolicyError(PolicyErrorCode.InvalidType, path, 'geoip conditions need a country database: set geoip.database');
+      const c = newCond(CondKind.GeoIp);
+      const countries = new Set<string>();
+      for (const { item, path: p } of listOf(v, path)) {
+        if (typeof item !== 'string' || !/^[A-Za-z]{2}$/.test(item)) throw new PolicyError(PolicyErrorCode.InvalidEnum, p, `expected a two-letter country code such as DE, got ${show(item)}`);
+        countries.add(item.toUpperCase());
+      }
+      c.countries = countries;
+      c.geoip = ctx.geoip;
+      return c;
+    }
     case 'and':
     case 'or': {
       if (!Array.isArray(v)) throw new PolicyError(PolicyErrorCode.InvalidType, path, `expected a list of sub-rules, got ${show(v)}`);
@@ -485,8 +501,8 @@ function buildIndex(conds: Cond[], outbounds: string[], finalOutbound: string): 
   for (let i = 0; i < conds.length; i++) {
     const top = conds[i]!;
     const only = top.children.length === 1 ? top.children[0]! : null;
-    // Owner conditions have no index: such a rule alone is residual, in a composite one they are verified.
-    if (only !== null && only.kind !== CondKind.All && only.kind !== CondKind.Any && only.kind !== CondKind.Not && only.owner === null) {
+    // Owner and geoip keys have no index: such a rule alone is residual, in a composite one they are verified.
+    if (only !== null && only.kind !== CondKind.All && only.kind !== CondKind.Any && only.kind !== CondKind.Not && only.owner === null && only.kind !== CondKind.GeoIp) {
       stats.indexed++;
       switch (only.kind) {
         case CondKind.DstCidr:

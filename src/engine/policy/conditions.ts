@@ -13,7 +13,7 @@ import { CidrTriePair, NO_VALUE } from './cidr-trie.js';
 import type { DomainKind } from './domain-trie.js';
 import { DomainMatcher } from './domain-trie.js';
 import type { PortSet } from './port-set.js';
-import type { MatchContext } from './types.js';
+import type { GeoIpLookup, MatchContext } from './types.js';
 
 export const CondKind = {
   All: 0,
@@ -33,6 +33,8 @@ export const CondKind = {
   Uid: 12,
   ProcessName: 13,
   ProcessPath: 14,
+  /** geoip: the destination's country (from the MaxMind database) is one of `countries`. */
+  GeoIp: 15,
 } as const;
 export type CondKind = (typeof CondKind)[keyof typeof CondKind];
 
@@ -49,7 +51,8 @@ export type DomainEntry =
 /** A rule set compiled once and shared by every rule naming it. */
 export interface CompiledRuleSet {
   name: string;
-  type: 'domain' | 'cidr';
+  /** mixed: domain and CIDR entries (converted Clash classical / sing-box sets); either kind matches. */
+  type: 'domain' | 'cidr' | 'mixed';
   domainEntries: DomainEntry[];
   cidrs: Cidr[];
   /** Presence-only matchers (value 0) for verification of composite rules. */
@@ -80,6 +83,9 @@ export interface Cond {
   sets: CompiledRuleSet[];
   /** Uid (numbers) / ProcessName / ProcessPath (strings). */
   owner: ReadonlySet<number | string> | null;
+  /** GeoIp: upper-case country codes, and the database lookup. */
+  countries: ReadonlySet<string> | null;
+  geoip: GeoIpLookup | null;
 }
 
 /** Shared empty list for the fields a node kind does not use: 100,000 rules should not mean 500,000 empty arrays. */
@@ -88,7 +94,7 @@ Object.freeze(NONE);
 
 /** A node with every list empty (shared, frozen); the compiler assigns a fresh array to the one field the kind uses. */
 export function newCond(kind: CondKind, key = ''): Cond {
-  return { kind, key, items: NONE, children: NONE, cidr: null, cidrs: NONE, domain: null, domainEntries: NONE, ports: null, portRanges: NONE, bits: 0, sets: NONE, owner: null };
+  return { kind, key, items: NONE, children: NONE, cidr: null, cidrs: NONE, domain: null, domainEntries: NONE, ports: null, portRanges: NONE, bits: 0, sets: NONE, owner: null, countries: null, geoip: null };
 }
 
 /** Presence-only matcher over parsed domain entries (every value 0). */
@@ -156,8 +162,8 @@ export function prepareCond(c: Cond): void {
       break;
     case CondKind.RuleSet:
       for (const s of c.sets) {
-        if (s.type === 'cidr') s.cidr ??= cidrPairOf(s.cidrs);
-        else s.domain ??= domainMatcherOf(s.domainEntries);
+        if (s.type !== 'domain') s.cidr ??= cidrPairOf(s.cidrs);
+        if (s.type !== 'cidr') s.domain ??= domainMatcherOf(s.domainEntries);
       }
       break;
     default:
@@ -223,6 +229,10 @@ export function evalCond(c: Cond, ctx: MatchContext): boolean {
         if (s.domain !== null && hasDomain(ctx) && s.domain.minMatch(ctx.domain!, NO_VALUE) >= 0) return true;
       }
       return false;
+    }
+    case CondKind.GeoIp: {
+      const cc = c.geoip!(ctx.family, ctx.dst);
+      return cc !== null && c.countries!.has(cc);
     }
   }
   return false;

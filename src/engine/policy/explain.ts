@@ -20,8 +20,9 @@ import { formatIp } from './cidr-trie.js';
 import type { Cond } from './conditions.js';
 import { CondKind, evalCond, hasDomain } from './conditions.js';
 import type { Policy } from './policy.js';
-import type { MatchContext } from './types.js';
-import type { SluiceConfig } from '../../config/types.js';
+import type { GeoIpLookup, MatchContext } from './types.js';
+import { geoIpLookup } from '../geoip-lookup.js';
+import type { RuleSetType, SluiceConfig } from '../../config/types.js';
 
 /** Where the flow's name came from. */
 export type NameOrigin = 'command-line' | 'fake-ip' | 'dns-snoop' | 'sniffed' | 'none';
@@ -123,11 +124,15 @@ function leafReason(c: Cond, ctx: MatchContext): string {
       return ctx.protocol === null ? 'protocol unknown (nothing sniffed)' : `protocol is ${ctx.protocol}`;
     case CondKind.RuleSet: {
       const parts: string[] = [];
-      const domainSets = c.sets.filter((s) => s.type === 'domain').map((s) => s.name);
-      const cidrSets = c.sets.filter((s) => s.type === 'cidr').map((s) => s.name);
+      const domainSets = c.sets.filter((s) => s.type === 'domain' || s.type === 'mixed').map((s) => s.name);
+      const cidrSets = c.sets.filter((s) => s.type === 'cidr' || s.type === 'mixed').map((s) => s.name);
       if (cidrSets.length > 0) parts.push(`destination ${formatIp(ctx.dst)} not in ${cidrSets.join(', ')}`);
       if (domainSets.length > 0) parts.push(hasDomain(ctx) ? `name ${ctx.domain!} not in ${domainSets.join(', ')}` : 'name unknown');
       return parts.join('; ');
+    }
+    case CondKind.GeoIp: {
+      const country = c.geoip?.(ctx.dst.length === 16 ? 6 : 4, ctx.dst) ?? null;
+      return country === null ? `destination ${formatIp(ctx.dst)} has no country in the database` : `destination ${formatIp(ctx.dst)} is in ${country}`;
     }
     case CondKind.Uid:
       return ctx.uid === undefined || ctx.uid === null ? 'owner unknown (not a flow from this machine)' : `uid is ${ctx.uid}`;
@@ -266,11 +271,16 @@ export function explainWithCheck(explainer: PolicyExplainer, policy: Policy | nu
   return { explanation, notes };
 }
 
-/** The policy part of a configuration, as the engine compiles it (src/engine/engine.ts Engine.compile). */
-export function policyInputOf(config: SluiceConfig): unknown {
-  const ruleSets: Record<string, { type: 'domain' | 'cidr'; entries: string[] }> = {};
+/**
+ * The policy part of a configuration, as the engine compiles it
+ * (src/engine/runtime.ts compileConfigPolicy); `geoip` is the country
+ * lookup of geoip.database, opened here when not given.
+ */
+export function policyInputOf(config: SluiceConfig, geoip?: GeoIpLookup | null): unknown {
+  const ruleSets: Record<string, { type: RuleSetType; entries: string[] }> = {};
   for (const [name, rs] of Object.entries(config.ruleSets)) ruleSets[name] = { type: rs.type, entries: rs.entries };
-  return { rules: config.rules, ruleSets, final: config.final, outbounds: config.outbounds };
+  const lookup = geoip !== undefined ? geoip : config.geoip.database === null ? null : geoIpLookup(config.geoip.database);
+  return { rules: config.rules, ruleSets, final: config.final, outbounds: config.outbounds, ...(lookup !== null ? { geoip: lookup } : {}) };
 }
 
 /** `socks5 203.0.113.2:1080` for an outbound of the configuration; null if unknown. */

@@ -43,7 +43,8 @@ export interface RuleInput {
  * is only used to name the file in error messages.
  */
 export interface RuleSetInput {
-  type: 'domain' | 'cidr';
+  /** mixed: domain lines and `cidr:` lines (converted Clash classical and sing-box sets). */
+  type: 'domain' | 'cidr' | 'mixed';
   path?: string;
   entries?: string[];
 }
@@ -54,7 +55,12 @@ export interface PolicyInput {
   final: string;
   /** When present, every `outbound` and `final` must name one of these. */
   outbounds?: { name: string }[];
+  /** Country of an address (ISO 3166 alpha-2, upper-case) for `geoip` conditions; required when a rule has one. */
+  geoip?: GeoIpLookup;
 }
+
+/** Country code (upper-case ISO 3166-1 alpha-2) of a destination address, or null when unknown. */
+export type GeoIpLookup = (family: 4 | 6, address: Uint8Array) => string | null;
 
 /**
  * What the engine knows about a flow when it asks for a route. `dst`/`src`
