@@ -270,6 +270,7 @@ async function run(argv: string[], io: CommandIo, takeEarlySignal: () => string 
         config: () => e.activeConfig,
         tunStats: () => device.stats(),
         classifierCounters: () => classifier?.counters() ?? null,
+        classifierStatus: () => classifierStatus(),
         reload: () => reload(),
       });
     }

@@ -40,6 +40,8 @@ export interface ControlContext {
   config(): SluiceConfig;
   tunStats(): TunCounters | null;
   classifierCounters(): unknown;
+  /** Everything the TC program counts (actions, tproxy-ebpf assignments, the SNI filter): src/system/classifier-run.ts classifierStatus(). */
+  classifierStatus?(): unknown;
   /** The reload SIGHUP does (src/commands/run-reload.ts). */
   reload(): Promise<ReloadResult>;
 }

@@ -46,6 +46,9 @@ export interface MetricsSources {
   dnsTally: () => Float64Array | null;
   fakeIp: () => FakeIpStats | null;
   classifier: () => Record<string, ActionCounters> | null;
+  /** The in-kernel SNI / Host filter's counters (classifier.sni) and tproxy-ebpf's socket assignments; absent or null when off. */
+  classifierSni?: () => Record<string, number> | null;
+  classifierAssign?: () => Record<string, number> | null;
   openFlows: () => Iterable<OpenFlowSample>;
   /** Flows matched per rule, the last entry final (Engine.ruleHitCounts). */
   ruleHits: () => readonly { hits: number }[];
@@ -252,6 +255,35 @@ export class SluiceMetrics implements EngineObserver {
         for (const [action, v] of Object.entries(c)) this.inc({ action }, v.packets);
       },
     });
+    new Counter({
+      name: 'sluice_classifier_bytes_total',
+      help: 'Bytes the eBPF classifier steered, by action (kernel, tun, tproxy, drop).',
+      labelNames: ['action'],
+      registers,
+      collect() {
+        const c = self.src.classifier();
+        this.reset();
+        if (c === null) return;
+        for (const [action, v] of Object.entries(c)) this.inc({ action }, v.bytes);
+      },
+    });
+    for (const [name, help, read] of [
+      ['sluice_classifier_sni_total', 'The in-kernel SNI / Host filter (classifier.sni), by result (tlsAllowed, tlsBlocked, tlsUnseen, httpAllowed, httpBlocked, httpUnseen, quicUnseen, resets).', () => self.src.classifierSni?.() ?? null],
+      ['sluice_classifier_assign_total', 'Packets handed to sockets by the TC program (gateway.mode tproxy-ebpf), by result (listener, flow, local, noListener, assignFailed, unsupported).', () => self.src.classifierAssign?.() ?? null],
+    ] as const) {
+      new Counter({
+        name,
+        help,
+        labelNames: ['result'],
+        registers,
+        collect() {
+          const c = read();
+          this.reset();
+          if (c === null) return;
+          for (const [result, v] of Object.entries(c)) this.inc({ result }, v);
+        },
+      });
+    }
     this.reloads = new Counter({ name: 'sluice_config_reloads_total', help: 'Reloads (SIGHUP, POST /v1/reload), by result.', labelNames: ['result'], registers });
     // Present from the start, so a first failure is a change of an existing series.
     this.reloads.inc({ result: 'success' }, 0);

@@ -49,6 +49,8 @@ export function startObserve(w: ObserveWiring): SluiceMetrics | null {
       dnsTally: () => dns?.queryTally ?? null,
       fakeIp: () => pool?.stats() ?? null,
       classifier: () => (w.classifier()?.counters() as never) ?? null,
+      classifierSni: () => w.classifier()?.sniCounters() ?? null,
+      classifierAssign: () => w.classifier()?.assignCounters() ?? null,
       openFlows: function* () {
         for (const f of engine.flows.values()) yield { network: f.network, outbound: f.outbound, bytesUp: f.bytes?.bytesUp ?? 0, bytesDown: f.bytes?.bytesDown ?? 0 };
       },

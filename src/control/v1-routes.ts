@@ -30,6 +30,7 @@ export function registerV1Routes(api: ApiServer, ctx: ControlContext): void {
       stack: engine.stack.stats,
       tun: ctx.tunStats(),
       classifier: ctx.classifierCounters() ?? null,
+      classifierStatus: ctx.classifierStatus?.() ?? null,
       api: { ...ctx.server.counters, logSubscribers: ctx.logs.size },
     });
   });

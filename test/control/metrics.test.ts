@@ -22,6 +22,8 @@ function sources() {
     dnsTally: () => tally,
     fakeIp: () => ({ v4Entries: 5, v6Entries: 1, v4Capacity: 65534, v6Capacity: 1 << 20, recycled: 0, allocations: 6, reverseHits: 0, reverseMisses: 0 }),
     classifier: () => ({ kernel: { packets: 4, bytes: 400 }, tun: { packets: 2, bytes: 200 } }),
+    classifierSni: () => ({ tlsBlocked: 3, tlsUnseen: 1 }),
+    classifierAssign: () => ({ listener: 7 }),
     openFlows: () => open,
     ruleHits: () => hits,
   };
@@ -47,6 +49,9 @@ t.test('every metric of the set, strict text format, values from the sources and
   t.equal(sampleSum(fam, 'sluice_tun_receive_packets_total'), 10);
   t.equal(sampleSum(fam, 'sluice_stack_drops_total', { reason: 'bad_checksum' }), 3);
   t.equal(sampleSum(fam, 'sluice_classifier_packets_total', { action: 'kernel' }), 4);
+  t.equal(sampleSum(fam, 'sluice_classifier_bytes_total', { action: 'kernel' }), 400);
+  t.equal(sampleSum(fam, 'sluice_classifier_sni_total', { result: 'tlsBlocked' }), 3);
+  t.equal(sampleSum(fam, 'sluice_classifier_assign_total', { result: 'listener' }), 7);
   t.equal(sampleSum(fam, 'sluice_fakeip_pool_used', { family: 'ipv4' }), 5);
   t.equal(sampleSum(fam, 'sluice_config_reloads_total', { result: 'failure' }), 0, 'reload series exist from the start');
 

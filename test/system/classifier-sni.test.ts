@@ -8,7 +8,8 @@
  *     HTTP with a denied Host are reset in the kernel (curl sees a
  *     connection reset; no flow line: sluice never saw them);
  *   - an allowed name passes over TLS and HTTP;
- *   - the filter's counters move (blocked, allowed, resets);
+ *   - the filter's counters move (blocked, allowed, resets), on SIGUSR2
+ *     and in the control API's GET /v1/stats;
  *   - a ClientHello split over segments passes, counted as unseen;
  *   - exact names, suffixes (the name and below) and a domain rule set's
  *     lines are all in the deny set;
@@ -18,7 +19,7 @@
  */
 import t from 'tap';
 import path from 'node:path';
-import { writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { requireRoot, type Netns } from '../harness/netns.js';
 import { threeNamespaces, SERVER_V4, SERVER_V6 } from '../harness/topology.js';
 import { createLab, requireCommands, selfSignedCert, startWebServer, tempDir, TUN, type Engine, type LogLine } from '../fixtures/engine/lab.js';
@@ -121,6 +122,13 @@ t.test('classifier.sni: denied names reset in the kernel, allowed names pass, co
   t.ok(s1.httpBlocked >= s0.httpBlocked + 1, `httpBlocked rose (${s0.httpBlocked} -> ${s1.httpBlocked})`);
   t.ok(s1.resets >= s1.tlsBlocked + s1.httpBlocked, `a reset for each (${s1.resets})`);
   t.equal(engine.flows().length, 0, 'no flow line: everything stayed on the kernel path');
+  // The same counters, live, where users look: the control API's /v1/stats (classifierStatus).
+  const secret = readFileSync(path.join(dir, 'api-secret'), 'utf8').trim();
+  const stats = JSON.parse((await gateway.exec(['curl', '-sS', '-H', `Authorization: Bearer ${secret}`, 'http://127.0.0.1:9090/v1/stats'], { timeoutMs: 10_000 })).stdout) as {
+    classifierStatus?: { actions: { kernel: { packets: number } }; sni: Sni | null };
+  };
+  t.ok((stats.classifierStatus?.sni?.tlsBlocked ?? 0) >= s1.tlsBlocked, `GET /v1/stats: classifierStatus.sni.tlsBlocked ${stats.classifierStatus?.sni?.tlsBlocked}`);
+  t.ok((stats.classifierStatus?.actions.kernel.packets ?? 0) > 0, `and the kernel action's packets (${stats.classifierStatus?.actions.kernel.packets})`);
 
   // A ClientHello split over segments (the first carries 12 bytes): the filter cannot see the name, counts it and lets it pass.
   const u0 = await sniCounters(engine);
