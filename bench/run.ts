@@ -6,6 +6,7 @@ import { printStackRows, runStackBench } from './stack.bench.js';
 import { printSniffRows, runSniffBench } from './sniff.bench.js';
 import { printPolicyRows, runPolicyBench } from './policy.bench.js';
 import { printCaptureRows, runCaptureBench } from './capture.bench.js';
+import { printFastPathRows, runFastPathBench } from './fastpath.bench.js';
 
 printRows(`wire codecs (node ${process.version})`, runWireBench());
 printSniffRows(runSniffBench());
@@ -14,6 +15,7 @@ printCaptureRows(runCaptureBench());
 if (process.getuid?.() === 0) {
   printRows('TUN batch reader, kernel TCP sender, 1024 MiB per run', await runTunBench(1024));
   printStackRows(await runStackBench(5));
+  printFastPathRows(await runFastPathBench(5, 3));
 } else {
   console.log('\n(TUN and stack benchmarks skipped: needs root for network namespaces)');
 }

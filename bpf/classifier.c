@@ -13,6 +13,28 @@
  * IPv6), then the destination port set (TCP/UDP), then the default action.
  * Per-action packet and byte counters are per-CPU.
  *
+ * Socket assignment (config flag FLAG_SK_ASSIGN, gateway.mode tproxy-ebpf):
+ * "to TPROXY" then does what the nftables tproxy statement does, in the
+ * program, the way Cilium hands flows to its Envoy listeners:
+ *   1. the flow's own socket, looked up by the packet's tuple
+ *      (bpf_skc_lookup_tcp / bpf_sk_lookup_udp): an established TCP socket
+ *      (not a listener: a local service on a wildcard address must not
+ *      catch a forwarded flow) or a connected UDP one (only a transparent
+ *      socket can be bound to the non-local destination);
+ *   2. otherwise, unless the destination is this host (bpf_fib_lookup says
+ *      "not forwarded": local, broadcast, multicast), the transparent
+ *      listener found by the same tuple with the destination port replaced
+ *      by tproxy_port (the listener is bound to the wildcard address);
+ *   3. bpf_sk_assign(skb, sk) and skb->mark = tproxy_mark, which policy
+ *      routing sends to local delivery (`fwmark M lookup T`, `local default
+ *      dev lo table T`), where the stack takes skb->sk instead of looking
+ *      the socket up. The listener sees the original destination as its
+ *      local address (TCP getsockname, UDP IP_ORIGDSTADDR), as with TPROXY.
+ * No listener (sluice is gone) or a port-0 destination: dropped, fail
+ * closed. Only TCP and UDP directly after the IP header are assigned;
+ * IPv4 non-first fragments (no ports; TC runs before reassembly) are
+ * dropped; other protocols pass untouched.
+ *
  * Built with clang -target bpf during `npm ci` (see binding.gyp); loaded and
  * attached by the native addon through libbpf.
  */
@@ -22,6 +44,7 @@
 #include <linux/ip.h>
 #include <linux/ipv6.h>
 #include <linux/in.h>
+#include <linux/tcp.h>
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
 
@@ -43,11 +66,26 @@ struct lpm_v6 {
 	__u8 addr[16];
 };
 
+#define FLAG_SK_ASSIGN 1
+
 struct classifier_config {
 	__u32 default_action;
 	__u32 tun_mark;
 	__u32 tproxy_mark;
+	__u32 flags;
+	__u32 tproxy_port; /* host order */
 	__u32 reserved;
+};
+
+/* Why socket assignment failed, counted per CPU (index = reason). */
+enum assign_result {
+	ASSIGN_LISTENER = 0,   /* handed to the transparent listener */
+	ASSIGN_FLOW = 1,       /* the flow's own socket */
+	ASSIGN_LOCAL = 2,      /* addressed to this host: left alone */
+	ASSIGN_NO_LISTENER = 3,/* dropped: no listener */
+	ASSIGN_FAILED = 4,     /* dropped: bpf_sk_assign refused */
+	ASSIGN_UNSUPPORTED = 5,/* dropped: a fragment without ports; port 0 */
+	ASSIGN_COUNT = 6,
 };
 
 struct action_counter {
@@ -93,6 +131,143 @@ struct {
 	__type(value, struct action_counter);
 } sluice_counters SEC(".maps");
 
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, ASSIGN_COUNT);
+	__type(key, __u32);
+	__type(value, __u64);
+} sluice_assign SEC(".maps");
+
+static __always_inline void count_assign(__u32 why)
+{
+	__u64 *c = bpf_map_lookup_elem(&sluice_assign, &why);
+	if (c)
+		(*c)++;
+}
+
+/* The flow's own socket, when there is one to take it (see the header). */
+static __always_inline struct bpf_sock *flow_socket(struct __sk_buff *skb, struct bpf_sock_tuple *t, __u32 tlen, __u8 proto)
+{
+	struct bpf_sock *sk;
+	if (proto == IPPROTO_TCP) {
+		sk = bpf_skc_lookup_tcp(skb, t, tlen, BPF_F_CURRENT_NETNS, 0);
+		if (sk && sk->state == BPF_TCP_LISTEN) {
+			bpf_sk_release(sk);
+			return 0;
+		}
+		return sk;
+	}
+	sk = bpf_sk_lookup_udp(skb, t, tlen, BPF_F_CURRENT_NETNS, 0);
+	if (sk && sk->state != BPF_TCP_ESTABLISHED) {
+		bpf_sk_release(sk);
+		return 0;
+	}
+	return sk;
+}
+
+static __always_inline struct bpf_sock *listener(struct __sk_buff *skb, struct bpf_sock_tuple *t, __u32 tlen, __u8 proto)
+{
+	struct bpf_sock *sk;
+	if (proto == IPPROTO_TCP) {
+		sk = bpf_skc_lookup_tcp(skb, t, tlen, BPF_F_CURRENT_NETNS, 0);
+		if (sk && sk->state != BPF_TCP_LISTEN) {
+			bpf_sk_release(sk);
+			return 0;
+		}
+		return sk;
+	}
+	return bpf_sk_lookup_udp(skb, t, tlen, BPF_F_CURRENT_NETNS, 0);
+}
+
+/*
+ * Socket assignment for one TCP/UDP packet; *dport_slot is the tuple's
+ * destination port, rewritten to the listener's port for the second
+ * lookup. Returns TC_ACT_OK (assigned and marked, or local and untouched)
+ * or TC_ACT_SHOT.
+ */
+static __always_inline int assign(struct __sk_buff *skb, struct classifier_config *cfg, struct bpf_sock_tuple *t, __u32 tlen, __u16 *dport_slot,
+				  __u8 proto, struct bpf_fib_lookup *fib)
+{
+	if (*dport_slot == 0) {
+		count_assign(ASSIGN_UNSUPPORTED);
+		return TC_ACT_SHOT;
+	}
+	struct bpf_sock *sk = flow_socket(skb, t, tlen, proto);
+	__u32 why = ASSIGN_FLOW;
+	if (!sk) {
+		if (bpf_fib_lookup(skb, fib, sizeof(*fib), 0) == BPF_FIB_LKUP_RET_NOT_FWDED) {
+			count_assign(ASSIGN_LOCAL);
+			return TC_ACT_OK;
+		}
+		*dport_slot = bpf_htons((__u16)cfg->tproxy_port);
+		sk = listener(skb, t, tlen, proto);
+		if (!sk) {
+			count_assign(ASSIGN_NO_LISTENER);
+			return TC_ACT_SHOT;
+		}
+		why = ASSIGN_LISTENER;
+	}
+	long err = bpf_sk_assign(skb, sk, 0);
+	bpf_sk_release(sk);
+	if (err != 0) {
+		count_assign(ASSIGN_FAILED);
+		return TC_ACT_SHOT;
+	}
+	count_assign(why);
+	skb->mark = cfg->tproxy_mark;
+	return TC_ACT_OK;
+}
+
+static __always_inline int assign_v4(struct __sk_buff *skb, struct classifier_config *cfg, struct iphdr *ip, void *end)
+{
+	if (ip->protocol != IPPROTO_TCP && ip->protocol != IPPROTO_UDP)
+		return TC_ACT_OK;
+	if (ip->frag_off & bpf_htons(0x1fff)) {
+		count_assign(ASSIGN_UNSUPPORTED);
+		return TC_ACT_SHOT;
+	}
+	__u16 *ports = (void *)ip + ip->ihl * 4;
+	if (ip->ihl < 5 || (void *)(ports + 2) > end)
+		return TC_ACT_SHOT;
+	struct bpf_sock_tuple t = {};
+	t.ipv4.saddr = ip->saddr;
+	t.ipv4.daddr = ip->daddr;
+	t.ipv4.sport = ports[0];
+	t.ipv4.dport = ports[1];
+	struct bpf_fib_lookup fib = {};
+	fib.family = 2; /* AF_INET */
+	fib.l4_protocol = ip->protocol;
+	fib.tot_len = bpf_ntohs(ip->tot_len);
+	fib.ifindex = skb->ingress_ifindex;
+	fib.ipv4_src = ip->saddr;
+	fib.ipv4_dst = ip->daddr;
+	return assign(skb, cfg, &t, sizeof(t.ipv4), &t.ipv4.dport, ip->protocol, &fib);
+}
+
+static __always_inline int assign_v6(struct __sk_buff *skb, struct classifier_config *cfg, struct ipv6hdr *ip6, void *end)
+{
+	if (ip6->nexthdr != IPPROTO_TCP && ip6->nexthdr != IPPROTO_UDP)
+		return TC_ACT_OK;
+	__u16 *ports = (void *)(ip6 + 1);
+	if ((void *)(ports + 2) > end)
+		return TC_ACT_SHOT;
+	struct bpf_sock_tuple t = {};
+	__builtin_memcpy(t.ipv6.saddr, &ip6->saddr, 16);
+	__builtin_memcpy(t.ipv6.daddr, &ip6->daddr, 16);
+	t.ipv6.sport = ports[0];
+	t.ipv6.dport = ports[1];
+	struct bpf_fib_lookup fib = {};
+	fib.family = 10; /* AF_INET6 */
+	fib.l4_protocol = ip6->nexthdr;
+	fib.tot_len = bpf_ntohs(ip6->payload_len) + sizeof(*ip6);
+	fib.ifindex = skb->ingress_ifindex;
+	__builtin_memcpy(fib.ipv6_src, &ip6->saddr, 16);
+	__builtin_memcpy(fib.ipv6_dst, &ip6->daddr, 16);
+	return assign(skb, cfg, &t, sizeof(t.ipv6), &t.ipv6.dport, ip6->nexthdr, &fib);
+}
+
+#include "sni.h"
+
 static __always_inline int port_action(__u8 proto, __u16 dport_be, __u32 *action)
 {
 	__u32 key = ((__u32)proto << 16) | bpf_ntohs(dport_be);
@@ -125,6 +300,10 @@ int sluice_classify(struct __sk_buff *skb)
 		return TC_ACT_OK;
 	__u32 action = cfg->default_action;
 	__u16 dport = 0;
+	/* For the SNI filter: the L4 protocol and offset when TCP/UDP directly follows a plain header, else 0. */
+	__u8 l4proto = 0;
+	__u32 l4off = 0;
+	int v6 = 0;
 	struct ethhdr *eth = data;
 	if ((void *)(eth + 1) > end)
 		return TC_ACT_OK;
@@ -135,6 +314,10 @@ int sluice_classify(struct __sk_buff *skb)
 			return TC_ACT_OK;
 		struct lpm_v4 key = { .prefixlen = 32 };
 		__builtin_memcpy(key.addr, &ip->daddr, 4);
+		if (ip->ihl == 5 && !(ip->frag_off & bpf_htons(0x1fff))) {
+			l4proto = ip->protocol;
+			l4off = sizeof(*eth) + 20;
+		}
 		__u32 *a = bpf_map_lookup_elem(&sluice_v4, &key);
 		if (a) {
 			action = *a;
@@ -150,6 +333,9 @@ int sluice_classify(struct __sk_buff *skb)
 			return TC_ACT_OK;
 		struct lpm_v6 key = { .prefixlen = 128 };
 		__builtin_memcpy(key.addr, &ip6->daddr, 16);
+		v6 = 1;
+		l4proto = ip6->nexthdr;
+		l4off = sizeof(*eth) + sizeof(*ip6);
 		__u32 *a = bpf_map_lookup_elem(&sluice_v6, &key);
 		if (a) {
 			action = *a;
@@ -173,11 +359,34 @@ int sluice_classify(struct __sk_buff *skb)
 		skb->mark = cfg->tun_mark;
 		return TC_ACT_OK;
 	case ACTION_TPROXY:
-		skb->mark = cfg->tproxy_mark;
-		return TC_ACT_OK;
+		if (!(cfg->flags & FLAG_SK_ASSIGN)) {
+			skb->mark = cfg->tproxy_mark;
+			return TC_ACT_OK;
+		}
+		/* Packet pointers are re-derived: the verifier tracks them per branch. */
+		data = (void *)(long)skb->data;
+		end = (void *)(long)skb->data_end;
+		eth = data;
+		if ((void *)(eth + 1) > end)
+			return TC_ACT_SHOT;
+		if (eth->h_proto == bpf_htons(ETH_P_IP)) {
+			struct iphdr *ip = (void *)(eth + 1);
+			if ((void *)(ip + 1) > end)
+				return TC_ACT_SHOT;
+			return assign_v4(skb, cfg, ip, end);
+		}
+		struct ipv6hdr *ip6 = (void *)(eth + 1);
+		if ((void *)(ip6 + 1) > end)
+			return TC_ACT_SHOT;
+		return assign_v6(skb, cfg, ip6, end);
 	case ACTION_DROP:
 		return TC_ACT_SHOT;
 	default:
+		if ((cfg->flags & FLAG_SNI) && l4off != 0) {
+			int verdict = sni_filter(skb, v6, sizeof(struct ethhdr), l4proto, l4off, skb->len);
+			if (verdict >= 0)
+				return verdict;
+		}
 		return TC_ACT_OK;
 	}
 }

@@ -132,6 +132,16 @@ export interface SluiceNative {
    */
   sdNotify(socket: string, message: string): void;
 
+  /**
+   * The socket with this exact 4-tuple on this host (NETLINK_SOCK_DIAG,
+   * inet_diag): `local` is the socket's own address (for a connection this
+   * machine opens, the source), `remote` its peer. A UDP socket that is
+   * unconnected or bound to a wildcard address is found too (the kernel's
+   * receive lookup). uid is the creator's fsuid, inode the number that
+   * /proc/PID/fd shows as socket:[INODE]. null when there is no such socket.
+   */
+  socketOwner(protocol: 'tcp' | 'udp', family: 4 | 6, local: Uint8Array, localPort: number, remote: Uint8Array, remotePort: number): { uid: number; inode: number } | null;
+
   readonly TUN_F_CSUM: number;
   readonly TUN_F_TSO4: number;
   readonly TUN_F_TSO6: number;

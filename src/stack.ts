@@ -778,7 +778,7 @@ export class Stack implements LinkReceiver, FlowHost, UdpHost, SegmentSink {
     flow.endpoints = endpointsOf(family, abuf, srcOff, dstOff, seg.srcPort, seg.dstPort);
     const ourMss = family === 4 ? cfg.mss : cfg.mss - 20;
     const conn = TcpConnection.acceptCookie(cfg, this.now, syn, { iss: cookie, mss: ourMss }, flow);
-    conn.maxSegmentBytes = this.writer.tso ? this.writer.maxTcpPayload : conn.maxSegmentBytes;
+    if (this.writer.tso) conn.useTso(this.writer.maxTcpPayload);
     conn.process(this.now, seg, l4buf, seg.payloadOffset, seg.payloadLength);
     if (conn.state !== 'ESTABLISHED' && conn.state !== 'CLOSE-WAIT') {
       this.drop('cookie_ack_unusable');
@@ -852,7 +852,7 @@ export class Stack implements LinkReceiver, FlowHost, UdpHost, SegmentSink {
     const iss = this.isnFor(flow);
     const mss = flow.family === 4 ? this.tcpConfig.mss : this.tcpConfig.mss - 20;
     const conn = TcpConnection.accept(this.tcpConfig, this.now, p.syn, { iss, mss }, flow);
-    conn.maxSegmentBytes = this.writer.tso ? this.writer.maxTcpPayload : conn.maxSegmentBytes;
+    if (this.writer.tso) conn.useTso(this.writer.maxTcpPayload);
     flow.connection = conn;
     flow.halfOpen = true;
     this.synReceivedCount++;

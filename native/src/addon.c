@@ -1,5 +1,5 @@
 /* Module entry: registers the TUN, batch reader/writer and socket helpers,
- * the privilege drop and sd_notify. */
+ * the privilege drop and sd_notify, and the socket-owner lookup. */
 #include "common.h"
 
 static napi_value init(napi_env env, napi_value exports) {
@@ -8,6 +8,7 @@ static napi_value init(napi_env env, napi_value exports) {
   if (init_sockets(env, exports) == NULL) return NULL;
   if (init_bpf(env, exports) == NULL) return NULL;
   if (init_privileges(env, exports) == NULL) return NULL;
+  if (init_sockdiag(env, exports) == NULL) return NULL;
   return exports;
 }
 

@@ -3,7 +3,8 @@
  * Node cannot: open the TUN (TUNSETIFF, TUNSETOFFLOAD), batched non-blocking
  * I/O on its fd, and socket options (SO_MARK, IP_TRANSPARENT,
  * SO_BINDTODEVICE, SO_ORIGINAL_DST), and giving up root (setresuid, capset,
- * prctl) plus sd_notify datagrams. Everything else is TypeScript.
+ * prctl) plus sd_notify datagrams, and NETLINK_SOCK_DIAG queries (the owner
+ * of a local socket). Everything else is TypeScript.
  */
 #ifndef SLUICE_COMMON_H
 #define SLUICE_COMMON_H
@@ -48,6 +49,7 @@ napi_value init_reader(napi_env env, napi_value exports);
 napi_value init_sockets(napi_env env, napi_value exports);
 napi_value init_bpf(napi_env env, napi_value exports);
 napi_value init_privileges(napi_env env, napi_value exports);
+napi_value init_sockdiag(napi_env env, napi_value exports);
 
 void export_fn(napi_env env, napi_value exports, const char *name, napi_callback cb);
 void export_int(napi_env env, napi_value exports, const char *name, int64_t value);

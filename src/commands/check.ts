@@ -8,6 +8,7 @@
 import { parseArgs } from 'node:util';
 import { isConfigError } from '../config/errors.js';
 import { loadConfig } from '../config/load.js';
+import { configWarnings } from '../config/warnings.js';
 
 export const CHECK_USAGE = `Usage: sluice check --config FILE
 
@@ -53,6 +54,7 @@ export async function runCheck(argv: string[], io: CommandIo = process): Promise
       plural(cfg.outbounds.length, 'outbound', 'outbounds'),
       plural(Object.keys(cfg.ruleSets).length, 'rule set', 'rule sets'),
     ].join(', ');
+    for (const w of configWarnings(cfg)) io.stderr.write(`warning: ${config}: ${w}\n`);
     io.stdout.write(`ok: ${config} (${summary})\n`);
     return 0;
   } catch (err) {

@@ -24,6 +24,7 @@ import { parseArgs } from 'node:util';
 import { execFileSync } from 'node:child_process';
 import { isConfigError } from '../config/errors.js';
 import { loadConfig } from '../config/load.js';
+import { configWarnings } from '../config/warnings.js';
 import { defaultConfig, type SluiceConfig } from '../config/types.js';
 import { TunDevice } from '../link/tun.js';
 import { CaptureLink } from '../link/capture.js';
@@ -44,7 +45,8 @@ import { checkAutoRoute, startAutoRoute, cleanLeftovers, checkGateway, startGate
 import { startTproxyListeners } from '../system/tproxy-listen.js';
 import { startTproxyUdp } from '../system/tproxy-udp.js';
 import type net from 'node:net';
-import { checkClassifier, startClassifier, type RunningClassifier } from '../system/classifier-run.js';
+import { checkClassifier, classifierCounters, classifierStatus, runsClassifier, startClassifier, type RunningClassifier } from '../system/classifier-run.js';
+import { startKernelPath, type RunningKernelPath } from '../system/kernel-path.js';
 import { dropPrivileges, planPrivilegeDrop } from '../system/privileges.js';
 import { sdNotify } from '../system/sd-notify.js';
 import { refuseGlobalDispatch } from '../outbound/agent.js';
@@ -144,14 +146,18 @@ async function run(argv: string[], io: CommandIo, takeEarlySignal: () => string 
   let running: Engine | null = null;
   const onHup = (): void => {
     if (running === null || life.stopRequested) return;
-    void reloadRunning(running, classifier);
+    void reloadRunning(running, classifier, kernelPath);
   };
   const onUsr2 = (): void => {
-    if (running !== null) log.info({ ...running.counters, stack: running.stack.stats.drops, classifier: classifier?.counters() ?? undefined }, 'counters');
+    if (running === null) return;
+    // The same object the control plane serves (src/system/classifier-run.ts).
+    const cs = classifierStatus();
+    log.info({ ...running.counters, stack: running.stack.stats.drops, classifier: cs?.actions, classifierAssign: cs?.assign ?? undefined, classifierSni: cs?.sni ?? undefined }, 'counters');
   };
   process.on('SIGHUP', onHup);
   process.on('SIGUSR2', onUsr2);
   log.info({ pid: process.pid, config: where, state: statePath }, 'starting');
+  for (const w of configWarnings(config)) log.warn({ config: where }, w);
   if (config.route.auto) {
     // sluice's own sockets carry route.mark so the main table, not the TUN, routes them.
     for (const o of config.outbounds) if (o.type === 'direct' && o.mark === null) o.mark = config.route.mark;
@@ -160,6 +166,7 @@ async function run(argv: string[], io: CommandIo, takeEarlySignal: () => string 
   let engine: Engine;
   let classifier: RunningClassifier | null = null;
   let api: OpenedApi | null = null;
+  let kernelPath: RunningKernelPath | null = null;
   try {
     const drop = planPrivilegeDrop(config, where, statePath);
     life.check();
@@ -169,7 +176,7 @@ async function run(argv: string[], io: CommandIo, takeEarlySignal: () => string 
     if (config.route.auto || config.gateway.enabled || config.classifier.enabled) config.route = await reportCoexistence(config.route, log);
     life.check();
     if (config.route.auto) await checkAutoRoute(config.route, where);
-    if (config.classifier.enabled) await checkClassifier(config, where);
+    if (runsClassifier(config)) await checkClassifier(config, where);
     if (config.gateway.enabled) await checkGateway(config, where);
     const taken = tunNameProblem(config.tun.name, where);
     if (taken !== null) throw new Error(taken);
@@ -204,14 +211,20 @@ async function run(argv: string[], io: CommandIo, takeEarlySignal: () => string 
       const stopRoute = await startAutoRoute(config.route, tun.name, statePath, log);
       life.defer('system', 'auto-route', stopRoute);
       life.check();
+      if (config.route.kernelPath) {
+        const k = await startKernelPath(config, tun.name, statePath, log);
+        kernelPath = k;
+        life.defer('system', 'kernel path', () => k.stop());
+        life.check();
+      }
     }
-    if (config.classifier.enabled) {
+    if (runsClassifier(config)) {
       const c = await startClassifier(config, tun.name, statePath, log);
       classifier = c;
       life.defer('system', 'classifier', () => c.stop());
       life.check();
     }
-    if (config.gateway.enabled && config.gateway.mode === 'tproxy') {
+    if (config.gateway.enabled && config.gateway.mode !== 'tun') {
       const listeners = await startTproxyListeners(config.gateway.tproxyPort, (s) => e.handleTransparent(s), log);
       life.defer('accept', 'tproxy listeners', () => closeServers(listeners));
       life.check();
@@ -220,7 +233,7 @@ async function run(argv: string[], io: CommandIo, takeEarlySignal: () => string 
       life.check();
     }
     if (config.gateway.enabled) {
-      const stopGateway = await startGateway(config, tun.name, statePath, log);
+      const stopGateway = await startGateway(config, tun.name, statePath, log, classifier === null ? null : classifier.ebpf ? 'ebpf' : 'fallback');
       life.defer('system', 'gateway', stopGateway);
       life.check();
     }
@@ -239,7 +252,7 @@ async function run(argv: string[], io: CommandIo, takeEarlySignal: () => string 
         config: () => e.activeConfig,
         tunStats: () => device.stats(),
         classifierCounters: () => classifier?.counters() ?? null,
-        reload: () => reloadRunning(e, classifier),
+        reload: () => reloadRunning(e, classifier, kernelPath),
       });
     }
     if (drop !== null) dropPrivileges(drop, where, log);
@@ -258,7 +271,7 @@ async function run(argv: string[], io: CommandIo, takeEarlySignal: () => string 
   sdNotify(`READY=1\nSTATUS=serving on ${tun.name}`, log);
   const signal = await life.untilSignal();
   sdNotify('STOPPING=1', log);
-  log.info({ signal, ...engine.counters, openFlows: engine.openFlows, stack: engine.stack.stats.drops, classifier: classifier?.counters() ?? undefined }, 'stopping');
+  log.info({ signal, ...engine.counters, openFlows: engine.openFlows, stack: engine.stack.stats.drops, classifier: classifierCounters() ?? undefined }, 'stopping');
   process.off('SIGUSR2', onUsr2);
   const code = await life.stop();
   process.off('SIGHUP', onHup);

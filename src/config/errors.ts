@@ -2,6 +2,7 @@
  * Configuration errors: every mistake found in one load, each naming the
  * file, the line and column, the field path and what was expected.
  */
+import { SluiceError } from '../errors.js';
 
 export interface ConfigProblem {
   /** The file the mistake is in: the config file, or a rule-set file. */
@@ -23,7 +24,7 @@ export function formatProblem(p: ConfigProblem): string {
   return p.path === '' ? `${where}: ${p.message}` : `${where}: ${p.path}: ${p.message}`;
 }
 
-export class ConfigError extends Error {
+export class ConfigError extends SluiceError {
   readonly code = 'SLUICE_CONFIG';
   readonly problems: readonly ConfigProblem[];
 

@@ -24,7 +24,7 @@ export function gatewayIssues(data: Obj, defaults: SluiceConfig, add: (path: Pat
   const mode = gw.mode ?? defaults.gateway.mode;
   const tproxyMark = typeof gw.tproxyMark === 'number' ? gw.tproxyMark : defaults.gateway.tproxyMark;
   const routeMark = typeof route.mark === 'number' ? route.mark : defaults.route.mark;
-  const usesMark = mode === 'tproxy' || gw.preserveSource === true;
+  const usesMark = mode === 'tproxy' || mode === 'tproxy-ebpf' || gw.preserveSource === true;
   if (usesMark && tproxyMark === routeMark) {
     add([gw.tproxyMark !== undefined ? 'gateway' : 'route', gw.tproxyMark !== undefined ? 'tproxyMark' : 'mark'], `gateway.tproxyMark ${hex(tproxyMark)} equals route.mark; the two must differ`);
   }

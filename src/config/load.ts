@@ -15,6 +15,7 @@ import { schemaIssues, type Issue } from './schema-errors.js';
 import { semanticIssues } from './semantic.js';
 import {
   defaultConfig,
+  type DnsCondition,
   type DnsUpstream,
   type HttpConfig,
   type HttpRuleConfig,
@@ -183,6 +184,7 @@ function complete(raw: Raw, ruleSets: Map<string, RuleSetConfig>, baseDir: strin
         ...d.dns.fakeIp,
         ...dns.fakeIp,
         persistPath: persistPath === null ? null : resolve(baseDir, persistPath),
+        filter: ((dns.fakeIp?.filter ?? []) as Raw[]).map((c) => completeCondition(c) as DnsCondition),
       },
       upstreams:
         dns.upstreams === undefined
@@ -190,6 +192,11 @@ function complete(raw: Raw, ruleSets: Map<string, RuleSetConfig>, baseDir: strin
           : (dns.upstreams as Raw[]).map((u): DnsUpstream => ({ address: withDnsPort(u.address), outbound: u.outbound ?? 'direct' })),
       cache: { ...d.dns.cache, ...dns.cache },
       bootstrap: dns.bootstrap === undefined ? [...d.dns.bootstrap] : (dns.bootstrap as string[]).map(withDnsPort),
+      hostsFile: dns.hostsFile === undefined ? d.dns.hostsFile : dns.hostsFile === null ? null : resolve(baseDir, dns.hostsFile as string),
+      groups: Object.fromEntries(
+        Object.entries((dns.groups ?? {}) as Record<string, Raw[]>).map(([name, list]) => [name, list.map((u): DnsUpstream => ({ address: withDnsPort(u.address), outbound: u.outbound ?? 'direct' }))]),
+      ),
+      rules: ((dns.rules ?? []) as Raw[]).map((r) => ({ ...(completeCondition(r) as DnsCondition), upstream: r.upstream as string })),
     },
     outbounds: raw.outbounds === undefined ? d.outbounds : (raw.outbounds as Raw[]).map(completeOutbound),
     ruleSets: Object.fromEntries(Object.keys(raw.ruleSets ?? {}).map((name) => [name, ruleSets.get(name)!])),
@@ -268,7 +275,7 @@ const LOWERCASE_KEYS = new Set(['domain', 'domainSuffix', 'domainKeyword']);
 function completeCondition(r: Raw): RuleCondition {
   const out: Raw = {};
   for (const [key, value] of Object.entries(r)) {
-    if (key === 'outbound') continue;
+    if (key === 'outbound' || key === 'upstream') continue;
     if (LOWERCASE_KEYS.has(key)) out[key] = (value as string[]).map((s) => s.toLowerCase());
     else if (key === 'and' || key === 'or') out[key] = (value as Raw[]).map(completeCondition);
     else if (key === 'not') out[key] = completeCondition(value as Raw);

@@ -115,9 +115,25 @@ const matcherProperties: Record<string, Schema> = {
   inbound: enumOf(['tun', 'tproxy']),
   protocol: list(enumOf(['tls', 'http', 'quic', 'dns'])),
   ruleSet: list(str(NAME, 'a rule-set name')),
+  // The owner of the client socket (flows from this machine): numeric uid, executable file name, absolute path.
+  uid: list(int(0, 0xfffffffe, { 'x-expected': 'a numeric uid from 0 to 4294967294' })),
+  processName: list(str('[^/\\u0000]{1,255}', 'an executable file name without "/" such as curl')),
+  processPath: list(str('/[^\\u0000]{0,4095}', 'an absolute executable path such as /usr/bin/curl')),
   and: list({ $ref: '#/$defs/condition' }),
   or: list({ $ref: '#/$defs/condition' }),
   not: { $ref: '#/$defs/condition' },
+};
+
+/** The name conditions of a main rule: what dns.rules and dns.fakeIp.filter match queries with. */
+const dnsMatcherProperties: Record<string, Schema> = {
+  domain: matcherProperties.domain!,
+  domainSuffix: matcherProperties.domainSuffix!,
+  domainKeyword: matcherProperties.domainKeyword!,
+  domainRegex: matcherProperties.domainRegex!,
+  ruleSet: matcherProperties.ruleSet!,
+  and: list({ $ref: '#/$defs/dnsCondition' }),
+  or: list({ $ref: '#/$defs/dnsCondition' }),
+  not: { $ref: '#/$defs/dnsCondition' },
 };
 
 const credentials: Record<string, Schema> = {
@@ -221,23 +237,26 @@ export const configSchema: Schema = {
               default: d.dns.fakeIp.persistPath,
             },
             ttl: int(0, 3600, { default: d.dns.fakeIp.ttl }),
+            filter: { type: 'array', items: { $ref: '#/$defs/dnsCondition' }, maxItems: 1024, default: d.dns.fakeIp.filter },
           },
           [],
           { default: {} },
         ),
-        upstreams: list(
-          obj(
-            {
-              address: str(
-                UPSTREAM,
-                'udp://IP[:port], tcp://IP[:port] or https://host[:port]/path, such as udp://192.0.2.53:53',
-              ),
-              outbound: str(NAME, 'an outbound name', { default: 'direct' }),
-            },
-            ['address'],
-          ),
-          { maxItems: 16, default: d.dns.upstreams },
-        ),
+        upstreams: list({ $ref: '#/$defs/dnsUpstream' }, { maxItems: 16, default: d.dns.upstreams }),
+        groups: {
+          type: 'object',
+          propertyNames: { pattern: anchored(NAME), not: { const: 'default' }, 'x-expected': 'a group name of letters, digits, "_", "." and "-" (not "default")' },
+          additionalProperties: list({ $ref: '#/$defs/dnsUpstream' }, { maxItems: 16 }),
+          maxProperties: 64,
+          default: {},
+        },
+        rules: {
+          type: 'array',
+          items: obj({ ...dnsMatcherProperties, upstream: str(NAME, 'a dns.groups name or "default"') }, ['upstream'], { minProperties: 2 }),
+          maxItems: 4096,
+          default: d.dns.rules,
+        },
+        hostsFile: { type: ['string', 'null'], minLength: 1, 'x-expected': 'a hosts(5) file path, or null', default: d.dns.hostsFile },
         // Resolves the host names of DoH upstreams (through marked sockets, never the host's resolver).
         bootstrap: list(str(PLAIN_UPSTREAM, 'udp://IP[:port] or tcp://IP[:port], such as udp://192.0.2.53:53'), { minItems: 0, maxItems: 8, default: d.dns.bootstrap }),
         cache: obj(
@@ -289,6 +308,7 @@ export const configSchema: Schema = {
         strictDns: { type: 'boolean', default: d.route.strictDns },
         killSwitch: { type: 'boolean', default: d.route.killSwitch },
         excludeDetected: { type: 'boolean', default: d.route.excludeDetected },
+        kernelPath: { type: 'boolean', default: d.route.kernelPath },
       },
       [],
       { default: {} },
@@ -328,7 +348,7 @@ export const configSchema: Schema = {
         enabled: { type: 'boolean', default: d.gateway.enabled },
         // May be empty in the schema (the default); an enabled gateway without one is reported by gateway-checks.ts.
         lan: { type: 'array', items: str('[^\\s/:]{1,15}', 'an interface name such as eth1'), maxItems: 64, uniqueItems: true, default: d.gateway.lan },
-        mode: enumOf(['tun', 'tproxy'], { default: d.gateway.mode }),
+        mode: enumOf(['tun', 'tproxy', 'tproxy-ebpf'], { default: d.gateway.mode }),
         tproxyPort: int(1, 65535, { 'x-expected': 'a port from 1 to 65535', default: d.gateway.tproxyPort }),
         tproxyMark: int(1, 0xffffffff, { 'x-expected': 'a 32-bit mark from 1 to 0xffffffff', default: d.gateway.tproxyMark }),
         preserveSource: { type: 'boolean', default: d.gateway.preserveSource },
@@ -351,6 +371,7 @@ export const configSchema: Schema = {
         tunMark: int(1, 0xffffffff, { 'x-expected': 'a 32-bit mark from 1 to 0xffffffff', default: d.classifier.tunMark }),
         bypass: { type: 'array', items: { $ref: '#/$defs/cidr' }, maxItems: 65536, default: d.classifier.bypass },
         default: { enum: ['tun', 'kernel', null], 'x-expected': 'tun, kernel, or null to compute it from the rules', default: d.classifier.default },
+        sni: { type: 'boolean', default: d.classifier.sni },
       },
       [],
       { default: {} },
@@ -403,6 +424,14 @@ export const configSchema: Schema = {
       'x-expected': EXPECT_PORT,
     },
     condition: obj(matcherProperties, [], { minProperties: 1 }),
+    dnsCondition: obj(dnsMatcherProperties, [], { minProperties: 1 }),
+    dnsUpstream: obj(
+      {
+        address: str(UPSTREAM, 'udp://IP[:port], tcp://IP[:port] or https://host[:port]/path, such as udp://192.0.2.53:53'),
+        outbound: str(NAME, 'an outbound name', { default: 'direct' }),
+      },
+      ['address'],
+    ),
     rule: obj({ ...matcherProperties, outbound: str(NAME, 'an outbound name') }, ['outbound']),
   },
 };

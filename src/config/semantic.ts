@@ -180,6 +180,8 @@ export function semanticIssues(data: unknown): Issue[] {
   gatewayIssues(data, defaults, add);
   classifierIssues(data, defaults, add);
   apiIssues(data, add);
+  const route = data.route !== null && typeof data.route === 'object' && !Array.isArray(data.route) ? (data.route as Record<string, unknown>) : {};
+  if (route.kernelPath === true && route.auto !== true) add(['route', 'kernelPath'], 'the kernel path for direct destinations is part of the auto-route: it needs route.auto');
   if (isObj(data.run) && typeof data.run.group === 'string' && typeof data.run.user !== 'string') {
     add(['run', 'group'], 'run.group needs run.user (the user sluice switches to after set-up)');
   }
@@ -243,6 +245,33 @@ export function semanticIssues(data: unknown): Issue[] {
         add(path, 'a rule needs at least one condition; use final for a catch-all');
       }
       checkCondition(rule, path, 1);
+    });
+  }
+
+  // --- DNS rules, groups and the fake-IP filter ------------------------------------
+  const groupNames = isObj(dns.groups) ? Object.keys(dns.groups) : [];
+  if (isObj(dns.groups)) {
+    for (const [name, list] of Object.entries(dns.groups)) {
+      if (!Array.isArray(list)) continue;
+      list.forEach((up, i) => {
+        if (isObj(up)) checkOutbound(['dns', 'groups', name, i, 'outbound'], up.outbound ?? 'direct', up.outbound !== undefined);
+      });
+    }
+  }
+  if (Array.isArray(dns.rules)) {
+    const known = ['default', ...groupNames];
+    dns.rules.forEach((rule, i) => {
+      if (!isObj(rule)) return;
+      const path: PathSegment[] = ['dns', 'rules', i];
+      if (typeof rule.upstream === 'string' && !known.includes(rule.upstream)) {
+        add([...path, 'upstream'], `names an undefined upstream group "${rule.upstream}"${didYouMean(rule.upstream, known)} (defined: ${known.join(', ')})`);
+      }
+      checkCondition(rule, path, 1);
+    });
+  }
+  if (Array.isArray(fakeIp.filter)) {
+    fakeIp.filter.forEach((cond, i) => {
+      if (isObj(cond)) checkCondition(cond, ['dns', 'fakeIp', 'filter', i], 1);
     });
   }
 

@@ -59,6 +59,29 @@ export interface FakeIpConfig {
   persistPath: string | null;
   /** TTL (seconds) of fake answers. */
   ttl: number;
+  /**
+   * Names answered with their real addresses instead of fake ones (any
+   * condition matching: domain, domainSuffix, domainKeyword, domainRegex,
+   * ruleSet, and/or/not). Empty: every A/AAAA name gets a fake address.
+   */
+  filter: DnsCondition[];
+}
+
+/** The domain conditions of a main rule, as dns.rules and dns.fakeIp.filter use them. */
+export interface DnsCondition {
+  domain?: string[];
+  domainSuffix?: string[];
+  domainKeyword?: string[];
+  domainRegex?: string[];
+  ruleSet?: string[];
+  and?: DnsCondition[];
+  or?: DnsCondition[];
+  not?: DnsCondition;
+}
+
+export interface DnsRuleConfig extends DnsCondition {
+  /** A name of dns.groups, or "default" for dns.upstreams. */
+  upstream: string;
 }
 
 export interface DnsUpstream {
@@ -88,6 +111,15 @@ export interface DnsConfig {
    * Empty: the plain upstreams of `upstreams` that go direct do it.
    */
   bootstrap: string[];
+  /**
+   * A hosts(5) file consulted first for the host names of DoH upstreams
+   * (re-read when it changes); null: only dns.bootstrap / plain upstreams.
+   */
+  hostsFile: string | null;
+  /** Named upstream groups for dns.rules; each is tried in order like dns.upstreams. */
+  groups: Record<string, DnsUpstream[]>;
+  /** Ordered; the first rule matching the query name picks its upstream group; no match: dns.upstreams. */
+  rules: DnsRuleConfig[];
   cache: DnsCacheConfig;
 }
 
@@ -174,6 +206,15 @@ export interface RuleCondition {
   inbound?: Inbound;
   protocol?: Protocol[];
   ruleSet?: string[];
+  /**
+   * The owner of the client socket, for flows from this machine
+   * (workstation mode); never true for gateway / TPROXY flows.
+   */
+  uid?: number[];
+  /** Executable file names (basename of /proc/PID/exe), exact and case-sensitive. */
+  processName?: string[];
+  /** Absolute executable paths (/proc/PID/exe), exact. */
+  processPath?: string[];
   and?: RuleCondition[];
   or?: RuleCondition[];
   not?: RuleCondition;
@@ -249,6 +290,12 @@ export interface RouteConfig {
    * `exclude`, so they keep their own routes instead of entering the TUN.
    */
   excludeDetected: boolean;
+  /**
+   * With `auto`: destinations the policy sends direct by address (src/system/kernel-path.ts)
+   * skip the TUN: nftables marks them in the output path so the routing rules leave them to
+   * the main table. Fake-IP ranges and everything else still enter the TUN.
+   */
+  kernelPath: boolean;
 }
 
 /**
@@ -268,10 +315,12 @@ export interface ClassifierSectionConfig {
   bypass: string[];
   /** Action for destinations no prefix covers; null: computed from the policy. */
   default: 'tun' | 'kernel' | null;
+  /** The in-kernel SNI / Host filter on kernel-path TCP/443 and TCP/80 (bpf/sni.h): names of reject/drop domain rules are reset. */
+  sni: boolean;
 }
 
 /** How a gateway steers the LAN's forwarded traffic into sluice (docs/configuration.md, "gateway"). */
-export type GatewayMode = 'tun' | 'tproxy';
+export type GatewayMode = 'tun' | 'tproxy' | 'tproxy-ebpf';
 
 /**
  * Gateway mode (`gateway:`): sluice proxies the traffic other machines on
@@ -282,7 +331,7 @@ export interface GatewayConfig {
   enabled: boolean;
   /** Interfaces the LAN's traffic arrives on. */
   lan: string[];
-  /** tun: policy-route it into the TUN; tproxy: nftables TPROXY to IP_TRANSPARENT listeners (TCP). */
+  /** tun: policy-route it into the TUN; tproxy: nftables TPROXY to IP_TRANSPARENT listeners; tproxy-ebpf: the same listeners fed by a TC program with bpf_sk_assign. */
   mode: GatewayMode;
   /** Port of the TPROXY listeners (tproxy mode). */
   tproxyPort: number;
@@ -372,6 +421,9 @@ export const MATCHER_KEYS = [
   'inbound',
   'protocol',
   'ruleSet',
+  'uid',
+  'processName',
+  'processPath',
   'and',
   'or',
   'not',
@@ -403,6 +455,7 @@ export function defaultConfig(): SluiceConfig {
         ipv6Range: 'fdfe:dcba:9876:1::/96',
         persistPath: '/var/lib/sluice/fakeip.json',
         ttl: 1,
+        filter: [],
       },
       upstreams: [
         { address: 'udp://1.1.1.1:53', outbound: 'direct' },
@@ -410,6 +463,9 @@ export function defaultConfig(): SluiceConfig {
       ],
       cache: { maxEntries: 4096, minTtl: 0, maxTtl: 86400 },
       bootstrap: [],
+      hostsFile: '/etc/hosts',
+      groups: {},
+      rules: [],
     },
     outbounds: [{ name: 'direct', type: 'direct', mark: null, interface: null }],
     ruleSets: {},
@@ -425,9 +481,10 @@ export function defaultConfig(): SluiceConfig {
       strictDns: false,
       killSwitch: true,
       excludeDetected: true,
+      kernelPath: false,
     },
     http: { enabled: false, ports: [80], rules: [], accessLog: true, maxHeaderBytes: 16384 },
-    classifier: { enabled: false, interfaces: [], direction: 'ingress', tunMark: 0x164, bypass: [], default: null },
+    classifier: { enabled: false, interfaces: [], direction: 'ingress', tunMark: 0x164, bypass: [], default: null, sni: false },
     gateway: { enabled: false, lan: [], mode: 'tun', tproxyPort: 7893, tproxyMark: 0x163, preserveSource: false, tproxyUdpSessions: 16384 },
     run: { user: null, group: null },
     api: { listen: '127.0.0.1:9090', secret: null, secretFile: null },

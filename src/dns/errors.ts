@@ -3,6 +3,8 @@
  * reason code); these are for misuse of an API, bad configuration and
  * upstream failures, each with a stable `code` in the undici style.
  */
+import { SluiceError } from '../errors.js';
+
 export type DnsErrorCode =
   | 'SLUICE_DNS_BAD_ARGUMENT'
   | 'SLUICE_DNS_BAD_NAME'
@@ -18,7 +20,7 @@ export type DnsErrorCode =
   | 'SLUICE_DNS_UPSTREAM_RCODE'
   | 'SLUICE_DNS_ALL_UPSTREAMS_FAILED';
 
-export class DnsError extends Error {
+export class DnsError extends SluiceError {
   readonly code: DnsErrorCode;
   constructor(code: DnsErrorCode, message: string, options?: { cause?: unknown }) {
     super(message, options);

@@ -33,6 +33,8 @@ export interface FakeIpPoolOptions {
   maxEntries?: number;
   /** Addresses or CIDRs never handed out (the TUN's own address, its peer, ...). */
   exclude?: readonly string[];
+  /** Called after a mapping is added or recycled (not on lookups or restore), so the owner can save soon. */
+  onChange?: () => void;
 }
 
 export const DEFAULT_FAKEIP_MAX_ENTRIES = 65536;
@@ -61,6 +63,8 @@ class FamilyPool {
   private tail: Entry | null = null;
   private cursor = 1;
   recycled = 0;
+  /** Mappings ever inserted (allocate or restore): a change tells the pool's owner to save. */
+  inserted = 0;
 
   constructor(field: string, cidr: Cidr, maxEntries: number, exclude: readonly Cidr[]) {
     this.cidr = cidr;
@@ -200,6 +204,7 @@ class FamilyPool {
   }
 
   insert(domain: string, offset: number): Entry {
+    this.inserted++;
     const e: Entry = { domain, offset, prev: null, next: null };
     this.byDomain.set(domain, e);
     this.byOffset.set(offset, e);
@@ -266,8 +271,10 @@ export class FakeIpPool {
   private reverseHits = 0;
   private reverseMisses = 0;
   private readonly scratch = new Uint8Array(16);
+  private readonly onChange: (() => void) | null;
 
   constructor(opts: FakeIpPoolOptions) {
+    this.onChange = opts.onChange ?? null;
     const maxEntries = opts.maxEntries ?? DEFAULT_FAKEIP_MAX_ENTRIES;
     if (!Number.isInteger(maxEntries) || maxEntries < 1 || maxEntries > 2 ** 24) {
       throw new DnsError('SLUICE_DNS_FAKEIP_CONFIG', `dns.fakeIp.maxEntries: expected an integer 1..16777216, got ${String(maxEntries)}`);
@@ -302,15 +309,19 @@ export class FakeIpPool {
 
   /** The fake IPv4 address for a domain (stable while mapped), or null without an IPv4 range. */
   allocateIpv4(domain: string): string | null {
-    if (this.v4 === null) return null;
-    this.allocations++;
-    return this.v4.addressOf(this.v4.allocate(canonicalName(domain)).offset);
+    return this.v4 === null ? null : this.allocateIn(this.v4, domain);
   }
 
   allocateIpv6(domain: string): string | null {
-    if (this.v6 === null) return null;
+    return this.v6 === null ? null : this.allocateIn(this.v6, domain);
+  }
+
+  private allocateIn(p: FamilyPool, domain: string): string {
     this.allocations++;
-    return this.v6.addressOf(this.v6.allocate(canonicalName(domain)).offset);
+    const before = p.inserted;
+    const offset = p.allocate(canonicalName(domain)).offset;
+    if (p.inserted !== before && this.onChange !== null) this.onChange();
+    return p.addressOf(offset);
   }
 
   /** The current mapping of a domain without allocating or touching, or null. */

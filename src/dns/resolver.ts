@@ -481,6 +481,8 @@ export interface ResolverChainOptions {
   deadlineMs?: number;
   /** Answers with these rcodes move on to the next upstream; default SERVFAIL, REFUSED. */
   failoverRcodes?: readonly number[];
+  /** Called for every failed attempt (not for queries aborted by the caller or close()), with the upstream's name and why. */
+  onFailure?: (upstream: string, reason: string) => void;
 }
 
 export interface UpstreamStats {
@@ -499,6 +501,7 @@ export class ResolverChain {
   private readonly deadlineMs: number;
   private readonly failoverRcodes: readonly number[];
   private readonly counters: UpstreamStats[];
+  private readonly onFailure: ((upstream: string, reason: string) => void) | null;
   /** Aborted by close(): every query in flight ends at once (sluice is stopping). */
   private readonly closing = new AbortController();
 
@@ -509,6 +512,16 @@ export class ResolverChain {
     this.deadlineMs = o.deadlineMs ?? 5000;
     this.failoverRcodes = o.failoverRcodes ?? [DnsRcode.ServFail, DnsRcode.Refused];
     this.counters = o.resolvers.map((r) => ({ name: r.name, ok: 0, errors: {} }));
+    this.onFailure = o.onFailure ?? null;
+  }
+
+  private failed(r: Resolver, reason: string): void {
+    if (this.onFailure === null) return;
+    try {
+      this.onFailure(r.name, reason.startsWith(`${r.name}: `) ? reason.slice(r.name.length + 2) : reason);
+    } catch {
+      // a logger's failure is not the query's
+    }
   }
 
   private count(i: number, code: DnsErrorCode): void {
@@ -537,6 +550,7 @@ export class ResolverChain {
           if (this.failoverRcodes.includes(rcode)) {
             this.count(i, 'SLUICE_DNS_UPSTREAM_RCODE');
             failures.push(`${r.name}: rcode ${rcode}`);
+            this.failed(r, `answered rcode ${rcode === DnsRcode.ServFail ? 'SERVFAIL' : rcode === DnsRcode.Refused ? 'REFUSED' : rcode}`);
             fallback = answer;
             continue;
           }
@@ -549,10 +563,12 @@ export class ResolverChain {
           if (deadline.signal.aborted) {
             this.count(i, 'SLUICE_DNS_DEADLINE');
             failures.push(`${r.name}: chain deadline of ${this.deadlineMs} ms`);
+            this.failed(r, `no answer before the chain deadline of ${this.deadlineMs} ms`);
             break;
           }
           this.count(i, e.code);
           failures.push(e.message);
+          this.failed(r, e.message);
         }
       }
     } finally {

@@ -35,7 +35,9 @@ import { DnsCache } from '../dns/cache.js';
 import { DnsSnoop } from '../dns/snoop.js';
 import { DnsHijack } from '../dns/server.js';
 import { TcpFrameReader, frameTcp, parseMessage } from '../dns/message.js';
-import type { ResolverChain } from '../dns/resolver.js';
+import type { DnsRouter } from '../dns/router.js';
+import { fakeIpFilter } from '../dns/router.js';
+import { UpstreamFailureLog } from '../dns/failure-log.js';
 import type { LookupFn } from '../outbound/types.js';
 import { mkdir } from 'node:fs/promises';
 import { dirname } from 'node:path';
@@ -56,6 +58,8 @@ import { FlowGuard, errorText, installErrorBoundary } from './flow-guard.js';
 import { newTproxyUdpCounters, type TproxyUdpCounters, type TproxyUdpOptions } from '../system/tproxy-udp.js';
 import { isUnicastText, isUsablePort } from '../wire/address-class.js';
 import type { EngineObserver, SniffOutcome } from './observer.js';
+import { SocketOwnerLookup, type SocketOwnerStats } from '../system/socket-owner.js';
+import { loadNative } from '../link/native.js';
 
 export interface EngineCounters {
   tcpFlows: number;
@@ -75,6 +79,8 @@ export interface EngineCounters {
   tproxyUdp: TproxyUdpCounters;
   /** Live SYN-flood figures (getters over the stack's stats and the dial limiter), for the counters log line. */
   synFlood?: SynFloodCounters;
+  /** Socket-owner lookups (uid / processName / processPath rules), present once such a rule exists. */
+  socketOwner?: SocketOwnerStats;
 }
 
 export interface SynFloodCounters {
@@ -107,6 +113,9 @@ interface FlowInfo extends FlowRecord {
   /** What the policy was asked and where the name came from then (set when routed), for `sluice explain ID`. */
   match: { ctx: MatchContext; nameFrom: NameOrigin | null } | null;
 }
+
+/** A fake-IP change is saved within this delay (debounced; see Engine.schedulePersist). */
+const PERSIST_DELAY_MS = 250;
 
 /** What a reload did: the rule sets whose entry count changed, or why nothing changed. */
 export type ReloadResult = { ok: true; changes: { ruleSets: Record<string, { before: number; after: number }> } } | { ok: false; errors: string[] };
@@ -194,7 +203,13 @@ export class Engine {
   private readonly httpL7: HttpL7 | null;
   /** Whether any rule looks at names or protocols (else sniffing cannot change a decision). */
   private needsName: boolean;
+  /** Socket-owner lookups (uid / processName / processPath rules); null while no rule needs them. */
+  private owners: SocketOwnerLookup | null = null;
   private persistTimer: NodeJS.Timeout | null = null;
+  /** The debounced save after a fake-IP change (schedulePersist). */
+  private persistSoon: NodeJS.Timeout | null = null;
+  /** The saves in order (persist()); never rejects. */
+  private persistQueue: Promise<void> = Promise.resolve();
   /** limits.dials / limits.dialsPerSource: upstream dials in progress. */
   readonly dials: DialLimiter;
   private uninstallBoundary: (() => void) | null = null;
@@ -215,7 +230,7 @@ export class Engine {
   /** False once stopping: new flows are refused. */
   private accepting = true;
   private stopped = false;
-  private readonly chain: ResolverChain;
+  private readonly chain: DnsRouter;
   /** log.level debug (checked once: debug lines cost one branch when off). */
   private readonly debug: boolean;
   /** Metrics (src/control/metrics.ts): told once per flow end, dial, sniff and reload; null when off. */
@@ -229,7 +244,7 @@ export class Engine {
     this.policy = new PolicySlot(Engine.compile(config));
     // Domain targets (fake-ip flows) resolve through sluice's own upstreams,
     // never the host's resolver, whose traffic might route into the TUN.
-    let chain: ResolverChain | null = null;
+    let chain: DnsRouter | null = null;
     const lookup: LookupFn = (host, family) => resolveWith(chain!, host, family);
     this.lookup = lookup;
     // With auto-route every socket sluice makes (to proxies too, not only
@@ -237,14 +252,23 @@ export class Engine {
     this.outbounds = createOutbounds(config.outbounds.map(toOutboundSpec), config.route.auto ? { lookup, mark: config.route.mark } : { lookup });
     const now = (): number => Date.now() / 1000;
     const dnsCfg = config.dns;
-    chain = buildResolverChain(dnsCfg, this.outbounds);
+    const failures = new UpstreamFailureLog(log);
+    const ruleSets = Object.fromEntries(Object.entries(config.ruleSets).map(([name, rs]) => [name, { type: rs.type, entries: rs.entries }]));
+    chain = buildResolverChain(dnsCfg, this.outbounds, { onFailure: (upstream, reason) => failures.report(upstream, reason), ruleSets });
     this.chain = chain;
+    // dns.fakeIp.filter: those names get real answers, snooped so a flow to one still has its name.
+    const shouldFake = dnsCfg.mode === 'fake-ip' ? fakeIpFilter(dnsCfg.fakeIp.filter, ruleSets) : null;
     this.debug = log.isLevelEnabled('debug');
     this.pool =
       dnsCfg.mode === 'fake-ip'
-        ? new FakeIpPool({ ipv4Range: dnsCfg.fakeIp.ipv4Range, ipv6Range: dnsCfg.fakeIp.ipv6Range, exclude: [config.tun.ipv4.split('/')[0]!, config.tun.ipv6.split('/')[0]!] })
+        ? new FakeIpPool({
+            ipv4Range: dnsCfg.fakeIp.ipv4Range,
+            ipv6Range: dnsCfg.fakeIp.ipv6Range,
+            exclude: [config.tun.ipv4.split('/')[0]!, config.tun.ipv6.split('/')[0]!],
+            onChange: () => this.schedulePersist(),
+          })
         : null;
-    this.snoop = dnsCfg.mode === 'real-ip' ? new DnsSnoop({ maxEntries: 65536, now }) : null;
+    this.snoop = dnsCfg.mode === 'real-ip' || shouldFake !== null ? new DnsSnoop({ maxEntries: 65536, now }) : null;
     this.dns = dnsCfg.hijack
       ? new DnsHijack({
           mode: dnsCfg.mode,
@@ -253,6 +277,7 @@ export class Engine {
           cache: new DnsCache({ maxEntries: dnsCfg.cache.maxEntries, minTtl: dnsCfg.cache.minTtl, maxTtl: dnsCfg.cache.maxTtl, now }),
           upstream: chain,
           snoop: this.snoop,
+          ...(shouldFake !== null ? { shouldFake } : {}),
         })
       : null;
     this.httpL7 = config.http.enabled ? new HttpL7(config.http, this.outbounds, log) : null;
@@ -262,6 +287,7 @@ export class Engine {
     this.ruleHitAt = new Float64Array(config.rules.length + 1);
     const loaded = Date.now();
     for (const name of Object.keys(config.ruleSets)) this.ruleSetLoadedAt.set(name, loaded);
+    this.updateOwners();
     this.onFlowFailed = (guard, err) => {
       this.counters.flowErrors++;
       this.log.error({ flow: guard.what, err: errorText(err) }, 'flow handler failed; the flow was ended');
@@ -367,6 +393,8 @@ export class Engine {
     this.uninstallBoundary = null;
     if (this.persistTimer !== null) clearInterval(this.persistTimer);
     this.persistTimer = null;
+    if (this.persistSoon !== null) clearTimeout(this.persistSoon);
+    this.persistSoon = null;
     if (this.flows.size > 0) await this.endFlows();
     this.accepting = false;
     await this.persist();
@@ -374,7 +402,27 @@ export class Engine {
     await Promise.allSettled([this.httpL7?.close(), this.chain.close()]);
   }
 
-  private async persist(): Promise<void> {
+  /**
+   * A new fake-IP mapping is on disk within PERSIST_DELAY_MS (plus the
+   * write): a client may hold the address for its TTL and beyond, and a
+   * `kill -9` must not lose it. Changes inside the delay share one write;
+   * a change during a write arms the next one.
+   */
+  private schedulePersist(): void {
+    if (this.config.dns.fakeIp.persistPath === null || this.stopped || this.persistSoon !== null) return;
+    this.persistSoon = setTimeout(() => {
+      this.persistSoon = null;
+      void this.persist();
+    }, PERSIST_DELAY_MS);
+  }
+
+  /** Saves the pool after any save in progress (writes never overlap, the last one has every change before it). */
+  private persist(): Promise<void> {
+    this.persistQueue = this.persistQueue.then(() => this.persistNow());
+    return this.persistQueue;
+  }
+
+  private async persistNow(): Promise<void> {
     const path = this.config.dns.fakeIp.persistPath;
     if (this.pool === null || path === null) return;
     try {
@@ -419,6 +467,7 @@ export class Engine {
       this.policy.swap(Engine.compile(next));
       this.needsName = policyNeedsName(next);
       this.config = next;
+      this.updateOwners();
       const now = Date.now();
       for (const name of names) if (name in ruleSets) this.ruleSetLoadedAt.set(name, now);
       this.observer?.reloaded(true);
@@ -431,6 +480,33 @@ export class Engine {
       this.log.error({ err: message }, 'reload failed; the previous policy stays');
       return { ok: false, errors: [message] };
     }
+  }
+
+  /** Creates the owner lookup when the running policy first needs it (kept after: its cache is bounded). */
+  private updateOwners(): void {
+    if (this.owners !== null || !this.policy.current.needsOwner) return;
+    const native = loadNative();
+    this.owners = new SocketOwnerLookup({ sockDiag: (p, f, l, lp, r, rp) => native.socketOwner(p, f, l, lp, r, rp) });
+    this.counters.socketOwner = this.owners.stats;
+  }
+
+  /** Whether this flow's owner must be known before routing: an owner rule exists and the flow entered the TUN (TPROXY flows come from other hosts). */
+  private wantsOwner(info: FlowInfo): boolean {
+    return this.owners !== null && info.inbound === 'tun' && this.policy.current.needsOwner;
+  }
+
+  /**
+   * Fills info.uid / process / processPath from the client socket: the
+   * client's address (the flow's remote end) is the socket's local one, the
+   * destination it asked for (a fake IP too) its remote.
+   */
+  private async findOwner(info: FlowInfo, e: FlowEnds): Promise<void> {
+    const family = e.family === 6 ? 6 : 4;
+    const owner = await this.owners!.lookup(info.network, family, addressBytes(e.remoteAddress), e.remotePort, addressBytes(e.localAddress), e.localPort);
+    if (owner === null) return;
+    info.uid = owner.uid;
+    info.process = owner.process;
+    info.processPath = owner.processPath;
   }
 
   // ------------------------------------------------------------- control API
@@ -589,6 +665,9 @@ export class Engine {
       protocol: null,
       rule: -1,
       outbound: '',
+      uid: null,
+      process: null,
+      processPath: null,
       chains: null,
       mode: null,
       remoteDestination: null,
@@ -644,6 +723,22 @@ export class Engine {
       info.end = () => dnsStream.destroy();
       return this.serveDnsOverTcp(dnsStream, info);
     }
+    if (this.wantsOwner(info)) {
+      // The SYN waits (the stack holds it) while the owner is looked up off the event loop's fast path.
+      void this.findOwner(info, req).then(() =>
+        info.guard.run(() => {
+          if (req.decided || info.logged) return;
+          if (req.signal.aborted) return this.logFlow(info, { bytesUp: 0, bytesDown: 0, close: 'client gone before connect' });
+          this.routeTcpNamed(req, info);
+        }),
+      );
+      return;
+    }
+    this.routeTcpNamed(req, info);
+  }
+
+  /** The rest of routeTcpFlow, once the owner is known (or not needed). */
+  private routeTcpNamed(req: TcpFlowRequest, info: FlowInfo): void {
     const { domain, unknownFake, from } = this.nameFor(req.localAddress);
     if (this.debug) this.log.debug({ network: 'tcp', src: info.src, dst: info.dst, domain, unknownFake }, 'flow accepted');
     if (unknownFake) {
@@ -942,6 +1037,9 @@ export class Engine {
       info.outbound = outbound.name;
     } else {
       const ctx = this.context(info.network, e, info.domain, info.protocol, info.inbound);
+      ctx.uid = info.uid;
+      ctx.process = info.process;
+      ctx.processPath = info.processPath;
       const m = this.policy.match(ctx);
       info.match = { ctx, nameFrom: info.nameFrom };
       info.rule = m.ruleIndex;
@@ -1099,6 +1197,11 @@ export class Engine {
     const routeFirst = (d: Buffer): void => {
       const sniffed = sniffDatagram(d, s.localPort);
       if (sniffed.kind === 'found') Engine.sniffed(info, sniffed.protocol, sniffed.serverName);
+      // Datagrams arriving meanwhile queue in `waiting` (bounded).
+      if (this.wantsOwner(info)) void this.findOwner(info, s).then(() => info.guard.run(() => gone.aborted || routeChosen()));
+      else routeChosen();
+    };
+    const routeChosen = (): void => {
       const outbound = this.choose(s, info);
       if (outbound.action !== 'connect' || outbound.openUdp === undefined || !outbound.supportsUdp) {
         r.close = outbound.action === 'connect' ? `outbound ${outbound.name} carries no UDP` : outbound.action === 'reject' ? 'rejected' : 'dropped';
@@ -1170,6 +1273,7 @@ export class Engine {
         bytesDown: r.bytesDown,
         durationMs: Date.now() - info.started,
         close: r.close,
+        ...(info.uid !== null ? { uid: info.uid, process: info.process, processPath: info.processPath } : {}),
         ...(r.requests !== undefined ? { requests: r.requests, flowRule, ...(r.outbounds !== undefined ? { outbounds: r.outbounds } : {}) } : {}),
       },
       'flow',

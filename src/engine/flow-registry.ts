@@ -49,6 +49,16 @@ export interface FlowRecord {
   mode: RoutingMode | null;
   /** The address actually dialled, when the outbound reports one (direct). */
   remoteDestination: string | null;
+  /**
+   * The owner of the client socket (flows from this machine, looked up only
+   * when a uid / processName / processPath rule exists; src/system/socket-owner.ts);
+   * null when unknown or not looked up.
+   */
+  uid: number | null;
+  /** The executable's file name. */
+  process: string | null;
+  /** The executable's absolute path. */
+  processPath: string | null;
   /** Epoch milliseconds. */
   readonly started: number;
   /** The live counters (null until the flow moves data). */

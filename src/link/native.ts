@@ -2,6 +2,7 @@
  * Loads the native addon (native/, built by node-gyp during `npm ci`).
  * Types live in native/index.d.ts.
  */
+import { SluiceError } from '../errors.js';
 import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
 import path from 'node:path';
@@ -9,7 +10,7 @@ import type { SluiceNative } from '../../native/index.js';
 
 export type { SluiceNative, TunOpenResult, TunOpenOptions, ReaderHandle, SocketAddress, CreateSocketOptions } from '../../native/index.js';
 
-export class NativeLoadError extends Error {
+export class NativeLoadError extends SluiceError {
   readonly code = 'SLUICE_NATIVE_MISSING';
 }
 

@@ -11,6 +11,9 @@
 import { loadNative, type ReaderHandle, type SluiceNative } from './native.js';
 import type { LinkEndpoint, LinkReceiver } from './link.js';
 import { TxBatch, type TxSink } from './tx-batch.js';
+import { InvalidStateError } from '../errors.js';
+import { LinkError, tunReadHint } from './errors.js';
+import { errnoName } from './errno.js';
 
 export interface TunOptions {
   /** Interface name; "tun%d" lets the kernel pick. Default "sluice0". */
@@ -72,13 +75,13 @@ export class TunDevice implements LinkEndpoint, TxSink {
   }
 
   start(receiver: LinkReceiver): void {
-    if (this.readers.length > 0) throw new Error('TunDevice already started');
+    if (this.readers.length > 0) throw new InvalidStateError('TunDevice already started');
     for (let q = 0; q < this.fds.length; q++) {
       const buf = this.rxBuffers[q]!;
       const onBatch = (count: number, end: number): void => {
         if (count < 0) {
-          const e = new Error(`TUN ${this.name} queue ${q}: read failed (errno ${-count})`);
-          receiver.onLinkError(e);
+          const errno = errnoName(-count);
+          receiver.onLinkError(new LinkError('SLUICE_TUN_READ', `TUN ${this.name} queue ${q}: read failed: ${errno} (errno ${-count}; ${tunReadHint(errno)})`, errno));
           return;
         }
         receiver.onBatch(buf, count, end);

@@ -2,6 +2,7 @@
  * A transmit batch: packets packed as records into one preallocated buffer,
  * written to the device by one native call (or handed to a sink in tests).
  */
+import { InvalidStateError } from '../errors.js';
 import { readRecordLength, recordSize, writeRecordLength } from './records.js';
 
 export interface TxSink {
@@ -41,7 +42,7 @@ export class TxBatch {
 
   commit(len: number): void {
     const at = this.reservedAt;
-    if (at < 0) throw new Error('TxBatch.commit without reserve');
+    if (at < 0) throw new InvalidStateError('TxBatch.commit without reserve');
     writeRecordLength(this.buffer, at, len);
     this.end = at + recordSize(len);
     this.count++;

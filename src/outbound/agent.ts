@@ -13,6 +13,7 @@
  * socket past the mark. (Node's built-in fetch keeps its own dispatcher on
  * Node 20; test/outbound/socket-guard.test.ts forbids fetch in src/.)
  */
+import { SluiceError } from '../errors.js';
 import { isIP } from 'node:net';
 import tls from 'node:tls';
 import type { Duplex } from 'node:stream';
@@ -57,7 +58,7 @@ export function dialingAgent(outbound: Outbound, opts: DialingAgentOptions = {})
   });
 }
 
-export class UnmarkedDispatchError extends Error {
+export class UnmarkedDispatchError extends SluiceError {
   readonly code = 'SLUICE_UNMARKED_DISPATCH';
 }
 

@@ -2,6 +2,7 @@
  * Typed outbound failures with stable codes (undici's UND_ERR_* pattern).
  * The engine reads `reaction` to decide what the waiting client sees.
  */
+import { SluiceError } from '../errors.js';
 
 export const OutboundErrorCode = {
   /** The destination (direct) or the proxy itself refused the TCP connection (RST). */
@@ -48,7 +49,7 @@ export interface OutboundErrorDetails {
   cause?: unknown;
 }
 
-export class OutboundError extends Error {
+export class OutboundError extends SluiceError {
   override readonly name = 'OutboundError';
   readonly code: OutboundErrorCode;
   readonly outbound: string;
@@ -69,7 +70,7 @@ export class OutboundError extends Error {
 }
 
 /** Thrown by constructors on a bad outbound configuration (the config layer validates first; this is the backstop). */
-export class OutboundConfigError extends Error {
+export class OutboundConfigError extends SluiceError {
   override readonly name = 'OutboundConfigError';
   readonly code = 'SLUICE_OUTBOUND_CONFIG';
   /** Field path inside the outbound entry, e.g. "outbounds[proxy].username". */

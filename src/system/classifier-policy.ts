@@ -32,6 +32,10 @@
  *   no prefix matches.
  * - Past MAX_PREFIXES per family the rest are left out and the default
  *   becomes 'tun'; a left-out prefix then reaches the engine.
+ *
+ * With gateway mode tproxy or tproxy-ebpf, "to sluice" means the TPROXY listeners, not the
+ * TUN: every 'tun' above is 'tproxy' (steeredAction), so the counters say
+ * where the packets went.
  */
 import type { ClassifierAction } from './classifier.js';
 import type { RuleConfig, SluiceConfig } from '../config/types.js';
@@ -84,11 +88,16 @@ export function canonicalPrefix(p: Prefix): string {
   return `${groups.join(':')}/${p.prefix}`;
 }
 
+/** Where the classifier sends what sluice must see: the TPROXY listeners in gateway mode tproxy, else the TUN. */
+export function steeredAction(config: SluiceConfig): ClassifierAction {
+  return config.gateway.enabled && config.gateway.mode !== 'tun' ? 'tproxy' : 'tun';
+}
+
 function actionOf(config: SluiceConfig, outbound: string): ClassifierAction {
   const ob = config.outbounds.find((o) => o.name === outbound);
   if (ob?.type === 'direct') return 'kernel';
   if (ob?.type === 'drop') return 'drop';
-  return 'tun';
+  return steeredAction(config);
 }
 
 /** The destination prefixes of a rule the classifier can express, or null. */
@@ -138,6 +147,7 @@ class Inserted {
 }
 
 export function classifierTable(config: SluiceConfig): ClassifierTable {
+  const steered = steeredAction(config);
   const prefixes = new Map<string, ClassifierAction>();
   const inserted = new Inserted();
   let truncated = 0;
@@ -154,8 +164,8 @@ export function classifierTable(config: SluiceConfig): ClassifierTable {
 
   for (const b of config.classifier.bypass) insert(b, 'kernel');
   if (config.dns.mode === 'fake-ip') {
-    insert(config.dns.fakeIp.ipv4Range, 'tun');
-    insert(config.dns.fakeIp.ipv6Range, 'tun');
+    insert(config.dns.fakeIp.ipv4Range, steered);
+    insert(config.dns.fakeIp.ipv6Range, steered);
   }
   /** Actions of the inexpressible rules seen so far. */
   const earlier = new Set<ClassifierAction>();
@@ -169,20 +179,75 @@ export function classifierTable(config: SluiceConfig): ClassifierTable {
       continue;
     }
     const safe = earlier.size === 0 || (earlier.size === 1 && earlier.has(action));
-    for (const text of list) insert(text, safe ? action : 'tun');
+    for (const text of list) insert(text, safe ? action : steered);
   }
 
   let defaultAction: ClassifierAction;
-  if (config.classifier.default !== null) defaultAction = config.classifier.default;
-  else if (inexpressible > 0) defaultAction = 'tun';
-  else defaultAction = actionOf(config, config.final) === 'kernel' ? 'kernel' : 'tun';
-  if (truncated > 0) defaultAction = 'tun';
+  if (config.classifier.default !== null) defaultAction = config.classifier.default === 'tun' ? steered : config.classifier.default;
+  else if (inexpressible > 0) defaultAction = steered;
+  else defaultAction = actionOf(config, config.final) === 'kernel' ? 'kernel' : steered;
+  if (truncated > 0) defaultAction = steered;
 
   const ports: ClassifierPort[] = [];
-  if (config.dns.hijack && defaultAction !== 'tun') {
-    ports.push({ protocol: 'udp', port: 53, action: 'tun' }, { protocol: 'tcp', port: 53, action: 'tun' });
+  if (config.dns.hijack && defaultAction !== steered) {
+    ports.push({ protocol: 'udp', port: 53, action: steered }, { protocol: 'tcp', port: 53, action: steered });
   }
   return { defaultAction, prefixes, ports, inexpressible, truncated };
+}
+
+/** Deny map bits (bpf/sni.h): the name itself; the name and every name under it. */
+export const SNI_EXACT = 1;
+export const SNI_SUFFIX = 2;
+/** Only names under it (`.example.com`). */
+export const SNI_SUB = 4;
+
+/**
+ * The SNI / Host filter's deny set (classifier.sni): every rule whose
+ * outbound is `reject` or `drop` and whose only conditions are `domain`,
+ * `domainSuffix` and `ruleSet` naming domain rule sets (their lines
+ * `example.com`, `.example.com`, `full:x`; `keyword:` and `regex:` lines
+ * cannot be hashed and are skipped, counted in `skipped`); name (lower
+ * case, no leading or trailing dot) -> bits (`.example.com`: SNI_SUB, the
+ * names under it only). On the kernel path these apply ahead of the address rules that put
+ * the flow there (the engine never sees such flows, so first match cannot
+ * be followed; the filter exists to refuse names the policy refuses).
+ * Past `max` names the rest are left out (counted in `truncated`).
+ */
+export function sniDenySet(config: SluiceConfig, max = 60_000): { names: Map<string, number>; truncated: number; skipped: number } {
+  const names = new Map<string, number>();
+  let truncated = 0;
+  let skipped = 0;
+  const add = (raw: string, suffixBit: number): void => {
+    const t = raw.trim().toLowerCase();
+    const bit = suffixBit === SNI_SUFFIX && t.startsWith('.') ? SNI_SUB : suffixBit;
+    const n = t.replace(/^\.+/, '').replace(/\.+$/, '');
+    if (n === '') return;
+    if (!names.has(n) && names.size >= max) {
+      truncated++;
+      return;
+    }
+    names.set(n, (names.get(n) ?? 0) | bit);
+  };
+  for (const rule of config.rules) {
+    const ob = config.outbounds.find((o) => o.name === rule.outbound);
+    if (ob?.type !== 'reject' && ob?.type !== 'drop') continue;
+    const keys = Object.keys(rule).filter((k) => k !== 'outbound' && (rule as unknown as Record<string, unknown>)[k] !== undefined);
+    if (keys.length === 0 || !keys.every((k) => k === 'domain' || k === 'domainSuffix' || k === 'ruleSet')) continue;
+    const sets = (rule.ruleSet ?? []).map((n) => config.ruleSets[n]);
+    if (sets.some((s) => s === undefined || s.type !== 'domain')) continue;
+    for (const d of rule.domain ?? []) add(d, SNI_EXACT);
+    for (const d of rule.domainSuffix ?? []) add(d, SNI_SUFFIX);
+    for (const s of sets) {
+      for (const raw of s!.entries) {
+        const line = raw.trim();
+        if (line === '' || line.startsWith('#')) continue;
+        if (line.startsWith('full:')) add(line.slice(5), SNI_EXACT);
+        else if (/^(keyword|regex):/.test(line)) skipped++;
+        else add(line, SNI_SUFFIX);
+      }
+    }
+  }
+  return { names, truncated, skipped };
 }
 
 export interface TableDiff {

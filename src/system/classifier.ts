@@ -7,6 +7,7 @@
  * mark: policy routing sends it into sluice's TUN), 'tproxy' (marked for
  * the nftables TPROXY rule), 'drop'.
  */
+import { SluiceError } from '../errors.js';
 import path from 'node:path';
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
@@ -21,14 +22,55 @@ export interface ClassifierConfig {
   defaultAction: ClassifierAction;
   tunMark: number;
   tproxyMark: number;
+  /**
+   * 'tproxy' packets are handed to the transparent listeners on this port
+   * by bpf_sk_assign (gateway.mode tproxy-ebpf) instead of only being
+   * marked for the nftables tproxy rule; null or absent: mark only.
+   */
+  assignPort?: number | null;
+  /** The SNI / Host filter on kernel-path TCP (classifier.sni; bpf/sni.h). */
+  sni?: boolean;
 }
+
+/** SNI filter counters (bpf/sni.h enum sni_counter), in map order. */
+export const SNI_COUNTERS = ['tlsAllowed', 'tlsBlocked', 'tlsUnseen', 'httpAllowed', 'httpBlocked', 'httpUnseen', 'quicUnseen', 'resets'] as const;
+export type SniCounter = (typeof SNI_COUNTERS)[number];
+
+/** Deny map value bits (bpf/sni.h). */
+export const DENY_EXACT = 1;
+export const DENY_SUFFIX = 2;
+export const DENY_SUB = 4;
+
+/**
+ * The deny map's key for a name: 64-bit FNV-1a over the lower-cased name
+ * read from its last byte to its first (so the program, scanning the same
+ * way, meets the hash of every parent domain at each dot); a trailing dot
+ * is dropped. Little-endian u64 bytes.
+ */
+export function denyKey(name: string): Uint8Array {
+  let n = name.toLowerCase();
+  if (n.length > 1 && n.endsWith('.')) n = n.slice(0, -1);
+  const bytes = new TextEncoder().encode(n);
+  let h = 0xcbf29ce484222325n;
+  for (let i = bytes.length - 1; i >= 0; i--) {
+    h ^= BigInt(bytes[i]!);
+    h = (h * 0x100000001b3n) & 0xffffffffffffffffn;
+  }
+  const key = new Uint8Array(8);
+  new DataView(key.buffer).setBigUint64(0, h, true);
+  return key;
+}
+
+/** Outcomes of socket assignment (bpf/classifier.c enum assign_result), in map order. */
+export const ASSIGN_RESULTS = ['listener', 'flow', 'local', 'noListener', 'assignFailed', 'unsupported'] as const;
+export type AssignResult = (typeof ASSIGN_RESULTS)[number];
 
 export interface ActionCounters {
   packets: number;
   bytes: number;
 }
 
-export class ClassifierError extends Error {
+export class ClassifierError extends SluiceError {
   readonly code = 'SLUICE_CLASSIFIER';
 }
 
@@ -81,7 +123,7 @@ export class TcClassifier {
     const loaded = this.native.bpfLoad(objectPath);
     this.prog = loaded.prog;
     this.maps = loaded.maps;
-    for (const m of ['sluice_v4', 'sluice_v6', 'sluice_ports', 'sluice_config', 'sluice_counters']) {
+    for (const m of ['sluice_v4', 'sluice_v6', 'sluice_ports', 'sluice_config', 'sluice_counters', 'sluice_assign', 'sluice_deny', 'sluice_sni']) {
       if (this.maps[m] === undefined) throw new ClassifierError(`${objectPath}: map ${m} missing`);
     }
     this.cpus = this.native.bpfPossibleCpus();
@@ -95,11 +137,15 @@ export class TcClassifier {
   }
 
   configure(config: ClassifierConfig): void {
-    const value = new Uint8Array(16);
+    const value = new Uint8Array(24);
     const dv = new DataView(value.buffer);
+    const port = config.assignPort ?? null;
+    if (port !== null && (!Number.isInteger(port) || port < 1 || port > 65535)) throw new ClassifierError(`assignPort ${port}: expected 1..65535`);
     dv.setUint32(0, actionCode(config.defaultAction, 'defaultAction'), true);
     dv.setUint32(4, config.tunMark >>> 0, true);
     dv.setUint32(8, config.tproxyMark >>> 0, true);
+    dv.setUint32(12, (port !== null ? 1 : 0) | (config.sni === true ? 2 : 0), true); // FLAG_SK_ASSIGN | FLAG_SNI
+    dv.setUint32(16, port ?? 0, true);
     this.native.bpfMapUpdate(this.maps.sluice_config!, u32(0), value);
   }
 
@@ -147,6 +193,49 @@ export class TcClassifier {
         bytes += Number(dv.getBigUint64(c * 16 + 8, true));
       }
       out[a] = { packets, bytes };
+    });
+    return out;
+  }
+
+  /** Denies a name (DENY_EXACT: the name itself; DENY_SUFFIX: it and every name under it), live. */
+  setDeny(name: string, bits: number): void {
+    this.native.bpfMapUpdate(this.maps.sluice_deny!, denyKey(name), u32(bits));
+  }
+
+  deleteDeny(name: string): boolean {
+    return this.native.bpfMapDelete(this.maps.sluice_deny!, denyKey(name));
+  }
+
+  /** SNI / Host filter counters, summed over CPUs. */
+  sniCounters(): Record<SniCounter, number> {
+    return this.perCpuU64(this.maps.sluice_sni!, SNI_COUNTERS);
+  }
+
+  private perCpuU64<K extends string>(fd: number, names: readonly K[]): Record<K, number> {
+    const out = {} as Record<K, number>;
+    const buf = new Uint8Array(8 * this.cpus);
+    const dv = new DataView(buf.buffer);
+    names.forEach((r, i) => {
+      buf.fill(0);
+      this.native.bpfMapLookup(fd, u32(i), buf);
+      let n = 0;
+      for (let c = 0; c < this.cpus; c++) n += Number(dv.getBigUint64(c * 8, true));
+      out[r] = n;
+    });
+    return out;
+  }
+
+  /** Socket-assignment outcomes (tproxy-ebpf), packets summed over CPUs. */
+  assignCounters(): Record<AssignResult, number> {
+    const out = {} as Record<AssignResult, number>;
+    const buf = new Uint8Array(8 * this.cpus);
+    const dv = new DataView(buf.buffer);
+    ASSIGN_RESULTS.forEach((r, i) => {
+      buf.fill(0);
+      this.native.bpfMapLookup(this.maps.sluice_assign!, u32(i), buf);
+      let n = 0;
+      for (let c = 0; c < this.cpus; c++) n += Number(dv.getBigUint64(c * 8, true));
+      out[r] = n;
     });
     return out;
   }

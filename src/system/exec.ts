@@ -3,6 +3,7 @@
  * runner is injected so the planning and rollback logic can be tested
  * without touching a machine.
  */
+import { SluiceError } from '../errors.js';
 import { spawn } from 'node:child_process';
 
 export interface CommandResult {
@@ -36,7 +37,7 @@ export const runCommand: Runner = (argv, input) =>
   });
 
 /** Errors with a stable code, as the rest of sluice uses. */
-export class SystemStateError extends Error {
+export class SystemStateError extends SluiceError {
   constructor(
     readonly code: 'PREFLIGHT_COLLISION' | 'APPLY_FAILED' | 'TEARDOWN_FAILED' | 'STATE_FILE' | 'STATE_BUSY',
     message: string,

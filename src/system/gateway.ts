@@ -16,6 +16,14 @@
  *     `local default dev lo table route.table + 1` (the recipe of the
  *     kernel's Documentation/networking/tproxy.rst).
  *
+ * With the eBPF classifier on (src/system/classifier-run.ts) the gateway
+ * steers nothing itself: in mode tun the classifier's `fwmark` rule routes
+ * what it marks into the TUN (no `iif LAN` rule, no routes here); in mode
+ * tproxy the TPROXY rules take only packets carrying classifier.tunMark,
+ * and the kill switch rejects only those. Everything else the kernel
+ * forwards untouched. When the classifier fell back (no eBPF), mode tproxy
+ * TPROXYs everything except classifier.bypass.
+ *
  * The rules sit at route.priority, or at route.priority - 2 when route.auto
  * is on too (ahead of its exclude and `not fwmark` rules, which would
  * otherwise send the marked packets into the TUN).
@@ -84,15 +92,33 @@ export interface GatewayPlan {
 
 const hex = (n: number): string => `0x${n.toString(16)}`;
 
-/** What `config.gateway` asks for with the TUN named `tun`; pure. */
-export function planGateway(config: SluiceConfig, tun: string): GatewayPlan {
+/** How the classifier runs beside the gateway: attached (eBPF), fallen back (policy routing / nftables alone), or not enabled. */
+export type GatewayClassifier = 'ebpf' | 'fallback' | null;
+
+/**
+ * The mode that applies: tproxy-ebpf whose TC program could not be loaded
+ * (the classifier's fallback) runs as nftables tproxy.
+ */
+export function effectiveMode(config: SluiceConfig, classifier: GatewayClassifier): 'tun' | 'tproxy' | 'tproxy-ebpf' {
+  return config.gateway.mode === 'tproxy-ebpf' && classifier !== 'ebpf' ? 'tproxy' : config.gateway.mode;
+}
+
+/** How the classifier runs when the config alone is known (preflight): attached, if anything loads it. */
+function expectedClassifier(config: SluiceConfig): GatewayClassifier {
+  return config.classifier.enabled || config.gateway.mode === 'tproxy-ebpf' ? 'ebpf' : null;
+}
+
+/** What `config.gateway` asks for with the TUN named `tun`; pure. `classifier` defaults to what the config asks for. */
+export function planGateway(config: SluiceConfig, tun: string, classifier: GatewayClassifier = expectedClassifier(config)): GatewayPlan {
   const { gateway: gw, route } = config;
+  const mode = effectiveMode(config, classifier);
   const priority = route.auto ? route.priority - 2 : route.priority;
   const rules: RuleEntry[] = [];
   const routes: GatewayRoute[] = [];
   let tunTable: number | null = null;
   let localTable: number | null = null;
-  if (gw.mode === 'tun') {
+  // With the classifier, its own rule and routes (or its fallback's `iif` rules) steer into the TUN.
+  if (mode === 'tun' && classifier === null) {
     tunTable = route.table;
     for (const family of [4, 6] as const) {
       for (const lan of gw.lan) rules.push({ family, priority, selector: ['iif', lan, 'lookup', String(route.table)] });
@@ -103,7 +129,7 @@ export function planGateway(config: SluiceConfig, tun: string): GatewayPlan {
       if (route.killSwitch) routes.push(...killSwitchRoutes(['0.0.0.0/0', '::/0'], route.table));
     }
   }
-  const usesMark = gw.mode === 'tproxy' || gw.preserveSource;
+  const usesMark = mode !== 'tun' || gw.preserveSource;
   if (usesMark) {
     localTable = route.table + 1;
     for (const family of [4, 6] as const) {
@@ -111,7 +137,15 @@ export function planGateway(config: SluiceConfig, tun: string): GatewayPlan {
       routes.push({ family, dst: family === 4 ? '0.0.0.0/0' : '::/0', dev: 'lo', table: localTable, type: 'local' });
     }
   }
-  return { sysctls: [...FORWARDING_SYSCTLS], routes, rules, nft: usesMark ? tproxyScript(config) : null, priority, tunTable, localTable };
+  // tproxy-ebpf needs nftables only for preserveSource's replies (no TPROXY rule: the TC program assigns the sockets).
+  const nft = mode === 'tproxy' || gw.preserveSource ? tproxyScript(config, classifier) : null;
+  return { sysctls: [...FORWARDING_SYSCTLS], routes, rules, nft, priority, tunTable, localTable };
+}
+
+/** nftables set elements of `prefixes` of one family, or null when there is none. */
+function prefixSet(prefixes: readonly string[], family: 4 | 6): string | null {
+  const list = prefixes.filter((p) => p.includes(':') === (family === 6));
+  return list.length === 0 ? null : `{ ${list.join(', ')} }`;
 }
 
 /**
@@ -121,30 +155,41 @@ export function planGateway(config: SluiceConfig, tun: string): GatewayPlan {
  * Then, in tproxy mode, TCP and UDP from the LAN not addressed to this host
  * are diverted to the listeners (UDP: src/system/tproxy-udp.ts).
  */
-export function tproxyScript(config: SluiceConfig): string {
+export function tproxyScript(config: SluiceConfig, classifier: GatewayClassifier = null): string {
   const { gateway: gw } = config;
   const mark = hex(gw.tproxyMark);
   const lans = `{ ${gw.lan.map((l) => `"${l}"`).join(', ')} }`;
+  const mode = effectiveMode(config, classifier);
+  // With the eBPF classifier: only what it marked for sluice. Its fallback: everything but classifier.bypass.
+  const selected = classifier === 'ebpf' ? `meta mark ${hex(config.classifier.tunMark)} ` : '';
+  const bypass: string[] = [];
+  if (classifier === 'fallback' && config.classifier.enabled) {
+    const v4 = prefixSet(config.classifier.bypass, 4);
+    const v6 = prefixSet(config.classifier.bypass, 6);
+    if (v4 !== null) bypass.push(`    iifname ${lans} ip daddr ${v4} accept`);
+    if (v6 !== null) bypass.push(`    iifname ${lans} ip6 daddr ${v6} accept`);
+  }
   const lines = [
     `table ${GATEWAY_NFT_TABLE.family} ${GATEWAY_NFT_TABLE.name} {`,
     '  chain prerouting {',
     '    type filter hook prerouting priority mangle; policy accept;',
     `    meta l4proto tcp socket transparent 1 meta mark set ${mark} accept`,
   ];
-  if (gw.mode === 'tproxy') {
+  if (mode === 'tproxy') {
     lines.push(
       `    iifname ${lans} fib daddr type local accept`,
+      ...bypass,
       // Port 0 is reserved (RFC 6335 6): refused here as a host without a
       // listener would (RST, ICMP port unreachable) rather than letting the
       // listener complete a handshake that no upstream can carry.
-      `    iifname ${lans} meta l4proto tcp th dport 0 reject with tcp reset`,
-      `    iifname ${lans} meta l4proto udp th dport 0 reject`,
-      `    iifname ${lans} meta l4proto tcp tproxy to :${gw.tproxyPort} meta mark set ${mark} accept`,
-      `    iifname ${lans} meta l4proto udp tproxy to :${gw.tproxyPort} meta mark set ${mark} accept`,
+      `    iifname ${lans} ${selected}meta l4proto tcp th dport 0 reject with tcp reset`,
+      `    iifname ${lans} ${selected}meta l4proto udp th dport 0 reject`,
+      `    iifname ${lans} ${selected}meta l4proto tcp tproxy to :${gw.tproxyPort} meta mark set ${mark} accept`,
+      `    iifname ${lans} ${selected}meta l4proto udp tproxy to :${gw.tproxyPort} meta mark set ${mark} accept`,
     );
   }
   lines.push('  }');
-  if (gw.mode === 'tproxy' && config.route.killSwitch) {
+  if (mode === 'tproxy' && config.route.killSwitch) {
     // Kill switch: while sluice runs, every TCP and UDP packet from the LAN
     // is TPROXYed and delivered locally, so this chain never sees one. Once
     // sluice is gone the tproxy statement finds no socket and lets the
@@ -153,7 +198,9 @@ export function tproxyScript(config: SluiceConfig): string {
     lines.push(
       '  chain forward {',
       '    type filter hook forward priority filter; policy accept;',
-      `    iifname ${lans} meta l4proto { tcp, udp } counter reject with icmpx host-unreachable`,
+      // The kernel path (the classifier left it unmarked, or classifier.bypass) is forwarded on purpose.
+      ...bypass,
+      `    iifname ${lans} ${selected}meta l4proto { tcp, udp } counter reject with icmpx host-unreachable`,
       '  }',
     );
   }

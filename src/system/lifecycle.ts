@@ -3,10 +3,11 @@
  * remove a killed run's leftovers first, check and install the auto-route,
  * and hand back the function that removes it again.
  */
+import { SluiceError } from '../errors.js';
 import { execFileSync } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import type { RouteConfig, SluiceConfig } from '../config/types.js';
-import { applyGateway, planGateway, preflightGateway } from './gateway.js';
+import { applyGateway, planGateway, preflightGateway, type GatewayClassifier } from './gateway.js';
 import type { Logger } from '../engine/logger.js';
 import { preflight } from './preflight.js';
 import { applyRouting, planRouting } from './routing.js';
@@ -55,11 +56,11 @@ export async function checkGateway(config: SluiceConfig, where: string): Promise
  * nftables table of `gateway:` (after checkGateway and startAutoRoute);
  * returns the function that removes them and restores forwarding.
  */
-export async function startGateway(config: SluiceConfig, tun: string, statePath: string, log: Logger): Promise<() => Promise<void>> {
-  const plan = planGateway(config, tun);
+export async function startGateway(config: SluiceConfig, tun: string, statePath: string, log: Logger, classifier: GatewayClassifier = null): Promise<() => Promise<void>> {
+  const plan = planGateway(config, tun, classifier);
   const installed = await applyGateway(plan, statePath);
   const s = installed.state;
-  log.info({ state: statePath, mode: config.gateway.mode, lan: config.gateway.lan, priority: plan.priority, rules: s.rules.length, routes: s.routes.length, nftTables: s.nftTables.length, sysctls: s.sysctls?.length ?? 0 }, 'gateway installed');
+  log.info({ state: statePath, mode: config.gateway.mode, classifier: classifier ?? undefined, lan: config.gateway.lan, priority: plan.priority, rules: s.rules.length, routes: s.routes.length, nftTables: s.nftTables.length, sysctls: s.sysctls?.length ?? 0 }, 'gateway installed');
   return async () => {
     const result = await installed.stop();
     log.info({ state: statePath, ...result }, 'gateway removed');
@@ -79,7 +80,8 @@ export type StopPhase = 'accept' | 'flows' | 'outbounds' | 'system';
 const PHASES: readonly StopPhase[] = ['accept', 'flows', 'outbounds', 'system'];
 
 /** Thrown by RunLifecycle.check() when a stop was asked for during start-up. */
-export class StopRequested extends Error {
+export class StopRequested extends SluiceError {
+  readonly code = 'SLUICE_STOPPED';
   constructor(readonly signal: string) {
     super(`stopped by ${signal} during start-up`);
     this.name = 'StopRequested';

@@ -48,6 +48,7 @@
  * sockets and forks the children) holds exactly the kept set, with
  * NoNewPrivs set.
  */
+import { SluiceError } from '../errors.js';
 import { secretPath } from '../control/secret.js';
 import { accessSync, chownSync, constants, existsSync, lstatSync, readdirSync, readFileSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
@@ -66,7 +67,7 @@ export const CAP = {
 } as const;
 export type CapName = keyof typeof CAP;
 
-export class PrivilegeError extends Error {
+export class PrivilegeError extends SluiceError {
   readonly code = 'PRIVILEGE_DROP';
   constructor(message: string) {
     super(message);
@@ -162,7 +163,7 @@ export function capNames(mask: bigint): string[] {
 export function keptCapabilities(config: SluiceConfig): CapName[] {
   const keep: CapName[] = ['CAP_NET_ADMIN'];
   if (config.outbounds.some((o) => o.type === 'direct' && o.interface !== null)) keep.push('CAP_NET_RAW');
-  if (config.gateway.enabled && config.gateway.mode === 'tproxy') keep.push('CAP_NET_BIND_SERVICE');
+  if (config.gateway.enabled && config.gateway.mode !== 'tun') keep.push('CAP_NET_BIND_SERVICE');
   return keep;
 }
 

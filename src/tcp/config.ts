@@ -1,4 +1,5 @@
 /** TCP configuration: every limit a connection has, with defaults. */
+import { SluiceError } from '../errors.js';
 
 export interface TcpConfig {
   /** MSS we announce for IPv4 (IPv6 announces 20 bytes less); from the link MTU. */
@@ -64,7 +65,7 @@ export function defaultTcpConfig(): TcpConfig {
   };
 }
 
-export class TcpConfigError extends Error {
+export class TcpConfigError extends SluiceError {
   readonly code = 'SLUICE_TCP_CONFIG';
 }
 

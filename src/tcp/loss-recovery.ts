@@ -1,70 +1,94 @@
 /**
  * Loss detection and recovery for the data we send, behind one interface
- * (gVisor's snd.go and Linux's tcp_recovery.c are the models):
+ * (gVisor's `lossRecovery` in snd.go, with its sackRecovery and
+ * renoRecovery, and Linux's tcp_recovery.c are the models). The connection
+ * picks the implementation once SACK is negotiated:
  *
- *   - RACK (RFC 8985 6): a segment is lost when a segment sent after it
- *     was delivered and more than RACK.rtt + RACK.reo_wnd has passed since
- *     it was sent. Time-based, so lost retransmissions are detected like
- *     any other loss and a reordering allowance replaces the dupack count.
- *   - TLP (RFC 8985 7): when a flight's tail is lost nothing comes back to
- *     drive RACK; after PTO = 2*SRTT one probe (new data or the last
- *     un-SACKed segment) elicits the SACK that does.
- *   - PRR (RFC 6937): during fast recovery the sending rate follows what
- *     the ACKs say was delivered, so the window comes down to ssthresh
- *     smoothly instead of stalling (RFC 6675's pipe rule) or bursting.
- *   - The scoreboard (RFC 6675 3) in bytes: see scoreboard.ts.
- *   - Without SACK, NewReno (RFC 6582): three duplicate ACKs mark SND.UNA's
- *     segment lost, each partial ACK the next one.
+ *   - RackTlpRecovery (rack-tlp.ts), with SACK: RACK (RFC 8985 6) marks
+ *     segments lost by time, lost retransmissions included, and TLP (RFC
+ *     8985 7) probes a flight whose tail was lost.
+ *   - NewRenoRecovery (below), without SACK: three duplicate ACKs mark
+ *     SND.UNA's segment lost, each partial ACK the next one (RFC 6582), and
+ *     early retransmit (RFC 5827) lowers the threshold for short flights.
+ *
+ * Both share the byte scoreboard (RFC 6675 3; scoreboard.ts), the recovery
+ * state, PRR (RFC 6937: during fast recovery the sending rate follows what
+ * the ACKs say was delivered, down to ssthresh without stalls or bursts)
+ * and the congestion response to a loss or a timeout.
  *
  * Sans-IO: every method takes `now`; it emits nothing itself. The
- * connection asks it what to retransmit and how much it may send.
+ * connection asks it what to retransmit (the scoreboard's lost records)
+ * and how much it may send (`allowance`). Positions are stream offsets, as
+ * on the scoreboard: `unaPos` is SND.UNA's, `nxtPos` SND.NXT's (data only).
  */
-import { SendScoreboard, SEG_LOST, SEG_RETRANSMITTED, SEG_SACKED, type DeliveryListener } from './scoreboard.js';
+import { SendScoreboard, SEG_LOST, SEG_RETRANSMITTED, SEG_SACKED } from './scoreboard.js';
+import type { CongestionControl } from './congestion/index.js';
 
 export type RecoveryState = 'open' | 'fast-recovery' | 'loss';
 
 export interface LossRecovery {
+  /** The sender's scoreboard: one record per transmitted piece of at most one MSS. */
   readonly scoreboard: SendScoreboard;
   readonly state: RecoveryState;
   /** Time the reordering timer is due (Infinity when off). */
   readonly reorderAt: number;
+  /** Time the tail loss probe is due (Infinity when off). */
+  readonly probeAt: number;
+  /** Bytes marked lost and not yet resent. */
+  readonly lostBytes: number;
+  /** Retransmissions found lost again (RFC 8985 6.2), resent without a timeout. */
+  readonly lostRetransmits: number;
+  /** Tail loss probes sent. */
+  readonly lossProbes: number;
+  /** DeliveredData (RFC 6937) of the ACK being processed, in bytes. */
+  readonly delivered: number;
   /** An ACK arrived at `now`; call before ackTo/sack, then finishAck. */
   beginAck(now: number, minRtt: number): void;
+  /** The cumulative ACK reached stream position `pos`. */
   ackTo(pos: number): void;
+  /** A SACK block [left, right) in stream positions. */
   sack(left: number, right: number): void;
-  /** Runs loss detection; returns true when it newly marked something lost. */
-  finishAck(now: number, srtt: number, mss: number): boolean;
-  /** The reordering timer fired (RFC 8985 6.3). */
-  onReorderTimer(now: number, srtt: number, mss: number): boolean;
+  /** SND.UNA advanced (data or our FIN). */
+  onAdvance(): void;
+  /** A duplicate ACK (RFC 5681 2). */
+  onDuplicateAck(mss: number): void;
+  /**
+   * The ACK is recorded: detect losses, enter or leave recovery, and set
+   * PRR's allowance. `moreToSend`: new data could go out now. Returns true
+   * when it entered fast recovery (the caller's RTT timing is void: Karn).
+   */
+  finishAck(now: number, unaPos: number, nxtPos: number, srtt: number, mss: number, moreToSend: boolean): boolean;
+  /** The reordering timer fired (RFC 8985 6.3). Returns true when it entered fast recovery. */
+  onReorderTimer(now: number, nxtPos: number, srtt: number, mss: number): boolean;
+  /** The retransmission timer fired: everything un-SACKed is lost, cwnd to one segment. */
+  onTimeout(now: number, nxtPos: number, flightBytes: number): void;
   /** Bytes that may be sent now by the congestion window or PRR. */
   allowance(cwnd: number): number;
   onSent(bytes: number): void;
+  /**
+   * (Re)schedules the tail loss probe after a transmission or an ACK that
+   * advanced SND.UNA (RFC 8985 7.2). `flight`: data bytes sent and not
+   * acknowledged; `rtoAt`: the retransmission timer (never probe after it).
+   */
+  armProbe(now: number, srtt: number, hasRttSample: boolean, flight: number, mss: number, delayedAckMs: number, rtoAt: number): void;
+  cancelProbe(): void;
+  /** Whether another probe is allowed before an ACK advances SND.UNA. */
+  readonly mayProbe: boolean;
+  onProbeSent(): void;
 }
 
 /** RFC 6675 DupThresh, also RACK's "SACKed segments" test (RFC 8985 6.2 step 4). */
 export const DUP_THRESH = 3;
 
-export class RackTlpRecovery implements LossRecovery, DeliveryListener {
+/** The scoreboard, the recovery state and PRR, shared by both algorithms. */
+export abstract class RecoveryBase {
   readonly scoreboard: SendScoreboard;
   state: RecoveryState = 'open';
   /** Position that ends the recovery (RFC 6675 RecoveryPoint): SND.NXT at entry. */
   recoveryPoint = 0;
   reorderAt = Infinity;
-
-  // RACK (RFC 8985 6.1)
-  /** Transmit time of the most recently sent delivered segment (-1: none yet). */
-  rackXmit = -1;
-  /** Its transmission order (the scoreboard's counter; "most recently sent" compares these). */
-  rackOrder = 0;
-  rackEnd = 0;
-  rackRtt = 0;
-  /** Reordering was observed (a segment delivered below RACK.fack that was never retransmitted). */
-  reorderingSeen = false;
-  /** Multiplier of the reordering window (RFC 8985 6.2 step 4; 1 without DSACK feedback). */
-  reoWndMult = 1;
-  private rackAdvanced = false;
-  private ackTime = 0;
-  private minRtt = 0;
+  probeAt = Infinity;
+  protected readonly cc: CongestionControl;
 
   // PRR (RFC 6937 3)
   private prrDelivered = 0;
@@ -77,115 +101,37 @@ export class RackTlpRecovery implements LossRecovery, DeliveryListener {
   delivered = 0;
 
   // Counters
-  /** Segments RACK marked lost (lost retransmissions included). */
-  rackLosses = 0;
-  /** Of those, retransmissions found lost again. */
+  /** Retransmissions found lost again (RACK only: NewReno cannot tell). */
   lostRetransmits = 0;
   fastRecoveries = 0;
+  lossProbes = 0;
 
-  constructor(maxRecords: number) {
+  constructor(maxRecords: number, cc: CongestionControl) {
     this.scoreboard = new SendScoreboard(maxRecords);
+    this.cc = cc;
   }
 
-  beginAck(now: number, minRtt: number): void {
-    this.ackTime = now;
-    this.minRtt = minRtt;
-    this.delivered = 0;
-    this.rackAdvanced = false;
+  /** Positions of lost data still to resend. */
+  get lostBytes(): number {
+    return this.scoreboard.lostBytes;
   }
 
-  ackTo(pos: number): void {
-    this.delivered += this.scoreboard.ackTo(pos, this);
-  }
-
-  sack(left: number, right: number): void {
-    this.delivered += this.scoreboard.sack(left, right, this);
-  }
-
-  /** DeliveryListener: RFC 8985 6.2 steps 2 and 3. */
-  onDelivered(xmitAt: number, order: number, end: number, retransmitted: boolean): void {
-    const rtt = this.ackTime - xmitAt;
-    // Step 2: an ACK sooner than the minimum RTT after a retransmission was
-    // most likely for the original: it says nothing about the resent copy.
-    if (retransmitted && rtt < this.minRtt) return;
-    // Step 3: delivered below the highest delivered end, never retransmitted: reordering.
-    if (!retransmitted && end < this.scoreboard.fack) this.reorderingSeen = true;
-    if (order > this.rackOrder || (order === this.rackOrder && end > this.rackEnd)) {
-      this.rackXmit = xmitAt;
-      this.rackOrder = order;
-      this.rackEnd = end;
-      this.rackRtt = rtt < 0 ? 0 : rtt;
-      this.rackAdvanced = true;
+  /** RFC 6675 5 / RFC 6582 3.2 step 3: everything outstanding at entry is acknowledged. */
+  protected maybeExit(now: number, unaPos: number): void {
+    if (this.state !== 'open' && unaPos >= this.recoveryPoint) {
+      this.state = 'open';
+      this.sndcnt = 0;
+      this.cc.onRecoveryExit(now);
     }
   }
 
-  finishAck(now: number, srtt: number, mss: number): boolean {
-    if (!this.rackAdvanced && this.reorderAt === Infinity) return false;
-    return this.detectLoss(now, srtt, mss);
-  }
-
-  onReorderTimer(now: number, srtt: number, mss: number): boolean {
-    this.reorderAt = Infinity;
-    return this.detectLoss(now, srtt, mss);
-  }
-
-  /** RFC 8985 6.2 step 4. */
-  reoWnd(srtt: number, mss: number): number {
-    if (!this.reorderingSeen && (this.state !== 'open' || this.scoreboard.sackedBytes >= DUP_THRESH * mss)) return 0;
-    const w = (this.reoWndMult * this.minRtt) / 4;
-    return srtt > 0 && w > srtt ? srtt : w;
-  }
-
-  /**
-   * RFC 8985 6.2 step 5: walk the records in sequence order. First
-   * transmissions go out in sequence order, so the first one sent after
-   * RACK.segment ends the walk; retransmissions are checked wherever they are.
-   */
-  private detectLoss(now: number, srtt: number, mss: number): boolean {
-    this.reorderAt = Infinity;
-    if (this.rackXmit < 0) return false;
-    const sb = this.scoreboard;
-    const reo = this.reoWnd(srtt, mss);
-    let marked = false;
-    let wait = Infinity;
-    for (let k = 0; k < sb.count; k++) {
-      const f = sb.flagsOf(k);
-      if ((f & (SEG_SACKED | SEG_LOST)) !== 0) continue;
-      const o = sb.orderOf(k);
-      if (o > this.rackOrder || (o === this.rackOrder && sb.endOf(k) >= this.rackEnd)) {
-        if ((f & SEG_RETRANSMITTED) === 0) break;
-        continue;
-      }
-      const remaining = sb.xmitOf(k) + this.rackRtt + reo - now;
-      if (remaining <= 0) {
-        sb.markLost(k);
-        this.rackLosses++;
-        if ((f & SEG_RETRANSMITTED) !== 0) this.lostRetransmits++;
-        marked = true;
-      } else if (remaining < wait) {
-        wait = remaining;
-      }
-    }
-    if (wait !== Infinity) this.reorderAt = now + wait;
-    return marked;
-  }
-
-  /** NewReno without SACK (RFC 6582 3.2): the segment at SND.UNA is lost. */
-  markHeadLost(): boolean {
-    const sb = this.scoreboard;
-    if (sb.count === 0) return false;
-    const f = sb.flagsOf(0);
-    if ((f & (SEG_LOST | SEG_SACKED)) !== 0) return false;
-    sb.markLost(0);
-    return true;
-  }
-
-  /** RFC 6675 5 / RFC 6937 3: enter fast recovery with `ssthresh` already computed. */
-  enterFastRecovery(recoveryPoint: number, ssthresh: number, mss: number): void {
+  /** A loss found while open: one window reduction per episode (RFC 6675 5 / RFC 5681 3.2), then fast recovery. */
+  protected startRecovery(now: number, nxtPos: number, mss: number): void {
+    this.cc.onLoss(now, this.scoreboard.outstanding);
     this.state = 'fast-recovery';
-    this.recoveryPoint = recoveryPoint;
+    this.recoveryPoint = nxtPos;
     this.fastRecoveries++;
-    this.ssthresh = ssthresh;
+    this.ssthresh = this.cc.ssthresh;
     this.recoverFs = this.scoreboard.outstanding;
     this.prrDelivered = 0;
     this.prrOut = 0;
@@ -195,22 +141,24 @@ export class RackTlpRecovery implements LossRecovery, DeliveryListener {
     if (this.sndcnt < mss) this.sndcnt = mss;
   }
 
-  /** After a retransmission timeout (RFC 8985 6.3): everything un-SACKed is lost, slow start from one segment. */
-  enterLoss(recoveryPoint: number): void {
+  onTimeout(now: number, nxtPos: number, flightBytes: number): void {
+    // RFC 5681 3.1: cwnd to one segment, slow start. RFC 8985 6.3: every
+    // un-SACKed segment is lost; the SACK scoreboard is kept (as Linux
+    // does; RFC 6675 5.1 allows it), so SACKed data is not sent again.
+    this.cc.onTimeout(now, flightBytes);
+    this.probeAt = Infinity;
     this.state = 'loss';
-    this.recoveryPoint = recoveryPoint;
+    this.recoveryPoint = nxtPos;
     this.scoreboard.markAllLost();
     this.reorderAt = Infinity;
     this.sndcnt = 0;
+    this.afterTimeout();
   }
 
-  exitRecovery(): void {
-    this.state = 'open';
-    this.sndcnt = 0;
-  }
+  protected abstract afterTimeout(): void;
 
   /** RFC 6937 3, on every ACK in fast recovery: how much may go out for it. */
-  prrUpdate(mss: number): void {
+  protected prrUpdate(mss: number): void {
     if (this.state !== 'fast-recovery') return;
     this.prrDelivered += this.delivered;
     const pipe = this.scoreboard.pipe;
@@ -242,10 +190,90 @@ export class RackTlpRecovery implements LossRecovery, DeliveryListener {
     if (this.sndcnt < 0) this.sndcnt = 0;
   }
 
-  /** Positions of lost data still to resend. */
-  get lostBytes(): number {
-    return this.scoreboard.lostBytes;
+  cancelProbe(): void {
+    this.probeAt = Infinity;
   }
 }
+
+/**
+ * Without SACK: NewReno (RFC 6582) on the scoreboard, where nothing is ever
+ * SACKed. Duplicate ACKs stand for delivered segments (RFC 6675 / RFC 6937
+ * without SACK); there is no tail loss probe (RFC 8985 7.2 needs SACK to
+ * learn what the probe repaired) and no reordering timer.
+ */
+export class NewRenoRecovery extends RecoveryBase implements LossRecovery {
+  /** Duplicate ACKs in a row (RFC 5681 2). */
+  dupAcks = 0;
+  readonly mayProbe = false;
+  /** SND.UNA advanced on the ACK being processed. */
+  private advanced = false;
+
+  beginAck(_now: number, _minRtt: number): void {
+    this.delivered = 0;
+    this.advanced = false;
+  }
+
+  ackTo(pos: number): void {
+    this.delivered += this.scoreboard.ackTo(pos, NO_LISTENER);
+  }
+
+  sack(_left: number, _right: number): void {}
+
+  onAdvance(): void {
+    this.dupAcks = 0;
+    this.advanced = true;
+  }
+
+  onDuplicateAck(mss: number): void {
+    this.dupAcks++;
+    this.delivered += mss;
+  }
+
+  finishAck(now: number, unaPos: number, nxtPos: number, _srtt: number, mss: number, moreToSend: boolean): boolean {
+    this.maybeExit(now, unaPos);
+    let lost = false;
+    if (this.state === 'fast-recovery' && this.advanced) {
+      // RFC 6582 3.2 step 5: a partial ACK; the next segment is lost too.
+      lost = this.markHeadLost();
+    } else if (this.state === 'open' && this.dupAcks > 0) {
+      // RFC 5827 early retransmit: with fewer than four segments outstanding
+      // and nothing new to send, three duplicate ACKs can never arrive.
+      let threshold = DUP_THRESH;
+      const outstanding = Math.ceil(this.scoreboard.outstanding / mss);
+      if (outstanding < 4 && !moreToSend) threshold = outstanding > 1 ? outstanding - 1 : 1;
+      if (this.dupAcks >= threshold) lost = this.markHeadLost();
+    }
+    if (lost && this.state === 'open') {
+      this.startRecovery(now, nxtPos, mss);
+      return true;
+    }
+    this.prrUpdate(mss);
+    return false;
+  }
+
+  onReorderTimer(): boolean {
+    this.reorderAt = Infinity;
+    return false;
+  }
+
+  armProbe(): void {}
+
+  onProbeSent(): void {}
+
+  protected afterTimeout(): void {
+    this.dupAcks = 0;
+  }
+
+  /** The segment at SND.UNA is lost (RFC 6582 3.2). */
+  private markHeadLost(): boolean {
+    const sb = this.scoreboard;
+    if (sb.count === 0) return false;
+    if ((sb.flagsOf(0) & (SEG_LOST | SEG_SACKED)) !== 0) return false;
+    sb.markLost(0);
+    return true;
+  }
+}
+
+const NO_LISTENER = { onDelivered(): void {} };
 
 export { SEG_LOST, SEG_RETRANSMITTED, SEG_SACKED };

@@ -1,7 +1,7 @@
 /**
  * How the engine builds its DNS upstreams (src/engine/dns-upstreams.ts):
- * a direct DoH upstream given by host name needs a bootstrap (dns.bootstrap
- * or a direct plain upstream) and is refused at start, naming the field,
+ * a direct DoH upstream given by host name needs a bootstrap (dns.bootstrap,
+ * dns.hostsFile or a direct plain upstream) and is refused at start, naming the field,
  * without one; and `refuseGlobalDispatch` (what `sluice run` installs)
  * makes any undici request without a dispatcher fail instead of opening an
  * unmarked socket.
@@ -14,7 +14,7 @@ import { createOutbounds } from '../../src/outbound/index.js';
 import { refuseGlobalDispatch } from '../../src/outbound/agent.js';
 
 const outbounds = createOutbounds([{ name: 'direct', type: 'direct' }, { name: 'proxy', type: 'socks5', server: '192.0.2.1', port: 1080 }]);
-const dns = (upstreams: { address: string; outbound: string }[], bootstrap: string[] = []) => ({ ...defaultConfig().dns, upstreams, bootstrap });
+const dns = (upstreams: { address: string; outbound: string }[], bootstrap: string[] = [], hostsFile: string | null = null) => ({ ...defaultConfig().dns, upstreams, bootstrap, hostsFile });
 
 t.test('a DoH upstream by host name needs a bootstrap', async (t) => {
   t.throws(() => buildResolverChain(dns([{ address: 'https://doh.example/dns-query', outbound: 'direct' }]), outbounds), {
@@ -22,6 +22,7 @@ t.test('a DoH upstream by host name needs a bootstrap', async (t) => {
     message: /^dns\.upstreams\[0\]\.address: the DoH host doh\.example needs a plain DNS server to resolve it: add dns\.bootstrap/,
   });
   t.ok(buildResolverChain(dns([{ address: 'https://doh.example/dns-query', outbound: 'direct' }], ['udp://192.0.2.53:53']), outbounds), 'dns.bootstrap given: fine');
+  t.ok(buildResolverChain(dns([{ address: 'https://doh.example/dns-query', outbound: 'direct' }], [], '/etc/hosts'), outbounds), 'dns.hostsFile given: fine');
   t.ok(buildResolverChain(dns([{ address: 'https://doh.example/dns-query', outbound: 'direct' }, { address: 'udp://192.0.2.53:53', outbound: 'direct' }]), outbounds), 'a direct plain upstream bootstraps it');
   t.ok(buildResolverChain(dns([{ address: 'https://192.0.2.53/dns-query', outbound: 'direct' }]), outbounds), 'an IP literal needs none');
   t.ok(buildResolverChain(dns([{ address: 'https://doh.example/dns-query', outbound: 'proxy' }]), outbounds), 'through a proxy the proxy resolves the name');

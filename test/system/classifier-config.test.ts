@@ -21,7 +21,7 @@ async function problems(yaml: string): Promise<string[]> {
 t.test('defaults', async (t) => {
   const cfg = await parseConfig('classifier: { enabled: true, interfaces: [lan0] }\n', 'c.yaml');
   t.same(cfg.classifier, { ...defaultConfig().classifier, enabled: true, interfaces: ['lan0'] });
-  t.same(defaultConfig().classifier, { enabled: false, interfaces: [], direction: 'ingress', tunMark: 0x164, bypass: [], default: null });
+  t.same(defaultConfig().classifier, { enabled: false, interfaces: [], direction: 'ingress', tunMark: 0x164, bypass: [], default: null, sni: false });
 });
 
 t.test('semantic checks name the field', async (t) => {
@@ -36,9 +36,13 @@ t.test('semantic checks name the field', async (t) => {
   t.match(await problems('classifier: { bypass: [203.0.113.7/24] }\n'), [/^classifier\.bypass\[0\]: 203\.0\.113\.7\/24 has host bits set; did you mean 203\.0\.113\.0\/24\?/]);
   t.match(await problems('classifier: { default: drop, direction: sideways }\n'), [/^classifier\.default/, /^classifier\.direction/]);
   t.same(await problems('classifier: { enabled: false, interfaces: [] }\n'), [], 'disabled: nothing to check');
+  t.match(await problems('classifier: { sni: true }\n'), [/^classifier\.sni: the SNI filter is part of the classifier: it needs classifier\.enabled/]);
+  t.match(await problems('route: { kernelPath: true }\n'), [/^route\.kernelPath: .* it needs route\.auto/]);
 });
 
-t.test('gateway mode and the classifier exclude each other', async (t) => {
-  const found = await problems('gateway: { enabled: true, lan: [lan0] }\nclassifier: { enabled: true, interfaces: [lan0] }\n');
-  t.ok(found.some((p) => /^classifier\.enabled: cannot be combined with gateway\.enabled/.test(p)), found.join('\n'));
+t.test('with gateway mode: allowed, interfaces default to gateway.lan, marks and direction checked', async (t) => {
+  t.same(await problems('gateway: { enabled: true, lan: [lan0] }\nclassifier: { enabled: true }\n'), [], 'no interfaces needed: gateway.lan');
+  t.same(await problems('gateway: { enabled: true, lan: [lan0], mode: tproxy }\nclassifier: { enabled: true, interfaces: [lan0] }\n'), [], 'tproxy mode too');
+  t.match(await problems('gateway: { enabled: true, lan: [lan0], tproxyMark: 0x164 }\nclassifier: { enabled: true }\n'), [/^classifier\.enabled: tunMark 0x164 equals gateway\.tproxyMark/]);
+  t.match(await problems('gateway: { enabled: true, lan: [lan0] }\nclassifier: { enabled: true, direction: egress }\n'), [/^classifier\.direction: with gateway\.enabled the classifier must see the LAN's packets before routing/]);
 });

@@ -45,7 +45,7 @@ function tmp(t: Test): string {
 
 t.test('route config: defaults, completion and field-named problems', async (t) => {
   const d = defaultConfig().route;
-  t.same(d, { auto: false, table: 2022, priority: 9000, mark: 0x162, include: ['0.0.0.0/0', '::/0'], exclude: [], strictDns: false, killSwitch: true, excludeDetected: true });
+  t.same(d, { auto: false, table: 2022, priority: 9000, mark: 0x162, include: ['0.0.0.0/0', '::/0'], exclude: [], strictDns: false, killSwitch: true, excludeDetected: true, kernelPath: false });
   const c = await parseConfig('route: { auto: true, exclude: [192.168.0.0/16] }\n', 'c.yaml');
   t.same(c.route, { ...d, auto: true, exclude: ['192.168.0.0/16'] }, 'omitted keys take defaults');
   t.same((await parseConfig('log: { level: info }\n', 'c.yaml')).route, d, 'no route section: defaults');

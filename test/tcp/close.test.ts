@@ -1,17 +1,7 @@
 /** RFC 9293 3.6: closing in every order. */
 import t from 'tap';
 import { TCP_ACK, TCP_FIN, TCP_PSH, TCP_RST } from '../../src/wire/tcp.js';
-import { config, established, type Fixture } from './helpers.js';
-import type { TcpConfig } from '../../src/tcp/config.js';
-
-/** We sent our FIN and it was acknowledged: FIN-WAIT-2, the peer may still send. */
-function finWait2(cfg: TcpConfig): Fixture {
-  const f = established(cfg);
-  f.conn.shutdownWrite();
-  f.dispatch();
-  f.send({ flags: TCP_ACK, ack: f.conn.sndNxt });
-  return f;
-}
+import { config, established, finWait2, type Fixture } from './helpers.js';
 
 t.test('peer closes first: CLOSE-WAIT, we keep sending, then LAST-ACK and CLOSED', async (t) => {
   const f = established();

@@ -1,5 +1,5 @@
 /** Fixture builders for deterministic TCP connection tests (explicit time, no sleeps). */
-import { TCP_ACK, TCP_SYN, copyTcpRepr, newTcpRepr, type TcpRepr } from '../../src/wire/tcp.js';
+import { TCP_ACK, TCP_FIN, TCP_SYN, copyTcpRepr, newTcpRepr, type TcpRepr } from '../../src/wire/tcp.js';
 import { TcpConnection, type CloseReason, type ConnectionOwner, type SegmentSink } from '../../src/tcp/connection.js';
 import { defaultTcpConfig, type TcpConfig } from '../../src/tcp/config.js';
 
@@ -114,5 +114,29 @@ export function established(cfg: TcpConfig = config(), synFields: Partial<TcpRep
   const f = synReceived(cfg, synFields, iss, peerIss);
   f.rec.take();
   f.send({ flags: TCP_ACK, ack: (iss + 1) >>> 0 });
+  return f;
+}
+
+/** We closed first and our FIN is out, not yet acknowledged: FIN-WAIT-1 (RFC 9293 3.6). `data` goes out before it. */
+export function finWait1(cfg: TcpConfig = config(), synFields: Partial<TcpRepr> = {}, data?: Uint8Array): Fixture {
+  const f = established(cfg, synFields);
+  if (data) f.conn.send(data, 0, data.length);
+  f.conn.shutdownWrite();
+  f.dispatch();
+  return f;
+}
+
+/** Our FIN was acknowledged: FIN-WAIT-2, the peer may still send. */
+export function finWait2(cfg: TcpConfig = config(), synFields: Partial<TcpRepr> = {}): Fixture {
+  const f = finWait1(cfg, synFields);
+  f.send({ flags: TCP_ACK, ack: f.conn.sndNxt });
+  return f;
+}
+
+/** Both FINs exchanged and acknowledged, ours first: TIME-WAIT. */
+export function timeWait(cfg: TcpConfig = config(), synFields: Partial<TcpRepr> = {}): Fixture {
+  const f = finWait2(cfg, synFields);
+  f.send({ flags: TCP_FIN | TCP_ACK });
+  f.peerSeq = (f.peerSeq + 1) >>> 0;
   return f;
 }

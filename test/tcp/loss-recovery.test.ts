@@ -7,6 +7,7 @@
 import t from 'tap';
 import { TCP_ACK } from '../../src/wire/tcp.js';
 import { SendScoreboard, SEG_LOST, SEG_SACKED } from '../../src/tcp/scoreboard.js';
+import type { RackTlpRecovery } from '../../src/tcp/rack-tlp.js';
 import { config, established, synReceived, OUR_ISS, type Fixture, type Sent } from './helpers.js';
 
 const MSS = 1460;
@@ -55,7 +56,7 @@ t.test('scoreboard: a TSO super-segment is recorded in MSS pieces; SACK edges in
 
 t.test('TSO: one wire segment lost inside a super-segment is resent alone, as its MSS-sized piece', async (t) => {
   const f = established(config({ sendBufferBytes: 1 << 20, initialCwndSegments: 20 }), { sackPermitted: true, windowScale: 7 });
-  f.conn.maxSegmentBytes = 16 * MSS; // TSO on: the TUN takes super-segments
+  f.conn.useTso(16 * MSS); // TSO on: the TUN takes super-segments
   queue(f, 12 * MSS);
   const sent = dataOf(f.dispatch());
   t.equal(sent.length, 1, 'one super-segment to the TUN');
@@ -75,7 +76,7 @@ t.test('TSO: one wire segment lost inside a super-segment is resent alone, as it
 
 t.test('TSO: adjacent lost pieces go out together, scattered ones separately', async (t) => {
   const f = established(config({ sendBufferBytes: 1 << 20, initialCwndSegments: 20 }), { sackPermitted: true, windowScale: 7 });
-  f.conn.maxSegmentBytes = 16 * MSS;
+  f.conn.useTso(16 * MSS);
   queue(f, 12 * MSS);
   const base = dataOf(f.dispatch())[0]!.repr.seq;
   const out = dataOf(ackWith(f, base, 2, [[4, 7], [8, 12]]));
@@ -123,7 +124,7 @@ t.test('RACK reordering window: a segment that arrives late inside the window is
   t.equal(out.length, 0, 'segment 0 was only reordered: no retransmission');
   t.equal(f.conn.retransmits, 0);
   t.equal(f.conn.inRecovery, false, 'no recovery, no window reduction');
-  t.ok(f.conn.recovery.reorderingSeen, 'reordering is remembered (RFC 8985 6.2 step 3)');
+  t.ok((f.conn.recovery as RackTlpRecovery).reorderingSeen, 'reordering is remembered (RFC 8985 6.2 step 3)');
   t.equal(dataOf(f.advance(10)).length, 0, 'and the expired timer finds nothing lost');
 });
 

@@ -37,7 +37,7 @@ interface Side extends ConnectionOwner, SegmentSink {
 function describe(c: TcpConnection | null): string {
   if (c === null) return 'none';
   const o = c as unknown as Record<string, unknown>;
-  const keys = ['state', 'ackNow', 'challengePending', 'inRecovery', 'retransmitBudget', 'sentBytes', 'sndWnd', 'finQueued', 'finSent', 'persistAt', 'rtoAt'];
+  const keys = ['state', 'ackNow', 'challengePending', 'inRecovery', 'sentBytes', 'sndWnd', 'finQueued', 'finSent', 'timerKind', 'timerAt'];
   return `${keys.map((k) => `${k}=${String(o[k])}`).join(' ')} ring=${c.sendRing.length} cwnd=${c.cc.cwnd} pollAt=${c.pollAt()}`;
 }
 
@@ -111,7 +111,7 @@ export function simulate(seed: number, bytes: number, loss: number, dup = 0.02, 
   });
   const sides = [makeSide(0), makeSide(1)] as const;
   sides[0].conn = TcpConnection.connect(cfg, 0, { iss: (seed * 7919) >>> 0, mss: 1460 }, sides[0]);
-  if (opts.tso !== undefined) sides[0].conn.maxSegmentBytes = opts.tso;
+  if (opts.tso !== undefined) sides[0].conn.useTso(opts.tso);
   const chunk = new Uint8Array(16384);
   const readBuf = new Uint8Array(65536);
 
@@ -176,7 +176,7 @@ export function simulate(seed: number, bytes: number, loss: number, dup = 0.02, 
       if (s.conn === null) {
         if ((p.repr.flags & TCP_SYN) === 0) continue;
         s.conn = TcpConnection.accept(cfg, now, p.repr, { iss: (seed * 104729) >>> 0, mss: 1460 }, s);
-        if (opts.tso !== undefined) s.conn.maxSegmentBytes = opts.tso;
+        if (opts.tso !== undefined) s.conn.useTso(opts.tso);
       } else {
         s.conn.process(now, p.repr, p.data, 0, p.data.length);
       }

@@ -15,13 +15,16 @@
  *  - domainSuffix `example.com` matches the name and names below it,
  *    `.example.com` only names below it; `domain` is the exact name;
  *  - domain keys never match a flow without a name (`domain: null`);
+ *  - uid / processName / processPath test the owner of the client socket
+ *    (flows from this machine; src/system/socket-owner.ts): they never hold
+ *    for a flow whose owner is unknown (gateway and TPROXY flows);
  *  - rule-set domain lines: `example.com` suffix, `.example.com` subdomains,
  *    `full:x` exact, `keyword:x`, `regex:x`; `#` comments and blank lines skipped.
  */
 import type { Cidr } from './cidr-trie.js';
 import { CidrTriePair, NO_VALUE, tryParseCidr } from './cidr-trie.js';
 import type { Cond, CompiledRuleSet, DomainEntry } from './conditions.js';
-import { CondKind, INBOUND_BITS, NETWORK_BITS, PROTOCOL_BITS, newCond, prepareCond, releaseParsed } from './conditions.js';
+import { CondKind, INBOUND_BITS, NETWORK_BITS, PROTOCOL_BITS, newCond, prepareCond, releaseParsed, usesOwner } from './conditions.js';
 import { DomainKind, DomainMatcher, DomainTrie, normalizeDomainPattern, normalizeKeyword } from './domain-trie.js';
 import { PolicyError, PolicyErrorCode, show } from './errors.js';
 import { PortIndex, PortSet, parsePortItem } from './port-set.js';
@@ -40,8 +43,11 @@ export interface CompileOptions {
 
 const RULE_KEYS = new Set([
   'ipCidr', 'sourceCidr', 'domain', 'domainSuffix', 'domainKeyword', 'domainRegex', 'port', 'sourcePort',
-  'network', 'inbound', 'protocol', 'ruleSet', 'and', 'or', 'not', 'outbound',
+  'network', 'inbound', 'protocol', 'ruleSet', 'uid', 'processName', 'processPath', 'and', 'or', 'not', 'outbound',
 ]);
+
+/** The largest uid (uid_t is 32 bits; (uid_t)-1 means "no uid" to the kernel). */
+const MAX_UID = 0xfffffffe;
 
 function isObject(v: unknown): v is Record<string, unknown> {
   return typeof v === 'object' && v !== null && !Array.isArray(v);
@@ -64,6 +70,7 @@ export function compilePolicy(input: unknown, options: CompileOptions = {}): Pol
   const t0 = clock();
   const { conds, outbounds, finalOutbound } = compileRules(input);
   const parts = buildIndex(conds, outbounds, finalOutbound);
+  parts.ownerRules = conds.filter(usesOwner).length;
   parts.stats.compileMs = clock() - t0;
   return new Policy(parts);
 }
@@ -292,6 +299,38 @@ function compileKeyValue(key: string, v: unknown, path: string, depth: number, c
       }
       return c;
     }
+    case 'uid': {
+      const c = newCond(CondKind.Uid);
+      const set = new Set<number>();
+      for (const { item, path: p } of listOf(v, path)) {
+        const n = typeof item === 'string' && /^[0-9]{1,10}$/.test(item) ? Number(item) : item;
+        if (typeof n !== 'number' || !Number.isInteger(n) || n < 0 || n > MAX_UID) {
+          throw new PolicyError(PolicyErrorCode.InvalidType, p, `expected a numeric uid from 0 to ${MAX_UID}, got ${show(item)}`);
+        }
+        set.add(n);
+      }
+      c.owner = set;
+      return c;
+    }
+    case 'processName':
+    case 'processPath': {
+      const c = newCond(key === 'processName' ? CondKind.ProcessName : CondKind.ProcessPath);
+      const set = new Set<string>();
+      for (const { item, path: p } of listOf(v, path)) {
+        const ok =
+          typeof item === 'string' && item.length > 0 && item.length <= 4096 && !item.includes('\u0000') && (key === 'processName' ? !item.includes('/') : item.startsWith('/'));
+        if (!ok) {
+          throw new PolicyError(
+            PolicyErrorCode.InvalidType,
+            p,
+            key === 'processName' ? `expected an executable file name without "/" such as curl, got ${show(item)}` : `expected an absolute executable path such as /usr/bin/curl, got ${show(item)}`,
+          );
+        }
+        set.add(item as string);
+      }
+      c.owner = set;
+      return c;
+    }
     case 'and':
     case 'or': {
       if (!Array.isArray(v)) throw new PolicyError(PolicyErrorCode.InvalidType, path, `expected a list of sub-rules, got ${show(v)}`);
@@ -446,7 +485,8 @@ function buildIndex(conds: Cond[], outbounds: string[], finalOutbound: string): 
   for (let i = 0; i < conds.length; i++) {
     const top = conds[i]!;
     const only = top.children.length === 1 ? top.children[0]! : null;
-    if (only !== null && only.kind !== CondKind.All && only.kind !== CondKind.Any && only.kind !== CondKind.Not) {
+    // Owner conditions have no index: such a rule alone is residual, in a composite one they are verified.
+    if (only !== null && only.kind !== CondKind.All && only.kind !== CondKind.Any && only.kind !== CondKind.Not && only.owner === null) {
       stats.indexed++;
       switch (only.kind) {
         case CondKind.DstCidr:
@@ -545,6 +585,7 @@ function buildIndex(conds: Cond[], outbounds: string[], finalOutbound: string): 
     candInbound: cInb.map((l) => Int32Array.from(l)),
     candProtocol: cProto.map((l) => Int32Array.from(l)),
     residual: Int32Array.from(residual),
+    ownerRules: 0,
     stats,
   };
 }

@@ -29,6 +29,10 @@ export const CondKind = {
   Inbound: 9,
   Protocol: 10,
   RuleSet: 11,
+  /** uid / processName / processPath: the owner of the client socket, one Set each. */
+  Uid: 12,
+  ProcessName: 13,
+  ProcessPath: 14,
 } as const;
 export type CondKind = (typeof CondKind)[keyof typeof CondKind];
 
@@ -74,6 +78,8 @@ export interface Cond {
   bits: number;
   /** RuleSet. */
   sets: CompiledRuleSet[];
+  /** Uid (numbers) / ProcessName / ProcessPath (strings). */
+  owner: ReadonlySet<number | string> | null;
 }
 
 /** Shared empty list for the fields a node kind does not use: 100,000 rules should not mean 500,000 empty arrays. */
@@ -82,7 +88,7 @@ Object.freeze(NONE);
 
 /** A node with every list empty (shared, frozen); the compiler assigns a fresh array to the one field the kind uses. */
 export function newCond(kind: CondKind, key = ''): Cond {
-  return { kind, key, items: NONE, children: NONE, cidr: null, cidrs: NONE, domain: null, domainEntries: NONE, ports: null, portRanges: NONE, bits: 0, sets: NONE };
+  return { kind, key, items: NONE, children: NONE, cidr: null, cidrs: NONE, domain: null, domainEntries: NONE, ports: null, portRanges: NONE, bits: 0, sets: NONE, owner: null };
 }
 
 /** Presence-only matcher over parsed domain entries (every value 0). */
@@ -203,6 +209,12 @@ export function evalCond(c: Cond, ctx: MatchContext): boolean {
       return (c.bits & (INBOUND_BITS[ctx.inbound] ?? 0)) !== 0;
     case CondKind.Protocol:
       return ctx.protocol !== null && (c.bits & (PROTOCOL_BITS[ctx.protocol] ?? 0)) !== 0;
+    case CondKind.Uid:
+      return ctx.uid !== undefined && ctx.uid !== null && c.owner!.has(ctx.uid);
+    case CondKind.ProcessName:
+      return ctx.process !== undefined && ctx.process !== null && c.owner!.has(ctx.process);
+    case CondKind.ProcessPath:
+      return ctx.processPath !== undefined && ctx.processPath !== null && c.owner!.has(ctx.processPath);
     case CondKind.RuleSet: {
       const sets = c.sets;
       for (let i = 0; i < sets.length; i++) {
@@ -217,3 +229,10 @@ export function evalCond(c: Cond, ctx: MatchContext): boolean {
 }
 
 export { hasDomain };
+
+/** Whether the condition (or anything below it) looks at the owner of the client socket. */
+export function usesOwner(c: Cond): boolean {
+  if (c.kind === CondKind.Uid || c.kind === CondKind.ProcessName || c.kind === CondKind.ProcessPath) return true;
+  for (const ch of c.children) if (usesOwner(ch)) return true;
+  return false;
+}

@@ -15,6 +15,7 @@
  * stored label with case folding, no substring or lowercase copy is made.
  * Cost is O(length of the name), independent of how many names are stored.
  */
+import { InvalidStateError } from '../../errors.js';
 import { NO_VALUE } from './cidr-trie.js';
 
 /** Longest name accepted in a rule (RFC 1035 section 2.3.4, text form without the root dot). */
@@ -328,7 +329,7 @@ export class KeywordMatcher {
 
   /** Adds a keyword checked by `normalizeKeyword`. Only before `build()`. */
   add(word: string, value: number): void {
-    if (this.built) throw new Error('KeywordMatcher.add after build()');
+    if (this.built) throw new InvalidStateError('KeywordMatcher.add after build()');
     this.pending.push({ word, value });
     this.count++;
   }

@@ -4,6 +4,7 @@
  * naming the field path (`rules[3].ipCidr[1]`), the file when the value came
  * from a rule-set file, and the expected form.
  */
+import { SluiceError } from '../../errors.js';
 
 /** Stable codes (undici `UND_ERR_*` pattern): callers and tests switch on these. */
 export const PolicyErrorCode = {
@@ -30,7 +31,7 @@ export const PolicyErrorCode = {
 } as const;
 export type PolicyErrorCode = (typeof PolicyErrorCode)[keyof typeof PolicyErrorCode];
 
-export class PolicyError extends Error {
+export class PolicyError extends SluiceError {
   readonly code: PolicyErrorCode;
   /** Field path inside the configuration, e.g. `rules[3].ipCidr[1]` or `ruleSets.ads.entries[12]`. */
   readonly path: string;

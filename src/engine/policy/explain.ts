@@ -129,6 +129,12 @@ function leafReason(c: Cond, ctx: MatchContext): string {
       if (domainSets.length > 0) parts.push(hasDomain(ctx) ? `name ${ctx.domain!} not in ${domainSets.join(', ')}` : 'name unknown');
       return parts.join('; ');
     }
+    case CondKind.Uid:
+      return ctx.uid === undefined || ctx.uid === null ? 'owner unknown (not a flow from this machine)' : `uid is ${ctx.uid}`;
+    case CondKind.ProcessName:
+      return ctx.process === undefined || ctx.process === null ? 'owner unknown (not a flow from this machine)' : `process is ${ctx.process}`;
+    case CondKind.ProcessPath:
+      return ctx.processPath === undefined || ctx.processPath === null ? 'owner unknown (not a flow from this machine)' : `process path is ${ctx.processPath}`;
     case CondKind.Not:
       return `the sub-rule {${describeRuleCond(c.children[0]!)}} matches`;
     case CondKind.All: {

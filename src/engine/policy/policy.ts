@@ -69,6 +69,8 @@ export interface PolicyParts {
   candInbound: Int32Array[];
   candProtocol: Int32Array[];
   residual: Int32Array;
+  /** Rules with a uid / processName / processPath condition anywhere in them. */
+  ownerRules: number;
   stats: PolicyStats;
 }
 
@@ -108,6 +110,14 @@ export class Policy {
     this.results = parts.outbounds.map((outbound, ruleIndex) => Object.freeze({ ruleIndex, outbound }));
     this.finalResult = Object.freeze({ ruleIndex: -1, outbound: parts.finalOutbound });
     Object.freeze(this);
+  }
+
+  /**
+   * Whether any rule looks at the owner of the client socket: only then does
+   * the engine look the owner up (a netlink query and a /proc walk per new flow).
+   */
+  get needsOwner(): boolean {
+    return this.p.ownerRules > 0;
   }
 
   get ruleCount(): number {

@@ -7,6 +7,7 @@
  * whose port list holds this port" in one array read (what the policy's
  * shared index needs for port-only rules); it costs 256 KiB per index.
  */
+import { InvalidStateError } from '../../errors.js';
 import { NO_VALUE } from './cidr-trie.js';
 
 export type PortParse = { ok: true; lo: number; hi: number } | { ok: false; reason: string };
@@ -88,7 +89,7 @@ export class PortIndex {
   private count = 0;
 
   add(lo: number, hi: number, value: number): void {
-    if (this.table !== null) throw new Error('PortIndex.add after build()');
+    if (this.table !== null) throw new InvalidStateError('PortIndex.add after build()');
     if (lo > hi || lo < 0 || hi > 65535) throw new RangeError(`PortIndex.add: bad range ${lo}-${hi}`);
     this.pending.push(lo, hi, value);
     this.count++;

@@ -26,6 +26,10 @@ export interface RuleInput {
   inbound?: Inbound | Inbound[];
   protocol?: SniffedProtocol | SniffedProtocol[];
   ruleSet?: string[];
+  /** Owner of the client socket (flows from this machine only): uid, executable file name, executable path. */
+  uid?: (number | string)[];
+  processName?: string[];
+  processPath?: string[];
   and?: RuleInput[];
   or?: RuleInput[];
   not?: RuleInput;
@@ -69,6 +73,16 @@ export interface MatchContext {
   srcPort: number;
   domain: string | null;
   protocol: SniffedProtocol | null;
+  /**
+   * The owner of the client's socket, when the flow comes from this machine
+   * and a rule asked for it (src/system/socket-owner.ts); absent or null
+   * when unknown, and then uid / processName / processPath never hold.
+   */
+  uid?: number | null;
+  /** The executable's file name (basename of /proc/PID/exe, else /proc/PID/comm). */
+  process?: string | null;
+  /** The executable's absolute path (/proc/PID/exe). */
+  processPath?: string | null;
 }
 
 /** Frozen and shared: `match()` returns one of a fixed set of these and never allocates. */

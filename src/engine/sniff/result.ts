@@ -12,6 +12,7 @@
  * `need-more` and `not-this` are shared frozen singletons, so the common
  * "keep waiting" answer allocates nothing; compare on `kind`.
  */
+import { SluiceError } from '../../errors.js';
 
 export type SniffProtocol = 'tls' | 'http' | 'quic' | 'dns';
 
@@ -83,7 +84,7 @@ export const DEFAULT_MAX_BYTES = 16384;
 export const NO_ALPN: string[] = Object.freeze([]) as unknown as string[];
 
 /** Misuse of the sniffer API (not hostile bytes, which never throw). */
-export class SniffError extends Error {
+export class SniffError extends SluiceError {
   readonly code: string;
   constructor(code: string, message: string) {
     super(message);

@@ -1,0 +1,708 @@
+/**
+ * The sending half of a TCP connection, and its state (lwIP's tcp_out.c
+ * beside tcp_in.c): every field, the exclusive timer, setState,
+ * `dispatch(now, sink)`, `pollAt()` and the segments it builds. The
+ * receiving half, `process(now, segment)` and the application side, is
+ * TcpConnection (connection.ts), which extends it. Sans-IO: it never
+ * touches a clock, a timer or a socket.
+ */
+import { TCP_ACK, TCP_FIN, TCP_PSH, TCP_RST, TCP_SYN, newTcpRepr, type TcpRepr } from '../wire/tcp.js';
+import { seqAdd, seqGt, seqLt, seqSub } from './seq.js';
+import { RttEstimator } from './rtt.js';
+import { ByteRing } from './ring-buffer.js';
+import { Assembler } from './assembler.js';
+import { createCongestionControl, type CongestionControl } from './congestion/index.js';
+import { NewRenoRecovery, SEG_LOST, type LossRecovery } from './loss-recovery.js';
+import { RackTlpRecovery } from './rack-tlp.js';
+import { AnswerLimiter } from './answer-limit.js';
+import { DEFAULT_PEER_MSS, receiveWindowShift, timestampOffset } from './options.js';
+import {
+  stateChannel,
+  finSentIn,
+  type CloseReason,
+  type ConnectionOptions,
+  type ConnectionOwner,
+  type ExclusiveTimer,
+  type SegmentSink,
+  type StateChangeReason,
+  type TcpState,
+  type TimerKind,
+} from './state.js';
+import type { TcpConfig } from './config.js';
+import type { TcpConnection } from './connection.js';
+
+/** Records of at most one MSS for a full send buffer, with room for small writes. */
+function scoreboardRecords(config: TcpConfig): number {
+  return Math.max(64, Math.ceil(config.sendBufferBytes / 256));
+}
+
+export function createLossRecovery(sack: boolean, config: TcpConfig, cc: CongestionControl): LossRecovery {
+  return sack ? new RackTlpRecovery(scoreboardRecords(config), cc) : new NewRenoRecovery(scoreboardRecords(config), cc);
+}
+
+export abstract class TcpOutput {
+  protected st: TcpState;
+  readonly config: TcpConfig;
+  protected readonly owner: ConnectionOwner;
+  readonly rtt: RttEstimator;
+  readonly cc: CongestionControl;
+  readonly sendRing: ByteRing;
+  readonly recvRing: ByteRing;
+  protected readonly ooo: Assembler;
+  /** Loss detection and recovery of our sent data (RACK-TLP with SACK, NewReno without), PRR, the scoreboard. */
+  recovery: LossRecovery;
+  protected readonly limiter = new AnswerLimiter();
+
+  // Send sequence space (RFC 9293 3.3.1). One fact per field; SND.NXT, the
+  // FIN's sequence number and whether it was sent are derived (getters).
+  readonly iss: number;
+  sndUna: number;
+  /** The peer's window in bytes (scaled). */
+  sndWnd = 0;
+  protected sndWl1 = 0;
+  protected sndWl2 = 0;
+  protected maxSndWnd = 0;
+  /** Sequence number of the first byte in sendRing. */
+  protected ringSeq: number;
+  /**
+   * Stream position (bytes since the first data byte, never wrapping) of
+   * the first byte in sendRing: the scoreboard's coordinates.
+   */
+  protected ringBase = 0;
+  /**
+   * Bytes of sendRing sent at least once (from the ring head): SND.NXT is
+   * ringSeq + sentBytes (+1 once our FIN is out). It never moves back: a
+   * timeout marks data lost on the scoreboard, which picks what to resend
+   * (smoltcp rewinds a send pointer; neither touches the RFC state).
+   */
+  protected sentBytes = 0;
+  /** The application will send no more (RFC 9293 3.10.4 CLOSE): our FIN follows the queued data. */
+  protected finQueued = false;
+  /** A timeout found our FIN unacknowledged: send it again once the lost data is out. */
+  protected finLost = false;
+
+  // Receive sequence space
+  irs = 0;
+  rcvNxt = 0;
+  /** Window we last advertised (bytes), and its right edge. */
+  protected rcvAdvertised = 0;
+  protected rcvEdge = 0;
+
+  // Negotiated options
+  protected sndShift = 0;
+  protected rcvShift = 0;
+  protected sackOk = false;
+  protected tsOk = false;
+  protected tsRecent = 0;
+  protected readonly tsOffset: number;
+  /** The peer's MSS for our segments' payload (options subtracted). */
+  sendMss: number;
+  protected readonly announcedMss: number;
+  /** The driver's link cuts super-segments (TSO/GSO): one emitted segment may carry many MSS (`useTso`). */
+  protected tso = false;
+  protected segmentBytes: number;
+
+  // Timers (absolute ms; Infinity when off). Timers are data (ENGINEERING.md):
+  // the exclusive one is a kind and a deadline (see `timer`), the others beside it.
+  protected timerKind: TimerKind = 'idle';
+  protected timerAt = Infinity;
+  protected delayedAckAt = Infinity;
+  protected keepAliveAt = Infinity;
+  protected persistBackoff = 0;
+  protected keepAliveSent = 0;
+  protected retries = 0;
+
+  // Pending work for dispatch
+  protected ackNow = false;
+  protected synPending = false;
+  protected rstPending = false;
+  protected challengePending = false;
+  /** RFC 9293 3.10.7.4 (SYN-RECEIVED, bad ACK): a <SEQ=SEG.ACK><CTL=RST> owed to the sender; the connection stays. */
+  protected rstReplyPending = false;
+  protected rstReplySeq = 0;
+  protected segmentsSinceAck = 0;
+  /** Segments that advertised a zero window (our reader was slow). */
+  zeroWindowsSent = 0;
+  /** Zero-window probes sent (the peer's reader was slow). */
+  windowProbes = 0;
+  protected rttSeq = 0;
+  protected rttSentAt = -1;
+  protected lastActivity: number;
+  protected closeReason: CloseReason | null = null;
+
+  // Counters
+  bytesReceived = 0;
+  bytesSent = 0;
+  retransmits = 0;
+  /** Retransmission timeouts (each one a go-back-N with cwnd at one segment). */
+  timeouts = 0;
+  /** ICMP errors accepted for this connection that did not end it (RFC 5461). */
+  softErrors = 0;
+  /** Times a Packet Too Big / Fragmentation Needed shrank the segment size. */
+  pmtuReductions = 0;
+  segmentsIn = 0;
+  segmentsOut = 0;
+  outOfOrderDrops = 0;
+  challengeAcks = 0;
+
+  protected readonly out = newTcpRepr();
+  /** This connection as its sink and owner see it (TcpConnection is the only subclass). */
+  protected readonly self: TcpConnection;
+
+  protected constructor(config: TcpConfig, now: number, opts: ConnectionOptions, owner: ConnectionOwner, state: TcpState, sack: boolean) {
+    this.self = this as unknown as TcpConnection;
+    this.config = config;
+    this.owner = owner;
+    this.st = state;
+    this.rtt = new RttEstimator({ initialRtoMs: config.initialRtoMs, minRtoMs: config.minRtoMs, maxRtoMs: config.maxRtoMs, granularityMs: 4 });
+    this.sendRing = new ByteRing(config.sendBufferBytes);
+    this.recvRing = new ByteRing(config.recvBufferBytes);
+    this.ooo = new Assembler(config.maxOutOfOrderRanges);
+    this.iss = opts.iss >>> 0;
+    this.sndUna = this.iss;
+    this.ringSeq = seqAdd(this.iss, 1);
+    this.announcedMss = opts.mss;
+    this.sendMss = DEFAULT_PEER_MSS;
+    this.segmentBytes = DEFAULT_PEER_MSS;
+    this.cc = createCongestionControl(config.congestion, opts.mss, config.initialCwndSegments);
+    this.recovery = createLossRecovery(sack, config, this.cc);
+    this.tsOffset = timestampOffset(opts.iss);
+    this.lastActivity = now;
+    this.rcvShift = receiveWindowShift(config);
+  }
+
+  get state(): TcpState {
+    return this.st;
+  }
+
+  /** Every state change goes through here, and is traced (TCP_STATE_CHANNEL). */
+  protected setState(next: TcpState, reason: StateChangeReason): void {
+    const from = this.st;
+    this.st = next;
+    if (stateChannel.hasSubscribers) stateChannel.publish({ connection: this, from, to: next, reason });
+  }
+
+  /** SND.NXT (RFC 9293 3.3.1): the sequence number after everything sent, our FIN included. */
+  get sndNxt(): number {
+    const nxt = seqAdd(this.ringSeq, this.sentBytes);
+    return this.finSent ? seqAdd(nxt, 1) : nxt;
+  }
+
+  /** Bytes in flight (sent, not yet cumulatively acknowledged). */
+  get flightBytes(): number {
+    return seqSub(this.sndNxt, this.sndUna);
+  }
+
+  /** Our FIN is out (RFC 9293 3.3.2: FIN-WAIT-1 and the states after it, and LAST-ACK); in CLOSED, if it was queued. */
+  protected get finSent(): boolean {
+    return this.finQueued && (finSentIn(this.st) || this.st === 'CLOSED');
+  }
+
+  /** Sequence number of our FIN: after every queued byte (valid once the FIN is queued). */
+  protected get finSeq(): number {
+    return seqAdd(this.ringSeq, this.sendRing.length);
+  }
+
+  /** Stream position of SND.NXT's data (the scoreboard's end). */
+  protected get nxtPos(): number {
+    return this.ringBase + this.sentBytes;
+  }
+
+  /** The running exclusive timer (retransmit, persist, TIME-WAIT or FIN-WAIT-2), as data. */
+  get timer(): ExclusiveTimer {
+    return this.timerKind === 'idle' ? { kind: 'idle' } : { kind: this.timerKind, at: this.timerAt };
+  }
+
+  protected setTimer(kind: TimerKind, at: number): void {
+    this.timerKind = kind;
+    this.timerAt = at;
+  }
+
+  /** Stops the exclusive timer if `kind` is the one running. */
+  protected stopTimer(kind: TimerKind): void {
+    if (this.timerKind !== kind) return;
+    this.timerKind = 'idle';
+    this.timerAt = Infinity;
+  }
+
+  /** RFC 6298 5.1: start the retransmission timer when it is not running. */
+  protected startRetransmitTimer(now: number): void {
+    if (this.timerKind !== 'retransmit') this.setTimer('retransmit', now + this.rtt.rto);
+  }
+
+  protected get rtoAt(): number {
+    return this.timerKind === 'retransmit' ? this.timerAt : Infinity;
+  }
+
+  /**
+   * Largest payload of one emitted segment: the send MSS, or with TSO what
+   * the link takes in one super-segment (which the kernel cuts on the wire).
+   */
+  get maxSegmentBytes(): number {
+    return this.segmentBytes;
+  }
+
+  /** The driver's link takes TCP super-segments of up to `maxPayload` bytes (TSO/GSO). */
+  useTso(maxPayload: number): void {
+    this.tso = true;
+    this.segmentBytes = maxPayload;
+  }
+
+  get challengesSuppressed(): number {
+    return this.limiter.challengesSuppressed;
+  }
+
+  get outOfWindowAcksSuppressed(): number {
+    return this.limiter.outOfWindowAcksSuppressed;
+  }
+
+  /** Tail loss probes sent. */
+  get lossProbes(): number {
+    return this.recovery.lossProbes;
+  }
+
+  protected enterTimeWait(now: number, reason: StateChangeReason): void {
+    this.setState('TIME-WAIT', reason);
+    // The exclusive timer becomes TIME-WAIT's: no retransmission, probe or FIN-WAIT-2 bound is left.
+    this.setTimer('time-wait', now + this.config.timeWaitMs);
+    this.recovery.cancelProbe();
+    this.keepAliveAt = Infinity;
+  }
+
+  protected enterClosed(reason: CloseReason | 'time-wait-expired'): void {
+    if (this.st === 'CLOSED') return;
+    this.setState('CLOSED', reason);
+    const why: CloseReason = reason === 'time-wait-expired' ? 'fin' : reason;
+    this.closeReason = why;
+    this.setTimer('idle', Infinity);
+    this.delayedAckAt = this.keepAliveAt = Infinity;
+    this.recovery.cancelProbe();
+    this.owner.onClosed(this.self, why);
+  }
+
+  get closedBecause(): CloseReason | null {
+    return this.closeReason;
+  }
+
+  // -------------------------------------------------------------- output
+
+  /** Emits everything due at `now`. */
+  dispatch(now: number, sink: SegmentSink): void {
+    if (this.st === 'CLOSED') return;
+    if (this.rstPending) {
+      this.rstPending = false;
+      this.emitControl(sink, this.sndNxt, TCP_RST | TCP_ACK);
+      this.enterClosed('aborted');
+      return;
+    }
+    if (this.rstReplyPending) {
+      this.rstReplyPending = false;
+      const owed = this.ackNow; // the reset acknowledges nothing
+      this.emitControl(sink, this.rstReplySeq, TCP_RST, now);
+      this.ackNow = owed;
+    }
+    if (this.timerAt <= now) {
+      switch (this.timerKind) {
+        case 'time-wait':
+          this.enterClosed('time-wait-expired');
+          return;
+        case 'fin-wait-2':
+          // Our reader, not the peer, is the one stalling when bytes wait
+          // unread (the window is shut on them): the peer is not silent, wait on.
+          if (this.recvRing.length > 0) {
+            this.setTimer('fin-wait-2', now + this.config.finWait2TimeoutMs);
+            break;
+          }
+          this.enterClosed('timeout');
+          return;
+        case 'retransmit':
+          if (!this.onRetransmitTimeout(now, sink)) return;
+          break;
+        default:
+          break; // persist: below, after any data the window now takes
+      }
+    }
+    const lr = this.recovery;
+    if (lr.reorderAt <= now && lr.onReorderTimer(now, this.nxtPos, this.rtt.srtt, this.sendMss)) this.rttSentAt = -1;
+    if (lr.probeAt <= now) this.sendLossProbe(now, sink);
+    if (this.keepAliveAt <= now && !this.onKeepAlive(now, sink)) return;
+
+    if (this.synPending) {
+      this.synPending = false;
+      this.emitSyn(now, sink);
+      return;
+    }
+    if (this.st === 'SYN-SENT' || this.st === 'SYN-RECEIVED') {
+      if (this.ackNow || this.challengePending) {
+        this.ackNow = false;
+        this.challengePending = false;
+        // Before the handshake completes our acknowledgment is the SYN-ACK
+        // itself (RFC 9293 3.10.7.4 answers an unacceptable segment with an
+        // ACK; in SYN-RECEIVED that is the SYN-ACK, as Linux does too).
+        if (this.st === 'SYN-RECEIVED') this.emitSyn(now, sink);
+      }
+      return;
+    }
+
+    let sent = false;
+    if (lr.lostBytes > 0) sent = this.retransmitLost(now, sink);
+    sent = this.sendData(now, sink) || sent;
+    sent = this.sendFin(now, sink) || sent;
+    sent = this.resendFin(now, sink) || sent;
+    if (this.timerKind === 'persist' && this.timerAt <= now) {
+      this.sendWindowProbe(now, sink);
+      sent = true;
+    }
+    if (this.challengePending) {
+      this.challengePending = false;
+      if (!sent) this.emitAck(now, sink);
+      sent = true;
+    }
+    if (!sent && (this.ackNow || this.delayedAckAt <= now)) this.emitAck(now, sink);
+  }
+
+  /** The earliest time dispatch has work; 0 when it has work now. */
+  pollAt(): number {
+    if (this.st === 'CLOSED') return Infinity;
+    if (this.rstPending || this.rstReplyPending || this.synPending || this.ackNow || this.challengePending) return 0;
+    if (this.st !== 'SYN-SENT' && this.st !== 'SYN-RECEIVED') {
+      if (this.recovery.lostBytes > 0 && this.recovery.allowance(this.cc.cwnd) > 0) return 0;
+      if (this.canSendData() || this.finReady() || (this.finLost && this.recovery.lostBytes === 0)) return 0;
+    }
+    let t = this.timerAt;
+    if (this.delayedAckAt < t) t = this.delayedAckAt;
+    if (this.keepAliveAt < t) t = this.keepAliveAt;
+    if (this.recovery.probeAt < t) t = this.recovery.probeAt;
+    if (this.recovery.reorderAt < t) t = this.recovery.reorderAt;
+    return t;
+  }
+
+  protected canSendData(): boolean {
+    const unsent = this.sendRing.length - this.sentBytes;
+    if (unsent <= 0) return false;
+    const usable = this.usableWindow();
+    if (usable <= 0) return false;
+    // Sender SWS avoidance (RFC 9293 3.8.6.2.1): a full segment, or all we have.
+    return usable >= this.sendMss || unsent <= usable || this.sentBytes === 0;
+  }
+
+  protected finReady(): boolean {
+    return this.finQueued && this.sentBytes === this.sendRing.length && (this.st === 'ESTABLISHED' || this.st === 'CLOSE-WAIT');
+  }
+
+  /**
+   * New bytes we may send now: what the congestion window (or PRR in fast
+   * recovery) allows beyond the pipe, within the peer's window.
+   */
+  protected usableWindow(): number {
+    const inWnd = this.sndWnd - this.sentBytes; // the peer's window counts from SND.UNA
+    const byCwnd = Math.floor(this.recovery.allowance(this.cc.cwnd)); // CUBIC's cwnd is fractional; segments are whole bytes
+    return inWnd < byCwnd ? inWnd : byCwnd;
+  }
+
+  protected sendData(now: number, sink: SegmentSink): boolean {
+    let sent = false;
+    for (let guard = 0; guard < 1024; guard++) {
+      const unsent = this.sendRing.length - this.sentBytes;
+      if (unsent <= 0) break;
+      const usable = this.usableWindow();
+      if (usable <= 0) break;
+      let size = this.segmentBytes;
+      if (size > this.sendMss) size -= size % this.sendMss; // TSO: whole segments
+      if (size > usable) size = usable;
+      if (size > unsent) size = unsent;
+      if (size < this.sendMss && size < unsent && this.sentBytes > 0) break; // SWS avoidance
+      this.sendNew(now, sink, size, size === unsent);
+      sent = true;
+    }
+    // Zero window with data waiting and nothing in flight: probe later (RFC 9293 3.8.6.1).
+    if (this.sndWnd === 0 && this.sendRing.length > this.sentBytes && this.sentBytes === 0 && this.timerKind !== 'persist') {
+      this.setTimer('persist', now + Math.min(this.rtt.rto * 2 ** this.persistBackoff, this.config.maxRtoMs));
+    }
+    return sent;
+  }
+
+  /** First transmission of up to `size` bytes at SND.NXT: recorded in MSS pieces on the scoreboard. */
+  protected sendNew(now: number, sink: SegmentSink, size: number, last: boolean): number {
+    const n = this.emitData(now, sink, this.sentBytes, size, last);
+    this.sentBytes += n;
+    this.recovery.scoreboard.append(n, this.sendMss, now);
+    this.recovery.onSent(n);
+    this.startRetransmitTimer(now);
+    this.armLossProbe(now);
+    return n;
+  }
+
+  /** Emits data at ring offset `from`; returns the bytes sent (a wrap may shorten it). */
+  protected emitData(now: number, sink: SegmentSink, from: number, size: number, last: boolean): number {
+    const run = this.sendRing.contiguous(from, size);
+    const r = this.prepare(now, seqAdd(this.ringSeq, from), TCP_ACK | (last && run === size ? TCP_PSH : 0));
+    if (this.rttSentAt < 0 && from >= this.sentBytes) {
+      this.rttSeq = seqAdd(this.ringSeq, from);
+      this.rttSentAt = now;
+    }
+    sink.emitSegment(this.self, r, this.sendRing.backing, this.sendRing.indexOf(from), run);
+    this.afterEmit();
+    return run;
+  }
+
+  /**
+   * Resends what the scoreboard marks lost, lowest first (RFC 6675 NextSeg
+   * rule 1), within the congestion window or PRR's allowance. Adjacent lost
+   * pieces go out together as one TSO super-segment; the kernel cuts it
+   * back into the same MSS pieces on the wire.
+   */
+  protected retransmitLost(now: number, sink: SegmentSink): boolean {
+    const lr = this.recovery;
+    const sb = lr.scoreboard;
+    let sent = false;
+    let k = sb.nextLost(0);
+    let max = this.segmentBytes;
+    if (max > this.sendMss) max -= max % this.sendMss;
+    for (let guard = 0; k >= 0 && guard < 1024; guard++) {
+      const budget = lr.allowance(this.cc.cwnd);
+      if (budget <= 0) break;
+      const start = sb.startOf(k);
+      // A record larger than the segment size (older than a PMTU change) goes out in pieces.
+      if (sb.endOf(k) - start > this.sendMss) sb.splitAt(k, start + this.sendMss);
+      let end = sb.endOf(k);
+      let last = k;
+      const limit = budget < max ? budget : max;
+      while (last + 1 < sb.count && (sb.flagsOf(last + 1) & SEG_LOST) !== 0 && sb.endOf(last + 1) - start <= limit && sb.endOf(last + 1) - sb.startOf(last + 1) <= this.sendMss) {
+        last++;
+        end = sb.endOf(last);
+      }
+      const from = start - this.ringBase;
+      const n = this.emitData(now, sink, from, end - start, false);
+      // A wrap of the ring may shorten the run: the record it ends in is split there.
+      if (n < end - start) {
+        last = sb.find(start + n - 1);
+        if (sb.endOf(last) > start + n) sb.splitAt(last, start + n);
+      }
+      const order = sb.takeOrder();
+      for (let j = k; j <= last; j++) sb.markRetransmitted(j, now, order);
+      lr.onSent(n);
+      this.retransmits += last - k + 1; // wire segments, as a capture counts them
+      sent = true;
+      k = sb.nextLost(last + 1);
+    }
+    if (sent) {
+      this.startRetransmitTimer(now);
+      this.armLossProbe(now);
+    }
+    return sent;
+  }
+
+  protected sendFin(now: number, sink: SegmentSink): boolean {
+    if (!this.finReady()) return false;
+    this.emitControl(sink, this.finSeq, TCP_FIN | TCP_ACK, now);
+    // The state records that the FIN is out (finSent, sndNxt follow from it).
+    this.setState(this.st === 'ESTABLISHED' ? 'FIN-WAIT-1' : 'LAST-ACK', 'fin-sent');
+    this.startRetransmitTimer(now);
+    return true;
+  }
+
+  /** A timeout found the FIN unacknowledged: resend it once no lost data waits (the state stays). */
+  protected resendFin(now: number, sink: SegmentSink): boolean {
+    if (!this.finLost || this.recovery.lostBytes > 0) return false;
+    this.finLost = false;
+    this.emitControl(sink, this.finSeq, TCP_FIN | TCP_ACK, now);
+    this.retransmits++;
+    this.startRetransmitTimer(now);
+    return true;
+  }
+
+  /** RFC 6298 5.4-5.6 (and RFC 9293 3.8.1): retransmit, back off, or give up. */
+  protected onRetransmitTimeout(now: number, sink: SegmentSink): boolean {
+    this.retries++;
+    const limit = this.st === 'SYN-RECEIVED' || this.st === 'SYN-SENT' ? this.config.synRetries : this.config.maxRetries;
+    if (this.retries > limit) {
+      if (this.st !== 'SYN-SENT') this.emitControl(sink, this.sndNxt, TCP_RST | TCP_ACK, now);
+      this.enterClosed('timeout');
+      return false;
+    }
+    this.timeouts++;
+    this.recovery.cancelProbe();
+    this.rtt.backoff();
+    this.setTimer('retransmit', now + this.rtt.rto);
+    this.rttSentAt = -1; // Karn
+    if (this.st === 'SYN-RECEIVED' || this.st === 'SYN-SENT') {
+      this.synPending = true;
+      return true;
+    }
+    // Every un-SACKed byte is marked lost and cwnd drops to one segment
+    // (loss-recovery.ts). Neither SND.NXT nor the RFC state moves back: the
+    // scoreboard, not a rewound pointer, picks what to resend.
+    this.recovery.onTimeout(now, this.nxtPos, this.flightBytes);
+    // The FIN, when unacknowledged, follows the data (retransmitLost and resendFin count what they resend).
+    if (this.finSent) this.finLost = true;
+    return true;
+  }
+
+  /** RFC 8985 7.2: (re)schedules the tail loss probe (loss-recovery.ts; only with SACK). */
+  protected armLossProbe(now: number): void {
+    this.recovery.armProbe(now, this.rtt.srtt, this.rtt.samples > 0, this.sentBytes, this.sendMss, this.config.delayedAckMs, this.rtoAt);
+  }
+
+  /**
+   * RFC 8985 7.3: a probe, new data if the peer's window allows, else the
+   * last segment not yet SACKed again. Its acknowledgment moves RACK
+   * forward, which then finds whatever else of the flight was lost (a lost
+   * retransmission in recovery included). New data goes as two segments
+   * where there is that much: a receiver ACKs a second full segment at once
+   * (RFC 5681 4.2) but may hold the ACK of a lone one for its delayed-ACK
+   * timer (40 ms on Linux), which would stall the probe's answer.
+   */
+  protected sendLossProbe(now: number, sink: SegmentSink): void {
+    const lr = this.recovery;
+    lr.cancelProbe();
+    if (this.sentBytes === 0 || !lr.mayProbe) return;
+    const sb = lr.scoreboard;
+    const unsent = this.sendRing.length - this.sentBytes;
+    if (unsent > 0 && !this.finSent && this.sndWnd - this.sentBytes >= Math.min(unsent, this.sendMss)) {
+      let size = Math.min(unsent, this.segmentBytes >= 2 * this.sendMss ? 2 * this.sendMss : this.sendMss, this.sndWnd - this.sentBytes);
+      if (size > unsent) size = unsent;
+      this.sendNew(now, sink, size, size === unsent);
+    } else {
+      const k = sb.lastUnsacked();
+      if (k < 0) return;
+      const start = sb.startOf(k);
+      if (sb.endOf(k) - start > this.sendMss) sb.splitAt(k, start + this.sendMss);
+      const n = this.emitData(now, sink, start - this.ringBase, sb.endOf(k) - start, true);
+      if (sb.endOf(k) > start + n) sb.splitAt(k, start + n);
+      sb.markRetransmitted(k, now, sb.takeOrder());
+      this.retransmits++;
+    }
+    lr.onProbeSent();
+    this.armLossProbe(now);
+  }
+
+  protected sendWindowProbe(now: number, sink: SegmentSink): void {
+    // RFC 9293 3.8.6.1: probe a zero window. Like Linux, with a segment
+    // carrying SND.UNA-1, which the peer must answer with its window.
+    this.emitControl(sink, seqSub(this.sndUna, 1) >>> 0, TCP_ACK, now);
+    this.windowProbes++;
+    this.persistBackoff++;
+    if (this.sndWnd === 0) this.setTimer('persist', now + Math.min(this.rtt.rto * 2 ** this.persistBackoff, this.config.maxRtoMs));
+    else this.stopTimer('persist');
+  }
+
+  protected armKeepAlive(now: number): void {
+    if (this.config.keepAliveIdleMs <= 0) return;
+    this.keepAliveSent = 0;
+    this.keepAliveAt = now + this.config.keepAliveIdleMs;
+  }
+
+  protected onKeepAlive(now: number, sink: SegmentSink): boolean {
+    if (this.keepAliveSent >= this.config.keepAliveProbes) {
+      this.enterClosed('timeout');
+      return false;
+    }
+    this.keepAliveSent++;
+    // RFC 9293 3.8.4: SEG.SEQ = SND.NXT-1 with no data elicits an ACK.
+    this.emitControl(sink, seqSub(this.sndNxt, 1) >>> 0, TCP_ACK, now);
+    this.keepAliveAt = now + this.config.keepAliveIntervalMs;
+    return true;
+  }
+
+  protected emitSyn(now: number, sink: SegmentSink): void {
+    const r = this.out;
+    r.srcPort = 0;
+    r.dstPort = 0;
+    r.seq = this.iss;
+    r.ack = this.st === 'SYN-SENT' ? 0 : this.rcvNxt;
+    r.flags = this.st === 'SYN-SENT' ? TCP_SYN : TCP_SYN | TCP_ACK;
+    const wnd = this.currentWindow();
+    r.window = wnd > 0xffff ? 0xffff : wnd; // never scaled in a SYN
+    r.urgent = 0;
+    r.mss = this.announcedMss;
+    const active = this.st === 'SYN-SENT';
+    r.windowScale = this.config.windowScale && (active || this.rcvShift > 0 || this.sndShift > 0) ? this.rcvShift : -1;
+    if (!active && this.sndShift === 0 && this.rcvShift === 0) r.windowScale = -1;
+    r.sackPermitted = active ? this.config.sack : this.sackOk;
+    r.hasTimestamps = active ? this.config.timestamps : this.tsOk;
+    r.tsVal = this.tsClock(now);
+    r.tsEcr = active ? 0 : this.tsRecent;
+    r.sackCount = 0;
+    this.rcvAdvertised = r.window;
+    this.rcvEdge = seqAdd(this.rcvNxt, r.window);
+    this.startRetransmitTimer(now);
+    if (this.retries === 0) this.rttSentAt = now;
+    sink.emitSegment(this.self, r, null, 0, 0);
+    this.afterEmit();
+  }
+
+  protected emitAck(now: number, sink: SegmentSink): void {
+    this.emitControl(sink, this.sndNxt, TCP_ACK, now);
+  }
+
+  protected emitControl(sink: SegmentSink, seq: number, flags: number, now = -1): void {
+    const r = this.prepare(now, seq, flags);
+    sink.emitSegment(this.self, r, null, 0, 0);
+    this.afterEmit();
+  }
+
+  /** Fills the scratch repr with the fields every synchronized segment carries. */
+  protected prepare(now: number, seq: number, flags: number): TcpRepr {
+    const r = this.out;
+    r.srcPort = 0;
+    r.dstPort = 0;
+    r.seq = seq;
+    r.ack = this.rcvNxt;
+    r.flags = flags;
+    const wnd = this.currentWindow();
+    let field = wnd >>> this.rcvShift;
+    if (field > 0xffff) field = 0xffff;
+    // RFC 9293 3.8.6.2.2: never shrink the window we offered (move the right edge back).
+    const edge = seqAdd(this.rcvNxt, field << this.rcvShift);
+    if (seqLt(edge, this.rcvEdge) && (flags & TCP_RST) === 0) {
+      field = Math.min(0xffff, Math.ceil(seqSub(this.rcvEdge, this.rcvNxt) / 2 ** this.rcvShift));
+    }
+    r.window = field;
+    if (field === 0) this.zeroWindowsSent++;
+    this.rcvAdvertised = field << this.rcvShift;
+    const newEdge = seqAdd(this.rcvNxt, this.rcvAdvertised);
+    if (seqGt(newEdge, this.rcvEdge)) this.rcvEdge = newEdge;
+    r.urgent = 0;
+    r.mss = 0;
+    r.windowScale = -1;
+    r.sackPermitted = false;
+    r.hasTimestamps = this.tsOk;
+    if (this.tsOk) {
+      r.tsVal = this.tsClock(now < 0 ? this.lastActivity : now);
+      r.tsEcr = this.tsRecent;
+    }
+    r.sackCount = this.sackOk && !this.ooo.isEmpty ? this.ooo.sackBlocks(this.rcvNxt, r.sackLeft, r.sackRight, this.tsOk ? 3 : 4) : 0;
+    return r;
+  }
+
+  protected afterEmit(): void {
+    this.segmentsOut++;
+    this.ackNow = false;
+    this.delayedAckAt = Infinity;
+    this.segmentsSinceAck = 0;
+  }
+
+  /**
+   * The window we can offer: free receive space, but none at all while it
+   * is less than min(RCV.BUFF/2, MSS) (receiver SWS avoidance, RFC 9293
+   * 3.8.6.2.2). A sliver of a few hundred bytes would be neither used by a
+   * sender that avoids SWS nor zero, so a stalled reader never showed a
+   * closed window and the peer never probed it.
+   */
+  protected currentWindow(): number {
+    const free = this.recvRing.free;
+    const half = this.config.recvBufferBytes / 2;
+    return free < (half < this.announcedMss ? half : this.announcedMss) ? 0 : free;
+  }
+
+  /** The window used by the acceptability test: what we last advertised from RCV.NXT. */
+  protected rcvWindowForCheck(): number {
+    const w = seqSub(this.rcvEdge, this.rcvNxt);
+    return w > 0 ? w : 0;
+  }
+
+  protected tsClock(now: number): number {
+    return (Math.floor(now) + this.tsOffset) >>> 0;
+  }
+}
