@@ -31,7 +31,7 @@ function count(into: Record<string, number>, key: string): void {
   into[key] = (into[key] ?? 0) + 1;
 }
 
-const RATE_WINDOW_MS = 500;
+const RATE_WINDOW_MS = 1000;
 
 export async function gatherStatus(target: ApiTarget): Promise<Status> {
   const version = (await call(target, 'GET', '/version')) as { version?: string } | null;

@@ -79,7 +79,7 @@ t.test('status, flows, close and their errors against a live download', { timeou
   t.comment(status.stdout);
   t.match(status.stdout, /^sluice \S+/, 'status: the version');
   t.match(status.stdout, /flows\s+1 open \(tcp 1; by outbound: direct 1\)/, 'status: the flow counts');
-  t.match(status.stdout, /traffic\s+up .*down [1-9][\d.]* kB\/s/, 'status: a download rate');
+  t.match(status.stdout, /traffic\s+up .*down [1-9][\d.]* [kMG]?B\/s/, 'status: a download rate');
   t.match(status.stdout, /uptime\s+\d+s/, 'status: the uptime');
   t.match(status.stdout, new RegExp(`config\\s+${lab.config.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}`), 'status: the config file');
   const statusJson = await sluice(lab.gateway, ['status', '--json', '--config', lab.config]);
@@ -94,7 +94,9 @@ t.test('status, flows, close and their errors against a live download', { timeou
   t.match(lines[0], /1 open/, `flows header: ${lines[0]}`);
   t.match(lines[1], /^ID\s+CLIENT\s+DESTINATION\s+NAME/, 'flows column titles');
   t.match(lines[2], new RegExp(`^${flow.id}\\s+192\\.0\\.2\\.2:\\d+\\s+${DEST.replace(/\./g, '\\.')}\\s+${WEB_NAME.replace(/\./g, '\\.')}\\s+tcp`), `flows row: ${lines[2]}`);
-  t.match(lines[2], /\d[\d.]* kB\s+/, 'the row has a non-zero rate');
+  // Columns: ID CLIENT DESTINATION NAME PROTO RULE OUTBOUND UP/s DOWN/s UP DOWN AGE.
+  const cols = lines[2]!.split(/\s{2,}/);
+  t.match(cols[8], /^[1-9][\d.]* [kMG]?B$/, `the row has a non-zero down rate: ${cols[8]}`);
 
   // The live view on a terminal: `script` gives it a pty; it quits on q.
   const live = await lab.gateway.exec(

@@ -3,7 +3,8 @@
  * `sluice run` (issue 9, "Must show"): while a rate-limited download from
  * the client namespace runs through sluice, the page opened at
  * /ui/?token=SECRET lists the flow (its destination and sniffed name), its
- * counters grow, rules, outbounds and counters are filled, and a mouse
+ * counters grow, rules, outbounds and counters are filled, GLOBAL's
+ * selector changes the member through PUT /proxies/GLOBAL, and a mouse
  * click on the flow's close button ends it: curl fails at once and the
  * API no longer lists the flow. Without the token the page shows its login
  * box, and the secret typed there works. A screenshot of the live page is
@@ -90,6 +91,16 @@ t.test('the dashboard shows a live flow and closes it', { timeout: 240_000 }, as
   await page.waitFor(`document.querySelectorAll('#rules tbody tr').length > 0`, 15_000, 'the rules table');
   const outbounds = await page.waitFor<string[]>(`(() => { const n = [...document.querySelectorAll('#proxies tbody tr')].map((tr) => tr.cells[0].textContent); return n.length > 0 ? n : null; })()`, 15_000, 'the outbounds table');
   t.ok(outbounds.includes('direct'), `outbounds listed: ${outbounds.join(', ')}`);
+  // GLOBAL's selector: choosing a member in the page sends PUT /proxies/GLOBAL.
+  await page.waitFor(`document.querySelector('#proxies select[data-group="GLOBAL"]')`, 10_000, "GLOBAL's selector");
+  await page.evaluate(`(() => { const s = document.querySelector('#proxies select[data-group="GLOBAL"]'); s.value = 'spare'; s.dispatchEvent(new Event('change', { bubbles: true })); })()`);
+  let now = '';
+  for (let i = 0; i < 50 && now !== 'spare'; i++) {
+    now = ((await apiGet(lab.gateway, secret, '/proxies/GLOBAL')) as { now?: string }).now ?? '';
+    if (now !== 'spare') await new Promise((r) => setTimeout(r, 200));
+  }
+  t.equal(now, 'spare', 'the selector chose GLOBAL\'s member through the API');
+  await page.waitFor(`document.querySelector('#proxies select[data-group="GLOBAL"]').value === 'spare'`, 10_000, 'the selector to show the choice after the reload of /proxies');
   const counters = await page.waitFor<number>(`document.querySelectorAll('#counters tbody tr').length`, 15_000, 'the stack counters');
   t.ok(counters > 0, `${counters} stack/classifier counters shown`);
 
