@@ -105,7 +105,7 @@ interface FlowInfo extends FlowRecord {
   logged: boolean;
 }
 
-/** What a reload did: the rule sets whose entry count changed, or why nothing changed. */
+/** What a reload did: the rule sets whose entries changed (entry counts before and after), or why nothing changed. */
 export type ReloadResult = { ok: true; changes: { ruleSets: Record<string, { before: number; after: number }> } } | { ok: false; errors: string[] };
 
 /** One rule set as the API shows it (a rule provider). */
@@ -407,7 +407,7 @@ export class Engine {
         const rs = ruleSets[name];
         if (rs === undefined || rs.path === null) continue;
         const entries = await loadRuleSetFile(rs.path, rs.type);
-        if (entries.length !== rs.entries.length) changes[name] = { before: rs.entries.length, after: entries.length };
+        if (entries.length !== rs.entries.length || entries.some((e, i) => e !== rs.entries[i])) changes[name] = { before: rs.entries.length, after: entries.length };
         ruleSets[name] = { ...rs, entries };
       }
       const next = { ...this.config, ruleSets };
