@@ -38,7 +38,8 @@ async function main(): Promise<void> {
     writeFileSync(path.join(dir, 'nginx.conf'), `daemon off;\nmaster_process off;\nerror_log ${dir}/e.log;\npid ${dir}/n.pid;\nevents {}\nhttp { access_log off; sendfile on; client_body_temp_path ${dir}; proxy_temp_path ${dir}; fastcgi_temp_path ${dir}; uwsgi_temp_path ${dir}; scgi_temp_path ${dir}; server { listen ${SERVER_V4}:80; root ${dir}/www; } }\n`);
     const nginx = server.spawn(['nginx', '-c', path.join(dir, 'nginx.conf'), '-p', dir]);
     await waitListening(server, 'tcp', 80, nginx, 'nginx');
-    for (const mode of ['off', 'on', 'clients'] as const) {
+    // ORDER=on,off,clients reorders the runs (to see an order effect on a busy machine).
+    for (const mode of (process.env.ORDER ?? 'off,on,clients').split(',') as Array<'off' | 'on' | 'clients'>) {
       const cfg = path.join(dir, `${mode}.yaml`);
       writeFileSync(cfg, `log: { level: info, format: json }\ntun: { name: ${TUN} }\ndns: { hijack: false, fakeIp: { persistPath: null }, upstreams: [ { address: "udp://${SERVER_V4}:53" } ] }\n${mode === 'off' ? 'api: { listen: null }\n' : ''}`);
       const engine = new Engine(gateway.spawn([process.execPath, SLUICE_BIN, 'run', '--config', cfg, '--state', path.join(dir, `${mode}.state.json`)], { env: childEnv }));
