@@ -120,8 +120,7 @@ interface FlowInfo extends FlowRecord {
 /** A fake-IP change is saved within this delay (debounced; see Engine.schedulePersist). */
 const PERSIST_DELAY_MS = 250;
 
-/** What a reload did: the rule sets whose entry count changed, or why nothing changed. */
-/** PUT /providers/rules/:name's answer. */
+/** PUT /providers/rules/:name's answer: the rule sets whose entries changed (counts before and after), or why nothing changed. */
 export type RuleSetReloadResult = { ok: true; changes: { ruleSets: Record<string, { before: number; after: number }> } } | { ok: false; errors: string[] };
 
 /** One rule set as the API shows it (a rule provider). */
