@@ -3,6 +3,8 @@
  * "[v6]:port", or an absolute unix socket path. One parser for the config
  * check, the server and the `ready` line.
  */
+import { lstatSync, unlinkSync } from 'node:fs';
+import type { Server } from 'node:http';
 import { isIP } from 'node:net';
 
 export type ListenAddress = { kind: 'tcp'; host: string; port: number } | { kind: 'unix'; path: string };
@@ -31,4 +33,49 @@ export function isLocalOnly(a: ListenAddress): boolean {
 export function formatListen(a: ListenAddress): string {
   if (a.kind === 'unix') return a.path;
   return a.host.includes(':') ? `[${a.host}]:${a.port}` : `${a.host}:${a.port}`;
+}
+
+/**
+ * Binds `server` to `a` (a unix socket path replaces a socket already there,
+ * a killed run's). A failure rejects with an Error naming `field` and what
+ * the kernel said, then `remedy`; nothing is left listening.
+ */
+export async function bindServer(server: Server, a: ListenAddress, field: string, remedy: string): Promise<void> {
+  if (a.kind === 'unix') {
+    try {
+      if (lstatSync(a.path).isSocket()) unlinkSync(a.path);
+    } catch {
+      // absent
+    }
+  }
+  await new Promise<void>((resolve, reject) => {
+    const onError = (err: NodeJS.ErrnoException): void => {
+      server.off('listening', onListening);
+      reject(new Error(`${field}: cannot listen on ${formatListen(a)}: ${err.code ?? ''}${err.code !== undefined ? ' ' : ''}(${listenHint(err.code)}); ${remedy}`));
+    };
+    const onListening = (): void => {
+      server.off('error', onError);
+      resolve();
+    };
+    server.once('error', onError);
+    server.once('listening', onListening);
+    if (a.kind === 'unix') server.listen(a.path);
+    else server.listen({ host: a.host, port: a.port, exclusive: true });
+  });
+}
+
+export function listenHint(code: string | undefined): string {
+  switch (code) {
+    case 'EADDRINUSE':
+      return 'address already in use: another sluice, mihomo or clash may be listening there';
+    case 'EADDRNOTAVAIL':
+      return 'no interface of this machine has that address';
+    case 'EACCES':
+    case 'EPERM':
+      return 'permission denied';
+    case 'ENOENT':
+      return "the socket's directory does not exist";
+    default:
+      return 'see the error code';
+  }
 }

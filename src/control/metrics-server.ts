@@ -6,9 +6,8 @@
  * naming metrics.listen and nothing else started.
  */
 import http from 'node:http';
-import { chmodSync, lstatSync, unlinkSync } from 'node:fs';
-import { formatListen, type ListenAddress } from './listen.js';
-import { listenHint } from './server.js';
+import { chmodSync } from 'node:fs';
+import { bindServer, formatListen, type ListenAddress } from './listen.js';
 import type { SluiceMetrics } from './metrics.js';
 
 export class MetricsServer {
@@ -46,27 +45,7 @@ export class MetricsServer {
   /** Binds; the error names metrics.listen. */
   async start(): Promise<void> {
     const a = this.listen;
-    if (a.kind === 'unix') {
-      try {
-        if (lstatSync(a.path).isSocket()) unlinkSync(a.path);
-      } catch {
-        // absent
-      }
-    }
-    await new Promise<void>((resolve, reject) => {
-      const onError = (err: NodeJS.ErrnoException): void => {
-        this.http.off('listening', onListening);
-        reject(new Error(`metrics.listen: cannot listen on ${formatListen(a)}: ${err.code ?? ''}${err.code !== undefined ? ' ' : ''}(${listenHint(err.code)}); set metrics.listen to a free address, or null to serve /metrics on the API only`));
-      };
-      const onListening = (): void => {
-        this.http.off('error', onError);
-        resolve();
-      };
-      this.http.once('error', onError);
-      this.http.once('listening', onListening);
-      if (a.kind === 'unix') this.http.listen(a.path);
-      else this.http.listen({ host: a.host, port: a.port, exclusive: true });
-    });
+    await bindServer(this.http, a, 'metrics.listen', 'set metrics.listen to a free address, or null to serve /metrics on the API only');
     if (a.kind === 'unix') chmodSync(a.path, 0o660);
     this.http.on('error', () => {});
   }

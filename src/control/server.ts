@@ -17,12 +17,14 @@
  */
 import http, { type IncomingMessage, type ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
-import { chmodSync, lstatSync, unlinkSync } from 'node:fs';
+import { chmodSync, unlinkSync } from 'node:fs';
 import type { Duplex } from 'node:stream';
 import { WebSocketServer, type WebSocket } from 'ws';
 import { Auth, answerPreflight, applyCors } from './auth.js';
 import { ApiError, sendError } from './http-util.js';
-import { formatListen, type ListenAddress } from './listen.js';
+import { bindServer, formatListen, type ListenAddress } from './listen.js';
+
+export { listenHint } from './listen.js';
 import { RouteTable, type ApiRequest, type RouteHandler, type RouteOptions, type WsHandler } from './router.js';
 import { serveStatic } from './static-files.js';
 
@@ -136,27 +138,7 @@ export class ApiServer implements ApiRoutes {
    */
   async listen(): Promise<void> {
     const a = this.opts.listen;
-    if (a.kind === 'unix') {
-      try {
-        if (lstatSync(a.path).isSocket()) unlinkSync(a.path);
-      } catch {
-        // absent
-      }
-    }
-    await new Promise<void>((resolve, reject) => {
-      const onError = (err: NodeJS.ErrnoException): void => {
-        this.http.off('listening', onListening);
-        reject(new Error(`api.listen: cannot listen on ${formatListen(a)}: ${err.code ?? ''}${err.code !== undefined ? ' ' : ''}(${listenHint(err.code)}); set api.listen to a free address, or null to turn the API off`));
-      };
-      const onListening = (): void => {
-        this.http.off('error', onError);
-        resolve();
-      };
-      this.http.once('error', onError);
-      this.http.once('listening', onListening);
-      if (a.kind === 'unix') this.http.listen(a.path);
-      else this.http.listen({ host: a.host, port: a.port, exclusive: true });
-    });
+    await bindServer(this.http, a, 'api.listen', 'set api.listen to a free address, or null to turn the API off');
     if (a.kind === 'unix') chmodSync(a.path, 0o600);
     this.http.on('error', (err) => this.opts.onError?.(err, 'api server'));
   }
@@ -325,21 +307,5 @@ export class ApiServer implements ApiRoutes {
     this.counters.errors++;
     this.opts.onError?.(err, `WS ${path}`);
     ws.close(1011, 'internal error');
-  }
-}
-
-export function listenHint(code: string | undefined): string {
-  switch (code) {
-    case 'EADDRINUSE':
-      return 'address already in use: another sluice, mihomo or clash may be listening there';
-    case 'EADDRNOTAVAIL':
-      return 'no interface of this machine has that address';
-    case 'EACCES':
-    case 'EPERM':
-      return 'permission denied';
-    case 'ENOENT':
-      return "the socket's directory does not exist";
-    default:
-      return 'see the error code';
   }
 }
