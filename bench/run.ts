@@ -7,11 +7,13 @@ import { printSniffRows, runSniffBench } from './sniff.bench.js';
 import { printPolicyRows, runPolicyBench } from './policy.bench.js';
 import { printCaptureRows, runCaptureBench } from './capture.bench.js';
 import { printFastPathRows, runFastPathBench } from './fastpath.bench.js';
+import { printTcpRows, runTcpBench } from './tcp.bench.js';
 
 printRows(`wire codecs (node ${process.version})`, runWireBench());
 printSniffRows(runSniffBench());
 printPolicyRows(runPolicyBench());
 printCaptureRows(runCaptureBench());
+printTcpRows(runTcpBench(5));
 if (process.getuid?.() === 0) {
   printRows('TUN batch reader, kernel TCP sender, 1024 MiB per run', await runTunBench(1024));
   printStackRows(await runStackBench(5));

@@ -126,14 +126,19 @@ export function runTcpBench(repetitions: number): TcpBenchRow[][] {
   return runs;
 }
 
-if (import.meta.url === `file://${process.argv[1]}`) {
-  const reps = Number(process.argv[2] ?? 5);
-  bulkTransfer('warm-up', 32 << 20, 0.01, 9);
-  const runs = runTcpBench(reps);
+/** One line per transfer: CPU ms of every run, the median, per MiB. */
+export function printTcpRows(runs: TcpBenchRow[][]): void {
+  console.log('\nsans-IO TCP core, bulk transfer between two connections (process CPU time)');
   for (let col = 0; col < runs[0]!.length; col++) {
     const rows = runs.map((r) => r[col]!);
     const cpus = rows.map((r) => r.cpuMs).sort((x, y) => x - y);
     const median = cpus[Math.floor(cpus.length / 2)]!;
     console.log(`${rows[0]!.label}: CPU ms per run ${rows.map((r) => r.cpuMs.toFixed(0)).join(' ')}; median ${median.toFixed(0)} (${((median * 1000) / rows[0]!.mib).toFixed(0)} µs/MiB); simulated ${rows[0]!.simMs.toFixed(0)} ms, ${rows[0]!.retransmits} retransmits`);
   }
+}
+
+if (import.meta.url === `file://${process.argv[1]}`) {
+  const reps = Number(process.argv[2] ?? 5);
+  bulkTransfer('warm-up', 32 << 20, 0.01, 9);
+  printTcpRows(runTcpBench(reps));
 }

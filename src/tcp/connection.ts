@@ -389,7 +389,9 @@ export class TcpConnection extends TcpOutput {
       // grow it all the time while auto-tuning).
       lr.onDuplicateAck(this.sendMss);
     }
-    if (lr.finishAck(now, this.ringBase, this.nxtPos, this.rtt.srtt, this.sendMss, this.canSendData())) this.rttSentAt = -1; // Karn: the timed segment may be retransmitted
+    // Only NewReno's early retransmit (RFC 5827) asks whether new data could go: not computed per ACK with SACK.
+    const moreToSend = !this.sackOk && this.canSendData();
+    if (lr.finishAck(now, this.ringBase, this.nxtPos, this.rtt.srtt, this.sendMss, moreToSend)) this.rttSentAt = -1; // Karn: the timed segment may be retransmitted
     // Window update (RFC 9293 3.10.7.4: SND.WL1 < SEG.SEQ or (= and SND.WL2 <= SEG.ACK)).
     if (seqLt(this.sndWl1, seg.seq) || (this.sndWl1 === seg.seq && seqLeq(this.sndWl2, ack))) {
       const opened = this.sndWnd === 0 && window > 0;

@@ -140,3 +140,38 @@ export function timeWait(cfg: TcpConfig = config(), synFields: Partial<TcpRepr> 
   f.peerSeq = (f.peerSeq + 1) >>> 0;
   return f;
 }
+
+/** Segment size of the loss-recovery tests (the peer's MSS, no options). */
+export const MSS = 1460;
+
+/** Queues `n` bytes of a pattern for sending. */
+export function queue(f: Fixture, n: number): void {
+  const buf = Buffer.alloc(n);
+  for (let i = 0; i < n; i++) buf[i] = (i * 7) & 0xff;
+  f.conn.send(buf, 0, n);
+}
+
+/** An ACK from the peer with SACK blocks given as [from, to) segment indexes past `base`. */
+export function ackWith(f: Fixture, base: number, ackSegs: number, blocks: [number, number][]): Sent[] {
+  const left = new Uint32Array(4);
+  const right = new Uint32Array(4);
+  blocks.forEach(([l, r], i) => {
+    left[i] = (base + l * MSS) >>> 0;
+    right[i] = (base + r * MSS) >>> 0;
+  });
+  return f.send({ flags: TCP_ACK, ack: (base + ackSegs * MSS) >>> 0, sackCount: blocks.length, sackLeft: left, sackRight: right });
+}
+
+/** The segments that carry data. */
+export const dataOf = (out: Sent[]): Sent[] => out.filter((s) => s.data.length > 0);
+/** Which MSS-sized segment past `base` a sent segment starts. */
+export const segIndex = (s: Sent, base: number): number => (s.repr.seq - base) / MSS;
+
+/** Established, the handshake having measured `rtt` ms (RACK's min_rtt); SACK unless told otherwise. */
+export function withRtt(rtt: number, sack = true): Fixture {
+  const f = synReceived(config({ initialCwndSegments: 10 }), { sackPermitted: sack });
+  f.rec.take();
+  f.now = rtt;
+  f.send({ flags: TCP_ACK, ack: (OUR_ISS + 1) >>> 0 });
+  return f;
+}

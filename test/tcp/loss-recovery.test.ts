@@ -8,29 +8,7 @@ import t from 'tap';
 import { TCP_ACK } from '../../src/wire/tcp.js';
 import { SendScoreboard, SEG_LOST, SEG_SACKED } from '../../src/tcp/scoreboard.js';
 import type { RackTlpRecovery } from '../../src/tcp/rack-tlp.js';
-import { config, established, synReceived, OUR_ISS, type Fixture, type Sent } from './helpers.js';
-
-const MSS = 1460;
-
-function queue(f: Fixture, n: number): void {
-  const buf = Buffer.alloc(n);
-  for (let i = 0; i < n; i++) buf[i] = (i * 7) & 0xff;
-  f.conn.send(buf, 0, n);
-}
-
-/** An ACK from the peer with SACK blocks given as [from, to) segment indexes past `base`. */
-function ackWith(f: Fixture, base: number, ackSegs: number, blocks: [number, number][]): Sent[] {
-  const left = new Uint32Array(4);
-  const right = new Uint32Array(4);
-  blocks.forEach(([l, r], i) => {
-    left[i] = (base + l * MSS) >>> 0;
-    right[i] = (base + r * MSS) >>> 0;
-  });
-  return f.send({ flags: TCP_ACK, ack: (base + ackSegs * MSS) >>> 0, sackCount: blocks.length, sackLeft: left, sackRight: right });
-}
-
-const dataOf = (out: Sent[]): Sent[] => out.filter((s) => s.data.length > 0);
-const segIndex = (s: Sent, base: number): number => (s.repr.seq - base) / MSS;
+import { MSS, ackWith, config, dataOf, established, queue, segIndex, withRtt } from './helpers.js';
 
 t.test('scoreboard: a TSO super-segment is recorded in MSS pieces; SACK edges inside a piece split it', async (t) => {
   const sb = new SendScoreboard(64);
@@ -89,15 +67,6 @@ t.test('TSO: adjacent lost pieces go out together, scattered ones separately', a
     'pieces 2-3 as one 2-MSS segment, piece 7 alone; nothing SACKed resent',
   );
 });
-
-/** An established SACK connection whose handshake measured `rtt` ms (RACK's min_rtt). */
-function withRtt(rtt: number): Fixture {
-  const f = synReceived(config({ initialCwndSegments: 10 }), { sackPermitted: true });
-  f.rec.take();
-  f.now = rtt;
-  f.send({ flags: TCP_ACK, ack: (OUR_ISS + 1) >>> 0 });
-  return f;
-}
 
 t.test('RACK reordering window: a later SACK alone waits min_rtt/4 before calling a segment lost', async (t) => {
   const f = withRtt(20);

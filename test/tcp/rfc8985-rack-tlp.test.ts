@@ -9,35 +9,7 @@ import { TCP_ACK, TCP_SYN } from '../../src/wire/tcp.js';
 import { TcpConnection } from '../../src/tcp/connection.js';
 import { RackTlpRecovery } from '../../src/tcp/rack-tlp.js';
 import { NewRenoRecovery } from '../../src/tcp/loss-recovery.js';
-import { Recorder, config, established, seg, synReceived, OUR_ISS, type Fixture, type Sent } from './helpers.js';
-
-const MSS = 1460;
-
-function queue(f: Fixture, n: number): void {
-  f.conn.send(Buffer.alloc(n, 0x33), 0, n);
-}
-
-function ackWith(f: Fixture, base: number, ackSegs: number, blocks: [number, number][]): Sent[] {
-  const left = new Uint32Array(4);
-  const right = new Uint32Array(4);
-  blocks.forEach(([l, r], i) => {
-    left[i] = (base + l * MSS) >>> 0;
-    right[i] = (base + r * MSS) >>> 0;
-  });
-  return f.send({ flags: TCP_ACK, ack: (base + ackSegs * MSS) >>> 0, sackCount: blocks.length, sackLeft: left, sackRight: right });
-}
-
-const dataOf = (out: Sent[]): Sent[] => out.filter((s) => s.data.length > 0);
-const segIndex = (s: Sent, base: number): number => (s.repr.seq - base) / MSS;
-
-/** Established, the handshake having measured `rtt` ms; SACK as asked. */
-function withRtt(rtt: number, sack = true): Fixture {
-  const f = synReceived(config({ initialCwndSegments: 10 }), { sackPermitted: sack });
-  f.rec.take();
-  f.now = rtt;
-  f.send({ flags: TCP_ACK, ack: (OUR_ISS + 1) >>> 0 });
-  return f;
-}
+import { MSS, Recorder, ackWith, config, dataOf, established, queue, seg, segIndex, withRtt } from './helpers.js';
 
 t.test('the loss recovery follows SACK negotiation: RACK-TLP with it, NewReno without', async (t) => {
   t.ok(established(config(), { sackPermitted: true }).conn.recovery instanceof RackTlpRecovery, 'passive open, SACK permitted');
