@@ -42,7 +42,7 @@ import { dirname } from 'node:path';
 import { Stack, type TcpFlowRequest } from '../stack.js';
 import type { LinkEndpoint } from '../link/link.js';
 import type { TcpStream } from '../stack/tcp-stream.js';
-import type { UdpSession } from '../stack/udp-session.js';
+import type { UdpSession } from '../udp/session.js';
 import { parseIpv6Text } from '../wire/ipv6.js';
 import { parseIpv4Text, writeIpv4Addr } from '../wire/ipv4.js';
 import { relay, type RelayResult } from './relay.js';

@@ -7,7 +7,7 @@
  * the whole batch (ENGINEERING.md: owners must not re-enter the core).
  */
 import type { FlowKey } from '../ip/flow-table.js';
-import type { WheelEntry } from '../timer-wheel.js';
+import type { WheelEntry } from './timer-wheel.js';
 import type { ConnectionOwner, TcpConnection } from '../tcp/connection.js';
 import { TcpStream, type FlowEndpoints } from './tcp-stream.js';
 

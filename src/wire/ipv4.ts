@@ -18,6 +18,11 @@ export const IPV4_CHECKSUM = 10;
 export const IPV4_SRC = 12;
 export const IPV4_DST = 16;
 
+/** IANA protocol numbers of the protocol field (IPv6 next headers use the same: NH_TCP, NH_UDP). */
+export const IPPROTO_ICMP = 1;
+export const IPPROTO_TCP = 6;
+export const IPPROTO_UDP = 17;
+
 const FLAG_DF = 0x4000;
 const FLAG_MF = 0x2000;
 const OPTION_EOL = 0;

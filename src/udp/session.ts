@@ -7,8 +7,8 @@
  */
 import { EventEmitter } from 'node:events';
 import type { FlowKey } from '../ip/flow-table.js';
-import type { WheelEntry } from '../timer-wheel.js';
-import type { FlowEndpoints } from './tcp-stream.js';
+import type { WheelEntry } from '../stack/timer-wheel.js';
+import type { FlowEndpoints } from '../stack/tcp-stream.js';
 
 export interface UdpHost {
   /** Sends `data` from the session's destination back to its client. */
