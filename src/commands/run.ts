@@ -26,6 +26,7 @@ import { isConfigError } from '../config/errors.js';
 import { loadConfig } from '../config/load.js';
 import { defaultConfig, type SluiceConfig } from '../config/types.js';
 import { TunDevice } from '../link/tun.js';
+import { PacketTracer } from '../link/trace.js';
 import { Engine } from '../engine/engine.js';
 import { createLogger } from '../engine/logger.js';
 import type { CommandIo } from './check.js';
@@ -166,7 +167,10 @@ async function run(argv: string[], io: CommandIo, takeEarlySignal: () => string 
     life.defer('outbounds', 'tun', () => opened.close());
     addAddress(tun.name, config.tun.ipv4);
     addAddress(tun.name, config.tun.ipv6);
-    engine = new Engine(config, tun, log);
+    // log.level trace: every packet in and out, with its drop reason (zero cost otherwise: not inserted).
+    const tracer = log.isLevelEnabled('trace') ? new PacketTracer(tun, log) : null;
+    engine = new Engine(config, tracer ?? tun, log);
+    if (tracer !== null) engine.stack.observeDrops(tracer);
     const e = engine;
     life.defer('accept', 'engine intake', () => e.stopAccepting());
     life.defer('flows', 'flows', () => e.endFlows());
