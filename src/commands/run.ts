@@ -34,7 +34,7 @@ import type { EarlySignals } from '../cli.js';
 import { DEFAULT_STATE_PATH } from '../system/state.js';
 import { checkAutoRoute, startAutoRoute, cleanLeftovers, checkGateway, startGateway, RunLifecycle, StopRequested, tunNameProblem } from '../system/lifecycle.js';
 import { startTproxyListeners } from '../system/tproxy-listen.js';
-import { startTproxyUdp } from '../system/tproxy-udp.js';
+import { startTproxyUdp } from '../udp/tproxy.js';
 import type net from 'node:net';
 import { checkClassifier, startClassifier, type RunningClassifier } from '../system/classifier-run.js';
 import { dropPrivileges, planPrivilegeDrop } from '../system/privileges.js';

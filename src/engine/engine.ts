@@ -52,7 +52,7 @@ import { HttpL7 } from './http-l7.js';
 import { DialLimiter } from './dial-limiter.js';
 import type { Logger } from './logger.js';
 import { FlowGuard, errorText, installErrorBoundary } from './flow-guard.js';
-import { newTproxyUdpCounters, type TproxyUdpCounters, type TproxyUdpOptions } from '../system/tproxy-udp.js';
+import { newTproxyUdpCounters, type TproxyUdpCounters, type TproxyUdpOptions } from '../udp/tproxy.js';
 import { isUnicastText, isUsablePort } from '../wire/address-class.js';
 
 export interface EngineCounters {
@@ -69,7 +69,7 @@ export interface EngineCounters {
   unattributedErrors: number;
   /** Flows refused before any socket call: port 0, or a non-unicast address (src/wire/address-class.ts). */
   badTarget: number;
-  /** The TPROXY UDP reader's drops (src/system/tproxy-udp.ts), filled in gateway mode tproxy. */
+  /** The TPROXY UDP reader's drops (src/udp/tproxy.ts), filled in gateway mode tproxy. */
   tproxyUdp: TproxyUdpCounters;
   /** Live SYN-flood figures (getters over the stack's stats and the dial limiter), for the counters log line. */
   synFlood?: SynFloodCounters;
@@ -786,7 +786,7 @@ export class Engine {
   // ------------------------------------------------------------------ UDP
 
   /**
-   * A UDP session that arrived through TPROXY (src/system/tproxy-udp.ts):
+   * A UDP session that arrived through TPROXY (src/udp/tproxy.ts):
    * the same routing as a TUN session, with inbound tproxy.
    */
   handleTransparentUdp(s: UdpFlow): void {

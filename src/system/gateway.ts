@@ -119,7 +119,7 @@ export function planGateway(config: SluiceConfig, tun: string): GatewayPlan {
  * transparent socket (established TPROXY flows, replies to preserveSource
  * upstream sockets) are marked for local delivery without a TPROXY lookup.
  * Then, in tproxy mode, TCP and UDP from the LAN not addressed to this host
- * are diverted to the listeners (UDP: src/system/tproxy-udp.ts).
+ * are diverted to the listeners (UDP: src/udp/tproxy.ts).
  */
 export function tproxyScript(config: SluiceConfig): string {
   const { gateway: gw } = config;
