@@ -5,10 +5,12 @@ import { runTunBench } from './tun.bench.js';
 import { printStackRows, runStackBench } from './stack.bench.js';
 import { printSniffRows, runSniffBench } from './sniff.bench.js';
 import { printPolicyRows, runPolicyBench } from './policy.bench.js';
+import { printStackCpuRows, runStackCpuBench } from './stack-cpu.bench.js';
 
 printRows(`wire codecs (node ${process.version})`, runWireBench());
 printSniffRows(runSniffBench());
 printPolicyRows(runPolicyBench());
+printStackCpuRows(await runStackCpuBench(32, 5), 32);
 if (process.getuid?.() === 0) {
   printRows('TUN batch reader, kernel TCP sender, 1024 MiB per run', await runTunBench(1024));
   printStackRows(await runStackBench(5));
