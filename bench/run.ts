@@ -8,12 +8,14 @@ import { printPolicyRows, runPolicyBench } from './policy.bench.js';
 import { printCaptureRows, runCaptureBench } from './capture.bench.js';
 import { printFastPathRows, runFastPathBench } from './fastpath.bench.js';
 import { printTcpRows, runTcpBench } from './tcp.bench.js';
+import { printStackCpuRows, runStackCpuBench } from './stack-cpu.bench.js';
 
 printRows(`wire codecs (node ${process.version})`, runWireBench());
 printSniffRows(runSniffBench());
 printPolicyRows(runPolicyBench());
 printCaptureRows(runCaptureBench());
 printTcpRows(runTcpBench(5));
+printStackCpuRows(await runStackCpuBench(32, 5), 32);
 if (process.getuid?.() === 0) {
   printRows('TUN batch reader, kernel TCP sender, 1024 MiB per run', await runTunBench(1024));
   printStackRows(await runStackBench(5));

@@ -90,12 +90,8 @@ export interface SluiceNative {
   readerStats(handle: ReaderHandle, out: Float64Array): void;
   /** Writes `count` records [u32 LE length][bytes][pad to 4]; returns packets written. */
   writeBatch(fd: number, records: Uint8Array, count: number): number;
-  /** errno name of the last failed write of the last writeBatch, or "". */
-  lastWriteError(): string;
 
   setMark(fd: number, mark: number): void;
-  setTransparent(fd: number): void;
-  bindToDevice(fd: number, interfaceName: string): void;
   getOriginalDst(fd: number): SocketAddress;
   createSocket(options: CreateSocketOptions): number;
 

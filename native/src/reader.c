@@ -385,8 +385,6 @@ static napi_value reader_stats(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
-static int last_write_errno = 0;
-
 /* writeBatch(fd, records: Uint8Array, count) -> packets written.
  * A packet the kernel rejects (EINVAL, EIO, ...) is skipped and counted as
  * not written; EAGAIN (queue full) ends the batch early. */
@@ -403,21 +401,16 @@ static napi_value write_batch(napi_env env, napi_callback_info info) {
     return throw_usage(env, "writeBatch(fd: number, records: Uint8Array, count: number)");
   size_t off = 0;
   uint32_t written = 0;
-  last_write_errno = 0;
   for (uint32_t i = 0; i < count; i++) {
     if (off + 4 > cap) break;
     uint32_t len;
     memcpy(&len, buf + off, 4);
-    if (len > cap - off - 4) {
-      last_write_errno = EMSGSIZE;
-      break;
-    }
+    if (len > cap - off - 4) break;
     ssize_t n;
     do {
       n = write(fd, buf + off + 4, len);
     } while (n < 0 && errno == EINTR);
     if (n < 0) {
-      last_write_errno = errno;
       if (errno == EAGAIN) break;
       if (errno == EBADF) return throw_errno(env, "write", errno, "the TUN fd is closed");
     } else {
@@ -430,20 +423,12 @@ static napi_value write_batch(napi_env env, napi_callback_info info) {
   return v;
 }
 
-/* lastWriteError() -> errno name of the last failed write in writeBatch, or "". */
-static napi_value last_write_error(napi_env env, napi_callback_info info) {
-  napi_value v;
-  napi_create_string_utf8(env, last_write_errno ? errno_name(last_write_errno) : "", NAPI_AUTO_LENGTH, &v);
-  return v;
-}
-
 napi_value init_reader(napi_env env, napi_value exports) {
   export_fn(env, exports, "readerStart", reader_start);
   export_fn(env, exports, "readerStop", reader_stop);
   export_fn(env, exports, "readerRef", reader_ref);
   export_fn(env, exports, "readerStats", reader_stats);
   export_fn(env, exports, "writeBatch", write_batch);
-  export_fn(env, exports, "lastWriteError", last_write_error);
   export_int(env, exports, "MAX_RECORD", MAX_RECORD);
   return exports;
 }

@@ -89,30 +89,6 @@ static int apply_transparent(int fd, int family) {
   return 0;
 }
 
-/* setTransparent(fd) */
-static napi_value set_transparent(napi_env env, napi_callback_info info) {
-  napi_value argv[1];
-  int32_t fd;
-  if (!get_int_arg(env, info, 1, argv) || !arg_int32(env, argv[0], &fd)) return throw_usage(env, "setTransparent(fd: number)");
-  int family = family_of(fd);
-  if (family < 0) return throw_errno(env, "getsockname", -family, sockopt_hint(-family));
-  int err = apply_transparent(fd, family);
-  if (err) return throw_errno(env, "setsockopt IP_TRANSPARENT", err, sockopt_hint(err));
-  return NULL;
-}
-
-/* bindToDevice(fd, name) ("" unbinds) */
-static napi_value bind_to_device(napi_env env, napi_callback_info info) {
-  napi_value argv[2];
-  int32_t fd;
-  char name[IFNAMSIZ];
-  if (!get_int_arg(env, info, 2, argv) || !arg_int32(env, argv[0], &fd) || !arg_string(env, argv[1], name, sizeof name))
-    return throw_usage(env, "bindToDevice(fd: number, interfaceName: string)");
-  if (setsockopt(fd, SOL_SOCKET, SO_BINDTODEVICE, name, (socklen_t)strlen(name)) < 0)
-    return throw_errno(env, "setsockopt SO_BINDTODEVICE", errno, sockopt_hint(errno));
-  return NULL;
-}
-
 static napi_value sockaddr_to_js(napi_env env, const struct sockaddr_storage *ss) {
   char text[INET6_ADDRSTRLEN];
   uint16_t port;
@@ -274,8 +250,6 @@ static napi_value create_socket(napi_env env, napi_callback_info info) {
 
 napi_value init_sockets(napi_env env, napi_value exports) {
   export_fn(env, exports, "setMark", set_mark);
-  export_fn(env, exports, "setTransparent", set_transparent);
-  export_fn(env, exports, "bindToDevice", bind_to_device);
   export_fn(env, exports, "getOriginalDst", get_original_dst);
   export_fn(env, exports, "createSocket", create_socket);
   return exports;

@@ -32,6 +32,7 @@ import { TunDevice } from '../link/tun.js';
 import { CaptureLink } from '../link/capture.js';
 import { captureFromEnv } from './capture-env.js';
 import { openMetricsListener, startObserve } from '../control/observe.js';
+import { PacketTracer } from '../link/trace.js';
 import { Engine } from '../engine/engine.js';
 import { createLogger, LogTap } from '../engine/logger.js';
 import { openApi, startControl, type OpenedApi } from '../control/index.js';
@@ -45,7 +46,7 @@ import type { EarlySignals } from '../cli.js';
 import { DEFAULT_STATE_PATH } from '../system/state.js';
 import { checkAutoRoute, startAutoRoute, cleanLeftovers, checkGateway, startGateway, RunLifecycle, StopRequested, tunNameProblem } from '../system/lifecycle.js';
 import { startTproxyListeners } from '../system/tproxy-listen.js';
-import { startTproxyUdp } from '../system/tproxy-udp.js';
+import { startTproxyUdp } from '../udp/tproxy.js';
 import type net from 'node:net';
 import { checkClassifier, classifierCounters, classifierStatus, runsClassifier, startClassifier, type RunningClassifier } from '../system/classifier-run.js';
 import { startKernelPath, type RunningKernelPath } from '../system/kernel-path.js';
@@ -216,7 +217,10 @@ async function run(argv: string[], io: CommandIo, takeEarlySignal: () => string 
     const link = new CaptureLink(tun);
     const envCapture = captureFromEnv(link, process.env, log);
     if (envCapture !== null) life.defer('outbounds', 'capture file', envCapture);
-    engine = new Engine(config, link, log, { selectionsPath: join(dirname(statePath), 'groups.json'), ruleSetDir: join(dirname(statePath), 'rulesets') });
+    // log.level trace: every packet in and out, with its drop reason (zero cost otherwise: not inserted).
+    const tracer = log.isLevelEnabled('trace') ? new PacketTracer(link, log) : null;
+    engine = new Engine(config, tracer ?? link, log, { selectionsPath: join(dirname(statePath), 'groups.json'), ruleSetDir: join(dirname(statePath), 'rulesets') });
+    if (tracer !== null) engine.stack.observeDrops(tracer);
     const e = engine;
     const device = tun;
     startObserve({ engine: e, link, tun: () => device.stats(), classifier: () => classifier, api: api !== null, metricsServer });

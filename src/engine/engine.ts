@@ -46,7 +46,7 @@ import { dirname } from 'node:path';
 import { Stack, type TcpFlowRequest } from '../stack.js';
 import type { LinkEndpoint } from '../link/link.js';
 import type { TcpStream } from '../stack/tcp-stream.js';
-import type { UdpSession } from '../stack/udp-session.js';
+import type { UdpSession } from '../udp/session.js';
 import { parseIpv6Text } from '../wire/ipv6.js';
 import { parseIpv4Text, writeIpv4Addr } from '../wire/ipv4.js';
 import { relay, type RelayResult } from './relay.js';
@@ -56,7 +56,7 @@ import { resolveWith } from './dns-upstreams.js';
 import { DialLimiter } from './dial-limiter.js';
 import type { Logger } from './logger.js';
 import { FlowGuard, errorText, installErrorBoundary } from './flow-guard.js';
-import { newTproxyUdpCounters, type TproxyUdpCounters, type TproxyUdpOptions } from '../system/tproxy-udp.js';
+import { newTproxyUdpCounters, type TproxyUdpCounters, type TproxyUdpOptions } from '../udp/tproxy.js';
 import { isUnicastText, isUsablePort } from '../wire/address-class.js';
 import type { EngineObserver, SniffOutcome } from './observer.js';
 import { SocketOwnerLookup, type SocketOwnerStats } from '../system/socket-owner.js';
@@ -76,7 +76,7 @@ export interface EngineCounters {
   unattributedErrors: number;
   /** Flows refused before any socket call: port 0, or a non-unicast address (src/wire/address-class.ts). */
   badTarget: number;
-  /** The TPROXY UDP reader's drops (src/system/tproxy-udp.ts), filled in gateway mode tproxy. */
+  /** The TPROXY UDP reader's drops (src/udp/tproxy.ts), filled in gateway mode tproxy. */
   tproxyUdp: TproxyUdpCounters;
   /** Live SYN-flood figures (getters over the stack's stats and the dial limiter), for the counters log line. */
   synFlood?: SynFloodCounters;
@@ -1185,7 +1185,7 @@ export class Engine {
   // ------------------------------------------------------------------ UDP
 
   /**
-   * A UDP session that arrived through TPROXY (src/system/tproxy-udp.ts):
+   * A UDP session that arrived through TPROXY (src/udp/tproxy.ts):
    * the same routing as a TUN session, with inbound tproxy.
    */
   handleTransparentUdp(s: UdpFlow): void {

@@ -32,13 +32,9 @@ export class PacketWriter {
   private readonly v6 = newIpv6EmitRepr();
   private ipId = 0;
   private fragmentId = 0;
-  /** Datagrams that did not fit the MTU and were sent as fragments. */
-  fragmentedDatagrams = 0;
   /** Bytes of virtio header before each packet (0 or 10). */
   private readonly vnetLen: number;
   readonly tso: boolean;
-  packets = 0;
-  bytes = 0;
 
   constructor(
     private readonly link: LinkEndpoint,
@@ -106,8 +102,6 @@ export class PacketWriter {
       finishL4Checksum(buf, l4, l4Len, l4 + 16, this.pseudo(f, buf, l3, 6, l4Len));
     }
     this.link.txCommit(total);
-    this.packets++;
-    this.bytes += total;
   }
 
   /** One UDP datagram from flow.dst:srcPort to flow.src:dstPort. */
@@ -126,8 +120,6 @@ export class PacketWriter {
     buf.set(data.subarray(dataOff, dataOff + dataLen), l4 + 8);
     finishUdpChecksum(buf, l4, l4Len, this.pseudo(f, buf, l3, 17, l4Len));
     this.link.txCommit(total);
-    this.packets++;
-    this.bytes += total;
   }
 
   /**
@@ -193,10 +185,7 @@ export class PacketWriter {
         buf.set(data.subarray(from, from + fragLen), body);
       }
       this.link.txCommit(total);
-      this.packets++;
-      this.bytes += total;
     }
-    this.fragmentedDatagrams++;
   }
 
   /** Echo reply to an echo request whose addresses are at buf[srcOff]/[dstOff] of `req`. */
@@ -231,7 +220,6 @@ export class PacketWriter {
       emitIcmpv6Echo(ICMPV6_ECHO_REPLY, id, seq, req, dataOff, dataLen, pseudoHeaderSumV6(buf, l3 + 8, l3 + 24, 58, l4Len), buf, l4);
     }
     this.link.txCommit(total);
-    this.packets++;
   }
 
   /**
@@ -268,6 +256,5 @@ export class PacketWriter {
       emitIcmpv6Error(type, code, param, pkt, off, len, pseudoHeaderSumV6(buf, l3 + 8, l3 + 24, 58, l4Len), buf, l4);
     }
     this.link.txCommit(total);
-    this.packets++;
   }
 }

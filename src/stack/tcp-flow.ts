@@ -6,8 +6,9 @@
  * only set flags and queue the flow; the stack runs the stream side after
  * the whole batch (ENGINEERING.md: owners must not re-enter the core).
  */
+import { SluiceError } from '../errors.js';
 import type { FlowKey } from '../ip/flow-table.js';
-import type { WheelEntry } from '../timer-wheel.js';
+import type { WheelEntry } from './timer-wheel.js';
 import type { ConnectionOwner, TcpConnection } from '../tcp/connection.js';
 import { TcpStream, type FlowEndpoints } from './tcp-stream.js';
 
@@ -23,7 +24,7 @@ export interface FlowHost {
 
 export type TcpCloseReason = 'fin' | 'reset' | 'timeout' | 'aborted';
 
-export class TcpFlowError extends Error {
+export class TcpFlowError extends SluiceError {
   constructor(
     message: string,
     readonly code: 'ECONNRESET' | 'ETIMEDOUT' | 'ECONNABORTED',

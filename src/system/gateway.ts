@@ -153,7 +153,7 @@ function prefixSet(prefixes: readonly string[], family: 4 | 6): string | null {
  * transparent socket (established TPROXY flows, replies to preserveSource
  * upstream sockets) are marked for local delivery without a TPROXY lookup.
  * Then, in tproxy mode, TCP and UDP from the LAN not addressed to this host
- * are diverted to the listeners (UDP: src/system/tproxy-udp.ts).
+ * are diverted to the listeners (UDP: src/udp/tproxy.ts).
  */
 export function tproxyScript(config: SluiceConfig, classifier: GatewayClassifier = null): string {
   const { gateway: gw } = config;

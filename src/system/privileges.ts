@@ -21,8 +21,8 @@
  *   - CAP_NET_RAW, only when a direct outbound names an `interface`:
  *     SO_BINDTODEVICE needed it before Linux 5.7 (and rebinding still does);
  *   - CAP_NET_BIND_SERVICE, only in gateway.mode tproxy: each UDP session's
- *     reply socket is bound to the original destination (src/system/
- *     tproxy-udp.ts), port 53 for DNS, and binding a port below
+ *     reply socket is bound to the original destination (src/udp/
+ *     tproxy.ts), port 53 for DNS, and binding a port below
  *     net.ipv4.ip_unprivileged_port_start needs it even with IP_TRANSPARENT
  *     (inet_bind).
  *

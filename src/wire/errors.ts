@@ -20,7 +20,8 @@ export const WireError = {
 } as const;
 export type WireError = (typeof WireError)[keyof typeof WireError];
 
-const NAMES: readonly string[] = [
+/** The names of the codes, index = code; every name but 'ok' is a drop reason. */
+export const WIRE_ERROR_NAMES = [
   'ok',
   'truncated',
   'bad_version',
@@ -33,9 +34,10 @@ const NAMES: readonly string[] = [
   'unsupported',
   'bad_gso',
   'bad_length',
-];
+] as const;
+export type WireErrorName = Exclude<(typeof WIRE_ERROR_NAMES)[number], 'ok'>;
 
-/** Stable snake_case name of a code, used as a drop-counter key. */
-export function wireErrorName(code: WireError): string {
-  return NAMES[code] ?? 'unknown';
+/** Stable snake_case name of a failure code (never Ok), used as a drop-counter key. */
+export function wireErrorName(code: WireError): WireErrorName {
+  return WIRE_ERROR_NAMES[code] as WireErrorName;
 }

@@ -16,8 +16,12 @@
  */
 import { WireError } from './errors.js';
 import { fold, pseudoHeaderSumV4, pseudoHeaderSumV6, sum16 } from './checksum.js';
-import { refreshIpv4Checksum } from './ipv4.js';
+import { IPV4_DST, IPV4_SRC, refreshIpv4Checksum } from './ipv4.js';
+import { IPV6_DST, IPV6_SRC, NH_TCP } from './ipv6.js';
+import { TCP_CHECKSUM_OFFSET } from './tcp.js';
 import {
+  emitVnet,
+  newVnetRepr,
   GSO_NONE,
   GSO_TCPV4,
   GSO_TCPV6,
@@ -174,21 +178,19 @@ export function prepareTso(
   const l4Len = len - l3Len;
   const tcpHeaderLen = (pkt[l4 + 12]! >> 4) * 4;
   const payload = l4Len - tcpHeaderLen;
-  const pseudo = isV6 ? pseudoHeaderSumV6(pkt, off + 8, off + 24, 6, l4Len) : pseudoHeaderSumV4(pkt, off + 12, off + 16, 6, l4Len);
+  const pseudo = isV6 ? pseudoHeaderSumV6(pkt, off + IPV6_SRC, off + IPV6_DST, NH_TCP, l4Len) : pseudoHeaderSumV4(pkt, off + IPV4_SRC, off + IPV4_DST, NH_TCP, l4Len);
   const seed = fold(pseudo);
-  pkt[l4 + 16] = seed >>> 8;
-  pkt[l4 + 17] = seed & 0xff;
-  const gso = payload > mss ? (isV6 ? GSO_TCPV6 : GSO_TCPV4) : GSO_NONE;
-  const hdrLen = l3Len + tcpHeaderLen;
-  vnetOut[vnetOff] = VNET_F_NEEDS_CSUM;
-  vnetOut[vnetOff + 1] = gso;
-  vnetOut[vnetOff + 2] = hdrLen & 0xff;
-  vnetOut[vnetOff + 3] = hdrLen >>> 8;
-  const size = gso === GSO_NONE ? 0 : mss;
-  vnetOut[vnetOff + 4] = size & 0xff;
-  vnetOut[vnetOff + 5] = size >>> 8;
-  vnetOut[vnetOff + 6] = l3Len & 0xff;
-  vnetOut[vnetOff + 7] = l3Len >>> 8;
-  vnetOut[vnetOff + 8] = 16;
-  vnetOut[vnetOff + 9] = 0;
+  pkt[l4 + TCP_CHECKSUM_OFFSET] = seed >>> 8;
+  pkt[l4 + TCP_CHECKSUM_OFFSET + 1] = seed & 0xff;
+  const v = TSO_VNET;
+  v.flags = VNET_F_NEEDS_CSUM;
+  v.gsoType = payload > mss ? (isV6 ? GSO_TCPV6 : GSO_TCPV4) : GSO_NONE;
+  v.hdrLen = l3Len + tcpHeaderLen;
+  v.gsoSize = v.gsoType === GSO_NONE ? 0 : mss;
+  v.csumStart = l3Len;
+  v.csumOffset = TCP_CHECKSUM_OFFSET;
+  emitVnet(v, vnetOut, vnetOff);
 }
+
+/** prepareTso's header, reused for every packet. */
+const TSO_VNET = newVnetRepr();

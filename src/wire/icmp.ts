@@ -4,6 +4,8 @@
  */
 import { WireError } from './errors.js';
 import { internetChecksum } from './checksum.js';
+import { IPV4_DST, IPV4_HEADER_LEN, IPV4_PROTOCOL, IPV4_SRC } from './ipv4.js';
+import { IPV6_DST, IPV6_HEADER_LEN, IPV6_NEXT_HEADER, IPV6_SRC } from './ipv6.js';
 
 export const ICMP_ECHO_REPLY = 0;
 export const ICMP_DEST_UNREACHABLE = 3;
@@ -120,4 +122,58 @@ export function emitIcmpv4Error(
   buf[off + 2] = c >>> 8;
   buf[off + 3] = c & 0xff;
   return len;
+}
+
+/**
+ * The headers of the invoking packet an ICMP error carries: its IP header
+ * and at least the first 8 bytes of its transport header (RFC 792; RFC 1812
+ * 4.3.2.3 and RFC 4443 2.4(c) allow more). Offsets are absolute in the
+ * parsed buffer. IPv6 extension headers are not walked: a quote whose next
+ * header is not the transport protocol names that header as `protocol`.
+ */
+export interface IcmpQuoteRepr {
+  protocol: number;
+  srcOffset: number;
+  dstOffset: number;
+  transportOffset: number;
+  /** The quoted transport header's ports (TCP and UDP alike) and, for TCP, SEG.SEQ. */
+  srcPort: number;
+  dstPort: number;
+  seq: number;
+}
+
+export function newIcmpQuoteRepr(): IcmpQuoteRepr {
+  return { protocol: 0, srcOffset: 0, dstOffset: 0, transportOffset: 0, srcPort: 0, dstPort: 0, seq: 0 };
+}
+
+/** Bytes of the transport header an ICMP error must quote (RFC 792: "64 bits of Data Datagram"). */
+export const ICMP_QUOTED_TRANSPORT_LEN = 8;
+
+/** Parses the quote of an ICMP error (`family` 4 or 6) at buf[off], `len` bytes. */
+export function parseIcmpQuote(buf: Uint8Array, off: number, len: number, family: number, r: IcmpQuoteRepr): WireError {
+  if (off < 0 || off + len > buf.length) return WireError.Truncated;
+  let ipLen: number;
+  if (family === 4) {
+    if (len < IPV4_HEADER_LEN) return WireError.Truncated;
+    if (buf[off]! >> 4 !== 4) return WireError.BadVersion;
+    ipLen = (buf[off]! & 0x0f) * 4;
+    if (ipLen < IPV4_HEADER_LEN) return WireError.BadHeaderLength;
+    r.protocol = buf[off + IPV4_PROTOCOL]!;
+    r.srcOffset = off + IPV4_SRC;
+    r.dstOffset = off + IPV4_DST;
+  } else {
+    if (len < IPV6_HEADER_LEN) return WireError.Truncated;
+    if (buf[off]! >> 4 !== 6) return WireError.BadVersion;
+    ipLen = IPV6_HEADER_LEN;
+    r.protocol = buf[off + IPV6_NEXT_HEADER]!;
+    r.srcOffset = off + IPV6_SRC;
+    r.dstOffset = off + IPV6_DST;
+  }
+  if (len < ipLen + ICMP_QUOTED_TRANSPORT_LEN) return WireError.Truncated;
+  const t = off + ipLen;
+  r.transportOffset = t;
+  r.srcPort = (buf[t]! << 8) | buf[t + 1]!;
+  r.dstPort = (buf[t + 2]! << 8) | buf[t + 3]!;
+  r.seq = ((buf[t + 4]! << 24) | (buf[t + 5]! << 16) | (buf[t + 6]! << 8) | buf[t + 7]!) >>> 0;
+  return WireError.Ok;
 }

@@ -7,7 +7,6 @@ import { WireError } from './errors.js';
 import { internetChecksum } from './checksum.js';
 
 export const IPV4_HEADER_LEN = 20;
-export const IPV4_MAX_HEADER_LEN = 60;
 /** Field offsets from the start of the header. */
 export const IPV4_TOTAL_LENGTH = 2;
 export const IPV4_ID = 4;
@@ -17,6 +16,11 @@ export const IPV4_PROTOCOL = 9;
 export const IPV4_CHECKSUM = 10;
 export const IPV4_SRC = 12;
 export const IPV4_DST = 16;
+
+/** IANA protocol numbers of the protocol field (IPv6 next headers use the same: NH_TCP, NH_UDP). */
+export const IPPROTO_ICMP = 1;
+export const IPPROTO_TCP = 6;
+export const IPPROTO_UDP = 17;
 
 const FLAG_DF = 0x4000;
 const FLAG_MF = 0x2000;
@@ -74,12 +78,12 @@ export function parseIpv4(buf: Uint8Array, off: number, len: number, r: Ipv4Repr
   const ihl = (vihl & 0x0f) * 4;
   if (ihl < IPV4_HEADER_LEN) return WireError.BadHeaderLength;
   if (ihl > len) return WireError.Truncated;
-  const total = (buf[off + 2]! << 8) | buf[off + 3]!;
+  const total = (buf[off + IPV4_TOTAL_LENGTH]! << 8) | buf[off + IPV4_TOTAL_LENGTH + 1]!;
   if (total < ihl) return WireError.BadTotalLength;
   if (total > len) return WireError.Truncated;
   if (verifyChecksum && internetChecksum(buf, off, ihl) !== 0) return WireError.BadChecksum;
   if (ihl > IPV4_HEADER_LEN && !optionsWellFormed(buf, off + IPV4_HEADER_LEN, off + ihl)) return WireError.BadOption;
-  const ff = (buf[off + 6]! << 8) | buf[off + 7]!;
+  const ff = (buf[off + IPV4_FLAGS_FRAGMENT]! << 8) | buf[off + IPV4_FLAGS_FRAGMENT + 1]!;
   const fragmentOffset = (ff & 0x1fff) * 8;
   // RFC 791: a datagram is at most 65535 bytes, so no fragment may reach
   // beyond that (the "ping of death" shape).
@@ -88,13 +92,13 @@ export function parseIpv4(buf: Uint8Array, off: number, len: number, r: Ipv4Repr
   r.headerLength = ihl;
   r.totalLength = total;
   r.tos = buf[off + 1]!;
-  r.id = (buf[off + 4]! << 8) | buf[off + 5]!;
+  r.id = (buf[off + IPV4_ID]! << 8) | buf[off + IPV4_ID + 1]!;
   r.dontFragment = (ff & FLAG_DF) !== 0;
   r.moreFragments = (ff & FLAG_MF) !== 0;
   r.fragmentOffset = fragmentOffset;
-  r.ttl = buf[off + 8]!;
-  r.protocol = buf[off + 9]!;
-  r.checksum = (buf[off + 10]! << 8) | buf[off + 11]!;
+  r.ttl = buf[off + IPV4_TTL]!;
+  r.protocol = buf[off + IPV4_PROTOCOL]!;
+  r.checksum = (buf[off + IPV4_CHECKSUM]! << 8) | buf[off + IPV4_CHECKSUM + 1]!;
   r.srcOffset = off + IPV4_SRC;
   r.dstOffset = off + IPV4_DST;
   r.payloadOffset = off + ihl;
@@ -150,33 +154,33 @@ export function emitIpv4(r: Ipv4EmitRepr, buf: Uint8Array, off: number): number 
   const total = IPV4_HEADER_LEN + r.payloadLength;
   buf[off] = 0x45;
   buf[off + 1] = r.tos & 0xff;
-  buf[off + 2] = (total >>> 8) & 0xff;
-  buf[off + 3] = total & 0xff;
-  buf[off + 4] = (r.id >>> 8) & 0xff;
-  buf[off + 5] = r.id & 0xff;
+  buf[off + IPV4_TOTAL_LENGTH] = (total >>> 8) & 0xff;
+  buf[off + IPV4_TOTAL_LENGTH + 1] = total & 0xff;
+  buf[off + IPV4_ID] = (r.id >>> 8) & 0xff;
+  buf[off + IPV4_ID + 1] = r.id & 0xff;
   const ff = (r.dontFragment ? FLAG_DF : 0) | (r.moreFragments ? FLAG_MF : 0) | ((r.fragmentOffset >>> 3) & 0x1fff);
-  buf[off + 6] = ff >>> 8;
-  buf[off + 7] = ff & 0xff;
-  buf[off + 8] = r.ttl & 0xff;
-  buf[off + 9] = r.protocol & 0xff;
-  buf[off + 10] = 0;
-  buf[off + 11] = 0;
+  buf[off + IPV4_FLAGS_FRAGMENT] = ff >>> 8;
+  buf[off + IPV4_FLAGS_FRAGMENT + 1] = ff & 0xff;
+  buf[off + IPV4_TTL] = r.ttl & 0xff;
+  buf[off + IPV4_PROTOCOL] = r.protocol & 0xff;
+  buf[off + IPV4_CHECKSUM] = 0;
+  buf[off + IPV4_CHECKSUM + 1] = 0;
   writeIpv4Addr(buf, off + IPV4_SRC, r.src);
   writeIpv4Addr(buf, off + IPV4_DST, r.dst);
   const c = internetChecksum(buf, off, IPV4_HEADER_LEN);
-  buf[off + 10] = c >>> 8;
-  buf[off + 11] = c & 0xff;
+  buf[off + IPV4_CHECKSUM] = c >>> 8;
+  buf[off + IPV4_CHECKSUM + 1] = c & 0xff;
   return IPV4_HEADER_LEN;
 }
 
 /** Recomputes the header checksum in place (after editing a field). */
 export function refreshIpv4Checksum(buf: Uint8Array, off: number): void {
   const ihl = (buf[off]! & 0x0f) * 4;
-  buf[off + 10] = 0;
-  buf[off + 11] = 0;
+  buf[off + IPV4_CHECKSUM] = 0;
+  buf[off + IPV4_CHECKSUM + 1] = 0;
   const c = internetChecksum(buf, off, ihl);
-  buf[off + 10] = c >>> 8;
-  buf[off + 11] = c & 0xff;
+  buf[off + IPV4_CHECKSUM] = c >>> 8;
+  buf[off + IPV4_CHECKSUM + 1] = c & 0xff;
 }
 
 export function readIpv4Addr(buf: Uint8Array, off: number): number {

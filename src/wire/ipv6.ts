@@ -74,15 +74,15 @@ export function parseIpv6(buf: Uint8Array, off: number, len: number, r: Ipv6Repr
   if (len < IPV6_HEADER_LEN || off < 0 || off + len > buf.length) return WireError.Truncated;
   const b0 = buf[off]!;
   if (b0 >> 4 !== 6) return WireError.BadVersion;
-  const payloadLength = (buf[off + 4]! << 8) | buf[off + 5]!;
+  const payloadLength = (buf[off + IPV6_PAYLOAD_LENGTH]! << 8) | buf[off + IPV6_PAYLOAD_LENGTH + 1]!;
   // Jumbograms (RFC 2675) have payload length 0 and a hop-by-hop option: not for a TUN.
-  if (payloadLength === 0 && buf[off + 6] === NH_HOP_BY_HOP) return WireError.Unsupported;
+  if (payloadLength === 0 && buf[off + IPV6_NEXT_HEADER] === NH_HOP_BY_HOP) return WireError.Unsupported;
   if (IPV6_HEADER_LEN + payloadLength > len) return WireError.Truncated;
   r.trafficClass = ((b0 & 0x0f) << 4) | (buf[off + 1]! >> 4);
   r.flowLabel = ((buf[off + 1]! & 0x0f) << 16) | (buf[off + 2]! << 8) | buf[off + 3]!;
   r.payloadLength = payloadLength;
-  r.nextHeader = buf[off + 6]!;
-  r.hopLimit = buf[off + 7]!;
+  r.nextHeader = buf[off + IPV6_NEXT_HEADER]!;
+  r.hopLimit = buf[off + IPV6_HOP_LIMIT]!;
   r.srcOffset = off + IPV6_SRC;
   r.dstOffset = off + IPV6_DST;
   r.hasFragmentHeader = false;
@@ -154,10 +154,10 @@ export function emitIpv6(r: Ipv6EmitRepr, buf: Uint8Array, off: number): number 
   buf[off + 1] = ((r.trafficClass & 0x0f) << 4) | ((r.flowLabel >>> 16) & 0x0f);
   buf[off + 2] = (r.flowLabel >>> 8) & 0xff;
   buf[off + 3] = r.flowLabel & 0xff;
-  buf[off + 4] = (r.payloadLength >>> 8) & 0xff;
-  buf[off + 5] = r.payloadLength & 0xff;
-  buf[off + 6] = r.nextHeader & 0xff;
-  buf[off + 7] = r.hopLimit & 0xff;
+  buf[off + IPV6_PAYLOAD_LENGTH] = (r.payloadLength >>> 8) & 0xff;
+  buf[off + IPV6_PAYLOAD_LENGTH + 1] = r.payloadLength & 0xff;
+  buf[off + IPV6_NEXT_HEADER] = r.nextHeader & 0xff;
+  buf[off + IPV6_HOP_LIMIT] = r.hopLimit & 0xff;
   buf.set(r.src, off + IPV6_SRC);
   buf.set(r.dst, off + IPV6_DST);
   return IPV6_HEADER_LEN;

@@ -27,7 +27,7 @@ export function parseUdp(buf: Uint8Array, off: number, len: number, r: UdpRepr):
   r.srcPort = (buf[off]! << 8) | buf[off + 1]!;
   r.dstPort = (buf[off + 2]! << 8) | buf[off + 3]!;
   r.length = length;
-  r.checksum = (buf[off + 6]! << 8) | buf[off + 7]!;
+  r.checksum = (buf[off + UDP_CHECKSUM_OFFSET]! << 8) | buf[off + UDP_CHECKSUM_OFFSET + 1]!;
   r.payloadOffset = off + UDP_HEADER_LEN;
   r.payloadLength = length - UDP_HEADER_LEN;
   return WireError.Ok;
@@ -42,7 +42,7 @@ export function emitUdp(srcPort: number, dstPort: number, payloadLength: number,
   buf[off + 3] = dstPort & 0xff;
   buf[off + 4] = (length >>> 8) & 0xff;
   buf[off + 5] = length & 0xff;
-  buf[off + 6] = 0;
-  buf[off + 7] = 0;
+  buf[off + UDP_CHECKSUM_OFFSET] = 0;
+  buf[off + UDP_CHECKSUM_OFFSET + 1] = 0;
   return UDP_HEADER_LEN;
 }

@@ -40,7 +40,7 @@ const ALLOWED: Record<string, { makers: string[]; why: string }> = {
   'control/delay.ts': { makers: ['tls.connect'], why: "the API's delay test: TLS over the outbound's own connectTcp stream, so the marked dialer made the socket" },
   'engine/http-l7.ts': { makers: ['undici dispatcher'], why: 'the L7 Pool per origin, its connect hook is outbound.connectTcp' },
   'engine/transparent-dial.ts': { makers: ['native createSocket', 'new net.Socket'], why: "preserveSource: an IP_TRANSPARENT socket carrying the direct outbound's mark" },
-  'system/tproxy-udp.ts': { makers: ['native createSocket', 'dgram.createSocket'], why: 'TPROXY UDP: the transparent listener and the per-session reply sockets toward the LAN client (LAN side, never an upstream; the reply sockets carry route.mark under route.auto)' },
+  'udp/tproxy.ts': { makers: ['native createSocket', 'dgram.createSocket'], why: 'TPROXY UDP: the transparent listener and the per-session reply sockets toward the LAN client (LAN side, never an upstream; the reply sockets carry route.mark under route.auto)' },
   'dns/resolver.ts': {
     makers: ['net.connect', 'dgram.createSocket', 'undici request without a dispatcher'],
     why: 'library defaults used only when no factory is given; the engine (src/engine/dns-upstreams.ts) always passes the outbound\'s factories and a dialingAgent, and `sluice run` makes undici\'s global dispatcher refuse',

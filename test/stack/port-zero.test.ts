@@ -8,7 +8,7 @@
  */
 import t from 'tap';
 import { Stack } from '../../src/stack.js';
-import type { UdpSession } from '../../src/stack/udp-session.js';
+import type { UdpSession } from '../../src/udp/session.js';
 import { TCP_RST, TCP_SYN } from '../../src/wire/tcp.js';
 import { sealIpv4, sealIpv6 } from '../wire/fixtures.js';
 import { MemoryLink, settle } from './memory-link.js';

@@ -8,7 +8,7 @@
 import t from 'tap';
 import { Stack, type TcpFlowRequest } from '../../src/stack.js';
 import type { TcpStream } from '../../src/stack/tcp-stream.js';
-import type { UdpSession } from '../../src/stack/udp-session.js';
+import type { UdpSession } from '../../src/udp/session.js';
 import { TCP_ACK, TCP_FIN, TCP_PSH, TCP_RST, TCP_SYN, verifyL4Checksum } from '../../src/wire/tcp.js';
 import { pseudoHeaderSumV4, pseudoHeaderSumV6 } from '../../src/wire/checksum.js';
 import { MemoryLink, settle } from './memory-link.js';

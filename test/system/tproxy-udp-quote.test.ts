@@ -4,7 +4,7 @@
  * recvmsg gave, and the first payload bytes, within 548 bytes in all.
  */
 import t from 'tap';
-import { buildUdpQuote } from '../../src/system/tproxy-udp.js';
+import { buildUdpQuote } from '../../src/udp/tproxy.js';
 import { newIpv4Repr, parseIpv4, parseIpv4Text, writeIpv4Addr } from '../../src/wire/ipv4.js';
 import { newIpv6Repr, parseIpv6, parseIpv6Text } from '../../src/wire/ipv6.js';
 import { newUdpRepr, parseUdp } from '../../src/wire/udp.js';

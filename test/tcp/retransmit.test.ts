@@ -9,7 +9,7 @@ function sendBytes(f: ReturnType<typeof established>, n: number): void {
   f.conn.send(buf, 0, n);
 }
 
-t.test('RTO: first retransmission after the RTO (its 200 ms floor here), then doubled; an ACK stops the timer', async (t) => {
+t.test('RTO: first retransmission after the RTO (200 ms floor after a ~0 ms handshake sample), then doubled; an ACK stops the timer', async (t) => {
   const f = established();
   sendBytes(f, 100);
   const first = f.dispatch();

@@ -7,8 +7,8 @@
  */
 import { EventEmitter } from 'node:events';
 import type { FlowKey } from '../ip/flow-table.js';
-import type { WheelEntry } from '../timer-wheel.js';
-import type { FlowEndpoints } from './tcp-stream.js';
+import type { WheelEntry } from '../stack/timer-wheel.js';
+import type { FlowEndpoints } from '../stack/tcp-stream.js';
 
 export interface UdpHost {
   /** Sends `data` from the session's destination back to its client. */
@@ -41,10 +41,6 @@ export class UdpSession extends EventEmitter<UdpSessionEvents> implements FlowKe
   localAddress = '';
   lastActivity = 0;
   closed = false;
-  datagramsIn = 0;
-  datagramsOut = 0;
-  bytesIn = 0;
-  bytesOut = 0;
   /** Datagrams that arrived before the application attached a listener. */
   readonly queued: Buffer[] = [];
   private readonly host: UdpHost;
@@ -70,8 +66,6 @@ export class UdpSession extends EventEmitter<UdpSessionEvents> implements FlowKe
   /** Sends a datagram to the client, from the session's destination. */
   send(data: Uint8Array): boolean {
     if (this.closed) return false;
-    this.datagramsOut++;
-    this.bytesOut += data.length;
     this.host.touchUdp(this);
     return this.host.sendUdp(this, data, 0, data.length);
   }
@@ -96,8 +90,6 @@ export class UdpSession extends EventEmitter<UdpSessionEvents> implements FlowKe
 
   /** @internal called by the stack. */
   deliver(data: Buffer): void {
-    this.datagramsIn++;
-    this.bytesIn += data.length;
     if (this.listenerCount('message') === 0) {
       // Bounded: a session nobody reads holds at most 64 datagrams.
       if (this.queued.length < 64) this.queued.push(data);

@@ -1,5 +1,5 @@
 import t from 'tap';
-import { TimerWheel, wheelEntryFields, type WheelEntry } from '../src/timer-wheel.js';
+import { TimerWheel, wheelEntryFields, type WheelEntry } from '../../src/stack/timer-wheel.js';
 
 interface Item extends WheelEntry {
   id: number;

@@ -27,14 +27,28 @@
 import dgram from 'node:dgram';
 import { EventEmitter } from 'node:events';
 import { loadNative } from '../link/native.js';
-import { IPV4_DST, IPV4_HEADER_LEN, IPV4_SRC, emitIpv4, formatIpv4, newIpv4EmitRepr, readIpv4Addr } from '../wire/ipv4.js';
+import { readRecordLength, recordSize } from '../link/records.js';
+import { FlowTable, type FlowKey } from '../ip/flow-table.js';
+import { copyAddresses } from '../ip/flow-addresses.js';
+import { IPPROTO_UDP, IPV4_DST, IPV4_HEADER_LEN, IPV4_SRC, emitIpv4, formatIpv4, newIpv4EmitRepr, readIpv4Addr } from '../wire/ipv4.js';
 import { IPV6_DST, IPV6_HEADER_LEN, IPV6_SRC, NH_UDP, emitIpv6, formatIpv6, newIpv6EmitRepr } from '../wire/ipv6.js';
 import { UDP_HEADER_LEN, emitUdp } from '../wire/udp.js';
 import { fold, pseudoHeaderSumV4, pseudoHeaderSumV6, sum16 } from '../wire/checksum.js';
 import { isUnicastAt } from '../wire/address-class.js';
 import type { Logger } from '../engine/logger.js';
-import type { UnreachableKind } from '../stack.js';
+import type { UnreachableKind } from '../ip/icmp.js';
 
+/**
+ * A record from the addon's udp-origdst reader: family (u8) at 0, source
+ * and original destination ports (u16, network order) at 2 and 4, the
+ * source address at 8 and the original destination at 24 (4 or 16 bytes
+ * each), the payload from 40.
+ */
+const REC_FAMILY = 0;
+const REC_SRC_PORT = 2;
+const REC_DST_PORT = 4;
+const REC_SRC = 8;
+const REC_DST = 24;
 const HEADER = 40;
 /** RFC 1812 4.3.2.3: an ICMP error quotes as much as fits in 576 bytes. */
 const QUOTE_MAX = 548;
@@ -116,7 +130,17 @@ interface TproxyUdpSessionEvents {
   close: [];
 }
 
-export class TproxyUdpSession extends EventEmitter<TproxyUdpSessionEvents> {
+export class TproxyUdpSession extends EventEmitter<TproxyUdpSessionEvents> implements FlowKey {
+  // FlowKey: the session table is keyed by the datagram's address bytes, no text per datagram.
+  readonly protocol = IPPROTO_UDP;
+  readonly srcAddr = new Uint8Array(16);
+  readonly dstAddr = new Uint8Array(16);
+  src4 = 0;
+  dst4 = 0;
+  readonly srcPort: number;
+  readonly dstPort: number;
+  nextInBucket: FlowKey | null = null;
+  flowHash = 0;
   private readonly queued: Buffer[] = [];
   private closed = false;
   private connected = false;
@@ -139,6 +163,8 @@ export class TproxyUdpSession extends EventEmitter<TproxyUdpSessionEvents> {
     private readonly counters: TproxyUdpCounters | null = null,
   ) {
     super();
+    this.srcPort = remotePort;
+    this.dstPort = localPort;
     this.idle = setTimeout(() => this.close(), idleMs).unref();
     // Connected to the client, the reply socket is the exact 4-tuple match
     // for the session's later datagrams, which the kernel then delivers to
@@ -219,11 +245,10 @@ export async function startTproxyUdp(port: number, onSession: (s: TproxyUdpSessi
   const fd = native.createSocket({ family: 6, type: 'udp', transparent: true, reuseAddr: true, recvOrigDst: true, bind: { address: '::', port } });
   const rx = new ArrayBuffer(1 << 20);
   const bytes = new Uint8Array(rx);
-  const view = new DataView(rx);
-  const sessions = new Map<string, TproxyUdpSession>();
+  const sessions = new FlowTable<TproxyUdpSession>();
   let warnedFull = false;
   const forget = (x: TproxyUdpSession): void => {
-    sessions.delete(`${x.remoteAddress}|${x.remotePort}|${x.localAddress}|${x.localPort}`);
+    sessions.remove(x);
   };
 
   const onBatch = (count: number, _end: number): void => {
@@ -233,74 +258,83 @@ export async function startTproxyUdp(port: number, onSession: (s: TproxyUdpSessi
     }
     let off = 0;
     for (let i = 0; i < count; i++) {
-      const len = view.getUint32(off, true);
+      const len = readRecordLength(bytes, off);
       const at = off + 4;
-      off += 4 + ((len + 3) & ~3);
-      const family = bytes[at];
+      off += recordSize(len);
+      const family = bytes[at + REC_FAMILY];
       if ((family !== 4 && family !== 6) || len < HEADER) {
         counters.noOrigDst++;
         continue;
       }
-      const srcPort = view.getUint16(at + 2, false);
-      const dstPort = view.getUint16(at + 4, false);
-      const src = family === 4 ? formatIpv4(bytes, at + 8) : formatIpv6(bytes, at + 8);
-      const dst = family === 4 ? formatIpv4(bytes, at + 24) : formatIpv6(bytes, at + 24);
-      const key = `${src}|${srcPort}|${dst}|${dstPort}`;
-      let s = sessions.get(key);
-      if (s === undefined) {
-        // Port 0 cannot be bound as the reply's source nor connected to
-        // (dgram throws ERR_SOCKET_BAD_PORT); nothing can be sent from or to a
-        // non-unicast address. Port 0 as the destination gets the answer a
-        // host without that port gives: ICMP port unreachable.
-        if (dstPort === 0 || srcPort === 0 || !isUnicastAt(family, bytes, at + 8) || !isUnicastAt(family, bytes, at + 24)) {
-          counters.badTarget++;
-          if (dstPort === 0 && srcPort !== 0 && unreachable !== null && isUnicastAt(family, bytes, at + 8) && isUnicastAt(family, bytes, at + 24)) {
-            unreachable(family, 'port', buildUdpQuote(family, bytes, at + 8, at + 24, srcPort, dstPort, bytes.subarray(at + HEADER, at + len)));
-            counters.unreachableSent++;
-          }
-          continue;
-        }
-        if (sessions.size >= maxSessions) {
-          counters.full++;
-          if (!warnedFull) {
-            warnedFull = true;
-            log.warn({ sessions: sessions.size, field: 'gateway.tproxyUdpSessions' }, 'tproxy UDP session table full; new sessions are dropped until some end');
-          }
-          continue;
-        }
-        warnedFull = false;
-        let reply: dgram.Socket;
-        try {
-          const replyFd = native.createSocket({ family, type: 'udp', transparent: true, reuseAddr: true, bind: { address: dst, port: dstPort }, ...(replyMark !== undefined ? { mark: replyMark } : {}) });
-          reply = dgram.createSocket({ type: family === 4 ? 'udp4' : 'udp6', reuseAddr: true });
-          reply.on('error', (err) => log.debug({ err: err.message, dst }, 'tproxy UDP reply socket error'));
-          reply.bind({ fd: replyFd });
-        } catch (err) {
-          counters.socketErrors++;
-          log.debug({ err: (err as Error).message, dst, dstPort }, 'tproxy UDP reply socket failed; datagram dropped');
-          continue;
-        }
-        const quote = unreachable !== null ? buildUdpQuote(family, bytes, at + 8, at + 24, srcPort, dstPort, bytes.subarray(at + HEADER, at + len)) : null;
-        s = new TproxyUdpSession(family, src, srcPort, dst, dstPort, reply, idleMs, forget, quote, unreachable, counters);
-        sessions.set(key, s);
-        try {
-          onSession(s);
-        } catch (err) {
-          // The engine guards its own handlers; this is the reader's backstop.
-          counters.socketErrors++;
-          log.error({ err: (err as Error).message, dst, dstPort }, 'tproxy UDP session handler threw; session ended');
-          s.close();
-          continue;
-        }
+      const srcPort = (bytes[at + REC_SRC_PORT]! << 8) | bytes[at + REC_SRC_PORT + 1]!;
+      const dstPort = (bytes[at + REC_DST_PORT]! << 8) | bytes[at + REC_DST_PORT + 1]!;
+      let s = sessions.lookup(family, IPPROTO_UDP, bytes, at + REC_SRC, at + REC_DST, srcPort, dstPort);
+      if (s === null) {
+        s = open(family, at, len, srcPort, dstPort);
+        if (s === null) continue;
       }
       // The application's own copy: the receive buffer is reused by the next batch.
       try {
         s.deliver(Buffer.from(bytes.subarray(at + HEADER, at + len)));
       } catch (err) {
-        log.error({ err: (err as Error).message, dst, dstPort }, 'tproxy UDP datagram handler threw; session ended');
+        log.error({ err: (err as Error).message, dstPort }, 'tproxy UDP datagram handler threw; session ended');
         s.close();
       }
     }
+  };
+
+  /** The first datagram of a new (client, original destination): checks, the reply socket, the session. */
+  const open = (family: 4 | 6, at: number, len: number, srcPort: number, dstPort: number): TproxyUdpSession | null => {
+    // Port 0 cannot be bound as the reply's source nor connected to
+    // (dgram throws ERR_SOCKET_BAD_PORT); nothing can be sent from or to a
+    // non-unicast address. Port 0 as the destination gets the answer a
+    // host without that port gives: ICMP port unreachable.
+    const unicast = isUnicastAt(family, bytes, at + REC_SRC) && isUnicastAt(family, bytes, at + REC_DST);
+    if (dstPort === 0 || srcPort === 0 || !unicast) {
+      counters.badTarget++;
+      if (dstPort === 0 && srcPort !== 0 && unreachable !== null && unicast) {
+        unreachable(family, 'port', buildUdpQuote(family, bytes, at + REC_SRC, at + REC_DST, srcPort, dstPort, bytes.subarray(at + HEADER, at + len)));
+        counters.unreachableSent++;
+      }
+      return null;
+    }
+    if (sessions.size >= maxSessions) {
+      counters.full++;
+      if (!warnedFull) {
+        warnedFull = true;
+        log.warn({ sessions: sessions.size, field: 'gateway.tproxyUdpSessions' }, 'tproxy UDP session table full; new sessions are dropped until some end');
+      }
+      return null;
+    }
+    warnedFull = false;
+    // Text only once per session: for the socket calls and the engine.
+    const src = family === 4 ? formatIpv4(bytes, at + REC_SRC) : formatIpv6(bytes, at + REC_SRC);
+    const dst = family === 4 ? formatIpv4(bytes, at + REC_DST) : formatIpv6(bytes, at + REC_DST);
+    let reply: dgram.Socket;
+    try {
+      const replyFd = native.createSocket({ family, type: 'udp', transparent: true, reuseAddr: true, bind: { address: dst, port: dstPort }, ...(replyMark !== undefined ? { mark: replyMark } : {}) });
+      reply = dgram.createSocket({ type: family === 4 ? 'udp4' : 'udp6', reuseAddr: true });
+      reply.on('error', (err) => log.debug({ err: err.message, dst }, 'tproxy UDP reply socket error'));
+      reply.bind({ fd: replyFd });
+    } catch (err) {
+      counters.socketErrors++;
+      log.debug({ err: (err as Error).message, dst, dstPort }, 'tproxy UDP reply socket failed; datagram dropped');
+      return null;
+    }
+    const quote = unreachable !== null ? buildUdpQuote(family, bytes, at + REC_SRC, at + REC_DST, srcPort, dstPort, bytes.subarray(at + HEADER, at + len)) : null;
+    const s = new TproxyUdpSession(family, src, srcPort, dst, dstPort, reply, idleMs, forget, quote, unreachable, counters);
+    copyAddresses(family, bytes, at + REC_SRC, at + REC_DST, s);
+    sessions.insert(s);
+    try {
+      onSession(s);
+    } catch (err) {
+      // The engine guards its own handlers; this is the reader's backstop.
+      counters.socketErrors++;
+      log.error({ err: (err as Error).message, dst, dstPort }, 'tproxy UDP session handler threw; session ended');
+      s.close();
+      return null;
+    }
+    return s;
   };
   const handle = native.readerStart(fd, rx, onBatch, 256, 'udp-origdst');
   log.info({ address: '[::]', port, protocol: 'udp' }, 'tproxy listening');

@@ -1,0 +1,40 @@
+/**
+ * A flow's addresses taken from a packet: the 16-byte forms (IPv4 as
+ * IPv4-mapped) and uint32s the flow table and the packet writer use, and
+ * the text endpoints the application sees (once per flow, never per packet).
+ */
+import { mapIpv4 } from './flow-table.js';
+import { formatIpv4, readIpv4Addr } from '../wire/ipv4.js';
+import { formatIpv6 } from '../wire/ipv6.js';
+import type { FlowEndpoints } from '../stack/tcp-stream.js';
+
+export interface FlowAddressFields {
+  srcAddr: Uint8Array;
+  dstAddr: Uint8Array;
+  src4: number;
+  dst4: number;
+}
+
+export function copyAddresses(family: number, abuf: Uint8Array, srcOff: number, dstOff: number, into: FlowAddressFields): void {
+  if (family === 4) {
+    mapIpv4(abuf, srcOff, into.srcAddr);
+    mapIpv4(abuf, dstOff, into.dstAddr);
+    into.src4 = readIpv4Addr(abuf, srcOff);
+    into.dst4 = readIpv4Addr(abuf, dstOff);
+  } else {
+    into.srcAddr.set(abuf.subarray(srcOff, srcOff + 16));
+    into.dstAddr.set(abuf.subarray(dstOff, dstOff + 16));
+    into.src4 = 0;
+    into.dst4 = 0;
+  }
+}
+
+export function endpointsOf(family: number, abuf: Uint8Array, srcOff: number, dstOff: number, srcPort: number, dstPort: number): FlowEndpoints {
+  return {
+    family,
+    remoteAddress: family === 4 ? formatIpv4(abuf, srcOff) : formatIpv6(abuf, srcOff),
+    remotePort: srcPort,
+    localAddress: family === 4 ? formatIpv4(abuf, dstOff) : formatIpv6(abuf, dstOff),
+    localPort: dstPort,
+  };
+}
