@@ -19,6 +19,7 @@
  * consumer does not make sluice buffer: a record that does not fit is
  * counted in `dropped` and the packet still goes through.
  */
+import { SluiceError } from '../errors.js';
 import type { LinkEndpoint, LinkReceiver } from './link.js';
 import { readRecordLength, recordSize } from './records.js';
 import { DEFAULT_SNAPLEN, pcapGlobalHeader, pcapRecordSize, writePcapRecord, type PcapResolution } from './pcap-writer.js';
@@ -202,7 +203,7 @@ export class Capture {
   }
 }
 
-export class CaptureError extends Error {
+export class CaptureError extends SluiceError {
   readonly code = 'SLUICE_CAPTURE_LIMIT';
 }
 

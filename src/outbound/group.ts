@@ -15,6 +15,7 @@
  * recorded against the stream or association it returns; `chainOf` reads
  * it for the flow log and the flow registry.
  */
+import { SluiceError } from '../errors.js';
 import type { Duplex } from 'node:stream';
 import { OutboundError, OutboundErrorCode } from './errors.js';
 import { GroupHealth, checkThrough, type CheckResult } from './group-health.js';
@@ -267,7 +268,7 @@ export class OutboundGroup implements Outbound {
   }
 }
 
-export class GroupError extends Error {
+export class GroupError extends SluiceError {
   override readonly name = 'GroupError';
   constructor(
     readonly code: 'SLUICE_GROUP_NOT_SELECT' | 'SLUICE_GROUP_NO_MEMBER' | 'SLUICE_GROUP_UNKNOWN',

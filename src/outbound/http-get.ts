@@ -10,6 +10,7 @@
  * one deadline for the whole exchange. Not a hot path: a few requests a
  * minute.
  */
+import { SluiceError } from '../errors.js';
 import tls from 'node:tls';
 import { isIP } from 'node:net';
 import type { Duplex } from 'node:stream';
@@ -41,7 +42,7 @@ export interface HttpGetResult {
   headMs: number;
 }
 
-export class HttpGetError extends Error {
+export class HttpGetError extends SluiceError {
   override readonly name = 'HttpGetError';
   readonly code = 'SLUICE_HTTP_GET';
 }

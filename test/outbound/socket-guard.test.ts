@@ -38,6 +38,8 @@ const ALLOWED: Record<string, { makers: string[]; why: string }> = {
   'outbound/http-connect.ts': { makers: ['undici dispatcher'], why: "one Client per CONNECT tunnel, its connect hook is the dialer's dialTcp" },
   'outbound/http-get.ts': { makers: ['tls.connect'], why: "health checks and rule-set downloads: TLS over the outbound's own connectTcp stream (socket: raw), so the marked dialer made the socket" },
   'control/delay.ts': { makers: ['tls.connect'], why: "the API's delay test: TLS over the outbound's own connectTcp stream, so the marked dialer made the socket" },
+  'control/client.ts': { makers: ['fetch / http(s).request'], why: "the CLI's client of the local control API (loopback or a unix socket, which the local routing table answers before any TUN route); runs in the `sluice status/flows/close/reload/explain` process, never inside `sluice run`" },
+  'commands/capture.ts': { makers: ['fetch / http(s).request'], why: '`sluice capture` streams /v1/capture from the local control API (loopback or a unix socket), in its own process' },
   'engine/http-l7.ts': { makers: ['undici dispatcher'], why: 'the L7 Pool per origin, its connect hook is outbound.connectTcp' },
   'engine/transparent-dial.ts': { makers: ['native createSocket', 'new net.Socket'], why: "preserveSource: an IP_TRANSPARENT socket carrying the direct outbound's mark" },
   'udp/tproxy.ts': { makers: ['native createSocket', 'dgram.createSocket'], why: 'TPROXY UDP: the transparent listener and the per-session reply sockets toward the LAN client (LAN side, never an upstream; the reply sockets carry route.mark under route.auto)' },
