@@ -200,11 +200,13 @@ async function run(argv: string[], io: CommandIo, takeEarlySignal: () => string 
     if (taken !== null) throw new Error(taken);
     life.check();
     // The API binds before anything else opens: an address in use fails start-up with nothing to undo.
-    api = await openApi(config.api, statePath, log);
+    // Under route.auto the listeners carry route.mark, as every socket of sluice does.
+    const listenMark = config.route.auto ? config.route.mark : 0;
+    api = await openApi(config.api, statePath, log, listenMark);
     const opened0 = api;
     if (opened0 !== null) life.defer('accept', 'control API', () => opened0.server.close());
     life.check();
-    const metricsServer = await openMetricsListener(config.metrics);
+    const metricsServer = await openMetricsListener(config.metrics, listenMark);
     metricsAt = metricsServer?.address ?? null;
     if (metricsServer !== null) life.defer('accept', 'metrics listener', () => metricsServer.close());
     life.check();

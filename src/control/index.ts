@@ -45,7 +45,7 @@ export interface OpenedApi {
  * null. Throws an Error naming api.listen (or api.secretFile) on failure,
  * with nothing left listening.
  */
-export async function openApi(cfg: ApiConfig, statePath: string, log: Logger): Promise<OpenedApi | null> {
+export async function openApi(cfg: ApiConfig, statePath: string, log: Logger, mark = 0): Promise<OpenedApi | null> {
   if (cfg.listen === null) return null;
   const listen = parseListen(cfg.listen);
   if (listen === null) throw new Error(`api.listen: ${cfg.listen} is not host:port, [v6]:port or an absolute unix socket path`);
@@ -58,7 +58,7 @@ export async function openApi(cfg: ApiConfig, statePath: string, log: Logger): P
     if (s.created) log.info({ secretFile }, 'api secret generated');
     if (s.tightened) log.warn({ secretFile }, 'the api secret file was readable by others; made it mode 0600');
   }
-  const server = new ApiServer({ listen, secret, onError: (err, what) => log.error({ what, err: (err as Error)?.message ?? String(err) }, 'api handler failed') });
+  const server = new ApiServer({ listen, secret, mark, onError: (err, what) => log.error({ what, err: (err as Error)?.message ?? String(err) }, 'api handler failed') });
   await server.listen();
   return { server, listen: formatListen(listen), secretFile };
 }

@@ -6,6 +6,7 @@
 import { lstatSync, unlinkSync } from 'node:fs';
 import type { Server } from 'node:http';
 import { isIP } from 'node:net';
+import { loadNative } from '../link/native.js';
 
 export type ListenAddress = { kind: 'tcp'; host: string; port: number } | { kind: 'unix'; path: string };
 
@@ -40,7 +41,22 @@ export function formatListen(a: ListenAddress): string {
  * a killed run's). A failure rejects with an Error naming `field` and what
  * the kernel said, then `remedy`; nothing is left listening.
  */
-export async function bindServer(server: Server, a: ListenAddress, field: string, remedy: string): Promise<void> {
+export async function bindServer(server: Server, a: ListenAddress, field: string, remedy: string, mark = 0): Promise<void> {
+  const fail = (err: NodeJS.ErrnoException): Error =>
+    new Error(`${field}: cannot listen on ${formatListen(a)}: ${err.code ?? ''}${err.code !== undefined ? ' ' : ''}(${listenHint(err.code)}); ${remedy}`);
+  let fd: number | null = null;
+  if (mark !== 0 && a.kind === 'tcp') {
+    // route.auto: the listener carries route.mark (accepted sockets and
+    // their SYN-ACKs inherit it), so answers to a dashboard on the LAN take
+    // the main table, not the TUN. Node cannot set SO_MARK: the native
+    // addon makes and binds the socket, the server adopts it.
+    const host = a.host === 'localhost' ? '127.0.0.1' : a.host;
+    try {
+      fd = loadNative().createSocket({ family: isIP(host) === 6 ? 6 : 4, type: 'tcp', mark, bind: { address: host, port: a.port }, listen: 511 });
+    } catch (err) {
+      throw fail(err as NodeJS.ErrnoException);
+    }
+  }
   if (a.kind === 'unix') {
     try {
       if (lstatSync(a.path).isSocket()) unlinkSync(a.path);
@@ -51,7 +67,7 @@ export async function bindServer(server: Server, a: ListenAddress, field: string
   await new Promise<void>((resolve, reject) => {
     const onError = (err: NodeJS.ErrnoException): void => {
       server.off('listening', onListening);
-      reject(new Error(`${field}: cannot listen on ${formatListen(a)}: ${err.code ?? ''}${err.code !== undefined ? ' ' : ''}(${listenHint(err.code)}); ${remedy}`));
+      reject(fail(err));
     };
     const onListening = (): void => {
       server.off('error', onError);
@@ -59,7 +75,8 @@ export async function bindServer(server: Server, a: ListenAddress, field: string
     };
     server.once('error', onError);
     server.once('listening', onListening);
-    if (a.kind === 'unix') server.listen(a.path);
+    if (fd !== null) server.listen({ fd }, 511);
+    else if (a.kind === 'unix') server.listen(a.path);
     else server.listen({ host: a.host, port: a.port, exclusive: true });
   });
 }

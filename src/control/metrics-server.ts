@@ -14,7 +14,11 @@ export class MetricsServer {
   private metrics: SluiceMetrics | null = null;
   private readonly http: http.Server;
 
-  constructor(private readonly listen: ListenAddress) {
+  constructor(
+    private readonly listen: ListenAddress,
+    /** SO_MARK of a TCP listener (route.mark under route.auto); 0: none. */
+    private readonly mark = 0,
+  ) {
     this.http = http.createServer({ requestTimeout: 30_000, headersTimeout: 10_000, keepAliveTimeout: 5_000 }, (req, res) => {
       const path = (req.url ?? '/').split('?')[0];
       if (req.method !== 'GET' && req.method !== 'HEAD') {
@@ -45,7 +49,7 @@ export class MetricsServer {
   /** Binds; the error names metrics.listen. */
   async start(): Promise<void> {
     const a = this.listen;
-    await bindServer(this.http, a, 'metrics.listen', 'set metrics.listen to a free address, or null to serve /metrics on the API only');
+    await bindServer(this.http, a, 'metrics.listen', 'set metrics.listen to a free address, or null to serve /metrics on the API only', this.mark);
     if (a.kind === 'unix') chmodSync(a.path, 0o660);
     this.http.on('error', () => {});
   }

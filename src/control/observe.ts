@@ -15,11 +15,11 @@ import { SluiceMetrics, type TunCounters } from './metrics.js';
 import { registerObserveRoutes } from './observe-routes.js';
 
 /** Binds metrics.listen (before the TUN opens, as api.listen); null when not set. Errors name metrics.listen. */
-export async function openMetricsListener(cfg: MetricsConfig): Promise<MetricsServer | null> {
+export async function openMetricsListener(cfg: MetricsConfig, mark = 0): Promise<MetricsServer | null> {
   if (cfg.listen === null) return null;
   const a = parseListen(cfg.listen);
   if (a === null) throw new Error(`metrics.listen: ${cfg.listen} is not host:port, [v6]:port or an absolute unix socket path`);
-  const s = new MetricsServer(a);
+  const s = new MetricsServer(a, mark);
   await s.start();
   return s;
 }

@@ -66,6 +66,8 @@ export interface ApiServerOptions {
   onError?: (err: unknown, what: string) => void;
   /** WS_STALL_MS unless given (tests). */
   stallMs?: number;
+  /** SO_MARK of a TCP listener (route.mark under route.auto); 0: none. */
+  mark?: number;
 }
 
 /** A WebSocket or a streaming HTTP response: what sendFrame and admit bound (any object as the key). */
@@ -138,7 +140,7 @@ export class ApiServer implements ApiRoutes {
    */
   async listen(): Promise<void> {
     const a = this.opts.listen;
-    await bindServer(this.http, a, 'api.listen', 'set api.listen to a free address, or null to turn the API off');
+    await bindServer(this.http, a, 'api.listen', 'set api.listen to a free address, or null to turn the API off', this.opts.mark ?? 0);
     if (a.kind === 'unix') chmodSync(a.path, 0o600);
     this.http.on('error', (err) => this.opts.onError?.(err, 'api server'));
   }
