@@ -114,7 +114,10 @@ t.test('the dashboard shows a live flow and closes it', { timeout: 240_000 }, as
   // The explain text of the flow, when the route exists (observe helper), then the screenshot.
   await click(page, `#flows tbody tr[data-id="${id}"] td:nth-child(2)`);
   const explain = await page.waitFor<string>(`!document.querySelector('#explain').hidden && document.querySelector('#explain').textContent`, 10_000, 'the explain box');
-  t.comment(`explain box: ${explain.slice(0, 200)}`);
+  t.comment(`explain box: ${explain.slice(0, 400)}`);
+  // No rule needs a name, so the route was chosen at the SYN; the Host and HTTP were sniffed after (the name column shows them).
+  t.match(explain, `name: none when routed (${WEB_NAME} sniffed after the route was chosen, for the log and /connections only)`, 'explain: the sniffed name, said apart from the routing inputs');
+  t.match(explain, 'protocol: none when routed (http sniffed after the route was chosen', 'explain: the sniffed protocol likewise');
   const shotTarget = process.env.SLUICE_SCREENSHOT ?? path.join(lab.dir, 'dashboard.png');
   const size = await page.screenshot(shotTarget);
   const png = readFileSync(shotTarget);
