@@ -61,11 +61,17 @@ export function registerObserveRoutes(api: ApiRoutes, ctx: ControlContext, parts
       throw new ApiError(409, why);
     }
     const config = ctx.config();
-    const { explanation, notes } = explainWithCheck(cache.get(config), null, m.ctx, m.nameFrom === null ? 'none' : ORIGIN[m.nameFrom], (o) => m.chains ?? [o]);
+    // chains is mihomo's order (member first); the explanation reads group -> member.
+    const { explanation, notes } = explainWithCheck(cache.get(config), null, m.ctx, m.nameFrom === null ? 'none' : ORIGIN[m.nameFrom], (o) => (m.chains === null ? [o] : [...m.chains].reverse()));
     // The engine's own decision is the truth for the flow; a reload since may make today's rules answer otherwise.
     if (explanation.ruleIndex !== m.rule) notes.push(`the flow was routed by ${m.rule < 0 ? 'final' : `rule ${m.rule}`} -> ${m.outbound}; the rules were reloaded since and now decide as shown`);
-    const text = formatExplanation(explanation, { notes, outboundKind: outboundKindOf(config) });
-    sendJson(res, 200, { id, explanation, notes, text });
+    // Sniffing after a route chosen before the first bytes fills the flow's name/protocol (as /connections shows them): said apart from the routing inputs.
+    const sniffedAfter = {
+      domain: explanation.input.domain === null && m.domain !== null && m.domain !== '' ? m.domain : null,
+      protocol: explanation.input.protocol === null ? m.protocol : null,
+    };
+    const text = formatExplanation(explanation, { notes, outboundKind: outboundKindOf(config), sniffedAfter });
+    sendJson(res, 200, { id, explanation, notes, sniffedAfter, text });
   });
 
   const link = parts.capture;

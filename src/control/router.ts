@@ -51,6 +51,10 @@ function decodeSegment(s: string): string | null {
   }
 }
 
+type Pass = 'index' | 'exact' | 'rest';
+const PASSES: readonly Pass[] = ['exact', 'rest'];
+const PASSES_SLASH: readonly Pass[] = ['index', 'exact', 'rest'];
+
 export class RouteTable<H> {
   private readonly routes: Route<H>[] = [];
 
@@ -70,10 +74,16 @@ export class RouteTable<H> {
   match(method: string, path: string): RouteMatch<H> | { methods: string[] } | null {
     const parts = path === '/' ? [] : path.replace(/\/+$/, '').slice(1).split('/');
     const methods: string[] = [];
-    // Exact patterns win over `/*` mounts.
-    for (const pass of [false, true]) {
+    // Trailing slashes are ignored for exact patterns (`/proxies/` is
+    // `/proxies`), except that a path ending in `/` goes first to a `/*`
+    // pattern with nothing below it: `/ui/` is the mount's index, not the
+    // exact `/ui` route (which redirects to `/ui/`). Then exact patterns
+    // win over `/*` mounts.
+    const slash = path.length > 1 && path.endsWith('/');
+    for (const pass of slash ? PASSES_SLASH : PASSES) {
       for (const r of this.routes) {
-        if (r.rest !== pass) continue;
+        if (r.rest !== (pass !== 'exact')) continue;
+        if (pass === 'index' && r.segments.length !== parts.length) continue;
         const params = this.bind(r, parts, path);
         if (params === null) continue;
         if (r.method !== method && !(method === 'HEAD' && r.method === 'GET')) {

@@ -120,9 +120,12 @@ export class ApiServer implements ApiRoutes {
 
   mount(prefix: string, dir: string, options: RouteOptions = { public: true }): void {
     const p = prefix.replace(/\/+$/, '');
-    // `/ui` redirects to `/ui/` so relative asset paths resolve below the mount.
-    this.routes.add('GET', p, (_req, res) => {
-      res.writeHead(301, { Location: `${p}/` });
+    // `/ui` redirects to `/ui/` (keeping the query, e.g. `?token=`) so
+    // relative asset paths resolve below the mount; the route table sends
+    // `/ui/` to the `/*` route, not back here.
+    this.routes.add('GET', p, (req, res) => {
+      const q = req.query.toString();
+      res.writeHead(301, { Location: `${p}/${q === '' ? '' : `?${q}`}` });
       res.end();
     }, options);
     this.routes.add('GET', `${p}/*`, (req, res) => serveStatic(dir, req.params['*'] ?? '', res, req.method === 'HEAD'), options);

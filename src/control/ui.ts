@@ -12,7 +12,6 @@ import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { ApiRoutes } from './server.js';
-import { serveStatic } from './static-files.js';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 
@@ -25,27 +24,7 @@ export function uiDirectory(): string {
 
 export const UI_PREFIX = '/ui';
 
-/**
- * A CONTROL_PLUGINS entry: the dashboard at /ui/. One `/ui/*` route rather
- * than api.mount: the route table matches `/ui/` to an exact `/ui` route
- * (trailing slashes are ignored), so mount's `/ui` -> `/ui/` redirect
- * would answer `/ui/` with itself. Here `/ui` (no slash) redirects, keeping
- * the query (`?token=`), so the page's relative asset paths resolve below /ui/.
- */
+/** A CONTROL_PLUGINS entry: the dashboard at /ui/ (`/ui` redirects there, keeping `?token=`). */
 export function registerDashboard(api: ApiRoutes): void {
-  const dir = uiDirectory();
-  api.route(
-    'GET',
-    `${UI_PREFIX}/*`,
-    (req, res) => {
-      if (req.path === UI_PREFIX) {
-        const q = req.query.toString();
-        res.writeHead(301, { Location: `${UI_PREFIX}/${q === '' ? '' : `?${q}`}` });
-        res.end();
-        return;
-      }
-      serveStatic(dir, req.params['*'] ?? '', res, req.method === 'HEAD');
-    },
-    { public: true },
-  );
+  api.mount(UI_PREFIX, uiDirectory(), { public: true });
 }

@@ -606,11 +606,17 @@ export class Engine {
     return this.pool;
   }
 
-  /** A live flow's routing inputs (ctx null: not routed by the rules yet, or routed by a mode); null for an unknown id. */
-  flowMatch(id: string): { ctx: MatchContext | null; nameFrom: NameOrigin | null; rule: number; outbound: string; chains: string[] | null; mode: RoutingMode | null } | null {
+  /**
+   * A live flow's routing inputs (ctx null: not routed by the rules yet, or
+   * routed by a mode); null for an unknown id. `domain` and `protocol` are
+   * what the flow shows now: when the route was chosen before the first
+   * bytes (no rule needed a name), sniffing fills them afterwards for the
+   * log and /connections only, and ctx keeps what decided.
+   */
+  flowMatch(id: string): { ctx: MatchContext | null; nameFrom: NameOrigin | null; domain: string | null; protocol: SniffedProtocol | null; rule: number; outbound: string; chains: string[] | null; mode: RoutingMode | null } | null {
     const f = this.flows.get(id);
     if (f === undefined) return null;
-    return { ctx: f.match?.ctx ?? null, nameFrom: f.match?.nameFrom ?? null, rule: f.rule, outbound: f.outbound, chains: f.chains, mode: f.mode };
+    return { ctx: f.match?.ctx ?? null, nameFrom: f.match?.nameFrom ?? null, domain: f.domain, protocol: f.protocol, rule: f.rule, outbound: f.outbound, chains: f.chains, mode: f.mode };
   }
 
   /** GLOBAL's default member: the first proxy outbound (socks5, http) in config order, else final's. */

@@ -4,7 +4,10 @@
  * the client namespace runs through sluice, the page opened at
  * /ui/?token=SECRET lists the flow (its destination and sniffed name), its
  * counters grow, rules, outbounds and counters are filled, GLOBAL's
- * selector changes the member through PUT /proxies/GLOBAL, and a mouse
+ * selector changes the member through PUT /proxies/GLOBAL, a `select`
+ * group's selector does too (PUT /proxies/choose) and new flows follow it
+ * (choose -> spare, a live microsocks) while the running one stays, the
+ * explain box says what decided the route and what was sniffed after, and a mouse
  * click on the flow's close button ends it: curl fails at once and the
  * API no longer lists the flow. Without the token the page shows its login
  * box, and the secret typed there works. A screenshot of the live page is
@@ -13,13 +16,13 @@
  * Chromium runs in the gateway namespace, where the API listens on
  * loopback, and is driven over CDP through a pipe (test/fixtures/chromium.ts).
  *
- * Needs root, /dev/net/tun, ip, nft, curl, nginx (nginx-light), chromium.
+ * Needs root, /dev/net/tun, ip, nft, curl, nginx (nginx-light), chromium, microsocks.
  */
 import t from 'tap';
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { requireRoot } from '../harness/netns.js';
-import { SERVER_V4 } from '../harness/topology.js';
+import { CLIENT_V4, SERVER_V4 } from '../harness/topology.js';
 import { requireCommands } from '../fixtures/engine/lab.js';
 import { Browser, type Page } from '../fixtures/chromium.js';
 import { API, apiGet, controlLab, startDownload, within, WEB_NAME } from '../fixtures/control-lab.js';
@@ -49,8 +52,12 @@ async function click(page: Page, selector: string): Promise<void> {
 const ROWS = `[...document.querySelectorAll('#flows tbody tr')].map((tr) => ({ id: tr.dataset.id, cells: [...tr.cells].map((c) => c.textContent) }))`;
 
 t.test('the dashboard shows a live flow and closes it', { timeout: 240_000 }, async (t) => {
-  if (!requireRoot(t) || !requireCommands(t, ['ip', 'nft', 'curl', 'nginx', 'chromium'])) return;
-  const lab = await controlLab(t, 'dashuiab');
+  if (!requireRoot(t) || !requireCommands(t, ['ip', 'nft', 'curl', 'nginx', 'chromium', 'microsocks'])) return;
+  // A select group `choose` [direct, spare] routes port 80; spare is a live microsocks.
+  const lab = await controlLab(t, 'dashuiab', 'rules:\n  - { port: [80], network: tcp, outbound: choose }\nfinal: direct\n', {
+    outbounds: '  - { name: choose, type: select, outbounds: [direct, spare], default: direct }',
+    socks: true,
+  });
   const secret = lab.secret();
   t.ok(secret.length >= 16, 'sluice generated a secret into api.secretFile');
   const download = startDownload(t, lab.client);
@@ -101,6 +108,31 @@ t.test('the dashboard shows a live flow and closes it', { timeout: 240_000 }, as
   }
   t.equal(now, 'spare', 'the selector chose GLOBAL\'s member through the API');
   await page.waitFor(`document.querySelector('#proxies select[data-group="GLOBAL"]').value === 'spare'`, 10_000, 'the selector to show the choice after the reload of /proxies');
+
+  // The select group: in /proxies as a Selector, with its own selector in the page; choosing
+  // spare there sends PUT /proxies/choose, and new flows go choose -> spare while the running
+  // download stays on direct.
+  const group = (await apiGet(lab.gateway, secret, '/proxies/choose')) as { type?: string; now?: string; all?: string[] };
+  t.match(group, { type: 'Selector', now: 'direct', all: ['direct', 'spare'] }, 'GET /proxies/choose: the select group, on its default');
+  t.ok(outbounds.includes('choose'), 'the group is in the outbounds table');
+  await page.waitFor(`document.querySelector('#proxies select[data-group="choose"]')?.value === 'direct'`, 10_000, "the group's selector on direct");
+  const beforePick = await lab.client.exec(['curl', '-sS', '-o', '/dev/null', '--max-time', '10', '--local-port', '47001', '-H', `Host: ${WEB_NAME}`, `http://${SERVER_V4}/missing`], { allowFail: true });
+  t.equal(beforePick.code, 0, `a request before the pick (${beforePick.stderr.trim()})`);
+  t.same((await lab.sluice.waitForFlow({ src: `${CLIENT_V4}:47001` }, 10_000)).chain, ['choose', 'direct'], 'before: the flow went choose -> direct');
+  await page.evaluate(`(() => { const s = document.querySelector('#proxies select[data-group="choose"]'); s.value = 'spare'; s.dispatchEvent(new Event('change', { bubbles: true })); })()`);
+  let picked = '';
+  for (let i = 0; i < 50 && picked !== 'spare'; i++) {
+    picked = ((await apiGet(lab.gateway, secret, '/proxies/choose')) as { now?: string }).now ?? '';
+    if (picked !== 'spare') await new Promise((r) => setTimeout(r, 200));
+  }
+  t.equal(picked, 'spare', "the page's selector chose the group's member through PUT /proxies/choose");
+  const afterPick = await lab.client.exec(['curl', '-sS', '-o', '/dev/null', '--max-time', '10', '--local-port', '47002', '-H', `Host: ${WEB_NAME}`, `http://${SERVER_V4}/missing`], { allowFail: true });
+  t.equal(afterPick.code, 0, `a request after the pick (${afterPick.stderr.trim()})`);
+  t.same((await lab.sluice.waitForFlow({ src: `${CLIENT_V4}:47002` }, 10_000)).chain, ['choose', 'spare'], 'after: new flows go choose -> spare (through microsocks)');
+  const running = ((await apiGet(lab.gateway, secret, '/connections')) as { connections: Array<{ id: string; chains: string[] }> }).connections.find((c) => c.id === id);
+  t.same(running?.chains, ['direct', 'choose'], 'the running download stays on the member it started with');
+  await page.waitFor(`document.querySelector('#proxies select[data-group="choose"]').value === 'spare'`, 10_000, 'the group selector to show the choice');
+
   const counters = await page.waitFor<number>(`document.querySelectorAll('#counters tbody tr').length`, 15_000, 'the stack counters');
   t.ok(counters > 0, `${counters} stack/classifier counters shown`);
 
@@ -114,7 +146,11 @@ t.test('the dashboard shows a live flow and closes it', { timeout: 240_000 }, as
   // The explain text of the flow, when the route exists (observe helper), then the screenshot.
   await click(page, `#flows tbody tr[data-id="${id}"] td:nth-child(2)`);
   const explain = await page.waitFor<string>(`!document.querySelector('#explain').hidden && document.querySelector('#explain').textContent`, 10_000, 'the explain box');
-  t.comment(`explain box: ${explain.slice(0, 200)}`);
+  t.comment(`explain box: ${explain.slice(0, 400)}`);
+  // No rule needs a name, so the route was chosen at the SYN; the Host and HTTP were sniffed after (the name column shows them).
+  t.match(explain, `name: none when routed (${WEB_NAME} sniffed after the route was chosen, for the log and /connections only)`, 'explain: the sniffed name, said apart from the routing inputs');
+  t.match(explain, 'protocol: none when routed (http sniffed after the route was chosen', 'explain: the sniffed protocol likewise');
+  t.match(explain, 'decided by: rule 0 port [80] network [tcp]\noutbound: choose -> direct (select)', 'explain: the rule and the group -> member path the flow took');
   const shotTarget = process.env.SLUICE_SCREENSHOT ?? path.join(lab.dir, 'dashboard.png');
   const size = await page.screenshot(shotTarget);
   const png = readFileSync(shotTarget);

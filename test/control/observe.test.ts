@@ -183,7 +183,13 @@ final: direct
     t.comment(cli.stdout);
     t.match(cli.stdout, `flow ${id}\n`);
     t.match(cli.stdout, `flow: tcp tun ${CLIENT_V4}:45100 -> ${ip}:80`);
-    t.match(cli.stdout, 'name: dl.example (the fake-IP mapping of the destination address)');
+    t.match(cli.stdout, 'name: dl.example (the fake-IP mapping of the destination address)\n');
+    // The name was known, so the route was chosen before the first bytes; HTTP was sniffed after (as /connections shows it).
+    t.match(cli.stdout, 'protocol: none when routed (http sniffed after the route was chosen, for the log and /connections only)\n');
+    const conn = JSON.parse((await get(gateway, `${API}/connections`, token)).text) as { connections: Array<{ id: string; metadata: { host: string; sniffHost: string; type: string } }> };
+    const shown = conn.connections.find((c) => c.id === id);
+    t.comment(`/connections metadata: ${JSON.stringify(shown?.metadata)}`);
+    t.equal(shown?.metadata.host, 'dl.example', '/connections shows the same name');
     t.match(cli.stdout, 'rule 0 domainSuffix [blocked.example]: name dl.example does not match\n');
     t.match(cli.stdout, 'rule 1 port [8443]: port 80 not in the list\n');
     t.match(cli.stdout, 'decided by: rule 2 domain [dl.example] network [tcp]\n');
@@ -194,6 +200,7 @@ final: direct
     t.equal(`flow ${id}\n${body.text}\n`, cli.stdout, 'the CLI prints the API\'s text');
     t.equal(body.explanation.ruleIndex, 2);
     t.equal(body.explanation.input.nameOrigin, 'fake-ip');
+    t.same((body as unknown as { sniffedAfter: unknown }).sniffedAfter, { domain: null, protocol: 'http' }, 'the API says what was sniffed after routing');
     const json = await sluiceCli('explain', id, '--json');
     t.equal(JSON.parse(json.stdout).ruleIndex, 2, '--json');
     const missing = await sluiceCli('explain', '00000000-0000-0000-0000-000000000000');

@@ -116,3 +116,28 @@ t.test('a client that stops reading misses frames, then is closed; the queue sta
   t.ok(maxQueued <= WS_CLOSE_BYTES + frame.length, `its queue never passed the bound (${maxQueued} B)`);
   sock.destroy();
 });
+
+t.test('mount: /ui redirects to /ui/ (keeping the query), /ui/ serves the index, no loop', async (t) => {
+  const { mkdtempSync, writeFileSync, rmSync } = await import('node:fs');
+  const { tmpdir } = await import('node:os');
+  const { join } = await import('node:path');
+  const dir = mkdtempSync(join(tmpdir(), 'sluice-mount-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  writeFileSync(join(dir, 'index.html'), '<p>index</p>');
+  writeFileSync(join(dir, 'app.js'), 'x=1');
+  const { server, base } = await start(t);
+  server.route('GET', '/things', (_req, res) => sendJson(res, 200, { things: true }));
+  server.mount('/ui', dir);
+  server.open();
+  const r = await fetch(`${base}/ui?token=abc`, { redirect: 'manual' });
+  t.same([r.status, r.headers.get('location')], [301, '/ui/?token=abc'], '/ui: 301 to /ui/ with the query');
+  const r0 = await fetch(`${base}/ui`, { redirect: 'manual' });
+  t.same([r0.status, r0.headers.get('location')], [301, '/ui/'], '/ui without a query: 301 to /ui/');
+  const idx = await fetch(`${base}/ui/`, { redirect: 'manual' });
+  t.same([idx.status, await idx.text()], [200, '<p>index</p>'], '/ui/ is the index, not the redirect again');
+  const followed = await fetch(`${base}/ui?token=abc`);
+  t.same([followed.status, await followed.text()], [200, '<p>index</p>'], 'following the redirect ends at the index');
+  t.equal(await (await fetch(`${base}/ui/app.js`)).text(), 'x=1', 'an asset below the mount');
+  t.equal((await fetch(`${base}/ui/missing.js`)).status, 404, 'a missing asset: 404');
+  t.same(await (await fetch(`${base}/things/`, { headers: auth })).json(), { things: true }, 'other exact routes still ignore a trailing slash');
+});

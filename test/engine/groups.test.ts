@@ -7,6 +7,9 @@
  *    one killed, and new flows move back to the first member;
  *  - urltest [slow, fast]: `slow` is a microsocks behind a delaying relay of
  *    the test's own (no netem on these kernels); the checks pick `fast`;
+ *  - loadbalance [a, dead, b] (consistent-hash): twelve destination hosts
+ *    each keep their member, spread over a and b, never the dead one; when
+ *    a dies its destinations move to b;
  *  - select: a choice made in the file (default, applied by SIGHUP) is
  *    stored beside the state file and still holds after a restart with the
  *    default removed from the file (the first member otherwise).
@@ -44,7 +47,7 @@ async function get(client: Netns, engine: Engine, what: string): Promise<{ chain
   return { chain: f.chain, outbound: f.outbound };
 }
 
-t.test('groups in sluice run: fallback, urltest, select', { timeout: 240_000 }, async (t) => {
+t.test('groups in sluice run: fallback, urltest, select, loadbalance', { timeout: 240_000 }, async (t) => {
   if (!requireRoot(t)) return;
   if (!requireCommands(t, ['curl', 'microsocks'])) return;
   const dir = tempDir(t, 'groups');
@@ -185,5 +188,56 @@ final: direct
     t.same(listed?.chains, ['proxy', 'sel', 'fb'], 'GET /connections lists the flow with its chain (innermost first, as Clash)');
     await apiCall(gateway, 'DELETE', '/connections', token);
     await slow;
+  });
+
+  await t.test('loadbalance consistent-hash: a destination keeps its member, destinations spread over the live two, a dead member is skipped', async (t) => {
+    const a = await startMicrosocks(t, server, 1090);
+    await startMicrosocks(t, server, 1091);
+    // Twelve destination hosts: extra addresses of the server (the proxies dial them locally).
+    const dests = Array.from({ length: 12 }, (_, i) => `203.0.113.${20 + i}`);
+    await server.ipBatch(dests.map((d) => `addr add ${d}/32 dev eth0`));
+    const engine = await startWithState(
+      t,
+      gateway,
+      dir,
+      `${header}
+outbounds:
+  - { name: direct, type: direct }
+  - { name: a, type: socks5, server: ${SERVER_V4}, port: 1090 }
+  - { name: b, type: socks5, server: ${SERVER_V4}, port: 1091 }
+  - { name: dead, type: socks5, server: ${SERVER_V4}, port: 1092 }
+  - { name: lb, type: loadbalance, outbounds: [a, dead, b], ${check} }
+rules:
+  - { port: [8080], outbound: lb }
+final: direct
+`,
+    );
+    const to = async (dst: string, what: string): Promise<string> => {
+      const local = port++;
+      const r = await curl(client, ['--local-port', String(local), '-o', '/dev/null', '-w', '%{size_download}', `http://${dst}:8080/bytes/2000`]);
+      if (r.stdout !== '2000') throw new Error(`${what}: curl to ${dst} failed (${describe(r)})`);
+      const f = await engine.flowFrom(`${CLIENT_V4}:${local}`);
+      const chain = f?.chain as string[] | undefined;
+      if (chain === undefined || chain.length !== 2 || chain[0] !== 'lb') throw new Error(`${what}: flow line chain ${JSON.stringify(chain)}`);
+      return chain[1]!;
+    };
+    const first = new Map<string, string>();
+    for (const d of dests) first.set(d, await to(d, `first to ${d}`));
+    const again = new Map<string, string>();
+    for (const d of dests) again.set(d, await to(d, `again to ${d}`));
+    t.comment(`members by destination: ${dests.map((d) => `${d.split('.')[3]}=${first.get(d)}`).join(' ')}`);
+    t.same([...again], [...first], 'every destination went to the same member both times');
+    const used = new Set(first.values());
+    t.same([...used].sort(), ['a', 'b'], 'the destinations spread over both live members, never the dead one');
+    t.ok(engine.lines.some((l) => l.msg === 'group member down' && l.member === 'dead'), 'the dead member was marked down');
+
+    // a dies: only its destinations move (to b); b's stay where they were.
+    a.proc.kill('SIGKILL');
+    await new Promise((r) => a.proc.once('exit', r));
+    for (const d of dests) {
+      const now = await to(d, `after a died, to ${d}`);
+      if (now !== 'b') t.fail(`${d}: went to ${now} after a died`);
+    }
+    t.pass('after a died every destination went to b (b\'s own destinations did not move, a\'s moved there), none failed');
   });
 });

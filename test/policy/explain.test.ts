@@ -109,6 +109,19 @@ t.test('a known name: where it came from, and names that do not match', async (t
   t.equal(ex.explain(flow({ domain: 'x.example.com' }), 'dns-snoop').input.nameOrigin, 'dns-snoop');
 });
 
+t.test('a live flow routed before its first bytes: what was sniffed after is said apart from the routing inputs', async (t) => {
+  const ex = new PolicyExplainer(policy);
+  const e = ex.explain(flow({ domain: null, protocol: null, dst: v4('198.51.100.9'), dstPort: 80 }), 'none');
+  const lines = formatExplanation(e, { sniffedAfter: { domain: 'files.example.test', protocol: 'http' } }).split('\n');
+  t.equal(lines[1], 'name: none when routed (files.example.test sniffed after the route was chosen, for the log and /connections only)');
+  t.equal(lines[2], 'protocol: none when routed (http sniffed after the route was chosen, for the log and /connections only)');
+  t.match(lines.join('\n'), 'rule 0 domainSuffix [example.com]: name unknown', 'the rules still see no name');
+  const plain = formatExplanation(e, { sniffedAfter: { domain: null, protocol: null } }).split('\n');
+  t.same(plain.slice(1, 3), ['name: none (no name known)', 'protocol: none sniffed'], 'nothing sniffed after: as before');
+  const known = formatExplanation(ex.explain(flow({ domain: 'www.example.org', protocol: null }), 'fake-ip'), { sniffedAfter: { domain: null, protocol: 'tls' } }).split('\n');
+  t.same(known.slice(1, 3), ['name: www.example.org (the fake-IP mapping of the destination address)', 'protocol: none when routed (tls sniffed after the route was chosen, for the log and /connections only)'], 'a known name, the protocol sniffed after');
+});
+
 t.test('final, long lists cut, IPv6 text', async (t) => {
   const input: PolicyInput = {
     outbounds: [{ name: 'direct' }, { name: 'proxy' }],

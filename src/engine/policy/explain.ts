@@ -243,15 +243,32 @@ const ORIGIN_TEXT: Readonly<Record<NameOrigin, string>> = {
 };
 
 /**
+ * What a live flow's sniffer read after its route was chosen (the route was
+ * chosen before the first bytes because no rule needed them): shown beside
+ * the routing inputs, never as them.
+ */
+export interface SniffedAfter {
+  domain: string | null;
+  protocol: string | null;
+}
+
+const SNIFFED_AFTER = 'sniffed after the route was chosen, for the log and /connections only';
+
+/**
  * The explanation as the CLI prints it. `note` lines (a reload since the
  * flow was routed, a disagreement with the index) come after the decision.
  */
-export function formatExplanation(e: PolicyExplanation, opts: { notes?: readonly string[]; outboundKind?: (name: string) => string | null } = {}): string {
+export function formatExplanation(e: PolicyExplanation, opts: { notes?: readonly string[]; outboundKind?: (name: string) => string | null; sniffedAfter?: SniffedAfter | null } = {}): string {
   const lines: string[] = [];
   const i = e.input;
+  const after = opts.sniffedAfter ?? null;
   lines.push(`flow: ${i.network} ${i.inbound} ${i.src} -> ${i.dst}`);
-  lines.push(i.domain === null ? `name: none (${ORIGIN_TEXT.none})` : `name: ${i.domain} (${ORIGIN_TEXT[i.nameOrigin]})`);
-  lines.push(`protocol: ${i.protocol ?? 'none sniffed'}`);
+  if (i.domain !== null) lines.push(`name: ${i.domain} (${ORIGIN_TEXT[i.nameOrigin]})`);
+  else if (after?.domain != null) lines.push(`name: none when routed (${after.domain} ${SNIFFED_AFTER})`);
+  else lines.push(`name: none (${ORIGIN_TEXT.none})`);
+  if (i.protocol !== null) lines.push(`protocol: ${i.protocol}`);
+  else if (after?.protocol != null) lines.push(`protocol: none when routed (${after.protocol} ${SNIFFED_AFTER})`);
+  else lines.push('protocol: none sniffed');
   for (const f of e.failed) lines.push(`rule ${f.index} ${f.condition}: ${f.reason}`);
   lines.push(`decided by: ${e.rule}`);
   const kind = opts.outboundKind?.(e.outbound) ?? null;
