@@ -4,9 +4,9 @@
  * four ways, plus the workstation's own direct traffic with and without
  * route.kernelPath:
  *   kernel          classifier + gateway, the server's prefix direct: forwarded by the kernel
+ *   TUN             gateway.mode tun (the userspace stack)
  *   nftables TPROXY gateway.mode tproxy
  *   eBPF TPROXY     gateway.mode tproxy-ebpf (bpf_sk_assign)
- *   TUN             gateway.mode tun (the userspace stack)
  *   workstation direct, route.auto without / with route.kernelPath
  * Each row: bulk (iperf3 -t SECONDS, receiver's rate), connection rate
  * (16 concurrent loops of connect, one small HTTP request and response,
@@ -109,9 +109,16 @@ async function gatewayRows(seconds: number): Promise<FastPathRow[]> {
         'kernel (classifier + gateway, direct prefix)',
         `${BASE}ruleSets: { fast: { type: cidr, path: ${path.join(dir, 'fast.txt')} } }\nrules:\n  - { ruleSet: [fast], outbound: direct }\n  - { domainSuffix: [never.example], outbound: direct }\ngateway: { enabled: true, lan: [lan0], mode: tun }\nclassifier: { enabled: true }\n`,
       ],
+      // TUN before the TPROXY rows: a TPROXY row leaves thousands of TIME-WAIT sockets in the gateway's
+      // kernel (its transparent socket, the server's side to the client, closes first; 60 s each). A
+      // client SYN whose 4-tuple matches one is early-demuxed to it and then dropped by ip_forward
+      // ("if (unlikely(skb->sk)) goto drop;", net/ipv4/ip_forward.c) instead of being routed into the
+      // TUN: every connection reusing such a port stalls until the client's timeout. The TPROXY rows
+      // themselves are not hurt (nf_tproxy hands a SYN for a TIME-WAIT socket to the listener), and
+      // a TUN row leaves no TIME-WAIT in the gateway's kernel (sluice's stack is the one that closes).
+      ['TUN (gateway.mode tun)', `${BASE}gateway: { enabled: true, lan: [lan0], mode: tun }\n`],
       ['nftables TPROXY (gateway.mode tproxy)', `${BASE}gateway: { enabled: true, lan: [lan0], mode: tproxy }\n`],
       ['eBPF TPROXY (gateway.mode tproxy-ebpf)', `${BASE}gateway: { enabled: true, lan: [lan0], mode: tproxy-ebpf }\n`],
-      ['TUN (gateway.mode tun)', `${BASE}gateway: { enabled: true, lan: [lan0], mode: tun }\n`],
     ];
     const rows: FastPathRow[] = [];
     for (const [name, yaml] of setups) {
