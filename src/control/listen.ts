@@ -6,7 +6,7 @@
 import { lstatSync, unlinkSync } from 'node:fs';
 import type { Server } from 'node:http';
 import { isIP } from 'node:net';
-import { loadNative } from '../link/native.js';
+import { markedTcpListenerFd } from '../link/sockets.js';
 
 export type ListenAddress = { kind: 'tcp'; host: string; port: number } | { kind: 'unix'; path: string };
 
@@ -52,7 +52,7 @@ export async function bindServer(server: Server, a: ListenAddress, field: string
     // addon makes and binds the socket, the server adopts it.
     const host = a.host === 'localhost' ? '127.0.0.1' : a.host;
     try {
-      fd = loadNative().createSocket({ family: isIP(host) === 6 ? 6 : 4, type: 'tcp', mark, bind: { address: host, port: a.port }, listen: 511 });
+      fd = markedTcpListenerFd(host, a.port, mark, 511);
     } catch (err) {
       throw fail(err as NodeJS.ErrnoException);
     }

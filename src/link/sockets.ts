@@ -48,6 +48,16 @@ export async function markedUdpSocket(opts: MarkedSocketOptions): Promise<dgram.
   return sock;
 }
 
+/**
+ * A bound, listening TCP socket carrying SO_MARK, as an fd for
+ * `server.listen({ fd })` (sluice's own listeners under route.auto: the
+ * accepted sockets and their SYN-ACKs inherit the mark). Throws the native
+ * Error whose code is the errno name (EADDRINUSE...).
+ */
+export function markedTcpListenerFd(address: string, port: number, mark: number, backlog: number): number {
+  return loadNative().createSocket({ family: net.isIP(address) === 6 ? 6 : 4, type: 'tcp', mark, bind: { address, port }, listen: backlog });
+}
+
 /** A net.Server listening on an IP_TRANSPARENT socket (TPROXY target). */
 export async function transparentServer(
   address: string,
