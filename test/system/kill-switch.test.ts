@@ -98,6 +98,11 @@ for (const mode of ['tun', 'tproxy'] as const) {
     const state = path.join(dir, 'state.json');
     const lab = await createLab(t, mode === "tun" ? "ksgwtunn" : "ksgwtprx");
     const { client, gateway, server } = await threeNamespaces(lab);
+    // The test probes the same destination twice in a row (curl, then a
+    // connect that reports the errno): the gateway's ICMP errors must not be
+    // rate limited (net.ipv4.icmp_ratelimit, per namespace), or the second
+    // probe waits out its timeout instead of getting the unreachable.
+    await gateway.sh('sysctl -qw net.ipv4.icmp_ratelimit=0 net.ipv6.icmp.ratelimit=0');
     // Forwarding on before start (a router): after the crash only the kill
     // switch stands between the LAN and the unproxied main table.
     await settle(gateway, ['lan0', 'wan0']);
