@@ -180,32 +180,24 @@ export class SluiceMetrics implements EngineObserver {
       },
     });
     this.dnsUpstreamDuration = new Histogram({ name: 'sluice_dns_upstream_duration_seconds', help: 'Upstream DNS lookups of the hijack (cache misses).', labelNames: ['result'], buckets: CONNECT_BUCKETS, registers });
-    new Gauge({
-      name: 'sluice_fakeip_pool_used',
-      help: 'Fake-IP addresses handed out and still mapped, by family.',
-      labelNames: ['family'],
-      registers,
-      collect() {
-        this.reset();
-        const s = self.src.fakeIp();
-        if (s === null) return;
-        this.set({ family: 'ipv4' }, s.v4Entries);
-        this.set({ family: 'ipv6' }, s.v6Entries);
-      },
-    });
-    new Gauge({
-      name: 'sluice_fakeip_pool_size',
-      help: 'Fake-IP addresses the pool can hand out, by family.',
-      labelNames: ['family'],
-      registers,
-      collect() {
-        this.reset();
-        const s = self.src.fakeIp();
-        if (s === null) return;
-        this.set({ family: 'ipv4' }, s.v4Capacity);
-        this.set({ family: 'ipv6' }, s.v6Capacity);
-      },
-    });
+    // The fake-IP pool, one gauge per fact, labelled by family.
+    const fakeIpGauge = (name: string, help: string, v4: (s: FakeIpStats) => number, v6: (s: FakeIpStats) => number): void => {
+      new Gauge({
+        name,
+        help,
+        labelNames: ['family'],
+        registers,
+        collect() {
+          this.reset();
+          const s = self.src.fakeIp();
+          if (s === null) return;
+          this.set({ family: 'ipv4' }, v4(s));
+          this.set({ family: 'ipv6' }, v6(s));
+        },
+      });
+    };
+    fakeIpGauge('sluice_fakeip_pool_used', 'Fake-IP addresses handed out and still mapped, by family.', (s) => s.v4Entries, (s) => s.v6Entries);
+    fakeIpGauge('sluice_fakeip_pool_size', 'Fake-IP addresses the pool can hand out, by family.', (s) => s.v4Capacity, (s) => s.v6Capacity);
 
     const tunCounter = (name: string, help: string, pick: (t: TunCounters) => number): void => {
       new Counter({
@@ -243,30 +235,23 @@ export class SluiceMetrics implements EngineObserver {
         this.inc(self.src.stack().tcpRetransmits);
       },
     });
-    new Counter({
-      name: 'sluice_classifier_packets_total',
-      help: "Packets the eBPF classifier steered, by action (kernel, tun, tproxy, drop).",
-      labelNames: ['action'],
-      registers,
-      collect() {
-        const c = self.src.classifier();
-        this.reset();
-        if (c === null) return;
-        for (const [action, v] of Object.entries(c)) this.inc({ action }, v.packets);
-      },
-    });
-    new Counter({
-      name: 'sluice_classifier_bytes_total',
-      help: 'Bytes the eBPF classifier steered, by action (kernel, tun, tproxy, drop).',
-      labelNames: ['action'],
-      registers,
-      collect() {
-        const c = self.src.classifier();
-        this.reset();
-        if (c === null) return;
-        for (const [action, v] of Object.entries(c)) this.inc({ action }, v.bytes);
-      },
-    });
+    // The classifier's per-action tallies: one counter for packets, one for bytes.
+    const classifierCounter = (name: string, help: string, pick: (v: { packets: number; bytes: number }) => number): void => {
+      new Counter({
+        name,
+        help,
+        labelNames: ['action'],
+        registers,
+        collect() {
+          const c = self.src.classifier();
+          this.reset();
+          if (c === null) return;
+          for (const [action, v] of Object.entries(c)) this.inc({ action }, pick(v));
+        },
+      });
+    };
+    classifierCounter('sluice_classifier_packets_total', "Packets the eBPF classifier steered, by action (kernel, tun, tproxy, drop).", (v) => v.packets);
+    classifierCounter('sluice_classifier_bytes_total', 'Bytes the eBPF classifier steered, by action (kernel, tun, tproxy, drop).', (v) => v.bytes);
     for (const [name, help, read] of [
       ['sluice_classifier_sni_total', 'The in-kernel SNI / Host filter (classifier.sni), by result (tlsAllowed, tlsBlocked, tlsUnseen, httpAllowed, httpBlocked, httpUnseen, quicUnseen, resets).', () => self.src.classifierSni?.() ?? null],
       ['sluice_classifier_assign_total', 'Packets handed to sockets by the TC program (gateway.mode tproxy-ebpf), by result (listener, flow, local, noListener, assignFailed, unsupported).', () => self.src.classifierAssign?.() ?? null],

@@ -8,7 +8,7 @@
  * stack's reason; nothing here throws on hostile bytes or allocates on the
  * unfragmented path.
  */
-import type { FragmentReassembler } from './reassembly.js';
+import type { FragmentReassembler, Reassembled } from './reassembly.js';
 import { IpPacket } from './packet.js';
 import type { IcmpHandler } from './icmp.js';
 import type { StackDriver } from '../stack/driver.js';
@@ -76,24 +76,9 @@ export class IpInput {
       const key = `4|${readIpv4Addr(buf, ip.srcOffset)}|${readIpv4Addr(buf, ip.dstOffset)}|${ip.protocol}|${ip.id}`;
       const header = ip.fragmentOffset === 0 ? buf.subarray(off, off + ip.headerLength) : null;
       const done = this.reassembler.push(this.d.now, key, ip.fragmentOffset, ip.moreFragments, buf.subarray(ip.payloadOffset, ip.payloadOffset + ip.payloadLength), header);
-      this.d.armTimer();
-      if (done === null) return;
-      this.d.stats.fragmentsReassembled++;
-      const h = done.firstHeader;
-      // Checksums of a reassembled datagram are always verified: fragments
-      // never come with offload metadata.
-      p.abuf = h;
-      p.srcOff = IPV4_SRC;
-      p.dstOff = IPV4_DST;
-      p.protocol = h[IPV4_PROTOCOL]!;
-      setL4(p, done.payload, 0, done.payload.length, false);
-      setDatagram(p, h, 0, h.length);
-      return this.transportInput(p);
+      return this.reassembled(p, done, IPV4_SRC, IPV4_DST, IPV4_PROTOCOL);
     }
-    p.abuf = buf;
-    p.srcOff = ip.srcOffset;
-    p.dstOff = ip.dstOffset;
-    p.protocol = ip.protocol;
+    setAddresses(p, buf, ip.srcOffset, ip.dstOffset, ip.protocol);
     setL4(p, buf, ip.payloadOffset, ip.payloadLength, trusted);
     setDatagram(p, buf, off, ip.totalLength);
     this.transportInput(p);
@@ -115,24 +100,29 @@ export class IpInput {
         header = buf.subarray(off, off + IPV6_HEADER_LEN);
       }
       const done = this.reassembler.push(this.d.now, key, ip.fragmentOffset, ip.moreFragments, buf.subarray(ip.upperOffset, ip.upperOffset + ip.upperLength), header);
-      this.d.armTimer();
-      if (done === null) return;
-      this.d.stats.fragmentsReassembled++;
-      const h = done.firstHeader;
-      p.abuf = h;
-      p.srcOff = IPV6_SRC;
-      p.dstOff = IPV6_DST;
-      p.protocol = h[IPV6_NEXT_HEADER]!;
-      setL4(p, done.payload, 0, done.payload.length, false);
-      setDatagram(p, h, 0, h.length);
-      return this.transportInput(p);
+      return this.reassembled(p, done, IPV6_SRC, IPV6_DST, IPV6_NEXT_HEADER);
     }
-    p.abuf = buf;
-    p.srcOff = ip.srcOffset;
-    p.dstOff = ip.dstOffset;
-    p.protocol = ip.upperProtocol;
+    setAddresses(p, buf, ip.srcOffset, ip.dstOffset, ip.upperProtocol);
     setL4(p, buf, ip.upperOffset, ip.upperLength, trusted);
     setDatagram(p, buf, off, IPV6_HEADER_LEN + ip.payloadLength);
+    this.transportInput(p);
+  }
+
+  /**
+   * A fragment was taken by the reassembler: when it completed a datagram,
+   * the context points at the kept first header (its address and protocol
+   * bytes at the family's fixed offsets) and the joined payload. Checksums
+   * of a reassembled datagram are always verified: fragments never come
+   * with offload metadata.
+   */
+  private reassembled(p: IpPacket, done: Reassembled | null, srcOff: number, dstOff: number, protocolOff: number): void {
+    this.d.armTimer();
+    if (done === null) return;
+    this.d.stats.fragmentsReassembled++;
+    const h = done.firstHeader;
+    setAddresses(p, h, srcOff, dstOff, h[protocolOff]!);
+    setL4(p, done.payload, 0, done.payload.length, false);
+    setDatagram(p, h, 0, h.length);
     this.transportInput(p);
   }
 
@@ -173,6 +163,14 @@ export class IpInput {
       // but the TUN carries only what the policy routes here; stay silent.
     }
   }
+}
+
+/** Where the addresses sit (abuf at srcOff/dstOff) and the upper protocol. */
+function setAddresses(p: IpPacket, abuf: Uint8Array, srcOff: number, dstOff: number, protocol: number): void {
+  p.abuf = abuf;
+  p.srcOff = srcOff;
+  p.dstOff = dstOff;
+  p.protocol = protocol;
 }
 
 function setL4(p: IpPacket, buf: Uint8Array, off: number, len: number, trusted: boolean): void {

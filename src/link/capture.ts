@@ -20,10 +20,10 @@
  * counted in `dropped` and the packet still goes through.
  */
 import { SluiceError } from '../errors.js';
-import type { LinkEndpoint, LinkReceiver } from './link.js';
+import type { LinkEndpoint } from './link.js';
+import { ForwardingLink } from './forwarding.js';
 import { readRecordLength, recordSize } from './records.js';
 import { DEFAULT_SNAPLEN, pcapGlobalHeader, pcapRecordSize, writePcapRecord, type PcapResolution } from './pcap-writer.js';
-import { VNET_HDR_LEN } from '../wire/vnet.js';
 import { parseIpv4Text } from '../wire/ipv4.js';
 import { parseIpv6Text } from '../wire/ipv6.js';
 
@@ -231,34 +231,18 @@ function tapCommit(this: CaptureLink, len: number): void {
 }
 
 /** A LinkEndpoint that forwards to `inner` and lets captures see every packet. */
-export class CaptureLink implements LinkEndpoint, LinkReceiver {
-  readonly name: string;
-  readonly mtu: number;
-  readonly vnetHdr: boolean;
-  readonly offloads: number;
-  readonly inner: LinkEndpoint;
+export class CaptureLink extends ForwardingLink {
   txReserve: (maxLen: number) => number = passReserve;
   txCommit: (len: number) => void = passCommit;
   /** @internal offset of the packet being written (capturing transmit path only). */
   reservedAt = 0;
   /** Null while no capture runs: the receive path's only test. */
   private active: Capture[] | null = null;
-  private receiver: LinkReceiver | null = null;
   private readonly clock: () => number;
-  private readonly hdr: number;
 
   constructor(inner: LinkEndpoint, opts: { clock?: () => number } = {}) {
-    this.inner = inner;
-    this.name = inner.name;
-    this.mtu = inner.mtu;
-    this.vnetHdr = inner.vnetHdr;
-    this.offloads = inner.offloads;
-    this.hdr = inner.vnetHdr ? VNET_HDR_LEN : 0;
+    super(inner);
     this.clock = opts.clock ?? wallClock;
-  }
-
-  get txBuffer(): Uint8Array {
-    return this.inner.txBuffer;
   }
 
   /** Captures running now. */
@@ -266,28 +250,15 @@ export class CaptureLink implements LinkEndpoint, LinkReceiver {
     return this.active === null ? 0 : this.active.length;
   }
 
-  start(receiver: LinkReceiver): void {
-    this.receiver = receiver;
-    this.inner.start(this);
-  }
-
-  flush(): void {
-    this.inner.flush();
-  }
-
-  close(): void {
+  override close(): void {
     const list = this.active;
     if (list !== null) for (const c of [...list]) this.detach(c);
-    this.inner.close();
+    super.close();
   }
 
   onBatch(buf: Uint8Array, count: number, end: number): void {
     if (this.active !== null) this.tapRx(buf, count);
     this.receiver!.onBatch(buf, count, end);
-  }
-
-  onLinkError(err: Error): void {
-    this.receiver!.onLinkError(err);
   }
 
   /** Starts a capture; throws CaptureError past MAX_CAPTURES. */
@@ -318,7 +289,7 @@ export class CaptureLink implements LinkEndpoint, LinkReceiver {
   private tapRx(buf: Uint8Array, count: number): void {
     const list = this.active!;
     const now = this.clock();
-    const hdr = this.hdr;
+    const hdr = this.skip;
     let off = 0;
     for (let i = 0; i < count; i++) {
       const len = readRecordLength(buf, off);
@@ -330,10 +301,10 @@ export class CaptureLink implements LinkEndpoint, LinkReceiver {
   /** @internal one transmitted packet (virtio header included when the link has one). */
   tapTx(buf: Uint8Array, at: number, len: number): void {
     const list = this.active;
-    if (list === null || len <= this.hdr) return;
+    if (list === null || len <= this.skip) return;
     const now = this.clock();
     // A capture reaching its count detaches itself from `active`, not from this list.
-    for (let k = 0; k < list.length; k++) list[k]!.offer(buf, at + this.hdr, len - this.hdr, now);
+    for (let k = 0; k < list.length; k++) list[k]!.offer(buf, at + this.skip, len - this.skip, now);
   }
 }
 

@@ -9,9 +9,9 @@
  * are written into the injector's buffer and copied on to the inner link's
  * batch unless dropped or held.
  */
-import type { LinkEndpoint, LinkReceiver } from './link.js';
+import type { LinkEndpoint } from './link.js';
+import { ForwardingLink } from './forwarding.js';
 import { readRecordLength, recordSize, writeRecordLength } from './records.js';
-import { VNET_HDR_LEN } from '../wire/vnet.js';
 
 export interface FaultOptions {
   /** Seed of the generator (any 32-bit integer). */
@@ -50,13 +50,12 @@ const DROP = 1;
 const CORRUPT = 2;
 const REORDER = 3;
 
-export class FaultInjector implements LinkEndpoint, LinkReceiver {
+export class FaultInjector extends ForwardingLink {
   readonly counters: FaultCounters = { rxDropped: 0, rxCorrupted: 0, rxReordered: 0, txDropped: 0, txCorrupted: 0, txReordered: 0 };
-  readonly txBuffer: Uint8Array;
-  private receiver: LinkReceiver | null = null;
+  /** Where the stack writes a packet; copied on to the inner link unless dropped or held. */
+  private readonly tx: Uint8Array;
   private readonly random: () => number;
   private readonly rx: Uint8Array;
-  private readonly skip: number;
   private readonly onRx: boolean;
   private readonly onTx: boolean;
   /** A packet held back (reordered) in each direction, sent after the next one. */
@@ -64,34 +63,20 @@ export class FaultInjector implements LinkEndpoint, LinkReceiver {
   private heldTx: Uint8Array | null = null;
 
   constructor(
-    private readonly inner: LinkEndpoint,
+    inner: LinkEndpoint,
     private readonly o: FaultOptions,
   ) {
+    super(inner);
     this.random = generator(o.seed);
-    this.txBuffer = new Uint8Array(inner.txBuffer.length);
+    this.tx = new Uint8Array(inner.txBuffer.length);
     this.rx = new Uint8Array(4 << 20);
-    this.skip = inner.vnetHdr ? VNET_HDR_LEN : 0;
     const dir = o.direction ?? 'both';
     this.onRx = dir !== 'tx';
     this.onTx = dir !== 'rx';
   }
 
-  get name(): string {
-    return this.inner.name;
-  }
-  get mtu(): number {
-    return this.inner.mtu;
-  }
-  get vnetHdr(): boolean {
-    return this.inner.vnetHdr;
-  }
-  get offloads(): number {
-    return this.inner.offloads;
-  }
-
-  start(receiver: LinkReceiver): void {
-    this.receiver = receiver;
-    this.inner.start(this);
+  override get txBuffer(): Uint8Array {
+    return this.tx;
   }
 
   private pick(): number {
@@ -154,10 +139,6 @@ export class FaultInjector implements LinkEndpoint, LinkReceiver {
     if (n > 0) this.receiver!.onBatch(out, n, w);
   }
 
-  onLinkError(err: Error): void {
-    this.receiver!.onLinkError(err);
-  }
-
   txReserve(_maxLen: number): number {
     // One packet at a time: it is committed (copied on) before the next reserve.
     return 0;
@@ -171,14 +152,14 @@ export class FaultInjector implements LinkEndpoint, LinkReceiver {
     }
     if (f === REORDER && this.heldTx === null) {
       this.counters.txReordered++;
-      this.heldTx = this.txBuffer.slice(0, len);
+      this.heldTx = this.tx.slice(0, len);
       return;
     }
     if (f === CORRUPT) {
       this.counters.txCorrupted++;
-      this.corrupt(this.txBuffer, 0, len);
+      this.corrupt(this.tx, 0, len);
     }
-    this.forward(this.txBuffer, len);
+    this.forward(this.tx, len);
     if (this.heldTx !== null) {
       const h = this.heldTx;
       this.heldTx = null;
@@ -190,13 +171,5 @@ export class FaultInjector implements LinkEndpoint, LinkReceiver {
     const at = this.inner.txReserve(len);
     this.inner.txBuffer.set(src.subarray(0, len), at);
     this.inner.txCommit(len);
-  }
-
-  flush(): void {
-    this.inner.flush();
-  }
-
-  close(): void {
-    this.inner.close();
   }
 }

@@ -10,14 +10,14 @@
  * Tracing itself formats text per packet: it is for debugging, not for
  * production rates.
  */
-import type { LinkEndpoint, LinkReceiver } from './link.js';
+import type { LinkEndpoint } from './link.js';
+import { ForwardingLink } from './forwarding.js';
 import { readRecordLength, recordSize } from './records.js';
 import type { DropObserver, DropReason } from '../stack.js';
 import { IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP, formatIpv4 } from '../wire/ipv4.js';
 import { NH_ICMPV6, formatIpv6, newIpv6Repr, parseIpv6 } from '../wire/ipv6.js';
 import { newIpv4Repr, parseIpv4 } from '../wire/ipv4.js';
 import { TCP_ACK, TCP_FIN, TCP_PSH, TCP_RST, TCP_SYN } from '../wire/tcp.js';
-import { VNET_HDR_LEN } from '../wire/vnet.js';
 import { WireError, wireErrorName } from '../wire/errors.js';
 
 /** Where trace lines go: a pino logger fits. */
@@ -108,39 +108,16 @@ export function summarizePacket(buf: Uint8Array, off: number, len: number): Pack
   return s;
 }
 
-export class PacketTracer implements LinkEndpoint, LinkReceiver, DropObserver {
-  private receiver: LinkReceiver | null = null;
+export class PacketTracer extends ForwardingLink implements DropObserver {
   /** Drop reasons of the batch being handled, by record offset. */
   private readonly drops = new Map<number, DropReason>();
   private txAt = 0;
-  private readonly skip: number;
 
   constructor(
-    private readonly inner: LinkEndpoint,
+    inner: LinkEndpoint,
     private readonly sink: TraceSink,
   ) {
-    this.skip = inner.vnetHdr ? VNET_HDR_LEN : 0;
-  }
-
-  get name(): string {
-    return this.inner.name;
-  }
-  get mtu(): number {
-    return this.inner.mtu;
-  }
-  get vnetHdr(): boolean {
-    return this.inner.vnetHdr;
-  }
-  get offloads(): number {
-    return this.inner.offloads;
-  }
-  get txBuffer(): Uint8Array {
-    return this.inner.txBuffer;
-  }
-
-  start(receiver: LinkReceiver): void {
-    this.receiver = receiver;
-    this.inner.start(this);
+    super(inner);
   }
 
   onBatch(buf: Uint8Array, count: number, end: number): void {
@@ -154,10 +131,6 @@ export class PacketTracer implements LinkEndpoint, LinkReceiver, DropObserver {
       this.sink.trace(drop === undefined ? { dir: 'rx', ...s } : { dir: 'rx', ...s, drop }, drop === undefined ? 'packet in' : `packet in dropped: ${drop}`);
       off += recordSize(len);
     }
-  }
-
-  onLinkError(err: Error): void {
-    this.receiver!.onLinkError(err);
   }
 
   /** DropObserver: remembered for the batch's lines (the first reason wins). */
@@ -177,13 +150,5 @@ export class PacketTracer implements LinkEndpoint, LinkReceiver, DropObserver {
   txCommit(len: number): void {
     this.sink.trace({ dir: 'tx', ...summarizePacket(this.inner.txBuffer, this.txAt + this.skip, len - this.skip) }, 'packet out');
     this.inner.txCommit(len);
-  }
-
-  flush(): void {
-    this.inner.flush();
-  }
-
-  close(): void {
-    this.inner.close();
   }
 }
