@@ -5,8 +5,7 @@
  *
  * This runs once per config load, never per packet, so bigints are fine.
  */
-import { parseIpv4Text } from '../wire/ipv4.js';
-import { formatIpv6, parseIpv6Text } from '../wire/ipv6.js';
+import { formatIpv6, parseIpv4Text, parseIpv6Text } from '../wire/ip-address.js';
 
 export interface IpAddress {
   family: 4 | 6;

@@ -11,6 +11,7 @@
 import net from 'node:net';
 import type { Duplex } from 'node:stream';
 import { loadNative } from '../link/native.js';
+import { unmapIpv4Text } from '../wire/ip-address.js';
 
 export interface TransparentDialOptions {
   /** The LAN client's address: the upstream socket's source. */
@@ -25,7 +26,7 @@ export interface TransparentDialOptions {
 
 /** The client address without the IPv4-mapped prefix a dual-stack socket reports. */
 export function unmapAddress(address: string): string {
-  return address.startsWith('::ffff:') && net.isIPv4(address.slice(7)) ? address.slice(7) : address;
+  return unmapIpv4Text(address);
 }
 
 /** Whether the flow can use a source-preserving dial (IP destination of the client's own family). */

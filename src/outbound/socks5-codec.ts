@@ -3,7 +3,7 @@
  * (RFC 1929), sans-IO: encoders return exact buffers, parsers take untrusted
  * bytes and return null / a typed result instead of throwing.
  */
-import net from 'node:net';
+import { formatIpv4, formatIpv6, ipFamilyOf, parseIpv4Into, parseIpv6Text, withoutZone } from '../wire/ip-address.js';
 
 export const SOCKS_VERSION = 0x05;
 
@@ -92,7 +92,7 @@ export function parseUserPassStatus(b: Uint8Array): number | null {
 
 /** Byte length of ATYP+ADDR+PORT for an address. */
 export function addressLength(host: string): number {
-  const fam = net.isIP(host);
+  const fam = ipFamilyOf(host, true);
   if (fam === 4) return 1 + 4 + 2;
   if (fam === 6) return 1 + 16 + 2;
   return 1 + 1 + Buffer.byteLength(host) + 2;
@@ -100,14 +100,17 @@ export function addressLength(host: string): number {
 
 /** Writes ATYP ADDR PORT at offset; returns the offset after it. `host` must fit (see validateDomain). */
 export function writeAddress(b: Buffer, offset: number, host: string, port: number): number {
-  const fam = net.isIP(host);
+  const fam = ipFamilyOf(host, true);
   let o = offset;
   if (fam === 4) {
     b[o++] = AddressType.IPV4;
-    o = writeIPv4(b, o, host);
+    parseIpv4Into(host, b, o);
+    o += 4;
   } else if (fam === 6) {
     b[o++] = AddressType.IPV6;
-    o = writeIPv6(b, o, host);
+    // A zone id names the sender's interface; the peer cannot use it.
+    parseIpv6Text(withoutZone(host), b, o);
+    o += 16;
   } else {
     b[o++] = AddressType.DOMAIN;
     const len = b.write(host, o + 1, 'utf8');
@@ -176,11 +179,11 @@ export function readAddress(b: Uint8Array, offset: number): { host: string; port
   let host: string;
   if (atyp === AddressType.IPV4) {
     if (b.length < o + 4 + 2) return null;
-    host = `${b[o]}.${b[o + 1]}.${b[o + 2]}.${b[o + 3]}`;
+    host = formatIpv4(b, o);
     o += 4;
   } else if (atyp === AddressType.IPV6) {
     if (b.length < o + 16 + 2) return null;
-    host = formatIPv6(b, o);
+    host = formatIpv6(b, o);
     o += 16;
   } else if (atyp === AddressType.DOMAIN) {
     if (b.length < o + 1) return null;
@@ -221,88 +224,5 @@ export function parseUdpHeader(b: Uint8Array): UdpDatagram | null {
   return { frag: b[2]!, host: addr.host, port: addr.port, dataOffset: addr.end };
 }
 
-function writeIPv4(b: Buffer, o: number, ip: string): number {
-  let part = 0;
-  let acc = 0;
-  for (let i = 0; i < ip.length; i++) {
-    const c = ip.charCodeAt(i);
-    if (c === 0x2e) {
-      b[o + part++] = acc;
-      acc = 0;
-    } else {
-      acc = acc * 10 + (c - 0x30);
-    }
-  }
-  b[o + part] = acc;
-  return o + 4;
-}
-
-/** Writes the 16 bytes of an IPv6 literal (may embed a dotted IPv4 tail, may carry a %zone which is ignored). */
-function writeIPv6(b: Buffer, o: number, ip: string): number {
-  const zone = ip.indexOf('%');
-  const s = zone === -1 ? ip : ip.slice(0, zone);
-  const groups: number[] = [];
-  const dbl = s.indexOf('::');
-  const parse = (part: string): number[] => {
-    if (part === '') return [];
-    const out: number[] = [];
-    for (const g of part.split(':')) {
-      if (g.includes('.')) {
-        const v4 = g.split('.').map(Number);
-        out.push((v4[0]! << 8) | v4[1]!, (v4[2]! << 8) | v4[3]!);
-      } else {
-        out.push(parseInt(g, 16));
-      }
-    }
-    return out;
-  };
-  if (dbl === -1) {
-    groups.push(...parse(s));
-  } else {
-    const head = parse(s.slice(0, dbl));
-    const tail = parse(s.slice(dbl + 2));
-    groups.push(...head);
-    for (let i = head.length + tail.length; i < 8; i++) groups.push(0);
-    groups.push(...tail);
-  }
-  for (let i = 0; i < 8; i++) b.writeUInt16BE(groups[i] ?? 0, o + 2 * i);
-  return o + 16;
-}
-
-/** RFC 5952 text form of 16 bytes (lowercase, longest zero run compressed). */
-export function formatIPv6(b: Uint8Array, o: number): string {
-  const g: number[] = new Array<number>(8);
-  for (let i = 0; i < 8; i++) g[i] = (b[o + 2 * i]! << 8) | b[o + 2 * i + 1]!;
-  let bestStart = -1;
-  let bestLen = 0;
-  for (let i = 0; i < 8; ) {
-    if (g[i] !== 0) {
-      i++;
-      continue;
-    }
-    let j = i;
-    while (j < 8 && g[j] === 0) j++;
-    if (j - i > bestLen) {
-      bestStart = i;
-      bestLen = j - i;
-    }
-    i = j;
-  }
-  // RFC 5952 §4.2.2: a single 16-bit zero field is not compressed.
-  if (bestLen < 2) bestStart = -1;
-  // IPv4-mapped addresses read best in mixed notation (RFC 5952 §5).
-  if (bestStart === 0 && bestLen === 5 && g[5] === 0xffff) {
-    return `::ffff:${b[o + 12]}.${b[o + 13]}.${b[o + 14]}.${b[o + 15]}`;
-  }
-  let out = '';
-  for (let i = 0; i < 8; i++) {
-    if (i === bestStart) {
-      out += '::';
-      i += bestLen - 1;
-      continue;
-    }
-    if (out !== '' && !out.endsWith(':')) out += ':';
-    out += g[i]!.toString(16);
-  }
-  return out;
-}
+/** RFC 5952 text of 16 bytes (src/wire/ip-address.ts). */
+export { formatIpv6 as formatIPv6 } from '../wire/ip-address.js';

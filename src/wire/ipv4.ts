@@ -194,20 +194,5 @@ export function writeIpv4Addr(buf: Uint8Array, off: number, v: number): void {
   buf[off + 3] = v & 0xff;
 }
 
-export function formatIpv4(buf: Uint8Array, off: number): string {
-  return `${buf[off]}.${buf[off + 1]}.${buf[off + 2]}.${buf[off + 3]}`;
-}
-
-/** Dotted-quad text to uint32, or null (no leading zeros, no shorthand forms). */
-export function parseIpv4Text(s: string): number | null {
-  const parts = s.split('.');
-  if (parts.length !== 4) return null;
-  let v = 0;
-  for (const p of parts) {
-    if (!/^(0|[1-9][0-9]{0,2})$/.test(p)) return null;
-    const n = Number(p);
-    if (n > 255) return null;
-    v = v * 256 + n;
-  }
-  return v >>> 0;
-}
+// Address text lives in ip-address.ts, the one parser and printer; these are its IPv4 forms.
+export { formatIpv4, parseIpv4Text } from './ip-address.js';

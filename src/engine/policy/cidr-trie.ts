@@ -19,117 +19,27 @@
  * Addresses are network-order bytes (4 or 16), or a uint32 for IPv4.
  */
 import { PolicyError, PolicyErrorCode, show } from './errors.js';
+import { clearHostBits, parseIp, parseIpv4Into, parseIpv6Text } from '../../wire/ip-address.js';
 
 /** Marks "no value" in node slots; larger than any rule index. */
 export const NO_VALUE = 0x7fffffff;
 
 // ---------------------------------------------------------------- parsing
 
-/** Parses dotted-quad IPv4 (exactly four decimal octets, no leading zeros). Returns null on bad text. */
+// Address text is src/wire/ip-address.ts's, as everywhere in sluice. A bare
+// parse refuses zone ids (`%eth0`): a rule cannot name an interface-scoped address.
+export { formatIp, parseIp } from '../../wire/ip-address.js';
+
+/** Dotted-quad IPv4 (exactly four decimal octets, no leading zeros) to 4 bytes, or null. */
 export function parseIpv4(text: string): Uint8Array | null {
   const out = new Uint8Array(4);
-  return parseIpv4Into(text, 0, text.length, out, 0) ? out : null;
+  return parseIpv4Into(text, out, 0) ? out : null;
 }
 
-function parseIpv4Into(s: string, start: number, end: number, out: Uint8Array, at: number): boolean {
-  let part = 0;
-  let i = start;
-  while (part < 4) {
-    let v = 0;
-    let digits = 0;
-    const first = i;
-    while (i < end) {
-      const c = s.charCodeAt(i);
-      if (c < 48 || c > 57) break;
-      v = v * 10 + (c - 48);
-      digits++;
-      i++;
-    }
-    // Leading zeros are refused: "010" means 8 to inet_aton and 10 to others.
-    if (digits === 0 || digits > 3 || v > 255 || (digits > 1 && s.charCodeAt(first) === 48)) return false;
-    out[at + part] = v;
-    part++;
-    if (part < 4) {
-      if (i >= end || s.charCodeAt(i) !== 46) return false;
-      i++;
-    }
-  }
-  return i === end;
-}
-
-/**
- * Parses IPv6 text (RFC 4291 section 2.2): eight hex groups, one `::`, an
- * optional dotted-quad tail. Zone ids (`%eth0`) are refused: a rule cannot
- * name an interface-scoped address. Returns null on bad text.
- */
+/** IPv6 text (RFC 4291 section 2.2) to 16 bytes, or null. */
 export function parseIpv6(text: string): Uint8Array | null {
   const out = new Uint8Array(16);
-  const s = text;
-  const n = s.length;
-  if (n < 2) return null;
-  const dbl = s.indexOf('::');
-  if (dbl >= 0 && s.indexOf('::', dbl + 1) >= 0) return null;
-  const groups: number[] = [];
-  let gap = -1; // index in groups where the :: goes
-  let i = 0;
-  if (dbl === 0) {
-    gap = 0;
-    i = 2;
-    if (i === n) return out; // "::"
-  }
-  while (i < n) {
-    // one group or a dotted-quad tail
-    let j = i;
-    let v = 0;
-    while (j < n && j - i < 5) {
-      const c = s.charCodeAt(j);
-      const h = c >= 48 && c <= 57 ? c - 48 : c >= 97 && c <= 102 ? c - 87 : c >= 65 && c <= 70 ? c - 55 : -1;
-      if (h < 0) break;
-      v = (v << 4) | h;
-      j++;
-    }
-    if (j < n && s.charCodeAt(j) === 46) {
-      // IPv4 tail: must be the last thing in the text
-      const q = new Uint8Array(4);
-      if (!parseIpv4Into(s, i, n, q, 0)) return null;
-      groups.push((q[0]! << 8) | q[1]!, (q[2]! << 8) | q[3]!);
-      i = n;
-      break;
-    }
-    if (j === i || j - i > 4) return null;
-    groups.push(v);
-    i = j;
-    if (i === n) break;
-    if (s.charCodeAt(i) !== 58) return null;
-    if (i === dbl) {
-      gap = groups.length;
-      i += 2;
-      if (i === n) break;
-    } else {
-      i++;
-      if (i === n) return null; // trailing single colon
-    }
-  }
-  if (gap < 0) {
-    if (groups.length !== 8) return null;
-  } else if (groups.length > 7) {
-    return null;
-  }
-  const fill = 8 - groups.length;
-  let g = 0;
-  for (let k = 0; k < 8; k++) {
-    let v: number;
-    if (gap >= 0 && k >= gap && k < gap + fill) v = 0;
-    else v = groups[g++]!;
-    out[2 * k] = v >>> 8;
-    out[2 * k + 1] = v & 0xff;
-  }
-  return out;
-}
-
-/** IPv4 or IPv6 text to 4 or 16 bytes, or null. */
-export function parseIp(text: string): Uint8Array | null {
-  return text.indexOf(':') >= 0 ? parseIpv6(text) : parseIpv4(text);
+  return parseIpv6Text(text, out, 0) ? out : null;
 }
 
 export interface Cidr {
@@ -178,46 +88,6 @@ export function parseCidr(text: string, path = ''): Cidr {
   const r = tryParseCidr(text);
   if (!r.ok) throw new PolicyError(PolicyErrorCode.InvalidCidr, path, r.reason);
   return r.cidr;
-}
-
-function clearHostBits(b: Uint8Array, len: number): boolean {
-  let changed = false;
-  for (let i = 0; i < b.length; i++) {
-    const keep = len >= (i + 1) * 8 ? 8 : Math.max(0, len - i * 8);
-    const m = keep === 0 ? 0 : (0xff << (8 - keep)) & 0xff;
-    if ((b[i]! & ~m) !== 0) changed = true;
-    b[i] = b[i]! & m;
-  }
-  return changed;
-}
-
-/** Text form for logs and rule descriptions (RFC 5952 compressed for IPv6). */
-export function formatIp(b: Uint8Array): string {
-  if (b.length === 4) return `${b[0]}.${b[1]}.${b[2]}.${b[3]}`;
-  let bestAt = -1;
-  let bestLen = 1;
-  for (let i = 0; i < 8; ) {
-    if (b[2 * i] === 0 && b[2 * i + 1] === 0) {
-      let j = i;
-      while (j < 8 && b[2 * j] === 0 && b[2 * j + 1] === 0) j++;
-      if (j - i > bestLen) {
-        bestLen = j - i;
-        bestAt = i;
-      }
-      i = j;
-    } else i++;
-  }
-  const parts: string[] = [];
-  for (let i = 0; i < 8; i++) {
-    if (i === bestAt) {
-      parts.push(i === 0 ? ':' : '');
-      i += bestLen - 1;
-      if (i === 7) parts.push('');
-      continue;
-    }
-    parts.push(((b[2 * i]! << 8) | b[2 * i + 1]!).toString(16));
-  }
-  return parts.join(':');
 }
 
 // ---------------------------------------------------------------- the trie
