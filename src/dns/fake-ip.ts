@@ -20,7 +20,7 @@
  * a fake answer keep working.
  */
 import { open, readFile, rename, unlink } from 'node:fs/promises';
-import { formatIp, parseCidr, parseIp, type Cidr } from './address.js';
+import { cidrContains, formatIp, parseCidr, parseIp, type Cidr } from './address.js';
 import { DnsError } from './errors.js';
 import { canonicalName } from './message.js';
 
@@ -123,13 +123,7 @@ class FamilyPool {
   }
 
   contains(addr: Uint8Array, off: number): boolean {
-    const c = this.cidr;
-    const full = c.prefix >> 3;
-    for (let i = 0; i < full; i++) if (addr[off + i] !== c.bytes[i]) return false;
-    const rest = c.prefix & 7;
-    if (rest === 0) return true;
-    const mask = (0xff00 >> rest) & 0xff;
-    return (addr[off + full]! & mask) === c.bytes[full];
+    return cidrContains(this.cidr, addr, off);
   }
 
   /** Entry for an in-range address, or null (no allocation). */

@@ -22,36 +22,24 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { requireRoot, type Netns } from '../harness/netns.js';
 import { threeNamespaces, CLIENT_V4, SERVER_V4 } from '../harness/topology.js';
-import { SLUICE_BIN, TUN, childEnv, collectOutput, createLab, curl, describe, requireCommands, startDnsmasq, startEngine, steer, tempDir, waitListening, type Engine } from '../fixtures/engine/lab.js';
+import { DIRECT_AND_BLOCK, curlAnswer, fakeIpHead, startWwwNginx, type CurlAnswer } from '../fixtures/engine/three-ns.js';
+import { SLUICE_BIN, TUN, childEnv, createLab, curl, describe, requireCommands, startDnsmasq, startEngine, steer, tempDir, type Engine } from '../fixtures/engine/lab.js';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const WS_CLIENT = path.resolve(here, '../fixtures/ws-client.js');
 const API = 'http://127.0.0.1:9090';
 const BIG = 400 * 1024 * 1024;
 
-interface Answer {
-  status: number;
-  text: string;
-  json: any;
-}
+type Answer = CurlAnswer;
 
 /** One API request with curl inside `ns`; never throws on an HTTP error status. */
 async function call(ns: Netns, method: string, route: string, o: { token?: string | null; body?: string; header?: string[] } = {}): Promise<Answer> {
-  const args = ['curl', '-sS', '-m', '15', '-X', method, '-o', '-', '-w', '\n%{http_code}'];
+  const args = ['-X', method];
   if (o.token !== null && o.token !== undefined) args.push('-H', `Authorization: Bearer ${o.token}`);
   for (const h of o.header ?? []) args.push('-H', h);
   if (o.body !== undefined) args.push('--data-binary', '@-');
   args.push(`${API}${route}`);
-  const r = await ns.exec(args, { allowFail: true, timeoutMs: 25_000, ...(o.body !== undefined ? { input: o.body } : {}) });
-  const nl = r.stdout.lastIndexOf('\n');
-  const text = r.stdout.slice(0, nl);
-  let json: unknown = null;
-  try {
-    json = text === '' ? null : JSON.parse(text);
-  } catch {
-    json = null;
-  }
-  return { status: Number(r.stdout.slice(nl + 1)), text, json };
+  return curlAnswer(ns, args, o.body);
 }
 
 /** Runs the WebSocket client in `ns`; resolves with its event lines. */
@@ -65,36 +53,10 @@ async function wsEvents(ns: Netns, url: string, count: number, timeoutMs: number
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
-/** nginx in `server` on SERVER_V4:80 serving `www` (single process, so it stays root and reads the test's 0700 directory). */
-async function startNginx(t: Test, server: Netns, dir: string): Promise<void> {
-  const conf = path.join(dir, 'nginx.conf');
-  writeFileSync(
-    conf,
-    `daemon off;
-master_process off;
-error_log ${dir}/nginx-error.log;
-pid ${dir}/nginx.pid;
-events { worker_connections 128; }
-http {
-  access_log off;
-  sendfile on;
-  client_body_temp_path ${dir}/nginx-tmp;
-  proxy_temp_path ${dir}/nginx-tmp;
-  fastcgi_temp_path ${dir}/nginx-tmp;
-  uwsgi_temp_path ${dir}/nginx-tmp;
-  scgi_temp_path ${dir}/nginx-tmp;
-  # The server paces the download (curl reads at once, so the flow never waits on a closed window).
-  server { listen ${SERVER_V4}:80; listen ${SERVER_V4}:8080; root ${dir}/www; location /big.bin { limit_rate 2m; } }
-}
-`,
-  );
-  mkdirSync(path.join(dir, 'nginx-tmp'), { recursive: true });
-  const proc = server.spawn(['nginx', '-c', conf, '-p', dir]);
-  const out = collectOutput(proc);
-  t.teardown(() => {
-    if (!t.passing()) t.comment(`nginx output:\n${out()}\n${(() => { try { return readFileSync(path.join(dir, 'nginx-error.log'), 'utf8'); } catch { return ''; } })()}`);
-  });
-  await waitListening(server, 'tcp', 80, proc, 'nginx');
+/** nginx in `server` on SERVER_V4:80 and :8080 serving `www`. */
+function startNginx(t: Test, server: Netns, dir: string): Promise<void> {
+  // The server paces the download (curl reads at once, so the flow never waits on a closed window).
+  return startWwwNginx(t, server, dir, `server { listen ${SERVER_V4}:80; listen ${SERVER_V4}:8080; root ${dir}/www; location /big.bin { limit_rate 2m; } }`, { sendfile: true });
 }
 
 t.test('control API', { timeout: 300_000 }, async (t) => {
@@ -112,18 +74,7 @@ t.test('control API', { timeout: 300_000 }, async (t) => {
   const { client, gateway, server } = await threeNamespaces(lab);
   await startNginx(t, server, dir);
   await startDnsmasq(t, server, { 'dl.example': SERVER_V4, 'moved.example': SERVER_V4 });
-  const yaml = `
-log: { level: info, format: json }
-tun: { name: ${TUN} }
-sniff: { timeoutMs: 1000 }
-dns:
-  mode: fake-ip
-  fakeIp: { persistPath: null }
-  upstreams: [ { address: "udp://${SERVER_V4}:53" } ]
-outbounds:
-  - { name: direct, type: direct }
-  - { name: block, type: reject }
-ruleSets:
+  const yaml = `${fakeIpHead()}${DIRECT_AND_BLOCK}ruleSets:
   moved: { type: domain, path: ./moved.txt }
 rules:
   - { ruleSet: [moved], outbound: block }

@@ -23,7 +23,8 @@ import path from 'node:path';
 import { promisify } from 'node:util';
 import { requireRoot, type Netns } from '../harness/netns.js';
 import { threeNamespaces, CLIENT_V4, SERVER_V4 } from '../harness/topology.js';
-import { SLUICE_BIN, TUN, childEnv, collectOutput, createLab, curl, describe, requireCommands, startDnsmasq, startEngine, steer, tempDir, waitListening } from '../fixtures/engine/lab.js';
+import { SLUICE_BIN, TUN, childEnv, collectOutput, createLab, curl, describe, requireCommands, startDnsmasq, startEngine, steer, tempDir } from '../fixtures/engine/lab.js';
+import { DIRECT_AND_BLOCK, curlAnswer, fakeIpHead, startWwwNginx } from '../fixtures/engine/three-ns.js';
 import { parsePrometheusText, sampleSum, type Family } from './prom-text.js';
 
 const execFileP = promisify(execFile);
@@ -32,41 +33,12 @@ const METRICS = 'http://127.0.0.1:9091';
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 async function get(ns: Netns, url: string, token: string | null): Promise<{ status: number; text: string }> {
-  const args = ['curl', '-sS', '-m', '15', '-o', '-', '-w', '\n%{http_code}'];
-  if (token !== null) args.push('-H', `Authorization: Bearer ${token}`);
-  args.push(url);
-  const r = await ns.exec(args, { allowFail: true, timeoutMs: 25_000 });
-  const nl = r.stdout.lastIndexOf('\n');
-  return { status: Number(r.stdout.slice(nl + 1)), text: r.stdout.slice(0, nl) };
+  const { status, text } = await curlAnswer(ns, token !== null ? ['-H', `Authorization: Bearer ${token}`, url] : [url]);
+  return { status, text };
 }
 
-async function startNginx(t: Test, server: Netns, dir: string): Promise<void> {
-  const conf = path.join(dir, 'nginx.conf');
-  writeFileSync(
-    conf,
-    `daemon off;
-master_process off;
-error_log ${dir}/nginx-error.log;
-pid ${dir}/nginx.pid;
-events { worker_connections 128; }
-http {
-  access_log off;
-  client_body_temp_path ${dir}/nginx-tmp;
-  proxy_temp_path ${dir}/nginx-tmp;
-  fastcgi_temp_path ${dir}/nginx-tmp;
-  uwsgi_temp_path ${dir}/nginx-tmp;
-  scgi_temp_path ${dir}/nginx-tmp;
-  server { listen ${SERVER_V4}:80; root ${dir}/www; }
-}
-`,
-  );
-  mkdirSync(path.join(dir, 'nginx-tmp'), { recursive: true });
-  const proc = server.spawn(['nginx', '-c', conf, '-p', dir]);
-  const out = collectOutput(proc);
-  t.teardown(() => {
-    if (!t.passing()) t.comment(`nginx output:\n${out()}`);
-  });
-  await waitListening(server, 'tcp', 80, proc, 'nginx');
+function startNginx(t: Test, server: Netns, dir: string): Promise<void> {
+  return startWwwNginx(t, server, dir, `server { listen ${SERVER_V4}:80; root ${dir}/www; }`);
 }
 
 async function tcpdump(file: string, ...expr: string[]): Promise<string[]> {
@@ -91,19 +63,8 @@ t.test('metrics, explain and capture of a running sluice', { timeout: 300_000 },
     t,
     gateway,
     dir,
-    `
-log: { level: info, format: json }
-tun: { name: ${TUN} }
-sniff: { timeoutMs: 1000 }
-dns:
-  mode: fake-ip
-  fakeIp: { persistPath: null }
-  upstreams: [ { address: "udp://${SERVER_V4}:53" } ]
-metrics: { listen: "127.0.0.1:9091" }
-outbounds:
-  - { name: direct, type: direct }
-  - { name: block, type: reject }
-rules:
+    `${fakeIpHead()}metrics: { listen: "127.0.0.1:9091" }
+${DIRECT_AND_BLOCK}rules:
   - { domainSuffix: [blocked.example], outbound: block }
   - { port: [8443], outbound: block }
   - { domain: [dl.example], network: tcp, outbound: direct }

@@ -21,12 +21,13 @@ import t from 'tap';
 import { readFileSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { requireRoot, waitForJsonLine, type Netns } from '../harness/netns.js';
-import { threeNamespaces, CLIENT_V4, SERVER_V4 } from '../harness/topology.js';
+import { requireRoot, type Netns } from '../harness/netns.js';
+import { CLIENT_V4, SERVER_V4 } from '../harness/topology.js';
 import {
-  BLOB_SERVER, Engine, TUN, childEnv, curl, describe, requireCommands, startMicrosocks, tempDir, createLab, waitListening,
+  Engine, TUN, childEnv, curl, describe, requireCommands, startMicrosocks, tempDir, waitListening,
 } from '../fixtures/engine/lab.js';
 import { apiCall, startWithState } from '../fixtures/engine/restartable.js';
+import { blobLab } from '../fixtures/engine/three-ns.js';
 
 const DELAY_RELAY = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../fixtures/delay-relay.js');
 
@@ -35,6 +36,16 @@ const header = `
 log: { level: info, format: json }
 tun: { name: ${TUN} }
 dns: { hijack: false, fakeIp: { persistPath: null } }
+`;
+
+/** The test's config: direct, then the `outbounds` lines, and port 8080 through `group`. */
+const groupConfig = (outbounds: string, group: string): string => `${header}
+outbounds:
+  - { name: direct, type: direct }
+${outbounds}
+rules:
+  - { port: [8080], outbound: ${group} }
+final: direct
 `;
 
 let port = 45000;
@@ -51,10 +62,7 @@ t.test('groups in sluice run: fallback, urltest, select, loadbalance', { timeout
   if (!requireRoot(t)) return;
   if (!requireCommands(t, ['curl', 'microsocks'])) return;
   const dir = tempDir(t, 'groups');
-  const lab = await createLab(t, 'engrgrps');
-  const { client, gateway, server } = await threeNamespaces(lab);
-  const blob = server.spawn([process.execPath, BLOB_SERVER, '8080'], { env: childEnv });
-  await waitForJsonLine(blob, (m: { event?: string }) => m.event === 'ready');
+  const { client, gateway, server } = await blobLab(t, 'engrgrps');
   const check = `check: { url: "http://${SERVER_V4}:8080/bytes/1", interval: 2, timeout: 3000, lazy: false }`;
 
   await t.test('fallback: a dead first member, then the live one dies and the first is back', async (t) => {
@@ -63,16 +71,12 @@ t.test('groups in sluice run: fallback, urltest, select, loadbalance', { timeout
       t,
       gateway,
       dir,
-      `${header}
-outbounds:
-  - { name: direct, type: direct }
-  - { name: first, type: socks5, server: ${SERVER_V4}, port: 1080 }
+      groupConfig(
+        `  - { name: first, type: socks5, server: ${SERVER_V4}, port: 1080 }
   - { name: second, type: socks5, server: ${SERVER_V4}, port: 1081 }
-  - { name: fb, type: fallback, outbounds: [first, second], ${check} }
-rules:
-  - { port: [8080], outbound: fb }
-final: direct
-`,
+  - { name: fb, type: fallback, outbounds: [first, second], ${check} }`,
+        'fb',
+      ),
     );
     const a = await get(client, engine, 'first request');
     t.same(a, { chain: ['fb', 'second'], outbound: 'fb' }, 'the flow went fb -> second');
@@ -106,16 +110,12 @@ final: direct
       t,
       gateway,
       dir,
-      `${header}
-outbounds:
-  - { name: direct, type: direct }
-  - { name: slow, type: socks5, server: ${SERVER_V4}, port: 1083 }
+      groupConfig(
+        `  - { name: slow, type: socks5, server: ${SERVER_V4}, port: 1083 }
   - { name: fast, type: socks5, server: ${SERVER_V4}, port: 1084 }
-  - { name: ut, type: urltest, outbounds: [slow, fast], ${check} }
-rules:
-  - { port: [8080], outbound: ut }
-final: direct
-`,
+  - { name: ut, type: urltest, outbounds: [slow, fast], ${check} }`,
+        'ut',
+      ),
     );
     const sw = await engine.waitFor((l) => l.msg === 'group switched' && l.group === 'ut', 20_000, 'urltest switching');
     t.match(sw, { from: 'slow', to: 'fast' }, 'the checks moved urltest from the first member to the faster one');
@@ -126,15 +126,11 @@ final: direct
 
   await t.test('select: a choice survives a restart', async (t) => {
     await startMicrosocks(t, server, 1085);
-    const yaml = (def: string): string => `${header}
-outbounds:
-  - { name: direct, type: direct }
-  - { name: proxy, type: socks5, server: ${SERVER_V4}, port: 1085 }
-  - { name: pick, type: select, outbounds: [direct, proxy]${def} }
-rules:
-  - { port: [8080], outbound: pick }
-final: direct
-`;
+    const yaml = (def: string): string => groupConfig(
+        `  - { name: proxy, type: socks5, server: ${SERVER_V4}, port: 1085 }
+  - { name: pick, type: select, outbounds: [direct, proxy]${def} }`,
+        'pick',
+      );
     let engine = await startWithState(t, gateway, dir, yaml(''));
     t.same((await get(client, engine, 'select first')).chain, ['pick', 'direct'], 'no choice yet: the first member');
     writeFileSync(path.join(dir, 'sluice.yaml'), yaml(', default: proxy'));
@@ -150,16 +146,12 @@ final: direct
 
   await t.test('the control API: /proxies lists the groups, PUT chooses, the choice survives a restart, /connections shows the chain', async (t) => {
     await startMicrosocks(t, server, 1086);
-    const yaml = `${header}
-outbounds:
-  - { name: direct, type: direct }
-  - { name: proxy, type: socks5, server: ${SERVER_V4}, port: 1086 }
+    const yaml = groupConfig(
+        `  - { name: proxy, type: socks5, server: ${SERVER_V4}, port: 1086 }
   - { name: sel, type: select, outbounds: [direct, proxy] }
-  - { name: fb, type: fallback, outbounds: [sel, direct], ${check} }
-rules:
-  - { port: [8080], outbound: fb }
-final: direct
-`;
+  - { name: fb, type: fallback, outbounds: [sel, direct], ${check} }`,
+        'fb',
+      );
     rmSync(path.join(dir, 'groups.json'), { force: true });
     let engine = await startWithState(t, gateway, dir, yaml);
     const token = readFileSync(path.join(dir, 'api-secret'), 'utf8').trim();
@@ -200,17 +192,13 @@ final: direct
       t,
       gateway,
       dir,
-      `${header}
-outbounds:
-  - { name: direct, type: direct }
-  - { name: a, type: socks5, server: ${SERVER_V4}, port: 1090 }
+      groupConfig(
+        `  - { name: a, type: socks5, server: ${SERVER_V4}, port: 1090 }
   - { name: b, type: socks5, server: ${SERVER_V4}, port: 1091 }
   - { name: dead, type: socks5, server: ${SERVER_V4}, port: 1092 }
-  - { name: lb, type: loadbalance, outbounds: [a, dead, b], ${check} }
-rules:
-  - { port: [8080], outbound: lb }
-final: direct
-`,
+  - { name: lb, type: loadbalance, outbounds: [a, dead, b], ${check} }`,
+        'lb',
+      ),
     );
     const to = async (dst: string, what: string): Promise<string> => {
       const local = port++;

@@ -14,26 +14,16 @@ import t from 'tap';
 import { execFileSync } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import path from 'node:path';
-import { requireRoot, waitForJsonLine } from '../harness/netns.js';
-import { threeNamespaces, CLIENT_V4, SERVER_V4 } from '../harness/topology.js';
+import { requireRoot } from '../harness/netns.js';
+import { CLIENT_V4, SERVER_V4 } from '../harness/topology.js';
 import { blobSha256 } from '../fixtures/blob.js';
-import { BLOB_SERVER, SLUICE_BIN, TUN, childEnv, curl, describe, requireCommands, startEngine, steer, tempDir, createLab } from '../fixtures/engine/lab.js';
+import { DIRECT_AND_BLOCK, blobLab, fakeIpHead } from '../fixtures/engine/three-ns.js';
+import { SLUICE_BIN, TUN, childEnv, curl, describe, requireCommands, startEngine, steer, tempDir } from '../fixtures/engine/lab.js';
 
 const SIZE = 300 * 1024 * 1024;
 const RATE = '20M';
 
-const config = (rules: string, extra = ''): string => `
-log: { level: info, format: json }
-tun: { name: ${TUN}${extra} }
-sniff: { timeoutMs: 1000 }
-dns:
-  mode: fake-ip
-  fakeIp: { persistPath: null }
-  upstreams: [ { address: "udp://${SERVER_V4}:53" } ]
-outbounds:
-  - { name: direct, type: direct }
-  - { name: block, type: reject }
-rules:
+const config = (rules: string, extra = ''): string => `${fakeIpHead({ tun: extra })}${DIRECT_AND_BLOCK}rules:
 ${rules}
 final: direct
 `;
@@ -42,10 +32,7 @@ t.test('SIGHUP applies an edited rule to new flows; a running download finishes 
   if (!requireRoot(t)) return;
   if (!requireCommands(t, ['curl', 'sha256sum', 'bash'])) return;
   const dir = tempDir(t, 'rlconf');
-  const lab = await createLab(t, 'engrlcfg');
-  const { client, gateway, server } = await threeNamespaces(lab);
-  const blob = server.spawn([process.execPath, BLOB_SERVER, '8080'], { env: childEnv });
-  await waitForJsonLine(blob, (m: { event?: string }) => m.event === 'ready');
+  const { client, gateway } = await blobLab(t, 'engrlcfg');
   const file = path.join(dir, 'sluice.yaml');
   const engine = await startEngine(t, gateway, dir, config('  - { domain: [other.example], outbound: block }'));
   t.teardown(() => engine.stop());

@@ -11,10 +11,11 @@
 import t from 'tap';
 import { writeFileSync } from 'node:fs';
 import path from 'node:path';
-import { requireRoot, waitForJsonLine } from '../harness/netns.js';
-import { threeNamespaces, CLIENT_V4, SERVER_V4 } from '../harness/topology.js';
+import { requireRoot } from '../harness/netns.js';
+import { CLIENT_V4, SERVER_V4 } from '../harness/topology.js';
 import { blobSha256 } from '../fixtures/blob.js';
-import { BLOB_SERVER, TUN, childEnv, curl, describe, requireCommands, startEngine, steer, tempDir, createLab } from '../fixtures/engine/lab.js';
+import { DIRECT_AND_BLOCK, blobLab, fakeIpHead } from '../fixtures/engine/three-ns.js';
+import { TUN, curl, describe, requireCommands, startEngine, steer, tempDir } from '../fixtures/engine/lab.js';
 
 const SIZE = 300 * 1024 * 1024;
 const RATE = '20M'; // curl: bytes per second, so about 15 s
@@ -25,26 +26,12 @@ t.test('SIGHUP moves a name to block for new flows; a running download finishes 
   const dir = tempDir(t, 'reload');
   const setFile = path.join(dir, 'moved.txt');
   writeFileSync(setFile, '# names to block\nother.example\n');
-  const lab = await createLab(t, 'engrload');
-  const { client, gateway, server } = await threeNamespaces(lab);
-  const blob = server.spawn([process.execPath, BLOB_SERVER, '8080'], { env: childEnv });
-  await waitForJsonLine(blob, (m: { event?: string }) => m.event === 'ready');
+  const { client, gateway } = await blobLab(t, 'engrload');
   const engine = await startEngine(
     t,
     gateway,
     dir,
-    `
-log: { level: info, format: json }
-tun: { name: ${TUN} }
-sniff: { timeoutMs: 1000 }
-dns:
-  mode: fake-ip
-  fakeIp: { persistPath: null }
-  upstreams: [ { address: "udp://${SERVER_V4}:53" } ]
-outbounds:
-  - { name: direct, type: direct }
-  - { name: block, type: reject }
-ruleSets:
+    `${fakeIpHead()}${DIRECT_AND_BLOCK}ruleSets:
   moved: { type: domain, path: ./moved.txt }
 rules:
   - { ruleSet: [moved], outbound: block }

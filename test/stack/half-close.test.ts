@@ -9,9 +9,10 @@
 import t from 'tap';
 import { Stack } from '../../src/stack.js';
 import type { TcpStream } from '../../src/stack/tcp-stream.js';
-import { TCP_ACK, TCP_FIN, TCP_PSH, TCP_RST, TCP_SYN } from '../../src/wire/tcp.js';
+import { TCP_ACK, TCP_FIN, TCP_PSH, TCP_RST } from '../../src/wire/tcp.js';
 import { MemoryLink, settle } from './memory-link.js';
-import { MSS_1460, readTcp, tcpSegment } from './packets.js';
+import { establishedFlow } from './established.js';
+import { readTcp, tcpSegment } from './packets.js';
 
 interface Harness {
   link: MemoryLink;
@@ -25,18 +26,8 @@ interface Harness {
 }
 
 async function established(t: { teardown(fn: () => void): void }): Promise<Harness> {
-  const link = new MemoryLink(1500);
-  const clock = { now: 1000 };
-  let stream: TcpStream | null = null;
-  const stack = new Stack(link, { onTcpFlow: (req) => void (stream = req.accept()) }, { clock: () => clock.now });
-  stack.start();
-  t.teardown(() => stack.close());
-  link.inject(tcpSegment({ seq: 1000, flags: TCP_SYN, options: MSS_1460 }));
-  await settle();
-  const synAck = readTcp(link.drain().find((p) => (readTcp(p).flags & TCP_SYN) !== 0)!);
-  link.inject(tcpSegment({ seq: 1001, ack: synAck.seq + 1, flags: TCP_ACK }));
-  await settle();
-  const h: Harness = { link, stack, stream: stream!, received: [], events: [], ourNxt: (synAck.seq + 1) >>> 0, clientSeq: 1001 };
+  const f = await establishedFlow(t);
+  const h: Harness = { link: f.link, stack: f.stack, stream: f.stream, received: [], events: [], ourNxt: (f.iss + 1) >>> 0, clientSeq: f.clientSeq };
   h.stream.on('data', (b: Buffer) => h.received.push(b));
   h.stream.on('end', () => h.events.push('end'));
   h.stream.on('close', () => h.events.push('close'));

@@ -12,6 +12,7 @@ import type { UdpSession } from '../../src/udp/session.js';
 import { TCP_ACK, TCP_FIN, TCP_PSH, TCP_RST, TCP_SYN, verifyL4Checksum } from '../../src/wire/tcp.js';
 import { pseudoHeaderSumV4, pseudoHeaderSumV6 } from '../../src/wire/checksum.js';
 import { MemoryLink, settle } from './memory-link.js';
+import { establishedFlow } from './established.js';
 import { MSS_1460, icmpErrorAbout, readTcp, tcpSegment, udpDatagram } from './packets.js';
 
 interface Harness {
@@ -25,20 +26,10 @@ interface Harness {
 }
 
 async function established(t: { teardown(fn: () => void): void }, v: 4 | 6 = 4): Promise<Harness> {
-  const link = new MemoryLink(1500);
-  const clock = { now: 1000 };
-  let stream: TcpStream | null = null;
-  const stack = new Stack(link, { onTcpFlow: (req) => void (stream = req.accept()) }, { clock: () => clock.now });
-  stack.start();
-  t.teardown(() => stack.close());
-  link.inject(tcpSegment({ v, seq: 1000, flags: TCP_SYN, options: MSS_1460 }));
-  await settle();
-  const synAck = readTcp(link.drain().find((p) => (readTcp(p).flags & TCP_SYN) !== 0)!);
-  link.inject(tcpSegment({ v, seq: 1001, ack: synAck.seq + 1, flags: TCP_ACK }));
-  await settle();
+  const f = await establishedFlow(t, v);
   const received: Buffer[] = [];
-  stream!.on('data', (b: Buffer) => received.push(b));
-  return { link, stack, clock, stream: stream!, received, iss: synAck.seq, clientSeq: 1001 };
+  f.stream.on('data', (b: Buffer) => received.push(b));
+  return { ...f, received };
 }
 
 function dataSegments(pkts: Uint8Array[]) {

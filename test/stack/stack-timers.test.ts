@@ -7,10 +7,10 @@
  */
 import t from 'tap';
 import { Stack, type TcpFlowRequest } from '../../src/stack.js';
-import type { TcpStream } from '../../src/stack/tcp-stream.js';
 import type { UdpSession } from '../../src/udp/session.js';
 import { TCP_ACK, TCP_SYN } from '../../src/wire/tcp.js';
 import { MemoryLink, settle } from './memory-link.js';
+import { establishedFlow } from './established.js';
 import { MSS_1460, readTcp, tcpSegment, udpDatagram } from './packets.js';
 
 t.test('a SYN undecided for pendingTimeoutMs is forgotten at that instant, its signal aborted', async (t) => {
@@ -82,20 +82,10 @@ t.test('a UDP session ends after udpIdleTimeoutMs without datagrams; traffic pus
 });
 
 t.test('RTO through the stack: unacknowledged data is resent when the timer expires, counted live', async (t) => {
-  const link = new MemoryLink(1500);
-  const clock = { now: 1000 };
-  let stream: TcpStream | null = null;
-  const stack = new Stack(link, { onTcpFlow: (r) => void (stream = r.accept()) }, { clock: () => clock.now });
-  stack.start();
-  t.teardown(() => stack.close());
-  link.inject(tcpSegment({ seq: 1000, flags: TCP_SYN, options: MSS_1460 }));
-  await settle();
-  const synAck = readTcp(link.drain().find((p) => (readTcp(p).flags & TCP_SYN) !== 0)!);
-  link.inject(tcpSegment({ seq: 1001, ack: synAck.seq + 1, flags: TCP_ACK }));
-  await settle();
+  const { link, stack, clock, stream } = await establishedFlow(t);
   link.drain();
 
-  (stream! as TcpStream).write(Buffer.alloc(100, 0x61));
+  stream.write(Buffer.alloc(100, 0x61));
   await settle();
   const first = link.drain().map(readTcp).filter((s) => s.payload.length > 0);
   t.equal(first.length, 1, 'the data goes out once');
