@@ -19,7 +19,7 @@
 import { isIP } from 'node:net';
 import type net from 'node:net';
 import type { Duplex } from 'node:stream';
-import { canPreserve, transparentDial, unmapAddress } from './transparent-dial.js';
+import { unmapAddress } from '../outbound/transparent-dial.js';
 import type { RuleSetType, SluiceConfig } from '../config/types.js';
 import { PolicySlot, type Policy } from './policy/policy.js';
 import type { MatchContext, SniffedProtocol } from './policy/types.js';
@@ -1109,20 +1109,10 @@ export class Engine {
 
   private dialTcpUnlimited(outbound: Outbound, host: string, port: number, signal: AbortSignal, e: FlowEnds): Promise<Duplex> {
     const gw = this.config.gateway;
-    if (gw.enabled && gw.preserveSource && outbound.type === 'direct') {
-      const spec = this.config.outbounds.find((o) => o.name === outbound.name);
-      const direct = spec !== undefined && spec.type === 'direct' ? spec : null;
-      const dial = (address: string): Promise<Duplex> =>
-        transparentDial({ source: e.remoteAddress, host: address, port, mark: direct?.mark ?? null, device: direct?.interface ?? null, timeoutMs: 10_000, signal });
-      if (canPreserve(e.remoteAddress, host)) return dial(host);
-      if (isIP(host) === 0 && isIP(e.remoteAddress) !== 0) {
-        const family = isIP(e.remoteAddress) === 6 ? 6 : 4;
-        return this.lookup(host, family).then(
-          (r) => (r.family === family && isUnicastText(r.address) ? dial(r.address) : outbound.connectTcp({ host, port }, signal)),
-          () => outbound.connectTcp({ host, port }, signal),
-        );
-      }
-    }
+    // gateway.preserveSource: the client's address travels in the target, so
+    // a direct outbound, alone or as a group's member, leaves from it
+    // (src/outbound/transparent-dial.ts); proxies ignore it.
+    if (gw.enabled && gw.preserveSource) return outbound.connectTcp({ host, port, source: unmapAddress(e.remoteAddress) }, signal);
     return outbound.connectTcp({ host, port }, signal);
   }
 

@@ -18,6 +18,7 @@ import { Attempt, dialTcp, makeDialer, openUdpSocket } from './dial.js';
 import type { Dialer } from './dial.js';
 import { OutboundConfigError } from './errors.js';
 import { isUnicastText, isUsablePort } from '../wire/address-class.js';
+import { canPreserve, transparentDial } from './transparent-dial.js';
 import type {
   DialerOptions,
   OpenUdpOptions,
@@ -63,12 +64,41 @@ export class DirectOutbound implements Outbound {
   }
 
   async connectTcp(target: Target, signal?: AbortSignal): Promise<Duplex> {
+    if (target.source !== undefined) {
+      const from = await this.preservingSource(target.source, target.host);
+      if (from !== null) return this.connectFrom(target.source, from, target.port, signal);
+    }
     const attempt = new Attempt(this.name, this.dialer.connectTimeoutMs, signal);
     try {
       return await dialTcp(this.dialer, target.host, target.port, target.family, attempt, net.isIP(target.host) === 6 ? `[${target.host}]:${target.port}` : `${target.host}:${target.port}`);
     } finally {
       attempt.dispose();
     }
+  }
+
+  /**
+   * The address to dial from `source` (gateway.preserveSource): `host`
+   * itself when it is an address of the client's family; for a name (a
+   * fake-IP flow), its address in that family through the dialer's lookup
+   * (sluice's upstreams). Null when the source cannot be kept: no address of
+   * the client's family (nothing carries an IPv4 client's source to an
+   * IPv6-only name), so the flow leaves from this host's address.
+   */
+  private async preservingSource(source: string, host: string): Promise<string | null> {
+    if (canPreserve(source, host)) return host;
+    const family = net.isIP(source);
+    if (net.isIP(host) !== 0 || family === 0) return null;
+    try {
+      const r = await this.dialer.lookup(host, family === 6 ? 6 : 4);
+      return r.family === family && isUnicastText(r.address) ? r.address : null;
+    } catch {
+      return null;
+    }
+  }
+
+  private connectFrom(source: string, host: string, port: number, signal?: AbortSignal): Promise<Duplex> {
+    const d = this.dialer;
+    return transparentDial({ source, host, port, mark: d.mark === 0 ? null : d.mark, device: d.device ?? null, timeoutMs: d.connectTimeoutMs, ...(signal !== undefined ? { signal } : {}) });
   }
 
   /**

@@ -26,6 +26,12 @@ export interface Target {
   port: number;
   /** Address family to prefer when `host` is a domain name. */
   family?: 4 | 6;
+  /**
+   * gateway.preserveSource: the LAN client's address, for an outbound that
+   * can leave from it (direct, through an IP_TRANSPARENT socket). Outbounds
+   * that relay through a proxy ignore it.
+   */
+  source?: string;
 }
 
 /** The sender of a datagram received on an association. */
