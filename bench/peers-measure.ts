@@ -111,24 +111,17 @@ export async function wrk(client: Netns, seconds: number, connections: number, c
   return Number.isFinite(parsed.rps) && parsed.requests > 0 ? parsed : { ...parsed, rps: NaN, error: (r.stderr || r.stdout).trim().slice(0, 300) || `exit ${r.code}` };
 }
 
-/** CPU seconds of all `pids` so far; NaN when there are none or one has gone. */
-function cpuOf(pids: readonly number[]): number {
+/** The sum of `f` over `pids` (CPU seconds so far, peak RSS); NaN when there are none or one has gone. */
+function sumOver(pids: readonly number[], f: (pid: number) => number): number {
   if (pids.length === 0) return NaN;
   try {
-    return pids.reduce((sum, pid) => sum + cpuSeconds(pid), 0);
+    return pids.reduce((sum, pid) => sum + f(pid), 0);
   } catch {
     return NaN;
   }
 }
 
-function peakOf(pids: readonly number[]): number {
-  if (pids.length === 0) return NaN;
-  try {
-    return pids.reduce((sum, pid) => sum + peakRssMiB(pid), 0);
-  } catch {
-    return NaN;
-  }
-}
+const cpuOf = (pids: readonly number[]): number => sumOver(pids, cpuSeconds);
 
 /** The raw figures behind a sample, kept in the JSON. */
 export interface SampleDetail {
@@ -177,7 +170,7 @@ export async function measurePath(path: RunningPath, opts: MeasureOptions, progr
     cpuMsPerGB: bulkRuns.every((b) => b.bytes > 0) ? (bulkCpu * 1000) / (bulkBytes / 1e9) : NaN,
     cpuUsPerRequest: ka.requests > 0 ? (keepAlive.cpuSeconds * 1e6) / ka.requests : NaN,
     cpuUsPerConnection: cl.requests > 0 ? (close.cpuSeconds * 1e6) / cl.requests : NaN,
-    peakRssMiB: peakOf(path.pids),
+    peakRssMiB: sumOver(path.pids, peakRssMiB),
   };
   const detail: SampleDetail = { bulk, keepAlive, close };
   if (path.flowLines !== undefined) detail.flowLines = path.flowLines();

@@ -148,16 +148,20 @@ const relay: PeerPath = {
   },
 };
 
-/** Takes the client's veth away (its routes go with it): its only link will be the tap the path gives it. */
-async function unplugClient(topo: Topology): Promise<void> {
+/**
+ * Starts a process in the gateway that gives the client (its veth taken
+ * away first, and its routes with it) a tap as its only link, and waits
+ * until the client has a default route through that tap.
+ */
+async function startTapPeer(topo: Topology, argv: string[], what: string): Promise<RunningPath> {
   await topo.client.exec(['ip', 'link', 'del', 'eth0']);
-}
-
-async function tapReady(client: Netns, proc: ChildProcess, what: string): Promise<void> {
+  const proc = topo.gateway.spawn(argv);
+  const output = collectOutput(proc);
   await until(`${what}: tap0 configured in the client namespace`, 15_000, async () => {
-    const r = await client.exec(['ip', '-4', 'route', 'show', 'default', 'dev', 'tap0'], { allowFail: true });
+    const r = await topo.client.exec(['ip', '-4', 'route', 'show', 'default', 'dev', 'tap0'], { allowFail: true });
     return r.code === 0 && r.stdout.trim() !== '';
   }, proc);
+  return { client: topo.client, pids: [proc.pid!], output, alive: running([proc]) };
 }
 
 const slirp: PeerPath = {
@@ -165,15 +169,11 @@ const slirp: PeerPath = {
   name: 'slirp4netns (C, libslirp)',
   role: 'peer',
   needs: ['slirp4netns'],
-  async start(topo) {
-    await unplugClient(topo);
-    const proc = topo.gateway.spawn([
+  start(topo) {
+    return startTapPeer(topo, [
       'slirp4netns', '--configure', `--mtu=${TAP_MTU}`, `--cidr=${TAP_NET}.0/24`, '--disable-host-loopback', '--disable-dns',
       '--netns-type=path', `/var/run/netns/${topo.client.name}`, 'tap0',
-    ]);
-    const output = collectOutput(proc);
-    await tapReady(topo.client, proc, 'slirp4netns');
-    return { client: topo.client, pids: [proc.pid!], output, alive: running([proc]) };
+    ], 'slirp4netns');
   },
 };
 
@@ -182,9 +182,8 @@ const pasta: PeerPath = {
   name: 'pasta (C, passt)',
   role: 'peer',
   needs: ['pasta'],
-  async start(topo) {
-    await unplugClient(topo);
-    const proc = topo.gateway.spawn([
+  start(topo) {
+    return startTapPeer(topo, [
       // --runas 0:0: as root pasta otherwise drops to nobody before joining the namespace, and then cannot.
       'pasta', '--foreground', '--quiet', '--runas', '0:0', '--config-net', '-4',
       '--address', `${TAP_NET}.100`, '--netmask', '24', '--gateway', `${TAP_NET}.1`, '--no-map-gw',
@@ -192,10 +191,7 @@ const pasta: PeerPath = {
       '--tcp-ports', 'none', '--udp-ports', 'none', '--tcp-ns', 'none', '--udp-ns', 'none',
       '--no-dhcp', '--no-ndp', '--no-dhcpv6', '--no-ra',
       '--netns', topo.client.name,
-    ]);
-    const output = collectOutput(proc);
-    await tapReady(topo.client, proc, 'pasta');
-    return { client: topo.client, pids: [proc.pid!], output, alive: running([proc]) };
+    ], 'pasta');
   },
 };
 
