@@ -136,6 +136,7 @@ export async function runPeersBench(opts: PeersOptions, say: (line: string) => v
   for (const c of ['iperf3', 'wrk', 'nginx']) if (stillMissing.includes(c)) throw new Error(`${c} is needed and could not be installed`);
   const root = mkdtempSync(path.join(os.tmpdir(), 'sluice-bench-peers-'));
   removeOnExit(root);
+  say(`scratch directory ${root}; the results go to ${opts.json}`);
   const results = selected.map((p) => ({
     path: p,
     result: {
