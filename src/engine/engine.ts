@@ -354,9 +354,9 @@ export class Engine {
       this.persistTimer = setInterval(() => void this.persist(), 60_000).unref();
     }
     this.uninstallBoundary = installErrorBoundary({
-      unattributed: (err, origin) => {
+      unattributed: (err, origin, source) => {
         this.counters.unattributedErrors++;
-        this.log.error({ origin, err: errorText(err) }, 'uncaught error outside any flow; sluice keeps serving');
+        this.log.error({ origin, ...source, err: errorText(err) }, 'uncaught error outside any flow; sluice keeps serving');
       },
     });
     const gw = this.config.gateway;
@@ -1356,6 +1356,7 @@ export class Engine {
     if (info.logged) return;
     info.logged = true;
     info.end = null;
+    info.guard.end();
     this.flows.remove(info, r);
     if (this.retired.length > 0) this.releaseRetired(info);
     if (info.shutdown) r.close = 'shutdown';
