@@ -107,7 +107,10 @@ async function runMode(t: Test, gateway: Netns, dir: string, mode: (typeof MODES
     const label = `${mode.name}, SIGTERM ${at} ms into start-up (last step logged: ${last})`;
     const exact = (await fullSnapshot(gateway)) === before;
     // One assertion per step keeps the output readable; the details go in the message on failure.
-    t.ok(exit.code === 0 && exit.signal === null && ms < STOP_BUDGET_MS && exact && !existsSync(state), `${label}: exit ${exit.code ?? exit.signal} after ${ms} ms, state ${exact ? 'restored' : 'NOT restored'} (SigCgt ${lastSeen})`, exact ? {} : { diff: await fullSnapshot(gateway), before });
+    const ok = exit.code === 0 && exit.signal === null && ms < STOP_BUDGET_MS && exact && !existsSync(state);
+    t.ok(ok, `${label}: exit ${exit.code ?? exit.signal} after ${ms} ms, state ${exact ? 'restored' : 'NOT restored'} (SigCgt ${lastSeen})`, exact ? {} : { diff: await fullSnapshot(gateway), before });
+    // Where the time went, for the next reader: the run's own lines, with their times.
+    if (!ok) t.comment(engine.transcript());
     // Put the namespace back for the next steps when this one has failed already.
     if (!exact && existsSync(state)) await sluiceDown(gateway, state);
   }
