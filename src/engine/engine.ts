@@ -1006,6 +1006,7 @@ export class Engine {
     const httpL7 = this.rt.httpL7;
     if (httpL7 !== null && info.protocol === 'http' && httpL7.wants(req.localPort)) {
       info.end = () => stream.destroy();
+      info.closeOrderly = () => httpL7.closeIdle(stream);
       info.bytes = httpL7.serve(stream, chunks, { src: info.src, target: { host, port: req.localPort }, outbound }, (r) => {
         // The flow line says what the requests matched (http.rules index and outbound, as
         // their "request" lines do); flowRule keeps the flow-level policy match.

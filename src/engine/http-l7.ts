@@ -123,6 +123,20 @@ export class HttpL7 {
     return conn.r;
   }
 
+  /**
+   * As sluice stops: a client connection with no request in flight is
+   * closed with a FIN (as the idle timeout does); one serving a request is
+   * left to the caller's hard end. Returns whether it was closed.
+   */
+  closeIdle(stream: Duplex): boolean {
+    const conn = this.conns.get(stream);
+    if (conn === undefined || conn.inflight > 0 || stream.destroyed || stream.writableEnded) return false;
+    if (conn.idle !== null) clearTimeout(conn.idle);
+    conn.idle = null;
+    stream.end();
+    return true;
+  }
+
   /** Destroys every upstream pool (on stop: in-flight requests fail, nothing waits for them). */
   async close(): Promise<void> {
     const pools = [...this.pools.values()];

@@ -13,7 +13,8 @@
  * (danted, UDP ASSOCIATE); a DNS query through the hijack (plain upstream,
  * one query still in flight); a DoH upstream (keep-alive connection, one
  * query in flight); an HTTP L7 flow (keep-alive client connection and
- * upstream pool); a dial that cannot complete (the server drops SYNs);
+ * upstream pool; the idle client connection ends with a FIN too); a dial
+ * that cannot complete (the server drops SYNs);
  * then all of them at once. Gateway mode tproxy and tproxy-ebpf (the TC
  * program assigns the flows to the TPROXY listeners) run all of them at
  * once too.
@@ -244,7 +245,16 @@ const KINDS: Kind[] = [
   {
     name: 'an HTTP L7 flow (keep-alive client and upstream pool)',
     upstream: 'udp',
-    open: async (t, lab) => void (await openHolder(t, lab, 'http', 80, 'HTTP L7')),
+    open: async (t, lab) => {
+      const h = await openHolder(t, lab, 'http', 80, 'HTTP L7');
+      // An idle keep-alive connection is closed with a FIN as well.
+      return async (t) => {
+        const deadline = Date.now() + 10_000;
+        const closed = (): Array<Record<string, unknown>> => h.lines.filter((l) => l.event === 'closed');
+        while (Date.now() < deadline && closed().length === 0) await new Promise((r) => setTimeout(r, 50));
+        t.same(closed().map((l) => l.how), ['fin'], `HTTP L7: the idle keep-alive client read EOF, no reset (${JSON.stringify(closed())})`);
+      };
+    },
     expect: [{ network: 'tcp', dst: `${SERVER_V4}:80`, protocol: 'http', outbound: 'direct' }],
   },
   {
