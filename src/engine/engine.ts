@@ -112,7 +112,7 @@ interface FlowInfo extends FlowRecord {
   guard: FlowGuard;
   /** Set by endFlows(): the flow line says close "shutdown". */
   shutdown: boolean;
-  /** While relaying TCP: closes the flow with a FIN both ways (relay.ts shutdownRelay); endFlows() tries it before `end`. */
+  /** While relaying TCP (relay.ts shutdownRelay) or serving an idle HTTP L7 client (HttpL7.closeIdle): closes the flow with FINs; false when it cannot; endFlows() tries it before `end`. */
   closeOrderly: (() => boolean) | null;
   logged: boolean;
   /** What the policy was asked and where the name came from then (set when routed), for `sluice explain ID`. */
@@ -426,7 +426,7 @@ export class Engine {
     }
     await this.flowsGone(END_FLOWS_WAIT_MS);
     for (const f of [...this.flows.values()]) this.logFlow(f, { bytesUp: 0, bytesDown: 0, close: 'shutdown' });
-    if (open.length > 0) this.log.info({ flows: open.length, closedWithFin: orderly }, 'open flows ended');
+    if (open.length > 0) this.log.info({ flows: open.length, closingWithFin: orderly }, 'open flows ended');
   }
 
   /** Waits until every flow has been logged, or `ms` has passed. */
