@@ -101,15 +101,24 @@ export async function runRun(argv: string[], io: CommandIo = process, launcher?:
     process.off('SIGTERM', onEarly);
   };
   try {
-    return await run(argv, io, () => {
+    const code = await run(argv, io, () => {
       dropEarly();
       return early;
     });
+    // The stop is done and the state removed: what still holds the event loop
+    // (a child process or socket of a start-up step the signal cut short, a
+    // last close) gets EXIT_GRACE_MS to end by itself, then the process exits
+    // (unref'd: a loop already empty exits at once, as before).
+    setTimeout(() => process.exit(code), EXIT_GRACE_MS).unref();
+    return code;
   } finally {
     dropEarly();
     process.off('SIGHUP', ignoreHup);
   }
 }
+
+/** How long an ended `sluice run` waits for leftover handles before it exits anyway. */
+const EXIT_GRACE_MS = 200;
 
 /**
  * Start-up, then serve until a signal, then the ordered stop. Every start-up

@@ -49,7 +49,7 @@ import type { TcpStream } from '../stack/tcp-stream.js';
 import type { UdpSession } from '../udp/session.js';
 import { parseIpv6Text } from '../wire/ipv6.js';
 import { parseIpv4Text, writeIpv4Addr } from '../wire/ipv4.js';
-import { relay, type RelayResult } from './relay.js';
+import { relay, shutdownRelay, type RelayResult } from './relay.js';
 import { FlowRegistry, newFlowId, type FlowRecord, type NameOrigin, type RoutingMode } from './flow-registry.js';
 import { policyNeedsName } from './name-sensitivity.js';
 import { resolveWith } from './dns-upstreams.js';
@@ -112,6 +112,8 @@ interface FlowInfo extends FlowRecord {
   guard: FlowGuard;
   /** Set by endFlows(): the flow line says close "shutdown". */
   shutdown: boolean;
+  /** While relaying TCP (relay.ts shutdownRelay) or serving an idle HTTP L7 client (HttpL7.closeIdle): closes the flow with FINs; false when it cannot; endFlows() tries it before `end`. */
+  closeOrderly: (() => boolean) | null;
   logged: boolean;
   /** What the policy was asked and where the name came from then (set when routed), for `sluice explain ID`. */
   match: { ctx: MatchContext; nameFrom: NameOrigin | null } | null;
@@ -135,8 +137,10 @@ export interface RuleSetState {
   loadedAt: number;
 }
 
-/** How long endFlows() waits for the ended flows' close events before logging the rest itself. */
-const END_FLOWS_WAIT_MS = 1000;
+/** How long endFlows() gives relayed TCP flows, closed with a FIN both ways, for the peers' FINs before resetting them. */
+const END_FLOWS_GRACE_MS = 1000;
+/** How long endFlows() then waits for the ended flows' close events before logging the rest itself. */
+const END_FLOWS_WAIT_MS = 500;
 
 /** The two ends of a flow as the client sees it (local = the destination it asked for). */
 interface FlowEnds {
@@ -354,9 +358,9 @@ export class Engine {
       this.persistTimer = setInterval(() => void this.persist(), 60_000).unref();
     }
     this.uninstallBoundary = installErrorBoundary({
-      unattributed: (err, origin) => {
+      unattributed: (err, origin, source) => {
         this.counters.unattributedErrors++;
-        this.log.error({ origin, err: errorText(err) }, 'uncaught error outside any flow; sluice keeps serving');
+        this.log.error({ origin, ...source, err: errorText(err) }, 'uncaught error outside any flow; sluice keeps serving');
       },
     });
     const gw = this.config.gateway;
@@ -382,29 +386,53 @@ export class Engine {
   /** Refuses new flows from now on (the first step of a stop). */
   stopAccepting(): void {
     this.accepting = false;
+    // From here on every flow that ends is ended by the stop: also those the stop's earlier
+    // steps close (a TPROXY UDP session goes with its listener) before endFlows() runs.
+    for (const f of this.flows.values()) f.shutdown = true;
   }
 
   /**
-   * Ends every open flow wherever it is (a pending dial is aborted and the
-   * client reset, a sniffing or relaying flow's streams destroyed, a UDP
-   * session and its association closed), each logged with close
-   * "shutdown"; waits briefly for their close events, then logs what is left.
+   * Ends every open flow wherever it is, each logged with close "shutdown".
+   * A relayed TCP flow is closed the orderly way first: a FIN to the client
+   * and to the upstream (RFC 9293 3.6), and END_FLOWS_GRACE_MS for the
+   * peers to answer with theirs. Everything else, and a relayed flow still
+   * open after the grace, is ended hard: a pending dial is aborted and the
+   * client reset, a sniffing flow's stream and a relay's streams destroyed
+   * (RST), a UDP session and its association closed. Then a short wait for
+   * their close events, and what is left is logged here.
    */
   async endFlows(): Promise<void> {
     this.accepting = false;
     const open = [...this.flows.values()];
+    let orderly = 0;
     for (const f of open) {
       f.shutdown = true;
       try {
-        f.end?.();
+        if (f.closeOrderly?.() === true) orderly++;
+        else f.end?.();
       } catch (err) {
         if (this.debug) this.log.debug({ src: f.src, dst: f.dst, err: (err as Error).message }, 'ending a flow failed');
       }
     }
-    const until = Date.now() + END_FLOWS_WAIT_MS;
-    while (this.flows.size > 0 && Date.now() < until) await new Promise((r) => setTimeout(r, 10));
+    if (orderly > 0) {
+      await this.flowsGone(END_FLOWS_GRACE_MS);
+      for (const f of [...this.flows.values()]) {
+        try {
+          f.end?.();
+        } catch (err) {
+          if (this.debug) this.log.debug({ src: f.src, dst: f.dst, err: (err as Error).message }, 'ending a flow failed');
+        }
+      }
+    }
+    await this.flowsGone(END_FLOWS_WAIT_MS);
     for (const f of [...this.flows.values()]) this.logFlow(f, { bytesUp: 0, bytesDown: 0, close: 'shutdown' });
-    if (open.length > 0) this.log.info({ flows: open.length }, 'open flows ended');
+    if (open.length > 0) this.log.info({ flows: open.length, closingWithFin: orderly }, 'open flows ended');
+  }
+
+  /** Waits until every flow has been logged, or `ms` has passed. */
+  private async flowsGone(ms: number): Promise<void> {
+    const until = Date.now() + ms;
+    while (this.flows.size > 0 && Date.now() < until) await new Promise((r) => setTimeout(r, 10));
   }
 
   /**
@@ -771,6 +799,7 @@ export class Engine {
       guard: new FlowGuard(`${network} ${inbound} ${src} -> ${dst}`, this.onFlowFailed),
       end: null,
       shutdown: false,
+      closeOrderly: null,
       logged: false,
       match: null,
     };
@@ -890,6 +919,7 @@ export class Engine {
         };
         this.observeName(stream, req.localPort, info);
         info.remoteDestination = remoteOf(upstream);
+        info.closeOrderly = () => shutdownRelay(stream);
         info.bytes = relay(stream, upstream, [], (r) => this.logFlow(info, r));
       },
       (err: unknown) => {
@@ -976,6 +1006,7 @@ export class Engine {
     const httpL7 = this.rt.httpL7;
     if (httpL7 !== null && info.protocol === 'http' && httpL7.wants(req.localPort)) {
       info.end = () => stream.destroy();
+      info.closeOrderly = () => httpL7.closeIdle(stream);
       info.bytes = httpL7.serve(stream, chunks, { src: info.src, target: { host, port: req.localPort }, outbound }, (r) => {
         // The flow line says what the requests matched (http.rules index and outbound, as
         // their "request" lines do); flowRule keeps the flow-level policy match.
@@ -1010,6 +1041,7 @@ export class Engine {
           upstream.destroy();
         };
         info.remoteDestination = remoteOf(upstream);
+        info.closeOrderly = () => shutdownRelay(stream);
         info.bytes = relay(stream, upstream, chunks, (r) => this.logFlow(info, r));
       },
       (err: unknown) => {
@@ -1346,6 +1378,8 @@ export class Engine {
     if (info.logged) return;
     info.logged = true;
     info.end = null;
+    info.closeOrderly = null;
+    info.guard.end();
     this.flows.remove(info, r);
     if (this.retired.length > 0) this.releaseRetired(info);
     if (info.shutdown) r.close = 'shutdown';
