@@ -50,6 +50,11 @@ napi_value init_sockets(napi_env env, napi_value exports);
 napi_value init_bpf(napi_env env, napi_value exports);
 napi_value init_privileges(napi_env env, napi_value exports);
 napi_value init_sockdiag(napi_env env, napi_value exports);
+napi_value init_icmp(napi_env env, napi_value exports);
+
+/* icmp.c: the reader's 'icmp' kind (records: 20-byte header, then the message). */
+int icmp_reader_strip(int fd);
+long icmp_reader_recv(int fd, int strip, uint8_t *at, size_t cap);
 
 void export_fn(napi_env env, napi_value exports, const char *name, napi_callback cb);
 void export_int(napi_env env, napi_value exports, const char *name, int64_t value);
