@@ -52,6 +52,8 @@ import { parseIpv4Text, writeIpv4Addr } from '../wire/ipv4.js';
 import { relay, type RelayResult } from './relay.js';
 import { FlowRegistry, newFlowId, type FlowRecord, type NameOrigin, type RoutingMode } from './flow-registry.js';
 import { policyNeedsName } from './name-sensitivity.js';
+import { IcmpEchoRoute } from './icmp-route.js';
+import type { EchoRelayStats } from '../ip/echo-relay.js';
 import { resolveWith } from './dns-upstreams.js';
 import { DialLimiter } from './dial-limiter.js';
 import type { Logger } from './logger.js';
@@ -254,6 +256,10 @@ export class Engine {
   private geoip: GeoIpLookup | null = null;
   /** log.level debug (checked once: debug lines cost one branch when off). */
   private readonly debug: boolean;
+  /** Where echo requests go (icmp.echo); its relay's counters are `icmpEcho`. */
+  private readonly echoRoute: IcmpEchoRoute;
+  /** Honest ping's counters (src/ip/echo-relay.ts), live. */
+  readonly icmpEcho: EchoRelayStats;
   /** Metrics (src/control/metrics.ts): told once per flow end, dial, sniff and reload; null when off. */
   observer: EngineObserver | null = null;
 
@@ -312,6 +318,20 @@ export class Engine {
       },
       { maxPendingFlows: config.limits.pendingSyns, synCookieThreshold: config.limits.synCookieThreshold },
     );
+    this.echoRoute = new IcmpEchoRoute({
+      log,
+      generation: () => this.rt,
+      config: () => this.rt.config.icmp,
+      policy: () => this.rt.policy,
+      outbound: (name) => this.rt.outbounds.get(name),
+      modeOutbound: () => this.modeOutbound,
+      fakeName: (family, buf, off) => (this.pool !== null && this.pool.isFakeBytes(buf, off, family) ? this.pool.lookupBytes(buf, off, family) : undefined),
+      knownName: (address) => this.snoop?.lookup(address) ?? null,
+      lookup: this.lookup,
+    });
+    const relay = this.stack.forwardEchoes(this.echoRoute, addressBytes(config.tun.ipv4.split('/')[0]!), addressBytes(config.tun.ipv6.split('/')[0]!));
+    this.echoRoute.attach(relay);
+    this.icmpEcho = relay.stats;
     const st = this.stack.stats;
     const dc = this.dials.counters;
     this.counters.synFlood = {
@@ -368,6 +388,8 @@ export class Engine {
       );
     }
     this.rt.groups.start();
+    // ICMP sockets now, while sluice may still open raw ones (before run.user's drop).
+    if (this.config.icmp.echo === 'forward') this.echoRoute.openFor(this.rt.outbounds.values());
     this.started = true;
     // url rule sets: their first download (bounded wait; the disk copies serve if it fails).
     await this.remote.reconcile(this.rt.config);
@@ -418,6 +440,7 @@ export class Engine {
     this.uninstallBoundary?.();
     this.uninstallBoundary = null;
     this.remote.close();
+    this.echoRoute.close();
     if (this.persistTimer !== null) clearInterval(this.persistTimer);
     this.persistTimer = null;
     if (this.persistSoon !== null) clearTimeout(this.persistSoon);

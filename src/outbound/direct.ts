@@ -62,6 +62,11 @@ export class DirectOutbound implements Outbound {
     return this.dialer.mark !== 0 || this.dialer.device !== undefined;
   }
 
+  /** The mark and interface every socket of this outbound carries (0 / undefined: unset); the ICMP echo sockets use them too. */
+  get socketOptions(): { mark: number; device: string | undefined } {
+    return { mark: this.dialer.mark, device: this.dialer.device };
+  }
+
   async connectTcp(target: Target, signal?: AbortSignal): Promise<Duplex> {
     const attempt = new Attempt(this.name, this.dialer.connectTimeoutMs, signal);
     try {
