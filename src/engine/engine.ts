@@ -46,13 +46,14 @@ import { dirname } from 'node:path';
 import { Stack, type TcpFlowRequest } from '../stack.js';
 import type { LinkEndpoint } from '../link/link.js';
 import type { TcpStream } from '../stack/tcp-stream.js';
-import type { UdpSession } from '../udp/session.js';
+import { UdpSession } from '../udp/session.js';
 import { parseIpv6Text } from '../wire/ipv6.js';
 import { parseIpv4Text, writeIpv4Addr } from '../wire/ipv4.js';
 import { relay, type RelayResult } from './relay.js';
 import { FlowRegistry, newFlowId, type FlowRecord, type NameOrigin, type RoutingMode } from './flow-registry.js';
 import { policyNeedsName } from './name-sensitivity.js';
-import { IcmpEchoRoute } from './icmp-route.js';
+import { IcmpEchoRoute, watchUdpErrors } from './icmp-route.js';
+import type { UdpErrorRelay } from '../ip/udp-error-relay.js';
 import type { EchoRelayStats } from '../ip/echo-relay.js';
 import { resolveWith } from './dns-upstreams.js';
 import { DialLimiter } from './dial-limiter.js';
@@ -260,6 +261,8 @@ export class Engine {
   private readonly echoRoute: IcmpEchoRoute;
   /** Honest ping's counters (src/ip/echo-relay.ts), live. */
   readonly icmpEcho: EchoRelayStats;
+  /** ICMP errors about direct UDP sessions' upstream datagrams, back to their clients (traceroute -U). */
+  private readonly udpErrors: UdpErrorRelay;
   /** Metrics (src/control/metrics.ts): told once per flow end, dial, sniff and reload; null when off. */
   observer: EngineObserver | null = null;
 
@@ -332,6 +335,7 @@ export class Engine {
     const relay = this.stack.forwardEchoes(this.echoRoute, addressBytes(config.tun.ipv4.split('/')[0]!), addressBytes(config.tun.ipv6.split('/')[0]!));
     this.echoRoute.attach(relay);
     this.icmpEcho = relay.stats;
+    this.udpErrors = relay.udpErrors;
     const st = this.stack.stats;
     const dc = this.dials.counters;
     this.counters.synFlood = {
@@ -1303,9 +1307,14 @@ export class Engine {
     // Called by the stack (or the TPROXY reader) per datagram: a throw here
     // ends this session only; the routing of the first one runs in the
     // flow's context, so the association and its sockets carry it.
+    // A TUN session's upstream sends with the client's TTL (traceroute -U, src/ip/udp-error-relay.ts).
+    const tun = s instanceof UdpSession ? s : null;
     const onDatagram = (d: Buffer): void => {
       r.bytesUp += d.length;
-      if (assoc !== null) return assoc.send(d, target);
+      if (assoc !== null) {
+        if (tun !== null && assoc.setTtl !== undefined) assoc.setTtl(tun.ttl);
+        return assoc.send(d, target);
+      }
       if (waiting.length >= 64) return; // bounded while the outbound opens
       waiting.push(d);
       if (routed) return;
@@ -1347,6 +1356,8 @@ export class Engine {
           info.guard.own(() => a.close());
           Engine.setChain(info, chainOf(a));
           assoc = a;
+          const unwatch = tun === null ? null : watchUdpErrors(this.udpErrors, a, tun);
+          if (unwatch !== null) s.on('close', unwatch);
           a.onMessage((payload) => {
             r.bytesDown += payload.length;
             s.send(payload);

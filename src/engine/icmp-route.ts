@@ -28,7 +28,10 @@ import type { Policy } from './policy/policy.js';
 import type { MatchContext } from './policy/types.js';
 import type { IcmpConfig } from '../config/types.js';
 import type { LookupFn, Outbound } from '../outbound/types.js';
-import { DirectOutbound } from '../outbound/direct.js';
+import { DirectOutbound, DirectUdpAssociation } from '../outbound/direct.js';
+import type { UdpAssociation } from '../outbound/types.js';
+import type { UdpErrorRelay } from '../ip/udp-error-relay.js';
+import type { UdpSession } from '../udp/session.js';
 import { OutboundGroup } from '../outbound/group.js';
 import { formatIpv4, parseIpv4Text, readIpv4Addr, writeIpv4Addr } from '../wire/ipv4.js';
 import { formatIpv6, parseIpv6Text } from '../wire/ipv6.js';
@@ -209,4 +212,22 @@ function writeV4(out: Uint8Array, text: string): boolean {
   if (v === null) return false;
   writeIpv4Addr(out, 0, v);
   return true;
+}
+
+/**
+ * A TUN session's direct UDP association, made visible to the ICMP error
+ * relay (src/ip/udp-error-relay.ts): its upstream socket sends with the
+ * client's TTL, and errors about it reach the client. Returns what to call
+ * when the session ends. Other associations (proxies) carry no ICMP.
+ */
+export function watchUdpErrors(relay: UdpErrorRelay, a: UdpAssociation, s: UdpSession): (() => void) | null {
+  if (!(a instanceof DirectUdpAssociation)) return null;
+  a.setTtl(s.ttl);
+  const { v4, v6 } = a.localPorts();
+  if (v4 !== null) relay.register(4, v4, s);
+  if (v6 !== null) relay.register(6, v6, s);
+  return () => {
+    if (v4 !== null) relay.unregister(4, v4, s);
+    if (v6 !== null) relay.unregister(6, v6, s);
+  };
 }

@@ -24,6 +24,7 @@ import type { IcmpReceiver, IcmpSocket } from '../link/icmp-socket.js';
 import type { EchoForwarder, IcmpHandler, UnreachableKind } from './icmp.js';
 import type { IpPacket } from './packet.js';
 import type { StackDriver } from '../stack/driver.js';
+import { UdpErrorRelay } from './udp-error-relay.js';
 import { internetChecksum } from '../wire/checksum.js';
 import { ICMP_DEST_UNREACHABLE, ICMP_ECHO_REPLY, ICMP_ECHO_REQUEST, ICMP_TIME_EXCEEDED, ICMP_UNREACH_FRAG_NEEDED } from '../wire/icmp.js';
 import { ICMPV6_DEST_UNREACHABLE, ICMPV6_ECHO_REPLY, ICMPV6_ECHO_REQUEST, ICMPV6_PACKET_TOO_BIG, ICMPV6_TIME_EXCEEDED } from '../wire/icmpv6.js';
@@ -112,8 +113,9 @@ export class EchoRelay implements EchoForwarder, IcmpReceiver {
   private readonly quoteLen = new Uint8Array(SLOTS);
   private readonly slotSocket: (IcmpSocket | null)[] = new Array<IcmpSocket | null>(SLOTS).fill(null);
   private readonly tx = new Uint8Array(65536);
-  private tokens = ERROR_BURST;
-  private tokensAt = 0;
+  private readonly budget: IcmpErrorBudget;
+  /** Errors about sluice's upstream UDP datagrams (traceroute -U), seen by the same raw sockets. */
+  readonly udpErrors: UdpErrorRelay;
 
   constructor(
     private readonly d: StackDriver,
@@ -122,7 +124,10 @@ export class EchoRelay implements EchoForwarder, IcmpReceiver {
     /** The TUN's addresses (4 and 16 bytes): the source of an error about sluice's own hop. */
     private readonly tunAddr4: Uint8Array,
     private readonly tunAddr6: Uint8Array,
-  ) {}
+  ) {
+    this.budget = new IcmpErrorBudget(this.stats);
+    this.udpErrors = new UdpErrorRelay(d, this.budget);
+  }
 
   /** EchoForwarder: an echo request from the TUN side (p.icmp parsed, addresses unicast). */
   echoRequest(p: IpPacket): void {
@@ -237,20 +242,25 @@ export class EchoRelay implements EchoForwarder, IcmpReceiver {
     // The quote: our request's IP header, then at least its first 8 bytes (RFC 792, RFC 4443 2.4(c)).
     const q = off + 8;
     let hl: number;
+    let proto: number;
     if (family === 4) {
-      if (len < 8 + 20 + 8 || buf[q]! >> 4 !== 4 || buf[q + 9] !== 1) return;
+      if (len < 8 + 20 + 8 || buf[q]! >> 4 !== 4) return;
+      proto = buf[q + 9]!;
       hl = (buf[q]! & 0x0f) * 4;
       if (hl < 20 || len < 8 + hl + 8) return;
     } else {
-      if (len < 8 + 40 + 8 || buf[q]! >> 4 !== 6 || buf[q + 6] !== 58) return;
+      if (len < 8 + 40 + 8 || buf[q]! >> 4 !== 6) return;
+      proto = buf[q + 6]!;
       hl = 40;
     }
+    if (proto === 17) return this.udpErrors.relay(family, buf, srcOff, off, hl);
+    if (proto !== (family === 4 ? 1 : 58)) return;
     const t = q + hl;
     if (buf[t] !== (family === 4 ? ICMP_ECHO_REQUEST : ICMPV6_ECHO_REQUEST)) return;
     // Matched against the quoted destination, not the error's source (a router).
     const slot = this.match(sock, buf, t + 4, q + (family === 4 ? 16 : 24));
     if (slot < 0) return;
-    if (!this.takeToken()) return;
+    if (!this.budget.take(this.d.now)) return;
     const code = buf[off + 1]!;
     const a = slot * 48;
     // An error from the target itself comes from the address the client pinged (a fake IP stays fake).
@@ -285,21 +295,32 @@ export class EchoRelay implements EchoForwarder, IcmpReceiver {
   }
 
   private unreachable(p: IpPacket, kind: UnreachableKind): void {
-    if (!this.takeToken()) return;
+    if (!this.budget.take(this.d.now)) return;
     this.icmp.sendUnreachable(p.family, kind, p.pkt, p.pktOff, p.pktLen);
   }
 
   private errorFromTun(family: 4 | 6, pkt: Uint8Array, off: number, len: number): void {
-    if (!this.takeToken()) return;
+    if (!this.budget.take(this.d.now)) return;
     this.d.writer.icmpErrorFrom(family, family === 4 ? ICMP_TIME_EXCEEDED : ICMPV6_TIME_EXCEEDED, 0, 0, family === 4 ? this.tunAddr4 : this.tunAddr6, 0, pkt, off, len);
     this.d.stats.icmpErrorsOut++;
   }
 
-  /** The shared token bucket for generated errors; false (counted) when empty. */
-  private takeToken(): boolean {
-    const now = this.d.now;
-    this.tokens += ((now - this.tokensAt) * ERRORS_PER_SECOND) / 1000;
-    this.tokensAt = now;
+}
+
+/**
+ * The one token bucket for the ICMP errors sluice sends toward clients
+ * (RFC 1812 4.3.2.8, RFC 4443 2.4(f)): ERRORS_PER_SECOND, bursts of
+ * ERROR_BURST; an error over it is counted in `rateLimited`, not sent.
+ */
+export class IcmpErrorBudget {
+  private tokens = ERROR_BURST;
+  private at = 0;
+
+  constructor(private readonly stats: { rateLimited: number }) {}
+
+  take(now: number): boolean {
+    this.tokens += ((now - this.at) * ERRORS_PER_SECOND) / 1000;
+    this.at = now;
     if (this.tokens > ERROR_BURST) this.tokens = ERROR_BURST;
     if (this.tokens < 1) {
       this.stats.rateLimited++;

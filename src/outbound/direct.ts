@@ -121,8 +121,11 @@ export class DirectUdpAssociation implements UdpAssociation {
   private readonly src: UdpSource;
   private readonly onDatagram: (msg: Buffer, rinfo: dgram.RemoteInfo) => void;
   private readonly onSocketError: () => void;
+  /** setTtl's value; 0 while the sockets keep the system default. */
+  private ttl: number;
 
   constructor(dialer: Dialer, first: dgram.Socket, family: 4 | 6, pendingMax: number) {
+    this.ttl = 0;
     this.dialer = dialer;
     this.sock4 = null;
     this.sock6 = null;
@@ -188,6 +191,13 @@ export class DirectUdpAssociation implements UdpAssociation {
 
   onMessage(cb: UdpMessageHandler): void {
     this.handler = cb;
+  }
+
+  setTtl(ttl: number): void {
+    if (ttl === this.ttl || ttl < 1 || ttl > 255) return;
+    this.ttl = ttl;
+    if (this.sock4 !== null) applyTtl(this.sock4, ttl);
+    if (this.sock6 !== null) applyTtl(this.sock6, ttl);
   }
 
   onClose(cb: UdpCloseHandler): void {
@@ -268,9 +278,19 @@ export class DirectUdpAssociation implements UdpAssociation {
   }
 
   private adopt(sock: dgram.Socket, family: 4 | 6): void {
+    if (this.ttl !== 0) applyTtl(sock, this.ttl);
     sock.on('message', this.onDatagram);
     sock.on('error', this.onSocketError);
     if (family === 6) this.sock6 = sock;
     else this.sock4 = sock;
+  }
+}
+
+/** IP_TTL / IPV6_UNICAST_HOPS; a socket closing meanwhile is no error. */
+function applyTtl(sock: dgram.Socket, ttl: number): void {
+  try {
+    sock.setTTL(ttl);
+  } catch {
+    // EBADF: closed
   }
 }

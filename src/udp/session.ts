@@ -40,6 +40,8 @@ export class UdpSession extends EventEmitter<UdpSessionEvents> implements FlowKe
   remoteAddress = '';
   localAddress = '';
   lastActivity = 0;
+  /** TTL / hop limit of the client's latest datagram as it reached the TUN (the upstream socket sends with it). */
+  ttl = 64;
   closed = false;
   /** Datagrams that arrived before the application attached a listener. */
   readonly queued: Buffer[] = [];

@@ -46,6 +46,7 @@ export class UdpSessions implements UdpHost {
     } else {
       s.lastActivity = this.d.now;
     }
+    s.ttl = p.pkt[p.pktOff + (family === 4 ? 8 : 7)]!;
     // The application gets its own copy: datagrams outlive the batch.
     s.deliver(Buffer.from(p.l4buf.subarray(u.payloadOffset, u.payloadOffset + u.payloadLength)));
   }

@@ -12,7 +12,7 @@
  * gets no reply; a DF request too big for the router's 1280-byte link gets
  * the router's "fragmentation needed" / "packet too big" with mtu 1280;
  * `ping -s 3000` works (reassembled, forwarded, the reply fragmented into
- * the TUN); traceroute -I lists the real hops; `icmp.echo: reply` answers
+ * the TUN); traceroute -I and -U list the real hops; `icmp.echo: reply` answers
  * locally even for an address nobody owns; `unreachable` refuses.
  *
  * Needs root, /dev/net/tun, ping, traceroute, nft.
@@ -152,13 +152,16 @@ t.test('ping and traceroute through sluice reach the real hosts (icmp.echo: forw
     }
 
     const hops = family === 4 ? [GW_LAN4, ROUTER4, FAR4] : [GW_LAN6, ROUTER6, FAR6];
-    const tr = await timed(client, ['traceroute', family === 6 ? '-6' : '-4', '-I', '-n', '-q', '1', '-w', '3', '-m', '6', target], 60_000);
-    const listed = tr.stdout
-      .split('\n')
-      .slice(1)
-      .map((l) => l.trim().split(/\s+/)[1])
-      .filter((h): h is string => h !== undefined);
-    t.same(listed, hops, `v${family} traceroute -I lists the real hops (${tr.stdout.trim().replace(/\n/g, ' | ')})`);
+    // -I: echo requests with rising TTLs; -U: UDP datagrams to port 53 (nobody listens on far: port unreachable ends it).
+    for (const method of ['-I', '-U'] as const) {
+      const tr = await timed(client, ['traceroute', family === 6 ? '-6' : '-4', method, '-n', '-q', '1', '-w', '3', '-m', '6', target], 60_000);
+      const listed = tr.stdout
+        .split('\n')
+        .slice(1)
+        .map((l) => l.trim().split(/\s+/)[1])
+        .filter((h): h is string => h !== undefined);
+      t.same(listed, hops, `v${family} traceroute ${method} lists the real hops (${tr.stdout.trim().replace(/\n/g, ' | ')})`);
+    }
   }
 
   t.equal((await engine.stop()).code, 0, 'SIGTERM: exit 0');
