@@ -110,6 +110,12 @@ export interface SluiceNative {
    * need its checksum) to the 4 or 16 address bytes at dst[dstOff] with
    * this TTL / hop limit. Returns 0 or the errno (ENETUNREACH, EMSGSIZE...).
    */
+  /**
+   * The kernel's path MTU toward `address` for sockets with this mark and
+   * interface (IP_MTU / IPV6_MTU of a connected UDP socket: the route's
+   * MTU, lowered by what routers' too-big errors taught it); 0 without a route.
+   */
+  pathMtu(family: 4 | 6, address: string, mark: number, device: string | undefined): number;
   icmpSend(fd: number, family: 4 | 6, dst: Uint8Array, dstOff: number, msg: Uint8Array, msgOff: number, msgLen: number, ttl: number): number;
 
   /** Loads the classifier object (libbpf): the program's fd and each map's fd by name. */

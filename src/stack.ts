@@ -218,11 +218,10 @@ export class Stack implements LinkReceiver, FlowHost, SegmentSink, StackDriver {
   /**
    * From now on echo requests follow `policy` (src/ip/echo-relay.ts:
    * forwarded upstream for real, answered, refused or dropped) instead of
-   * being answered here. `tun4` / `tun6` are the TUN's addresses (4 and 16
-   * bytes). Returns the relay, whose upstream sockets deliver to it.
+   * being answered here. Returns the relay, whose upstream sockets deliver to it.
    */
-  forwardEchoes(policy: EchoPolicy, tun4: Uint8Array, tun6: Uint8Array): EchoRelay {
-    const relay = new EchoRelay(this, this.icmp, policy, tun4, tun6);
+  forwardEchoes(policy: EchoPolicy): EchoRelay {
+    const relay = new EchoRelay(this, this.icmp, policy);
     this.icmp.forwarder = relay;
     return relay;
   }

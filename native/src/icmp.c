@@ -248,7 +248,56 @@ long icmp_reader_recv(int fd, int strip, uint8_t *at, size_t cap) {
   return (long)(ICMP_RECORD_HEADER + n);
 }
 
+/* pathMtu(family, address, mark, device) -> the kernel's path MTU toward
+ * address (IP_MTU / IPV6_MTU of a connected UDP socket with the route mark:
+ * the route's MTU, lowered by what routers' "fragmentation needed" / "packet
+ * too big" taught it), or 0 when there is no route. */
+static napi_value path_mtu(napi_env env, napi_callback_info info) {
+  size_t argc = 4;
+  napi_value argv[4];
+  uint32_t family, mark;
+  char address[INET6_ADDRSTRLEN], device[IFNAMSIZ] = "";
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 4 || !arg_uint32(env, argv[0], &family) || (family != 4 && family != 6) ||
+      !arg_string(env, argv[1], address, sizeof address) || !arg_uint32(env, argv[2], &mark))
+    return throw_usage(env, "pathMtu(family: 4 | 6, address: string, mark: number, device: string)");
+  napi_valuetype t;
+  napi_typeof(env, argv[3], &t);
+  if (t == napi_string && !arg_string(env, argv[3], device, sizeof device)) return throw_usage(env, "pathMtu: device is an interface name");
+  struct sockaddr_storage ss;
+  memset(&ss, 0, sizeof ss);
+  socklen_t len;
+  if (family == 6) {
+    struct sockaddr_in6 *a = (struct sockaddr_in6 *)&ss;
+    a->sin6_family = AF_INET6;
+    a->sin6_port = htons(9);
+    len = sizeof *a;
+    if (inet_pton(AF_INET6, address, &a->sin6_addr) != 1) return throw_usage(env, "pathMtu: address is not an IPv6 address");
+  } else {
+    struct sockaddr_in *a = (struct sockaddr_in *)&ss;
+    a->sin_family = AF_INET;
+    a->sin_port = htons(9);
+    len = sizeof *a;
+    if (inet_pton(AF_INET, address, &a->sin_addr) != 1) return throw_usage(env, "pathMtu: address is not an IPv4 address");
+  }
+  uint32_t mtu = 0;
+  int fd = socket(family == 6 ? AF_INET6 : AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  if (fd >= 0) {
+    if (mark != 0) setsockopt(fd, SOL_SOCKET, SO_MARK, &mark, sizeof mark);
+    if (device[0] != '\0') setsockopt(fd, SOL_SOCKET, SO_BINDTODEVICE, device, (socklen_t)strlen(device));
+    int v = 0;
+    socklen_t vl = sizeof v;
+    if (connect(fd, (struct sockaddr *)&ss, len) == 0 &&
+        getsockopt(fd, family == 6 ? IPPROTO_IPV6 : IPPROTO_IP, family == 6 ? IPV6_MTU : IP_MTU, &v, &vl) == 0 && v > 0)
+      mtu = (uint32_t)v;
+    close(fd);
+  }
+  napi_value out;
+  napi_create_uint32(env, mtu, &out);
+  return out;
+}
+
 napi_value init_icmp(napi_env env, napi_value exports) {
+  export_fn(env, exports, "pathMtu", path_mtu);
   export_fn(env, exports, "icmpOpen", icmp_open);
   export_fn(env, exports, "icmpSend", icmp_send);
   return exports;

@@ -52,7 +52,8 @@ import { parseIpv4Text, writeIpv4Addr } from '../wire/ipv4.js';
 import { relay, type RelayResult } from './relay.js';
 import { FlowRegistry, newFlowId, type FlowRecord, type NameOrigin, type RoutingMode } from './flow-registry.js';
 import { policyNeedsName } from './name-sensitivity.js';
-import { IcmpEchoRoute, watchUdpErrors } from './icmp-route.js';
+import { IcmpEchoRoute, watchUdpErrors, type UdpWatch } from './icmp-route.js';
+import { PathMtuCache } from '../link/path-mtu.js';
 import type { UdpErrorRelay } from '../ip/udp-error-relay.js';
 import type { EchoRelayStats } from '../ip/echo-relay.js';
 import { resolveWith } from './dns-upstreams.js';
@@ -332,10 +333,12 @@ export class Engine {
       knownName: (address) => this.snoop?.lookup(address) ?? null,
       lookup: this.lookup,
     });
-    const relay = this.stack.forwardEchoes(this.echoRoute, addressBytes(config.tun.ipv4.split('/')[0]!), addressBytes(config.tun.ipv6.split('/')[0]!));
+    const relay = this.stack.forwardEchoes(this.echoRoute);
     this.echoRoute.attach(relay);
     this.icmpEcho = relay.stats;
     this.udpErrors = relay.udpErrors;
+    const pmtu = new PathMtuCache();
+    this.udpErrors.pathMtu = (family, address, mark, device, now) => pmtu.get(family, address, mark, device, now);
     const st = this.stack.stats;
     const dc = this.dials.counters;
     this.counters.synFlood = {
@@ -1309,10 +1312,14 @@ export class Engine {
     // flow's context, so the association and its sockets carry it.
     // A TUN session's upstream sends with the client's TTL (traceroute -U, src/ip/udp-error-relay.ts).
     const tun = s instanceof UdpSession ? s : null;
+    let watch: UdpWatch | null = null;
     const onDatagram = (d: Buffer): void => {
       r.bytesUp += d.length;
       if (assoc !== null) {
-        if (tun !== null && assoc.setTtl !== undefined) assoc.setTtl(tun.ttl);
+        if (watch !== null) {
+          assoc.setTtl!(tun!.ttl);
+          if (d.length > 1232 && watch.tooBig(d.length, target.host)) return;
+        }
         return assoc.send(d, target);
       }
       if (waiting.length >= 64) return; // bounded while the outbound opens
@@ -1356,14 +1363,14 @@ export class Engine {
           info.guard.own(() => a.close());
           Engine.setChain(info, chainOf(a));
           assoc = a;
-          const unwatch = tun === null ? null : watchUdpErrors(this.udpErrors, a, tun);
-          if (unwatch !== null) s.on('close', unwatch);
+          watch = tun === null ? null : watchUdpErrors(this.udpErrors, a, tun);
+          if (watch !== null) s.on('close', watch.unwatch);
           a.onMessage((payload) => {
             r.bytesDown += payload.length;
             s.send(payload);
           });
           s.on('close', () => a.close());
-          for (const w of waiting.splice(0)) a.send(w, target);
+          for (const w of waiting.splice(0)) if (watch === null || w.length <= 1232 || !watch.tooBig(w.length, target.host)) a.send(w, target);
         },
         (err: Error) => {
           if (gone.aborted) return;

@@ -21,6 +21,7 @@
  * costs one policy match; the IPv4 cache key is a number (no allocation).
  */
 import { randomInt } from 'node:crypto';
+import { isIP } from 'node:net';
 import { IcmpSocket, type IcmpReceiver } from '../link/icmp-socket.js';
 import { EchoAction, type EchoPolicy, type EchoRoute } from '../ip/echo-relay.js';
 import type { Logger } from './logger.js';
@@ -220,14 +221,24 @@ function writeV4(out: Uint8Array, text: string): boolean {
  * client's TTL, and errors about it reach the client. Returns what to call
  * when the session ends. Other associations (proxies) carry no ICMP.
  */
-export function watchUdpErrors(relay: UdpErrorRelay, a: UdpAssociation, s: UdpSession): (() => void) | null {
+export function watchUdpErrors(relay: UdpErrorRelay, a: UdpAssociation, s: UdpSession): UdpWatch | null {
   if (!(a instanceof DirectUdpAssociation)) return null;
   a.setTtl(s.ttl);
   const { v4, v6 } = a.localPorts();
   if (v4 !== null) relay.register(4, v4, s);
   if (v6 !== null) relay.register(6, v6, s);
-  return () => {
-    if (v4 !== null) relay.unregister(4, v4, s);
-    if (v6 !== null) relay.unregister(6, v6, s);
+  const { mark, device } = a.socketOptions;
+  return {
+    tooBig: (payloadLen, host) => isIP(host) === s.family && relay.tooBig(s, payloadLen, host, mark, device),
+    unwatch: () => {
+      if (v4 !== null) relay.unregister(4, v4, s);
+      if (v6 !== null) relay.unregister(6, v6, s);
+    },
   };
+}
+
+export interface UdpWatch {
+  /** True when the datagram must not be sent: it cannot pass the path unfragmented and its client forbade that (answered already). */
+  tooBig(payloadLen: number, host: string): boolean;
+  unwatch(): void;
 }

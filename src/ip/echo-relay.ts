@@ -121,9 +121,6 @@ export class EchoRelay implements EchoForwarder, IcmpReceiver {
     private readonly d: StackDriver,
     private readonly icmp: IcmpHandler,
     private readonly policy: EchoPolicy,
-    /** The TUN's addresses (4 and 16 bytes): the source of an error about sluice's own hop. */
-    private readonly tunAddr4: Uint8Array,
-    private readonly tunAddr6: Uint8Array,
   ) {
     this.budget = new IcmpErrorBudget(this.stats);
     this.udpErrors = new UdpErrorRelay(d, this.budget);
@@ -156,8 +153,9 @@ export class EchoRelay implements EchoForwarder, IcmpReceiver {
     const sock = r.socket!;
     const ttl = p.pkt[p.pktOff + (family === 4 ? 8 : 7)]!;
     if (ttl === 0) {
-      // Cannot arrive from the kernel (it never forwards TTL 0); answer as the hop it expired at.
-      return this.errorFromTun(family, p.pkt, p.pktOff, p.pktLen);
+      // Cannot come from the kernel (it never forwards TTL 0): expired here.
+      if (this.budget.take(this.d.now)) this.d.writer.icmpError(family, family === 4 ? ICMP_TIME_EXCEEDED : ICMPV6_TIME_EXCEEDED, 0, 0, p.pkt, p.pktOff, p.pktLen);
+      return;
     }
     const seq = (this.nextSeq = (this.nextSeq + 1) & 0xffff);
     const slot = seq & (SLOTS - 1);
@@ -297,12 +295,6 @@ export class EchoRelay implements EchoForwarder, IcmpReceiver {
   private unreachable(p: IpPacket, kind: UnreachableKind): void {
     if (!this.budget.take(this.d.now)) return;
     this.icmp.sendUnreachable(p.family, kind, p.pkt, p.pktOff, p.pktLen);
-  }
-
-  private errorFromTun(family: 4 | 6, pkt: Uint8Array, off: number, len: number): void {
-    if (!this.budget.take(this.d.now)) return;
-    this.d.writer.icmpErrorFrom(family, family === 4 ? ICMP_TIME_EXCEEDED : ICMPV6_TIME_EXCEEDED, 0, 0, family === 4 ? this.tunAddr4 : this.tunAddr6, 0, pkt, off, len);
-    this.d.stats.icmpErrorsOut++;
   }
 
 }

@@ -23,15 +23,25 @@ import type { UdpSession } from '../udp/session.js';
 import { ICMP_DEST_UNREACHABLE, ICMP_UNREACH_FRAG_NEEDED } from '../wire/icmp.js';
 import { ICMPV6_PACKET_TOO_BIG } from '../wire/icmpv6.js';
 
+/** The kernel's path MTU toward an address for sockets with this mark / interface (0: unknown). */
+export type PathMtuFn = (family: 4 | 6, address: string, mark: number, device: string | undefined, now: number) => number;
+
+/** IPv6's minimum MTU (RFC 8200 5): a datagram this small passes every path, so it is never checked. */
+const MIN_MTU = 1280;
+
 export interface UdpErrorStats {
   /** Errors about our UDP datagrams relayed to a client. */
   relayed: number;
   /** Errors quoting a UDP port no session has (another socket of this host's, or a session gone). */
   unmatched: number;
+  /** DF datagrams (IPv6: any) larger than the path MTU beyond sluice, answered "fragmentation needed" / "packet too big". */
+  tooBig: number;
 }
 
 export class UdpErrorRelay {
-  readonly stats: UdpErrorStats = { relayed: 0, unmatched: 0 };
+  readonly stats: UdpErrorStats = { relayed: 0, unmatched: 0, tooBig: 0 };
+  /** Set by the engine: without it datagrams are not checked against the path MTU. */
+  pathMtu: PathMtuFn | null = null;
   /** family * 65536 + upstream local port -> the session that sends from it. */
   private readonly byPort = new Map<number, UdpSession>();
 
@@ -39,6 +49,35 @@ export class UdpErrorRelay {
     private readonly d: StackDriver,
     private readonly budget: IcmpErrorBudget,
   ) {}
+
+  /**
+   * Whether a datagram of `payloadLen` bytes from session `s` to `address`
+   * (an IP literal) cannot leave without being fragmented where its client
+   * forbade it: an IPv4 datagram with DF set, or any IPv6 one (routers never
+   * fragment, RFC 8200 5), larger than the kernel's path MTU for sluice's
+   * sockets. Then the client is told as a router would tell it, with the MTU (RFC 1191 4 "fragmentation needed", RFC 8201
+   * / RFC 4443 3.2 "packet too big"), and the datagram is not sent; without
+   * this, sluice's socket would fragment it silently. The error comes
+   * from the datagram's destination address: a packet the TUN delivers
+   * from one of this host's own addresses (the TUN's) is a martian the
+   * kernel drops, and the client's kernel matches the error by its quote.
+   */
+  tooBig(s: UdpSession, payloadLen: number, address: string, mark: number, device: string | undefined): boolean {
+    const family = s.family === 6 ? 6 : 4;
+    const size = payloadLen + (family === 4 ? 28 : 48);
+    if (size <= MIN_MTU || !s.df || this.pathMtu === null || s.firstQuote === null) return false;
+    const now = this.d.refreshNow();
+    const mtu = this.pathMtu(family, address, mark, device, now);
+    if (mtu === 0 || size <= mtu) return false;
+    this.stats.tooBig++;
+    if (!this.budget.take(now)) return true;
+    const q = s.firstQuote;
+    if (family === 4) this.d.writer.icmpError(4, ICMP_DEST_UNREACHABLE, ICMP_UNREACH_FRAG_NEEDED, mtu, q, 0, q.length);
+    else this.d.writer.icmpError(6, ICMPV6_PACKET_TOO_BIG, 0, mtu, q, 0, q.length);
+    this.d.stats.icmpErrorsOut++;
+    this.d.scheduleFlush();
+    return true;
+  }
 
   /** The session `s` sends upstream from local UDP port `port` of `family`. */
   register(family: 4 | 6, port: number, s: UdpSession): void {

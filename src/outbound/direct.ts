@@ -193,6 +193,11 @@ export class DirectUdpAssociation implements UdpAssociation {
     this.handler = cb;
   }
 
+  /** The mark and interface of this association's sockets (0 / undefined: unset). */
+  get socketOptions(): { mark: number; device: string | undefined } {
+    return { mark: this.dialer.mark, device: this.dialer.device };
+  }
+
   setTtl(ttl: number): void {
     if (ttl === this.ttl || ttl < 1 || ttl > 255) return;
     this.ttl = ttl;

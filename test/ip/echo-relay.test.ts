@@ -55,14 +55,14 @@ interface Lab4 {
   far: Netns;
 }
 
-async function fourNamespaces(t: Test): Promise<Lab4> {
-  const lab = await createLab(t, 'icmpecho');
+async function fourNamespaces(t: Test, tag = 'icmpecho', wanMtu = 1500): Promise<Lab4> {
+  const lab = await createLab(t, tag);
   const client = await lab.netns('client');
   const gateway = await lab.netns('gateway');
   const router = await lab.netns('router');
   const far = await lab.netns('far');
   await lab.veth(client, 'eth0', gateway, 'lan0', { a: [`${CLIENT4}/24`, `${CLIENT6}/64`], b: [`${GW_LAN4}/24`, `${GW_LAN6}/64`] });
-  await lab.veth(gateway, 'wan0', router, 'r0', { a: [`${GW_WAN4}/24`, `${GW_WAN6}/64`], b: [`${ROUTER4}/24`, `${ROUTER6}/64`] });
+  await lab.veth(gateway, 'wan0', router, 'r0', { a: [`${GW_WAN4}/24`, `${GW_WAN6}/64`], b: [`${ROUTER4}/24`, `${ROUTER6}/64`], mtu: wanMtu });
   await lab.veth(router, 'r1', far, 'eth0', { a: ['203.0.113.1/24', '2001:db8:5::1/64'], b: [`${FAR4}/24`, `${FAR6}/64`], mtu: 1280 });
   await client.ipBatch([`route add default via ${GW_LAN4}`, `route add ::/0 via ${GW_LAN6}`]);
   await gateway.ipBatch([`route add default via ${ROUTER4}`, `route add ::/0 via ${ROUTER6}`]);
@@ -183,5 +183,59 @@ t.test('icmp.echo: reply answers here; unreachable refuses', { timeout: 120_000 
   const refused = await ping(client, 6, FAR6, [], 1);
   t.not(refused.code, 0, `unreachable: no reply (${show(refused)})`);
   t.match(refused.stdout, /Administratively prohibited|Destination unreachable/i, 'the client is told at once');
+  t.equal((await engine.stop()).code, 0, 'SIGTERM: exit 0');
+});
+
+/**
+ * A client UDP socket with path MTU discovery on (IP_PMTUDISC_DO: DF set,
+ * never fragmented) sends `sizes` one after the other to far:9999 and
+ * prints the path MTU its kernel learnt after each (IP_MTU / IPV6_MTU): it
+ * changes only if a "fragmentation needed" / "packet too big" reached it.
+ * The kernel reports that error once more, on the next send: then the
+ * datagram is sent again.
+ */
+const PMTU_CLIENT = `
+import socket, sys, time
+fam = socket.AF_INET6 if sys.argv[1] == '6' else socket.AF_INET
+s = socket.socket(fam, socket.SOCK_DGRAM)
+if fam == socket.AF_INET6:
+    s.setsockopt(socket.IPPROTO_IPV6, 23, 2)  # IPV6_MTU_DISCOVER = IPV6_PMTUDISC_DO
+else:
+    s.setsockopt(socket.IPPROTO_IP, 10, 2)  # IP_MTU_DISCOVER = IP_PMTUDISC_DO
+s.connect((sys.argv[2], 9999))
+out = []
+for size in map(int, sys.argv[3:]):
+    for attempt in range(2):
+        try:
+            s.send(b'x' * size)
+            break
+        except OSError:
+            pass  # the previous datagram's ICMP error, reported once on a connected socket (EMSGSIZE)
+    mtu = 0
+    for _ in range(50):
+        time.sleep(0.1)
+        mtu = s.getsockopt(socket.IPPROTO_IPV6, 24) if fam == socket.AF_INET6 else s.getsockopt(socket.IPPROTO_IP, 14)
+        if mtu < 1500:
+            break
+    out.append(str(mtu))
+print(' '.join(out))
+`;
+
+t.test('a DF UDP datagram too big for the path beyond sluice gets fragmentation needed / packet too big', { timeout: 120_000 }, async (t) => {
+  if (!requireRoot(t)) return;
+  if (!requireCommands(t, ['python3', 'nft'])) return;
+  const dir = tempDir(t, 'udpmtu');
+  // gateway -- router at 1400: sluice's own hop is where 1428 bytes stop fitting; router -- far at 1280.
+  const { client, gateway } = await fourNamespaces(t, 'udptobig', 1400);
+  const engine = await startEngine(t, gateway, dir, config('{ echo: forward }'));
+  await steer(gateway, TUN);
+  for (const family of [4, 6] as const) {
+    // 1400 bytes of payload: past the gateway's 1400-byte link, so sluice says
+    // so itself (mtu 1400); then 1300: fits that link but not the router's
+    // 1280-byte one, and the router's own error is relayed (mtu 1280).
+    const r = await timed(client, ['python3', '-c', PMTU_CLIENT, String(family), family === 4 ? FAR4 : FAR6, '1400', '1300'], 30_000);
+    t.equal(r.code, 0, `v${family} client ran (${r.stderr.trim()})`);
+    t.equal(r.stdout.trim(), '1400 1280', `v${family}: the client learnt mtu 1400 from sluice's hop, then 1280 from the router`);
+  }
   t.equal((await engine.stop()).code, 0, 'SIGTERM: exit 0');
 });
