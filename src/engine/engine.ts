@@ -54,7 +54,7 @@ import { FlowRegistry, newFlowId, type FlowRecord, type NameOrigin, type Routing
 import { policyNeedsName } from './name-sensitivity.js';
 import { IcmpEchoRoute, watchUdpErrors, type UdpWatch } from './icmp-route.js';
 import { PathMtuCache } from '../link/path-mtu.js';
-import type { UdpErrorRelay } from '../ip/udp-error-relay.js';
+import type { UdpErrorRelay, UdpErrorStats } from '../ip/udp-error-relay.js';
 import type { EchoRelayStats } from '../ip/echo-relay.js';
 import { resolveWith } from './dns-upstreams.js';
 import { DialLimiter } from './dial-limiter.js';
@@ -262,6 +262,10 @@ export class Engine {
   private readonly echoRoute: IcmpEchoRoute;
   /** Honest ping's counters (src/ip/echo-relay.ts), live. */
   readonly icmpEcho: EchoRelayStats;
+  /** Honest ping's and the relayed UDP errors' counters (the stopping line). */
+  icmpCounters(): { echo: EchoRelayStats; udp: UdpErrorStats } {
+    return { echo: this.icmpEcho, udp: this.udpErrors.stats };
+  }
   /** ICMP errors about direct UDP sessions' upstream datagrams, back to their clients (traceroute -U). */
   private readonly udpErrors: UdpErrorRelay;
   /** Metrics (src/control/metrics.ts): told once per flow end, dial, sniff and reload; null when off. */
