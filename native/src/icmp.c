@@ -77,15 +77,6 @@ static int set_filters(int fd, int family) {
 
 #define OPEN_USAGE "icmpOpen({ family: 4 | 6, mark?: number, device?: string, ident: number, kind?: 'auto' | 'raw' | 'dgram' })"
 
-static bool opt_prop(napi_env env, napi_value obj, const char *key, napi_value *out) {
-  bool has = false;
-  if (napi_has_named_property(env, obj, key, &has) != napi_ok || !has) return false;
-  napi_get_named_property(env, obj, key, out);
-  napi_valuetype t;
-  napi_typeof(env, *out, &t);
-  return t != napi_undefined;
-}
-
 /* icmpOpen(options) -> { fd, ident, raw } */
 static napi_value icmp_open(napi_env env, napi_callback_info info) {
   size_t argc = 1;
@@ -95,11 +86,11 @@ static napi_value icmp_open(napi_env env, napi_callback_info info) {
     return throw_usage(env, OPEN_USAGE);
   uint32_t family = 4, mark = 0, ident = 0;
   char device[IFNAMSIZ] = "", kind[8] = "auto";
-  if (!opt_prop(env, argv[0], "family", &v) || !arg_uint32(env, v, &family) || (family != 4 && family != 6)) return throw_usage(env, OPEN_USAGE);
-  if (opt_prop(env, argv[0], "mark", &v) && !arg_uint32(env, v, &mark)) return throw_usage(env, OPEN_USAGE);
-  if (!opt_prop(env, argv[0], "ident", &v) || !arg_uint32(env, v, &ident) || ident > 0xffff) return throw_usage(env, OPEN_USAGE);
-  if (opt_prop(env, argv[0], "device", &v) && !arg_string(env, v, device, sizeof device)) return throw_usage(env, OPEN_USAGE);
-  if (opt_prop(env, argv[0], "kind", &v) && (!arg_string(env, v, kind, sizeof kind) || (strcmp(kind, "auto") && strcmp(kind, "raw") && strcmp(kind, "dgram"))))
+  if (!arg_opt(env, argv[0], "family", &v) || !arg_uint32(env, v, &family) || (family != 4 && family != 6)) return throw_usage(env, OPEN_USAGE);
+  if (arg_opt(env, argv[0], "mark", &v) && !arg_uint32(env, v, &mark)) return throw_usage(env, OPEN_USAGE);
+  if (!arg_opt(env, argv[0], "ident", &v) || !arg_uint32(env, v, &ident) || ident > 0xffff) return throw_usage(env, OPEN_USAGE);
+  if (arg_opt(env, argv[0], "device", &v) && !arg_string(env, v, device, sizeof device)) return throw_usage(env, OPEN_USAGE);
+  if (arg_opt(env, argv[0], "kind", &v) && (!arg_string(env, v, kind, sizeof kind) || (strcmp(kind, "auto") && strcmp(kind, "raw") && strcmp(kind, "dgram"))))
     return throw_usage(env, OPEN_USAGE);
   bool raw = strcmp(kind, "dgram") != 0;
   int fd = open_kind((int)family, raw);
