@@ -20,7 +20,7 @@
 import t from 'tap';
 import type { Test } from 'tap';
 import { requireRoot, type Netns } from '../harness/netns.js';
-import { TUN, createLab, requireCommands, startEngine, steer, tempDir, timed, type Timed } from '../fixtures/engine/lab.js';
+import { TUN, createLab, requireCommands, startDnsmasq, startEngine, steer, tempDir, timed, type Timed } from '../fixtures/engine/lab.js';
 
 const CLIENT4 = '192.0.2.2';
 const GW_LAN4 = '192.0.2.1';
@@ -237,5 +237,34 @@ t.test('a DF UDP datagram too big for the path beyond sluice gets fragmentation 
     t.equal(r.code, 0, `v${family} client ran (${r.stderr.trim()})`);
     t.equal(r.stdout.trim(), '1400 1280', `v${family}: the client learnt mtu 1400 from sluice's hop, then 1280 from the router`);
   }
+  t.equal((await engine.stop()).code, 0, 'SIGTERM: exit 0');
+});
+
+t.test('a fake-IP destination sent direct: the name\'s real address is pinged, the replies come from the fake IP', { timeout: 120_000 }, async (t) => {
+  if (!requireRoot(t)) return;
+  if (!requireCommands(t, ['ping', 'dig', 'nft'])) return;
+  const dir = tempDir(t, 'icmpfake');
+  const { client, gateway, far } = await fourNamespaces(t, 'icmpfake');
+  await startDnsmasq(t, far, { 'far.example': FAR4 }, FAR4);
+  const engine = await startEngine(
+    t,
+    gateway,
+    dir,
+    `
+log: { level: info, format: json }
+tun: { name: ${TUN} }
+dns: { mode: fake-ip, fakeIp: { persistPath: null }, upstreams: [ { address: "udp://${FAR4}:53" } ] }
+final: direct
+`,
+  );
+  await steer(gateway, TUN);
+  const fake = (await timed(client, ['dig', '+short', '+time=3', '+tries=2', '@198.51.100.53', 'far.example', 'A'])).stdout.trim();
+  t.match(fake, /^198\.18\./, `the name gets a fake IP (${fake})`);
+  const before = await echoCount(far, 'echo4');
+  // The first request starts the name's resolution and goes unanswered; the next ones are forwarded.
+  const r = await ping(client, 4, fake, [], 4);
+  t.match(r.stdout, new RegExp(`bytes from ${fake.replace(/\./g, '\\.')}`), `replies come from the fake IP (${show(r)})`);
+  t.ok(/[234] received/.test(r.stdout), 'at least two of four answered');
+  t.ok((await echoCount(far, 'echo4')) - before >= 2, 'far itself received them');
   t.equal((await engine.stop()).code, 0, 'SIGTERM: exit 0');
 });
