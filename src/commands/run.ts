@@ -305,7 +305,7 @@ async function run(argv: string[], io: CommandIo, takeEarlySignal: () => string 
   sdNotify(`READY=1\nSTATUS=serving on ${tun.name}`, log);
   const signal = await life.untilSignal();
   sdNotify('STOPPING=1', log);
-  log.info({ signal, ...engine.counters, openFlows: engine.openFlows, stack: engine.stack.stats.drops, classifier: classifierCounters() ?? undefined }, 'stopping');
+  log.info({ signal, ...engine.counters, openFlows: engine.openFlows, stack: engine.stack.stats.drops, icmp: engine.icmpCounters(), classifier: classifierCounters() ?? undefined }, 'stopping');
   process.off('SIGUSR2', onUsr2);
   const code = await life.stop();
   process.off('SIGHUP', onHup);

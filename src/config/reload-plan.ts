@@ -2,7 +2,7 @@
  * What a whole-config reload may change, and what it did change.
  *
  * Reloadable: rules, final, outbounds (groups included), ruleSets, http,
- * sniff, and dns except its mode and fake-IP pool (clients hold addresses
+ * sniff, icmp, and dns except its mode and fake-IP pool (clients hold addresses
  * from the pool). Everything else (tun, route, gateway, classifier, limits,
  * log, run, and any section this list does not know, such as the API's
  * listen address) is set up once at start: a reload keeps the running
@@ -12,7 +12,7 @@
 import type { RuleConfig, SluiceConfig } from './types.js';
 
 /** Top-level keys a reload applies. */
-export const RELOADABLE_KEYS: ReadonlySet<string> = new Set(['rules', 'final', 'outbounds', 'ruleSets', 'http', 'sniff', 'dns', 'geoip']);
+export const RELOADABLE_KEYS: ReadonlySet<string> = new Set(['rules', 'final', 'outbounds', 'ruleSets', 'http', 'sniff', 'dns', 'geoip', 'icmp']);
 /** dns fields a reload cannot change. */
 const DNS_FIXED = ['mode', 'fakeIp.ipv4Range', 'fakeIp.ipv6Range', 'fakeIp.persistPath'] as const;
 
@@ -102,7 +102,7 @@ export function describeChanges(a: SluiceConfig, b: SluiceConfig): string[] {
   if (rsAdded.length > 0) out.push(`rule sets added: ${names(rsAdded)}`);
   if (rsRemoved.length > 0) out.push(`rule sets removed: ${names(rsRemoved)}`);
   if (rsChanged.length > 0) out.push(`rule sets changed: ${names(rsChanged.map((n) => `${n} (${ra[n]!.entries.length} -> ${rb[n]!.entries.length} entries)`))}`);
-  for (const key of ['dns', 'http', 'sniff', 'geoip'] as const) {
+  for (const key of ['dns', 'http', 'sniff', 'geoip', 'icmp'] as const) {
     const paths = differingPaths((a as unknown as Obj)[key], (b as unknown as Obj)[key], key);
     if (paths.length > 0) out.push(`${key} changed: ${names(paths)}`);
   }

@@ -46,12 +46,16 @@ import { dirname } from 'node:path';
 import { Stack, type TcpFlowRequest } from '../stack.js';
 import type { LinkEndpoint } from '../link/link.js';
 import type { TcpStream } from '../stack/tcp-stream.js';
-import type { UdpSession } from '../udp/session.js';
+import { UdpSession } from '../udp/session.js';
 import { parseIpv6Text } from '../wire/ipv6.js';
 import { parseIpv4Text, writeIpv4Addr } from '../wire/ipv4.js';
 import { relay, shutdownRelay, type RelayResult } from './relay.js';
 import { FlowRegistry, newFlowId, type FlowRecord, type NameOrigin, type RoutingMode } from './flow-registry.js';
 import { policyNeedsName } from './name-sensitivity.js';
+import { IcmpEchoRoute, watchUdpErrors, type UdpWatch } from './icmp-route.js';
+import { PathMtuCache } from '../link/path-mtu.js';
+import type { UdpErrorRelay, UdpErrorStats } from '../ip/udp-error-relay.js';
+import type { EchoRelayStats } from '../ip/echo-relay.js';
 import { resolveWith } from './dns-upstreams.js';
 import { DialLimiter } from './dial-limiter.js';
 import type { Logger } from './logger.js';
@@ -258,6 +262,16 @@ export class Engine {
   private geoip: GeoIpLookup | null = null;
   /** log.level debug (checked once: debug lines cost one branch when off). */
   private readonly debug: boolean;
+  /** Where echo requests go (icmp.echo); its relay's counters are `icmpEcho`. */
+  private readonly echoRoute: IcmpEchoRoute;
+  /** Honest ping's counters (src/ip/echo-relay.ts), live. */
+  readonly icmpEcho: EchoRelayStats;
+  /** Honest ping's and the relayed UDP errors' counters (the stopping line). */
+  icmpCounters(): { echo: EchoRelayStats; udp: UdpErrorStats } {
+    return { echo: this.icmpEcho, udp: this.udpErrors.stats };
+  }
+  /** ICMP errors about direct UDP sessions' upstream datagrams, back to their clients (traceroute -U). */
+  private readonly udpErrors: UdpErrorRelay;
   /** Metrics (src/control/metrics.ts): told once per flow end, dial, sniff and reload; null when off. */
   observer: EngineObserver | null = null;
 
@@ -316,6 +330,23 @@ export class Engine {
       },
       { maxPendingFlows: config.limits.pendingSyns, synCookieThreshold: config.limits.synCookieThreshold },
     );
+    this.echoRoute = new IcmpEchoRoute({
+      log,
+      generation: () => this.rt,
+      config: () => this.rt.config.icmp,
+      policy: () => this.rt.policy,
+      outbound: (name) => this.rt.outbounds.get(name),
+      modeOutbound: () => this.modeOutbound,
+      fakeName: (family, buf, off) => (this.pool !== null && this.pool.isFakeBytes(buf, off, family) ? this.pool.lookupBytes(buf, off, family) : undefined),
+      knownName: (address) => this.snoop?.lookup(address) ?? null,
+      lookup: this.lookup,
+    });
+    const relay = this.stack.forwardEchoes(this.echoRoute);
+    this.echoRoute.attach(relay);
+    this.icmpEcho = relay.stats;
+    this.udpErrors = relay.udpErrors;
+    const pmtu = new PathMtuCache();
+    this.udpErrors.pathMtu = (family, address, mark, device, now) => pmtu.get(family, address, mark, device, now);
     const st = this.stack.stats;
     const dc = this.dials.counters;
     this.counters.synFlood = {
@@ -372,6 +403,8 @@ export class Engine {
       );
     }
     this.rt.groups.start();
+    // ICMP sockets now, while sluice may still open raw ones (before run.user's drop).
+    if (this.config.icmp.echo === 'forward') this.echoRoute.openFor(this.rt.outbounds.values());
     this.started = true;
     // url rule sets: their first download (bounded wait; the disk copies serve if it fails).
     await this.remote.reconcile(this.rt.config);
@@ -446,6 +479,7 @@ export class Engine {
     this.uninstallBoundary?.();
     this.uninstallBoundary = null;
     this.remote.close();
+    this.echoRoute.close();
     if (this.persistTimer !== null) clearInterval(this.persistTimer);
     this.persistTimer = null;
     if (this.persistSoon !== null) clearTimeout(this.persistSoon);
@@ -1302,9 +1336,18 @@ export class Engine {
     // Called by the stack (or the TPROXY reader) per datagram: a throw here
     // ends this session only; the routing of the first one runs in the
     // flow's context, so the association and its sockets carry it.
+    // A TUN session's upstream sends with the client's TTL (traceroute -U, src/ip/udp-error-relay.ts).
+    const tun = s instanceof UdpSession ? s : null;
+    let watch: UdpWatch | null = null;
     const onDatagram = (d: Buffer): void => {
       r.bytesUp += d.length;
-      if (assoc !== null) return assoc.send(d, target);
+      if (assoc !== null) {
+        if (watch !== null) {
+          assoc.setTtl!(tun!.ttl);
+          if (d.length > 1232 && watch.tooBig(d.length, target.host)) return;
+        }
+        return assoc.send(d, target);
+      }
       if (waiting.length >= 64) return; // bounded while the outbound opens
       waiting.push(d);
       if (routed) return;
@@ -1346,12 +1389,14 @@ export class Engine {
           info.guard.own(() => a.close());
           Engine.setChain(info, chainOf(a));
           assoc = a;
+          watch = tun === null ? null : watchUdpErrors(this.udpErrors, a, tun);
+          if (watch !== null) s.on('close', watch.unwatch);
           a.onMessage((payload) => {
             r.bytesDown += payload.length;
             s.send(payload);
           });
           s.on('close', () => a.close());
-          for (const w of waiting.splice(0)) a.send(w, target);
+          for (const w of waiting.splice(0)) if (watch === null || w.length <= 1232 || !watch.tooBig(w.length, target.host)) a.send(w, target);
         },
         (err: Error) => {
           if (gone.aborted) return;

@@ -64,6 +64,12 @@ export interface UdpAssociation {
   close(): void;
   readonly closed: boolean;
   readonly stats: UdpAssociationStats;
+  /**
+   * Direct only: the TTL / hop limit of the datagrams sent from now on (the
+   * client's, so traceroute -U sees the real hops); a setsockopt only when
+   * it changes.
+   */
+  setTtl?(ttl: number): void;
 }
 
 export interface UdpAssociationStats {

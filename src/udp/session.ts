@@ -40,6 +40,10 @@ export class UdpSession extends EventEmitter<UdpSessionEvents> implements FlowKe
   remoteAddress = '';
   localAddress = '';
   lastActivity = 0;
+  /** TTL / hop limit of the client's latest datagram as it reached the TUN (the upstream socket sends with it). */
+  ttl = 64;
+  /** IPv4: the client's latest datagram had DF set (IPv6 routers never fragment: always true there). */
+  df = true;
   closed = false;
   /**
    * False until the application sends the client a datagram (a reply). Like
