@@ -85,7 +85,7 @@ export function classifierStatus(): ClassifierStatus | null {
   return { actions, assign: current.assignCounters(), sni: current.sniCounters() };
 }
 
-/** The live SNI / Host filter counters (classifier.sni): tlsAllowed, tlsBlocked, tlsUnseen, httpAllowed, httpBlocked, httpUnseen, quicUnseen, resets; or null. */
+/** The live SNI / Host filter counters (classifier.sni): tlsAllowed, tlsBlocked, tlsUnseen, httpAllowed, httpBlocked, httpUnseen, quicUnseen, resets, serverResets; or null. */
 export function classifierSniCounters(): Record<SniCounter, number> | null {
   return current?.sniCounters() ?? null;
 }
