@@ -312,6 +312,14 @@ export interface InstalledGateway {
   state: SystemState;
   /** Removes it and takes it out of the state file (deleting the file when nothing else is left). */
   stop(): Promise<{ removed: number; alreadyGone: number }>;
+  /**
+   * Replaces the nftables table with `nft` (a reload changed what it
+   * holds: classifier.bypass in the no-eBPF fallback), in one transaction:
+   * `nft -f` applies the delete and the new table atomically, so no packet
+   * meets a half-built chain. The state file's entry (the table's name)
+   * stays as it is. Returns whether anything changed.
+   */
+  replaceNft(nft: string | null): Promise<boolean>;
 }
 
 /**
@@ -390,8 +398,17 @@ export async function applyGateway(plan: GatewayPlan, statePath: string, runner:
   }
   if (plan.nft !== null) await step(() => mine.nftTables.push(GATEWAY_NFT_TABLE), ['nft', '-f', '-'], plan.nft);
   let stopped = false;
+  let nftNow = plan.nft;
   return {
     state: mine,
+    async replaceNft(nft) {
+      if (stopped || nft === nftNow || nft === null || nftNow === null) return false;
+      const table = `${GATEWAY_NFT_TABLE.family} ${GATEWAY_NFT_TABLE.name}`;
+      const r = await runner(['nft', '-f', '-'], `delete table ${table}\n${nft}`);
+      if (r.code !== 0) throw new SystemStateError('APPLY_FAILED', `nft -f (replacing table ${table}): ${r.stderr.trim() || `exit ${r.code}`}; the previous table stays`);
+      nftNow = nft;
+      return true;
+    },
     async stop() {
       if (stopped) return { removed: 0, alreadyGone: 0 };
       stopped = true;

@@ -51,19 +51,39 @@ export async function checkGateway(config: SluiceConfig, where: string): Promise
   await preflightGateway(planGateway(config, config.tun.name), config, where);
 }
 
+/** The running gateway: its stopper, and the live part of a reload. */
+export interface RunningGateway {
+  stop(): Promise<void>;
+  /**
+   * Applies what a reload may change in the gateway's own rules: in the
+   * classifier's no-eBPF fallback of mode tproxy, classifier.bypass (the
+   * `accept` lines ahead of the TPROXY rules). Everything else the gateway
+   * installs follows settings a reload does not change.
+   */
+  update(config: SluiceConfig): Promise<void>;
+}
+
 /**
  * Gateway mode: turns forwarding on and installs the rules, routes and
- * nftables table of `gateway:` (after checkGateway and startAutoRoute);
- * returns the function that removes them and restores forwarding.
+ * nftables table of `gateway:` (after checkGateway and startAutoRoute).
  */
-export async function startGateway(config: SluiceConfig, tun: string, statePath: string, log: Logger, classifier: GatewayClassifier = null): Promise<() => Promise<void>> {
+export async function startGateway(config: SluiceConfig, tun: string, statePath: string, log: Logger, classifier: GatewayClassifier = null): Promise<RunningGateway> {
   const plan = planGateway(config, tun, classifier);
   const installed = await applyGateway(plan, statePath);
   const s = installed.state;
   log.info({ state: statePath, mode: config.gateway.mode, classifier: classifier ?? undefined, lan: config.gateway.lan, priority: plan.priority, rules: s.rules.length, routes: s.routes.length, nftTables: s.nftTables.length, sysctls: s.sysctls?.length ?? 0 }, 'gateway installed');
-  return async () => {
-    const result = await installed.stop();
-    log.info({ state: statePath, ...result }, 'gateway removed');
+  return {
+    async stop() {
+      const result = await installed.stop();
+      log.info({ state: statePath, ...result }, 'gateway removed');
+    },
+    async update(next) {
+      try {
+        if (await installed.replaceNft(planGateway(next, tun, classifier).nft)) log.info({ bypass: next.classifier.bypass.length }, 'gateway nftables updated');
+      } catch (err) {
+        log.error({ err: (err as Error).message }, 'gateway update failed; the previous rules stay');
+      }
+    },
   };
 }
 
