@@ -17,17 +17,14 @@
  */
 import t from 'tap';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import type { ChildProcess } from 'node:child_process';
 import type { Test } from 'tap';
 import { requireRoot, type Netns } from '../harness/netns.js';
 import { threeNamespaces, SERVER_V4, SERVER_V6 } from '../harness/topology.js';
 import { createLab, requireCommands, tempDir, TUN, type Engine, type LogLine } from '../fixtures/engine/lab.js';
 import { startSluice } from './workstation.js';
+import { craftedPacket } from '../fixtures/ext-headers.js';
 
-const here = path.dirname(fileURLToPath(import.meta.url));
-// Python fixtures are not compiled: take them from the source tree.
-const EXT_HEADERS = path.resolve(here, '../../../test/fixtures/ext-headers.py');
 
 type Sni = Record<'tlsAllowed' | 'tlsBlocked' | 'tlsUnseen' | 'httpAllowed' | 'httpBlocked' | 'httpUnseen' | 'quicUnseen' | 'resets' | 'serverResets', number>;
 
@@ -104,22 +101,7 @@ async function sniCounters(engine: Engine): Promise<Sni> {
   return line.classifierSni;
 }
 
-interface Crafted {
-  reply: 'tcp' | 'udp' | null;
-  flags?: string;
-  ttl?: number;
-  seq?: number;
-  ack?: number;
-  sentSeq: number;
-  sentLen: number;
-}
 
-async function crafted(client: Netns, args: string[]): Promise<Crafted> {
-  const r = await client.exec(['/usr/bin/python3', EXT_HEADERS, ...args], { allowFail: true, timeoutMs: 30_000 });
-  const line = r.stdout.trim().split('\n').pop() ?? '';
-  if (r.code !== 0 || !line.startsWith('{')) throw new Error(`ext-headers.py ${args.join(' ')}: exit ${r.code}: ${r.stderr.trim()}`);
-  return JSON.parse(line) as Crafted;
-}
 
 async function setUp(t: Test, tag: string): Promise<{ client: Netns; gateway: Netns; server: Netns; engine: Engine; events: WatchEvent[] }> {
   const dir = tempDir(t, tag);
@@ -178,14 +160,14 @@ t.test('classifier.sni: names behind IPv4 options and IPv6 extension headers are
   ] as const) {
     const what = `${kind} via ${ip} with ${headers}`;
     const s0 = await sniCounters(engine);
-    const denied = await crafted(client, [kind, ip, String(port), headers, 'deep.blocked.example']);
+    const denied = await craftedPacket(client, [kind, ip, String(port), headers, 'deep.blocked.example']);
     t.match(denied, { reply: 'tcp', flags: 'RA', ttl: 64 }, `${what}, denied name: the filter's RST|ACK, straight from the gateway (${JSON.stringify(denied)})`);
     t.equal(denied.ack, (denied.sentSeq + denied.sentLen) >>> 0, `${what}: ACK = SEQ + length`);
     const s1 = await sniCounters(engine);
     const blocked = kind === 'tls' ? 'tlsBlocked' : 'httpBlocked';
     const allowed = kind === 'tls' ? 'tlsAllowed' : 'httpAllowed';
     t.equal(s1[blocked], s0[blocked] + 1, `${what}: ${blocked} rose by one`);
-    await crafted(client, [kind, ip, String(port), headers, 'allowed.example']);
+    await craftedPacket(client, [kind, ip, String(port), headers, 'allowed.example']);
     const s2 = await sniCounters(engine);
     t.equal(s2[allowed], s1[allowed] + 1, `${what}, allowed name: seen and counted as ${allowed}`);
     t.equal(s2[blocked], s1[blocked], `${what}: not blocked`);

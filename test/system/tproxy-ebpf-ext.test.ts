@@ -17,15 +17,12 @@
  */
 import t from 'tap';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
-import type { Netns } from '../harness/netns.js';
 import { requireRoot } from '../harness/netns.js';
 import { threeNamespaces, SERVER_V4, SERVER_V6 } from '../harness/topology.js';
 import { createLab, requireCommands, tempDir, TUN, type Engine, type LogLine } from '../fixtures/engine/lab.js';
 import { settle, startSluice } from './workstation.js';
+import { craftedPacket } from '../fixtures/ext-headers.js';
 
-const here = path.dirname(fileURLToPath(import.meta.url));
-const EXT_HEADERS = path.resolve(here, '../../../test/fixtures/ext-headers.py');
 
 const CONFIG = `
 log: { level: info, format: json }
@@ -50,19 +47,7 @@ async function assignCounters(engine: Engine): Promise<Assign> {
   return line.classifierAssign;
 }
 
-interface Crafted {
-  reply: 'tcp' | 'udp' | null;
-  flags?: string;
-  payload?: string;
-  sport: number;
-}
 
-async function crafted(client: Netns, args: string[]): Promise<Crafted> {
-  const r = await client.exec(['/usr/bin/python3', EXT_HEADERS, ...args], { allowFail: true, timeoutMs: 30_000 });
-  const line = r.stdout.trim().split('\n').pop() ?? '';
-  if (r.code !== 0 || !line.startsWith('{')) throw new Error(`ext-headers.py ${args.join(' ')}: exit ${r.code}: ${r.stderr.trim()}`);
-  return JSON.parse(line) as Crafted;
-}
 
 t.test('tproxy-ebpf: TCP and UDP behind IPv6 extension headers and IPv4 options are proxied, an unwalkable chain is dropped', { timeout: 150_000 }, async (t) => {
   if (!requireRoot(t)) return;
@@ -85,18 +70,18 @@ t.test('tproxy-ebpf: TCP and UDP behind IPv6 extension headers and IPv4 options 
     [SERVER_V4, 'v4opts'],
   ] as const) {
     const a0 = await assignCounters(engine);
-    const syn = await crafted(client, ['syn', ip, '81', headers]);
+    const syn = await craftedPacket(client, ['syn', ip, '81', headers]);
     t.match(syn, { reply: 'tcp', flags: 'SA' }, `SYN to ${ip}:81 with ${headers}: SYN-ACK from the transparent listener (the server has nothing on 81) (${JSON.stringify(syn)})`);
     const a1 = await assignCounters(engine);
     t.ok(a1.listener >= a0.listener + 1, `handed to the listener (${a0.listener} -> ${a1.listener})`);
-    const udp = await crafted(client, ['udp', ip, '7000', headers]);
+    const udp = await craftedPacket(client, ['udp', ip, '7000', headers]);
     t.match(udp, { reply: 'udp', payload: 'ping' }, `UDP to ${ip}:7000 with ${headers}: the echo comes back (${JSON.stringify(udp)})`);
     const a2 = await assignCounters(engine);
     t.ok(a2.listener >= a1.listener + 1, `the datagram was handed to the UDP listener (${a1.listener} -> ${a2.listener})`);
   }
 
   const a3 = await assignCounters(engine);
-  const long = await crafted(client, ['syn', SERVER_V6, '80', 'v6long']);
+  const long = await craftedPacket(client, ['syn', SERVER_V6, '80', 'v6long']);
   t.equal(long.reply, null, `a SYN behind nine destination options headers gets no answer (${JSON.stringify(long)})`);
   const a4 = await assignCounters(engine);
   t.ok(a4.unsupported >= a3.unsupported + 1, `dropped as unsupported (${a3.unsupported} -> ${a4.unsupported})`);
