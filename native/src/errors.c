@@ -41,6 +41,7 @@ const char *errno_name(int err) {
     case ERANGE: return "ERANGE";
     case ECONNREFUSED: return "ECONNREFUSED";
     case ENAMETOOLONG: return "ENAMETOOLONG";
+    case E2BIG: return "E2BIG";
     default: return "EUNKNOWN";
   }
 }

@@ -44,7 +44,7 @@ import { VERSION } from '../version.js';
 import type { CommandIo } from './check.js';
 import type { EarlySignals } from '../cli.js';
 import { DEFAULT_STATE_PATH } from '../system/state.js';
-import { checkAutoRoute, startAutoRoute, cleanLeftovers, checkGateway, startGateway, RunLifecycle, StopRequested, tunNameProblem } from '../system/lifecycle.js';
+import { checkAutoRoute, startAutoRoute, cleanLeftovers, checkGateway, startGateway, RunLifecycle, StopRequested, tunNameProblem, type RunningGateway } from '../system/lifecycle.js';
 import { startTproxyListeners } from '../system/tproxy-listen.js';
 import { startTproxyUdp } from '../udp/tproxy.js';
 import type net from 'node:net';
@@ -169,8 +169,9 @@ async function run(argv: string[], io: CommandIo, takeEarlySignal: () => string 
     prepare: (c) => withRouteMark(c, config.route),
     // The classifier's maps and the kernel path's sets follow the reloaded policy live (no detach).
     applied: async (next) => {
-      classifier?.update(next);
+      await classifier?.update(next);
       await kernelPath?.update(next);
+      await gateway?.update(next);
     },
   });
   const onHup = (): void => {
@@ -193,6 +194,7 @@ async function run(argv: string[], io: CommandIo, takeEarlySignal: () => string 
   let classifier: RunningClassifier | null = null;
   let api: OpenedApi | null = null;
   let kernelPath: RunningKernelPath | null = null;
+  let gateway: RunningGateway | null = null;
   let metricsAt: string | null = null;
   try {
     const drop = planPrivilegeDrop(config, where, statePath);
@@ -266,8 +268,9 @@ async function run(argv: string[], io: CommandIo, takeEarlySignal: () => string 
       life.check();
     }
     if (config.gateway.enabled) {
-      const stopGateway = await startGateway(config, tun.name, statePath, log, classifier === null ? null : classifier.ebpf ? 'ebpf' : 'fallback');
-      life.defer('system', 'gateway', stopGateway);
+      const g = await startGateway(config, tun.name, statePath, log, classifier === null ? null : classifier.ebpf ? 'ebpf' : 'fallback');
+      gateway = g;
+      life.defer('system', 'gateway', () => g.stop());
       life.check();
     }
     if (api !== null) {
