@@ -18,6 +18,7 @@ import { FlowTable } from './ip/flow-table.js';
 import { FragmentReassembler } from './ip/reassembly.js';
 import { IcmpHandler, type UnreachableKind } from './ip/icmp.js';
 import { IpInput, isBareSyn } from './ip/input.js';
+import { EchoRelay, type EchoPolicy } from './ip/echo-relay.js';
 import type { LinkEndpoint, LinkReceiver } from './link/link.js';
 import { readRecordLength, recordSize } from './link/records.js';
 import { VNET_HDR_LEN } from './wire/vnet.js';
@@ -67,9 +68,11 @@ export interface StackOptions {
    */
   synCookieThreshold?: number;
   /**
-   * New SYNs handled per input batch (the batch's other segments go first;
-   * SYNs past this are dropped and counted as syn_budget): a SYN flood costs
-   * bounded work per batch, and established flows are served first. Default 32.
+   * New SYNs handled per input batch while half-open flows are at
+   * synCookieThreshold (SYNs past this are dropped and counted as
+   * syn_budget): a SYN flood costs bounded work per batch. Below the
+   * threshold every SYN of a batch is handled. Either way a batch's other
+   * segments go first, so established flows are served first. Default 32.
    */
   synsPerBatch?: number;
   /** SYN-cookie secret lifetime; a cookie is good for one to two of these. Default 30000. */
@@ -212,6 +215,17 @@ export class Stack implements LinkReceiver, FlowHost, SegmentSink, StackDriver {
   onLinkError(err: Error): void {
     // The device is gone; nothing more will arrive. Surface it once.
     process.emitWarning(err.message, { code: 'SLUICE_LINK' });
+  }
+
+  /**
+   * From now on echo requests follow `policy` (src/ip/echo-relay.ts:
+   * forwarded upstream for real, answered, refused or dropped) instead of
+   * being answered here. Returns the relay, whose upstream sockets deliver to it.
+   */
+  forwardEchoes(policy: EchoPolicy): EchoRelay {
+    const relay = new EchoRelay(this, this.icmp, policy);
+    this.icmp.forwarder = relay;
+    return relay;
   }
 
   /** Processes one packet (with its virtio header when the link has one). */

@@ -253,7 +253,7 @@ export class SluiceMetrics implements EngineObserver {
     classifierCounter('sluice_classifier_packets_total', "Packets the eBPF classifier steered, by action (kernel, tun, tproxy, drop).", (v) => v.packets);
     classifierCounter('sluice_classifier_bytes_total', 'Bytes the eBPF classifier steered, by action (kernel, tun, tproxy, drop).', (v) => v.bytes);
     for (const [name, help, read] of [
-      ['sluice_classifier_sni_total', 'The in-kernel SNI / Host filter (classifier.sni), by result (tlsAllowed, tlsBlocked, tlsUnseen, httpAllowed, httpBlocked, httpUnseen, quicUnseen, resets).', () => self.src.classifierSni?.() ?? null],
+      ['sluice_classifier_sni_total', 'The in-kernel SNI / Host filter (classifier.sni), by result (tlsAllowed, tlsBlocked, tlsUnseen, httpAllowed, httpBlocked, httpUnseen, quicUnseen, resets, serverResets).', () => self.src.classifierSni?.() ?? null],
       ['sluice_classifier_assign_total', 'Packets handed to sockets by the TC program (gateway.mode tproxy-ebpf), by result (listener, flow, local, noListener, assignFailed, unsupported).', () => self.src.classifierAssign?.() ?? null],
     ] as const) {
       new Counter({

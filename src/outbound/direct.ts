@@ -18,6 +18,7 @@ import { Attempt, dialTcp, makeDialer, openUdpSocket } from './dial.js';
 import type { Dialer } from './dial.js';
 import { OutboundConfigError } from './errors.js';
 import { isUnicastText, isUsablePort } from '../wire/address-class.js';
+import { canPreserve, transparentDial } from './transparent-dial.js';
 import type {
   DialerOptions,
   OpenUdpOptions,
@@ -62,13 +63,47 @@ export class DirectOutbound implements Outbound {
     return this.dialer.mark !== 0 || this.dialer.device !== undefined;
   }
 
+  /** The mark and interface every socket of this outbound carries (0 / undefined: unset); the ICMP echo sockets use them too. */
+  get socketOptions(): { mark: number; device: string | undefined } {
+    return { mark: this.dialer.mark, device: this.dialer.device };
+  }
+
   async connectTcp(target: Target, signal?: AbortSignal): Promise<Duplex> {
+    if (target.source !== undefined) {
+      const from = await this.preservingSource(target.source, target.host);
+      if (from !== null) return this.connectFrom(target.source, from, target.port, signal);
+    }
     const attempt = new Attempt(this.name, this.dialer.connectTimeoutMs, signal);
     try {
       return await dialTcp(this.dialer, target.host, target.port, target.family, attempt, net.isIP(target.host) === 6 ? `[${target.host}]:${target.port}` : `${target.host}:${target.port}`);
     } finally {
       attempt.dispose();
     }
+  }
+
+  /**
+   * The address to dial from `source` (gateway.preserveSource): `host`
+   * itself when it is an address of the client's family; for a name (a
+   * fake-IP flow), its address in that family through the dialer's lookup
+   * (sluice's upstreams). Null when the source cannot be kept: no address of
+   * the client's family (nothing carries an IPv4 client's source to an
+   * IPv6-only name), so the flow leaves from this host's address.
+   */
+  private async preservingSource(source: string, host: string): Promise<string | null> {
+    if (canPreserve(source, host)) return host;
+    const family = net.isIP(source);
+    if (net.isIP(host) !== 0 || family === 0) return null;
+    try {
+      const r = await this.dialer.lookup(host, family === 6 ? 6 : 4);
+      return r.family === family && isUnicastText(r.address) ? r.address : null;
+    } catch {
+      return null;
+    }
+  }
+
+  private connectFrom(source: string, host: string, port: number, signal?: AbortSignal): Promise<Duplex> {
+    const d = this.dialer;
+    return transparentDial({ source, host, port, mark: d.mark === 0 ? null : d.mark, device: d.device ?? null, timeoutMs: d.connectTimeoutMs, ...(signal !== undefined ? { signal } : {}) });
   }
 
   /**
@@ -116,8 +151,11 @@ export class DirectUdpAssociation implements UdpAssociation {
   private readonly src: UdpSource;
   private readonly onDatagram: (msg: Buffer, rinfo: dgram.RemoteInfo) => void;
   private readonly onSocketError: () => void;
+  /** setTtl's value; 0 while the sockets keep the system default. */
+  private ttl: number;
 
   constructor(dialer: Dialer, first: dgram.Socket, family: 4 | 6, pendingMax: number) {
+    this.ttl = 0;
     this.dialer = dialer;
     this.sock4 = null;
     this.sock6 = null;
@@ -183,6 +221,18 @@ export class DirectUdpAssociation implements UdpAssociation {
 
   onMessage(cb: UdpMessageHandler): void {
     this.handler = cb;
+  }
+
+  /** The mark and interface of this association's sockets (0 / undefined: unset). */
+  get socketOptions(): { mark: number; device: string | undefined } {
+    return { mark: this.dialer.mark, device: this.dialer.device };
+  }
+
+  setTtl(ttl: number): void {
+    if (ttl === this.ttl || ttl < 1 || ttl > 255) return;
+    this.ttl = ttl;
+    if (this.sock4 !== null) applyTtl(this.sock4, ttl);
+    if (this.sock6 !== null) applyTtl(this.sock6, ttl);
   }
 
   onClose(cb: UdpCloseHandler): void {
@@ -263,9 +313,19 @@ export class DirectUdpAssociation implements UdpAssociation {
   }
 
   private adopt(sock: dgram.Socket, family: 4 | 6): void {
+    if (this.ttl !== 0) applyTtl(sock, this.ttl);
     sock.on('message', this.onDatagram);
     sock.on('error', this.onSocketError);
     if (family === 6) this.sock6 = sock;
     else this.sock4 = sock;
+  }
+}
+
+/** IP_TTL / IPV6_UNICAST_HOPS; a socket closing meanwhile is no error. */
+function applyTtl(sock: dgram.Socket, ttl: number): void {
+  try {
+    sock.setTTL(ttl);
+  } catch {
+    // EBADF: closed
   }
 }

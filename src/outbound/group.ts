@@ -166,11 +166,28 @@ export class OutboundGroup implements Outbound {
     return r;
   }
 
+  /**
+   * A check made elsewhere (the control API's delay test) through member
+   * `member`, recorded as if the group had made it: it can mark the member
+   * alive or dead and move a urltest pick. False when `member` is not one.
+   */
+  record(member: string, r: CheckResult): boolean {
+    const i = this.names.indexOf(member);
+    if (i < 0) return false;
+    this.onCheck(i, r);
+    return true;
+  }
+
   /** Checks every member now (Clash's /group/:name/delay). */
   async checkAll(url?: string, timeoutMs?: number): Promise<Record<string, CheckResult>> {
     const out: Record<string, CheckResult> = {};
     await Promise.all(this.names.map(async (n) => (out[n] = await this.delay(n, url, timeoutMs))));
     return out;
+  }
+
+  /** The member a new flow to `key` (the destination host) would try first: what an echo request to it follows. */
+  firstMember(key: string): Outbound {
+    return this.members[this.order(key)[0] ?? 0]!.outbound;
   }
 
   connectTcp(target: Target, signal?: AbortSignal): Promise<Duplex> {

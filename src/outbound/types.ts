@@ -26,6 +26,12 @@ export interface Target {
   port: number;
   /** Address family to prefer when `host` is a domain name. */
   family?: 4 | 6;
+  /**
+   * gateway.preserveSource: the LAN client's address, for an outbound that
+   * can leave from it (direct, through an IP_TRANSPARENT socket). Outbounds
+   * that relay through a proxy ignore it.
+   */
+  source?: string;
 }
 
 /** The sender of a datagram received on an association. */
@@ -58,6 +64,12 @@ export interface UdpAssociation {
   close(): void;
   readonly closed: boolean;
   readonly stats: UdpAssociationStats;
+  /**
+   * Direct only: the TTL / hop limit of the datagrams sent from now on (the
+   * client's, so traceroute -U sees the real hops); a setsockopt only when
+   * it changes.
+   */
+  setTtl?(ttl: number): void;
 }
 
 export interface UdpAssociationStats {

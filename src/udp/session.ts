@@ -40,7 +40,20 @@ export class UdpSession extends EventEmitter<UdpSessionEvents> implements FlowKe
   remoteAddress = '';
   localAddress = '';
   lastActivity = 0;
+  /** TTL / hop limit of the client's latest datagram as it reached the TUN (the upstream socket sends with it). */
+  ttl = 64;
+  /** IPv4: the client's latest datagram had DF set (IPv6 routers never fragment: always true there). */
+  df = true;
   closed = false;
+  /**
+   * False until the application sends the client a datagram (a reply). Like
+   * conntrack's "assured" bit, it decides which session a full table may
+   * evict: one nobody ever answered.
+   */
+  replied = false;
+  /** Links in the stack's oldest-first list of unreplied sessions; owned by UdpSessions. */
+  olderUnreplied: UdpSession | null = null;
+  newerUnreplied: UdpSession | null = null;
   /** Datagrams that arrived before the application attached a listener. */
   readonly queued: Buffer[] = [];
   private readonly host: UdpHost;

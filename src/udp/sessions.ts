@@ -5,6 +5,12 @@
  * destination. Bounded by `maxUdpSessions`; a session ends after
  * `udpIdleTimeoutMs` without a datagram either way (RFC 4787 REQ-5), on the
  * driver's one timer wheel.
+ *
+ * A full table evicts the oldest session that never got a reply to make room
+ * for a new one, as conntrack's early drop evicts entries not yet "assured":
+ * a flood of one-way datagrams (spoofed, or to dead ports) then cannot lock
+ * legitimate clients out for a whole idle timeout. Only when every session
+ * has been answered is a new one refused (`udp_full`).
  */
 import { FlowTable } from '../ip/flow-table.js';
 import type { IpPacket } from '../ip/packet.js';
@@ -21,6 +27,9 @@ const QUOTE_LEN = ICMP_MAX_QUOTE + IPV4_HEADER_LEN + ICMP_HEADER_LEN;
 
 export class UdpSessions implements UdpHost {
   private readonly table = new FlowTable<UdpSession>();
+  /** Unreplied sessions, oldest first: the eviction candidates. */
+  private oldestUnreplied: UdpSession | null = null;
+  private newestUnreplied: UdpSession | null = null;
 
   constructor(
     private readonly d: StackDriver,
@@ -46,6 +55,8 @@ export class UdpSessions implements UdpHost {
     } else {
       s.lastActivity = this.d.now;
     }
+    s.ttl = p.pkt[p.pktOff + (family === 4 ? 8 : 7)]!;
+    s.df = family !== 4 || (p.pkt[p.pktOff + 6]! & 0x40) !== 0;
     // The application gets its own copy: datagrams outlive the batch.
     s.deliver(Buffer.from(p.l4buf.subarray(u.payloadOffset, u.payloadOffset + u.payloadLength)));
   }
@@ -77,8 +88,13 @@ export class UdpSessions implements UdpHost {
       return null;
     }
     if (this.table.size >= this.maxSessions) {
-      d.drop('udp_full');
-      return null;
+      const victim = this.oldestUnreplied;
+      if (victim === null) {
+        d.drop('udp_full');
+        return null;
+      }
+      d.drop('udp_evicted');
+      this.closeUdp(victim);
     }
     const s = new UdpSession(this, family, u.srcPort, u.dstPort);
     // Kept for an ICMP error should the forwarder refuse the session (one
@@ -89,6 +105,7 @@ export class UdpSessions implements UdpHost {
     s.remoteAddress = e.remoteAddress;
     s.localAddress = e.localAddress;
     this.table.insert(s);
+    this.linkUnreplied(s);
     d.stats.udpSessionsActive = this.table.size;
     d.stats.udpSessionsTotal++;
     s.lastActivity = d.now;
@@ -123,6 +140,10 @@ export class UdpSessions implements UdpHost {
 
   touchUdp(s: UdpSession): void {
     s.lastActivity = this.d.refreshNow();
+    if (!s.replied) {
+      s.replied = true;
+      this.unlinkUnreplied(s);
+    }
   }
 
   unreachableUdp(s: UdpSession, kind: UnreachableKind): void {
@@ -135,9 +156,28 @@ export class UdpSessions implements UdpHost {
   }
 
   closeUdp(s: UdpSession): void {
+    if (!s.replied) this.unlinkUnreplied(s);
     this.table.remove(s);
     this.d.wheel.cancel(s);
     this.d.stats.udpSessionsActive = this.table.size;
     s.markClosed();
+  }
+
+  private linkUnreplied(s: UdpSession): void {
+    s.olderUnreplied = this.newestUnreplied;
+    s.newerUnreplied = null;
+    if (this.newestUnreplied !== null) this.newestUnreplied.newerUnreplied = s;
+    else this.oldestUnreplied = s;
+    this.newestUnreplied = s;
+  }
+
+  private unlinkUnreplied(s: UdpSession): void {
+    const older = s.olderUnreplied;
+    const newer = s.newerUnreplied;
+    if (older !== null) older.newerUnreplied = newer;
+    else if (this.oldestUnreplied === s) this.oldestUnreplied = newer;
+    if (newer !== null) newer.olderUnreplied = older;
+    else if (this.newestUnreplied === s) this.newestUnreplied = older;
+    s.olderUnreplied = s.newerUnreplied = null;
   }
 }
