@@ -1,5 +1,12 @@
 /**
- * The proxy engine: takes every flow the stack terminates, finds its name
+ * The proxy engine's composition root: builds the runtime from the
+ * configuration (outbounds, groups, DNS hijack and upstreams, fake-IP pool,
+ * policy, rule sets; runtime.ts), the stack on the TUN, and owns what
+ * outlives one flow: reloads, the fake-IP state file, the routing mode, the
+ * counters, the open-flow registry, the control API's reads. Each flow is
+ * handed to the flow router (flow-router.ts), which:
+ *
+ * takes every flow the stack terminates, finds its name
  * (fake-IP mapping, DNS answer snooping, or sniffing the first bytes),
  * matches it against the policy and carries it through the chosen outbound.
  *
@@ -16,16 +23,11 @@
  * failing upstream resets the client's connection (what sing-box and
  * mihomo do; a name inside the stream cannot be read without accepting).
  */
-import { isIP } from 'node:net';
 import type net from 'node:net';
-import type { Duplex } from 'node:stream';
-import { unmapAddress } from '../outbound/transparent-dial.js';
 import type { RuleSetType, SluiceConfig } from '../config/types.js';
 import { PolicySlot, type Policy } from './policy/policy.js';
 import type { MatchContext, SniffedProtocol } from './policy/types.js';
-import { FlowSniffer, sniffDatagram } from './sniff/index.js';
-import type { SniffResult } from './sniff/result.js';
-import { OutboundGroup, SelectionStore, chainOf, type GroupEvents } from '../outbound/index.js';
+import { OutboundGroup, SelectionStore, type GroupEvents } from '../outbound/index.js';
 import { readRuleSetSource } from '../config/ruleset-formats.js';
 import { formatProblem } from '../config/errors.js';
 import type { GroupRegistry } from '../outbound/group-registry.js';
@@ -33,26 +35,19 @@ import { buildRuntime, closeRuntime, compileConfigPolicy, type Runtime, type Run
 import type { GeoIpLookup } from './policy/types.js';
 import { geoIpLookup } from './geoip-lookup.js';
 import { RemoteRuleSets } from './remote-rulesets.js';
-import { OutboundError } from '../outbound/errors.js';
-import type { Outbound, UdpAssociation } from '../outbound/types.js';
+import type { Outbound } from '../outbound/types.js';
 import { FakeIpPool } from '../dns/fake-ip.js';
 import { DnsSnoop } from '../dns/snoop.js';
-import { DnsHijack } from '../dns/server.js';
-import { TcpFrameReader, frameTcp, parseMessage } from '../dns/message.js';
+import type { DnsHijack } from '../dns/server.js';
 import { UpstreamFailureLog } from '../dns/failure-log.js';
 import type { LookupFn } from '../outbound/types.js';
 import { mkdir } from 'node:fs/promises';
 import { dirname } from 'node:path';
-import { Stack, type TcpFlowRequest } from '../stack.js';
+import { Stack } from '../stack.js';
 import type { LinkEndpoint } from '../link/link.js';
-import type { TcpStream } from '../stack/tcp-stream.js';
-import { UdpSession } from '../udp/session.js';
-import { parseIpv6Text } from '../wire/ipv6.js';
-import { parseIpv4Text, writeIpv4Addr } from '../wire/ipv4.js';
-import { relay, shutdownRelay, type RelayResult } from './relay.js';
-import { FlowRegistry, newFlowId, type FlowRecord, type NameOrigin, type RoutingMode } from './flow-registry.js';
+import { FlowRegistry, type NameOrigin, type RoutingMode } from './flow-registry.js';
 import { policyNeedsName } from './name-sensitivity.js';
-import { IcmpEchoRoute, watchUdpErrors, type UdpWatch } from './icmp-route.js';
+import { IcmpEchoRoute } from './icmp-route.js';
 import { PathMtuCache } from '../link/path-mtu.js';
 import type { UdpErrorRelay, UdpErrorStats } from '../ip/udp-error-relay.js';
 import type { EchoRelayStats } from '../ip/echo-relay.js';
@@ -61,10 +56,10 @@ import { DialLimiter } from './dial-limiter.js';
 import type { Logger } from './logger.js';
 import { FlowGuard, errorText, installErrorBoundary } from './flow-guard.js';
 import { newTproxyUdpCounters, type TproxyUdpCounters, type TproxyUdpOptions } from '../udp/tproxy.js';
-import { isUnicastText, isUsablePort } from '../wire/address-class.js';
-import type { EngineObserver, SniffOutcome } from './observer.js';
+import type { EngineObserver } from './observer.js';
 import { SocketOwnerLookup, type SocketOwnerStats } from '../system/socket-owner.js';
 import { loadNative } from '../link/native.js';
+import { FlowRouter, type FlowInfo, type UdpFlow } from './flow-router.js';
 
 export interface EngineCounters {
   tcpFlows: number;
@@ -100,29 +95,6 @@ export interface SynFloodCounters {
   readonly dialsRefusedPerSource: number;
 }
 
-/**
- * One flow as the engine tracks it: the registry's record (id, ends, name,
- * rule, outbound, live counters, `end` which ends it at its current stage:
- * pending dial, sniffing, relaying) plus what only the engine needs.
- * inbound tun: from the userspace stack; tproxy: accepted by a TPROXY listener (gateway mode).
- */
-interface FlowInfo extends FlowRecord {
-  /** "ip:port" / "[v6]:port" for the log lines. */
-  readonly src: string;
-  readonly dst: string;
-  /** The outbounds a group flow went through, outermost first (group -> member -> ... -> leaf), for the flow line; null for a plain outbound. */
-  chain: readonly string[] | null;
-  /** Ends the flow should its handling throw. */
-  guard: FlowGuard;
-  /** Set by endFlows(): the flow line says close "shutdown". */
-  shutdown: boolean;
-  /** While relaying TCP (relay.ts shutdownRelay) or serving an idle HTTP L7 client (HttpL7.closeIdle): closes the flow with FINs; false when it cannot; endFlows() tries it before `end`. */
-  closeOrderly: (() => boolean) | null;
-  logged: boolean;
-  /** What the policy was asked and where the name came from then (set when routed), for `sluice explain ID`. */
-  match: { ctx: MatchContext; nameFrom: NameOrigin | null } | null;
-}
-
 /** A fake-IP change is saved within this delay (debounced; see Engine.schedulePersist). */
 const PERSIST_DELAY_MS = 250;
 
@@ -146,38 +118,6 @@ const END_FLOWS_GRACE_MS = 1000;
 /** How long endFlows() then waits for the ended flows' close events before logging the rest itself. */
 const END_FLOWS_WAIT_MS = 500;
 
-/** The two ends of a flow as the client sees it (local = the destination it asked for). */
-interface FlowEnds {
-  family: number;
-  remoteAddress: string;
-  remotePort: number;
-  localAddress: string;
-  localPort: number;
-}
-
-/** The address a kernel socket is connected to (a direct outbound's); null for a proxy's tunnel stream. */
-function remoteOf(upstream: Duplex): string | null {
-  const a = (upstream as Partial<net.Socket>).remoteAddress;
-  return typeof a === 'string' ? unmapAddress(a) : null;
-}
-
-function hostPort(address: string, port: number): string {
-  return address.includes(':') ? `[${address}]:${port}` : `${address}:${port}`;
-}
-
-/** Address text to bytes for the matcher (4 or 16 bytes). */
-function addressBytes(text: string): Uint8Array {
-  const v4 = parseIpv4Text(text);
-  if (v4 !== null) {
-    const out = new Uint8Array(4);
-    writeIpv4Addr(out, 0, v4);
-    return out;
-  }
-  const out = new Uint8Array(16);
-  parseIpv6Text(text, out, 0);
-  return out;
-}
-
 export interface EngineOptions {
   /** File the select groups' choices are kept in across restarts (beside the state file); absent or null: memory only. */
   selectionsPath?: string | null;
@@ -196,11 +136,6 @@ function groupLogEvents(log: Logger): GroupEvents {
 }
 
 /** What the engine needs of a UDP session: the stack's UdpSession, or a TPROXY one. */
-export type UdpFlow = Pick<UdpSession, 'family' | 'remoteAddress' | 'remotePort' | 'localAddress' | 'localPort' | 'send' | 'close' | 'unreachable' | 'drainQueued'> & {
-  on(event: 'message', listener: (data: Buffer) => void): unknown;
-  on(event: 'close', listener: () => void): unknown;
-};
-
 export class Engine {
   readonly counters: EngineCounters = {
     tcpFlows: 0,
@@ -216,6 +151,8 @@ export class Engine {
     tproxyUdp: newTproxyUdpCounters(),
   };
   readonly stack: Stack;
+  /** Routes each flow (flow-router.ts); reads this engine's state through its host. */
+  private readonly router: FlowRouter;
   private readonly policy: PolicySlot;
   /** Everything built from the configuration (runtime.ts); a reload swaps it whole. */
   private rt: Runtime;
@@ -322,11 +259,71 @@ export class Engine {
       this.log.error({ flow: guard.what, err: errorText(err) }, 'flow handler failed; the flow was ended');
     };
     this.dials = new DialLimiter(config.limits.dials, config.limits.dialsPerSource);
+    const self = this;
+    this.router = new FlowRouter({
+      get accepting() {
+        return self.accepting;
+      },
+      get counters() {
+        return self.counters;
+      },
+      get debug() {
+        return self.debug;
+      },
+      get dials() {
+        return self.dials;
+      },
+      get flows() {
+        return self.flows;
+      },
+      get log() {
+        return self.log;
+      },
+      get modeOutbound() {
+        return self.modeOutbound;
+      },
+      get observer() {
+        return self.observer;
+      },
+      get onFlowFailed() {
+        return self.onFlowFailed;
+      },
+      get owners() {
+        return self.owners;
+      },
+      get policy() {
+        return self.policy;
+      },
+      get pool() {
+        return self.pool;
+      },
+      get routingMode() {
+        return self.routingMode;
+      },
+      get rt() {
+        return self.rt;
+      },
+      get ruleHitAt() {
+        return self.ruleHitAt;
+      },
+      get ruleHits() {
+        return self.ruleHits;
+      },
+      get snoop() {
+        return self.snoop;
+      },
+      get udpErrors() {
+        return self.udpErrors;
+      },
+      flowLogged: (info) => {
+        if (this.retired.length > 0) this.releaseRetired(info);
+      },
+    });
     this.stack = new Stack(
       link,
       {
-        onTcpFlow: (req) => this.onTcpFlow(req),
-        onUdpSession: (s) => this.onUdpSession(s),
+        onTcpFlow: (req) => this.router.onTcpFlow(req),
+        onUdpSession: (s) => this.router.onUdpSession(s),
       },
       { maxPendingFlows: config.limits.pendingSyns, synCookieThreshold: config.limits.synCookieThreshold },
     );
@@ -458,7 +455,7 @@ export class Engine {
       }
     }
     await this.flowsGone(END_FLOWS_WAIT_MS);
-    for (const f of [...this.flows.values()]) this.logFlow(f, { bytesUp: 0, bytesDown: 0, close: 'shutdown' });
+    for (const f of [...this.flows.values()]) this.router.logFlow(f, { bytesUp: 0, bytesDown: 0, close: 'shutdown' });
     if (open.length > 0) this.log.info({ flows: open.length, closingWithFin: orderly }, 'open flows ended');
   }
 
@@ -622,12 +619,6 @@ export class Engine {
     }
   }
 
-  /** The chain of a group flow: outermost first for the flow line, innermost first (Clash `chains`) for the registry. */
-  private static setChain(info: FlowInfo, chain: readonly string[] | undefined): void {
-    if (chain === undefined) return;
-    info.chain = chain;
-    info.chains = [...chain].reverse();
-  }
 
   /** Creates the owner lookup when the running policy first needs it (kept after: its cache is bounded). */
   private updateOwners(): void {
@@ -637,24 +628,7 @@ export class Engine {
     this.counters.socketOwner = this.owners.stats;
   }
 
-  /** Whether this flow's owner must be known before routing: an owner rule exists and the flow entered the TUN (TPROXY flows come from other hosts). */
-  private wantsOwner(info: FlowInfo): boolean {
-    return this.owners !== null && info.inbound === 'tun' && this.policy.current.needsOwner;
-  }
 
-  /**
-   * Fills info.uid / process / processPath from the client socket: the
-   * client's address (the flow's remote end) is the socket's local one, the
-   * destination it asked for (a fake IP too) its remote.
-   */
-  private async findOwner(info: FlowInfo, e: FlowEnds): Promise<void> {
-    const family = e.family === 6 ? 6 : 4;
-    const owner = await this.owners!.lookup(info.network, family, addressBytes(e.remoteAddress), e.remotePort, addressBytes(e.localAddress), e.localPort);
-    if (owner === null) return;
-    info.uid = owner.uid;
-    info.process = owner.process;
-    info.processPath = owner.processPath;
-  }
 
   // ------------------------------------------------------------- control API
 
@@ -756,502 +730,19 @@ export class Engine {
     return this.rt.chain.query(query);
   }
 
-  // ------------------------------------------------------------------ TCP
-
-  private nameFor(address: string): { domain: string | null; unknownFake: boolean; from: NameOrigin | null } {
-    if (this.pool !== null && this.pool.isFake(address)) {
-      const domain = this.pool.lookup(address);
-      return { domain, unknownFake: domain === null, from: 'fake-ip' };
-    }
-    if (this.snoop !== null) {
-      const domain = this.snoop.lookup(address);
-      return { domain, unknownFake: false, from: domain === null ? null : 'dns' };
-    }
-    return { domain: null, unknownFake: false, from: null };
-  }
-
-  /** The name found for a flow's destination at its start (fake-IP or snooped). */
-  private static setName(info: FlowInfo, domain: string | null, from: NameOrigin | null): void {
-    info.domain = domain;
-    info.nameFrom = domain === null ? null : from;
-  }
-
-  /** What sniffing read: kept as sniffHost, and as the flow's name when it had none. */
-  private static sniffed(info: FlowInfo, protocol: SniffedProtocol, serverName: string | null): void {
-    info.protocol = protocol;
-    if (serverName === null || protocol === 'dns') return;
-    info.sniffHost = serverName;
-    if (isIP(serverName) === 0 && info.domain === null) {
-      info.domain = serverName;
-      info.nameFrom = 'sniff';
-    }
-  }
-
-  private context(network: 'tcp' | 'udp', e: FlowEnds, domain: string | null, protocol: SniffedProtocol | null, inbound: 'tun' | 'tproxy'): MatchContext {
-    return {
-      network,
-      inbound,
-      family: e.family === 6 ? 6 : 4,
-      dst: addressBytes(e.localAddress),
-      dstPort: e.localPort,
-      src: addressBytes(e.remoteAddress),
-      srcPort: e.remotePort,
-      domain,
-      protocol,
-    };
-  }
-
-  private flowInfo(network: 'tcp' | 'udp', inbound: 'tun' | 'tproxy', e: FlowEnds): FlowInfo {
-    const src = hostPort(e.remoteAddress, e.remotePort);
-    const dst = hostPort(e.localAddress, e.localPort);
-    return {
-      id: newFlowId(),
-      network,
-      inbound,
-      srcIp: e.remoteAddress,
-      srcPort: e.remotePort,
-      dstIp: e.localAddress,
-      dstPort: e.localPort,
-      src,
-      dst,
-      domain: null,
-      nameFrom: null,
-      sniffHost: null,
-      protocol: null,
-      rule: -1,
-      outbound: '',
-      uid: null,
-      process: null,
-      processPath: null,
-      chain: null,
-      chains: null,
-      mode: null,
-      remoteDestination: null,
-      started: Date.now(),
-      bytes: null,
-      killed: false,
-      guard: new FlowGuard(`${network} ${inbound} ${src} -> ${dst}`, this.onFlowFailed),
-      end: null,
-      shutdown: false,
-      closeOrderly: null,
-      logged: false,
-      match: null,
-    };
-  }
+  // ------------------------------------------------------------- inbounds
 
   /**
-   * Port 0 and non-unicast addresses are refused before any socket API sees
-   * them (dgram send and net connect throw on port 0). The stack already
-   * drops them from the TUN; TPROXY listeners can still hand them over.
-   */
-  private badTarget(e: FlowEnds): boolean {
-    if (isUsablePort(e.localPort) && isUsablePort(e.remotePort) && isUnicastText(e.localAddress) && isUnicastText(e.remoteAddress)) return false;
-    this.counters.badTarget++;
-    return true;
-  }
-
-  private onTcpFlow(req: TcpFlowRequest): void {
-    this.counters.tcpFlows++;
-    const info = this.flowInfo('tcp', 'tun', req);
-    if (!this.accepting) {
-      req.reset();
-      return this.logFlow(info, { bytesUp: 0, bytesDown: 0, close: 'shutdown' });
-    }
-    this.flows.add(info);
-    const resetUndecided = (): void => {
-      if (!req.decided) req.reset();
-    };
-    info.end = resetUndecided;
-    info.guard.own(resetUndecided);
-    info.guard.run(() => this.routeTcpFlow(req, info));
-  }
-
-  private routeTcpFlow(req: TcpFlowRequest, info: FlowInfo): void {
-    if (this.badTarget(req)) {
-      req.reset();
-      return this.logFlow(info, { bytesUp: 0, bytesDown: 0, close: 'bad target' });
-    }
-    // DNS first, as for UDP: a resolver address inside the fake-IP pool is
-    // answered over TCP too (it has no name of its own).
-    const dns = this.rt.dns;
-    if (dns !== null && req.localPort === 53) {
-      info.protocol = 'dns';
-      info.outbound = 'dns-hijack';
-      const dnsStream = req.accept();
-      info.end = () => dnsStream.destroy();
-      return this.serveDnsOverTcp(dnsStream, info, dns);
-    }
-    if (this.wantsOwner(info)) {
-      // The SYN waits (the stack holds it) while the owner is looked up off the event loop's fast path.
-      void this.findOwner(info, req).then(() =>
-        info.guard.run(() => {
-          if (req.decided || info.logged) return;
-          if (req.signal.aborted) return this.logFlow(info, { bytesUp: 0, bytesDown: 0, close: 'client gone before connect' });
-          this.routeTcpNamed(req, info);
-        }),
-      );
-      return;
-    }
-    this.routeTcpNamed(req, info);
-  }
-
-  /** The rest of routeTcpFlow, once the owner is known (or not needed). */
-  private routeTcpNamed(req: TcpFlowRequest, info: FlowInfo): void {
-    const { domain, unknownFake, from } = this.nameFor(req.localAddress);
-    if (this.debug) this.log.debug({ network: 'tcp', src: info.src, dst: info.dst, domain, unknownFake }, 'flow accepted');
-    if (unknownFake) {
-      // An expired or never-issued fake address: refuse fast, never black-hole.
-      this.counters.unknownFakeIp++;
-      req.reset();
-      return this.logFlow(info, { bytesUp: 0, bytesDown: 0, close: 'unknown fake-ip' });
-    }
-    Engine.setName(info, domain, from);
-    // HTTP-mode ports are sniffed even when the name is known: the mode needs to see HTTP.
-    const l7 = this.rt.httpL7 !== null && this.rt.httpL7.wants(req.localPort);
-    // Without a name-dependent rule, sniffing cannot change the outcome: then
-    // the outbound connects before the SYN is answered, as for known names.
-    if ((domain !== null || !this.rt.needsName) && !l7 || this.config.sniff.timeoutMs === 0) {
-      return this.routeBeforeAccept(req, info);
-    }
-    const stream = req.accept();
-    info.guard.own(() => stream.destroy());
-    stream.on('error', () => {});
-    info.end = () => stream.destroy();
-    this.sniffThenRoute(stream, req, info);
-  }
-
-  private routeBeforeAccept(req: TcpFlowRequest, info: FlowInfo): void {
-    const outbound = this.choose(req, info);
-    if (outbound.action !== 'connect') {
-      if (outbound.action === 'reject') req.reset();
-      else req.drop();
-      return this.logFlow(info, { bytesUp: 0, bytesDown: 0, close: outbound.action === 'reject' ? 'rejected' : 'dropped' });
-    }
-    const host = this.pool !== null && info.domain !== null && this.pool.isFake(req.localAddress) ? info.domain : req.localAddress;
-    // The client giving up (req.signal) or sluice stopping (end) aborts the dial.
-    const ac = new AbortController();
-    info.end = () => {
-      ac.abort();
-      if (!req.decided) req.reset();
-    };
-    if (this.debug) this.log.debug({ src: info.src, dst: info.dst, host, outbound: outbound.name, beforeAccept: true }, 'dial start');
-    this.dialTcp(outbound, host, req.localPort, AbortSignal.any([req.signal, ac.signal]), req).then(
-      (upstream) => {
-        info.guard.own(() => upstream.destroy());
-        Engine.setChain(info, chainOf(upstream));
-        let stream: TcpStream;
-        try {
-          stream = req.accept();
-        } catch {
-          upstream.destroy(); // the client gave up meanwhile
-          return this.logFlow(info, { bytesUp: 0, bytesDown: 0, close: 'client gone before connect' });
-        }
-        info.guard.own(() => stream.destroy());
-        info.end = () => {
-          stream.destroy();
-          upstream.destroy();
-        };
-        this.observeName(stream, req.localPort, info);
-        info.remoteDestination = remoteOf(upstream);
-        info.closeOrderly = () => shutdownRelay(stream);
-        info.bytes = relay(stream, upstream, [], (r) => this.logFlow(info, r));
-      },
-      (err: unknown) => {
-        this.counters.upstreamFailures++;
-        if (this.debug) this.log.debug({ src: info.src, dst: info.dst, host, outbound: outbound.name, err: (err as Error).message }, 'dial failed');
-        const reaction = err instanceof OutboundError ? err.reaction : 'rst';
-        if (!req.decided && !req.signal.aborted) {
-          if (reaction === 'unreachable') req.unreachable('host');
-          else if (reaction === 'drop') req.drop();
-          else req.reset();
-        }
-        this.logFlow(info, { bytesUp: 0, bytesDown: 0, close: `upstream failed: ${(err as Error).message}` });
-      },
-    );
-  }
-
-  /**
-   * The routing decision is made; still read the name and protocol from the
-   * first bytes as they pass, for the flow log (no delay, no copy).
-   */
-  private observeName(stream: TcpStream, dstPort: number, info: FlowInfo): void {
-    if (!this.log.isLevelEnabled('info')) return;
-    const sniffer = new FlowSniffer({ maxBytes: this.config.sniff.maxBytes, dstPort });
-    const onData = (c: Buffer): void => {
-      const r = sniffer.push(c);
-      if (r.kind === 'need-more') return;
-      stream.off('data', onData);
-      if (r.kind === 'found') Engine.sniffed(info, r.protocol, r.serverName);
-    };
-    stream.on('data', onData);
-  }
-
-  private sniffThenRoute(stream: Duplex, req: FlowEnds, info: FlowInfo): void {
-    const sniffer = new FlowSniffer({ maxBytes: this.config.sniff.maxBytes, dstPort: req.localPort });
-    const chunks: Buffer[] = [];
-    let decided = false;
-    const decide = (r: SniffResult, outcome: SniffOutcome = 'not_found'): void => {
-      if (decided) return;
-      decided = true;
-      clearTimeout(timer);
-      stream.off('data', onData);
-      stream.off('end', onEnd);
-      stream.pause();
-      // A name already known (fake IP, snooped) stays: only HTTP-mode ports get here with one.
-      if (r.kind === 'found') Engine.sniffed(info, r.protocol, r.serverName);
-      this.observer?.sniffed(r.kind === 'found' ? r.protocol : null, r.kind === 'found' ? 'found' : outcome);
-      if (this.debug) this.log.debug({ src: info.src, dst: info.dst, sniff: r.kind, protocol: info.protocol, domain: info.domain, bytes: chunks.reduce((n, c) => n + c.length, 0) }, 'sniff result');
-      // Called from the stream's events: in the flow's context, so the dial and its sockets carry it.
-      info.guard.run(() => this.connectAfterSniff(stream, req, info, chunks));
-    };
-    const onData = (c: Buffer): void => {
-      chunks.push(c);
-      let r: SniffResult;
-      try {
-        r = sniffer.push(c);
-      } catch (err) {
-        return info.guard.fail(err);
-      }
-      if (r.kind !== 'need-more') decide(r);
-    };
-    const onEnd = (): void => decide(sniffer.finish(), 'closed');
-    // Server-speaks-first protocols send nothing: route by address after the timeout.
-    const timer = setTimeout(() => decide(sniffer.finish(), 'timeout'), this.config.sniff.timeoutMs);
-    info.end = () => {
-      if (decided) return;
-      decided = true;
-      clearTimeout(timer);
-      stream.destroy();
-      this.logFlow(info, { bytesUp: chunks.reduce((n, c) => n + c.length, 0), bytesDown: 0, close: 'shutdown' });
-    };
-    stream.on('data', onData);
-    stream.once('end', onEnd);
-  }
-
-  private connectAfterSniff(stream: Duplex, req: FlowEnds, info: FlowInfo, chunks: Buffer[]): void {
-    const outbound = this.choose(req, info);
-    if (outbound.action !== 'connect') {
-      stream.destroy(); // RST: accepted already, so drop and reject look the same to the client
-      return this.logFlow(info, { bytesUp: 0, bytesDown: 0, close: outbound.action === 'reject' ? 'rejected' : 'dropped' });
-    }
-    // A fake destination stands for its name (a known name is the only way a fake one gets here).
-    const fakeName = this.pool !== null && this.pool.isFake(req.localAddress) ? info.domain : null;
-    const host = fakeName ?? req.localAddress;
-    const httpL7 = this.rt.httpL7;
-    if (httpL7 !== null && info.protocol === 'http' && httpL7.wants(req.localPort)) {
-      info.end = () => stream.destroy();
-      info.closeOrderly = () => httpL7.closeIdle(stream);
-      info.bytes = httpL7.serve(stream, chunks, { src: info.src, target: { host, port: req.localPort }, outbound }, (r) => {
-        // The flow line says what the requests matched (http.rules index and outbound, as
-        // their "request" lines do); flowRule keeps the flow-level policy match.
-        const flowRule = info.rule;
-        if (r.requests > 0) {
-          info.outbound = r.outbound;
-          info.rule = r.rule;
-        }
-        this.logFlow(info, r, flowRule);
-      });
-      return;
-    }
-    const ac = new AbortController();
-    const onClose = (): void => ac.abort();
-    stream.once('close', onClose);
-    info.end = () => {
-      ac.abort();
-      stream.destroy();
-    };
-    if (this.debug) this.log.debug({ src: info.src, dst: info.dst, host, outbound: outbound.name, beforeAccept: false }, 'dial start');
-    this.dialTcp(outbound, host, req.localPort, ac.signal, req).then(
-      (upstream) => {
-        info.guard.own(() => upstream.destroy());
-        Engine.setChain(info, chainOf(upstream));
-        stream.off('close', onClose);
-        if (stream.destroyed) {
-          upstream.destroy();
-          return this.logFlow(info, { bytesUp: 0, bytesDown: 0, close: 'client gone before connect' });
-        }
-        info.end = () => {
-          stream.destroy();
-          upstream.destroy();
-        };
-        info.remoteDestination = remoteOf(upstream);
-        info.closeOrderly = () => shutdownRelay(stream);
-        info.bytes = relay(stream, upstream, chunks, (r) => this.logFlow(info, r));
-      },
-      (err: unknown) => {
-        this.counters.upstreamFailures++;
-        if (this.debug) this.log.debug({ src: info.src, dst: info.dst, host, outbound: outbound.name, err: (err as Error).message }, 'dial failed');
-        stream.destroy();
-        this.logFlow(info, { bytesUp: 0, bytesDown: 0, close: `upstream failed: ${(err as Error).message}` });
-      },
-    );
-  }
-
-  /**
-   * A TCP connection a TPROXY listener accepted (gateway mode tproxy): the
-   * socket's local address and port are the client's original destination
-   * (TPROXY leaves the packet unchanged), its remote end is the LAN client.
-   * Sniffed, matched with inbound tproxy and relayed like a TUN flow; the
-   * handshake is already complete, so a failing upstream resets it.
+   * A TCP connection a TPROXY listener accepted (gateway mode tproxy): routed
+   * by the flow router with inbound tproxy (flow-router.ts).
    */
   handleTransparent(socket: net.Socket): void {
-    this.counters.tcpFlows++;
-    socket.on('error', () => {});
-    socket.setNoDelay(true);
-    const remoteAddress = unmapAddress(socket.remoteAddress ?? '');
-    const localAddress = unmapAddress(socket.localAddress ?? '');
-    const ends: FlowEnds = { family: isIP(localAddress) === 6 ? 6 : 4, remoteAddress, remotePort: socket.remotePort ?? 0, localAddress, localPort: socket.localPort ?? 0 };
-    const info = this.flowInfo('tcp', 'tproxy', ends);
-    if (!this.accepting) {
-      socket.resetAndDestroy();
-      return this.logFlow(info, { bytesUp: 0, bytesDown: 0, close: 'shutdown' });
-    }
-    this.flows.add(info);
-    info.end = () => socket.destroy();
-    if (this.debug) this.log.debug({ network: 'tcp', inbound: 'tproxy', src: info.src, dst: info.dst }, 'flow accepted');
-    info.guard.own(() => socket.destroy());
-    info.guard.run(() => this.routeTransparent(socket, ends, info));
+    this.router.handleTransparent(socket);
   }
 
-  private routeTransparent(socket: net.Socket, ends: FlowEnds, info: FlowInfo): void {
-    const { remoteAddress, localAddress } = ends;
-    if (remoteAddress === '' || localAddress === '') {
-      socket.destroy();
-      return this.logFlow(info, { bytesUp: 0, bytesDown: 0, close: 'client gone before accept' });
-    }
-    if (this.badTarget(ends)) {
-      socket.resetAndDestroy();
-      return this.logFlow(info, { bytesUp: 0, bytesDown: 0, close: 'bad target' });
-    }
-    // DNS over TCP is answered by the hijack, as behind the TUN and as over UDP.
-    const dns = this.rt.dns;
-    if (dns !== null && ends.localPort === 53) {
-      info.protocol = 'dns';
-      info.outbound = 'dns-hijack';
-      return this.serveDnsOverTcp(socket, info, dns);
-    }
-    const { domain, unknownFake, from } = this.nameFor(localAddress);
-    if (unknownFake) {
-      this.counters.unknownFakeIp++;
-      socket.resetAndDestroy();
-      return this.logFlow(info, { bytesUp: 0, bytesDown: 0, close: 'unknown fake-ip' });
-    }
-    Engine.setName(info, domain, from);
-    if (this.config.sniff.timeoutMs === 0) return this.connectAfterSniff(socket, ends, info, []);
-    this.sniffThenRoute(socket, ends, info);
-  }
-
-  /**
-   * The outbound's connect, or with gateway.preserveSource a direct
-   * connection from the client's own address. A name (a fake-IP flow) is
-   * resolved first through sluice's upstreams, in the client's family, so
-   * it leaves from the client's address too; a name with no address of
-   * that family falls back to this host's address (nothing else can carry
-   * an IPv4 client's source to an IPv6-only name).
-   */
-  private dialTcp(outbound: Outbound, host: string, port: number, signal: AbortSignal, e: FlowEnds): Promise<Duplex> {
-    // limits.dials / dialsPerSource: over a cap the flow is refused (RST), never queued.
-    const source = e.remoteAddress;
-    if (!this.dials.tryAcquire(source)) return Promise.reject(new Error('too many dials in progress (limits.dials / limits.dialsPerSource)'));
-    const obs = this.observer;
-    const t0 = obs === null ? 0 : performance.now();
-    const release = (): void => this.dials.release(source);
-    let dial: Promise<Duplex>;
-    try {
-      dial = this.dialTcpUnlimited(outbound, host, port, signal, e);
-    } catch (err) {
-      release();
-      return Promise.reject(err);
-    }
-    dial.then(release, release);
-    if (obs !== null) {
-      dial.then(
-        () => obs.dialed(outbound.name, (performance.now() - t0) / 1000, null),
-        (err: unknown) => obs.dialed(outbound.name, (performance.now() - t0) / 1000, err instanceof Error ? err : new Error(String(err))),
-      );
-    }
-    return dial;
-  }
-
-  private dialTcpUnlimited(outbound: Outbound, host: string, port: number, signal: AbortSignal, e: FlowEnds): Promise<Duplex> {
-    const gw = this.config.gateway;
-    // gateway.preserveSource: the client's address travels in the target, so
-    // a direct outbound, alone or as a group's member, leaves from it
-    // (src/outbound/transparent-dial.ts); proxies ignore it.
-    if (gw.enabled && gw.preserveSource) return outbound.connectTcp({ host, port, source: unmapAddress(e.remoteAddress) }, signal);
-    return outbound.connectTcp({ host, port }, signal);
-  }
-
-  private choose(e: FlowEnds, info: FlowInfo): Outbound {
-    // The policy and the outbounds of one runtime: a reload swaps both together.
-    const rt = this.rt;
-    let outbound: Outbound;
-    if (this.modeOutbound !== null) {
-      // Mode global / direct (PATCH /configs): the rules are not consulted.
-      outbound = this.modeOutbound;
-      info.rule = -1;
-      info.mode = this.routingMode;
-      info.outbound = outbound.name;
-    } else {
-      const ctx = this.context(info.network, e, info.domain, info.protocol, info.inbound);
-      ctx.uid = info.uid;
-      ctx.process = info.process;
-      ctx.processPath = info.processPath;
-      const m = rt.policy.match(ctx);
-      info.match = { ctx, nameFrom: info.nameFrom };
-      info.rule = m.ruleIndex;
-      info.outbound = m.outbound;
-      const hit = m.ruleIndex < 0 ? this.ruleHits.length - 1 : m.ruleIndex;
-      if (hit < this.ruleHits.length) {
-        this.ruleHits[hit]!++;
-        this.ruleHitAt[hit] = info.started;
-      }
-      outbound = rt.outbounds.get(m.outbound)!;
-    }
-    if (this.debug) this.log.debug({ network: info.network, src: info.src, dst: info.dst, domain: info.domain, protocol: info.protocol, rule: info.rule, outbound: info.outbound, mode: this.routingMode }, 'rule matched');
-    if (outbound.action === 'reject') this.counters.rejected++;
-    else if (outbound.action === 'drop') this.counters.dropped++;
-    return outbound;
-  }
-
-  private serveDnsOverTcp(stream: Duplex, info: FlowInfo, dns: DnsHijack): void {
-    info.guard.own(() => stream.destroy());
-    const reader = new TcpFrameReader();
-    const r: RelayResult = { bytesUp: 0, bytesDown: 0, close: 'fin' };
-    info.bytes = r;
-    const onReply = (reply: Uint8Array | null): void => {
-      if (this.debug) this.debugDns('answer', info, reply);
-      if (reply === null || stream.destroyed) return;
-      const framed = frameTcp(reply);
-      r.bytesDown += framed.length;
-      stream.write(framed);
-    };
-    stream.on('data', (c: Buffer) => {
-      try {
-        r.bytesUp += c.length;
-        reader.push(c);
-        for (let msg = reader.next(); msg !== null; msg = reader.next()) {
-          this.counters.dnsQueries++;
-          if (this.debug) this.debugDns('query', info, msg);
-          void dns.handle(msg, 'tcp').then(onReply);
-        }
-      } catch (err) {
-        info.guard.fail(err);
-      }
-    });
-    stream.on('end', () => stream.end());
-    stream.on('error', (err: Error) => (r.close = err.message));
-    stream.on('close', () => this.logFlow(info, r));
-  }
-
-  // ------------------------------------------------------------------ UDP
-
-  /**
-   * A UDP session that arrived through TPROXY (src/udp/tproxy.ts):
-   * the same routing as a TUN session, with inbound tproxy.
-   */
+  /** A UDP session that arrived through TPROXY (src/udp/tproxy.ts): routed as a TUN session, with inbound tproxy. */
   handleTransparentUdp(s: UdpFlow): void {
-    this.onUdpSession(s, 'tproxy');
+    this.router.onUdpSession(s, 'tproxy');
   }
 
   /**
@@ -1266,191 +757,5 @@ export class Engine {
       unreachable: (family, kind, quote) => this.stack.injectUnreachable(family, kind, quote),
       ...(this.config.route.auto ? { mark: this.config.route.mark } : {}),
     };
-  }
-
-  private onUdpSession(s: UdpFlow, inbound: 'tun' | 'tproxy' = 'tun'): void {
-    this.counters.udpSessions++;
-    const info = this.flowInfo('udp', inbound, s);
-    const r: RelayResult = { bytesUp: 0, bytesDown: 0, close: 'idle' };
-    info.bytes = r;
-    if (!this.accepting) {
-      r.close = 'shutdown';
-      s.on('close', () => this.logFlow(info, r));
-      s.close();
-      return;
-    }
-    this.flows.add(info);
-    // Closing the session closes its association too (the close listener in routeUdpSession).
-    info.end = () => s.close();
-    // Set when the session closes: an association still being opened is then closed on arrival.
-    const gone = new AbortController();
-    info.guard.own(() => {
-      r.close = 'error';
-      s.close();
-    });
-    s.on('close', () => {
-      gone.abort();
-      this.logFlow(info, r);
-    });
-    if (this.debug) this.log.debug({ network: 'udp', inbound, src: info.src, dst: info.dst }, 'flow accepted');
-    info.guard.run(() => this.routeUdpSession(s, info, r, gone.signal));
-  }
-
-  private routeUdpSession(s: UdpFlow, info: FlowInfo, r: RelayResult, gone: AbortSignal): void {
-    if (this.badTarget(s)) {
-      r.close = 'bad target';
-      s.close();
-      return;
-    }
-    const dns = this.rt.dns;
-    if (dns !== null && s.localPort === 53) {
-      info.protocol = 'dns';
-      info.outbound = 'dns-hijack';
-      const onReply = (reply: Uint8Array | null): void => {
-        if (this.debug) this.debugDns('answer', info, reply);
-        if (reply === null) return;
-        r.bytesDown += reply.length;
-        s.send(reply);
-      };
-      s.on('message', (q) => {
-        r.bytesUp += q.length;
-        this.counters.dnsQueries++;
-        if (this.debug) this.debugDns('query', info, q);
-        void dns.handle(q, 'udp').then(onReply);
-      });
-      s.drainQueued();
-      return;
-    }
-    const { domain, unknownFake, from } = this.nameFor(s.localAddress);
-    if (unknownFake) {
-      this.counters.unknownFakeIp++;
-      r.close = 'unknown fake-ip';
-      s.close();
-      return;
-    }
-    Engine.setName(info, domain, from);
-    const waiting: Buffer[] = [];
-    let assoc: UdpAssociation | null = null;
-    let target = { host: s.localAddress, port: s.localPort };
-    let routed = false;
-    // Called by the stack (or the TPROXY reader) per datagram: a throw here
-    // ends this session only; the routing of the first one runs in the
-    // flow's context, so the association and its sockets carry it.
-    // A TUN session's upstream sends with the client's TTL (traceroute -U, src/ip/udp-error-relay.ts).
-    const tun = s instanceof UdpSession ? s : null;
-    let watch: UdpWatch | null = null;
-    const onDatagram = (d: Buffer): void => {
-      r.bytesUp += d.length;
-      if (assoc !== null) {
-        if (watch !== null) {
-          assoc.setTtl!(tun!.ttl);
-          if (d.length > 1232 && watch.tooBig(d.length, target.host)) return;
-        }
-        return assoc.send(d, target);
-      }
-      if (waiting.length >= 64) return; // bounded while the outbound opens
-      waiting.push(d);
-      if (routed) return;
-      routed = true;
-      info.guard.run(() => routeFirst(d));
-    };
-    s.on('message', (d) => {
-      try {
-        onDatagram(d);
-      } catch (err) {
-        info.guard.fail(err);
-      }
-    });
-    const routeFirst = (d: Buffer): void => {
-      const sniffed = sniffDatagram(d, s.localPort);
-      if (sniffed.kind === 'found') Engine.sniffed(info, sniffed.protocol, sniffed.serverName);
-      // Datagrams arriving meanwhile queue in `waiting` (bounded).
-      if (this.wantsOwner(info)) void this.findOwner(info, s).then(() => info.guard.run(() => gone.aborted || routeChosen()));
-      else routeChosen();
-    };
-    const routeChosen = (): void => {
-      const outbound = this.choose(s, info);
-      if (outbound.action !== 'connect' || outbound.openUdp === undefined || !outbound.supportsUdp) {
-        r.close = outbound.action === 'connect' ? `outbound ${outbound.name} carries no UDP` : outbound.action === 'reject' ? 'rejected' : 'dropped';
-        // reject (and an outbound that cannot carry UDP): ICMP port
-        // unreachable, so the client fails at once; drop: silence.
-        if (outbound.action === 'drop') s.close();
-        else s.unreachable(outbound.action === 'reject' ? 'port' : 'admin');
-        return;
-      }
-      if (this.pool !== null && domain !== null && this.pool.isFake(s.localAddress)) target = { host: domain, port: s.localPort };
-      if (this.debug) this.log.debug({ network: 'udp', src: info.src, dst: info.dst, outbound: outbound.name }, 'dial start');
-      outbound.openUdp({ family: s.family === 6 ? 6 : 4 }, gone).then(
-        (a) => {
-          if (gone.aborted) {
-            a.close(); // the session ended while the association was being set up
-            return;
-          }
-          info.guard.own(() => a.close());
-          Engine.setChain(info, chainOf(a));
-          assoc = a;
-          watch = tun === null ? null : watchUdpErrors(this.udpErrors, a, tun);
-          if (watch !== null) s.on('close', watch.unwatch);
-          a.onMessage((payload) => {
-            r.bytesDown += payload.length;
-            s.send(payload);
-          });
-          s.on('close', () => a.close());
-          for (const w of waiting.splice(0)) if (watch === null || w.length <= 1232 || !watch.tooBig(w.length, target.host)) a.send(w, target);
-        },
-        (err: Error) => {
-          if (gone.aborted) return;
-          this.counters.upstreamFailures++;
-          if (this.debug) this.log.debug({ network: 'udp', src: info.src, dst: info.dst, outbound: outbound.name, err: err.message }, 'dial failed');
-          r.close = `upstream failed: ${err.message}`;
-          s.unreachable('host');
-        },
-      );
-    };
-    s.drainQueued();
-  }
-
-  // ------------------------------------------------------------------ logs
-
-  /** One debug line per hijacked DNS query or answer (name, type, rcode); only called with debug on. */
-  private debugDns(what: 'query' | 'answer', info: FlowInfo, msg: Uint8Array | null): void {
-    const m = msg === null ? null : parseMessage(msg);
-    const q = m?.questions[0];
-    this.log.debug({ network: info.network, src: info.src, id: m?.id ?? null, name: q?.name ?? null, type: q?.type ?? null, rcode: what === 'answer' ? (m?.rcode ?? null) : undefined, answers: what === 'answer' ? (m?.answers.map((a) => a.address ?? a.type) ?? null) : undefined }, `dns ${what}`);
-  }
-
-  private logFlow(info: FlowInfo, r: RelayResult & { requests?: number; outbounds?: string[] }, flowRule?: number): void {
-    if (info.logged) return;
-    info.logged = true;
-    info.end = null;
-    info.closeOrderly = null;
-    info.guard.end();
-    this.flows.remove(info, r);
-    if (this.retired.length > 0) this.releaseRetired(info);
-    if (info.shutdown) r.close = 'shutdown';
-    else if (info.killed) r.close = 'closed by API';
-    this.observer?.flowEnded({ network: info.network, inbound: info.inbound, outbound: info.outbound, close: r.close, bytesUp: r.bytesUp, bytesDown: r.bytesDown, durationMs: Date.now() - info.started });
-    if (!this.log.isLevelEnabled('info')) return;
-    this.log.info(
-      {
-        network: info.network,
-        inbound: info.inbound,
-        src: info.src,
-        dst: info.dst,
-        domain: info.domain,
-        protocol: info.protocol,
-        rule: info.rule,
-        outbound: info.outbound,
-        ...(info.chain !== null ? { chain: info.chain } : {}),
-        ...(info.mode !== null ? { mode: info.mode } : {}),
-        bytesUp: r.bytesUp,
-        bytesDown: r.bytesDown,
-        durationMs: Date.now() - info.started,
-        close: r.close,
-        ...(info.uid !== null ? { uid: info.uid, process: info.process, processPath: info.processPath } : {}),
-        ...(r.requests !== undefined ? { requests: r.requests, flowRule, ...(r.outbounds !== undefined ? { outbounds: r.outbounds } : {}) } : {}),
-      },
-      'flow',
-    );
   }
 }
