@@ -210,6 +210,7 @@ function complete(raw: Raw, ruleSets: Map<string, RuleSetConfig>, baseDir: strin
     tun: { ...d.tun, ...raw.tun },
     sniff: { ...d.sniff, ...raw.sniff },
     limits: { ...d.limits, ...raw.limits },
+    udp: { ...d.udp, ...raw.udp },
     dns: {
       mode: dns.mode ?? d.dns.mode,
       hijack: dns.hijack ?? d.dns.hijack,

@@ -4,7 +4,7 @@
  * Reloadable: rules, final, outbounds (groups included), ruleSets, http,
  * sniff, and dns except its mode and fake-IP pool (clients hold addresses
  * from the pool). Everything else (tun, route, gateway, classifier, limits,
- * log, run, and any section this list does not know, such as the API's
+ * udp, log, run, and any section this list does not know, such as the API's
  * listen address) is set up once at start: a reload keeps the running
  * values and names every such field that differs in the file, so an edit
  * is never ignored silently.

@@ -255,6 +255,15 @@ export const configSchema: Schema = {
       [],
       { default: {} },
     ),
+    udp: obj(
+      {
+        nat: enumOf(['endpoint-independent', 'address-dependent', 'address-and-port-dependent'], { default: d.udp.nat }),
+        idleTimeout: int(1, 86400, { 'x-expected': 'seconds from 1 to 86400', default: d.udp.idleTimeout }),
+        maxSessions: int(1, 1_000_000, { 'x-expected': 'a session count from 1 to 1000000', default: d.udp.maxSessions }),
+      },
+      [],
+      { default: {} },
+    ),
     dns: obj(
       {
         mode: enumOf(['fake-ip', 'real-ip'], { default: d.dns.mode }),

@@ -49,6 +49,19 @@ export interface LimitsConfig {
   dialsPerSource: number;
 }
 
+/** RFC 4787 5 filtering behaviours (mapping is always endpoint-independent, REQ-1). */
+export type UdpNatMode = 'endpoint-independent' | 'address-dependent' | 'address-and-port-dependent';
+
+/** UDP sessions and NAT (docs/configuration.md "udp"). */
+export interface UdpConfig {
+  /** Which new sources may reach a client through its mapping (RFC 4787 REQ-8). */
+  nat: UdpNatMode;
+  /** Seconds without a datagram either way before a session ends (RFC 4787 REQ-5: at least 120 by default). */
+  idleTimeout: number;
+  /** Concurrent UDP sessions through the TUN; datagrams that would open more are dropped and counted. */
+  maxSessions: number;
+}
+
 export type DnsMode = 'fake-ip' | 'real-ip';
 
 export interface FakeIpConfig {
@@ -451,6 +464,7 @@ export interface SluiceConfig {
   tun: TunConfig;
   sniff: SniffConfig;
   limits: LimitsConfig;
+  udp: UdpConfig;
   dns: DnsConfig;
   outbounds: OutboundConfig[];
   ruleSets: Record<string, RuleSetConfig>;
@@ -515,6 +529,7 @@ export function defaultConfig(): SluiceConfig {
     tun: { name: 'sluice0', mtu: 1500, offload: true, ipv4: '198.19.0.1/30', ipv6: 'fdfe:dcba:9876::1/126' },
     sniff: { timeoutMs: 300, maxBytes: 8192 },
     limits: { pendingSyns: 1024, synCookieThreshold: 128, dials: 512, dialsPerSource: 64 },
+    udp: { nat: 'endpoint-independent', idleTimeout: 300, maxSessions: 16384 },
     dns: {
       mode: 'fake-ip',
       hijack: true,

@@ -2,25 +2,44 @@
  * UDP through the TUN: datagrams grouped into sessions by 4-tuple (one
  * client address:port to one destination address:port), each handed once to
  * the application (StackHandlers.onUdpSession), which answers from the
- * destination. Bounded by `maxUdpSessions`; a session ends after
- * `udpIdleTimeoutMs` without a datagram either way (RFC 4787 REQ-5), on the
- * driver's one timer wheel.
+ * destination. The application may also open a session from another
+ * remote endpoint to a known client (`sibling`): how a datagram from any
+ * source reaches the client with its true source address and port (the
+ * NAT above decides which, src/udp/nat.ts). Bounded by `maxUdpSessions`; a
+ * session ends after `udpIdleTimeoutMs` without a datagram either way
+ * (RFC 4787 REQ-5), on the driver's one timer wheel; sessions to port 53
+ * after at most DNS_IDLE_MS (REQ-5a allows shorter timers for well-known
+ * ports, and a resolver uses a fresh port per query).
  */
 import { FlowTable } from '../ip/flow-table.js';
 import type { IpPacket } from '../ip/packet.js';
 import type { IcmpHandler, UnreachableKind } from '../ip/icmp.js';
 import type { StackDriver } from '../stack/driver.js';
 import { copyAddresses, endpointsOf } from '../ip/flow-addresses.js';
-import { IPPROTO_UDP, IPV4_HEADER_LEN } from '../wire/ipv4.js';
+import { IPPROTO_UDP, IPV4_HEADER_LEN, parseIpv4Text, writeIpv4Addr } from '../wire/ipv4.js';
 import { isUnicastAt } from '../wire/address-class.js';
 import { ICMP_HEADER_LEN, ICMP_MAX_QUOTE } from '../wire/icmp.js';
 import { UdpSession, type UdpHost } from './session.js';
+import { parseIpv6Text } from '../wire/ipv6.js';
+
+function isUsablePort(p: number): boolean {
+  return Number.isInteger(p) && p > 0 && p < 65536;
+}
 
 /** RFC 1812 4.3.2.3: an ICMP error carries at most 576 bytes, IP header and ICMP header included. */
 const QUOTE_LEN = ICMP_MAX_QUOTE + IPV4_HEADER_LEN + ICMP_HEADER_LEN;
+/** RFC 4787 REQ-5a: the idle timeout of a session to port 53 is at most this. */
+export const DNS_IDLE_MS = 30_000;
+
+/** The session's idle timeout: the configured one, shorter for DNS (REQ-5a). */
+export function sessionIdleMs(idleMs: number, dstPort: number): number {
+  return dstPort === 53 && idleMs > DNS_IDLE_MS ? DNS_IDLE_MS : idleMs;
+}
 
 export class UdpSessions implements UdpHost {
   private readonly table = new FlowTable<UdpSession>();
+  /** Client address then remote address, for a sibling's table lookup (no allocation). */
+  private readonly scratch = new Uint8Array(32);
 
   constructor(
     private readonly d: StackDriver,
@@ -92,7 +111,8 @@ export class UdpSessions implements UdpHost {
     d.stats.udpSessionsActive = this.table.size;
     d.stats.udpSessionsTotal++;
     s.lastActivity = d.now;
-    d.wheel.schedule(s, d.now + this.idleMs);
+    s.idleMs = sessionIdleMs(this.idleMs, u.dstPort);
+    d.wheel.schedule(s, d.now + s.idleMs);
     d.armTimer();
     try {
       this.onSession(s);
@@ -108,7 +128,7 @@ export class UdpSessions implements UdpHost {
 
   /** The wheel fired for a session: ends it when it has been idle long enough. */
   onTimer(s: UdpSession, now: number): void {
-    const idleUntil = s.lastActivity + this.idleMs;
+    const idleUntil = s.lastActivity + s.idleMs;
     if (idleUntil > now) this.d.wheel.schedule(s, idleUntil);
     else this.closeUdp(s);
   }
@@ -119,6 +139,42 @@ export class UdpSessions implements UdpHost {
     this.d.writer.udp(s, s.dstPort, s.srcPort, data, off, len);
     this.d.scheduleFlush();
     return true;
+  }
+
+  siblingUdp(s: UdpSession, host: string, port: number): UdpSession | null {
+    const d = this.d;
+    const family = s.family;
+    const len = family === 4 ? 4 : 16;
+    const b = this.scratch;
+    b.set(family === 4 ? s.srcAddr.subarray(12, 16) : s.srcAddr, 0);
+    const v4 = family === 4 ? parseIpv4Text(host) : null;
+    if (v4 !== null) writeIpv4Addr(b, len, v4);
+    // A dotted quad inside IPv6 text (::ffff:a.b.c.d) is not an IPv6 peer.
+    const ok = family === 4 ? v4 !== null : !host.includes('.') && parseIpv6Text(host, b, len);
+    if (!ok || !isUsablePort(port) || !isUnicastAt(family, b, len)) {
+      d.drop('bad_address');
+      return null;
+    }
+    const found = this.table.lookup(family, IPPROTO_UDP, b, 0, len, s.srcPort, port);
+    if (found !== null) return found;
+    if (this.table.size >= this.maxSessions) {
+      d.drop('udp_full');
+      return null;
+    }
+    const sib = new UdpSession(this, family, s.srcPort, port);
+    sib.fromRemote = true;
+    copyAddresses(family, b, 0, len, sib);
+    const e = endpointsOf(family, b, 0, len, s.srcPort, port);
+    sib.remoteAddress = e.remoteAddress;
+    sib.localAddress = e.localAddress;
+    this.table.insert(sib);
+    d.stats.udpSessionsActive = this.table.size;
+    d.stats.udpSessionsTotal++;
+    sib.lastActivity = d.refreshNow();
+    sib.idleMs = sessionIdleMs(this.idleMs, port);
+    d.wheel.schedule(sib, sib.lastActivity + sib.idleMs);
+    d.armTimer();
+    return sib;
   }
 
   touchUdp(s: UdpSession): void {
