@@ -34,7 +34,7 @@ import type { GeoIpLookup } from './policy/types.js';
 import { geoIpLookup } from './geoip-lookup.js';
 import { RemoteRuleSets } from './remote-rulesets.js';
 import { OutboundError } from '../outbound/errors.js';
-import type { Outbound, UdpAssociation } from '../outbound/types.js';
+import type { Outbound } from '../outbound/types.js';
 import { FakeIpPool } from '../dns/fake-ip.js';
 import { DnsSnoop } from '../dns/snoop.js';
 import { DnsHijack } from '../dns/server.js';
@@ -57,6 +57,7 @@ import { DialLimiter } from './dial-limiter.js';
 import type { Logger } from './logger.js';
 import { FlowGuard, errorText, installErrorBoundary } from './flow-guard.js';
 import { newTproxyUdpCounters, type TproxyUdpCounters, type TproxyUdpOptions } from '../udp/tproxy.js';
+import { UdpNat, newUdpNatCounters, type NatBinding, type NatMapping, type NatSession, type UdpNatCounters } from '../udp/nat.js';
 import { isUnicastText, isUsablePort } from '../wire/address-class.js';
 import type { EngineObserver, SniffOutcome } from './observer.js';
 import { SocketOwnerLookup, type SocketOwnerStats } from '../system/socket-owner.js';
@@ -78,6 +79,8 @@ export interface EngineCounters {
   badTarget: number;
   /** The TPROXY UDP reader's drops (src/udp/tproxy.ts), filled in gateway mode tproxy. */
   tproxyUdp: TproxyUdpCounters;
+  /** UDP NAT mappings and filtered datagrams (src/udp/nat.ts). */
+  udpNat: UdpNatCounters;
   /** Live SYN-flood figures (getters over the stack's stats and the dial limiter), for the counters log line. */
   synFlood?: SynFloodCounters;
   /** Socket-owner lookups (uid / processName / processPath rules), present once such a rule exists. */
@@ -188,9 +191,11 @@ function groupLogEvents(log: Logger): GroupEvents {
 }
 
 /** What the engine needs of a UDP session: the stack's UdpSession, or a TPROXY one. */
-export type UdpFlow = Pick<UdpSession, 'family' | 'remoteAddress' | 'remotePort' | 'localAddress' | 'localPort' | 'send' | 'close' | 'unreachable' | 'drainQueued'> & {
+export type UdpFlow = Pick<UdpSession, 'family' | 'remoteAddress' | 'remotePort' | 'localAddress' | 'localPort' | 'send' | 'close' | 'unreachable' | 'drainQueued' | 'fromRemote'> & {
   on(event: 'message', listener: (data: Buffer) => void): unknown;
   on(event: 'close', listener: () => void): unknown;
+  /** The session from this client to another remote endpoint (src/udp/nat.ts). */
+  sibling(host: string, port: number): UdpFlow | null;
 };
 
 export class Engine {
@@ -206,7 +211,10 @@ export class Engine {
     unattributedErrors: 0,
     badTarget: 0,
     tproxyUdp: newTproxyUdpCounters(),
+    udpNat: newUdpNatCounters(),
   };
+  /** UDP mappings per client endpoint and outbound (RFC 4787; src/udp/nat.ts). */
+  private readonly nat: UdpNat;
   readonly stack: Stack;
   private readonly policy: PolicySlot;
   /** Everything built from the configuration (runtime.ts); a reload swaps it whole. */
@@ -310,8 +318,14 @@ export class Engine {
         onTcpFlow: (req) => this.onTcpFlow(req),
         onUdpSession: (s) => this.onUdpSession(s),
       },
-      { maxPendingFlows: config.limits.pendingSyns, synCookieThreshold: config.limits.synCookieThreshold },
+      { maxPendingFlows: config.limits.pendingSyns, synCookieThreshold: config.limits.synCookieThreshold, maxUdpSessions: config.udp.maxSessions, udpIdleTimeoutMs: config.udp.idleTimeout * 1000 },
     );
+    this.nat = new UdpNat({
+      mode: config.udp.nat,
+      counters: this.counters.udpNat,
+      admit: (m, client, host, port) => this.admitUdpSource(m, client, host, port),
+      onInbound: (b) => this.onInboundUdp(b),
+    });
     const st = this.stack.stats;
     const dc = this.dials.counters;
     this.counters.synFlood = {
@@ -1206,6 +1220,7 @@ export class Engine {
   tproxyUdpOptions(): TproxyUdpOptions {
     return {
       maxSessions: this.config.gateway.tproxyUdpSessions,
+      idleMs: this.config.udp.idleTimeout * 1000,
       counters: this.counters.tproxyUdp,
       unreachable: (family, kind, quote) => this.stack.injectUnreachable(family, kind, quote),
       ...(this.config.route.auto ? { mark: this.config.route.mark } : {}),
@@ -1274,7 +1289,7 @@ export class Engine {
     }
     Engine.setName(info, domain, from);
     const waiting: Buffer[] = [];
-    let assoc: UdpAssociation | null = null;
+    let bound: NatBinding | null = null;
     let target = { host: s.localAddress, port: s.localPort };
     let routed = false;
     // Called by the stack (or the TPROXY reader) per datagram: a throw here
@@ -1282,7 +1297,7 @@ export class Engine {
     // flow's context, so the association and its sockets carry it.
     const onDatagram = (d: Buffer): void => {
       r.bytesUp += d.length;
-      if (assoc !== null) return assoc.send(d, target);
+      if (bound !== null) return bound.send(d);
       if (waiting.length >= 64) return; // bounded while the outbound opens
       waiting.push(d);
       if (routed) return;
@@ -1313,34 +1328,70 @@ export class Engine {
         else s.unreachable(outbound.action === 'reject' ? 'port' : 'admin');
         return;
       }
-      if (this.pool !== null && domain !== null && this.pool.isFake(s.localAddress)) target = { host: domain, port: s.localPort };
+      const fake = this.pool !== null && domain !== null && this.pool.isFake(s.localAddress);
+      if (fake) target = { host: domain, port: s.localPort };
       if (this.debug) this.log.debug({ network: 'udp', src: info.src, dst: info.dst, outbound: outbound.name }, 'dial start');
-      outbound.openUdp({ family: s.family === 6 ? 6 : 4 }, gone).then(
-        (a) => {
-          if (gone.aborted) {
-            a.close(); // the session ended while the association was being set up
-            return;
-          }
-          info.guard.own(() => a.close());
-          Engine.setChain(info, chainOf(a));
-          assoc = a;
-          a.onMessage((payload) => {
-            r.bytesDown += payload.length;
-            s.send(payload);
-          });
-          s.on('close', () => a.close());
-          for (const w of waiting.splice(0)) a.send(w, target);
-        },
-        (err: Error) => {
-          if (gone.aborted) return;
-          this.counters.upstreamFailures++;
-          if (this.debug) this.log.debug({ network: 'udp', src: info.src, dst: info.dst, outbound: outbound.name, err: err.message }, 'dial failed');
-          r.close = `upstream failed: ${err.message}`;
-          s.unreachable('host');
-        },
-      );
+      // One mapping per client endpoint and outbound (RFC 4787 REQ-1,
+      // src/udp/nat.ts); a fake-IP session's replies come from the real
+      // addresses its name resolves to, so they are learnt first.
+      const hosts = fake ? this.lookup(domain, s.family === 6 ? 6 : 4).then((a) => [s.localAddress, a.address], () => [s.localAddress]) : Promise.resolve([s.localAddress]);
+      const inbound = info.inbound;
+      hosts
+        .then((h) => this.nat.attach(inbound, outbound, s, target, h, r, () => outbound.openUdp!({ family: s.family === 6 ? 6 : 4 }, gone), gone))
+        .then(
+          (b) => {
+            if (gone.aborted) return;
+            const a = b.mapping.assoc!;
+            Engine.setChain(info, chainOf(a));
+            bound = b;
+            for (const w of waiting.splice(0)) b.send(w);
+          },
+          (err: Error) => {
+            if (gone.aborted) return;
+            this.counters.upstreamFailures++;
+            if (this.debug) this.log.debug({ network: 'udp', src: info.src, dst: info.dst, outbound: outbound.name, err: err.message }, 'dial failed');
+            r.close = `upstream failed: ${err.message}`;
+            s.unreachable('host');
+          },
+        );
     };
     s.drainQueued();
+  }
+
+  /**
+   * RFC 4787 5 filtering's last check, for a datagram from a source no
+   * session of the mapping has (src/udp/nat.ts): the policy must send the
+   * client's answer to that address through the mapping's own outbound.
+   * Decided on addresses and ports alone (no name or sniffing yet).
+   */
+  private admitUdpSource(m: NatMapping, client: NatSession, host: string, port: number): boolean {
+    if (this.modeOutbound !== null) return this.modeOutbound === m.outbound;
+    const e: FlowEnds = { family: client.family, remoteAddress: client.remoteAddress, remotePort: client.remotePort, localAddress: host, localPort: port };
+    if (this.badTarget(e)) return false;
+    const name = this.rt.policy.match(this.context('udp', e, this.snoop?.lookup(host) ?? null, null, m.inbound)).outbound;
+    return this.rt.outbounds.get(name) === m.outbound;
+  }
+
+  /** A session opened by a datagram from a new source (endpoint-independent filtering): a flow of its own on the mapping. */
+  private onInboundUdp(b: NatBinding): void {
+    const s = b.session as UdpFlow;
+    this.counters.udpSessions++;
+    const info = this.flowInfo('udp', b.mapping.inbound, s);
+    const r: RelayResult = { bytesUp: 0, bytesDown: 0, close: 'idle' };
+    info.bytes = r;
+    info.outbound = b.mapping.outbound.name;
+    info.protocol = null;
+    // The replies' bytes (the NAT counts into b.result) go on this flow's line.
+    b.result = r;
+    if (b.mapping.assoc !== null) Engine.setChain(info, chainOf(b.mapping.assoc));
+    this.flows.add(info);
+    info.end = () => s.close();
+    s.on('close', () => this.logFlow(info, r));
+    s.on('message', (d) => {
+      r.bytesUp += d.length;
+      b.send(d);
+    });
+    if (this.debug) this.log.debug({ network: 'udp', inbound: info.inbound, src: info.src, dst: info.dst, outbound: info.outbound }, 'inbound session from a new source');
   }
 
   // ------------------------------------------------------------------ logs

@@ -79,7 +79,7 @@ export class NatBinding {
   /** The client has sent through it (address-dependent filtering counts only these). */
   sent = false;
   /** Replies' bytes are added here (the flow's counters). */
-  readonly result: { bytesDown: number };
+  result: { bytesDown: number };
   constructor(
     readonly mapping: NatMapping,
     readonly session: NatSession,
