@@ -25,7 +25,7 @@ import { PolicySlot, type Policy } from './policy/policy.js';
 import type { MatchContext, SniffedProtocol } from './policy/types.js';
 import { FlowSniffer, sniffDatagram } from './sniff/index.js';
 import type { SniffResult } from './sniff/result.js';
-import { OutboundGroup, SelectionStore, chainOf, type GroupEvents } from '../outbound/index.js';
+import { DirectOutbound, OutboundGroup, SelectionStore, chainOf, type GroupEvents } from '../outbound/index.js';
 import { readRuleSetSource } from '../config/ruleset-formats.js';
 import { formatProblem } from '../config/errors.js';
 import type { GroupRegistry } from '../outbound/group-registry.js';
@@ -34,7 +34,7 @@ import type { GeoIpLookup } from './policy/types.js';
 import { geoIpLookup } from './geoip-lookup.js';
 import { RemoteRuleSets } from './remote-rulesets.js';
 import { OutboundError } from '../outbound/errors.js';
-import type { Outbound } from '../outbound/types.js';
+import type { Outbound, UdpAssociation } from '../outbound/types.js';
 import { FakeIpPool } from '../dns/fake-ip.js';
 import { DnsSnoop } from '../dns/snoop.js';
 import { DnsHijack } from '../dns/server.js';
@@ -373,14 +373,6 @@ export class Engine {
         this.log.error({ origin, err: errorText(err) }, 'uncaught error outside any flow; sluice keeps serving');
       },
     });
-    const gw = this.config.gateway;
-    if (gw.enabled && gw.preserveSource) {
-      // Said once, loudly: UDP has no source-preserving path (yet).
-      this.log.warn(
-        { field: 'gateway.preserveSource' },
-        'gateway.preserveSource applies to TCP through direct outbounds (destinations given as addresses or fake-IP names); UDP sessions still leave from this host\'s address',
-      );
-    }
     this.rt.groups.start();
     this.started = true;
     // url rule sets: their first download (bounded wait; the disk copies serve if it fails).
@@ -1337,7 +1329,7 @@ export class Engine {
       const hosts = fake ? this.lookup(domain, s.family === 6 ? 6 : 4).then((a) => [s.localAddress, a.address], () => [s.localAddress]) : Promise.resolve([s.localAddress]);
       const inbound = info.inbound;
       hosts
-        .then((h) => this.nat.attach(inbound, outbound, s, target, h, r, () => outbound.openUdp!({ family: s.family === 6 ? 6 : 4 }, gone), gone))
+        .then((h) => this.nat.attach(inbound, outbound, s, target, h, r, () => this.openUdpFor(outbound, s, gone), gone))
         .then(
           (b) => {
             if (gone.aborted) return;
@@ -1356,6 +1348,24 @@ export class Engine {
         );
     };
     s.drainQueued();
+  }
+
+  /**
+   * The outbound's UDP association; with gateway.preserveSource and a
+   * direct outbound, one sending from the client's own address and port
+   * (falls back to this host's address when that endpoint cannot be bound).
+   */
+  private openUdpFor(outbound: Outbound, s: UdpFlow, gone: AbortSignal): Promise<UdpAssociation> {
+    const family = s.family === 6 ? 6 : 4;
+    const gw = this.config.gateway;
+    const source = unmapAddress(s.remoteAddress);
+    if (gw.enabled && gw.preserveSource && outbound instanceof DirectOutbound && isIP(source) === family) {
+      return outbound.openTransparentUdp({ address: source, port: s.remotePort }, family).catch((err: Error) => {
+        this.log.warn({ src: hostPort(source, s.remotePort), outbound: outbound.name, err: err.message }, 'gateway.preserveSource: the client\'s UDP endpoint cannot be bound; this session leaves from this host\'s address');
+        return outbound.openUdp({ family }, gone);
+      });
+    }
+    return outbound.openUdp!({ family }, gone);
   }
 
   /**

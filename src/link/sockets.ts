@@ -49,6 +49,31 @@ export async function markedUdpSocket(opts: MarkedSocketOptions): Promise<dgram.
 }
 
 /**
+ * A UDP socket bound with IP_TRANSPARENT to a (usually non-local) address
+ * and port, with SO_MARK / SO_BINDTODEVICE: gateway.preserveSource's
+ * upstream UDP socket, sending from the LAN client's own endpoint.
+ */
+export async function transparentUdpSocket(opts: MarkedSocketOptions & { address: string; port: number }): Promise<dgram.Socket> {
+  const fd = loadNative().createSocket({
+    family: opts.family,
+    type: 'udp',
+    transparent: true,
+    bind: { address: opts.address, port: opts.port },
+    ...(opts.mark ? { mark: opts.mark } : {}),
+    ...(opts.device ? { device: opts.device } : {}),
+  });
+  const sock = dgram.createSocket(opts.family === 6 ? 'udp6' : 'udp4');
+  await new Promise<void>((resolve, reject) => {
+    sock.once('error', reject);
+    sock.bind({ fd }, () => {
+      sock.off('error', reject);
+      resolve();
+    });
+  });
+  return sock;
+}
+
+/**
  * A bound, listening TCP socket carrying SO_MARK, as an fd for
  * `server.listen({ fd })` (sluice's own listeners under route.auto: the
  * accepted sockets and their SYN-ACKs inherit the mark). Throws the native

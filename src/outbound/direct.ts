@@ -15,8 +15,9 @@ import net from 'node:net';
 import type dgram from 'node:dgram';
 import type { Duplex } from 'node:stream';
 import { Attempt, dialTcp, makeDialer, openUdpSocket } from './dial.js';
+import { transparentUdpSocket } from '../link/sockets.js';
 import type { Dialer } from './dial.js';
-import { OutboundConfigError } from './errors.js';
+import { OutboundConfigError, fromSystemError } from './errors.js';
 import { isUnicastText, isUsablePort } from '../wire/address-class.js';
 import type {
   DialerOptions,
@@ -88,6 +89,30 @@ export class DirectOutbound implements Outbound {
       return new DirectUdpAssociation(this.dialer, first, family, this.udpPendingMax);
     } finally {
       attempt.dispose();
+    }
+  }
+
+  /**
+   * gateway.preserveSource for UDP: an association whose socket of the
+   * client's family is IP_TRANSPARENT and bound to the LAN client's own
+   * address and port, so servers see the client itself (port preserved,
+   * RFC 4787 4.2.1) and their datagrams to it are caught by the gateway's
+   * `socket transparent` rule. Throws the native error (EADDRINUSE when
+   * the endpoint is taken, EPERM without CAP_NET_ADMIN); the caller may
+   * fall back to openUdp.
+   */
+  async openTransparentUdp(source: { address: string; port: number }, family: 4 | 6): Promise<UdpAssociation> {
+    try {
+      const sock = await transparentUdpSocket({
+        family,
+        address: source.address,
+        port: source.port,
+        ...(this.dialer.mark !== 0 ? { mark: this.dialer.mark } : {}),
+        ...(this.dialer.device !== undefined ? { device: this.dialer.device } : {}),
+      });
+      return new DirectUdpAssociation(this.dialer, sock, family, this.udpPendingMax);
+    } catch (err) {
+      throw fromSystemError(err, this.name, 'transparent UDP socket');
     }
   }
 }

@@ -11,7 +11,9 @@
  *     address-dependent only alt; address-and-port-dependent neither;
  *   - the same through a SOCKS5 UDP ASSOCIATE (danted), through TPROXY, over
  *     IPv6, and to a fake IP (the reply from the real address reaches the
- *     client from the fake one it sent to).
+ *     client from the fake one it sent to);
+ *   - gateway.preserveSource: the upstream socket is the client's own
+ *     endpoint (address and port), in both gateway modes.
  *
  * Needs root, /dev/net/tun, ip, nft; danted and dnsmasq for their parts.
  */
@@ -20,7 +22,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Test } from 'tap';
 import { requireRoot, type Netns } from '../harness/netns.js';
-import { threeNamespaces, GATEWAY_WAN_V4, GATEWAY_WAN_V6, SERVER_V4, SERVER_V6 } from '../harness/topology.js';
+import { threeNamespaces, CLIENT_V4, CLIENT_V6, GATEWAY_WAN_V4, GATEWAY_WAN_V6, SERVER_V4, SERVER_V6 } from '../harness/topology.js';
 import { childEnv, createLab, requireCommands, startDanted, startDnsmasq, tempDir, TUN, type Engine } from '../fixtures/engine/lab.js';
 import { settle, startSluice } from '../system/workstation.js';
 
@@ -207,3 +209,27 @@ t.test('TUN, fake IP: the reply from the real address reaches the client from th
   const f = engine.flows().find((l) => l.network === 'udp' && l.dst === `${fake}:3478`);
   t.equal(f?.domain, 'stun.example', 'the fake-IP flow line names the domain');
 });
+
+for (const mode of ['tun', 'tproxy'] as const) {
+  t.test(`gateway.preserveSource, mode ${mode}: servers see the client's own address and port; true sources still`, { timeout: 120_000 }, async (t) => {
+    if (!requireRoot(t)) return;
+    if (!requireCommands(t, ['ip', 'nft'])) return;
+    const dir = tempDir(t, `natps${mode}`);
+    const { client, gateway } = await lab(t, mode === 'tun' ? 'udpnatpt' : 'udpnatpp');
+    const engine = await startSluice(t, gateway, dir, config(`mode: ${mode}, preserveSource: true`), path.join(dir, 'state.json'));
+    for (const [family, a, b, c, me] of [
+      ['IPv4', A4, B4, C4, CLIENT_V4],
+      ['IPv6', A6, B6, C6, CLIENT_V6],
+    ] as const) {
+      const p = await probe(client, a, b);
+      checkMapping(t, p, family, me, a, b);
+      t.equal(p.a?.port, p.local, `${family}: A saw the client's own port ${p.local} (port preserved)`);
+      t.ok(has(p, 'alt', a, 3479) && has(p, 'third', c, 5000), `${family}: alt and third reached the client from their true sources (${JSON.stringify(p.from)})`);
+    }
+    await stopClean(t, engine);
+    // What sluice writes toward the client's endpoint must not come back to
+    // the upstream socket holding that same endpoint (a loop: megabytes).
+    const udp = engine.flows().filter((f) => f.network === 'udp');
+    t.ok(udp.length >= 8 && udp.every((f) => f.bytesDown < 4096), `no datagram looped (bytesDown ${udp.map((f) => f.bytesDown).join(', ')})`);
+  });
+}
