@@ -3,11 +3,12 @@
  * socket when `mark` / `interface` is configured (policy routing keeps it
  * out of the TUN), a plain net socket otherwise.
  *
- * UDP: one socket per session and address family, bound to an ephemeral
- * port. Mapping and filtering are endpoint-independent ("full cone",
- * RFC 4787 §4.1 / §5): the session may send to any destination from the one
- * port, and datagrams from any source reaching that port are delivered to
- * the session. That is what games, STUN and QUIC migration expect; it also
+ * UDP: one socket per association and address family, bound to an
+ * ephemeral port (the engine opens one association per client endpoint,
+ * src/udp/nat.ts). Mapping and filtering are endpoint-independent ("full
+ * cone", RFC 4787 §4.1 / §5): the association may send to any destination
+ * from the one port, and datagrams from any source reaching that port are
+ * delivered with their source (the NAT above applies udp.nat). That is what games, STUN and QUIC migration expect; it also
  * means anyone who learns the port can send into the session, as with any
  * full-cone NAT.
  */
