@@ -27,6 +27,19 @@ export function markedTcpSocket(opts: MarkedSocketOptions): net.Socket {
   return new net.Socket({ fd, readable: true, writable: true });
 }
 
+/** A dgram socket over a bound UDP fd the addon made. */
+async function adoptUdpFd(fd: number, family: 4 | 6): Promise<dgram.Socket> {
+  const sock = dgram.createSocket(family === 6 ? 'udp6' : 'udp4');
+  await new Promise<void>((resolve, reject) => {
+    sock.once('error', reject);
+    sock.bind({ fd }, () => {
+      sock.off('error', reject);
+      resolve();
+    });
+  });
+  return sock;
+}
+
 /** A UDP socket with SO_MARK / SO_BINDTODEVICE, bound to an ephemeral port. */
 export async function markedUdpSocket(opts: MarkedSocketOptions): Promise<dgram.Socket> {
   const native = loadNative();
@@ -37,15 +50,7 @@ export async function markedUdpSocket(opts: MarkedSocketOptions): Promise<dgram.
     ...(opts.mark ? { mark: opts.mark } : {}),
     ...(opts.device ? { device: opts.device } : {}),
   });
-  const sock = dgram.createSocket(opts.family === 6 ? 'udp6' : 'udp4');
-  await new Promise<void>((resolve, reject) => {
-    sock.once('error', reject);
-    sock.bind({ fd }, () => {
-      sock.off('error', reject);
-      resolve();
-    });
-  });
-  return sock;
+  return adoptUdpFd(fd, opts.family);
 }
 
 /**
@@ -62,15 +67,7 @@ export async function transparentUdpSocket(opts: MarkedSocketOptions & { address
     ...(opts.mark ? { mark: opts.mark } : {}),
     ...(opts.device ? { device: opts.device } : {}),
   });
-  const sock = dgram.createSocket(opts.family === 6 ? 'udp6' : 'udp4');
-  await new Promise<void>((resolve, reject) => {
-    sock.once('error', reject);
-    sock.bind({ fd }, () => {
-      sock.off('error', reject);
-      resolve();
-    });
-  });
-  return sock;
+  return adoptUdpFd(fd, opts.family);
 }
 
 /**

@@ -15,16 +15,11 @@ import { FlowTable } from '../ip/flow-table.js';
 import type { IpPacket } from '../ip/packet.js';
 import type { IcmpHandler, UnreachableKind } from '../ip/icmp.js';
 import type { StackDriver } from '../stack/driver.js';
-import { copyAddresses, endpointsOf } from '../ip/flow-addresses.js';
-import { IPPROTO_UDP, IPV4_HEADER_LEN, parseIpv4Text, writeIpv4Addr } from '../wire/ipv4.js';
-import { isUnicastAt } from '../wire/address-class.js';
+import { copyAddresses, endpointsOf, writeAddressText } from '../ip/flow-addresses.js';
+import { IPPROTO_UDP, IPV4_HEADER_LEN } from '../wire/ipv4.js';
+import { isUnicastAt, isUsablePort } from '../wire/address-class.js';
 import { ICMP_HEADER_LEN, ICMP_MAX_QUOTE } from '../wire/icmp.js';
 import { UdpSession, type UdpHost } from './session.js';
-import { parseIpv6Text } from '../wire/ipv6.js';
-
-function isUsablePort(p: number): boolean {
-  return Number.isInteger(p) && p > 0 && p < 65536;
-}
 
 /** RFC 1812 4.3.2.3: an ICMP error carries at most 576 bytes, IP header and ICMP header included. */
 const QUOTE_LEN = ICMP_MAX_QUOTE + IPV4_HEADER_LEN + ICMP_HEADER_LEN;
@@ -147,11 +142,7 @@ export class UdpSessions implements UdpHost {
     const len = family === 4 ? 4 : 16;
     const b = this.scratch;
     b.set(family === 4 ? s.srcAddr.subarray(12, 16) : s.srcAddr, 0);
-    const v4 = family === 4 ? parseIpv4Text(host) : null;
-    if (v4 !== null) writeIpv4Addr(b, len, v4);
-    // A dotted quad inside IPv6 text (::ffff:a.b.c.d) is not an IPv6 peer.
-    const ok = family === 4 ? v4 !== null : !host.includes('.') && parseIpv6Text(host, b, len);
-    if (!ok || !isUsablePort(port) || !isUnicastAt(family, b, len)) {
+    if (!writeAddressText(family, host, b, len) || !isUsablePort(port) || !isUnicastAt(family, b, len)) {
       d.drop('bad_address');
       return null;
     }

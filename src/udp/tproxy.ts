@@ -34,13 +34,13 @@ import { EventEmitter } from 'node:events';
 import { loadNative } from '../link/native.js';
 import { readRecordLength, recordSize } from '../link/records.js';
 import { FlowTable, type FlowKey } from '../ip/flow-table.js';
-import { copyAddresses } from '../ip/flow-addresses.js';
-import { IPPROTO_UDP, IPV4_DST, IPV4_HEADER_LEN, IPV4_SRC, emitIpv4, formatIpv4, newIpv4EmitRepr, parseIpv4Text, readIpv4Addr, writeIpv4Addr } from '../wire/ipv4.js';
-import { IPV6_DST, IPV6_HEADER_LEN, IPV6_SRC, NH_UDP, emitIpv6, formatIpv6, newIpv6EmitRepr, parseIpv6Text } from '../wire/ipv6.js';
+import { copyAddresses, writeAddressText } from '../ip/flow-addresses.js';
+import { IPPROTO_UDP, IPV4_DST, IPV4_HEADER_LEN, IPV4_SRC, emitIpv4, formatIpv4, newIpv4EmitRepr, readIpv4Addr } from '../wire/ipv4.js';
+import { IPV6_DST, IPV6_HEADER_LEN, IPV6_SRC, NH_UDP, emitIpv6, formatIpv6, newIpv6EmitRepr } from '../wire/ipv6.js';
 import { sessionIdleMs } from './sessions.js';
 import { UDP_HEADER_LEN, emitUdp } from '../wire/udp.js';
 import { fold, pseudoHeaderSumV4, pseudoHeaderSumV6, sum16 } from '../wire/checksum.js';
-import { isUnicastAt } from '../wire/address-class.js';
+import { isUnicastAt, isUsablePort } from '../wire/address-class.js';
 import type { Logger } from '../engine/logger.js';
 import type { UnreachableKind } from '../ip/icmp.js';
 
@@ -371,10 +371,7 @@ export async function startTproxyUdp(port: number, onSession: (s: TproxyUdpSessi
     const family = of.family;
     const alen = family === 4 ? 4 : 16;
     scratch.set(family === 4 ? of.srcAddr.subarray(12, 16) : of.srcAddr, 0);
-    const v4 = family === 4 ? parseIpv4Text(host) : null;
-    if (v4 !== null) writeIpv4Addr(scratch, alen, v4);
-    const ok = family === 4 ? v4 !== null : !host.includes('.') && parseIpv6Text(host, scratch, alen);
-    if (!ok || !Number.isInteger(port) || port <= 0 || port > 65535 || !isUnicastAt(family, scratch, alen)) {
+    if (!writeAddressText(family, host, scratch, alen) || !isUsablePort(port) || !isUnicastAt(family, scratch, alen)) {
       counters.badTarget++;
       return null;
     }
