@@ -23,11 +23,12 @@
  * (--no-dashboard: the same load without the page, the baseline.)
  */
 import path from 'node:path';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { execFileSync, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { Lab, waitForJsonLine, type Netns, type TestLike } from '../test/harness/netns.js';
+import { BenchContext, cpuSeconds, rssMiB } from './bench-lab.js';
 import { threeNamespaces, SERVER_V4 } from '../test/harness/topology.js';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
@@ -37,7 +38,6 @@ const sluiceBin = path.resolve(here, '../../bin/sluice.js');
 const SECRET = 'bench-secret-0123456789';
 const API = '127.0.0.1:9090';
 const PRIORITY = 9000;
-const CLK_TCK = Number(execFileSync('getconf', ['CLK_TCK']).toString().trim()) || 100;
 
 function config(api: boolean, logLevel = 'warn'): string {
   return `
@@ -49,30 +49,6 @@ route: { table: 2022, priority: ${PRIORITY} }
 gateway: { enabled: true, lan: [lan0], mode: tun }
 api: { listen: ${api ? `"${API}", secret: "${SECRET}"` : "null"} }
 `;
-}
-
-class BenchContext {
-  readonly hooks: (() => unknown)[] = [];
-  teardown(fn: () => unknown): void {
-    this.hooks.push(fn);
-  }
-  plan(): void {}
-  comment(): void {}
-  async finish(): Promise<void> {
-    for (const fn of this.hooks.reverse()) await fn();
-  }
-}
-
-/** CPU seconds (user + system, all threads) of `pid`. */
-function cpuSeconds(pid: number): number {
-  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  return (Number(fields[11]) + Number(fields[12])) / CLK_TCK;
-}
-
-function rssMiB(pid: number): number {
-  const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
-  return m === null ? NaN : Number(m[1]) / 1024;
 }
 
 interface Running {

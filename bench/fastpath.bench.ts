@@ -18,24 +18,13 @@
  *   sudo node dist/bench/fastpath.bench.js [seconds] [rounds]
  */
 import path from 'node:path';
-import { readFileSync, writeFileSync, mkdtempSync, rmSync } from 'node:fs';
+import { writeFileSync, mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import { pathToFileURL } from 'node:url';
 import { Lab, waitForJsonLine, type Netns, type TestLike } from '../test/harness/netns.js';
+import { BenchContext, cpuSeconds } from './bench-lab.js';
 import { threeNamespaces, SERVER_V4 } from '../test/harness/topology.js';
 import { childEnv, Engine, SLUICE_BIN, TUN } from '../test/fixtures/engine/lab.js';
-
-class BenchContext implements Partial<TestLike> {
-  readonly hooks: (() => unknown)[] = [];
-  teardown(fn: () => unknown): void {
-    this.hooks.push(fn);
-  }
-  plan(): void {}
-  comment(): void {}
-  async finish(): Promise<void> {
-    for (const fn of this.hooks.reverse()) await fn();
-  }
-}
 
 export interface FastPathRow {
   name: string;
@@ -60,10 +49,7 @@ for (let i = 0; i < 16; i++) loop();
 setTimeout(() => { console.log(JSON.stringify({ done, failed })); process.exit(0); }, Number(process.argv[2]) + 5000);`;
 
 function cpuMs(pid: number): number {
-  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-  const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  // Fields 14 and 15 (utime, stime) are at 11 and 12 after the command name; clock ticks of 10 ms.
-  return (Number(f[11]) + Number(f[12])) * (1000 / 100);
+  return cpuSeconds(pid) * 1000;
 }
 
 async function measureFrom(client: Netns, host: string, pid: number | null, seconds: number, name: string): Promise<FastPathRow> {

@@ -13,6 +13,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { Lab, waitForJsonLine, type Netns, type TestLike } from '../test/harness/netns.js';
+import { BenchContext } from './bench-lab.js';
 import { threeNamespaces, steerIntoTun, SERVER_V4, STEER_PRIORITY, STEER_TABLE } from '../test/harness/topology.js';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
@@ -44,18 +45,6 @@ async function connectionRate(client: Netns, count: number): Promise<number> {
 async function latency(client: Netns, count: number): Promise<{ p50: number; p99: number }> {
   const p = client.spawn([process.execPath, holder, 'latency', SERVER_V4, '9000', String(count)]);
   return waitForJsonLine<{ event: string; p50: number; p99: number }>(p, (m) => m.event === 'latency', 60_000).catch(() => ({ p50: NaN, p99: NaN }));
-}
-
-class BenchContext {
-  readonly hooks: (() => unknown)[] = [];
-  teardown(fn: () => unknown): void {
-    this.hooks.push(fn);
-  }
-  plan(): void {}
-  comment(): void {}
-  async finish(): Promise<void> {
-    for (const fn of this.hooks.reverse()) await fn();
-  }
 }
 
 async function iperf(client: Netns, seconds: number, streams: number, reverse: boolean): Promise<number> {

@@ -8,6 +8,7 @@
 import path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { Lab, waitForJsonLine, type TestLike } from '../test/harness/netns.js';
+import { BenchContext } from './bench-lab.js';
 import { printRows, type BenchRow } from './wire.bench.js';
 
 const fixture = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../test/fixtures/tun-responder.js');
@@ -17,19 +18,6 @@ interface Summary {
   rxPackets: number;
   rxBatches: number;
   superPackets: number;
-}
-
-/** Lets the test harness run outside tap: teardown hooks run at the end. */
-class BenchContext implements Partial<TestLike> {
-  readonly hooks: (() => unknown)[] = [];
-  teardown(fn: () => unknown): void {
-    this.hooks.push(fn);
-  }
-  plan(): void {}
-  comment(): void {}
-  async finish(): Promise<void> {
-    for (const fn of this.hooks.reverse()) await fn();
-  }
 }
 
 async function measure(megabytes: number, mtu: number, offload: boolean, split: boolean): Promise<BenchRow[]> {

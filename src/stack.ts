@@ -67,9 +67,11 @@ export interface StackOptions {
    */
   synCookieThreshold?: number;
   /**
-   * New SYNs handled per input batch (the batch's other segments go first;
-   * SYNs past this are dropped and counted as syn_budget): a SYN flood costs
-   * bounded work per batch, and established flows are served first. Default 32.
+   * New SYNs handled per input batch while half-open flows are at
+   * synCookieThreshold (SYNs past this are dropped and counted as
+   * syn_budget): a SYN flood costs bounded work per batch. Below the
+   * threshold every SYN of a batch is handled. Either way a batch's other
+   * segments go first, so established flows are served first. Default 32.
    */
   synsPerBatch?: number;
   /** SYN-cookie secret lifetime; a cookie is good for one to two of these. Default 30000. */

@@ -88,17 +88,24 @@ export function registerClashRoutes(api: ApiServer, ctx: ControlContext): void {
     return { url, timeout, expected };
   };
 
-  /** The delay through `name` (an outbound, or a group through its current member); 0 recorded on failure. */
-  const delayOf = async (name: string, p: { url: URL; timeout: number; expected: StatusRanges | null }): Promise<number> => {
+  /**
+   * The delay through `name` (an outbound, or a group through its current
+   * member); 0 recorded on failure. The result also feeds the groups'
+   * health: `group`'s own record of member `name` for a group delay test,
+   * else every group that has `name` as a member.
+   */
+  const delayOf = async (name: string, p: { url: URL; timeout: number; expected: StatusRanges | null }, group?: string): Promise<number> => {
     const leaf = ctx.groups.resolve?.(name) ?? (engine.outboundMap.has(name) ? name : null);
     const outbound = leaf === null ? undefined : engine.outboundMap.get(leaf);
     if (outbound === undefined) throw new DelayError(false, `${name} leads to no outbound`);
     try {
       const ms = await measureDelay(outbound, p.url, p.timeout, p.expected);
       record(name, ms);
+      ctx.groups.recordDelay?.(name, ms, null, group);
       return ms;
     } catch (err) {
       record(name, 0);
+      ctx.groups.recordDelay?.(name, null, (err as Error).message, group);
       throw err;
     }
   };
@@ -268,7 +275,7 @@ export function registerClashRoutes(api: ApiServer, ctx: ControlContext): void {
     await Promise.all(
       g.all.map(async (m) => {
         try {
-          out[m] = await delayOf(m, p);
+          out[m] = await delayOf(m, p, g.name);
         } catch {
           // recorded as 0 in its history
         }

@@ -47,6 +47,10 @@ export class ConfigGroups implements ProxyGroups {
     return null;
   }
 
+  recordDelay(member: string, delayMs: number | null, error: string | null, group?: string): void {
+    this.engine.groups.record(member, delayMs === null ? { ok: false, delayMs: null, error: error ?? 'failed' } : { ok: true, delayMs, error: null }, group);
+  }
+
   private info(g: GroupInfo): ProxyGroupInfo {
     const reg = this.engine.groups.get(g.name);
     return {

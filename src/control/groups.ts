@@ -36,6 +36,12 @@ export interface ProxyGroups {
   unfix?(group: string): SelectError | null;
   /** The outbound a name (a group or an outbound) leads to now, for delay tests through a group; null when unknown. */
   resolve?(name: string): string | null;
+  /**
+   * A delay test's result through `member` (delayMs null when it failed):
+   * recorded in `group`'s health when given, else in every group with that
+   * member, so a dead member found by a dashboard stops getting flows.
+   */
+  recordDelay?(member: string, delayMs: number | null, error: string | null, group?: string): void;
 }
 
 export const GLOBAL = 'GLOBAL';
@@ -68,6 +74,11 @@ export class GlobalGroup implements ProxyGroups {
   unfix(group: string): SelectError | null {
     if (group === GLOBAL) return { kind: 'not-selectable', message: 'GLOBAL is a Selector: there is no pin to release' };
     return this.inner?.unfix !== undefined ? this.inner.unfix(group) : { kind: 'not-group', message: `${group} has no pin to release` };
+  }
+
+  recordDelay(member: string, delayMs: number | null, error: string | null, group?: string): void {
+    if (group === GLOBAL) return;
+    this.inner?.recordDelay?.(member, delayMs, error, group);
   }
 
   resolve(name: string): string | null {

@@ -19,13 +19,13 @@
 import { isIP } from 'node:net';
 import type net from 'node:net';
 import type { Duplex } from 'node:stream';
-import { canPreserve, transparentDial, unmapAddress } from './transparent-dial.js';
+import { unmapAddress } from '../outbound/transparent-dial.js';
 import type { RuleSetType, SluiceConfig } from '../config/types.js';
 import { PolicySlot, type Policy } from './policy/policy.js';
 import type { MatchContext, SniffedProtocol } from './policy/types.js';
 import { FlowSniffer, sniffDatagram } from './sniff/index.js';
 import type { SniffResult } from './sniff/result.js';
-import { DirectOutbound, OutboundGroup, SelectionStore, chainOf, type GroupEvents } from '../outbound/index.js';
+import { OutboundGroup, SelectionStore, chainOf, type GroupEvents } from '../outbound/index.js';
 import { readRuleSetSource } from '../config/ruleset-formats.js';
 import { formatProblem } from '../config/errors.js';
 import type { GroupRegistry } from '../outbound/group-registry.js';
@@ -1115,20 +1115,10 @@ export class Engine {
 
   private dialTcpUnlimited(outbound: Outbound, host: string, port: number, signal: AbortSignal, e: FlowEnds): Promise<Duplex> {
     const gw = this.config.gateway;
-    if (gw.enabled && gw.preserveSource && outbound.type === 'direct') {
-      const spec = this.config.outbounds.find((o) => o.name === outbound.name);
-      const direct = spec !== undefined && spec.type === 'direct' ? spec : null;
-      const dial = (address: string): Promise<Duplex> =>
-        transparentDial({ source: e.remoteAddress, host: address, port, mark: direct?.mark ?? null, device: direct?.interface ?? null, timeoutMs: 10_000, signal });
-      if (canPreserve(e.remoteAddress, host)) return dial(host);
-      if (isIP(host) === 0 && isIP(e.remoteAddress) !== 0) {
-        const family = isIP(e.remoteAddress) === 6 ? 6 : 4;
-        return this.lookup(host, family).then(
-          (r) => (r.family === family && isUnicastText(r.address) ? dial(r.address) : outbound.connectTcp({ host, port }, signal)),
-          () => outbound.connectTcp({ host, port }, signal),
-        );
-      }
-    }
+    // gateway.preserveSource: the client's address travels in the target, so
+    // a direct outbound, alone or as a group's member, leaves from it
+    // (src/outbound/transparent-dial.ts); proxies ignore it.
+    if (gw.enabled && gw.preserveSource) return outbound.connectTcp({ host, port, source: unmapAddress(e.remoteAddress) }, signal);
     return outbound.connectTcp({ host, port }, signal);
   }
 
@@ -1351,21 +1341,19 @@ export class Engine {
   }
 
   /**
-   * The outbound's UDP association; with gateway.preserveSource and a
-   * direct outbound, one sending from the client's own address and port
-   * (falls back to this host's address when that endpoint cannot be bound).
+   * The outbound's UDP association; with gateway.preserveSource the
+   * client's endpoint goes along, so a direct outbound (named by a rule or
+   * a group's member) sends from the client's own address and port.
    */
   private openUdpFor(outbound: Outbound, s: UdpFlow, gone: AbortSignal): Promise<UdpAssociation> {
     const family = s.family === 6 ? 6 : 4;
     const gw = this.config.gateway;
-    const source = unmapAddress(s.remoteAddress);
-    if (gw.enabled && gw.preserveSource && outbound instanceof DirectOutbound && isIP(source) === family) {
-      return outbound.openTransparentUdp({ address: source, port: s.remotePort }, family).catch((err: Error) => {
-        this.log.warn({ src: hostPort(source, s.remotePort), outbound: outbound.name, err: err.message }, 'gateway.preserveSource: the client\'s UDP endpoint cannot be bound; this session leaves from this host\'s address');
-        return outbound.openUdp({ family }, gone);
-      });
-    }
-    return outbound.openUdp!({ family }, gone);
+    if (!gw.enabled || !gw.preserveSource) return outbound.openUdp!({ family }, gone);
+    const source = { address: unmapAddress(s.remoteAddress), port: s.remotePort };
+    return outbound.openUdp!({ family, source }, gone).then((a) => {
+      if (a.preservedSource === false) this.log.warn({ src: hostPort(source.address, source.port), outbound: outbound.name }, 'gateway.preserveSource: the client\'s UDP endpoint cannot be bound; this session leaves from this host\'s address');
+      return a;
+    });
   }
 
   /**

@@ -20,6 +20,7 @@ import { transparentUdpSocket } from '../link/sockets.js';
 import type { Dialer } from './dial.js';
 import { OutboundConfigError, fromSystemError } from './errors.js';
 import { isUnicastText, isUsablePort } from '../wire/address-class.js';
+import { canPreserve, transparentDial } from './transparent-dial.js';
 import type {
   DialerOptions,
   OpenUdpOptions,
@@ -65,12 +66,41 @@ export class DirectOutbound implements Outbound {
   }
 
   async connectTcp(target: Target, signal?: AbortSignal): Promise<Duplex> {
+    if (target.source !== undefined) {
+      const from = await this.preservingSource(target.source, target.host);
+      if (from !== null) return this.connectFrom(target.source, from, target.port, signal);
+    }
     const attempt = new Attempt(this.name, this.dialer.connectTimeoutMs, signal);
     try {
       return await dialTcp(this.dialer, target.host, target.port, target.family, attempt, net.isIP(target.host) === 6 ? `[${target.host}]:${target.port}` : `${target.host}:${target.port}`);
     } finally {
       attempt.dispose();
     }
+  }
+
+  /**
+   * The address to dial from `source` (gateway.preserveSource): `host`
+   * itself when it is an address of the client's family; for a name (a
+   * fake-IP flow), its address in that family through the dialer's lookup
+   * (sluice's upstreams). Null when the source cannot be kept: no address of
+   * the client's family (nothing carries an IPv4 client's source to an
+   * IPv6-only name), so the flow leaves from this host's address.
+   */
+  private async preservingSource(source: string, host: string): Promise<string | null> {
+    if (canPreserve(source, host)) return host;
+    const family = net.isIP(source);
+    if (net.isIP(host) !== 0 || family === 0) return null;
+    try {
+      const r = await this.dialer.lookup(host, family === 6 ? 6 : 4);
+      return r.family === family && isUnicastText(r.address) ? r.address : null;
+    } catch {
+      return null;
+    }
+  }
+
+  private connectFrom(source: string, host: string, port: number, signal?: AbortSignal): Promise<Duplex> {
+    const d = this.dialer;
+    return transparentDial({ source, host, port, mark: d.mark === 0 ? null : d.mark, device: d.device ?? null, timeoutMs: d.connectTimeoutMs, ...(signal !== undefined ? { signal } : {}) });
   }
 
   /**
@@ -85,6 +115,13 @@ export class DirectOutbound implements Outbound {
     const attempt = new Attempt(this.name, this.dialer.connectTimeoutMs, signal);
     try {
       const family = options.family ?? 4;
+      const source = options.source;
+      if (source !== undefined && net.isIP(source.address) === family) {
+        // Never a failure of the outbound (a group would mark it down):
+        // an endpoint that cannot be bound leaves from a port of our own.
+        const kept = await this.openTransparentUdp(source, family).catch(() => null);
+        if (kept !== null) return kept;
+      }
       // Made up front so a socket failure (EPERM on SO_MARK, no device) fails the session, not its first datagram.
       const first = await openUdpSocket(this.dialer, family, attempt);
       return new DirectUdpAssociation(this.dialer, first, family, this.udpPendingMax);
@@ -99,8 +136,8 @@ export class DirectOutbound implements Outbound {
    * address and port, so servers see the client itself (port preserved,
    * RFC 4787 4.2.1) and their datagrams to it are caught by the gateway's
    * `socket transparent` rule. Throws the native error (EADDRINUSE when
-   * the endpoint is taken, EPERM without CAP_NET_ADMIN); the caller may
-   * fall back to openUdp.
+   * the endpoint is taken, EPERM without CAP_NET_ADMIN); openUdp falls
+   * back to an ephemeral port then.
    */
   async openTransparentUdp(source: { address: string; port: number }, family: 4 | 6): Promise<UdpAssociation> {
     try {
@@ -111,7 +148,9 @@ export class DirectOutbound implements Outbound {
         ...(this.dialer.mark !== 0 ? { mark: this.dialer.mark } : {}),
         ...(this.dialer.device !== undefined ? { device: this.dialer.device } : {}),
       });
-      return new DirectUdpAssociation(this.dialer, sock, family, this.udpPendingMax);
+      const a = new DirectUdpAssociation(this.dialer, sock, family, this.udpPendingMax);
+      a.preservedSource = true;
+      return a;
     } catch (err) {
       throw fromSystemError(err, this.name, 'transparent UDP socket');
     }
@@ -126,6 +165,8 @@ interface PendingDatagram {
 
 export class DirectUdpAssociation implements UdpAssociation {
   readonly stats: UdpAssociationStats;
+  /** Its first socket is bound to the LAN client's endpoint (gateway.preserveSource). */
+  preservedSource = false;
   private readonly dialer: Dialer;
   private sock4: dgram.Socket | null;
   private sock6: dgram.Socket | null;

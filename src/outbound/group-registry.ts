@@ -55,6 +55,21 @@ export class GroupRegistry {
     return checkThrough(o, url, timeoutMs);
   }
 
+  /**
+   * Records a check through `member` made by someone else (the API's delay
+   * tests): in group `group` only when given, else in every group that has
+   * `member` as a direct member, since they share its health (as mihomo's
+   * proxies share their alive state). Returns how many groups took it.
+   */
+  record(member: string, r: CheckResult, group?: string): number {
+    let n = 0;
+    for (const o of this.outbounds.values()) {
+      if (!(o instanceof OutboundGroup) || (group !== undefined && o.name !== group)) continue;
+      if (o.record(member, r)) n++;
+    }
+    return n;
+  }
+
   /** Checks every member of group `name` now; results by member. */
   groupDelay(name: string, url?: string, timeoutMs?: number): Promise<Record<string, CheckResult>> {
     return this.group(name).checkAll(url, timeoutMs);

@@ -166,6 +166,18 @@ export class OutboundGroup implements Outbound {
     return r;
   }
 
+  /**
+   * A check made elsewhere (the control API's delay test) through member
+   * `member`, recorded as if the group had made it: it can mark the member
+   * alive or dead and move a urltest pick. False when `member` is not one.
+   */
+  record(member: string, r: CheckResult): boolean {
+    const i = this.names.indexOf(member);
+    if (i < 0) return false;
+    this.onCheck(i, r);
+    return true;
+  }
+
   /** Checks every member now (Clash's /group/:name/delay). */
   async checkAll(url?: string, timeoutMs?: number): Promise<Record<string, CheckResult>> {
     const out: Record<string, CheckResult> = {};

@@ -26,6 +26,12 @@ export interface Target {
   port: number;
   /** Address family to prefer when `host` is a domain name. */
   family?: 4 | 6;
+  /**
+   * gateway.preserveSource: the LAN client's address, for an outbound that
+   * can leave from it (direct, through an IP_TRANSPARENT socket). Outbounds
+   * that relay through a proxy ignore it.
+   */
+  source?: string;
 }
 
 /** The sender of a datagram received on an association. */
@@ -58,6 +64,8 @@ export interface UdpAssociation {
   close(): void;
   readonly closed: boolean;
   readonly stats: UdpAssociationStats;
+  /** Sends from OpenUdpOptions.source (a direct outbound that could bind it). */
+  readonly preservedSource?: boolean;
 }
 
 export interface UdpAssociationStats {
@@ -72,6 +80,13 @@ export interface UdpAssociationStats {
 export interface OpenUdpOptions {
   /** Address family the session's destinations are expected to use; sockets for the other family are made on demand. */
   family?: 4 | 6;
+  /**
+   * gateway.preserveSource: the LAN client's own endpoint. A direct
+   * outbound binds its socket of that family there (IP_TRANSPARENT), and
+   * falls back to an ephemeral port of its own when it cannot (the
+   * association's `preservedSource` says which); other outbounds ignore it.
+   */
+  source?: { address: string; port: number };
 }
 
 export interface Outbound {

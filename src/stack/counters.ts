@@ -18,6 +18,8 @@ export const STACK_DROP_REASONS = [
   'cookie_ack_unusable',
   'flows_full',
   'udp_full',
+  /** A new session took the place of the oldest one never answered (the table was full). */
+  'udp_evicted',
   'no_flow',
   'fragment',
   'icmp_other',

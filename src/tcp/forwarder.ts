@@ -8,8 +8,10 @@
  * SYN floods (RFC 4987): past `synCookieThreshold` half-open flows a SYN is
  * answered statelessly with a SYN cookie (syn-cookie.ts) and the
  * application hears of the flow only when the client's ACK returns the
- * cookie; a batch's new SYNs are handled after its other segments and at
- * most `synsPerBatch` of them. Segments onto a pending SYN's tuple change it
+ * cookie; a batch's new SYNs are handled after its other segments, and
+ * under that pressure at most `synsPerBatch` of them (without it, every SYN
+ * of the batch: a burst of legitimate clients must not wait out a SYN
+ * retransmission). Segments onto a pending SYN's tuple change it
  * only when they pass the RFC 5961 checks (pendingSegment).
  */
 import { SluiceError } from '../errors.js';
@@ -28,6 +30,13 @@ import { isUnicastAt } from '../wire/address-class.js';
 import { TcpConnection, receiveWindowShift, tcpTimestampClock } from './connection.js';
 import { SynCookies, cookieSackPermitted, cookieTimestamp, cookieWindowScale } from './syn-cookie.js';
 import type { TcpConfig } from './config.js';
+
+/**
+ * SYNs one batch can hold back until its other segments are done: above the
+ * TUN's read budget (256 records a readiness), so outside SYN-cookie
+ * pressure no SYN of a batch is dropped for want of room.
+ */
+const MAX_DEFERRED_SYNS = 1024;
 import { IsnGenerator } from './isn.js';
 
 /** A new TCP flow waiting for the application's decision. */
@@ -173,6 +182,8 @@ export class TcpForwarder implements TcpCounterSource {
   // The batch's SYN deferral (onBatch): record offsets of its new SYNs, handled after its other segments.
   private readonly deferredSyns: Int32Array;
   private deferredCount = 0;
+  /** The batch's SYN budget: synsPerBatch under SYN-cookie pressure, else the whole deferral capacity. */
+  private batchSynLimit = 0;
   private synsThisBatch = 0;
   private batchBuf: Uint8Array | null = null;
   /** Offset of the record being input (set by the driver per record). */
@@ -191,7 +202,7 @@ export class TcpForwarder implements TcpCounterSource {
     private readonly o: ForwarderOptions,
   ) {
     this.cookies = new SynCookies(d.now, { periodMs: o.synCookiePeriodMs });
-    this.deferredSyns = new Int32Array(o.synsPerBatch);
+    this.deferredSyns = new Int32Array(Math.max(o.synsPerBatch, MAX_DEFERRED_SYNS));
   }
 
   // ----------------------------------------------------------- batch SYNs
@@ -202,11 +213,12 @@ export class TcpForwarder implements TcpCounterSource {
     this.deferring = true;
     this.deferredCount = 0;
     this.synsThisBatch = 0;
+    this.batchSynLimit = this.halfOpenCount() >= this.o.synCookieThreshold ? this.o.synsPerBatch : this.deferredSyns.length;
   }
 
   /** The batch already holds as many SYNs as it will handle: later bare SYNs need no parsing. */
   get synBudgetFull(): boolean {
-    return this.deferredCount >= this.deferredSyns.length;
+    return this.deferredCount >= this.batchSynLimit;
   }
 
   /** The first pass is over; returns how many SYN records were deferred (see deferredAt). */
@@ -253,11 +265,11 @@ export class TcpForwarder implements TcpCounterSource {
       }
       if (d.inBatch) {
         if (this.deferring && p.l4buf === this.batchBuf) {
-          if (this.deferredCount >= this.deferredSyns.length) return d.drop('syn_budget');
+          if (this.deferredCount >= this.batchSynLimit) return d.drop('syn_budget');
           this.deferredSyns[this.deferredCount++] = this.recordOff;
           return;
         }
-        if (++this.synsThisBatch > this.o.synsPerBatch) return d.drop('syn_budget');
+        if (++this.synsThisBatch > this.batchSynLimit) return d.drop('syn_budget');
       }
       if (this.halfOpenCount() >= this.o.synCookieThreshold) {
         this.sendCookie(p);

@@ -47,6 +47,15 @@ export class UdpSession extends EventEmitter<UdpSessionEvents> implements FlowKe
   /** The idle timeout of this session (RFC 4787 REQ-5, REQ-5a: shorter for DNS). */
   idleMs = 0;
   closed = false;
+  /**
+   * False until the application sends the client a datagram (a reply). Like
+   * conntrack's "assured" bit, it decides which session a full table may
+   * evict: one nobody ever answered.
+   */
+  replied = false;
+  /** Links in the stack's oldest-first list of unreplied sessions; owned by UdpSessions. */
+  olderUnreplied: UdpSession | null = null;
+  newerUnreplied: UdpSession | null = null;
   /** Datagrams that arrived before the application attached a listener. */
   readonly queued: Buffer[] = [];
   private readonly host: UdpHost;

@@ -10,6 +10,13 @@
  * (RFC 4787 REQ-5), on the driver's one timer wheel; sessions to port 53
  * after at most DNS_IDLE_MS (REQ-5a allows shorter timers for well-known
  * ports, and a resolver uses a fresh port per query).
+ *
+ * A full table evicts the oldest session that never got a reply to make room
+ * for a new one, as conntrack's early drop evicts entries not yet "assured":
+ * a flood of one-way datagrams (spoofed, or to dead ports) then cannot lock
+ * legitimate clients out for a whole idle timeout. Only when every session
+ * has been answered is a new one refused (`udp_full`). A sibling never
+ * evicts: a datagram from outside must not push out a client's session.
  */
 import { FlowTable } from '../ip/flow-table.js';
 import type { IpPacket } from '../ip/packet.js';
@@ -35,6 +42,9 @@ export class UdpSessions implements UdpHost {
   private readonly table = new FlowTable<UdpSession>();
   /** Client address then remote address, for a sibling's table lookup (no allocation). */
   private readonly scratch = new Uint8Array(32);
+  /** Unreplied sessions, oldest first: the eviction candidates. */
+  private oldestUnreplied: UdpSession | null = null;
+  private newestUnreplied: UdpSession | null = null;
 
   constructor(
     private readonly d: StackDriver,
@@ -91,8 +101,13 @@ export class UdpSessions implements UdpHost {
       return null;
     }
     if (this.table.size >= this.maxSessions) {
-      d.drop('udp_full');
-      return null;
+      const victim = this.oldestUnreplied;
+      if (victim === null) {
+        d.drop('udp_full');
+        return null;
+      }
+      d.drop('udp_evicted');
+      this.closeUdp(victim);
     }
     const s = new UdpSession(this, family, u.srcPort, u.dstPort);
     // Kept for an ICMP error should the forwarder refuse the session (one
@@ -103,6 +118,7 @@ export class UdpSessions implements UdpHost {
     s.remoteAddress = e.remoteAddress;
     s.localAddress = e.localAddress;
     this.table.insert(s);
+    this.linkUnreplied(s);
     d.stats.udpSessionsActive = this.table.size;
     d.stats.udpSessionsTotal++;
     s.lastActivity = d.now;
@@ -154,6 +170,9 @@ export class UdpSessions implements UdpHost {
     }
     const sib = new UdpSession(this, family, s.srcPort, port);
     sib.fromRemote = true;
+    // Opened to carry a datagram to the client: answered from the start,
+    // so never on the eviction list.
+    sib.replied = true;
     copyAddresses(family, b, 0, len, sib);
     const e = endpointsOf(family, b, 0, len, s.srcPort, port);
     sib.remoteAddress = e.remoteAddress;
@@ -170,6 +189,10 @@ export class UdpSessions implements UdpHost {
 
   touchUdp(s: UdpSession): void {
     s.lastActivity = this.d.refreshNow();
+    if (!s.replied) {
+      s.replied = true;
+      this.unlinkUnreplied(s);
+    }
   }
 
   unreachableUdp(s: UdpSession, kind: UnreachableKind): void {
@@ -182,9 +205,28 @@ export class UdpSessions implements UdpHost {
   }
 
   closeUdp(s: UdpSession): void {
+    if (!s.replied) this.unlinkUnreplied(s);
     this.table.remove(s);
     this.d.wheel.cancel(s);
     this.d.stats.udpSessionsActive = this.table.size;
     s.markClosed();
+  }
+
+  private linkUnreplied(s: UdpSession): void {
+    s.olderUnreplied = this.newestUnreplied;
+    s.newerUnreplied = null;
+    if (this.newestUnreplied !== null) this.newestUnreplied.newerUnreplied = s;
+    else this.oldestUnreplied = s;
+    this.newestUnreplied = s;
+  }
+
+  private unlinkUnreplied(s: UdpSession): void {
+    const older = s.olderUnreplied;
+    const newer = s.newerUnreplied;
+    if (older !== null) older.newerUnreplied = newer;
+    else if (this.oldestUnreplied === s) this.oldestUnreplied = newer;
+    if (newer !== null) newer.olderUnreplied = older;
+    else if (this.newestUnreplied === s) this.newestUnreplied = older;
+    s.olderUnreplied = s.newerUnreplied = null;
   }
 }

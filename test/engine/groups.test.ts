@@ -172,6 +172,11 @@ final: direct
     t.same((await get(client, engine, 'after PUT')).chain, ['fb', 'sel', 'proxy'], 'new flows follow the choice, through both groups');
     const delay = await apiCall(gateway, 'GET', `/proxies/fb/delay?url=${encodeURIComponent(`http://${SERVER_V4}:8080/bytes/1`)}&timeout=5000`, token);
     t.equal(delay.status, 200, `a delay test through the nested groups (${delay.text})`);
+    // A group delay test that fails through a member marks it down in the group's health, as a periodic check would.
+    const failed = await apiCall(gateway, 'GET', `/group/fb/delay?url=${encodeURIComponent(`http://${SERVER_V4}:9/`)}&timeout=2000`, token);
+    t.equal(failed.status, 200, `a group delay test with an unreachable URL answers (${failed.text})`);
+    const down = await engine.waitFor((l) => l.msg === 'group member down' && l.group === 'fb', 10_000, '"group member down" after the failed delay test');
+    t.match(down, { member: /^(sel|direct)$/ }, `the failed delay test marked a member of fb down (${String(down.member)}: ${String(down.reason)})`);
     await engine.stop();
     engine = await startWithState(t, gateway, dir, yaml);
     const after = await apiCall(gateway, 'GET', '/proxies/sel', token);

@@ -143,6 +143,17 @@ t.test('urltest picks the faster proxy; a nested fallback reports the whole chai
   const through = await reg.delay('outer', check.url, 3000);
   t.ok(through.ok, 'a check through the outer group travels its chain');
   t.same(reg.groups().map((g) => g.name), ['ut', 'outer']);
+
+  // A delay test made by the control API feeds the same health: a failure
+  // through `fast` marks it down in every group that has it, and moves the
+  // urltest pick; a success through it, recorded in `ut` alone, brings it back.
+  t.equal(reg.record('fast', { ok: false, delayMs: null, error: 'Timeout' }), 1, 'recorded in the one group with fast as a member');
+  t.match(ut.info().members[1], { name: 'fast', alive: false }, 'fast is down');
+  t.equal(ut.info().now, 'slow', 'urltest left the dead member');
+  t.equal(reg.record('fast', { ok: true, delayMs: 1, error: null }, 'ut'), 1, 'recorded in ut when named');
+  t.equal(reg.record('fast', { ok: true, delayMs: 1, error: null }, 'outer'), 0, 'outer has no member fast: nothing recorded');
+  t.match(ut.info().members[1], { name: 'fast', alive: true, delayMs: 1 }, 'fast is up with the measured delay');
+  t.equal(ut.info().now, 'fast', 'and the pick again');
 });
 
 t.test('select: the choice is stored and wins at the next start unless the config default changed', async (t) => {

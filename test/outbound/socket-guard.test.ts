@@ -41,7 +41,7 @@ const ALLOWED: Record<string, { makers: string[]; why: string }> = {
   'control/client.ts': { makers: ['fetch / http(s).request'], why: "the CLI's client of the local control API (loopback or a unix socket, which the local routing table answers before any TUN route); runs in the `sluice status/flows/close/reload/explain` process, never inside `sluice run`" },
   'commands/capture.ts': { makers: ['fetch / http(s).request'], why: '`sluice capture` streams /v1/capture from the local control API (loopback or a unix socket), in its own process' },
   'engine/http-l7.ts': { makers: ['undici dispatcher'], why: 'the L7 Pool per origin, its connect hook is outbound.connectTcp' },
-  'engine/transparent-dial.ts': { makers: ['native createSocket', 'new net.Socket'], why: "preserveSource: an IP_TRANSPARENT socket carrying the direct outbound's mark" },
+  'outbound/transparent-dial.ts': { makers: ['native createSocket', 'new net.Socket'], why: "preserveSource: an IP_TRANSPARENT socket carrying the direct outbound's mark" },
   'udp/tproxy.ts': { makers: ['native createSocket', 'dgram.createSocket'], why: 'TPROXY UDP: the transparent listener and the per-session reply sockets toward the LAN client (LAN side, never an upstream; the reply sockets carry route.mark under route.auto)' },
   'dns/resolver.ts': {
     makers: ['net.connect', 'dgram.createSocket', 'undici request without a dispatcher'],

@@ -5,8 +5,8 @@
  *     application hears nothing until the client's ACK returns the cookie;
  *     then the request is already established, and refusing it sends RST;
  *   - a forged cookie ACK makes nothing;
- *   - SYNs beyond synsPerBatch in one batch are dropped, after the batch's
- *     other segments were handled;
+ *   - a batch's SYNs are handled after its other segments; under SYN-cookie
+ *     pressure those beyond synsPerBatch are dropped, without it none are;
  *   - segments onto a pending SYN's tuple: only an exact RST cancels it.
  */
 import t from 'tap';
@@ -124,14 +124,33 @@ t.test('below the threshold SYNs are handled statefully; at it, cookies', async 
   t.equal(stack.stats.halfOpenFlows, 3, 'accepted but unanswered (SYN-RECEIVED) still counts as half-open');
 });
 
-t.test('one batch: the other segments first, then at most synsPerBatch SYNs', async (t) => {
+t.test('one batch without SYN-cookie pressure: the other segments first, then every SYN', async (t) => {
   const { link, requests, stack } = lab(t, { synsPerBatch: 4, synCookieThreshold: 1000 });
+  const batch: Uint8Array[] = [];
+  for (let i = 0; i < 300; i++) batch.push(tcpSegment({ srcPort: 20000 + i, seq: i, flags: TCP_SYN }));
+  batch.push(tcpSegment({ srcPort: 1, seq: 1, ack: 1, flags: TCP_ACK }));
+  link.inject(...batch);
+  await settle();
+  t.equal(requests.length, 300, 'a burst of 300 SYNs in one batch: all handled (none waits for its retransmission)');
+  t.equal(stack.stats.drops.syn_budget, 0, 'none dropped');
+  t.equal(stack.stats.drops.no_flow, 1, 'the ACK was handled too');
+  const sent = link.drain().map(readTcp);
+  t.equal((sent[0]!.flags & TCP_RST) !== 0 && sent[0]!.dstPort === 1, true, 'the ACK (an established-style segment) was answered before any SYN work');
+});
+
+t.test('one batch under SYN-cookie pressure: the other segments first, then at most synsPerBatch SYNs', async (t) => {
+  const { link, requests, stack } = lab(t, { synsPerBatch: 4, synCookieThreshold: 2 });
+  link.inject(tcpSegment({ srcPort: 19000, seq: 1, flags: TCP_SYN }), tcpSegment({ srcPort: 19001, seq: 1, flags: TCP_SYN }));
+  await settle();
+  t.equal(stack.stats.halfOpenFlows, 2, 'two half-open flows: at the threshold');
+  link.drain();
   const batch: Uint8Array[] = [];
   for (let i = 0; i < 10; i++) batch.push(tcpSegment({ srcPort: 20000 + i, seq: i, flags: TCP_SYN }));
   batch.push(tcpSegment({ srcPort: 1, seq: 1, ack: 1, flags: TCP_ACK }));
   link.inject(...batch);
   await settle();
-  t.equal(requests.length, 4, 'four SYNs handled');
+  t.equal(requests.length, 2, 'no new request: the four SYNs handled got cookies');
+  t.equal(stack.stats.synCookiesSent, 4, 'four SYNs answered with cookies');
   t.equal(stack.stats.drops.syn_budget, 6, 'six dropped and counted');
   t.equal(stack.stats.drops.no_flow, 1, 'the ACK was handled too');
   const sent = link.drain().map(readTcp);

@@ -4,7 +4,9 @@
  * upstream in the client's family and connects from the client's address,
  * so the server sees the client, as for flows to plain addresses. UDP is
  * covered too (test/udp/nat-netns.test.ts), so start-up warns no more.
- * Both gateway modes, IPv4 and IPv6.
+ * Both gateway modes, IPv4 and IPv6. `app6.example` and the plain IPv4
+ * address go through a select group whose member is direct: the source is
+ * kept there too (issue 13's left item).
  *
  * Needs root, /dev/net/tun, curl, dig, dnsmasq, ip, nft.
  */
@@ -29,6 +31,13 @@ dns:
   upstreams: [ { address: "udp://${SERVER_V4}:53" } ]
 route: { table: 2022, priority: 9000 }
 gateway: { enabled: true, lan: [lan0], mode: ${mode}, preserveSource: true }
+outbounds:
+  - { name: direct, type: direct }
+  - { name: pick, type: select, outbounds: [direct] }
+rules:
+  - { domain: [app6.example], outbound: pick }
+  - { ipCidr: [${SERVER_V4}/32], outbound: pick }
+final: direct
 `;
 }
 
@@ -57,7 +66,14 @@ async function run(t: Test, tag: string, mode: 'tun' | 'tproxy'): Promise<void> 
     t.match(peer, new RegExp(`(^|:)${client_.replace(/\./g, '\\.')}$`), `${name}: the server saw the client ${client_} (${peer})`);
     const flow = await engine.waitFor((l) => l.msg === 'flow' && l.domain === name && l.network === 'tcp', 5000, `a flow line for ${name}`);
     t.equal(flow.inbound, mode, `${name}: flow line with inbound ${mode}`);
+    if (name === 'app6.example') t.same(flow.chain, ['pick', 'direct'], `${name}: through the group (chain ${JSON.stringify(flow.chain)})`);
   }
+  const r = await curl(client, [`http://${SERVER_V4}/`]);
+  t.equal(r.code, 0, `an address through the group: curl works (${describe(r)})`);
+  const peer = (JSON.parse(r.stdout || '{}') as { peer?: string }).peer ?? '';
+  t.match(peer, new RegExp(`(^|:)${CLIENT_V4.replace(/\./g, '\\.')}$`), `an address through the group: the server saw the client ${CLIENT_V4} (${peer})`);
+  const flow = await engine.waitFor((l) => l.msg === 'flow' && l.dst === `${SERVER_V4}:80` && l.network === 'tcp', 5000, 'a flow line for the address');
+  t.same(flow.chain, ['pick', 'direct'], `the address went through the group (chain ${JSON.stringify(flow.chain)})`);
   await engine.stop();
 }
 

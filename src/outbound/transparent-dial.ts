@@ -6,6 +6,10 @@
  * nftables `socket transparent 1` rule and fwmark route (src/system/gateway.ts)
  * deliver the server's replies, addressed to the client, back to it.
  *
+ * The direct outbound makes it when a flow's Target carries a `source`
+ * (the engine sets one under gateway.preserveSource), so a direct member of
+ * a group preserves the source as a direct rule does.
+ *
  * Runs once per flow, before any payload: not a hot path.
  */
 import net from 'node:net';

@@ -1,0 +1,49 @@
+/**
+ * What the namespace benchmarks share: a stand-in for tap's Test so a
+ * harness Lab can be used outside a test (its teardown hooks run at
+ * `finish()`), and the CPU time and memory of a process from /proc (all its
+ * threads: /proc/PID/stat of a thread-group leader sums them).
+ */
+import { readFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import type { TestLike } from '../test/harness/netns.js';
+
+/** Collects teardown hooks the way a tap Test does; `finish()` runs them, last registered first. */
+export class BenchContext implements TestLike {
+  readonly hooks: (() => unknown)[] = [];
+  teardown(fn: () => unknown): void {
+    this.hooks.push(fn);
+  }
+  plan(): void {}
+  comment(): void {}
+  async finish(): Promise<void> {
+    while (this.hooks.length > 0) await this.hooks.pop()!();
+  }
+}
+
+/** Clock ticks per second of utime/stime in /proc/PID/stat (proc(5)). */
+export const CLK_TCK = Number(execFileSync('getconf', ['CLK_TCK']).toString().trim()) || 100;
+
+/** CPU seconds (user + system, every thread) `pid` has used so far. */
+export function cpuSeconds(pid: number): number {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  // After "pid (comm) ", utime and stime are fields 14 and 15 of proc(5): indexes 11 and 12 here.
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return (Number(fields[11]) + Number(fields[12])) / CLK_TCK;
+}
+
+/** A field of /proc/PID/status in MiB (`VmRSS` now, `VmHWM` the peak); NaN when absent. */
+function statusMiB(pid: number, field: 'VmRSS' | 'VmHWM'): number {
+  const m = new RegExp(`${field}:\\s+(\\d+) kB`).exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+  return m === null ? NaN : Number(m[1]) / 1024;
+}
+
+/** Resident memory of `pid` now, MiB. */
+export function rssMiB(pid: number): number {
+  return statusMiB(pid, 'VmRSS');
+}
+
+/** The largest resident memory `pid` has had, MiB. */
+export function peakRssMiB(pid: number): number {
+  return statusMiB(pid, 'VmHWM');
+}
