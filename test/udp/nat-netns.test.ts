@@ -13,7 +13,8 @@
  *     IPv6, and to a fake IP (the reply from the real address reaches the
  *     client from the fake one it sent to);
  *   - gateway.preserveSource: the upstream socket is the client's own
- *     endpoint (address and port), in both gateway modes.
+ *     endpoint (address and port), in both gateway modes and through a
+ *     select group whose member is direct.
  *
  * Needs root, /dev/net/tun, ip, nft; danted and dnsmasq for their parts.
  */
@@ -233,3 +234,20 @@ for (const mode of ['tun', 'tproxy'] as const) {
     t.ok(udp.length >= 8 && udp.every((f) => f.bytesDown < 4096), `no datagram looped (bytesDown ${udp.map((f) => f.bytesDown).join(', ')})`);
   });
 }
+
+t.test('gateway.preserveSource through a select group whose member is direct: the client endpoint is kept', { timeout: 120_000 }, async (t) => {
+  if (!requireRoot(t)) return;
+  if (!requireCommands(t, ['ip', 'nft'])) return;
+  const dir = tempDir(t, 'natpsgroup');
+  const { client, gateway } = await lab(t, 'udpnatpg');
+  const groups = 'outbounds:\n  - { name: direct, type: direct }\n  - { name: pick, type: select, outbounds: [direct] }\nfinal: pick\n';
+  const engine = await startSluice(t, gateway, dir, config('mode: tun, preserveSource: true', groups), path.join(dir, 'state.json'));
+  const p = await probe(client, A4, B4);
+  checkMapping(t, p, 'group', CLIENT_V4, A4, B4);
+  t.equal(p.a?.port, p.local, `A saw the client's own port ${p.local}`);
+  t.ok(has(p, 'third', C4, 5000), 'third reached the client from C');
+  await stopClean(t, engine);
+  const udp = engine.flows().filter((f) => f.network === 'udp');
+  t.ok(udp.length >= 2 && udp.every((f) => f.outbound === 'pick'), `flow lines through the group (${udp.map((f) => f.outbound).join(', ')})`);
+  t.notOk(engine.lines.some((l) => typeof l.msg === 'string' && l.msg.includes('cannot be bound')), 'no fallback warning');
+});
