@@ -31,9 +31,11 @@
  *      the socket up. The listener sees the original destination as its
  *      local address (TCP getsockname, UDP IP_ORIGDSTADDR), as with TPROXY.
  * No listener (sluice is gone) or a port-0 destination: dropped, fail
- * closed. Only TCP and UDP directly after the IP header are assigned;
- * IPv4 non-first fragments (no ports; TC runs before reassembly) are
- * dropped; other protocols pass untouched.
+ * closed. TCP and UDP are found after IPv4 options and after IPv6
+ * extension headers (locate_l4_v6: at most IPV6_MAX_EXT_HEADERS, RFC 8200
+ * 4); non-first fragments (no ports; TC runs before reassembly) and a chain
+ * of extension headers too long to walk are dropped (fail closed: never
+ * forwarded around the proxy); other protocols pass untouched.
  *
  * Built with clang -target bpf during `npm ci` (see binding.gyp); loaded and
  * attached by the native addon through libbpf.
@@ -138,6 +140,84 @@ struct {
 	__type(value, __u64);
 } sluice_assign SEC(".maps");
 
+/*
+ * Where the transport header is. IPv4: after the options (ihl words).
+ * IPv6: after the extension headers (RFC 8200 4.1 order, any order
+ * accepted): hop-by-hop, routing and destination options (8-octet units,
+ * RFC 8200 4.3-4.6), fragment (8 octets, RFC 8200 4.5), AH (4-octet units,
+ * RFC 4302 2.2); the walk is bounded by IPV6_MAX_EXT_HEADERS for the
+ * verifier and for the packet budget.
+ */
+#define IPV6_MAX_EXT_HEADERS 8
+
+struct l4_where {
+	__u32 off;      /* transport header offset from the frame start */
+	__u8 proto;     /* its protocol (IPPROTO_*) */
+	__u8 nonfirst;  /* a non-first fragment: no transport header */
+	__u8 unparsed;  /* the header chain could not be walked (too long, truncated, ihl < 5) */
+};
+
+static __always_inline void locate_l4_v4(struct iphdr *ip, __u32 l3, struct l4_where *w)
+{
+	w->proto = ip->protocol;
+	w->off = l3 + ip->ihl * 4;
+	w->nonfirst = (ip->frag_off & bpf_htons(0x1fff)) != 0;
+	w->unparsed = ip->ihl < 5;
+}
+
+static __always_inline int ipv6_ext_header(__u8 nh)
+{
+	return nh == IPPROTO_HOPOPTS || nh == IPPROTO_ROUTING || nh == IPPROTO_DSTOPTS || nh == IPPROTO_FRAGMENT || nh == IPPROTO_AH;
+}
+
+struct ext_walk {
+	struct __sk_buff *skb;
+	__u32 off;
+	__u8 nh;
+	__u8 nonfirst;
+	__u8 unparsed;
+};
+
+/* One extension header of the walk (a bpf_loop callback: the verifier checks it once, not once per header). */
+static long ext_step(__u32 i, void *vctx)
+{
+	struct ext_walk *x = vctx;
+	__u8 nh = x->nh;
+	if (!ipv6_ext_header(nh))
+		return 1;
+	__u8 h[4];
+	if (bpf_skb_load_bytes(x->skb, x->off, h, 4) < 0) {
+		x->unparsed = 1;
+		return 1;
+	}
+	x->nh = h[0];
+	if (nh == IPPROTO_FRAGMENT) {
+		x->off += 8;
+		if ((((__u32)h[2] << 8) | h[3]) & 0xfff8) {
+			x->nonfirst = 1; /* fragment offset > 0: what follows is not a header */
+			return 1;
+		}
+	} else if (nh == IPPROTO_AH) {
+		x->off += ((__u32)h[1] + 2) * 4;
+	} else {
+		x->off += ((__u32)h[1] + 1) * 8;
+	}
+	return 0;
+}
+
+static __always_inline void locate_l4_v6(struct __sk_buff *skb, __u32 l3, __u8 nexthdr, struct l4_where *w)
+{
+	struct ext_walk x = { .skb = skb, .off = l3 + sizeof(struct ipv6hdr), .nh = nexthdr, .nonfirst = 0, .unparsed = 0 };
+	if (ipv6_ext_header(nexthdr))
+		bpf_loop(IPV6_MAX_EXT_HEADERS, ext_step, &x, 0);
+	if (!x.nonfirst && ipv6_ext_header(x.nh))
+		x.unparsed = 1; /* more headers than the walk's bound */
+	w->proto = x.nh;
+	w->off = x.off;
+	w->nonfirst = x.nonfirst;
+	w->unparsed = x.unparsed;
+}
+
 static __always_inline void count_assign(__u32 why)
 {
 	__u64 *c = bpf_map_lookup_elem(&sluice_assign, &why);
@@ -218,16 +298,24 @@ static __always_inline int assign(struct __sk_buff *skb, struct classifier_confi
 	return TC_ACT_OK;
 }
 
-static __always_inline int assign_v4(struct __sk_buff *skb, struct classifier_config *cfg, struct iphdr *ip, void *end)
+/* The ports of the tuple: both TCP and UDP start with source and destination port. */
+static __always_inline int load_ports(struct __sk_buff *skb, struct l4_where *w, __u16 ports[2])
 {
-	if (ip->protocol != IPPROTO_TCP && ip->protocol != IPPROTO_UDP)
-		return TC_ACT_OK;
-	if (ip->frag_off & bpf_htons(0x1fff)) {
+	if (w->unparsed || w->nonfirst) {
 		count_assign(ASSIGN_UNSUPPORTED);
-		return TC_ACT_SHOT;
+		return -1;
 	}
-	__u16 *ports = (void *)ip + ip->ihl * 4;
-	if (ip->ihl < 5 || (void *)(ports + 2) > end)
+	if (bpf_skb_load_bytes(skb, w->off, ports, 4) < 0)
+		return -1;
+	return 0;
+}
+
+static __always_inline int assign_v4(struct __sk_buff *skb, struct classifier_config *cfg, struct iphdr *ip, struct l4_where *w)
+{
+	if (!w->unparsed && w->proto != IPPROTO_TCP && w->proto != IPPROTO_UDP)
+		return TC_ACT_OK;
+	__u16 ports[2];
+	if (load_ports(skb, w, ports) < 0)
 		return TC_ACT_SHOT;
 	struct bpf_sock_tuple t = {};
 	t.ipv4.saddr = ip->saddr;
@@ -236,20 +324,21 @@ static __always_inline int assign_v4(struct __sk_buff *skb, struct classifier_co
 	t.ipv4.dport = ports[1];
 	struct bpf_fib_lookup fib = {};
 	fib.family = 2; /* AF_INET */
-	fib.l4_protocol = ip->protocol;
+	fib.l4_protocol = w->proto;
 	fib.tot_len = bpf_ntohs(ip->tot_len);
 	fib.ifindex = skb->ingress_ifindex;
 	fib.ipv4_src = ip->saddr;
 	fib.ipv4_dst = ip->daddr;
-	return assign(skb, cfg, &t, sizeof(t.ipv4), &t.ipv4.dport, ip->protocol, &fib);
+	return assign(skb, cfg, &t, sizeof(t.ipv4), &t.ipv4.dport, w->proto, &fib);
 }
 
-static __always_inline int assign_v6(struct __sk_buff *skb, struct classifier_config *cfg, struct ipv6hdr *ip6, void *end)
+static __always_inline int assign_v6(struct __sk_buff *skb, struct classifier_config *cfg, struct ipv6hdr *ip6, struct l4_where *w)
 {
-	if (ip6->nexthdr != IPPROTO_TCP && ip6->nexthdr != IPPROTO_UDP)
+	/* An IPv6 packet whose extension headers cannot be walked could hide TCP/UDP: dropped, not forwarded. */
+	if (!w->unparsed && w->proto != IPPROTO_TCP && w->proto != IPPROTO_UDP)
 		return TC_ACT_OK;
-	__u16 *ports = (void *)(ip6 + 1);
-	if ((void *)(ports + 2) > end)
+	__u16 ports[2];
+	if (load_ports(skb, w, ports) < 0)
 		return TC_ACT_SHOT;
 	struct bpf_sock_tuple t = {};
 	__builtin_memcpy(t.ipv6.saddr, &ip6->saddr, 16);
@@ -258,12 +347,12 @@ static __always_inline int assign_v6(struct __sk_buff *skb, struct classifier_co
 	t.ipv6.dport = ports[1];
 	struct bpf_fib_lookup fib = {};
 	fib.family = 10; /* AF_INET6 */
-	fib.l4_protocol = ip6->nexthdr;
+	fib.l4_protocol = w->proto;
 	fib.tot_len = bpf_ntohs(ip6->payload_len) + sizeof(*ip6);
 	fib.ifindex = skb->ingress_ifindex;
 	__builtin_memcpy(fib.ipv6_src, &ip6->saddr, 16);
 	__builtin_memcpy(fib.ipv6_dst, &ip6->daddr, 16);
-	return assign(skb, cfg, &t, sizeof(t.ipv6), &t.ipv6.dport, ip6->nexthdr, &fib);
+	return assign(skb, cfg, &t, sizeof(t.ipv6), &t.ipv6.dport, w->proto, &fib);
 }
 
 #include "sni.h"
@@ -278,15 +367,12 @@ static __always_inline int port_action(__u8 proto, __u16 dport_be, __u32 *action
 	return 1;
 }
 
-static __always_inline int l4_port(void *l4, void *end, __u8 proto, __u16 *dport)
+/* The destination port (offset 2 in both TCP and UDP) of a located transport header. */
+static __always_inline int l4_port(struct __sk_buff *skb, struct l4_where *w, __u16 *dport)
 {
-	if (proto != IPPROTO_TCP && proto != IPPROTO_UDP)
+	if (w->unparsed || w->nonfirst || (w->proto != IPPROTO_TCP && w->proto != IPPROTO_UDP))
 		return 0;
-	/* Both headers carry the destination port at offset 2. */
-	if (l4 + 4 > end)
-		return 0;
-	*dport = *(__u16 *)(l4 + 2);
-	return 1;
+	return bpf_skb_load_bytes(skb, w->off + 2, dport, 2) == 0;
 }
 
 SEC("tc")
@@ -300,9 +386,8 @@ int sluice_classify(struct __sk_buff *skb)
 		return TC_ACT_OK;
 	__u32 action = cfg->default_action;
 	__u16 dport = 0;
-	/* For the SNI filter: the L4 protocol and offset when TCP/UDP directly follows a plain header, else 0. */
-	__u8 l4proto = 0;
-	__u32 l4off = 0;
+	/* The transport header, after IPv4 options or IPv6 extension headers (for ports, the SNI filter, socket assignment). */
+	struct l4_where w = {};
 	int v6 = 0;
 	struct ethhdr *eth = data;
 	if ((void *)(eth + 1) > end)
@@ -314,19 +399,12 @@ int sluice_classify(struct __sk_buff *skb)
 			return TC_ACT_OK;
 		struct lpm_v4 key = { .prefixlen = 32 };
 		__builtin_memcpy(key.addr, &ip->daddr, 4);
-		if (ip->ihl == 5 && !(ip->frag_off & bpf_htons(0x1fff))) {
-			l4proto = ip->protocol;
-			l4off = sizeof(*eth) + 20;
-		}
+		locate_l4_v4(ip, sizeof(*eth), &w);
 		__u32 *a = bpf_map_lookup_elem(&sluice_v4, &key);
-		if (a) {
+		if (a)
 			action = *a;
-		} else {
-			/* Ports only for first fragments with a full header. */
-			void *l4 = (void *)ip + ip->ihl * 4;
-			if (ip->ihl >= 5 && !(ip->frag_off & bpf_htons(0x1fff)) && l4_port(l4, end, ip->protocol, &dport))
-				port_action(ip->protocol, dport, &action);
-		}
+		else if (l4_port(skb, &w, &dport)) /* ports only for first fragments with a full header */
+			port_action(w.proto, dport, &action);
 	} else if (eth->h_proto == bpf_htons(ETH_P_IPV6)) {
 		struct ipv6hdr *ip6 = (void *)(eth + 1);
 		if ((void *)(ip6 + 1) > end)
@@ -334,15 +412,13 @@ int sluice_classify(struct __sk_buff *skb)
 		struct lpm_v6 key = { .prefixlen = 128 };
 		__builtin_memcpy(key.addr, &ip6->daddr, 16);
 		v6 = 1;
-		l4proto = ip6->nexthdr;
-		l4off = sizeof(*eth) + sizeof(*ip6);
+		__u8 nexthdr = ip6->nexthdr;
 		__u32 *a = bpf_map_lookup_elem(&sluice_v6, &key);
-		if (a) {
+		locate_l4_v6(skb, sizeof(*eth), nexthdr, &w);
+		if (a)
 			action = *a;
-		} else if (l4_port((void *)(ip6 + 1), end, ip6->nexthdr, &dport)) {
-			/* Only when TCP/UDP follows directly; extension headers take the default. */
-			port_action(ip6->nexthdr, dport, &action);
-		}
+		else if (l4_port(skb, &w, &dport))
+			port_action(w.proto, dport, &action);
 	} else {
 		return TC_ACT_OK; /* ARP and the rest are none of our business */
 	}
@@ -369,21 +445,21 @@ int sluice_classify(struct __sk_buff *skb)
 		eth = data;
 		if ((void *)(eth + 1) > end)
 			return TC_ACT_SHOT;
-		if (eth->h_proto == bpf_htons(ETH_P_IP)) {
+		if (!v6) {
 			struct iphdr *ip = (void *)(eth + 1);
 			if ((void *)(ip + 1) > end)
 				return TC_ACT_SHOT;
-			return assign_v4(skb, cfg, ip, end);
+			return assign_v4(skb, cfg, ip, &w);
 		}
 		struct ipv6hdr *ip6 = (void *)(eth + 1);
 		if ((void *)(ip6 + 1) > end)
 			return TC_ACT_SHOT;
-		return assign_v6(skb, cfg, ip6, end);
+		return assign_v6(skb, cfg, ip6, &w);
 	case ACTION_DROP:
 		return TC_ACT_SHOT;
 	default:
-		if ((cfg->flags & FLAG_SNI) && l4off != 0) {
-			int verdict = sni_filter(skb, v6, sizeof(struct ethhdr), l4proto, l4off, skb->len);
+		if ((cfg->flags & FLAG_SNI) && !w.unparsed && !w.nonfirst) {
+			int verdict = sni_filter(skb, v6, sizeof(struct ethhdr), w.proto, w.off, skb->len);
 			if (verdict >= 0)
 				return verdict;
 		}

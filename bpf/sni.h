@@ -15,10 +15,15 @@
  *     suffix to its right: one pass checks the whole name (exact and suffix
  *     entries) and every parent domain (suffix entries) in the deny map,
  *     filled by sluice with the same hash of each reject/drop domain rule;
- *   - a denied flow is remembered (LRU map of flows) and the segment turned
- *     into a RST toward the client, sent back out of the interface it came
- *     in on (bpf_redirect to the ingress device's egress); later segments
- *     of that flow get the same;
+ *   - the transport header is found after IPv4 options and IPv6 extension
+ *     headers (locate_l4_v4/_v6 in classifier.c, a bounded walk);
+ *   - a denied flow is remembered (LRU map of flows) and its segment is
+ *     turned into two RSTs (deny_flow below): one toward the client, sent
+ *     back out of the interface it came in on (a clone, bpf_clone_redirect
+ *     to the ingress device's egress), and one toward the server, which
+ *     the kernel then forwards as it would have forwarded the segment (the
+ *     original skb, TC_ACT_OK), so neither end keeps a half-open
+ *     connection; later segments of that flow get the client's RST only;
  *   - what it cannot see passes and is counted: a ClientHello without
  *     server_name in this segment (split over segments, or beyond the
  *     extension walk's bounds), a name longer than 255 bytes, a request
@@ -40,8 +45,9 @@ enum sni_counter {
 	SNI_HTTP_BLOCKED = 4,
 	SNI_HTTP_UNSEEN = 5,  /* request without Host in the window */
 	SNI_QUIC_UNSEEN = 6,  /* UDP to 443 on the kernel path: not inspected */
-	SNI_RESETS = 7,       /* RSTs sent (first and later segments of denied flows) */
-	SNI_COUNT = 8,
+	SNI_RESETS = 7,       /* RSTs sent toward clients (first and later segments of denied flows) */
+	SNI_SERVER_RESETS = 8,/* RSTs forwarded toward servers (one per denied flow) */
+	SNI_COUNT = 9,
 };
 
 /* Deny map value bits. */
@@ -310,37 +316,46 @@ static __always_inline __u32 csum_words(const __u16 *w, int words, __u32 sum)
 	return sum;
 }
 
+/* The client's segment as it arrived: what both RSTs are computed from. */
+struct seg_info {
+	__u32 seq;   /* network order */
+	__u32 ack;   /* network order */
+	__u8 has_ack;
+	__u32 len;   /* sequence space it occupies: data, SYN, FIN */
+};
+
 /*
- * Turns the client's segment (ihl 5 / no extension headers assumed by the
- * caller) into a RST|ACK back to the client: addresses, ports and MACs
- * swapped, SEQ = the client's ACK, ACK = its SEQ + data length (RFC 9293
- * 3.10.7.2 accepts a RST in the window), no options, no data; then out of
- * the interface it came in on. Returns the TC verdict.
+ * Rewrites the plain IP + 20-byte TCP header at l3 (the caller trimmed the
+ * packet to it) into a RST|ACK with `seq` and `ack` (network order); `swap`
+ * exchanges MACs, addresses and ports (the RST goes back where the segment
+ * came from). No options, no data; both checksums computed in full.
  */
-static __always_inline int reflect_rst(struct __sk_buff *skb, int v6, __u32 l3, __u32 dlen)
+static __always_inline int write_rst(struct __sk_buff *skb, int v6, int swap, __u32 seq, __u32 ack)
 {
-	__u32 l4 = l3 + (v6 ? 40 : 20);
-	if (bpf_skb_change_tail(skb, l4 + 20, 0) < 0)
-		return TC_ACT_SHOT;
 	void *data = (void *)(long)skb->data;
 	void *end = (void *)(long)skb->data_end;
 	struct ethhdr *eth = data;
 	if ((void *)(eth + 1) > end)
-		return TC_ACT_SHOT;
-	__u8 mac[6];
-	__builtin_memcpy(mac, eth->h_source, 6);
-	__builtin_memcpy(eth->h_source, eth->h_dest, 6);
-	__builtin_memcpy(eth->h_dest, mac, 6);
+		return -1;
+	if (swap) {
+		__u8 mac[6];
+		__builtin_memcpy(mac, eth->h_source, 6);
+		__builtin_memcpy(eth->h_source, eth->h_dest, 6);
+		__builtin_memcpy(eth->h_dest, mac, 6);
+	}
 	__u32 sum = 0;
 	struct tcphdr *th;
 	if (!v6) {
 		struct iphdr *ip = (void *)(eth + 1);
 		th = (void *)(ip + 1);
 		if ((void *)(th + 1) > end)
-			return TC_ACT_SHOT;
-		__u32 a = ip->saddr;
-		ip->saddr = ip->daddr;
-		ip->daddr = a;
+			return -1;
+		if (swap) {
+			__u32 a = ip->saddr;
+			ip->saddr = ip->daddr;
+			ip->daddr = a;
+		}
+		((__u8 *)ip)[0] = 0x45; /* version 4, no options (deny_flow removed them) */
 		ip->tot_len = bpf_htons(40);
 		ip->ttl = 64;
 		ip->frag_off = bpf_htons(0x4000); /* DF */
@@ -351,22 +366,24 @@ static __always_inline int reflect_rst(struct __sk_buff *skb, int v6, __u32 l3, 
 		struct ipv6hdr *ip6 = (void *)(eth + 1);
 		th = (void *)(ip6 + 1);
 		if ((void *)(th + 1) > end)
-			return TC_ACT_SHOT;
-		struct in6_addr a = ip6->saddr;
-		ip6->saddr = ip6->daddr;
-		ip6->daddr = a;
+			return -1;
+		if (swap) {
+			struct in6_addr a = ip6->saddr;
+			ip6->saddr = ip6->daddr;
+			ip6->daddr = a;
+		}
+		ip6->nexthdr = IPPROTO_TCP; /* no extension headers (deny_flow removed them) */
 		ip6->payload_len = bpf_htons(20);
 		ip6->hop_limit = 64;
 		sum = csum_words((__u16 *)&ip6->saddr, 16, 0) + bpf_htons(IPPROTO_TCP) + bpf_htons(20);
 	}
-	__u16 p = th->source;
-	th->source = th->dest;
-	th->dest = p;
-	__u32 seq = th->seq;
-	__u32 ack = th->ack_seq;
-	__u32 syn_fin = th->syn + th->fin;
-	th->seq = th->ack ? ack : 0;
-	th->ack_seq = bpf_htonl(bpf_ntohl(seq) + dlen + syn_fin);
+	if (swap) {
+		__u16 p = th->source;
+		th->source = th->dest;
+		th->dest = p;
+	}
+	th->seq = seq;
+	th->ack_seq = ack;
 	/* Flags byte: RST|ACK; data offset 5. */
 	((__u8 *)th)[12] = 5 << 4;
 	((__u8 *)th)[13] = 0x14;
@@ -374,7 +391,58 @@ static __always_inline int reflect_rst(struct __sk_buff *skb, int v6, __u32 l3, 
 	th->urg_ptr = 0;
 	th->check = 0;
 	th->check = csum_fold(csum_words((__u16 *)th, 10, sum));
-	return bpf_redirect(skb->ifindex, 0);
+	return 0;
+}
+
+/*
+ * Ends a denied flow at both ends. The segment (IPv4 options and IPv6
+ * extension headers first removed: bpf_skb_adjust_room at the network
+ * layer, so the RSTs are plain headers and no routing header or option of
+ * the client's is echoed) is cut to its TCP header and becomes:
+ *   1. a RST toward the client: SEQ = the client's ACK, ACK = its SEQ + the
+ *      segment's length (RFC 9293 3.10.7.2 accepts a RST in the window; an
+ *      exact SEQ passes RFC 5961 3.2's check too), out of the interface it
+ *      came in on, as a clone;
+ *   2. when `to_server` (the first denied segment), a RST toward the
+ *      server: SEQ = the client's SEQ, which is exactly the server's
+ *      RCV.NXT since the server has not received this segment (RFC 5961
+ *      3.2: an exact match resets, anything else only draws a challenge
+ *      ACK), ACK = the client's ACK. It is the original skb, returned with
+ *      TC_ACT_OK, so the kernel routes, NATs and forwards it as it would
+ *      have the segment: no neighbour or route lookup in the program.
+ *      Dropping the segment instead and leaving the server to notice would
+ *      hold its connection open: a TLS or HTTP server waits for the request
+ *      (often minutes), and the client, reset, never sends again.
+ * Returns the TC verdict.
+ */
+static __always_inline int deny_flow(struct __sk_buff *skb, int v6, __u32 l3, __u32 l4, struct seg_info *seg, int to_server)
+{
+	__u32 base = v6 ? 40 : 20;
+	if (l4 < l3 + base)
+		return TC_ACT_SHOT;
+	__u32 extra = l4 - l3 - base;
+	if (extra > 0) {
+		if (extra > 0xfff || bpf_skb_adjust_room(skb, -(__s32)extra, BPF_ADJ_ROOM_NET, 0) < 0)
+			return TC_ACT_SHOT;
+	}
+	if (bpf_skb_change_tail(skb, l3 + base + 20, 0) < 0)
+		return TC_ACT_SHOT;
+	__u32 client_seq = seg->has_ack ? seg->ack : 0;
+	__u32 client_ack = bpf_htonl(bpf_ntohl(seg->seq) + seg->len);
+	if (write_rst(skb, v6, 1, client_seq, client_ack) < 0)
+		return TC_ACT_SHOT;
+	sni_count(SNI_RESETS);
+	if (!to_server)
+		return bpf_redirect(skb->ifindex, 0);
+	if (bpf_clone_redirect(skb, skb->ifindex, 0) < 0)
+		return TC_ACT_SHOT;
+	/* The clone shares the data: make ours private before writing the server's RST over it. */
+	if (bpf_skb_pull_data(skb, l3 + base + 20) < 0)
+		return TC_ACT_SHOT;
+	if (write_rst(skb, v6, 1, seg->seq, seg->ack) < 0)
+		return TC_ACT_SHOT;
+	sni_count(SNI_SERVER_RESETS);
+	return TC_ACT_OK;
 }
 
 /*
@@ -413,10 +481,9 @@ static __always_inline int sni_filter(struct __sk_buff *skb, int v6, __u32 l3, _
 	k.dport = th.dest;
 	__u32 p = l4 + th.doff * 4;
 	__u32 plen = tot > p ? tot - p : 0;
-	if (bpf_map_lookup_elem(&sluice_denied_flows, &k)) {
-		sni_count(SNI_RESETS);
-		return reflect_rst(skb, v6, l3, plen);
-	}
+	struct seg_info seg = { .seq = th.seq, .ack = th.ack_seq, .has_ack = th.ack, .len = plen + th.syn + th.fin };
+	if (bpf_map_lookup_elem(&sluice_denied_flows, &k))
+		return deny_flow(skb, v6, l3, l4, &seg, 0);
 	if (plen == 0)
 		return -1;
 	struct scratch *s = bpf_map_lookup_elem(&sluice_scratch, &zero);
@@ -437,8 +504,7 @@ static __always_inline int sni_filter(struct __sk_buff *skb, int v6, __u32 l3, _
 	sni_count(tls ? SNI_TLS_BLOCKED : SNI_HTTP_BLOCKED);
 	__u8 one = 1;
 	bpf_map_update_elem(&sluice_denied_flows, &k, &one, BPF_ANY);
-	sni_count(SNI_RESETS);
-	return reflect_rst(skb, v6, l3, plen);
+	return deny_flow(skb, v6, l3, l4, &seg, 1);
 }
 
 #endif

@@ -74,14 +74,17 @@ export interface SluiceNative {
    * IP_RECVORIGDSTADDR, each prefixed by a 40-byte header: u8 family (4|6,
    * 0 when no original destination came), u8 0, u16 BE source port, u16 BE
    * original destination port, u16 0, 16 bytes source, 16 bytes original
-   * destination (IPv4 in the first 4).
+   * destination (IPv4 in the first 4). kind 'icmp' (an icmpOpen fd):
+   * records are ICMP messages, each prefixed by a 20-byte header: u8 family
+   * (4|6, 0 for a malformed one), 3 bytes 0, 16 bytes source address (IPv4
+   * in the first 4); a raw IPv4 socket's IP header is stripped.
    */
   readerStart(
     fd: number,
     rxBuffer: ArrayBuffer,
     onBatch: (count: number, end: number) => void,
     budget?: number,
-    kind?: 'tun' | 'udp-origdst',
+    kind?: 'tun' | 'udp-origdst' | 'icmp',
 ): ReaderHandle;
   /** Stops polling (idempotent, safe inside onBatch). Does not close the fd. */
   readerStop(handle: ReaderHandle): void;
@@ -94,6 +97,26 @@ export interface SluiceNative {
   setMark(fd: number, mark: number): void;
   getOriginalDst(fd: number): SocketAddress;
   createSocket(options: CreateSocketOptions): number;
+  /**
+   * An ICMP socket for forwarded echo requests (native/src/icmp.c):
+   * SOCK_RAW (CAP_NET_RAW; ICMP_FILTER passes echo replies and errors only)
+   * or, with kind 'auto' when raw is refused, a SOCK_DGRAM ping socket
+   * (net.ipv4.ping_group_range), whose identifier the kernel picks. `ident`
+   * is the identifier for a raw socket; the result says which was used.
+   */
+  icmpOpen(options: { family: 4 | 6; ident: number; mark?: number; device?: string; kind?: 'auto' | 'raw' | 'dgram' }): { fd: number; ident: number; raw: boolean };
+  /**
+   * Sends msg[msgOff, msgOff+msgLen) (an ICMP message; IPv4 raw sockets
+   * need its checksum) to the 4 or 16 address bytes at dst[dstOff] with
+   * this TTL / hop limit. Returns 0 or the errno (ENETUNREACH, EMSGSIZE...).
+   */
+  /**
+   * The kernel's path MTU toward `address` for sockets with this mark and
+   * interface (IP_MTU / IPV6_MTU of a connected UDP socket: the route's
+   * MTU, lowered by what routers' too-big errors taught it); 0 without a route.
+   */
+  pathMtu(family: 4 | 6, address: string, mark: number, device: string | undefined): number;
+  icmpSend(fd: number, family: 4 | 6, dst: Uint8Array, dstOff: number, msg: Uint8Array, msgOff: number, msgLen: number, ttl: number): number;
 
   /** Loads the classifier object (libbpf): the program's fd and each map's fd by name. */
   bpfLoad(objectPath: string): { prog: number; maps: Record<string, number> };

@@ -18,6 +18,7 @@ import { FlowTable } from './ip/flow-table.js';
 import { FragmentReassembler } from './ip/reassembly.js';
 import { IcmpHandler, type UnreachableKind } from './ip/icmp.js';
 import { IpInput, isBareSyn } from './ip/input.js';
+import { EchoRelay, type EchoPolicy } from './ip/echo-relay.js';
 import type { LinkEndpoint, LinkReceiver } from './link/link.js';
 import { readRecordLength, recordSize } from './link/records.js';
 import { VNET_HDR_LEN } from './wire/vnet.js';
@@ -214,6 +215,17 @@ export class Stack implements LinkReceiver, FlowHost, SegmentSink, StackDriver {
   onLinkError(err: Error): void {
     // The device is gone; nothing more will arrive. Surface it once.
     process.emitWarning(err.message, { code: 'SLUICE_LINK' });
+  }
+
+  /**
+   * From now on echo requests follow `policy` (src/ip/echo-relay.ts:
+   * forwarded upstream for real, answered, refused or dropped) instead of
+   * being answered here. Returns the relay, whose upstream sockets deliver to it.
+   */
+  forwardEchoes(policy: EchoPolicy): EchoRelay {
+    const relay = new EchoRelay(this, this.icmp, policy);
+    this.icmp.forwarder = relay;
+    return relay;
   }
 
   /** Processes one packet (with its virtio header when the link has one). */

@@ -87,7 +87,8 @@ async function main(): Promise<void> {
     await show(`curl http://${SERVER_V4}/`, `curl -sS --max-time 10 http://${SERVER_V4}/`);
     await show(`curl http://[${SERVER_V6}]/`, `curl -sS --max-time 10 'http://[${SERVER_V6}]/'`);
     await show('dig @198.51.100.53 example.com A  (hijacked: a fake-ip answer)', 'dig +short +time=3 +tries=1 @198.51.100.53 example.com A');
-    await show('ping -c 2 203.0.113.77  (answered by the stack)', 'ping -c 2 -W 2 203.0.113.77 | tail -2');
+    await show(`ping -c 2 ${SERVER_V4}  (forwarded: the server answers)`, `ping -c 2 -W 2 ${SERVER_V4} | tail -2`);
+    await show('ping -c 2 203.0.113.77  (nobody has it: no reply is faked)', 'ping -c 2 -W 2 203.0.113.77 | tail -2');
     engine.kill('SIGTERM');
     await new Promise((r) => engine.once('exit', r));
     console.log("sluice's log (JSON lines; a terminal gets a readable form):");

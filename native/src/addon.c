@@ -1,5 +1,6 @@
 /* Module entry: registers the TUN, batch reader/writer and socket helpers,
- * the privilege drop and sd_notify, and the socket-owner lookup. */
+ * the privilege drop and sd_notify, the socket-owner lookup and the ICMP
+ * echo sockets. */
 #include "common.h"
 
 static napi_value init(napi_env env, napi_value exports) {
@@ -9,6 +10,7 @@ static napi_value init(napi_env env, napi_value exports) {
   if (init_bpf(env, exports) == NULL) return NULL;
   if (init_privileges(env, exports) == NULL) return NULL;
   if (init_sockdiag(env, exports) == NULL) return NULL;
+  if (init_icmp(env, exports) == NULL) return NULL;
   return exports;
 }
 

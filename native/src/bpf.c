@@ -10,6 +10,9 @@
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
 #include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -26,9 +29,62 @@ static const char *bpf_hint(int err) {
       return "the kernel rejected the program or a map (too old a kernel?)";
     case ENOSYS:
       return "this kernel has no eBPF";
+    case E2BIG:
+      return "the program is too large or complex for this kernel's verifier";
     default:
       return "see the kernel log for the verifier's reason";
   }
+}
+
+/*
+ * The verifier's reason for refusing a program: libbpf prints the kernel's
+ * load log between "-- BEGIN PROG LOAD LOG --" and "-- END PROG LOAD LOG --"
+ * when a load fails; its last line that is not a summary ("processed N
+ * insns", "verification time", "stack depth") is what the kernel objected
+ * to, e.g. "invalid func unknown#124" from a kernel older than the helper
+ * (bpf_sk_assign: 5.7) or "BPF program is too large". Kept for the error.
+ */
+static char verifier_reason[256];
+
+static int is_summary(const char *line, size_t len) {
+  static const char *const prefixes[] = {"processed ", "verification time", "stack depth", "max_states", "-- END"};
+  for (size_t i = 0; i < sizeof prefixes / sizeof prefixes[0]; i++) {
+    size_t n = strlen(prefixes[i]);
+    if (len >= n && strncmp(line, prefixes[i], n) == 0) return 1;
+  }
+  return 0;
+}
+
+static int capture_verifier_reason(enum libbpf_print_level level, const char *fmt, va_list ap) {
+  if (level == LIBBPF_DEBUG) return 0;
+  va_list copy;
+  va_copy(copy, ap);
+  int n = vsnprintf(NULL, 0, fmt, copy);
+  va_end(copy);
+  if (n <= 0) return 0;
+  char *text = malloc((size_t)n + 1);
+  if (text == NULL) return 0;
+  vsnprintf(text, (size_t)n + 1, fmt, ap);
+  const char *begin = strstr(text, "-- BEGIN PROG LOAD LOG --");
+  if (begin != NULL) {
+    const char *end = strstr(begin, "-- END PROG LOAD LOG --");
+    if (end == NULL) end = text + n;
+    const char *p = strchr(begin, '\n');
+    while (p != NULL && p < end) {
+      p++;
+      const char *e = memchr(p, '\n', (size_t)(end - p));
+      if (e == NULL) e = end;
+      size_t len = (size_t)(e - p);
+      if (len > 0 && !is_summary(p, len)) {
+        if (len >= sizeof verifier_reason) len = sizeof verifier_reason - 1;
+        memcpy(verifier_reason, p, len);
+        verifier_reason[len] = 0;
+      }
+      p = e;
+    }
+  }
+  free(text);
+  return 0;
 }
 
 /* bpfLoad(path) -> { prog: fd, maps: { name: fd, ... } } */
@@ -44,10 +100,16 @@ static napi_value bpf_load(napi_env env, napi_callback_info info) {
     int err = errno;
     return throw_errno(env, "bpf_object__open_file", err, bpf_hint(err));
   }
+  verifier_reason[0] = 0;
+  libbpf_print_fn_t previous = libbpf_set_print(capture_verifier_reason);
   int err = bpf_object__load(obj);
+  libbpf_set_print(previous);
   if (err != 0) {
     bpf_object__close(obj);
-    return throw_errno(env, "bpf_object__load", -err, bpf_hint(-err));
+    char hint[400];
+    if (verifier_reason[0] != 0) snprintf(hint, sizeof hint, "%s; the verifier said: %s", bpf_hint(-err), verifier_reason);
+    else snprintf(hint, sizeof hint, "%s", bpf_hint(-err));
+    return throw_errno(env, "bpf_object__load", -err, hint);
   }
   napi_value result, maps;
   NAPI_CALL(env, napi_create_object(env, &result));

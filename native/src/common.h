@@ -26,6 +26,8 @@ bool arg_uint32(napi_env env, napi_value v, uint32_t *out);
 bool arg_bool(napi_env env, napi_value v, bool *out);
 /* Copies a JS string into buf (NUL-terminated); false if too long or not a string. */
 bool arg_string(napi_env env, napi_value v, char *buf, size_t cap);
+/* An options object's property `key` into *out; false when absent or undefined. */
+bool arg_opt(napi_env env, napi_value obj, const char *key, napi_value *out);
 /* Gets the data pointer and length of an ArrayBuffer, TypedArray or Buffer. */
 bool arg_bytes(napi_env env, napi_value v, uint8_t **data, size_t *len);
 
@@ -50,6 +52,11 @@ napi_value init_sockets(napi_env env, napi_value exports);
 napi_value init_bpf(napi_env env, napi_value exports);
 napi_value init_privileges(napi_env env, napi_value exports);
 napi_value init_sockdiag(napi_env env, napi_value exports);
+napi_value init_icmp(napi_env env, napi_value exports);
+
+/* icmp.c: the reader's 'icmp' kind (records: 20-byte header, then the message). */
+int icmp_reader_strip(int fd);
+long icmp_reader_recv(int fd, int strip, uint8_t *at, size_t cap);
 
 void export_fn(napi_env env, napi_value exports, const char *name, napi_callback cb);
 void export_int(napi_env env, napi_value exports, const char *name, int64_t value);

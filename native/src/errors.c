@@ -41,6 +41,7 @@ const char *errno_name(int err) {
     case ERANGE: return "ERANGE";
     case ECONNREFUSED: return "ECONNREFUSED";
     case ENAMETOOLONG: return "ENAMETOOLONG";
+    case E2BIG: return "E2BIG";
     default: return "EUNKNOWN";
   }
 }
@@ -132,4 +133,13 @@ void export_int(napi_env env, napi_value exports, const char *name, int64_t valu
   napi_value v;
   napi_create_int64(env, value, &v);
   napi_set_named_property(env, exports, name, v);
+}
+
+bool arg_opt(napi_env env, napi_value obj, const char *key, napi_value *out) {
+  bool has = false;
+  if (napi_has_named_property(env, obj, key, &has) != napi_ok || !has) return false;
+  napi_get_named_property(env, obj, key, out);
+  napi_valuetype t;
+  napi_typeof(env, *out, &t);
+  return t != napi_undefined;
 }

@@ -57,6 +57,8 @@ struct reader {
   napi_async_context async_context;
   uint32_t budget;
   bool udp;
+  /* kind 'icmp' (icmp.c): -1 off, else whether to strip an IPv4 header */
+  int icmp;
   bool closing;
   bool in_callback;
   /* counters, read by readerStats */
@@ -186,7 +188,13 @@ static void on_readable(uv_poll_t *handle, int status, int events) {
     bool drained = false;
     while (total + (uint32_t)count < r->budget && off + MAX_RECORD <= r->rx_cap) {
       ssize_t n;
-      if (r->udp) {
+      if (r->icmp >= 0) {
+        n = icmp_reader_recv(r->fd, r->icmp, r->rx + off + 4, MAX_RECORD - 4);
+        if (n < 0) {
+          errno = (int)-n;
+          n = -1;
+        }
+      } else if (r->udp) {
         n = recv_udp_origdst(r->fd, r->rx + off + 4, MAX_RECORD - 4);
         if (n < 0) {
           errno = (int)-n;
@@ -241,7 +249,7 @@ static void box_finalize(napi_env env, void *data, void *hint) {
 }
 
 #define START_USAGE \
-  "readerStart(fd: number, rxBuffer: ArrayBuffer, onBatch: (count: number, end: number) => void, budget?: number, kind?: 'tun' | 'udp-origdst')"
+  "readerStart(fd: number, rxBuffer: ArrayBuffer, onBatch: (count: number, end: number) => void, budget?: number, kind?: 'tun' | 'udp-origdst' | 'icmp')"
 
 static napi_value reader_start(napi_env env, napi_callback_info info) {
   size_t argc = 5;
@@ -249,7 +257,7 @@ static napi_value reader_start(napi_env env, napi_callback_info info) {
   NAPI_CALL(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
   int32_t fd;
   uint32_t budget = 256;
-  bool udp = false;
+  bool udp = false, icmp = false;
   if (argc >= 5) {
     napi_valuetype kt;
     napi_typeof(env, argv[4], &kt);
@@ -257,6 +265,7 @@ static napi_value reader_start(napi_env env, napi_callback_info info) {
       char kind[16];
       if (!arg_string(env, argv[4], kind, sizeof kind)) return throw_usage(env, START_USAGE);
       if (strcmp(kind, "udp-origdst") == 0) udp = true;
+      else if (strcmp(kind, "icmp") == 0) icmp = true;
       else if (strcmp(kind, "tun") != 0) return throw_usage(env, START_USAGE);
     }
   }
@@ -292,6 +301,7 @@ static napi_value reader_start(napi_env env, napi_callback_info info) {
   r->rx_cap = rx_cap;
   r->budget = budget;
   r->udp = udp;
+  r->icmp = icmp ? icmp_reader_strip(fd) : -1;
   int rc = uv_poll_init(loop, &r->poll, fd);
   if (rc < 0) {
     free(r);

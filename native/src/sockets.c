@@ -155,15 +155,6 @@ static bool parse_address(const char *text, uint16_t port, int family, struct so
   "device?: string, reuseAddr?: boolean, recvOrigDst?: boolean, bind?: { address: string, port: number }, " \
   "listen?: number })"
 
-static bool opt(napi_env env, napi_value obj, const char *key, napi_value *out) {
-  bool has = false;
-  if (napi_has_named_property(env, obj, key, &has) != napi_ok || !has) return false;
-  napi_get_named_property(env, obj, key, out);
-  napi_valuetype t;
-  napi_typeof(env, *out, &t);
-  return t != napi_undefined;
-}
-
 /* createSocket(options) -> fd: a non-blocking socket with the options set,
  * bound and listening if asked, for net.Server.listen({ fd }),
  * new net.Socket({ fd }) or dgram bind({ fd }). */
@@ -177,25 +168,25 @@ static napi_value create_socket(napi_env env, napi_callback_info info) {
   char type[8] = "tcp", device[IFNAMSIZ] = "", address[INET6_ADDRSTRLEN] = "";
   uint32_t port = 0;
   bool has_bind = false;
-  if (opt(env, argv[0], "family", &v) && (!arg_uint32(env, v, &family) || (family != 4 && family != 6)))
+  if (arg_opt(env, argv[0], "family", &v) && (!arg_uint32(env, v, &family) || (family != 4 && family != 6)))
     return throw_usage(env, CREATE_USAGE);
-  if (opt(env, argv[0], "type", &v) && (!arg_string(env, v, type, sizeof type) || (strcmp(type, "tcp") && strcmp(type, "udp"))))
+  if (arg_opt(env, argv[0], "type", &v) && (!arg_string(env, v, type, sizeof type) || (strcmp(type, "tcp") && strcmp(type, "udp"))))
     return throw_usage(env, CREATE_USAGE);
-  if (opt(env, argv[0], "mark", &v)) {
+  if (arg_opt(env, argv[0], "mark", &v)) {
     if (!arg_uint32(env, v, &mark)) return throw_usage(env, CREATE_USAGE);
     has_mark = true;
   }
-  if (opt(env, argv[0], "transparent", &v) && !arg_bool(env, v, &transparent)) return throw_usage(env, CREATE_USAGE);
-  if (opt(env, argv[0], "reuseAddr", &v) && !arg_bool(env, v, &reuse)) return throw_usage(env, CREATE_USAGE);
-  if (opt(env, argv[0], "recvOrigDst", &v) && !arg_bool(env, v, &orig)) return throw_usage(env, CREATE_USAGE);
-  if (opt(env, argv[0], "device", &v) && !arg_string(env, v, device, sizeof device)) return throw_usage(env, CREATE_USAGE);
-  if (opt(env, argv[0], "listen", &v)) {
+  if (arg_opt(env, argv[0], "transparent", &v) && !arg_bool(env, v, &transparent)) return throw_usage(env, CREATE_USAGE);
+  if (arg_opt(env, argv[0], "reuseAddr", &v) && !arg_bool(env, v, &reuse)) return throw_usage(env, CREATE_USAGE);
+  if (arg_opt(env, argv[0], "recvOrigDst", &v) && !arg_bool(env, v, &orig)) return throw_usage(env, CREATE_USAGE);
+  if (arg_opt(env, argv[0], "device", &v) && !arg_string(env, v, device, sizeof device)) return throw_usage(env, CREATE_USAGE);
+  if (arg_opt(env, argv[0], "listen", &v)) {
     if (!arg_uint32(env, v, &backlog)) return throw_usage(env, CREATE_USAGE);
     listen_ = true;
   }
-  if (opt(env, argv[0], "bind", &v)) {
+  if (arg_opt(env, argv[0], "bind", &v)) {
     napi_value a, p;
-    if (!opt(env, v, "address", &a) || !arg_string(env, a, address, sizeof address) || !opt(env, v, "port", &p) ||
+    if (!arg_opt(env, v, "address", &a) || !arg_string(env, a, address, sizeof address) || !arg_opt(env, v, "port", &p) ||
         !arg_uint32(env, p, &port) || port > 65535)
       return throw_usage(env, CREATE_USAGE);
     has_bind = true;

@@ -1,7 +1,9 @@
 /**
  * `sluice check --config FILE`: validate a configuration and its rule-set
  * files, print a one-line summary or every problem, and touch nothing else
- * (no devices, routes or sockets).
+ * (no devices, routes or sockets). Beyond the file itself it checks that
+ * run.user and run.group exist on this machine, with the text `sluice run`
+ * would fail with.
  *
  * Exit codes: 0 valid, 1 the configuration has problems, 2 usage error.
  */
@@ -10,6 +12,7 @@ import { isConfigError } from '../config/errors.js';
 import { loadConfig } from '../config/load.js';
 import { configWarnings } from '../config/warnings.js';
 import { isGroupConfig } from '../config/types.js';
+import { PrivilegeError, resolveRunIdentity } from '../system/privileges.js';
 
 export const CHECK_USAGE = `Usage: sluice check --config FILE
 
@@ -57,6 +60,15 @@ export async function runCheck(argv: string[], io: CommandIo = process): Promise
       plural(Object.keys(cfg.ruleSets).length, 'rule set', 'rule sets'),
     ].join(', ');
     for (const w of configWarnings(cfg)) io.stderr.write(`warning: ${config}: ${w}\n`);
+    // run.user / run.group must exist on this machine: the same check and text as `sluice run`
+    // (the checks that need root, capabilities and directory ownership, stay with run).
+    try {
+      resolveRunIdentity(cfg, config);
+    } catch (err) {
+      if (!(err instanceof PrivilegeError)) throw err;
+      io.stderr.write(`${err.message}\nsluice check: ${config}: 1 problem\n`);
+      return 1;
+    }
     io.stdout.write(`ok: ${config} (${summary})\n`);
     return 0;
   } catch (err) {

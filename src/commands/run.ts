@@ -44,7 +44,7 @@ import { VERSION } from '../version.js';
 import type { CommandIo } from './check.js';
 import type { EarlySignals } from '../cli.js';
 import { DEFAULT_STATE_PATH } from '../system/state.js';
-import { checkAutoRoute, startAutoRoute, cleanLeftovers, checkGateway, startGateway, RunLifecycle, StopRequested, tunNameProblem } from '../system/lifecycle.js';
+import { checkAutoRoute, startAutoRoute, cleanLeftovers, checkGateway, startGateway, RunLifecycle, StopRequested, tunNameProblem, type RunningGateway } from '../system/lifecycle.js';
 import { startTproxyListeners } from '../system/tproxy-listen.js';
 import { startTproxyUdp } from '../udp/tproxy.js';
 import type net from 'node:net';
@@ -101,15 +101,24 @@ export async function runRun(argv: string[], io: CommandIo = process, launcher?:
     process.off('SIGTERM', onEarly);
   };
   try {
-    return await run(argv, io, () => {
+    const code = await run(argv, io, () => {
       dropEarly();
       return early;
     });
+    // The stop is done and the state removed: what still holds the event loop
+    // (a child process or socket of a start-up step the signal cut short, a
+    // last close) gets EXIT_GRACE_MS to end by itself, then the process exits
+    // (unref'd: a loop already empty exits at once, as before).
+    setTimeout(() => process.exit(code), EXIT_GRACE_MS).unref();
+    return code;
   } finally {
     dropEarly();
     process.off('SIGHUP', ignoreHup);
   }
 }
+
+/** How long an ended `sluice run` waits for leftover handles before it exits anyway. */
+const EXIT_GRACE_MS = 200;
 
 /**
  * Start-up, then serve until a signal, then the ordered stop. Every start-up
@@ -160,8 +169,9 @@ async function run(argv: string[], io: CommandIo, takeEarlySignal: () => string 
     prepare: (c) => withRouteMark(c, config.route),
     // The classifier's maps and the kernel path's sets follow the reloaded policy live (no detach).
     applied: async (next) => {
-      classifier?.update(next);
+      await classifier?.update(next);
       await kernelPath?.update(next);
+      await gateway?.update(next);
     },
   });
   const onHup = (): void => {
@@ -184,6 +194,7 @@ async function run(argv: string[], io: CommandIo, takeEarlySignal: () => string 
   let classifier: RunningClassifier | null = null;
   let api: OpenedApi | null = null;
   let kernelPath: RunningKernelPath | null = null;
+  let gateway: RunningGateway | null = null;
   let metricsAt: string | null = null;
   try {
     const drop = planPrivilegeDrop(config, where, statePath);
@@ -257,8 +268,9 @@ async function run(argv: string[], io: CommandIo, takeEarlySignal: () => string 
       life.check();
     }
     if (config.gateway.enabled) {
-      const stopGateway = await startGateway(config, tun.name, statePath, log, classifier === null ? null : classifier.ebpf ? 'ebpf' : 'fallback');
-      life.defer('system', 'gateway', stopGateway);
+      const g = await startGateway(config, tun.name, statePath, log, classifier === null ? null : classifier.ebpf ? 'ebpf' : 'fallback');
+      gateway = g;
+      life.defer('system', 'gateway', () => g.stop());
       life.check();
     }
     if (api !== null) {
@@ -296,7 +308,7 @@ async function run(argv: string[], io: CommandIo, takeEarlySignal: () => string 
   sdNotify(`READY=1\nSTATUS=serving on ${tun.name}`, log);
   const signal = await life.untilSignal();
   sdNotify('STOPPING=1', log);
-  log.info({ signal, ...engine.counters, openFlows: engine.openFlows, stack: engine.stack.stats.drops, classifier: classifierCounters() ?? undefined }, 'stopping');
+  log.info({ signal, ...engine.counters, openFlows: engine.openFlows, stack: engine.stack.stats.drops, icmp: engine.icmpCounters(), classifier: classifierCounters() ?? undefined }, 'stopping');
   process.off('SIGUSR2', onUsr2);
   const code = await life.stop();
   process.off('SIGHUP', onHup);

@@ -45,6 +45,9 @@ export function classifierIssues(data: Obj, defaults: SluiceConfig, add: (path: 
   }
   if (gateway.enabled === true && c.direction === 'egress') {
     add(['classifier', 'direction'], 'with gateway.enabled the classifier must see the LAN\'s packets before routing: use ingress');
+  } else if (c.sni === true && c.direction === 'egress') {
+    // bpf/sni.h sends the client's RST back out of the interface the segment arrived on: only right for packets arriving from the client.
+    add(['classifier', 'sni'], 'the SNI filter answers clients on the interface their packets arrive on: it needs classifier.direction ingress');
   }
   const tunMark = typeof c.tunMark === 'number' ? c.tunMark : defaults.classifier.tunMark;
   const routeMark = typeof route.mark === 'number' ? route.mark : defaults.route.mark;

@@ -209,6 +209,7 @@ function complete(raw: Raw, ruleSets: Map<string, RuleSetConfig>, baseDir: strin
     log: { ...d.log, ...raw.log },
     tun: { ...d.tun, ...raw.tun },
     sniff: { ...d.sniff, ...raw.sniff },
+    icmp: { ...d.icmp, ...raw.icmp },
     limits: { ...d.limits, ...raw.limits },
     udp: { ...d.udp, ...raw.udp },
     dns: {

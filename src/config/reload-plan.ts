@@ -2,8 +2,10 @@
  * What a whole-config reload may change, and what it did change.
  *
  * Reloadable: rules, final, outbounds (groups included), ruleSets, http,
- * sniff, and dns except its mode and fake-IP pool (clients hold addresses
- * from the pool). Everything else (tun, route, gateway, classifier, limits,
+ * sniff, icmp, dns except its mode and fake-IP pool (clients hold addresses
+ * from the pool), and classifier.bypass (the classifier's maps, its
+ * fallback's rules or the gateway's nftables table follow it live; the rest
+ * of `classifier` is how it is attached). Everything else (tun, route, gateway, classifier, limits,
  * udp, log, run, and any section this list does not know, such as the API's
  * listen address) is set up once at start: a reload keeps the running
  * values and names every such field that differs in the file, so an edit
@@ -12,9 +14,11 @@
 import type { RuleConfig, SluiceConfig } from './types.js';
 
 /** Top-level keys a reload applies. */
-export const RELOADABLE_KEYS: ReadonlySet<string> = new Set(['rules', 'final', 'outbounds', 'ruleSets', 'http', 'sniff', 'dns', 'geoip']);
+export const RELOADABLE_KEYS: ReadonlySet<string> = new Set(['rules', 'final', 'outbounds', 'ruleSets', 'http', 'sniff', 'dns', 'geoip', 'icmp']);
 /** dns fields a reload cannot change. */
 const DNS_FIXED = ['mode', 'fakeIp.ipv4Range', 'fakeIp.ipv6Range', 'fakeIp.persistPath'] as const;
+/** Fields of otherwise fixed sections that a reload applies. */
+const RELOADABLE_FIELDS: ReadonlySet<string> = new Set(['classifier.bypass']);
 
 export interface ReloadPlan {
   /** The configuration to run: the loaded file's reloadable parts, the running values elsewhere. */
@@ -59,9 +63,10 @@ export function planReload(running: SluiceConfig, startFile: SluiceConfig, loade
   const file = loaded as unknown as Obj;
   for (const key of new Set([...Object.keys(run), ...Object.keys(file)])) {
     if (RELOADABLE_KEYS.has(key)) continue;
-    needRestart.push(...differingPaths(start[key], file[key], key));
+    needRestart.push(...differingPaths(start[key], file[key], key).filter((p) => !RELOADABLE_FIELDS.has(p)));
     next[key] = run[key];
   }
+  if (running.classifier !== undefined && loaded.classifier !== undefined) next.classifier = { ...running.classifier, bypass: loaded.classifier.bypass };
   const dns = { ...loaded.dns, fakeIp: { ...loaded.dns.fakeIp } };
   for (const p of DNS_FIXED) {
     if (JSON.stringify(get(startFile.dns, p)) !== JSON.stringify(get(loaded.dns, p))) needRestart.push(`dns.${p}`);
@@ -102,7 +107,12 @@ export function describeChanges(a: SluiceConfig, b: SluiceConfig): string[] {
   if (rsAdded.length > 0) out.push(`rule sets added: ${names(rsAdded)}`);
   if (rsRemoved.length > 0) out.push(`rule sets removed: ${names(rsRemoved)}`);
   if (rsChanged.length > 0) out.push(`rule sets changed: ${names(rsChanged.map((n) => `${n} (${ra[n]!.entries.length} -> ${rb[n]!.entries.length} entries)`))}`);
-  for (const key of ['dns', 'http', 'sniff', 'geoip'] as const) {
+  const ba = a.classifier?.bypass ?? [];
+  const bb = b.classifier?.bypass ?? [];
+  const bAdded = bb.filter((p) => !ba.includes(p));
+  const bRemoved = ba.filter((p) => !bb.includes(p));
+  if (bAdded.length > 0 || bRemoved.length > 0) out.push(`classifier.bypass: ${bAdded.length} added, ${bRemoved.length} removed (${bb.length} in all)`);
+  for (const key of ['dns', 'http', 'sniff', 'geoip', 'icmp'] as const) {
     const paths = differingPaths((a as unknown as Obj)[key], (b as unknown as Obj)[key], key);
     if (paths.length > 0) out.push(`${key} changed: ${names(paths)}`);
   }

@@ -245,6 +245,14 @@ export const configSchema: Schema = {
       [],
       { default: {} },
     ),
+    icmp: obj(
+      {
+        echo: enumOf(['forward', 'reply', 'unreachable', 'drop'], { default: d.icmp.echo }),
+        unforwardable: enumOf(['unreachable', 'drop', 'reply'], { default: d.icmp.unforwardable }),
+      },
+      [],
+      { default: {} },
+    ),
     limits: obj(
       {
         pendingSyns: int(1, 1_000_000, { default: d.limits.pendingSyns }),

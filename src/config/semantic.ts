@@ -17,6 +17,7 @@ import { routeIssues } from './route-checks.js';
 import { gatewayIssues } from './gateway-checks.js';
 import { classifierIssues } from './classifier-checks.js';
 import { apiIssues } from './api-checks.js';
+import { dohBootstrapIssues } from './dns-checks.js';
 import { defaultConfig, GROUP_TYPES, MATCHER_KEYS } from './types.js';
 
 /** Deepest nesting of and/or/not accepted (a bound for the matcher's recursion). */
@@ -276,6 +277,7 @@ export function semanticIssues(data: unknown): Issue[] {
       });
     }
   }
+  issues.push(...dohBootstrapIssues(dns, outbounds));
   if (Array.isArray(dns.rules)) {
     const known = ['default', ...groupNames];
     dns.rules.forEach((rule, i) => {

@@ -35,6 +35,22 @@ export interface SniffConfig {
 }
 
 /**
+ * `icmp:`: what echo requests (ping) from the TUN side get.
+ * - echo `forward`: per policy: a destination whose outbound is `direct`
+ *   is pinged for real from this host (src/ip/echo-relay.ts); `reject`
+ *   answers admin-prohibited, `drop` stays silent, and an outbound that
+ *   cannot carry ICMP (socks5, http) gets `unforwardable`;
+ * - `reply`: every request answered here (sluice's old behaviour: a ping
+ *   says only that sluice is up);
+ * - `unreachable`: every request answered admin-prohibited;
+ * - `drop`: silence.
+ */
+export interface IcmpConfig {
+  echo: 'forward' | 'reply' | 'unreachable' | 'drop';
+  unforwardable: 'unreachable' | 'drop' | 'reply';
+}
+
+/**
  * SYN-flood and dial limits (docs/configuration.md "limits"): what a client
  * sending SYNs can make sluice hold and do.
  */
@@ -463,6 +479,7 @@ export interface SluiceConfig {
   log: LogConfig;
   tun: TunConfig;
   sniff: SniffConfig;
+  icmp: IcmpConfig;
   limits: LimitsConfig;
   udp: UdpConfig;
   dns: DnsConfig;
@@ -528,6 +545,7 @@ export function defaultConfig(): SluiceConfig {
     log: { level: 'info', format: 'auto' },
     tun: { name: 'sluice0', mtu: 1500, offload: true, ipv4: '198.19.0.1/30', ipv6: 'fdfe:dcba:9876::1/126' },
     sniff: { timeoutMs: 300, maxBytes: 8192 },
+    icmp: { echo: 'forward', unforwardable: 'unreachable' },
     limits: { pendingSyns: 1024, synCookieThreshold: 128, dials: 512, dialsPerSource: 64 },
     udp: { nat: 'endpoint-independent', idleTimeout: 300, maxSessions: 16384 },
     dns: {

@@ -268,7 +268,7 @@ export class SluiceMetrics implements EngineObserver {
       },
     });
     for (const [name, help, read] of [
-      ['sluice_classifier_sni_total', 'The in-kernel SNI / Host filter (classifier.sni), by result (tlsAllowed, tlsBlocked, tlsUnseen, httpAllowed, httpBlocked, httpUnseen, quicUnseen, resets).', () => self.src.classifierSni?.() ?? null],
+      ['sluice_classifier_sni_total', 'The in-kernel SNI / Host filter (classifier.sni), by result (tlsAllowed, tlsBlocked, tlsUnseen, httpAllowed, httpBlocked, httpUnseen, quicUnseen, resets, serverResets).', () => self.src.classifierSni?.() ?? null],
       ['sluice_classifier_assign_total', 'Packets handed to sockets by the TC program (gateway.mode tproxy-ebpf), by result (listener, flow, local, noListener, assignFailed, unsupported).', () => self.src.classifierAssign?.() ?? null],
     ] as const) {
       new Counter({

@@ -10,6 +10,7 @@ import tls from 'node:tls';
 import { randomInt } from 'node:crypto';
 import type { Agent } from 'undici';
 import type { DnsConfig, DnsUpstream } from '../config/types.js';
+import { dohBootstrapMessage } from '../config/dns-checks.js';
 import type { RuleSetInput } from './policy/types.js';
 import { DnsRouter } from '../dns/router.js';
 import { HostsFile } from '../dns/hosts.js';
@@ -136,9 +137,8 @@ export function buildResolverChain(dns: DnsConfig, outbounds: Map<string, Outbou
         if (outbound instanceof DirectOutbound && isIP(host) === 0) {
           const chain = bootstrapChain(outbound);
           if (chain === null && hosts === null) {
-            throw new EngineSetupError(
-              `${where}.address: the DoH host ${host} needs a plain DNS server to resolve it: add dns.bootstrap (udp://IP:53) or a udp:// / tcp:// upstream, set dns.hostsFile, or write the URL with an IP address`,
-            );
+            // Also found by loadConfig (src/config/dns-checks.ts), so `sluice check` reports it.
+            throw new EngineSetupError(`${where}.address: ${dohBootstrapMessage(host)}`);
           }
           resolve = (h: string) => bootstrapResolve(h, hosts, chain);
         }

@@ -46,12 +46,16 @@ import { dirname } from 'node:path';
 import { Stack, type TcpFlowRequest } from '../stack.js';
 import type { LinkEndpoint } from '../link/link.js';
 import type { TcpStream } from '../stack/tcp-stream.js';
-import type { UdpSession } from '../udp/session.js';
+import { UdpSession } from '../udp/session.js';
 import { parseIpv6Text } from '../wire/ipv6.js';
 import { parseIpv4Text, writeIpv4Addr } from '../wire/ipv4.js';
-import { relay, type RelayResult } from './relay.js';
+import { relay, shutdownRelay, type RelayResult } from './relay.js';
 import { FlowRegistry, newFlowId, type FlowRecord, type NameOrigin, type RoutingMode } from './flow-registry.js';
 import { policyNeedsName } from './name-sensitivity.js';
+import { IcmpEchoRoute, watchUdpErrors, type UdpWatch } from './icmp-route.js';
+import { PathMtuCache } from '../link/path-mtu.js';
+import type { UdpErrorRelay, UdpErrorStats } from '../ip/udp-error-relay.js';
+import type { EchoRelayStats } from '../ip/echo-relay.js';
 import { resolveWith } from './dns-upstreams.js';
 import { DialLimiter } from './dial-limiter.js';
 import type { Logger } from './logger.js';
@@ -115,6 +119,8 @@ interface FlowInfo extends FlowRecord {
   guard: FlowGuard;
   /** Set by endFlows(): the flow line says close "shutdown". */
   shutdown: boolean;
+  /** While relaying TCP (relay.ts shutdownRelay) or serving an idle HTTP L7 client (HttpL7.closeIdle): closes the flow with FINs; false when it cannot; endFlows() tries it before `end`. */
+  closeOrderly: (() => boolean) | null;
   logged: boolean;
   /** What the policy was asked and where the name came from then (set when routed), for `sluice explain ID`. */
   match: { ctx: MatchContext; nameFrom: NameOrigin | null } | null;
@@ -138,8 +144,10 @@ export interface RuleSetState {
   loadedAt: number;
 }
 
-/** How long endFlows() waits for the ended flows' close events before logging the rest itself. */
-const END_FLOWS_WAIT_MS = 1000;
+/** How long endFlows() gives relayed TCP flows, closed with a FIN both ways, for the peers' FINs before resetting them. */
+const END_FLOWS_GRACE_MS = 1000;
+/** How long endFlows() then waits for the ended flows' close events before logging the rest itself. */
+const END_FLOWS_WAIT_MS = 500;
 
 /** The two ends of a flow as the client sees it (local = the destination it asked for). */
 interface FlowEnds {
@@ -262,6 +270,16 @@ export class Engine {
   private geoip: GeoIpLookup | null = null;
   /** log.level debug (checked once: debug lines cost one branch when off). */
   private readonly debug: boolean;
+  /** Where echo requests go (icmp.echo); its relay's counters are `icmpEcho`. */
+  private readonly echoRoute: IcmpEchoRoute;
+  /** Honest ping's counters (src/ip/echo-relay.ts), live. */
+  readonly icmpEcho: EchoRelayStats;
+  /** Honest ping's and the relayed UDP errors' counters (the stopping line). */
+  icmpCounters(): { echo: EchoRelayStats; udp: UdpErrorStats } {
+    return { echo: this.icmpEcho, udp: this.udpErrors.stats };
+  }
+  /** ICMP errors about direct UDP sessions' upstream datagrams, back to their clients (traceroute -U). */
+  private readonly udpErrors: UdpErrorRelay;
   /** Metrics (src/control/metrics.ts): told once per flow end, dial, sniff and reload; null when off. */
   observer: EngineObserver | null = null;
 
@@ -326,6 +344,23 @@ export class Engine {
       admit: (m, client, host, port) => this.admitUdpSource(m, client, host, port),
       onInbound: (b) => this.onInboundUdp(b),
     });
+    this.echoRoute = new IcmpEchoRoute({
+      log,
+      generation: () => this.rt,
+      config: () => this.rt.config.icmp,
+      policy: () => this.rt.policy,
+      outbound: (name) => this.rt.outbounds.get(name),
+      modeOutbound: () => this.modeOutbound,
+      fakeName: (family, buf, off) => (this.pool !== null && this.pool.isFakeBytes(buf, off, family) ? this.pool.lookupBytes(buf, off, family) : undefined),
+      knownName: (address) => this.snoop?.lookup(address) ?? null,
+      lookup: this.lookup,
+    });
+    const relay = this.stack.forwardEchoes(this.echoRoute);
+    this.echoRoute.attach(relay);
+    this.icmpEcho = relay.stats;
+    this.udpErrors = relay.udpErrors;
+    const pmtu = new PathMtuCache();
+    this.udpErrors.pathMtu = (family, address, mark, device, now) => pmtu.get(family, address, mark, device, now);
     const st = this.stack.stats;
     const dc = this.dials.counters;
     this.counters.synFlood = {
@@ -368,12 +403,14 @@ export class Engine {
       this.persistTimer = setInterval(() => void this.persist(), 60_000).unref();
     }
     this.uninstallBoundary = installErrorBoundary({
-      unattributed: (err, origin) => {
+      unattributed: (err, origin, source) => {
         this.counters.unattributedErrors++;
-        this.log.error({ origin, err: errorText(err) }, 'uncaught error outside any flow; sluice keeps serving');
+        this.log.error({ origin, ...source, err: errorText(err) }, 'uncaught error outside any flow; sluice keeps serving');
       },
     });
     this.rt.groups.start();
+    // ICMP sockets now, while sluice may still open raw ones (before run.user's drop).
+    if (this.config.icmp.echo === 'forward') this.echoRoute.openFor(this.rt.outbounds.values());
     this.started = true;
     // url rule sets: their first download (bounded wait; the disk copies serve if it fails).
     await this.remote.reconcile(this.rt.config);
@@ -388,29 +425,53 @@ export class Engine {
   /** Refuses new flows from now on (the first step of a stop). */
   stopAccepting(): void {
     this.accepting = false;
+    // From here on every flow that ends is ended by the stop: also those the stop's earlier
+    // steps close (a TPROXY UDP session goes with its listener) before endFlows() runs.
+    for (const f of this.flows.values()) f.shutdown = true;
   }
 
   /**
-   * Ends every open flow wherever it is (a pending dial is aborted and the
-   * client reset, a sniffing or relaying flow's streams destroyed, a UDP
-   * session and its association closed), each logged with close
-   * "shutdown"; waits briefly for their close events, then logs what is left.
+   * Ends every open flow wherever it is, each logged with close "shutdown".
+   * A relayed TCP flow is closed the orderly way first: a FIN to the client
+   * and to the upstream (RFC 9293 3.6), and END_FLOWS_GRACE_MS for the
+   * peers to answer with theirs. Everything else, and a relayed flow still
+   * open after the grace, is ended hard: a pending dial is aborted and the
+   * client reset, a sniffing flow's stream and a relay's streams destroyed
+   * (RST), a UDP session and its association closed. Then a short wait for
+   * their close events, and what is left is logged here.
    */
   async endFlows(): Promise<void> {
     this.accepting = false;
     const open = [...this.flows.values()];
+    let orderly = 0;
     for (const f of open) {
       f.shutdown = true;
       try {
-        f.end?.();
+        if (f.closeOrderly?.() === true) orderly++;
+        else f.end?.();
       } catch (err) {
         if (this.debug) this.log.debug({ src: f.src, dst: f.dst, err: (err as Error).message }, 'ending a flow failed');
       }
     }
-    const until = Date.now() + END_FLOWS_WAIT_MS;
-    while (this.flows.size > 0 && Date.now() < until) await new Promise((r) => setTimeout(r, 10));
+    if (orderly > 0) {
+      await this.flowsGone(END_FLOWS_GRACE_MS);
+      for (const f of [...this.flows.values()]) {
+        try {
+          f.end?.();
+        } catch (err) {
+          if (this.debug) this.log.debug({ src: f.src, dst: f.dst, err: (err as Error).message }, 'ending a flow failed');
+        }
+      }
+    }
+    await this.flowsGone(END_FLOWS_WAIT_MS);
     for (const f of [...this.flows.values()]) this.logFlow(f, { bytesUp: 0, bytesDown: 0, close: 'shutdown' });
-    if (open.length > 0) this.log.info({ flows: open.length }, 'open flows ended');
+    if (open.length > 0) this.log.info({ flows: open.length, closingWithFin: orderly }, 'open flows ended');
+  }
+
+  /** Waits until every flow has been logged, or `ms` has passed. */
+  private async flowsGone(ms: number): Promise<void> {
+    const until = Date.now() + ms;
+    while (this.flows.size > 0 && Date.now() < until) await new Promise((r) => setTimeout(r, 10));
   }
 
   /**
@@ -424,6 +485,7 @@ export class Engine {
     this.uninstallBoundary?.();
     this.uninstallBoundary = null;
     this.remote.close();
+    this.echoRoute.close();
     if (this.persistTimer !== null) clearInterval(this.persistTimer);
     this.persistTimer = null;
     if (this.persistSoon !== null) clearTimeout(this.persistSoon);
@@ -777,6 +839,7 @@ export class Engine {
       guard: new FlowGuard(`${network} ${inbound} ${src} -> ${dst}`, this.onFlowFailed),
       end: null,
       shutdown: false,
+      closeOrderly: null,
       logged: false,
       match: null,
     };
@@ -896,6 +959,7 @@ export class Engine {
         };
         this.observeName(stream, req.localPort, info);
         info.remoteDestination = remoteOf(upstream);
+        info.closeOrderly = () => shutdownRelay(stream);
         info.bytes = relay(stream, upstream, [], (r) => this.logFlow(info, r));
       },
       (err: unknown) => {
@@ -982,6 +1046,7 @@ export class Engine {
     const httpL7 = this.rt.httpL7;
     if (httpL7 !== null && info.protocol === 'http' && httpL7.wants(req.localPort)) {
       info.end = () => stream.destroy();
+      info.closeOrderly = () => httpL7.closeIdle(stream);
       info.bytes = httpL7.serve(stream, chunks, { src: info.src, target: { host, port: req.localPort }, outbound }, (r) => {
         // The flow line says what the requests matched (http.rules index and outbound, as
         // their "request" lines do); flowRule keeps the flow-level policy match.
@@ -1016,6 +1081,7 @@ export class Engine {
           upstream.destroy();
         };
         info.remoteDestination = remoteOf(upstream);
+        info.closeOrderly = () => shutdownRelay(stream);
         info.bytes = relay(stream, upstream, chunks, (r) => this.logFlow(info, r));
       },
       (err: unknown) => {
@@ -1277,9 +1343,18 @@ export class Engine {
     // Called by the stack (or the TPROXY reader) per datagram: a throw here
     // ends this session only; the routing of the first one runs in the
     // flow's context, so the association and its sockets carry it.
+    // A TUN session's upstream sends with the client's TTL (traceroute -U, src/ip/udp-error-relay.ts).
+    const tun = s instanceof UdpSession ? s : null;
+    let watch: UdpWatch | null = null;
     const onDatagram = (d: Buffer): void => {
       r.bytesUp += d.length;
-      if (bound !== null) return bound.send(d);
+      if (bound !== null) {
+        if (watch !== null) {
+          bound.mapping.assoc?.setTtl?.(tun!.ttl);
+          if (d.length > 1232 && watch.tooBig(d.length, target.host)) return;
+        }
+        return bound.send(d);
+      }
       if (waiting.length >= 64) return; // bounded while the outbound opens
       waiting.push(d);
       if (routed) return;
@@ -1326,7 +1401,10 @@ export class Engine {
             const a = b.mapping.assoc!;
             Engine.setChain(info, chainOf(a));
             bound = b;
-            for (const w of waiting.splice(0)) b.send(w);
+            // Errors about this session's datagrams reach its client (src/ip/udp-error-relay.ts).
+            watch = tun === null ? null : watchUdpErrors(this.udpErrors, a, tun);
+            if (watch !== null) s.on('close', watch.unwatch);
+            for (const w of waiting.splice(0)) if (watch === null || w.length <= 1232 || !watch.tooBig(w.length, target.host)) b.send(w);
           },
           (err: Error) => {
             if (gone.aborted) return;
@@ -1405,6 +1483,8 @@ export class Engine {
     if (info.logged) return;
     info.logged = true;
     info.end = null;
+    info.closeOrderly = null;
+    info.guard.end();
     this.flows.remove(info, r);
     if (this.retired.length > 0) this.releaseRetired(info);
     if (info.shutdown) r.close = 'shutdown';

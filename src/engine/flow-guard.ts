@@ -15,7 +15,18 @@
  *
  * An error outside every flow (none of the engine's doing, or a callback
  * that lost its context) is logged with its stack and counted; sluice keeps
- * serving the other flows rather than dropping all of them. Checks before
+ * serving the other flows rather than dropping all of them.
+ *
+ * Long-lived resources: a socket keeps the async context it was made in,
+ * for its whole life. A pooled connection (the DoH agent's, an HTTP L7
+ * pool's) is first dialled inside whichever flow needed it first, so
+ * without care an error on it an hour later would fail that flow (or, once
+ * it has ended, be blamed on it). Such resources are made through
+ * `sharedScope(what, fn)` / `bindShared(what, fn)`, which run their code in
+ * a context of their own: an error there is reported as the resource's
+ * ("dns agent via direct"), never a flow's. And a flow that ended normally
+ * is marked (`end()`), so what is still made in its context later is
+ * reported as coming after it, not as its failure. Checks before
  * the Node APIs (src/wire/address-class.ts) keep the known causes from
  * getting this far; this is for the unknown ones.
  *
@@ -23,10 +34,41 @@
  */
 import { AsyncLocalStorage } from 'node:async_hooks';
 
-export const flowScope = new AsyncLocalStorage<FlowGuard>();
+/** The owner of a long-lived resource made on behalf of many flows (a pool, an agent). */
+export class SharedScope {
+  constructor(
+    /** "dns agent via direct", for the log line. */
+    readonly what: string,
+  ) {}
+}
+
+export const flowScope = new AsyncLocalStorage<FlowGuard | SharedScope>();
+
+/**
+ * Runs fn in `what`'s own context, outside every flow's: what it makes (a
+ * socket, a timer) reports its errors as `what`'s, whichever flow asked.
+ */
+export function sharedScope<R>(what: SharedScope, fn: () => R): R {
+  return flowScope.run(what, fn);
+}
+
+/** fn, made to run in `what`'s own context wherever it is called from (a pool's connect callback). */
+export function bindShared<A extends unknown[], R>(what: SharedScope, fn: (...args: A) => R): (...args: A) => R {
+  return (...args: A) => flowScope.run(what, fn, ...args);
+}
+
+/** Where an error nobody's flow claims came from, for the log line. */
+export interface ErrorSource {
+  /** A shared resource's name (SharedScope.what). */
+  resource?: string;
+  /** The flow in whose context it ran, which had already ended or failed. */
+  afterFlow?: string;
+}
 
 export class FlowGuard {
   failed = false;
+  /** The flow ended normally (logged): later errors in its context are not its failure. */
+  ended = false;
   private readonly closers: Array<() => void> = [];
 
   constructor(
@@ -46,6 +88,12 @@ export class FlowGuard {
       return;
     }
     this.closers.push(close);
+  }
+
+  /** The flow ended normally: its closers are dropped, and later errors in its context are reported, not routed to it. */
+  end(): void {
+    this.ended = true;
+    this.closers.length = 0;
   }
 
   /** Ends the flow because its handling threw `err` (once). */
@@ -77,8 +125,8 @@ function runGuarded(guard: FlowGuard, fn: () => void): void {
 }
 
 export interface ErrorBoundaryHooks {
-  /** An error no flow claims (one a flow claims goes to its guard's onFail). */
-  unattributed(err: unknown, origin: 'uncaughtException' | 'unhandledRejection'): void;
+  /** An error no flow claims (one a flow claims goes to its guard's onFail); `source` says whose context it ran in. */
+  unattributed(err: unknown, origin: 'uncaughtException' | 'unhandledRejection', source: ErrorSource): void;
 }
 
 /**
@@ -87,15 +135,14 @@ export interface ErrorBoundaryHooks {
  */
 export function installErrorBoundary(hooks: ErrorBoundaryHooks): () => void {
   const route = (err: unknown, origin: 'uncaughtException' | 'unhandledRejection'): void => {
-    const guard = flowScope.getStore();
-    // A second error from a flow already ended (or from a long-lived
-    // resource first made inside a flow, such as a resolver socket) is
-    // still reported, as unattributed.
-    if (guard !== undefined && !guard.failed) {
-      guard.fail(err);
-      return;
-    }
-    hooks.unattributed(err, origin);
+    const owner = flowScope.getStore();
+    if (owner instanceof SharedScope) return hooks.unattributed(err, origin, { resource: owner.what });
+    if (owner === undefined) return hooks.unattributed(err, origin, {});
+    // A second error from a failed flow, or one from something still
+    // running in the context of a flow that has ended, is reported, never
+    // routed to it.
+    if (owner.failed || owner.ended) return hooks.unattributed(err, origin, { afterFlow: owner.what });
+    owner.fail(err);
   };
   const onException = (err: Error): void => route(err, 'uncaughtException');
   const onRejection = (reason: unknown): void => route(reason, 'unhandledRejection');

@@ -22,7 +22,8 @@ import http from 'node:http';
 import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { pipeline } from 'node:stream';
-import { Pool } from 'undici';
+import { Pool, type buildConnector } from 'undici';
+import { bindShared, SharedScope } from './flow-guard.js';
 import type { HttpConfig } from '../config/types.js';
 import type { Outbound, Target } from '../outbound/types.js';
 import type { Logger } from './logger.js';
@@ -122,6 +123,20 @@ export class HttpL7 {
     return conn.r;
   }
 
+  /**
+   * As sluice stops: a client connection with no request in flight is
+   * closed with a FIN (as the idle timeout does); one serving a request is
+   * left to the caller's hard end. Returns whether it was closed.
+   */
+  closeIdle(stream: Duplex): boolean {
+    const conn = this.conns.get(stream);
+    if (conn === undefined || conn.inflight > 0 || stream.destroyed || stream.writableEnded) return false;
+    if (conn.idle !== null) clearTimeout(conn.idle);
+    conn.idle = null;
+    stream.end();
+    return true;
+  }
+
   /** Destroys every upstream pool (on stop: in-flight requests fail, nothing waits for them). */
   async close(): Promise<void> {
     const pools = [...this.pools.values()];
@@ -159,18 +174,21 @@ export class HttpL7 {
       this.pools.delete(oldKey);
       void oldPool.close().catch(() => {});
     }
+    const connect: buildConnector.connector = (_opts, cb) => {
+      outbound.connectTcp({ host: target.host, port: target.port }).then(
+        (s) => cb(null, s as Socket),
+        (err: Error) => cb(err, null),
+      );
+    };
     pool = new Pool(origin, {
       connections: POOL_CONNECTIONS,
       pipelining: 1,
       keepAliveTimeout: UPSTREAM_IDLE_MS,
       keepAliveMaxTimeout: UPSTREAM_IDLE_MS,
-      // Every upstream connection is dialled through the outbound (direct: with its mark/interface).
-      connect: (_opts, cb) => {
-        outbound.connectTcp({ host: target.host, port: target.port }).then(
-          (s) => cb(null, s as Socket),
-          (err: Error) => cb(err, null),
-        );
-      },
+      // Every upstream connection is dialled through the outbound (direct: with its mark/interface),
+      // in the pool's own async context: it serves later flows too, so its errors are not the
+      // first flow's (src/engine/flow-guard.ts).
+      connect: bindShared(new SharedScope(`http pool ${key}`), connect),
     });
     this.pools.set(key, pool);
     return pool;

@@ -20,6 +20,23 @@ export interface RelayResult {
  * chunk as data moves (the control API reads them live) and which `done`
  * receives when both sides have closed.
  */
+/** The event shutdownRelay() sends to a relay's client stream (a symbol: no other listener can collide). */
+const kShutdown = Symbol('sluice.relay.shutdown');
+
+/**
+ * Closes a relayed flow the orderly way, as sluice stops: a FIN to both
+ * peers after whatever is still queued for them, the relay's byte copying
+ * ended. Data either peer sends after that is not taken: that side is
+ * reset, as a kernel resets a connection closed with unread data (RFC 1122
+ * 4.2.2.13, RFC 9293 3.6.1). The relay's `done` still comes once both sides
+ * have closed (the peers answer with their FINs); the caller bounds the
+ * wait and destroys what is left. Returns false when `client` carries no
+ * relay (not started yet, or finished).
+ */
+export function shutdownRelay(client: Duplex): boolean {
+  return client.emit(kShutdown);
+}
+
 export function relay(client: Duplex, upstream: Duplex, firstBytes: readonly Uint8Array[], done: (r: RelayResult) => void): RelayResult {
   const r: RelayResult = { bytesUp: 0, bytesDown: 0, close: 'fin' };
   let open = 2;
@@ -27,22 +44,36 @@ export function relay(client: Duplex, upstream: Duplex, firstBytes: readonly Uin
   const finish = (): void => {
     if (--open > 0 || finished) return;
     finished = true;
+    client.removeAllListeners(kShutdown);
     done(r);
   };
   for (const chunk of firstBytes) {
     r.bytesUp += chunk.length;
     upstream.write(chunk);
   }
-  client.on('data', (c: Buffer) => {
+  const fromClient = (c: Buffer): void => {
     r.bytesUp += c.length;
     if (!upstream.write(c)) client.pause();
-  });
-  upstream.on('drain', () => client.resume());
-  upstream.on('data', (c: Buffer) => {
+  };
+  const fromUpstream = (c: Buffer): void => {
     r.bytesDown += c.length;
     if (!client.write(c)) upstream.pause();
-  });
+  };
+  client.on('data', fromClient);
+  upstream.on('drain', () => client.resume());
+  upstream.on('data', fromUpstream);
   client.on('drain', () => upstream.resume());
+  client.once(kShutdown, () => {
+    client.off('data', fromClient);
+    upstream.off('data', fromUpstream);
+    client.on('data', () => abort(client, null));
+    upstream.on('data', () => abort(upstream, null));
+    // Reading on, so the peers' FINs are seen and both sides can close.
+    client.resume();
+    upstream.resume();
+    if (!upstream.destroyed && !upstream.writableEnded) upstream.end();
+    if (!client.destroyed && !client.writableEnded) client.end();
+  });
   client.on('end', () => upstream.end());
   upstream.on('end', () => client.end());
   client.on('error', (err: Error & { code?: string }) => {

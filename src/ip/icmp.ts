@@ -1,6 +1,8 @@
 /**
  * ICMP in and out for the stack (RFC 792, RFC 4443):
- * - in: echo requests answered locally (RFC 1122 3.2.2.6), and errors about
+ * - in: echo requests handed to the echo forwarder when there is one
+ *   (src/ip/echo-relay.ts: forwarded for real, per policy), else answered
+ *   locally (RFC 1122 3.2.2.6), and errors about
  *   segments we sent toward the TUN side matched to their TCP flow from the
  *   quoted headers (parseIcmpQuote), which the connection then judges (RFC
  *   5927: path MTU, hard errors);
@@ -40,7 +42,16 @@ import {
 
 export type UnreachableKind = 'port' | 'host' | 'net' | 'admin';
 
+/** Takes the echo requests the stack does not answer itself (src/ip/echo-relay.ts). */
+export interface EchoForwarder {
+  /** An echo request, parsed into p.icmp, between unicast addresses. */
+  echoRequest(p: IpPacket): void;
+}
+
 export class IcmpHandler {
+  /** When set, echo requests go there instead of being answered here. */
+  forwarder: EchoForwarder | null = null;
+
   constructor(
     private readonly d: StackDriver,
     private readonly tcpFlows: FlowTable<TcpFlow>,
@@ -54,12 +65,12 @@ export class IcmpHandler {
     const family = p.family;
     const isEcho = family === 4 ? m.type === ICMP_ECHO_REQUEST : m.type === ICMPV6_ECHO_REQUEST;
     if (isEcho) {
-      if (!this.echo) return;
       // RFC 1122 3.2.2.6: replies go from a unicast address to a unicast address.
       if (!isUnicastAt(family, p.abuf, p.srcOff) || !isUnicastAt(family, p.abuf, p.dstOff)) return this.d.drop('bad_address');
-      // abuf and l4buf are the same buffer unless reassembled; echo data is in l4buf.
-      if (p.abuf !== p.l4buf) return this.d.drop('fragment');
-      this.d.writer.echoReply(family, p.abuf, p.srcOff, p.dstOff, m.identifier, m.sequence, m.payloadOffset, m.payloadLength);
+      if (this.forwarder !== null) return this.forwarder.echoRequest(p);
+      if (!this.echo) return;
+      // abuf and l4buf differ when reassembled; echo data is in l4buf.
+      this.d.writer.echoReply(family, p.abuf, p.srcOff, p.dstOff, m.identifier, m.sequence, p.l4buf, m.payloadOffset, m.payloadLength);
       this.d.stats.icmpEchoReplies++;
       return;
     }

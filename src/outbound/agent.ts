@@ -17,8 +17,9 @@ import { SluiceError } from '../errors.js';
 import { isIP } from 'node:net';
 import tls from 'node:tls';
 import type { Duplex } from 'node:stream';
-import { Agent, setGlobalDispatcher } from 'undici';
+import { Agent, setGlobalDispatcher, type buildConnector } from 'undici';
 import type { Outbound } from './types.js';
+import { bindShared, SharedScope } from '../engine/flow-guard.js';
 
 export interface DialingAgentOptions {
   /** Extra TLS options (trust anchors: tests use a private CA). */
@@ -34,28 +35,29 @@ export interface DialingAgentOptions {
 /** An undici Agent whose every connection is `outbound.connectTcp`. */
 export function dialingAgent(outbound: Outbound, opts: DialingAgentOptions = {}): Agent {
   const tlsOptions = opts.tls ?? {};
-  return new Agent({
-    connect: (o, callback) => {
-      const port = Number(o.port) || (o.protocol === 'https:' ? 443 : 80);
-      const hostname = o.hostname.startsWith('[') ? o.hostname.slice(1, -1) : o.hostname;
-      const resolve = opts.resolve;
-      const address = resolve !== undefined && isIP(hostname) === 0 ? resolve(hostname) : Promise.resolve(hostname);
-      address
-        .then((host) => outbound.connectTcp({ host, port }))
-        .then(
-          (raw: Duplex) => {
-            if (o.protocol !== 'https:') return callback(null, raw as never);
-            const servername = o.servername ?? (isIP(hostname) === 0 ? hostname : undefined);
-            // host: what the certificate is checked against (without it, tls checks "localhost"),
-            // also for an IP-literal origin, which gets no SNI (RFC 6066 3).
-            const secure = tls.connect({ ...tlsOptions, socket: raw, host: hostname, ...(servername !== undefined ? { servername } : {}), ALPNProtocols: ['http/1.1'] });
-            secure.once('secureConnect', () => callback(null, secure));
-            secure.once('error', (err) => callback(err, null));
-          },
-          (err: Error) => callback(err, null),
-        );
-    },
-  });
+  const connect: buildConnector.connector = (o, callback) => {
+    const port = Number(o.port) || (o.protocol === 'https:' ? 443 : 80);
+    const hostname = o.hostname.startsWith('[') ? o.hostname.slice(1, -1) : o.hostname;
+    const resolve = opts.resolve;
+    const address = resolve !== undefined && isIP(hostname) === 0 ? resolve(hostname) : Promise.resolve(hostname);
+    address
+      .then((host) => outbound.connectTcp({ host, port }))
+      .then(
+        (raw: Duplex) => {
+          if (o.protocol !== 'https:') return callback(null, raw as never);
+          const servername = o.servername ?? (isIP(hostname) === 0 ? hostname : undefined);
+          // host: what the certificate is checked against (without it, tls checks "localhost"),
+          // also for an IP-literal origin, which gets no SNI (RFC 6066 3).
+          const secure = tls.connect({ ...tlsOptions, socket: raw, host: hostname, ...(servername !== undefined ? { servername } : {}), ALPNProtocols: ['http/1.1'] });
+          secure.once('secureConnect', () => callback(null, secure));
+          secure.once('error', (err) => callback(err, null));
+        },
+        (err: Error) => callback(err, null),
+      );
+  };
+  // A pooled connection outlives the flow whose request first dialled it: it is made in the agent's
+  // own async context, so its later errors are the agent's, not that flow's (src/engine/flow-guard.ts).
+  return new Agent({ connect: bindShared(new SharedScope(`http agent via ${outbound.name}`), connect) });
 }
 
 export class UnmarkedDispatchError extends SluiceError {

@@ -65,6 +65,11 @@ export class DirectOutbound implements Outbound {
     return this.dialer.mark !== 0 || this.dialer.device !== undefined;
   }
 
+  /** The mark and interface every socket of this outbound carries (0 / undefined: unset); the ICMP echo sockets use them too. */
+  get socketOptions(): { mark: number; device: string | undefined } {
+    return { mark: this.dialer.mark, device: this.dialer.device };
+  }
+
   async connectTcp(target: Target, signal?: AbortSignal): Promise<Duplex> {
     if (target.source !== undefined) {
       const from = await this.preservingSource(target.source, target.host);
@@ -183,8 +188,11 @@ export class DirectUdpAssociation implements UdpAssociation {
   private readonly src: UdpSource;
   private readonly onDatagram: (msg: Buffer, rinfo: dgram.RemoteInfo) => void;
   private readonly onSocketError: () => void;
+  /** setTtl's value; 0 while the sockets keep the system default. */
+  private ttl: number;
 
   constructor(dialer: Dialer, first: dgram.Socket, family: 4 | 6, pendingMax: number) {
+    this.ttl = 0;
     this.dialer = dialer;
     this.sock4 = null;
     this.sock6 = null;
@@ -250,6 +258,18 @@ export class DirectUdpAssociation implements UdpAssociation {
 
   onMessage(cb: UdpMessageHandler): void {
     this.handler = cb;
+  }
+
+  /** The mark and interface of this association's sockets (0 / undefined: unset). */
+  get socketOptions(): { mark: number; device: string | undefined } {
+    return { mark: this.dialer.mark, device: this.dialer.device };
+  }
+
+  setTtl(ttl: number): void {
+    if (ttl === this.ttl || ttl < 1 || ttl > 255) return;
+    this.ttl = ttl;
+    if (this.sock4 !== null) applyTtl(this.sock4, ttl);
+    if (this.sock6 !== null) applyTtl(this.sock6, ttl);
   }
 
   onClose(cb: UdpCloseHandler): void {
@@ -330,9 +350,19 @@ export class DirectUdpAssociation implements UdpAssociation {
   }
 
   private adopt(sock: dgram.Socket, family: 4 | 6): void {
+    if (this.ttl !== 0) applyTtl(sock, this.ttl);
     sock.on('message', this.onDatagram);
     sock.on('error', this.onSocketError);
     if (family === 6) this.sock6 = sock;
     else this.sock4 = sock;
+  }
+}
+
+/** IP_TTL / IPV6_UNICAST_HOPS; a socket closing meanwhile is no error. */
+function applyTtl(sock: dgram.Socket, ttl: number): void {
+  try {
+    sock.setTTL(ttl);
+  } catch {
+    // EBADF: closed
   }
 }

@@ -185,6 +185,11 @@ export class OutboundGroup implements Outbound {
     return out;
   }
 
+  /** The member a new flow to `key` (the destination host) would try first: what an echo request to it follows. */
+  firstMember(key: string): Outbound {
+    return this.members[this.order(key)[0] ?? 0]!.outbound;
+  }
+
   connectTcp(target: Target, signal?: AbortSignal): Promise<Duplex> {
     return this.dial(target.host, signal, (m) => m.outbound.connectTcp(target, signal));
   }

@@ -66,6 +66,12 @@ export interface UdpAssociation {
   readonly stats: UdpAssociationStats;
   /** Sends from OpenUdpOptions.source (a direct outbound that could bind it). */
   readonly preservedSource?: boolean;
+  /**
+   * Direct only: the TTL / hop limit of the datagrams sent from now on (the
+   * client's, so traceroute -U sees the real hops); a setsockopt only when
+   * it changes.
+   */
+  setTtl?(ttl: number): void;
 }
 
 export interface UdpAssociationStats {

@@ -32,6 +32,8 @@ export class PacketWriter {
   private readonly v6 = newIpv6EmitRepr();
   private ipId = 0;
   private fragmentId = 0;
+  /** A whole ICMP message before it is cut into fragments (echo replies over the MTU). */
+  private readonly scratch = new Uint8Array(65536);
   /** Bytes of virtio header before each packet (0 or 10). */
   private readonly vnetLen: number;
   readonly tso: boolean;
@@ -124,21 +126,89 @@ export class PacketWriter {
 
   /**
    * A datagram larger than the TUN's MTU (a big DNS answer, a UDP relay
-   * payload): as its source we fragment it, IPv4 per RFC 791 3.2 (DF clear)
-   * and IPv6 with a Fragment header (RFC 8200 4.5). The UDP checksum covers
-   * the whole datagram, computed before cutting.
+   * payload): as its source we fragment it (see `fragmented`). The UDP
+   * checksum covers the whole datagram, computed before cutting.
    */
   private udpFragmented(f: FlowAddresses, srcPort: number, dstPort: number, data: Uint8Array, dataOff: number, dataLen: number): void {
     const v4 = f.family === 4;
-    const l3Len = v4 ? 20 : 48; // IPv6 header + Fragment header
-    const perFragment = (this.link.mtu - l3Len) & ~7;
     const l4Total = 8 + dataLen;
+    const s = this.scratch;
+    emitUdp(srcPort, dstPort, dataLen, s, 0);
+    s.set(data.subarray(dataOff, dataOff + dataLen), 8);
+    // Pseudo-header from flow.dst to flow.src (IPv4 as the last 4 bytes of the mapped form).
+    const a = v4 ? 12 : 0;
+    const n = v4 ? 4 : 16;
+    let sum = sum16(f.dstAddr, a, n, sum16(f.srcAddr, a, n, 17 + l4Total));
+    sum = sum16(s, 0, l4Total, sum);
+    let c = ~fold(sum) & 0xffff;
+    if (c === 0) c = 0xffff; // RFC 768: zero means "no checksum"
+    s[6] = c >>> 8;
+    s[7] = c & 0xff;
+    this.fragmented(f.family, f.dstAddr, a, f.srcAddr, a, 17, s, l4Total);
+  }
+
+  /**
+   * Echo reply to an echo request whose addresses are at [srcOff]/[dstOff]
+   * of `addrs` (sent from its destination to its source), carrying
+   * data[dataOff, dataOff+dataLen): the request's own data when answered
+   * here, the upstream reply's when forwarded. A reply larger than the
+   * TUN's MTU (`ping -s 3000`) is fragmented as its source would.
+   */
+  echoReply(family: number, addrs: Uint8Array, srcOff: number, dstOff: number, id: number, seq: number, data: Uint8Array, dataOff: number, dataLen: number): void {
+    const l4Len = 8 + dataLen;
+    const l3Len = family === 4 ? 20 : 40;
+    if (l3Len + l4Len > this.link.mtu) {
+      const s = this.scratch;
+      if (family === 4) emitIcmpv4Echo(ICMP_ECHO_REPLY, id, seq, data, dataOff, dataLen, s, 0);
+      else emitIcmpv6Echo(ICMPV6_ECHO_REPLY, id, seq, data, dataOff, dataLen, pseudoHeaderSumV6(addrs, dstOff, srcOff, 58, l4Len), s, 0);
+      return this.fragmented(family, addrs, dstOff, addrs, srcOff, family === 4 ? 1 : 58, s, l4Len);
+    }
+    const total = this.vnetLen + l3Len + l4Len;
+    const at = this.link.txReserve(total);
+    const buf = this.link.txBuffer;
+    if (this.vnetLen !== 0) emitVnetNone(buf, at);
+    const l3 = at + this.vnetLen;
+    const l4 = l3 + l3Len;
+    this.addressedHeader(family, addrs, dstOff, srcOff, family === 4 ? 1 : 58, l4Len, buf, l3);
+    if (family === 4) emitIcmpv4Echo(ICMP_ECHO_REPLY, id, seq, data, dataOff, dataLen, buf, l4);
+    else emitIcmpv6Echo(ICMPV6_ECHO_REPLY, id, seq, data, dataOff, dataLen, pseudoHeaderSumV6(buf, l3 + 8, l3 + 24, 58, l4Len), buf, l4);
+    this.link.txCommit(total);
+  }
+
+  /** An IP header from addrs[fromOff] to addrs[toOff] (4 or 16 bytes each) at buf[l3]. */
+  private addressedHeader(family: number, addrs: Uint8Array, fromOff: number, toOff: number, protocol: number, l4Len: number, buf: Uint8Array, l3: number): void {
+    if (family === 4) {
+      const e = this.v4;
+      e.src = readIpv4Addr(addrs, fromOff);
+      e.dst = readIpv4Addr(addrs, toOff);
+      e.protocol = protocol;
+      e.payloadLength = l4Len;
+      this.ipId = (this.ipId + 1) & 0xffff;
+      e.id = this.ipId;
+      emitIpv4(e, buf, l3);
+    } else {
+      const e = this.v6;
+      e.src.set(addrs.subarray(fromOff, fromOff + 16));
+      e.dst.set(addrs.subarray(toOff, toOff + 16));
+      e.nextHeader = protocol;
+      e.payloadLength = l4Len;
+      emitIpv6(e, buf, l3);
+    }
+  }
+
+  /**
+   * A finished transport message body[0, len) larger than the MTU, cut into
+   * fragments from from[fromOff] to to[toOff] (4 or 16 address bytes): IPv4
+   * per RFC 791 3.2 (DF clear), IPv6 with a Fragment header (RFC 8200 4.5).
+   */
+  private fragmented(family: number, from: Uint8Array, fromOff: number, to: Uint8Array, toOff: number, protocol: number, body: Uint8Array, len: number): void {
+    const v4 = family === 4;
+    const l3Len = v4 ? 20 : 48;
+    const perFragment = (this.link.mtu - l3Len) & ~7;
     const id = v4 ? (this.ipId = (this.ipId + 1) & 0xffff) : (this.fragmentId = (this.fragmentId + 1) >>> 0);
-    let checksumAt = -1;
-    let sum = 0;
-    for (let offset = 0; offset < l4Total; offset += perFragment) {
-      const fragLen = l4Total - offset < perFragment ? l4Total - offset : perFragment;
-      const more = offset + fragLen < l4Total;
+    for (let offset = 0; offset < len; offset += perFragment) {
+      const fragLen = len - offset < perFragment ? len - offset : perFragment;
+      const more = offset + fragLen < len;
       const total = this.vnetLen + l3Len + fragLen;
       const at = this.link.txReserve(total);
       const buf = this.link.txBuffer;
@@ -146,9 +216,9 @@ export class PacketWriter {
       const l3 = at + this.vnetLen;
       if (v4) {
         const e = this.v4;
-        e.src = f.dst4;
-        e.dst = f.src4;
-        e.protocol = 17;
+        e.src = readIpv4Addr(from, fromOff);
+        e.dst = readIpv4Addr(to, toOff);
+        e.protocol = protocol;
         e.payloadLength = fragLen;
         e.id = id;
         e.dontFragment = false;
@@ -160,66 +230,16 @@ export class PacketWriter {
         e.fragmentOffset = 0;
       } else {
         const e = this.v6;
-        e.src = f.dstAddr;
-        e.dst = f.srcAddr;
+        e.src.set(from.subarray(fromOff, fromOff + 16));
+        e.dst.set(to.subarray(toOff, toOff + 16));
         e.nextHeader = 44;
         e.payloadLength = 8 + fragLen;
         emitIpv6(e, buf, l3);
-        emitIpv6FragmentHeader(17, offset, more, id, buf, l3 + 40);
+        emitIpv6FragmentHeader(protocol, offset, more, id, buf, l3 + 40);
       }
-      const body = l3 + l3Len;
-      if (offset === 0) {
-        emitUdp(srcPort, dstPort, dataLen, buf, body);
-        buf.set(data.subarray(dataOff, dataOff + fragLen - 8), body + 8);
-        // Pseudo-header (with the whole datagram's length), UDP header, all data.
-        sum = v4 ? pseudoHeaderSumV4(buf, l3 + 12, l3 + 16, 17, l4Total) : pseudoHeaderSumV6(buf, l3 + 8, l3 + 24, 17, l4Total);
-        sum = sum16(buf, body, 8, sum);
-        sum = sum16(data, dataOff, dataLen, sum);
-        checksumAt = body + 6;
-        let c = ~fold(sum) & 0xffff;
-        if (c === 0) c = 0xffff; // RFC 768: zero means "no checksum"
-        buf[checksumAt] = c >>> 8;
-        buf[checksumAt + 1] = c & 0xff;
-      } else {
-        const from = dataOff + offset - 8;
-        buf.set(data.subarray(from, from + fragLen), body);
-      }
+      buf.set(body.subarray(offset, offset + fragLen), l3 + l3Len);
       this.link.txCommit(total);
     }
-  }
-
-  /** Echo reply to an echo request whose addresses are at buf[srcOff]/[dstOff] of `req`. */
-  echoReply(family: number, req: Uint8Array, srcOff: number, dstOff: number, id: number, seq: number, dataOff: number, dataLen: number): void {
-    const l4Len = 8 + dataLen;
-    const l3Len = family === 4 ? 20 : 40;
-    const total = this.vnetLen + l3Len + l4Len;
-    const at = this.link.txReserve(total);
-    const buf = this.link.txBuffer;
-    if (this.vnetLen !== 0) emitVnetNone(buf, at);
-    const l3 = at + this.vnetLen;
-    const l4 = l3 + l3Len;
-    if (family === 4) {
-      const e = this.v4;
-      e.src = readIpv4Addr(req, dstOff);
-      e.dst = readIpv4Addr(req, srcOff);
-      e.protocol = 1;
-      e.payloadLength = l4Len;
-      this.ipId = (this.ipId + 1) & 0xffff;
-      e.id = this.ipId;
-      emitIpv4(e, buf, l3);
-      emitIcmpv4Echo(ICMP_ECHO_REPLY, id, seq, req, dataOff, dataLen, buf, l4);
-    } else {
-      const e = this.v6;
-      const src = e.src;
-      const dst = e.dst;
-      src.set(req.subarray(dstOff, dstOff + 16));
-      dst.set(req.subarray(srcOff, srcOff + 16));
-      e.nextHeader = 58;
-      e.payloadLength = l4Len;
-      emitIpv6(e, buf, l3);
-      emitIcmpv6Echo(ICMPV6_ECHO_REPLY, id, seq, req, dataOff, dataLen, pseudoHeaderSumV6(buf, l3 + 8, l3 + 24, 58, l4Len), buf, l4);
-    }
-    this.link.txCommit(total);
   }
 
   /**
@@ -228,6 +248,15 @@ export class PacketWriter {
    * destination says no", as a real host or firewall would.
    */
   icmpError(family: number, type: number, code: number, param: number, pkt: Uint8Array, off: number, len: number): void {
+    this.icmpErrorFrom(family, type, code, param, pkt, off + (family === 4 ? 16 : 24), pkt, off, len);
+  }
+
+  /**
+   * An ICMP error about pkt[off, off+len) from the address at from[fromOff]
+   * (a router beyond sluice whose time-exceeded or unreachable we relay, or
+   * the TUN's own address) to that packet's source.
+   */
+  icmpErrorFrom(family: number, type: number, code: number, param: number, from: Uint8Array, fromOff: number, pkt: Uint8Array, off: number, len: number): void {
     const l3Len = family === 4 ? 20 : 40;
     const l4Len = family === 4 ? 8 + (len > ICMP_MAX_QUOTE ? ICMP_MAX_QUOTE : len) : icmpv6ErrorLength(len);
     const total = this.vnetLen + l3Len + l4Len;
@@ -238,7 +267,7 @@ export class PacketWriter {
     const l4 = l3 + l3Len;
     if (family === 4) {
       const e = this.v4;
-      e.src = readIpv4Addr(pkt, off + 16);
+      e.src = readIpv4Addr(from, fromOff);
       e.dst = readIpv4Addr(pkt, off + 12);
       e.protocol = 1;
       e.payloadLength = l4Len;
@@ -248,7 +277,7 @@ export class PacketWriter {
       emitIcmpv4Error(type, code, param, pkt, off, len, buf, l4);
     } else {
       const e = this.v6;
-      e.src.set(pkt.subarray(off + 24, off + 40));
+      e.src.set(from.subarray(fromOff, fromOff + 16));
       e.dst.set(pkt.subarray(off + 8, off + 24));
       e.nextHeader = 58;
       e.payloadLength = l4Len;

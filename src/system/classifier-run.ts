@@ -30,14 +30,14 @@ import { classifierTable, diffTables, sniDenySet, type ClassifierTable } from '.
 import { findCollisions } from './preflight.js';
 import { applyRouting, killSwitchRoutes, type RoutingPlan } from './routing.js';
 import { runCommand, SystemStateError } from './exec.js';
-import { removeState, writeState, type RouteEntry, type RuleEntry } from './state.js';
+import { emptyState, readState, removeState, writeState, type RouteEntry, type RuleEntry, type SystemState } from './state.js';
 import { teardownState } from './teardown.js';
 
 export interface RunningClassifier {
   /** Whether the eBPF program is attached (false: the policy-routing fallback). */
   readonly ebpf: boolean;
-  /** Recomputes the tables from `config` (after a reload) and applies the difference live. */
-  update(config: SluiceConfig): void;
+  /** Recomputes the tables from `config` (after a reload) and applies the difference live (the fallback: classifier.bypass's rules). */
+  update(config: SluiceConfig): void | Promise<void>;
   counters(): Record<ClassifierAction, ActionCounters> | null;
   /** Socket-assignment outcomes (gateway.mode tproxy-ebpf), or null when the program does not assign. */
   assignCounters(): Record<AssignResult, number> | null;
@@ -85,7 +85,7 @@ export function classifierStatus(): ClassifierStatus | null {
   return { actions, assign: current.assignCounters(), sni: current.sniCounters() };
 }
 
-/** The live SNI / Host filter counters (classifier.sni): tlsAllowed, tlsBlocked, tlsUnseen, httpAllowed, httpBlocked, httpUnseen, quicUnseen, resets; or null. */
+/** The live SNI / Host filter counters (classifier.sni): tlsAllowed, tlsBlocked, tlsUnseen, httpAllowed, httpBlocked, httpUnseen, quicUnseen, resets, serverResets; or null. */
 export function classifierSniCounters(): Record<SniCounter, number> | null {
   return current?.sniCounters() ?? null;
 }
@@ -217,7 +217,7 @@ export async function startClassifier(config: SluiceConfig, tun: string, statePa
   };
   if (bpf === null) {
     log.info({ state: statePath, interfaces, rules: state.rules.length }, 'classifier fallback installed');
-    return fallbackHandle(teardown);
+    return fallbackHandle(teardown, state, config, tun, statePath, log);
   }
   const live = bpf;
   try {
@@ -241,10 +241,17 @@ export async function startClassifier(config: SluiceConfig, tun: string, statePa
     }
     log.warn({ reason: describe(err), interfaces }, 'eBPF classifier could not be attached; falling back to policy routing alone');
     const fb = await applyRouting(planClassifierRouting(config, tun, true), statePath);
-    return fallbackHandle(async () => {
-      await teardownState(fb);
-      removeState(statePath);
-    });
+    return fallbackHandle(
+      async () => {
+        await teardownState(fb);
+        removeState(statePath);
+      },
+      fb,
+      config,
+      tun,
+      statePath,
+      log,
+    );
   }
   log.info(
     { state: statePath, interfaces, direction: c.direction, steered: classifierFeedsTproxy(config) ? 'tproxy' : 'tun', tunMark: c.tunMark, default: table.defaultAction, prefixes: table.prefixes.size, inexpressibleRules: table.inexpressible, truncated: table.truncated, ...(mk.sni ? { sniDenied: deny.size, sniTruncated: denySet.truncated, sniSkipped: denySet.skipped } : {}) },
@@ -291,11 +298,58 @@ export async function startClassifier(config: SluiceConfig, tun: string, statePa
   return handle;
 }
 
-function fallbackHandle(teardown: () => Promise<void>): RunningClassifier {
+const ruleKey = (r: RuleEntry): string => JSON.stringify(r);
+
+/**
+ * The fallback's live part of a reload: classifier.bypass's `to PREFIX
+ * lookup main` rules (mode tun; in mode tproxy the gateway's nftables table
+ * holds them, src/system/lifecycle.ts). New rules are recorded in the state
+ * file, then added; removed ones are deleted, then taken out of it, so the
+ * file always lists a superset of what is installed. `state` is the
+ * fallback's own record (its teardown removes what it lists).
+ */
+async function updateFallbackRules(state: SystemState, statePath: string, from: SluiceConfig, to: SluiceConfig, tun: string): Promise<{ added: number; removed: number }> {
+  const before = planClassifierRouting(from, tun, true).rules;
+  const after = planClassifierRouting(to, tun, true).rules;
+  const add = after.filter((r) => !before.some((b) => ruleKey(b) === ruleKey(r)));
+  const del = before.filter((r) => !after.some((a) => ruleKey(a) === ruleKey(r)));
+  if (add.length === 0 && del.length === 0) return { added: 0, removed: 0 };
+  const record = (change: (rules: RuleEntry[]) => RuleEntry[]): void => {
+    state.rules = change(state.rules);
+    const file = readState(statePath) ?? emptyState();
+    file.rules = change(file.rules);
+    writeState(statePath, file);
+  };
+  record((rules) => [...rules, ...add]);
+  for (const family of [4, 6] as const) {
+    const lines = [
+      ...add.filter((r) => r.family === family).map((r) => `rule add ${r.selector.join(' ')} priority ${r.priority}`),
+      ...del.filter((r) => r.family === family).map((r) => `rule del ${r.selector.join(' ')} priority ${r.priority}`),
+    ];
+    if (lines.length === 0) continue;
+    const r = await runCommand(family === 6 ? ['ip', '-6', '-batch', '-'] : ['ip', '-batch', '-'], lines.join('\n') + '\n');
+    if (r.code !== 0) throw new SystemStateError('APPLY_FAILED', `ip${family === 6 ? ' -6' : ''} rule (classifier.bypass): ${r.stderr.trim() || `exit ${r.code}`}`);
+  }
+  const gone = new Set(del.map(ruleKey));
+  record((rules) => rules.filter((r) => !gone.has(ruleKey(r))));
+  return { added: add.length, removed: del.length };
+}
+
+function fallbackHandle(teardown: () => Promise<void>, state: SystemState, config: SluiceConfig, tun: string, statePath: string, log: Logger): RunningClassifier {
   let stopped = false;
+  let running = config;
   return {
     ebpf: false,
-    update: () => {},
+    async update(next: SluiceConfig): Promise<void> {
+      if (stopped) return;
+      try {
+        const d = await updateFallbackRules(state, statePath, running, next, tun);
+        running = next;
+        if (d.added + d.removed > 0) log.info({ ...d, bypass: next.classifier.bypass.length }, 'classifier fallback updated');
+      } catch (err) {
+        log.error({ err: describe(err) }, 'classifier fallback update failed; some bypass rules may be as before');
+      }
+    },
     counters: () => null,
     assignCounters: () => null,
     sniCounters: () => null,

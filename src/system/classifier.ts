@@ -33,7 +33,7 @@ export interface ClassifierConfig {
 }
 
 /** SNI filter counters (bpf/sni.h enum sni_counter), in map order. */
-export const SNI_COUNTERS = ['tlsAllowed', 'tlsBlocked', 'tlsUnseen', 'httpAllowed', 'httpBlocked', 'httpUnseen', 'quicUnseen', 'resets'] as const;
+export const SNI_COUNTERS = ['tlsAllowed', 'tlsBlocked', 'tlsUnseen', 'httpAllowed', 'httpBlocked', 'httpUnseen', 'quicUnseen', 'resets', 'serverResets'] as const;
 export type SniCounter = (typeof SNI_COUNTERS)[number];
 
 /** Deny map value bits (bpf/sni.h). */

@@ -16,6 +16,21 @@
  *     `local default dev lo table route.table + 1` (the recipe of the
  *     kernel's Documentation/networking/tproxy.rst).
  *
+ *   - TCP early demux off (net.ipv4.tcp_early_demux=0, this namespace only,
+ *     the previous value recorded and restored like forwarding): early
+ *     demux looks every arriving TCP segment up among this host's sockets
+ *     before routing (ip_rcv_finish, ip6_rcv_finish), and a match makes
+ *     forwarding drop the packet (ip_forward, ip6_forward: "skb->sk set").
+ *     A gateway that has terminated TPROXY flows holds TIME-WAIT sockets
+ *     with its clients' 4-tuples for 60 s; a client reusing such a port for
+ *     a flow the kernel forwards (a tproxy gateway switched to tun, a
+ *     prefix moved to the kernel path by a reload, or a bypass prefix) would
+ *     have every SYN dropped until the TIME-WAIT expires. Off in every
+ *     gateway mode: TPROXYed and socket-assigned packets carry their socket
+ *     already (early demux skips them), so what it saved was a route lookup
+ *     per segment of sluice's own upstream connections, little beside the
+ *     relay's cost.
+ *
  * With the eBPF classifier on (src/system/classifier-run.ts) the gateway
  * steers nothing itself: in mode tun the classifier's `fwmark` rule routes
  * what it marks into the TUN (no `iif LAN` rule, no routes here); in mode
@@ -41,6 +56,15 @@ import { parseRules, type Collision } from './preflight.js';
 
 export const GATEWAY_NFT_TABLE: NftTableEntry = { family: 'inet', name: 'sluice_gw' };
 export const FORWARDING_SYSCTLS = ['net.ipv4.ip_forward', 'net.ipv6.conf.all.forwarding'] as const;
+/** Early demux of TCP (both families read it): off on a gateway, see the header. */
+export const EARLY_DEMUX_SYSCTL = 'net.ipv4.tcp_early_demux';
+
+/** A sysctl the gateway sets; `optional`: skipped when this kernel does not have it. */
+export interface GatewaySysctl {
+  key: string;
+  value: string;
+  optional?: boolean;
+}
 
 /**
  * Writing net.ipv4.ip_forward (or net.ipv6.conf.all.forwarding) sets the
@@ -78,8 +102,8 @@ export interface GatewayRoute extends Omit<RouteEntry, 'type'> {
 }
 
 export interface GatewayPlan {
-  /** Sysctls set to 1 (forwarding). */
-  sysctls: string[];
+  /** Sysctls to set (forwarding on, TCP early demux off), the old values recorded first. */
+  sysctls: GatewaySysctl[];
   routes: GatewayRoute[];
   rules: RuleEntry[];
   /** The `nft -f` script creating GATEWAY_NFT_TABLE, or null when not needed. */
@@ -139,7 +163,8 @@ export function planGateway(config: SluiceConfig, tun: string, classifier: Gatew
   }
   // tproxy-ebpf needs nftables only for preserveSource's replies (no TPROXY rule: the TC program assigns the sockets).
   const nft = mode === 'tproxy' || gw.preserveSource ? tproxyScript(config, classifier) : null;
-  return { sysctls: [...FORWARDING_SYSCTLS], routes, rules, nft, priority, tunTable, localTable };
+  const sysctls: GatewaySysctl[] = [...FORWARDING_SYSCTLS.map((key) => ({ key, value: '1' })), { key: EARLY_DEMUX_SYSCTL, value: '0', optional: true }];
+  return { sysctls, routes, rules, nft, priority, tunTable, localTable };
 }
 
 /** nftables set elements of `prefixes` of one family, or null when there is none. */
@@ -292,6 +317,14 @@ export interface InstalledGateway {
   state: SystemState;
   /** Removes it and takes it out of the state file (deleting the file when nothing else is left). */
   stop(): Promise<{ removed: number; alreadyGone: number }>;
+  /**
+   * Replaces the nftables table with `nft` (a reload changed what it
+   * holds: classifier.bypass in the no-eBPF fallback), in one transaction:
+   * `nft -f` applies the delete and the new table atomically, so no packet
+   * meets a half-built chain. The state file's entry (the table's name)
+   * stays as it is. Returns whether anything changed.
+   */
+  replaceNft(nft: string | null): Promise<boolean>;
 }
 
 /**
@@ -324,22 +357,24 @@ export async function applyGateway(plan: GatewayPlan, statePath: string, runner:
     }
     throw new SystemStateError('APPLY_FAILED', `${what}: ${why}${rollback}`);
   };
-  for (const key of plan.sysctls) {
+  for (const { key, value, optional } of plan.sysctls) {
     let old: string;
     try {
       old = readFileSync(sysctlPath(key), 'utf8').trim();
     } catch (err) {
+      if (optional === true && (err as NodeJS.ErrnoException).code === 'ENOENT') continue;
       return fail(`sysctl ${key}`, (err as Error).message);
     }
-    if (old === '1') continue; // already on: nothing to put back
+    if (old === value) continue; // already so: nothing to put back
     const entry: SysctlEntry = { key, value: old };
-    // The global first, then the per-interface flags it overwrites: restored in this order.
-    mine.sysctls!.push(entry, ...perInterfaceForwarding(key));
+    // The global first, then the per-interface flags a forwarding write overwrites: restored in this order.
+    const forwarding = (FORWARDING_SYSCTLS as readonly string[]).includes(key);
+    mine.sysctls!.push(entry, ...(forwarding ? perInterfaceForwarding(key) : []));
     writeState(statePath, whole());
     try {
-      writeFileSync(sysctlPath(key), '1\n');
+      writeFileSync(sysctlPath(key), `${value}\n`);
     } catch (err) {
-      return fail(`sysctl ${key}=1`, (err as Error).message);
+      return fail(`sysctl ${key}=${value}`, (err as Error).message);
     }
   }
   const step = async (record: () => void, argv: string[], input: string): Promise<void> => {
@@ -368,8 +403,17 @@ export async function applyGateway(plan: GatewayPlan, statePath: string, runner:
   }
   if (plan.nft !== null) await step(() => mine.nftTables.push(GATEWAY_NFT_TABLE), ['nft', '-f', '-'], plan.nft);
   let stopped = false;
+  let nftNow = plan.nft;
   return {
     state: mine,
+    async replaceNft(nft) {
+      if (stopped || nft === nftNow || nft === null || nftNow === null) return false;
+      const table = `${GATEWAY_NFT_TABLE.family} ${GATEWAY_NFT_TABLE.name}`;
+      const r = await runner(['nft', '-f', '-'], `delete table ${table}\n${nft}`);
+      if (r.code !== 0) throw new SystemStateError('APPLY_FAILED', `nft -f (replacing table ${table}): ${r.stderr.trim() || `exit ${r.code}`}; the previous table stays`);
+      nftNow = nft;
+      return true;
+    },
     async stop() {
       if (stopped) return { removed: 0, alreadyGone: 0 };
       stopped = true;

@@ -5,7 +5,7 @@
  */
 import { SluiceError } from '../errors.js';
 import { execFileSync } from 'node:child_process';
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import type { RouteConfig, SluiceConfig } from '../config/types.js';
 import { applyGateway, planGateway, preflightGateway, type GatewayClassifier } from './gateway.js';
 import type { Logger } from '../engine/logger.js';
@@ -29,6 +29,29 @@ export async function checkAutoRoute(route: RouteConfig, where: string): Promise
 }
 
 /**
+ * Interfaces (not lo, not the TUN) where IPv4 reverse-path filtering is
+ * strict: the kernel applies max(conf.all.rp_filter, conf.IF.rp_filter),
+ * and 1 is strict (RFC 3704 strict reverse path forwarding).
+ */
+export function strictRpFilterInterfaces(tun: string, sysctlDir = '/proc/sys/net/ipv4/conf'): string[] {
+  const read = (name: string): number => {
+    try {
+      return Number(readFileSync(`${sysctlDir}/${name}/rp_filter`, 'utf8').trim());
+    } catch {
+      return 0;
+    }
+  };
+  let names: string[];
+  try {
+    names = readdirSync(sysctlDir);
+  } catch {
+    return [];
+  }
+  const all = read('all');
+  return names.filter((n) => n !== 'all' && n !== 'default' && n !== 'lo' && n !== tun && Math.max(all, read(n)) === 1).sort();
+}
+
+/**
  * Installs the routes, rules and nftables table (after checkAutoRoute) and
  * returns the function that removes them.
  */
@@ -36,6 +59,14 @@ export async function startAutoRoute(route: RouteConfig, tun: string, statePath:
   const plan = planRouting(route, tun);
   const state = await applyRouting(plan, statePath);
   log.info({ state: statePath, table: route.table, priority: route.priority, mark: route.mark, routes: state.routes.length, rules: state.rules.length, strictDns: route.strictDns }, 'auto-route installed');
+  // Replies carry no mark, so their reverse route is the TUN: strict rp_filter drops them (docs/fast-path.md, "rp_filter").
+  const strict = strictRpFilterInterfaces(tun);
+  if (strict.length > 0) {
+    log.warn(
+      { interfaces: strict },
+      `strict reverse-path filtering (rp_filter 1) on ${strict.join(', ')} drops the replies of sluice's direct connections${route.kernelPath ? ' and of route.kernelPath flows' : ''} (their reverse route is the TUN); set net.ipv4.conf.all.rp_filter and the interface's to 2 (loose) or 0`,
+    );
+  }
   let done = false;
   return async () => {
     if (done) return;
@@ -51,19 +82,39 @@ export async function checkGateway(config: SluiceConfig, where: string): Promise
   await preflightGateway(planGateway(config, config.tun.name), config, where);
 }
 
+/** The running gateway: its stopper, and the live part of a reload. */
+export interface RunningGateway {
+  stop(): Promise<void>;
+  /**
+   * Applies what a reload may change in the gateway's own rules: in the
+   * classifier's no-eBPF fallback of mode tproxy, classifier.bypass (the
+   * `accept` lines ahead of the TPROXY rules). Everything else the gateway
+   * installs follows settings a reload does not change.
+   */
+  update(config: SluiceConfig): Promise<void>;
+}
+
 /**
  * Gateway mode: turns forwarding on and installs the rules, routes and
- * nftables table of `gateway:` (after checkGateway and startAutoRoute);
- * returns the function that removes them and restores forwarding.
+ * nftables table of `gateway:` (after checkGateway and startAutoRoute).
  */
-export async function startGateway(config: SluiceConfig, tun: string, statePath: string, log: Logger, classifier: GatewayClassifier = null): Promise<() => Promise<void>> {
+export async function startGateway(config: SluiceConfig, tun: string, statePath: string, log: Logger, classifier: GatewayClassifier = null): Promise<RunningGateway> {
   const plan = planGateway(config, tun, classifier);
   const installed = await applyGateway(plan, statePath);
   const s = installed.state;
   log.info({ state: statePath, mode: config.gateway.mode, classifier: classifier ?? undefined, lan: config.gateway.lan, priority: plan.priority, rules: s.rules.length, routes: s.routes.length, nftTables: s.nftTables.length, sysctls: s.sysctls?.length ?? 0 }, 'gateway installed');
-  return async () => {
-    const result = await installed.stop();
-    log.info({ state: statePath, ...result }, 'gateway removed');
+  return {
+    async stop() {
+      const result = await installed.stop();
+      log.info({ state: statePath, ...result }, 'gateway removed');
+    },
+    async update(next) {
+      try {
+        if (await installed.replaceNft(planGateway(next, tun, classifier).nft)) log.info({ bypass: next.classifier.bypass.length }, 'gateway nftables updated');
+      } catch (err) {
+        log.error({ err: (err as Error).message }, 'gateway update failed; the previous rules stay');
+      }
+    },
   };
 }
 

@@ -198,11 +198,12 @@ function effectiveCaps(): bigint {
 }
 
 /**
- * Resolves `run.user` / `run.group` and checks that the drop can happen,
- * before anything is opened; null when run.user is not set. Errors name the
- * field (`where` is the config file).
+ * run.user / run.group as this machine knows them: the user and group exist
+ * (or are numeric ids) and are not root. Null when run.user is not set.
+ * Throws PrivilegeError naming the field; `sluice check` reports the same
+ * (src/commands/check.ts), without the checks that need root.
  */
-export function planPrivilegeDrop(config: SluiceConfig, where: string, statePath: string, native: SluiceNative = loadNative()): PrivilegeDrop | null {
+export function resolveRunIdentity(config: SluiceConfig, where: string, native: SluiceNative = loadNative()): { user: string; uid: number; group: string; gid: number } | null {
   const { user: userSpec, group: groupSpec } = config.run;
   if (userSpec === null) return null;
   const numeric = (s: string): number | null => (/^[0-9]+$/.test(s) ? Number(s) : null);
@@ -231,6 +232,18 @@ export function planPrivilegeDrop(config: SluiceConfig, where: string, statePath
   if (gid === 0) {
     throw new PrivilegeError(`${where}: ${groupSpec !== null ? 'run.group' : 'run.user'}: the group would be gid 0 (root), which keeps root's group access; ${groupSpec !== null ? 'name another group' : 'set run.group to an unprivileged group'}`);
   }
+  return { user, uid, group, gid };
+}
+
+/**
+ * Resolves `run.user` / `run.group` and checks that the drop can happen,
+ * before anything is opened; null when run.user is not set. Errors name the
+ * field (`where` is the config file).
+ */
+export function planPrivilegeDrop(config: SluiceConfig, where: string, statePath: string, native: SluiceNative = loadNative()): PrivilegeDrop | null {
+  const id = resolveRunIdentity(config, where, native);
+  if (id === null) return null;
+  const { user, uid, group, gid } = id;
   const keep = keptCapabilities(config);
   const need = [...keep, 'CAP_SETUID', 'CAP_SETGID', 'CAP_SETPCAP'] as CapName[];
   const eff = effectiveCaps();

@@ -484,6 +484,8 @@ export class TcpConnection extends TcpOutput {
   }
 
   private receiveData(now: number, seq: number, payload: Uint8Array, off: number, len: number, push: boolean): void {
+    // New data: the peer has seen our window (no need to repeat a window update, output.ts WINDOW_UPDATE_RESENDS).
+    this.windowUpdateAt = Infinity;
     // Trim what we already have (RFC 9293 3.10.7.4 seventh, "segment text").
     let skip = seqSub(this.rcvNxt, seq);
     if (skip > 0) {

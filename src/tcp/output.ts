@@ -16,6 +16,7 @@ import { NewRenoRecovery, SEG_LOST, type LossRecovery } from './loss-recovery.js
 import { RackTlpRecovery } from './rack-tlp.js';
 import { AnswerLimiter } from './answer-limit.js';
 import { DEFAULT_PEER_MSS, receiveWindowShift, timestampOffset } from './options.js';
+import { peerMaySendIn } from './state.js';
 import {
   stateChannel,
   finSentIn,
@@ -39,6 +40,18 @@ function scoreboardRecords(config: TcpConfig): number {
 export function createLossRecovery(sack: boolean, config: TcpConfig, cc: CongestionControl): LossRecovery {
   return sack ? new RackTlpRecovery(scoreboardRecords(config), cc) : new NewRenoRecovery(scoreboardRecords(config), cc);
 }
+
+/**
+ * After a zero window, the ACK that reopens it is a single segment; if it
+ * is lost, only the peer's persist timer recovers, and its probes back off
+ * exponentially to two minutes (Linux: TCP_RTO_MAX), so a lossy path could
+ * stall an upload for minutes after the window reopened. Sluice repeats the
+ * update while the peer sends nothing after it: at RTO, 2 RTO, 4 RTO, ...,
+ * this many times (cleared by the first data segment, or by closing the
+ * window again). RFC 9293 3.8.6.1 leaves the recovery to the sender's
+ * probes; repeating a pure ACK is always allowed and costs a few segments.
+ */
+export const WINDOW_UPDATE_RESENDS = 6;
 
 export abstract class TcpOutput {
   protected st: TcpState;
@@ -108,6 +121,11 @@ export abstract class TcpOutput {
   protected timerAt = Infinity;
   protected delayedAckAt = Infinity;
   protected keepAliveAt = Infinity;
+  /** When to repeat the window update that reopened a zero window (see WINDOW_UPDATE_RESENDS). */
+  protected windowUpdateAt = Infinity;
+  private windowUpdateTries = 0;
+  /** The last window we advertised was zero. */
+  private advertisedZero = false;
   protected persistBackoff = 0;
   protected keepAliveSent = 0;
   protected retries = 0;
@@ -123,6 +141,8 @@ export abstract class TcpOutput {
   protected segmentsSinceAck = 0;
   /** Segments that advertised a zero window (our reader was slow). */
   zeroWindowsSent = 0;
+  /** Window updates repeated because the peer sent nothing after our window reopened (WINDOW_UPDATE_RESENDS). */
+  windowUpdatesResent = 0;
   /** Zero-window probes sent (the peer's reader was slow). */
   windowProbes = 0;
   protected rttSeq = 0;
@@ -275,7 +295,7 @@ export abstract class TcpOutput {
     const why: CloseReason = reason === 'time-wait-expired' ? 'fin' : reason;
     this.closeReason = why;
     this.setTimer('idle', Infinity);
-    this.delayedAckAt = this.keepAliveAt = Infinity;
+    this.delayedAckAt = this.keepAliveAt = this.windowUpdateAt = Infinity;
     this.recovery.cancelProbe();
     this.owner.onClosed(this.self, why);
   }
@@ -358,6 +378,15 @@ export abstract class TcpOutput {
       if (!sent) this.emitAck(now, sink);
       sent = true;
     }
+    if (this.windowUpdateAt <= now && !peerMaySendIn(this.st)) this.windowUpdateAt = Infinity; // its FIN is in: nothing to open
+    if (this.windowUpdateAt <= now) {
+      // The peer sent nothing since our window reopened: the update may be lost (WINDOW_UPDATE_RESENDS).
+      const tries = ++this.windowUpdateTries;
+      this.windowUpdateAt = tries < WINDOW_UPDATE_RESENDS ? now + this.rtt.rto * 2 ** tries : Infinity;
+      this.windowUpdatesResent++;
+      if (!sent) this.emitAck(now, sink);
+      sent = true;
+    }
     if (!sent && (this.ackNow || this.delayedAckAt <= now)) this.emitAck(now, sink);
   }
 
@@ -372,6 +401,7 @@ export abstract class TcpOutput {
     let t = this.timerAt;
     if (this.delayedAckAt < t) t = this.delayedAckAt;
     if (this.keepAliveAt < t) t = this.keepAliveAt;
+    if (this.windowUpdateAt < t) t = this.windowUpdateAt;
     if (this.recovery.probeAt < t) t = this.recovery.probeAt;
     if (this.recovery.reorderAt < t) t = this.recovery.reorderAt;
     return t;
@@ -659,7 +689,16 @@ export abstract class TcpOutput {
       field = Math.min(0xffff, Math.ceil(seqSub(this.rcvEdge, this.rcvNxt) / 2 ** this.rcvShift));
     }
     r.window = field;
-    if (field === 0) this.zeroWindowsSent++;
+    if (field === 0) {
+      this.zeroWindowsSent++;
+      this.advertisedZero = true;
+      this.windowUpdateAt = Infinity;
+    } else if (this.advertisedZero && (flags & TCP_RST) === 0) {
+      // This segment reopens a zero window: if the peer still sends nothing, say it again (WINDOW_UPDATE_RESENDS).
+      this.advertisedZero = false;
+      this.windowUpdateTries = 0;
+      if (peerMaySendIn(this.st)) this.windowUpdateAt = (now < 0 ? this.lastActivity : now) + this.rtt.rto;
+    }
     this.rcvAdvertised = field << this.rcvShift;
     const newEdge = seqAdd(this.rcvNxt, this.rcvAdvertised);
     if (seqGt(newEdge, this.rcvEdge)) this.rcvEdge = newEdge;

@@ -46,6 +46,10 @@ export class UdpSession extends EventEmitter<UdpSessionEvents> implements FlowKe
   fromRemote = false;
   /** The idle timeout of this session (RFC 4787 REQ-5, REQ-5a: shorter for DNS). */
   idleMs = 0;
+  /** TTL / hop limit of the client's latest datagram as it reached the TUN (the upstream socket sends with it). */
+  ttl = 64;
+  /** IPv4: the client's latest datagram had DF set (IPv6 routers never fragment: always true there). */
+  df = true;
   closed = false;
   /**
    * False until the application sends the client a datagram (a reply). Like

@@ -70,6 +70,8 @@ export class UdpSessions implements UdpHost {
     } else {
       s.lastActivity = this.d.now;
     }
+    s.ttl = p.pkt[p.pktOff + (family === 4 ? 8 : 7)]!;
+    s.df = family !== 4 || (p.pkt[p.pktOff + 6]! & 0x40) !== 0;
     // The application gets its own copy: datagrams outlive the batch.
     s.deliver(Buffer.from(p.l4buf.subarray(u.payloadOffset, u.payloadOffset + u.payloadLength)));
   }

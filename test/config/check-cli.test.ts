@@ -121,3 +121,77 @@ t.test('check --help prints the command usage; global flags still work', async (
   t.equal(runHelp.code, 0);
   t.match(runHelp.stdout, /^Usage: sluice run \[--config FILE\]/);
 });
+
+/** Runs `sluice run` on a file that must fail before anything is opened (the state beside it). */
+async function runFails(file: string, dir: string): Promise<Result> {
+  return sluice('run', '--config', file, '--state', join(dir, 'state.json'));
+}
+
+t.test('check reports a run.user or run.group this machine lacks, with the text sluice run fails with', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'sluice-check-user-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const user = join(dir, 'user.yaml');
+  writeFileSync(user, 'run: { user: sluice-no-such-user }\n');
+  const r = await checkInProcess('--config', user);
+  t.equal(r.code, 1);
+  t.equal(r.stdout, '');
+  const message = `${user}: run.user: no such user "sluice-no-such-user"; create it (useradd --system --no-create-home --shell /usr/sbin/nologin sluice-no-such-user) or name an existing one such as nobody`;
+  t.equal(r.stderr, `${message}\nsluice check: ${user}: 1 problem\n`);
+  const run = await runFails(user, dir);
+  t.equal(run.code, 1, 'run refuses it too');
+  t.match(run.stderr, `sluice run: ${message}\n`, 'with the same text');
+
+  const group = join(dir, 'group.yaml');
+  writeFileSync(group, 'run: { user: nobody, group: sluice-no-such-group }\n');
+  const g = await checkInProcess('--config', group);
+  t.equal(g.code, 1);
+  t.equal(g.stderr, `${group}: run.group: no such group "sluice-no-such-group"\nsluice check: ${group}: 1 problem\n`);
+
+  const root = join(dir, 'root.yaml');
+  writeFileSync(root, 'run: { user: root }\n');
+  const rr = await checkInProcess('--config', root);
+  t.equal(rr.code, 1);
+  t.match(rr.stderr, `${root}: run.user: "root" is uid 0 (root); name an unprivileged user such as nobody\n`);
+
+  const fine = join(dir, 'fine.yaml');
+  writeFileSync(fine, 'run: { user: nobody, group: nogroup }\n');
+  const f = await checkInProcess('--config', fine);
+  t.equal(f.code, 0, 'an existing unprivileged user passes (the root-only checks stay with run)');
+  t.equal(f.stderr, '');
+});
+
+t.test('check reports a DoH upstream by host name that nothing can resolve, as sluice run does', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'sluice-check-doh-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const file = join(dir, 'doh.yaml');
+  writeFileSync(file, 'dns:\n  hostsFile: null\n  upstreams:\n    - { address: "https://doh.example/dns-query" }\n');
+  const r = await checkInProcess('--config', file);
+  t.equal(r.code, 1);
+  const message = `${file}:4:18: dns.upstreams[0].address: the DoH host doh.example needs a plain DNS server to resolve it: add dns.bootstrap (udp://IP:53) or a udp:// / tcp:// upstream, set dns.hostsFile, or write the URL with an IP address`;
+  t.equal(r.stderr, `${message}\nsluice check: ${file}: 1 problem\n`);
+  const run = await runFails(file, dir);
+  t.equal(run.code, 1);
+  t.equal(run.stderr, `${message}\nsluice run: ${file}: 1 problem; nothing was started\n`, 'run: the same problem, nothing started');
+
+  // In a dns group too; each of the ways out is accepted.
+  const grouped = join(dir, 'group.yaml');
+  writeFileSync(grouped, 'dns:\n  hostsFile: null\n  upstreams: [{ address: "https://192.0.2.53/dns-query" }]\n  groups:\n    corp: [{ address: "https://doh.corp.example/dns-query" }]\n');
+  const g = await checkInProcess('--config', grouped);
+  t.equal(g.code, 1);
+  t.match(g.stderr, /:5:23: dns\.groups\.corp\[0\]\.address: the DoH host doh\.corp\.example needs a plain DNS server/);
+  const ways: Record<string, string> = {
+    'the default hosts file': 'dns:\n  upstreams: [{ address: "https://doh.example/dns-query" }]\n',
+    'dns.bootstrap': 'dns:\n  hostsFile: null\n  bootstrap: [udp://192.0.2.53:53]\n  upstreams: [{ address: "https://doh.example/dns-query" }]\n',
+    'a plain upstream': 'dns:\n  hostsFile: null\n  upstreams: [{ address: "https://doh.example/dns-query" }, { address: "udp://192.0.2.53:53" }]\n',
+    'an IP literal': 'dns:\n  hostsFile: null\n  upstreams: [{ address: "https://[2001:db8::53]/dns-query" }]\n',
+    'a proxy outbound (it resolves the name)':
+      'outbounds: [{ name: direct, type: direct }, { name: proxy, type: socks5, server: 192.0.2.1, port: 1080 }]\ndns:\n  hostsFile: null\n  upstreams: [{ address: "https://doh.example/dns-query", outbound: proxy }]\n',
+  };
+  for (const [what, text] of Object.entries(ways)) {
+    const ok = join(dir, 'ok.yaml');
+    writeFileSync(ok, text);
+    const c = await checkInProcess('--config', ok);
+    t.equal(c.code, 0, `accepted with ${what}`);
+    t.equal(c.stderr, '', what);
+  }
+});

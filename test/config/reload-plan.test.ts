@@ -45,3 +45,13 @@ dns: { mode: real-ip, cache: { maxEntries: 10 } }
   const same = planReload(running, start, await parseConfig(base('tun: { name: sl0 }\n'), 'x.yaml'));
   t.same(same, { next: same.next, changes: [], needRestart: [] }, 'an unchanged file: nothing to say');
 });
+
+t.test('classifier.bypass is applied by a reload; the rest of classifier needs a restart', async (t) => {
+  const start = await parseConfig(base('classifier: { enabled: true, interfaces: [lan0], bypass: [192.0.2.0/24] }\n'), 'x.yaml');
+  const loaded = await parseConfig(base('classifier: { enabled: true, interfaces: [lan1], bypass: [198.51.100.0/24, 203.0.113.0/25] }\n'), 'x.yaml');
+  const plan = planReload(structuredClone(start), start, loaded);
+  t.same(plan.next.classifier.bypass, ['198.51.100.0/24', '203.0.113.0/25'], 'the new bypass list applies');
+  t.same(plan.next.classifier.interfaces, ['lan0'], 'the running interfaces stay');
+  t.same(plan.needRestart, ['classifier.interfaces'], 'only the interfaces are named as needing a restart');
+  t.ok(plan.changes.includes('classifier.bypass: 2 added, 1 removed (2 in all)'), `the change is described (${plan.changes.join('; ')})`);
+});

@@ -68,3 +68,66 @@ t.test('errors in one flow end that flow only; the process lives', async (t) => 
   t.equal(r.ticks, 20, 'and kept running to the end');
   t.same(r.unattributed, ['uncaughtException: outside any flow'], 'an error outside every flow went to the unattributed hook, and the process went on');
 });
+
+const agentModule = pathToFileURL(path.resolve(here, '../../src/outbound/agent.js')).href;
+
+/**
+ * A long-lived socket keeps the async context it was made in. A pooled one
+ * dialled by the first flow that needed it, made through bindShared, reports
+ * its later errors as the pool's, and that first flow (still open) is not
+ * failed by them; one made without it, in a flow that has since ended, is
+ * reported as coming after that flow, never routed to it. dialingAgent (DoH,
+ * any HTTP client in sluice) dials its pooled connections in its own scope.
+ */
+const SHARED_SCRIPT = `
+import { FlowGuard, SharedScope, bindShared, flowScope, installErrorBoundary } from ${JSON.stringify(guardModule)};
+import { dialingAgent } from ${JSON.stringify(agentModule)};
+import net from 'node:net';
+import http from 'node:http';
+const failed = {}, unattributed = [];
+installErrorBoundary({ unattributed: (err, origin, source) => unattributed.push({ origin, message: err.message, ...source }) });
+const guard = (name) => new FlowGuard(name, (_g, err) => { failed[name] = err.message; });
+const listen = (srv) => new Promise((r) => srv.listen(0, '127.0.0.1', () => r(srv.address().port)));
+const echo = net.createServer((c) => c.on('data', (d) => c.write(d)));
+const web = http.createServer((_req, res) => res.end('ok'));
+const echoPort = await listen(echo);
+const webPort = await listen(web);
+const boomOnData = (s, text) => s.on('data', (d) => { if (String(d) === 'boom') throw new Error(text); });
+const dialPooled = bindShared(new SharedScope('echo pool'), () => boomOnData(net.connect(echoPort, '127.0.0.1'), 'pooled socket error'));
+let pooled, unbound;
+const first = guard('first');
+first.run(() => { pooled = dialPooled(); });
+const gone = guard('gone');
+gone.run(() => { unbound = boomOnData(net.connect(echoPort, '127.0.0.1'), 'unbound socket error'); });
+await new Promise((r) => pooled.once('connect', r));
+gone.end();
+const second = guard('second');
+second.run(() => { pooled.write('boom'); unbound.write('boom'); });
+const late = guard('late');
+late.run(() => setTimeout(() => { throw new Error('after the end'); }, 20));
+late.end();
+let agentScope = 'not dialled';
+const agent = dialingAgent({ name: 'stub', connectTcp: async (t) => { const s = flowScope.getStore(); agentScope = s instanceof SharedScope ? 'shared: ' + s.what : s === undefined ? 'none' : 'flow: ' + s.what; return net.connect(t.port, t.host); } });
+let body = null;
+guard('doh').run(() => { agent.request({ origin: 'http://127.0.0.1:' + webPort, path: '/', method: 'GET' }).then((r) => r.body.text()).then((b) => { body = b; }); });
+// Waits for the outcome itself (a loaded machine may take long), not a fixed time.
+for (let i = 0; i < 2000 && (unattributed.length < 3 || body === null); i++) await new Promise((r) => setTimeout(r, 10));
+await new Promise((r) => setTimeout(r, 50));
+unattributed.sort((a, b) => a.message.localeCompare(b.message));
+console.log(JSON.stringify({ failed, unattributed, agentScope, body, firstFailed: first.failed }));
+process.exit(0);
+`;
+
+t.test('a shared socket first made inside a flow keeps its errors its own', async (t) => {
+  const { stdout } = await promisify(execFile)(process.execPath, ['--input-type=module', '-e', SHARED_SCRIPT], { env: { ...process.env, NODE_OPTIONS: '' }, timeout: 30_000 });
+  const r = JSON.parse(stdout.trim()) as { failed: Record<string, string>; unattributed: Array<Record<string, string>>; agentScope: string; body: string | null; firstFailed: boolean };
+  t.same(r.failed, {}, 'no flow failed: neither the flow that first dialled the pool, nor the one using it, nor the ended ones');
+  t.equal(r.firstFailed, false);
+  t.same(r.unattributed, [
+    { origin: 'uncaughtException', message: 'after the end', afterFlow: 'late' },
+    { origin: 'uncaughtException', message: 'pooled socket error', resource: 'echo pool' },
+    { origin: 'uncaughtException', message: 'unbound socket error', afterFlow: 'gone' },
+  ], 'each reported with where it ran: the pool, or after the flow that had ended');
+  t.equal(r.agentScope, 'shared: http agent via stub', "dialingAgent dials in its own scope, not the requesting flow's");
+  t.equal(r.body, 'ok', 'and the request went through');
+});

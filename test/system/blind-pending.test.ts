@@ -101,7 +101,7 @@ t.test('limits.dialsPerSource: with a slow upstream, dials beyond the cap are re
   const tries = [0, 1, 2, 3, 4].map(() => client.exec(['curl', '-sS', '--max-time', '30', '-o', '/dev/null', '-w', '%{http_code}', `http://${SERVER_V4}:8081/bytes/1000`], { allowFail: true, timeoutMs: 40_000 }));
   await sleep(2500);
   engine.proc.kill('SIGUSR2');
-  const mid = await engine.waitFor((x) => x.msg === 'counters', 5000, 'the counters line');
+  const mid = await engine.waitFor((x) => x.msg === 'counters', 20_000, 'the counters line');
   const sf = mid.synFlood as { dialsActive: number; dialsRefusedPerSource: number };
   t.comment(`with the upstream blocked: ${JSON.stringify(sf)}`);
   t.equal(sf.dialsActive, 2, 'two dials in progress for the one client');

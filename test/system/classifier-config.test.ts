@@ -38,6 +38,8 @@ t.test('semantic checks name the field', async (t) => {
   t.same(await problems('classifier: { enabled: false, interfaces: [] }\n'), [], 'disabled: nothing to check');
   t.match(await problems('classifier: { sni: true }\n'), [/^classifier\.sni: the SNI filter is part of the classifier: it needs classifier\.enabled/]);
   t.match(await problems('route: { kernelPath: true }\n'), [/^route\.kernelPath: .* it needs route\.auto/]);
+  t.match(await problems('classifier: { enabled: true, interfaces: [eth0], direction: egress, sni: true }\n'), [/^classifier\.sni: the SNI filter answers clients on the interface their packets arrive on: it needs classifier\.direction ingress/]);
+  t.same(await problems('classifier: { enabled: true, interfaces: [eth0], sni: true }\n'), [], 'the SNI filter at ingress: fine');
 });
 
 t.test('with gateway mode: allowed, interfaces default to gateway.lan, marks and direction checked', async (t) => {

@@ -59,7 +59,7 @@ const PING = `const d = require('dgram'); const s = d.createSocket(process.argv[
 async function counters(engine: Engine): Promise<LogLine> {
   const seen = engine.lines.length;
   engine.proc.kill('SIGUSR2');
-  return engine.waitFor((l) => l.msg === 'counters' && engine.lines.indexOf(l) >= seen, 10_000, 'a counters line');
+  return engine.waitFor((l) => l.msg === 'counters' && engine.lines.indexOf(l) >= seen, 30_000, 'a counters line');
 }
 
 function rssKb(pid: number): number {

@@ -104,7 +104,7 @@ t.test('mode tun: LAN traffic is policy-routed into the TUN; state restored', { 
   t.equal(recorded.rules.length, 2, 'state lists iif lan0 rules (v4, v6)');
   t.equal(recorded.routes.length, 4, 'state lists the default routes via the TUN and the kill switch unreachable routes (v4, v6)');
   const perInterface = /^net\.ipv[46]\.conf\.(?!all\.)[^.]+\.forwarding$/;
-  t.same(recorded.sysctls.filter((c) => !perInterface.test(c.key)), [{ key: 'net.ipv4.ip_forward', value: '0' }, { key: 'net.ipv6.conf.all.forwarding', value: '0' }], 'state lists the old forwarding values');
+  t.same(recorded.sysctls.filter((c) => !perInterface.test(c.key)), [{ key: 'net.ipv4.ip_forward', value: '0' }, { key: 'net.ipv6.conf.all.forwarding', value: '0' }, { key: 'net.ipv4.tcp_early_demux', value: '1' }], 'state lists the old forwarding values and TCP early demux');
   t.ok(recorded.sysctls.some((c) => c.key === 'net.ipv4.conf.lan0.forwarding') && recorded.sysctls.some((c) => c.key === 'net.ipv6.conf.wan0.forwarding'), 'and the per-interface flags the global write overwrites');
   t.match(await gateway.sh('ip rule; ip -6 rule'), new RegExp(`${PRIORITY}:\\s+from all iif lan0 lookup ${TABLE}`), 'the iif rule is installed');
 

@@ -7,12 +7,17 @@
  * logged with close "shutdown", and the gateway's routing, nftables and
  * forwarding state (per-interface flags included) is what it was before.
  *
- * Kinds: a TCP flow kept open; UDP via direct; UDP via a SOCKS5 outbound
+ * Kinds: an idle TCP flow kept open, which must end with a FIN both ways
+ * (the client reads EOF, not ECONNRESET, and the server sees a FIN, no
+ * reset); UDP via direct; UDP via a SOCKS5 outbound
  * (danted, UDP ASSOCIATE); a DNS query through the hijack (plain upstream,
  * one query still in flight); a DoH upstream (keep-alive connection, one
  * query in flight); an HTTP L7 flow (keep-alive client connection and
- * upstream pool); a dial that cannot complete (the server drops SYNs);
- * then all of them at once.
+ * upstream pool; the idle client connection ends with a FIN too); a dial
+ * that cannot complete (the server drops SYNs);
+ * then all of them at once. Gateway mode tproxy and tproxy-ebpf (the TC
+ * program assigns the flows to the TPROXY listeners) run all of them at
+ * once too.
  *
  * Needs root, /dev/net/tun, ip, nft, dig, openssl, danted (dante-server).
  */
@@ -32,16 +37,18 @@ import { fullSnapshot, settle, spawnSluice } from './workstation.js';
 const here = path.dirname(fileURLToPath(import.meta.url));
 const HOLDER = path.resolve(here, '../fixtures/flow-holder.js');
 const SERVERS = path.resolve(here, '../fixtures/stop-servers.js');
-const CONN_HOLDER = path.resolve(here, '../fixtures/conn-holder.js');
 
-const TCP_ECHO = 7007;
 const UDP_DIRECT = 7100;
+/** stop-servers.js's TCP echo, which reports how each connection ended. */
+const TCP_ECHO = UDP_DIRECT;
 const UDP_SOCKS = 7101;
 const BLACKHOLE = 7009;
 const SOCKS_PORT = 1080;
 const STOP_BUDGET_MS = 5000;
 
-function config(upstream: 'udp' | 'doh'): string {
+type GatewayMode = 'tun' | 'tproxy' | 'tproxy-ebpf';
+
+function config(upstream: 'udp' | 'doh', mode: GatewayMode = 'tun'): string {
   const address = upstream === 'udp' ? `udp://${SERVER_V4}:53` : `https://${SERVER_V4}/dns-query`;
   return `
 log: { level: info, format: json }
@@ -58,7 +65,7 @@ rules:
   - { network: udp, port: [${UDP_SOCKS}], outbound: socks }
 http: { enabled: true, ports: [80] }
 route: { table: 2022, priority: 9000 }
-gateway: { enabled: true, lan: [lan0], mode: tun }
+gateway: { enabled: true, lan: [lan0], mode: ${mode} }
 `;
 }
 
@@ -68,6 +75,7 @@ interface Lab {
   server: Netns;
   dir: string;
   cert: string;
+  /** stop-servers.js's output (DoH requests, TCP echo ends). */
   dohLines: () => string;
 }
 
@@ -112,8 +120,6 @@ async function setUp(t: Test): Promise<Lab> {
   const key = path.join(dir, 'doh.key');
   await promisify(execFile)('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-days', '1', '-subj', `/CN=${SERVER_V4}`, '-addext', `subjectAltName=IP:${SERVER_V4}`, '-keyout', key, '-out', cert]);
   await startWebServer(t, server);
-  const echo = server.spawn([process.execPath, CONN_HOLDER, 'server', String(TCP_ECHO)], { env: childEnv });
-  await waitForJsonLine(echo, (m: { event?: string }) => m.event === 'ready');
   const servers = server.spawn([process.execPath, SERVERS, String(UDP_DIRECT), SERVER_V4, SERVER_V4, cert, key], { env: childEnv });
   const dohLines = collectOutput(servers);
   await waitForJsonLine(servers, (m: { event?: string }) => m.event === 'ready');
@@ -135,11 +141,14 @@ function hold(t: Test, lab: Lab, mode: 'tcp' | 'udp' | 'http' | 'connect', port:
   return lines;
 }
 
+/** Run after the stop: checks how the flow ended at its peers. */
+type AfterStop = (t: Test) => Promise<void>;
+
 interface Kind {
   name: string;
   upstream: 'udp' | 'doh';
-  /** Opens the flow; resolves when it is open (asserting so). */
-  open(t: Test, lab: Lab): Promise<void>;
+  /** Opens the flow; resolves when it is open (asserting so), with what to check after the stop. */
+  open(t: Test, lab: Lab): Promise<AfterStop | void>;
   /** The flow lines this kind must leave with close "shutdown". */
   expect: Array<Partial<FlowLine>>;
 }
@@ -160,11 +169,41 @@ function digInBackground(t: Test, lab: Lab, name: string): void {
 
 const DNS_PORT = `${SERVER_V4}:53`;
 
+/** stop-servers.js's lines of one event. */
+function serverEvents(lab: Lab, event: string): Array<Record<string, unknown>> {
+  return lab
+    .dohLines()
+    .split('\n')
+    .filter((l) => l.includes(`"event":"${event}"`))
+    .map((l) => JSON.parse(l) as Record<string, unknown>);
+}
+
+/**
+ * An idle TCP flow: after the stop, the client has read EOF (a FIN, not
+ * ECONNRESET) and the server has seen a FIN and no reset.
+ */
+async function openIdleTcp(t: Test, lab: Lab): Promise<AfterStop> {
+  const finsBefore = serverEvents(lab, 'tcp-end').length;
+  const errorsBefore = serverEvents(lab, 'tcp-error').length;
+  const h = await openHolder(t, lab, 'tcp', TCP_ECHO, 'TCP');
+  return async (t) => {
+    // The relay ends only once both peers have answered with their FINs, so both have
+    // seen sluice's; the lines may still be on their way through the pipes.
+    const deadline = Date.now() + 10_000;
+    const closed = (): Array<Record<string, unknown>> => h.lines.filter((l) => l.event === 'closed');
+    while (Date.now() < deadline && (closed().length === 0 || serverEvents(lab, 'tcp-end').length === finsBefore)) await new Promise((r) => setTimeout(r, 50));
+    t.same(closed().map((l) => l.how), ['fin'], `the client read EOF: sluice closed its side with a FIN, no reset (${JSON.stringify(closed())})`);
+    t.ok(serverEvents(lab, 'tcp-end').length > finsBefore, 'the server saw a FIN from sluice');
+    const errors = serverEvents(lab, 'tcp-error').slice(errorsBefore);
+    t.same(errors, [], 'and no reset or error on its side');
+  };
+}
+
 const KINDS: Kind[] = [
   {
-    name: 'a TCP flow kept open',
+    name: 'an idle TCP flow kept open (ends with a FIN both ways)',
     upstream: 'udp',
-    open: async (t, lab) => void (await openHolder(t, lab, 'tcp', TCP_ECHO, 'TCP')),
+    open: openIdleTcp,
     expect: [{ network: 'tcp', dst: `${SERVER_V4}:${TCP_ECHO}`, outbound: 'direct' }],
   },
   {
@@ -206,7 +245,16 @@ const KINDS: Kind[] = [
   {
     name: 'an HTTP L7 flow (keep-alive client and upstream pool)',
     upstream: 'udp',
-    open: async (t, lab) => void (await openHolder(t, lab, 'http', 80, 'HTTP L7')),
+    open: async (t, lab) => {
+      const h = await openHolder(t, lab, 'http', 80, 'HTTP L7');
+      // An idle keep-alive connection is closed with a FIN as well.
+      return async (t) => {
+        const deadline = Date.now() + 10_000;
+        const closed = (): Array<Record<string, unknown>> => h.lines.filter((l) => l.event === 'closed');
+        while (Date.now() < deadline && closed().length === 0) await new Promise((r) => setTimeout(r, 50));
+        t.same(closed().map((l) => l.how), ['fin'], `HTTP L7: the idle keep-alive client read EOF, no reset (${JSON.stringify(closed())})`);
+      };
+    },
     expect: [{ network: 'tcp', dst: `${SERVER_V4}:80`, protocol: 'http', outbound: 'direct' }],
   },
   {
@@ -227,7 +275,7 @@ const KINDS: Kind[] = [
   },
 ];
 
-async function stopAndCheck(t: Test, lab: Lab, engine: Engine, before: string, expect: Array<Partial<FlowLine>>): Promise<void> {
+async function stopAndCheck(t: Test, lab: Lab, engine: Engine, before: string, expect: Array<Partial<FlowLine>>, after: AfterStop[]): Promise<void> {
   const t0 = performance.now();
   const hard = setTimeout(() => engine.proc.kill('SIGKILL'), 15_000);
   engine.proc.kill('SIGTERM');
@@ -248,6 +296,7 @@ async function stopAndCheck(t: Test, lab: Lab, engine: Engine, before: string, e
     const hit = flows.find((f) => keys.every((k) => f[k] === want[k]) && f.close === 'shutdown');
     t.ok(hit !== undefined, `flow line ${JSON.stringify(want)} with close "shutdown"${hit === undefined ? `; flow lines: ${JSON.stringify(flows)}` : ''}`);
   }
+  for (const check of after) await check(t);
   t.equal(await fullSnapshot(lab.gateway), before, 'routing, nftables, tc and all forwarding flags as before');
 }
 
@@ -259,28 +308,26 @@ t.test('SIGTERM ends sluice run within 5 s whatever is open', { timeout: 300_000
   t.match(before, /conf\/wan0\/forwarding 1/, 'set up: wan0 forwards');
   t.match(before, /ipv6\/conf\/lan0\/forwarding 1/, 'set up: IPv6 lan0 forwards');
 
-  const run = async (t: Test, name: string, upstream: 'udp' | 'doh', open: (t: Test) => Promise<void>, expect: Array<Partial<FlowLine>>): Promise<void> => {
+  const run = async (t: Test, name: string, upstream: 'udp' | 'doh', kinds: Kind[], mode: GatewayMode = 'tun'): Promise<void> => {
     const state = path.join(lab.dir, `${name}.state.json`);
     // The sluice child trusts the DoH server's certificate.
-    const engine = spawnSluice(t, lab.gateway, lab.dir, config(upstream), state, `${name}.yaml`, { ...childEnv, NODE_EXTRA_CA_CERTS: lab.cert });
+    const engine = spawnSluice(t, lab.gateway, lab.dir, config(upstream, mode), state, `${name}.yaml`, { ...childEnv, NODE_EXTRA_CA_CERTS: lab.cert });
     await engine.waitFor((l) => l.msg === 'ready', 20_000, '"ready"');
-    await open(t);
-    await stopAndCheck(t, lab, engine, before, expect);
+    if (mode === 'tproxy-ebpf') t.notOk(engine.lines.some((l) => /unavailable/.test(String(l.msg))), 'the TC program assigns the flows (no fallback to nftables TPROXY)');
+    const after: AfterStop[] = [];
+    for (const kind of kinds) {
+      const check = await kind.open(t, lab);
+      if (check) after.push(check);
+    }
+    await stopAndCheck(t, lab, engine, before, kinds.flatMap((k) => k.expect), after);
     t.notOk(existsSync(state), 'the state file is gone');
   };
 
   for (const [i, kind] of KINDS.entries()) {
-    await t.test(kind.name, async (t) => run(t, `kind${i}`, kind.upstream, (tt) => kind.open(tt, lab), kind.expect));
+    await t.test(kind.name, async (t) => run(t, `kind${i}`, kind.upstream, [kind]));
   }
-  await t.test('all kinds at once', async (t) => {
-    await run(
-      t,
-      'all',
-      'doh',
-      async (tt) => {
-        for (const kind of KINDS) await kind.open(tt, lab);
-      },
-      KINDS.flatMap((k) => k.expect),
-    );
-  });
+  await t.test('all kinds at once', async (t) => run(t, 'all', 'doh', KINDS));
+  // TPROXY: the flows reach sluice through its transparent listeners, not the TUN.
+  await t.test('gateway mode tproxy: all kinds at once', async (t) => run(t, 'tproxy', 'doh', KINDS, 'tproxy'));
+  await t.test('gateway mode tproxy-ebpf: all kinds at once', async (t) => run(t, 'tproxyebpf', 'doh', KINDS, 'tproxy-ebpf'));
 });

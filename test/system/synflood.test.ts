@@ -230,7 +230,7 @@ async function floodRun(t: Test, tool: Tool): Promise<void> {
 
   // The defence's own counters (SIGUSR2 counters line).
   engine.proc.kill('SIGUSR2');
-  const counters = await engine.waitFor((x) => x.msg === 'counters', 5000, 'the counters line').catch(() => null);
+  const counters = await engine.waitFor((x) => x.msg === 'counters', 20_000, 'the counters line').catch(() => null);
   if (counters !== null) t.comment(`sluice counters: ${JSON.stringify(counters.synFlood)}`);
   t.ok(counters !== null && (counters.synFlood as { cookiesSent: number }).cookiesSent > 10_000, 'SYNs were answered with cookies');
 

@@ -16,7 +16,12 @@
  * and an upload (its stack receiving), SHA-256 checked, first with the
  * kernel forwarding (sluice not running), then through sluice. The figures
  * go in tap comments; the assertion is a floor relative to the kernel
- * measured in the same run (see FLOOR).
+ * measured in the same run (see FLOOR). The measurements come in rounds,
+ * each a kernel run right before a sluice run (sluice started and stopped
+ * per round), and the ratio of each pair is what is compared (the median
+ * over the rounds): on a shared, loaded machine the load changes over the
+ * minutes a test takes, and a kernel phase measured wholly before a sluice
+ * phase compared figures taken under different loads.
  *
  * SLUICE_LOSS_BYTES sets the transfer size (default 200 MB, the issue's
  * figure; the whole test took about a minute here).
@@ -91,18 +96,7 @@ async function transfer(t: Test, client: Netns, host: string, label: string, fil
   return { down: ((speedDown ?? 0) * 8) / 1e6, up: (Number(speedUp) * 8) / 1e6 };
 }
 
-async function measure(t: Test, client: Netns, host: string, label: string, file: string, uploadSha: string): Promise<Figures> {
-  const downs: number[] = [];
-  const ups: number[] = [];
-  for (let i = 0; i < RUNS; i++) {
-    const f = await transfer(t, client, host, label, file, uploadSha);
-    downs.push(f.down);
-    ups.push(f.up);
-  }
-  const f = { down: median(downs), up: median(ups) };
-  t.comment(`${label}: down ${downs.map((x) => x.toFixed(0)).join('/')} Mbit/s, up ${ups.map((x) => x.toFixed(0)).join('/')} Mbit/s (median ${f.down.toFixed(0)} / ${f.up.toFixed(0)})`);
-  return f;
-}
+const fmt = (xs: number[]): string => xs.map((x) => x.toFixed(0)).join('/');
 
 const config = `
 log: { level: info, format: json }
@@ -145,17 +139,19 @@ t.test(`${SIZE} bytes each way under ${LOSS_PERCENT} % wire loss, IPv4 and IPv6:
     ['IPv4', SERVER_V4],
     ['IPv6', `[${SERVER_V6}]`],
   ] as const;
-  const kernel: Record<string, Figures> = {};
-  for (const [family, host] of hosts) kernel[family] = await measure(t, client, host, `kernel ${family}`, file, uploadSha);
-
+  const kernel: Record<string, Figures[]> = { IPv4: [], IPv6: [] };
+  const through: Record<string, Figures[]> = { IPv4: [], IPv6: [] };
   const dir = tempDir(t, 'wireloss');
-  const engine = await startSluice(t, gateway, dir, config, path.join(dir, 'state.json'));
-  await engine.waitFor((l) => l.msg === 'gateway installed', 5000, '"gateway installed"');
-  const through: Record<string, Figures> = {};
-  for (const [family, host] of hosts) through[family] = await measure(t, client, host, `sluice ${family}`, file, uploadSha);
-  t.equal((await engine.stop()).code, 0, 'sluice stops cleanly');
-  const flows = engine.flows().filter((f) => f.inbound === 'tun');
-  t.ok(flows.length >= 4 * RUNS, `the transfers went through sluice's TUN (${flows.length} flow lines)`);
+  let tunFlows = 0;
+  for (let round = 0; round < RUNS; round++) {
+    for (const [family, host] of hosts) kernel[family]!.push(await transfer(t, client, host, `kernel ${family}`, file, uploadSha));
+    const engine = await startSluice(t, gateway, dir, config, path.join(dir, 'state.json'));
+    t.ok(engine.lines.some((l) => l.msg === 'gateway installed'), `round ${round + 1}: "gateway installed"`);
+    for (const [family, host] of hosts) through[family]!.push(await transfer(t, client, host, `sluice ${family}`, file, uploadSha));
+    t.equal((await engine.stop()).code, 0, `round ${round + 1}: sluice stops cleanly`);
+    tunFlows += engine.flows().filter((f) => f.inbound === 'tun').length;
+  }
+  t.ok(tunFlows >= 4 * RUNS, `the transfers went through sluice's TUN (${tunFlows} flow lines)`);
 
   const drops = [client, gateway].map(async (ns) => [...(await ns.sh('nft list table netdev sluice_test_wireloss')).matchAll(/packets (\d+)/g)].map((m) => Number(m[1]))[0] ?? 0);
   const [clientDrops, gatewayDrops] = await Promise.all(drops);
@@ -163,10 +159,14 @@ t.test(`${SIZE} bytes each way under ${LOSS_PERCENT} % wire loss, IPv4 and IPv6:
 
   for (const [family] of hosts) {
     for (const dir of ['down', 'up'] as const) {
-      const k = kernel[family]![dir];
-      const s = through[family]![dir];
-      const ratio = k > 0 ? s / k : 0;
-      t.ok(ratio >= FLOOR, `${family} ${dir === 'down' ? 'download' : 'upload'}: sluice ${s.toFixed(0)} Mbit/s is ${(ratio * 100).toFixed(0)} % of the kernel's ${k.toFixed(0)} (floor ${(FLOOR * 100).toFixed(0)} %, goal 25 %)`);
+      const k = kernel[family]!.map((f) => f[dir]);
+      const s = through[family]!.map((f) => f[dir]);
+      // Each round's sluice figure over the kernel's of the same round.
+      const ratios = s.map((x, i) => (k[i]! > 0 ? x / k[i]! : 0));
+      const ratio = median(ratios);
+      const what = `${family} ${dir === 'down' ? 'download' : 'upload'}`;
+      t.comment(`${what}: kernel ${fmt(k)} Mbit/s, sluice ${fmt(s)} Mbit/s per round; ratios ${ratios.map((r) => `${(r * 100).toFixed(0)} %`).join('/')}`);
+      t.ok(ratio >= FLOOR, `${what}: sluice ${median(s).toFixed(0)} Mbit/s beside the kernel's ${median(k).toFixed(0)} (median over ${RUNS} rounds); the median paired ratio ${(ratio * 100).toFixed(0)} % (floor ${(FLOOR * 100).toFixed(0)} %, goal 25 %)`);
     }
   }
 });

@@ -83,7 +83,7 @@ export async function fullSnapshot(ns: Netns, links: readonly string[] = ['lan0'
   return (
     (await snapshot(ns)) +
     (await ns.sh(
-      'echo "## forwarding"; for f in /proc/sys/net/ipv4/ip_forward /proc/sys/net/ipv4/conf/*/forwarding /proc/sys/net/ipv6/conf/*/forwarding; do echo "$f $(cat $f)"; done; ' + tc,
+      'echo "## forwarding"; for f in /proc/sys/net/ipv4/ip_forward /proc/sys/net/ipv4/tcp_early_demux /proc/sys/net/ipv4/conf/*/forwarding /proc/sys/net/ipv6/conf/*/forwarding; do echo "$f $(cat $f)"; done; ' + tc,
     ))
   );
 }

@@ -42,6 +42,63 @@ t.test('an application that does not read shrinks the advertised window; reading
   t.equal(update[0]!.repr.window, 8192);
 });
 
+/** A connection whose 8 KiB receive buffer the peer filled: our last ACK advertised a zero window. */
+function zeroWindow(): ReturnType<typeof established> {
+  const f = established(config({ recvBufferBytes: 8192 }));
+  for (let i = 0; i < 5; i++) {
+    f.send({ flags: TCP_ACK | TCP_PSH }, Buffer.alloc(1460, 9));
+    f.peerSeq += 1460;
+    f.advance(50);
+  }
+  const closing = f.send({ flags: TCP_ACK | TCP_PSH }, Buffer.alloc(892, 1));
+  f.peerSeq += 892;
+  if (closing[0]?.repr.window !== 0) throw new Error('fixture: the window did not close');
+  return f;
+}
+
+t.test('a lost window update after a zero window is repeated until the peer sends again', async (t) => {
+  const f = zeroWindow();
+  t.equal(f.conn.recv(Buffer.alloc(8192), 0, 8192), 8192);
+  const update = f.dispatch();
+  t.equal(update.length, 1, 'the window update');
+  t.equal(update[0]!.repr.window, 8192);
+  // The update is lost on the wire. The peer's persist timer would back off to minutes; we repeat it.
+  const rto = f.conn.rtt.rto;
+  t.equal(f.advance(rto - 1).length, 0, 'nothing before one RTO');
+  const again = f.advance(1);
+  t.equal(again.length, 1, 'repeated after one RTO');
+  t.equal(again[0]!.repr.window, 8192, 'with the open window');
+  t.equal(again[0]!.repr.ack, f.peerSeq, 'acknowledging everything');
+  t.equal(f.advance(2 * rto - 1).length, 0, 'the next one backs off');
+  t.equal(f.advance(1).length, 1, 'after two RTOs');
+  t.equal(f.conn.windowUpdatesResent, 2);
+  // The peer sends again: it has seen the window, no more repeats.
+  f.send({ flags: TCP_ACK | TCP_PSH }, Buffer.alloc(100, 3));
+  f.peerSeq += 100;
+  f.advance(50);
+  t.equal(f.advance(60 * rto).filter((s) => s.data.length === 0 && s.repr.window > 0).length, 0, 'no repeats once data arrives');
+  t.equal(f.conn.windowUpdatesResent, 2);
+});
+
+t.test('the repeats are bounded when the peer has nothing more to send', async (t) => {
+  const f = zeroWindow();
+  f.conn.recv(Buffer.alloc(8192), 0, 8192);
+  f.dispatch();
+  let repeats = 0;
+  for (let i = 0; i < 200; i++) repeats += f.advance(f.conn.rtt.rto).length;
+  t.equal(repeats, 6, 'WINDOW_UPDATE_RESENDS repeats, then the peer\'s own probes are relied on');
+});
+
+t.test('a window that never closed sends no repeats', async (t) => {
+  const f = established(config({ recvBufferBytes: 8192 }));
+  f.send({ flags: TCP_ACK | TCP_PSH }, Buffer.alloc(1460, 9));
+  f.peerSeq += 1460;
+  f.conn.recv(Buffer.alloc(8192), 0, 8192);
+  f.advance(50);
+  t.equal(f.advance(10_000).length, 0, 'silence');
+  t.equal(f.conn.windowUpdatesResent, 0);
+});
+
 t.test('window scaling: the peer window is shifted, ours is announced shifted', async (t) => {
   const f = established(config({ recvBufferBytes: 1 << 20 }), { windowScale: 3 });
   f.send({ flags: TCP_ACK, window: 20000 });
