@@ -177,6 +177,7 @@ export class TcpFlow implements FlowKey, WheelEntry, ConnectionOwner {
    * otherwise the peer is reset (RFC 9293 3.10.4 ABORT) unless already closed.
    */
   streamDestroyed(_err: Error | null, graceful: boolean): void {
+    if (this.connection !== null && this.closedReason !== null) this.connection.releaseReceiveBuffer();
     if (this.connection !== null && this.closedReason === null) {
       if (graceful) this.connection.shutdownWrite();
       else this.connection.abort();
