@@ -10,7 +10,7 @@
  * wrk completed. The machine may be shared: every round is reported, with
  * medians and the load average, and CPU per connection is the robust
  * figure (the rate depends on how much CPU the other processes leave).
- *   sudo node dist/bench/conn-setup.bench.js [seconds] [rounds] [--connections N] [--prof DIR]
+ *   sudo node dist/bench/conn-setup.bench.js [seconds] [rounds] [--connections N] [--prof DIR] [--ab OTHER/bin/sluice.js]
  * --prof DIR runs sluice under `node --cpu-prof --cpu-prof-dir DIR` (one
  * profile per round, written when sluice exits) and prints the top
  * self-time entries of each.
@@ -110,11 +110,11 @@ function parseWrk(out: string): { requests: number; perSec: number; errors: numb
   return { requests: req ? Number(req[1]) : 0, perSec: rate ? Number(rate[1]) : 0, errors };
 }
 
-async function oneRound(client: Netns, gateway: Netns, dir: string, seconds: number, connections: number, profDir: string | null): Promise<ConnSetupRound> {
+async function oneRound(client: Netns, gateway: Netns, dir: string, seconds: number, connections: number, profDir: string | null, bin: string): Promise<ConnSetupRound> {
   const cfg = path.join(dir, 'sluice.yaml');
   writeFileSync(cfg, CONFIG);
   const nodeArgs = profDir !== null ? ['--cpu-prof', '--cpu-prof-dir', profDir] : [];
-  const engine = new Engine(gateway.spawn(['env', '-u', 'NODE_OPTIONS', process.execPath, ...nodeArgs, SLUICE_BIN, 'run', '--config', cfg, '--state', path.join(dir, 'state.json')], { env: childEnv }));
+  const engine = new Engine(gateway.spawn(['env', '-u', 'NODE_OPTIONS', process.execPath, ...nodeArgs, bin, 'run', '--config', cfg, '--state', path.join(dir, 'state.json')], { env: childEnv }));
   try {
     await engine.waitFor((l) => l.msg === 'ready', 30_000, '"ready"');
     await gateway.sh(`sysctl -qw net.ipv4.conf.${TUN}.rp_filter=0`);
@@ -142,7 +142,11 @@ async function oneRound(client: Netns, gateway: Netns, dir: string, seconds: num
   }
 }
 
-export async function runConnSetupBench(seconds = 5, rounds = 3, connections = 16, profDir: string | null = null): Promise<ConnSetupRound[]> {
+/**
+ * `bins` (default: this checkout's) are run in turn, round by round, so an
+ * A/B comparison of two builds shares the machine's load; rounds[i] is bins[i % bins.length].
+ */
+export async function runConnSetupBench(seconds = 5, rounds = 3, connections = 16, profDir: string | null = null, bins: string[] = [SLUICE_BIN]): Promise<ConnSetupRound[]> {
   const ctx = new BenchContext();
   const dir = mkdtempSync(path.join(os.tmpdir(), 'sluice-connsetup-'));
   try {
@@ -156,9 +160,10 @@ export async function runConnSetupBench(seconds = 5, rounds = 3, connections = 1
     server.spawn(['nginx', '-c', conf, '-p', dir]);
     await new Promise((r) => setTimeout(r, 500));
     const out: ConnSetupRound[] = [];
-    for (let i = 0; i < rounds; i++) {
-      const round = await oneRound(client, gateway, dir, seconds, connections, profDir);
-      process.stderr.write(`round ${i + 1}: ${JSON.stringify(round)}\n`);
+    for (let i = 0; i < rounds * bins.length; i++) {
+      const bin = bins[i % bins.length]!;
+      const round = await oneRound(client, gateway, dir, seconds, connections, profDir, bin);
+      process.stderr.write(`round ${i + 1} (${bin}): ${JSON.stringify(round)}\n`);
       out.push(round);
     }
     return out;
@@ -214,14 +219,20 @@ if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {
     return v;
   };
   const profDir = flag('--prof');
+  // --ab /other/checkout/bin/sluice.js: that build and this one, alternating.
+  const other = flag('--ab');
+  const bins = other === null ? [SLUICE_BIN] : [path.resolve(other), SLUICE_BIN];
   const connections = Number(flag('--connections') ?? 16);
   const seconds = Number(args[0] ?? 5);
   const rounds = Number(args[1] ?? 3);
   if (profDir !== null) mkdirSync(profDir, { recursive: true });
   const before = profDir !== null ? new Set(readdirSync(profDir)) : new Set<string>();
-  runConnSetupBench(seconds, rounds, connections, profDir === null ? null : path.resolve(profDir)).then(
+  runConnSetupBench(seconds, rounds, connections, profDir === null ? null : path.resolve(profDir), bins).then(
     (r) => {
-      printConnSetupRows(r, seconds, connections);
+      bins.forEach((bin, b) => {
+        if (bins.length > 1) console.log(`\n${bin}:`);
+        printConnSetupRows(r.filter((_, i) => i % bins.length === b), seconds, connections);
+      });
       if (profDir !== null) {
         for (const f of readdirSync(profDir).filter((f) => f.endsWith('.cpuprofile') && !before.has(f))) {
           console.log(`\nprofile ${path.join(profDir, f)}: top self time`);
