@@ -936,12 +936,13 @@ export class Engine {
     const host = this.pool !== null && info.domain !== null && this.pool.isFake(req.localAddress) ? info.domain : req.localAddress;
     // The client giving up (req.signal) or sluice stopping (end) aborts the dial.
     const ac = new AbortController();
+    req.abortOnCancel(ac); // one controller for both, no AbortSignal.any per flow (issue 10)
     info.end = () => {
       ac.abort();
       if (!req.decided) req.reset();
     };
     if (this.debug) this.log.debug({ src: info.src, dst: info.dst, host, outbound: outbound.name, beforeAccept: true }, 'dial start');
-    this.dialTcp(outbound, host, req.localPort, AbortSignal.any([req.signal, ac.signal]), req).then(
+    this.dialTcp(outbound, host, req.localPort, ac.signal, req).then(
       (upstream) => {
         info.guard.own(() => upstream.destroy());
         Engine.setChain(info, chainOf(upstream));
