@@ -175,6 +175,10 @@ export interface EngineOptions {
   selectionsPath?: string | null;
   /** Directory of the url rule sets' last good copies (those without a path of their own); absent or null: none kept. */
   ruleSetDir?: string | null;
+  /** Worker threads (src/workers/): the main thread's pool seen through a channel, instead of a pool of this engine's own. */
+  fakeIpPool?: FakeIpPool | null;
+  /** Worker threads: a registry that also reports each flow to the main thread's view. */
+  flows?: FlowRegistry<FlowRecord>;
 }
 
 /** Group health and choice changes, one log line each. */
@@ -233,7 +237,7 @@ export class Engine {
   private readonly lookup: LookupFn;
   private readonly onFlowFailed: (guard: FlowGuard, err: unknown) => void;
   /** Flows not yet logged (open): for endFlows(), the stop's "stopping" line and the control API. */
-  readonly flows = new FlowRegistry<FlowInfo>();
+  readonly flows: FlowRegistry<FlowInfo>;
   /** PATCH /configs mode: 'rule', or every new flow to `modeOutbound`. */
   private routingMode: RoutingMode = 'rule';
   private modeOutbound: Outbound | null = null;
@@ -270,8 +274,11 @@ export class Engine {
     const dnsCfg = config.dns;
     this.failures = new UpstreamFailureLog(log);
     this.debug = log.isLevelEnabled('debug');
+    this.flows = (options.flows as FlowRegistry<FlowInfo> | undefined) ?? new FlowRegistry<FlowInfo>();
     this.pool =
-      dnsCfg.mode === 'fake-ip'
+      options.fakeIpPool !== undefined
+        ? options.fakeIpPool
+        : dnsCfg.mode === 'fake-ip'
         ? new FakeIpPool({
             ipv4Range: dnsCfg.fakeIp.ipv4Range,
             ipv6Range: dnsCfg.fakeIp.ipv6Range,

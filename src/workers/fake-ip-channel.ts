@@ -1,0 +1,240 @@
+/**
+ * One fake-IP pool for every worker thread (tun.queues > 1).
+ *
+ * The main thread owns the only FakeIpPool: one LRU, one persist file, one
+ * POST /cache/fakeip/flush. A worker's engine holds a RemoteFakeIpPool,
+ * which answers the range checks (isFake, isFakeBytes: configuration only)
+ * itself and asks the main thread for everything that reads or changes a
+ * mapping (allocate, peek, lookup, clear), synchronously, over a
+ * SharedArrayBuffer: the worker writes the request, wakes the main thread
+ * with a message on a MessagePort and blocks in Atomics.wait until the
+ * answer is in the buffer.
+ *
+ * Why blocking, and why not a shared table: the DNS hijack answers a fake-IP
+ * query synchronously (src/dns/server.ts answerFake) and the engine maps a
+ * SYN's destination back to its name synchronously, so a synchronous ask
+ * keeps both paths as they are; and because the main thread has written the
+ * mapping before the worker sends its DNS answer, a flow the kernel then
+ * hashes to any other queue finds the same name: consistency by
+ * construction, with no hash table, LRU or lock in shared memory. The cost
+ * is one round trip to the main thread (an idle event loop: tens of
+ * microseconds) per fake-IP DNS answer and per new flow to a fake address;
+ * packets of established flows never ask.
+ *
+ * Layout of the buffer: one Int32 "word" (sequence << 2 | phase), the
+ * request (op, length, bytes: written only by the worker), the reply
+ * (length, bytes: written only by the main thread). The main thread
+ * publishes its reply with compareExchange on the word, so a reply to a
+ * request the worker gave up on (timeout) is dropped, never read as the
+ * answer to a later one.
+ */
+import type { MessagePort } from 'node:worker_threads';
+import { FakeIpPool, type FakeIpPoolOptions, type FakeIpStats, type RestoreResult } from '../dns/fake-ip.js';
+import { parseIp } from '../dns/address.js';
+
+const PHASE_IDLE = 0;
+const PHASE_REQUEST = 1;
+const PHASE_REPLY = 2;
+
+const OP_ALLOC4 = 1;
+const OP_ALLOC6 = 2;
+const OP_PEEK4 = 3;
+const OP_PEEK6 = 4;
+const OP_LOOKUP4 = 5;
+const OP_LOOKUP6 = 6;
+const OP_CLEAR = 7;
+
+/** Names are at most 253 bytes on the wire; canonical text of a longer one is refused by the DNS parser first. */
+const DATA_BYTES = 1024;
+/** Int32 slots: word, request op, request length, reply length. */
+const HEADER_INTS = 4;
+const REQ_OFF = HEADER_INTS * 4;
+const REPLY_OFF = REQ_OFF + DATA_BYTES;
+export const FAKE_IP_CHANNEL_BYTES = REPLY_OFF + DATA_BYTES;
+
+/** How long a worker waits for the main thread before answering "not mapped" (counted as a timeout). */
+const ASK_TIMEOUT_MS = 2000;
+
+export function newFakeIpChannel(): SharedArrayBuffer {
+  return new SharedArrayBuffer(FAKE_IP_CHANNEL_BYTES);
+}
+
+/**
+ * Main thread: answers one worker's request from the pool. Called on every
+ * wake message; a duplicate or stale wake finds no request and does nothing.
+ */
+export class FakeIpChannelServer {
+  private readonly hdr: Int32Array;
+  private readonly req: Buffer;
+  private readonly reply: Buffer;
+  private readonly scratch = Buffer.alloc(DATA_BYTES);
+  served = 0;
+
+  constructor(
+    sab: SharedArrayBuffer,
+    private readonly pool: FakeIpPool,
+  ) {
+    this.hdr = new Int32Array(sab, 0, HEADER_INTS);
+    this.req = Buffer.from(sab, REQ_OFF, DATA_BYTES);
+    this.reply = Buffer.from(sab, REPLY_OFF, DATA_BYTES);
+  }
+
+  serve(): void {
+    const word = Atomics.load(this.hdr, 0);
+    if ((word & 3) !== PHASE_REQUEST) return;
+    const op = this.hdr[1]!;
+    const len = Math.min(Math.max(this.hdr[2]!, 0), DATA_BYTES);
+    this.req.copy(this.scratch, 0, 0, len);
+    // The worker rewrites the request only after giving up on this one (word changed): then the copy may be torn; drop it.
+    if (Atomics.load(this.hdr, 0) !== word) return;
+    const answer = this.answer(op, this.scratch.subarray(0, len));
+    let out = -1;
+    if (answer !== null) out = this.reply.write(answer, 0, 'utf8');
+    this.hdr[3] = out;
+    if (Atomics.compareExchange(this.hdr, 0, word, (word & ~3) | PHASE_REPLY) === word) {
+      this.served++;
+      Atomics.notify(this.hdr, 0);
+    }
+  }
+
+  private answer(op: number, data: Buffer): string | null {
+    const p = this.pool;
+    switch (op) {
+      case OP_ALLOC4:
+        return p.allocateIpv4(data.toString('utf8'));
+      case OP_ALLOC6:
+        return p.allocateIpv6(data.toString('utf8'));
+      case OP_PEEK4:
+        return p.peek(data.toString('utf8'), 4);
+      case OP_PEEK6:
+        return p.peek(data.toString('utf8'), 6);
+      case OP_LOOKUP4:
+        return data.length === 4 ? p.lookupBytes(data, 0, 4) : null;
+      case OP_LOOKUP6:
+        return data.length === 16 ? p.lookupBytes(data, 0, 6) : null;
+      case OP_CLEAR:
+        return String(p.clear());
+      default:
+        return null;
+    }
+  }
+}
+
+/**
+ * A worker's view of the main thread's pool: the FakeIpPool interface the
+ * engine and the DNS hijack use. Built with the same options as the main
+ * pool, so its (empty) family pools answer the range checks locally.
+ */
+export class RemoteFakeIpPool extends FakeIpPool {
+  private readonly hdr: Int32Array;
+  private readonly req: Buffer;
+  private readonly reply: Buffer;
+  private seq = 0;
+  private asks = 0;
+  /** Asks the main thread did not answer in time (answered "not mapped"). */
+  timeouts = 0;
+  private readonly hits = { reverseHits: 0, reverseMisses: 0, allocations: 0 };
+
+  constructor(
+    opts: FakeIpPoolOptions,
+    sab: SharedArrayBuffer,
+    private readonly wake: MessagePort,
+  ) {
+    super(opts);
+    this.hdr = new Int32Array(sab, 0, HEADER_INTS);
+    this.req = Buffer.from(sab, REQ_OFF, DATA_BYTES);
+    this.reply = Buffer.from(sab, REPLY_OFF, DATA_BYTES);
+  }
+
+  override allocateIpv4(domain: string): string | null {
+    if (!this.hasIpv4) return null;
+    this.hits.allocations++;
+    return this.askText(OP_ALLOC4, domain);
+  }
+
+  override allocateIpv6(domain: string): string | null {
+    if (!this.hasIpv6) return null;
+    this.hits.allocations++;
+    return this.askText(OP_ALLOC6, domain);
+  }
+
+  override peek(domain: string, family: 4 | 6): string | null {
+    if (family === 4 ? !this.hasIpv4 : !this.hasIpv6) return null;
+    return this.askText(family === 4 ? OP_PEEK4 : OP_PEEK6, domain);
+  }
+
+  override lookup(addr: string): string | null {
+    const b = parseIp(addr);
+    if (b === null) return null;
+    return this.lookupBytes(b, 0, b.length === 4 ? 4 : 6);
+  }
+
+  override lookupBytes(buf: Uint8Array, off: number, family: 4 | 6): string | null {
+    if (!this.isFakeBytes(buf, off, family)) {
+      this.hits.reverseMisses++;
+      return null;
+    }
+    const n = family === 4 ? 4 : 16;
+    for (let i = 0; i < n; i++) this.req[i] = buf[off + i]!;
+    const name = this.ask(family === 4 ? OP_LOOKUP4 : OP_LOOKUP6, n);
+    if (name === null) this.hits.reverseMisses++;
+    else this.hits.reverseHits++;
+    return name;
+  }
+
+  override clear(): number {
+    const n = this.ask(OP_CLEAR, 0);
+    return n === null ? 0 : Number(n);
+  }
+
+  /** This worker's asks only; the pool's own numbers are the main thread's (GET /v1/stats, metrics). */
+  override stats(): FakeIpStats {
+    return { v4Entries: 0, v6Entries: 0, v4Capacity: 0, v6Capacity: 0, recycled: 0, ...this.hits };
+  }
+
+  /** The main thread saves and restores the one pool. */
+  override async persist(_path: string): Promise<void> {}
+
+  override async restore(_path: string): Promise<RestoreResult> {
+    return { restored: 0, skipped: 0, error: 'missing' };
+  }
+
+  get asked(): number {
+    return this.asks;
+  }
+
+  private askText(op: number, text: string): string | null {
+    const len = this.req.write(text, 0, 'utf8');
+    if (len >= DATA_BYTES) return null; // cannot be a DNS name
+    return this.ask(op, len);
+  }
+
+  /** One synchronous round trip (request bytes already in place). */
+  private ask(op: number, len: number): string | null {
+    this.asks++;
+    this.seq = (this.seq + 1) & 0x1fffffff;
+    const word = (this.seq << 2) | PHASE_REQUEST;
+    this.hdr[1] = op;
+    this.hdr[2] = len;
+    Atomics.store(this.hdr, 0, word);
+    this.wake.postMessage(0);
+    const replied = (word & ~3) | PHASE_REPLY;
+    const until = Date.now() + ASK_TIMEOUT_MS;
+    for (;;) {
+      const now = Atomics.load(this.hdr, 0);
+      if (now === replied) break;
+      const left = until - Date.now();
+      if (left <= 0) {
+        // Give up unless the reply landed meanwhile; a late reply then fails its compareExchange.
+        if (Atomics.compareExchange(this.hdr, 0, word, (word & ~3) | PHASE_IDLE) === word) {
+          this.timeouts++;
+          return null;
+        }
+        continue;
+      }
+      Atomics.wait(this.hdr, 0, now, left);
+    }
+    const n = this.hdr[3]!;
+    return n < 0 ? null : this.reply.toString('utf8', 0, n);
+  }
+}
