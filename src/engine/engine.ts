@@ -177,6 +177,8 @@ export interface EngineOptions {
   ruleSetDir?: string | null;
   /** Worker threads (src/workers/): the main thread's pool seen through a channel, instead of a pool of this engine's own. */
   fakeIpPool?: FakeIpPool | null;
+  /** Worker threads: the main thread's DNS snoop table seen through the same channel. */
+  snoop?: DnsSnoop | null;
   /** Worker threads: a registry that also reports each flow to the main thread's view. */
   flows?: FlowRegistry<FlowRecord>;
 }
@@ -287,7 +289,8 @@ export class Engine {
           })
         : null;
     // dns.fakeIp.filter: those names get real answers, snooped so a flow to one still has its name.
-    this.snoop = dnsCfg.mode === 'real-ip' || dnsCfg.fakeIp.filter.length > 0 ? new DnsSnoop({ maxEntries: 65536, now }) : null;
+    this.snoop =
+      options.snoop !== undefined ? options.snoop : dnsCfg.mode === 'real-ip' || dnsCfg.fakeIp.filter.length > 0 ? new DnsSnoop({ maxEntries: 65536, now }) : null;
     this.selections = options.selectionsPath === undefined || options.selectionsPath === null ? null : new SelectionStore(options.selectionsPath);
     if (this.selections?.lastError) log.warn({ err: this.selections.lastError }, 'group choices not restored');
     this.groupEvents = groupLogEvents(log);
@@ -609,6 +612,11 @@ export class Engine {
   }
 
   /** The fake-IP pool (null in real-ip mode), for the metrics. */
+  /** The DNS snoop table (real-ip mode, dns.fakeIp.filter), null when none: the workers' channel serves it. */
+  get dnsSnoop(): DnsSnoop | null {
+    return this.snoop;
+  }
+
   get fakeIpPool(): FakeIpPool | null {
     return this.pool;
   }

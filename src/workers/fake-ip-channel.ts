@@ -21,6 +21,12 @@
  * microseconds) per fake-IP DNS answer and per new flow to a fake address;
  * packets of established flows never ask.
  *
+ * The DNS snoop table (real-ip mode, dns.fakeIp.filter) is kept the same
+ * way: the main thread's DnsSnoop records the answers every worker's hijack
+ * forwards (the answer's question, rcode and address records, as JSON) and
+ * answers every worker's address-to-name lookups, so a flow finds the name
+ * whichever queue carried the DNS answer.
+ *
  * Layout of the buffer: one Int32 "word" (sequence << 2 | phase), the
  * request (op, length, bytes: written only by the worker), the reply
  * (length, bytes: written only by the main thread). The main thread
@@ -31,6 +37,8 @@
 import type { MessagePort } from 'node:worker_threads';
 import { FakeIpPool, type FakeIpPoolOptions, type FakeIpStats, type RestoreResult } from '../dns/fake-ip.js';
 import { parseIp } from '../dns/address.js';
+import { DnsSnoop, type DnsSnoopStats } from '../dns/snoop.js';
+import type { DnsMessage } from '../dns/message.js';
 
 const PHASE_IDLE = 0;
 const PHASE_REQUEST = 1;
@@ -43,6 +51,8 @@ const OP_PEEK6 = 4;
 const OP_LOOKUP4 = 5;
 const OP_LOOKUP6 = 6;
 const OP_CLEAR = 7;
+const OP_SNOOP_OBSERVE = 8;
+const OP_SNOOP_LOOKUP = 9;
 
 /** Names are at most 253 bytes on the wire; canonical text of a longer one is refused by the DNS parser first. */
 const DATA_BYTES = 1024;
@@ -72,7 +82,8 @@ export class FakeIpChannelServer {
 
   constructor(
     sab: SharedArrayBuffer,
-    private readonly pool: FakeIpPool,
+    private readonly pool: FakeIpPool | null,
+    private readonly snoop: DnsSnoop | null = null,
   ) {
     this.hdr = new Int32Array(sab, 0, HEADER_INTS);
     this.req = Buffer.from(sab, REQ_OFF, DATA_BYTES);
@@ -98,7 +109,9 @@ export class FakeIpChannelServer {
   }
 
   private answer(op: number, data: Buffer): string | null {
+    if (op === OP_SNOOP_OBSERVE || op === OP_SNOOP_LOOKUP) return this.answerSnoop(op, data);
     const p = this.pool;
+    if (p === null) return null;
     switch (op) {
       case OP_ALLOC4:
         return p.allocateIpv4(data.toString('utf8'));
@@ -118,99 +131,48 @@ export class FakeIpChannelServer {
         return null;
     }
   }
+
+  private answerSnoop(op: number, data: Buffer): string | null {
+    const s = this.snoop;
+    if (s === null) return null;
+    if (op === OP_SNOOP_LOOKUP) return s.lookup(data.toString('utf8'));
+    let msg: DnsMessage;
+    try {
+      msg = JSON.parse(data.toString('utf8')) as DnsMessage;
+    } catch {
+      return null;
+    }
+    return String(s.observe(msg));
+  }
 }
 
-/**
- * A worker's view of the main thread's pool: the FakeIpPool interface the
- * engine and the DNS hijack use. Built with the same options as the main
- * pool, so its (empty) family pools answer the range checks locally.
- */
-export class RemoteFakeIpPool extends FakeIpPool {
+/** A worker's end of the channel: one synchronous ask at a time (a worker thread is single-threaded). */
+export class MainChannel {
   private readonly hdr: Int32Array;
-  private readonly req: Buffer;
+  readonly req: Buffer;
   private readonly reply: Buffer;
   private seq = 0;
-  private asks = 0;
+  asks = 0;
   /** Asks the main thread did not answer in time (answered "not mapped"). */
   timeouts = 0;
-  private readonly hits = { reverseHits: 0, reverseMisses: 0, allocations: 0 };
 
   constructor(
-    opts: FakeIpPoolOptions,
     sab: SharedArrayBuffer,
     private readonly wake: MessagePort,
   ) {
-    super(opts);
     this.hdr = new Int32Array(sab, 0, HEADER_INTS);
     this.req = Buffer.from(sab, REQ_OFF, DATA_BYTES);
     this.reply = Buffer.from(sab, REPLY_OFF, DATA_BYTES);
   }
 
-  override allocateIpv4(domain: string): string | null {
-    if (!this.hasIpv4) return null;
-    this.hits.allocations++;
-    return this.askText(OP_ALLOC4, domain);
-  }
-
-  override allocateIpv6(domain: string): string | null {
-    if (!this.hasIpv6) return null;
-    this.hits.allocations++;
-    return this.askText(OP_ALLOC6, domain);
-  }
-
-  override peek(domain: string, family: 4 | 6): string | null {
-    if (family === 4 ? !this.hasIpv4 : !this.hasIpv6) return null;
-    return this.askText(family === 4 ? OP_PEEK4 : OP_PEEK6, domain);
-  }
-
-  override lookup(addr: string): string | null {
-    const b = parseIp(addr);
-    if (b === null) return null;
-    return this.lookupBytes(b, 0, b.length === 4 ? 4 : 6);
-  }
-
-  override lookupBytes(buf: Uint8Array, off: number, family: 4 | 6): string | null {
-    if (!this.isFakeBytes(buf, off, family)) {
-      this.hits.reverseMisses++;
-      return null;
-    }
-    const n = family === 4 ? 4 : 16;
-    for (let i = 0; i < n; i++) this.req[i] = buf[off + i]!;
-    const name = this.ask(family === 4 ? OP_LOOKUP4 : OP_LOOKUP6, n);
-    if (name === null) this.hits.reverseMisses++;
-    else this.hits.reverseHits++;
-    return name;
-  }
-
-  override clear(): number {
-    const n = this.ask(OP_CLEAR, 0);
-    return n === null ? 0 : Number(n);
-  }
-
-  /** This worker's asks only; the pool's own numbers are the main thread's (GET /v1/stats, metrics). */
-  override stats(): FakeIpStats {
-    return { v4Entries: 0, v6Entries: 0, v4Capacity: 0, v6Capacity: 0, recycled: 0, ...this.hits };
-  }
-
-  /** The main thread saves and restores the one pool. */
-  override async persist(_path: string): Promise<void> {}
-
-  override async restore(_path: string): Promise<RestoreResult> {
-    return { restored: 0, skipped: 0, error: 'missing' };
-  }
-
-  get asked(): number {
-    return this.asks;
-  }
-
-  private askText(op: number, text: string): string | null {
+  askText(op: number, text: string): string | null {
     const len = this.req.write(text, 0, 'utf8');
-    if (len >= DATA_BYTES) return null; // cannot be a DNS name
+    if (len >= DATA_BYTES) return null; // cannot be a DNS name (or an answer worth recording)
     return this.ask(op, len);
   }
 
-  /** One synchronous round trip (request bytes already in place). */
-  private ask(op: number, len: number): string | null {
+  /** One synchronous round trip (request bytes already in req). */
+  ask(op: number, len: number): string | null {
     this.asks++;
     this.seq = (this.seq + 1) & 0x1fffffff;
     const word = (this.seq << 2) | PHASE_REQUEST;
@@ -236,5 +198,113 @@ export class RemoteFakeIpPool extends FakeIpPool {
     }
     const n = this.hdr[3]!;
     return n < 0 ? null : this.reply.toString('utf8', 0, n);
+  }
+}
+
+/**
+ * A worker's view of the main thread's pool: the FakeIpPool interface the
+ * engine and the DNS hijack use. Built with the same options as the main
+ * pool, so its (empty) family pools answer the range checks locally.
+ */
+export class RemoteFakeIpPool extends FakeIpPool {
+  private readonly hits = { reverseHits: 0, reverseMisses: 0, allocations: 0 };
+
+  constructor(
+    opts: FakeIpPoolOptions,
+    private readonly ch: MainChannel,
+  ) {
+    super(opts);
+  }
+
+  override allocateIpv4(domain: string): string | null {
+    if (!this.hasIpv4) return null;
+    this.hits.allocations++;
+    return this.ch.askText(OP_ALLOC4, domain);
+  }
+
+  override allocateIpv6(domain: string): string | null {
+    if (!this.hasIpv6) return null;
+    this.hits.allocations++;
+    return this.ch.askText(OP_ALLOC6, domain);
+  }
+
+  override peek(domain: string, family: 4 | 6): string | null {
+    if (family === 4 ? !this.hasIpv4 : !this.hasIpv6) return null;
+    return this.ch.askText(family === 4 ? OP_PEEK4 : OP_PEEK6, domain);
+  }
+
+  override lookup(addr: string): string | null {
+    const b = parseIp(addr);
+    if (b === null) return null;
+    return this.lookupBytes(b, 0, b.length === 4 ? 4 : 6);
+  }
+
+  override lookupBytes(buf: Uint8Array, off: number, family: 4 | 6): string | null {
+    if (!this.isFakeBytes(buf, off, family)) {
+      this.hits.reverseMisses++;
+      return null;
+    }
+    const n = family === 4 ? 4 : 16;
+    const req = this.ch.req;
+    for (let i = 0; i < n; i++) req[i] = buf[off + i]!;
+    const name = this.ch.ask(family === 4 ? OP_LOOKUP4 : OP_LOOKUP6, n);
+    if (name === null) this.hits.reverseMisses++;
+    else this.hits.reverseHits++;
+    return name;
+  }
+
+  override clear(): number {
+    const n = this.ch.ask(OP_CLEAR, 0);
+    return n === null ? 0 : Number(n);
+  }
+
+  /** This worker's asks only; the pool's own numbers are the main thread's (GET /v1/stats, metrics). */
+  override stats(): FakeIpStats {
+    return { v4Entries: 0, v6Entries: 0, v4Capacity: 0, v6Capacity: 0, recycled: 0, ...this.hits };
+  }
+
+  /** The main thread saves and restores the one pool. */
+  override async persist(_path: string): Promise<void> {}
+
+  override async restore(_path: string): Promise<RestoreResult> {
+    return { restored: 0, skipped: 0, error: 'missing' };
+  }
+}
+
+/** A worker's view of the main thread's DNS snoop table. */
+export class RemoteDnsSnoop extends DnsSnoop {
+  private observed = 0;
+  private looked = 0;
+
+  constructor(private readonly ch: MainChannel) {
+    super({ maxEntries: 0, now: () => Date.now() / 1000 });
+  }
+
+  override observe(msg: DnsMessage): number {
+    this.observed++;
+    const q = msg.questions[0];
+    if (!msg.qr || q === undefined) return 0;
+    // What DnsSnoop.observe reads, nothing else: the question, rcode, and the CNAME / A / AAAA records.
+    const slim = {
+      qr: msg.qr,
+      rcode: msg.rcode,
+      questions: [{ name: q.name }],
+      answers: msg.answers.filter((r) => r.address !== null || r.target !== null).map((r) => ({ type: r.type, class: r.class, name: r.name, target: r.target, ttl: r.ttl, address: r.address })),
+    };
+    const n = this.ch.askText(OP_SNOOP_OBSERVE, JSON.stringify(slim));
+    return n === null ? 0 : Number(n);
+  }
+
+  override lookup(addr: string): string | null {
+    this.looked++;
+    return this.ch.askText(OP_SNOOP_LOOKUP, addr);
+  }
+
+  override get size(): number {
+    return 0;
+  }
+
+  override stats(): DnsSnoopStats {
+    return { entries: 0, recorded: this.observed, ignored: 0, hits: this.looked, misses: 0, evictions: 0 };
   }
 }

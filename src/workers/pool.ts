@@ -24,6 +24,7 @@
 import { MessageChannel, Worker } from 'node:worker_threads';
 import type { SluiceConfig } from '../config/types.js';
 import type { FakeIpPool } from '../dns/fake-ip.js';
+import type { DnsSnoop } from '../dns/snoop.js';
 import type { FlowBytes, FlowRecord, FlowRegistry } from '../engine/flow-registry.js';
 import type { Logger, LogTap } from '../engine/logger.js';
 import { FakeIpChannelServer, newFakeIpChannel } from './fake-ip-channel.js';
@@ -58,6 +59,8 @@ export interface WorkerPoolOptions {
   tap: LogTap;
   /** The main thread's pool, the only one (null in real-ip mode). */
   fakeIp: FakeIpPool | null;
+  /** The main thread's DNS snoop table, the only one (null when the configuration has none). */
+  snoop: DnsSnoop | null;
   /** The main engine's registry: the mirrors go here. */
   flows: FlowRegistry<FlowRecord>;
   selectionsPath: string | null;
@@ -129,8 +132,8 @@ export class WorkerPool {
     const d = this.o.device;
     const sab = newFakeIpChannel();
     const wake = new MessageChannel();
-    if (this.o.fakeIp !== null) {
-      const server = new FakeIpChannelServer(sab, this.o.fakeIp);
+    if (this.o.fakeIp !== null || this.o.snoop !== null) {
+      const server = new FakeIpChannelServer(sab, this.o.fakeIp, this.o.snoop);
       wake.port1.on('message', () => server.serve());
     }
     const data: WorkerStart = {
@@ -353,6 +356,19 @@ export class WorkerPool {
   /** The routing mode (PATCH /configs, PUT /v1/mode) reaches every worker. */
   setMode(mode: string): void {
     for (const s of this.slots) this.post(s, { t: 'mode', mode });
+  }
+
+  /** GLOBAL's member (PUT /proxies/GLOBAL) reaches every worker. */
+  selectGlobal(name: string): void {
+    for (const s of this.slots) this.post(s, { t: 'global', name });
+  }
+
+  /**
+   * A select group's member (PUT /proxies/:name) reaches every worker; a
+   * restarted worker reads the saved choice from groups.json at its start.
+   */
+  select(group: string, member: string): void {
+    for (const s of this.slots) this.post(s, { t: 'select', group, member });
   }
 
   /** A reloaded configuration for every worker (and for any restarted later); the errors of those that refused it. */

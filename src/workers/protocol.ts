@@ -26,6 +26,8 @@ export type MainToWorker =
   | { t: 'close'; id: string }
   | { t: 'closeAll' }
   | { t: 'mode'; mode: string }
+  | { t: 'global'; name: string }
+  | { t: 'select'; group: string; member: string }
   | { t: 'reload'; seq: number; config: SluiceConfig }
   | { t: 'endFlows' }
   | { t: 'stop' };

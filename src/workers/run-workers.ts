@@ -66,6 +66,7 @@ export async function startWorkers(o: StartWorkersOptions): Promise<RunningWorke
     log,
     tap: o.tap,
     fakeIp: engine.fakeIpPool,
+    snoop: engine.dnsSnoop,
     flows: engine.flows as unknown as FlowRegistry<FlowRecord>,
     selectionsPath: o.selectionsPath,
   });
@@ -75,6 +76,23 @@ export async function startWorkers(o: StartWorkersOptions): Promise<RunningWorke
     setMode(mode);
     pool.setMode(mode);
   };
+  const selectGlobal = engine.selectGlobal.bind(engine);
+  engine.selectGlobal = (name) => {
+    selectGlobal(name);
+    pool.selectGlobal(name);
+  };
+  // The group registry is rebuilt by every reload: hooked again after each (reload below).
+  const followSelect = (): void => {
+    const reg = engine.groups;
+    if ((reg as { followedByWorkers?: boolean }).followedByWorkers === true) return;
+    const select = reg.select.bind(reg);
+    reg.select = (group, member) => {
+      select(group, member);
+      pool.select(group, member);
+    };
+    (reg as { followedByWorkers?: boolean }).followedByWorkers = true;
+  };
+  followSelect();
   try {
     await pool.start();
   } catch (err) {
@@ -96,6 +114,7 @@ export async function startWorkers(o: StartWorkersOptions): Promise<RunningWorke
     view,
     stackStats: () => view.stackStats(engine.stack.stats),
     reload: async (next) => {
+      followSelect();
       const errors = await pool.reload(workerConfig(next));
       if (errors.length > 0) log.error({ errors }, 'reload: some workers kept the previous configuration');
     },

@@ -21,7 +21,7 @@ import { Engine } from '../engine/engine.js';
 import { createLogger, LogTap } from '../engine/logger.js';
 import { FlowRegistry, type FlowBytes, type FlowRecord, type RoutingMode } from '../engine/flow-registry.js';
 import { refuseGlobalDispatch } from '../outbound/agent.js';
-import { RemoteFakeIpPool } from './fake-ip-channel.js';
+import { MainChannel, RemoteDnsSnoop, RemoteFakeIpPool } from './fake-ip-channel.js';
 import { QueueLink } from './queue-link.js';
 import { snapFlow, type FlowSnap, type MainToWorker, type WorkerReport, type WorkerStart } from './protocol.js';
 
@@ -65,15 +65,17 @@ function main(): void {
   const log = createLogger(config.log, process.stdout, tap).child({ queue: start.queue });
   const link = new QueueLink({ name: start.name, fd: start.fd, queue: start.queue, mtu: start.mtu, vnetHdr: start.vnetHdr, offloads: start.offloads });
   const flows = new ReportingFlowRegistry();
+  const channel = new MainChannel(start.fakeIpChannel, start.fakeIpWake as MessagePort);
   const pool =
     config.dns.mode === 'fake-ip'
       ? new RemoteFakeIpPool(
           { ipv4Range: config.dns.fakeIp.ipv4Range, ipv6Range: config.dns.fakeIp.ipv6Range, exclude: [config.tun.ipv4.split('/')[0]!, config.tun.ipv6.split('/')[0]!] },
-          start.fakeIpChannel,
-          start.fakeIpWake as MessagePort,
+          channel,
         )
       : null;
-  const engine = new Engine(config, link, log, { selectionsPath: start.selectionsPath, ruleSetDir: null, fakeIpPool: pool, flows });
+  // The same condition as the engine's own snoop table (engine.ts): the main thread has one exactly then.
+  const snoop = config.dns.mode === 'real-ip' || config.dns.fakeIp.filter.length > 0 ? new RemoteDnsSnoop(channel) : null;
+  const engine = new Engine(config, link, log, { selectionsPath: start.selectionsPath, ruleSetDir: null, fakeIpPool: pool, snoop, flows });
   let stopping = false;
 
   const report = (): void => {
@@ -88,8 +90,8 @@ function main(): void {
       tun: link.stats(),
       logs: lines.splice(0, lines.length),
       droppedLines,
-      fakeIpAsks: pool?.asked ?? 0,
-      fakeIpTimeouts: pool?.timeouts ?? 0,
+      fakeIpAsks: channel.asks,
+      fakeIpTimeouts: channel.timeouts,
     };
     flows.ended = [];
     flows.added.clear();
@@ -108,6 +110,20 @@ function main(): void {
         break;
       case 'mode':
         engine.setMode(m.mode as RoutingMode);
+        break;
+      case 'global':
+        try {
+          engine.selectGlobal(m.name);
+        } catch (err) {
+          log.warn({ global: m.name, err: (err as Error).message }, 'GLOBAL choice not followed');
+        }
+        break;
+      case 'select':
+        try {
+          engine.groups.select(m.group, m.member);
+        } catch (err) {
+          log.warn({ group: m.group, member: m.member, err: (err as Error).message }, 'group choice not followed');
+        }
         break;
       case 'reload':
         try {
