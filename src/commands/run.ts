@@ -194,6 +194,8 @@ async function run(argv: string[], io: CommandIo, takeEarlySignal: () => string 
   try {
     const queues = tunQueues(config.tun.queues);
     const drop = planPrivilegeDrop(config, where, statePath);
+    // setresuid clears the capabilities of every other thread (KEEPCAPS is per thread): the workers' marked sockets would fail.
+    if (drop !== null && queues.queues > 1) throw new Error(`tun.queues: ${queues.queues} queues (${queues.from}) cannot be combined with run.user yet: the worker threads would lose the capabilities their marked sockets need; use tun.queues: 1 with run.user`);
     life.check();
     await cleanLeftovers(statePath, log);
     life.check();

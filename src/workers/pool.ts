@@ -35,9 +35,9 @@ const RESTART_MAX_MS = 5000;
 const HEALTHY_MS = 60_000;
 /** Start-up of every worker (its engine's start: rule-set downloads are bounded there). */
 const READY_TIMEOUT_MS = 60_000;
-/** A worker's stop (its engine's stop) before it is terminated. */
-const STOP_TIMEOUT_MS = 2500;
-const END_FLOWS_TIMEOUT_MS = 2500;
+/** A worker's stop (its engine's stop) before it is terminated; with the flows' end, inside the lifecycle's stop deadline. */
+const STOP_TIMEOUT_MS = 1500;
+const END_FLOWS_TIMEOUT_MS = 1500;
 const RELOAD_TIMEOUT_MS = 10_000;
 
 /** Counters that are levels, not totals: a replaced worker's last values are not kept. */
@@ -80,6 +80,7 @@ interface MirrorFlow extends FlowRecord {
   src: string | null;
   dst: string | null;
   chain: readonly string[] | null;
+  match: unknown;
   bytes: FlowBytes;
 }
 
@@ -164,6 +165,7 @@ export class WorkerPool {
       w.on('message', (m: WorkerToMain) => {
         if (m.t === 'ready') {
           slot.state = 'running';
+          this.o.log.debug({ queue: slot.queue, ms: Date.now() - slot.startedAt }, 'worker ready');
           clearTimeout(readyTimer);
           if (!settled) {
             settled = true;
@@ -283,6 +285,7 @@ export class WorkerPool {
         src: null,
         dst: null,
         chain: null,
+        match: null,
       };
       slot.mirrors.set(id, m);
       this.o.flows.add(m);
@@ -304,6 +307,7 @@ export class WorkerPool {
     m.src = s.src;
     m.dst = s.dst;
     m.chain = s.chain;
+    m.match = s.match;
     return m;
   }
 

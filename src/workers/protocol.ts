@@ -60,6 +60,8 @@ export interface FlowSnap {
   src: string | null;
   dst: string | null;
   chain: readonly string[] | null;
+  /** What the policy was asked (FlowInfo.match: plain data), for GET /v1/flows/:id/explain. */
+  match: unknown;
 }
 
 export interface WorkerReport {
@@ -85,7 +87,7 @@ export type WorkerToMain =
   | { t: 'stopped' };
 
 export function snapFlow(f: FlowRecord): FlowSnap {
-  const x = f as FlowRecord & { src?: string; dst?: string; chain?: readonly string[] | null };
+  const x = f as FlowRecord & { src?: string; dst?: string; chain?: readonly string[] | null; match?: unknown };
   return {
     id: f.id,
     network: f.network,
@@ -112,5 +114,6 @@ export function snapFlow(f: FlowRecord): FlowSnap {
     src: x.src ?? null,
     dst: x.dst ?? null,
     chain: x.chain ?? null,
+    match: x.match ?? null,
   };
 }
