@@ -611,12 +611,12 @@ export class Engine {
     return this.rt.dns;
   }
 
-  /** The fake-IP pool (null in real-ip mode), for the metrics. */
   /** The DNS snoop table (real-ip mode, dns.fakeIp.filter), null when none: the workers' channel serves it. */
   get dnsSnoop(): DnsSnoop | null {
     return this.snoop;
   }
 
+  /** The fake-IP pool (null in real-ip mode), for the metrics. */
   get fakeIpPool(): FakeIpPool | null {
     return this.pool;
   }

@@ -56,8 +56,14 @@ const OP_SNOOP_LOOKUP = 9;
 
 /** Names are at most 253 bytes on the wire; canonical text of a longer one is refused by the DNS parser first. */
 const DATA_BYTES = 1024;
-/** Int32 slots: word, request op, request length, reply length. */
-const HEADER_INTS = 4;
+/**
+ * Int32 slots: word, request op, request length, reply length, then the
+ * main thread's pool and snoop entry counts (publishSizes): while a table is
+ * empty a worker answers "not mapped" without asking.
+ */
+const HEADER_INTS = 6;
+const SLOT_POOL_SIZE = 4;
+const SLOT_SNOOP_SIZE = 5;
 const REQ_OFF = HEADER_INTS * 4;
 const REPLY_OFF = REQ_OFF + DATA_BYTES;
 export const FAKE_IP_CHANNEL_BYTES = REPLY_OFF + DATA_BYTES;
@@ -88,6 +94,7 @@ export class FakeIpChannelServer {
     this.hdr = new Int32Array(sab, 0, HEADER_INTS);
     this.req = Buffer.from(sab, REQ_OFF, DATA_BYTES);
     this.reply = Buffer.from(sab, REPLY_OFF, DATA_BYTES);
+    this.publishSizes();
   }
 
   serve(): void {
@@ -102,10 +109,27 @@ export class FakeIpChannelServer {
     let out = -1;
     if (answer !== null) out = this.reply.write(answer, 0, 'utf8');
     this.hdr[3] = out;
+    // Before the reply: a worker that sees it also sees the table no longer empty.
+    this.publishSizes();
     if (Atomics.compareExchange(this.hdr, 0, word, (word & ~3) | PHASE_REPLY) === word) {
       this.served++;
       Atomics.notify(this.hdr, 0);
     }
+  }
+
+  /**
+   * Publishes the entry counts. Called after every answer and by the pool
+   * every SIZES_REFRESH_MS (pool.ts), for changes made on the main thread
+   * itself (a TPROXY flow's DNS, a flush).
+   */
+  publishSizes(): void {
+    let poolSize = 0;
+    if (this.pool !== null) {
+      const st = this.pool.stats();
+      poolSize = st.v4Entries + st.v6Entries;
+    }
+    Atomics.store(this.hdr, SLOT_POOL_SIZE, poolSize);
+    Atomics.store(this.hdr, SLOT_SNOOP_SIZE, this.snoop?.size ?? 0);
   }
 
   private answer(op: number, data: Buffer): string | null {
@@ -163,6 +187,15 @@ export class MainChannel {
     this.hdr = new Int32Array(sab, 0, HEADER_INTS);
     this.req = Buffer.from(sab, REQ_OFF, DATA_BYTES);
     this.reply = Buffer.from(sab, REPLY_OFF, DATA_BYTES);
+  }
+
+  /** Whether the main thread's pool / snoop table is empty now (then nothing can be mapped). */
+  get poolEmpty(): boolean {
+    return Atomics.load(this.hdr, SLOT_POOL_SIZE) === 0;
+  }
+
+  get snoopEmpty(): boolean {
+    return Atomics.load(this.hdr, SLOT_SNOOP_SIZE) === 0;
   }
 
   askText(op: number, text: string): string | null {
@@ -240,7 +273,7 @@ export class RemoteFakeIpPool extends FakeIpPool {
   }
 
   override lookupBytes(buf: Uint8Array, off: number, family: 4 | 6): string | null {
-    if (!this.isFakeBytes(buf, off, family)) {
+    if (!this.isFakeBytes(buf, off, family) || this.ch.poolEmpty) {
       this.hits.reverseMisses++;
       return null;
     }
@@ -297,6 +330,8 @@ export class RemoteDnsSnoop extends DnsSnoop {
 
   override lookup(addr: string): string | null {
     this.looked++;
+    // The common case without hijacked answers (real-ip, dns.hijack off): no round trip per flow.
+    if (this.ch.snoopEmpty) return null;
     return this.ch.askText(OP_SNOOP_LOOKUP, addr);
   }
 

@@ -39,6 +39,8 @@ const READY_TIMEOUT_MS = 60_000;
 const STOP_TIMEOUT_MS = 1500;
 const END_FLOWS_TIMEOUT_MS = 1500;
 const RELOAD_TIMEOUT_MS = 10_000;
+/** How often the channels republish the main thread's table sizes (fake-ip-channel.ts publishSizes). */
+const SIZES_REFRESH_MS = 100;
 
 /** Counters that are levels, not totals: a replaced worker's last values are not kept. */
 const GAUGES = new Set(['tcpFlowsActive', 'pendingFlows', 'halfOpenFlows', 'udpSessionsActive', 'halfOpen', 'pendingSyns', 'dialsActive', 'active']);
@@ -114,6 +116,8 @@ export class WorkerPool {
   fakeIpTimeouts = 0;
   /** Worker failures since start (each one restarted). */
   failures = 0;
+  private readonly servers = new Set<FakeIpChannelServer>();
+  private sizesTimer: NodeJS.Timeout | null = null;
 
   constructor(private readonly o: WorkerPoolOptions) {
     this.config = o.config;
@@ -126,6 +130,10 @@ export class WorkerPool {
 
   /** Starts every worker; resolves when all are serving, rejects when one fails to start. */
   async start(): Promise<void> {
+    this.sizesTimer = setInterval(() => {
+      for (const s of this.servers) s.publishSizes();
+    }, SIZES_REFRESH_MS);
+    this.sizesTimer.unref();
     await Promise.all(this.slots.map((s) => this.spawn(s, true)));
   }
 
@@ -136,6 +144,8 @@ export class WorkerPool {
     if (this.o.fakeIp !== null || this.o.snoop !== null) {
       const server = new FakeIpChannelServer(sab, this.o.fakeIp, this.o.snoop);
       wake.port1.on('message', () => server.serve());
+      this.servers.add(server);
+      wake.port1.once('close', () => this.servers.delete(server));
     }
     const data: WorkerStart = {
       queue: slot.queue,
@@ -409,6 +419,7 @@ export class WorkerPool {
   /** Stops every worker (its engine's stop), terminating any that take longer than STOP_TIMEOUT_MS. */
   async stop(): Promise<void> {
     this.stopping = true;
+    if (this.sizesTimer !== null) clearInterval(this.sizesTimer);
     for (const s of this.slots) if (s.restartTimer !== null) clearTimeout(s.restartTimer);
     await Promise.all(
       this.slots.map(async (s) => {
