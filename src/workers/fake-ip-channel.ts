@@ -56,14 +56,22 @@ const OP_SNOOP_LOOKUP = 9;
 
 /** Names are at most 253 bytes on the wire; canonical text of a longer one is refused by the DNS parser first. */
 const DATA_BYTES = 1024;
+/** Int32 slots: word, request op, request length, reply length. */
+const HEADER_INTS = 4;
 /**
- * Int32 slots: word, request op, request length, reply length, then the
- * main thread's pool and snoop entry counts (publishSizes): while a table is
- * empty a worker answers "not mapped" without asking.
+ * The table sizes: one small buffer shared by every worker (newTableSizes),
+ * the main thread's pool and snoop entry counts (publishSizes). While a
+ * table is empty a worker answers "not mapped" without asking. One buffer
+ * for all, so an entry added through one worker's ask is visible to every
+ * other worker before that ask's reply (and so before the client has the
+ * DNS answer).
  */
-const HEADER_INTS = 6;
-const SLOT_POOL_SIZE = 4;
-const SLOT_SNOOP_SIZE = 5;
+const SLOT_POOL_SIZE = 0;
+const SLOT_SNOOP_SIZE = 1;
+
+export function newTableSizes(): SharedArrayBuffer {
+  return new SharedArrayBuffer(8);
+}
 const REQ_OFF = HEADER_INTS * 4;
 const REPLY_OFF = REQ_OFF + DATA_BYTES;
 export const FAKE_IP_CHANNEL_BYTES = REPLY_OFF + DATA_BYTES;
@@ -86,11 +94,15 @@ export class FakeIpChannelServer {
   private readonly scratch = Buffer.alloc(DATA_BYTES);
   served = 0;
 
+  private readonly sizes: Int32Array;
+
   constructor(
     sab: SharedArrayBuffer,
+    sizes: SharedArrayBuffer,
     private readonly pool: FakeIpPool | null,
     private readonly snoop: DnsSnoop | null = null,
   ) {
+    this.sizes = new Int32Array(sizes, 0, 2);
     this.hdr = new Int32Array(sab, 0, HEADER_INTS);
     this.req = Buffer.from(sab, REQ_OFF, DATA_BYTES);
     this.reply = Buffer.from(sab, REPLY_OFF, DATA_BYTES);
@@ -118,9 +130,10 @@ export class FakeIpChannelServer {
   }
 
   /**
-   * Publishes the entry counts. Called after every answer and by the pool
-   * every SIZES_REFRESH_MS (pool.ts), for changes made on the main thread
-   * itself (a TPROXY flow's DNS, a flush).
+   * Publishes the entry counts (for every worker). Called after every
+   * answer and by the pool every SIZES_REFRESH_MS (pool.ts), for changes
+   * made on the main thread itself (a TPROXY flow's DNS, a flush): those
+   * reach the workers within that delay.
    */
   publishSizes(): void {
     let poolSize = 0;
@@ -128,8 +141,8 @@ export class FakeIpChannelServer {
       const st = this.pool.stats();
       poolSize = st.v4Entries + st.v6Entries;
     }
-    Atomics.store(this.hdr, SLOT_POOL_SIZE, poolSize);
-    Atomics.store(this.hdr, SLOT_SNOOP_SIZE, this.snoop?.size ?? 0);
+    Atomics.store(this.sizes, SLOT_POOL_SIZE, poolSize);
+    Atomics.store(this.sizes, SLOT_SNOOP_SIZE, this.snoop?.size ?? 0);
   }
 
   private answer(op: number, data: Buffer): string | null {
@@ -180,10 +193,14 @@ export class MainChannel {
   /** Asks the main thread did not answer in time (answered "not mapped"). */
   timeouts = 0;
 
+  private readonly sizes: Int32Array;
+
   constructor(
     sab: SharedArrayBuffer,
+    sizes: SharedArrayBuffer,
     private readonly wake: MessagePort,
   ) {
+    this.sizes = new Int32Array(sizes, 0, 2);
     this.hdr = new Int32Array(sab, 0, HEADER_INTS);
     this.req = Buffer.from(sab, REQ_OFF, DATA_BYTES);
     this.reply = Buffer.from(sab, REPLY_OFF, DATA_BYTES);
@@ -191,11 +208,11 @@ export class MainChannel {
 
   /** Whether the main thread's pool / snoop table is empty now (then nothing can be mapped). */
   get poolEmpty(): boolean {
-    return Atomics.load(this.hdr, SLOT_POOL_SIZE) === 0;
+    return Atomics.load(this.sizes, SLOT_POOL_SIZE) === 0;
   }
 
   get snoopEmpty(): boolean {
-    return Atomics.load(this.hdr, SLOT_SNOOP_SIZE) === 0;
+    return Atomics.load(this.sizes, SLOT_SNOOP_SIZE) === 0;
   }
 
   askText(op: number, text: string): string | null {

@@ -27,7 +27,7 @@ import type { FakeIpPool } from '../dns/fake-ip.js';
 import type { DnsSnoop } from '../dns/snoop.js';
 import type { FlowBytes, FlowRecord, FlowRegistry } from '../engine/flow-registry.js';
 import type { Logger, LogTap } from '../engine/logger.js';
-import { FakeIpChannelServer, newFakeIpChannel } from './fake-ip-channel.js';
+import { FakeIpChannelServer, newFakeIpChannel, newTableSizes } from './fake-ip-channel.js';
 import type { FlowSnap, MainToWorker, WorkerReport, WorkerStart, WorkerToMain } from './protocol.js';
 
 const RESTART_MIN_MS = 100;
@@ -74,7 +74,9 @@ export interface WorkerStatus {
   state: 'starting' | 'running' | 'restarting' | 'stopped';
   threadId: number | null;
   restarts: number;
+  /** Open flows, and the TCP ones among them. */
   flows: number;
+  tcpFlows: number;
   lastExit: { at: number; code: number | null; error: string | null; flowsLost: number } | null;
 }
 
@@ -117,6 +119,8 @@ export class WorkerPool {
   /** Worker failures since start (each one restarted). */
   failures = 0;
   private readonly servers = new Set<FakeIpChannelServer>();
+  /** The main thread's table sizes, one buffer read by every worker. */
+  private readonly sizes = newTableSizes();
   private sizesTimer: NodeJS.Timeout | null = null;
 
   constructor(private readonly o: WorkerPoolOptions) {
@@ -142,7 +146,7 @@ export class WorkerPool {
     const sab = newFakeIpChannel();
     const wake = new MessageChannel();
     if (this.o.fakeIp !== null || this.o.snoop !== null) {
-      const server = new FakeIpChannelServer(sab, this.o.fakeIp, this.o.snoop);
+      const server = new FakeIpChannelServer(sab, this.sizes, this.o.fakeIp, this.o.snoop);
       wake.port1.on('message', () => server.serve());
       this.servers.add(server);
       wake.port1.once('close', () => this.servers.delete(server));
@@ -156,6 +160,7 @@ export class WorkerPool {
       offloads: d.offloads,
       config: this.config,
       fakeIpChannel: sab,
+      tableSizes: this.sizes,
       fakeIpWake: wake.port2,
       selectionsPath: this.o.selectionsPath,
     };
@@ -433,7 +438,7 @@ export class WorkerPool {
   }
 
   status(): WorkerStatus[] {
-    return this.slots.map((s) => ({ queue: s.queue, state: s.state, threadId: s.worker?.threadId ?? null, restarts: s.restarts, flows: s.mirrors.size, lastExit: s.lastExit }));
+    return this.slots.map((s) => ({ queue: s.queue, state: s.state, threadId: s.worker?.threadId ?? null, restarts: s.restarts, flows: s.mirrors.size, tcpFlows: countTcp(s.mirrors.values()), lastExit: s.lastExit }));
   }
 
   /** Engine counters over all workers (plus those replaced), added to the main engine's own. */
@@ -468,6 +473,12 @@ export class WorkerPool {
     }
     return { asks, timeouts };
   }
+}
+
+function countTcp(flows: Iterable<FlowRecord>): number {
+  let n = 0;
+  for (const f of flows) if (f.network === 'tcp') n++;
+  return n;
 }
 
 /** Adds every number of `src` into `dst` (recursively); with `totalsOnly` the gauges are skipped. */

@@ -16,6 +16,8 @@ export interface WorkerStart {
   offloads: number;
   config: SluiceConfig;
   fakeIpChannel: SharedArrayBuffer;
+  /** The main thread's table sizes, shared by every worker (fake-ip-channel.ts newTableSizes). */
+  tableSizes: SharedArrayBuffer;
   /** A MessagePort (transferred): wakes the main thread for a fake-IP ask. */
   fakeIpWake: unknown;
   /** groups.json: the select groups' saved choices, read at start (the main thread writes it). */

@@ -65,7 +65,7 @@ function main(): void {
   const log = createLogger(config.log, process.stdout, tap).child({ queue: start.queue });
   const link = new QueueLink({ name: start.name, fd: start.fd, queue: start.queue, mtu: start.mtu, vnetHdr: start.vnetHdr, offloads: start.offloads });
   const flows = new ReportingFlowRegistry();
-  const channel = new MainChannel(start.fakeIpChannel, start.fakeIpWake as MessagePort);
+  const channel = new MainChannel(start.fakeIpChannel, start.tableSizes, start.fakeIpWake as MessagePort);
   const pool =
     config.dns.mode === 'fake-ip'
       ? new RemoteFakeIpPool(

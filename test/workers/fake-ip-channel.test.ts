@@ -2,7 +2,9 @@
  * src/workers/fake-ip-channel.ts with real worker threads: two workers
  * share the main thread's one FakeIpPool and DnsSnoop, so a name gets one
  * address whichever worker asks and either worker maps it back; range checks
- * are answered without asking; an ask the main thread never answers ends
+ * are answered without asking, and so is every lookup while the main
+ * thread's tables are empty; an entry added through one worker is seen by
+ * the other at once (no refresh delay); an ask the main thread never answers ends
  * after the timeout as "not mapped" and is counted, and the channel works
  * again afterwards (a late reply is never taken for a later ask's answer).
  */
@@ -13,7 +15,7 @@ import path from 'node:path';
 import { FakeIpPool } from '../../src/dns/fake-ip.js';
 import { DnsSnoop } from '../../src/dns/snoop.js';
 import { DnsClass, DnsRcode, DnsType } from '../../src/dns/message.js';
-import { FakeIpChannelServer, newFakeIpChannel } from '../../src/workers/fake-ip-channel.js';
+import { FakeIpChannelServer, newFakeIpChannel, newTableSizes } from '../../src/workers/fake-ip-channel.js';
 
 const FIXTURE = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../fixtures/fake-ip-worker.js');
 
@@ -24,10 +26,10 @@ interface Side {
   answering: boolean;
 }
 
-function startWorker(pool: FakeIpPool, snoop: DnsSnoop): Side {
+function startWorker(pool: FakeIpPool, snoop: DnsSnoop, sizes: SharedArrayBuffer): Side {
   const sab = newFakeIpChannel();
   const wake = new MessageChannel();
-  const server = new FakeIpChannelServer(sab, pool, snoop);
+  const server = new FakeIpChannelServer(sab, sizes, pool, snoop);
   const side: Side = {
     answering: true,
     ask: (m) =>
@@ -43,15 +45,16 @@ function startWorker(pool: FakeIpPool, snoop: DnsSnoop): Side {
   wake.port1.on('message', () => {
     if (side.answering) server.serve();
   });
-  const w = new Worker(FIXTURE, { workerData: { sab, wake: wake.port2 }, transferList: [wake.port2] });
+  const w = new Worker(FIXTURE, { workerData: { sab, sizes, wake: wake.port2 }, transferList: [wake.port2] });
   return side;
 }
 
 t.test('two workers, one pool: same address for a name, reverse lookups from either side', async (t) => {
   const pool = new FakeIpPool({ ipv4Range: '198.18.0.0/16', ipv6Range: 'fc00::/18', exclude: ['198.18.0.1'] });
   const snoop = new DnsSnoop({ maxEntries: 100, now: () => Date.now() / 1000 });
-  const a = startWorker(pool, snoop);
-  const b = startWorker(pool, snoop);
+  const sizes = newTableSizes();
+  const a = startWorker(pool, snoop, sizes);
+  const b = startWorker(pool, snoop, sizes);
   t.teardown(async () => {
     await a.close();
     await b.close();
@@ -66,6 +69,10 @@ t.test('two workers, one pool: same address for a name, reverse lookups from eit
   t.match(v6, /^fc00:/, 'IPv6 from the v6 range');
   t.equal(await b.ask({ op: 'lookup', addr: v6 as string }), 'six.example', 'and back on the other worker');
   t.equal(await a.ask({ op: 'lookup', addr: '198.18.9.9' }), null, 'an unmapped fake address: null');
+  const c0 = (await b.ask({ op: 'counts' })) as { asks: number };
+  t.equal(await b.ask({ op: 'snoopLookup', addr: '192.0.2.77' }), null, 'snoop table empty: not mapped');
+  const c1 = (await b.ask({ op: 'counts' })) as { asks: number };
+  t.equal(c1.asks, c0.asks, 'and no round trip while it is empty');
   const before = (await a.ask({ op: 'counts' })) as { asks: number };
   t.equal(await a.ask({ op: 'isFake', addr: '198.18.200.1' }), true, 'range check');
   t.equal(await a.ask({ op: 'lookup', addr: '192.0.2.1' }), null, 'outside the range: null');
@@ -95,7 +102,7 @@ t.test('two workers, one pool: same address for a name, reverse lookups from eit
 t.test('an unanswered ask times out as "not mapped", is counted, and the channel recovers', async (t) => {
   const pool = new FakeIpPool({ ipv4Range: '198.18.0.0/16' });
   const snoop = new DnsSnoop({ maxEntries: 10, now: () => Date.now() / 1000 });
-  const a = startWorker(pool, snoop);
+  const a = startWorker(pool, snoop, newTableSizes());
   t.teardown(() => a.close());
   t.match(await a.ask({ op: 'alloc4', name: 'one.example' }), /^198\.18\./, 'answered while the main thread serves');
   a.answering = false;
