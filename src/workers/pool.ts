@@ -96,6 +96,8 @@ class WorkerSlot {
   startedAt = 0;
   report: WorkerReport | null = null;
   readonly mirrors = new Map<string, MirrorFlow>();
+  /** Flows ended through the API: out of the view at once, their worker's later reports of them ignored. */
+  readonly gone = new Set<string>();
   lastExit: WorkerStatus['lastExit'] = null;
   killReason: string | null = null;
   restartTimer: NodeJS.Timeout | null = null;
@@ -251,20 +253,29 @@ export class WorkerPool {
     const reg = this.o.flows;
     const seen = new Set<string>();
     for (const snap of r.updated) {
+      if (slot.gone.has(snap.id)) continue;
       seen.add(snap.id);
       this.upsert(slot, snap);
     }
     for (const e of r.ended) {
+      if (slot.gone.delete(e.snap.id)) continue;
       const m = this.upsert(slot, e.snap);
       slot.mirrors.delete(m.id);
       reg.remove(m, e.final);
     }
+    if (!r.full) return this.tapLogs(r);
     // A flow the worker no longer has (ended between two reports and already listed) is gone.
     for (const [id, m] of slot.mirrors) {
       if (seen.has(id)) continue;
       slot.mirrors.delete(id);
       reg.remove(m, m.bytes);
     }
+    // A full report lists every open flow: an API-ended id not in it has ended.
+    for (const id of slot.gone) if (!seen.has(id)) slot.gone.delete(id);
+    this.tapLogs(r);
+  }
+
+  private tapLogs(r: WorkerReport): void {
     const tap = this.o.tap;
     for (const line of r.logs) tap.write(line);
   }
@@ -295,7 +306,7 @@ export class WorkerPool {
         processPath: null,
         started: s.started,
         bytes: { bytesUp: 0, bytesDown: 0 },
-        end: () => this.post(slot, { t: 'close', id }),
+        end: () => this.endMirror(slot, id),
         killed: false,
         src: null,
         dst: null,
@@ -326,11 +337,22 @@ export class WorkerPool {
     return m;
   }
 
+  /** DELETE of a worker's flow: the worker ends it; the view drops it now (with the bytes last reported). */
+  private endMirror(slot: WorkerSlot, id: string): void {
+    const m = slot.mirrors.get(id);
+    this.post(slot, { t: 'close', id });
+    if (m === undefined) return;
+    slot.mirrors.delete(id);
+    slot.gone.add(id);
+    this.o.flows.remove(m, m.bytes);
+  }
+
   /** The flows of a worker that is gone leave the view (with the bytes last reported); returns how many. */
   private dropMirrors(slot: WorkerSlot): number {
     const n = slot.mirrors.size;
     for (const m of slot.mirrors.values()) this.o.flows.remove(m, m.bytes);
     slot.mirrors.clear();
+    slot.gone.clear();
     return n;
   }
 

@@ -68,7 +68,9 @@ export interface FlowSnap {
 
 export interface WorkerReport {
   t: 'report';
-  /** Every open flow (new ones included). */
+  /** true: `updated` is every open flow (the periodic report); false: only those added since (sent within a turn of a flow's start or end). */
+  full: boolean;
+  /** Every open flow, or the new ones (see full). */
   updated: FlowSnap[];
   /** Flows ended since the last report, with their final bytes. */
   ended: { snap: FlowSnap; final: FlowBytes }[];

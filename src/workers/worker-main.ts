@@ -35,9 +35,13 @@ class ReportingFlowRegistry extends FlowRegistry<FlowRecord> {
   readonly added = new Set<string>();
   ended: { snap: FlowSnap; final: FlowBytes }[] = [];
 
+  /** Called on every add and remove: the main thread's view follows within a turn. */
+  onChange: (() => void) | null = null;
+
   override add(f: FlowRecord): void {
     super.add(f);
     this.added.add(f.id);
+    this.onChange?.();
   }
 
   override remove(f: FlowRecord, final: FlowBytes): void {
@@ -46,6 +50,7 @@ class ReportingFlowRegistry extends FlowRegistry<FlowRecord> {
     this.added.delete(f.id);
     const b = f.bytes ?? final;
     this.ended.push({ snap: snapFlow(f), final: { bytesUp: Math.max(b.bytesUp, final.bytesUp), bytesDown: Math.max(b.bytesDown, final.bytesDown) } });
+    this.onChange?.();
   }
 }
 
@@ -78,11 +83,19 @@ function main(): void {
   const engine = new Engine(config, link, log, { selectionsPath: start.selectionsPath, ruleSetDir: null, fakeIpPool: pool, snoop, flows });
   let stopping = false;
 
-  const report = (): void => {
+  const report = (full = true): void => {
     const updated: FlowSnap[] = [];
-    for (const f of flows.values()) updated.push(snapFlow(f));
+    if (full) {
+      for (const f of flows.values()) updated.push(snapFlow(f));
+    } else {
+      for (const id of flows.added) {
+        const f = flows.get(id);
+        if (f !== undefined) updated.push(snapFlow(f));
+      }
+    }
     const msg: WorkerReport = {
       t: 'report',
+      full,
       updated,
       ended: flows.ended,
       counters: { ...engine.counters, synFlood: { ...engine.counters.synFlood } } as unknown as Record<string, unknown>,
@@ -99,6 +112,14 @@ function main(): void {
     port.postMessage(msg);
   };
   const timer = setInterval(report, REPORT_MS);
+  // A flow's start or end reaches the main thread's view within a turn (one delta report per turn at most).
+  let quick: NodeJS.Immediate | null = null;
+  flows.onChange = () => {
+    quick ??= setImmediate(() => {
+      quick = null;
+      report(false);
+    });
+  };
 
   port.on('message', (m: MainToWorker) => {
     switch (m.t) {
