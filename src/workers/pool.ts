@@ -399,6 +399,11 @@ export class WorkerPool {
     for (const s of this.slots) this.post(s, { t: 'mode', mode });
   }
 
+  /** PUT /providers/rules/:name: every worker re-reads the rule set too. */
+  reloadRuleSet(name: string): void {
+    for (const s of this.slots) this.post(s, { t: 'ruleSet', name });
+  }
+
   /** GLOBAL's member (PUT /proxies/GLOBAL) reaches every worker. */
   selectGlobal(name: string): void {
     for (const s of this.slots) this.post(s, { t: 'global', name });

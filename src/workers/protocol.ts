@@ -30,6 +30,7 @@ export type MainToWorker =
   | { t: 'mode'; mode: string }
   | { t: 'global'; name: string }
   | { t: 'select'; group: string; member: string }
+  | { t: 'ruleSet'; name: string }
   | { t: 'reload'; seq: number; config: SluiceConfig }
   | { t: 'endFlows' }
   | { t: 'stop' };

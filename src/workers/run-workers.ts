@@ -76,6 +76,13 @@ export async function startWorkers(o: StartWorkersOptions): Promise<RunningWorke
     setMode(mode);
     pool.setMode(mode);
   };
+  // PUT /providers/rules/:name re-reads a rule set on the main engine; every worker follows (it reads the same file or URL).
+  const reloadRuleSet = engine.reloadRuleSet.bind(engine);
+  engine.reloadRuleSet = async (name) => {
+    const r = await reloadRuleSet(name);
+    if (r.ok) pool.reloadRuleSet(name);
+    return r;
+  };
   const selectGlobal = engine.selectGlobal.bind(engine);
   engine.selectGlobal = (name) => {
     selectGlobal(name);

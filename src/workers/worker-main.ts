@@ -146,6 +146,14 @@ function main(): void {
           log.warn({ group: m.group, member: m.member, err: (err as Error).message }, 'group choice not followed');
         }
         break;
+      case 'ruleSet':
+        void engine.reloadRuleSet(m.name).then(
+          (r) => {
+            if (!r.ok) log.warn({ ruleSet: m.name, errors: r.errors }, 'rule set not re-read');
+          },
+          (err: unknown) => log.warn({ ruleSet: m.name, err: (err as Error).message }, 'rule set not re-read'),
+        );
+        break;
       case 'reload':
         try {
           engine.replaceConfig(m.config);
