@@ -26,7 +26,7 @@ function resolve(v: number | 'auto'): number {
 }
 
 export function tunQueues(configured: number | 'auto', env: NodeJS.ProcessEnv = process.env): QueueChoice {
-  const raw = env[TUN_QUEUES_ENV];
+  const raw = env.SLUICE_TEST_TUN_QUEUES;
   if (raw !== undefined && raw !== '') {
     const t = raw.trim();
     const n = t === 'auto' ? 'auto' : /^[0-9]{1,2}$/.test(t) ? Number(t) : NaN;
