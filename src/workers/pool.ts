@@ -115,6 +115,8 @@ export class WorkerPool {
   private stopping = false;
   private reloadSeq = 0;
   /** Totals counted by workers since replaced (restarts), so sums never go down. */
+  /** Rule hits of replaced workers (reset when the rule count changes). */
+  private retiredHits: { hits: number; lastAt: number }[] = [];
   private readonly retired = { counters: {} as Record<string, unknown>, stack: {} as Record<string, unknown>, tun: {} as Record<string, unknown> };
   fakeIpAsks = 0;
   fakeIpTimeouts = 0;
@@ -363,6 +365,11 @@ export class WorkerPool {
     addInto(this.retired.counters, r.counters, true);
     addInto(this.retired.stack, r.stack, true);
     addInto(this.retired.tun, r.tun, true);
+    if (this.retiredHits.length !== r.ruleHits.length) this.retiredHits = r.ruleHits.map(() => ({ hits: 0, lastAt: 0 }));
+    for (let i = 0; i < r.ruleHits.length; i++) {
+      this.retiredHits[i]!.hits += r.ruleHits[i]!.hits;
+      this.retiredHits[i]!.lastAt = Math.max(this.retiredHits[i]!.lastAt, r.ruleHits[i]!.lastAt);
+    }
     this.fakeIpAsks += r.fakeIpAsks;
     this.fakeIpTimeouts += r.fakeIpTimeouts;
   }
@@ -488,6 +495,25 @@ export class WorkerPool {
     addInto(out, this.retired.tun, false);
     for (const s of this.slots) if (s.report !== null) addInto(out, s.report.tun, false);
     return out as never;
+  }
+
+  /**
+   * Rule hits over the workers (and those replaced), added to the main
+   * engine's own (GET /rules, the metrics). Counts of a worker that still
+   * runs an older rule list (a reload under way) are left out.
+   */
+  ruleHits(base: { hits: number; lastAt: number }[]): { hits: number; lastAt: number }[] {
+    const out = base.map((r) => ({ hits: r.hits, lastAt: r.lastAt }));
+    const add = (list: readonly { hits: number; lastAt: number }[]): void => {
+      if (list.length !== out.length) return;
+      for (let i = 0; i < out.length; i++) {
+        out[i]!.hits += list[i]!.hits;
+        out[i]!.lastAt = Math.max(out[i]!.lastAt, list[i]!.lastAt);
+      }
+    };
+    add(this.retiredHits);
+    for (const s of this.slots) if (s.report !== null) add(s.report.ruleHits);
+    return out;
   }
 
   /** Fake-IP asks of every worker, and those the main thread did not answer in time. */

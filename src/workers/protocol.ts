@@ -78,6 +78,8 @@ export interface WorkerReport {
   counters: Record<string, unknown>;
   stack: Record<string, unknown>;
   tun: Record<string, number>;
+  /** Engine.ruleHitCounts(): flows matched per rule, final last. */
+  ruleHits: { hits: number; lastAt: number }[];
   logs: string[];
   droppedLines: number;
   fakeIpAsks: number;

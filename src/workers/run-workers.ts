@@ -83,6 +83,9 @@ export async function startWorkers(o: StartWorkersOptions): Promise<RunningWorke
     if (r.ok) pool.reloadRuleSet(name);
     return r;
   };
+  // GET /rules and the metrics read the main engine's rule hits: the workers' are added.
+  const ruleHitCounts = engine.ruleHitCounts.bind(engine);
+  engine.ruleHitCounts = () => pool.ruleHits(ruleHitCounts());
   const selectGlobal = engine.selectGlobal.bind(engine);
   engine.selectGlobal = (name) => {
     selectGlobal(name);

@@ -101,6 +101,7 @@ function main(): void {
       counters: { ...engine.counters, synFlood: { ...engine.counters.synFlood } } as unknown as Record<string, unknown>,
       stack: engine.stack.stats as unknown as Record<string, unknown>,
       tun: link.stats(),
+      ruleHits: engine.ruleHitCounts(),
       logs: lines.splice(0, lines.length),
       droppedLines,
       fakeIpAsks: channel.asks,
