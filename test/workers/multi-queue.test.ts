@@ -25,6 +25,9 @@ import { threeNamespaces, SERVER_V4 } from '../harness/topology.js';
 import { BLOB_SERVER, TUN, childEnv, createLab, requireCommands, startDnsmasq, startEngine, steer, tempDir, timed, waitListening } from '../fixtures/engine/lab.js';
 import { blobSha256 } from '../fixtures/blob.js';
 
+// This file sets its own queue count: the suite-wide override (SLUICE_TEST_TUN_QUEUES) must not change it.
+delete (childEnv as NodeJS.ProcessEnv).SLUICE_TEST_TUN_QUEUES;
+
 const RESOLVER = '198.51.100.53';
 const API = '127.0.0.1:9090';
 const SECRET = 'multi-queue-test-secret';
