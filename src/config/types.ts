@@ -21,6 +21,12 @@ export interface TunConfig {
   mtu: number;
   /** Ask the kernel for GSO/GRO super-packets (virtio-net header) on the TUN. */
   offload: boolean;
+  /**
+   * IFF_MULTI_QUEUE queues, each served by its own worker thread with its
+   * own stack (src/workers/); 1 is the single-threaded path. "auto": the
+   * cores available (os.availableParallelism()).
+   */
+  queues: number | 'auto';
   /** The TUN's own IPv4 address with prefix, e.g. "198.19.0.1/30". */
   ipv4: string;
   /** The TUN's own IPv6 address with prefix, e.g. "fdfe:dcba:9876::1/126". */
@@ -543,7 +549,7 @@ export const MATCHER_KEYS = [
 export function defaultConfig(): SluiceConfig {
   return {
     log: { level: 'info', format: 'auto' },
-    tun: { name: 'sluice0', mtu: 1500, offload: true, ipv4: '198.19.0.1/30', ipv6: 'fdfe:dcba:9876::1/126' },
+    tun: { name: 'sluice0', mtu: 1500, offload: true, queues: 1, ipv4: '198.19.0.1/30', ipv6: 'fdfe:dcba:9876::1/126' },
     sniff: { timeoutMs: 300, maxBytes: 8192 },
     icmp: { echo: 'forward', unforwardable: 'unreachable' },
     limits: { pendingSyns: 1024, synCookieThreshold: 128, dials: 512, dialsPerSource: 64 },

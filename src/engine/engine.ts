@@ -186,6 +186,12 @@ export interface EngineOptions {
   selectionsPath?: string | null;
   /** Directory of the url rule sets' last good copies (those without a path of their own); absent or null: none kept. */
   ruleSetDir?: string | null;
+  /** Worker threads (src/workers/): the main thread's pool seen through a channel, instead of a pool of this engine's own. */
+  fakeIpPool?: FakeIpPool | null;
+  /** Worker threads: the main thread's DNS snoop table seen through the same channel. */
+  snoop?: DnsSnoop | null;
+  /** Worker threads: a registry that also reports each flow to the main thread's view. */
+  flows?: FlowRegistry<FlowRecord>;
 }
 
 /** Group health and choice changes, one log line each. */
@@ -249,7 +255,7 @@ export class Engine {
   private readonly lookup: LookupFn;
   private readonly onFlowFailed: (guard: FlowGuard, err: unknown) => void;
   /** Flows not yet logged (open): for endFlows(), the stop's "stopping" line and the control API. */
-  readonly flows = new FlowRegistry<FlowInfo>();
+  readonly flows: FlowRegistry<FlowInfo>;
   /** PATCH /configs mode: 'rule', or every new flow to `modeOutbound`. */
   private routingMode: RoutingMode = 'rule';
   private modeOutbound: Outbound | null = null;
@@ -296,8 +302,11 @@ export class Engine {
     const dnsCfg = config.dns;
     this.failures = new UpstreamFailureLog(log);
     this.debug = log.isLevelEnabled('debug');
+    this.flows = (options.flows as FlowRegistry<FlowInfo> | undefined) ?? new FlowRegistry<FlowInfo>();
     this.pool =
-      dnsCfg.mode === 'fake-ip'
+      options.fakeIpPool !== undefined
+        ? options.fakeIpPool
+        : dnsCfg.mode === 'fake-ip'
         ? new FakeIpPool({
             ipv4Range: dnsCfg.fakeIp.ipv4Range,
             ipv6Range: dnsCfg.fakeIp.ipv6Range,
@@ -306,7 +315,8 @@ export class Engine {
           })
         : null;
     // dns.fakeIp.filter: those names get real answers, snooped so a flow to one still has its name.
-    this.snoop = dnsCfg.mode === 'real-ip' || dnsCfg.fakeIp.filter.length > 0 ? new DnsSnoop({ maxEntries: 65536, now }) : null;
+    this.snoop =
+      options.snoop !== undefined ? options.snoop : dnsCfg.mode === 'real-ip' || dnsCfg.fakeIp.filter.length > 0 ? new DnsSnoop({ maxEntries: 65536, now }) : null;
     this.selections = options.selectionsPath === undefined || options.selectionsPath === null ? null : new SelectionStore(options.selectionsPath);
     if (this.selections?.lastError) log.warn({ err: this.selections.lastError }, 'group choices not restored');
     this.groupEvents = groupLogEvents(log);
@@ -667,6 +677,11 @@ export class Engine {
   /** The DNS hijack (null when dns.hijack is off), for the metrics' scrape-time reads. */
   get dnsServer(): DnsHijack | null {
     return this.rt.dns;
+  }
+
+  /** The DNS snoop table (real-ip mode, dns.fakeIp.filter), null when none: the workers' channel serves it. */
+  get dnsSnoop(): DnsSnoop | null {
+    return this.snoop;
   }
 
   /** The fake-IP pool (null in real-ip mode), for the metrics. */
