@@ -9,6 +9,7 @@ import { printCaptureRows, runCaptureBench } from './capture.bench.js';
 import { printFastPathRows, runFastPathBench } from './fastpath.bench.js';
 import { printTcpRows, runTcpBench } from './tcp.bench.js';
 import { printStackCpuRows, runStackCpuBench } from './stack-cpu.bench.js';
+import { printConnSetupRows, runConnSetupBench } from './conn-setup.bench.js';
 
 printRows(`wire codecs (node ${process.version})`, runWireBench());
 printSniffRows(runSniffBench());
@@ -20,6 +21,7 @@ if (process.getuid?.() === 0) {
   printRows('TUN batch reader, kernel TCP sender, 1024 MiB per run', await runTunBench(1024));
   printStackRows(await runStackBench(5));
   printFastPathRows(await runFastPathBench(5, 3));
+  printConnSetupRows(await runConnSetupBench(5, 3), 5, 16);
 } else {
   console.log('\n(TUN and stack benchmarks skipped: needs root for network namespaces)');
 }

@@ -281,10 +281,17 @@ export class Stack implements LinkReceiver, FlowHost, SegmentSink, StackDriver {
     return (this.now = this.clock());
   }
 
+  /**
+   * Work queued outside a TUN batch (the application wrote, ended or
+   * destroyed a stream; a timer fired elsewhere) runs once the event loop's
+   * poll phase is over, not after each callback: every socket event of one
+   * poll (a response and its EOF, many flows' replies) leaves in one TUN
+   * write (issue 10: the handshake's and teardown's segments coalesce).
+   */
   scheduleFlush(): void {
     if (this.flushScheduled || this.inBatch) return;
     this.flushScheduled = true;
-    queueMicrotask(this.flushBound);
+    setImmediate(this.flushBound);
   }
 
   private flushDeferred(): void {

@@ -56,6 +56,9 @@ import { refuseGlobalDispatch } from '../outbound/agent.js';
 import { reportCoexistence } from '../system/coexistence.js';
 import { createReloader } from './run-reload.js';
 import { dirname, join } from 'node:path';
+import { tunQueues } from '../workers/queues.js';
+import { NullLink } from '../workers/queue-link.js';
+import { startWorkers, type RunningWorkers } from '../workers/run-workers.js';
 
 export const RUN_USAGE = `Usage: sluice run [--config FILE] [--state FILE]
 
@@ -169,6 +172,7 @@ async function run(argv: string[], io: CommandIo, takeEarlySignal: () => string 
     prepare: (c) => withRouteMark(c, config.route),
     // The classifier's maps and the kernel path's sets follow the reloaded policy live (no detach).
     applied: async (next) => {
+      await workers?.reload(next);
       await classifier?.update(next);
       await kernelPath?.update(next);
       await gateway?.update(next);
@@ -196,8 +200,13 @@ async function run(argv: string[], io: CommandIo, takeEarlySignal: () => string 
   let kernelPath: RunningKernelPath | null = null;
   let gateway: RunningGateway | null = null;
   let metricsAt: string | null = null;
+  // tun.queues > 1: the queues' packets are served by worker threads (src/workers/), this thread's engine has none.
+  let workers: RunningWorkers | null = null;
   try {
+    const queues = tunQueues(config.tun.queues);
     const drop = planPrivilegeDrop(config, where, statePath);
+    // setresuid clears the capabilities of every other thread (KEEPCAPS is per thread): the workers' marked sockets would fail.
+    if (drop !== null && queues.queues > 1) throw new Error(`tun.queues: ${queues.queues} queues (${queues.from}) cannot be combined with run.user yet: the worker threads would lose the capabilities their marked sockets need; use tun.queues: 1 with run.user`);
     life.check();
     await cleanLeftovers(statePath, log);
     life.check();
@@ -221,7 +230,7 @@ async function run(argv: string[], io: CommandIo, takeEarlySignal: () => string 
     metricsAt = metricsServer?.address ?? null;
     if (metricsServer !== null) life.defer('accept', 'metrics listener', () => metricsServer.close());
     life.check();
-    tun = TunDevice.open({ name: config.tun.name, mtu: config.tun.mtu, offload: config.tun.offload });
+    tun = TunDevice.open({ name: config.tun.name, mtu: config.tun.mtu, offload: config.tun.offload, queues: queues.queues });
     const opened = tun;
     life.defer('outbounds', 'tun', () => opened.close());
     addAddress(tun.name, config.tun.ipv4);
@@ -232,16 +241,24 @@ async function run(argv: string[], io: CommandIo, takeEarlySignal: () => string 
     if (envCapture !== null) life.defer('outbounds', 'capture file', envCapture);
     // log.level trace: every packet in and out, with its drop reason (zero cost otherwise: not inserted).
     const tracer = log.isLevelEnabled('trace') ? new PacketTracer(link, log) : null;
-    engine = new Engine(config, tracer ?? link, log, { selectionsPath: join(dirname(statePath), 'groups.json'), ruleSetDir: join(dirname(statePath), 'rulesets') });
+    const engineLink = queues.queues > 1 ? new NullLink(tun.name, tun.mtu, tun.vnetHdr, tun.offloads) : (tracer ?? link);
+    engine = new Engine(config, engineLink, log, { selectionsPath: join(dirname(statePath), 'groups.json'), ruleSetDir: join(dirname(statePath), 'rulesets') });
     if (tracer !== null) engine.stack.observeDrops(tracer);
     const e = engine;
     const device = tun;
-    startObserve({ engine: e, link, tun: () => device.stats(), classifier: () => classifier, api: api !== null, metricsServer });
+    const tunStats = (): ReturnType<TunDevice['stats']> => workers?.pool.tunStats() ?? device.stats();
+    startObserve({ engine: e, link, tun: tunStats, classifier: () => classifier, api: api !== null, metricsServer, stack: () => workers?.stackStats() ?? e.stack.stats });
     life.defer('accept', 'engine intake', () => e.stopAccepting());
+    // The workers end their flows and stop before this thread's engine and before the TUN's fds close.
+    if (queues.queues > 1) life.defer('flows', 'workers', () => workers?.stop());
     life.defer('flows', 'flows', () => e.endFlows());
     life.defer('outbounds', 'engine', () => e.stop());
     await engine.start();
     life.check();
+    if (queues.queues > 1) {
+      workers = await startWorkers({ engine: e, device: tun, config, log, tap, selectionsPath: join(dirname(statePath), 'groups.json'), queues });
+      life.check();
+    }
     if (config.route.auto) {
       const stopRoute = await startAutoRoute(config.route, tun.name, statePath, log);
       life.defer('system', 'auto-route', stopRoute);
@@ -286,7 +303,8 @@ async function run(argv: string[], io: CommandIo, takeEarlySignal: () => string 
         statePath,
         secretFile: api.secretFile,
         config: () => e.activeConfig,
-        tunStats: () => device.stats(),
+        tunStats,
+        workers: workers?.view ?? null,
         classifierCounters: () => classifier?.counters() ?? null,
         classifierStatus: () => classifierStatus(),
         reload: () => reload(),

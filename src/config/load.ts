@@ -211,6 +211,7 @@ function complete(raw: Raw, ruleSets: Map<string, RuleSetConfig>, baseDir: strin
     sniff: { ...d.sniff, ...raw.sniff },
     icmp: { ...d.icmp, ...raw.icmp },
     limits: { ...d.limits, ...raw.limits },
+    udp: { ...d.udp, ...raw.udp },
     dns: {
       mode: dns.mode ?? d.dns.mode,
       hijack: dns.hijack ?? d.dns.hijack,

@@ -6,7 +6,7 @@
  * from the pool), and classifier.bypass (the classifier's maps, its
  * fallback's rules or the gateway's nftables table follow it live; the rest
  * of `classifier` is how it is attached). Everything else (tun, route, gateway, classifier, limits,
- * log, run, and any section this list does not know, such as the API's
+ * udp, log, run, and any section this list does not know, such as the API's
  * listen address) is set up once at start: a reload keeps the running
  * values and names every such field that differs in the file, so an edit
  * is never ignored silently.

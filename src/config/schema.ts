@@ -231,6 +231,12 @@ export const configSchema: Schema = {
         // IPv6 links need an MTU of at least 1280 (RFC 8200 5).
         mtu: int(1280, 65535, { default: d.tun.mtu }),
         offload: { type: 'boolean', default: d.tun.offload },
+        // "auto": one queue per available core (src/workers/queues.ts); 64 is the addon's (and a sane) cap.
+        queues: {
+          anyOf: [{ type: 'integer', minimum: 1, maximum: 64 }, { const: 'auto' }],
+          'x-expected': '"auto" or a whole number from 1 to 64',
+          default: d.tun.queues,
+        },
         ipv4: str(IPV4_CIDR, 'an IPv4 address with prefix such as 198.19.0.1/30', { default: d.tun.ipv4 }),
         ipv6: str(IPV6_CIDR, 'an IPv6 address with prefix such as fdfe:dcba:9876::1/126', { default: d.tun.ipv6 }),
       },
@@ -259,6 +265,15 @@ export const configSchema: Schema = {
         synCookieThreshold: int(0, 1_000_000, { default: d.limits.synCookieThreshold }),
         dials: int(1, 1_000_000, { default: d.limits.dials }),
         dialsPerSource: int(1, 1_000_000, { default: d.limits.dialsPerSource }),
+      },
+      [],
+      { default: {} },
+    ),
+    udp: obj(
+      {
+        nat: enumOf(['endpoint-independent', 'address-dependent', 'address-and-port-dependent'], { default: d.udp.nat }),
+        idleTimeout: int(1, 86400, { 'x-expected': 'seconds from 1 to 86400', default: d.udp.idleTimeout }),
+        maxSessions: int(1, 1_000_000, { 'x-expected': 'a session count from 1 to 1000000', default: d.udp.maxSessions }),
       },
       [],
       { default: {} },

@@ -21,6 +21,12 @@ export interface TunConfig {
   mtu: number;
   /** Ask the kernel for GSO/GRO super-packets (virtio-net header) on the TUN. */
   offload: boolean;
+  /**
+   * IFF_MULTI_QUEUE queues, each served by its own worker thread with its
+   * own stack (src/workers/); 1 is the single-threaded path. "auto": the
+   * cores available (os.availableParallelism()).
+   */
+  queues: number | 'auto';
   /** The TUN's own IPv4 address with prefix, e.g. "198.19.0.1/30". */
   ipv4: string;
   /** The TUN's own IPv6 address with prefix, e.g. "fdfe:dcba:9876::1/126". */
@@ -63,6 +69,19 @@ export interface LimitsConfig {
   dials: number;
   /** Upstream dials in progress at once for one client address. */
   dialsPerSource: number;
+}
+
+/** RFC 4787 5 filtering behaviours (mapping is always endpoint-independent, REQ-1). */
+export type UdpNatMode = 'endpoint-independent' | 'address-dependent' | 'address-and-port-dependent';
+
+/** UDP sessions and NAT (docs/configuration.md "udp"). */
+export interface UdpConfig {
+  /** Which new sources may reach a client through its mapping (RFC 4787 REQ-8). */
+  nat: UdpNatMode;
+  /** Seconds without a datagram either way before a session ends (RFC 4787 REQ-5: at least 120 by default). */
+  idleTimeout: number;
+  /** Concurrent UDP sessions through the TUN; datagrams that would open more are dropped and counted. */
+  maxSessions: number;
 }
 
 export type DnsMode = 'fake-ip' | 'real-ip';
@@ -468,6 +487,7 @@ export interface SluiceConfig {
   sniff: SniffConfig;
   icmp: IcmpConfig;
   limits: LimitsConfig;
+  udp: UdpConfig;
   dns: DnsConfig;
   outbounds: OutboundConfig[];
   ruleSets: Record<string, RuleSetConfig>;
@@ -529,10 +549,11 @@ export const MATCHER_KEYS = [
 export function defaultConfig(): SluiceConfig {
   return {
     log: { level: 'info', format: 'auto' },
-    tun: { name: 'sluice0', mtu: 1500, offload: true, ipv4: '198.19.0.1/30', ipv6: 'fdfe:dcba:9876::1/126' },
+    tun: { name: 'sluice0', mtu: 1500, offload: true, queues: 1, ipv4: '198.19.0.1/30', ipv6: 'fdfe:dcba:9876::1/126' },
     sniff: { timeoutMs: 300, maxBytes: 8192 },
     icmp: { echo: 'forward', unforwardable: 'unreachable' },
     limits: { pendingSyns: 1024, synCookieThreshold: 128, dials: 512, dialsPerSource: 64 },
+    udp: { nat: 'endpoint-independent', idleTimeout: 300, maxSessions: 16384 },
     dns: {
       mode: 'fake-ip',
       hijack: true,

@@ -21,8 +21,13 @@ function ownerKeyIn(c: RuleCondition, path: string): string | null {
   return c.not !== undefined ? ownerKeyIn(c.not, `${path}.not`) : null;
 }
 
-export function configWarnings(cfg: Pick<SluiceConfig, 'rules' | 'route' | 'gateway'>): string[] {
+export function configWarnings(cfg: Pick<SluiceConfig, 'rules' | 'route' | 'gateway'> & Partial<Pick<SluiceConfig, 'udp'>>): string[] {
   const out: string[] = [];
+  // RFC 4787 REQ-5: a UDP mapping must not expire in less than 2 minutes
+  // (REQ-5a's shorter timers for well-known ports apply to DNS already).
+  if (cfg.udp !== undefined && cfg.udp.idleTimeout < 120) {
+    out.push(`udp.idleTimeout: ${cfg.udp.idleTimeout} s is below the 120 s RFC 4787 REQ-5 asks of a NAT; games, VoIP and P2P keep-alives may find their mapping gone`);
+  }
   const ownerRules = cfg.rules.map((r, i) => ownerKeyIn(r, `rules[${i}]`)).filter((p): p is string => p !== null);
   if (ownerRules.length > 0 && !cfg.route.auto) {
     out.push(

@@ -10,6 +10,7 @@ import type { ReloadResult } from '../commands/run-reload.js';
 import type { ProxyGroups } from './groups.js';
 import type { LogHub } from './log-hub.js';
 import type { ApiServer } from './server.js';
+import type { WorkerView } from '../workers/run-workers.js';
 
 export interface TunCounters {
   rxPackets: number;
@@ -42,6 +43,8 @@ export interface ControlContext {
   classifierCounters(): unknown;
   /** Everything the TC program counts (actions, tproxy-ebpf assignments, the SNI filter): src/system/classifier-run.ts classifierStatus(). */
   classifierStatus?(): unknown;
+  /** tun.queues > 1: the worker threads' counters and state (src/workers/run-workers.ts); absent or null otherwise. */
+  readonly workers?: WorkerView | null;
   /** The reload SIGHUP does (src/commands/run-reload.ts). */
   reload(): Promise<ReloadResult>;
 }

@@ -6,6 +6,7 @@
  */
 import type { MetricsConfig } from '../config/types.js';
 import type { Engine } from '../engine/engine.js';
+import type { StackStats } from '../stack.js';
 import type { CaptureLink } from '../link/capture.js';
 import type { RunningClassifier } from '../system/classifier-run.js';
 import { CONTROL_PLUGINS } from './index.js';
@@ -32,6 +33,8 @@ export interface ObserveWiring {
   /** Whether the API runs (it serves /metrics, explain and capture). */
   api: boolean;
   metricsServer: MetricsServer | null;
+  /** The stack counters to serve (tun.queues > 1: summed over the workers); default the engine's stack. */
+  stack?: () => StackStats;
 }
 
 /** Makes the metrics when anything serves them, hooks them into the engine, and queues the API routes. */
@@ -43,7 +46,7 @@ export function startObserve(w: ObserveWiring): SluiceMetrics | null {
     const pool = engine.fakeIpPool;
     const mode = engine.activeConfig.dns.hijack ? engine.activeConfig.dns.mode : 'off';
     metrics = new SluiceMetrics({
-      stack: () => engine.stack.stats,
+      stack: w.stack ?? (() => engine.stack.stats),
       tun: w.tun,
       dnsMode: mode,
       dnsTally: () => dns?.queryTally ?? null,

@@ -25,9 +25,11 @@ export function registerV1Routes(api: ApiServer, ctx: ControlContext): void {
       config: ctx.configName,
       mode: engine.mode,
       flows: { open: engine.openFlows, closed: t.closedFlows, uploadTotal: t.up, downloadTotal: t.down, byOutbound: engine.flows.byOutbound() },
-      engine: { ...engine.counters, synFlood: { ...engine.counters.synFlood } },
+      // tun.queues > 1: summed over the worker threads (src/workers/pool.ts), whose flows are in engine.flows already.
+      engine: ctx.workers?.engineCounters({ ...engine.counters, synFlood: { ...engine.counters.synFlood } }) ?? { ...engine.counters, synFlood: { ...engine.counters.synFlood } },
       // Retransmit, timeout and zero-window counts are of closed connections (the stack adds them up when a connection ends).
-      stack: engine.stack.stats,
+      stack: ctx.workers?.stackStats(engine.stack.stats) ?? engine.stack.stats,
+      workers: ctx.workers?.summary() ?? null,
       tun: ctx.tunStats(),
       classifier: ctx.classifierCounters() ?? null,
       classifierStatus: ctx.classifierStatus?.() ?? null,

@@ -38,14 +38,14 @@ import { RemoteRuleSets } from './remote-rulesets.js';
 import type { Outbound } from '../outbound/types.js';
 import { FakeIpPool } from '../dns/fake-ip.js';
 import { DnsSnoop } from '../dns/snoop.js';
-import type { DnsHijack } from '../dns/server.js';
+import { DnsHijack } from '../dns/server.js';
 import { UpstreamFailureLog } from '../dns/failure-log.js';
 import type { LookupFn } from '../outbound/types.js';
 import { mkdir } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { Stack } from '../stack.js';
 import type { LinkEndpoint } from '../link/link.js';
-import { FlowRegistry, type NameOrigin, type RoutingMode } from './flow-registry.js';
+import { FlowRegistry, type FlowRecord, type NameOrigin, type RoutingMode } from './flow-registry.js';
 import { policyNeedsName } from './name-sensitivity.js';
 import { IcmpEchoRoute } from './icmp-route.js';
 import { PathMtuCache } from '../link/path-mtu.js';
@@ -56,6 +56,7 @@ import { DialLimiter } from './dial-limiter.js';
 import type { Logger } from './logger.js';
 import { FlowGuard, errorText, installErrorBoundary } from './flow-guard.js';
 import { newTproxyUdpCounters, type TproxyUdpCounters, type TproxyUdpOptions } from '../udp/tproxy.js';
+import { UdpNat, newUdpNatCounters, type UdpNatCounters } from '../udp/nat.js';
 import type { EngineObserver } from './observer.js';
 import { SocketOwnerLookup, type SocketOwnerStats } from '../system/socket-owner.js';
 import { loadNative } from '../link/native.js';
@@ -77,6 +78,8 @@ export interface EngineCounters {
   badTarget: number;
   /** The TPROXY UDP reader's drops (src/udp/tproxy.ts), filled in gateway mode tproxy. */
   tproxyUdp: TproxyUdpCounters;
+  /** UDP NAT mappings and filtered datagrams (src/udp/nat.ts). */
+  udpNat: UdpNatCounters;
   /** Live SYN-flood figures (getters over the stack's stats and the dial limiter), for the counters log line. */
   synFlood?: SynFloodCounters;
   /** Socket-owner lookups (uid / processName / processPath rules), present once such a rule exists. */
@@ -123,6 +126,12 @@ export interface EngineOptions {
   selectionsPath?: string | null;
   /** Directory of the url rule sets' last good copies (those without a path of their own); absent or null: none kept. */
   ruleSetDir?: string | null;
+  /** Worker threads (src/workers/): the main thread's pool seen through a channel, instead of a pool of this engine's own. */
+  fakeIpPool?: FakeIpPool | null;
+  /** Worker threads: the main thread's DNS snoop table seen through the same channel. */
+  snoop?: DnsSnoop | null;
+  /** Worker threads: a registry that also reports each flow to the main thread's view. */
+  flows?: FlowRegistry<FlowRecord>;
 }
 
 /** Group health and choice changes, one log line each. */
@@ -149,7 +158,10 @@ export class Engine {
     unattributedErrors: 0,
     badTarget: 0,
     tproxyUdp: newTproxyUdpCounters(),
+    udpNat: newUdpNatCounters(),
   };
+  /** UDP mappings per client endpoint and outbound (RFC 4787; src/udp/nat.ts). */
+  private readonly nat: UdpNat;
   readonly stack: Stack;
   /** Routes each flow (flow-router.ts); reads this engine's state through its host. */
   private readonly router: FlowRouter;
@@ -178,7 +190,7 @@ export class Engine {
   private readonly lookup: LookupFn;
   private readonly onFlowFailed: (guard: FlowGuard, err: unknown) => void;
   /** Flows not yet logged (open): for endFlows(), the stop's "stopping" line and the control API. */
-  readonly flows = new FlowRegistry<FlowInfo>();
+  readonly flows: FlowRegistry<FlowInfo>;
   /** PATCH /configs mode: 'rule', or every new flow to `modeOutbound`. */
   private routingMode: RoutingMode = 'rule';
   private modeOutbound: Outbound | null = null;
@@ -225,8 +237,11 @@ export class Engine {
     const dnsCfg = config.dns;
     this.failures = new UpstreamFailureLog(log);
     this.debug = log.isLevelEnabled('debug');
+    this.flows = (options.flows as FlowRegistry<FlowInfo> | undefined) ?? new FlowRegistry<FlowInfo>();
     this.pool =
-      dnsCfg.mode === 'fake-ip'
+      options.fakeIpPool !== undefined
+        ? options.fakeIpPool
+        : dnsCfg.mode === 'fake-ip'
         ? new FakeIpPool({
             ipv4Range: dnsCfg.fakeIp.ipv4Range,
             ipv6Range: dnsCfg.fakeIp.ipv6Range,
@@ -235,7 +250,8 @@ export class Engine {
           })
         : null;
     // dns.fakeIp.filter: those names get real answers, snooped so a flow to one still has its name.
-    this.snoop = dnsCfg.mode === 'real-ip' || dnsCfg.fakeIp.filter.length > 0 ? new DnsSnoop({ maxEntries: 65536, now }) : null;
+    this.snoop =
+      options.snoop !== undefined ? options.snoop : dnsCfg.mode === 'real-ip' || dnsCfg.fakeIp.filter.length > 0 ? new DnsSnoop({ maxEntries: 65536, now }) : null;
     this.selections = options.selectionsPath === undefined || options.selectionsPath === null ? null : new SelectionStore(options.selectionsPath);
     if (this.selections?.lastError) log.warn({ err: this.selections.lastError }, 'group choices not restored');
     this.groupEvents = groupLogEvents(log);
@@ -279,8 +295,14 @@ export class Engine {
       get log() {
         return self.log;
       },
+      get lookup() {
+        return self.lookup;
+      },
       get modeOutbound() {
         return self.modeOutbound;
+      },
+      get nat() {
+        return self.nat;
       },
       get observer() {
         return self.observer;
@@ -325,8 +347,14 @@ export class Engine {
         onTcpFlow: (req) => this.router.onTcpFlow(req),
         onUdpSession: (s) => this.router.onUdpSession(s),
       },
-      { maxPendingFlows: config.limits.pendingSyns, synCookieThreshold: config.limits.synCookieThreshold },
+      { maxPendingFlows: config.limits.pendingSyns, synCookieThreshold: config.limits.synCookieThreshold, maxUdpSessions: config.udp.maxSessions, udpIdleTimeoutMs: config.udp.idleTimeout * 1000 },
     );
+    this.nat = new UdpNat({
+      mode: config.udp.nat,
+      counters: this.counters.udpNat,
+      admit: (m, client, host, port) => this.router.admitUdpSource(m, client, host, port),
+      onInbound: (b) => this.router.onInboundUdp(b),
+    });
     this.echoRoute = new IcmpEchoRoute({
       log,
       generation: () => this.rt,
@@ -391,14 +419,6 @@ export class Engine {
         this.log.error({ origin, ...source, err: errorText(err) }, 'uncaught error outside any flow; sluice keeps serving');
       },
     });
-    const gw = this.config.gateway;
-    if (gw.enabled && gw.preserveSource) {
-      // Said once, loudly: UDP has no source-preserving path (yet).
-      this.log.warn(
-        { field: 'gateway.preserveSource' },
-        'gateway.preserveSource applies to TCP through direct outbounds (destinations given as addresses or fake-IP names); UDP sessions still leave from this host\'s address',
-      );
-    }
     this.rt.groups.start();
     // ICMP sockets now, while sluice may still open raw ones (before run.user's drop).
     if (this.config.icmp.echo === 'forward') this.echoRoute.openFor(this.rt.outbounds.values());
@@ -637,6 +657,11 @@ export class Engine {
     return this.rt.dns;
   }
 
+  /** The DNS snoop table (real-ip mode, dns.fakeIp.filter), null when none: the workers' channel serves it. */
+  get dnsSnoop(): DnsSnoop | null {
+    return this.snoop;
+  }
+
   /** The fake-IP pool (null in real-ip mode), for the metrics. */
   get fakeIpPool(): FakeIpPool | null {
     return this.pool;
@@ -753,6 +778,7 @@ export class Engine {
   tproxyUdpOptions(): TproxyUdpOptions {
     return {
       maxSessions: this.config.gateway.tproxyUdpSessions,
+      idleMs: this.config.udp.idleTimeout * 1000,
       counters: this.counters.tproxyUdp,
       unreachable: (family, kind, quote) => this.stack.injectUnreachable(family, kind, quote),
       ...(this.config.route.auto ? { mark: this.config.route.mark } : {}),

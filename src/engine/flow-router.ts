@@ -28,6 +28,7 @@ import type { FakeIpPool } from '../dns/fake-ip.js';
 import type { DnsSnoop } from '../dns/snoop.js';
 import type { DnsHijack } from '../dns/server.js';
 import { TcpFrameReader, frameTcp, parseMessage } from '../dns/message.js';
+import type { LookupFn } from '../outbound/types.js';
 import type { TcpFlowRequest } from '../stack.js';
 import type { TcpStream } from '../stack/tcp-stream.js';
 import { UdpSession } from '../udp/session.js';
@@ -40,6 +41,7 @@ import type { UdpErrorRelay } from '../ip/udp-error-relay.js';
 import type { DialLimiter } from './dial-limiter.js';
 import type { Logger } from './logger.js';
 import { FlowGuard } from './flow-guard.js';
+import { UdpNat, type NatBinding, type NatMapping, type NatSession } from '../udp/nat.js';
 import { isUnicastText, isUsablePort } from '../wire/address-class.js';
 import type { EngineObserver, SniffOutcome } from './observer.js';
 import type { SocketOwnerLookup } from '../system/socket-owner.js';
@@ -100,9 +102,11 @@ function addressBytes(text: string): Uint8Array {
   return out;
 }
 
-export type UdpFlow = Pick<UdpSession, 'family' | 'remoteAddress' | 'remotePort' | 'localAddress' | 'localPort' | 'send' | 'close' | 'unreachable' | 'drainQueued'> & {
+export type UdpFlow = Pick<UdpSession, 'family' | 'remoteAddress' | 'remotePort' | 'localAddress' | 'localPort' | 'send' | 'close' | 'unreachable' | 'drainQueued' | 'fromRemote'> & {
   on(event: 'message', listener: (data: Buffer) => void): unknown;
   on(event: 'close', listener: () => void): unknown;
+  /** The session from this client to another remote endpoint (src/udp/nat.ts). */
+  sibling(host: string, port: number): UdpFlow | null;
 };
 
 
@@ -115,8 +119,10 @@ export interface RouterHost {
   readonly dials: DialLimiter;
   readonly flows: FlowRegistry<FlowInfo>;
   readonly log: Logger;
+  readonly lookup: LookupFn;
   /** PATCH /configs mode global/direct: every new flow goes here; null in mode rule. */
   readonly modeOutbound: Outbound | null;
+  readonly nat: UdpNat;
   readonly observer: EngineObserver | null;
   readonly onFlowFailed: (guard: FlowGuard, err: unknown) => void;
   /** Socket-owner lookups; null while no rule needs them. */
@@ -342,12 +348,13 @@ export class FlowRouter {
     const host = this.h.pool !== null && info.domain !== null && this.h.pool.isFake(req.localAddress) ? info.domain : req.localAddress;
     // The client giving up (req.signal) or sluice stopping (end) aborts the dial.
     const ac = new AbortController();
+    req.abortOnCancel(ac); // one controller for both, no AbortSignal.any per flow (issue 10)
     info.end = () => {
       ac.abort();
       if (!req.decided) req.reset();
     };
     if (this.h.debug) this.h.log.debug({ src: info.src, dst: info.dst, host, outbound: outbound.name, beforeAccept: true }, 'dial start');
-    this.dialTcp(outbound, host, req.localPort, AbortSignal.any([req.signal, ac.signal]), req).then(
+    this.dialTcp(outbound, host, req.localPort, ac.signal, req).then(
       (upstream) => {
         info.guard.own(() => upstream.destroy());
         FlowRouter.setChain(info, chainOf(upstream));
@@ -697,7 +704,7 @@ export class FlowRouter {
     }
     FlowRouter.setName(info, domain, from);
     const waiting: Buffer[] = [];
-    let assoc: UdpAssociation | null = null;
+    let bound: NatBinding | null = null;
     let target = { host: s.localAddress, port: s.localPort };
     let routed = false;
     // Called by the stack (or the TPROXY reader) per datagram: a throw here
@@ -708,12 +715,12 @@ export class FlowRouter {
     let watch: UdpWatch | null = null;
     const onDatagram = (d: Buffer): void => {
       r.bytesUp += d.length;
-      if (assoc !== null) {
+      if (bound !== null) {
         if (watch !== null) {
-          assoc.setTtl!(tun!.ttl);
+          bound.mapping.assoc?.setTtl?.(tun!.ttl);
           if (d.length > 1232 && watch.tooBig(d.length, target.host)) return;
         }
-        return assoc.send(d, target);
+        return bound.send(d);
       }
       if (waiting.length >= 64) return; // bounded while the outbound opens
       waiting.push(d);
@@ -745,36 +752,89 @@ export class FlowRouter {
         else s.unreachable(outbound.action === 'reject' ? 'port' : 'admin');
         return;
       }
-      if (this.h.pool !== null && domain !== null && this.h.pool.isFake(s.localAddress)) target = { host: domain, port: s.localPort };
+      const fake = this.h.pool !== null && domain !== null && this.h.pool.isFake(s.localAddress);
+      if (fake) target = { host: domain, port: s.localPort };
       if (this.h.debug) this.h.log.debug({ network: 'udp', src: info.src, dst: info.dst, outbound: outbound.name }, 'dial start');
-      outbound.openUdp({ family: s.family === 6 ? 6 : 4 }, gone).then(
-        (a) => {
-          if (gone.aborted) {
-            a.close(); // the session ended while the association was being set up
-            return;
-          }
-          info.guard.own(() => a.close());
-          FlowRouter.setChain(info, chainOf(a));
-          assoc = a;
-          watch = tun === null ? null : watchUdpErrors(this.h.udpErrors, a, tun);
-          if (watch !== null) s.on('close', watch.unwatch);
-          a.onMessage((payload) => {
-            r.bytesDown += payload.length;
-            s.send(payload);
-          });
-          s.on('close', () => a.close());
-          for (const w of waiting.splice(0)) if (watch === null || w.length <= 1232 || !watch.tooBig(w.length, target.host)) a.send(w, target);
-        },
-        (err: Error) => {
-          if (gone.aborted) return;
-          this.h.counters.upstreamFailures++;
-          if (this.h.debug) this.h.log.debug({ network: 'udp', src: info.src, dst: info.dst, outbound: outbound.name, err: err.message }, 'dial failed');
-          r.close = `upstream failed: ${err.message}`;
-          s.unreachable('host');
-        },
-      );
+      // One mapping per client endpoint and outbound (RFC 4787 REQ-1,
+      // src/udp/nat.ts); a fake-IP session's replies come from the real
+      // addresses its name resolves to, so they are learnt first.
+      const hosts = fake ? this.h.lookup(domain, s.family === 6 ? 6 : 4).then((a) => [s.localAddress, a.address], () => [s.localAddress]) : Promise.resolve([s.localAddress]);
+      const inbound = info.inbound;
+      hosts
+        .then((h) => this.h.nat.attach(inbound, outbound, s, target, h, r, () => this.openUdpFor(outbound, s, gone), gone))
+        .then(
+          (b) => {
+            if (gone.aborted) return;
+            const a = b.mapping.assoc!;
+            FlowRouter.setChain(info, chainOf(a));
+            bound = b;
+            // Errors about this session's datagrams reach its client (src/ip/udp-error-relay.ts).
+            watch = tun === null ? null : watchUdpErrors(this.h.udpErrors, a, tun);
+            if (watch !== null) s.on('close', watch.unwatch);
+            for (const w of waiting.splice(0)) if (watch === null || w.length <= 1232 || !watch.tooBig(w.length, target.host)) b.send(w);
+          },
+          (err: Error) => {
+            if (gone.aborted) return;
+            this.h.counters.upstreamFailures++;
+            if (this.h.debug) this.h.log.debug({ network: 'udp', src: info.src, dst: info.dst, outbound: outbound.name, err: err.message }, 'dial failed');
+            r.close = `upstream failed: ${err.message}`;
+            s.unreachable('host');
+          },
+        );
     };
     s.drainQueued();
+  }
+
+  /**
+   * The outbound's UDP association; with gateway.preserveSource the
+   * client's endpoint goes along, so a direct outbound (named by a rule or
+   * a group's member) sends from the client's own address and port.
+   */
+  private openUdpFor(outbound: Outbound, s: UdpFlow, gone: AbortSignal): Promise<UdpAssociation> {
+    const family = s.family === 6 ? 6 : 4;
+    const gw = this.config.gateway;
+    if (!gw.enabled || !gw.preserveSource) return outbound.openUdp!({ family }, gone);
+    const source = { address: unmapAddress(s.remoteAddress), port: s.remotePort };
+    return outbound.openUdp!({ family, source }, gone).then((a) => {
+      if (a.preservedSource === false) this.h.log.warn({ src: hostPort(source.address, source.port), outbound: outbound.name }, 'gateway.preserveSource: the client\'s UDP endpoint cannot be bound; this session leaves from this host\'s address');
+      return a;
+    });
+  }
+
+  /**
+   * RFC 4787 5 filtering's last check, for a datagram from a source no
+   * session of the mapping has (src/udp/nat.ts): the policy must send the
+   * client's answer to that address through the mapping's own outbound.
+   * Decided on addresses and ports alone (no name or sniffing yet).
+   */
+  admitUdpSource(m: NatMapping, client: NatSession, host: string, port: number): boolean {
+    if (this.h.modeOutbound !== null) return this.h.modeOutbound === m.outbound;
+    const e: FlowEnds = { family: client.family, remoteAddress: client.remoteAddress, remotePort: client.remotePort, localAddress: host, localPort: port };
+    if (this.badTarget(e)) return false;
+    const name = this.h.rt.policy.match(this.context('udp', e, this.h.snoop?.lookup(host) ?? null, null, m.inbound)).outbound;
+    return this.h.rt.outbounds.get(name) === m.outbound;
+  }
+
+  /** A session opened by a datagram from a new source (endpoint-independent filtering): a flow of its own on the mapping. */
+  onInboundUdp(b: NatBinding): void {
+    const s = b.session as UdpFlow;
+    this.h.counters.udpSessions++;
+    const info = this.flowInfo('udp', b.mapping.inbound, s);
+    const r: RelayResult = { bytesUp: 0, bytesDown: 0, close: 'idle' };
+    info.bytes = r;
+    info.outbound = b.mapping.outbound.name;
+    info.protocol = null;
+    // The replies' bytes (the NAT counts into b.result) go on this flow's line.
+    b.result = r;
+    if (b.mapping.assoc !== null) FlowRouter.setChain(info, chainOf(b.mapping.assoc));
+    this.h.flows.add(info);
+    info.end = () => s.close();
+    s.on('close', () => this.logFlow(info, r));
+    s.on('message', (d) => {
+      r.bytesUp += d.length;
+      b.send(d);
+    });
+    if (this.h.debug) this.h.log.debug({ network: 'udp', inbound: info.inbound, src: info.src, dst: info.dst, outbound: info.outbound }, 'inbound session from a new source');
   }
 
   // ------------------------------------------------------------------ logs

@@ -54,12 +54,47 @@ export class LogTap {
   }
 }
 
+/**
+ * The JSON lines of one event-loop turn, written together: a busy gateway
+ * logs a flow line per finished connection, and a write(2) each cost a
+ * measurable share of a short connection (issue 10). Lines wait at most
+ * until the end of the current poll phase (setImmediate), and the 'exit'
+ * event writes what is left synchronously, so a signal or a fatal error
+ * loses nothing (only SIGKILL can cut the last turn's lines).
+ */
+class TurnBatch {
+  private pending = '';
+  private scheduled = false;
+  private readonly flushBound = (): void => this.flush();
+
+  constructor(private readonly out: { write(s: string): unknown; flushSync?(): void }) {
+    process.once('exit', this.flushBound);
+  }
+
+  write(line: string): boolean {
+    this.pending += line;
+    if (!this.scheduled) {
+      this.scheduled = true;
+      setImmediate(this.flushBound);
+    }
+    return true;
+  }
+
+  flush(): void {
+    this.scheduled = false;
+    if (this.pending === '') return;
+    const text = this.pending;
+    this.pending = '';
+    this.out.write(text);
+  }
+}
+
 export function createLogger(cfg: LogConfig, out: NodeJS.WriteStream = process.stdout, tap?: LogTap): Logger {
   const pretty = cfg.format === 'pretty' || (cfg.format === 'auto' && out.isTTY === true);
   const options = { level: cfg.level, base: undefined, timestamp: pino.stdTimeFunctions.isoTime };
-  // Synchronous writes: a line per finished flow is cheap, and nothing is
+  // Synchronous writes, one per event-loop turn (TurnBatch): nothing is
   // lost when the process ends on a signal.
-  const main = pretty ? new PrettyLines(out) : pino.destination({ dest: (out as unknown as { fd?: number }).fd ?? 1, sync: true });
+  const main = pretty ? new PrettyLines(out) : new TurnBatch(pino.destination({ dest: (out as unknown as { fd?: number }).fd ?? 1, sync: true }));
   if (tap === undefined || cfg.level === 'silent') return pino(options, main);
   // Every stream at the logger's own level: the logger decides what is written.
   return pino(options, pino.multistream([{ stream: main, level: cfg.level }, { stream: tap, level: cfg.level }]));

@@ -15,13 +15,83 @@ export interface RelayResult {
   close: string;
 }
 
+/** Where a stream finds the relay it belongs to (one property per stream, read by the shared handlers). */
+const RELAY = Symbol('sluice.relay');
+type Side = Duplex & { [RELAY]?: Relay };
+
 /**
- * Starts the relay; returns its result object, whose byte counts grow per
- * chunk as data moves (the control API reads them live) and which `done`
- * receives when both sides have closed.
+ * One relay's state. The stream events are handled by the module's shared
+ * functions below (the stream is `this`, the relay hangs off it), not by
+ * closures made per flow (issue 10: connection set-up cost).
  */
-/** The event shutdownRelay() sends to a relay's client stream (a symbol: no other listener can collide). */
-const kShutdown = Symbol('sluice.relay.shutdown');
+class Relay implements RelayResult {
+  bytesUp = 0;
+  bytesDown = 0;
+  close = 'fin';
+  open = 2;
+  finished = false;
+  /** shutdownRelay ran: the stop is closing this flow with FINs. */
+  shutDown = false;
+
+  constructor(
+    readonly client: Duplex,
+    readonly upstream: Duplex,
+    private readonly done: (r: RelayResult) => void,
+  ) {}
+
+  finish(): void {
+    if (--this.open > 0 || this.finished) return;
+    this.finished = true;
+    this.done(this);
+  }
+}
+
+function onClientData(this: Side, c: Buffer): void {
+  const r = this[RELAY]!;
+  r.bytesUp += c.length;
+  if (!r.upstream.write(c)) this.pause();
+}
+function onUpstreamData(this: Side, c: Buffer): void {
+  const r = this[RELAY]!;
+  r.bytesDown += c.length;
+  if (!r.client.write(c)) this.pause();
+}
+function onUpstreamDrain(this: Side): void {
+  this[RELAY]!.client.resume();
+}
+function onClientDrain(this: Side): void {
+  this[RELAY]!.upstream.resume();
+}
+function onClientEnd(this: Side): void {
+  this[RELAY]!.upstream.end();
+}
+function onUpstreamEnd(this: Side): void {
+  this[RELAY]!.client.end();
+}
+function onClientError(this: Side, err: Error & { code?: string }): void {
+  const r = this[RELAY]!;
+  if (r.close === 'fin') r.close = `client ${err.code ?? err.message}`;
+  abort(r.upstream, null);
+}
+function onUpstreamError(this: Side, err: Error & { code?: string }): void {
+  const r = this[RELAY]!;
+  if (r.close === 'fin') r.close = `upstream ${err.code ?? err.message}`;
+  abort(r.client, err);
+}
+function onClientClose(this: Side): void {
+  const r = this[RELAY]!;
+  if (!r.upstream.destroyed && !r.upstream.writableEnded) r.upstream.end();
+  r.finish();
+}
+function onUpstreamClose(this: Side): void {
+  const r = this[RELAY]!;
+  if (!r.client.destroyed && !r.client.writableEnded) r.client.end();
+  r.finish();
+}
+/** After shutdownRelay: bytes from either peer are not taken; that side is reset. */
+function onDataAfterShutdown(this: Side): void {
+  abort(this, null);
+}
 
 /**
  * Closes a relayed flow the orderly way, as sluice stops: a FIN to both
@@ -34,64 +104,45 @@ const kShutdown = Symbol('sluice.relay.shutdown');
  * relay (not started yet, or finished).
  */
 export function shutdownRelay(client: Duplex): boolean {
-  return client.emit(kShutdown);
+  const r = (client as Side)[RELAY];
+  if (r === undefined || r.finished || r.shutDown) return false;
+  r.shutDown = true;
+  const upstream = r.upstream;
+  client.off('data', onClientData);
+  upstream.off('data', onUpstreamData);
+  client.on('data', onDataAfterShutdown);
+  upstream.on('data', onDataAfterShutdown);
+  // Reading on, so the peers' FINs are seen and both sides can close.
+  client.resume();
+  upstream.resume();
+  if (!upstream.destroyed && !upstream.writableEnded) upstream.end();
+  if (!client.destroyed && !client.writableEnded) client.end();
+  return true;
 }
 
+/**
+ * Starts the relay; returns its result object, whose byte counts grow per
+ * chunk as data moves (the control API reads them live) and which `done`
+ * receives when both sides have closed.
+ */
 export function relay(client: Duplex, upstream: Duplex, firstBytes: readonly Uint8Array[], done: (r: RelayResult) => void): RelayResult {
-  const r: RelayResult = { bytesUp: 0, bytesDown: 0, close: 'fin' };
-  let open = 2;
-  let finished = false;
-  const finish = (): void => {
-    if (--open > 0 || finished) return;
-    finished = true;
-    client.removeAllListeners(kShutdown);
-    done(r);
-  };
+  const r = new Relay(client, upstream, done);
+  (client as Side)[RELAY] = r;
+  (upstream as Side)[RELAY] = r;
   for (const chunk of firstBytes) {
     r.bytesUp += chunk.length;
     upstream.write(chunk);
   }
-  const fromClient = (c: Buffer): void => {
-    r.bytesUp += c.length;
-    if (!upstream.write(c)) client.pause();
-  };
-  const fromUpstream = (c: Buffer): void => {
-    r.bytesDown += c.length;
-    if (!client.write(c)) upstream.pause();
-  };
-  client.on('data', fromClient);
-  upstream.on('drain', () => client.resume());
-  upstream.on('data', fromUpstream);
-  client.on('drain', () => upstream.resume());
-  client.once(kShutdown, () => {
-    client.off('data', fromClient);
-    upstream.off('data', fromUpstream);
-    client.on('data', () => abort(client, null));
-    upstream.on('data', () => abort(upstream, null));
-    // Reading on, so the peers' FINs are seen and both sides can close.
-    client.resume();
-    upstream.resume();
-    if (!upstream.destroyed && !upstream.writableEnded) upstream.end();
-    if (!client.destroyed && !client.writableEnded) client.end();
-  });
-  client.on('end', () => upstream.end());
-  upstream.on('end', () => client.end());
-  client.on('error', (err: Error & { code?: string }) => {
-    if (r.close === 'fin') r.close = `client ${err.code ?? err.message}`;
-    abort(upstream, null);
-  });
-  upstream.on('error', (err: Error & { code?: string }) => {
-    if (r.close === 'fin') r.close = `upstream ${err.code ?? err.message}`;
-    abort(client, err);
-  });
-  client.on('close', () => {
-    if (!upstream.destroyed && !upstream.writableEnded) upstream.end();
-    finish();
-  });
-  upstream.on('close', () => {
-    if (!client.destroyed && !client.writableEnded) client.end();
-    finish();
-  });
+  client.on('data', onClientData);
+  upstream.on('drain', onUpstreamDrain);
+  upstream.on('data', onUpstreamData);
+  client.on('drain', onClientDrain);
+  client.on('end', onClientEnd);
+  upstream.on('end', onUpstreamEnd);
+  client.on('error', onClientError);
+  upstream.on('error', onUpstreamError);
+  client.on('close', onClientClose);
+  upstream.on('close', onUpstreamClose);
   // A FIN that came before the relay started (while the flow was sniffed,
   // or right behind a proxy's reply) already fired 'end': pass it on now,
   // else the other side waits for an EOF that never comes.

@@ -4,8 +4,8 @@
  * the text endpoints the application sees (once per flow, never per packet).
  */
 import { mapIpv4 } from './flow-table.js';
-import { formatIpv4, readIpv4Addr } from '../wire/ipv4.js';
-import { formatIpv6 } from '../wire/ipv6.js';
+import { formatIpv4, parseIpv4Text, readIpv4Addr, writeIpv4Addr } from '../wire/ipv4.js';
+import { formatIpv6, parseIpv6Text } from '../wire/ipv6.js';
 import type { FlowEndpoints } from '../stack/tcp-stream.js';
 
 export interface FlowAddressFields {
@@ -37,4 +37,20 @@ export function endpointsOf(family: number, abuf: Uint8Array, srcOff: number, ds
     localAddress: family === 4 ? formatIpv4(abuf, dstOff) : formatIpv6(abuf, dstOff),
     localPort: dstPort,
   };
+}
+
+/**
+ * Writes IP literal `text` of `family` at `buf[off]` in packet form (4 or
+ * 16 bytes), as copyAddresses and the flow table read it. False when the
+ * text is not a literal of that family (a dotted quad inside IPv6 text,
+ * ::ffff:a.b.c.d, counts as not IPv6).
+ */
+export function writeAddressText(family: number, text: string, buf: Uint8Array, off: number): boolean {
+  if (family === 4) {
+    const v4 = parseIpv4Text(text);
+    if (v4 === null) return false;
+    writeIpv4Addr(buf, off, v4);
+    return true;
+  }
+  return !text.includes('.') && parseIpv6Text(text, buf, off);
 }

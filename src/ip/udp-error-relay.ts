@@ -42,8 +42,12 @@ export class UdpErrorRelay {
   readonly stats: UdpErrorStats = { relayed: 0, unmatched: 0, tooBig: 0 };
   /** Set by the engine: without it datagrams are not checked against the path MTU. */
   pathMtu: PathMtuFn | null = null;
-  /** family * 65536 + upstream local port -> the session that sends from it. */
-  private readonly byPort = new Map<number, UdpSession>();
+  /**
+   * family * 65536 + upstream local port -> the sessions that send from it
+   * (several: one mapping carries every session of a client socket,
+   * src/udp/nat.ts).
+   */
+  private readonly byPort = new Map<number, UdpSession[]>();
 
   constructor(
     private readonly d: StackDriver,
@@ -81,12 +85,35 @@ export class UdpErrorRelay {
 
   /** The session `s` sends upstream from local UDP port `port` of `family`. */
   register(family: 4 | 6, port: number, s: UdpSession): void {
-    this.byPort.set(family * 65536 + port, s);
+    const k = family * 65536 + port;
+    const list = this.byPort.get(k);
+    if (list === undefined) this.byPort.set(k, [s]);
+    else if (!list.includes(s)) list.push(s);
   }
 
   unregister(family: 4 | 6, port: number, s: UdpSession): void {
     const k = family * 65536 + port;
-    if (this.byPort.get(k) === s) this.byPort.delete(k);
+    const list = this.byPort.get(k);
+    if (list === undefined) return;
+    const i = list.indexOf(s);
+    if (i >= 0) list.splice(i, 1);
+    if (list.length === 0) this.byPort.delete(k);
+  }
+
+  /**
+   * The session of the quoted datagram (destination port at its UDP header,
+   * destination address at buf[dstAt]): the one to that port and address,
+   * else the one to that port (a fake-IP session sent to the real address).
+   */
+  private sessionFor(list: UdpSession[] | undefined, family: 4 | 6, dstPort: number, buf: Uint8Array, dstAt: number): UdpSession | undefined {
+    if (list === undefined) return undefined;
+    let byPort: UdpSession | undefined;
+    for (const s of list) {
+      if (s.closed || s.family !== family || s.dstPort !== dstPort) continue;
+      if (sameDst(s, family, buf, dstAt)) return s;
+      byPort ??= s;
+    }
+    return byPort;
   }
 
   get size(): number {
@@ -102,10 +129,10 @@ export class UdpErrorRelay {
     const t = q + hl;
     const port = (buf[t]! << 8) | buf[t + 1]!;
     const dstPort = (buf[t + 2]! << 8) | buf[t + 3]!;
-    const s = this.byPort.get(family * 65536 + port);
+    // One socket carries datagrams to several destinations: the quote names the one this error is about.
+    const s = this.sessionFor(this.byPort.get(family * 65536 + port), family, dstPort, buf, q + (family === 4 ? 16 : 24));
     const quote = s?.firstQuote ?? null;
-    // One socket may carry datagrams to several destinations: the quote must be of the one this error is about.
-    if (s === undefined || s.closed || quote === null || s.family !== family || s.dstPort !== dstPort) {
+    if (s === undefined || quote === null) {
       this.stats.unmatched++;
       return;
     }
@@ -126,4 +153,12 @@ export class UdpErrorRelay {
     this.stats.relayed++;
     this.d.scheduleFlush();
   }
+}
+
+/** Whether the session's destination is the address at buf[at] (4 or 16 bytes; the session keeps IPv4 mapped). */
+function sameDst(s: UdpSession, family: 4 | 6, buf: Uint8Array, at: number): boolean {
+  const a = s.dstAddr;
+  if (family === 4) return a[12] === buf[at] && a[13] === buf[at + 1] && a[14] === buf[at + 2] && a[15] === buf[at + 3];
+  for (let i = 0; i < 16; i++) if (a[i] !== buf[at + i]) return false;
+  return true;
 }

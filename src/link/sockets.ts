@@ -27,6 +27,19 @@ export function markedTcpSocket(opts: MarkedSocketOptions): net.Socket {
   return new net.Socket({ fd, readable: true, writable: true });
 }
 
+/** A dgram socket over a bound UDP fd the addon made. */
+async function adoptUdpFd(fd: number, family: 4 | 6): Promise<dgram.Socket> {
+  const sock = dgram.createSocket(family === 6 ? 'udp6' : 'udp4');
+  await new Promise<void>((resolve, reject) => {
+    sock.once('error', reject);
+    sock.bind({ fd }, () => {
+      sock.off('error', reject);
+      resolve();
+    });
+  });
+  return sock;
+}
+
 /** A UDP socket with SO_MARK / SO_BINDTODEVICE, bound to an ephemeral port. */
 export async function markedUdpSocket(opts: MarkedSocketOptions): Promise<dgram.Socket> {
   const native = loadNative();
@@ -37,15 +50,24 @@ export async function markedUdpSocket(opts: MarkedSocketOptions): Promise<dgram.
     ...(opts.mark ? { mark: opts.mark } : {}),
     ...(opts.device ? { device: opts.device } : {}),
   });
-  const sock = dgram.createSocket(opts.family === 6 ? 'udp6' : 'udp4');
-  await new Promise<void>((resolve, reject) => {
-    sock.once('error', reject);
-    sock.bind({ fd }, () => {
-      sock.off('error', reject);
-      resolve();
-    });
+  return adoptUdpFd(fd, opts.family);
+}
+
+/**
+ * A UDP socket bound with IP_TRANSPARENT to a (usually non-local) address
+ * and port, with SO_MARK / SO_BINDTODEVICE: gateway.preserveSource's
+ * upstream UDP socket, sending from the LAN client's own endpoint.
+ */
+export async function transparentUdpSocket(opts: MarkedSocketOptions & { address: string; port: number }): Promise<dgram.Socket> {
+  const fd = loadNative().createSocket({
+    family: opts.family,
+    type: 'udp',
+    transparent: true,
+    bind: { address: opts.address, port: opts.port },
+    ...(opts.mark ? { mark: opts.mark } : {}),
+    ...(opts.device ? { device: opts.device } : {}),
   });
-  return sock;
+  return adoptUdpFd(fd, opts.family);
 }
 
 /**

@@ -44,29 +44,32 @@ export function makeDialer(outbound: string, opts: DialerOptions): Dialer {
 }
 
 /**
- * One establishment attempt: `signal` fires when the budget runs out or the
- * caller aborts; `failure()` is the matching OutboundError. Call `dispose()`
- * when done either way.
+ * One establishment attempt: aborted when the budget runs out or the
+ * caller's signal fires; `failure()` is the matching OutboundError. Call
+ * `dispose()` when done either way. The dial paths here watch it through
+ * `watch` / `unwatch` (a plain callback list); an AbortSignal is made only
+ * for code that asks for `signal` (issue 10: no AbortController per flow
+ * on the direct path).
  */
 export class Attempt {
-  readonly signal: AbortSignal;
-  private readonly controller: AbortController;
+  private controller: AbortController | null;
   private readonly outbound: string;
   private readonly timeoutMs: number;
   private readonly outer: AbortSignal | undefined;
   private timer: NodeJS.Timeout | null;
   private why: 'timeout' | 'aborted' | null;
+  private watchers: (() => void)[] | null;
   private readonly onOuterAbort: () => void;
 
   constructor(outbound: string, timeoutMs: number, outer: AbortSignal | undefined) {
-    this.controller = new AbortController();
-    this.signal = this.controller.signal;
+    this.controller = null;
     this.outbound = outbound;
     this.timeoutMs = timeoutMs;
     this.outer = outer;
     this.why = null;
+    this.watchers = null;
     this.onOuterAbort = () => this.abort('aborted');
-    this.timer = setTimeout(() => this.abort('timeout'), timeoutMs);
+    this.timer = setTimeout(onAttemptTimeout, timeoutMs, this);
     this.timer.unref?.();
     if (outer !== undefined) {
       if (outer.aborted) this.abort('aborted');
@@ -74,14 +77,39 @@ export class Attempt {
     }
   }
 
+  /** An AbortSignal that fires with the attempt (made on first use). */
+  get signal(): AbortSignal {
+    if (this.controller === null) {
+      this.controller = new AbortController();
+      if (this.why !== null) this.controller.abort(this.failure());
+    }
+    return this.controller.signal;
+  }
+
   get aborted(): boolean {
     return this.why !== null;
   }
 
-  private abort(why: 'timeout' | 'aborted'): void {
+  /** Calls `fn` once when the attempt aborts (never if it already has: check `aborted` first). */
+  watch(fn: () => void): void {
+    (this.watchers ??= []).push(fn);
+  }
+
+  unwatch(fn: () => void): void {
+    const w = this.watchers;
+    if (w === null) return;
+    const i = w.indexOf(fn);
+    if (i >= 0) w.splice(i, 1);
+  }
+
+  /** @internal */
+  abort(why: 'timeout' | 'aborted'): void {
     if (this.why !== null) return;
     this.why = why;
-    this.controller.abort(this.failure());
+    const w = this.watchers;
+    this.watchers = null;
+    if (w !== null) for (const fn of w) fn();
+    if (this.controller !== null) this.controller.abort(this.failure());
   }
 
   /** The error to throw once aborted. */
@@ -96,8 +124,13 @@ export class Attempt {
       clearTimeout(this.timer);
       this.timer = null;
     }
+    this.watchers = null;
     this.outer?.removeEventListener('abort', this.onOuterAbort);
   }
+}
+
+function onAttemptTimeout(a: Attempt): void {
+  a.abort('timeout');
 }
 
 /** Races a promise against the attempt; the promise's late result is ignored. */
@@ -105,14 +138,14 @@ export function raceAttempt<T>(p: Promise<T>, attempt: Attempt): Promise<T> {
   if (attempt.aborted) return Promise.reject(attempt.failure());
   return new Promise<T>((resolve, reject) => {
     const onAbort = (): void => reject(attempt.failure());
-    attempt.signal.addEventListener('abort', onAbort, { once: true });
+    attempt.watch(onAbort);
     p.then(
       (v) => {
-        attempt.signal.removeEventListener('abort', onAbort);
+        attempt.unwatch(onAbort);
         resolve(v);
       },
       (e: unknown) => {
-        attempt.signal.removeEventListener('abort', onAbort);
+        attempt.unwatch(onAbort);
         reject(e);
       },
     );
@@ -175,7 +208,7 @@ export async function dialTcp(
     const cleanup = (): void => {
       socket.off('connect', onConnect);
       socket.off('error', onError);
-      attempt.signal.removeEventListener('abort', onAbort);
+      attempt.unwatch(onAbort);
     };
     const onConnect = (): void => {
       cleanup();
@@ -197,7 +230,7 @@ export async function dialTcp(
     }
     socket.once('connect', onConnect);
     socket.once('error', onError);
-    attempt.signal.addEventListener('abort', onAbort, { once: true });
+    attempt.watch(onAbort);
   });
   applyTuning(socket, dialer);
   // Keep TCP half-close end to end: the upstream's FIN must not close our
@@ -220,7 +253,7 @@ export function readExactly(stream: Duplex, n: number, attempt: Attempt, outboun
       stream.off('end', onEnd);
       stream.off('close', onEnd);
       stream.off('error', onError);
-      attempt.signal.removeEventListener('abort', onAbort);
+      attempt.unwatch(onAbort);
     };
     const onEnd = (): void => {
       cleanup();
@@ -256,7 +289,7 @@ export function readExactly(stream: Duplex, n: number, attempt: Attempt, outboun
     stream.once('end', onEnd);
     stream.once('close', onEnd);
     stream.once('error', onError);
-    attempt.signal.addEventListener('abort', onAbort, { once: true });
+    attempt.watch(onAbort);
     tryRead();
   });
 }

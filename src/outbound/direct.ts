@@ -3,11 +3,12 @@
  * socket when `mark` / `interface` is configured (policy routing keeps it
  * out of the TUN), a plain net socket otherwise.
  *
- * UDP: one socket per session and address family, bound to an ephemeral
- * port. Mapping and filtering are endpoint-independent ("full cone",
- * RFC 4787 §4.1 / §5): the session may send to any destination from the one
- * port, and datagrams from any source reaching that port are delivered to
- * the session. That is what games, STUN and QUIC migration expect; it also
+ * UDP: one socket per association and address family, bound to an
+ * ephemeral port (the engine opens one association per client endpoint,
+ * src/udp/nat.ts). Mapping and filtering are endpoint-independent ("full
+ * cone", RFC 4787 §4.1 / §5): the association may send to any destination
+ * from the one port, and datagrams from any source reaching that port are
+ * delivered with their source (the NAT above applies udp.nat). That is what games, STUN and QUIC migration expect; it also
  * means anyone who learns the port can send into the session, as with any
  * full-cone NAT.
  */
@@ -15,8 +16,9 @@ import net from 'node:net';
 import type dgram from 'node:dgram';
 import type { Duplex } from 'node:stream';
 import { Attempt, dialTcp, makeDialer, openUdpSocket } from './dial.js';
+import { transparentUdpSocket } from '../link/sockets.js';
 import type { Dialer } from './dial.js';
-import { OutboundConfigError } from './errors.js';
+import { OutboundConfigError, fromSystemError } from './errors.js';
 import { isUnicastText, isUsablePort } from '../wire/address-class.js';
 import { canPreserve, transparentDial } from './transparent-dial.js';
 import type {
@@ -118,11 +120,44 @@ export class DirectOutbound implements Outbound {
     const attempt = new Attempt(this.name, this.dialer.connectTimeoutMs, signal);
     try {
       const family = options.family ?? 4;
+      const source = options.source;
+      if (source !== undefined && net.isIP(source.address) === family) {
+        // Never a failure of the outbound (a group would mark it down):
+        // an endpoint that cannot be bound leaves from a port of our own.
+        const kept = await this.openTransparentUdp(source, family).catch(() => null);
+        if (kept !== null) return kept;
+      }
       // Made up front so a socket failure (EPERM on SO_MARK, no device) fails the session, not its first datagram.
       const first = await openUdpSocket(this.dialer, family, attempt);
       return new DirectUdpAssociation(this.dialer, first, family, this.udpPendingMax);
     } finally {
       attempt.dispose();
+    }
+  }
+
+  /**
+   * gateway.preserveSource for UDP: an association whose socket of the
+   * client's family is IP_TRANSPARENT and bound to the LAN client's own
+   * address and port, so servers see the client itself (port preserved,
+   * RFC 4787 4.2.1) and their datagrams to it are caught by the gateway's
+   * `socket transparent` rule. Throws the native error (EADDRINUSE when
+   * the endpoint is taken, EPERM without CAP_NET_ADMIN); openUdp falls
+   * back to an ephemeral port then.
+   */
+  async openTransparentUdp(source: { address: string; port: number }, family: 4 | 6): Promise<UdpAssociation> {
+    try {
+      const sock = await transparentUdpSocket({
+        family,
+        address: source.address,
+        port: source.port,
+        ...(this.dialer.mark !== 0 ? { mark: this.dialer.mark } : {}),
+        ...(this.dialer.device !== undefined ? { device: this.dialer.device } : {}),
+      });
+      const a = new DirectUdpAssociation(this.dialer, sock, family, this.udpPendingMax);
+      a.preservedSource = true;
+      return a;
+    } catch (err) {
+      throw fromSystemError(err, this.name, 'transparent UDP socket');
     }
   }
 }
@@ -135,6 +170,8 @@ interface PendingDatagram {
 
 export class DirectUdpAssociation implements UdpAssociation {
   readonly stats: UdpAssociationStats;
+  /** Its first socket is bound to the LAN client's endpoint (gateway.preserveSource). */
+  preservedSource = false;
   private readonly dialer: Dialer;
   private sock4: dgram.Socket | null;
   private sock6: dgram.Socket | null;

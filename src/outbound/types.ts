@@ -64,6 +64,8 @@ export interface UdpAssociation {
   close(): void;
   readonly closed: boolean;
   readonly stats: UdpAssociationStats;
+  /** Sends from OpenUdpOptions.source (a direct outbound that could bind it). */
+  readonly preservedSource?: boolean;
   /**
    * Direct only: the TTL / hop limit of the datagrams sent from now on (the
    * client's, so traceroute -U sees the real hops); a setsockopt only when
@@ -84,6 +86,13 @@ export interface UdpAssociationStats {
 export interface OpenUdpOptions {
   /** Address family the session's destinations are expected to use; sockets for the other family are made on demand. */
   family?: 4 | 6;
+  /**
+   * gateway.preserveSource: the LAN client's own endpoint. A direct
+   * outbound binds its socket of that family there (IP_TRANSPARENT), and
+   * falls back to an ephemeral port of its own when it cannot (the
+   * association's `preservedSource` says which); other outbounds ignore it.
+   */
+  source?: { address: string; port: number };
 }
 
 export interface Outbound {

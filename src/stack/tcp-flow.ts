@@ -138,7 +138,8 @@ export class TcpFlow implements FlowKey, WheelEntry, ConnectionOwner {
         if (this.closedReason === 'fin') {
           // Graceful: whatever is left in the ring was already pulled above;
           // a consumer that stopped reading still gets the end once it reads.
-          stream.failPending(this.closeError());
+          // (An Error, with its stack, only when a write is waiting: issue 10.)
+          if (stream.writePending) stream.failPending(this.closeError());
           if (!stream.readableEnded && this.connection!.recvAvailable === 0) stream.push(null);
         } else if (!stream.destroyed) {
           stream.destroy(this.closeError());
@@ -177,6 +178,7 @@ export class TcpFlow implements FlowKey, WheelEntry, ConnectionOwner {
    * otherwise the peer is reset (RFC 9293 3.10.4 ABORT) unless already closed.
    */
   streamDestroyed(_err: Error | null, graceful: boolean): void {
+    if (this.connection !== null && this.closedReason !== null) this.connection.releaseReceiveBuffer();
     if (this.connection !== null && this.closedReason === null) {
       if (graceful) this.connection.shutdownWrite();
       else this.connection.abort();

@@ -107,6 +107,11 @@ export class TcpStream extends Duplex implements FlowEndpoints {
     }
   }
 
+  /** A write waits for room in the send ring. */
+  get writePending(): boolean {
+    return this.pendingCallback !== null;
+  }
+
   /** The connection is gone: fail a blocked write. */
   failPending(err: Error): void {
     const cb = this.pendingCallback;

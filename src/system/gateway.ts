@@ -175,8 +175,8 @@ function prefixSet(prefixes: readonly string[], family: 4 | 6): string | null {
 
 /**
  * The prerouting chain. `socket transparent 1` first: packets of an existing
- * transparent socket (established TPROXY flows, replies to preserveSource
- * upstream sockets) are marked for local delivery without a TPROXY lookup.
+ * transparent socket (established TPROXY flows and UDP sessions, replies to
+ * preserveSource upstream sockets, TCP and UDP) are marked for local delivery without a TPROXY lookup.
  * Then, in tproxy mode, TCP and UDP from the LAN not addressed to this host
  * are diverted to the listeners (UDP: src/udp/tproxy.ts).
  */
@@ -199,6 +199,11 @@ export function tproxyScript(config: SluiceConfig, classifier: GatewayClassifier
     '  chain prerouting {',
     '    type filter hook prerouting priority mangle; policy accept;',
     `    meta l4proto tcp socket transparent 1 meta mark set ${mark} accept`,
+    // UDP too (preserveSource's upstream sockets hold the client's own
+    // address and port, src/outbound/direct.ts openTransparentUdp), but
+    // never for what sluice writes into the TUN toward that same client
+    // endpoint: that would be delivered back to the upstream socket, a loop.
+    `    meta l4proto udp iifname != "${config.tun.name}" socket transparent 1 meta mark set ${mark} accept`,
   ];
   if (mode === 'tproxy') {
     lines.push(

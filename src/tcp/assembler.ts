@@ -8,19 +8,19 @@
  * drop; the sender will retransmit), so hostile reordering cannot make the
  * state grow.
  */
+const NO_RANGES = new Float64Array(0);
+
 export class Assembler {
-  private readonly starts: Float64Array;
-  private readonly ends: Float64Array;
+  /** Allocated on the first out-of-order segment: most connections never see one (issue 10: idle flows cost little). */
+  private starts: Float64Array = NO_RANGES;
+  private ends: Float64Array = NO_RANGES;
   private count = 0;
   /** Range most recently extended, reported first in SACK (RFC 2018 4). */
   private recentStart = -1;
   private recentEnd = -1;
   refused = 0;
 
-  constructor(readonly maxRanges: number) {
-    this.starts = new Float64Array(maxRanges + 1);
-    this.ends = new Float64Array(maxRanges + 1);
-  }
+  constructor(readonly maxRanges: number) {}
 
   get ranges(): number {
     return this.count;
@@ -36,6 +36,10 @@ export class Assembler {
    */
   add(offset: number, len: number): boolean {
     if (len <= 0) return true;
+    if (this.starts.length === 0) {
+      this.starts = new Float64Array(this.maxRanges + 1);
+      this.ends = new Float64Array(this.maxRanges + 1);
+    }
     let start = offset;
     let end = offset + len;
     // Find the first range that ends at or after `start` (touching merges).

@@ -62,6 +62,12 @@ export interface TcpFlowRequest extends FlowEndpoints {
    * flood evicted it): pass it to the upstream connect so it stops too.
    */
   readonly signal: AbortSignal;
+  /**
+   * Aborts `controller` when the flow goes away before a decision (at once
+   * if it already has): the caller's own controller stands in for
+   * `signal`, so the dial needs no second one and no AbortSignal.any.
+   */
+  abortOnCancel(controller: AbortController): void;
 }
 
 export class StackError extends SluiceError {
@@ -134,6 +140,17 @@ class FlowRequest implements TcpFlowRequest {
       if (this.flow.closedReason !== null) this.controller.abort(new StackError(`flow ${this.flow.closedReason} before a decision`, 'SLUICE_FLOW_EXPIRED'));
     }
     return this.controller.signal;
+  }
+
+  abortOnCancel(controller: AbortController): void {
+    if (this.controller !== null && this.controller !== controller) {
+      // Someone holds `signal` already: keep it, and chain.
+      if (this.controller.signal.aborted) controller.abort(this.controller.signal.reason);
+      else this.controller.signal.addEventListener('abort', () => controller.abort(this.controller!.signal.reason), { once: true });
+      return;
+    }
+    this.controller = controller;
+    if (this.flow.closedReason !== null && !controller.signal.aborted) controller.abort(new StackError(`flow ${this.flow.closedReason} before a decision`, 'SLUICE_FLOW_EXPIRED'));
   }
 
   /** @internal the stack forgot the flow before a decision */

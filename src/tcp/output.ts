@@ -297,7 +297,18 @@ export abstract class TcpOutput {
     this.setTimer('idle', Infinity);
     this.delayedAckAt = this.keepAliveAt = this.windowUpdateAt = Infinity;
     this.recovery.cancelProbe();
+    // The rings' stores go back to the pool: nothing is sent any more, and
+    // after anything but a graceful close nothing is read either. After a
+    // FIN the application may still read what is left; the receive store
+    // goes back once that is read (ByteRing) or the stream is destroyed.
+    this.sendRing.release();
+    if (why !== 'fin') this.recvRing.release();
     this.owner.onClosed(this.self, why);
+  }
+
+  /** The application will read no more: the receive store goes back to the pool (only once CLOSED). */
+  releaseReceiveBuffer(): void {
+    if (this.st === 'CLOSED') this.recvRing.release();
   }
 
   get closedBecause(): CloseReason | null {

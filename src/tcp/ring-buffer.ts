@@ -1,5 +1,7 @@
 /**
- * A fixed-capacity byte ring, allocated once per connection direction.
+ * A byte ring per connection direction, with a logical capacity (what the
+ * window advertises / what the application may queue) and a store that
+ * grows with what it holds.
  *
  * Send side: the application appends with `write`; bytes stay until the
  * peer acknowledges them (`discard`); segments are cut with `contiguous`,
@@ -9,25 +11,44 @@
  * Receive side: in-order data is appended with `write`; out-of-order data is
  * placed ahead of the tail with `writeAt` and becomes readable with `commit`
  * once the hole before it fills (the assembler tracks which bytes are where).
+ *
+ * The store (issue 10) comes from the thread's RingPool: none while the ring
+ * is empty (an idle connection, 10,000 of them a normal load for a gateway,
+ * costs no buffer memory), a power-of-two class just large enough on the
+ * first byte, doubled (contents moved once, amortised) when the window
+ * fills further, and given back whenever the ring empties and when the
+ * connection closes. Stores are never zero-filled: a previous flow's bytes
+ * may be in one, so nothing reads outside what this ring wrote; reads
+ * (`read`, `peek`, `contiguous`) are bounded by `length`, and `commit` only
+ * exposes bytes `writeAt` placed.
  */
+import { classSize, ringPool, type RingPool } from './ring-pool.js';
+
 const UNALLOCATED = new Uint8Array(0);
 
 export class ByteRing {
-  /**
-   * The store, allocated on the first write: an idle connection (10,000 of
-   * them are a normal load for a gateway) costs no buffer memory at all.
-   */
+  /** The store (length 0 when none is held); its length is a power of two >= the bytes held. */
   backing: Uint8Array = UNALLOCATED;
   readonly capacity: number;
   private head = 0;
   private size = 0;
+  /**
+   * Bytes from the head to the end of the furthest byte written (readable
+   * or placed by writeAt): what a move to a larger store must carry, and
+   * 0 when the store can go back to the pool.
+   */
+  private reach = 0;
+  /** Store size held last: a ring that empties and fills again (bulk) starts there, not at the smallest class. */
+  private lastSize = 0;
+  private readonly pool: RingPool;
 
-  constructor(capacity: number) {
+  constructor(capacity: number, pool: RingPool = ringPool) {
     if (!Number.isInteger(capacity) || capacity <= 0) throw new RangeError('ByteRing capacity must be a positive integer');
     this.capacity = capacity;
+    this.pool = pool;
   }
 
-  /** Whether the store has been allocated yet. */
+  /** Whether a store is held now. */
   get allocated(): boolean {
     return this.backing.length !== 0;
   }
@@ -44,6 +65,7 @@ export class ByteRing {
   /** Appends up to `len` bytes; returns how many fit. */
   write(src: Uint8Array, off: number, len: number): number {
     const n = len < this.free ? len : this.free;
+    if (n <= 0) return 0;
     this.copyIn(this.size, src, off, n);
     this.size += n;
     return n;
@@ -55,13 +77,14 @@ export class ByteRing {
    */
   writeAt(gap: number, src: Uint8Array, off: number, len: number): boolean {
     if (gap < 0 || gap + len > this.free) return false;
-    this.copyIn(this.size + gap, src, off, len);
+    if (len > 0) this.copyIn(this.size + gap, src, off, len);
     return true;
   }
 
   /** Makes `n` bytes already placed after the tail (by writeAt) readable. */
   commit(n: number): void {
     if (n < 0 || n > this.free) throw new RangeError('ByteRing.commit beyond capacity');
+    if (this.size + n > this.reach) throw new RangeError('ByteRing.commit of bytes never placed');
     this.size += n;
   }
 
@@ -70,9 +93,7 @@ export class ByteRing {
     const n = this.peek(0, dst, off, len);
     // No rebasing to 0 when emptied here: out-of-order bytes may sit beyond
     // the tail (writeAt), and they must stay where the assembler thinks.
-    this.head += n;
-    if (this.head >= this.capacity) this.head -= this.capacity;
-    this.size -= n;
+    this.consume(n);
     return n;
   }
 
@@ -80,9 +101,10 @@ export class ByteRing {
   peek(from: number, dst: Uint8Array, off: number, len: number): number {
     if (from >= this.size) return 0;
     const n = len < this.size - from ? len : this.size - from;
+    const cap = this.backing.length;
     let start = this.head + from;
-    if (start >= this.capacity) start -= this.capacity;
-    const first = this.capacity - start < n ? this.capacity - start : n;
+    if (start >= cap) start -= cap;
+    const first = cap - start < n ? cap - start : n;
     dst.set(this.backing.subarray(start, start + first), off);
     if (first < n) dst.set(this.backing.subarray(0, n - first), off + first);
     return n;
@@ -90,21 +112,18 @@ export class ByteRing {
 
   /**
    * Drops `n` bytes from the head (send side: acknowledged). An emptied ring
-   * starts again at 0 so later segments are long contiguous runs; the send
-   * side never holds bytes beyond the tail, so that is safe there.
+   * gives its store back; the next write starts at 0 so later segments are
+   * long contiguous runs.
    */
   discard(n: number): void {
-    const k = n < this.size ? n : this.size;
-    this.head += k;
-    if (this.head >= this.capacity) this.head -= this.capacity;
-    this.size -= k;
-    if (this.size === 0) this.head = 0; // keep runs long: the next segment starts at 0
+    this.consume(n < this.size ? n : this.size);
   }
 
   /** Index in `backing` of the byte `from` bytes after the head. */
   indexOf(from: number): number {
     const i = this.head + from;
-    return i >= this.capacity ? i - this.capacity : i;
+    const cap = this.backing.length;
+    return i >= cap ? i - cap : i;
   }
 
   /** Length of the contiguous run in `backing` that starts `from` bytes after the head, capped at `max`. */
@@ -112,19 +131,71 @@ export class ByteRing {
     if (from >= this.size) return 0;
     const avail = this.size - from;
     const start = this.indexOf(from);
-    const run = this.capacity - start;
+    const run = this.backing.length - start;
     let n = avail < run ? avail : run;
     if (n > max) n = max;
     return n;
   }
 
-  private copyIn(at: number, src: Uint8Array, off: number, n: number): void {
+  /**
+   * Gives the store back to the pool and forgets every byte (the
+   * connection is gone, or nothing will read what is left).
+   */
+  release(): void {
+    if (this.backing.length !== 0) {
+      this.pool.release(this.backing);
+      this.backing = UNALLOCATED;
+    }
+    this.head = 0;
+    this.size = 0;
+    this.reach = 0;
+  }
+
+  private consume(n: number): void {
     if (n <= 0) return;
-    if (this.backing.length === 0) this.backing = new Uint8Array(this.capacity);
+    this.size -= n;
+    this.reach -= n;
+    if (this.reach <= 0) {
+      // Empty, nothing placed beyond the tail: the store goes back.
+      this.pool.release(this.backing);
+      this.backing = UNALLOCATED;
+      this.head = 0;
+      this.size = 0;
+      this.reach = 0;
+      return;
+    }
+    this.head += n;
+    if (this.head >= this.backing.length) this.head -= this.backing.length;
+  }
+
+  /** Makes the store hold at least `need` bytes from the head, keeping every byte's offset from the head. */
+  private ensure(need: number): void {
+    const cap = this.backing.length;
+    if (need <= cap) return;
+    const want = classSize(need > this.lastSize ? need : this.lastSize);
+    const next = this.pool.acquire(want);
+    if (cap !== 0) {
+      // Unwrap: the bytes from the head (and anything placed beyond the tail) to the start of the new store.
+      const carry = this.reach;
+      const first = cap - this.head < carry ? cap - this.head : carry;
+      next.set(this.backing.subarray(this.head, this.head + first), 0);
+      if (first < carry) next.set(this.backing.subarray(0, carry - first), first);
+      this.pool.release(this.backing);
+    }
+    this.backing = next;
+    this.head = 0;
+    this.lastSize = want;
+  }
+
+  private copyIn(at: number, src: Uint8Array, off: number, n: number): void {
+    const end = at + n;
+    this.ensure(end);
+    const cap = this.backing.length;
     let start = this.head + at;
-    if (start >= this.capacity) start -= this.capacity;
-    const first = this.capacity - start < n ? this.capacity - start : n;
+    if (start >= cap) start -= cap;
+    const first = cap - start < n ? cap - start : n;
     this.backing.set(src.subarray(off, off + first), start);
     if (first < n) this.backing.set(src.subarray(off + first, off + n), 0);
+    if (end > this.reach) this.reach = end;
   }
 }

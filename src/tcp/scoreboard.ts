@@ -27,6 +27,9 @@ export interface DeliveryListener {
   onDelivered(xmitAt: number, order: number, end: number, retransmitted: boolean): void;
 }
 
+const NO_RECORDS = new Float64Array(0);
+const NO_FLAGS = new Uint8Array(0);
+
 export class SendScoreboard {
   private ends: Float64Array;
   private xmits: Float64Array;
@@ -51,11 +54,13 @@ export class SendScoreboard {
   fack = 0;
 
   constructor(readonly maxRecords: number) {
-    const cap = maxRecords < 16 ? maxRecords : 16;
-    this.ends = new Float64Array(cap);
-    this.xmits = new Float64Array(cap);
-    this.orders = new Float64Array(cap);
-    this.flagBits = new Uint8Array(cap);
+    // Nothing until the first record, then 8 (small enough for V8 to keep
+    // the arrays on its heap, not as external buffers): an idle connection
+    // costs no arrays (issue 10).
+    this.ends = NO_RECORDS;
+    this.xmits = NO_RECORDS;
+    this.orders = NO_RECORDS;
+    this.flagBits = NO_FLAGS;
   }
 
   /** End position of everything recorded (the base when empty). */
@@ -313,7 +318,7 @@ export class SendScoreboard {
   }
 
   private grow(): void {
-    const cap = Math.min(this.ends.length * 2, this.maxRecords);
+    const cap = Math.min(this.ends.length === 0 ? 8 : this.ends.length * 2, this.maxRecords);
     const ends = new Float64Array(cap);
     const xmits = new Float64Array(cap);
     const orders = new Float64Array(cap);

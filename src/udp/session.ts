@@ -18,6 +18,8 @@ export interface UdpHost {
   closeUdp(session: UdpSession): void;
   /** ICMP destination unreachable about the session's first datagram, then close. */
   unreachableUdp(session: UdpSession, kind: 'port' | 'host' | 'net' | 'admin'): void;
+  /** The session from the same client to another remote endpoint (opened if absent, without the session handler); null when full or bad. */
+  siblingUdp(session: UdpSession, host: string, port: number): UdpSession | null;
 }
 
 export interface UdpSessionEvents {
@@ -40,6 +42,10 @@ export class UdpSession extends EventEmitter<UdpSessionEvents> implements FlowKe
   remoteAddress = '';
   localAddress = '';
   lastActivity = 0;
+  /** Opened by sibling() for a datagram from a new source, not by the client. */
+  fromRemote = false;
+  /** The idle timeout of this session (RFC 4787 REQ-5, REQ-5a: shorter for DNS). */
+  idleMs = 0;
   /** TTL / hop limit of the client's latest datagram as it reached the TUN (the upstream socket sends with it). */
   ttl = 64;
   /** IPv4: the client's latest datagram had DF set (IPv6 routers never fragment: always true there). */
@@ -86,6 +92,19 @@ export class UdpSession extends EventEmitter<UdpSessionEvents> implements FlowKe
   close(): void {
     if (this.closed) return;
     this.host.closeUdp(this);
+  }
+
+  /**
+   * The session between this session's client and `host`:`port` (an IP
+   * literal of the same family): the way a datagram from another source
+   * reaches the client with that true source (src/udp/nat.ts). Opened
+   * without the stack's session handler (the caller routes it); the
+   * client's datagrams to that endpoint then arrive on it. Null when the
+   * address is not a unicast literal of this family or the table is full.
+   */
+  sibling(host: string, port: number): UdpSession | null {
+    if (this.closed) return null;
+    return this.host.siblingUdp(this, host, port);
   }
 
   /**

@@ -2,31 +2,46 @@
  * UDP through the TUN: datagrams grouped into sessions by 4-tuple (one
  * client address:port to one destination address:port), each handed once to
  * the application (StackHandlers.onUdpSession), which answers from the
- * destination. Bounded by `maxUdpSessions`; a session ends after
- * `udpIdleTimeoutMs` without a datagram either way (RFC 4787 REQ-5), on the
- * driver's one timer wheel.
+ * destination. The application may also open a session from another
+ * remote endpoint to a known client (`sibling`): how a datagram from any
+ * source reaches the client with its true source address and port (the
+ * NAT above decides which, src/udp/nat.ts). Bounded by `maxUdpSessions`; a
+ * session ends after `udpIdleTimeoutMs` without a datagram either way
+ * (RFC 4787 REQ-5), on the driver's one timer wheel; sessions to port 53
+ * after at most DNS_IDLE_MS (REQ-5a allows shorter timers for well-known
+ * ports, and a resolver uses a fresh port per query).
  *
  * A full table evicts the oldest session that never got a reply to make room
  * for a new one, as conntrack's early drop evicts entries not yet "assured":
  * a flood of one-way datagrams (spoofed, or to dead ports) then cannot lock
  * legitimate clients out for a whole idle timeout. Only when every session
- * has been answered is a new one refused (`udp_full`).
+ * has been answered is a new one refused (`udp_full`). A sibling never
+ * evicts: a datagram from outside must not push out a client's session.
  */
 import { FlowTable } from '../ip/flow-table.js';
 import type { IpPacket } from '../ip/packet.js';
 import type { IcmpHandler, UnreachableKind } from '../ip/icmp.js';
 import type { StackDriver } from '../stack/driver.js';
-import { copyAddresses, endpointsOf } from '../ip/flow-addresses.js';
+import { copyAddresses, endpointsOf, writeAddressText } from '../ip/flow-addresses.js';
 import { IPPROTO_UDP, IPV4_HEADER_LEN } from '../wire/ipv4.js';
-import { isUnicastAt } from '../wire/address-class.js';
+import { isUnicastAt, isUsablePort } from '../wire/address-class.js';
 import { ICMP_HEADER_LEN, ICMP_MAX_QUOTE } from '../wire/icmp.js';
 import { UdpSession, type UdpHost } from './session.js';
 
 /** RFC 1812 4.3.2.3: an ICMP error carries at most 576 bytes, IP header and ICMP header included. */
 const QUOTE_LEN = ICMP_MAX_QUOTE + IPV4_HEADER_LEN + ICMP_HEADER_LEN;
+/** RFC 4787 REQ-5a: the idle timeout of a session to port 53 is at most this. */
+export const DNS_IDLE_MS = 30_000;
+
+/** The session's idle timeout: the configured one, shorter for DNS (REQ-5a). */
+export function sessionIdleMs(idleMs: number, dstPort: number): number {
+  return dstPort === 53 && idleMs > DNS_IDLE_MS ? DNS_IDLE_MS : idleMs;
+}
 
 export class UdpSessions implements UdpHost {
   private readonly table = new FlowTable<UdpSession>();
+  /** Client address then remote address, for a sibling's table lookup (no allocation). */
+  private readonly scratch = new Uint8Array(32);
   /** Unreplied sessions, oldest first: the eviction candidates. */
   private oldestUnreplied: UdpSession | null = null;
   private newestUnreplied: UdpSession | null = null;
@@ -109,7 +124,8 @@ export class UdpSessions implements UdpHost {
     d.stats.udpSessionsActive = this.table.size;
     d.stats.udpSessionsTotal++;
     s.lastActivity = d.now;
-    d.wheel.schedule(s, d.now + this.idleMs);
+    s.idleMs = sessionIdleMs(this.idleMs, u.dstPort);
+    d.wheel.schedule(s, d.now + s.idleMs);
     d.armTimer();
     try {
       this.onSession(s);
@@ -125,7 +141,7 @@ export class UdpSessions implements UdpHost {
 
   /** The wheel fired for a session: ends it when it has been idle long enough. */
   onTimer(s: UdpSession, now: number): void {
-    const idleUntil = s.lastActivity + this.idleMs;
+    const idleUntil = s.lastActivity + s.idleMs;
     if (idleUntil > now) this.d.wheel.schedule(s, idleUntil);
     else this.closeUdp(s);
   }
@@ -136,6 +152,41 @@ export class UdpSessions implements UdpHost {
     this.d.writer.udp(s, s.dstPort, s.srcPort, data, off, len);
     this.d.scheduleFlush();
     return true;
+  }
+
+  siblingUdp(s: UdpSession, host: string, port: number): UdpSession | null {
+    const d = this.d;
+    const family = s.family;
+    const len = family === 4 ? 4 : 16;
+    const b = this.scratch;
+    b.set(family === 4 ? s.srcAddr.subarray(12, 16) : s.srcAddr, 0);
+    if (!writeAddressText(family, host, b, len) || !isUsablePort(port) || !isUnicastAt(family, b, len)) {
+      d.drop('bad_address');
+      return null;
+    }
+    const found = this.table.lookup(family, IPPROTO_UDP, b, 0, len, s.srcPort, port);
+    if (found !== null) return found;
+    if (this.table.size >= this.maxSessions) {
+      d.drop('udp_full');
+      return null;
+    }
+    const sib = new UdpSession(this, family, s.srcPort, port);
+    sib.fromRemote = true;
+    // Opened to carry a datagram to the client: answered from the start,
+    // so never on the eviction list.
+    sib.replied = true;
+    copyAddresses(family, b, 0, len, sib);
+    const e = endpointsOf(family, b, 0, len, s.srcPort, port);
+    sib.remoteAddress = e.remoteAddress;
+    sib.localAddress = e.localAddress;
+    this.table.insert(sib);
+    d.stats.udpSessionsActive = this.table.size;
+    d.stats.udpSessionsTotal++;
+    sib.lastActivity = d.refreshNow();
+    sib.idleMs = sessionIdleMs(this.idleMs, port);
+    d.wheel.schedule(sib, sib.lastActivity + sib.idleMs);
+    d.armTimer();
+    return sib;
   }
 
   touchUdp(s: UdpSession): void {

@@ -8,6 +8,11 @@
  * destination, so each session sends through its own transparent socket
  * bound to that (non-local) address and port.
  *
+ * A datagram from another source to a session's upstream mapping reaches
+ * the client through a sibling session (`sibling`, src/udp/nat.ts): its
+ * reply socket is bound transparently to that true source, so the client
+ * sees the real sender's address and port.
+ *
  * Bounded: at most `maxSessions` sessions (config gateway.tproxyUdpSessions);
  * a datagram that would open one more is dropped and counted (`full`), as
  * are datagrams to or from port 0 or a non-unicast address (`badTarget`:
@@ -29,12 +34,13 @@ import { EventEmitter } from 'node:events';
 import { loadNative } from '../link/native.js';
 import { readRecordLength, recordSize } from '../link/records.js';
 import { FlowTable, type FlowKey } from '../ip/flow-table.js';
-import { copyAddresses } from '../ip/flow-addresses.js';
+import { copyAddresses, writeAddressText } from '../ip/flow-addresses.js';
 import { IPPROTO_UDP, IPV4_DST, IPV4_HEADER_LEN, IPV4_SRC, emitIpv4, formatIpv4, newIpv4EmitRepr, readIpv4Addr } from '../wire/ipv4.js';
 import { IPV6_DST, IPV6_HEADER_LEN, IPV6_SRC, NH_UDP, emitIpv6, formatIpv6, newIpv6EmitRepr } from '../wire/ipv6.js';
+import { sessionIdleMs } from './sessions.js';
 import { UDP_HEADER_LEN, emitUdp } from '../wire/udp.js';
 import { fold, pseudoHeaderSumV4, pseudoHeaderSumV6, sum16 } from '../wire/checksum.js';
-import { isUnicastAt } from '../wire/address-class.js';
+import { isUnicastAt, isUsablePort } from '../wire/address-class.js';
 import type { Logger } from '../engine/logger.js';
 import type { UnreachableKind } from '../ip/icmp.js';
 
@@ -74,7 +80,7 @@ export function newTproxyUdpCounters(): TproxyUdpCounters {
 }
 
 export interface TproxyUdpOptions {
-  /** Idle timeout per session. Default 60 s. */
+  /** Idle timeout per session (udp.idleTimeout; at most DNS_IDLE_MS for port 53, RFC 4787 REQ-5a). Default 300 s. */
   idleMs?: number;
   /** Cap on concurrent sessions (gateway.tproxyUdpSessions). Default 16384. */
   maxSessions?: number;
@@ -147,6 +153,10 @@ export class TproxyUdpSession extends EventEmitter<TproxyUdpSessionEvents> imple
   /** Replies produced before the reply socket finished binding and connecting (rare: an upstream round trip is slower). */
   private readonly early: Uint8Array[] = [];
   private idle: NodeJS.Timeout;
+  /** Opened by sibling() for a datagram from a new source, not by the client. */
+  fromRemote = false;
+  /** @internal set by the reader: opens the session from another remote endpoint to this client. */
+  opener: ((s: TproxyUdpSession, host: string, port: number) => TproxyUdpSession | null) | null = null;
 
   constructor(
     readonly family: 4 | 6,
@@ -215,6 +225,18 @@ export class TproxyUdpSession extends EventEmitter<TproxyUdpSessionEvents> imple
     this.close();
   }
 
+  /**
+   * The session between this client and `host`:`port` (an IP literal of
+   * this family), opened if absent with a reply socket bound transparently
+   * to that endpoint: how a datagram from another source reaches the
+   * client with its true source (src/udp/nat.ts). Null when the address
+   * is unusable, the table is full or the socket cannot be made.
+   */
+  sibling(host: string, port: number): TproxyUdpSession | null {
+    if (this.closed || this.opener === null) return null;
+    return this.opener(this, host, port);
+  }
+
   close(): void {
     if (this.closed) return;
     this.closed = true;
@@ -236,7 +258,7 @@ export interface TproxyUdp {
 
 /** Opens the transparent UDP socket on [::]:port and starts handing sessions to `onSession`. */
 export async function startTproxyUdp(port: number, onSession: (s: TproxyUdpSession) => void, log: Logger, options: TproxyUdpOptions = {}): Promise<TproxyUdp> {
-  const idleMs = options.idleMs ?? 60_000;
+  const idleMs = options.idleMs ?? 300_000;
   const maxSessions = options.maxSessions ?? 16_384;
   const replyMark = options.mark;
   const counters = options.counters ?? newTproxyUdpCounters();
@@ -310,19 +332,11 @@ export async function startTproxyUdp(port: number, onSession: (s: TproxyUdpSessi
     // Text only once per session: for the socket calls and the engine.
     const src = family === 4 ? formatIpv4(bytes, at + REC_SRC) : formatIpv6(bytes, at + REC_SRC);
     const dst = family === 4 ? formatIpv4(bytes, at + REC_DST) : formatIpv6(bytes, at + REC_DST);
-    let reply: dgram.Socket;
-    try {
-      const replyFd = native.createSocket({ family, type: 'udp', transparent: true, reuseAddr: true, bind: { address: dst, port: dstPort }, ...(replyMark !== undefined ? { mark: replyMark } : {}) });
-      reply = dgram.createSocket({ type: family === 4 ? 'udp4' : 'udp6', reuseAddr: true });
-      reply.on('error', (err) => log.debug({ err: err.message, dst }, 'tproxy UDP reply socket error'));
-      reply.bind({ fd: replyFd });
-    } catch (err) {
-      counters.socketErrors++;
-      log.debug({ err: (err as Error).message, dst, dstPort }, 'tproxy UDP reply socket failed; datagram dropped');
-      return null;
-    }
+    const reply = replySocket(family, dst, dstPort);
+    if (reply === null) return null;
     const quote = unreachable !== null ? buildUdpQuote(family, bytes, at + REC_SRC, at + REC_DST, srcPort, dstPort, bytes.subarray(at + HEADER, at + len)) : null;
-    const s = new TproxyUdpSession(family, src, srcPort, dst, dstPort, reply, idleMs, forget, quote, unreachable, counters);
+    const s = new TproxyUdpSession(family, src, srcPort, dst, dstPort, reply, sessionIdleMs(idleMs, dstPort), forget, quote, unreachable, counters);
+    s.opener = openSibling;
     copyAddresses(family, bytes, at + REC_SRC, at + REC_DST, s);
     sessions.insert(s);
     try {
@@ -336,6 +350,47 @@ export async function startTproxyUdp(port: number, onSession: (s: TproxyUdpSessi
     }
     return s;
   };
+  /** A socket sending from `address`:`port` (not local: IP_TRANSPARENT), or null counted. */
+  const replySocket = (family: 4 | 6, address: string, port: number): dgram.Socket | null => {
+    try {
+      const replyFd = native.createSocket({ family, type: 'udp', transparent: true, reuseAddr: true, bind: { address, port }, ...(replyMark !== undefined ? { mark: replyMark } : {}) });
+      const reply = dgram.createSocket({ type: family === 4 ? 'udp4' : 'udp6', reuseAddr: true });
+      reply.on('error', (err) => log.debug({ err: err.message, address }, 'tproxy UDP reply socket error'));
+      reply.bind({ fd: replyFd });
+      return reply;
+    } catch (err) {
+      counters.socketErrors++;
+      log.debug({ err: (err as Error).message, address, port }, 'tproxy UDP reply socket failed; datagram dropped');
+      return null;
+    }
+  };
+
+  /** Client address then remote address, for a sibling's table lookup. */
+  const scratch = new Uint8Array(32);
+  const openSibling = (of: TproxyUdpSession, host: string, port: number): TproxyUdpSession | null => {
+    const family = of.family;
+    const alen = family === 4 ? 4 : 16;
+    scratch.set(family === 4 ? of.srcAddr.subarray(12, 16) : of.srcAddr, 0);
+    if (!writeAddressText(family, host, scratch, alen) || !isUsablePort(port) || !isUnicastAt(family, scratch, alen)) {
+      counters.badTarget++;
+      return null;
+    }
+    const found = sessions.lookup(family, IPPROTO_UDP, scratch, 0, alen, of.srcPort, port);
+    if (found !== null) return found;
+    if (sessions.size >= maxSessions) {
+      counters.full++;
+      return null;
+    }
+    const reply = replySocket(family, host, port);
+    if (reply === null) return null;
+    const s = new TproxyUdpSession(family, of.remoteAddress, of.remotePort, host, port, reply, sessionIdleMs(idleMs, port), forget, null, null, counters);
+    s.opener = openSibling;
+    s.fromRemote = true;
+    copyAddresses(family, scratch, 0, alen, s);
+    sessions.insert(s);
+    return s;
+  };
+
   const handle = native.readerStart(fd, rx, onBatch, 256, 'udp-origdst');
   log.info({ address: '[::]', port, protocol: 'udp' }, 'tproxy listening');
   return {

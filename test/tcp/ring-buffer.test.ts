@@ -20,19 +20,21 @@ t.test('write, read and wrap around', async (t) => {
 });
 
 t.test('peek, discard and contiguous runs for zero-copy segment emission', async (t) => {
-  const r = new ByteRing(16);
-  r.write(bytes(12, 3), 0, 12);
-  r.discard(10);
-  r.write(bytes(10, 4), 0, 10); // now wraps: head at 10, 12 bytes held
-  t.equal(r.length, 12);
-  t.equal(r.contiguous(0, 100), 6, 'run up to the end of the backing store');
-  t.equal(r.indexOf(6), 0, 'then continues at index 0');
-  t.equal(r.contiguous(6, 100), 6);
+  // The store is 4096 bytes (the pool's smallest class): wrap it.
+  const r = new ByteRing(4096);
+  r.write(bytes(4000, 3), 0, 4000);
+  r.discard(3990);
+  r.write(bytes(100, 4), 0, 100); // now wraps: head at 3990, 110 bytes held
+  t.equal(r.length, 110);
+  t.equal(r.backing.length, 4096);
+  t.equal(r.contiguous(0, 1000), 106, 'run up to the end of the backing store');
+  t.equal(r.indexOf(106), 0, 'then continues at index 0');
+  t.equal(r.contiguous(106, 1000), 4);
   t.equal(r.contiguous(2, 3), 3, 'capped');
-  const out = new Uint8Array(12);
-  t.equal(r.peek(1, out, 0, 12), 11);
-  t.same(Array.from(out.subarray(0, 11)), [...bytes(12, 3).subarray(11), ...bytes(10, 4)]);
-  t.equal(r.length, 12, 'peek does not consume');
+  const out = new Uint8Array(110);
+  t.equal(r.peek(1, out, 0, 110), 109);
+  t.same(Array.from(out.subarray(0, 109)), [...bytes(4000, 3).subarray(3991), ...bytes(100, 4)]);
+  t.equal(r.length, 110, 'peek does not consume');
 });
 
 t.test('out-of-order placement with writeAt and commit', async (t) => {

@@ -1,0 +1,248 @@
+/**
+ * Connection setup cost (issue 10, ask 1): new connections per second and
+ * sluice's CPU time per proxied short connection. The standard three
+ * namespaces; `sluice run` in the gateway (gateway.mode tun, the default
+ * policy: every flow direct, flow log on at level info, written to a pipe
+ * as in production under systemd); nginx in the server namespace serving a
+ * 1 KiB file; wrk in the client namespace making one request per
+ * connection (`Connection: close`). Sluice's CPU is utime + stime of its
+ * process from /proc/PID/stat over the wrk run, divided by the requests
+ * wrk completed. The machine may be shared: every round is reported, with
+ * medians and the load average, and CPU per connection is the robust
+ * figure (the rate depends on how much CPU the other processes leave).
+ *   sudo node dist/bench/conn-setup.bench.js [seconds] [rounds] [--connections N] [--prof DIR] [--ab OTHER/bin/sluice.js]
+ * --prof DIR runs sluice under `node --cpu-prof --cpu-prof-dir DIR` (one
+ * profile per round, written when sluice exits) and prints the top
+ * self-time entries of each.
+ */
+import path from 'node:path';
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import { pathToFileURL } from 'node:url';
+import { Lab, type Netns, type TestLike } from '../test/harness/netns.js';
+import { threeNamespaces, SERVER_V4 } from '../test/harness/topology.js';
+import { childEnv, Engine, SLUICE_BIN, TUN } from '../test/fixtures/engine/lab.js';
+
+class BenchContext implements Partial<TestLike> {
+  readonly hooks: (() => unknown)[] = [];
+  teardown(fn: () => unknown): void {
+    this.hooks.push(fn);
+  }
+  plan(): void {}
+  comment(): void {}
+  async finish(): Promise<void> {
+    for (const fn of this.hooks.reverse()) await fn();
+  }
+}
+
+export interface ConnSetupRound {
+  connPerSec: number;
+  requests: number;
+  errors: number;
+  cpuUsPerConn: number;
+  rssMb: number;
+  load1: number;
+}
+
+/** utime + stime of `pid` in µs (clock ticks of 10 ms). */
+export function cpuMicros(pid: number): number {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return (Number(f[11]) + Number(f[12])) * 10_000;
+}
+
+/** VmRSS of `pid` in bytes. */
+export function rssBytes(pid: number): number {
+  const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+  return m === null ? 0 : Number(m[1]) * 1024;
+}
+
+function nginxConf(dir: string): string {
+  const root = path.join(dir, 'www');
+  mkdirSync(root, { recursive: true });
+  writeFileSync(path.join(root, '1k'), Buffer.alloc(1024, 0x61));
+  const conf = path.join(dir, 'nginx.conf');
+  writeFileSync(
+    conf,
+    [
+      'daemon off;',
+      'master_process off;',
+      'worker_processes 1;',
+      'worker_rlimit_nofile 8192;',
+      `pid ${path.join(dir, 'nginx.pid')};`,
+      'error_log stderr crit;',
+      'events { worker_connections 4096; }',
+      'http {',
+      '  access_log off;',
+      `  client_body_temp_path ${dir}/nginx-body;`,
+      `  proxy_temp_path ${dir}/nginx-proxy;`,
+      `  fastcgi_temp_path ${dir}/nginx-fastcgi;`,
+      `  uwsgi_temp_path ${dir}/nginx-uwsgi;`,
+      `  scgi_temp_path ${dir}/nginx-scgi;`,
+      '  default_type application/octet-stream;',
+      '  keepalive_timeout 0;',
+      '  server {',
+      `    listen ${SERVER_V4}:80 backlog=4096 reuseport;`,
+      `    root ${root};`,
+      '  }',
+      '}',
+      '',
+    ].join('\n'),
+  );
+  return conf;
+}
+
+const CONFIG = `
+log: { level: info, format: json }
+tun: { name: ${TUN} }
+dns: { mode: real-ip, hijack: false }
+route: { table: 2022, priority: 9000 }
+gateway: { enabled: true, lan: [lan0], mode: tun }
+`;
+
+/** wrk's summary: "N requests in Xs", "Requests/sec: R", socket errors. */
+function parseWrk(out: string): { requests: number; perSec: number; errors: number } {
+  const req = /(\d+) requests in/.exec(out);
+  const rate = /Requests\/sec:\s+([\d.]+)/.exec(out);
+  const err = /Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)/.exec(out);
+  const non2xx = /Non-2xx or 3xx responses: (\d+)/.exec(out);
+  const errors = (err ? Number(err[1]) + Number(err[3]) + Number(err[4]) : 0) + (non2xx ? Number(non2xx[1]) : 0);
+  return { requests: req ? Number(req[1]) : 0, perSec: rate ? Number(rate[1]) : 0, errors };
+}
+
+async function oneRound(client: Netns, gateway: Netns, dir: string, seconds: number, connections: number, profDir: string | null, bin: string): Promise<ConnSetupRound> {
+  const cfg = path.join(dir, 'sluice.yaml');
+  writeFileSync(cfg, CONFIG);
+  const nodeArgs = profDir !== null ? ['--cpu-prof', '--cpu-prof-dir', profDir] : [];
+  const engine = new Engine(gateway.spawn(['env', '-u', 'NODE_OPTIONS', process.execPath, ...nodeArgs, bin, 'run', '--config', cfg, '--state', path.join(dir, 'state.json')], { env: childEnv }));
+  try {
+    await engine.waitFor((l) => l.msg === 'ready', 30_000, '"ready"');
+    await gateway.sh(`sysctl -qw net.ipv4.conf.${TUN}.rp_filter=0`);
+    const pid = engine.proc.pid!;
+    const url = `http://${SERVER_V4}/1k`;
+    // Warm-up: JIT and the first allocations are not what a steady state costs.
+    await client.exec(['wrk', '-t1', `-c${connections}`, '-d1s', '-H', 'Connection: close', url], { timeoutMs: 30_000, allowFail: true });
+    engine.lines.length = 0;
+    const c0 = cpuMicros(pid);
+    const r = await client.exec(['wrk', '-t1', `-c${connections}`, `-d${seconds}s`, '-H', 'Connection: close', url], { timeoutMs: (seconds + 30) * 1000 });
+    const c1 = cpuMicros(pid);
+    const w = parseWrk(r.stdout);
+    const rss = rssBytes(pid);
+    engine.lines.length = 0;
+    return {
+      connPerSec: w.perSec,
+      requests: w.requests,
+      errors: w.errors,
+      cpuUsPerConn: w.requests > 0 ? (c1 - c0) / w.requests : NaN,
+      rssMb: rss / 2 ** 20,
+      load1: os.loadavg()[0]!,
+    };
+  } finally {
+    await engine.stop(10_000);
+  }
+}
+
+/**
+ * `bins` (default: this checkout's) are run in turn, round by round, so an
+ * A/B comparison of two builds shares the machine's load; rounds[i] is bins[i % bins.length].
+ */
+export async function runConnSetupBench(seconds = 5, rounds = 3, connections = 16, profDir: string | null = null, bins: string[] = [SLUICE_BIN]): Promise<ConnSetupRound[]> {
+  const ctx = new BenchContext();
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'sluice-connsetup-'));
+  try {
+    const lab = await Lab.create(ctx as unknown as TestLike, 'connbnch');
+    const { client, gateway, server } = await threeNamespaces(lab);
+    await gateway.sh('sysctl -qw net.ipv4.conf.all.rp_filter=0 net.ipv4.conf.default.rp_filter=0');
+    // The client's ports cycle fast: TIME-WAIT reuse keeps wrk from running out of them.
+    await client.sh('sysctl -qw net.ipv4.tcp_tw_reuse=1 net.ipv4.ip_local_port_range="10000 65000"');
+    await server.sh('sysctl -qw net.core.somaxconn=4096');
+    const conf = nginxConf(dir);
+    server.spawn(['nginx', '-c', conf, '-p', dir]);
+    await new Promise((r) => setTimeout(r, 500));
+    const out: ConnSetupRound[] = [];
+    for (let i = 0; i < rounds * bins.length; i++) {
+      const bin = bins[i % bins.length]!;
+      const round = await oneRound(client, gateway, dir, seconds, connections, profDir, bin);
+      process.stderr.write(`round ${i + 1} (${bin}): ${JSON.stringify(round)}\n`);
+      out.push(round);
+    }
+    return out;
+  } finally {
+    await ctx.finish();
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+function median(v: number[]): number {
+  const s = [...v].sort((a, b) => a - b);
+  return s.length % 2 === 1 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
+}
+
+export function printConnSetupRows(rounds: ConnSetupRound[], seconds: number, connections: number): void {
+  console.log(`\nconnection setup: wrk -c${connections} -d${seconds}s 'Connection: close' to nginx (1 KiB) through sluice run (gateway, tun, flow log on)`);
+  console.log(`  ${'round'.padEnd(8)} ${'conn/s'.padStart(8)} ${'CPU µs/conn'.padStart(12)} ${'errors'.padStart(7)} ${'RSS MB'.padStart(7)} ${'load1'.padStart(6)}`);
+  rounds.forEach((r, i) => console.log(`  ${String(i + 1).padEnd(8)} ${r.connPerSec.toFixed(0).padStart(8)} ${r.cpuUsPerConn.toFixed(0).padStart(12)} ${String(r.errors).padStart(7)} ${r.rssMb.toFixed(0).padStart(7)} ${r.load1.toFixed(2).padStart(6)}`));
+  console.log(`  ${'median'.padEnd(8)} ${median(rounds.map((r) => r.connPerSec)).toFixed(0).padStart(8)} ${median(rounds.map((r) => r.cpuUsPerConn)).toFixed(0).padStart(12)} ${''.padStart(7)} ${median(rounds.map((r) => r.rssMb)).toFixed(0).padStart(7)} ${median(rounds.map((r) => r.load1)).toFixed(2).padStart(6)}`);
+}
+
+interface ProfileNode {
+  id: number;
+  callFrame: { functionName: string; url: string; lineNumber: number };
+  hitCount?: number;
+}
+
+/** The `top` self-time entries of a .cpuprofile, as "percent name (file:line)". */
+export function topSelfTime(file: string, top = 15): string[] {
+  const prof = JSON.parse(readFileSync(file, 'utf8')) as { nodes: ProfileNode[]; samples: number[] };
+  const byId = new Map(prof.nodes.map((n) => [n.id, n]));
+  const counts = new Map<string, number>();
+  for (const id of prof.samples) {
+    const n = byId.get(id)!;
+    const f = n.callFrame;
+    const key = `${f.functionName || '(anonymous)'} (${path.basename(f.url) || '-'}:${f.lineNumber + 1})`;
+    counts.set(key, (counts.get(key) ?? 0) + 1);
+  }
+  const total = prof.samples.length;
+  return [...counts.entries()]
+    .sort((a, b) => b[1] - a[1])
+    .slice(0, top)
+    .map(([k, c]) => `${((100 * c) / total).toFixed(1).padStart(5)} %  ${k}`);
+}
+
+if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {
+  const args = process.argv.slice(2);
+  const flag = (name: string): string | null => {
+    const i = args.indexOf(name);
+    if (i < 0) return null;
+    const v = args[i + 1] ?? null;
+    args.splice(i, 2);
+    return v;
+  };
+  const profDir = flag('--prof');
+  // --ab /other/checkout/bin/sluice.js: that build and this one, alternating.
+  const other = flag('--ab');
+  const bins = other === null ? [SLUICE_BIN] : [path.resolve(other), SLUICE_BIN];
+  const connections = Number(flag('--connections') ?? 16);
+  const seconds = Number(args[0] ?? 5);
+  const rounds = Number(args[1] ?? 3);
+  if (profDir !== null) mkdirSync(profDir, { recursive: true });
+  const before = profDir !== null ? new Set(readdirSync(profDir)) : new Set<string>();
+  runConnSetupBench(seconds, rounds, connections, profDir === null ? null : path.resolve(profDir), bins).then(
+    (r) => {
+      bins.forEach((bin, b) => {
+        if (bins.length > 1) console.log(`\n${bin}:`);
+        printConnSetupRows(r.filter((_, i) => i % bins.length === b), seconds, connections);
+      });
+      if (profDir !== null) {
+        for (const f of readdirSync(profDir).filter((f) => f.endsWith('.cpuprofile') && !before.has(f))) {
+          console.log(`\nprofile ${path.join(profDir, f)}: top self time`);
+          for (const line of topSelfTime(path.join(profDir, f))) console.log(`  ${line}`);
+        }
+      }
+    },
+    (err) => {
+      console.error(err);
+      process.exitCode = 1;
+    },
+  );
+}

@@ -1,0 +1,554 @@
+/**
+ * The main thread's side of the multi-queue mode (tun.queues > 1): one
+ * worker thread per TUN queue (worker-main.ts), each with its own stack and
+ * relays, started, watched, restarted and stopped from here.
+ *
+ * One view over all workers:
+ * - flows: each worker's open flows appear in the main engine's
+ *   FlowRegistry as mirror records (refreshed every report, ~250 ms), so
+ *   /connections, /v1/flows, their totals, DELETE and the metrics see every
+ *   queue; a mirror's `end` asks its worker to end the flow;
+ * - counters: sums over the workers' last reports plus what workers that
+ *   were replaced had counted (engineCounters, stackStats, tunStats);
+ * - logs: workers write their lines to stdout themselves and send them here
+ *   for the /logs stream (the LogTap).
+ *
+ * A worker that fails (an error escaping its engine, a failed start, an exit
+ * of any kind while sluice is not stopping) is reported with the number of
+ * flows it carried and restarted on the same queue fd after a backoff
+ * (RESTART_MIN_MS doubling to RESTART_MAX_MS, reset after a healthy
+ * minute). Only its own flows end: the other workers, their queues and
+ * sockets are untouched, and the kernel keeps queueing the failed queue's
+ * packets for the new worker.
+ */
+import { MessageChannel, Worker } from 'node:worker_threads';
+import type { SluiceConfig } from '../config/types.js';
+import type { FakeIpPool } from '../dns/fake-ip.js';
+import type { DnsSnoop } from '../dns/snoop.js';
+import type { FlowBytes, FlowRecord, FlowRegistry } from '../engine/flow-registry.js';
+import type { Logger, LogTap } from '../engine/logger.js';
+import { FakeIpChannelServer, newFakeIpChannel, newTableSizes } from './fake-ip-channel.js';
+import type { FlowSnap, MainToWorker, WorkerReport, WorkerStart, WorkerToMain } from './protocol.js';
+
+const RESTART_MIN_MS = 100;
+const RESTART_MAX_MS = 5000;
+const HEALTHY_MS = 60_000;
+/** Start-up of every worker (its engine's start: rule-set downloads are bounded there). */
+const READY_TIMEOUT_MS = 60_000;
+/** A worker's stop (its engine's stop) before it is terminated; with the flows' end, inside the lifecycle's stop deadline. */
+const STOP_TIMEOUT_MS = 1500;
+const END_FLOWS_TIMEOUT_MS = 1500;
+const RELOAD_TIMEOUT_MS = 10_000;
+/** How often the channels republish the main thread's table sizes (fake-ip-channel.ts publishSizes). */
+const SIZES_REFRESH_MS = 100;
+
+/** Counters that are levels, not totals: a replaced worker's last values are not kept. */
+const GAUGES = new Set(['tcpFlowsActive', 'pendingFlows', 'halfOpenFlows', 'udpSessionsActive', 'halfOpen', 'pendingSyns', 'dialsActive', 'active']);
+
+export interface WorkerDevice {
+  readonly name: string;
+  readonly mtu: number;
+  readonly vnetHdr: boolean;
+  readonly offloads: number;
+  readonly fds: readonly number[];
+}
+
+export interface WorkerPoolOptions {
+  device: WorkerDevice;
+  /** The configuration every worker runs (persistPath off: the main thread persists the pool). */
+  config: SluiceConfig;
+  log: Logger;
+  tap: LogTap;
+  /** The main thread's pool, the only one (null in real-ip mode). */
+  fakeIp: FakeIpPool | null;
+  /** The main thread's DNS snoop table, the only one (null when the configuration has none). */
+  snoop: DnsSnoop | null;
+  /** The main engine's registry: the mirrors go here. */
+  flows: FlowRegistry<FlowRecord>;
+  selectionsPath: string | null;
+}
+
+/** What GET /v1/workers shows of one worker. */
+export interface WorkerStatus {
+  queue: number;
+  state: 'starting' | 'running' | 'restarting' | 'stopped';
+  threadId: number | null;
+  restarts: number;
+  /** Open flows, and the TCP ones among them. */
+  flows: number;
+  tcpFlows: number;
+  lastExit: { at: number; code: number | null; error: string | null; flowsLost: number } | null;
+}
+
+interface MirrorFlow extends FlowRecord {
+  src: string | null;
+  dst: string | null;
+  chain: readonly string[] | null;
+  match: unknown;
+  bytes: FlowBytes;
+}
+
+class WorkerSlot {
+  worker: Worker | null = null;
+  state: WorkerStatus['state'] = 'starting';
+  restarts = 0;
+  backoff = RESTART_MIN_MS;
+  startedAt = 0;
+  report: WorkerReport | null = null;
+  readonly mirrors = new Map<string, MirrorFlow>();
+  /** Flows ended through the API: out of the view at once, their worker's later reports of them ignored. */
+  readonly gone = new Set<string>();
+  lastExit: WorkerStatus['lastExit'] = null;
+  killReason: string | null = null;
+  restartTimer: NodeJS.Timeout | null = null;
+  readonly waiters = new Map<string, (m: WorkerToMain) => void>();
+
+  constructor(
+    readonly queue: number,
+    readonly fd: number,
+  ) {}
+}
+
+export class WorkerPool {
+  private readonly slots: WorkerSlot[];
+  private config: SluiceConfig;
+  private stopping = false;
+  private reloadSeq = 0;
+  /** Totals counted by workers since replaced (restarts), so sums never go down. */
+  /** Rule hits of replaced workers (reset when the rule count changes). */
+  private retiredHits: { hits: number; lastAt: number }[] = [];
+  private readonly retired = { counters: {} as Record<string, unknown>, stack: {} as Record<string, unknown>, tun: {} as Record<string, unknown> };
+  fakeIpAsks = 0;
+  fakeIpTimeouts = 0;
+  /** Worker failures since start (each one restarted). */
+  failures = 0;
+  private readonly servers = new Set<FakeIpChannelServer>();
+  /** The main thread's table sizes, one buffer read by every worker. */
+  private readonly sizes = newTableSizes();
+  private sizesTimer: NodeJS.Timeout | null = null;
+
+  constructor(private readonly o: WorkerPoolOptions) {
+    this.config = o.config;
+    this.slots = o.device.fds.map((fd, q) => new WorkerSlot(q, fd));
+  }
+
+  get size(): number {
+    return this.slots.length;
+  }
+
+  /** Starts every worker; resolves when all are serving, rejects when one fails to start. */
+  async start(): Promise<void> {
+    this.sizesTimer = setInterval(() => {
+      for (const s of this.servers) s.publishSizes();
+    }, SIZES_REFRESH_MS);
+    this.sizesTimer.unref();
+    await Promise.all(this.slots.map((s) => this.spawn(s, true)));
+  }
+
+  private spawn(slot: WorkerSlot, first: boolean): Promise<void> {
+    const d = this.o.device;
+    const sab = newFakeIpChannel();
+    const wake = new MessageChannel();
+    if (this.o.fakeIp !== null || this.o.snoop !== null) {
+      const server = new FakeIpChannelServer(sab, this.sizes, this.o.fakeIp, this.o.snoop);
+      wake.port1.on('message', () => server.serve());
+      this.servers.add(server);
+      wake.port1.once('close', () => this.servers.delete(server));
+    }
+    const data: WorkerStart = {
+      queue: slot.queue,
+      fd: slot.fd,
+      name: d.name,
+      mtu: d.mtu,
+      vnetHdr: d.vnetHdr,
+      offloads: d.offloads,
+      config: this.config,
+      fakeIpChannel: sab,
+      tableSizes: this.sizes,
+      fakeIpWake: wake.port2,
+      selectionsPath: this.o.selectionsPath,
+    };
+    const w = new Worker(new URL('./worker-main.js', import.meta.url), { workerData: data, transferList: [wake.port2], stdout: false, stderr: false });
+    slot.worker = w;
+    slot.state = 'starting';
+    slot.startedAt = Date.now();
+    slot.killReason = null;
+    return new Promise<void>((resolve, reject) => {
+      let settled = false;
+      const readyTimer = setTimeout(() => {
+        if (settled) return;
+        settled = true;
+        reject(new Error(`tun.queues: worker for queue ${slot.queue} did not start within ${READY_TIMEOUT_MS / 1000} s`));
+      }, READY_TIMEOUT_MS);
+      readyTimer.unref();
+      w.on('message', (m: WorkerToMain) => {
+        if (m.t === 'ready') {
+          slot.state = 'running';
+          this.o.log.debug({ queue: slot.queue, ms: Date.now() - slot.startedAt }, 'worker ready');
+          clearTimeout(readyTimer);
+          if (!settled) {
+            settled = true;
+            resolve();
+          }
+          return;
+        }
+        this.onMessage(slot, m);
+      });
+      let failure: string | null = null;
+      w.on('error', (err) => {
+        failure = err.message;
+      });
+      w.on('exit', (code) => {
+        wake.port1.close();
+        clearTimeout(readyTimer);
+        if (slot.worker !== w) return;
+        slot.worker = null;
+        const reason = slot.killReason ?? failure;
+        const lost = this.dropMirrors(slot);
+        this.retire(slot);
+        if (this.stopping) {
+          slot.state = 'stopped';
+          return;
+        }
+        slot.lastExit = { at: Date.now(), code, error: reason, flowsLost: lost };
+        if (!settled && first) {
+          settled = true;
+          slot.state = 'stopped';
+          reject(new Error(`tun.queues: worker for queue ${slot.queue} ended during start-up (exit code ${code}${reason !== null ? `: ${reason}` : ''})`));
+          return;
+        }
+        settled = true;
+        this.failures++;
+        if (Date.now() - slot.startedAt > HEALTHY_MS) slot.backoff = RESTART_MIN_MS;
+        const delay = slot.backoff;
+        slot.backoff = Math.min(slot.backoff * 2, RESTART_MAX_MS);
+        slot.state = 'restarting';
+        this.o.log.error({ queue: slot.queue, code, err: reason, flowsLost: lost, restartInMs: delay, restarts: slot.restarts }, 'worker failed; restarting it (the other queues keep their flows)');
+        slot.restartTimer = setTimeout(() => {
+          slot.restartTimer = null;
+          if (this.stopping) return;
+          slot.restarts++;
+          this.spawn(slot, false).then(
+            () => this.o.log.info({ queue: slot.queue, restarts: slot.restarts }, 'worker restarted'),
+            () => {},
+          );
+        }, delay);
+      });
+    });
+  }
+
+  private onMessage(slot: WorkerSlot, m: WorkerToMain): void {
+    if (m.t === 'report') {
+      this.applyReport(slot, m);
+      return;
+    }
+    const key = m.t === 'reloaded' ? `reloaded:${m.seq}` : m.t;
+    const waiter = slot.waiters.get(key);
+    if (waiter !== undefined) {
+      slot.waiters.delete(key);
+      waiter(m);
+    }
+  }
+
+  private applyReport(slot: WorkerSlot, r: WorkerReport): void {
+    slot.report = r;
+    const reg = this.o.flows;
+    const seen = new Set<string>();
+    for (const snap of r.updated) {
+      if (slot.gone.has(snap.id)) continue;
+      seen.add(snap.id);
+      this.upsert(slot, snap);
+    }
+    for (const e of r.ended) {
+      if (slot.gone.delete(e.snap.id)) continue;
+      const m = this.upsert(slot, e.snap);
+      slot.mirrors.delete(m.id);
+      reg.remove(m, e.final);
+    }
+    if (!r.full) return this.tapLogs(r);
+    // A flow the worker no longer has (ended between two reports and already listed) is gone.
+    for (const [id, m] of slot.mirrors) {
+      if (seen.has(id)) continue;
+      slot.mirrors.delete(id);
+      reg.remove(m, m.bytes);
+    }
+    // A full report lists every open flow: an API-ended id not in it has ended.
+    for (const id of slot.gone) if (!seen.has(id)) slot.gone.delete(id);
+    this.tapLogs(r);
+  }
+
+  private tapLogs(r: WorkerReport): void {
+    const tap = this.o.tap;
+    for (const line of r.logs) tap.write(line);
+  }
+
+  private upsert(slot: WorkerSlot, s: FlowSnap): MirrorFlow {
+    let m = slot.mirrors.get(s.id);
+    if (m === undefined) {
+      const id = s.id;
+      m = {
+        id,
+        network: s.network,
+        inbound: s.inbound,
+        srcIp: s.srcIp,
+        srcPort: s.srcPort,
+        dstIp: s.dstIp,
+        dstPort: s.dstPort,
+        domain: null,
+        nameFrom: null,
+        sniffHost: null,
+        protocol: null,
+        rule: -1,
+        outbound: '',
+        chains: null,
+        mode: null,
+        remoteDestination: null,
+        uid: null,
+        process: null,
+        processPath: null,
+        started: s.started,
+        bytes: { bytesUp: 0, bytesDown: 0 },
+        end: () => this.endMirror(slot, id),
+        killed: false,
+        src: null,
+        dst: null,
+        chain: null,
+        match: null,
+      };
+      slot.mirrors.set(id, m);
+      this.o.flows.add(m);
+    }
+    m.domain = s.domain;
+    m.nameFrom = s.nameFrom;
+    m.sniffHost = s.sniffHost;
+    m.protocol = s.protocol;
+    m.rule = s.rule;
+    m.outbound = s.outbound;
+    m.chains = s.chains;
+    m.mode = s.mode;
+    m.remoteDestination = s.remoteDestination;
+    m.uid = s.uid;
+    m.process = s.process;
+    m.processPath = s.processPath;
+    m.bytes.bytesUp = s.bytesUp;
+    m.bytes.bytesDown = s.bytesDown;
+    m.src = s.src;
+    m.dst = s.dst;
+    m.chain = s.chain;
+    m.match = s.match;
+    return m;
+  }
+
+  /** DELETE of a worker's flow: the worker ends it; the view drops it now (with the bytes last reported). */
+  private endMirror(slot: WorkerSlot, id: string): void {
+    const m = slot.mirrors.get(id);
+    this.post(slot, { t: 'close', id });
+    if (m === undefined) return;
+    slot.mirrors.delete(id);
+    slot.gone.add(id);
+    this.o.flows.remove(m, m.bytes);
+  }
+
+  /** The flows of a worker that is gone leave the view (with the bytes last reported); returns how many. */
+  private dropMirrors(slot: WorkerSlot): number {
+    const n = slot.mirrors.size;
+    for (const m of slot.mirrors.values()) this.o.flows.remove(m, m.bytes);
+    slot.mirrors.clear();
+    slot.gone.clear();
+    return n;
+  }
+
+  private retire(slot: WorkerSlot): void {
+    const r = slot.report;
+    slot.report = null;
+    if (r === null) return;
+    addInto(this.retired.counters, r.counters, true);
+    addInto(this.retired.stack, r.stack, true);
+    addInto(this.retired.tun, r.tun, true);
+    if (this.retiredHits.length !== r.ruleHits.length) this.retiredHits = r.ruleHits.map(() => ({ hits: 0, lastAt: 0 }));
+    for (let i = 0; i < r.ruleHits.length; i++) {
+      this.retiredHits[i]!.hits += r.ruleHits[i]!.hits;
+      this.retiredHits[i]!.lastAt = Math.max(this.retiredHits[i]!.lastAt, r.ruleHits[i]!.lastAt);
+    }
+    this.fakeIpAsks += r.fakeIpAsks;
+    this.fakeIpTimeouts += r.fakeIpTimeouts;
+  }
+
+  private post(slot: WorkerSlot, m: MainToWorker): void {
+    slot.worker?.postMessage(m);
+  }
+
+  private ask(slot: WorkerSlot, m: MainToWorker, key: string, timeoutMs: number): Promise<WorkerToMain | null> {
+    const w = slot.worker;
+    if (w === null) return Promise.resolve(null);
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => {
+        slot.waiters.delete(key);
+        resolve(null);
+      }, timeoutMs);
+      timer.unref();
+      slot.waiters.set(key, (reply) => {
+        clearTimeout(timer);
+        resolve(reply);
+      });
+      const onExit = (): void => {
+        clearTimeout(timer);
+        slot.waiters.delete(key);
+        resolve(null);
+      };
+      w.once('exit', onExit);
+      w.postMessage(m);
+    });
+  }
+
+  /** The routing mode (PATCH /configs, PUT /v1/mode) reaches every worker. */
+  setMode(mode: string): void {
+    for (const s of this.slots) this.post(s, { t: 'mode', mode });
+  }
+
+  /** PUT /providers/rules/:name: every worker re-reads the rule set too. */
+  reloadRuleSet(name: string): void {
+    for (const s of this.slots) this.post(s, { t: 'ruleSet', name });
+  }
+
+  /** GLOBAL's member (PUT /proxies/GLOBAL) reaches every worker. */
+  selectGlobal(name: string): void {
+    for (const s of this.slots) this.post(s, { t: 'global', name });
+  }
+
+  /**
+   * A select group's member (PUT /proxies/:name) reaches every worker; a
+   * restarted worker reads the saved choice from groups.json at its start.
+   */
+  select(group: string, member: string): void {
+    for (const s of this.slots) this.post(s, { t: 'select', group, member });
+  }
+
+  /** A reloaded configuration for every worker (and for any restarted later); the errors of those that refused it. */
+  async reload(config: SluiceConfig): Promise<string[]> {
+    this.config = config;
+    const seq = ++this.reloadSeq;
+    const replies = await Promise.all(this.slots.map((s) => this.ask(s, { t: 'reload', seq, config }, `reloaded:${seq}`, RELOAD_TIMEOUT_MS).then((r) => ({ s, r }))));
+    const errors: string[] = [];
+    for (const { s, r } of replies) {
+      if (s.worker === null) continue; // restarting: starts with the new configuration
+      if (r === null) errors.push(`worker ${s.queue}: no answer to the reload within ${RELOAD_TIMEOUT_MS / 1000} s`);
+      else if (r.t === 'reloaded' && r.error !== null) errors.push(`worker ${s.queue}: ${r.error}`);
+    }
+    return errors;
+  }
+
+  /** Ends a worker as a failure would (POST /v1/workers/:queue/kill): it is restarted like one. */
+  kill(queue: number): boolean {
+    const s = this.slots[queue];
+    if (s === undefined || s.worker === null) return false;
+    s.killReason = 'killed through the control API';
+    void s.worker.terminate();
+    return true;
+  }
+
+  /** The stop's "flows" phase: every worker ends its flows (each logged), then the mirrors are gone. */
+  async endFlows(): Promise<void> {
+    this.stopping = true;
+    for (const s of this.slots) if (s.restartTimer !== null) clearTimeout(s.restartTimer);
+    await Promise.all(this.slots.map((s) => this.ask(s, { t: 'endFlows' }, 'flowsEnded', END_FLOWS_TIMEOUT_MS)));
+    for (const s of this.slots) this.dropMirrors(s);
+  }
+
+  /** Stops every worker (its engine's stop), terminating any that take longer than STOP_TIMEOUT_MS. */
+  async stop(): Promise<void> {
+    this.stopping = true;
+    if (this.sizesTimer !== null) clearInterval(this.sizesTimer);
+    for (const s of this.slots) if (s.restartTimer !== null) clearTimeout(s.restartTimer);
+    await Promise.all(
+      this.slots.map(async (s) => {
+        const w = s.worker;
+        if (w === null) return;
+        await this.ask(s, { t: 'stop' }, 'stopped', STOP_TIMEOUT_MS);
+        await w.terminate();
+      }),
+    );
+    for (const s of this.slots) this.dropMirrors(s);
+  }
+
+  status(): WorkerStatus[] {
+    return this.slots.map((s) => ({ queue: s.queue, state: s.state, threadId: s.worker?.threadId ?? null, restarts: s.restarts, flows: s.mirrors.size, tcpFlows: countTcp(s.mirrors.values()), lastExit: s.lastExit }));
+  }
+
+  /** Engine counters over all workers (plus those replaced), added to the main engine's own. */
+  engineCounters(base: Record<string, unknown>): Record<string, unknown> {
+    const out = structuredClone(base);
+    addInto(out, this.retired.counters, false);
+    for (const s of this.slots) if (s.report !== null) addInto(out, s.report.counters, false);
+    return out;
+  }
+
+  stackStats(base: Record<string, unknown>): Record<string, unknown> {
+    const out = JSON.parse(JSON.stringify(base)) as Record<string, unknown>;
+    addInto(out, this.retired.stack, false);
+    for (const s of this.slots) if (s.report !== null) addInto(out, s.report.stack, false);
+    return out;
+  }
+
+  tunStats(): { rxPackets: number; rxBytes: number; rxBatches: number; rxErrors: number; txPackets: number; txBytes: number; txDropped: number } {
+    const out: Record<string, unknown> = { rxPackets: 0, rxBytes: 0, rxBatches: 0, rxErrors: 0, txPackets: 0, txBytes: 0, txDropped: 0 };
+    addInto(out, this.retired.tun, false);
+    for (const s of this.slots) if (s.report !== null) addInto(out, s.report.tun, false);
+    return out as never;
+  }
+
+  /**
+   * Rule hits over the workers (and those replaced), added to the main
+   * engine's own (GET /rules, the metrics). Counts of a worker that still
+   * runs an older rule list (a reload under way) are left out.
+   */
+  ruleHits(base: { hits: number; lastAt: number }[]): { hits: number; lastAt: number }[] {
+    const out = base.map((r) => ({ hits: r.hits, lastAt: r.lastAt }));
+    const add = (list: readonly { hits: number; lastAt: number }[]): void => {
+      if (list.length !== out.length) return;
+      for (let i = 0; i < out.length; i++) {
+        out[i]!.hits += list[i]!.hits;
+        out[i]!.lastAt = Math.max(out[i]!.lastAt, list[i]!.lastAt);
+      }
+    };
+    add(this.retiredHits);
+    for (const s of this.slots) if (s.report !== null) add(s.report.ruleHits);
+    return out;
+  }
+
+  /** Fake-IP asks of every worker, and those the main thread did not answer in time. */
+  fakeIpChannelStats(): { asks: number; timeouts: number } {
+    let asks = this.fakeIpAsks;
+    let timeouts = this.fakeIpTimeouts;
+    for (const s of this.slots) {
+      asks += s.report?.fakeIpAsks ?? 0;
+      timeouts += s.report?.fakeIpTimeouts ?? 0;
+    }
+    return { asks, timeouts };
+  }
+}
+
+function countTcp(flows: Iterable<FlowRecord>): number {
+  let n = 0;
+  for (const f of flows) if (f.network === 'tcp') n++;
+  return n;
+}
+
+/** Adds every number of `src` into `dst` (recursively); with `totalsOnly` the gauges are skipped. */
+function addInto(dst: Record<string, unknown>, src: Record<string, unknown>, totalsOnly: boolean): void {
+  for (const k of Object.keys(src)) {
+    const v = src[k];
+    if (typeof v === 'number') {
+      if (totalsOnly && GAUGES.has(k)) continue;
+      const cur = dst[k];
+      dst[k] = (typeof cur === 'number' ? cur : 0) + v;
+    } else if (v !== null && typeof v === 'object' && !Array.isArray(v)) {
+      let d = dst[k];
+      if (d === null || typeof d !== 'object') {
+        d = {};
+        dst[k] = d;
+      }
+      addInto(d as Record<string, unknown>, v as Record<string, unknown>, totalsOnly);
+    }
+  }
+}

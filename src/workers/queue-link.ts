@@ -1,0 +1,161 @@
+/**
+ * The links of the multi-queue mode (tun.queues > 1).
+ *
+ * QueueLink: one queue of an IFF_MULTI_QUEUE TUN as a LinkEndpoint, inside
+ * a worker thread. The main thread opened the device and owns every queue's
+ * fd; the worker reads and writes only its own. close() stops reading but
+ * leaves the fd open: a restarted worker takes the same queue over, and the
+ * kernel never sees the queue count change (which would re-spread every
+ * flow, tun_automq_select_queue uses numqueues).
+ *
+ * Writing on the queue a flow is read from is what keeps it there: the
+ * kernel's automatic queue selection (drivers/net/tun.c, tun_automq_select_queue)
+ * picks a new flow's queue from its flow hash and then records, per flow
+ * hash, the queue userspace last wrote that flow's packets on (tun_flow_update
+ * in tun_get_user). Each worker writes its replies only to its own queue,
+ * so that record always names the queue the flow is already on; after the
+ * record ages out (TUN_FLOW_EXPIRE, 3 s idle) the hash picks the same queue
+ * again, since numqueues never changes while sluice runs.
+ *
+ * NullLink: the main thread's engine in this mode owns the policy, the
+ * fake-IP pool and the control plane, but no packets: its stack is never
+ * fed and transmits nothing.
+ */
+import { loadNative, type ReaderHandle, type SluiceNative } from '../link/native.js';
+import type { LinkEndpoint, LinkReceiver } from '../link/link.js';
+import { TxBatch, type TxSink } from '../link/tx-batch.js';
+import { InvalidStateError } from '../errors.js';
+import { LinkError, tunReadHint } from '../link/errors.js';
+import { errnoName } from '../link/errno.js';
+
+export interface QueueLinkOptions {
+  name: string;
+  fd: number;
+  queue: number;
+  mtu: number;
+  vnetHdr: boolean;
+  offloads: number;
+  /** Receive buffer bytes. Default 4 MiB. */
+  rxBufferBytes?: number;
+  txBufferBytes?: number;
+  readBudget?: number;
+}
+
+export class QueueLink implements LinkEndpoint, TxSink {
+  readonly name: string;
+  readonly mtu: number;
+  readonly vnetHdr: boolean;
+  readonly offloads: number;
+  readonly fd: number;
+  readonly queue: number;
+  private readonly native: SluiceNative;
+  private readonly rx: Uint8Array;
+  private reader: ReaderHandle | null = null;
+  private readonly tx: TxBatch;
+  private readonly readBudget: number;
+  private readonly statsScratch = new Float64Array(5);
+  private closed = false;
+  private receiver: LinkReceiver | null = null;
+  private readonly onBatchBound = (count: number, end: number): void => this.onBatch(count, end);
+
+  constructor(opts: QueueLinkOptions) {
+    this.native = loadNative();
+    this.name = opts.name;
+    this.fd = opts.fd;
+    this.queue = opts.queue;
+    this.mtu = opts.mtu;
+    this.vnetHdr = opts.vnetHdr;
+    this.offloads = opts.offloads;
+    this.rx = new Uint8Array(new ArrayBuffer(Math.max(opts.rxBufferBytes ?? 4 << 20, this.native.MAX_RECORD)));
+    this.tx = new TxBatch(Math.max(opts.txBufferBytes ?? 4 << 20, this.native.MAX_RECORD), this);
+    this.readBudget = opts.readBudget ?? 256;
+  }
+
+  start(receiver: LinkReceiver): void {
+    if (this.reader !== null) throw new InvalidStateError('QueueLink already started');
+    this.receiver = receiver;
+    this.reader = this.native.readerStart(this.fd, this.rx.buffer as ArrayBuffer, this.onBatchBound, this.readBudget);
+  }
+
+  private onBatch(count: number, end: number): void {
+    const receiver = this.receiver!;
+    if (count < 0) {
+      const errno = errnoName(-count);
+      receiver.onLinkError(new LinkError('SLUICE_TUN_READ', `TUN ${this.name} queue ${this.queue}: read failed: ${errno} (errno ${-count}; ${tunReadHint(errno)})`, errno));
+      return;
+    }
+    receiver.onBatch(this.rx, count, end);
+    this.tx.flush();
+  }
+
+  get txBuffer(): Uint8Array {
+    return this.tx.buffer;
+  }
+
+  txReserve(maxLen: number): number {
+    return this.tx.reserve(maxLen);
+  }
+
+  txCommit(len: number): void {
+    this.tx.commit(len);
+  }
+
+  flush(): void {
+    this.tx.flush();
+  }
+
+  writeRecords(buf: Uint8Array, count: number): number {
+    if (this.closed) return 0;
+    return this.native.writeBatch(this.fd, buf, count);
+  }
+
+  stats(): { rxPackets: number; rxBytes: number; rxBatches: number; rxErrors: number; txPackets: number; txBytes: number; txDropped: number } {
+    let rxPackets = 0,
+      rxBytes = 0,
+      rxBatches = 0,
+      rxErrors = 0;
+    if (this.reader !== null) {
+      this.native.readerStats(this.reader, this.statsScratch);
+      rxPackets = this.statsScratch[0]!;
+      rxBytes = this.statsScratch[1]!;
+      rxBatches = this.statsScratch[2]!;
+      rxErrors = this.statsScratch[4]!;
+    }
+    return { rxPackets, rxBytes, rxBatches, rxErrors, txPackets: this.tx.packets, txBytes: this.tx.bytes, txDropped: this.tx.dropped };
+  }
+
+  /** Stops reading; the fd stays open (the main thread owns it). */
+  close(): void {
+    if (this.closed) return;
+    this.tx.flush();
+    this.closed = true;
+    if (this.reader !== null) this.native.readerStop(this.reader);
+    this.reader = null;
+  }
+}
+
+/** A link that never receives and drops what is sent (the main thread's engine when workers carry the packets). */
+export class NullLink implements LinkEndpoint {
+  readonly txBuffer: Uint8Array;
+
+  constructor(
+    readonly name: string,
+    readonly mtu: number,
+    readonly vnetHdr: boolean,
+    readonly offloads: number,
+  ) {
+    this.txBuffer = new Uint8Array(65536 + 64);
+  }
+
+  start(_receiver: LinkReceiver): void {}
+
+  txReserve(_maxLen: number): number {
+    return 4;
+  }
+
+  txCommit(_len: number): void {}
+
+  flush(): void {}
+
+  close(): void {}
+}

@@ -1,0 +1,145 @@
+/**
+ * `sluice run` with tun.queues > 1: what run.ts starts after its own engine
+ * (which in this mode owns the policy, the fake-IP pool, the TPROXY
+ * listeners and the control plane, and no TUN packets): the worker pool,
+ * the routing-mode and reload hooks, and the control routes
+ *   GET  /v1/workers              each queue's worker: state, restarts, flows, last failure
+ *   POST /v1/workers/:queue/kill  ends a worker as a crash would (it is restarted; tests use it)
+ *
+ * Which queue a flow takes is the kernel's choice (tun_automq_select_queue:
+ * the flow hash, then the queue the worker answers on; see queue-link.ts),
+ * not a TUNSETSTEERINGEBPF program: the kernel's choice is already per flow
+ * and stable while the queue count is (sluice never changes it), it needs
+ * no BPF object, privilege or lifecycle of its own, and the kernel spreads
+ * flows over the queues as evenly as over RPS CPUs. A steering program
+ * would only pay off to pin flows by something else than their 4-tuple.
+ */
+import type { SluiceConfig } from '../config/types.js';
+import type { Engine } from '../engine/engine.js';
+import type { Logger, LogTap } from '../engine/logger.js';
+import type { FlowRecord, FlowRegistry } from '../engine/flow-registry.js';
+import type { StackStats } from '../stack.js';
+import { CONTROL_PLUGINS, sendJson, type ApiRoutes } from '../control/index.js';
+import { notFound } from '../control/http-util.js';
+import { WorkerPool, type WorkerDevice, type WorkerStatus } from './pool.js';
+import type { QueueChoice } from './queues.js';
+
+/** What the control API reads of the workers (ControlContext.workers). */
+export interface WorkerView {
+  engineCounters(base: Record<string, unknown>): Record<string, unknown>;
+  stackStats(base: StackStats): StackStats;
+  summary(): { queues: number; failures: number; fakeIpAsks: number; fakeIpTimeouts: number; workers: WorkerStatus[] };
+}
+
+export interface RunningWorkers {
+  readonly pool: WorkerPool;
+  readonly view: WorkerView;
+  stackStats(): StackStats;
+  /** After the main engine took a reloaded configuration: the workers take it too (errors logged). */
+  reload(next: SluiceConfig): Promise<void>;
+  /** Ends the workers' flows (each logged by its worker) and stops them. */
+  stop(): Promise<void>;
+}
+
+export interface StartWorkersOptions {
+  engine: Engine;
+  device: WorkerDevice;
+  config: SluiceConfig;
+  log: Logger;
+  tap: LogTap;
+  selectionsPath: string;
+  queues: QueueChoice;
+}
+
+/** The configuration a worker runs: the main thread saves the fake-IP pool. */
+function workerConfig(c: SluiceConfig): SluiceConfig {
+  const w = structuredClone(c);
+  w.dns.fakeIp.persistPath = null;
+  return w;
+}
+
+export async function startWorkers(o: StartWorkersOptions): Promise<RunningWorkers> {
+  const { engine, log } = o;
+  const pool = new WorkerPool({
+    device: o.device,
+    config: workerConfig(o.config),
+    log,
+    tap: o.tap,
+    fakeIp: engine.fakeIpPool,
+    snoop: engine.dnsSnoop,
+    flows: engine.flows as unknown as FlowRegistry<FlowRecord>,
+    selectionsPath: o.selectionsPath,
+  });
+  // PATCH /configs and PUT /v1/mode set the main engine's mode; every worker follows.
+  const setMode = engine.setMode.bind(engine);
+  engine.setMode = (mode) => {
+    setMode(mode);
+    pool.setMode(mode);
+  };
+  // PUT /providers/rules/:name re-reads a rule set on the main engine; every worker follows (it reads the same file or URL).
+  const reloadRuleSet = engine.reloadRuleSet.bind(engine);
+  engine.reloadRuleSet = async (name) => {
+    const r = await reloadRuleSet(name);
+    if (r.ok) pool.reloadRuleSet(name);
+    return r;
+  };
+  // GET /rules and the metrics read the main engine's rule hits: the workers' are added.
+  const ruleHitCounts = engine.ruleHitCounts.bind(engine);
+  engine.ruleHitCounts = () => pool.ruleHits(ruleHitCounts());
+  const selectGlobal = engine.selectGlobal.bind(engine);
+  engine.selectGlobal = (name) => {
+    selectGlobal(name);
+    pool.selectGlobal(name);
+  };
+  // The group registry is rebuilt by every reload: hooked again after each (reload below).
+  const followSelect = (): void => {
+    const reg = engine.groups;
+    if ((reg as { followedByWorkers?: boolean }).followedByWorkers === true) return;
+    const select = reg.select.bind(reg);
+    reg.select = (group, member) => {
+      select(group, member);
+      pool.select(group, member);
+    };
+    (reg as { followedByWorkers?: boolean }).followedByWorkers = true;
+  };
+  followSelect();
+  try {
+    await pool.start();
+  } catch (err) {
+    await pool.stop();
+    throw err;
+  }
+  log.info({ queues: pool.size, from: o.queues.from, steering: 'kernel flow hash (tun automq)' }, 'worker threads serving the TUN queues');
+  const view: WorkerView = {
+    engineCounters: (base) => pool.engineCounters(base),
+    stackStats: (base) => pool.stackStats(base as unknown as Record<string, unknown>) as unknown as StackStats,
+    summary: () => {
+      const ch = pool.fakeIpChannelStats();
+      return { queues: pool.size, failures: pool.failures, fakeIpAsks: ch.asks, fakeIpTimeouts: ch.timeouts, workers: pool.status() };
+    },
+  };
+  CONTROL_PLUGINS.push((api) => registerWorkerRoutes(api, pool, view));
+  return {
+    pool,
+    view,
+    stackStats: () => view.stackStats(engine.stack.stats),
+    reload: async (next) => {
+      followSelect();
+      const errors = await pool.reload(workerConfig(next));
+      if (errors.length > 0) log.error({ errors }, 'reload: some workers kept the previous configuration');
+    },
+    stop: async () => {
+      await pool.endFlows();
+      await pool.stop();
+    },
+  };
+}
+
+function registerWorkerRoutes(api: ApiRoutes, pool: WorkerPool, view: WorkerView): void {
+  api.route('GET', '/v1/workers', (_req, res) => sendJson(res, 200, view.summary()));
+  api.route('POST', '/v1/workers/:queue/kill', (req, res) => {
+    const q = Number(req.params.queue);
+    if (!Number.isInteger(q) || !pool.kill(q)) throw notFound(`no running worker for queue ${req.params.queue!}`);
+    sendJson(res, 202, { killed: q });
+  });
+}

@@ -1,0 +1,102 @@
+/**
+ * Issue 10 ask 4: 10,000 idle proxied flows through a real `sluice run`
+ * (gateway, TUN, the default policy: every flow direct, flow log on), and
+ * the RSS of the whole process with them. The client namespace opens the
+ * connections with test/fixtures/conn-holder.js, the server namespace holds
+ * them; sluice terminates each in its stack and holds an outbound socket
+ * for it. The issue's goal, 100 MB, is not reached yet: see RSS_LIMIT_MB. Every process here gets its soft open-file limit raised to the
+ * hard one (10,000 sockets need more than the usual 1,024).
+ */
+import t from 'tap';
+import path from 'node:path';
+import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { requireRoot, waitForJsonLine } from '../harness/netns.js';
+import { threeNamespaces, SERVER_V4 } from '../harness/topology.js';
+import { childEnv, createLab, Engine, SLUICE_BIN, tempDir, TUN } from '../fixtures/engine/lab.js';
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+const holder = path.resolve(here, '../fixtures/conn-holder.js');
+const FLOWS = Number(process.env.IDLE_FLOWS ?? 10_000);
+/**
+ * The issue asks for under 100 MB; sluice is not there yet: ~103 MB before
+ * any flow (Node and V8 themselves, the modules, the TUN's 8 MB of batch
+ * buffers) and ~11 KiB per idle flow (its net.Socket and TcpStream, the
+ * TCP connection's state, the flow's bookkeeping), ~210 MB in all; it was
+ * ~285 MB (~19 KiB per flow) before the ring pool and the lazily made
+ * per-connection arrays. The bound catches a return to that with a margin
+ * for GC timing; lower it as the per-flow cost comes down.
+ */
+const RSS_LIMIT_MB = 256;
+/**
+ * sluice as it runs in production: without tap's NODE_OPTIONS (tap's
+ * process-info hook puts its --import back into every child's environment,
+ * and with it every module's parsed source map: over 20 MB that are the test
+ * runner's, not sluice's; hence also `env -u` in the command) and without
+ * NODE_V8_COVERAGE. IDLE_NODE_ARGS adds node options (diagnosis: --require
+ * a memory printer, --heapsnapshot-signal).
+ */
+const sluiceEnv: NodeJS.ProcessEnv = { ...childEnv };
+delete sluiceEnv.NODE_V8_COVERAGE;
+
+function manyFiles(argv: string[]): string[] {
+  return ['sh', '-c', 'ulimit -n "$(ulimit -Hn)" && exec "$@"', 'sh', ...argv];
+}
+
+function rssMb(pid: number): number {
+  const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+  return m === null ? NaN : Number(m[1]) / 1024;
+}
+
+t.test(`${FLOWS} idle proxied flows through sluice run stay under ${RSS_LIMIT_MB} MB of RSS`, { timeout: 240_000 }, async (t) => {
+  if (!requireRoot(t)) return;
+  const lab = await createLab(t, 'idlemems');
+  const { client, gateway, server } = await threeNamespaces(lab);
+  const hard = Number((await gateway.sh('ulimit -Hn')).trim());
+  if (hard < FLOWS + 1000) {
+    t.fail(`the hard open-file limit is ${hard}; this test needs at least ${FLOWS + 1000} (raise it for the test runner)`);
+    return;
+  }
+  const dir = tempDir(t, 'idlemem');
+  const cfg = path.join(dir, 'sluice.yaml');
+  writeFileSync(
+    cfg,
+    `
+log: { level: info, format: json }
+tun: { name: ${TUN} }
+dns: { mode: real-ip, hijack: false }
+route: { table: 2022, priority: 9000 }
+gateway: { enabled: true, lan: [lan0], mode: tun }
+`,
+  );
+  const srv = server.spawn(manyFiles([process.execPath, holder, 'server', '9000']), { env: childEnv });
+  await waitForJsonLine(srv, (m: { event?: string }) => m.event === 'ready');
+  const engine = new Engine(gateway.spawn(manyFiles(['env', '-u', 'NODE_OPTIONS', '-u', 'NODE_V8_COVERAGE', process.execPath, ...(process.env.IDLE_NODE_ARGS ?? '').split(' ').filter(Boolean), process.env.IDLE_SLUICE_BIN ?? SLUICE_BIN, 'run', '--config', cfg, '--state', path.join(dir, 'state.json')]), { env: sluiceEnv }));
+  t.teardown(async () => {
+    if (!t.passing()) t.comment(engine.transcript());
+    await engine.stop(10_000);
+  });
+  await engine.waitFor((l) => l.msg === 'ready', 30_000, '"ready"');
+  await gateway.sh(`sysctl -qw net.ipv4.conf.${TUN}.rp_filter=0 net.ipv4.conf.all.rp_filter=0`);
+  const pid = engine.proc.pid!;
+  const idleRss = rssMb(pid);
+
+  const cli = client.spawn(manyFiles([process.execPath, holder, 'client', SERVER_V4, '9000', String(FLOWS)]), { env: childEnv });
+  const done = await waitForJsonLine<{ event: string; connected: number; failed: number; ms: number }>(cli, (m) => m.event === 'connected', 180_000);
+  t.equal(done.connected, FLOWS, `all ${FLOWS} connected through sluice (in ${done.ms} ms, ${done.failed} failed)`);
+  // The server holds them too: every flow is proxied, not only terminated.
+  const held = await new Promise<number>((resolve) => {
+    void waitForJsonLine<{ event: string; held: number }>(srv, (m) => m.event === 'count', 30_000).then((m) => resolve(m.held));
+    srv.kill('SIGUSR2');
+  });
+  t.ok(held >= FLOWS, `the server holds ${held} connections from sluice`);
+  const sockets = readdirSync(`/proc/${pid}/fd`).length;
+  t.ok(sockets >= FLOWS, `sluice holds ${sockets} descriptors (an outbound socket per flow)`);
+  // Let the last handshakes settle, then read the whole process's resident set.
+  await new Promise((r) => setTimeout(r, 2000));
+  const rss = rssMb(pid);
+  t.comment(`sluice RSS: ${idleRss.toFixed(1)} MB at start, ${rss.toFixed(1)} MB with ${FLOWS} idle flows (${(((rss - idleRss) * 1024) / FLOWS).toFixed(2)} KiB per flow)`);
+  if (process.env.IDLE_NODE_ARGS) t.comment(engine.stderr.split('\n').filter((l) => l.startsWith('MEM')).slice(-3).join('\n'));
+  t.ok(rss < RSS_LIMIT_MB, `RSS ${rss.toFixed(1)} MB < ${RSS_LIMIT_MB} MB`);
+  cli.kill('SIGTERM');
+});
