@@ -3,9 +3,23 @@
  * `limits.dialsPerSource`): however many SYNs a client sends, sluice opens
  * at most this many upstream connections at a time for flows that are not
  * yet relaying, in all and per client address. A dial over a cap is refused
- * at once (the client gets a RST) and counted; nothing queues, so the
- * limiter's own memory is one map entry per source with a dial in progress.
+ * at once and counted; nothing queues, so the limiter's own memory is one
+ * map entry per source with a dial in progress. A SYN still waiting for its
+ * dial is then dropped, as a full listen backlog drops it in Linux: the
+ * client retransmits it, so a burst of legitimate clients gets through
+ * as dials finish, and a flood costs nothing. A flow already accepted
+ * (sniffed first) gets a RST.
  */
+import { SluiceError } from '../errors.js';
+
+/** A dial refused because `limits.dials` or `limits.dialsPerSource` dials were in progress. */
+export class DialLimitError extends SluiceError {
+  override readonly name = 'DialLimitError';
+  readonly code = 'SLUICE_DIAL_LIMIT';
+  constructor() {
+    super('too many dials in progress (limits.dials / limits.dialsPerSource)');
+  }
+}
 
 export interface DialLimiterCounters {
   /** Dials in progress now. */

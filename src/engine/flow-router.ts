@@ -38,7 +38,7 @@ import { relay, shutdownRelay, type RelayResult } from './relay.js';
 import { FlowRegistry, newFlowId, type FlowRecord, type NameOrigin, type RoutingMode } from './flow-registry.js';
 import { watchUdpErrors, type UdpWatch } from './icmp-route.js';
 import type { UdpErrorRelay } from '../ip/udp-error-relay.js';
-import type { DialLimiter } from './dial-limiter.js';
+import { DialLimitError, type DialLimiter } from './dial-limiter.js';
 import type { Logger } from './logger.js';
 import { FlowGuard } from './flow-guard.js';
 import { UdpNat, type NatBinding, type NatMapping, type NatSession } from '../udp/nat.js';
@@ -378,7 +378,8 @@ export class FlowRouter {
       (err: unknown) => {
         this.h.counters.upstreamFailures++;
         if (this.h.debug) this.h.log.debug({ src: info.src, dst: info.dst, host, outbound: outbound.name, err: (err as Error).message }, 'dial failed');
-        const reaction = err instanceof OutboundError ? err.reaction : 'rst';
+        // Over the dial cap the SYN is dropped: the client retransmits it (src/engine/dial-limiter.ts).
+        const reaction = err instanceof OutboundError ? err.reaction : err instanceof DialLimitError ? 'drop' : 'rst';
         if (!req.decided && !req.signal.aborted) {
           if (reaction === 'unreachable') req.unreachable('host');
           else if (reaction === 'drop') req.drop();
@@ -544,9 +545,9 @@ export class FlowRouter {
    * an IPv4 client's source to an IPv6-only name).
    */
   private dialTcp(outbound: Outbound, host: string, port: number, signal: AbortSignal, e: FlowEnds): Promise<Duplex> {
-    // limits.dials / dialsPerSource: over a cap the flow is refused (RST), never queued.
+    // limits.dials / dialsPerSource: over a cap the dial is refused, never queued (src/engine/dial-limiter.ts).
     const source = e.remoteAddress;
-    if (!this.h.dials.tryAcquire(source)) return Promise.reject(new Error('too many dials in progress (limits.dials / limits.dialsPerSource)'));
+    if (!this.h.dials.tryAcquire(source)) return Promise.reject(new DialLimitError());
     const obs = this.h.observer;
     const t0 = obs === null ? 0 : performance.now();
     const release = (): void => this.h.dials.release(source);

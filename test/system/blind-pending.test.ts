@@ -87,7 +87,7 @@ t.test('a blind RST/ACK flood onto a pending handshake leaves it intact: the slo
   await engine.stop();
 });
 
-t.test('limits.dialsPerSource: with a slow upstream, dials beyond the cap are refused at once with a RST and counted', { timeout: 60_000 }, async (t) => {
+t.test('limits.dialsPerSource: with a slow upstream, dials beyond the cap are refused at once and counted; their SYNs are dropped, so the clients retry and get through once dials finish', { timeout: 60_000 }, async (t) => {
   if (!requireRoot(t)) return;
   if (!requireCommands(t, ['ip', 'nft', 'curl'])) return;
   const dir = tempDir(t, 'dialcap');
@@ -109,10 +109,9 @@ t.test('limits.dialsPerSource: with a slow upstream, dials beyond the cap are re
   await server.sh('nft delete table inet slow');
   const results = await Promise.all(tries);
   const ok = results.filter((r) => r.code === 0 && r.stdout === '200').length;
-  // curl exit 7 ("Couldn't connect") within a second: the RST, not a timeout.
-  const refused = results.filter((r) => r.code === 7).length;
   t.comment(`curl results: ${JSON.stringify(results.map((r) => [r.code, r.stdout, r.stderr.trim()]))}`);
-  t.ok(ok >= 2, `the two capped-in dials completed once the upstream answered (${ok} ok)`);
-  t.ok(refused + ok === 5, `the rest failed fast with a refusal, not a hang (${refused} refused)`);
+  // A dropped SYN is retransmitted (as against a full Linux backlog), not refused with a RST:
+  // once the upstream answers, the two capped-in dials complete and the three retried SYNs get theirs.
+  t.equal(ok, 5, `all five requests completed once the upstream answered (${ok} ok)`);
   await engine.stop();
 });
