@@ -32,10 +32,8 @@ import type { LookupFn } from '../outbound/types.js';
 import type { TcpFlowRequest } from '../stack.js';
 import type { TcpStream } from '../stack/tcp-stream.js';
 import { UdpSession } from '../udp/session.js';
-import { parseIpv6Text } from '../wire/ipv6.js';
-import { parseIpv4Text, writeIpv4Addr } from '../wire/ipv4.js';
 import { relay, shutdownRelay, type RelayResult } from './relay.js';
-import { FlowRegistry, newFlowId, type FlowRecord, type NameOrigin, type RoutingMode } from './flow-registry.js';
+import { FlowRegistry, newFlowId, type NameOrigin, type RoutingMode } from './flow-registry.js';
 import { watchUdpErrors, type UdpWatch } from './icmp-route.js';
 import type { UdpErrorRelay } from '../ip/udp-error-relay.js';
 import { DialLimitError, type DialLimiter } from './dial-limiter.js';
@@ -46,61 +44,9 @@ import { isUnicastText, isUsablePort } from '../wire/address-class.js';
 import type { EngineObserver, SniffOutcome } from './observer.js';
 import type { SocketOwnerLookup } from '../system/socket-owner.js';
 import type { EngineCounters } from './engine.js';
+import { addressBytes, hostPort, remoteOf, setChain, setName, setSniffed, type FlowEnds, type FlowInfo } from './flow-info.js';
 
-/**
- * One flow as the engine tracks it: the registry's record (id, ends, name,
- * rule, outbound, live counters, `end` which ends it at its current stage:
- * pending dial, sniffing, relaying) plus what only the engine needs.
- * inbound tun: from the userspace stack; tproxy: accepted by a TPROXY listener (gateway mode).
- */
-export interface FlowInfo extends FlowRecord {
-  /** "ip:port" / "[v6]:port" for the log lines. */
-  readonly src: string;
-  readonly dst: string;
-  /** The outbounds a group flow went through, outermost first (group -> member -> ... -> leaf), for the flow line; null for a plain outbound. */
-  chain: readonly string[] | null;
-  /** Ends the flow should its handling throw. */
-  guard: FlowGuard;
-  /** Set by endFlows(): the flow line says close "shutdown". */
-  shutdown: boolean;
-  /** While relaying TCP (relay.ts shutdownRelay) or serving an idle HTTP L7 client (HttpL7.closeIdle): closes the flow with FINs; false when it cannot; endFlows() tries it before `end`. */
-  closeOrderly: (() => boolean) | null;
-  logged: boolean;
-  /** What the policy was asked and where the name came from then (set when routed), for `sluice explain ID`. */
-  match: { ctx: MatchContext; nameFrom: NameOrigin | null } | null;
-}
-
-/** The two ends of a flow as the client sees it (local = the destination it asked for). */
-export interface FlowEnds {
-  family: number;
-  remoteAddress: string;
-  remotePort: number;
-  localAddress: string;
-  localPort: number;
-}
-
-/** The address a kernel socket is connected to (a direct outbound's); null for a proxy's tunnel stream. */
-function remoteOf(upstream: Duplex): string | null {
-  const a = (upstream as Partial<net.Socket>).remoteAddress;
-  return typeof a === 'string' ? unmapAddress(a) : null;
-}
-
-function hostPort(address: string, port: number): string {
-  return address.includes(':') ? `[${address}]:${port}` : `${address}:${port}`;
-}
-
-/** Address text to bytes for the matcher (4 or 16 bytes). */
-function addressBytes(text: string): Uint8Array {
-  const v4 = parseIpv4Text(text);
-  if (v4 !== null) {
-    const out = new Uint8Array(4);
-    writeIpv4Addr(out, 0, v4);
-    return out;
-  }
-  const out = new Uint8Array(16);
-  parseIpv6Text(text, out, 0);
-  return out;
-}
+export type { FlowInfo, FlowEnds } from './flow-info.js';
 
 export type UdpFlow = Pick<UdpSession, 'family' | 'remoteAddress' | 'remotePort' | 'localAddress' | 'localPort' | 'send' | 'close' | 'unreachable' | 'drainQueued' | 'fromRemote'> & {
   on(event: 'message', listener: (data: Buffer) => void): unknown;
@@ -148,13 +94,6 @@ export class FlowRouter {
     return this.h.rt.config;
   }
 
-  /** The chain of a group flow: outermost first for the flow line, innermost first (Clash `chains`) for the registry. */
-  private static setChain(info: FlowInfo, chain: readonly string[] | undefined): void {
-    if (chain === undefined) return;
-    info.chain = chain;
-    info.chains = [...chain].reverse();
-  }
-
   /** Whether this flow's owner must be known before routing: an owner rule exists and the flow entered the TUN (TPROXY flows come from other hosts). */
   private wantsOwner(info: FlowInfo): boolean {
     return this.h.owners !== null && info.inbound === 'tun' && this.h.policy.current.needsOwner;
@@ -186,23 +125,6 @@ export class FlowRouter {
       return { domain, unknownFake: false, from: domain === null ? null : 'dns' };
     }
     return { domain: null, unknownFake: false, from: null };
-  }
-
-  /** The name found for a flow's destination at its start (fake-IP or snooped). */
-  private static setName(info: FlowInfo, domain: string | null, from: NameOrigin | null): void {
-    info.domain = domain;
-    info.nameFrom = domain === null ? null : from;
-  }
-
-  /** What sniffing read: kept as sniffHost, and as the flow's name when it had none. */
-  private static sniffed(info: FlowInfo, protocol: SniffedProtocol, serverName: string | null): void {
-    info.protocol = protocol;
-    if (serverName === null || protocol === 'dns') return;
-    info.sniffHost = serverName;
-    if (isIP(serverName) === 0 && info.domain === null) {
-      info.domain = serverName;
-      info.nameFrom = 'sniff';
-    }
   }
 
   private context(network: 'tcp' | 'udp', e: FlowEnds, domain: string | null, protocol: SniffedProtocol | null, inbound: 'tun' | 'tproxy'): MatchContext {
@@ -323,7 +245,7 @@ export class FlowRouter {
       req.reset();
       return this.logFlow(info, { bytesUp: 0, bytesDown: 0, close: 'unknown fake-ip' });
     }
-    FlowRouter.setName(info, domain, from);
+    setName(info, domain, from);
     // HTTP-mode ports are sniffed even when the name is known: the mode needs to see HTTP.
     const l7 = this.h.rt.httpL7 !== null && this.h.rt.httpL7.wants(req.localPort);
     // Without a name-dependent rule, sniffing cannot change the outcome: then
@@ -357,7 +279,7 @@ export class FlowRouter {
     this.dialTcp(outbound, host, req.localPort, ac.signal, req).then(
       (upstream) => {
         info.guard.own(() => upstream.destroy());
-        FlowRouter.setChain(info, chainOf(upstream));
+        setChain(info, chainOf(upstream));
         let stream: TcpStream;
         try {
           stream = req.accept();
@@ -401,7 +323,7 @@ export class FlowRouter {
       const r = sniffer.push(c);
       if (r.kind === 'need-more') return;
       stream.off('data', onData);
-      if (r.kind === 'found') FlowRouter.sniffed(info, r.protocol, r.serverName);
+      if (r.kind === 'found') setSniffed(info, r.protocol, r.serverName);
     };
     stream.on('data', onData);
   }
@@ -418,7 +340,7 @@ export class FlowRouter {
       stream.off('end', onEnd);
       stream.pause();
       // A name already known (fake IP, snooped) stays: only HTTP-mode ports get here with one.
-      if (r.kind === 'found') FlowRouter.sniffed(info, r.protocol, r.serverName);
+      if (r.kind === 'found') setSniffed(info, r.protocol, r.serverName);
       this.h.observer?.sniffed(r.kind === 'found' ? r.protocol : null, r.kind === 'found' ? 'found' : outcome);
       if (this.h.debug) this.h.log.debug({ src: info.src, dst: info.dst, sniff: r.kind, protocol: info.protocol, domain: info.domain, bytes: chunks.reduce((n, c) => n + c.length, 0) }, 'sniff result');
       // Called from the stream's events: in the flow's context, so the dial and its sockets carry it.
@@ -484,7 +406,7 @@ export class FlowRouter {
     this.dialTcp(outbound, host, req.localPort, ac.signal, req).then(
       (upstream) => {
         info.guard.own(() => upstream.destroy());
-        FlowRouter.setChain(info, chainOf(upstream));
+        setChain(info, chainOf(upstream));
         stream.off('close', onClose);
         if (stream.destroyed) {
           upstream.destroy();
@@ -531,7 +453,7 @@ export class FlowRouter {
       socket.resetAndDestroy();
       return this.logFlow(info, { bytesUp: 0, bytesDown: 0, close: 'unknown fake-ip' });
     }
-    FlowRouter.setName(info, domain, from);
+    setName(info, domain, from);
     if (this.config.sniff.timeoutMs === 0) return this.connectAfterSniff(socket, ends, info, []);
     this.sniffThenRoute(socket, ends, info);
   }
@@ -703,7 +625,7 @@ export class FlowRouter {
       s.close();
       return;
     }
-    FlowRouter.setName(info, domain, from);
+    setName(info, domain, from);
     const waiting: Buffer[] = [];
     let bound: NatBinding | null = null;
     let target = { host: s.localAddress, port: s.localPort };
@@ -738,7 +660,7 @@ export class FlowRouter {
     });
     const routeFirst = (d: Buffer): void => {
       const sniffed = sniffDatagram(d, s.localPort);
-      if (sniffed.kind === 'found') FlowRouter.sniffed(info, sniffed.protocol, sniffed.serverName);
+      if (sniffed.kind === 'found') setSniffed(info, sniffed.protocol, sniffed.serverName);
       // Datagrams arriving meanwhile queue in `waiting` (bounded).
       if (this.wantsOwner(info)) void this.findOwner(info, s).then(() => info.guard.run(() => gone.aborted || routeChosen()));
       else routeChosen();
@@ -767,7 +689,7 @@ export class FlowRouter {
           (b) => {
             if (gone.aborted) return;
             const a = b.mapping.assoc!;
-            FlowRouter.setChain(info, chainOf(a));
+            setChain(info, chainOf(a));
             bound = b;
             // Errors about this session's datagrams reach its client (src/ip/udp-error-relay.ts).
             watch = tun === null ? null : watchUdpErrors(this.h.udpErrors, a, tun);
@@ -827,7 +749,7 @@ export class FlowRouter {
     info.protocol = null;
     // The replies' bytes (the NAT counts into b.result) go on this flow's line.
     b.result = r;
-    if (b.mapping.assoc !== null) FlowRouter.setChain(info, chainOf(b.mapping.assoc));
+    if (b.mapping.assoc !== null) setChain(info, chainOf(b.mapping.assoc));
     this.h.flows.add(info);
     info.end = () => s.close();
     s.on('close', () => this.logFlow(info, r));

@@ -1,0 +1,85 @@
+/**
+ * One flow's record as the flow router keeps it (FlowInfo: the registry's
+ * record plus the router's own fields), the flow's two ends, and the small
+ * helpers that fill a record: its name, its chain through groups, what
+ * sniffing read.
+ */
+import { isIP } from 'node:net';
+import type net from 'node:net';
+import type { Duplex } from 'node:stream';
+import { unmapAddress } from '../outbound/transparent-dial.js';
+import type { MatchContext, SniffedProtocol } from './policy/types.js';
+import type { FlowRecord, NameOrigin } from './flow-registry.js';
+import type { FlowGuard } from './flow-guard.js';
+import { parseIp } from '../wire/ip-address.js';
+
+/**
+ * One flow as the engine tracks it: the registry's record (id, ends, name,
+ * rule, outbound, live counters, `end` which ends it at its current stage:
+ * pending dial, sniffing, relaying) plus what only the engine needs.
+ * inbound tun: from the userspace stack; tproxy: accepted by a TPROXY listener (gateway mode).
+ */
+export interface FlowInfo extends FlowRecord {
+  /** "ip:port" / "[v6]:port" for the log lines. */
+  readonly src: string;
+  readonly dst: string;
+  /** The outbounds a group flow went through, outermost first (group -> member -> ... -> leaf), for the flow line; null for a plain outbound. */
+  chain: readonly string[] | null;
+  /** Ends the flow should its handling throw. */
+  guard: FlowGuard;
+  /** Set by endFlows(): the flow line says close "shutdown". */
+  shutdown: boolean;
+  /** While relaying TCP (relay.ts shutdownRelay) or serving an idle HTTP L7 client (HttpL7.closeIdle): closes the flow with FINs; false when it cannot; endFlows() tries it before `end`. */
+  closeOrderly: (() => boolean) | null;
+  logged: boolean;
+  /** What the policy was asked and where the name came from then (set when routed), for `sluice explain ID`. */
+  match: { ctx: MatchContext; nameFrom: NameOrigin | null } | null;
+}
+
+/** The two ends of a flow as the client sees it (local = the destination it asked for). */
+export interface FlowEnds {
+  family: number;
+  remoteAddress: string;
+  remotePort: number;
+  localAddress: string;
+  localPort: number;
+}
+
+/** The address a kernel socket is connected to (a direct outbound's); null for a proxy's tunnel stream. */
+export function remoteOf(upstream: Duplex): string | null {
+  const a = (upstream as Partial<net.Socket>).remoteAddress;
+  return typeof a === 'string' ? unmapAddress(a) : null;
+}
+
+export function hostPort(address: string, port: number): string {
+  return address.includes(':') ? `[${address}]:${port}` : `${address}:${port}`;
+}
+
+/** Address text to bytes for the matcher and the owner lookup (4 or 16 bytes; 16 zero bytes for text that is no address). */
+export function addressBytes(text: string): Uint8Array {
+  return parseIp(text) ?? new Uint8Array(16);
+}
+
+/** The chain of a group flow: outermost first for the flow line, innermost first (Clash `chains`) for the registry. */
+export function setChain(info: FlowInfo, chain: readonly string[] | undefined): void {
+  if (chain === undefined) return;
+  info.chain = chain;
+  info.chains = [...chain].reverse();
+}
+
+/** The name found for a flow's destination at its start (fake-IP or snooped). */
+export function setName(info: FlowInfo, domain: string | null, from: NameOrigin | null): void {
+  info.domain = domain;
+  info.nameFrom = domain === null ? null : from;
+}
+
+/** What sniffing read: kept as sniffHost, and as the flow's name when it had none. */
+export function setSniffed(info: FlowInfo, protocol: SniffedProtocol, serverName: string | null): void {
+  info.protocol = protocol;
+  if (serverName === null || protocol === 'dns') return;
+  info.sniffHost = serverName;
+  if (isIP(serverName) === 0 && info.domain === null) {
+    info.domain = serverName;
+    info.nameFrom = 'sniff';
+  }
+}
