@@ -47,3 +47,23 @@ export function rssMiB(pid: number): number {
 export function peakRssMiB(pid: number): number {
   return statusMiB(pid, 'VmHWM');
 }
+
+/**
+ * The connection-rate pair of the namespace benches (`node -e`): a server on
+ * port 9100 that answers one HTTP request and closes, and a client that
+ * keeps 16 such connections going for argv[2] ms against argv[1] and prints
+ * {done, failed}.
+ */
+export const CONN_SERVER = `require('net').createServer((s) => { s.on('error', () => {}); s.once('data', () => s.end('HTTP/1.1 200 OK\\r\\nContent-Length: 1\\r\\nConnection: close\\r\\n\\r\\ny')); }).listen(9100, () => console.log(JSON.stringify({ event: 'ready' })));`;
+export const CONN_CLIENT = `
+const net = require('net'); const host = process.argv[1]; const until = Date.now() + Number(process.argv[2]); let done = 0, failed = 0, live = 16;
+function finish() { if (--live === 0) { console.log(JSON.stringify({ done, failed })); process.exit(0); } }
+function loop() {
+  if (Date.now() >= until) return finish();
+  const s = net.connect(9100, host); let ok = false;
+  const timer = setTimeout(() => s.destroy(), 2000);
+  s.once('connect', () => s.write('GET / HTTP/1.1\\r\\nHost: bench.example\\r\\n\\r\\n')); s.on('data', () => { ok = true; }); s.on('error', () => {});
+  s.once('close', () => { clearTimeout(timer); if (ok) done++; else failed++; loop(); });
+}
+for (let i = 0; i < 16; i++) loop();
+setTimeout(() => { console.log(JSON.stringify({ done, failed })); process.exit(0); }, Number(process.argv[2]) + 5000);`;

@@ -22,18 +22,7 @@ import { pathToFileURL } from 'node:url';
 import { Lab, type Netns, type TestLike } from '../test/harness/netns.js';
 import { threeNamespaces, SERVER_V4 } from '../test/harness/topology.js';
 import { childEnv, Engine, SLUICE_BIN, TUN } from '../test/fixtures/engine/lab.js';
-
-class BenchContext implements Partial<TestLike> {
-  readonly hooks: (() => unknown)[] = [];
-  teardown(fn: () => unknown): void {
-    this.hooks.push(fn);
-  }
-  plan(): void {}
-  comment(): void {}
-  async finish(): Promise<void> {
-    for (const fn of this.hooks.reverse()) await fn();
-  }
-}
+import { BenchContext } from './bench-lab.js';
 
 export interface ConnSetupRound {
   connPerSec: number;

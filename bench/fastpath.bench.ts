@@ -22,7 +22,7 @@ import { writeFileSync, mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import { pathToFileURL } from 'node:url';
 import { Lab, waitForJsonLine, type Netns, type TestLike } from '../test/harness/netns.js';
-import { BenchContext, cpuSeconds } from './bench-lab.js';
+import { BenchContext, CONN_CLIENT, CONN_SERVER, cpuSeconds } from './bench-lab.js';
 import { threeNamespaces, SERVER_V4 } from '../test/harness/topology.js';
 import { childEnv, Engine, SLUICE_BIN, TUN } from '../test/fixtures/engine/lab.js';
 
@@ -33,20 +33,6 @@ export interface FastPathRow {
   cpuMsPerGB: number;
   seconds: number;
 }
-
-const CONN_SERVER = `require('net').createServer((s) => { s.on('error', () => {}); s.once('data', () => s.end('HTTP/1.1 200 OK\\r\\nContent-Length: 1\\r\\nConnection: close\\r\\n\\r\\ny')); }).listen(9100, () => console.log(JSON.stringify({ event: 'ready' })));`;
-const CONN_CLIENT = `
-const net = require('net'); const host = process.argv[1]; const until = Date.now() + Number(process.argv[2]); let done = 0, failed = 0, live = 16;
-function finish() { if (--live === 0) { console.log(JSON.stringify({ done, failed })); process.exit(0); } }
-function loop() {
-  if (Date.now() >= until) return finish();
-  const s = net.connect(9100, host); let ok = false;
-  const timer = setTimeout(() => s.destroy(), 2000);
-  s.once('connect', () => s.write('GET / HTTP/1.1\\r\\nHost: bench.example\\r\\n\\r\\n')); s.on('data', () => { ok = true; }); s.on('error', () => {});
-  s.once('close', () => { clearTimeout(timer); if (ok) done++; else failed++; loop(); });
-}
-for (let i = 0; i < 16; i++) loop();
-setTimeout(() => { console.log(JSON.stringify({ done, failed })); process.exit(0); }, Number(process.argv[2]) + 5000);`;
 
 function cpuMs(pid: number): number {
   return cpuSeconds(pid) * 1000;

@@ -12,24 +12,13 @@
  * and after (the machine is shared: read the figures against it).
  */
 import path from 'node:path';
-import { readFileSync, writeFileSync, mkdtempSync, rmSync } from 'node:fs';
+import { writeFileSync, mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import { pathToFileURL } from 'node:url';
 import { Lab, waitForJsonLine, type Netns, type TestLike } from '../test/harness/netns.js';
 import { threeNamespaces, SERVER_V4 } from '../test/harness/topology.js';
 import { childEnv, Engine, SLUICE_BIN, TUN } from '../test/fixtures/engine/lab.js';
-
-class BenchContext implements Partial<TestLike> {
-  readonly hooks: (() => unknown)[] = [];
-  teardown(fn: () => unknown): void {
-    this.hooks.push(fn);
-  }
-  plan(): void {}
-  comment(): void {}
-  async finish(): Promise<void> {
-    for (const fn of this.hooks.reverse()) await fn();
-  }
-}
+import { BenchContext, CONN_CLIENT, CONN_SERVER, cpuSeconds } from './bench-lab.js';
 
 export interface WorkersRow {
   queues: number;
@@ -40,24 +29,8 @@ export interface WorkersRow {
   connPerSec: number;
 }
 
-const CONN_SERVER = `require('net').createServer((s) => { s.on('error', () => {}); s.once('data', () => s.end('HTTP/1.1 200 OK\\r\\nContent-Length: 1\\r\\nConnection: close\\r\\n\\r\\ny')); }).listen(9100, () => console.log(JSON.stringify({ event: 'ready' })));`;
-const CONN_CLIENT = `
-const net = require('net'); const host = process.argv[1]; const until = Date.now() + Number(process.argv[2]); let done = 0, failed = 0, live = 16;
-function finish() { if (--live === 0) { console.log(JSON.stringify({ done, failed })); process.exit(0); } }
-function loop() {
-  if (Date.now() >= until) return finish();
-  const s = net.connect(9100, host); let ok = false;
-  const timer = setTimeout(() => s.destroy(), 2000);
-  s.once('connect', () => s.write('GET / HTTP/1.1\\r\\nHost: bench.example\\r\\n\\r\\n')); s.on('data', () => { ok = true; }); s.on('error', () => {});
-  s.once('close', () => { clearTimeout(timer); if (ok) done++; else failed++; loop(); });
-}
-for (let i = 0; i < 16; i++) loop();
-setTimeout(() => { console.log(JSON.stringify({ done, failed })); process.exit(0); }, Number(process.argv[2]) + 5000);`;
-
 function cpuMs(pid: number): number {
-  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-  const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  return (Number(f[11]) + Number(f[12])) * (1000 / 100);
+  return cpuSeconds(pid) * 1000;
 }
 
 async function bulk(client: Netns, pid: number, seconds: number, reverse: boolean): Promise<{ gbps: number; cpuMsPerGB: number }> {
