@@ -56,7 +56,7 @@ export interface RunningPath {
 }
 
 export interface PeerPath {
-  id: 'kernel' | 'relay' | 'slirp4netns' | 'pasta' | 'sluice';
+  id: 'kernel' | 'relay' | 'slirp4netns' | 'pasta' | 'sluice' | 'sluice-base';
   name: string;
   role: PathRole;
   /** Commands the path needs besides the common ones (iperf3, wrk, nginx). */
@@ -203,35 +203,52 @@ dns: { fakeIp: { persistPath: null } }
 gateway: { enabled: true, lan: [lan0], mode: tun }
 `;
 
-const sluice: PeerPath = {
-  id: 'sluice',
-  name: '`sluice run`',
-  role: 'subject',
-  needs: [],
-  async start(topo, dir) {
-    const config = path.join(dir, 'sluice.yaml');
-    writeFileSync(config, SLUICE_CONFIG);
-    // The log goes to a file, as a service's would: read through a pipe, every flow line would cost this process CPU too.
-    const logFile = path.join(dir, 'sluice.log');
-    const fd = openSync(logFile, 'w');
-    const proc = topo.gateway.spawn([process.execPath, SLUICE_BIN, 'run', '--config', config, '--state', path.join(dir, 'state.json')], {
-      env: childEnv,
-      stdio: ['ignore', fd, fd],
-    });
-    closeSync(fd);
-    const log = (): string => (existsSync(logFile) ? readFileSync(logFile, 'utf8') : '');
-    await until('sluice run: "ready" in its log', 30_000, () => log().includes('"msg":"ready"'), proc).catch((err: Error) => {
-      throw new Error(`${err.message}\n${log().slice(-4000)}`);
-    });
-    await topo.gateway.sh(`sysctl -qw net.ipv4.conf.${TUN}.rp_filter=0`);
-    return {
-      client: topo.client,
-      pids: [proc.pid!],
-      output: () => log().slice(-4000),
-      alive: running([proc]),
-      flowLines: () => log().split('"msg":"flow"').length - 1,
-    };
-  },
-};
+/** `sluice run` from the checkout `bin` belongs to (this one, or PEERS_SLUICE_BASE's for a before/after in one run). */
+function sluicePath(id: 'sluice' | 'sluice-base', name: string, bin: string): PeerPath {
+  return {
+    id,
+    name,
+    role: 'subject',
+    needs: [],
+    async start(topo, dir) {
+      const config = path.join(dir, 'sluice.yaml');
+      writeFileSync(config, SLUICE_CONFIG);
+      // The log goes to a file, as a service's would: read through a pipe, every flow line would cost this process CPU too.
+      const logFile = path.join(dir, 'sluice.log');
+      const fd = openSync(logFile, 'w');
+      const proc = topo.gateway.spawn([process.execPath, bin, 'run', '--config', config, '--state', path.join(dir, 'state.json')], {
+        env: childEnv,
+        stdio: ['ignore', fd, fd],
+      });
+      closeSync(fd);
+      const log = (): string => (existsSync(logFile) ? readFileSync(logFile, 'utf8') : '');
+      await until('sluice run: "ready" in its log', 30_000, () => log().includes('"msg":"ready"'), proc).catch((err: Error) => {
+        throw new Error(`${err.message}\n${log().slice(-4000)}`);
+      });
+      await topo.gateway.sh(`sysctl -qw net.ipv4.conf.${TUN}.rp_filter=0`);
+      return {
+        client: topo.client,
+        pids: [proc.pid!],
+        output: () => log().slice(-4000),
+        alive: running([proc]),
+        flowLines: () => log().split('"msg":"flow"').length - 1,
+      };
+    },
+  };
+}
 
-export const PATHS: readonly PeerPath[] = [kernel, relay, slirp, pasta, sluice];
+/**
+ * PEERS_SLUICE_BASE=DIR (a built checkout of an earlier commit) adds its
+ * `sluice run` as one more path, measured in the same run and the same
+ * rotation as this checkout's: the before/after of a change.
+ */
+const base = process.env.PEERS_SLUICE_BASE;
+
+export const PATHS: readonly PeerPath[] = [
+  kernel,
+  relay,
+  slirp,
+  pasta,
+  sluicePath('sluice', '`sluice run`', SLUICE_BIN),
+  ...(base !== undefined && base !== '' ? [sluicePath('sluice-base', `\`sluice run\` (${path.basename(base)})`, path.join(base, 'bin/sluice.js'))] : []),
+];
