@@ -12,11 +12,10 @@
  * ports, and a resolver uses a fresh port per query).
  *
  * A full table evicts the oldest session that never got a reply to make room
- * for a new one, as conntrack's early drop evicts entries not yet "assured":
- * a flood of one-way datagrams (spoofed, or to dead ports) then cannot lock
- * legitimate clients out for a whole idle timeout. Only when every session
- * has been answered is a new one refused (`udp_full`). A sibling never
- * evicts: a datagram from outside must not push out a client's session.
+ * for a new one (`udp_evicted`; the policy is in src/udp/unreplied-list.ts).
+ * Only when every session has been answered is a new one refused
+ * (`udp_full`). A sibling never evicts: a datagram from outside must not
+ * push out a client's session.
  */
 import { FlowTable } from '../ip/flow-table.js';
 import type { IpPacket } from '../ip/packet.js';
@@ -27,6 +26,7 @@ import { IPPROTO_UDP, IPV4_HEADER_LEN } from '../wire/ipv4.js';
 import { isUnicastAt, isUsablePort } from '../wire/address-class.js';
 import { ICMP_HEADER_LEN, ICMP_MAX_QUOTE } from '../wire/icmp.js';
 import { UdpSession, type UdpHost } from './session.js';
+import { UnrepliedList } from './unreplied-list.js';
 
 /** RFC 1812 4.3.2.3: an ICMP error carries at most 576 bytes, IP header and ICMP header included. */
 const QUOTE_LEN = ICMP_MAX_QUOTE + IPV4_HEADER_LEN + ICMP_HEADER_LEN;
@@ -43,8 +43,7 @@ export class UdpSessions implements UdpHost {
   /** Client address then remote address, for a sibling's table lookup (no allocation). */
   private readonly scratch = new Uint8Array(32);
   /** Unreplied sessions, oldest first: the eviction candidates. */
-  private oldestUnreplied: UdpSession | null = null;
-  private newestUnreplied: UdpSession | null = null;
+  private readonly unreplied = new UnrepliedList<UdpSession>();
 
   constructor(
     private readonly d: StackDriver,
@@ -103,7 +102,7 @@ export class UdpSessions implements UdpHost {
       return null;
     }
     if (this.table.size >= this.maxSessions) {
-      const victim = this.oldestUnreplied;
+      const victim = this.unreplied.oldest;
       if (victim === null) {
         d.drop('udp_full');
         return null;
@@ -120,7 +119,7 @@ export class UdpSessions implements UdpHost {
     s.remoteAddress = e.remoteAddress;
     s.localAddress = e.localAddress;
     this.table.insert(s);
-    this.linkUnreplied(s);
+    this.unreplied.push(s);
     d.stats.udpSessionsActive = this.table.size;
     d.stats.udpSessionsTotal++;
     s.lastActivity = d.now;
@@ -193,7 +192,7 @@ export class UdpSessions implements UdpHost {
     s.lastActivity = this.d.refreshNow();
     if (!s.replied) {
       s.replied = true;
-      this.unlinkUnreplied(s);
+      this.unreplied.remove(s);
     }
   }
 
@@ -207,28 +206,10 @@ export class UdpSessions implements UdpHost {
   }
 
   closeUdp(s: UdpSession): void {
-    if (!s.replied) this.unlinkUnreplied(s);
+    if (!s.replied) this.unreplied.remove(s);
     this.table.remove(s);
     this.d.wheel.cancel(s);
     this.d.stats.udpSessionsActive = this.table.size;
     s.markClosed();
-  }
-
-  private linkUnreplied(s: UdpSession): void {
-    s.olderUnreplied = this.newestUnreplied;
-    s.newerUnreplied = null;
-    if (this.newestUnreplied !== null) this.newestUnreplied.newerUnreplied = s;
-    else this.oldestUnreplied = s;
-    this.newestUnreplied = s;
-  }
-
-  private unlinkUnreplied(s: UdpSession): void {
-    const older = s.olderUnreplied;
-    const newer = s.newerUnreplied;
-    if (older !== null) older.newerUnreplied = newer;
-    else if (this.oldestUnreplied === s) this.oldestUnreplied = newer;
-    if (newer !== null) newer.olderUnreplied = older;
-    else if (this.newestUnreplied === s) this.newestUnreplied = older;
-    s.olderUnreplied = s.newerUnreplied = null;
   }
 }

@@ -13,9 +13,12 @@
  * reply socket is bound transparently to that true source, so the client
  * sees the real sender's address and port.
  *
- * Bounded: at most `maxSessions` sessions (config gateway.tproxyUdpSessions);
- * a datagram that would open one more is dropped and counted (`full`), as
- * are datagrams to or from port 0 or a non-unicast address (`badTarget`:
+ * Bounded: at most `maxSessions` sessions (config gateway.tproxyUdpSessions).
+ * A full table evicts the oldest session that never got a reply (`evicted`),
+ * as the TUN's table does (src/udp/unreplied-list.ts), so a one-way flood
+ * cannot lock clients out for an idle timeout; only when every session has
+ * been answered is a datagram that would open one more dropped and counted
+ * (`full`). So are datagrams to or from port 0 or a non-unicast address (`badTarget`:
  * the reply socket could not be bound or connected to them) and datagrams
  * whose reply socket cannot be made (`socketErrors`). None of them reaches
  * the engine or throws out of the reader.
@@ -38,6 +41,7 @@ import { copyAddresses, writeAddressText } from '../ip/flow-addresses.js';
 import { IPPROTO_UDP, IPV4_DST, IPV4_HEADER_LEN, IPV4_SRC, emitIpv4, formatIpv4, newIpv4EmitRepr, readIpv4Addr } from '../wire/ipv4.js';
 import { IPV6_DST, IPV6_HEADER_LEN, IPV6_SRC, NH_UDP, emitIpv6, formatIpv6, newIpv6EmitRepr } from '../wire/ipv6.js';
 import { sessionIdleMs } from './sessions.js';
+import { UnrepliedList } from './unreplied-list.js';
 import { UDP_HEADER_LEN, emitUdp } from '../wire/udp.js';
 import { fold, pseudoHeaderSumV4, pseudoHeaderSumV6, sum16 } from '../wire/checksum.js';
 import { isUnicastAt, isUsablePort } from '../wire/address-class.js';
@@ -63,8 +67,12 @@ const QUOTE_MAX = 548;
 export type UnreachableSender = (family: 4 | 6, kind: UnreachableKind, quote: Uint8Array) => void;
 
 export interface TproxyUdpCounters {
-  /** Datagrams dropped because gateway.tproxyUdpSessions sessions were open. */
+  /** Sessions opened by a client's first datagram (siblings not counted). */
+  opened: number;
+  /** Datagrams dropped because gateway.tproxyUdpSessions sessions were open, all of them answered. */
   full: number;
+  /** Never-answered sessions ended to make room for a new one in a full table. */
+  evicted: number;
   /** Datagrams to or from port 0 or a non-unicast address. */
   badTarget: number;
   /** Datagrams without an original destination. */
@@ -76,7 +84,7 @@ export interface TproxyUdpCounters {
 }
 
 export function newTproxyUdpCounters(): TproxyUdpCounters {
-  return { full: 0, badTarget: 0, noOrigDst: 0, socketErrors: 0, unreachableSent: 0 };
+  return { opened: 0, full: 0, evicted: 0, badTarget: 0, noOrigDst: 0, socketErrors: 0, unreachableSent: 0 };
 }
 
 export interface TproxyUdpOptions {
@@ -131,6 +139,12 @@ export function buildUdpQuote(family: 4 | 6, bytes: Uint8Array, srcAt: number, d
   return q;
 }
 
+/** What a session tells its table: that it got its first reply, that it ended. */
+interface TproxyUdpTable {
+  replied(s: TproxyUdpSession): void;
+  forget(s: TproxyUdpSession): void;
+}
+
 interface TproxyUdpSessionEvents {
   message: [data: Buffer];
   close: [];
@@ -155,6 +169,11 @@ export class TproxyUdpSession extends EventEmitter<TproxyUdpSessionEvents> imple
   private idle: NodeJS.Timeout;
   /** Opened by sibling() for a datagram from a new source, not by the client. */
   fromRemote = false;
+  /** False until the client is sent a datagram: a full table may evict only such a session (src/udp/unreplied-list.ts). */
+  replied = false;
+  /** Links in the table's oldest-first list of unreplied sessions; owned by the table. */
+  olderUnreplied: TproxyUdpSession | null = null;
+  newerUnreplied: TproxyUdpSession | null = null;
   /** @internal set by the reader: opens the session from another remote endpoint to this client. */
   opener: ((s: TproxyUdpSession, host: string, port: number) => TproxyUdpSession | null) | null = null;
 
@@ -166,7 +185,7 @@ export class TproxyUdpSession extends EventEmitter<TproxyUdpSessionEvents> imple
     readonly localPort: number,
     private readonly reply: dgram.Socket,
     idleMs: number,
-    private readonly forget: (s: TproxyUdpSession) => void,
+    private readonly table: TproxyUdpTable,
     /** The first datagram as an ICMP error quotes it, and how to send one. */
     private readonly quote: Uint8Array | null = null,
     private readonly sendUnreachable: UnreachableSender | null = null,
@@ -204,6 +223,10 @@ export class TproxyUdpSession extends EventEmitter<TproxyUdpSessionEvents> imple
   send(data: Uint8Array): boolean {
     if (this.closed) return false;
     this.idle.refresh();
+    if (!this.replied) {
+      this.replied = true;
+      this.table.replied(this);
+    }
     // Only a connected socket sends: a send queued behind the bind with an
     // address would throw once the queued connect has completed.
     if (this.connected) this.reply.send(data);
@@ -246,7 +269,7 @@ export class TproxyUdpSession extends EventEmitter<TproxyUdpSessionEvents> imple
     } catch {
       // already closed
     }
-    this.forget(this);
+    this.table.forget(this);
     this.emit('close');
   }
 }
@@ -268,9 +291,23 @@ export async function startTproxyUdp(port: number, onSession: (s: TproxyUdpSessi
   const rx = new ArrayBuffer(1 << 20);
   const bytes = new Uint8Array(rx);
   const sessions = new FlowTable<TproxyUdpSession>();
+  const unreplied = new UnrepliedList<TproxyUdpSession>();
   let warnedFull = false;
-  const forget = (x: TproxyUdpSession): void => {
-    sessions.remove(x);
+  const table: TproxyUdpTable = {
+    replied: (x) => unreplied.remove(x),
+    forget: (x) => {
+      sessions.remove(x);
+      if (!x.replied) unreplied.remove(x);
+    },
+  };
+  /** Room for one more session: true when there is, evicting the oldest unanswered one if it must. */
+  const makeRoom = (): boolean => {
+    if (sessions.size < maxSessions) return true;
+    const victim = unreplied.oldest;
+    if (victim === null) return false;
+    counters.evicted++;
+    victim.close();
+    return true;
   };
 
   const onBatch = (count: number, _end: number): void => {
@@ -320,11 +357,11 @@ export async function startTproxyUdp(port: number, onSession: (s: TproxyUdpSessi
       }
       return null;
     }
-    if (sessions.size >= maxSessions) {
+    if (!makeRoom()) {
       counters.full++;
       if (!warnedFull) {
         warnedFull = true;
-        log.warn({ sessions: sessions.size, field: 'gateway.tproxyUdpSessions' }, 'tproxy UDP session table full; new sessions are dropped until some end');
+        log.warn({ sessions: sessions.size, field: 'gateway.tproxyUdpSessions' }, 'tproxy UDP session table full of answered sessions; new sessions are dropped until some end');
       }
       return null;
     }
@@ -335,10 +372,12 @@ export async function startTproxyUdp(port: number, onSession: (s: TproxyUdpSessi
     const reply = replySocket(family, dst, dstPort);
     if (reply === null) return null;
     const quote = unreachable !== null ? buildUdpQuote(family, bytes, at + REC_SRC, at + REC_DST, srcPort, dstPort, bytes.subarray(at + HEADER, at + len)) : null;
-    const s = new TproxyUdpSession(family, src, srcPort, dst, dstPort, reply, sessionIdleMs(idleMs, dstPort), forget, quote, unreachable, counters);
+    const s = new TproxyUdpSession(family, src, srcPort, dst, dstPort, reply, sessionIdleMs(idleMs, dstPort), table, quote, unreachable, counters);
     s.opener = openSibling;
     copyAddresses(family, bytes, at + REC_SRC, at + REC_DST, s);
     sessions.insert(s);
+    unreplied.push(s);
+    counters.opened++;
     try {
       onSession(s);
     } catch (err) {
@@ -377,15 +416,18 @@ export async function startTproxyUdp(port: number, onSession: (s: TproxyUdpSessi
     }
     const found = sessions.lookup(family, IPPROTO_UDP, scratch, 0, alen, of.srcPort, port);
     if (found !== null) return found;
+    // A sibling never evicts: a datagram from outside must not push out a client's session.
     if (sessions.size >= maxSessions) {
       counters.full++;
       return null;
     }
     const reply = replySocket(family, host, port);
     if (reply === null) return null;
-    const s = new TproxyUdpSession(family, of.remoteAddress, of.remotePort, host, port, reply, sessionIdleMs(idleMs, port), forget, null, null, counters);
+    const s = new TproxyUdpSession(family, of.remoteAddress, of.remotePort, host, port, reply, sessionIdleMs(idleMs, port), table, null, null, counters);
     s.opener = openSibling;
     s.fromRemote = true;
+    // Opened to carry a datagram to the client: answered from the start, never evicted.
+    s.replied = true;
     copyAddresses(family, scratch, 0, alen, s);
     sessions.insert(s);
     return s;

@@ -55,9 +55,9 @@ const env = { env: childEnv };
 
 const HOLD = holdProgram(1500);
 
-/** N UDP sessions (one socket each) to host:7000; prints how many got their echo. */
-const SESSIONS = `const d = require('dgram'); const n = Number(process.argv[2]); let ok = 0; const socks = [];
-for (let i = 0; i < n; i++) { const s = d.createSocket(process.argv[1].includes(':') ? 'udp6' : 'udp4'); socks.push(s); s.on('message', () => ok++); s.send('s' + i, 7000, process.argv[1]); }
+/** N UDP sessions (one socket each) to host:port (default 7000); prints how many got their echo. */
+const SESSIONS = `const d = require('dgram'); const n = Number(process.argv[2]); const port = Number(process.argv[3] ?? 7000); let ok = 0; const socks = [];
+for (let i = 0; i < n; i++) { const s = d.createSocket(process.argv[1].includes(':') ? 'udp6' : 'udp4'); socks.push(s); s.on('message', () => ok++); s.send('s' + i, port, process.argv[1]); }
 setTimeout(() => { console.log(JSON.stringify({ ok })); process.exit(0); }, 2500);`;
 
 /** A connected UDP socket to host:port: "refused" (ICMP port unreachable seen), "reply" or "timeout". */
@@ -174,12 +174,18 @@ t.test('mode tproxy: the same, a policy-refused UDP session gets ICMP, the sessi
   await attackAndCheck(t, client, engine);
 
   // The cap: 20 sessions at once, 8 allowed (minus any still open from above).
+  const before = (await counters(engine)).tproxyUdp as Record<string, number>;
   const many = await client.exec([...node, '-e', SESSIONS, SERVER_V4, '20'], env);
   const ok = (JSON.parse(many.stdout) as { ok: number }).ok;
   t.ok(ok >= 1 && ok <= 8, `at most gateway.tproxyUdpSessions (8) of 20 new sessions were served (${ok})`);
   const c = await counters(engine);
   const px = c.tproxyUdp as Record<string, number>;
-  t.ok(px.full >= 12, `the refused ones were counted (tproxyUdp ${JSON.stringify(px)})`);
+  // A full table evicts the oldest unanswered session first (src/udp/unreplied-list.ts),
+  // or, once all are answered, refuses the datagram. Counted against what reached
+  // the reader (a datagram of the burst can be lost before it).
+  const arrived = px.opened - before.opened + px.full - before.full;
+  t.ok(arrived >= 8, `the burst reached the reader (${arrived} of 20 datagrams)`);
+  t.ok(px.full - before.full + px.evicted - before.evicted >= arrived - 8, `every one past the cap was counted as evicted or refused (tproxyUdp ${JSON.stringify(px)}, before ${JSON.stringify(before)})`);
   // Port-0 destinations are refused by the nftables table before TPROXY; the
   // source-port-0 datagram reaches the reader and is dropped there.
   t.ok(px.badTarget >= 1, `the source-port-0 datagram was counted as a bad target (${px.badTarget})`);
@@ -191,5 +197,26 @@ t.test('mode tproxy: the same, a policy-refused UDP session gets ICMP, the sessi
   // Sessions end on their idle timeout (60 s, not waited for): the TCP side works with the UDP table full.
   const r = await curl(client, [`http://${SERVER_V4}/`]);
   t.equal(r.code, 0, `curl still works with the UDP table full (${describe(r)})`);
+  t.equal((await engine.stop()).code, 0, 'SIGTERM exits 0');
+});
+
+t.test('mode tproxy: a table full of unanswered sessions evicts the oldest, so a new client still gets through', { timeout: 120_000 }, async (t) => {
+  if (!requireRoot(t)) return;
+  if (!requireCommands(t, ['curl', 'ip', 'nft', 'dig', PY])) return;
+  const dir = tempDir(t, 'craftev');
+  const { client, gateway, server } = await lab(t, 'craftevi');
+  // Port 7001 on the server swallows everything: those sessions are never answered.
+  await server.sh('nft add table inet silent && nft add chain inet silent in "{ type filter hook input priority 0; }" && nft add rule inet silent in udp dport 7001 drop');
+  const engine = await startSluice(t, gateway, dir, config('mode: tproxy, tproxyUdpSessions: 8'), path.join(dir, 'state.json'));
+  await engine.waitFor((l) => l.msg === 'gateway installed', 5000, '"gateway installed"');
+
+  const silent = await client.exec([...node, '-e', SESSIONS, SERVER_V4, '20', '7001'], env);
+  t.same(JSON.parse(silent.stdout), { ok: 0 }, '20 one-way sessions to a silent port got nothing back');
+  const legit = await client.exec([...node, '-e', SESSIONS, SERVER_V4, '1'], env);
+  t.same(JSON.parse(legit.stdout), { ok: 1 }, 'with the table full of unanswered sessions, a new session still gets its echo');
+  const px = (await counters(engine)).tproxyUdp as Record<string, number>;
+  t.ok(px.opened >= 9 && px.evicted >= px.opened - 8, `the oldest unanswered sessions were evicted to make room (tproxyUdp ${JSON.stringify(px)})`);
+  t.equal(px.full, 0, 'no datagram was refused: there was always an unanswered session to evict');
+  t.ok(engine.running, 'sluice is still running');
   t.equal((await engine.stop()).code, 0, 'SIGTERM exits 0');
 });
