@@ -48,7 +48,7 @@ import { addressBytes, hostPort, remoteOf, setChain, setName, setSniffed, type F
 
 export type { FlowInfo, FlowEnds } from './flow-info.js';
 
-export type UdpFlow = Pick<UdpSession, 'family' | 'remoteAddress' | 'remotePort' | 'localAddress' | 'localPort' | 'send' | 'close' | 'unreachable' | 'drainQueued' | 'fromRemote'> & {
+export type UdpFlow = Pick<UdpSession, 'family' | 'remoteAddress' | 'remotePort' | 'localAddress' | 'localPort' | 'send' | 'close' | 'unreachable' | 'drainQueued' | 'fromRemote' | 'evicted'> & {
   on(event: 'message', listener: (data: Buffer) => void): unknown;
   on(event: 'close', listener: () => void): unknown;
   /** The session from this client to another remote endpoint (src/udp/nat.ts). */
@@ -587,6 +587,7 @@ export class FlowRouter {
     });
     s.on('close', () => {
       gone.abort();
+      if (s.evicted) r.close = 'evicted';
       this.logFlow(info, r);
     });
     if (this.h.debug) this.h.log.debug({ network: 'udp', inbound, src: info.src, dst: info.dst }, 'flow accepted');

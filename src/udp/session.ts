@@ -57,6 +57,8 @@ export class UdpSession extends EventEmitter<UdpSessionEvents> implements FlowKe
    * evict: one nobody ever answered.
    */
   replied = false;
+  /** Ended by a full table to make room for a new session (src/udp/unreplied-list.ts). */
+  evicted = false;
   /** Links in the stack's oldest-first list of unreplied sessions; owned by UdpSessions. */
   olderUnreplied: UdpSession | null = null;
   newerUnreplied: UdpSession | null = null;

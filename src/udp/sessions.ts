@@ -108,6 +108,7 @@ export class UdpSessions implements UdpHost {
         return null;
       }
       d.drop('udp_evicted');
+      victim.evicted = true;
       this.closeUdp(victim);
     }
     const s = new UdpSession(this, family, u.srcPort, u.dstPort);

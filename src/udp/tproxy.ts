@@ -171,6 +171,8 @@ export class TproxyUdpSession extends EventEmitter<TproxyUdpSessionEvents> imple
   fromRemote = false;
   /** False until the client is sent a datagram: a full table may evict only such a session (src/udp/unreplied-list.ts). */
   replied = false;
+  /** Ended by a full table to make room for a new session. */
+  evicted = false;
   /** Links in the table's oldest-first list of unreplied sessions; owned by the table. */
   olderUnreplied: TproxyUdpSession | null = null;
   newerUnreplied: TproxyUdpSession | null = null;
@@ -306,6 +308,7 @@ export async function startTproxyUdp(port: number, onSession: (s: TproxyUdpSessi
     const victim = unreplied.oldest;
     if (victim === null) return false;
     counters.evicted++;
+    victim.evicted = true;
     victim.close();
     return true;
   };

@@ -217,6 +217,8 @@ t.test('mode tproxy: a table full of unanswered sessions evicts the oldest, so a
   const px = (await counters(engine)).tproxyUdp as Record<string, number>;
   t.ok(px.opened >= 9 && px.evicted >= px.opened - 8, `the oldest unanswered sessions were evicted to make room (tproxyUdp ${JSON.stringify(px)})`);
   t.equal(px.full, 0, 'no datagram was refused: there was always an unanswered session to evict');
+  const evictedLines = engine.lines.filter((l) => l.network === 'udp' && l.close === 'evicted').length;
+  t.equal(evictedLines, px.evicted, `each evicted session was logged with close: evicted (${evictedLines})`);
   t.ok(engine.running, 'sluice is still running');
   t.equal((await engine.stop()).code, 0, 'SIGTERM exits 0');
 });
