@@ -203,7 +203,13 @@ export function tproxyScript(config: SluiceConfig, classifier: GatewayClassifier
     // address and port, src/outbound/direct.ts openTransparentUdp), but
     // never for what sluice writes into the TUN toward that same client
     // endpoint: that would be delivered back to the upstream socket, a loop.
-    `    meta l4proto udp iifname != "${config.tun.name}" socket transparent 1 meta mark set ${mark} accept`,
+    // Nor for UDP from the LAN: a TPROXY session's reply socket is bound to
+    // the original destination before it is connected to its client, and
+    // `socket` matches a bound, unconnected socket, so a burst of clients to
+    // one destination would land on another client's new reply socket. The
+    // tproxy statement below finds a connected reply socket itself and
+    // passes over an unconnected one (its established lookup).
+    `    meta l4proto udp iifname != { ${[config.tun.name, ...gw.lan].map((n) => `"${n}"`).join(', ')} } socket transparent 1 meta mark set ${mark} accept`,
   ];
   if (mode === 'tproxy') {
     lines.push(

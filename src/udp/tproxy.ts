@@ -81,10 +81,12 @@ export interface TproxyUdpCounters {
   socketErrors: number;
   /** Sessions refused with an ICMP unreachable. */
   unreachableSent: number;
+  /** Datagrams a reply socket took from a peer other than its client, handed on to their own sessions. */
+  stray: number;
 }
 
 export function newTproxyUdpCounters(): TproxyUdpCounters {
-  return { opened: 0, full: 0, evicted: 0, badTarget: 0, noOrigDst: 0, socketErrors: 0, unreachableSent: 0 };
+  return { opened: 0, full: 0, evicted: 0, badTarget: 0, noOrigDst: 0, socketErrors: 0, unreachableSent: 0, stray: 0 };
 }
 
 export interface TproxyUdpOptions {
@@ -98,6 +100,17 @@ export interface TproxyUdpOptions {
   counters?: TproxyUdpCounters;
   /** SO_MARK of the reply sockets (route.mark under route.auto, so replies to the LAN never enter the TUN). */
   mark?: number;
+}
+
+const addressScratch = new Uint8Array(16);
+
+/** Whether `text` (as Node formats an address) is the address `key` holds (16 bytes, IPv4 mapped). */
+function sameAddress(family: 4 | 6, text: string, key: Uint8Array): boolean {
+  if (!writeAddressText(family, text, addressScratch, 0)) return false;
+  const n = family === 4 ? 4 : 16;
+  const base = 16 - n;
+  for (let i = 0; i < n; i++) if (addressScratch[i] !== key[base + i]) return false;
+  return true;
 }
 
 /**
@@ -176,6 +189,8 @@ export class TproxyUdpSession extends EventEmitter<TproxyUdpSessionEvents> imple
   /** Links in the table's oldest-first list of unreplied sessions; owned by the table. */
   olderUnreplied: TproxyUdpSession | null = null;
   newerUnreplied: TproxyUdpSession | null = null;
+  /** @internal set by the reader: hands on a datagram of another client the reply socket took. */
+  stray: ((s: TproxyUdpSession, msg: Buffer, from: dgram.RemoteInfo) => void) | null = null;
   /** @internal set by the reader: opens the session from another remote endpoint to this client. */
   opener: ((s: TproxyUdpSession, host: string, port: number) => TproxyUdpSession | null) | null = null;
 
@@ -200,7 +215,16 @@ export class TproxyUdpSession extends EventEmitter<TproxyUdpSessionEvents> imple
     // Connected to the client, the reply socket is the exact 4-tuple match
     // for the session's later datagrams, which the kernel then delivers to
     // it directly (TPROXY's socket lookup prefers it to the listener).
-    reply.on('message', (msg) => this.deliver(msg));
+    // Until that connect, the socket is bound to the original destination
+    // but not connected, and the kernel gives it any client's datagram to
+    // that destination (nftables' `socket transparent 1` matches it and the
+    // UDP lookup delivers to it); what it queued then is read after the
+    // connect too. Such a datagram is another client's: handed on to its
+    // own session (`stray`), never taken for this one's.
+    reply.on('message', (msg, rinfo) => {
+      if (rinfo.port === remotePort && (rinfo.address === remoteAddress || sameAddress(family, rinfo.address, this.srcAddr))) this.deliver(msg);
+      else if (this.stray !== null) this.stray(this, msg, rinfo);
+    });
     reply.connect(remotePort, remoteAddress, () => {
       this.connected = true;
       for (const d of this.early.splice(0)) if (!this.closed) this.reply.send(d);
@@ -323,30 +347,60 @@ export async function startTproxyUdp(port: number, onSession: (s: TproxyUdpSessi
       const len = readRecordLength(bytes, off);
       const at = off + 4;
       off += recordSize(len);
-      const family = bytes[at + REC_FAMILY];
-      if ((family !== 4 && family !== 6) || len < HEADER) {
-        counters.noOrigDst++;
-        continue;
-      }
-      const srcPort = (bytes[at + REC_SRC_PORT]! << 8) | bytes[at + REC_SRC_PORT + 1]!;
-      const dstPort = (bytes[at + REC_DST_PORT]! << 8) | bytes[at + REC_DST_PORT + 1]!;
-      let s = sessions.lookup(family, IPPROTO_UDP, bytes, at + REC_SRC, at + REC_DST, srcPort, dstPort);
-      if (s === null) {
-        s = open(family, at, len, srcPort, dstPort);
-        if (s === null) continue;
-      }
-      // The application's own copy: the receive buffer is reused by the next batch.
-      try {
-        s.deliver(Buffer.from(bytes.subarray(at + HEADER, at + len)));
-      } catch (err) {
-        log.error({ err: (err as Error).message, dstPort }, 'tproxy UDP datagram handler threw; session ended');
-        s.close();
-      }
+      handleRecord(bytes, at, len);
     }
   };
 
+  /** One datagram as a record (the reader's layout, above) in `b` at `at`: to its session, opened if new. */
+  const handleRecord = (b: Uint8Array, at: number, len: number): void => {
+    const family = b[at + REC_FAMILY];
+    if ((family !== 4 && family !== 6) || len < HEADER) {
+      counters.noOrigDst++;
+      return;
+    }
+    const srcPort = (b[at + REC_SRC_PORT]! << 8) | b[at + REC_SRC_PORT + 1]!;
+    const dstPort = (b[at + REC_DST_PORT]! << 8) | b[at + REC_DST_PORT + 1]!;
+    let s = sessions.lookup(family, IPPROTO_UDP, b, at + REC_SRC, at + REC_DST, srcPort, dstPort);
+    if (s === null) {
+      s = open(b, family, at, len, srcPort, dstPort);
+      if (s === null) return;
+    }
+    // The application's own copy: the receive buffer is reused by the next batch.
+    try {
+      s.deliver(Buffer.from(b.subarray(at + HEADER, at + len)));
+    } catch (err) {
+      log.error({ err: (err as Error).message, dstPort }, 'tproxy UDP datagram handler threw; session ended');
+      s.close();
+    }
+  };
+
+  /**
+   * A datagram a session's reply socket took from another client (see the
+   * session's message handler): rebuilt as a record, with the reply
+   * socket's bound address (the original destination) as its destination,
+   * and handled as if the listener had read it.
+   */
+  const strayRecord = new Uint8Array(HEADER + 65_536);
+  const onStray = (of: TproxyUdpSession, msg: Buffer, from: dgram.RemoteInfo): void => {
+    counters.stray++;
+    const family = of.family;
+    strayRecord.fill(0, 0, HEADER);
+    strayRecord[REC_FAMILY] = family;
+    strayRecord[REC_SRC_PORT] = from.port >>> 8;
+    strayRecord[REC_SRC_PORT + 1] = from.port & 0xff;
+    strayRecord[REC_DST_PORT] = of.localPort >>> 8;
+    strayRecord[REC_DST_PORT + 1] = of.localPort & 0xff;
+    if (!writeAddressText(family, from.address, strayRecord, REC_SRC) || msg.length > strayRecord.length - HEADER) {
+      counters.badTarget++;
+      return;
+    }
+    strayRecord.set(family === 4 ? of.dstAddr.subarray(12, 16) : of.dstAddr, REC_DST);
+    strayRecord.set(msg, HEADER);
+    handleRecord(strayRecord, 0, HEADER + msg.length);
+  };
+
   /** The first datagram of a new (client, original destination): checks, the reply socket, the session. */
-  const open = (family: 4 | 6, at: number, len: number, srcPort: number, dstPort: number): TproxyUdpSession | null => {
+  const open = (bytes: Uint8Array, family: 4 | 6, at: number, len: number, srcPort: number, dstPort: number): TproxyUdpSession | null => {
     // Port 0 cannot be bound as the reply's source nor connected to
     // (dgram throws ERR_SOCKET_BAD_PORT); nothing can be sent from or to a
     // non-unicast address. Port 0 as the destination gets the answer a
@@ -377,6 +431,7 @@ export async function startTproxyUdp(port: number, onSession: (s: TproxyUdpSessi
     const quote = unreachable !== null ? buildUdpQuote(family, bytes, at + REC_SRC, at + REC_DST, srcPort, dstPort, bytes.subarray(at + HEADER, at + len)) : null;
     const s = new TproxyUdpSession(family, src, srcPort, dst, dstPort, reply, sessionIdleMs(idleMs, dstPort), table, quote, unreachable, counters);
     s.opener = openSibling;
+    s.stray = onStray;
     copyAddresses(family, bytes, at + REC_SRC, at + REC_DST, s);
     sessions.insert(s);
     unreplied.push(s);
@@ -428,6 +483,7 @@ export async function startTproxyUdp(port: number, onSession: (s: TproxyUdpSessi
     if (reply === null) return null;
     const s = new TproxyUdpSession(family, of.remoteAddress, of.remotePort, host, port, reply, sessionIdleMs(idleMs, port), table, null, null, counters);
     s.opener = openSibling;
+    s.stray = onStray;
     s.fromRemote = true;
     // Opened to carry a datagram to the client: answered from the start, never evicted.
     s.replied = true;
