@@ -23,6 +23,7 @@ import { Lab, type Netns, type TestLike } from '../test/harness/netns.js';
 import { threeNamespaces, SERVER_V4 } from '../test/harness/topology.js';
 import { childEnv, Engine, SLUICE_BIN, TUN } from '../test/fixtures/engine/lab.js';
 import { BenchContext } from './bench-lab.js';
+import { writeNginxConf } from '../test/fixtures/nginx-conf.js';
 
 export interface ConnSetupRound {
   connPerSec: number;
@@ -50,35 +51,13 @@ function nginxConf(dir: string): string {
   const root = path.join(dir, 'www');
   mkdirSync(root, { recursive: true });
   writeFileSync(path.join(root, '1k'), Buffer.alloc(1024, 0x61));
-  const conf = path.join(dir, 'nginx.conf');
-  writeFileSync(
-    conf,
-    [
-      'daemon off;',
-      'master_process off;',
-      'worker_processes 1;',
-      'worker_rlimit_nofile 8192;',
-      `pid ${path.join(dir, 'nginx.pid')};`,
-      'error_log stderr crit;',
-      'events { worker_connections 4096; }',
-      'http {',
-      '  access_log off;',
-      `  client_body_temp_path ${dir}/nginx-body;`,
-      `  proxy_temp_path ${dir}/nginx-proxy;`,
-      `  fastcgi_temp_path ${dir}/nginx-fastcgi;`,
-      `  uwsgi_temp_path ${dir}/nginx-uwsgi;`,
-      `  scgi_temp_path ${dir}/nginx-scgi;`,
-      '  default_type application/octet-stream;',
-      '  keepalive_timeout 0;',
-      '  server {',
-      `    listen ${SERVER_V4}:80 backlog=4096 reuseport;`,
-      `    root ${root};`,
-      '  }',
-      '}',
-      '',
-    ].join('\n'),
-  );
-  return conf;
+  return writeNginxConf(dir, {
+    main: ['worker_processes 1;', 'worker_rlimit_nofile 8192;'],
+    errorLog: 'stderr crit',
+    workerConnections: 4096,
+    http: ['default_type application/octet-stream;', 'keepalive_timeout 0;'],
+    server: [`listen ${SERVER_V4}:80 backlog=4096 reuseport;`, `root ${root};`],
+  });
 }
 
 const CONFIG = `

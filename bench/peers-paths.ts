@@ -29,6 +29,7 @@ import { waitForJsonLine } from '../test/harness/netns.js';
 import { threeNamespaces, SERVER_V4, type Topology } from '../test/harness/topology.js';
 import { childEnv, collectOutput, SLUICE_BIN, TUN, waitListening } from '../test/fixtures/engine/lab.js';
 import type { PathRole } from './peers-table.js';
+import { writeNginxConf } from '../test/fixtures/nginx-conf.js';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const RELAY = path.join(here, 'peer-relay.js');
@@ -84,27 +85,13 @@ async function startNginx(server: Netns, dir: string): Promise<ChildProcess> {
   const root = path.join(dir, 'www');
   mkdirSync(root, { recursive: true });
   writeFileSync(path.join(root, SMALL_PATH.slice(1)), Buffer.alloc(1024, 'x'));
-  const conf = path.join(dir, 'nginx.conf');
-  const temp = ['client_body', 'proxy', 'fastcgi', 'uwsgi', 'scgi'].map((k) => `  ${k}_temp_path ${dir}/nginx-${k};`);
-  writeFileSync(
-    conf,
-    [
-      'daemon off;',
-      'master_process off;',
-      `pid ${path.join(dir, 'nginx.pid')};`,
-      'error_log stderr warn;',
-      'events { worker_connections 4096; }',
-      'http {',
-      '  access_log off;',
-      ...temp,
-      '  default_type application/octet-stream;',
-      // wrk's 50 keep-alive connections must stay open for the whole run.
-      '  keepalive_requests 100000000;',
-      `  server { listen ${SERVER_V4}:${HTTP_PORT} backlog=4096; root ${root}; }`,
-      '}',
-      '',
-    ].join('\n'),
-  );
+  const conf = writeNginxConf(dir, {
+    errorLog: 'stderr warn',
+    workerConnections: 4096,
+    // wrk's 50 keep-alive connections must stay open for the whole run.
+    http: ['default_type application/octet-stream;', 'keepalive_requests 100000000;'],
+    server: [`listen ${SERVER_V4}:${HTTP_PORT} backlog=4096;`, `root ${root};`],
+  });
   const proc = server.spawn(['nginx', '-c', conf, '-p', dir]);
   collectOutput(proc);
   await waitListening(server, 'tcp', HTTP_PORT, proc, 'nginx', 15_000);

@@ -10,7 +10,7 @@
  * its chain clamped to [minTtl, maxTtl]; time is the injected `now()` (ms).
  * When several names resolve to one address (CDNs), the latest answer wins.
  */
-import { canonicalIp } from './address.js';
+import { canonicalIp, formatIp } from './address.js';
 import { canonicalName, DnsClass, DnsRcode, DnsType, type DnsMessage } from './message.js';
 
 export interface DnsSnoopOptions {
@@ -98,9 +98,17 @@ export class DnsSnoop {
     return n;
   }
 
-  /** The name an address was answered for, or null when unknown or expired. */
+  /** The name an address (text) was answered for, or null when unknown or expired. */
   lookup(addr: string): string | null {
-    const key = canonicalIp(addr);
+    return this.lookupKey(canonicalIp(addr));
+  }
+
+  /** lookup() of a flow's address bytes (4 or 16), printed as the answers' addresses are, without parsing text back. */
+  lookupAddress(addr: Uint8Array): string | null {
+    return this.lookupKey(formatIp(addr));
+  }
+
+  private lookupKey(key: string | null): string | null {
     const e = key === null ? undefined : this.map.get(key);
     if (e === undefined) {
       this.misses++;

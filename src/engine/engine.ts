@@ -363,7 +363,7 @@ export class Engine {
       outbound: (name) => this.rt.outbounds.get(name),
       modeOutbound: () => this.modeOutbound,
       fakeName: (family, buf, off) => (this.pool !== null && this.pool.isFakeBytes(buf, off, family) ? this.pool.lookupBytes(buf, off, family) : undefined),
-      knownName: (address) => this.snoop?.lookup(address) ?? null,
+      knownName: (address) => this.snoop?.lookupAddress(address) ?? null,
       lookup: this.lookup,
     });
     const relay = this.stack.forwardEchoes(this.echoRoute);

@@ -12,6 +12,7 @@ import type { MatchContext, SniffedProtocol } from './policy/types.js';
 import type { FlowRecord, NameOrigin } from './flow-registry.js';
 import type { FlowGuard } from './flow-guard.js';
 import { parseIp } from '../wire/ip-address.js';
+import type { FlowAddressBytes } from '../ip/flow-addresses.js';
 
 /**
  * One flow as the engine tracks it: the registry's record (id, ends, name,
@@ -36,8 +37,13 @@ export interface FlowInfo extends FlowRecord {
   match: { ctx: MatchContext; nameFrom: NameOrigin | null } | null;
 }
 
-/** The two ends of a flow as the client sees it (local = the destination it asked for). */
-export interface FlowEnds {
+/**
+ * The two ends of a flow as the client sees it (local = the destination it
+ * asked for): the bytes route and match it, the text is for the logs, the
+ * API and the socket calls. TUN flows bring both from the stack; a TPROXY
+ * TCP socket's text is converted once (addressBytes).
+ */
+export interface FlowEnds extends FlowAddressBytes {
   family: number;
   remoteAddress: string;
   remotePort: number;
@@ -55,7 +61,12 @@ export function hostPort(address: string, port: number): string {
   return address.includes(':') ? `[${address}]:${port}` : `${address}:${port}`;
 }
 
-/** Address text to bytes for the matcher and the owner lookup (4 or 16 bytes; 16 zero bytes for text that is no address). */
+/**
+ * Address text from a Node socket to bytes, once per flow, for the ends of
+ * a flow the stack did not see (a TPROXY TCP connection, a NAT datagram's
+ * new source): 4 or 16 bytes, 16 zero bytes (::, never unicast) for text
+ * that is no address.
+ */
 export function addressBytes(text: string): Uint8Array {
   return parseIp(text) ?? new Uint8Array(16);
 }

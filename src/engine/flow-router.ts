@@ -40,7 +40,7 @@ import { DialLimitError, type DialLimiter } from './dial-limiter.js';
 import type { Logger } from './logger.js';
 import { FlowGuard } from './flow-guard.js';
 import { UdpNat, type NatBinding, type NatMapping, type NatSession } from '../udp/nat.js';
-import { isUnicastText, isUsablePort } from '../wire/address-class.js';
+import { isUnicastAt, isUsablePort } from '../wire/address-class.js';
 import type { EngineObserver, SniffOutcome } from './observer.js';
 import type { SocketOwnerLookup } from '../system/socket-owner.js';
 import type { EngineCounters } from './engine.js';
@@ -48,7 +48,7 @@ import { addressBytes, hostPort, remoteOf, setChain, setName, setSniffed, type F
 
 export type { FlowInfo, FlowEnds } from './flow-info.js';
 
-export type UdpFlow = Pick<UdpSession, 'family' | 'remoteAddress' | 'remotePort' | 'localAddress' | 'localPort' | 'send' | 'close' | 'unreachable' | 'drainQueued' | 'fromRemote' | 'evicted'> & {
+export type UdpFlow = Pick<UdpSession, 'family' | 'remoteAddress' | 'remotePort' | 'localAddress' | 'localPort' | 'remoteBytes' | 'localBytes' | 'send' | 'close' | 'unreachable' | 'drainQueued' | 'fromRemote' | 'evicted'> & {
   on(event: 'message', listener: (data: Buffer) => void): unknown;
   on(event: 'close', listener: () => void): unknown;
   /** The session from this client to another remote endpoint (src/udp/nat.ts). */
@@ -106,7 +106,7 @@ export class FlowRouter {
    */
   private async findOwner(info: FlowInfo, e: FlowEnds): Promise<void> {
     const family = e.family === 6 ? 6 : 4;
-    const owner = await this.h.owners!.lookup(info.network, family, addressBytes(e.remoteAddress), e.remotePort, addressBytes(e.localAddress), e.localPort);
+    const owner = await this.h.owners!.lookup(info.network, family, e.remoteBytes, e.remotePort, e.localBytes, e.localPort);
     if (owner === null) return;
     info.uid = owner.uid;
     info.process = owner.process;
@@ -115,13 +115,20 @@ export class FlowRouter {
 
   // ------------------------------------------------------------------ TCP
 
-  private nameFor(address: string): { domain: string | null; unknownFake: boolean; from: NameOrigin | null } {
-    if (this.h.pool !== null && this.h.pool.isFake(address)) {
-      const domain = this.h.pool.lookup(address);
+  /** Whether the flow's destination lies in the fake-IP pool (mapped or not). */
+  private isFakeDst(e: FlowEnds): boolean {
+    const b = e.localBytes;
+    return this.h.pool !== null && this.h.pool.isFakeBytes(b, 0, b.length === 4 ? 4 : 6);
+  }
+
+  private nameFor(e: FlowEnds): { domain: string | null; unknownFake: boolean; from: NameOrigin | null } {
+    if (this.isFakeDst(e)) {
+      const b = e.localBytes;
+      const domain = this.h.pool!.lookupBytes(b, 0, b.length === 4 ? 4 : 6);
       return { domain, unknownFake: domain === null, from: 'fake-ip' };
     }
     if (this.h.snoop !== null) {
-      const domain = this.h.snoop.lookup(address);
+      const domain = this.h.snoop.lookupAddress(e.localBytes);
       return { domain, unknownFake: false, from: domain === null ? null : 'dns' };
     }
     return { domain: null, unknownFake: false, from: null };
@@ -132,9 +139,9 @@ export class FlowRouter {
       network,
       inbound,
       family: e.family === 6 ? 6 : 4,
-      dst: addressBytes(e.localAddress),
+      dst: e.localBytes,
       dstPort: e.localPort,
-      src: addressBytes(e.remoteAddress),
+      src: e.remoteBytes,
       srcPort: e.remotePort,
       domain,
       protocol,
@@ -185,7 +192,7 @@ export class FlowRouter {
    * drops them from the TUN; TPROXY listeners can still hand them over.
    */
   private badTarget(e: FlowEnds): boolean {
-    if (isUsablePort(e.localPort) && isUsablePort(e.remotePort) && isUnicastText(e.localAddress) && isUnicastText(e.remoteAddress)) return false;
+    if (isUsablePort(e.localPort) && isUsablePort(e.remotePort) && isUnicast(e.localBytes) && isUnicast(e.remoteBytes)) return false;
     this.h.counters.badTarget++;
     return true;
   }
@@ -237,7 +244,7 @@ export class FlowRouter {
 
   /** The rest of routeTcpFlow, once the owner is known (or not needed). */
   private routeTcpNamed(req: TcpFlowRequest, info: FlowInfo): void {
-    const { domain, unknownFake, from } = this.nameFor(req.localAddress);
+    const { domain, unknownFake, from } = this.nameFor(req);
     if (this.h.debug) this.h.log.debug({ network: 'tcp', src: info.src, dst: info.dst, domain, unknownFake }, 'flow accepted');
     if (unknownFake) {
       // An expired or never-issued fake address: refuse fast, never black-hole.
@@ -267,7 +274,7 @@ export class FlowRouter {
       else req.drop();
       return this.logFlow(info, { bytesUp: 0, bytesDown: 0, close: outbound.action === 'reject' ? 'rejected' : 'dropped' });
     }
-    const host = this.h.pool !== null && info.domain !== null && this.h.pool.isFake(req.localAddress) ? info.domain : req.localAddress;
+    const host = info.domain !== null && this.isFakeDst(req) ? info.domain : req.localAddress;
     // The client giving up (req.signal) or sluice stopping (end) aborts the dial.
     const ac = new AbortController();
     req.abortOnCancel(ac); // one controller for both, no AbortSignal.any per flow (issue 10)
@@ -377,7 +384,7 @@ export class FlowRouter {
       return this.logFlow(info, { bytesUp: 0, bytesDown: 0, close: outbound.action === 'reject' ? 'rejected' : 'dropped' });
     }
     // A fake destination stands for its name (a known name is the only way a fake one gets here).
-    const fakeName = this.h.pool !== null && this.h.pool.isFake(req.localAddress) ? info.domain : null;
+    const fakeName = this.isFakeDst(req) ? info.domain : null;
     const host = fakeName ?? req.localAddress;
     const httpL7 = this.h.rt.httpL7;
     if (httpL7 !== null && info.protocol === 'http' && httpL7.wants(req.localPort)) {
@@ -447,7 +454,7 @@ export class FlowRouter {
       info.outbound = 'dns-hijack';
       return this.serveDnsOverTcp(socket, info, dns);
     }
-    const { domain, unknownFake, from } = this.nameFor(localAddress);
+    const { domain, unknownFake, from } = this.nameFor(ends);
     if (unknownFake) {
       this.h.counters.unknownFakeIp++;
       socket.resetAndDestroy();
@@ -619,7 +626,7 @@ export class FlowRouter {
       s.drainQueued();
       return;
     }
-    const { domain, unknownFake, from } = this.nameFor(s.localAddress);
+    const { domain, unknownFake, from } = this.nameFor(s);
     if (unknownFake) {
       this.h.counters.unknownFakeIp++;
       r.close = 'unknown fake-ip';
@@ -676,7 +683,7 @@ export class FlowRouter {
         else s.unreachable(outbound.action === 'reject' ? 'port' : 'admin');
         return;
       }
-      const fake = this.h.pool !== null && domain !== null && this.h.pool.isFake(s.localAddress);
+      const fake = domain !== null && this.isFakeDst(s);
       if (fake) target = { host: domain, port: s.localPort };
       if (this.h.debug) this.h.log.debug({ network: 'udp', src: info.src, dst: info.dst, outbound: outbound.name }, 'dial start');
       // One mapping per client endpoint and outbound (RFC 4787 REQ-1,
@@ -733,9 +740,10 @@ export class FlowRouter {
    */
   admitUdpSource(m: NatMapping, client: NatSession, host: string, port: number): boolean {
     if (this.h.modeOutbound !== null) return this.h.modeOutbound === m.outbound;
-    const e: FlowEnds = { family: client.family, remoteAddress: client.remoteAddress, remotePort: client.remotePort, localAddress: host, localPort: port };
+    // The new source is text from the upstream socket: to bytes once, here.
+    const e: FlowEnds = { family: client.family, remoteAddress: client.remoteAddress, remotePort: client.remotePort, localAddress: host, localPort: port, remoteBytes: client.remoteBytes, localBytes: addressBytes(host) };
     if (this.badTarget(e)) return false;
-    const name = this.h.rt.policy.match(this.context('udp', e, this.h.snoop?.lookup(host) ?? null, null, m.inbound)).outbound;
+    const name = this.h.rt.policy.match(this.context('udp', e, this.h.snoop?.lookupAddress(e.localBytes) ?? null, null, m.inbound)).outbound;
     return this.h.rt.outbounds.get(name) === m.outbound;
   }
 
@@ -818,7 +826,8 @@ export class FlowRouter {
     socket.setNoDelay(true);
     const remoteAddress = unmapAddress(socket.remoteAddress ?? '');
     const localAddress = unmapAddress(socket.localAddress ?? '');
-    const ends: FlowEnds = { family: isIP(localAddress) === 6 ? 6 : 4, remoteAddress, remotePort: socket.remotePort ?? 0, localAddress, localPort: socket.localPort ?? 0 };
+    // An accepted socket's ends are Node's text: to bytes once, here (TUN flows bring the stack's).
+    const ends: FlowEnds = { family: isIP(localAddress) === 6 ? 6 : 4, remoteAddress, remotePort: socket.remotePort ?? 0, localAddress, localPort: socket.localPort ?? 0, remoteBytes: addressBytes(remoteAddress), localBytes: addressBytes(localAddress) };
     const info = this.flowInfo('tcp', 'tproxy', ends);
     if (!this.h.accepting) {
       socket.resetAndDestroy();
@@ -831,4 +840,9 @@ export class FlowRouter {
     info.guard.run(() => this.routeTransparent(socket, ends, info));
   }
 
+}
+
+/** A flow end's address bytes (4 or 16, judged by their length as the text was) can be a socket's endpoint. */
+function isUnicast(b: Uint8Array): boolean {
+  return isUnicastAt(b.length === 4 ? 4 : 6, b, 0);
 }

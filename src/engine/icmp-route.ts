@@ -49,8 +49,8 @@ export interface IcmpRouteDeps {
   modeOutbound(): Outbound | null;
   /** A fake IP's name (null when it maps to none); undefined when the address is not fake. */
   fakeName(family: 4 | 6, buf: Uint8Array, off: number): string | null | undefined;
-  /** A snooped name of a real address, or null. */
-  knownName(address: string): string | null;
+  /** A snooped name of a real address (4 or 16 bytes), or null. */
+  knownName(address: Uint8Array): string | null;
   lookup: LookupFn;
 }
 
@@ -145,7 +145,7 @@ export class IcmpEchoRoute implements EchoPolicy {
     const text = family === 4 ? formatIpv4(dst, 0) : formatIpv6(dst, 0);
     const fake = d.fakeName(family, dst, 0);
     if (fake === null) return e; // a fake IP naming nothing: silence, as a flow to it is refused
-    const domain = fake !== undefined ? fake : d.knownName(text);
+    const domain = fake !== undefined ? fake : d.knownName(dst);
     let outbound = mode;
     if (outbound === null) {
       const ctx: MatchContext = { network: 'icmp' as MatchContext['network'], inbound: 'tun', family, dst, dstPort: 0, src: new Uint8Array(alen), srcPort: 0, domain, protocol: null };

@@ -40,6 +40,24 @@ export function endpointsOf(family: number, abuf: Uint8Array, srcOff: number, ds
 }
 
 /**
+ * A flow's two addresses as the engine matches and looks them up (policy
+ * CIDRs, fake-IP pool, socket owner): 4 bytes for IPv4, 16 for IPv6, in
+ * network order. Views of the flow's own 16-byte keys, made once per flow,
+ * so nothing parses the text endpoints back to bytes.
+ */
+export interface FlowAddressBytes {
+  /** The client's address (the flow's remote end). */
+  readonly remoteBytes: Uint8Array;
+  /** The destination the client asked for. */
+  readonly localBytes: Uint8Array;
+}
+
+/** The 16-byte key `addr` (IPv4 as IPv4-mapped) as FlowAddressBytes holds it: its last 4 bytes for family 4, a view, no copy. */
+export function addressView(family: number, addr: Uint8Array): Uint8Array {
+  return family === 4 ? addr.subarray(12, 16) : addr;
+}
+
+/**
  * Writes IP literal `text` of `family` at `buf[off]` in packet form (4 or
  * 16 bytes), as copyAddresses and the flow table read it. False when the
  * text is not a literal of that family (a dotted quad inside IPv6 text,

@@ -18,7 +18,7 @@ import { SluiceError } from '../errors.js';
 import type { FlowTable } from '../ip/flow-table.js';
 import type { IpPacket } from '../ip/packet.js';
 import type { IcmpHandler, UnreachableKind } from '../ip/icmp.js';
-import { copyAddresses, endpointsOf } from '../ip/flow-addresses.js';
+import { addressView, copyAddresses, endpointsOf, type FlowAddressBytes } from '../ip/flow-addresses.js';
 import type { StackDriver } from '../stack/driver.js';
 import { addTcpConnectionCounts, type TcpCounterSource, newTcpConnectionCounts, type TcpConnectionCounts } from '../stack/counters.js';
 import { TcpFlow, type FlowHost } from '../stack/tcp-flow.js';
@@ -40,7 +40,7 @@ const MAX_DEFERRED_SYNS = 1024;
 import { IsnGenerator } from './isn.js';
 
 /** A new TCP flow waiting for the application's decision. */
-export interface TcpFlowRequest extends FlowEndpoints {
+export interface TcpFlowRequest extends FlowEndpoints, FlowAddressBytes {
   /** Completes the handshake (SYN-ACK goes out now) and returns the stream. */
   accept(): TcpStream;
   /** Answers the SYN with RST: the client sees "connection refused" at once. */
@@ -119,6 +119,8 @@ class FlowRequest implements TcpFlowRequest {
   readonly remotePort: number;
   readonly localAddress: string;
   readonly localPort: number;
+  readonly remoteBytes: Uint8Array;
+  readonly localBytes: Uint8Array;
   private controller: AbortController | null = null;
 
   constructor(
@@ -131,6 +133,8 @@ class FlowRequest implements TcpFlowRequest {
     this.remotePort = e.remotePort;
     this.localAddress = e.localAddress;
     this.localPort = e.localPort;
+    this.remoteBytes = addressView(e.family, flow.srcAddr);
+    this.localBytes = addressView(e.family, flow.dstAddr);
     this.established = flow.connection !== null;
   }
 

@@ -40,11 +40,12 @@
  */
 import { isIP } from 'node:net';
 import type { Outbound, Target, UdpAssociation, UdpSource } from '../outbound/types.js';
+import type { FlowAddressBytes } from '../ip/flow-addresses.js';
 
 export type UdpNatMode = 'endpoint-independent' | 'address-dependent' | 'address-and-port-dependent';
 
-/** What the NAT needs of a client-side session. */
-export interface NatSession {
+/** What the NAT needs of a client-side session (the address bytes are for the policy's say, `admit`). */
+export interface NatSession extends FlowAddressBytes {
   readonly family: number;
   /** The client. */
   readonly remoteAddress: string;

@@ -9,6 +9,7 @@ import { EventEmitter } from 'node:events';
 import type { FlowKey } from '../ip/flow-table.js';
 import type { WheelEntry } from '../stack/timer-wheel.js';
 import type { FlowEndpoints } from '../stack/tcp-stream.js';
+import { addressView, type FlowAddressBytes } from '../ip/flow-addresses.js';
 
 export interface UdpHost {
   /** Sends `data` from the session's destination back to its client. */
@@ -27,10 +28,13 @@ export interface UdpSessionEvents {
   close: [];
 }
 
-export class UdpSession extends EventEmitter<UdpSessionEvents> implements FlowKey, WheelEntry, FlowEndpoints {
+export class UdpSession extends EventEmitter<UdpSessionEvents> implements FlowKey, WheelEntry, FlowEndpoints, FlowAddressBytes {
   readonly protocol = 17;
   readonly srcAddr = new Uint8Array(16);
   readonly dstAddr = new Uint8Array(16);
+  /** srcAddr / dstAddr as the engine reads them (4 bytes for IPv4). */
+  readonly remoteBytes: Uint8Array;
+  readonly localBytes: Uint8Array;
   nextInBucket: FlowKey | null = null;
   flowHash = 0;
   wheelDeadline = Infinity;
@@ -74,6 +78,8 @@ export class UdpSession extends EventEmitter<UdpSessionEvents> implements FlowKe
   ) {
     super();
     this.host = host;
+    this.remoteBytes = addressView(family, this.srcAddr);
+    this.localBytes = addressView(family, this.dstAddr);
   }
 
   get remotePort(): number {

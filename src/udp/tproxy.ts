@@ -37,7 +37,7 @@ import { EventEmitter } from 'node:events';
 import { loadNative } from '../link/native.js';
 import { readRecordLength, recordSize } from '../link/records.js';
 import { FlowTable, type FlowKey } from '../ip/flow-table.js';
-import { copyAddresses, writeAddressText } from '../ip/flow-addresses.js';
+import { addressView, copyAddresses, writeAddressText, type FlowAddressBytes } from '../ip/flow-addresses.js';
 import { IPPROTO_UDP, IPV4_DST, IPV4_HEADER_LEN, IPV4_SRC, emitIpv4, formatIpv4, newIpv4EmitRepr, readIpv4Addr } from '../wire/ipv4.js';
 import { IPV6_DST, IPV6_HEADER_LEN, IPV6_SRC, NH_UDP, emitIpv6, formatIpv6, newIpv6EmitRepr } from '../wire/ipv6.js';
 import { sessionIdleMs } from './sessions.js';
@@ -163,11 +163,14 @@ interface TproxyUdpSessionEvents {
   close: [];
 }
 
-export class TproxyUdpSession extends EventEmitter<TproxyUdpSessionEvents> implements FlowKey {
+export class TproxyUdpSession extends EventEmitter<TproxyUdpSessionEvents> implements FlowKey, FlowAddressBytes {
   // FlowKey: the session table is keyed by the datagram's address bytes, no text per datagram.
   readonly protocol = IPPROTO_UDP;
   readonly srcAddr = new Uint8Array(16);
   readonly dstAddr = new Uint8Array(16);
+  /** srcAddr / dstAddr as the engine reads them (4 bytes for IPv4): the addresses never go back from text to bytes. */
+  readonly remoteBytes: Uint8Array;
+  readonly localBytes: Uint8Array;
   src4 = 0;
   dst4 = 0;
   readonly srcPort: number;
@@ -211,6 +214,8 @@ export class TproxyUdpSession extends EventEmitter<TproxyUdpSessionEvents> imple
     super();
     this.srcPort = remotePort;
     this.dstPort = localPort;
+    this.remoteBytes = addressView(family, this.srcAddr);
+    this.localBytes = addressView(family, this.dstAddr);
     this.idle = setTimeout(() => this.close(), idleMs).unref();
     // Connected to the client, the reply socket is the exact 4-tuple match
     // for the session's later datagrams, which the kernel then delivers to

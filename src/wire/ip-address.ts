@@ -23,7 +23,7 @@
  *
  * Parsers never throw and return null/false on bad text; they work on char
  * codes without regular expressions and, given an output buffer, allocate
- * nothing (the engine parses addresses per flow).
+ * nothing (a TPROXY socket's addresses are parsed once per flow; TUN flows bring bytes).
  */
 
 /** The longest IPv6 text: "ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255". */

@@ -1,20 +1,11 @@
 /** The `api` section: defaults, the accepted listen forms, errors naming the field. */
 import t from 'tap';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { isConfigError } from '../../src/config/errors.js';
 import { loadConfig } from '../../src/config/load.js';
 import { defaultConfig } from '../../src/config/types.js';
+import { configFileIn as file, loadError } from './config-file.js';
 import { isLocalOnly, parseListen } from '../../src/control/listen.js';
-
-function file(t: { teardown(fn: () => void): void }, text: string): { path: string; dir: string } {
-  const dir = mkdtempSync(join(tmpdir(), 'sluice-apicfg-'));
-  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
-  const f = join(dir, 'sluice.yaml');
-  writeFileSync(f, text);
-  return { path: f, dir };
-}
 
 t.test('defaults: 127.0.0.1:9090, generated secret beside the state file', async (t) => {
   t.same(defaultConfig().api, { listen: '127.0.0.1:9090', secret: null, secretFile: null });
@@ -41,10 +32,7 @@ t.test('mistakes are reported with their field path', async (t) => {
     ['api: { secret: "a", secretFile: "/x" }\n', 'api.secretFile', /only read when api.secret is not set/],
     ['api: { lisen: "127.0.0.1:9090" }\n', 'api.lisen', /./],
   ] as const) {
-    const err = await loadConfig(file(t, text).path).then(
-      () => null,
-      (e: unknown) => e,
-    );
+    const err = await loadError(t, text);
     t.ok(isConfigError(err), `${text.trim()}: a config error`);
     if (isConfigError(err)) {
       t.equal(err.problems[0]!.path, path, `names ${path}`);

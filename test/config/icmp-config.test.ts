@@ -1,20 +1,9 @@
 /** The `icmp` section (echo forwarding): defaults, values, errors naming the field. */
 import t from 'tap';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { isConfigError } from '../../src/config/errors.js';
 import { loadConfig } from '../../src/config/load.js';
 import { defaultConfig } from '../../src/config/types.js';
+import { configFile as file, expectFieldErrors } from './config-file.js';
 import { describeChanges, planReload } from '../../src/config/reload-plan.js';
-
-function file(t: { teardown(fn: () => void): void }, text: string): string {
-  const dir = mkdtempSync(join(tmpdir(), 'sluice-icmp-'));
-  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
-  const f = join(dir, 'sluice.yaml');
-  writeFileSync(f, text);
-  return f;
-}
 
 t.test('defaults: forward, and unreachable for what cannot be forwarded (never a faked reply)', async (t) => {
   t.same(defaultConfig().icmp, { echo: 'forward', unforwardable: 'unreachable' });
@@ -24,18 +13,11 @@ t.test('defaults: forward, and unreachable for what cannot be forwarded (never a
 });
 
 t.test('a bad value or key is reported with its field path', async (t) => {
-  for (const [text, path] of [
+  await expectFieldErrors(t, [
     ['icmp: { echo: fake }\n', 'icmp.echo'],
     ['icmp: { unforwardable: forward }\n', 'icmp.unforwardable'],
     ['icmp: { ecko: reply }\n', 'icmp.ecko'],
-  ] as const) {
-    const err = await loadConfig(file(t, text)).then(
-      () => null,
-      (e: unknown) => e,
-    );
-    t.ok(isConfigError(err), `${text.trim()}: a config error`);
-    if (isConfigError(err)) t.equal(err.problems[0]!.path, path, `names ${path}: ${err.problems[0]!.message}`);
-  }
+  ]);
 });
 
 t.test('a reload applies icmp and says so', async (t) => {

@@ -1,20 +1,9 @@
 /** The `udp` section (NAT filtering, idle timeout, session cap): defaults, values, errors naming the field, the REQ-5 warning. */
 import t from 'tap';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { isConfigError } from '../../src/config/errors.js';
 import { loadConfig } from '../../src/config/load.js';
 import { defaultConfig } from '../../src/config/types.js';
+import { configFile as file, expectFieldErrors } from './config-file.js';
 import { configWarnings } from '../../src/config/warnings.js';
-
-function file(t: { teardown(fn: () => void): void }, text: string): string {
-  const dir = mkdtempSync(join(tmpdir(), 'sluice-udp-'));
-  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
-  const f = join(dir, 'sluice.yaml');
-  writeFileSync(f, text);
-  return f;
-}
 
 t.test('defaults: endpoint-independent, 300 s (RFC 4787 REQ-5 asks at least 120), 16384 sessions', async (t) => {
   const d = defaultConfig().udp;
@@ -26,19 +15,12 @@ t.test('defaults: endpoint-independent, 300 s (RFC 4787 REQ-5 asks at least 120)
 });
 
 t.test('a bad value or key is reported with its field path', async (t) => {
-  for (const [text, path] of [
+  await expectFieldErrors(t, [
     ['udp: { nat: full-cone }\n', 'udp.nat'],
     ['udp: { idleTimeout: 0 }\n', 'udp.idleTimeout'],
     ['udp: { maxSessions: "lots" }\n', 'udp.maxSessions'],
     ['udp: { idletimeout: 30 }\n', 'udp.idletimeout'],
-  ] as const) {
-    const err = await loadConfig(file(t, text)).then(
-      () => null,
-      (e: unknown) => e,
-    );
-    t.ok(isConfigError(err), `${text.trim()}: a config error`);
-    if (isConfigError(err)) t.equal(err.problems[0]!.path, path, `names ${path}: ${err.problems[0]!.message}`);
-  }
+  ]);
 });
 
 t.test('an idle timeout under 2 minutes is allowed, with a warning naming REQ-5', async (t) => {

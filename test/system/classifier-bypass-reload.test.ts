@@ -17,22 +17,13 @@ import path from 'node:path';
 import { readFileSync, writeFileSync } from 'node:fs';
 import type { Test } from 'tap';
 import { requireRoot, type Netns } from '../harness/netns.js';
-import { threeNamespaces, CLIENT_V4, CLIENT_V6, SERVER_V4, SERVER_V6 } from '../harness/topology.js';
-import { createLab, curl, describe, requireCommands, startWebServer, tempDir, TUN, type Engine } from '../fixtures/engine/lab.js';
-import { fullSnapshot, settle, startSluice } from './workstation.js';
+import { CLIENT_V4, CLIENT_V6, SERVER_V4, SERVER_V6 } from '../harness/topology.js';
+import { curl, describe, requireCommands, tempDir, type Engine } from '../fixtures/engine/lab.js';
+import { fullSnapshot, startSluice } from './workstation.js';
+import { gatewayConfig, gatewayLab, NO_RP_FILTER } from './gateway-lab.js';
 
 function config(mode: 'tun' | 'tproxy', bypass: string): string {
-  return `
-log: { level: info, format: json }
-tun: { name: ${TUN} }
-dns: { mode: real-ip, hijack: false }
-outbounds:
-  - { name: direct, type: direct }
-rules: []
-route: { table: 2022, priority: 9000 }
-gateway: { enabled: true, lan: [lan0], mode: ${mode} }
-classifier: { enabled: true, default: tun, bypass: [${bypass}] }
-`;
+  return gatewayConfig(mode, `classifier: { enabled: true, default: tun, bypass: [${bypass}] }\n`);
 }
 
 async function peer(client: Netns, host: string): Promise<string> {
@@ -59,11 +50,7 @@ async function check(t: Test, client: Netns, engine: Engine, kernel: string, ker
 async function run(t: Test, tag: string, mode: 'tun' | 'tproxy', ebpf: boolean): Promise<void> {
   const dir = tempDir(t, tag);
   const state = path.join(dir, 'state.json');
-  const lab = await createLab(t, tag);
-  const { client, gateway, server } = await threeNamespaces(lab);
-  await gateway.sh('sysctl -qw net.ipv4.ip_forward=0 net.ipv6.conf.all.forwarding=0 net.ipv4.conf.all.rp_filter=0 net.ipv4.conf.default.rp_filter=0');
-  await settle(gateway);
-  await startWebServer(t, server);
+  const { client, gateway } = await gatewayLab(t, tag, { sysctl: NO_RP_FILTER, web: true });
   const before = await fullSnapshot(gateway);
   const cfg = path.join(dir, 'sluice.yaml');
   const engine = await startSluice(t, gateway, dir, config(mode, '203.0.113.0/24'), state, ebpf ? {} : { SLUICE_BPF_OBJECT: path.join(dir, 'missing.o') });

@@ -29,6 +29,7 @@ import { requireRoot, type Netns } from '../harness/netns.js';
 import { threeNamespaces, CLIENT_V4, CLIENT_V6, SERVER_V4, SERVER_V6 } from '../harness/topology.js';
 import { createLab, curl, describe, requireCommands, startMicrosocks, startWebServer, tempDir, TUN, type Engine, type LogLine } from '../fixtures/engine/lab.js';
 import { fullSnapshot, linkPackets, settle, sluiceDown, startSluice } from './workstation.js';
+import { CONFIG_HEAD } from './gateway-lab.js';
 
 const DIRECT_V4 = '203.0.113.130';
 const DIRECT_V6 = '2001:db8:5::130';
@@ -37,13 +38,7 @@ const FAST = '203.0.113.128/25\n2001:db8:5::100/120\n';
 type Counters = Record<'kernel' | 'tun' | 'tproxy' | 'drop', { packets: number; bytes: number }>;
 
 function config(mode: 'tun' | 'tproxy', ruleSetFile: string): string {
-  return `
-log: { level: info, format: json }
-tun: { name: ${TUN} }
-dns: { mode: real-ip, hijack: false }
-outbounds:
-  - { name: direct, type: direct }
-  - { name: proxy, type: socks5, server: ${SERVER_V4}, port: 1080 }
+  return `${CONFIG_HEAD}  - { name: proxy, type: socks5, server: ${SERVER_V4}, port: 1080 }
 ruleSets:
   fast: { type: cidr, path: ${ruleSetFile} }
 rules:

@@ -25,9 +25,10 @@ import { execFileSync } from 'node:child_process';
 import { arch } from 'node:os';
 import type { Test } from 'tap';
 import { requireRoot, type Netns } from '../harness/netns.js';
-import { threeNamespaces, CLIENT_V4, SERVER_V4, SERVER_V6 } from '../harness/topology.js';
-import { createLab, curl, describe, requireCommands, startWebServer, tempDir, TUN, type Engine, type LogLine } from '../fixtures/engine/lab.js';
-import { fullSnapshot, linkPackets, settle, startSluice } from './workstation.js';
+import { CLIENT_V4, SERVER_V4, SERVER_V6 } from '../harness/topology.js';
+import { curl, describe, requireCommands, tempDir, TUN, type Engine, type LogLine } from '../fixtures/engine/lab.js';
+import { fullSnapshot, linkPackets, startSluice } from './workstation.js';
+import { gatewayConfig, gatewayLab, NO_RP_FILTER, startNodeScript } from './gateway-lab.js';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const FIXTURE = path.resolve(here, '../../../test/fixtures/old-kernel-classifier.c');
@@ -44,12 +45,7 @@ function oldKernelObject(dir: string): string {
 }
 
 async function lab(t: Test, tag: string): Promise<{ client: Netns; gateway: Netns; server: Netns }> {
-  const l = await createLab(t, tag);
-  const topo = await threeNamespaces(l);
-  await topo.gateway.sh('sysctl -qw net.ipv4.ip_forward=0 net.ipv6.conf.all.forwarding=0 net.ipv4.conf.all.rp_filter=0 net.ipv4.conf.default.rp_filter=0');
-  await settle(topo.gateway);
-  await startWebServer(t, topo.server);
-  return topo;
+  return gatewayLab(t, tag, { sysctl: NO_RP_FILTER, web: true });
 }
 
 function oneWarning(t: Test, engine: Engine, says: RegExp): void {
@@ -65,22 +61,9 @@ t.test('tproxy-ebpf on a kernel that refuses bpf_sk_assign: one warning with the
   const dir = tempDir(t, 'oldkrn');
   const object = oldKernelObject(dir);
   const { client, gateway, server } = await lab(t, 'oldkrnta');
-  const echo = server.spawn([process.execPath, '-e', UDP_ECHO], { env: { ...process.env, NODE_OPTIONS: '' } });
-  t.teardown(() => {
-    echo.kill('SIGTERM');
-  });
-  await new Promise<void>((resolve) => echo.stdout!.once('data', () => resolve()));
+  await startNodeScript(t, server, UDP_ECHO);
   const before = await fullSnapshot(gateway);
-  const yaml = `
-log: { level: info, format: json }
-tun: { name: ${TUN} }
-dns: { mode: real-ip, hijack: false }
-outbounds:
-  - { name: direct, type: direct }
-rules: []
-route: { table: 2022, priority: 9000 }
-gateway: { enabled: true, lan: [lan0], mode: tproxy-ebpf }
-`;
+  const yaml = gatewayConfig('tproxy-ebpf');
   const engine = await startSluice(t, gateway, dir, yaml, path.join(dir, 'state.json'), { SLUICE_BPF_OBJECT: object });
   oneWarning(t, engine, /eBPF socket assignment unavailable; falling back to nftables TPROXY/);
   t.match(engine.lines.find((l) => l.msg === 'gateway installed'), { mode: 'tproxy-ebpf', classifier: 'fallback' }, 'the gateway runs as tproxy');
@@ -108,17 +91,7 @@ t.test('classifier + gateway mode tun on a kernel that refuses the program: one 
   const object = oldKernelObject(dir);
   const { client, gateway } = await lab(t, 'oldkrncl');
   const before = await fullSnapshot(gateway);
-  const yaml = `
-log: { level: info, format: json }
-tun: { name: ${TUN} }
-dns: { mode: real-ip, hijack: false }
-outbounds:
-  - { name: direct, type: direct }
-rules: []
-route: { table: 2022, priority: 9000 }
-gateway: { enabled: true, lan: [lan0], mode: tun }
-classifier: { enabled: true, bypass: [203.0.113.0/24] }
-`;
+  const yaml = gatewayConfig('tun', 'classifier: { enabled: true, bypass: [203.0.113.0/24] }\n');
   const engine = await startSluice(t, gateway, dir, yaml, path.join(dir, 'state.json'), { SLUICE_BPF_OBJECT: object });
   oneWarning(t, engine, /eBPF classifier unavailable; falling back to policy routing alone/);
   t.equal(await gateway.sh('tc filter show dev lan0 ingress'), '', 'nothing attached at lan0');

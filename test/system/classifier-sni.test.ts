@@ -22,8 +22,9 @@ import path from 'node:path';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { requireRoot, type Netns } from '../harness/netns.js';
 import { threeNamespaces, SERVER_V4, SERVER_V6 } from '../harness/topology.js';
-import { createLab, requireCommands, selfSignedCert, startWebServer, tempDir, TUN, type Engine, type LogLine } from '../fixtures/engine/lab.js';
+import { createLab, requireCommands, selfSignedCert, startWebServer, tempDir, type Engine, type LogLine } from '../fixtures/engine/lab.js';
 import { startSluice } from './workstation.js';
+import { CONFIG_HEAD } from './gateway-lab.js';
 
 /** A TLS client whose first TCP segment holds only the first 12 bytes of its ClientHello (Nagle off, a pause between writes). */
 const SPLIT_HELLO = `
@@ -45,13 +46,7 @@ setTimeout(() => { console.error('timeout'); process.exit(3); }, 8000);
 type Sni = Record<'tlsAllowed' | 'tlsBlocked' | 'tlsUnseen' | 'httpAllowed' | 'httpBlocked' | 'httpUnseen' | 'quicUnseen' | 'resets', number>;
 
 function config(deniedFile: string): string {
-  return `
-log: { level: info, format: json }
-tun: { name: ${TUN} }
-dns: { mode: real-ip, hijack: false }
-outbounds:
-  - { name: direct, type: direct }
-  - { name: block, type: reject }
+  return `${CONFIG_HEAD}  - { name: block, type: reject }
 ruleSets:
   denied: { type: domain, path: ${deniedFile} }
 rules:

@@ -17,9 +17,10 @@
 import t from 'tap';
 import path from 'node:path';
 import { requireRoot, type Netns } from '../harness/netns.js';
-import { threeNamespaces, CLIENT_V4, SERVER_V4 } from '../harness/topology.js';
-import { createLab, requireCommands, tempDir, TUN } from '../fixtures/engine/lab.js';
-import { fullSnapshot, settle, startSluice } from './workstation.js';
+import { CLIENT_V4, SERVER_V4 } from '../harness/topology.js';
+import { requireCommands, tempDir } from '../fixtures/engine/lab.js';
+import { fullSnapshot, startSluice } from './workstation.js';
+import { gatewayConfig, gatewayLab, startNodeScript } from './gateway-lab.js';
 
 const PORT = 8088;
 
@@ -33,19 +34,6 @@ let got = ''; s.on('data', (d) => { got += d; }); s.on('end', () => { s.end(); c
 s.on('error', (e) => { console.error(e.code || e.message); process.exit(1); });
 setTimeout(() => { console.error('timeout'); process.exit(3); }, Number(process.argv[3]));
 `;
-
-function config(mode: string): string {
-  return `
-log: { level: info, format: json }
-tun: { name: ${TUN} }
-dns: { mode: real-ip, hijack: false }
-outbounds:
-  - { name: direct, type: direct }
-rules: []
-route: { table: 2022, priority: 9000 }
-gateway: { enabled: true, lan: [lan0], mode: ${mode} }
-`;
-}
 
 async function connectFrom(client: Netns, localPort: number, timeoutMs: number): Promise<{ code: number; out: string }> {
   const r = await client.exec([process.execPath, '-e', FIXED_PORT_CLIENT, SERVER_V4, String(localPort), String(timeoutMs)], { allowFail: true, timeoutMs: timeoutMs + 10_000, env: { ...process.env, NODE_OPTIONS: '' } });
@@ -62,19 +50,12 @@ t.test('gateway tproxy -> tun: reused client ports connect at once (TCP early de
   if (!requireRoot(t)) return;
   if (!requireCommands(t, ['ip', 'nft', 'ss'])) return;
   const dir = tempDir(t, 'gwswitch');
-  const lab = await createLab(t, 'gwswitch');
-  const { client, gateway, server } = await threeNamespaces(lab);
-  await gateway.sh('sysctl -qw net.ipv4.ip_forward=0 net.ipv6.conf.all.forwarding=0 net.ipv4.tcp_early_demux=1');
-  await settle(gateway);
-  const closer = server.spawn([process.execPath, '-e', CLOSER], { env: { ...process.env, NODE_OPTIONS: '' } });
-  t.teardown(() => {
-    closer.kill('SIGTERM');
-  });
-  await new Promise<void>((resolve) => closer.stdout!.once('data', () => resolve()));
+  const { client, gateway, server } = await gatewayLab(t, 'gwswitch', { sysctl: ['net.ipv4.tcp_early_demux=1'] });
+  await startNodeScript(t, server, CLOSER);
   const before = await fullSnapshot(gateway);
   const state = path.join(dir, 'state.json');
 
-  let engine = await startSluice(t, gateway, dir, config('tproxy'), state);
+  let engine = await startSluice(t, gateway, dir, gatewayConfig('tproxy'), state);
   t.equal((await gateway.sh('sysctl -n net.ipv4.tcp_early_demux')).trim(), '0', 'tproxy: tcp_early_demux is 0 while running');
   for (const port of [40100, 40101]) {
     const r = await connectFrom(client, port, 10_000);
@@ -84,7 +65,7 @@ t.test('gateway tproxy -> tun: reused client ports connect at once (TCP early de
   t.equal((await gateway.sh('sysctl -n net.ipv4.tcp_early_demux')).trim(), '1', 'restored to 1 on stop');
   t.ok((await timeWait(gateway, 40100)) && (await timeWait(gateway, 40101)), 'the gateway holds TIME-WAIT sockets with both 4-tuples');
 
-  engine = await startSluice(t, gateway, dir, config('tun'), state);
+  engine = await startSluice(t, gateway, dir, gatewayConfig('tun'), state);
   t.equal((await gateway.sh('sysctl -n net.ipv4.tcp_early_demux')).trim(), '0', 'tun: tcp_early_demux is 0 while running');
   t.ok(await timeWait(gateway, 40100), 'the TIME-WAIT socket of port 40100 is still there');
   const reused = await connectFrom(client, 40100, 8000);

@@ -18,15 +18,10 @@ import path from 'node:path';
 import { requireRoot, type Netns } from '../harness/netns.js';
 import { curl, describe, requireCommands, tempDir, TUN } from '../fixtures/engine/lab.js';
 import { linkPackets, startSluice, workstation, SERVER_V4 } from './workstation.js';
+import { CONFIG_HEAD } from './gateway-lab.js';
 
 function config(kernelPath: boolean): string {
-  return `
-log: { level: info, format: json }
-tun: { name: ${TUN} }
-dns: { mode: real-ip, hijack: false }
-outbounds:
-  - { name: direct, type: direct }
-rules:
+  return `${CONFIG_HEAD}rules:
   - { ipCidr: [203.0.113.0/24], outbound: direct }
 final: direct
 route: { auto: true, table: 2022, priority: 9000, kernelPath: ${kernelPath} }

@@ -18,34 +18,16 @@
 import t from 'tap';
 import path from 'node:path';
 import { requireRoot } from '../harness/netns.js';
-import { threeNamespaces, SERVER_V4, SERVER_V6 } from '../harness/topology.js';
-import { createLab, requireCommands, tempDir, TUN, type Engine, type LogLine } from '../fixtures/engine/lab.js';
-import { settle, startSluice } from './workstation.js';
+import { SERVER_V4, SERVER_V6 } from '../harness/topology.js';
+import { requireCommands, tempDir } from '../fixtures/engine/lab.js';
+import { startSluice } from './workstation.js';
 import { craftedPacket } from '../fixtures/ext-headers.js';
+import { assignCounters, gatewayConfig, gatewayLab, startNodeScript } from './gateway-lab.js';
 
-
-const CONFIG = `
-log: { level: info, format: json }
-tun: { name: ${TUN} }
-dns: { mode: real-ip, hijack: false }
-outbounds:
-  - { name: direct, type: direct }
-rules: []
-route: { table: 2022, priority: 9000 }
-gateway: { enabled: true, lan: [lan0], mode: tproxy-ebpf }
-`;
+const CONFIG = gatewayConfig('tproxy-ebpf');
 
 const UDP_ECHO = `const d = require('dgram'); let n = 0; for (const t of ['udp4', 'udp6']) { const s = d.createSocket({ type: t, ipv6Only: t === 'udp6' }); s.on('message', (m, r) => s.send(m, r.port, r.address)); s.bind(7000, () => { if (++n === 2) console.log('ready'); }); }`;
 
-type Assign = Record<'listener' | 'flow' | 'local' | 'noListener' | 'assignFailed' | 'unsupported', number>;
-
-async function assignCounters(engine: Engine): Promise<Assign> {
-  const n = engine.lines.length;
-  engine.proc.kill('SIGUSR2');
-  const line = await engine.waitFor<LogLine & { classifierAssign?: Assign }>((l) => l.msg === 'counters' && engine.lines.indexOf(l) >= n, 5000, 'a counters line');
-  if (line.classifierAssign === undefined) throw new Error(`no assignment counters in ${JSON.stringify(line)}`);
-  return line.classifierAssign;
-}
 
 
 
@@ -53,15 +35,8 @@ t.test('tproxy-ebpf: TCP and UDP behind IPv6 extension headers and IPv4 options 
   if (!requireRoot(t)) return;
   if (!requireCommands(t, ['ip', 'tc', '/usr/bin/python3'])) return;
   const dir = tempDir(t, 'tpebext');
-  const lab = await createLab(t, 'tpebextz');
-  const { client, gateway, server } = await threeNamespaces(lab);
-  await gateway.sh('sysctl -qw net.ipv4.ip_forward=0 net.ipv6.conf.all.forwarding=0');
-  await settle(gateway);
-  const echo = server.spawn([process.execPath, '-e', UDP_ECHO], { env: { ...process.env, NODE_OPTIONS: '' } });
-  t.teardown(() => {
-    echo.kill('SIGTERM');
-  });
-  await new Promise<void>((resolve) => echo.stdout!.once('data', () => resolve()));
+  const { client, gateway, server } = await gatewayLab(t, 'tpebextz');
+  await startNodeScript(t, server, UDP_ECHO);
   const engine = await startSluice(t, gateway, dir, CONFIG, path.join(dir, 'state.json'));
   t.match(await engine.waitFor((l) => l.msg === 'classifier attached' || /unavailable|could not be attached/.test(String(l.msg)), 10_000, 'the classifier line'), { msg: 'classifier attached' }, 'the TC program is attached');
 

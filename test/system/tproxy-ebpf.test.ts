@@ -21,18 +21,13 @@ import path from 'node:path';
 import { existsSync, writeFileSync } from 'node:fs';
 import type { Test } from 'tap';
 import { requireRoot, type Netns } from '../harness/netns.js';
-import { threeNamespaces, CLIENT_V4, CLIENT_V6, GATEWAY_WAN_V4, GATEWAY_WAN_V6, SERVER_V4, SERVER_V6 } from '../harness/topology.js';
-import { childEnv, createLab, curl, describe, Engine, requireCommands, SLUICE_BIN, startWebServer, tempDir, TUN, type LogLine } from '../fixtures/engine/lab.js';
-import { fullSnapshot, linkPackets, settle, sluiceDown, startSluice } from './workstation.js';
+import { CLIENT_V4, CLIENT_V6, GATEWAY_WAN_V4, GATEWAY_WAN_V6, SERVER_V4, SERVER_V6 } from '../harness/topology.js';
+import { childEnv, curl, describe, Engine, requireCommands, SLUICE_BIN, tempDir, TUN } from '../fixtures/engine/lab.js';
+import { fullSnapshot, linkPackets, sluiceDown, startSluice } from './workstation.js';
+import { assignCounters, CONFIG_HEAD, gatewayLab, startNodeScript } from './gateway-lab.js';
 
 function config(extra = ''): string {
-  return `
-log: { level: info, format: json }
-tun: { name: ${TUN} }
-dns: { mode: real-ip, hijack: false }
-outbounds:
-  - { name: direct, type: direct }
-  - { name: block, type: reject }
+  return `${CONFIG_HEAD}  - { name: block, type: reject }
 rules:
   - { inbound: tproxy, port: [8081], outbound: block }
 route: { table: 2022, priority: 9000 }
@@ -50,25 +45,11 @@ async function udpRoundTrip(client: Netns, host: string, family: 'udp4' | 'udp6'
 }
 
 async function lab(t: Test, tag: string): Promise<{ client: Netns; gateway: Netns; server: Netns }> {
-  const l = await createLab(t, tag);
-  const topo = await threeNamespaces(l);
-  await topo.gateway.sh('sysctl -qw net.ipv4.ip_forward=0 net.ipv6.conf.all.forwarding=0');
-  await settle(topo.gateway);
-  await startWebServer(t, topo.server);
-  const echo = topo.server.spawn([process.execPath, '-e', UDP_ECHO], { env: { ...process.env, NODE_OPTIONS: '' } });
-  await new Promise<void>((resolve) => echo.stdout!.once('data', () => resolve()));
+  const topo = await gatewayLab(t, tag, { web: true });
+  await startNodeScript(t, topo.server, UDP_ECHO);
   return topo;
 }
 
-type Assign = Record<'listener' | 'flow' | 'local' | 'noListener' | 'assignFailed' | 'unsupported', number>;
-
-async function assignCounters(engine: Engine): Promise<Assign> {
-  const n = engine.lines.length;
-  engine.proc.kill('SIGUSR2');
-  const line = await engine.waitFor<LogLine & { classifierAssign?: Assign }>((l) => l.msg === 'counters' && engine.lines.indexOf(l) >= n, 5000, 'a counters line');
-  if (line.classifierAssign === undefined) throw new Error(`no assignment counters in ${JSON.stringify(line)}`);
-  return line.classifierAssign;
-}
 
 /** curl over both families; returns the peers the server saw, checking each flow line. */
 async function curlBoth(t: Test, client: Netns, engine: Engine): Promise<string[]> {

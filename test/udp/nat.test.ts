@@ -7,10 +7,13 @@ import t from 'tap';
 import { EventEmitter } from 'node:events';
 import { UdpNat, newUdpNatCounters, type NatBinding, type NatSession, type UdpNatMode } from '../../src/udp/nat.js';
 import type { Outbound, Target, UdpAssociation, UdpCloseHandler, UdpMessageHandler } from '../../src/outbound/types.js';
+import { parseIp } from '../../src/wire/ip-address.js';
 
 class FakeSession extends EventEmitter implements NatSession {
   readonly got: string[] = [];
   closed = false;
+  readonly remoteBytes: Uint8Array;
+  readonly localBytes: Uint8Array;
   constructor(
     readonly table: Map<string, FakeSession>,
     readonly localAddress: string,
@@ -21,6 +24,8 @@ class FakeSession extends EventEmitter implements NatSession {
     readonly remotePort = 40000,
   ) {
     super();
+    this.remoteBytes = parseIp(remoteAddress)!;
+    this.localBytes = parseIp(localAddress) ?? new Uint8Array(4);
     table.set(`${localAddress}:${localPort}`, this);
   }
   send(data: Uint8Array): boolean {
