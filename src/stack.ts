@@ -267,6 +267,16 @@ export class Stack implements LinkReceiver, FlowHost, SegmentSink, StackDriver {
     if (!this.inBatch) this.scheduleFlush();
   }
 
+  /** StackDriver: the dirty list dispatches the flow again at the end of the batch (which then finds little due). */
+  dispatchNow(flow: TcpFlow): void {
+    const conn = flow.connection;
+    if (conn === null || this.closed) return;
+    const outer = this.currentFlow;
+    this.currentFlow = flow;
+    conn.dispatch(this.now, this);
+    this.currentFlow = outer;
+  }
+
   /** FlowHost */
   handshakeDone(flow: TcpFlow): void {
     this.forwarder.handshakeDone(flow);

@@ -27,6 +27,8 @@ export interface StackDriver {
   scheduleFlush(): void;
   /** Queues a flow for stream notifications and dispatch at the end of this turn. */
   markDirty(flow: TcpFlow): void;
+  /** Lets the flow's connection emit what is due now, inside a batch (an ACK owed for an out-of-order segment; TcpConnection.owesSackAck). */
+  dispatchNow(flow: TcpFlow): void;
   /** Reads the clock into `now` (for calls from the application, outside a turn). */
   refreshNow(): number;
 }

@@ -9,15 +9,28 @@
  * state grow.
  */
 const NO_RANGES = new Float64Array(0);
+const NO_FLAGS = new Uint8Array(0);
+
+/**
+ * Ranges remembered in the order they last changed (RFC 2018 4: the first
+ * block reports the segment that triggered the ACK, the others repeat the
+ * most recently reported ones). Eight: more than the three or four blocks
+ * an ACK has room for, so ranges opened in one batch of segments that gets
+ * one ACK are still reported on the next ones (see sackBlocks).
+ */
+const RECENT = 8;
 
 export class Assembler {
   /** Allocated on the first out-of-order segment: most connections never see one (issue 10: idle flows cost little). */
   private starts: Float64Array = NO_RANGES;
   private ends: Float64Array = NO_RANGES;
   private count = 0;
-  /** Range most recently extended, reported first in SACK (RFC 2018 4). */
-  private recentStart = -1;
-  private recentEnd = -1;
+  /** Ranges by recency (RECENT), most recently changed first; each equals one of the ranges. */
+  private recentStarts: Float64Array = NO_RANGES;
+  private recentEnds: Float64Array = NO_RANGES;
+  /** Whether recent range k has been in a SACK option since it last changed. */
+  private recentReported: Uint8Array = NO_FLAGS;
+  private recentCount = 0;
   refused = 0;
 
   constructor(readonly maxRanges: number) {}
@@ -39,6 +52,9 @@ export class Assembler {
     if (this.starts.length === 0) {
       this.starts = new Float64Array(this.maxRanges + 1);
       this.ends = new Float64Array(this.maxRanges + 1);
+      this.recentStarts = new Float64Array(RECENT);
+      this.recentEnds = new Float64Array(RECENT);
+      this.recentReported = new Uint8Array(RECENT);
     }
     let start = offset;
     let end = offset + len;
@@ -74,9 +90,31 @@ export class Assembler {
     }
     this.starts[i] = start;
     this.ends[i] = end;
-    this.recentStart = start;
-    this.recentEnd = end;
+    this.touch(start, end);
     return true;
+  }
+
+  /** [start, end) changed (new, extended or merged): first by recency, not yet reported; what it absorbed goes. */
+  private touch(start: number, end: number): void {
+    let w = 0;
+    for (let k = 0; k < this.recentCount; k++) {
+      const s = this.recentStarts[k]!;
+      if (s >= start && this.recentEnds[k]! <= end) continue; // merged into it
+      if (w === RECENT - 1) break; // the oldest falls off
+      this.recentStarts[w] = s;
+      this.recentEnds[w] = this.recentEnds[k]!;
+      this.recentReported[w] = this.recentReported[k]!;
+      w++;
+    }
+    for (let k = w; k > 0; k--) {
+      this.recentStarts[k] = this.recentStarts[k - 1]!;
+      this.recentEnds[k] = this.recentEnds[k - 1]!;
+      this.recentReported[k] = this.recentReported[k - 1]!;
+    }
+    this.recentStarts[0] = start;
+    this.recentEnds[0] = end;
+    this.recentReported[0] = 0;
+    this.recentCount = w + 1;
   }
 
   /**
@@ -101,11 +139,18 @@ export class Assembler {
       w++;
     }
     this.count = w;
-    if (this.recentEnd >= 0) {
-      this.recentStart -= delta;
-      this.recentEnd -= delta;
-      if (this.recentEnd <= 0) this.recentStart = this.recentEnd = -1;
+    // The same rebasing for the recency list; delivered ranges leave it.
+    w = 0;
+    for (let k = 0; k < this.recentCount; k++) {
+      const s = this.recentStarts[k]! - delta;
+      const e = this.recentEnds[k]! - delta;
+      if (e <= 0 || s <= 0) continue;
+      this.recentStarts[w] = s;
+      this.recentEnds[w] = e;
+      this.recentReported[w] = this.recentReported[k]!;
+      w++;
     }
+    this.recentCount = w;
     return extra;
   }
 
@@ -140,27 +185,38 @@ export class Assembler {
 
   /**
    * Writes up to `max` SACK blocks as absolute sequence numbers given
-   * RCV.NXT; the most recently changed range first, then the others in
-   * ascending order. Returns the block count.
+   * RCV.NXT (RFC 2018 4): the most recently changed range first (it holds
+   * the segment that triggered the ACK), then ranges that changed and were
+   * never reported, then the most recently reported ones, newest first;
+   * other ranges fill what room is left, lowest first. Reporting the lowest
+   * ranges every time instead (as before) hid every range above the third
+   * from the sender when loss left many holes: its RACK then took the data
+   * there for lost and sent it again. Returns the block count.
    */
   sackBlocks(rcvNxt: number, left: Uint32Array, right: Uint32Array, max: number): number {
     let n = 0;
-    let recentIndex = -1;
-    if (this.recentEnd > 0) {
-      for (let k = 0; k < this.count; k++) {
-        if (this.starts[k]! <= this.recentStart && this.ends[k]! >= this.recentEnd) {
-          recentIndex = k;
-          break;
-        }
-      }
-    }
-    if (recentIndex >= 0 && n < max) {
-      left[n] = (rcvNxt + this.starts[recentIndex]!) >>> 0;
-      right[n] = (rcvNxt + this.ends[recentIndex]!) >>> 0;
+    const rc = this.recentCount;
+    /** Bit k: recent range k is in this option. */
+    let used = 0;
+    if (rc > 0 && max > 0) {
+      left[n] = (rcvNxt + this.recentStarts[0]!) >>> 0;
+      right[n] = (rcvNxt + this.recentEnds[0]!) >>> 0;
+      used = 1;
       n++;
     }
+    // First the never reported, then the others.
+    for (let pass = 0; pass < 2; pass++) {
+      for (let k = 1; k < rc && n < max; k++) {
+        if ((used & (1 << k)) !== 0 || (pass === 0 && this.recentReported[k] !== 0)) continue;
+        left[n] = (rcvNxt + this.recentStarts[k]!) >>> 0;
+        right[n] = (rcvNxt + this.recentEnds[k]!) >>> 0;
+        used |= 1 << k;
+        n++;
+      }
+    }
+    for (let k = 0; k < rc; k++) if ((used & (1 << k)) !== 0) this.recentReported[k] = 1;
     for (let k = 0; k < this.count && n < max; k++) {
-      if (k === recentIndex) continue;
+      if (this.isRecent(this.starts[k]!)) continue;
       left[n] = (rcvNxt + this.starts[k]!) >>> 0;
       right[n] = (rcvNxt + this.ends[k]!) >>> 0;
       n++;
@@ -168,9 +224,14 @@ export class Assembler {
     return n;
   }
 
+  private isRecent(start: number): boolean {
+    for (let k = 0; k < this.recentCount; k++) if (this.recentStarts[k] === start) return true;
+    return false;
+  }
+
   clear(): void {
     this.count = 0;
-    this.recentStart = this.recentEnd = -1;
+    this.recentCount = 0;
   }
 
   private removeFirst(): void {

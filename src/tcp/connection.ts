@@ -198,6 +198,11 @@ export class TcpConnection extends TcpOutput {
     return this.recovery.lostRetransmits;
   }
 
+  /** An ACK for an out-of-order (or hole-filling) segment is owed and must go before the next segment is processed. */
+  get owesSackAck(): boolean {
+    return this.sackAckOwed;
+  }
+
   /** In fast recovery or in the loss state after a timeout. */
   get inRecovery(): boolean {
     return this.recovery.state !== 'open';
@@ -501,7 +506,7 @@ export class TcpConnection extends TcpOutput {
     const gap = seqSub(seq, this.rcvNxt);
     if (gap === 0) {
       // RFC 5681 4.2: a segment that fills all or part of a hole is ACKed at once.
-      if (!this.ooo.isEmpty) this.ackNow = true;
+      if (!this.ooo.isEmpty) this.ackNow = this.sackAckOwed = true;
       const n = this.recvRing.write(payload, off, len);
       if (n === 0) {
         this.ackNow = true;
@@ -529,7 +534,7 @@ export class TcpConnection extends TcpOutput {
     if (n <= 0 || this.ooo.covers(gap, n) || !this.ooo.add(gap, n) || !this.recvRing.writeAt(gap, payload, off, n)) {
       if (n > 0 && !this.ooo.covers(gap, n)) this.outOfOrderDrops++;
     }
-    this.ackNow = true;
+    this.ackNow = this.sackAckOwed = true;
   }
 
   private receiveFin(now: number): void {

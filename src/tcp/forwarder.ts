@@ -266,6 +266,8 @@ export class TcpForwarder implements TcpCounterSource {
     if (flow !== null) {
       const conn = flow.connection;
       if (conn !== null) {
+        // RFC 5681 4.2: the previous segment's out-of-order ACK goes first (output.ts sackAckOwed).
+        if (conn.owesSackAck) d.dispatchNow(flow);
         conn.process(d.now, seg, p.l4buf, seg.payloadOffset, seg.payloadLength);
         d.markDirty(flow);
         return;

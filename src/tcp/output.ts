@@ -132,6 +132,16 @@ export abstract class TcpOutput {
 
   // Pending work for dispatch
   protected ackNow = false;
+  /**
+   * The ACK owed reports a change of the out-of-order state (a segment
+   * placed above a hole, or one filling a hole): RFC 5681 4.2 wants it sent
+   * for that segment, not merged with the next one's. The driver sends it
+   * before it gives this connection its next segment (the forwarder's
+   * input), so a batch of segments read from the TUN at once gets one ACK
+   * per out-of-order segment, each SACK option led by the range that segment
+   * changed (RFC 2018 4), as a kernel receiver sends them.
+   */
+  protected sackAckOwed = false;
   protected synPending = false;
   protected rstPending = false;
   protected challengePending = false;
@@ -729,6 +739,7 @@ export abstract class TcpOutput {
   protected afterEmit(): void {
     this.segmentsOut++;
     this.ackNow = false;
+    this.sackAckOwed = false;
     this.delayedAckAt = Infinity;
     this.segmentsSinceAck = 0;
   }
