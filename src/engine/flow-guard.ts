@@ -65,48 +65,68 @@ export interface ErrorSource {
   afterFlow?: string;
 }
 
+/** A flow's ends as its guard names them (FlowInfo is one): the text is built only when an error needs it (issue 10: no per-flow strings while idle). */
+export interface FlowSubject {
+  readonly network: string;
+  readonly inbound: string;
+  readonly src: string;
+  readonly dst: string;
+}
+
+/** What a guard tears down: a stream or socket (destroyed), or a function. */
+export type Closer = (() => void) | { destroy(): unknown };
+
+function runCloser(c: Closer): void {
+  try {
+    if (typeof c === 'function') c();
+    else c.destroy();
+  } catch {
+    // tearing down a failed flow: nothing more to do
+  }
+}
+
 export class FlowGuard {
   failed = false;
   /** The flow ended normally (logged): later errors in its context are not its failure. */
   ended = false;
-  private readonly closers: Array<() => void> = [];
+  /** Made on the first own() (most flows hold one to three). */
+  private closers: Closer[] | null = null;
 
   constructor(
-    /** "tcp tun 192.0.2.2:1234 -> 203.0.113.2:80", for the log line. */
-    readonly what: string,
+    /** A fixed name, or the flow whose ends make it (see `what`). */
+    private readonly subject: string | FlowSubject,
     private readonly onFail: (guard: FlowGuard, err: unknown) => void,
   ) {}
 
-  /** Something to close should the flow fail (run in order; their own errors are ignored). */
-  own(close: () => void): void {
+  /** "tcp tun 192.0.2.2:1234 -> 203.0.113.2:80", for the log line. */
+  get what(): string {
+    const s = this.subject;
+    return typeof s === 'string' ? s : `${s.network} ${s.inbound} ${s.src} -> ${s.dst}`;
+  }
+
+  /** Something to close should the flow fail (run in order; their own errors are ignored): a function, or a stream to destroy (no closure per flow). */
+  own(close: Closer): void {
     if (this.failed) {
-      try {
-        close();
-      } catch {
-        // tearing down a failed flow: nothing more to do
-      }
+      runCloser(close);
       return;
     }
-    this.closers.push(close);
+    if (this.closers === null) this.closers = [close];
+    else this.closers.push(close);
   }
 
   /** The flow ended normally: its closers are dropped, and later errors in its context are reported, not routed to it. */
   end(): void {
     this.ended = true;
-    this.closers.length = 0;
+    this.closers = null;
   }
 
   /** Ends the flow because its handling threw `err` (once). */
   fail(err: unknown): void {
     if (this.failed) return;
     this.failed = true;
-    for (const close of this.closers.splice(0)) {
-      try {
-        close();
-      } catch {
-        // tearing down a failed flow: nothing more to do
-      }
-    }
+    const closers = this.closers;
+    this.closers = null;
+    if (closers !== null) for (const close of closers) runCloser(close);
     this.onFail(this, err);
   }
 

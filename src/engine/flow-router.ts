@@ -151,7 +151,7 @@ export class FlowRouter {
   private flowInfo(network: 'tcp' | 'udp', inbound: 'tun' | 'tproxy', e: FlowEnds): FlowInfo {
     const src = hostPort(e.remoteAddress, e.remotePort);
     const dst = hostPort(e.localAddress, e.localPort);
-    return {
+    const info: FlowInfo = {
       id: newFlowId(),
       network,
       inbound,
@@ -177,13 +177,15 @@ export class FlowRouter {
       started: Date.now(),
       bytes: null,
       killed: false,
-      guard: new FlowGuard(`${network} ${inbound} ${src} -> ${dst}`, this.h.onFlowFailed),
+      guard: null as unknown as FlowGuard, // set below: it names the flow from its ends (no text per flow until an error)
       end: null,
       shutdown: false,
       closeOrderly: null,
       logged: false,
       match: null,
     };
+    info.guard = new FlowGuard(info, this.h.onFlowFailed);
+    return info;
   }
 
   /**
@@ -261,7 +263,7 @@ export class FlowRouter {
       return this.routeBeforeAccept(req, info);
     }
     const stream = req.accept();
-    info.guard.own(() => stream.destroy());
+    info.guard.own(stream);
     stream.on('error', () => {});
     info.end = () => stream.destroy();
     this.sniffThenRoute(stream, req, info);
@@ -284,26 +286,7 @@ export class FlowRouter {
     };
     if (this.h.debug) this.h.log.debug({ src: info.src, dst: info.dst, host, outbound: outbound.name, beforeAccept: true }, 'dial start');
     this.dialTcp(outbound, host, req.localPort, ac.signal, req).then(
-      (upstream) => {
-        info.guard.own(() => upstream.destroy());
-        setChain(info, chainOf(upstream));
-        let stream: TcpStream;
-        try {
-          stream = req.accept();
-        } catch {
-          upstream.destroy(); // the client gave up meanwhile
-          return this.logFlow(info, { bytesUp: 0, bytesDown: 0, close: 'client gone before connect' });
-        }
-        info.guard.own(() => stream.destroy());
-        info.end = () => {
-          stream.destroy();
-          upstream.destroy();
-        };
-        this.observeName(stream, req.localPort, info);
-        info.remoteDestination = remoteOf(upstream);
-        info.closeOrderly = () => shutdownRelay(stream);
-        info.bytes = relay(stream, upstream, [], (r) => this.logFlow(info, r));
-      },
+      (upstream) => this.relayDialled(req, info, upstream),
       (err: unknown) => {
         this.h.counters.upstreamFailures++;
         if (this.h.debug) this.h.log.debug({ src: info.src, dst: info.dst, host, outbound: outbound.name, err: (err as Error).message }, 'dial failed');
@@ -320,13 +303,41 @@ export class FlowRouter {
   }
 
   /**
+   * The dial of routeBeforeAccept succeeded: accept and relay. A method of
+   * its own, so the flow's closures do not hold the dial's context (its
+   * AbortController, issue 10).
+   */
+  private relayDialled(req: TcpFlowRequest, info: FlowInfo, upstream: Duplex): void {
+    info.guard.own(upstream);
+    setChain(info, chainOf(upstream));
+    let stream: TcpStream;
+    try {
+      stream = req.accept();
+    } catch {
+      upstream.destroy(); // the client gave up meanwhile
+      return this.logFlow(info, { bytesUp: 0, bytesDown: 0, close: 'client gone before connect' });
+    }
+    info.guard.own(stream);
+    info.end = () => {
+      stream.destroy();
+      upstream.destroy();
+    };
+    this.observeName(stream, req.localPort, info);
+    info.remoteDestination = remoteOf(upstream);
+    info.closeOrderly = () => shutdownRelay(stream);
+    info.bytes = relay(stream, upstream, [], (r) => this.logFlow(info, r));
+  }
+
+  /**
    * The routing decision is made; still read the name and protocol from the
    * first bytes as they pass, for the flow log (no delay, no copy).
    */
   private observeName(stream: TcpStream, dstPort: number, info: FlowInfo): void {
     if (!this.h.log.isLevelEnabled('info')) return;
-    const sniffer = new FlowSniffer({ maxBytes: this.config.sniff.maxBytes, dstPort });
+    // Made on the first bytes: an idle flow holds no sniffer state (issue 10).
+    let sniffer: FlowSniffer | null = null;
     const onData = (c: Buffer): void => {
+      sniffer ??= new FlowSniffer({ maxBytes: this.config.sniff.maxBytes, dstPort });
       const r = sniffer.push(c);
       if (r.kind === 'need-more') return;
       stream.off('data', onData);
@@ -412,7 +423,7 @@ export class FlowRouter {
     if (this.h.debug) this.h.log.debug({ src: info.src, dst: info.dst, host, outbound: outbound.name, beforeAccept: false }, 'dial start');
     this.dialTcp(outbound, host, req.localPort, ac.signal, req).then(
       (upstream) => {
-        info.guard.own(() => upstream.destroy());
+        info.guard.own(upstream);
         setChain(info, chainOf(upstream));
         stream.off('close', onClose);
         if (stream.destroyed) {
@@ -539,7 +550,7 @@ export class FlowRouter {
   }
 
   private serveDnsOverTcp(stream: Duplex, info: FlowInfo, dns: DnsHijack): void {
-    info.guard.own(() => stream.destroy());
+    info.guard.own(stream);
     const reader = new TcpFrameReader();
     const r: RelayResult = { bytesUp: 0, bytesDown: 0, close: 'fin' };
     info.bytes = r;
@@ -836,7 +847,7 @@ export class FlowRouter {
     this.h.flows.add(info);
     info.end = () => socket.destroy();
     if (this.h.debug) this.h.log.debug({ network: 'tcp', inbound: 'tproxy', src: info.src, dst: info.dst }, 'flow accepted');
-    info.guard.own(() => socket.destroy());
+    info.guard.own(socket);
     info.guard.run(() => this.routeTransparent(socket, ends, info));
   }
 

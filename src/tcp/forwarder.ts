@@ -166,6 +166,9 @@ class FlowRequest implements TcpFlowRequest {
 
   accept(): TcpStream {
     this.decide('accept');
+    // Decided: nothing cancels it now (`cancelled` is for undecided flows),
+    // so an accepted flow holds no controller while it lives (issue 10).
+    this.controller = null;
     return this.forwarder.acceptFlow(this.flow);
   }
 

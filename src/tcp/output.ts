@@ -53,6 +53,8 @@ export function createLossRecovery(sack: boolean, config: TcpConfig, cc: Congest
  */
 export const WINDOW_UPDATE_RESENDS = 6;
 
+const SCRATCH_REPR = newTcpRepr();
+
 export abstract class TcpOutput {
   protected st: TcpState;
   readonly config: TcpConfig;
@@ -175,7 +177,13 @@ export abstract class TcpOutput {
   outOfOrderDrops = 0;
   challengeAcks = 0;
 
-  protected readonly out = newTcpRepr();
+  /**
+   * The segment being built: one scratch for every connection of the thread
+   * (each segment is filled from scratch and handed to the sink, which
+   * copies what it keeps, before the next is built), not two Uint32Arrays
+   * of SACK blocks per connection (issue 10: idle flows).
+   */
+  protected readonly out = SCRATCH_REPR;
   /** This connection as its sink and owner see it (TcpConnection is the only subclass). */
   protected readonly self: TcpConnection;
 
