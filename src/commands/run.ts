@@ -183,10 +183,21 @@ async function run(argv: string[], io: CommandIo, takeEarlySignal: () => string 
     void reload().catch((err: unknown) => log.error({ err: (err as Error).message }, 'reload failed; the running configuration stays'));
   };
   const onUsr2 = (): void => {
-    if (running === null) return;
-    // The same object the control plane serves (src/system/classifier-run.ts).
-    const cs = classifierStatus();
-    log.info({ ...running.counters, stack: running.stack.stats.drops, classifier: cs?.actions, classifierAssign: cs?.assign ?? undefined, classifierSni: cs?.sni ?? undefined }, 'counters');
+    const e = running;
+    if (e === null) return;
+    // tun.queues > 1: every worker's counters, fresh, added to this thread's.
+    void allCounters(e).then((c) => {
+      // The same object the control plane serves (src/system/classifier-run.ts).
+      const cs = classifierStatus();
+      log.info({ ...c.engine, stack: c.stack.drops, classifier: cs?.actions, classifierAssign: cs?.assign ?? undefined, classifierSni: cs?.sni ?? undefined }, 'counters');
+    });
+  };
+  /** The engine's counters, stack drops and ICMP counters; with worker threads, summed over them after a fresh report from each. */
+  const allCounters = async (e: Engine): Promise<{ engine: Record<string, unknown>; stack: Engine['stack']['stats']; icmp: ReturnType<Engine['icmpCounters']> }> => {
+    const w = workers;
+    if (w === null) return { engine: e.counters as unknown as Record<string, unknown>, stack: e.stack.stats, icmp: e.icmpCounters() };
+    await w.refresh();
+    return w.counters();
   };
   process.on('SIGHUP', onHup);
   process.on('SIGUSR2', onUsr2);
@@ -247,7 +258,7 @@ async function run(argv: string[], io: CommandIo, takeEarlySignal: () => string 
     const e = engine;
     const device = tun;
     const tunStats = (): ReturnType<TunDevice['stats']> => workers?.pool.tunStats() ?? device.stats();
-    startObserve({ engine: e, link, tun: tunStats, classifier: () => classifier, api: api !== null, metricsServer, stack: () => workers?.stackStats() ?? e.stack.stats });
+    startObserve({ engine: e, link, tun: tunStats, classifier: () => classifier, api: api !== null, metricsServer, stack: () => workers?.stackStats() ?? e.stack.stats, dnsTally: () => (workers !== null ? workers.dnsTally() : (e.dnsServer?.queryTally ?? null)) });
     life.defer('accept', 'engine intake', () => e.stopAccepting());
     // The workers end their flows and stop before this thread's engine and before the TUN's fds close.
     if (queues.queues > 1) life.defer('flows', 'workers', () => workers?.stop());
@@ -256,7 +267,7 @@ async function run(argv: string[], io: CommandIo, takeEarlySignal: () => string 
     await engine.start();
     life.check();
     if (queues.queues > 1) {
-      workers = await startWorkers({ engine: e, device: tun, config, log, tap, selectionsPath: join(dirname(statePath), 'groups.json'), queues });
+      workers = await startWorkers({ engine: e, device: tun, config, log, tap, selectionsPath: join(dirname(statePath), 'groups.json'), queues, captureLink: link });
       life.check();
     }
     if (config.route.auto) {
@@ -326,7 +337,8 @@ async function run(argv: string[], io: CommandIo, takeEarlySignal: () => string 
   sdNotify(`READY=1\nSTATUS=serving on ${tun.name}`, log);
   const signal = await life.untilSignal();
   sdNotify('STOPPING=1', log);
-  log.info({ signal, ...engine.counters, openFlows: engine.openFlows, stack: engine.stack.stats.drops, icmp: engine.icmpCounters(), classifier: classifierCounters() ?? undefined }, 'stopping');
+  const final = await allCounters(engine);
+  log.info({ signal, ...final.engine, openFlows: engine.openFlows, stack: final.stack.drops, icmp: final.icmp, classifier: classifierCounters() ?? undefined }, 'stopping');
   process.off('SIGUSR2', onUsr2);
   const code = await life.stop();
   process.off('SIGHUP', onHup);

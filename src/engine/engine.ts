@@ -132,6 +132,8 @@ export interface EngineOptions {
   snoop?: DnsSnoop | null;
   /** Worker threads: a registry that also reports each flow to the main thread's view. */
   flows?: FlowRegistry<FlowRecord>;
+  /** false (worker threads): url rule sets are not downloaded here; the main thread downloads them and hands the entries over (replaceRuleSet). */
+  ruleSetDownloads?: boolean;
 }
 
 /** Group health and choice changes, one log line each. */
@@ -259,6 +261,7 @@ export class Engine {
     this.remote = new RemoteRuleSets({
       log,
       dir: options.ruleSetDir ?? null,
+      downloads: options.ruleSetDownloads ?? true,
       outbound: (name) => this.rt.outbounds.get(name),
       apply: (name, entries, type) => this.replaceRuleSet(name, entries, type),
     });
