@@ -59,6 +59,7 @@ import { dirname, join } from 'node:path';
 import { tunQueues } from '../workers/queues.js';
 import { NullLink } from '../workers/queue-link.js';
 import { startWorkers, type RunningWorkers } from '../workers/run-workers.js';
+import { newDialTable, SharedDialTable } from '../workers/shared-dials.js';
 
 export const RUN_USAGE = `Usage: sluice run [--config FILE] [--state FILE]
 
@@ -253,7 +254,9 @@ async function run(argv: string[], io: CommandIo, takeEarlySignal: () => string 
     // log.level trace: every packet in and out, with its drop reason (zero cost otherwise: not inserted).
     const tracer = log.isLevelEnabled('trace') ? new PacketTracer(link, log) : null;
     const engineLink = queues.queues > 1 ? new NullLink(tun.name, tun.mtu, tun.vnetHdr, tun.offloads) : (tracer ?? link);
-    engine = new Engine(config, engineLink, log, { selectionsPath: join(dirname(statePath), 'groups.json'), ruleSetDir: join(dirname(statePath), 'rulesets') });
+    // limits.dials / dialsPerSource hold over every engine (the workers' and this one's TPROXY flows).
+    const dialTable = queues.queues > 1 ? newDialTable(config.limits.dials) : null;
+    engine = new Engine(config, engineLink, log, { selectionsPath: join(dirname(statePath), 'groups.json'), ruleSetDir: join(dirname(statePath), 'rulesets'), dialTable: dialTable === null ? null : new SharedDialTable(dialTable) });
     if (tracer !== null) engine.stack.observeDrops(tracer);
     const e = engine;
     const device = tun;
@@ -267,7 +270,7 @@ async function run(argv: string[], io: CommandIo, takeEarlySignal: () => string 
     await engine.start();
     life.check();
     if (queues.queues > 1) {
-      workers = await startWorkers({ engine: e, device: tun, config, log, tap, selectionsPath: join(dirname(statePath), 'groups.json'), queues, captureLink: link });
+      workers = await startWorkers({ engine: e, device: tun, config, log, tap, selectionsPath: join(dirname(statePath), 'groups.json'), queues, captureLink: link, dialTable: dialTable! });
       life.check();
     }
     if (config.route.auto) {

@@ -65,6 +65,8 @@ export interface WorkerPoolOptions {
   currentConfig?: () => SluiceConfig;
   /** The main thread's metrics (Engine.observer, DnsHijack.onUpstream): the workers' events are replayed into them; null when nothing serves metrics. */
   observer?: () => { engine: EngineObserver | null; dnsUpstream: ((seconds: number, ok: boolean) => void) | null };
+  /** The dials in progress of every engine (shared-dials.ts; the main engine uses it too). */
+  dialTable: SharedArrayBuffer;
   /** The main thread's capture link: its captures run in every worker, their records merged into the main thread's capture. */
   captureLink?: CaptureLink;
   log: Logger;
@@ -204,6 +206,7 @@ export class WorkerPool {
       fakeIpWake: wake.port2,
       selectionsPath: this.o.selectionsPath,
       observe: this.o.observer !== undefined && this.o.observer().engine !== null,
+      dialTable: this.o.dialTable,
     };
     const w = new Worker(new URL('./worker-main.js', import.meta.url), { workerData: data, transferList: [wake.port2], stdout: false, stderr: false });
     slot.worker = w;

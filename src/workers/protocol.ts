@@ -27,6 +27,8 @@ export interface WorkerStart {
   selectionsPath: string | null;
   /** The main thread serves metrics: the worker records its engine's flow ends, dials, sniffs and DNS upstream lookups for them. */
   observe: boolean;
+  /** The dials in progress of every engine (shared-dials.ts), for limits.dials / dialsPerSource. */
+  dialTable: SharedArrayBuffer;
 }
 
 /** A capture the main thread runs (a CaptureLink capture): the worker captures its own queue with the same filter and sends the pcap records. */

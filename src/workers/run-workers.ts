@@ -58,6 +58,8 @@ export interface StartWorkersOptions {
   queues: QueueChoice;
   /** The main thread's capture link (its captures run in every worker). */
   captureLink: CaptureLink;
+  /** The dials table the main engine was made with (shared-dials.ts). */
+  dialTable: SharedArrayBuffer;
 }
 
 /** The configuration a worker runs: the main thread saves the fake-IP pool. */
@@ -75,6 +77,7 @@ export async function startWorkers(o: StartWorkersOptions): Promise<RunningWorke
     currentConfig: () => workerConfig(engine.activeConfig),
     observer: () => ({ engine: engine.observer, dnsUpstream: engine.dnsServer?.onUpstream ?? null }),
     captureLink: o.captureLink,
+    dialTable: o.dialTable,
     log,
     tap: o.tap,
     fakeIp: engine.fakeIpPool,

@@ -23,6 +23,7 @@ import { FlowRegistry, type FlowBytes, type FlowRecord, type RoutingMode } from 
 import { refuseGlobalDispatch } from '../outbound/agent.js';
 import { MainChannel, RemoteDnsSnoop, RemoteFakeIpPool } from './fake-ip-channel.js';
 import { QueueLink } from './queue-link.js';
+import { SharedDialTable } from './shared-dials.js';
 import { CaptureLink, type Capture } from '../link/capture.js';
 import { snapFlow, type FlowSnap, type MainToWorker, type ObservedEvent, type WorkerReport, type WorkerStart, type WorkerToMain } from './protocol.js';
 import type { EndedFlow, EngineObserver, SniffOutcome } from '../engine/observer.js';
@@ -110,7 +111,7 @@ function main(): void {
       : null;
   // The same condition as the engine's own snoop table (engine.ts): the main thread has one exactly then.
   const snoop = config.dns.mode === 'real-ip' || config.dns.fakeIp.filter.length > 0 ? new RemoteDnsSnoop(channel) : null;
-  const engine = new Engine(config, link, log, { selectionsPath: start.selectionsPath, ruleSetDir: null, fakeIpPool: pool, snoop, flows, ruleSetDownloads: false });
+  const engine = new Engine(config, link, log, { selectionsPath: start.selectionsPath, ruleSetDir: null, fakeIpPool: pool, snoop, flows, ruleSetDownloads: false, dialTable: new SharedDialTable(start.dialTable) });
   let stopping = false;
   const send = (m: WorkerToMain, transfer?: ArrayBuffer[]): void => port.postMessage(m, transfer);
   let quick: NodeJS.Immediate | null = null;
