@@ -59,6 +59,7 @@ import { dirname, join } from 'node:path';
 import { tunQueues } from '../workers/queues.js';
 import { NullLink } from '../workers/queue-link.js';
 import { startWorkers, type RunningWorkers } from '../workers/run-workers.js';
+import { newDialTable, SharedDialTable } from '../workers/shared-dials.js';
 
 export const RUN_USAGE = `Usage: sluice run [--config FILE] [--state FILE]
 
@@ -183,10 +184,21 @@ async function run(argv: string[], io: CommandIo, takeEarlySignal: () => string 
     void reload().catch((err: unknown) => log.error({ err: (err as Error).message }, 'reload failed; the running configuration stays'));
   };
   const onUsr2 = (): void => {
-    if (running === null) return;
-    // The same object the control plane serves (src/system/classifier-run.ts).
-    const cs = classifierStatus();
-    log.info({ ...running.counters, stack: running.stack.stats.drops, classifier: cs?.actions, classifierAssign: cs?.assign ?? undefined, classifierSni: cs?.sni ?? undefined }, 'counters');
+    const e = running;
+    if (e === null) return;
+    // tun.queues > 1: every worker's counters, fresh, added to this thread's.
+    void allCounters(e).then((c) => {
+      // The same object the control plane serves (src/system/classifier-run.ts).
+      const cs = classifierStatus();
+      log.info({ ...c.engine, stack: c.stack.drops, classifier: cs?.actions, classifierAssign: cs?.assign ?? undefined, classifierSni: cs?.sni ?? undefined }, 'counters');
+    });
+  };
+  /** The engine's counters, stack drops and ICMP counters; with worker threads, summed over them after a fresh report from each. */
+  const allCounters = async (e: Engine): Promise<{ engine: Record<string, unknown>; stack: Engine['stack']['stats']; icmp: ReturnType<Engine['icmpCounters']> }> => {
+    const w = workers;
+    if (w === null) return { engine: e.counters as unknown as Record<string, unknown>, stack: e.stack.stats, icmp: e.icmpCounters() };
+    await w.refresh();
+    return w.counters();
   };
   process.on('SIGHUP', onHup);
   process.on('SIGUSR2', onUsr2);
@@ -242,12 +254,14 @@ async function run(argv: string[], io: CommandIo, takeEarlySignal: () => string 
     // log.level trace: every packet in and out, with its drop reason (zero cost otherwise: not inserted).
     const tracer = log.isLevelEnabled('trace') ? new PacketTracer(link, log) : null;
     const engineLink = queues.queues > 1 ? new NullLink(tun.name, tun.mtu, tun.vnetHdr, tun.offloads) : (tracer ?? link);
-    engine = new Engine(config, engineLink, log, { selectionsPath: join(dirname(statePath), 'groups.json'), ruleSetDir: join(dirname(statePath), 'rulesets') });
+    // limits.dials / dialsPerSource hold over every engine (the workers' and this one's TPROXY flows).
+    const dialTable = queues.queues > 1 ? newDialTable(config.limits.dials) : null;
+    engine = new Engine(config, engineLink, log, { selectionsPath: join(dirname(statePath), 'groups.json'), ruleSetDir: join(dirname(statePath), 'rulesets'), dialTable: dialTable === null ? null : new SharedDialTable(dialTable) });
     if (tracer !== null) engine.stack.observeDrops(tracer);
     const e = engine;
     const device = tun;
     const tunStats = (): ReturnType<TunDevice['stats']> => workers?.pool.tunStats() ?? device.stats();
-    startObserve({ engine: e, link, tun: tunStats, classifier: () => classifier, api: api !== null, metricsServer, stack: () => workers?.stackStats() ?? e.stack.stats });
+    startObserve({ engine: e, link, tun: tunStats, classifier: () => classifier, api: api !== null, metricsServer, stack: () => workers?.stackStats() ?? e.stack.stats, dnsTally: () => (workers !== null ? workers.dnsTally() : (e.dnsServer?.queryTally ?? null)) });
     life.defer('accept', 'engine intake', () => e.stopAccepting());
     // The workers end their flows and stop before this thread's engine and before the TUN's fds close.
     if (queues.queues > 1) life.defer('flows', 'workers', () => workers?.stop());
@@ -256,7 +270,7 @@ async function run(argv: string[], io: CommandIo, takeEarlySignal: () => string 
     await engine.start();
     life.check();
     if (queues.queues > 1) {
-      workers = await startWorkers({ engine: e, device: tun, config, log, tap, selectionsPath: join(dirname(statePath), 'groups.json'), queues });
+      workers = await startWorkers({ engine: e, device: tun, config, log, tap, selectionsPath: join(dirname(statePath), 'groups.json'), queues, captureLink: link, dialTable: dialTable! });
       life.check();
     }
     if (config.route.auto) {
@@ -326,7 +340,8 @@ async function run(argv: string[], io: CommandIo, takeEarlySignal: () => string 
   sdNotify(`READY=1\nSTATUS=serving on ${tun.name}`, log);
   const signal = await life.untilSignal();
   sdNotify('STOPPING=1', log);
-  log.info({ signal, ...engine.counters, openFlows: engine.openFlows, stack: engine.stack.stats.drops, icmp: engine.icmpCounters(), classifier: classifierCounters() ?? undefined }, 'stopping');
+  const final = await allCounters(engine);
+  log.info({ signal, ...final.engine, openFlows: engine.openFlows, stack: final.stack.drops, icmp: final.icmp, classifier: classifierCounters() ?? undefined }, 'stopping');
   process.off('SIGUSR2', onUsr2);
   const code = await life.stop();
   process.off('SIGHUP', onHup);

@@ -35,6 +35,8 @@ export interface ObserveWiring {
   metricsServer: MetricsServer | null;
   /** The stack counters to serve (tun.queues > 1: summed over the workers); default the engine's stack. */
   stack?: () => StackStats;
+  /** The DNS query tally to serve (tun.queues > 1: summed over the workers); default the engine's hijack's. */
+  dnsTally?: () => Float64Array | null;
 }
 
 /** Makes the metrics when anything serves them, hooks them into the engine, and queues the API routes. */
@@ -49,7 +51,7 @@ export function startObserve(w: ObserveWiring): SluiceMetrics | null {
       stack: w.stack ?? (() => engine.stack.stats),
       tun: w.tun,
       dnsMode: mode,
-      dnsTally: () => dns?.queryTally ?? null,
+      dnsTally: w.dnsTally ?? (() => dns?.queryTally ?? null),
       fakeIp: () => pool?.stats() ?? null,
       classifier: () => (w.classifier()?.counters() as never) ?? null,
       classifierSni: () => w.classifier()?.sniCounters() ?? null,

@@ -12,6 +12,12 @@
  */
 import { SluiceError } from '../errors.js';
 
+/** The dials of every engine of the process (tun.queues > 1: src/workers/shared-dials.ts). */
+export interface DialTable {
+  tryAcquire(source: string, maxDials: number, maxPerSource: number): 'ok' | 'global' | 'source';
+  release(source: string): void;
+}
+
 /** A dial refused because `limits.dials` or `limits.dialsPerSource` dials were in progress. */
 export class DialLimitError extends SluiceError {
   override readonly name = 'DialLimitError';
@@ -37,10 +43,13 @@ export class DialLimiter {
   constructor(
     private readonly maxDials: number,
     private readonly maxPerSource: number,
+    /** With worker threads: the caps hold over every engine's dials; `counters` stay this engine's. */
+    private readonly shared: DialTable | null = null,
   ) {}
 
   /** Takes a slot for a dial on behalf of `source`; false (and counted) when a cap is reached. */
   tryAcquire(source: string): boolean {
+    if (this.shared !== null) return this.sharedAcquire(source, this.shared);
     if (this.counters.active >= this.maxDials) {
       this.counters.refusedGlobal++;
       return false;
@@ -55,10 +64,21 @@ export class DialLimiter {
     return true;
   }
 
+  private sharedAcquire(source: string, shared: DialTable): boolean {
+    const v = shared.tryAcquire(source, this.maxDials, this.maxPerSource);
+    if (v === 'global') this.counters.refusedGlobal++;
+    else if (v === 'source') this.counters.refusedPerSource++;
+    if (v !== 'ok') return false;
+    this.perSource.set(source, (this.perSource.get(source) ?? 0) + 1);
+    this.counters.active++;
+    return true;
+  }
+
   /** Gives back a slot taken by tryAcquire (once per successful acquire). */
   release(source: string): void {
     const n = this.perSource.get(source);
     if (n === undefined) return;
+    this.shared?.release(source);
     if (n <= 1) this.perSource.delete(source);
     else this.perSource.set(source, n - 1);
     this.counters.active--;

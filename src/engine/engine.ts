@@ -52,7 +52,7 @@ import { PathMtuCache } from '../link/path-mtu.js';
 import type { UdpErrorRelay, UdpErrorStats } from '../ip/udp-error-relay.js';
 import type { EchoRelayStats } from '../ip/echo-relay.js';
 import { resolveWith } from './dns-upstreams.js';
-import { DialLimiter } from './dial-limiter.js';
+import { DialLimiter, type DialTable } from './dial-limiter.js';
 import type { Logger } from './logger.js';
 import { FlowGuard, errorText, installErrorBoundary } from './flow-guard.js';
 import { newTproxyUdpCounters, type TproxyUdpCounters, type TproxyUdpOptions } from '../udp/tproxy.js';
@@ -132,6 +132,10 @@ export interface EngineOptions {
   snoop?: DnsSnoop | null;
   /** Worker threads: a registry that also reports each flow to the main thread's view. */
   flows?: FlowRegistry<FlowRecord>;
+  /** Worker threads: the dials in progress of every engine of the process, for limits.dials / dialsPerSource. */
+  dialTable?: DialTable | null;
+  /** false (worker threads): url rule sets are not downloaded here; the main thread downloads them and hands the entries over (replaceRuleSet). */
+  ruleSetDownloads?: boolean;
 }
 
 /** Group health and choice changes, one log line each. */
@@ -259,6 +263,7 @@ export class Engine {
     this.remote = new RemoteRuleSets({
       log,
       dir: options.ruleSetDir ?? null,
+      downloads: options.ruleSetDownloads ?? true,
       outbound: (name) => this.rt.outbounds.get(name),
       apply: (name, entries, type) => this.replaceRuleSet(name, entries, type),
     });
@@ -274,7 +279,7 @@ export class Engine {
       this.counters.flowErrors++;
       this.log.error({ flow: guard.what, err: errorText(err) }, 'flow handler failed; the flow was ended');
     };
-    this.dials = new DialLimiter(config.limits.dials, config.limits.dialsPerSource);
+    this.dials = new DialLimiter(config.limits.dials, config.limits.dialsPerSource, options.dialTable ?? null);
     const self = this;
     this.router = new FlowRouter({
       get accepting() {

@@ -31,6 +31,8 @@ export interface RemoteRuleSetsOptions {
   dir: string | null;
   /** The running configuration's outbound by name. */
   outbound: (name: string) => Outbound | undefined;
+  /** false: nothing is downloaded (a worker thread: the main thread downloads and hands the entries over); default true. */
+  downloads?: boolean;
   /** Swaps new entries of set `name` into the policy (throws if the compiler refuses them). */
   apply: (name: string, entries: string[], type: RuleSetType) => void;
 }
@@ -82,6 +84,8 @@ export class RemoteRuleSets {
    * copy. Returns the config to build.
    */
   prepare(config: SluiceConfig, running: SluiceConfig | null): SluiceConfig {
+    // Without downloads (a worker thread) the entries in `config` are the main thread's: they stand.
+    if (this.o.downloads === false) return config;
     let ruleSets: Record<string, RuleSetConfig> | null = null;
     for (const [name, rs] of Object.entries(config.ruleSets)) {
       if (rs.url === null) continue;
@@ -107,7 +111,7 @@ export class RemoteRuleSets {
    * START_WAIT_MS passed.
    */
   async reconcile(config: SluiceConfig): Promise<void> {
-    if (this.closed) return;
+    if (this.closed || this.o.downloads === false) return;
     const first: Promise<boolean>[] = [];
     for (const [name, t] of this.sets) {
       const rs = config.ruleSets[name];

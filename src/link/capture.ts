@@ -23,7 +23,7 @@ import { SluiceError } from '../errors.js';
 import type { LinkEndpoint } from './link.js';
 import { ForwardingLink } from './forwarding.js';
 import { readRecordLength, recordSize } from './records.js';
-import { DEFAULT_SNAPLEN, pcapGlobalHeader, pcapRecordSize, writePcapRecord, type PcapResolution } from './pcap-writer.js';
+import { DEFAULT_SNAPLEN, PCAP_RECORD_HEADER_LEN, pcapGlobalHeader, pcapRecordSize, writePcapRecord, type PcapResolution } from './pcap-writer.js';
 import { parseIpv4Text } from '../wire/ipv4.js';
 import { parseIpv6Text } from '../wire/ipv6.js';
 
@@ -160,6 +160,32 @@ export class Capture {
     } else {
       this.used = writePcapRecord(this.queue, this.used, timeMs, this.resolution, this.snaplen, buf, off, len);
     }
+    this.counted();
+  }
+
+  /**
+   * Records captured elsewhere with this capture's filter, snaplen and
+   * resolution (a worker thread's queue, tun.queues > 1): queued whole, as
+   * if offered one by one; those past the count or that do not fit are
+   * left out (the latter counted in `dropped`).
+   */
+  offerRecords(records: Uint8Array): void {
+    let at = 0;
+    while (!this.ended && at + PCAP_RECORD_HEADER_LEN <= records.length) {
+      const cap = records[at + 8]! | (records[at + 9]! << 8) | (records[at + 10]! << 16) | (records[at + 11]! << 24);
+      const size = PCAP_RECORD_HEADER_LEN + cap;
+      if (cap < 0 || at + size > records.length) break;
+      if (this.used + size > this.queue.length) this.dropped++;
+      else {
+        this.queue.set(records.subarray(at, at + size), this.used);
+        this.used += size;
+      }
+      at += size;
+      this.counted();
+    }
+  }
+
+  private counted(): void {
     // A dropped packet counts towards --count too: the count bounds how long the capture runs.
     this.captured++;
     if (this.count > 0 && this.captured >= this.count) this.owner.detach(this);
@@ -239,10 +265,22 @@ export class CaptureLink extends ForwardingLink {
   /** Null while no capture runs: the receive path's only test. */
   private active: Capture[] | null = null;
   private readonly clock: () => number;
+  /** Told when a capture starts or ends (the worker pool, tun.queues > 1). */
+  private changed: (() => void) | null = null;
 
   constructor(inner: LinkEndpoint, opts: { clock?: () => number } = {}) {
     super(inner);
     this.clock = opts.clock ?? wallClock;
+  }
+
+  /** The captures running now. */
+  get activeCaptures(): readonly Capture[] {
+    return this.active ?? [];
+  }
+
+  /** Calls `fn` after every capture start and end (one listener). */
+  onCapturesChanged(fn: () => void): void {
+    this.changed = fn;
   }
 
   /** Captures running now. */
@@ -269,6 +307,7 @@ export class CaptureLink extends ForwardingLink {
     this.active = n === 0 ? [c] : [...this.active!, c];
     this.txReserve = tapReserve;
     this.txCommit = tapCommit;
+    this.changed?.();
     return c;
   }
 
@@ -282,6 +321,9 @@ export class CaptureLink extends ForwardingLink {
         this.txReserve = passReserve;
         this.txCommit = passCommit;
       }
+      c.finish();
+      this.changed?.();
+      return;
     }
     c.finish();
   }

@@ -22,13 +22,15 @@
  * packets for the new worker.
  */
 import { MessageChannel, Worker } from 'node:worker_threads';
-import type { SluiceConfig } from '../config/types.js';
+import type { RuleSetType, SluiceConfig } from '../config/types.js';
 import type { FakeIpPool } from '../dns/fake-ip.js';
 import type { DnsSnoop } from '../dns/snoop.js';
 import type { FlowBytes, FlowRecord, FlowRegistry } from '../engine/flow-registry.js';
 import type { Logger, LogTap } from '../engine/logger.js';
+import type { EngineObserver } from '../engine/observer.js';
+import type { Capture, CaptureLink } from '../link/capture.js';
 import { FakeIpChannelServer, newFakeIpChannel, newTableSizes } from './fake-ip-channel.js';
-import type { FlowSnap, MainToWorker, WorkerReport, WorkerStart, WorkerToMain } from './protocol.js';
+import type { CaptureSpec, FlowSnap, MainToWorker, ObservedEvent, WorkerReport, WorkerStart, WorkerToMain } from './protocol.js';
 
 const RESTART_MIN_MS = 100;
 const RESTART_MAX_MS = 5000;
@@ -39,6 +41,8 @@ const READY_TIMEOUT_MS = 60_000;
 const STOP_TIMEOUT_MS = 1500;
 const END_FLOWS_TIMEOUT_MS = 1500;
 const RELOAD_TIMEOUT_MS = 10_000;
+/** A fresh report asked for (the stopping and counters lines): a worker that does not answer in time is summed with its last one. */
+const REPORT_TIMEOUT_MS = 1000;
 /** How often the channels republish the main thread's table sizes (fake-ip-channel.ts publishSizes). */
 const SIZES_REFRESH_MS = 100;
 
@@ -57,6 +61,14 @@ export interface WorkerPoolOptions {
   device: WorkerDevice;
   /** The configuration every worker runs (persistPath off: the main thread persists the pool). */
   config: SluiceConfig;
+  /** The configuration a (re)started worker takes: the main engine's as it runs now (url rule sets' entries as last downloaded); default `config`. */
+  currentConfig?: () => SluiceConfig;
+  /** The main thread's metrics (Engine.observer, DnsHijack.onUpstream): the workers' events are replayed into them; null when nothing serves metrics. */
+  observer?: () => { engine: EngineObserver | null; dnsUpstream: ((seconds: number, ok: boolean) => void) | null };
+  /** The dials in progress of every engine (shared-dials.ts; the main engine uses it too). */
+  dialTable: SharedArrayBuffer;
+  /** The main thread's capture link: its captures run in every worker, their records merged into the main thread's capture. */
+  captureLink?: CaptureLink;
   log: Logger;
   tap: LogTap;
   /** The main thread's pool, the only one (null in real-ip mode). */
@@ -117,7 +129,7 @@ export class WorkerPool {
   /** Totals counted by workers since replaced (restarts), so sums never go down. */
   /** Rule hits of replaced workers (reset when the rule count changes). */
   private retiredHits: { hits: number; lastAt: number }[] = [];
-  private readonly retired = { counters: {} as Record<string, unknown>, stack: {} as Record<string, unknown>, tun: {} as Record<string, unknown> };
+  private readonly retired = { counters: {} as Record<string, unknown>, stack: {} as Record<string, unknown>, tun: {} as Record<string, unknown>, icmp: {} as Record<string, unknown>, dnsTally: null as number[] | null };
   fakeIpAsks = 0;
   fakeIpTimeouts = 0;
   /** Worker failures since start (each one restarted). */
@@ -126,10 +138,36 @@ export class WorkerPool {
   /** The main thread's table sizes, one buffer read by every worker. */
   private readonly sizes = newTableSizes();
   private sizesTimer: NodeJS.Timeout | null = null;
+  /** The main thread's captures the workers run, by the id they know them by. */
+  private readonly captures = new Map<number, { cap: Capture; spec: CaptureSpec }>();
+  private captureSeq = 0;
 
   constructor(private readonly o: WorkerPoolOptions) {
     this.config = o.config;
     this.slots = o.device.fds.map((fd, q) => new WorkerSlot(q, fd));
+    if (o.captureLink !== undefined) {
+      o.captureLink.onCapturesChanged(() => this.followCaptures());
+      // Captures already running (SLUICE_CAPTURE_FILE starts with the TUN): the workers run them from their start.
+      this.followCaptures();
+    }
+  }
+
+  /** A capture started or ended on the main thread's link: every worker starts or stops its copy. */
+  private followCaptures(): void {
+    const active = this.o.captureLink!.activeCaptures;
+    for (const [id, c] of this.captures) {
+      if (active.includes(c.cap)) continue;
+      this.captures.delete(id);
+      for (const s of this.slots) this.post(s, { t: 'captureStop', id });
+    }
+    for (const cap of active) {
+      let known = false;
+      for (const c of this.captures.values()) if (c.cap === cap) known = true;
+      if (known) continue;
+      const spec: CaptureSpec = { id: ++this.captureSeq, filter: cap.filter, snaplen: cap.snaplen, resolution: cap.resolution };
+      this.captures.set(spec.id, { cap, spec });
+      for (const s of this.slots) this.post(s, { t: 'captureStart', ...spec });
+    }
   }
 
   get size(): number {
@@ -162,14 +200,18 @@ export class WorkerPool {
       mtu: d.mtu,
       vnetHdr: d.vnetHdr,
       offloads: d.offloads,
-      config: this.config,
+      config: this.o.currentConfig?.() ?? this.config,
       fakeIpChannel: sab,
       tableSizes: this.sizes,
       fakeIpWake: wake.port2,
       selectionsPath: this.o.selectionsPath,
+      observe: this.o.observer !== undefined && this.o.observer().engine !== null,
+      dialTable: this.o.dialTable,
     };
     const w = new Worker(new URL('./worker-main.js', import.meta.url), { workerData: data, transferList: [wake.port2], stdout: false, stderr: false });
     slot.worker = w;
+    // The captures running now include the new worker's queue (messages wait until its handler is set).
+    for (const c of this.captures.values()) w.postMessage({ t: 'captureStart', ...c.spec } satisfies MainToWorker);
     slot.state = 'starting';
     slot.startedAt = Date.now();
     slot.killReason = null;
@@ -242,6 +284,10 @@ export class WorkerPool {
       this.applyReport(slot, m);
       return;
     }
+    if (m.t === 'capture') {
+      this.captures.get(m.id)?.cap.offerRecords(m.records);
+      return;
+    }
     const key = m.t === 'reloaded' ? `reloaded:${m.seq}` : m.t;
     const waiter = slot.waiters.get(key);
     if (waiter !== undefined) {
@@ -252,6 +298,7 @@ export class WorkerPool {
 
   private applyReport(slot: WorkerSlot, r: WorkerReport): void {
     slot.report = r;
+    if (r.observed.length > 0) this.replayObserved(r.observed);
     const reg = this.o.flows;
     const seen = new Set<string>();
     for (const snap of r.updated) {
@@ -275,6 +322,18 @@ export class WorkerPool {
     // A full report lists every open flow: an API-ended id not in it has ended.
     for (const id of slot.gone) if (!seen.has(id)) slot.gone.delete(id);
     this.tapLogs(r);
+  }
+
+  /** The workers' flow ends, dials, sniffs and DNS lookups, into the main thread's metrics. */
+  private replayObserved(events: readonly ObservedEvent[]): void {
+    const o = this.o.observer?.();
+    if (o === undefined) return;
+    for (const e of events) {
+      if (e.k === 'flow') o.engine?.flowEnded(e.f);
+      else if (e.k === 'dial') o.engine?.dialed(e.outbound, e.seconds, e.failure === null ? null : new Error(e.failure));
+      else if (e.k === 'sniff') o.engine?.sniffed(e.protocol, e.outcome);
+      else o.dnsUpstream?.(e.seconds, e.ok);
+    }
   }
 
   private tapLogs(r: WorkerReport): void {
@@ -365,6 +424,11 @@ export class WorkerPool {
     addInto(this.retired.counters, r.counters, true);
     addInto(this.retired.stack, r.stack, true);
     addInto(this.retired.tun, r.tun, true);
+    addInto(this.retired.icmp, r.icmp, true);
+    if (r.dnsTally !== null) {
+      const t = (this.retired.dnsTally ??= new Array<number>(r.dnsTally.length).fill(0));
+      for (let i = 0; i < t.length; i++) t[i]! += r.dnsTally[i] ?? 0;
+    }
     if (this.retiredHits.length !== r.ruleHits.length) this.retiredHits = r.ruleHits.map(() => ({ hits: 0, lastAt: 0 }));
     for (let i = 0; i < r.ruleHits.length; i++) {
       this.retiredHits[i]!.hits += r.ruleHits[i]!.hits;
@@ -406,9 +470,14 @@ export class WorkerPool {
     for (const s of this.slots) this.post(s, { t: 'mode', mode });
   }
 
-  /** PUT /providers/rules/:name: every worker re-reads the rule set too. */
-  reloadRuleSet(name: string): void {
-    for (const s of this.slots) this.post(s, { t: 'ruleSet', name });
+  /** New entries of a rule set on the main thread (a url set downloaded, PUT /providers/rules/:name): every worker takes the same. */
+  ruleSet(name: string, entries: string[], type: RuleSetType): void {
+    for (const s of this.slots) this.post(s, { t: 'ruleSet', name, entries, type });
+  }
+
+  /** Every running worker sends a fresh report now (the stopping and SIGUSR2 counters lines); resolves when all did or REPORT_TIMEOUT_MS passed. */
+  async refresh(): Promise<void> {
+    await Promise.all(this.slots.map((s) => this.ask(s, { t: 'reportNow' }, 'reported', REPORT_TIMEOUT_MS)));
   }
 
   /** GLOBAL's member (PUT /proxies/GLOBAL) reaches every worker. */
@@ -487,6 +556,27 @@ export class WorkerPool {
     const out = JSON.parse(JSON.stringify(base)) as Record<string, unknown>;
     addInto(out, this.retired.stack, false);
     for (const s of this.slots) if (s.report !== null) addInto(out, s.report.stack, false);
+    return out;
+  }
+
+  /** Engine.icmpCounters() over the workers (and those replaced), added to the main engine's own. */
+  icmpCounters<T extends object>(base: T): T {
+    const out = JSON.parse(JSON.stringify(base)) as Record<string, unknown>;
+    addInto(out, this.retired.icmp, false);
+    for (const s of this.slots) if (s.report !== null) addInto(out, s.report.icmp, false);
+    return out as T;
+  }
+
+  /** The DNS hijacks' query tallies over the workers (and those replaced), added to the main engine's own; null when no engine has a hijack. */
+  dnsTally(base: Float64Array | null): Float64Array | null {
+    let out: Float64Array | null = base === null ? null : Float64Array.from(base);
+    const add = (t: readonly number[] | null): void => {
+      if (t === null) return;
+      out ??= new Float64Array(t.length);
+      for (let i = 0; i < out.length; i++) out[i]! += t[i] ?? 0;
+    };
+    add(this.retired.dnsTally);
+    for (const s of this.slots) if (s.report !== null) add(s.report.dnsTally);
     return out;
   }
 

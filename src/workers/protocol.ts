@@ -3,8 +3,11 @@
  * (worker-main.ts) in the multi-queue mode, and the plain copy of a flow
  * record that crosses between them (structured clone: no functions).
  */
-import type { SluiceConfig } from '../config/types.js';
+import type { RuleSetType, SluiceConfig } from '../config/types.js';
 import type { FlowBytes, FlowRecord } from '../engine/flow-registry.js';
+import type { EndedFlow, SniffOutcome } from '../engine/observer.js';
+import type { CaptureFilter } from '../link/capture.js';
+import type { PcapResolution } from '../link/pcap-writer.js';
 
 /** workerData of a worker thread. */
 export interface WorkerStart {
@@ -22,7 +25,26 @@ export interface WorkerStart {
   fakeIpWake: unknown;
   /** groups.json: the select groups' saved choices, read at start (the main thread writes it). */
   selectionsPath: string | null;
+  /** The main thread serves metrics: the worker records its engine's flow ends, dials, sniffs and DNS upstream lookups for them. */
+  observe: boolean;
+  /** The dials in progress of every engine (shared-dials.ts), for limits.dials / dialsPerSource. */
+  dialTable: SharedArrayBuffer;
 }
+
+/** A capture the main thread runs (a CaptureLink capture): the worker captures its own queue with the same filter and sends the pcap records. */
+export interface CaptureSpec {
+  id: number;
+  filter: CaptureFilter;
+  snaplen: number;
+  resolution: PcapResolution;
+}
+
+/** What a worker's engine told its observer since the last report (src/engine/observer.ts), replayed into the main thread's metrics. */
+export type ObservedEvent =
+  | { k: 'flow'; f: EndedFlow }
+  | { k: 'dial'; outbound: string; seconds: number; failure: string | null }
+  | { k: 'sniff'; protocol: string | null; outcome: SniffOutcome }
+  | { k: 'dns'; seconds: number; ok: boolean };
 
 export type MainToWorker =
   | { t: 'close'; id: string }
@@ -30,7 +52,10 @@ export type MainToWorker =
   | { t: 'mode'; mode: string }
   | { t: 'global'; name: string }
   | { t: 'select'; group: string; member: string }
-  | { t: 'ruleSet'; name: string }
+  | { t: 'ruleSet'; name: string; entries: string[]; type: RuleSetType }
+  | { t: 'reportNow' }
+  | ({ t: 'captureStart' } & CaptureSpec)
+  | { t: 'captureStop'; id: number }
   | { t: 'reload'; seq: number; config: SluiceConfig }
   | { t: 'endFlows' }
   | { t: 'stop' };
@@ -84,6 +109,12 @@ export interface WorkerReport {
   droppedLines: number;
   fakeIpAsks: number;
   fakeIpTimeouts: number;
+  /** Engine.icmpCounters(): honest ping and the relayed UDP errors. */
+  icmp: Record<string, unknown>;
+  /** The DNS hijack's query tally (DnsHijack.queryTally), null without the hijack. */
+  dnsTally: number[] | null;
+  /** Observer events since the last report (empty unless WorkerStart.observe). */
+  observed: ObservedEvent[];
 }
 
 export type WorkerToMain =
@@ -91,6 +122,8 @@ export type WorkerToMain =
   | WorkerReport
   | { t: 'reloaded'; seq: number; error: string | null }
   | { t: 'flowsEnded' }
+  | { t: 'reported' }
+  | { t: 'capture'; id: number; records: Uint8Array }
   | { t: 'stopped' };
 
 export function snapFlow(f: FlowRecord): FlowSnap {

@@ -19,6 +19,7 @@ import type { Engine } from '../engine/engine.js';
 import type { Logger, LogTap } from '../engine/logger.js';
 import type { FlowRecord, FlowRegistry } from '../engine/flow-registry.js';
 import type { StackStats } from '../stack.js';
+import type { CaptureLink } from '../link/capture.js';
 import { CONTROL_PLUGINS, sendJson, type ApiRoutes } from '../control/index.js';
 import { notFound } from '../control/http-util.js';
 import { WorkerPool, type WorkerDevice, type WorkerStatus } from './pool.js';
@@ -35,6 +36,12 @@ export interface RunningWorkers {
   readonly pool: WorkerPool;
   readonly view: WorkerView;
   stackStats(): StackStats;
+  /** Every worker reports now (before the stopping and SIGUSR2 counters lines). */
+  refresh(): Promise<void>;
+  /** The main engine's counters plus every worker's: what the stopping and counters lines show. */
+  counters(): { engine: Record<string, unknown>; stack: StackStats; icmp: ReturnType<Engine['icmpCounters']> };
+  /** The DNS query tally over the main engine's hijack and the workers'. */
+  dnsTally(): Float64Array | null;
   /** After the main engine took a reloaded configuration: the workers take it too (errors logged). */
   reload(next: SluiceConfig): Promise<void>;
   /** Ends the workers' flows (each logged by its worker) and stops them. */
@@ -49,6 +56,10 @@ export interface StartWorkersOptions {
   tap: LogTap;
   selectionsPath: string;
   queues: QueueChoice;
+  /** The main thread's capture link (its captures run in every worker). */
+  captureLink: CaptureLink;
+  /** The dials table the main engine was made with (shared-dials.ts). */
+  dialTable: SharedArrayBuffer;
 }
 
 /** The configuration a worker runs: the main thread saves the fake-IP pool. */
@@ -62,7 +73,11 @@ export async function startWorkers(o: StartWorkersOptions): Promise<RunningWorke
   const { engine, log } = o;
   const pool = new WorkerPool({
     device: o.device,
-    config: workerConfig(o.config),
+    config: workerConfig(engine.activeConfig),
+    currentConfig: () => workerConfig(engine.activeConfig),
+    observer: () => ({ engine: engine.observer, dnsUpstream: engine.dnsServer?.onUpstream ?? null }),
+    captureLink: o.captureLink,
+    dialTable: o.dialTable,
     log,
     tap: o.tap,
     fakeIp: engine.fakeIpPool,
@@ -76,12 +91,13 @@ export async function startWorkers(o: StartWorkersOptions): Promise<RunningWorke
     setMode(mode);
     pool.setMode(mode);
   };
-  // PUT /providers/rules/:name re-reads a rule set on the main engine; every worker follows (it reads the same file or URL).
-  const reloadRuleSet = engine.reloadRuleSet.bind(engine);
-  engine.reloadRuleSet = async (name) => {
-    const r = await reloadRuleSet(name);
-    if (r.ok) pool.reloadRuleSet(name);
-    return r;
+  // New entries of a rule set on the main engine (a url set's download or refresh, PUT /providers/rules/:name):
+  // every worker takes the same entries. Only the main thread downloads (the workers' engines do not).
+  const replaceRuleSet = engine.replaceRuleSet.bind(engine);
+  engine.replaceRuleSet = (name, entries, type) => {
+    replaceRuleSet(name, entries, type);
+    const rs = engine.activeConfig.ruleSets[name];
+    if (rs !== undefined) pool.ruleSet(name, rs.entries, rs.type);
   };
   // GET /rules and the metrics read the main engine's rule hits: the workers' are added.
   const ruleHitCounts = engine.ruleHitCounts.bind(engine);
@@ -123,9 +139,13 @@ export async function startWorkers(o: StartWorkersOptions): Promise<RunningWorke
     pool,
     view,
     stackStats: () => view.stackStats(engine.stack.stats),
-    reload: async (next) => {
+    refresh: () => pool.refresh(),
+    counters: () => ({ engine: pool.engineCounters(engine.counters as unknown as Record<string, unknown>), stack: view.stackStats(engine.stack.stats), icmp: pool.icmpCounters(engine.icmpCounters()) }),
+    dnsTally: () => pool.dnsTally(engine.dnsServer?.queryTally ?? null),
+    // The main engine took `next` already: the workers take what it runs (with the url rule sets' entries it has).
+    reload: async () => {
       followSelect();
-      const errors = await pool.reload(workerConfig(next));
+      const errors = await pool.reload(workerConfig(engine.activeConfig));
       if (errors.length > 0) log.error({ errors }, 'reload: some workers kept the previous configuration');
     },
     stop: async () => {

@@ -23,12 +23,40 @@ import { FlowRegistry, type FlowBytes, type FlowRecord, type RoutingMode } from 
 import { refuseGlobalDispatch } from '../outbound/agent.js';
 import { MainChannel, RemoteDnsSnoop, RemoteFakeIpPool } from './fake-ip-channel.js';
 import { QueueLink } from './queue-link.js';
-import { snapFlow, type FlowSnap, type MainToWorker, type WorkerReport, type WorkerStart } from './protocol.js';
+import { SharedDialTable } from './shared-dials.js';
+import { CaptureLink, type Capture } from '../link/capture.js';
+import { snapFlow, type FlowSnap, type MainToWorker, type ObservedEvent, type WorkerReport, type WorkerStart, type WorkerToMain } from './protocol.js';
+import type { EndedFlow, EngineObserver, SniffOutcome } from '../engine/observer.js';
 
 /** How often a worker reports its flows and counters. */
 const REPORT_MS = 250;
 /** Log lines kept for the next report at most; more are counted as dropped (the stdout copy is whole). */
 const MAX_LOG_LINES = 2000;
+
+/** Observer events kept for the next report at most; more are dropped (the metrics then undercount, never block). */
+const MAX_OBSERVED = 20_000;
+
+/** The worker engine's observer: notes each event for the main thread's metrics (one small object per flow end, dial, sniff, DNS lookup). */
+class ObserverRecorder implements EngineObserver {
+  events: ObservedEvent[] = [];
+  constructor(private readonly onEvent: () => void) {}
+  flowEnded(f: EndedFlow): void {
+    this.push({ k: 'flow', f: { ...f } });
+  }
+  dialed(outbound: string, seconds: number, failure: Error | null): void {
+    this.push({ k: 'dial', outbound, seconds, failure: failure === null ? null : failure.message });
+  }
+  sniffed(protocol: string | null, outcome: SniffOutcome): void {
+    this.push({ k: 'sniff', protocol, outcome });
+  }
+  /** The main thread counts reloads itself. */
+  reloaded(): void {}
+  readonly dnsUpstream = (seconds: number, ok: boolean): void => this.push({ k: 'dns', seconds, ok });
+  private push(e: ObservedEvent): void {
+    if (this.events.length < MAX_OBSERVED) this.events.push(e);
+    this.onEvent();
+  }
+}
 
 /** The worker engine's registry: also notes what changed for the next report. */
 class ReportingFlowRegistry extends FlowRegistry<FlowRecord> {
@@ -68,7 +96,10 @@ function main(): void {
     else droppedLines++;
   };
   const log = createLogger(config.log, process.stdout, tap).child({ queue: start.queue });
-  const link = new QueueLink({ name: start.name, fd: start.fd, queue: start.queue, mtu: start.mtu, vnetHdr: start.vnetHdr, offloads: start.offloads });
+  const queueLink = new QueueLink({ name: start.name, fd: start.fd, queue: start.queue, mtu: start.mtu, vnetHdr: start.vnetHdr, offloads: start.offloads });
+  // The main thread's captures (/v1/capture, SLUICE_CAPTURE_FILE) run here too, on this queue's packets; idle, a forwarder.
+  const link = new CaptureLink(queueLink);
+  const captures = new Map<number, Capture>();
   const flows = new ReportingFlowRegistry();
   const channel = new MainChannel(start.fakeIpChannel, start.tableSizes, start.fakeIpWake as MessagePort);
   const pool =
@@ -80,8 +111,22 @@ function main(): void {
       : null;
   // The same condition as the engine's own snoop table (engine.ts): the main thread has one exactly then.
   const snoop = config.dns.mode === 'real-ip' || config.dns.fakeIp.filter.length > 0 ? new RemoteDnsSnoop(channel) : null;
-  const engine = new Engine(config, link, log, { selectionsPath: start.selectionsPath, ruleSetDir: null, fakeIpPool: pool, snoop, flows });
+  const engine = new Engine(config, link, log, { selectionsPath: start.selectionsPath, ruleSetDir: null, fakeIpPool: pool, snoop, flows, ruleSetDownloads: false, dialTable: new SharedDialTable(start.dialTable) });
   let stopping = false;
+  const send = (m: WorkerToMain, transfer?: ArrayBuffer[]): void => port.postMessage(m, transfer);
+  let quick: NodeJS.Immediate | null = null;
+  const soon = (): void => {
+    quick ??= setImmediate(() => {
+      quick = null;
+      report(false);
+    });
+  };
+  const observer = start.observe ? new ObserverRecorder(soon) : null;
+  if (observer !== null) {
+    engine.observer = observer;
+    const dns = engine.dnsServer;
+    if (dns !== null) dns.onUpstream = observer.dnsUpstream;
+  }
 
   const report = (full = true): void => {
     const updated: FlowSnap[] = [];
@@ -100,13 +145,17 @@ function main(): void {
       ended: flows.ended,
       counters: { ...engine.counters, synFlood: { ...engine.counters.synFlood } } as unknown as Record<string, unknown>,
       stack: engine.stack.stats as unknown as Record<string, unknown>,
-      tun: link.stats(),
+      tun: queueLink.stats(),
       ruleHits: engine.ruleHitCounts(),
       logs: lines.splice(0, lines.length),
       droppedLines,
       fakeIpAsks: channel.asks,
       fakeIpTimeouts: channel.timeouts,
+      icmp: engine.icmpCounters() as unknown as Record<string, unknown>,
+      dnsTally: engine.dnsServer === null ? null : Array.from(engine.dnsServer.queryTally),
+      observed: observer === null ? [] : observer.events,
     };
+    if (observer !== null) observer.events = [];
     flows.ended = [];
     flows.added.clear();
     droppedLines = 0;
@@ -114,12 +163,25 @@ function main(): void {
   };
   const timer = setInterval(report, REPORT_MS);
   // A flow's start or end reaches the main thread's view within a turn (one delta report per turn at most).
-  let quick: NodeJS.Immediate | null = null;
-  flows.onChange = () => {
-    quick ??= setImmediate(() => {
-      quick = null;
-      report(false);
-    });
+  flows.onChange = soon;
+
+  const startCapture = (spec: Extract<MainToWorker, { t: 'captureStart' }>): void => {
+    if (captures.has(spec.id)) return;
+    let c: Capture;
+    try {
+      c = link.capture({ filter: spec.filter, snaplen: spec.snaplen, resolution: spec.resolution });
+    } catch (err) {
+      log.warn({ capture: spec.id, err: (err as Error).message }, 'capture not started on this queue');
+      return;
+    }
+    captures.set(spec.id, c);
+    // The records go to the main thread as they come (at most once per turn); it merges the queues and applies the count.
+    c.onReadable = () => {
+      const b = c.take();
+      if (b === null) return;
+      const records = new Uint8Array(b.buffer, b.byteOffset, b.byteLength);
+      send({ t: 'capture', id: spec.id, records }, b.byteOffset === 0 && b.byteLength === b.buffer.byteLength ? [b.buffer as ArrayBuffer] : undefined);
+    };
   };
 
   port.on('message', (m: MainToWorker) => {
@@ -148,13 +210,28 @@ function main(): void {
         }
         break;
       case 'ruleSet':
-        void engine.reloadRuleSet(m.name).then(
-          (r) => {
-            if (!r.ok) log.warn({ ruleSet: m.name, errors: r.errors }, 'rule set not re-read');
-          },
-          (err: unknown) => log.warn({ ruleSet: m.name, err: (err as Error).message }, 'rule set not re-read'),
-        );
+        try {
+          engine.replaceRuleSet(m.name, m.entries, m.type);
+        } catch (err) {
+          log.warn({ ruleSet: m.name, err: (err as Error).message }, 'rule set entries not taken');
+        }
         break;
+      case 'reportNow':
+        report();
+        send({ t: 'reported' });
+        break;
+      case 'captureStart':
+        startCapture(m);
+        break;
+      case 'captureStop': {
+        const c = captures.get(m.id);
+        if (c !== undefined) {
+          captures.delete(m.id);
+          c.onReadable?.();
+          c.stop();
+        }
+        break;
+      }
       case 'reload':
         try {
           engine.replaceConfig(m.config);
