@@ -23,28 +23,7 @@ import { Lab, type Netns, type TestLike } from '../test/harness/netns.js';
 import { threeNamespaces, SERVER_V4, SERVER_V6 } from '../test/harness/topology.js';
 import { BLOB_SERVER, childEnv, Engine, SLUICE_BIN, TUN } from '../test/fixtures/engine/lab.js';
 import { BenchContext } from './bench-lab.js';
-
-const LOSS_PERCENT = 5;
-
-const lossRules = (dev: string): string => `table netdev sluice_bench_loss {
-  chain ingress {
-    type filter hook ingress device "${dev}" priority 0; policy accept;
-    numgen random mod 100 < ${LOSS_PERCENT} counter drop
-  }
-}
-`;
-
-const CONFIG = `
-log: { level: info, format: json }
-tun: { name: ${TUN} }
-dns:
-  mode: fake-ip
-  hijack: false
-  fakeIp: { persistPath: null }
-  upstreams: [ { address: "udp://${SERVER_V4}:53" } ]
-route: { table: 2022, priority: 9000 }
-gateway: { enabled: true, lan: [lan0], mode: tun }
-`;
+import { WIRE_LOSS_CONFIG, lossRules } from '../test/fixtures/wire-loss.js';
 
 async function nstat(ns: Netns): Promise<Record<string, number>> {
   const out = await ns.sh('nstat -az TcpRetransSegs TcpExtTCPSACKReorder TcpExtTCPLossProbes TcpExtTCPTimeouts TcpExtTCPFastRetrans TcpExtTCPSlowStartRetrans TcpExtTCPLostRetransmit TcpExtTCPSACKReneging 2>/dev/null');
@@ -93,15 +72,15 @@ export async function runLossBench(rounds: number, size: number): Promise<Row[]>
     const { client, gateway, server } = await threeNamespaces(lab);
     await client.exec(['ethtool', '-K', 'eth0', 'tso', 'off', 'gso', 'off', 'gro', 'off']);
     await gateway.exec(['ethtool', '-K', 'lan0', 'tso', 'off', 'gso', 'off', 'gro', 'off']);
-    await client.exec(['nft', '-f', '-'], { input: lossRules('eth0') });
-    await gateway.exec(['nft', '-f', '-'], { input: lossRules('lan0') });
+    await client.exec(['nft', '-f', '-'], { input: lossRules('eth0', 'sluice_bench_loss') });
+    await gateway.exec(['nft', '-f', '-'], { input: lossRules('lan0', 'sluice_bench_loss') });
     const srv = server.spawn([process.execPath, BLOB_SERVER, '8080'], { env: childEnv });
     ctx.teardown(() => void srv.kill('SIGTERM'));
     await new Promise<void>((resolve) => srv.stdout!.once('data', () => resolve()));
     const file = path.join(dir, 'up.bin');
     await client.sh(`head -c ${size} /dev/urandom > ${file}`, { timeoutMs: 120_000 });
     const cfg = path.join(dir, 'sluice.yaml');
-    writeFileSync(cfg, CONFIG);
+    writeFileSync(cfg, WIRE_LOSS_CONFIG);
     const builds: [string, string | null][] = [['kernel', null], ['sluice', SLUICE_BIN]];
     if (process.env.SLUICE_BIN_BASE) builds.push(['base', process.env.SLUICE_BIN_BASE]);
     for (let round = 0; round < rounds; round++) {

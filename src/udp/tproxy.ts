@@ -104,12 +104,10 @@ export interface TproxyUdpOptions {
 
 const addressScratch = new Uint8Array(16);
 
-/** Whether `text` (as Node formats an address) is the address `key` holds (16 bytes, IPv4 mapped). */
-function sameAddress(family: 4 | 6, text: string, key: Uint8Array): boolean {
+/** Whether `text` (as Node formats an address) is the address `bytes` holds (4 or 16 bytes, as remoteBytes). */
+function sameAddress(family: 4 | 6, text: string, bytes: Uint8Array): boolean {
   if (!writeAddressText(family, text, addressScratch, 0)) return false;
-  const n = family === 4 ? 4 : 16;
-  const base = 16 - n;
-  for (let i = 0; i < n; i++) if (addressScratch[i] !== key[base + i]) return false;
+  for (let i = 0; i < bytes.length; i++) if (addressScratch[i] !== bytes[i]) return false;
   return true;
 }
 
@@ -220,14 +218,14 @@ export class TproxyUdpSession extends EventEmitter<TproxyUdpSessionEvents> imple
     // Connected to the client, the reply socket is the exact 4-tuple match
     // for the session's later datagrams, which the kernel then delivers to
     // it directly (TPROXY's socket lookup prefers it to the listener).
-    // Until that connect, the socket is bound to the original destination
-    // but not connected, and the kernel gives it any client's datagram to
-    // that destination (nftables' `socket transparent 1` matches it and the
-    // UDP lookup delivers to it); what it queued then is read after the
-    // connect too. Such a datagram is another client's: handed on to its
-    // own session (`stray`), never taken for this one's.
+    // Until that connect it is bound to the original destination but not
+    // connected, and a UDP lookup would hand it any client's datagram to
+    // that destination; the gateway's nftables table keeps LAN UDP out of
+    // its `socket` rule for that reason (src/system/gateway.ts). Should such
+    // a datagram reach it all the same, it is another client's: handed on
+    // to its own session (`stray`), never taken for this one's.
     reply.on('message', (msg, rinfo) => {
-      if (rinfo.port === remotePort && (rinfo.address === remoteAddress || sameAddress(family, rinfo.address, this.srcAddr))) this.deliver(msg);
+      if (rinfo.port === remotePort && (rinfo.address === remoteAddress || sameAddress(family, rinfo.address, this.remoteBytes))) this.deliver(msg);
       else if (this.stray !== null) this.stray(this, msg, rinfo);
     });
     reply.connect(remotePort, remoteAddress, () => {
@@ -399,7 +397,7 @@ export async function startTproxyUdp(port: number, onSession: (s: TproxyUdpSessi
       counters.badTarget++;
       return;
     }
-    strayRecord.set(family === 4 ? of.dstAddr.subarray(12, 16) : of.dstAddr, REC_DST);
+    strayRecord.set(of.localBytes, REC_DST);
     strayRecord.set(msg, HEADER);
     handleRecord(strayRecord, 0, HEADER + msg.length);
   };

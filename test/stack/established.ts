@@ -1,7 +1,7 @@
 /**
  * A stack on an in-memory link with an explicit clock and one accepted TCP
  * flow through the three-way handshake: the client's SYN (seq 1000, MSS
- * 1460), our SYN-ACK, the client's ACK (seq 1001). The fixture the
+ * 1460 unless other SYN options are given), our SYN-ACK, the client's ACK (seq 1001). The fixture the
  * stack-level tests start from.
  */
 import { Stack } from '../../src/stack.js';
@@ -21,14 +21,14 @@ export interface EstablishedFlow {
   clientSeq: number;
 }
 
-export async function establishedFlow(t: { teardown(fn: () => void): void }, v: 4 | 6 = 4): Promise<EstablishedFlow> {
+export async function establishedFlow(t: { teardown(fn: () => void): void }, v: 4 | 6 = 4, synOptions: Uint8Array = MSS_1460): Promise<EstablishedFlow> {
   const link = new MemoryLink(1500);
   const clock = { now: 1000 };
   let stream: TcpStream | null = null;
   const stack = new Stack(link, { onTcpFlow: (req) => void (stream = req.accept()) }, { clock: () => clock.now });
   stack.start();
   t.teardown(() => stack.close());
-  link.inject(tcpSegment({ v, seq: 1000, flags: TCP_SYN, options: MSS_1460 }));
+  link.inject(tcpSegment({ v, seq: 1000, flags: TCP_SYN, options: synOptions }));
   await settle();
   const synAck = readTcp(link.drain().find((p) => (readTcp(p).flags & TCP_SYN) !== 0)!);
   link.inject(tcpSegment({ v, seq: 1001, ack: synAck.seq + 1, flags: TCP_ACK }));

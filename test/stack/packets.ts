@@ -143,3 +143,22 @@ export function readTcp(pkt: Uint8Array): { seq: number; ack: number; flags: num
 }
 
 export const MSS_1460 = hex('0204 05b4');
+
+/** Each TCP option of a packet the stack sent: its kind and where it starts (at the kind byte), with its length. */
+export function tcpOptions(pkt: Uint8Array): { kind: number; at: number; len: number }[] {
+  const ipl = pkt[0]! >> 4 === 4 ? (pkt[0]! & 0x0f) * 4 : 40;
+  const thl = (pkt[ipl + 12]! >> 4) * 4;
+  const out: { kind: number; at: number; len: number }[] = [];
+  for (let i = ipl + 20; i < ipl + thl; ) {
+    const kind = pkt[i]!;
+    if (kind === 0) break;
+    if (kind === 1) {
+      i++;
+      continue;
+    }
+    const len = pkt[i + 1]!;
+    out.push({ kind, at: i, len });
+    i += len;
+  }
+  return out;
+}

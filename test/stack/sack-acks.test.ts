@@ -8,11 +8,11 @@
  * data again (3-4 times the wire's drops).
  */
 import t from 'tap';
-import { Stack } from '../../src/stack.js';
 import type { TcpStream } from '../../src/stack/tcp-stream.js';
-import { TCP_ACK, TCP_SYN } from '../../src/wire/tcp.js';
-import { MemoryLink, settle } from './memory-link.js';
-import { readTcp, tcpSegment } from './packets.js';
+import { establishedFlow } from './established.js';
+import { TCP_ACK } from '../../src/wire/tcp.js';
+import { settle, type MemoryLink } from './memory-link.js';
+import { readTcp, tcpOptions, tcpSegment } from './packets.js';
 
 /** MSS 1460, NOP, NOP, SACK permitted. */
 const SYN_OPTIONS = Uint8Array.from([2, 4, 0x05, 0xb4, 1, 1, 4, 2]);
@@ -20,39 +20,16 @@ const MSS = 1460;
 
 /** The SACK blocks of a segment we sent (RFC 2018 3), as [left, right] pairs. */
 function sackBlocks(pkt: Uint8Array): [number, number][] {
-  const v = pkt[0]! >> 4;
-  const ipl = v === 4 ? (pkt[0]! & 0x0f) * 4 : 40;
-  const thl = (pkt[ipl + 12]! >> 4) * 4;
   const dv = new DataView(pkt.buffer, pkt.byteOffset);
   const out: [number, number][] = [];
-  for (let i = ipl + 20; i < ipl + thl; ) {
-    const kind = pkt[i]!;
-    if (kind === 0) break;
-    if (kind === 1) {
-      i++;
-      continue;
-    }
-    const len = pkt[i + 1]!;
-    if (kind === 5) for (let j = i + 2; j + 8 <= i + len; j += 8) out.push([dv.getUint32(j), dv.getUint32(j + 4)]);
-    i += len;
-  }
+  for (const o of tcpOptions(pkt)) if (o.kind === 5) for (let j = o.at + 2; j + 8 <= o.at + o.len; j += 8) out.push([dv.getUint32(j), dv.getUint32(j + 4)]);
   return out;
 }
 
 async function sackFlow(t: { teardown(fn: () => void): void }, v: 4 | 6): Promise<{ link: MemoryLink; stream: TcpStream; iss: number }> {
-  const link = new MemoryLink(1500);
-  const clock = { now: 1000 };
-  let stream: TcpStream | null = null;
-  const stack = new Stack(link, { onTcpFlow: (req) => void (stream = req.accept()) }, { clock: () => clock.now });
-  stack.start();
-  t.teardown(() => stack.close());
-  link.inject(tcpSegment({ v, seq: 1000, flags: TCP_SYN, options: SYN_OPTIONS }));
-  await settle();
-  const synAck = readTcp(link.drain().find((p) => (readTcp(p).flags & TCP_SYN) !== 0)!);
-  link.inject(tcpSegment({ v, seq: 1001, ack: synAck.seq + 1, flags: TCP_ACK }));
-  await settle();
-  link.drain();
-  return { link, stream: stream!, iss: synAck.seq };
+  const f = await establishedFlow(t, v, SYN_OPTIONS);
+  f.link.drain();
+  return { link: f.link, stream: f.stream, iss: f.iss };
 }
 
 for (const v of [4, 6] as const) {

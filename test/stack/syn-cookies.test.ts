@@ -14,7 +14,7 @@ import { Stack, type TcpFlowRequest } from '../../src/stack.js';
 import type { TcpStream } from '../../src/stack/tcp-stream.js';
 import { TCP_ACK, TCP_RST, TCP_SYN } from '../../src/wire/tcp.js';
 import { MemoryLink, settle } from './memory-link.js';
-import { MSS_1460, readTcp, tcpSegment } from './packets.js';
+import { MSS_1460, readTcp, tcpOptions, tcpSegment } from './packets.js';
 
 function lab(t: { teardown(fn: () => void): void }, opts: ConstructorParameters<typeof Stack>[2] = {}) {
   const link = new MemoryLink(1500);
@@ -33,19 +33,8 @@ function tsOption(val: number, ecr: number): Uint8Array {
 }
 /** The TSval of a segment we sent (its timestamp option), 0 when none. */
 function tsVal(pkt: Uint8Array): number {
-  const ipl = pkt[0]! >> 4 === 4 ? (pkt[0]! & 0x0f) * 4 : 40;
-  const thl = (pkt[ipl + 12]! >> 4) * 4;
-  for (let i = ipl + 20; i < ipl + thl; ) {
-    const kind = pkt[i]!;
-    if (kind === 0) break;
-    if (kind === 1) {
-      i++;
-      continue;
-    }
-    if (kind === 8) return ((pkt[i + 2]! << 24) | (pkt[i + 3]! << 16) | (pkt[i + 4]! << 8) | pkt[i + 5]!) >>> 0;
-    i += pkt[i + 1]!;
-  }
-  return 0;
+  const o = tcpOptions(pkt).find((x) => x.kind === 8);
+  return o === undefined ? 0 : ((pkt[o.at + 2]! << 24) | (pkt[o.at + 3]! << 16) | (pkt[o.at + 4]! << 8) | pkt[o.at + 5]!) >>> 0;
 }
 
 for (const v of [4, 6] as const)

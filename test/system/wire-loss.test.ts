@@ -33,12 +33,12 @@ import path from 'node:path';
 import type { Test } from 'tap';
 import { requireRoot, type Netns } from '../harness/netns.js';
 import { threeNamespaces, SERVER_V4, SERVER_V6 } from '../harness/topology.js';
-import { BLOB_SERVER, childEnv, createLab, requireCommands, tempDir, TUN } from '../fixtures/engine/lab.js';
+import { BLOB_SERVER, childEnv, createLab, requireCommands, tempDir } from '../fixtures/engine/lab.js';
 import { blobSha256 } from '../fixtures/blob.js';
 import { startSluice } from './workstation.js';
+import { LOSS_PERCENT, WIRE_LOSS_CONFIG, lossRules } from '../fixtures/wire-loss.js';
 
 const SIZE = Number(process.env.SLUICE_LOSS_BYTES ?? 200 * 1024 * 1024);
-const LOSS_PERCENT = 5;
 /**
  * sluice's goodput must reach this fraction of the kernel's, per direction
  * and family (the median of the paired rounds). The issue's goal is 0.25,
@@ -56,16 +56,6 @@ const LOSS_PERCENT = 5;
 const FLOOR = Number(process.env.SLUICE_LOSS_FLOOR ?? 0.1);
 /** Runs per measurement; the median is compared (SLUICE_LOSS_RUNS): three, since one kernel run under random loss can be an outlier (an IPv4 upload at 1835 Mbit/s beside 392 for IPv6 in one CI run). */
 const RUNS = Number(process.env.SLUICE_LOSS_RUNS ?? 3);
-
-function lossRules(dev: string): string {
-  return `table netdev sluice_test_wireloss {
-  chain ingress {
-    type filter hook ingress device "${dev}" priority 0; policy accept;
-    numgen random mod 100 < ${LOSS_PERCENT} counter drop
-  }
-}
-`;
-}
 
 interface Figures {
   down: number;
@@ -100,17 +90,7 @@ async function transfer(t: Test, client: Netns, host: string, label: string, fil
 
 const fmt = (xs: number[]): string => xs.map((x) => x.toFixed(0)).join('/');
 
-const config = `
-log: { level: info, format: json }
-tun: { name: ${TUN} }
-dns:
-  mode: fake-ip
-  hijack: false
-  fakeIp: { persistPath: null }
-  upstreams: [ { address: "udp://${SERVER_V4}:53" } ]
-route: { table: 2022, priority: 9000 }
-gateway: { enabled: true, lan: [lan0], mode: tun }
-`;
+const config = WIRE_LOSS_CONFIG;
 
 // Twelve 200 MB transfers under loss outlast the suite's 300 s per file on a
 // slow or loaded machine; the file asks its runner for 15 minutes.
@@ -124,8 +104,8 @@ t.test(`${SIZE} bytes each way under ${LOSS_PERCENT} % wire loss, IPv4 and IPv6:
   // One drop is one wire packet: no segmentation or receive offloads on the lossy link.
   await client.exec(['ethtool', '-K', 'eth0', 'tso', 'off', 'gso', 'off', 'gro', 'off']);
   await gateway.exec(['ethtool', '-K', 'lan0', 'tso', 'off', 'gso', 'off', 'gro', 'off']);
-  await client.exec(['nft', '-f', '-'], { input: lossRules('eth0') });
-  await gateway.exec(['nft', '-f', '-'], { input: lossRules('lan0') });
+  await client.exec(['nft', '-f', '-'], { input: lossRules('eth0', 'sluice_test_wireloss') });
+  await gateway.exec(['nft', '-f', '-'], { input: lossRules('lan0', 'sluice_test_wireloss') });
 
   const srv = server.spawn([process.execPath, BLOB_SERVER, '8080'], { env: childEnv });
   t.teardown(() => void srv.kill('SIGTERM'));
