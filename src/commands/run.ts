@@ -50,7 +50,8 @@ import { startTproxyUdp } from '../udp/tproxy.js';
 import type net from 'node:net';
 import { checkClassifier, classifierCounters, classifierStatus, runsClassifier, startClassifier, type RunningClassifier } from '../system/classifier-run.js';
 import { startKernelPath, type RunningKernelPath } from '../system/kernel-path.js';
-import { dropPrivileges, planPrivilegeDrop } from '../system/privileges.js';
+import { fileURLToPath } from 'node:url';
+import { checkReadableBy, dropPrivileges, planPrivilegeDrop } from '../system/privileges.js';
 import { sdNotify } from '../system/sd-notify.js';
 import { refuseGlobalDispatch } from '../outbound/agent.js';
 import { reportCoexistence } from '../system/coexistence.js';
@@ -59,6 +60,7 @@ import { dirname, join } from 'node:path';
 import { tunQueues } from '../workers/queues.js';
 import { NullLink } from '../workers/queue-link.js';
 import { startWorkers, type RunningWorkers } from '../workers/run-workers.js';
+import { WORKER_SCRIPT } from '../workers/pool.js';
 import { newDialTable, SharedDialTable } from '../workers/shared-dials.js';
 
 export const RUN_USAGE = `Usage: sluice run [--config FILE] [--state FILE]
@@ -216,9 +218,13 @@ async function run(argv: string[], io: CommandIo, takeEarlySignal: () => string 
   let workers: RunningWorkers | null = null;
   try {
     const queues = tunQueues(config.tun.queues);
-    const drop = planPrivilegeDrop(config, where, statePath);
-    // setresuid clears the capabilities of every other thread (KEEPCAPS is per thread): the workers' marked sockets would fail.
-    if (drop !== null && queues.queues > 1) throw new Error(`tun.queues: ${queues.queues} queues (${queues.from}) cannot be combined with run.user yet: the worker threads would lose the capabilities their marked sockets need; use tun.queues: 1 with run.user`);
+    const drop = planPrivilegeDrop(config, where, statePath, queues.queues);
+    // With run.user the worker threads start after the drop (below): the uid
+    // change clears the capabilities of every thread but this one (KEEPCAPS
+    // and capset are per thread, native/src/privileges.c), and a thread
+    // created later is cloned from this thread's credentials, kept set included.
+    const workersAfterDrop = drop !== null && queues.queues > 1;
+    if (workersAfterDrop) checkReadableBy(fileURLToPath(WORKER_SCRIPT), drop, where, `tun.queues: ${queues.queues} starts worker threads after the drop, which load sluice's code as that user`);
     life.check();
     await cleanLeftovers(statePath, log);
     life.check();
@@ -269,10 +275,11 @@ async function run(argv: string[], io: CommandIo, takeEarlySignal: () => string 
     life.defer('outbounds', 'engine', () => e.stop());
     await engine.start();
     life.check();
-    if (queues.queues > 1) {
+    const runWorkers = async (): Promise<void> => {
       workers = await startWorkers({ engine: e, device: tun, config, log, tap, selectionsPath: join(dirname(statePath), 'groups.json'), queues, captureLink: link, dialTable: dialTable! });
       life.check();
-    }
+    };
+    if (queues.queues > 1 && !workersAfterDrop) await runWorkers();
     if (config.route.auto) {
       const stopRoute = await startAutoRoute(config.route, tun.name, statePath, log);
       life.defer('system', 'auto-route', stopRoute);
@@ -304,7 +311,8 @@ async function run(argv: string[], io: CommandIo, takeEarlySignal: () => string 
       life.defer('system', 'gateway', () => g.stop());
       life.check();
     }
-    if (api !== null) {
+    const serveControl = (): void => {
+      if (api === null) return;
       startControl({
         engine: e,
         log,
@@ -323,8 +331,15 @@ async function run(argv: string[], io: CommandIo, takeEarlySignal: () => string 
         classifierStatus: () => classifierStatus(),
         reload: () => reload(),
       });
-    }
+    };
+    // With run.user and worker threads, after the workers: their routes (/v1/workers) and view exist then.
+    if (!workersAfterDrop) serveControl();
     if (drop !== null) dropPrivileges(drop, where, log);
+    // The TUN's queues hold what arrived meanwhile (up to its txqueuelen); the workers drain them.
+    if (workersAfterDrop) {
+      await runWorkers();
+      serveControl();
+    }
   } catch (err) {
     if (err instanceof StopRequested) {
       log.info({ signal: err.signal }, 'stopping during start-up');

@@ -51,7 +51,7 @@
 import { SluiceError } from '../errors.js';
 import { secretPath } from '../control/secret.js';
 import { accessSync, chownSync, constants, existsSync, lstatSync, readdirSync, readFileSync } from 'node:fs';
-import { basename, dirname, join } from 'node:path';
+import { basename, dirname, join, parse as parsePath } from 'node:path';
 import type { SluiceConfig } from '../config/types.js';
 import type { Logger } from '../engine/logger.js';
 import { loadNative, type SluiceNative } from '../link/native.js';
@@ -159,10 +159,18 @@ export function capNames(mask: bigint): string[] {
   return out;
 }
 
-/** The capabilities sluice keeps for `config` (see the top of this file). */
-export function keptCapabilities(config: SluiceConfig): CapName[] {
+/**
+ * The capabilities sluice keeps for `config` (see the top of this file),
+ * with `queues` TUN queues: worker threads (queues > 1) open their ICMP echo
+ * sockets after the drop, at start and at each restart, and a raw ICMP
+ * socket needs CAP_NET_RAW (ping sockets need net.ipv4.ping_group_range,
+ * which nobody's group is not in by default).
+ */
+export function keptCapabilities(config: SluiceConfig, queues = 1): CapName[] {
   const keep: CapName[] = ['CAP_NET_ADMIN'];
-  if (config.outbounds.some((o) => o.type === 'direct' && o.interface !== null)) keep.push('CAP_NET_RAW');
+  const bindsDevice = config.outbounds.some((o) => o.type === 'direct' && o.interface !== null);
+  const workersPing = queues > 1 && config.icmp.echo === 'forward';
+  if (bindsDevice || workersPing) keep.push('CAP_NET_RAW');
   if (config.gateway.enabled && config.gateway.mode !== 'tun') keep.push('CAP_NET_BIND_SERVICE');
   return keep;
 }
@@ -191,6 +199,34 @@ function checkDir(d: WritableDir, all: readonly WritableDir[], plan: { user: str
     throw new PrivilegeError(`${where}: run.user: ${shown} holds other files (${foreign.slice(0, 3).join(', ')}${foreign.length > 3 ? ', ...' : ''}); sluice hands its directory to ${plan.user} after set-up and needs one of its own, such as /run/sluice/ or /var/lib/sluice/`);
   }
   return 'hand-over';
+}
+
+/**
+ * Worker threads (tun.queues > 1) load their modules after the drop when one
+ * is restarted, as run.user: every directory from / down to `file` must be
+ * searchable by that user, and the file readable. Throws PrivilegeError
+ * naming the first directory that is not, before anything is set up.
+ */
+export function checkReadableBy(file: string, plan: { user: string; uid: number; gid: number }, where: string, why: string): void {
+  const allowed = (mode: number, uid: number, gid: number, bits: number): boolean => {
+    const shift = uid === plan.uid ? 6 : gid === plan.gid ? 3 : 0;
+    return ((mode >> shift) & bits) === bits;
+  };
+  const chain: string[] = [];
+  for (let d = dirname(file); ; d = dirname(d)) {
+    chain.unshift(d);
+    if (d === parsePath(d).root) break;
+  }
+  for (const d of chain) {
+    const st = lstatSync(d);
+    if (!allowed(st.mode, st.uid, st.gid, 0o1)) {
+      throw new PrivilegeError(`${where}: run.user: ${plan.user} cannot search ${d} (mode ${(st.mode & 0o777).toString(8)}), and ${why}; install sluice where ${plan.user} can read it (such as /opt/sluice or /usr/lib/node_modules), or use tun.queues: 1`);
+    }
+  }
+  const st = lstatSync(file);
+  if (!allowed(st.mode, st.uid, st.gid, 0o4)) {
+    throw new PrivilegeError(`${where}: run.user: ${plan.user} cannot read ${file} (mode ${(st.mode & 0o777).toString(8)}), and ${why}; make it readable by ${plan.user}, or use tun.queues: 1`);
+  }
 }
 
 function effectiveCaps(): bigint {
@@ -240,11 +276,11 @@ export function resolveRunIdentity(config: SluiceConfig, where: string, native: 
  * before anything is opened; null when run.user is not set. Errors name the
  * field (`where` is the config file).
  */
-export function planPrivilegeDrop(config: SluiceConfig, where: string, statePath: string, native: SluiceNative = loadNative()): PrivilegeDrop | null {
+export function planPrivilegeDrop(config: SluiceConfig, where: string, statePath: string, queues = 1, native: SluiceNative = loadNative()): PrivilegeDrop | null {
   const id = resolveRunIdentity(config, where, native);
   if (id === null) return null;
   const { user, uid, group, gid } = id;
-  const keep = keptCapabilities(config);
+  const keep = keptCapabilities(config, queues);
   const need = [...keep, 'CAP_SETUID', 'CAP_SETGID', 'CAP_SETPCAP'] as CapName[];
   const eff = effectiveCaps();
   const missing = need.filter((n) => ((eff >> BigInt(CAP[n])) & 1n) === 0n);

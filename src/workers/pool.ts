@@ -32,6 +32,9 @@ import type { Capture, CaptureLink } from '../link/capture.js';
 import { FakeIpChannelServer, newFakeIpChannel, newTableSizes } from './fake-ip-channel.js';
 import type { CaptureSpec, FlowSnap, MainToWorker, ObservedEvent, WorkerReport, WorkerStart, WorkerToMain } from './protocol.js';
 
+/** The module each worker thread runs. */
+export const WORKER_SCRIPT = new URL('./worker-main.js', import.meta.url);
+
 const RESTART_MIN_MS = 100;
 const RESTART_MAX_MS = 5000;
 const HEALTHY_MS = 60_000;
@@ -208,7 +211,7 @@ export class WorkerPool {
       observe: this.o.observer !== undefined && this.o.observer().engine !== null,
       dialTable: this.o.dialTable,
     };
-    const w = new Worker(new URL('./worker-main.js', import.meta.url), { workerData: data, transferList: [wake.port2], stdout: false, stderr: false });
+    const w = new Worker(WORKER_SCRIPT, { workerData: data, transferList: [wake.port2], stdout: false, stderr: false });
     slot.worker = w;
     // The captures running now include the new worker's queue (messages wait until its handler is set).
     for (const c of this.captures.values()) w.postMessage({ t: 'captureStart', ...c.spec } satisfies MainToWorker);

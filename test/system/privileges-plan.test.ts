@@ -7,14 +7,14 @@
  * namespace by privileges.test.ts.
  */
 import t from 'tap';
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, chownSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { execFileSync } from 'node:child_process';
 import { join } from 'node:path';
 import { isConfigError } from '../../src/config/errors.js';
 import { parseConfig } from '../../src/config/load.js';
 import { defaultConfig, type SluiceConfig } from '../../src/config/types.js';
-import { capMask, keptCapabilities, parseStatus, planPrivilegeDrop, PrivilegeError } from '../../src/system/privileges.js';
+import { capMask, checkReadableBy, keptCapabilities, parseStatus, planPrivilegeDrop, PrivilegeError } from '../../src/system/privileges.js';
 import { requireRoot } from '../harness/netns.js';
 import { readState } from '../../src/system/state.js';
 import { loadNative } from '../../src/link/native.js';
@@ -60,6 +60,11 @@ t.test('kept capabilities follow the config', async (t) => {
   const g = defaultConfig();
   g.gateway = { ...g.gateway, enabled: true, lan: ['lan0'], mode: 'tproxy' };
   t.same(keptCapabilities(g), ['CAP_NET_ADMIN', 'CAP_NET_BIND_SERVICE'], 'tproxy mode (UDP replies from low ports) adds CAP_NET_BIND_SERVICE');
+  t.same(keptCapabilities(defaultConfig(), 2), ['CAP_NET_ADMIN', 'CAP_NET_RAW'], 'worker threads (2 queues) open raw ICMP echo sockets after the drop: CAP_NET_RAW');
+  const quiet = defaultConfig();
+  quiet.icmp = { ...quiet.icmp, echo: 'reply' };
+  t.same(keptCapabilities(quiet, 2), ['CAP_NET_ADMIN'], 'with echo requests not forwarded, workers need no CAP_NET_RAW');
+  t.same(keptCapabilities(defaultConfig(), 1), ['CAP_NET_ADMIN'], 'one queue: the ICMP sockets are opened before the drop');
   t.equal(capMask(['CAP_NET_ADMIN', 'CAP_NET_RAW']), 0x3000, 'mask of NET_ADMIN + NET_RAW');
 });
 
@@ -148,4 +153,29 @@ t.test('sd-notify: no NOTIFY_SOCKET is a no-op; an unusable one is reported once
   const gone = probe(join(tempDir(t), 'none.sock'));
   t.equal(gone.sent, false, 'a socket nobody listens on: not sent');
   t.same(gone.warned, ['sd_notify failed', 'sd_notify failed'], 'each failed send is a warning, never a throw');
+});
+
+t.test('worker code readable by run.user: every directory searchable, the file readable', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'sluice-readable-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  chmodSync(dir, 0o755);
+  const nested = join(dir, 'app', 'dist');
+  mkdirSync(nested, { recursive: true, mode: 0o755 });
+  const file = join(nested, 'worker-main.js');
+  writeFileSync(file, '', { mode: 0o644 });
+  const plan = { user: 'nobody', uid: 65534, gid: 65534 };
+  t.doesNotThrow(() => checkReadableBy(file, plan, 'c.yaml', 'workers load it'), 'world-searchable directories and a world-readable file pass');
+  chmodSync(join(dir, 'app'), 0o700);
+  let refused = '';
+  try {
+    checkReadableBy(file, plan, 'c.yaml', 'workers load it');
+  } catch (err) {
+    refused = (err as Error).message;
+  }
+  t.equal(refused.split(';')[0], `c.yaml: run.user: nobody cannot search ${join(dir, 'app')} (mode 700), and workers load it`, 'a root-only directory on the way is named, with its mode');
+  chmodSync(join(dir, 'app'), 0o755);
+  chmodSync(file, 0o600);
+  t.throws(() => checkReadableBy(file, plan, 'c.yaml', 'workers load it'), { message: /nobody cannot read .*worker-main\.js \(mode 600\)/ }, 'an unreadable file is named');
+  chownSync(file, 65534, 65534);
+  t.doesNotThrow(() => checkReadableBy(file, plan, 'c.yaml', 'workers load it'), 'a file nobody owns (owner bits) passes');
 });

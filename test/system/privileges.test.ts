@@ -10,6 +10,9 @@
  *     then a name resolved upstream by sluice), a SIGHUP reload that re-reads
  *     a rule-set file as nobody and changes the policy, and in tproxy mode
  *     UDP replies from port 53 (CAP_NET_BIND_SERVICE);
+ *   - with tun.queues 2 the worker threads start after the drop, cloned from
+ *     the main thread's credentials: flows on both queues get their SO_MARK,
+ *     and a worker killed and restarted after the drop serves flows again;
  *   - SIGTERM, as nobody, removes everything: rules, routes, nftables and the
  *     forwarding sysctls are exactly as before (the ip/nft children run with
  *     the ambient CAP_NET_ADMIN, the sysctls are written with it), the state
@@ -25,15 +28,19 @@ import { requireRoot, type Netns } from '../harness/netns.js';
 import { threeNamespaces, SERVER_V4, SERVER_V6 } from '../harness/topology.js';
 import { createLab, curl, describe, requireCommands, startDnsmasq, startWebServer, tempDir, timed, TUN, type Engine } from '../fixtures/engine/lab.js';
 import { nobodyTapEnv, snapshot, startSluice } from './workstation.js';
+import { tunQueues } from '../../src/workers/queues.js';
 
 const NOBODY = 65534;
 const CAP_NET_BIND_SERVICE = 10;
 const CAP_NET_ADMIN = 12;
+const CAP_NET_RAW = 13;
+/** SLUICE_TEST_TUN_QUEUES=2 runs every test with worker threads, which keep CAP_NET_RAW for their ICMP sockets (src/system/privileges.ts). */
+const SUITE_WORKERS = tunQueues(1).queues > 1;
 
-function config(dir: string, gateway: string): string {
+function config(dir: string, gateway: string, more = ''): string {
   return `
 log: { level: info, format: json }
-tun: { name: ${TUN} }
+tun: { name: ${TUN}${more} }
 dns:
   mode: fake-ip
   fakeIp: { persistPath: ${path.join(dir, 'lib', 'fakeip.json')} }
@@ -169,8 +176,9 @@ t.test('run.user nobody, gateway mode tun: /proc shows the drop; TCP, UDP, DNS, 
 
   const engine = await startSluice(t, gateway, dir, config(dir, 'mode: tun'), state, nobodyTapEnv(dir));
   const dropped = await engine.waitFor((l) => l.msg === 'privileges dropped', 1000, '"privileges dropped" (before "ready")');
-  t.match(dropped, { user: 'nobody', uid: NOBODY, gid: NOBODY, keep: ['CAP_NET_ADMIN'] }, 'sluice logs the drop to nobody, keeping CAP_NET_ADMIN');
-  checkProc(t, engine.proc.pid!, 1n << BigInt(CAP_NET_ADMIN));
+  const kept = (1n << BigInt(CAP_NET_ADMIN)) | (SUITE_WORKERS ? 1n << BigInt(CAP_NET_RAW) : 0n);
+  t.match(dropped, { user: 'nobody', uid: NOBODY, gid: NOBODY, keep: SUITE_WORKERS ? ['CAP_NET_ADMIN', 'CAP_NET_RAW'] : ['CAP_NET_ADMIN'] }, 'sluice logs the drop to nobody, keeping CAP_NET_ADMIN (and CAP_NET_RAW for worker threads)');
+  checkProc(t, engine.proc.pid!, kept);
   t.equal(statSync(path.join(dir, 'run')).uid, NOBODY, 'the state directory was handed to nobody');
 
   // TCP, both families: each upstream socket gets SO_MARK 0x162 after the drop.
@@ -205,7 +213,7 @@ t.test('run.user nobody, gateway mode tun: /proc shows the drop; TCP, UDP, DNS, 
   t.not(added.code, 0, `added.example is refused after the reload (${describe(added)})`);
   const rejected = await engine.waitFor((l) => l.msg === 'flow' && l.domain === 'added.example', 5000, 'the flow line of added.example');
   t.equal(rejected.outbound, 'block', 'its flow line shows the reject outbound');
-  checkProc(t, engine.proc.pid!, 1n << BigInt(CAP_NET_ADMIN));
+  checkProc(t, engine.proc.pid!, kept);
 
   await stopAndCompare(t, engine, gateway, before, state);
   const saved = path.join(dir, 'lib', 'fakeip.json');
@@ -223,9 +231,9 @@ t.test('run.user nobody, gateway mode tproxy: CAP_NET_BIND_SERVICE kept for UDP 
   const before = await gatewaySnapshot(gateway);
 
   const engine = await startSluice(t, gateway, dir, config(dir, 'mode: tproxy'), state, nobodyTapEnv(dir));
-  const kept = (1n << BigInt(CAP_NET_ADMIN)) | (1n << BigInt(CAP_NET_BIND_SERVICE));
+  const kept = (1n << BigInt(CAP_NET_ADMIN)) | (1n << BigInt(CAP_NET_BIND_SERVICE)) | (SUITE_WORKERS ? 1n << BigInt(CAP_NET_RAW) : 0n);
   const dropped = await engine.waitFor((l) => l.msg === 'privileges dropped', 1000, '"privileges dropped"');
-  t.same(dropped.keep, ['CAP_NET_ADMIN', 'CAP_NET_BIND_SERVICE'], 'tproxy mode keeps CAP_NET_BIND_SERVICE too');
+  t.same(dropped.keep, SUITE_WORKERS ? ['CAP_NET_ADMIN', 'CAP_NET_RAW', 'CAP_NET_BIND_SERVICE'] : ['CAP_NET_ADMIN', 'CAP_NET_BIND_SERVICE'], 'tproxy mode keeps CAP_NET_BIND_SERVICE too');
   checkProc(t, engine.proc.pid!, kept);
 
   for (const target of [SERVER_V4, `[${SERVER_V6}]`]) {
@@ -235,5 +243,58 @@ t.test('run.user nobody, gateway mode tproxy: CAP_NET_BIND_SERVICE kept for UDP 
   t.equal(await udpRoundTrip(client, SERVER_V4, 'udp4'), 'ping over udp', 'IPv4 UDP through TPROXY after the drop (transparent reply socket)');
   // The reply socket binds SERVER_V4:53: a port below 1024.
   t.match(await dig(client, 'web.example'), /^198\.18\.\d+\.\d+$/, 'DNS through TPROXY is answered (fake IP) from the reply socket bound to port 53');
+  await stopAndCompare(t, engine, gateway, before, state);
+});
+
+const API = '127.0.0.1:19191';
+const SECRET = 'privqueues';
+
+t.test('run.user nobody, tun.queues 2: the workers start after the drop with the kept set; both queues and a restarted worker still dial', { timeout: 180_000 }, async (t) => {
+  if (!requireRoot(t)) return;
+  if (!requireCommands(t, ['curl', 'dig', '/usr/sbin/dnsmasq', 'ip', 'nft'])) return;
+  const dir = tempDir(t, 'privq');
+  const state = path.join(dir, 'run', 'state.json');
+  const { client, gateway } = await lab(t, 'privqxxx', dir);
+  const before = await gatewaySnapshot(gateway);
+  const yaml = config(dir, 'mode: tun', ', queues: 2') + `api: { listen: "${API}", secret: ${SECRET} }\n`;
+  const engine = await startSluice(t, gateway, dir, yaml, state, nobodyTapEnv(dir));
+  const kept = (1n << BigInt(CAP_NET_ADMIN)) | (1n << BigInt(CAP_NET_RAW));
+  const dropped = await engine.waitFor((l) => l.msg === 'privileges dropped', 1000, '"privileges dropped"');
+  t.same(dropped.keep, ['CAP_NET_ADMIN', 'CAP_NET_RAW'], 'the drop keeps CAP_NET_ADMIN, and CAP_NET_RAW for the workers\' raw ICMP sockets');
+  const pool = await engine.waitFor((l) => l.msg === 'worker threads serving the TUN queues', 10_000, 'the worker pool line');
+  await engine.waitFor((l) => l.msg === 'ready', 10_000, '"ready"');
+  t.ok(engine.lines.indexOf(pool) > engine.lines.indexOf(dropped), 'the worker threads started after the drop');
+  checkProc(t, engine.proc.pid!, kept);
+  // Threads cloned after the drop hold the kept set: the main thread and at least the two workers.
+  const holding = readdirSync(`/proc/${engine.proc.pid!}/task`).filter((tid) => {
+    try {
+      return parse(tid, readFileSync(`/proc/${engine.proc.pid!}/task/${tid}/status`, 'utf8')).eff === kept;
+    } catch {
+      return false;
+    }
+  });
+  t.ok(holding.length >= 3, `${holding.length} threads hold the kept set effective (the main thread and the workers, created after the drop)`);
+
+  /** Connections until each queue in `want` carried one; every one must succeed (its upstream socket gets SO_MARK in a worker). */
+  const untilQueues = async (want: number[], label: string): Promise<void> => {
+    const seen = new Set<number>();
+    let failed = 0;
+    for (let i = 0; i < 60 && want.some((q) => !seen.has(q)); i++) {
+      const n = engine.lines.length;
+      const r = await curl(client, [`http://${SERVER_V4}/`]);
+      if (r.code !== 0) failed++;
+      const f = await engine.waitFor((l) => engine.lines.indexOf(l) >= n && l.msg === 'flow' && l.dst === `${SERVER_V4}:80`, 10_000, 'the flow line');
+      if (typeof f.queue === 'number' && f.outbound === 'direct') seen.add(f.queue);
+    }
+    t.equal(failed, 0, `${label}: every connection succeeded`);
+    t.same([...seen].sort(), want, `${label}: flows went direct on queues ${want.join(' and ')}`);
+  };
+  await untilQueues([0, 1], 'after the drop');
+
+  const killed = await gateway.exec(['curl', '-sS', '--max-time', '10', '-X', 'POST', '-H', `Authorization: Bearer ${SECRET}`, `http://${API}/v1/workers/1/kill`], { timeoutMs: 20_000 });
+  t.match(killed.stdout, /"killed":1/, 'worker 1 killed through the control API');
+  await engine.waitFor((l) => l.msg === 'worker restarted' && l.queue === 1, 30_000, '"worker restarted" for queue 1');
+  await untilQueues([0, 1], 'after worker 1 was restarted as nobody');
+  checkProc(t, engine.proc.pid!, kept);
   await stopAndCompare(t, engine, gateway, before, state);
 });
