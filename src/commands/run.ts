@@ -58,7 +58,7 @@ import { reportCoexistence } from '../system/coexistence.js';
 import { createReloader } from './run-reload.js';
 import { dirname, join } from 'node:path';
 import { tunQueues } from '../workers/queues.js';
-import { NullLink } from '../workers/queue-link.js';
+import { TransmitOnlyLink } from '../workers/queue-link.js';
 import { startWorkers, type RunningWorkers } from '../workers/run-workers.js';
 import { WORKER_SCRIPT } from '../workers/pool.js';
 import { newDialTable, SharedDialTable } from '../workers/shared-dials.js';
@@ -259,7 +259,7 @@ async function run(argv: string[], io: CommandIo, takeEarlySignal: () => string 
     if (envCapture !== null) life.defer('outbounds', 'capture file', envCapture);
     // log.level trace: every packet in and out, with its drop reason (zero cost otherwise: not inserted).
     const tracer = log.isLevelEnabled('trace') ? new PacketTracer(link, log) : null;
-    const engineLink = queues.queues > 1 ? new NullLink(tun.name, tun.mtu, tun.vnetHdr, tun.offloads) : (tracer ?? link);
+    const engineLink = queues.queues > 1 ? new TransmitOnlyLink(tun.name, tun.mtu, tun.vnetHdr, tun.offloads, tun.fds[0]!) : (tracer ?? link);
     // limits.dials / dialsPerSource hold over every engine (the workers' and this one's TPROXY flows).
     const dialTable = queues.queues > 1 ? newDialTable(config.limits.dials) : null;
     engine = new Engine(config, engineLink, log, { selectionsPath: join(dirname(statePath), 'groups.json'), ruleSetDir: join(dirname(statePath), 'rulesets'), dialTable: dialTable === null ? null : new SharedDialTable(dialTable) });

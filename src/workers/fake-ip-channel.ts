@@ -36,7 +36,7 @@
  */
 import type { MessagePort } from 'node:worker_threads';
 import { FakeIpPool, type FakeIpPoolOptions, type FakeIpStats, type RestoreResult } from '../dns/fake-ip.js';
-import { parseIp } from '../dns/address.js';
+import { formatIp, parseIp } from '../dns/address.js';
 import { DnsSnoop, type DnsSnoopStats } from '../dns/snoop.js';
 import type { DnsMessage } from '../dns/message.js';
 
@@ -350,6 +350,12 @@ export class RemoteDnsSnoop extends DnsSnoop {
     // The common case without hijacked answers (real-ip, dns.hijack off): no round trip per flow.
     if (this.ch.snoopEmpty) return null;
     return this.ch.askText(OP_SNOOP_LOOKUP, addr);
+  }
+
+  override lookupAddress(addr: Uint8Array): string | null {
+    this.looked++;
+    if (this.ch.snoopEmpty) return null;
+    return this.ch.askText(OP_SNOOP_LOOKUP, formatIp(addr));
   }
 
   override get size(): number {

@@ -17,9 +17,13 @@
  * record ages out (TUN_FLOW_EXPIRE, 3 s idle) the hash picks the same queue
  * again, since numqueues never changes while sluice runs.
  *
- * NullLink: the main thread's engine in this mode owns the policy, the
- * fake-IP pool and the control plane, but no packets: its stack is never
- * fed and transmits nothing.
+ * TransmitOnlyLink: the main thread's engine in this mode owns the policy,
+ * the fake-IP pool, the control plane and the TPROXY listeners, but no TUN
+ * packets: its stack is never fed. It transmits only what it makes itself,
+ * the ICMP unreachables that refuse a TPROXY UDP session (src/udp/tproxy.ts),
+ * on queue 0's fd: a TUN write is one packet per syscall however many
+ * threads write the fd, and the kernel routes the packet out of the TUN
+ * whichever queue it came in on.
  */
 import { loadNative, type ReaderHandle, type SluiceNative } from '../link/native.js';
 import type { LinkEndpoint, LinkReceiver } from '../link/link.js';
@@ -134,28 +138,51 @@ export class QueueLink implements LinkEndpoint, TxSink {
   }
 }
 
-/** A link that never receives and drops what is sent (the main thread's engine when workers carry the packets). */
-export class NullLink implements LinkEndpoint {
-  readonly txBuffer: Uint8Array;
+/** A link that never receives and writes what is sent to one queue's fd (the main thread's engine when workers carry the packets). */
+export class TransmitOnlyLink implements LinkEndpoint, TxSink {
+  private readonly native: SluiceNative;
+  private readonly tx: TxBatch;
+  private closed = false;
 
   constructor(
     readonly name: string,
     readonly mtu: number,
     readonly vnetHdr: boolean,
     readonly offloads: number,
+    private readonly fd: number,
   ) {
-    this.txBuffer = new Uint8Array(65536 + 64);
+    this.native = loadNative();
+    // Rare, small packets (ICMP errors quoting one datagram): one record's room is enough.
+    this.tx = new TxBatch(this.native.MAX_RECORD, this);
+  }
+
+  get txBuffer(): Uint8Array {
+    return this.tx.buffer;
   }
 
   start(_receiver: LinkReceiver): void {}
 
-  txReserve(_maxLen: number): number {
-    return 4;
+  txReserve(maxLen: number): number {
+    return this.tx.reserve(maxLen);
   }
 
-  txCommit(_len: number): void {}
+  txCommit(len: number): void {
+    this.tx.commit(len);
+  }
 
-  flush(): void {}
+  flush(): void {
+    this.tx.flush();
+  }
 
-  close(): void {}
+  writeRecords(buf: Uint8Array, count: number): number {
+    if (this.closed) return 0;
+    return this.native.writeBatch(this.fd, buf, count);
+  }
+
+  /** The fd stays open (the TUN device owns it). */
+  close(): void {
+    if (this.closed) return;
+    this.tx.flush();
+    this.closed = true;
+  }
 }

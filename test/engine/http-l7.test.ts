@@ -107,10 +107,16 @@ t.test('sluice run: HTTP L7 mode with pooled upstreams, rules, header edits and 
     t.same(seen.map((s) => s.url), ['/one', '/two', '/three'], 'three answers');
     t.same(seen.map((s) => s.host), ['plain.example', 'plain.example', 'plain.example'], 'Host kept');
     t.same(new Set(seen.map((s) => s.peer)), new Set([GATEWAY_WAN_V4]), 'direct: the server saw the gateway connect');
-    t.same(new Set(seen.map((s) => s.conn)), new Set([seen[0]!.conn]), `all three came on one upstream connection (conn ${seen.map((s) => s.conn).join(',')})`);
-    t.same(new Set(seen.map((s) => s.peerPort)), new Set([seen[0]!.peerPort]), 'from one upstream source port');
-    t.equal(seen[2]!.accepted, 1, 'the server accepted exactly one connection');
     const flowA = await engine.flowFrom(`${CLIENT_V4}:42001`);
+    const flowB = await engine.flowFrom(`${CLIENT_V4}:42002`);
+    // With worker threads (tun.queues > 1) each worker has its own upstream
+    // pools: client connections on two queues share nothing (docs/workers.md).
+    const pools = new Set([flowA?.queue, flowB?.queue]).size;
+    const where = pools === 1 ? 'one upstream connection' : `one upstream connection per worker (queues ${String(flowA?.queue)} and ${String(flowB?.queue)})`;
+    t.equal(seen[1]!.conn, seen[0]!.conn, `the first client connection's two requests came on one upstream connection (conn ${seen.map((s) => s.conn).join(',')})`);
+    t.equal(new Set(seen.map((s) => s.conn)).size, pools, `all three came on ${where}`);
+    t.equal(new Set(seen.map((s) => s.peerPort)).size, pools, `from ${pools === 1 ? 'one upstream source port' : 'one upstream source port per worker'}`);
+    t.equal(seen[2]!.accepted, pools, `the server accepted exactly ${pools === 1 ? 'one connection' : 'one connection per worker'}`);
     t.match(flowA, { protocol: 'http', outbound: 'direct' }, 'the client connection is logged as one flow');
     const linesA = requestsFrom(42001);
     t.equal(linesA.length, 2, 'two access-log lines for the first connection');
