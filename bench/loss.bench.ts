@@ -12,7 +12,11 @@
  * `retrans` (segments the client resent: on uploads, beyond the wire's
  * drops, that is spurious retransmission caused by what sluice's ACKs
  * told it) and `reord` (TCPSACKReorder: the client saw data it had taken
- * for lost acknowledged without a retransmission). SLUICE_BIN_BASE runs an
+ * for lost acknowledged without a retransmission). `sluice.*` are sluice's
+ * own stack counters over the transfer (its API's /v1/stats): on downloads
+ * they are its sender's retransmissions, RTOs, lost retransmissions and
+ * tail loss probes; `server.*` are the server's counters beside a kernel
+ * run (on downloads, the kernel's sender). SLUICE_BIN_BASE runs an
  * earlier build's bin/sluice.js in the same rotation (before/after).
  */
 import path from 'node:path';
@@ -52,15 +56,39 @@ async function tunDrops(gateway: Netns): Promise<number> {
   return info?.stats64?.tx?.dropped ?? 0;
 }
 
-async function timed(client: Netns, gateway: Netns, who: string, what: string, cmd: string, pick: (out: string) => number): Promise<Row> {
-  const a = await nstat(client);
+/** The API the bench's sluice listens on (in the gateway namespace), for its own TCP counters. */
+const API = '127.0.0.1:19090';
+const API_SECRET = 'lossbench';
+const STACK_COUNTERS = ['tcpRetransmits', 'tcpTimeouts', 'tcpLostRetransmits', 'tcpLossProbes'] as const;
+
+/** sluice's stack counters (its own retransmissions: on downloads, what its sender resent), prefixed `sluice.`; none when it is not running. */
+async function sluiceStats(gateway: Netns, running: boolean): Promise<Record<string, number>> {
+  if (!running) return {};
+  const out = await gateway.sh(`curl -sS -m 5 -H 'Authorization: Bearer ${API_SECRET}' http://${API}/v1/stats || echo '{}'`);
+  const stack = (JSON.parse(out) as { stack?: Record<string, number> }).stack ?? {};
+  const r: Record<string, number> = {};
+  for (const k of STACK_COUNTERS) r[`sluice.${k.replace(/^tcp/, '')}`] = stack[k] ?? 0;
+  return r;
+}
+
+/** The server's counters, prefixed `server.`: on kernel downloads, what the kernel's sender did over the lossy link. */
+async function serverStats(server: Netns, kernel: boolean): Promise<Record<string, number>> {
+  if (!kernel) return {};
+  const r: Record<string, number> = {};
+  for (const [k, v] of Object.entries(await nstat(server))) r[`server.${k}`] = v;
+  return r;
+}
+
+async function timed(client: Netns, gateway: Netns, server: Netns, who: string, what: string, cmd: string, pick: (out: string) => number): Promise<Row> {
+  const running = who !== 'kernel';
+  const a = { ...(await nstat(client)), ...(await sluiceStats(gateway, running)), ...(await serverStats(server, !running)) };
   const da = await tunDrops(gateway);
   const out = await client.sh(cmd, { timeoutMs: 300_000, env: childEnv });
-  const b = await nstat(client);
+  const b = { ...(await nstat(client)), ...(await sluiceStats(gateway, running)), ...(await serverStats(server, !running)) };
   b.TunTxDropped = await tunDrops(gateway);
   a.TunTxDropped = da;
   const d = (k: string): number => (b[k] ?? 0) - (a[k] ?? 0);
-  return { who, what, mbit: (pick(out) * 8) / 1e6, retrans: d('TcpRetransSegs'), reord: d('TcpExtTCPSACKReorder'), more: Object.keys(b).filter((k) => !['TcpRetransSegs', 'TcpExtTCPSACKReorder'].includes(k) && d(k) > 0).map((k) => `${k.replace(/^TcpExtTCP|^Tcp/, '')} ${d(k)}`).join(' ') };
+  return { who, what, mbit: (pick(out) * 8) / 1e6, retrans: d('TcpRetransSegs'), reord: d('TcpExtTCPSACKReorder'), more: Object.keys(b).filter((k) => !['TcpRetransSegs', 'TcpExtTCPSACKReorder'].includes(k) && d(k) > 0).map((k) => `${k.replace(/^(\w+\.)?(TcpExtTCP|Tcp)/, '$1')} ${d(k)}`).join(' ') };
 }
 
 export async function runLossBench(rounds: number, size: number): Promise<Row[]> {
@@ -80,7 +108,7 @@ export async function runLossBench(rounds: number, size: number): Promise<Row[]>
     const file = path.join(dir, 'up.bin');
     await client.sh(`head -c ${size} /dev/urandom > ${file}`, { timeoutMs: 120_000 });
     const cfg = path.join(dir, 'sluice.yaml');
-    writeFileSync(cfg, WIRE_LOSS_CONFIG);
+    writeFileSync(cfg, `${WIRE_LOSS_CONFIG}api: { listen: "${API}", secret: ${API_SECRET} }\n`);
     const builds: [string, string | null][] = [['kernel', null], ['sluice', SLUICE_BIN]];
     if (process.env.SLUICE_BIN_BASE) builds.push(['base', process.env.SLUICE_BIN_BASE]);
     for (let round = 0; round < rounds; round++) {
@@ -91,8 +119,8 @@ export async function runLossBench(rounds: number, size: number): Promise<Row[]>
           await engine.waitFor((l) => l.msg === 'ready', 30_000, '"ready"');
         }
         for (const [family, host] of [['v4', SERVER_V4], ['v6', `[${SERVER_V6}]`]] as const) {
-          rows.push(await timed(client, gateway, who, `${family} down`, `curl -sS -g -o /dev/null -w '%{speed_download}' http://${host}:8080/bytes/${size}`, Number));
-          rows.push(await timed(client, gateway, who, `${family} up`, `curl -sS -g -o /dev/null -w '%{speed_upload}' -X POST -T ${file} http://${host}:8080/sink`, Number));
+          rows.push(await timed(client, gateway, server, who, `${family} down`, `curl -sS -g -o /dev/null -w '%{speed_download}' http://${host}:8080/bytes/${size}`, Number));
+          rows.push(await timed(client, gateway, server, who, `${family} up`, `curl -sS -g -o /dev/null -w '%{speed_upload}' -X POST -T ${file} http://${host}:8080/sink`, Number));
         }
         if (engine !== null) await engine.stop();
       }

@@ -471,6 +471,13 @@ export abstract class TcpOutput {
       if (size > usable) size = usable;
       if (size > unsent) size = unsent;
       if (size < this.sendMss && size < unsent && this.sentBytes > 0) break; // SWS avoidance
+      // A window that ends inside a segment while more data waits sends the
+      // whole segments only (sender SWS avoidance, RFC 9293 3.8.6.2.1; Linux
+      // cuts at tcp_mss_split_point): CUBIC's byte-granular cwnd would
+      // otherwise end every flight with a sliver of a few hundred bytes, one
+      // more wire packet per flight to lose and a short segment that a Linux
+      // receiver holds its ACK for.
+      if (size < unsent && size > this.sendMss) size -= size % this.sendMss;
       this.sendNew(now, sink, size, size === unsent);
       sent = true;
     }

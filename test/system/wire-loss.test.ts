@@ -54,6 +54,16 @@ const SIZE = Number(process.env.SLUICE_LOSS_BYTES ?? 200 * 1024 * 1024);
  * SLUICE_LOSS_FLOOR.
  */
 const FLOOR = Number(process.env.SLUICE_LOSS_FLOOR ?? 0.1);
+/**
+ * Downloads (sluice's sender) since CUBIC's ssthresh follows cwnd, flights
+ * end on whole segments and four tail loss probes precede the RTO: on a
+ * loaded 2-core machine the median ratios went from 30-43 % to 46-64 %
+ * (sluice 335-378 Mbit/s against 198-273 for the build before, no RTO left
+ * in 200 MB). Idle machines were not measured after that change; the old
+ * build's idle downloads were at 13-25 %, so the floor is raised only
+ * half-way from 10 % to that goal. SLUICE_LOSS_FLOOR overrides both.
+ */
+const FLOOR_DOWN = Number(process.env.SLUICE_LOSS_FLOOR ?? 0.15);
 /** Runs per measurement; the median is compared (SLUICE_LOSS_RUNS): three, since one kernel run under random loss can be an outlier (an IPv4 upload at 1835 Mbit/s beside 392 for IPv6 in one CI run). */
 const RUNS = Number(process.env.SLUICE_LOSS_RUNS ?? 3);
 
@@ -146,9 +156,10 @@ t.test(`${SIZE} bytes each way under ${LOSS_PERCENT} % wire loss, IPv4 and IPv6:
       // Each round's sluice figure over the kernel's of the same round.
       const ratios = s.map((x, i) => (k[i]! > 0 ? x / k[i]! : 0));
       const ratio = median(ratios);
+      const floor = dir === 'down' ? FLOOR_DOWN : FLOOR;
       const what = `${family} ${dir === 'down' ? 'download' : 'upload'}`;
       t.comment(`${what}: kernel ${fmt(k)} Mbit/s, sluice ${fmt(s)} Mbit/s per round; ratios ${ratios.map((r) => `${(r * 100).toFixed(0)} %`).join('/')}`);
-      t.ok(ratio >= FLOOR, `${what}: sluice ${median(s).toFixed(0)} Mbit/s beside the kernel's ${median(k).toFixed(0)} (median over ${RUNS} rounds); the median paired ratio ${(ratio * 100).toFixed(0)} % (floor ${(FLOOR * 100).toFixed(0)} %, goal 25 %)`);
+      t.ok(ratio >= floor, `${what}: sluice ${median(s).toFixed(0)} Mbit/s beside the kernel's ${median(k).toFixed(0)} (median over ${RUNS} rounds); the median paired ratio ${(ratio * 100).toFixed(0)} % (floor ${(floor * 100).toFixed(0)} %, goal 25 %)`);
     }
   }
 });

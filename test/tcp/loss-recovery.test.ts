@@ -7,7 +7,7 @@
 import t from 'tap';
 import { TCP_ACK } from '../../src/wire/tcp.js';
 import { SendScoreboard, SEG_LOST, SEG_SACKED } from '../../src/tcp/scoreboard.js';
-import type { RackTlpRecovery } from '../../src/tcp/rack-tlp.js';
+import { MAX_PROBES, type RackTlpRecovery } from '../../src/tcp/rack-tlp.js';
 import { MSS, ackWith, config, dataOf, established, queue, segIndex, withRtt } from './helpers.js';
 
 t.test('scoreboard: a TSO super-segment is recorded in MSS pieces; SACK edges inside a piece split it', async (t) => {
@@ -177,7 +177,7 @@ t.test('TLP: a lost retransmission with the rest of the flight SACKed is probed 
   t.equal(f.conn.timeouts, 0, 'without a retransmission timeout');
 });
 
-t.test('TLP: new data is the probe when the window allows; at most two probes, then the RTO', async (t) => {
+t.test('TLP: new data is the probe when the window allows; four probes, the last two backed off, then the RTO', async (t) => {
   const f = withRtt(2);
   queue(f, 10 * MSS);
   const first = dataOf(f.dispatch());
@@ -186,12 +186,43 @@ t.test('TLP: new data is the probe when the window allows; at most two probes, t
   queue(f, 4 * MSS);
   f.now = 4;
   ackWith(f, base, 2, []);
-  const probe = dataOf(f.advance(10));
+  const pto = Math.max(2 * f.conn.rtt.srtt, 1);
+  const probe = dataOf(f.advance(2 * pto + 0.5));
   // 14 segments queued: the ACK's cwnd growth sent 10-12, the first probe is the new segment 13,
   // the second (nothing new left) segment 13 again.
-  t.same(probe.map((s) => segIndex(s, base)), [13, 13], 'the first probe is new data, the second the last segment again');
-  t.equal(f.conn.lossProbes, 2, 'two probes, then nothing until the RTO');
-  t.equal(dataOf(f.advance(50)).length, 0, 'silence until the RTO');
+  t.same(probe.map((s) => segIndex(s, base)), [13, 13], 'the first probe is new data, the second the last segment again, one PTO apart');
+  t.equal(f.conn.lossProbes, 2);
+  // rack-tlp.ts MAX_PROBES: the third after 2 PTO, the fourth after 4 more (an unresponsive peer gets few).
+  t.equal(dataOf(f.advance(2 * pto - 1)).length, 0, 'the third probe waits twice the PTO');
+  t.same(dataOf(f.advance(1)).map((s) => segIndex(s, base)), [13], 'then goes');
+  t.equal(dataOf(f.advance(4 * pto - 1)).length, 0, 'the fourth waits four times the PTO');
+  t.same(dataOf(f.advance(1)).map((s) => segIndex(s, base)), [13], 'then goes');
+  t.equal(f.conn.lossProbes, MAX_PROBES, 'four probes in all');
+  t.equal(dataOf(f.advance(100)).length, 0, 'then silence until the RTO');
+  t.equal(f.conn.timeouts, 0);
+  const rto = dataOf(f.advance(200));
+  t.equal(f.conn.timeouts, 1, 'the RTO takes over');
+  t.same(rto.map((s) => segIndex(s, base))[0], 2, 'and resends from SND.UNA');
+});
+
+t.test('TLP: a flight whose only ACK and the answers to two probes are lost is repaired by a third probe, not the RTO', async (t) => {
+  // A Linux receiver ACKs a burst once, when its reader drains the socket:
+  // with 5 % of ACKs lost, a flight's one ACK and two probe answers all go
+  // missing a few times per 200 MB (issue 12 item 4), each a 200 ms RTO
+  // with two probes.
+  const f = withRtt(2);
+  queue(f, 20 * MSS);
+  const base = dataOf(f.dispatch())[0]!.repr.seq; // segments 0-9
+  f.now = 4;
+  const pto = Math.max(2 * f.conn.rtt.srtt, 1);
+  // Everything arrives; the ACK for it, and those for the probes, are lost.
+  const probes = dataOf(f.advance(4 * pto + 0.5));
+  t.equal(f.conn.lossProbes, 3, 'three probes by 4 PTO');
+  t.ok(probes.length >= 3, 'each with new data');
+  const next = (base + 10 * MSS + probes.reduce((n, s) => n + s.data.length, 0)) >>> 0;
+  const out = dataOf(f.send({ flags: TCP_ACK, ack: next }));
+  t.equal(f.conn.timeouts, 0, 'the third probe\'s answer arrives: no RTO');
+  t.ok(out.length > 0, 'and sending resumes at once');
 });
 
 t.test('PRR: during recovery the sending rate follows deliveries down to ssthresh, without bursts', async (t) => {
@@ -230,9 +261,9 @@ t.test('RTO: everything un-SACKed is resent, SACKed data is not, and the FIN fol
   const base = dataOf(f.dispatch())[0]!.repr.seq;
   const finSeq = (base + 4 * MSS) >>> 0;
   t.equal(f.conn.state, 'FIN-WAIT-1');
-  // Nothing comes back: two tail loss probes, then the RTO.
+  // Nothing comes back: the tail loss probes (rack-tlp.ts MAX_PROBES), then the RTO.
   const probes = dataOf(f.advance(f.conn.rtt.rto - 1));
-  t.same(probes.map((s) => segIndex(s, base)), [3, 3], 'two probes of the last segment');
+  t.same(probes.map((s) => segIndex(s, base)), [3, 3, 3, 3], 'four probes of the last segment');
   const first = dataOf(f.advance(2));
   t.equal(f.conn.timeouts, 1, 'a retransmission timeout');
   t.equal(f.conn.state, 'FIN-WAIT-1', 'the RFC state did not move back');
