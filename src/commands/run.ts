@@ -17,7 +17,7 @@
  * start-up unwinds what was done so far; after `ready` the stop runs in
  * phases (stop accepting, end the open flows, close the outbounds, the
  * stack and the TUN, remove the system state) and the process ends within
- * about 4 s whatever is left open.
+ * about 4 s of the signal whatever is left open.
  *
  * Exit codes: 0 clean stop (also when stopped during start-up), 1
  * configuration or start-up failure or state that could not be removed, 2 usage.
@@ -93,10 +93,13 @@ export async function runRun(argv: string[], io: CommandIo = process, launcher?:
   // Before anything else: a signal during start-up must never take the
   // default action (exit 143, 129) and leave half-installed state behind.
   // The launcher's handlers (bin/sluice.js) covered the time before this.
+  // Until the lifecycle takes over nothing has been opened or changed (the
+  // configuration is being read and checked, which can take a second on a
+  // loaded machine): a signal then ends the process at once, as the
+  // launcher's do. A signal the launcher recorded but did not act on is
+  // handed to the lifecycle.
   let early: string | null = null;
-  const onEarly = (signal: NodeJS.Signals): void => {
-    early ??= signal;
-  };
+  const onEarly = (): void => process.exit(0);
   const ignoreHup = (): void => {};
   process.on('SIGINT', onEarly);
   process.on('SIGTERM', onEarly);
@@ -122,6 +125,9 @@ export async function runRun(argv: string[], io: CommandIo = process, launcher?:
     process.off('SIGHUP', ignoreHup);
   }
 }
+
+/** What the stop keeps of its budget, after the flows' grace, for closing the outbounds and removing the system state. */
+const STOP_RESERVE_MS = 2000;
 
 /** How long an ended `sluice run` waits for leftover handles before it exits anyway. */
 const EXIT_GRACE_MS = 200;
@@ -216,6 +222,7 @@ async function run(argv: string[], io: CommandIo, takeEarlySignal: () => string 
   let metricsAt: string | null = null;
   // tun.queues > 1: the queues' packets are served by worker threads (src/workers/), this thread's engine has none.
   let workers: RunningWorkers | null = null;
+  let startingWorkers: Promise<RunningWorkers | null> = Promise.resolve(null);
   try {
     const queues = tunQueues(config.tun.queues);
     const drop = planPrivilegeDrop(config, where, statePath, queues.queues);
@@ -229,11 +236,11 @@ async function run(argv: string[], io: CommandIo, takeEarlySignal: () => string 
     await cleanLeftovers(statePath, log);
     life.check();
     // Docker, libvirt, WireGuard, Tailscale, nearby rules: one line each; with route.auto their prefixes stay off the TUN.
-    if (config.route.auto || config.gateway.enabled || config.classifier.enabled) config.route = await reportCoexistence(config.route, log);
-    life.check();
-    if (config.route.auto) await checkAutoRoute(config.route, where);
-    if (runsClassifier(config)) await checkClassifier(config, where);
-    if (config.gateway.enabled) await checkGateway(config, where);
+    // The checks only read the machine's state: the stop overtakes them (life.until).
+    if (config.route.auto || config.gateway.enabled || config.classifier.enabled) config.route = await life.until(reportCoexistence(config.route, log));
+    if (config.route.auto) await life.until(checkAutoRoute(config.route, where));
+    if (runsClassifier(config)) await life.until(checkClassifier(config, where));
+    if (config.gateway.enabled) await life.until(checkGateway(config, where));
     const taken = tunNameProblem(config.tun.name, where);
     if (taken !== null) throw new Error(taken);
     life.check();
@@ -270,18 +277,23 @@ async function run(argv: string[], io: CommandIo, takeEarlySignal: () => string 
     startObserve({ engine: e, link, tun: tunStats, classifier: () => classifier, api: api !== null, metricsServer, stack: () => workers?.stackStats() ?? e.stack.stats, dnsTally: () => (workers !== null ? workers.dnsTally() : (e.dnsServer?.queryTally ?? null)) });
     life.defer('accept', 'engine intake', () => e.stopAccepting());
     // The workers end their flows and stop before this thread's engine and before the TUN's fds close.
-    if (queues.queues > 1) life.defer('flows', 'workers', () => workers?.stop());
-    life.defer('flows', 'flows', () => e.endFlows());
+    if (queues.queues > 1) life.defer('flows', 'workers', async () => (workers ?? (await startingWorkers))?.stop());
+    // The peers' FINs get what the stop's budget leaves after STOP_RESERVE_MS for the teardown.
+    life.defer('flows', 'flows', () => e.endFlows(life.remainingMs() - STOP_RESERVE_MS));
     life.defer('outbounds', 'engine', () => e.stop());
-    await engine.start();
+    // The url rule sets' first download gives up waiting when the signal comes.
+    await engine.start(life.abort);
     life.check();
     const runWorkers = async (): Promise<void> => {
-      workers = await startWorkers({ engine: e, device: tun, config, log, tap, selectionsPath: join(dirname(statePath), 'groups.json'), queues, captureLink: link, dialTable: dialTable! });
+      // Spawning the worker threads is overtaken by a stop; the workers' stopper then waits for them to be up, within the deadline.
+      const starting = startWorkers({ engine: e, device: tun, config, log, tap, selectionsPath: join(dirname(statePath), 'groups.json'), queues, captureLink: link, dialTable: dialTable! });
+      startingWorkers = starting.catch(() => null);
+      workers = await life.until(starting);
       life.check();
     };
     if (queues.queues > 1 && !workersAfterDrop) await runWorkers();
     if (config.route.auto) {
-      const stopRoute = await startAutoRoute(config.route, tun.name, statePath, log);
+      const stopRoute = await startAutoRoute(config.route, tun.name, statePath, log, life.abort);
       life.defer('system', 'auto-route', stopRoute);
       life.check();
       if (config.route.kernelPath) {
@@ -292,7 +304,7 @@ async function run(argv: string[], io: CommandIo, takeEarlySignal: () => string 
       }
     }
     if (runsClassifier(config)) {
-      const c = await startClassifier(config, tun.name, statePath, log);
+      const c = await startClassifier(config, tun.name, statePath, log, life.abort);
       classifier = c;
       life.defer('system', 'classifier', () => c.stop());
       life.check();
@@ -306,7 +318,7 @@ async function run(argv: string[], io: CommandIo, takeEarlySignal: () => string 
       life.check();
     }
     if (config.gateway.enabled) {
-      const g = await startGateway(config, tun.name, statePath, log, classifier === null ? null : classifier.ebpf ? 'ebpf' : 'fallback');
+      const g = await startGateway(config, tun.name, statePath, log, classifier === null ? null : classifier.ebpf ? 'ebpf' : 'fallback', life.abort);
       gateway = g;
       life.defer('system', 'gateway', () => g.stop());
       life.check();
@@ -341,8 +353,9 @@ async function run(argv: string[], io: CommandIo, takeEarlySignal: () => string 
       serveControl();
     }
   } catch (err) {
-    if (err instanceof StopRequested) {
-      log.info({ signal: err.signal }, 'stopping during start-up');
+    // A step that gave up because of the signal (a system change that stopped between commands) is a stop too.
+    if (err instanceof StopRequested || life.stopRequested) {
+      log.info({ signal: err instanceof StopRequested ? err.signal : undefined, step: err instanceof StopRequested ? undefined : (err as Error).message }, 'stopping during start-up');
       return life.stop();
     }
     log.fatal({ err: (err as Error).message }, 'start-up failed');

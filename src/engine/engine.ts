@@ -410,7 +410,7 @@ export class Engine {
     return this.rt.config;
   }
 
-  async start(): Promise<void> {
+  async start(signal?: AbortSignal): Promise<void> {
     const path = this.config.dns.fakeIp.persistPath;
     if (this.pool !== null && path !== null) {
       await mkdir(dirname(path), { recursive: true }).catch((err: Error) => this.log.warn({ path, err: err.message }, 'cannot create the fake-ip state directory'));
@@ -429,7 +429,7 @@ export class Engine {
     if (this.config.icmp.echo === 'forward') this.echoRoute.openFor(this.rt.outbounds.values());
     this.started = true;
     // url rule sets: their first download (bounded wait; the disk copies serve if it fails).
-    await this.remote.reconcile(this.rt.config);
+    await this.remote.reconcile(this.rt.config, signal);
     this.stack.start();
   }
 
@@ -454,9 +454,14 @@ export class Engine {
    * open after the grace, is ended hard: a pending dial is aborted and the
    * client reset, a sniffing flow's stream and a relay's streams destroyed
    * (RST), a UDP session and its association closed. Then a short wait for
-   * their close events, and what is left is logged here.
+   * their close events, and what is left is logged here. `budgetMs` bounds
+   * both waits (the stop's deadline runs from the signal: a stop that began
+   * late gives the peers less time, never the system teardown after it).
    */
-  async endFlows(): Promise<void> {
+  async endFlows(budgetMs = END_FLOWS_GRACE_MS + END_FLOWS_WAIT_MS): Promise<void> {
+    const budget = Math.max(0, budgetMs);
+    const grace = Math.min(END_FLOWS_GRACE_MS, Math.round((budget * END_FLOWS_GRACE_MS) / (END_FLOWS_GRACE_MS + END_FLOWS_WAIT_MS)));
+    const wait = Math.min(END_FLOWS_WAIT_MS, budget - grace);
     this.accepting = false;
     const open = [...this.flows.values()];
     let orderly = 0;
@@ -470,7 +475,7 @@ export class Engine {
       }
     }
     if (orderly > 0) {
-      await this.flowsGone(END_FLOWS_GRACE_MS);
+      await this.flowsGone(grace);
       for (const f of [...this.flows.values()]) {
         try {
           f.end?.();
@@ -479,7 +484,7 @@ export class Engine {
         }
       }
     }
-    await this.flowsGone(END_FLOWS_WAIT_MS);
+    await this.flowsGone(wait);
     for (const f of [...this.flows.values()]) this.router.logFlow(f, { bytesUp: 0, bytesDown: 0, close: 'shutdown' });
     if (open.length > 0) this.log.info({ flows: open.length, closingWithFin: orderly }, 'open flows ended');
   }

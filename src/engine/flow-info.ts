@@ -30,7 +30,7 @@ export interface FlowInfo extends FlowRecord {
   guard: FlowGuard;
   /** Set by endFlows(): the flow line says close "shutdown". */
   shutdown: boolean;
-  /** While relaying TCP (relay.ts shutdownRelay) or serving an idle HTTP L7 client (HttpL7.closeIdle): closes the flow with FINs; false when it cannot; endFlows() tries it before `end`. */
+  /** While relaying TCP (relay.ts shutdownRelay) or serving an HTTP L7 client (HttpL7.closeOrderly), sniffing or dialling (relay.ts closeUnrelayed): closes the flow with FINs; false when it cannot; endFlows() tries it before `end`. */
   closeOrderly: (() => boolean) | null;
   logged: boolean;
   /** What the policy was asked and where the name came from then (set when routed), for `sluice explain ID`. */

@@ -32,7 +32,7 @@ import type { LookupFn } from '../outbound/types.js';
 import type { TcpFlowRequest } from '../stack.js';
 import type { TcpStream } from '../stack/tcp-stream.js';
 import { UdpSession } from '../udp/session.js';
-import { relay, shutdownRelay, type RelayResult } from './relay.js';
+import { closeUnrelayed, relay, shutdownRelay, type RelayResult } from './relay.js';
 import { FlowRegistry, newFlowId, type NameOrigin, type RoutingMode } from './flow-registry.js';
 import { watchUdpErrors, type UdpWatch } from './icmp-route.js';
 import type { UdpErrorRelay } from '../ip/udp-error-relay.js';
@@ -377,8 +377,20 @@ export class FlowRouter {
     const onEnd = (): void => decide(sniffer.finish(), 'closed');
     // Server-speaks-first protocols send nothing: route by address after the timeout.
     const timer = setTimeout(() => decide(sniffer.finish(), 'timeout'), this.config.sniff.timeoutMs);
+    // Stopping while sniffing: a FIN to the client (nothing was sent upstream), logged once it answers with its own.
+    let closing = false;
+    info.closeOrderly = () => {
+      if (decided) return false;
+      decided = true;
+      closing = true;
+      clearTimeout(timer);
+      stream.off('data', onData);
+      stream.off('end', onEnd);
+      stream.once('close', () => this.logFlow(info, { bytesUp: chunks.reduce((n, c) => n + c.length, 0), bytesDown: 0, close: 'shutdown' }));
+      return closeUnrelayed(stream);
+    };
     info.end = () => {
-      if (decided) return;
+      if (decided && !closing) return;
       decided = true;
       clearTimeout(timer);
       stream.destroy();
@@ -400,7 +412,7 @@ export class FlowRouter {
     const httpL7 = this.h.rt.httpL7;
     if (httpL7 !== null && info.protocol === 'http' && httpL7.wants(req.localPort)) {
       info.end = () => stream.destroy();
-      info.closeOrderly = () => httpL7.closeIdle(stream);
+      info.closeOrderly = () => httpL7.closeOrderly(stream);
       info.bytes = httpL7.serve(stream, chunks, { src: info.src, target: { host, port: req.localPort }, outbound }, (r) => {
         // The flow line says what the requests matched (http.rules index and outbound, as
         // their "request" lines do); flowRule keeps the flow-level policy match.
@@ -420,12 +432,26 @@ export class FlowRouter {
       ac.abort();
       stream.destroy();
     };
+    // Stopping while the dial is pending: the dial is aborted and the client (accepted already) gets a FIN, logged once it answers.
+    let closing = false;
+    info.closeOrderly = () => {
+      if (closing) return false;
+      closing = true;
+      ac.abort();
+      stream.once('close', () => this.logFlow(info, { bytesUp: chunks.reduce((n, c) => n + c.length, 0), bytesDown: 0, close: 'shutdown' }));
+      return closeUnrelayed(stream);
+    };
     if (this.h.debug) this.h.log.debug({ src: info.src, dst: info.dst, host, outbound: outbound.name, beforeAccept: false }, 'dial start');
     this.dialTcp(outbound, host, req.localPort, ac.signal, req).then(
       (upstream) => {
         info.guard.own(upstream);
         setChain(info, chainOf(upstream));
         stream.off('close', onClose);
+        if (closing) {
+          // The dial won the race with its abort: the client is being closed already.
+          upstream.destroy();
+          return;
+        }
         if (stream.destroyed) {
           upstream.destroy();
           return this.logFlow(info, { bytesUp: 0, bytesDown: 0, close: 'client gone before connect' });
@@ -439,6 +465,8 @@ export class FlowRouter {
         info.bytes = relay(stream, upstream, chunks, (r) => this.logFlow(info, r));
       },
       (err: unknown) => {
+        // Aborted by the orderly stop: the client's FIN is on its way, its close logs the flow.
+        if (closing) return;
         this.h.counters.upstreamFailures++;
         if (this.h.debug) this.h.log.debug({ src: info.src, dst: info.dst, host, outbound: outbound.name, err: (err as Error).message }, 'dial failed');
         stream.destroy();

@@ -63,11 +63,23 @@ export interface HttpFlowResult extends RelayResult {
   outbounds?: string[];
 }
 
+/** A request being served: its response, and the controller that aborts its upstream request. */
+interface Pending {
+  res: http.ServerResponse;
+  ac: AbortController;
+  /** Answered 503 by closeOrderly: the upstream's answer (or failure) is not written any more. */
+  stopped: boolean;
+}
+
 interface Conn {
   flow: HttpFlow;
   r: HttpFlowResult;
   inflight: number;
   idle: NodeJS.Timeout | null;
+  /** The requests in flight (node's server queues pipelined responses: at most a few). */
+  pending: Set<Pending>;
+  /** closeOrderly ran: the connection ends with a FIN once its last response is out. */
+  closing: boolean;
 }
 
 const CLOSE_BODY = (status: number, text: string): string =>
@@ -106,7 +118,7 @@ export class HttpL7 {
    * the totals object, live while the connection is served.
    */
   serve(stream: Duplex, firstBytes: readonly Buffer[], flow: HttpFlow, done: (r: HttpFlowResult) => void): HttpFlowResult {
-    const conn: Conn = { flow, r: { bytesUp: 0, bytesDown: 0, close: 'fin', requests: 0, rule: -1, outbound: flow.outbound.name }, inflight: 0, idle: null };
+    const conn: Conn = { flow, r: { bytesUp: 0, bytesDown: 0, close: 'fin', requests: 0, rule: -1, outbound: flow.outbound.name }, inflight: 0, idle: null, pending: new Set(), closing: false };
     this.conns.set(stream, conn);
     stream.on('data', (c: Buffer) => (conn.r.bytesUp += c.length));
     stream.on('error', (err: Error & { code?: string }) => {
@@ -124,16 +136,32 @@ export class HttpL7 {
   }
 
   /**
-   * As sluice stops: a client connection with no request in flight is
-   * closed with a FIN (as the idle timeout does); one serving a request is
-   * left to the caller's hard end. Returns whether it was closed.
+   * As sluice stops, closes a client connection with a FIN. With no request
+   * in flight (idle, or a request head still arriving) at once, as the idle
+   * timeout does. A request not answered yet gets 503 Service Unavailable
+   * with `Connection: close` (RFC 9110 15.6.4, RFC 9112 9.6) and its
+   * upstream request is aborted; a response already streaming is let
+   * finish. The FIN follows the last response. What is still open when the
+   * caller's grace ends is ended hard. Returns false when the connection
+   * cannot be closed this way (unknown, destroyed, or ended already).
    */
-  closeIdle(stream: Duplex): boolean {
+  closeOrderly(stream: Duplex): boolean {
     const conn = this.conns.get(stream);
-    if (conn === undefined || conn.inflight > 0 || stream.destroyed || stream.writableEnded) return false;
+    if (conn === undefined || conn.closing || stream.destroyed || stream.writableEnded) return false;
+    conn.closing = true;
     if (conn.idle !== null) clearTimeout(conn.idle);
     conn.idle = null;
-    stream.end();
+    if (conn.inflight === 0) {
+      stream.end();
+      return true;
+    }
+    for (const p of conn.pending) {
+      if (p.res.headersSent || p.res.destroyed) continue;
+      p.stopped = true;
+      p.ac.abort();
+      p.res.shouldKeepAlive = false;
+      this.shortAnswer(p.res, 503, 'sluice is stopping\n');
+    }
     return true;
   }
 
@@ -226,11 +254,18 @@ export class HttpL7 {
 
     let bytes = 0;
     let logged = false;
+    const ac = new AbortController();
+    const pend: Pending = { res, ac, stopped: false };
+    conn.pending.add(pend);
     const finish = (status: number): void => {
       if (logged) return;
       logged = true;
       conn.inflight--;
-      if (!stream.destroyed) this.armIdle(stream, conn);
+      conn.pending.delete(pend);
+      // Stopping: the FIN follows the last response out.
+      if (conn.closing) {
+        if (conn.inflight === 0 && !stream.destroyed && !stream.writableEnded) stream.end();
+      } else if (!stream.destroyed) this.armIdle(stream, conn);
       if (this.cfg.accessLog && this.log.isLevelEnabled('info')) {
         this.log.info(
           { src: conn.flow.src, method, host, path: target, status, bytes, durationMs: Math.round(performance.now() - started), outbound: outbound.name, rule: rule?.index ?? -1 },
@@ -262,7 +297,6 @@ export class HttpL7 {
     }
     const headers = rewriteRequestHeaders(req.rawHeaders, rule);
     const hasBody = (req.headers['content-length'] !== undefined && req.headers['content-length'] !== '0') || req.headers['transfer-encoding'] !== undefined;
-    const ac = new AbortController();
     res.once('close', () => {
       if (!res.writableFinished) ac.abort();
     });
@@ -281,7 +315,7 @@ export class HttpL7 {
     pending
       .then(
         (up) => {
-          if (res.destroyed) {
+          if (res.destroyed || pend.stopped) {
             up.body.destroy();
             return;
           }
@@ -302,6 +336,8 @@ export class HttpL7 {
         },
         (err: Error & { code?: string }) => {
           if (!hasBody) req.resume();
+          // Aborted by closeOrderly, which answered 503 already.
+          if (pend.stopped) return;
           if (res.headersSent || res.destroyed) {
             res.destroy();
             return;
@@ -330,6 +366,8 @@ export class HttpL7 {
 
   private onClientError(err: Error & { code?: string }, socket: Duplex): void {
     const conn = this.conns.get(socket);
+    // Stopping: a request head cut short by the client's answering FIN is no parse error to answer; the stream closes by itself.
+    if (conn?.closing === true && socket.writableEnded) return;
     const status = err.code === 'HPE_HEADER_OVERFLOW' ? 431 : 400;
     if (conn !== undefined) {
       if (conn.r.close === 'fin') conn.r.close = `client ${err.code ?? 'parse error'}`;

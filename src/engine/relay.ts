@@ -121,6 +121,27 @@ export function shutdownRelay(client: Duplex): boolean {
 }
 
 /**
+ * Closes a client stream no relay carries yet (its first bytes being
+ * sniffed, its upstream still being dialled) the orderly way, as sluice
+ * stops: a FIN after whatever is queued (RFC 9293 3.6). The caller has
+ * taken its own 'data' listener off; bytes still buffered are dropped, and
+ * bytes the client sends after this are not taken and reset the connection, as a kernel does to a connection
+ * closed with unread data (RFC 1122 4.2.2.13). Reading goes on so the
+ * client's FIN is seen: the stream's 'close' comes once the client has
+ * answered with it, and the caller bounds that wait. Returns false when
+ * the stream cannot take a FIN any more (destroyed, or ended already).
+ */
+export function closeUnrelayed(client: Duplex): boolean {
+  if (client.destroyed || client.writableEnded) return false;
+  // What came before the FIN (buffered while the flow waited) is dropped: only later bytes reset.
+  while (client.read() !== null);
+  client.on('data', onDataAfterShutdown);
+  client.resume();
+  client.end();
+  return true;
+}
+
+/**
  * Starts the relay; returns its result object, whose byte counts grow per
  * chunk as data moves (the control API reads them live) and which `done`
  * receives when both sides have closed.

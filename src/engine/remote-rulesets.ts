@@ -107,10 +107,11 @@ export class RemoteRuleSets {
   /**
    * Starts (or, after a reload, adjusts) the downloads for the url sets of
    * `config`: new or changed sets download now and get a timer, removed
-   * ones lose theirs. Resolves once the first downloads have finished or
-   * START_WAIT_MS passed.
+   * ones lose theirs. Resolves once the first downloads have finished,
+   * START_WAIT_MS passed or `signal` is aborted (sluice stopping during
+   * start-up: the downloads go on until close()).
    */
-  async reconcile(config: SluiceConfig): Promise<void> {
+  async reconcile(config: SluiceConfig, signal?: AbortSignal): Promise<void> {
     if (this.closed || this.o.downloads === false) return;
     const first: Promise<boolean>[] = [];
     for (const [name, t] of this.sets) {
@@ -128,10 +129,19 @@ export class RemoteRuleSets {
       this.sets.set(name, t);
       first.push(this.refresh(name));
     }
-    if (first.length === 0) return;
+    if (first.length === 0 || signal?.aborted === true) return;
     let timer: NodeJS.Timeout | undefined;
-    await Promise.race([Promise.allSettled(first), new Promise((r) => (timer = setTimeout(r, START_WAIT_MS)))]);
+    let onAbort: (() => void) | undefined;
+    await Promise.race([
+      Promise.allSettled(first),
+      new Promise((r) => {
+        timer = setTimeout(r, START_WAIT_MS);
+        onAbort = () => r(undefined);
+        signal?.addEventListener('abort', onAbort, { once: true });
+      }),
+    ]);
     clearTimeout(timer);
+    if (onAbort !== undefined) signal?.removeEventListener('abort', onAbort);
   }
 
   /** Downloads set `name` now (joins a download in progress). Resolves true when new entries were applied. */

@@ -190,7 +190,7 @@ function describe(err: unknown): string {
 }
 
 /** Loads and attaches the classifier (or sets up the fallback); call after the TUN exists and checkClassifier passed. */
-export async function startClassifier(config: SluiceConfig, tun: string, statePath: string, log: Logger): Promise<RunningClassifier> {
+export async function startClassifier(config: SluiceConfig, tun: string, statePath: string, log: Logger, signal?: AbortSignal): Promise<RunningClassifier> {
   const c = config.classifier;
   const interfaces = classifierInterfaces(config);
   const mk = marks(config);
@@ -210,7 +210,13 @@ export async function startClassifier(config: SluiceConfig, tun: string, statePa
         : 'eBPF classifier unavailable; falling back to policy routing alone (everything arriving on the interfaces goes through the TUN, except classifier.bypass)',
     );
   }
-  const state = await applyRouting(planClassifierRouting(config, tun, bpf === null), statePath);
+  let state: SystemState;
+  try {
+    state = await applyRouting(planClassifierRouting(config, tun, bpf === null), statePath, undefined, signal);
+  } catch (err) {
+    bpf?.close();
+    throw err;
+  }
   const teardown = async (): Promise<void> => {
     await teardownState(state);
     removeState(statePath);

@@ -336,9 +336,10 @@ export interface InstalledGateway {
 /**
  * Applies `plan`, adding each step to the state file at `statePath` (which
  * may already list this run's auto-route) before running it. On failure
- * removes what the gateway applied and throws APPLY_FAILED.
+ * removes what the gateway applied and throws APPLY_FAILED; so it does,
+ * saying "stopped", when `signal` is aborted (sluice is stopping) before a step.
  */
-export async function applyGateway(plan: GatewayPlan, statePath: string, runner: Runner = runCommand): Promise<InstalledGateway> {
+export async function applyGateway(plan: GatewayPlan, statePath: string, runner: Runner = runCommand, signal?: AbortSignal): Promise<InstalledGateway> {
   const mine = emptyState();
   mine.sysctls = [];
   const whole = (): SystemState => {
@@ -363,7 +364,10 @@ export async function applyGateway(plan: GatewayPlan, statePath: string, runner:
     }
     throw new SystemStateError('APPLY_FAILED', `${what}: ${why}${rollback}`);
   };
+  // Once sluice is stopping (`signal` aborted) no further step starts: what was applied is removed.
+  const halted = (): boolean => signal?.aborted === true;
   for (const { key, value, optional } of plan.sysctls) {
+    if (halted()) return fail(`sysctl ${key}`, 'stopped before this step');
     let old: string;
     try {
       old = readFileSync(sysctlPath(key), 'utf8').trim();
@@ -384,6 +388,7 @@ export async function applyGateway(plan: GatewayPlan, statePath: string, runner:
     }
   }
   const step = async (record: () => void, argv: string[], input: string): Promise<void> => {
+    if (halted()) return fail(argv.join(' '), 'stopped before this step');
     record();
     writeState(statePath, whole());
     let why: string | null = null;

@@ -55,9 +55,9 @@ export function strictRpFilterInterfaces(tun: string, sysctlDir = '/proc/sys/net
  * Installs the routes, rules and nftables table (after checkAutoRoute) and
  * returns the function that removes them.
  */
-export async function startAutoRoute(route: RouteConfig, tun: string, statePath: string, log: Logger): Promise<() => Promise<void>> {
+export async function startAutoRoute(route: RouteConfig, tun: string, statePath: string, log: Logger, signal?: AbortSignal): Promise<() => Promise<void>> {
   const plan = planRouting(route, tun);
-  const state = await applyRouting(plan, statePath);
+  const state = await applyRouting(plan, statePath, undefined, signal);
   log.info({ state: statePath, table: route.table, priority: route.priority, mark: route.mark, routes: state.routes.length, rules: state.rules.length, strictDns: route.strictDns }, 'auto-route installed');
   // Replies carry no mark, so their reverse route is the TUN: strict rp_filter drops them (docs/fast-path.md, "rp_filter").
   const strict = strictRpFilterInterfaces(tun);
@@ -98,9 +98,9 @@ export interface RunningGateway {
  * Gateway mode: turns forwarding on and installs the rules, routes and
  * nftables table of `gateway:` (after checkGateway and startAutoRoute).
  */
-export async function startGateway(config: SluiceConfig, tun: string, statePath: string, log: Logger, classifier: GatewayClassifier = null): Promise<RunningGateway> {
+export async function startGateway(config: SluiceConfig, tun: string, statePath: string, log: Logger, classifier: GatewayClassifier = null, signal?: AbortSignal): Promise<RunningGateway> {
   const plan = planGateway(config, tun, classifier);
-  const installed = await applyGateway(plan, statePath);
+  const installed = await applyGateway(plan, statePath, undefined, signal);
   const s = installed.state;
   log.info({ state: statePath, mode: config.gateway.mode, classifier: classifier ?? undefined, lan: config.gateway.lan, priority: plan.priority, rules: s.rules.length, routes: s.routes.length, nftTables: s.nftTables.length, sysctls: s.sysctls?.length ?? 0 }, 'gateway installed');
   return {
@@ -150,7 +150,7 @@ export interface RunLifecycleOptions {
   log: Logger;
   /** Where a stopper's failure is also written (sluice run's stderr). */
   stderr: { write(text: string): unknown };
-  /** The orderly stop's budget: after this, what is still open is logged and the process exits anyway. Default 4000 ms. */
+  /** The stop's budget, counted from the signal: after this, what is still open is logged and the process exits anyway. Default 4000 ms. */
   deadlineMs?: number;
 }
 
@@ -190,11 +190,17 @@ export function activeHandleSummary(): Record<string, number | string[]> {
  * SIGTERM handlers are installed before anything is opened, so a signal at
  * any point of start-up stops cleanly: each start-up step is followed by
  * check(), which throws StopRequested, and everything registered with
- * defer() so far is undone in phase order. The stop is bounded: when the
- * orderly path has not ended the process within `deadlineMs` (a stuck
- * stopper, a handle something forgot to close), the open handles are
- * logged, the system state is removed from the state file, and the process
- * exits; a second signal does the same at once.
+ * defer() so far is undone in phase order. A step that waits (a download,
+ * a system change of several commands) takes `abort`, aborted the moment
+ * the signal arrives, and gives up at once (until() races any other wait
+ * against it), so the stop never waits for a step to run its course.
+ *
+ * The stop is bounded from the signal's arrival, not from when the orderly
+ * path begins: when the process has not ended `deadlineMs` after the
+ * signal (a stuck start-up step or stopper, a handle something forgot to
+ * close), the open handles are logged, the system state is removed from
+ * the state file, and the process exits; a second signal does the same at
+ * once.
  */
 export class RunLifecycle {
   private readonly stoppers: Stopper[] = [];
@@ -203,6 +209,10 @@ export class RunLifecycle {
   private readonly stderr: { write(text: string): unknown };
   private readonly deadlineMs: number;
   private signalName: string | null;
+  /** performance.now() when the first signal (or a stop without one) arrived. */
+  private stopAt: number | null = null;
+  private readonly aborter = new AbortController();
+  private deadline: NodeJS.Timeout | null = null;
   private wake: ((signal: string) => void) | null = null;
   private stopping: Promise<number> | null = null;
   private exitCode = 0;
@@ -241,6 +251,39 @@ export class RunLifecycle {
     if (this.signalName !== null) throw new StopRequested(this.signalName);
   }
 
+  /** Aborted the moment SIGINT/SIGTERM arrives: start-up steps that wait give up on it. */
+  get abort(): AbortSignal {
+    return this.aborter.signal;
+  }
+
+  /** Milliseconds left of the stop's budget (the full budget before any signal). */
+  remainingMs(): number {
+    return this.stopAt === null ? this.deadlineMs : Math.max(0, this.stopAt + this.deadlineMs - performance.now());
+  }
+
+  /**
+   * A start-up wait the stop overtakes: resolves as `step` does, or throws
+   * StopRequested as soon as a signal arrives (at once if one has). What
+   * `step` still does in the background must not change system state (the
+   * steps that do take `abort` themselves and stop between commands).
+   */
+  async until<T>(step: Promise<T>): Promise<T> {
+    this.check();
+    const signal = this.aborter.signal;
+    let onAbort: (() => void) | null = null;
+    const stopped = new Promise<never>((_, reject) => {
+      onAbort = () => reject(new StopRequested(this.signalName ?? 'stop'));
+      signal.addEventListener('abort', onAbort, { once: true });
+    });
+    // The step's own rejection after the race is lost is not unhandled.
+    step.catch(() => {});
+    try {
+      return await Promise.race([step, stopped]);
+    } finally {
+      signal.removeEventListener('abort', onAbort!);
+    }
+  }
+
   /** Registers how to undo something just opened or installed. */
   defer(phase: StopPhase, name: string, fn: () => unknown): void {
     this.stoppers.push({ phase, name, fn });
@@ -255,25 +298,38 @@ export class RunLifecycle {
   private signal(signal: string): void {
     if (this.signalName === null) {
       this.signalName = signal;
+      this.armDeadline(`not ended ${this.deadlineMs} ms after ${signal}`);
+      this.aborter.abort();
       const wake = this.wake;
       this.wake = null;
       wake?.(signal);
       return;
     }
-    // A second signal while stopping: no more waiting.
-    if (this.stopping !== null) void this.force(`second signal ${signal}`);
+    // A second signal (stopping, or still in a start-up step): no more waiting.
+    void this.force(`second signal ${signal}`);
+  }
+
+  /**
+   * The hard deadline, `deadlineMs` from now (the signal's arrival, or the
+   * stop's start when no signal came: a failed start-up). An unref'd timer:
+   * it fires only while something still holds the process.
+   */
+  private armDeadline(why: string): void {
+    if (this.deadline !== null) return;
+    this.stopAt = performance.now();
+    this.deadline = setTimeout(() => void this.force(why), this.deadlineMs);
+    this.deadline.unref();
   }
 
   /**
    * Runs the ordered stop once (later calls get the same promise); resolves
    * with the exit code: 0, or 1 when some state could not be removed.
-   * Arms the deadline (an unref'd timer: it fires only when something still
-   * holds the process after the orderly path).
+   * The deadline runs from the signal (armed then), or from now when the
+   * stop comes without one.
    */
   stop(): Promise<number> {
     if (this.stopping !== null) return this.stopping;
-    const deadline = setTimeout(() => void this.force(`not ended ${this.deadlineMs} ms after the stop began`), this.deadlineMs);
-    deadline.unref();
+    this.armDeadline(`not ended ${this.deadlineMs} ms after the stop began`);
     this.stopping = this.runStoppers().then(() => {
       // Further signals during the last moments are ignored rather than fatal
       // (added first: the listener count never drops to 0).

@@ -113,17 +113,22 @@ function ipLines(plan: RoutingPlan, family: 4 | 6): string[] {
 /**
  * Applies `plan`, recording each step in the state file at `statePath`
  * before running it. On failure removes what was recorded, deletes the
- * state file and throws APPLY_FAILED. Returns the final state.
+ * state file and throws APPLY_FAILED. Returns the final state. Once
+ * `signal` is aborted (sluice is stopping) no further step starts: what
+ * was applied is removed the same way and APPLY_FAILED says "stopped".
  */
-export async function applyRouting(plan: RoutingPlan, statePath: string, runner: Runner = runCommand): Promise<SystemState> {
+export async function applyRouting(plan: RoutingPlan, statePath: string, runner: Runner = runCommand, signal?: AbortSignal): Promise<SystemState> {
   const state = emptyState();
   const step = async (record: () => void, argv: string[], input: string): Promise<void> => {
     let why: string | null = null;
     try {
-      record();
-      writeState(statePath, state);
-      const r = await runner(argv, input);
-      if (r.code !== 0) why = r.stderr.trim() || `exit ${r.code}`;
+      if (signal?.aborted === true) why = 'stopped before this step';
+      else {
+        record();
+        writeState(statePath, state);
+        const r = await runner(argv, input);
+        if (r.code !== 0) why = r.stderr.trim() || `exit ${r.code}`;
+      }
     } catch (err) {
       why = (err as Error).message;
     }
