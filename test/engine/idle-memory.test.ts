@@ -28,6 +28,8 @@ const FLOWS = Number(process.env.IDLE_FLOWS ?? 10_000);
  * for GC timing; lower it as the per-flow cost comes down.
  */
 const RSS_LIMIT_MB = 256;
+/** How long the flows sit idle before the reading that is asserted. */
+const SETTLE_MS = Number(process.env.IDLE_SETTLE_MS ?? 20_000);
 /**
  * sluice as it runs in production: without tap's NODE_OPTIONS (tap's
  * process-info hook puts its --import back into every child's environment,
@@ -97,10 +99,17 @@ limits: { dialsPerSource: 512, synCookieThreshold: 512, pendingSyns: 2048 }
   t.ok(held >= FLOWS, `the server holds ${held} connections from sluice`);
   const sockets = readdirSync(`/proc/${pid}/fd`).length;
   t.ok(sockets >= FLOWS, `sluice holds ${sockets} descriptors (an outbound socket per flow)`);
-  // Let the last handshakes settle, then read the whole process's resident set.
+  // Let the last handshakes settle, then read the whole process's resident
+  // set: 2 s after the burst (still holding the garbage of 10,000
+  // connection setups, promoted but not yet collected), and once idle, when
+  // V8's memory reducer has run its compacting collections (it starts ~8 s
+  // after the allocation rate drops). The idle figure is the one the issue
+  // asks about and the one asserted.
   await new Promise((r) => setTimeout(r, 2000));
+  const burstRss = rssMb(pid);
+  await new Promise((r) => setTimeout(r, SETTLE_MS));
   const rss = rssMb(pid);
-  t.comment(`sluice RSS: ${idleRss.toFixed(1)} MB at start, ${rss.toFixed(1)} MB with ${FLOWS} idle flows (${(((rss - idleRss) * 1024) / FLOWS).toFixed(2)} KiB per flow)`);
+  t.comment(`sluice RSS: ${idleRss.toFixed(1)} MB at start, ${burstRss.toFixed(1)} MB 2 s after the connections, ${rss.toFixed(1)} MB with ${FLOWS} idle flows ${(SETTLE_MS + 2000) / 1000} s after (${(((rss - idleRss) * 1024) / FLOWS).toFixed(2)} KiB per flow)`);
   if (process.env.IDLE_NODE_ARGS) t.comment(engine.stderr.split('\n').filter((l) => l.startsWith('MEM')).slice(-3).join('\n'));
   t.ok(rss < RSS_LIMIT_MB, `RSS ${rss.toFixed(1)} MB < ${RSS_LIMIT_MB} MB`);
   cli.kill('SIGTERM');
