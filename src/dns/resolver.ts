@@ -18,7 +18,8 @@ import { randomFillSync } from 'node:crypto';
 import dgram from 'node:dgram';
 import net, { isIP } from 'node:net';
 import type { Duplex } from 'node:stream';
-import { request, type Dispatcher } from 'undici';
+import type { Dispatcher } from 'undici';
+import { undici } from '../outbound/undici.js';
 import { DnsError, type DnsErrorCode } from './errors.js';
 import { decodeMessage, DnsRcode, frameTcp, namesEqual, TcpFrameReader, writeId, type DnsQuestion } from './message.js';
 
@@ -371,6 +372,7 @@ export class DohResolver implements Resolver {
     const signal = opts.signal ? AbortSignal.any([opts.signal, timeout]) : timeout;
     const body = Buffer.from(p.bytes.buffer, p.bytes.byteOffset, p.bytes.length);
     let res: Dispatcher.ResponseData;
+    const { request } = undici();
     try {
       res = await request(this.url, {
         method: 'POST',

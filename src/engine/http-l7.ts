@@ -22,7 +22,8 @@ import http from 'node:http';
 import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { pipeline } from 'node:stream';
-import { Pool, type buildConnector } from 'undici';
+import type { Pool, buildConnector } from 'undici';
+import { undici } from '../outbound/undici.js';
 import { bindShared, SharedScope } from './flow-guard.js';
 import type { HttpConfig } from '../config/types.js';
 import type { Outbound, Target } from '../outbound/types.js';
@@ -208,6 +209,7 @@ export class HttpL7 {
         (err: Error) => cb(err, null),
       );
     };
+    const { Pool } = undici();
     pool = new Pool(origin, {
       connections: POOL_CONNECTIONS,
       pipelining: 1,

@@ -58,6 +58,23 @@ export function addressView(family: number, addr: Uint8Array): Uint8Array {
 }
 
 /**
+ * The same bytes as addressView, copied for IPv4 into a 4-byte array of
+ * their own, for addresses that no longer change (a TCP flow's, once its
+ * first segment filled them). Small typed arrays live on the V8 heap; a view
+ * (subarray) of one moves its data off the heap for good, an ArrayBuffer
+ * and a backing store per address, ~400 bytes per flow end (issue 10).
+ */
+export function addressBytesOf(family: number, addr: Uint8Array): Uint8Array {
+  if (family !== 4) return addr;
+  const b = new Uint8Array(4);
+  b[0] = addr[12]!;
+  b[1] = addr[13]!;
+  b[2] = addr[14]!;
+  b[3] = addr[15]!;
+  return b;
+}
+
+/**
  * Writes IP literal `text` of `family` at `buf[off]` in packet form (4 or
  * 16 bytes), as copyAddresses and the flow table read it. False when the
  * text is not a literal of that family (a dotted quad inside IPv6 text,

@@ -157,9 +157,15 @@ export class FlowTable<T extends FlowKey> {
 function hashStored(flow: FlowKey, addrLen: number): number {
   // The addresses live in two arrays; hash them through a shared scratch so
   // the byte order matches hashTuple's interleaving.
+  // Byte by byte: a subarray() of the flow's (on-heap) arrays would move
+  // them off the heap, an ArrayBuffer and a backing store each (issue 10).
   const off = 16 - addrLen;
-  SCRATCH.set(flow.srcAddr.subarray(off), 0);
-  SCRATCH.set(flow.dstAddr.subarray(off), 16);
+  const s = flow.srcAddr;
+  const d = flow.dstAddr;
+  for (let i = 0; i < addrLen; i++) {
+    SCRATCH[i] = s[off + i]!;
+    SCRATCH[16 + i] = d[off + i]!;
+  }
   return hashTuple(flow.protocol, SCRATCH, 0, 16, addrLen, flow.srcPort, flow.dstPort);
 }
 

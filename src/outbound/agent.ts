@@ -17,7 +17,8 @@ import { SluiceError } from '../errors.js';
 import { isIP } from 'node:net';
 import tls from 'node:tls';
 import type { Duplex } from 'node:stream';
-import { Agent, setGlobalDispatcher, type buildConnector } from 'undici';
+import type { Agent, buildConnector } from 'undici';
+import { undici, whenUndiciLoads } from './undici.js';
 import type { Outbound } from './types.js';
 import { bindShared, SharedScope } from '../engine/flow-guard.js';
 
@@ -57,6 +58,7 @@ export function dialingAgent(outbound: Outbound, opts: DialingAgentOptions = {})
   };
   // A pooled connection outlives the flow whose request first dialled it: it is made in the agent's
   // own async context, so its later errors are the agent's, not that flow's (src/engine/flow-guard.ts).
+  const { Agent } = undici();
   return new Agent({ connect: bindShared(new SharedScope(`http agent via ${outbound.name}`), connect) });
 }
 
@@ -66,10 +68,11 @@ export class UnmarkedDispatchError extends SluiceError {
 
 /** Makes undici's global dispatcher refuse every connection (see the module comment). */
 export function refuseGlobalDispatch(): void {
-  setGlobalDispatcher(
+  // When undici loads (src/outbound/undici.ts): before that nothing can dispatch.
+  whenUndiciLoads(({ Agent, setGlobalDispatcher }) => setGlobalDispatcher(
     new Agent({
       connect: (o, callback) =>
         callback(new UnmarkedDispatchError(`refused a connection to ${o.hostname}:${o.port} through undici's global dispatcher: sluice's sockets must come from dialingAgent() (src/outbound/agent.ts) so they carry route.mark`), null),
     }),
-  );
+  ));
 }

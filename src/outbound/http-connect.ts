@@ -10,7 +10,7 @@
  */
 import net from 'node:net';
 import type { Duplex } from 'node:stream';
-import { Client } from 'undici';
+import { undici } from './undici.js';
 import { Attempt, dialTcp, makeDialer } from './dial.js';
 import type { Dialer } from './dial.js';
 import { OutboundConfigError, OutboundError, OutboundErrorCode, fromSystemError } from './errors.js';
@@ -69,6 +69,7 @@ export class HttpConnectOutbound implements Outbound {
     const attempt = new Attempt(this.name, this.dialer.connectTimeoutMs, signal);
     const dialer = this.dialer;
     const what = `proxy ${this.server}:${this.port}`;
+    const { Client } = undici();
     const client = new Client(this.origin, {
       // The attempt's budget bounds the whole exchange; undici's own timers would race it.
       headersTimeout: 0,

@@ -18,7 +18,7 @@ import { SluiceError } from '../errors.js';
 import type { FlowTable } from '../ip/flow-table.js';
 import type { IpPacket } from '../ip/packet.js';
 import type { IcmpHandler, UnreachableKind } from '../ip/icmp.js';
-import { addressView, copyAddresses, endpointsOf, type FlowAddressBytes } from '../ip/flow-addresses.js';
+import { addressBytesOf, copyAddresses, endpointsOf, type FlowAddressBytes } from '../ip/flow-addresses.js';
 import type { StackDriver } from '../stack/driver.js';
 import { addTcpConnectionCounts, type TcpCounterSource, newTcpConnectionCounts, type TcpConnectionCounts } from '../stack/counters.js';
 import { TcpFlow, type FlowHost } from '../stack/tcp-flow.js';
@@ -133,8 +133,8 @@ class FlowRequest implements TcpFlowRequest {
     this.remotePort = e.remotePort;
     this.localAddress = e.localAddress;
     this.localPort = e.localPort;
-    this.remoteBytes = addressView(e.family, flow.srcAddr);
-    this.localBytes = addressView(e.family, flow.dstAddr);
+    this.remoteBytes = addressBytesOf(e.family, flow.srcAddr);
+    this.localBytes = addressBytesOf(e.family, flow.dstAddr);
     this.established = flow.connection !== null;
   }
 

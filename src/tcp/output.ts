@@ -8,7 +8,7 @@
  */
 import { TCP_ACK, TCP_FIN, TCP_PSH, TCP_RST, TCP_SYN, newTcpRepr, type TcpRepr } from '../wire/tcp.js';
 import { seqAdd, seqGt, seqLt, seqSub } from './seq.js';
-import { RttEstimator } from './rtt.js';
+import { RttEstimator, sharedRttConfig } from './rtt.js';
 import { ByteRing } from './ring-buffer.js';
 import { Assembler } from './assembler.js';
 import { createCongestionControl, type CongestionControl } from './congestion/index.js';
@@ -192,7 +192,7 @@ export abstract class TcpOutput {
     this.config = config;
     this.owner = owner;
     this.st = state;
-    this.rtt = new RttEstimator({ initialRtoMs: config.initialRtoMs, minRtoMs: config.minRtoMs, maxRtoMs: config.maxRtoMs, granularityMs: 4 });
+    this.rtt = new RttEstimator(sharedRttConfig(config, 4));
     this.sendRing = new ByteRing(config.sendBufferBytes);
     this.recvRing = new ByteRing(config.recvBufferBytes);
     this.ooo = new Assembler(config.maxOutOfOrderRanges);

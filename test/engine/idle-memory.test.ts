@@ -19,15 +19,19 @@ const here = path.dirname(fileURLToPath(import.meta.url));
 const holder = path.resolve(here, '../fixtures/conn-holder.js');
 const FLOWS = Number(process.env.IDLE_FLOWS ?? 10_000);
 /**
- * The issue asks for under 100 MB; sluice is not there yet: ~103 MB before
- * any flow (Node and V8 themselves, the modules, the TUN's 8 MB of batch
- * buffers) and ~11 KiB per idle flow (its net.Socket and TcpStream, the
- * TCP connection's state, the flow's bookkeeping), ~210 MB in all; it was
- * ~285 MB (~19 KiB per flow) before the ring pool and the lazily made
- * per-connection arrays. The bound catches a return to that with a margin
- * for GC timing; lower it as the per-flow cost comes down.
+ * The issue asks for under 100 MB; sluice is not there yet: ~84 MB before
+ * any flow (Node and V8 themselves, the modules, the TUN's batch buffers;
+ * 103-107 MB before the young generation was kept small and undici loaded
+ * lazily) and ~6 KiB per idle flow once settled (its net.Socket and
+ * TcpStream, the TCP connection's state, the flow's bookkeeping): ~142 MB
+ * in all (~205 MB before the flat flow ids and the small nursery; ~285 MB,
+ * ~19 KiB per flow, before the ring pool and the lazily made per-connection
+ * arrays). The bound catches a return to those with a margin for GC timing;
+ * lower it as the per-flow cost comes down.
  */
-const RSS_LIMIT_MB = 256;
+const RSS_LIMIT_MB = 180;
+/** How long the flows sit idle before the reading that is asserted. */
+const SETTLE_MS = Number(process.env.IDLE_SETTLE_MS ?? 20_000);
 /**
  * sluice as it runs in production: without tap's NODE_OPTIONS (tap's
  * process-info hook puts its --import back into every child's environment,
@@ -97,10 +101,17 @@ limits: { dialsPerSource: 512, synCookieThreshold: 512, pendingSyns: 2048 }
   t.ok(held >= FLOWS, `the server holds ${held} connections from sluice`);
   const sockets = readdirSync(`/proc/${pid}/fd`).length;
   t.ok(sockets >= FLOWS, `sluice holds ${sockets} descriptors (an outbound socket per flow)`);
-  // Let the last handshakes settle, then read the whole process's resident set.
+  // Let the last handshakes settle, then read the whole process's resident
+  // set: 2 s after the burst (still holding the garbage of 10,000
+  // connection setups, promoted but not yet collected), and once idle, when
+  // V8's memory reducer has run its compacting collections (it starts ~8 s
+  // after the allocation rate drops). The idle figure is the one the issue
+  // asks about and the one asserted.
   await new Promise((r) => setTimeout(r, 2000));
+  const burstRss = rssMb(pid);
+  await new Promise((r) => setTimeout(r, SETTLE_MS));
   const rss = rssMb(pid);
-  t.comment(`sluice RSS: ${idleRss.toFixed(1)} MB at start, ${rss.toFixed(1)} MB with ${FLOWS} idle flows (${(((rss - idleRss) * 1024) / FLOWS).toFixed(2)} KiB per flow)`);
+  t.comment(`sluice RSS: ${idleRss.toFixed(1)} MB at start, ${burstRss.toFixed(1)} MB 2 s after the connections, ${rss.toFixed(1)} MB with ${FLOWS} idle flows ${(SETTLE_MS + 2000) / 1000} s after (${(((rss - idleRss) * 1024) / FLOWS).toFixed(2)} KiB per flow)`);
   if (process.env.IDLE_NODE_ARGS) t.comment(engine.stderr.split('\n').filter((l) => l.startsWith('MEM')).slice(-3).join('\n'));
   t.ok(rss < RSS_LIMIT_MB, `RSS ${rss.toFixed(1)} MB < ${RSS_LIMIT_MB} MB`);
   cli.kill('SIGTERM');

@@ -25,7 +25,8 @@ const MAKERS: [string, RegExp][] = [
   ['native createSocket', /\bcreateSocket\(\{/],
   ['tls.connect', /\btls\.connect\(/],
   ['undici dispatcher', /\bnew (Agent|Pool|Client|ProxyAgent|EnvHttpProxyAgent)\(/],
-  ['undici request without a dispatcher', /^import \{[^}]*\b(request|fetch|stream|pipeline)\b[^}]*\} from 'undici'/m],
+  // Imported, or taken from the lazily loaded module (src/outbound/undici.ts).
+  ['undici request without a dispatcher', /^import \{[^}]*\b(request|fetch|stream|pipeline)\b[^}]*\} from 'undici'|\{[^}]*\b(request|fetch|stream|pipeline)\b[^}]*\} = undici\(\)/m],
   ['fetch / http(s).request', /(^|[^.\w])fetch\(|\bhttps?\.(request|get)\(/],
   ['system resolver', /\bdns\.(promises\.)?(lookup|resolve\w*)\(/],
 ];
@@ -95,5 +96,7 @@ t.test('the guard sees what it guards against', async (t) => {
     const re = MAKERS.find(([n]) => n === name)![1];
     t.ok(re.test(code(sample)), `${name} is caught in ${JSON.stringify(sample)}`);
   }
+  const lazy = 'const { request } = undici();';
+  t.ok(MAKERS.find(([n]) => n === 'undici request without a dispatcher')![1].test(code(lazy)), `undici request without a dispatcher is caught in ${JSON.stringify(lazy)}`);
   t.notOk(MAKERS.some(([, re]) => re.test(code('/** uses net.connect({}) */\n// new Agent()\n'))), 'comments do not count');
 });
