@@ -5,7 +5,10 @@
  *
  * Everything the control plane shows reaches the main thread in one report
  * every REPORT_MS (and at once when a flow ends while the log stream is
- * busy): the flows added, updated and ended since the last report, the
+ * busy): the flows added, those whose byte counts moved, and those ended
+ * since the last report (every FULL_EVERY reports, and when the main thread
+ * asks, every open flow, which the main thread reconciles its view with:
+ * 10,000 idle flows are not copied across threads four times a second), the
  * engine's and the stack's counters, this queue's device counters and the
  * log lines for the /logs stream. Log lines go to stdout from here
  * directly (pino writes fd 1 synchronously, one write per line), as the
@@ -30,6 +33,8 @@ import type { EndedFlow, EngineObserver, SniffOutcome } from '../engine/observer
 
 /** How often a worker reports its flows and counters. */
 const REPORT_MS = 250;
+/** Every this many periodic reports, one lists every open flow (5 s). */
+const FULL_EVERY = 20;
 /** Log lines kept for the next report at most; more are counted as dropped (the stdout copy is whole). */
 const MAX_LOG_LINES = 2000;
 
@@ -62,6 +67,23 @@ class ObserverRecorder implements EngineObserver {
 class ReportingFlowRegistry extends FlowRegistry<FlowRecord> {
   readonly added = new Set<string>();
   ended: { snap: FlowSnap; final: FlowBytes }[] = [];
+  /** What each open flow's last report showed of what changes: bytesUp + bytesDown (both only grow, so the sum moves when either does), the outbound and the name. */
+  private readonly reported = new Map<string, { bytes: number; outbound: string; domain: FlowRecord['domain'] }>();
+
+  /** Whether `f`'s bytes, outbound or name changed since it was last reported; notes them as reported. */
+  takeMoved(f: FlowRecord): boolean {
+    const bytes = f.bytes === null || f.bytes === undefined ? 0 : f.bytes.bytesUp + f.bytes.bytesDown;
+    const last = this.reported.get(f.id);
+    if (last === undefined) {
+      this.reported.set(f.id, { bytes, outbound: f.outbound, domain: f.domain });
+      return true;
+    }
+    if (last.bytes === bytes && last.outbound === f.outbound && last.domain === f.domain) return false;
+    last.bytes = bytes;
+    last.outbound = f.outbound;
+    last.domain = f.domain;
+    return true;
+  }
 
   /** Called on every add and remove: the main thread's view follows within a turn. */
   onChange: (() => void) | null = null;
@@ -76,6 +98,7 @@ class ReportingFlowRegistry extends FlowRegistry<FlowRecord> {
     if (this.get(f.id) === undefined) return;
     super.remove(f, final);
     this.added.delete(f.id);
+    this.reported.delete(f.id);
     const b = f.bytes ?? final;
     this.ended.push({ snap: snapFlow(f), final: { bytesUp: Math.max(b.bytesUp, final.bytesUp), bytesDown: Math.max(b.bytesDown, final.bytesDown) } });
     this.onChange?.();
@@ -118,7 +141,7 @@ function main(): void {
   const soon = (): void => {
     quick ??= setImmediate(() => {
       quick = null;
-      report(false);
+      report('added');
     });
   };
   const observer = start.observe ? new ObserverRecorder(soon) : null;
@@ -128,14 +151,19 @@ function main(): void {
     if (dns !== null) dns.onUpstream = observer.dnsUpstream;
   }
 
-  const report = (full = true): void => {
+  /** 'all': every open flow; 'moved': the added ones and those whose bytes moved; 'added': the added ones only. */
+  const report = (which: 'all' | 'moved' | 'added' = 'all'): void => {
     const updated: FlowSnap[] = [];
-    if (full) {
-      for (const f of flows.values()) updated.push(snapFlow(f));
-    } else {
+    const full = which === 'all';
+    if (which === 'added') {
       for (const id of flows.added) {
         const f = flows.get(id);
         if (f !== undefined) updated.push(snapFlow(f));
+      }
+    } else {
+      for (const f of flows.values()) {
+        const moved = flows.takeMoved(f);
+        if (full || moved || flows.added.has(f.id)) updated.push(snapFlow(f));
       }
     }
     const msg: WorkerReport = {
@@ -161,7 +189,8 @@ function main(): void {
     droppedLines = 0;
     port.postMessage(msg);
   };
-  const timer = setInterval(report, REPORT_MS);
+  let periodic = 0;
+  const timer = setInterval(() => report(++periodic % FULL_EVERY === 0 ? 'all' : 'moved'), REPORT_MS);
   // A flow's start or end reaches the main thread's view within a turn (one delta report per turn at most).
   flows.onChange = soon;
 
