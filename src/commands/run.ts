@@ -61,6 +61,7 @@ import { tunQueues } from '../workers/queues.js';
 import { TransmitOnlyLink } from '../workers/queue-link.js';
 import { startWorkers, type RunningWorkers } from '../workers/run-workers.js';
 import { WORKER_SCRIPT } from '../workers/pool.js';
+import { undici } from '../outbound/undici.js';
 import { newDialTable, SharedDialTable } from '../workers/shared-dials.js';
 
 export const RUN_USAGE = `Usage: sluice run [--config FILE] [--state FILE]
@@ -346,6 +347,9 @@ async function run(argv: string[], io: CommandIo, takeEarlySignal: () => string 
     };
     // With run.user and worker threads, after the workers: their routes (/v1/workers) and view exist then.
     if (!workersAfterDrop) serveControl();
+    // undici loads on first use (src/outbound/undici.ts); after the drop
+    // run.user might not be able to read it, so it loads now.
+    if (drop !== null) undici();
     if (drop !== null) dropPrivileges(drop, where, log);
     // The TUN's queues hold what arrived meanwhile (up to its txqueuelen); the workers drain them.
     if (workersAfterDrop) {

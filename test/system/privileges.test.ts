@@ -26,9 +26,12 @@ import path from 'node:path';
 import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { requireRoot, type Netns } from '../harness/netns.js';
 import { threeNamespaces, SERVER_V4, SERVER_V6 } from '../harness/topology.js';
-import { createLab, curl, describe, requireCommands, startDnsmasq, startWebServer, tempDir, timed, TUN, type Engine } from '../fixtures/engine/lab.js';
+import { childEnv, createLab, curl, describe, requireCommands, SLUICE_BIN, startDnsmasq, startWebServer, tempDir, timed, TUN, type Engine } from '../fixtures/engine/lab.js';
 import { nobodyTapEnv, snapshot, startSluice } from './workstation.js';
 import { tunQueues } from '../../src/workers/queues.js';
+import { WORKER_SCRIPT } from '../../src/workers/pool.js';
+import { checkReadableBy } from '../../src/system/privileges.js';
+import { fileURLToPath } from 'node:url';
 
 const NOBODY = 65534;
 const CAP_NET_BIND_SERVICE = 10;
@@ -257,6 +260,22 @@ t.test('run.user nobody, tun.queues 2: the workers start after the drop with the
   const { client, gateway } = await lab(t, 'privqxxx', dir);
   const before = await gatewaySnapshot(gateway);
   const yaml = config(dir, 'mode: tun', ', queues: 2') + `api: { listen: "${API}", secret: ${SECRET} }\n`;
+  // Worker threads load sluice's code as nobody: from a checkout nobody
+  // cannot read (under /root, say) sluice must refuse at start, naming the directory.
+  let unreadable: string | null = null;
+  try {
+    checkReadableBy(fileURLToPath(WORKER_SCRIPT), { user: 'nobody', uid: NOBODY, gid: NOBODY }, 'test', 'worker threads load it');
+  } catch (err) {
+    unreadable = (err as Error).message;
+  }
+  if (unreadable !== null) {
+    writeFileSync(path.join(dir, 'refused.yaml'), yaml);
+    const r = await gateway.exec([process.execPath, SLUICE_BIN, 'run', '--config', path.join(dir, 'refused.yaml'), '--state', state], { allowFail: true, timeoutMs: 30_000, env: { ...childEnv, ...nobodyTapEnv(dir) } });
+    t.not(r.code, 0, `this checkout is not readable by nobody (${unreadable}): start-up is refused`);
+    t.match(r.stderr, /run\.user: nobody cannot (search|read) .*tun\.queues: 2 starts worker threads after the drop/, 'the error names the directory and why');
+    t.equal(await gatewaySnapshot(gateway), before, 'nothing was installed');
+    return;
+  }
   const engine = await startSluice(t, gateway, dir, yaml, state, nobodyTapEnv(dir));
   const kept = (1n << BigInt(CAP_NET_ADMIN)) | (1n << BigInt(CAP_NET_RAW));
   const dropped = await engine.waitFor((l) => l.msg === 'privileges dropped', 1000, '"privileges dropped"');
