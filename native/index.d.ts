@@ -56,6 +56,8 @@ export interface CreateSocketOptions {
 
 export interface SluiceNative {
   tunOpen(name: string, options?: TunOpenOptions): TunOpenResult;
+  /** TUNSETSTEERINGEBPF on one queue's fd (the program is the device's): the queue is `program's return % queues`; -1 detaches. */
+  tunSetSteering(fd: number, progFd: number): void;
   linkSetMtu(name: string, mtu: number): void;
   linkSetUp(name: string, up: boolean): void;
   /** ifindex, or 0 when there is no such interface. */

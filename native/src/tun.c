@@ -230,7 +230,35 @@ static napi_value close_fd(napi_env env, napi_callback_info info) {
   return NULL;
 }
 
+/*
+ * tunSetSteering(fd, progFd): TUNSETSTEERINGEBPF (Linux >= 4.16) with a
+ * BPF_PROG_TYPE_SOCKET_FILTER program; the kernel then picks the queue of
+ * every packet it sends into the TUN as `program's return % numqueues`
+ * instead of tun_automq's flow hash. The program belongs to the device (any
+ * one queue's fd sets it) and the kernel holds its own reference, so the
+ * caller may close progFd afterwards. progFd -1 detaches.
+ */
+static napi_value tun_set_steering(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2];
+  NAPI_CALL(env, napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
+  int32_t fd, prog_fd;
+  if (argc < 2 || !arg_int32(env, argv[0], &fd) || !arg_int32(env, argv[1], &prog_fd) || fd < 0 || prog_fd < -1)
+    return throw_usage(env, "tunSetSteering(fd: number, progFd: number (-1 detaches))");
+  int v = prog_fd;
+  if (ioctl(fd, TUNSETSTEERINGEBPF, &v) < 0) {
+    int err = errno;
+    return throw_errno(env, "TUNSETSTEERINGEBPF", err,
+                       err == EINVAL || err == ENOTTY ? "this kernel has no TUN steering programs (Linux >= 4.16) or the program is not a socket filter"
+                       : err == EBADF                 ? "not a TUN queue fd or not a BPF program fd"
+                       : err == EPERM                 ? "needs CAP_NET_ADMIN"
+                                                      : NULL);
+  }
+  return NULL;
+}
+
 napi_value init_tun(napi_env env, napi_value exports) {
+  export_fn(env, exports, "tunSetSteering", tun_set_steering);
   export_fn(env, exports, "tunOpen", tun_open);
   export_fn(env, exports, "linkSetMtu", link_set_mtu);
   export_fn(env, exports, "linkSetUp", link_set_up);

@@ -60,6 +60,8 @@ import { dirname, join } from 'node:path';
 import { tunQueues } from '../workers/queues.js';
 import { TransmitOnlyLink } from '../workers/queue-link.js';
 import { startWorkers, type RunningWorkers } from '../workers/run-workers.js';
+import { attachSteering } from '../workers/steering.js';
+import { loadNative } from '../link/native.js';
 import { WORKER_SCRIPT } from '../workers/pool.js';
 import { undici } from '../outbound/undici.js';
 import { newDialTable, SharedDialTable } from '../workers/shared-dials.js';
@@ -259,6 +261,8 @@ async function run(argv: string[], io: CommandIo, takeEarlySignal: () => string 
     tun = TunDevice.open({ name: config.tun.name, mtu: config.tun.mtu, offload: config.tun.offload, queues: queues.queues });
     const opened = tun;
     life.defer('outbounds', 'tun', () => opened.close());
+    // tun.queues > 1: the queue follows the client's source (bpf/steering.c), set now, before any privilege drop.
+    const steering = queues.queues > 1 ? attachSteering(loadNative(), tun.fds, log).steering : null;
     addAddress(tun.name, config.tun.ipv4);
     addAddress(tun.name, config.tun.ipv6);
     // Always wrapped: a capture (API, SLUICE_CAPTURE_FILE) may start at any time; idle, the wrapper is a forwarder.
@@ -287,7 +291,7 @@ async function run(argv: string[], io: CommandIo, takeEarlySignal: () => string 
     life.check();
     const runWorkers = async (): Promise<void> => {
       // Spawning the worker threads is overtaken by a stop; the workers' stopper then waits for them to be up, within the deadline.
-      const starting = startWorkers({ engine: e, device: tun, config, log, tap, selectionsPath: join(dirname(statePath), 'groups.json'), queues, captureLink: link, dialTable: dialTable! });
+      const starting = startWorkers({ engine: e, device: tun, config, log, tap, selectionsPath: join(dirname(statePath), 'groups.json'), queues, steering: steering!, captureLink: link, dialTable: dialTable! });
       startingWorkers = starting.catch(() => null);
       workers = await life.until(starting);
       life.check();

@@ -6,13 +6,17 @@
  *   GET  /v1/workers              each queue's worker: state, restarts, flows, last failure
  *   POST /v1/workers/:queue/kill  ends a worker as a crash would (it is restarted; tests use it)
  *
- * Which queue a flow takes is the kernel's choice (tun_automq_select_queue:
- * the flow hash, then the queue the worker answers on; see queue-link.ts),
- * not a TUNSETSTEERINGEBPF program: the kernel's choice is already per flow
- * and stable while the queue count is (sluice never changes it), it needs
- * no BPF object, privilege or lifecycle of its own, and the kernel spreads
- * flows over the queues as evenly as over RPS CPUs. A steering program
- * would only pay off to pin flows by something else than their 4-tuple.
+ * Which queue a flow takes is set by sluice's TUNSETSTEERINGEBPF program
+ * (bpf/steering.c, attached by steering.ts when the TUN opens): the client's
+ * source address and TCP/UDP source port, not the kernel's own choice
+ * (tun_automq_select_queue, a hash over the whole 4-tuple). The reason is
+ * the UDP NAT: every worker has its own table, and one client socket talking
+ * to two servers must reach one worker to keep one upstream port
+ * (endpoint-independent mapping, RFC 4787 REQ-1); different sockets still
+ * spread over the queues. When the program cannot be loaded (no eBPF, old
+ * kernel) the kernel's flow hash stays and steering.ts warns once: the
+ * mapping then holds only per queue. Replies go out on the worker's own
+ * queue either way (queue-link.ts).
  */
 import type { SluiceConfig } from '../config/types.js';
 import type { Engine } from '../engine/engine.js';
@@ -58,6 +62,8 @@ export interface StartWorkersOptions {
   queues: QueueChoice;
   /** The main thread's capture link (its captures run in every worker). */
   captureLink: CaptureLink;
+  /** What picks each packet's queue (steering.ts), for the start-up line. */
+  steering: string;
   /** The dials table the main engine was made with (shared-dials.ts). */
   dialTable: SharedArrayBuffer;
 }
@@ -125,7 +131,7 @@ export async function startWorkers(o: StartWorkersOptions): Promise<RunningWorke
     await pool.stop();
     throw err;
   }
-  log.info({ queues: pool.size, from: o.queues.from, steering: 'kernel flow hash (tun automq)' }, 'worker threads serving the TUN queues');
+  log.info({ queues: pool.size, from: o.queues.from, steering: o.steering }, 'worker threads serving the TUN queues');
   const view: WorkerView = {
     engineCounters: (base) => pool.engineCounters(base),
     stackStats: (base) => pool.stackStats(base as unknown as Record<string, unknown>) as unknown as StackStats,
