@@ -45,115 +45,23 @@ export interface QueueLinkOptions {
   readBudget?: number;
 }
 
-export class QueueLink implements LinkEndpoint, TxSink {
-  readonly name: string;
-  readonly mtu: number;
-  readonly vnetHdr: boolean;
-  readonly offloads: number;
-  readonly fd: number;
-  readonly queue: number;
-  private readonly native: SluiceNative;
-  private readonly rx: Uint8Array;
-  private reader: ReaderHandle | null = null;
-  private readonly tx: TxBatch;
-  private readonly readBudget: number;
-  private readonly statsScratch = new Float64Array(5);
-  private closed = false;
-  private receiver: LinkReceiver | null = null;
-  private readonly onBatchBound = (count: number, end: number): void => this.onBatch(count, end);
-
-  constructor(opts: QueueLinkOptions) {
-    this.native = loadNative();
-    this.name = opts.name;
-    this.fd = opts.fd;
-    this.queue = opts.queue;
-    this.mtu = opts.mtu;
-    this.vnetHdr = opts.vnetHdr;
-    this.offloads = opts.offloads;
-    this.rx = new Uint8Array(new ArrayBuffer(Math.max(opts.rxBufferBytes ?? 4 << 20, this.native.MAX_RECORD)));
-    this.tx = new TxBatch(Math.max(opts.txBufferBytes ?? 4 << 20, this.native.MAX_RECORD), this);
-    this.readBudget = opts.readBudget ?? 256;
-  }
-
-  start(receiver: LinkReceiver): void {
-    if (this.reader !== null) throw new InvalidStateError('QueueLink already started');
-    this.receiver = receiver;
-    this.reader = this.native.readerStart(this.fd, this.rx.buffer as ArrayBuffer, this.onBatchBound, this.readBudget);
-  }
-
-  private onBatch(count: number, end: number): void {
-    const receiver = this.receiver!;
-    if (count < 0) {
-      const errno = errnoName(-count);
-      receiver.onLinkError(new LinkError('SLUICE_TUN_READ', `TUN ${this.name} queue ${this.queue}: read failed: ${errno} (errno ${-count}; ${tunReadHint(errno)})`, errno));
-      return;
-    }
-    receiver.onBatch(this.rx, count, end);
-    this.tx.flush();
-  }
-
-  get txBuffer(): Uint8Array {
-    return this.tx.buffer;
-  }
-
-  txReserve(maxLen: number): number {
-    return this.tx.reserve(maxLen);
-  }
-
-  txCommit(len: number): void {
-    this.tx.commit(len);
-  }
-
-  flush(): void {
-    this.tx.flush();
-  }
-
-  writeRecords(buf: Uint8Array, count: number): number {
-    if (this.closed) return 0;
-    return this.native.writeBatch(this.fd, buf, count);
-  }
-
-  stats(): { rxPackets: number; rxBytes: number; rxBatches: number; rxErrors: number; txPackets: number; txBytes: number; txDropped: number } {
-    let rxPackets = 0,
-      rxBytes = 0,
-      rxBatches = 0,
-      rxErrors = 0;
-    if (this.reader !== null) {
-      this.native.readerStats(this.reader, this.statsScratch);
-      rxPackets = this.statsScratch[0]!;
-      rxBytes = this.statsScratch[1]!;
-      rxBatches = this.statsScratch[2]!;
-      rxErrors = this.statsScratch[4]!;
-    }
-    return { rxPackets, rxBytes, rxBatches, rxErrors, txPackets: this.tx.packets, txBytes: this.tx.bytes, txDropped: this.tx.dropped };
-  }
-
-  /** Stops reading; the fd stays open (the main thread owns it). */
-  close(): void {
-    if (this.closed) return;
-    this.tx.flush();
-    this.closed = true;
-    if (this.reader !== null) this.native.readerStop(this.reader);
-    this.reader = null;
-  }
-}
-
-/** A link that never receives and writes what is sent to one queue's fd (the main thread's engine when workers carry the packets). */
+/** A link that never receives and writes what is sent to one queue's fd (the main thread's engine when workers carry the packets); QueueLink adds the reading. */
 export class TransmitOnlyLink implements LinkEndpoint, TxSink {
-  private readonly native: SluiceNative;
-  private readonly tx: TxBatch;
-  private closed = false;
+  protected readonly native: SluiceNative;
+  protected readonly tx: TxBatch;
+  protected closed = false;
 
   constructor(
     readonly name: string,
     readonly mtu: number,
     readonly vnetHdr: boolean,
     readonly offloads: number,
-    private readonly fd: number,
+    readonly fd: number,
+    /** Transmit buffer bytes; at least one record. Default one record: the main thread sends rare, small packets (ICMP errors quoting one datagram). */
+    txBufferBytes = 0,
   ) {
     this.native = loadNative();
-    // Rare, small packets (ICMP errors quoting one datagram): one record's room is enough.
-    this.tx = new TxBatch(this.native.MAX_RECORD, this);
+    this.tx = new TxBatch(Math.max(txBufferBytes, this.native.MAX_RECORD), this);
   }
 
   get txBuffer(): Uint8Array {
@@ -184,5 +92,62 @@ export class TransmitOnlyLink implements LinkEndpoint, TxSink {
     if (this.closed) return;
     this.tx.flush();
     this.closed = true;
+  }
+}
+
+export class QueueLink extends TransmitOnlyLink {
+  readonly queue: number;
+  private readonly rx: Uint8Array;
+  private reader: ReaderHandle | null = null;
+  private readonly readBudget: number;
+  private readonly statsScratch = new Float64Array(5);
+  private receiver: LinkReceiver | null = null;
+  private readonly onBatchBound = (count: number, end: number): void => this.onBatch(count, end);
+
+  constructor(opts: QueueLinkOptions) {
+    super(opts.name, opts.mtu, opts.vnetHdr, opts.offloads, opts.fd, opts.txBufferBytes ?? 4 << 20);
+    this.queue = opts.queue;
+    this.rx = new Uint8Array(new ArrayBuffer(Math.max(opts.rxBufferBytes ?? 4 << 20, this.native.MAX_RECORD)));
+    this.readBudget = opts.readBudget ?? 256;
+  }
+
+  override start(receiver: LinkReceiver): void {
+    if (this.reader !== null) throw new InvalidStateError('QueueLink already started');
+    this.receiver = receiver;
+    this.reader = this.native.readerStart(this.fd, this.rx.buffer as ArrayBuffer, this.onBatchBound, this.readBudget);
+  }
+
+  private onBatch(count: number, end: number): void {
+    const receiver = this.receiver!;
+    if (count < 0) {
+      const errno = errnoName(-count);
+      receiver.onLinkError(new LinkError('SLUICE_TUN_READ', `TUN ${this.name} queue ${this.queue}: read failed: ${errno} (errno ${-count}; ${tunReadHint(errno)})`, errno));
+      return;
+    }
+    receiver.onBatch(this.rx, count, end);
+    this.tx.flush();
+  }
+
+  stats(): { rxPackets: number; rxBytes: number; rxBatches: number; rxErrors: number; txPackets: number; txBytes: number; txDropped: number } {
+    let rxPackets = 0,
+      rxBytes = 0,
+      rxBatches = 0,
+      rxErrors = 0;
+    if (this.reader !== null) {
+      this.native.readerStats(this.reader, this.statsScratch);
+      rxPackets = this.statsScratch[0]!;
+      rxBytes = this.statsScratch[1]!;
+      rxBatches = this.statsScratch[2]!;
+      rxErrors = this.statsScratch[4]!;
+    }
+    return { rxPackets, rxBytes, rxBatches, rxErrors, txPackets: this.tx.packets, txBytes: this.tx.bytes, txDropped: this.tx.dropped };
+  }
+
+  /** Stops reading; the fd stays open (the main thread owns it). */
+  override close(): void {
+    if (this.closed) return;
+    super.close();
+    if (this.reader !== null) this.native.readerStop(this.reader);
+    this.reader = null;
   }
 }

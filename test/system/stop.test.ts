@@ -33,6 +33,7 @@ import { requireRoot, waitForJsonLine, type Netns } from '../harness/netns.js';
 import { threeNamespaces, SERVER_V4 } from '../harness/topology.js';
 import { childEnv, collectOutput, createLab, requireCommands, startDanted, startWebServer, tempDir, TUN, type Engine, type FlowLine } from '../fixtures/engine/lab.js';
 import { fullSnapshot, settle, spawnSluice } from './workstation.js';
+import { orderlyStop, sigtermWithinBudget } from '../fixtures/sigterm-exit.js';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const HOLDER = path.resolve(here, '../fixtures/flow-holder.js');
@@ -44,7 +45,6 @@ const TCP_ECHO = UDP_DIRECT;
 const UDP_SOCKS = 7101;
 const BLACKHOLE = 7009;
 const SOCKS_PORT = 1080;
-const STOP_BUDGET_MS = 5000;
 
 type GatewayMode = 'tun' | 'tproxy' | 'tproxy-ebpf';
 
@@ -276,19 +276,10 @@ const KINDS: Kind[] = [
 ];
 
 async function stopAndCheck(t: Test, lab: Lab, engine: Engine, before: string, expect: Array<Partial<FlowLine>>, after: AfterStop[]): Promise<void> {
-  const t0 = performance.now();
-  const hard = setTimeout(() => engine.proc.kill('SIGKILL'), 15_000);
-  engine.proc.kill('SIGTERM');
-  const exit = await engine.exited;
-  clearTimeout(hard);
-  const ms = Math.round(performance.now() - t0);
-  t.comment(`SIGTERM to exit: ${ms} ms`);
-  t.ok(ms < STOP_BUDGET_MS, `exited ${ms} ms after SIGTERM (budget ${STOP_BUDGET_MS} ms)`);
-  t.same(exit, { code: 0, signal: null }, 'exit code 0');
+  await sigtermWithinBudget(t, engine);
   const stopping = engine.lines.find((l) => l.msg === 'stopping');
   t.ok(stopping !== undefined && Number(stopping.openFlows) >= expect.length, `"stopping" counted the open flows (${String(stopping?.openFlows)})`);
-  const deadline = engine.lines.find((l) => l.msg === 'stop deadline: exiting with resources still open');
-  t.equal(deadline, undefined, `the orderly path closed everything (no deadline line${deadline !== undefined ? `: ${JSON.stringify(deadline)}` : ''})`);
+  orderlyStop(t, engine);
   t.ok(engine.lines.some((l) => l.msg === 'stopped'), 'logged "stopped"');
   const flows = engine.flows();
   for (const want of expect) {
