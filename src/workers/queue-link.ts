@@ -6,10 +6,13 @@
  * fd; the worker reads and writes only its own. close() stops reading but
  * leaves the fd open: a restarted worker takes the same queue over, and the
  * kernel never sees the queue count change (which would re-spread every
- * flow, tun_automq_select_queue uses numqueues).
+ * flow: both the steering program's result and tun_automq_select_queue are
+ * taken modulo numqueues).
  *
- * Writing on the queue a flow is read from is what keeps it there: the
- * kernel's automatic queue selection (drivers/net/tun.c, tun_automq_select_queue)
+ * Which queue a packet takes is the steering program's choice
+ * (bpf/steering.c, src/workers/steering.ts: the client's source). Without
+ * it (it could not be attached), writing on the queue a flow is read from
+ * is what keeps the flow there: the kernel's automatic queue selection (drivers/net/tun.c, tun_automq_select_queue)
  * picks a new flow's queue from its flow hash and then records, per flow
  * hash, the queue userspace last wrote that flow's packets on (tun_flow_update
  * in tun_get_user). Each worker writes its replies only to its own queue,
