@@ -14,7 +14,7 @@ import { fileURLToPath } from 'node:url';
 import { requireRoot, waitForJsonLine } from '../harness/netns.js';
 import { threeNamespaces, SERVER_V4 } from '../harness/topology.js';
 import { childEnv, createLab, Engine, SLUICE_BIN, tempDir, TUN } from '../fixtures/engine/lab.js';
-import { tunQueues } from '../../src/workers/queues.js';
+import { SUITE_QUEUES } from '../fixtures/suite-queues.js';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const holder = path.resolve(here, '../fixtures/conn-holder.js');
@@ -39,7 +39,7 @@ const FLOWS = Number(process.env.IDLE_FLOWS ?? 10_000);
  */
 const ONE_QUEUE_LIMIT_MB = 180;
 const EXTRA_QUEUE_MB = 240;
-const RSS_LIMIT_MB = ONE_QUEUE_LIMIT_MB + EXTRA_QUEUE_MB * (tunQueues(1).queues - 1);
+const RSS_LIMIT_MB = ONE_QUEUE_LIMIT_MB + EXTRA_QUEUE_MB * (SUITE_QUEUES - 1);
 /** How long the flows sit idle before the reading that is asserted. */
 const SETTLE_MS = Number(process.env.IDLE_SETTLE_MS ?? 20_000);
 /**

@@ -28,7 +28,7 @@ import { requireRoot, type Netns } from '../harness/netns.js';
 import { threeNamespaces, SERVER_V4, SERVER_V6 } from '../harness/topology.js';
 import { childEnv, createLab, curl, describe, requireCommands, SLUICE_BIN, startDnsmasq, startWebServer, tempDir, timed, TUN, type Engine } from '../fixtures/engine/lab.js';
 import { nobodyTapEnv, snapshot, startSluice } from './workstation.js';
-import { tunQueues } from '../../src/workers/queues.js';
+import { SUITE_WORKERS } from '../fixtures/suite-queues.js';
 import { WORKER_SCRIPT } from '../../src/workers/pool.js';
 import { checkReadableBy } from '../../src/system/privileges.js';
 import { fileURLToPath } from 'node:url';
@@ -37,8 +37,6 @@ const NOBODY = 65534;
 const CAP_NET_BIND_SERVICE = 10;
 const CAP_NET_ADMIN = 12;
 const CAP_NET_RAW = 13;
-/** SLUICE_TEST_TUN_QUEUES=2 runs every test with worker threads, which keep CAP_NET_RAW for their ICMP sockets (src/system/privileges.ts). */
-const SUITE_WORKERS = tunQueues(1).queues > 1;
 
 function config(dir: string, gateway: string, more = ''): string {
   return `

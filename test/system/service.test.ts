@@ -31,7 +31,7 @@ import { createInterface } from 'node:readline';
 import { requireRoot, type Netns } from '../harness/netns.js';
 import { childEnv, createLab, curl, describe, Engine, REPO, requireCommands, SLUICE_BIN, tempDir, TUN } from '../fixtures/engine/lab.js';
 import { CAP } from '../../src/system/privileges.js';
-import { tunQueues } from '../../src/workers/queues.js';
+import { SUITE_WORKERS } from '../fixtures/suite-queues.js';
 import { config as workstationConfig, nobodyTapEnv, SERVER_V4, snapshot, startSluice, workstation } from './workstation.js';
 
 const UNIT = path.join(REPO, 'docs', 'sluice.service');
@@ -224,7 +224,7 @@ t.test("the unit's bounding set and NoNewPrivileges suffice: run, drop, serve, s
   let engine = await start();
   const bnd = /^CapBnd:\s+(\S+)/m.exec(readFileSync(`/proc/${engine.proc.pid!}/status`, 'utf8'))?.[1];
   // SLUICE_TEST_TUN_QUEUES=2: worker threads keep CAP_NET_RAW for their ICMP echo sockets (src/system/privileges.ts).
-  const workers = tunQueues(1).queues > 1;
+  const workers = SUITE_WORKERS;
   t.equal(bnd, workers ? '0000000000003000' : '0000000000001000', `under the unit's set, sluice still drops to CAP_NET_ADMIN alone${workers ? ' (and CAP_NET_RAW for its worker threads)' : ''}`);
   const r = await curl(ws, [`http://${SERVER_V4}/`]);
   t.equal(r.code, 0, `a flow through the TUN (${describe(r)})`);

@@ -36,7 +36,7 @@ import { requireRoot, waitForJsonLine, type Netns } from '../harness/netns.js';
 import { threeNamespaces, SERVER_V4, SERVER_V6 } from '../harness/topology.js';
 import { BLOB_SERVER, childEnv, createLab, requireCommands, tempDir, TUN } from '../fixtures/engine/lab.js';
 import { startSluice } from './workstation.js';
-import { tunQueues } from '../../src/workers/queues.js';
+import { SUITE_QUEUES } from '../fixtures/suite-queues.js';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const FLOOD = path.resolve(here, '../../../test/fixtures/syn-flood.py');
@@ -46,7 +46,7 @@ const IDLE = 300;
 const FLOOD_S = 15;
 const THRESHOLD = 128;
 /** Each TUN queue's stack keeps its own half-open count (SLUICE_TEST_TUN_QUEUES=2 runs two): the bound is per queue. */
-const QUEUES = tunQueues(1).queues;
+const QUEUES = SUITE_QUEUES;
 const HALF_OPEN_CAP = THRESHOLD * QUEUES;
 
 const config = `
