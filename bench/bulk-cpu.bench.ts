@@ -1,0 +1,133 @@
+/**
+ * sluice's CPU per GB of bulk at a fixed offered rate (issue 10, ask 3).
+ * On a shared machine the throughput of an unlimited iperf3 run swings by
+ * 2x between repetitions of one build, and with it how much work each
+ * batch amortises; at a rate every build sustains (iperf3 -b), each one
+ * moves the same bytes in the same time, so CPU time per GB (utime +
+ * stime of the sluice process, all threads, from /proc/PID/stat) compares
+ * builds rather than load. The standard three namespaces; `sluice run` in
+ * the gateway as bench:peers runs it (gateway tun, the default policy, the
+ * flow log on, TUN MTU 8500, offloads on); one iperf3 flow up, then down
+ * (-R). `--ab` alternates builds round by round (a directory whose
+ * bin/sluice.js sets an environment variable and imports another build's
+ * is a variant too).
+ *   sudo node dist/bench/bulk-cpu.bench.js [seconds] [rounds] [--rate 2G] [--mtu 8500] [--ab OTHER/bin/sluice.js]
+ */
+import path from 'node:path';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import { pathToFileURL } from 'node:url';
+import { Lab, type Netns, type TestLike } from '../test/harness/netns.js';
+import { threeNamespaces, SERVER_V4 } from '../test/harness/topology.js';
+import { childEnv, Engine, SLUICE_BIN, TUN } from '../test/fixtures/engine/lab.js';
+import { BenchContext } from './bench-lab.js';
+import { cpuMicros } from './conn-setup.bench.js';
+
+export interface BulkCpuRound {
+  bin: string;
+  direction: 'up' | 'down';
+  gbps: number;
+  cpuMsPerGB: number;
+  load1: number;
+}
+
+function config(mtu: number): string {
+  return `
+log: { level: info, format: json }
+tun: { name: ${TUN}, mtu: ${mtu}, offload: true }
+dns: { fakeIp: { persistPath: null } }
+gateway: { enabled: true, lan: [lan0], mode: tun }
+`;
+}
+
+async function transfer(client: Netns, pid: number, seconds: number, rate: string, reverse: boolean): Promise<{ gbps: number; cpuMsPerGB: number }> {
+  const argv = ['iperf3', '-c', SERVER_V4, '-t', String(seconds), '-b', rate, '-i', '0', '-J', ...(reverse ? ['-R'] : [])];
+  const c0 = cpuMicros(pid);
+  const r = await client.exec(argv, { timeoutMs: (seconds + 30) * 1000, allowFail: true });
+  const c1 = cpuMicros(pid);
+  const j = JSON.parse(r.stdout || '{}') as { error?: string; end?: { sum_received?: { bytes: number; bits_per_second: number } } };
+  const sum = j.end?.sum_received;
+  if (j.error !== undefined || sum === undefined || sum.bytes === 0) throw new Error(`iperf3 ${reverse ? '-R ' : ''}failed: ${j.error ?? r.stderr.trim().slice(0, 300)}`);
+  return { gbps: sum.bits_per_second / 1e9, cpuMsPerGB: (c1 - c0) / 1000 / (sum.bytes / 1e9) };
+}
+
+async function oneRound(client: Netns, gateway: Netns, dir: string, bin: string, seconds: number, rate: string, mtu: number): Promise<BulkCpuRound[]> {
+  const cfg = path.join(dir, 'sluice.yaml');
+  writeFileSync(cfg, config(mtu));
+  const engine = new Engine(gateway.spawn(['env', '-u', 'NODE_OPTIONS', process.execPath, bin, 'run', '--config', cfg, '--state', path.join(dir, 'state.json')], { env: childEnv }));
+  try {
+    await engine.waitFor((l) => l.msg === 'ready', 30_000, '"ready"');
+    await gateway.sh(`sysctl -qw net.ipv4.conf.${TUN}.rp_filter=0`);
+    const pid = engine.proc.pid!;
+    // Warm-up: the JIT and the rings' first growth are not the steady state.
+    await transfer(client, pid, 1, rate, false);
+    const out: BulkCpuRound[] = [];
+    for (const reverse of [false, true]) {
+      const m = await transfer(client, pid, seconds, rate, reverse);
+      out.push({ bin, direction: reverse ? 'down' : 'up', ...m, load1: os.loadavg()[0]! });
+      engine.lines.length = 0;
+    }
+    return out;
+  } finally {
+    await engine.stop(10_000);
+  }
+}
+
+export async function runBulkCpuBench(seconds: number, rounds: number, rate: string, mtu: number, bins: string[]): Promise<BulkCpuRound[]> {
+  const ctx = new BenchContext();
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'sluice-bulkcpu-'));
+  try {
+    const lab = await Lab.create(ctx as unknown as TestLike, 'bulkcpu');
+    const { client, gateway, server } = await threeNamespaces(lab);
+    await gateway.sh('sysctl -qw net.ipv4.conf.all.rp_filter=0 net.ipv4.conf.default.rp_filter=0');
+    server.spawn(['iperf3', '-s']);
+    await new Promise((r) => setTimeout(r, 500));
+    const out: BulkCpuRound[] = [];
+    for (let i = 0; i < rounds * bins.length; i++) {
+      const rows = await oneRound(client, gateway, dir, bins[i % bins.length]!, seconds, rate, mtu);
+      for (const row of rows) process.stderr.write(`round ${i + 1}: ${JSON.stringify(row)}\n`);
+      out.push(...rows);
+    }
+    return out;
+  } finally {
+    await ctx.finish();
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+function median(v: number[]): number {
+  const s = [...v].sort((a, b) => a - b);
+  return s.length % 2 === 1 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
+}
+
+if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {
+  const args = process.argv.slice(2);
+  const flag = (name: string): string | null => {
+    const i = args.indexOf(name);
+    if (i < 0) return null;
+    const v = args[i + 1] ?? null;
+    args.splice(i, 2);
+    return v;
+  };
+  const other = flag('--ab');
+  const rate = flag('--rate') ?? '2G';
+  const mtu = Number(flag('--mtu') ?? 8500);
+  const bins = other === null ? [SLUICE_BIN] : [path.resolve(other), SLUICE_BIN];
+  const seconds = Number(args[0] ?? 10);
+  const rounds = Number(args[1] ?? 3);
+  runBulkCpuBench(seconds, rounds, rate, mtu, bins).then(
+    (rows) => {
+      console.log(`sluice CPU ms per GB at iperf3 -b ${rate}, 1 flow, TUN MTU ${mtu}, ${seconds} s, ${rounds} rounds (medians; every round above)`);
+      for (const bin of bins) {
+        for (const direction of ['up', 'down'] as const) {
+          const mine = rows.filter((r) => r.bin === bin && r.direction === direction);
+          console.log(`  ${bin} ${direction}: ${median(mine.map((r) => r.cpuMsPerGB)).toFixed(0)} ms/GB at ${median(mine.map((r) => r.gbps)).toFixed(2)} Gbit/s (rounds ${mine.map((r) => r.cpuMsPerGB.toFixed(0)).join(' ')}; load ${mine.map((r) => r.load1.toFixed(1)).join(' ')})`);
+        }
+      }
+    },
+    (err) => {
+      console.error(err);
+      process.exitCode = 1;
+    },
+  );
+}
