@@ -41,7 +41,19 @@ export const SMALL_PATH = '/1k.bin';
 /** The tap side of slirp4netns and pasta: a documentation range no other link of the lab uses. */
 const TAP_NET = '198.51.100';
 const TAP_MTU = 65520;
-export const SLUICE_MTU = 8500;
+/**
+ * sluice's TUN MTU: 8500 as in the issue's table; PEERS_SLUICE_MTU=1500 for
+ * the MTU-1500 comparison of issue 10's ask 3 (the other paths' links are
+ * 1500 already, the taps of slirp4netns and pasta excepted).
+ */
+export const SLUICE_MTU = peersSluiceMtu(process.env.PEERS_SLUICE_MTU);
+
+function peersSluiceMtu(raw: string | undefined): number {
+  if (raw === undefined || raw === '') return 8500;
+  const mtu = Number(raw);
+  if (!Number.isInteger(mtu) || mtu < 1280 || mtu > 65535) throw new Error(`PEERS_SLUICE_MTU must be an integer from 1280 to 65535, not ${JSON.stringify(raw)}`);
+  return mtu;
+}
 
 /** A path, running: where the clients run and whose CPU and memory count. */
 export interface RunningPath {

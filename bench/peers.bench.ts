@@ -13,7 +13,8 @@
  *
  * Each option also reads an environment variable (PEERS_REPS,
  * PEERS_BULK_SECONDS, PEERS_HTTP_SECONDS, PEERS_CONNECTIONS, PEERS_PATHS,
- * PEERS_JSON); an argument wins. Needs root. slirp4netns and pasta (Debian
+ * PEERS_JSON); an argument wins. PEERS_SLUICE_MTU sets sluice's TUN MTU
+ * (default 8500; 1500 for the comparison at the common MTU). Needs root. slirp4netns and pasta (Debian
  * packages slirp4netns and passt), iperf3, wrk and nginx are installed with
  * apt-get when missing, and the bench says so. hev-socks5-tunnel, a row of
  * the issue's table, has no Debian package and is not measured.
