@@ -13,6 +13,8 @@ import type { FlowRecord, NameOrigin } from './flow-registry.js';
 import type { FlowGuard } from './flow-guard.js';
 import { parseIp } from '../wire/ip-address.js';
 import type { FlowAddressBytes } from '../ip/flow-addresses.js';
+import type { TcpFlowRequest } from '../tcp/forwarder.js';
+import type { FlowSniffer } from './sniff/index.js';
 
 /**
  * One flow as the engine tracks it: the registry's record (id, ends, name,
@@ -35,6 +37,32 @@ export interface FlowInfo extends FlowRecord {
   logged: boolean;
   /** What the policy was asked and where the name came from then (set when routed), for `sluice explain ID`. */
   match: { ctx: MatchContext; nameFrom: NameOrigin | null } | null;
+  /**
+   * A TUN TCP flow's request while its SYN waits for the decision, the
+   * client's stream and the upstream once they exist: what `end`,
+   * `closeOrderly` and a failure (`destroy`, the guard's closer) act on,
+   * through functions every flow shares rather than closures per flow
+   * (issue 10: idle flows).
+   */
+  request: TcpFlowRequest | null;
+  client: Duplex | null;
+  upstream: Duplex | null;
+  /** The flow log's sniffer of a relayed flow routed before its first bytes (made on its first chunk). */
+  sniffer: FlowSniffer | null;
+  /** Tears down what the fields above hold: an undecided request is reset, the streams destroyed. */
+  destroy(): void;
+}
+
+/** FlowInfo.destroy (one function for every flow): the request is reset if still undecided, the upstream and the client destroyed. */
+export function destroyFlow(this: FlowInfo): void {
+  const req = this.request;
+  try {
+    if (req !== null && !req.decided) req.reset();
+  } catch {
+    // Expired meanwhile (SLUICE_FLOW_EXPIRED): nothing left to reset.
+  }
+  this.upstream?.destroy();
+  this.client?.destroy();
 }
 
 /**

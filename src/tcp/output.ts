@@ -66,7 +66,8 @@ export abstract class TcpOutput {
   protected readonly ooo: Assembler;
   /** Loss detection and recovery of our sent data (RACK-TLP with SACK, NewReno without), PRR, the scoreboard. */
   recovery: LossRecovery;
-  protected readonly limiter = new AnswerLimiter();
+  /** Made when the first unacceptable segment needs an answer (most connections never see one; issue 10: idle flows). */
+  private answerLimiter: AnswerLimiter | null = null;
 
   // Send sequence space (RFC 9293 3.3.1). One fact per field; SND.NXT, the
   // FIN's sequence number and whether it was sent are derived (getters).
@@ -286,12 +287,17 @@ export abstract class TcpOutput {
     this.segmentBytes = maxPayload;
   }
 
+  /** The rate limits on answers to unacceptable segments (RFC 5961 7). */
+  protected get limiter(): AnswerLimiter {
+    return (this.answerLimiter ??= new AnswerLimiter());
+  }
+
   get challengesSuppressed(): number {
-    return this.limiter.challengesSuppressed;
+    return this.answerLimiter === null ? 0 : this.answerLimiter.challengesSuppressed;
   }
 
   get outOfWindowAcksSuppressed(): number {
-    return this.limiter.outOfWindowAcksSuppressed;
+    return this.answerLimiter === null ? 0 : this.answerLimiter.outOfWindowAcksSuppressed;
   }
 
   /** Tail loss probes sent. */
