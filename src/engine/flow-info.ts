@@ -85,8 +85,35 @@ export function remoteOf(upstream: Duplex): string | null {
   return typeof a === 'string' ? unmapAddress(a) : null;
 }
 
+/** Where hostPort builds its text: "[" + 45 characters of IPv6 + "]:" + 5 digits fit. */
+const HOST_PORT = Buffer.alloc(64);
+const HOST_PORT_MAX_ADDRESS = 45;
+
+/**
+ * "ip:port" or "[v6]:port", as one flat string: a template literal makes a
+ * rope of three strings (~96 bytes for an IPv4 end), kept by every flow
+ * for its log line (issue 10: idle flows).
+ */
 export function hostPort(address: string, port: number): string {
-  return address.includes(':') ? `[${address}]:${port}` : `${address}:${port}`;
+  const n = address.length;
+  if (n > HOST_PORT_MAX_ADDRESS || !Number.isInteger(port) || port < 0 || port > 65535) return address.includes(':') ? `[${address}]:${port}` : `${address}:${port}`;
+  const b = HOST_PORT;
+  const v6 = address.includes(':');
+  let o = 0;
+  if (v6) b[o++] = 0x5b;
+  for (let i = 0; i < n; i++) {
+    const c = address.charCodeAt(i);
+    if (c > 0x7e) return v6 ? `[${address}]:${port}` : `${address}:${port}`; // not address text: as it is
+    b[o++] = c;
+  }
+  if (v6) b[o++] = 0x5d;
+  b[o++] = 0x3a;
+  if (port >= 10000) b[o++] = 0x30 + ((port / 10000) | 0);
+  if (port >= 1000) b[o++] = 0x30 + (((port / 1000) | 0) % 10);
+  if (port >= 100) b[o++] = 0x30 + (((port / 100) | 0) % 10);
+  if (port >= 10) b[o++] = 0x30 + (((port / 10) | 0) % 10);
+  b[o++] = 0x30 + (port % 10);
+  return b.toString('latin1', 0, o);
 }
 
 /**

@@ -145,7 +145,9 @@ export class FlowRouter {
     return { domain: null, unknownFake: false, from: null };
   }
 
-  private context(network: 'tcp' | 'udp', e: FlowEnds, domain: string | null, protocol: SniffedProtocol | null, inbound: 'tun' | 'tproxy'): MatchContext {
+  private context(network: 'tcp' | 'udp', e: FlowEnds, domain: string | null, protocol: SniffedProtocol | null, inbound: 'tun' | 'tproxy', uid: number | null = null, process: string | null = null, processPath: string | null = null): MatchContext {
+    // Every field in the literal: a flow keeps its context (for explain), and
+    // fields added afterwards would cost it a property array (issue 10).
     return {
       network,
       inbound,
@@ -156,6 +158,9 @@ export class FlowRouter {
       srcPort: e.remotePort,
       domain,
       protocol,
+      uid,
+      process,
+      processPath,
     };
   }
 
@@ -570,10 +575,7 @@ export class FlowRouter {
       info.mode = this.h.routingMode;
       info.outbound = outbound.name;
     } else {
-      const ctx = this.context(info.network, e, info.domain, info.protocol, info.inbound);
-      ctx.uid = info.uid;
-      ctx.process = info.process;
-      ctx.processPath = info.processPath;
+      const ctx = this.context(info.network, e, info.domain, info.protocol, info.inbound, info.uid, info.process, info.processPath);
       const m = rt.policy.match(ctx);
       info.match = { ctx, nameFrom: info.nameFrom };
       info.rule = m.ruleIndex;

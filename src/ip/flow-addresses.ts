@@ -97,8 +97,10 @@ function ipv4Text(buf: Uint8Array, off: number): string {
  */
 export function setFlowAddresses(family: number, abuf: Uint8Array, srcOff: number, dstOff: number, into: FlowAddressFields): void {
   if (family === 4) {
-    into.src4 = readIpv4Addr(abuf, srcOff);
-    into.dst4 = readIpv4Addr(abuf, dstOff);
+    // As int32: a Smi in the flow, not a heap number for every address from
+    // 128.0.0.0 up (the writer's writeIpv4Addr takes either form).
+    into.src4 = readIpv4Addr(abuf, srcOff) | 0;
+    into.dst4 = readIpv4Addr(abuf, dstOff) | 0;
     into.srcAddr = sharedMappedV4(into.src4);
     into.dstAddr = sharedMappedV4(into.dst4);
   } else {

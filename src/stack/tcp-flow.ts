@@ -52,7 +52,7 @@ export class TcpFlow implements FlowKey, WheelEntry, ConnectionOwner {
   wheelPrev: WheelEntry | null = null;
   wheelNext: WheelEntry | null = null;
   wheelSlot = -1;
-  /** IPv4 addresses as uint32 for the emitter (0 for IPv6). */
+  /** IPv4 addresses as int32 for the emitter (0 for IPv6; setFlowAddresses). */
   src4 = 0;
   dst4 = 0;
 
