@@ -247,6 +247,7 @@ export class FlowRouter {
       info.protocol = 'dns';
       info.outbound = 'dns-hijack';
       const dnsStream = req.accept();
+      info.request = null; // decided: the stream stands for it
       info.end = () => dnsStream.destroy();
       return this.serveDnsOverTcp(dnsStream, info, dns);
     }
@@ -283,6 +284,7 @@ export class FlowRouter {
       return this.routeBeforeAccept(req, info);
     }
     const stream = req.accept();
+    info.request = null; // decided: the stream stands for it
     info.guard.own(stream);
     stream.on('error', () => {});
     info.end = () => stream.destroy();
