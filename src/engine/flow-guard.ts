@@ -30,7 +30,7 @@
  * the Node APIs (src/wire/address-class.ts) keep the known causes from
  * getting this far; this is for the unknown ones.
  *
- * Per flow, not per packet: one object and one small array per flow.
+ * Per flow, not per packet: one object per flow (and a small array when it owns more than one thing).
  */
 import { AsyncLocalStorage } from 'node:async_hooks';
 
@@ -89,8 +89,8 @@ export class FlowGuard {
   failed = false;
   /** The flow ended normally (logged): later errors in its context are not its failure. */
   ended = false;
-  /** Made on the first own() (most flows hold one to three). */
-  private closers: Closer[] | null = null;
+  /** The first own()'s closer alone, an array from the second (a relayed TUN flow holds one: its FlowInfo). */
+  private closers: Closer | Closer[] | null = null;
 
   constructor(
     /** A fixed name, or the flow whose ends make it (see `what`). */
@@ -110,8 +110,10 @@ export class FlowGuard {
       runCloser(close);
       return;
     }
-    if (this.closers === null) this.closers = [close];
-    else this.closers.push(close);
+    const held = this.closers;
+    if (held === null) this.closers = close;
+    else if (Array.isArray(held)) held.push(close);
+    else this.closers = [held, close];
   }
 
   /** The flow ended normally: its closers are dropped, and later errors in its context are reported, not routed to it. */
@@ -126,7 +128,8 @@ export class FlowGuard {
     this.failed = true;
     const closers = this.closers;
     this.closers = null;
-    if (closers !== null) for (const close of closers) runCloser(close);
+    if (Array.isArray(closers)) for (const close of closers) runCloser(close);
+    else if (closers !== null) runCloser(closers);
     this.onFail(this, err);
   }
 

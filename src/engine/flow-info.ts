@@ -13,6 +13,8 @@ import type { FlowRecord, NameOrigin } from './flow-registry.js';
 import type { FlowGuard } from './flow-guard.js';
 import { parseIp } from '../wire/ip-address.js';
 import type { FlowAddressBytes } from '../ip/flow-addresses.js';
+import type { TcpFlowRequest } from '../tcp/forwarder.js';
+import type { FlowSniffer } from './sniff/index.js';
 
 /**
  * One flow as the engine tracks it: the registry's record (id, ends, name,
@@ -35,6 +37,32 @@ export interface FlowInfo extends FlowRecord {
   logged: boolean;
   /** What the policy was asked and where the name came from then (set when routed), for `sluice explain ID`. */
   match: { ctx: MatchContext; nameFrom: NameOrigin | null } | null;
+  /**
+   * A TUN TCP flow's request while its SYN waits for the decision, the
+   * client's stream and the upstream once they exist: what `end`,
+   * `closeOrderly` and a failure (`destroy`, the guard's closer) act on,
+   * through functions every flow shares rather than closures per flow
+   * (issue 10: idle flows).
+   */
+  request: TcpFlowRequest | null;
+  client: Duplex | null;
+  upstream: Duplex | null;
+  /** The flow log's sniffer of a relayed flow routed before its first bytes (made on its first chunk). */
+  sniffer: FlowSniffer | null;
+  /** Tears down what the fields above hold: an undecided request is reset, the streams destroyed. */
+  destroy(): void;
+}
+
+/** FlowInfo.destroy (one function for every flow): the request is reset if still undecided, the upstream and the client destroyed. */
+export function destroyFlow(this: FlowInfo): void {
+  const req = this.request;
+  try {
+    if (req !== null && !req.decided) req.reset();
+  } catch {
+    // Expired meanwhile (SLUICE_FLOW_EXPIRED): nothing left to reset.
+  }
+  this.upstream?.destroy();
+  this.client?.destroy();
 }
 
 /**
@@ -57,8 +85,35 @@ export function remoteOf(upstream: Duplex): string | null {
   return typeof a === 'string' ? unmapAddress(a) : null;
 }
 
+/** Where hostPort builds its text: "[" + 45 characters of IPv6 + "]:" + 5 digits fit. */
+const HOST_PORT = Buffer.alloc(64);
+const HOST_PORT_MAX_ADDRESS = 45;
+
+/**
+ * "ip:port" or "[v6]:port", as one flat string: a template literal makes a
+ * rope of three strings (~96 bytes for an IPv4 end), kept by every flow
+ * for its log line (issue 10: idle flows).
+ */
 export function hostPort(address: string, port: number): string {
-  return address.includes(':') ? `[${address}]:${port}` : `${address}:${port}`;
+  const n = address.length;
+  if (n > HOST_PORT_MAX_ADDRESS || !Number.isInteger(port) || port < 0 || port > 65535) return address.includes(':') ? `[${address}]:${port}` : `${address}:${port}`;
+  const b = HOST_PORT;
+  const v6 = address.includes(':');
+  let o = 0;
+  if (v6) b[o++] = 0x5b;
+  for (let i = 0; i < n; i++) {
+    const c = address.charCodeAt(i);
+    if (c > 0x7e) return v6 ? `[${address}]:${port}` : `${address}:${port}`; // not address text: as it is
+    b[o++] = c;
+  }
+  if (v6) b[o++] = 0x5d;
+  b[o++] = 0x3a;
+  if (port >= 10000) b[o++] = 0x30 + ((port / 10000) | 0);
+  if (port >= 1000) b[o++] = 0x30 + (((port / 1000) | 0) % 10);
+  if (port >= 100) b[o++] = 0x30 + (((port / 100) | 0) % 10);
+  if (port >= 10) b[o++] = 0x30 + (((port / 10) | 0) % 10);
+  b[o++] = 0x30 + (port % 10);
+  return b.toString('latin1', 0, o);
 }
 
 /**

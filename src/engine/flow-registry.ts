@@ -63,7 +63,7 @@ export interface FlowRecord {
   readonly started: number;
   /** The live counters (null until the flow moves data). */
   bytes: FlowBytes | null;
-  /** Ends the flow at its current stage, both sides at once; null once ended. */
+  /** Ends the flow at its current stage, both sides at once (called on the record: it may be a function shared by every flow); null once ended. */
   end: (() => void) | null;
   /** Set by close(): the flow line says close "closed by API". */
   killed: boolean;
@@ -200,7 +200,7 @@ function endFlow(f: FlowRecord): void {
   const end = f.end;
   if (end === null) return;
   try {
-    end();
+    end.call(f);
   } catch {
     // The flow's own close path logs it; a throwing end must not stop closeAll.
   }

@@ -44,7 +44,7 @@ import { isUnicastAt, isUsablePort } from '../wire/address-class.js';
 import type { EngineObserver, SniffOutcome } from './observer.js';
 import type { SocketOwnerLookup } from '../system/socket-owner.js';
 import type { EngineCounters } from './engine.js';
-import { addressBytes, hostPort, remoteOf, setChain, setName, setSniffed, type FlowEnds, type FlowInfo } from './flow-info.js';
+import { addressBytes, destroyFlow, hostPort, remoteOf, setChain, setName, setSniffed, type FlowEnds, type FlowInfo } from './flow-info.js';
 
 export type { FlowInfo, FlowEnds } from './flow-info.js';
 
@@ -85,6 +85,17 @@ export interface RouterHost {
   readonly udpErrors: UdpErrorRelay;
   /** Called once per logged flow: releases the runtimes a reload retired once their flows have ended. */
   flowLogged(info: FlowInfo): void;
+}
+
+/** info.end of a TUN TCP flow whose SYN waits (this: the flow): reset it unless decided meanwhile. */
+function resetUndecided(this: FlowInfo): void {
+  const req = this.request;
+  if (req !== null && !req.decided) req.reset();
+}
+
+/** info.closeOrderly of a relayed flow (this: the flow): FINs both ways (relay.ts shutdownRelay). */
+function closeRelayed(this: FlowInfo): boolean {
+  return this.client !== null && shutdownRelay(this.client);
 }
 
 export class FlowRouter {
@@ -134,7 +145,9 @@ export class FlowRouter {
     return { domain: null, unknownFake: false, from: null };
   }
 
-  private context(network: 'tcp' | 'udp', e: FlowEnds, domain: string | null, protocol: SniffedProtocol | null, inbound: 'tun' | 'tproxy'): MatchContext {
+  private context(network: 'tcp' | 'udp', e: FlowEnds, domain: string | null, protocol: SniffedProtocol | null, inbound: 'tun' | 'tproxy', uid: number | null = null, process: string | null = null, processPath: string | null = null): MatchContext {
+    // Every field in the literal: a flow keeps its context (for explain), and
+    // fields added afterwards would cost it a property array (issue 10).
     return {
       network,
       inbound,
@@ -145,6 +158,9 @@ export class FlowRouter {
       srcPort: e.remotePort,
       domain,
       protocol,
+      uid,
+      process,
+      processPath,
     };
   }
 
@@ -183,6 +199,11 @@ export class FlowRouter {
       closeOrderly: null,
       logged: false,
       match: null,
+      request: null,
+      client: null,
+      upstream: null,
+      sniffer: null,
+      destroy: destroyFlow,
     };
     info.guard = new FlowGuard(info, this.h.onFlowFailed);
     return info;
@@ -207,11 +228,10 @@ export class FlowRouter {
       return this.logFlow(info, { bytesUp: 0, bytesDown: 0, close: 'shutdown' });
     }
     this.h.flows.add(info);
-    const resetUndecided = (): void => {
-      if (!req.decided) req.reset();
-    };
+    info.request = req;
     info.end = resetUndecided;
-    info.guard.own(resetUndecided);
+    // The guard tears down whatever the flow holds then (FlowInfo.destroy): no closure per flow.
+    info.guard.own(info);
     info.guard.run(() => this.routeTcpFlow(req, info));
   }
 
@@ -227,6 +247,7 @@ export class FlowRouter {
       info.protocol = 'dns';
       info.outbound = 'dns-hijack';
       const dnsStream = req.accept();
+      info.request = null; // decided: the stream stands for it
       info.end = () => dnsStream.destroy();
       return this.serveDnsOverTcp(dnsStream, info, dns);
     }
@@ -263,6 +284,7 @@ export class FlowRouter {
       return this.routeBeforeAccept(req, info);
     }
     const stream = req.accept();
+    info.request = null; // decided: the stream stands for it
     info.guard.own(stream);
     stream.on('error', () => {});
     info.end = () => stream.destroy();
@@ -308,7 +330,7 @@ export class FlowRouter {
    * AbortController, issue 10).
    */
   private relayDialled(req: TcpFlowRequest, info: FlowInfo, upstream: Duplex): void {
-    info.guard.own(upstream);
+    info.upstream = upstream;
     setChain(info, chainOf(upstream));
     let stream: TcpStream;
     try {
@@ -317,34 +339,33 @@ export class FlowRouter {
       upstream.destroy(); // the client gave up meanwhile
       return this.logFlow(info, { bytesUp: 0, bytesDown: 0, close: 'client gone before connect' });
     }
-    info.guard.own(stream);
-    info.end = () => {
-      stream.destroy();
-      upstream.destroy();
-    };
-    this.observeName(stream, req.localPort, info);
+    // Decided: the stream stands for the request from now on.
+    info.request = null;
+    info.client = stream;
+    info.end = destroyFlow;
     info.remoteDestination = remoteOf(upstream);
-    info.closeOrderly = () => shutdownRelay(stream);
-    info.bytes = relay(stream, upstream, [], (r) => this.logFlow(info, r));
+    info.closeOrderly = closeRelayed;
+    // The routing decision is made; the first bytes are still read for the
+    // flow log's name and protocol as they pass (no delay, no copy).
+    info.bytes = relay(stream, upstream, [], this.relayDone, info, this.h.log.isLevelEnabled('info') ? this.observeName : null);
   }
 
+  /** Every relay's end: the flow line. One function for all flows (relay's ctx is the flow). */
+  private readonly relayDone = (r: RelayResult, info: FlowInfo): void => this.logFlow(info, r);
+
   /**
-   * The routing decision is made; still read the name and protocol from the
-   * first bytes as they pass, for the flow log (no delay, no copy).
+   * The relay's observer of a flow routed before its first bytes: sniffs
+   * them for the flow log until it knows (the sniffer is made on the first
+   * chunk: an idle flow holds no sniffer state, issue 10).
    */
-  private observeName(stream: TcpStream, dstPort: number, info: FlowInfo): void {
-    if (!this.h.log.isLevelEnabled('info')) return;
-    // Made on the first bytes: an idle flow holds no sniffer state (issue 10).
-    let sniffer: FlowSniffer | null = null;
-    const onData = (c: Buffer): void => {
-      sniffer ??= new FlowSniffer({ maxBytes: this.config.sniff.maxBytes, dstPort });
-      const r = sniffer.push(c);
-      if (r.kind === 'need-more') return;
-      stream.off('data', onData);
-      if (r.kind === 'found') setSniffed(info, r.protocol, r.serverName);
-    };
-    stream.on('data', onData);
-  }
+  private readonly observeName = (info: FlowInfo, c: Buffer): boolean => {
+    const sniffer = (info.sniffer ??= new FlowSniffer({ maxBytes: this.config.sniff.maxBytes, dstPort: info.dstPort }));
+    const r = sniffer.push(c);
+    if (r.kind === 'need-more') return true;
+    info.sniffer = null;
+    if (r.kind === 'found') setSniffed(info, r.protocol, r.serverName);
+    return false;
+  };
 
   private sniffThenRoute(stream: Duplex, req: FlowEnds, info: FlowInfo): void {
     const sniffer = new FlowSniffer({ maxBytes: this.config.sniff.maxBytes, dstPort: req.localPort });
@@ -462,7 +483,7 @@ export class FlowRouter {
         };
         info.remoteDestination = remoteOf(upstream);
         info.closeOrderly = () => shutdownRelay(stream);
-        info.bytes = relay(stream, upstream, chunks, (r) => this.logFlow(info, r));
+        info.bytes = relay(stream, upstream, chunks, this.relayDone, info);
       },
       (err: unknown) => {
         // Aborted by the orderly stop: the client's FIN is on its way, its close logs the flow.
@@ -556,10 +577,7 @@ export class FlowRouter {
       info.mode = this.h.routingMode;
       info.outbound = outbound.name;
     } else {
-      const ctx = this.context(info.network, e, info.domain, info.protocol, info.inbound);
-      ctx.uid = info.uid;
-      ctx.process = info.process;
-      ctx.processPath = info.processPath;
+      const ctx = this.context(info.network, e, info.domain, info.protocol, info.inbound, info.uid, info.process, info.processPath);
       const m = rt.policy.match(ctx);
       info.match = { ctx, nameFrom: info.nameFrom };
       info.rule = m.ruleIndex;
@@ -822,6 +840,10 @@ export class FlowRouter {
     info.logged = true;
     info.end = null;
     info.closeOrderly = null;
+    info.request = null;
+    info.client = null;
+    info.upstream = null;
+    info.sniffer = null;
     info.guard.end();
     this.h.flows.remove(info, r);
     this.h.flowLogged(info);

@@ -36,19 +36,24 @@ class Relay implements RelayResult {
   constructor(
     readonly client: Duplex,
     readonly upstream: Duplex,
-    private readonly done: (r: RelayResult) => void,
+    /** Shared by many relays: the caller's context (`ctx`) says whose result it is. */
+    private readonly done: (r: RelayResult, ctx: unknown) => void,
+    readonly ctx: unknown,
+    /** Sees the client's bytes as they pass until it returns false (null: nothing watches). */
+    public observe: ((ctx: unknown, chunk: Buffer) => boolean) | null,
   ) {}
 
   finish(): void {
     if (--this.open > 0 || this.finished) return;
     this.finished = true;
-    this.done(this);
+    this.done(this, this.ctx);
   }
 }
 
 function onClientData(this: Side, c: Buffer): void {
   const r = this[RELAY]!;
   r.bytesUp += c.length;
+  if (r.observe !== null && !r.observe(r.ctx, c)) r.observe = null;
   if (!r.upstream.write(c)) this.pause();
 }
 function onUpstreamData(this: Side, c: Buffer): void {
@@ -144,10 +149,21 @@ export function closeUnrelayed(client: Duplex): boolean {
 /**
  * Starts the relay; returns its result object, whose byte counts grow per
  * chunk as data moves (the control API reads them live) and which `done`
- * receives when both sides have closed.
+ * receives, with `ctx`, when both sides have closed. `observe` (with `ctx`)
+ * sees each chunk from the client before it goes upstream, until it
+ * returns false (the flow log's sniffing of a flow routed before its first
+ * bytes). `done` and `observe` can be shared by every relay (issue 10: no
+ * closure per flow).
  */
-export function relay(client: Duplex, upstream: Duplex, firstBytes: readonly Uint8Array[], done: (r: RelayResult) => void): RelayResult {
-  const r = new Relay(client, upstream, done);
+export function relay<C>(
+  client: Duplex,
+  upstream: Duplex,
+  firstBytes: readonly Uint8Array[],
+  done: (r: RelayResult, ctx: C) => void,
+  ctx: C,
+  observe: ((ctx: C, chunk: Buffer) => boolean) | null = null,
+): RelayResult {
+  const r = new Relay(client, upstream, done as (r: RelayResult, ctx: unknown) => void, ctx, observe as ((ctx: unknown, chunk: Buffer) => boolean) | null);
   (client as Side)[RELAY] = r;
   (upstream as Side)[RELAY] = r;
   for (const chunk of firstBytes) {

@@ -59,7 +59,8 @@ function hashTuple(
   }
   h = Math.imul(h ^ srcPort, 0x01000193);
   h = Math.imul(h ^ dstPort, 0x01000193);
-  return h >>> 0;
+  // Signed: a Smi, so neither the flow's cached hash nor the bucket key is a heap number (issue 10).
+  return h | 0;
 }
 
 function sameAddress(stored: Uint8Array, buf: Uint8Array, off: number, addrLen: number): boolean {

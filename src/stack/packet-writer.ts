@@ -67,8 +67,10 @@ export class PacketWriter {
       return emitIpv4(e, buf, at);
     }
     const e = this.v6;
-    e.src = f.dstAddr;
-    e.dst = f.srcAddr;
+    // Copied, not referenced: the other emitters write into e.src / e.dst,
+    // which must never be a flow's own key (nor an address shared by flows).
+    e.src.set(f.dstAddr);
+    e.dst.set(f.srcAddr);
     e.nextHeader = protocol;
     e.payloadLength = l4Len;
     return emitIpv6(e, buf, at);

@@ -22,6 +22,9 @@ export interface FlowHost {
   handshakeDone(flow: TcpFlow): void;
 }
 
+/** A flow's addresses before setFlowAddresses ran. */
+const NO_ADDRESS = new Uint8Array(16);
+
 export type TcpCloseReason = 'fin' | 'reset' | 'timeout' | 'aborted';
 
 export class TcpFlowError extends SluiceError {
@@ -37,8 +40,9 @@ export class TcpFlow implements FlowKey, WheelEntry, ConnectionOwner {
   // FlowKey
   readonly family: number;
   readonly protocol = 6;
-  readonly srcAddr = new Uint8Array(16);
-  readonly dstAddr = new Uint8Array(16);
+  /** Set once from the first segment (setFlowAddresses): IPv4 ones are shared by every flow of that address, never written. */
+  srcAddr: Uint8Array = NO_ADDRESS;
+  dstAddr: Uint8Array = NO_ADDRESS;
   srcPort: number;
   dstPort: number;
   nextInBucket: FlowKey | null = null;
@@ -48,7 +52,7 @@ export class TcpFlow implements FlowKey, WheelEntry, ConnectionOwner {
   wheelPrev: WheelEntry | null = null;
   wheelNext: WheelEntry | null = null;
   wheelSlot = -1;
-  /** IPv4 addresses as uint32 for the emitter (0 for IPv6). */
+  /** IPv4 addresses as int32 for the emitter (0 for IPv6; setFlowAddresses). */
   src4 = 0;
   dst4 = 0;
 
@@ -87,6 +91,8 @@ export class TcpFlow implements FlowKey, WheelEntry, ConnectionOwner {
   /** Creates the stream the application reads and writes. */
   openStream(): TcpStream {
     this.stream = new TcpStream(this, this.endpoints!);
+    // The stream carries the ends from now on: one object fewer per flow.
+    this.endpoints = null;
     return this.stream;
   }
 

@@ -506,7 +506,7 @@ export class TcpConnection extends TcpOutput {
     const gap = seqSub(seq, this.rcvNxt);
     if (gap === 0) {
       // RFC 5681 4.2: a segment that fills all or part of a hole is ACKed at once.
-      if (!this.ooo.isEmpty) this.ackNow = this.sackAckOwed = true;
+      if (!this.oooEmpty) this.ackNow = this.sackAckOwed = true;
       const n = this.recvRing.write(payload, off, len);
       if (n === 0) {
         this.ackNow = true;
@@ -514,7 +514,7 @@ export class TcpConnection extends TcpOutput {
       }
       this.rcvNxt = seqAdd(this.rcvNxt, n);
       this.bytesReceived += n;
-      const filled = this.ooo.isEmpty ? 0 : this.ooo.advance(n);
+      const filled = this.oooEmpty ? 0 : this.ooo.advance(n);
       if (filled > 0) {
         this.recvRing.commit(filled);
         this.rcvNxt = seqAdd(this.rcvNxt, filled);

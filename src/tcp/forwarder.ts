@@ -18,7 +18,7 @@ import { SluiceError } from '../errors.js';
 import type { FlowTable } from '../ip/flow-table.js';
 import type { IpPacket } from '../ip/packet.js';
 import type { IcmpHandler, UnreachableKind } from '../ip/icmp.js';
-import { addressBytesOf, copyAddresses, endpointsOf, type FlowAddressBytes } from '../ip/flow-addresses.js';
+import { addressBytesOf, copyAddresses, endpointsOf, setFlowAddresses, type FlowAddressBytes } from '../ip/flow-addresses.js';
 import type { StackDriver } from '../stack/driver.js';
 import { addTcpConnectionCounts, type TcpCounterSource, newTcpConnectionCounts, type TcpConnectionCounts } from '../stack/counters.js';
 import { TcpFlow, type FlowHost } from '../stack/tcp-flow.js';
@@ -133,8 +133,8 @@ class FlowRequest implements TcpFlowRequest {
     this.remotePort = e.remotePort;
     this.localAddress = e.localAddress;
     this.localPort = e.localPort;
-    this.remoteBytes = addressBytesOf(e.family, flow.srcAddr);
-    this.localBytes = addressBytesOf(e.family, flow.dstAddr);
+    this.remoteBytes = addressBytesOf(e.family, flow.srcAddr, flow.src4);
+    this.localBytes = addressBytesOf(e.family, flow.dstAddr, flow.dst4);
     this.established = flow.connection !== null;
   }
 
@@ -447,7 +447,7 @@ export class TcpForwarder implements TcpCounterSource {
     syn.windowScale = ts ? cookieWindowScale(seg.tsEcr) : -1;
     syn.sackPermitted = ts && cookieSackPermitted(seg.tsEcr);
     const flow = new TcpFlow(this.host, family, seg.srcPort, seg.dstPort);
-    copyAddresses(family, p.abuf, p.srcOff, p.dstOff, flow);
+    setFlowAddresses(family, p.abuf, p.srcOff, p.dstOff, flow);
     flow.endpoints = endpointsOf(family, p.abuf, p.srcOff, p.dstOff, seg.srcPort, seg.dstPort);
     const conn = TcpConnection.acceptCookie(cfg, d.now, syn, { iss: cookie, mss: this.ourMss(family) }, flow);
     if (d.writer.tso) conn.useTso(d.writer.maxTcpPayload);
@@ -488,7 +488,7 @@ export class TcpForwarder implements TcpCounterSource {
     const seg = p.tcp;
     const family = p.family;
     const flow = new TcpFlow(this.host, family, seg.srcPort, seg.dstPort);
-    copyAddresses(family, p.abuf, p.srcOff, p.dstOff, flow);
+    setFlowAddresses(family, p.abuf, p.srcOff, p.dstOff, flow);
     flow.endpoints = endpointsOf(family, p.abuf, p.srcOff, p.dstOff, seg.srcPort, seg.dstPort);
     const syn = newTcpRepr();
     copyTcpRepr(seg, syn);

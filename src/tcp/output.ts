@@ -63,10 +63,12 @@ export abstract class TcpOutput {
   readonly cc: CongestionControl;
   readonly sendRing: ByteRing;
   readonly recvRing: ByteRing;
-  protected readonly ooo: Assembler;
+  /** Out-of-order ranges: made for the first segment that arrives above a hole (issue 10: most connections never need one). */
+  private assembler: Assembler | null = null;
   /** Loss detection and recovery of our sent data (RACK-TLP with SACK, NewReno without), PRR, the scoreboard. */
   recovery: LossRecovery;
-  protected readonly limiter = new AnswerLimiter();
+  /** Made when the first unacceptable segment needs an answer (most connections never see one; issue 10: idle flows). */
+  private answerLimiter: AnswerLimiter | null = null;
 
   // Send sequence space (RFC 9293 3.3.1). One fact per field; SND.NXT, the
   // FIN's sequence number and whether it was sent are derived (getters).
@@ -195,7 +197,6 @@ export abstract class TcpOutput {
     this.rtt = new RttEstimator(sharedRttConfig(config, 4));
     this.sendRing = new ByteRing(config.sendBufferBytes);
     this.recvRing = new ByteRing(config.recvBufferBytes);
-    this.ooo = new Assembler(config.maxOutOfOrderRanges);
     this.iss = opts.iss >>> 0;
     this.sndUna = this.iss;
     this.ringSeq = seqAdd(this.iss, 1);
@@ -211,6 +212,15 @@ export abstract class TcpOutput {
 
   get state(): TcpState {
     return this.st;
+  }
+
+  protected get ooo(): Assembler {
+    return (this.assembler ??= new Assembler(this.config.maxOutOfOrderRanges));
+  }
+
+  /** No out-of-order data is held (without making the assembler). */
+  protected get oooEmpty(): boolean {
+    return this.assembler === null || this.assembler.isEmpty;
   }
 
   /** Every state change goes through here, and is traced (TCP_STATE_CHANNEL). */
@@ -286,12 +296,17 @@ export abstract class TcpOutput {
     this.segmentBytes = maxPayload;
   }
 
+  /** The rate limits on answers to unacceptable segments (RFC 5961 7). */
+  protected get limiter(): AnswerLimiter {
+    return (this.answerLimiter ??= new AnswerLimiter());
+  }
+
   get challengesSuppressed(): number {
-    return this.limiter.challengesSuppressed;
+    return this.answerLimiter === null ? 0 : this.answerLimiter.challengesSuppressed;
   }
 
   get outOfWindowAcksSuppressed(): number {
-    return this.limiter.outOfWindowAcksSuppressed;
+    return this.answerLimiter === null ? 0 : this.answerLimiter.outOfWindowAcksSuppressed;
   }
 
   /** Tail loss probes sent. */
@@ -747,7 +762,7 @@ export abstract class TcpOutput {
       r.tsVal = this.tsClock(now < 0 ? this.lastActivity : now);
       r.tsEcr = this.tsRecent;
     }
-    r.sackCount = this.sackOk && !this.ooo.isEmpty ? this.ooo.sackBlocks(this.rcvNxt, r.sackLeft, r.sackRight, this.tsOk ? 3 : 4) : 0;
+    r.sackCount = this.sackOk && !this.oooEmpty ? this.ooo.sackBlocks(this.rcvNxt, r.sackLeft, r.sackRight, this.tsOk ? 3 : 4) : 0;
     return r;
   }
 
