@@ -35,6 +35,18 @@ export interface ConnSetupRound {
   cpuUsPerConn: number;
   rssMb: number;
   load1: number;
+  /** Packets sluice wrote to the TUN per completed request (sluice_tun_transmit_packets_total), NaN when the metrics could not be read. */
+  txPerConn: number;
+}
+
+/** The control API's secret in the bench's config (the /metrics read below). */
+const API_SECRET = 'conn-setup-bench';
+
+/** sluice_tun_transmit_packets_total from the control API's /metrics (127.0.0.1:9090 in the gateway namespace), NaN when unreadable. */
+async function tunTxPackets(gateway: Netns): Promise<number> {
+  const r = await gateway.exec(['curl', '-s', '-m', '5', '-H', `Authorization: Bearer ${API_SECRET}`, 'http://127.0.0.1:9090/metrics'], { timeoutMs: 10_000, allowFail: true });
+  const m = /^sluice_tun_transmit_packets_total(?:\{[^}]*\})? (\d+)/m.exec(r.stdout);
+  return m === null ? NaN : Number(m[1]);
 }
 
 /** utime + stime of `pid` in µs (clock ticks of 10 ms). */
@@ -69,6 +81,7 @@ tun: { name: ${TUN}, queues: ${queues} }
 dns: { mode: real-ip, hijack: false }
 route: { table: 2022, priority: 9000 }
 gateway: { enabled: true, lan: [lan0], mode: tun }
+api: { listen: '127.0.0.1:9090', secret: ${API_SECRET} }
 `;
 
 /** wrk's summary: "N requests in Xs", "Requests/sec: R", socket errors. */
@@ -94,11 +107,13 @@ async function oneRound(client: Netns, gateway: Netns, dir: string, seconds: num
     // Warm-up: JIT and the first allocations are not what a steady state costs.
     await client.exec(['wrk', '-t1', `-c${connections}`, '-d1s', '-H', 'Connection: close', url], { timeoutMs: 30_000, allowFail: true });
     engine.lines.length = 0;
+    const tx0 = await tunTxPackets(gateway);
     const c0 = cpuMicros(pid);
     const r = await client.exec(['wrk', '-t1', `-c${connections}`, `-d${seconds}s`, '-H', 'Connection: close', url], { timeoutMs: (seconds + 30) * 1000 });
     const c1 = cpuMicros(pid);
     const w = parseWrk(r.stdout);
     const rss = rssBytes(pid);
+    const tx1 = await tunTxPackets(gateway);
     engine.lines.length = 0;
     return {
       connPerSec: w.perSec,
@@ -107,6 +122,7 @@ async function oneRound(client: Netns, gateway: Netns, dir: string, seconds: num
       cpuUsPerConn: w.requests > 0 ? (c1 - c0) / w.requests : NaN,
       rssMb: rss / 2 ** 20,
       load1: os.loadavg()[0]!,
+      txPerConn: w.requests > 0 ? (tx1 - tx0) / w.requests : NaN,
     };
   } finally {
     await engine.stop(10_000);
@@ -151,9 +167,9 @@ function median(v: number[]): number {
 
 export function printConnSetupRows(rounds: ConnSetupRound[], seconds: number, connections: number, queues = 1): void {
   console.log(`\nconnection setup: wrk -c${connections} -d${seconds}s 'Connection: close' to nginx (1 KiB) through sluice run (gateway, tun, tun.queues ${queues}, flow log on)`);
-  console.log(`  ${'round'.padEnd(8)} ${'conn/s'.padStart(8)} ${'CPU µs/conn'.padStart(12)} ${'errors'.padStart(7)} ${'RSS MB'.padStart(7)} ${'load1'.padStart(6)}`);
-  rounds.forEach((r, i) => console.log(`  ${String(i + 1).padEnd(8)} ${r.connPerSec.toFixed(0).padStart(8)} ${r.cpuUsPerConn.toFixed(0).padStart(12)} ${String(r.errors).padStart(7)} ${r.rssMb.toFixed(0).padStart(7)} ${r.load1.toFixed(2).padStart(6)}`));
-  console.log(`  ${'median'.padEnd(8)} ${median(rounds.map((r) => r.connPerSec)).toFixed(0).padStart(8)} ${median(rounds.map((r) => r.cpuUsPerConn)).toFixed(0).padStart(12)} ${''.padStart(7)} ${median(rounds.map((r) => r.rssMb)).toFixed(0).padStart(7)} ${median(rounds.map((r) => r.load1)).toFixed(2).padStart(6)}`);
+  console.log(`  ${'round'.padEnd(8)} ${'conn/s'.padStart(8)} ${'CPU µs/conn'.padStart(12)} ${'TUN tx/conn'.padStart(12)} ${'errors'.padStart(7)} ${'RSS MB'.padStart(7)} ${'load1'.padStart(6)}`);
+  rounds.forEach((r, i) => console.log(`  ${String(i + 1).padEnd(8)} ${r.connPerSec.toFixed(0).padStart(8)} ${r.cpuUsPerConn.toFixed(0).padStart(12)} ${r.txPerConn.toFixed(2).padStart(12)} ${String(r.errors).padStart(7)} ${r.rssMb.toFixed(0).padStart(7)} ${r.load1.toFixed(2).padStart(6)}`));
+  console.log(`  ${'median'.padEnd(8)} ${median(rounds.map((r) => r.connPerSec)).toFixed(0).padStart(8)} ${median(rounds.map((r) => r.cpuUsPerConn)).toFixed(0).padStart(12)} ${median(rounds.map((r) => r.txPerConn)).toFixed(2).padStart(12)} ${''.padStart(7)} ${median(rounds.map((r) => r.rssMb)).toFixed(0).padStart(7)} ${median(rounds.map((r) => r.load1)).toFixed(2).padStart(6)}`);
 }
 
 interface ProfileNode {
