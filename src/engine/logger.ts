@@ -66,8 +66,22 @@ export const LOG_BATCH_BYTES = 64 * 1024;
  * or two lines a turn into a pipe whose reader wakes each time; issue 10).
  * Lines wait at most LOG_BATCH_MS (or until LOG_BATCH_BYTES are pending),
  * and the 'exit' event writes what is left synchronously, so a signal or a
- * fatal error loses nothing (only SIGKILL can cut the last window's lines).
+ * fatal error loses nothing (only SIGKILL can cut the last window's lines);
+ * a worker thread, terminated by the main thread without an 'exit' event,
+ * calls flushLogs() before it says it has stopped.
  */
+/** Every LineBatch of this thread, for flushLogs(). */
+const batches = new Set<LineBatch>();
+
+/**
+ * Writes every line still waiting, now: for a thread that is about to be
+ * terminated from outside (a worker after its 'stopped' message), where
+ * no 'exit' event runs.
+ */
+export function flushLogs(): void {
+  for (const b of batches) b.flush();
+}
+
 class LineBatch {
   private pending = '';
   private timer: NodeJS.Timeout | null = null;
@@ -75,6 +89,7 @@ class LineBatch {
 
   constructor(private readonly out: { write(s: string): unknown; flushSync?(): void }) {
     process.once('exit', this.flushBound);
+    batches.add(this);
   }
 
   write(line: string): boolean {
