@@ -10,7 +10,10 @@
  * wrk completed. The machine may be shared: every round is reported, with
  * medians and the load average, and CPU per connection is the robust
  * figure (the rate depends on how much CPU the other processes leave).
- *   sudo node dist/bench/conn-setup.bench.js [seconds] [rounds] [--connections N] [--prof DIR] [--ab OTHER/bin/sluice.js]
+ *   sudo node dist/bench/conn-setup.bench.js [seconds] [rounds] [--connections N] [--queues N] [--prof DIR] [--ab OTHER/bin/sluice.js]
+ * --queues N sets tun.queues (default 1: one thread; N > 1 is the worker
+ * mode of src/workers/, and the CPU figure is the whole process's, every
+ * thread's time summed, as /proc/PID/stat counts it).
  * --prof DIR runs sluice under `node --cpu-prof --cpu-prof-dir DIR` (one
  * profile per round, written when sluice exits) and prints the top
  * self-time entries of each.
@@ -32,6 +35,18 @@ export interface ConnSetupRound {
   cpuUsPerConn: number;
   rssMb: number;
   load1: number;
+  /** Packets sluice wrote to the TUN per completed request (sluice_tun_transmit_packets_total), NaN when the metrics could not be read. */
+  txPerConn: number;
+}
+
+/** The control API's secret in the bench's config (the /metrics read below). */
+const API_SECRET = 'conn-setup-bench';
+
+/** sluice_tun_transmit_packets_total from the control API's /metrics (127.0.0.1:9090 in the gateway namespace), NaN when unreadable. */
+async function tunTxPackets(gateway: Netns): Promise<number> {
+  const r = await gateway.exec(['curl', '-s', '-m', '5', '-H', `Authorization: Bearer ${API_SECRET}`, 'http://127.0.0.1:9090/metrics'], { timeoutMs: 10_000, allowFail: true });
+  const m = /^sluice_tun_transmit_packets_total(?:\{[^}]*\})? (\d+)/m.exec(r.stdout);
+  return m === null ? NaN : Number(m[1]);
 }
 
 /** utime + stime of `pid` in µs (clock ticks of 10 ms). */
@@ -60,12 +75,13 @@ function nginxConf(dir: string): string {
   });
 }
 
-const CONFIG = `
+const config = (queues: number): string => `
 log: { level: info, format: json }
-tun: { name: ${TUN} }
+tun: { name: ${TUN}, queues: ${queues} }
 dns: { mode: real-ip, hijack: false }
 route: { table: 2022, priority: 9000 }
 gateway: { enabled: true, lan: [lan0], mode: tun }
+api: { listen: '127.0.0.1:9090', secret: ${API_SECRET} }
 `;
 
 /** wrk's summary: "N requests in Xs", "Requests/sec: R", socket errors. */
@@ -78,9 +94,9 @@ function parseWrk(out: string): { requests: number; perSec: number; errors: numb
   return { requests: req ? Number(req[1]) : 0, perSec: rate ? Number(rate[1]) : 0, errors };
 }
 
-async function oneRound(client: Netns, gateway: Netns, dir: string, seconds: number, connections: number, profDir: string | null, bin: string): Promise<ConnSetupRound> {
+async function oneRound(client: Netns, gateway: Netns, dir: string, seconds: number, connections: number, queues: number, profDir: string | null, bin: string): Promise<ConnSetupRound> {
   const cfg = path.join(dir, 'sluice.yaml');
-  writeFileSync(cfg, CONFIG);
+  writeFileSync(cfg, config(queues));
   const nodeArgs = profDir !== null ? ['--cpu-prof', '--cpu-prof-dir', profDir] : [];
   const engine = new Engine(gateway.spawn(['env', '-u', 'NODE_OPTIONS', process.execPath, ...nodeArgs, bin, 'run', '--config', cfg, '--state', path.join(dir, 'state.json')], { env: childEnv }));
   try {
@@ -91,11 +107,13 @@ async function oneRound(client: Netns, gateway: Netns, dir: string, seconds: num
     // Warm-up: JIT and the first allocations are not what a steady state costs.
     await client.exec(['wrk', '-t1', `-c${connections}`, '-d1s', '-H', 'Connection: close', url], { timeoutMs: 30_000, allowFail: true });
     engine.lines.length = 0;
+    const tx0 = await tunTxPackets(gateway);
     const c0 = cpuMicros(pid);
     const r = await client.exec(['wrk', '-t1', `-c${connections}`, `-d${seconds}s`, '-H', 'Connection: close', url], { timeoutMs: (seconds + 30) * 1000 });
     const c1 = cpuMicros(pid);
     const w = parseWrk(r.stdout);
     const rss = rssBytes(pid);
+    const tx1 = await tunTxPackets(gateway);
     engine.lines.length = 0;
     return {
       connPerSec: w.perSec,
@@ -104,6 +122,7 @@ async function oneRound(client: Netns, gateway: Netns, dir: string, seconds: num
       cpuUsPerConn: w.requests > 0 ? (c1 - c0) / w.requests : NaN,
       rssMb: rss / 2 ** 20,
       load1: os.loadavg()[0]!,
+      txPerConn: w.requests > 0 ? (tx1 - tx0) / w.requests : NaN,
     };
   } finally {
     await engine.stop(10_000);
@@ -114,7 +133,7 @@ async function oneRound(client: Netns, gateway: Netns, dir: string, seconds: num
  * `bins` (default: this checkout's) are run in turn, round by round, so an
  * A/B comparison of two builds shares the machine's load; rounds[i] is bins[i % bins.length].
  */
-export async function runConnSetupBench(seconds = 5, rounds = 3, connections = 16, profDir: string | null = null, bins: string[] = [SLUICE_BIN]): Promise<ConnSetupRound[]> {
+export async function runConnSetupBench(seconds = 5, rounds = 3, connections = 16, profDir: string | null = null, bins: string[] = [SLUICE_BIN], queues = 1): Promise<ConnSetupRound[]> {
   const ctx = new BenchContext();
   const dir = mkdtempSync(path.join(os.tmpdir(), 'sluice-connsetup-'));
   try {
@@ -130,7 +149,7 @@ export async function runConnSetupBench(seconds = 5, rounds = 3, connections = 1
     const out: ConnSetupRound[] = [];
     for (let i = 0; i < rounds * bins.length; i++) {
       const bin = bins[i % bins.length]!;
-      const round = await oneRound(client, gateway, dir, seconds, connections, profDir, bin);
+      const round = await oneRound(client, gateway, dir, seconds, connections, queues, profDir, bin);
       process.stderr.write(`round ${i + 1} (${bin}): ${JSON.stringify(round)}\n`);
       out.push(round);
     }
@@ -146,11 +165,11 @@ function median(v: number[]): number {
   return s.length % 2 === 1 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
 }
 
-export function printConnSetupRows(rounds: ConnSetupRound[], seconds: number, connections: number): void {
-  console.log(`\nconnection setup: wrk -c${connections} -d${seconds}s 'Connection: close' to nginx (1 KiB) through sluice run (gateway, tun, flow log on)`);
-  console.log(`  ${'round'.padEnd(8)} ${'conn/s'.padStart(8)} ${'CPU µs/conn'.padStart(12)} ${'errors'.padStart(7)} ${'RSS MB'.padStart(7)} ${'load1'.padStart(6)}`);
-  rounds.forEach((r, i) => console.log(`  ${String(i + 1).padEnd(8)} ${r.connPerSec.toFixed(0).padStart(8)} ${r.cpuUsPerConn.toFixed(0).padStart(12)} ${String(r.errors).padStart(7)} ${r.rssMb.toFixed(0).padStart(7)} ${r.load1.toFixed(2).padStart(6)}`));
-  console.log(`  ${'median'.padEnd(8)} ${median(rounds.map((r) => r.connPerSec)).toFixed(0).padStart(8)} ${median(rounds.map((r) => r.cpuUsPerConn)).toFixed(0).padStart(12)} ${''.padStart(7)} ${median(rounds.map((r) => r.rssMb)).toFixed(0).padStart(7)} ${median(rounds.map((r) => r.load1)).toFixed(2).padStart(6)}`);
+export function printConnSetupRows(rounds: ConnSetupRound[], seconds: number, connections: number, queues = 1): void {
+  console.log(`\nconnection setup: wrk -c${connections} -d${seconds}s 'Connection: close' to nginx (1 KiB) through sluice run (gateway, tun, tun.queues ${queues}, flow log on)`);
+  console.log(`  ${'round'.padEnd(8)} ${'conn/s'.padStart(8)} ${'CPU µs/conn'.padStart(12)} ${'TUN tx/conn'.padStart(12)} ${'errors'.padStart(7)} ${'RSS MB'.padStart(7)} ${'load1'.padStart(6)}`);
+  rounds.forEach((r, i) => console.log(`  ${String(i + 1).padEnd(8)} ${r.connPerSec.toFixed(0).padStart(8)} ${r.cpuUsPerConn.toFixed(0).padStart(12)} ${r.txPerConn.toFixed(2).padStart(12)} ${String(r.errors).padStart(7)} ${r.rssMb.toFixed(0).padStart(7)} ${r.load1.toFixed(2).padStart(6)}`));
+  console.log(`  ${'median'.padEnd(8)} ${median(rounds.map((r) => r.connPerSec)).toFixed(0).padStart(8)} ${median(rounds.map((r) => r.cpuUsPerConn)).toFixed(0).padStart(12)} ${median(rounds.map((r) => r.txPerConn)).toFixed(2).padStart(12)} ${''.padStart(7)} ${median(rounds.map((r) => r.rssMb)).toFixed(0).padStart(7)} ${median(rounds.map((r) => r.load1)).toFixed(2).padStart(6)}`);
 }
 
 interface ProfileNode {
@@ -191,15 +210,17 @@ if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {
   const other = flag('--ab');
   const bins = other === null ? [SLUICE_BIN] : [path.resolve(other), SLUICE_BIN];
   const connections = Number(flag('--connections') ?? 16);
+  const queues = Number(flag('--queues') ?? 1);
+  if (!Number.isInteger(queues) || queues < 1 || queues > 64) throw new Error(`--queues: expected a whole number from 1 to 64, got ${queues}`);
   const seconds = Number(args[0] ?? 5);
   const rounds = Number(args[1] ?? 3);
   if (profDir !== null) mkdirSync(profDir, { recursive: true });
   const before = profDir !== null ? new Set(readdirSync(profDir)) : new Set<string>();
-  runConnSetupBench(seconds, rounds, connections, profDir === null ? null : path.resolve(profDir), bins).then(
+  runConnSetupBench(seconds, rounds, connections, profDir === null ? null : path.resolve(profDir), bins, queues).then(
     (r) => {
       bins.forEach((bin, b) => {
         if (bins.length > 1) console.log(`\n${bin}:`);
-        printConnSetupRows(r.filter((_, i) => i % bins.length === b), seconds, connections);
+        printConnSetupRows(r.filter((_, i) => i % bins.length === b), seconds, connections, queues);
       });
       if (profDir !== null) {
         for (const f of readdirSync(profDir).filter((f) => f.endsWith('.cpuprofile') && !before.has(f))) {

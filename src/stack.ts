@@ -273,6 +273,7 @@ export class Stack implements LinkReceiver, FlowHost, SegmentSink, StackDriver {
     if (conn === null || this.closed) return;
     const outer = this.currentFlow;
     this.currentFlow = flow;
+    this.forwarder.countsGeneration++;
     conn.dispatch(this.now, this);
     this.currentFlow = outer;
   }
@@ -326,6 +327,7 @@ export class Stack implements LinkReceiver, FlowHost, SegmentSink, StackDriver {
       const conn = flow.connection;
       if (conn === null) continue;
       this.currentFlow = flow;
+      this.forwarder.countsGeneration++;
       conn.dispatch(this.now, this);
       this.currentFlow = null;
       let at = conn.pollAt();

@@ -8,6 +8,7 @@ import { isIP } from 'node:net';
 import type net from 'node:net';
 import type { Duplex } from 'node:stream';
 import { unmapAddress } from '../outbound/transparent-dial.js';
+import { DIALLED_V4 } from '../outbound/dial.js';
 import type { MatchContext, SniffedProtocol } from './policy/types.js';
 import type { FlowRecord, NameOrigin } from './flow-registry.js';
 import type { FlowGuard } from './flow-guard.js';
@@ -81,6 +82,8 @@ export interface FlowEnds extends FlowAddressBytes {
 
 /** The address a kernel socket is connected to (a direct outbound's); null for a proxy's tunnel stream. */
 export function remoteOf(upstream: Duplex): string | null {
+  const dialled = (upstream as Duplex & { [DIALLED_V4]?: string })[DIALLED_V4];
+  if (dialled !== undefined) return dialled;
   const a = (upstream as Partial<net.Socket>).remoteAddress;
   return typeof a === 'string' ? unmapAddress(a) : null;
 }

@@ -54,34 +54,60 @@ export class LogTap {
   }
 }
 
+/** Longest a log line waits to be written (ms): a few dozen flow lines share one write(2) on a busy gateway. */
+export const LOG_BATCH_MS = 20;
+/** A batch this large is written at once, whatever its age. */
+export const LOG_BATCH_BYTES = 64 * 1024;
+
 /**
- * The JSON lines of one event-loop turn, written together: a busy gateway
- * logs a flow line per finished connection, and a write(2) each cost a
- * measurable share of a short connection (issue 10). Lines wait at most
- * until the end of the current poll phase (setImmediate), and the 'exit'
- * event writes what is left synchronously, so a signal or a fatal error
- * loses nothing (only SIGKILL can cut the last turn's lines).
+ * The JSON lines of a short window, written together: a busy gateway logs
+ * a flow line per finished connection, and a write(2) per event-loop turn
+ * still cost 6 % of sluice's CPU in the connection-per-request bench (one
+ * or two lines a turn into a pipe whose reader wakes each time; issue 10).
+ * Lines wait at most LOG_BATCH_MS (or until LOG_BATCH_BYTES are pending),
+ * and the 'exit' event writes what is left synchronously, so a signal or a
+ * fatal error loses nothing (only SIGKILL can cut the last window's lines);
+ * a worker thread, terminated by the main thread without an 'exit' event,
+ * calls flushLogs() before it says it has stopped.
  */
-class TurnBatch {
+/** Every LineBatch of this thread, for flushLogs(). */
+const batches = new Set<LineBatch>();
+
+/**
+ * Writes every line still waiting, now: for a thread that is about to be
+ * terminated from outside (a worker after its 'stopped' message), where
+ * no 'exit' event runs.
+ */
+export function flushLogs(): void {
+  for (const b of batches) b.flush();
+}
+
+class LineBatch {
   private pending = '';
-  private scheduled = false;
+  private timer: NodeJS.Timeout | null = null;
   private readonly flushBound = (): void => this.flush();
 
   constructor(private readonly out: { write(s: string): unknown; flushSync?(): void }) {
     process.once('exit', this.flushBound);
+    batches.add(this);
   }
 
   write(line: string): boolean {
     this.pending += line;
-    if (!this.scheduled) {
-      this.scheduled = true;
-      setImmediate(this.flushBound);
+    if (this.pending.length >= LOG_BATCH_BYTES) this.flush();
+    else if (this.timer === null) {
+      this.timer = setTimeout(this.flushBound, LOG_BATCH_MS);
+      // The exit handler writes what a timer never got to: this one keeps nothing alive.
+      this.timer.unref();
     }
     return true;
   }
 
   flush(): void {
-    this.scheduled = false;
+    if (this.timer !== null) {
+      clearTimeout(this.timer);
+      this.timer = null;
+    }
     if (this.pending === '') return;
     const text = this.pending;
     this.pending = '';
@@ -92,9 +118,9 @@ class TurnBatch {
 export function createLogger(cfg: LogConfig, out: NodeJS.WriteStream = process.stdout, tap?: LogTap): Logger {
   const pretty = cfg.format === 'pretty' || (cfg.format === 'auto' && out.isTTY === true);
   const options = { level: cfg.level, base: undefined, timestamp: pino.stdTimeFunctions.isoTime };
-  // Synchronous writes, one per event-loop turn (TurnBatch): nothing is
+  // Synchronous writes, one per LOG_BATCH_MS window (LineBatch): nothing is
   // lost when the process ends on a signal.
-  const main = pretty ? new PrettyLines(out) : new TurnBatch(pino.destination({ dest: (out as unknown as { fd?: number }).fd ?? 1, sync: true }));
+  const main = pretty ? new PrettyLines(out) : new LineBatch(pino.destination({ dest: (out as unknown as { fd?: number }).fd ?? 1, sync: true }));
   if (tap === undefined || cfg.level === 'silent') return pino(options, main);
   // Every stream at the logger's own level: the logger decides what is written.
   return pino(options, pino.multistream([{ stream: main, level: cfg.level }, { stream: tap, level: cfg.level }]));

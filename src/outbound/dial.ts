@@ -175,6 +175,14 @@ export function applyTuning(socket: net.Socket, tuning: SocketTuning): void {
 }
 
 /**
+ * Where dialTcp puts the IPv4 address it connected to on the socket: the
+ * flow's remoteDestination without a getpeername(2) per flow (issue 10).
+ * Only IPv4: Node accepts no other spelling of an IPv4 literal than the
+ * one the kernel reports, while IPv6 text may be written more than one way.
+ */
+export const DIALLED_V4 = Symbol('sluice.dialledV4');
+
+/**
  * Opens a TCP connection to host:port (domain names resolved through the
  * dialer's lookup), resolving once the three-way handshake completed.
  * `what` names the peer in error messages ("proxy 192.0.2.1:1080").
@@ -233,6 +241,7 @@ export async function dialTcp(
     attempt.watch(onAbort);
   });
   applyTuning(socket, dialer);
+  if (addr.family === 4 && (addr.address === host || net.isIPv4(addr.address))) (socket as net.Socket & { [DIALLED_V4]?: string })[DIALLED_V4] = addr.address;
   // Keep TCP half-close end to end: the upstream's FIN must not close our
   // sending side (the client may still be sending); the engine ends each
   // direction when the other side of it ends.

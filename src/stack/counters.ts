@@ -42,6 +42,12 @@ export interface TcpCounterSource {
   readonly closed: TcpConnectionCounts;
   /** Calls `fn` with each open connection's counts. */
   forEachOpen(fn: (c: TcpConnectionCounts) => void): void;
+  /**
+   * Bumped before anything can change a count (a segment processed, a
+   * connection dispatched, a flow closed): a sum made at the same value is
+   * still the truth. Absent: every read sums again.
+   */
+  readonly countsGeneration?: number;
 }
 
 /** The per-connection counters of a TcpConnection the stack reports. */
@@ -106,9 +112,16 @@ export interface StackStats {
 }
 
 const SCRATCH = newTcpConnectionCounts();
+/** The source and generation SCRATCH was summed for: the six getters read together (a spread, a structured clone, a worker's report) walk the flows once, not six times (issue 10). */
+let summedFor: TcpCounterSource | null = null;
+let summedAt = -1;
 
 function sumTcp(src: TcpCounterSource): TcpConnectionCounts {
   const s = SCRATCH;
+  const g = src.countsGeneration;
+  if (g !== undefined && src === summedFor && g === summedAt) return s;
+  summedFor = g === undefined ? null : src;
+  summedAt = g ?? -1;
   s.retransmits = s.timeouts = s.lostRetransmits = s.lossProbes = s.zeroWindowsSent = s.windowProbes = 0;
   addTcpConnectionCounts(s, src.closed);
   src.forEachOpen((c) => addTcpConnectionCounts(s, c));

@@ -212,6 +212,8 @@ export class TcpForwarder implements TcpCounterSource {
   private batchBuf: Uint8Array | null = null;
   /** Offset of the record being input (set by the driver per record). */
   recordOff = 0;
+  /** TcpCounterSource: bumped per segment in, per dispatch (the stack) and per closed flow. */
+  countsGeneration = 0;
   private deferring = false;
   private readonly reply = newTcpRepr();
   private readonly scratchAddresses = { family: 4, srcAddr: new Uint8Array(16), dstAddr: new Uint8Array(16), src4: 0, dst4: 0 };
@@ -263,6 +265,7 @@ export class TcpForwarder implements TcpCounterSource {
 
   /** A TCP segment, parsed into `p.tcp` and its checksum verified. */
   input(p: IpPacket): void {
+    this.countsGeneration++;
     const seg = p.tcp;
     const d = this.d;
     const flow = this.flows.lookup(p.family, p.protocol, p.abuf, p.srcOff, p.dstOff, seg.srcPort, seg.dstPort);
@@ -629,6 +632,7 @@ export class TcpForwarder implements TcpCounterSource {
 
   /** The connection reached CLOSED (or never opened): forget the flow. */
   flowClosed(flow: TcpFlow): void {
+    this.countsGeneration++;
     const d = this.d;
     if (flow.halfOpen) {
       flow.halfOpen = false;

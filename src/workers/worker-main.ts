@@ -21,7 +21,7 @@
 import { parentPort, workerData, type MessagePort } from 'node:worker_threads';
 import type { SluiceConfig } from '../config/types.js';
 import { Engine } from '../engine/engine.js';
-import { createLogger, LogTap } from '../engine/logger.js';
+import { createLogger, flushLogs, LogTap } from '../engine/logger.js';
 import { FlowRegistry, type FlowBytes, type FlowRecord, type RoutingMode } from '../engine/flow-registry.js';
 import { refuseGlobalDispatch } from '../outbound/agent.js';
 import { MainChannel, RemoteDnsSnoop, RemoteFakeIpPool } from './fake-ip-channel.js';
@@ -282,6 +282,8 @@ function main(): void {
         void engine.stop().finally(() => {
           clearInterval(timer);
           report();
+          // The main thread terminates this thread next: no 'exit' event will write the log's last lines.
+          flushLogs();
           port.postMessage({ t: 'stopped' });
           port.close();
         });
