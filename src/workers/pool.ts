@@ -32,8 +32,8 @@ import type { Capture, CaptureLink } from '../link/capture.js';
 import { FakeIpChannelServer, newFakeIpChannel, newTableSizes } from './fake-ip-channel.js';
 import type { CaptureSpec, FlowSnap, MainToWorker, ObservedEvent, WorkerReport, WorkerStart, WorkerToMain } from './protocol.js';
 
-/** The module each worker thread runs. */
-export const WORKER_SCRIPT = new URL('./worker-main.js', import.meta.url);
+/** The module each worker thread runs (worker-entry.ts: the young-generation flag, then worker-main.ts). */
+export const WORKER_SCRIPT = new URL('./worker-entry.js', import.meta.url);
 
 const RESTART_MIN_MS = 100;
 const RESTART_MAX_MS = 5000;
@@ -300,14 +300,17 @@ export class WorkerPool {
   }
 
   private applyReport(slot: WorkerSlot, r: WorkerReport): void {
-    slot.report = r;
     if (r.observed.length > 0) this.replayObserved(r.observed);
     const reg = this.o.flows;
-    const seen = new Set<string>();
     for (const snap of r.updated) {
       if (slot.gone.has(snap.id)) continue;
-      seen.add(snap.id);
       this.upsert(slot, snap);
+    }
+    for (const b of r.bytes) {
+      const m = slot.mirrors.get(b.id);
+      if (m === undefined) continue;
+      m.bytes.bytesUp = b.bytesUp;
+      m.bytes.bytesDown = b.bytesDown;
     }
     for (const e of r.ended) {
       if (slot.gone.delete(e.snap.id)) continue;
@@ -315,16 +318,26 @@ export class WorkerPool {
       slot.mirrors.delete(m.id);
       reg.remove(m, e.final);
     }
-    if (!r.full) return this.tapLogs(r);
-    // A flow the worker no longer has (ended between two reports and already listed) is gone.
-    for (const [id, m] of slot.mirrors) {
-      if (seen.has(id)) continue;
-      slot.mirrors.delete(id);
-      reg.remove(m, m.bytes);
-    }
-    // A full report lists every open flow: an API-ended id not in it has ended.
-    for (const id of slot.gone) if (!seen.has(id)) slot.gone.delete(id);
     this.tapLogs(r);
+    if (r.open !== null) {
+      const seen = new Set(r.open);
+      // A flow the worker no longer has (ended between two reports and already listed) is gone.
+      for (const [id, m] of slot.mirrors) {
+        if (seen.has(id)) continue;
+        slot.mirrors.delete(id);
+        reg.remove(m, m.bytes);
+      }
+      // A full report lists every open flow: an API-ended id not in it has ended.
+      for (const id of slot.gone) if (!seen.has(id)) slot.gone.delete(id);
+    }
+    // Kept for the counters only: the flows and lines are applied (a full report's would otherwise live until the next).
+    r.updated = [];
+    r.bytes = [];
+    r.open = null;
+    r.ended = [];
+    r.logs = [];
+    r.observed = [];
+    slot.report = r;
   }
 
   /** The workers' flow ends, dials, sniffs and DNS lookups, into the main thread's metrics. */
@@ -397,7 +410,7 @@ export class WorkerPool {
     m.src = s.src;
     m.dst = s.dst;
     m.chain = s.chain;
-    m.match = s.match;
+    m.match = onHeapMatch(s.match);
     return m;
   }
 
@@ -619,6 +632,29 @@ export class WorkerPool {
     }
     return { asks, timeouts };
   }
+}
+
+/**
+ * A flow's match context (FlowInfo.match) as structured clone delivers it:
+ * each address a Uint8Array over an ArrayBuffer of its own, whose bytes live
+ * off the V8 heap (a backing store: ~400 bytes per address, two per flow).
+ * Copied into small arrays, which V8 keeps on its heap, as the engine holds
+ * its own (src/ip/flow-addresses.ts addressBytesOf).
+ */
+function onHeapMatch(match: unknown): unknown {
+  if (match === null || typeof match !== 'object') return match;
+  const ctx = (match as { ctx?: unknown }).ctx;
+  if (ctx === null || typeof ctx !== 'object') return match;
+  const c = ctx as { src?: unknown; dst?: unknown };
+  if (c.src instanceof Uint8Array) c.src = onHeapBytes(c.src);
+  if (c.dst instanceof Uint8Array) c.dst = onHeapBytes(c.dst);
+  return match;
+}
+
+function onHeapBytes(b: Uint8Array): Uint8Array {
+  const out = new Uint8Array(b.length);
+  out.set(b);
+  return out;
 }
 
 function countTcp(flows: Iterable<FlowRecord>): number {
