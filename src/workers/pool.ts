@@ -25,11 +25,12 @@ import { MessageChannel, Worker } from 'node:worker_threads';
 import type { RuleSetType, SluiceConfig } from '../config/types.js';
 import type { FakeIpPool } from '../dns/fake-ip.js';
 import type { DnsSnoop } from '../dns/snoop.js';
-import type { FlowBytes, FlowRecord, FlowRegistry } from '../engine/flow-registry.js';
+import type { FlowRecord, FlowRegistry } from '../engine/flow-registry.js';
 import type { Logger, LogTap } from '../engine/logger.js';
 import type { EngineObserver } from '../engine/observer.js';
 import type { Capture, CaptureLink } from '../link/capture.js';
 import { FakeIpChannelServer, newFakeIpChannel, newTableSizes } from './fake-ip-channel.js';
+import { MirrorFlow } from './mirror-flow.js';
 import type { CaptureSpec, FlowSnap, MainToWorker, ObservedEvent, WorkerReport, WorkerStart, WorkerToMain } from './protocol.js';
 
 /** The module each worker thread runs (worker-entry.ts: the young-generation flag, then worker-main.ts). */
@@ -93,14 +94,6 @@ export interface WorkerStatus {
   flows: number;
   tcpFlows: number;
   lastExit: { at: number; code: number | null; error: string | null; flowsLost: number } | null;
-}
-
-interface MirrorFlow extends FlowRecord {
-  src: string | null;
-  dst: string | null;
-  chain: readonly string[] | null;
-  match: unknown;
-  bytes: FlowBytes;
 }
 
 class WorkerSlot {
@@ -361,56 +354,10 @@ export class WorkerPool {
     let m = slot.mirrors.get(s.id);
     if (m === undefined) {
       const id = s.id;
-      m = {
-        id,
-        network: s.network,
-        inbound: s.inbound,
-        srcIp: s.srcIp,
-        srcPort: s.srcPort,
-        dstIp: s.dstIp,
-        dstPort: s.dstPort,
-        domain: null,
-        nameFrom: null,
-        sniffHost: null,
-        protocol: null,
-        rule: -1,
-        outbound: '',
-        chains: null,
-        mode: null,
-        remoteDestination: null,
-        uid: null,
-        process: null,
-        processPath: null,
-        started: s.started,
-        bytes: { bytesUp: 0, bytesDown: 0 },
-        end: () => this.endMirror(slot, id),
-        killed: false,
-        src: null,
-        dst: null,
-        chain: null,
-        match: null,
-      };
+      m = new MirrorFlow(s, () => this.endMirror(slot, id));
       slot.mirrors.set(id, m);
       this.o.flows.add(m);
-    }
-    m.domain = s.domain;
-    m.nameFrom = s.nameFrom;
-    m.sniffHost = s.sniffHost;
-    m.protocol = s.protocol;
-    m.rule = s.rule;
-    m.outbound = s.outbound;
-    m.chains = s.chains;
-    m.mode = s.mode;
-    m.remoteDestination = s.remoteDestination;
-    m.uid = s.uid;
-    m.process = s.process;
-    m.processPath = s.processPath;
-    m.bytes.bytesUp = s.bytesUp;
-    m.bytes.bytesDown = s.bytesDown;
-    m.src = s.src;
-    m.dst = s.dst;
-    m.chain = s.chain;
-    m.match = onHeapMatch(s.match);
+    } else m.update(s);
     return m;
   }
 
@@ -632,29 +579,6 @@ export class WorkerPool {
     }
     return { asks, timeouts };
   }
-}
-
-/**
- * A flow's match context (FlowInfo.match) as structured clone delivers it:
- * each address a Uint8Array over an ArrayBuffer of its own, whose bytes live
- * off the V8 heap (a backing store: ~400 bytes per address, two per flow).
- * Copied into small arrays, which V8 keeps on its heap, as the engine holds
- * its own (src/ip/flow-addresses.ts addressBytesOf).
- */
-function onHeapMatch(match: unknown): unknown {
-  if (match === null || typeof match !== 'object') return match;
-  const ctx = (match as { ctx?: unknown }).ctx;
-  if (ctx === null || typeof ctx !== 'object') return match;
-  const c = ctx as { src?: unknown; dst?: unknown };
-  if (c.src instanceof Uint8Array) c.src = onHeapBytes(c.src);
-  if (c.dst instanceof Uint8Array) c.dst = onHeapBytes(c.dst);
-  return match;
-}
-
-function onHeapBytes(b: Uint8Array): Uint8Array {
-  const out = new Uint8Array(b.length);
-  out.set(b);
-  return out;
 }
 
 function countTcp(flows: Iterable<FlowRecord>): number {

@@ -4,7 +4,8 @@
  * record that crosses between them (structured clone: no functions).
  */
 import type { RuleSetType, SluiceConfig } from '../config/types.js';
-import type { FlowBytes, FlowRecord } from '../engine/flow-registry.js';
+import type { FlowBytes, FlowRecord, NameOrigin } from '../engine/flow-registry.js';
+import type { MatchContext, SniffedProtocol } from '../engine/policy/types.js';
 import type { EndedFlow, SniffOutcome } from '../engine/observer.js';
 import type { CaptureFilter } from '../link/capture.js';
 import type { PcapResolution } from '../link/pcap-writer.js';
@@ -84,12 +85,23 @@ export interface FlowSnap {
   started: number;
   bytesUp: number;
   bytesDown: number;
-  /** The engine's own "ip:port" texts and group chain (FlowInfo), when present. */
-  src: string | null;
-  dst: string | null;
+  /** The group chain (FlowInfo.chain), when present. */
   chain: readonly string[] | null;
-  /** What the policy was asked (FlowInfo.match: plain data), for GET /v1/flows/:id/explain. */
-  match: unknown;
+  /** What the policy saw beyond the fields above (FlowInfo.match), for GET /v1/flows/:id/explain; null: not routed by the rules. */
+  match: MatchSeen | null;
+}
+
+/**
+ * Of a flow's match context (FlowInfo.match), what the snapshot does not
+ * hold already: the router asks the policy with the flow's own ends and
+ * owner, and the name and protocol it has at that moment (sniffing may
+ * fill them later). The main thread makes the context again from these
+ * (mirror-flow.ts) instead of keeping a copy per flow.
+ */
+export interface MatchSeen {
+  domain: string | null;
+  protocol: SniffedProtocol | null;
+  nameFrom: NameOrigin | null;
 }
 
 /** A flow of which only the byte counts moved since its last report. */
@@ -138,7 +150,8 @@ export type WorkerToMain =
   | { t: 'stopped' };
 
 export function snapFlow(f: FlowRecord): FlowSnap {
-  const x = f as FlowRecord & { src?: string; dst?: string; chain?: readonly string[] | null; match?: unknown };
+  const x = f as FlowRecord & { chain?: readonly string[] | null; match?: { ctx: MatchContext; nameFrom: NameOrigin | null } | null };
+  const m = x.match ?? null;
   return {
     id: f.id,
     network: f.network,
@@ -162,10 +175,8 @@ export function snapFlow(f: FlowRecord): FlowSnap {
     started: f.started,
     bytesUp: f.bytes?.bytesUp ?? 0,
     bytesDown: f.bytes?.bytesDown ?? 0,
-    src: x.src ?? null,
-    dst: x.dst ?? null,
     chain: x.chain ?? null,
-    match: x.match ?? null,
+    match: m === null ? null : { domain: m.ctx.domain, protocol: m.ctx.protocol, nameFrom: m.nameFrom },
   };
 }
 
