@@ -41,9 +41,10 @@ const RESTART_MAX_MS = 5000;
 const HEALTHY_MS = 60_000;
 /** Start-up of every worker (its engine's start: rule-set downloads are bounded there). */
 const READY_TIMEOUT_MS = 60_000;
-/** A worker's stop (its engine's stop) before it is terminated; with the flows' end, inside the lifecycle's stop deadline. */
-const STOP_TIMEOUT_MS = 1500;
-const END_FLOWS_TIMEOUT_MS = 1500;
+/** How long a worker's answer (its last report, then the message) may take beyond the budget it was given. */
+const REPLY_MARGIN_MS = 200;
+/** The least a worker's engine stop gets before the worker is terminated, however late the stop began. */
+const MIN_STOP_MS = 100;
 const RELOAD_TIMEOUT_MS = 10_000;
 /** A fresh report asked for (the stopping and counters lines): a worker that does not answer in time is summed with its last one. */
 const REPORT_TIMEOUT_MS = 1000;
@@ -479,16 +480,22 @@ export class WorkerPool {
     return true;
   }
 
-  /** The stop's "flows" phase: every worker ends its flows (each logged), then the mirrors are gone. */
-  async endFlows(): Promise<void> {
+  /**
+   * The stop's "flows" phase: every worker ends its flows within `budgetMs`
+   * (each logged; Engine.endFlows splits it between the peers' FINs and
+   * the close events), then the mirrors are gone.
+   */
+  async endFlows(budgetMs: number): Promise<void> {
     this.stopping = true;
     for (const s of this.slots) if (s.restartTimer !== null) clearTimeout(s.restartTimer);
-    await Promise.all(this.slots.map((s) => this.ask(s, { t: 'endFlows' }, 'flowsEnded', END_FLOWS_TIMEOUT_MS)));
+    const budget = Math.max(0, Math.round(budgetMs));
+    await Promise.all(this.slots.map((s) => this.ask(s, { t: 'endFlows', budgetMs: budget }, 'flowsEnded', budget + REPLY_MARGIN_MS)));
     for (const s of this.slots) this.dropMirrors(s);
   }
 
-  /** Stops every worker (its engine's stop), terminating any that take longer than STOP_TIMEOUT_MS. */
-  async stop(): Promise<void> {
+  /** Stops every worker (its engine's stop), terminating any that take longer than `budgetMs` (MIN_STOP_MS at least). */
+  async stop(budgetMs: number): Promise<void> {
+    const timeout = Math.max(MIN_STOP_MS, Math.round(budgetMs));
     this.stopping = true;
     if (this.sizesTimer !== null) clearInterval(this.sizesTimer);
     for (const s of this.slots) if (s.restartTimer !== null) clearTimeout(s.restartTimer);
@@ -496,7 +503,7 @@ export class WorkerPool {
       this.slots.map(async (s) => {
         const w = s.worker;
         if (w === null) return;
-        await this.ask(s, { t: 'stop' }, 'stopped', STOP_TIMEOUT_MS);
+        await this.ask(s, { t: 'stop' }, 'stopped', timeout);
         await w.terminate();
       }),
     );

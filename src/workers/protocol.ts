@@ -58,7 +58,8 @@ export type MainToWorker =
   | ({ t: 'captureStart' } & CaptureSpec)
   | { t: 'captureStop'; id: number }
   | { t: 'reload'; seq: number; config: SluiceConfig }
-  | { t: 'endFlows' }
+  /** The stop's "flows" phase: end the flows within budgetMs (Engine.endFlows). */
+  | { t: 'endFlows'; budgetMs: number }
   | { t: 'stop' };
 
 /** What the control plane shows of a flow, as the worker has it now. */

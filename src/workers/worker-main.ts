@@ -280,7 +280,7 @@ function main(): void {
       case 'endFlows':
         stopping = true;
         engine.stopAccepting();
-        void engine.endFlows().then(() => {
+        void engine.endFlows(m.budgetMs).then(() => {
           report();
           port.postMessage({ t: 'flowsEnded' });
         });
