@@ -62,7 +62,7 @@ function nginxConf(dir: string): string {
 
 const CONFIG = `
 log: { level: info, format: json }
-tun: { name: ${TUN} }
+tun: { name: ${TUN}, queues: 1 }
 dns: { mode: real-ip, hijack: false }
 route: { table: 2022, priority: 9000 }
 gateway: { enabled: true, lan: [lan0], mode: tun }
