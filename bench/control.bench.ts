@@ -42,7 +42,7 @@ const PRIORITY = 9000;
 function config(api: boolean, logLevel = 'warn'): string {
   return `
 log: { level: ${logLevel}, format: json }
-tun: { name: sl0 }
+tun: { name: sl0, queues: 1 }
 sniff: { timeoutMs: 0 }
 dns: { mode: real-ip, hijack: false, upstreams: [ { address: "udp://${SERVER_V4}:53" } ] }
 route: { table: 2022, priority: ${PRIORITY} }

@@ -59,7 +59,7 @@ async function startSluice(ns: Netns, dir: string, yaml: string): Promise<Engine
 
 const BASE = `
 log: { level: info, format: json }
-tun: { name: ${TUN} }
+tun: { name: ${TUN}, queues: 1 }
 dns: { mode: real-ip, hijack: false }
 route: { table: 2022, priority: 9000 }
 `;

@@ -28,7 +28,7 @@ const sluiceBin = path.resolve(here, '../../bin/sluice.js');
  */
 const TPROXY_CONFIG = `
 log: { level: warn, format: json }
-tun: { name: sl0 }
+tun: { name: sl0, queues: 1 }
 sniff: { timeoutMs: 0 }
 dns: { mode: real-ip, hijack: false, upstreams: [ { address: "udp://${SERVER_V4}:53" } ] }
 gateway: { enabled: true, lan: [lan0], mode: tproxy }

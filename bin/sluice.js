@@ -8,16 +8,9 @@
 // handlers, which stop cleanly from any later point of start-up, before
 // take() removes these.
 //
-// The young generation stays at V8's initial size (two 1 MiB semi-spaces)
-// instead of growing to 2 x 16 MiB while the modules load and staying
-// there: ~30 MB of resident memory an idle proxy never needs (issue 10).
-// The stack allocates nothing per packet, so the scavenges a smaller
-// nursery costs are those of connection setup and control traffic. Set
-// here, before anything is allocated in earnest; V8 reads this flag each
-// time it considers growing new space. SLUICE_SEMI_SPACE_GROWTH overrides it
-// (a number; 2 is V8's default).
-import { setFlagsFromString } from 'node:v8';
-setFlagsFromString(`--semi-space-growth-factor=${Number(process.env.SLUICE_SEMI_SPACE_GROWTH) || 1}`);
+// First, before anything is allocated in earnest: the young generation is
+// kept small (src/young-generation.ts says why; SLUICE_SEMI_SPACE_GROWTH).
+import '../dist/src/young-generation.js';
 let earlySignal = null;
 const record = (signal) => {
   earlySignal ??= signal;

@@ -282,7 +282,12 @@ async function run(argv: string[], io: CommandIo, takeEarlySignal: () => string 
     startObserve({ engine: e, link, tun: tunStats, classifier: () => classifier, api: api !== null, metricsServer, stack: () => workers?.stackStats() ?? e.stack.stats, dnsTally: () => (workers !== null ? workers.dnsTally() : (e.dnsServer?.queryTally ?? null)) });
     life.defer('accept', 'engine intake', () => e.stopAccepting());
     // The workers end their flows and stop before this thread's engine and before the TUN's fds close.
-    if (queues.queues > 1) life.defer('flows', 'workers', async () => (workers ?? (await startingWorkers))?.stop());
+    // Their grace is what the stop's budget leaves after STOP_RESERVE_MS, as this thread's flows get below.
+    if (queues.queues > 1)
+      life.defer('flows', 'workers', async () => {
+        const w = workers ?? (await startingWorkers);
+        await w?.stop(life.remainingMs() - STOP_RESERVE_MS);
+      });
     // The peers' FINs get what the stop's budget leaves after STOP_RESERVE_MS for the teardown.
     life.defer('flows', 'flows', () => e.endFlows(life.remainingMs() - STOP_RESERVE_MS));
     life.defer('outbounds', 'engine', () => e.stop());

@@ -23,8 +23,9 @@ export interface TunConfig {
   offload: boolean;
   /**
    * IFF_MULTI_QUEUE queues, each served by its own worker thread with its
-   * own stack (src/workers/); 1 is the single-threaded path. "auto": the
-   * cores available (os.availableParallelism()).
+   * own stack (src/workers/); 1 is the single-threaded path. "auto" (the
+   * default, issue 10): the cores available (os.availableParallelism()),
+   * so a machine with one core runs the single-threaded path.
    */
   queues: number | 'auto';
   /** The TUN's own IPv4 address with prefix, e.g. "198.19.0.1/30". */
@@ -549,7 +550,7 @@ export const MATCHER_KEYS = [
 export function defaultConfig(): SluiceConfig {
   return {
     log: { level: 'info', format: 'auto' },
-    tun: { name: 'sluice0', mtu: 1500, offload: true, queues: 1, ipv4: '198.19.0.1/30', ipv6: 'fdfe:dcba:9876::1/126' },
+    tun: { name: 'sluice0', mtu: 1500, offload: true, queues: 'auto', ipv4: '198.19.0.1/30', ipv6: 'fdfe:dcba:9876::1/126' },
     sniff: { timeoutMs: 300, maxBytes: 8192 },
     icmp: { echo: 'forward', unforwardable: 'unreachable' },
     limits: { pendingSyns: 1024, synCookieThreshold: 128, dials: 512, dialsPerSource: 64 },

@@ -25,24 +25,26 @@ import { MessageChannel, Worker } from 'node:worker_threads';
 import type { RuleSetType, SluiceConfig } from '../config/types.js';
 import type { FakeIpPool } from '../dns/fake-ip.js';
 import type { DnsSnoop } from '../dns/snoop.js';
-import type { FlowBytes, FlowRecord, FlowRegistry } from '../engine/flow-registry.js';
+import type { FlowRecord, FlowRegistry } from '../engine/flow-registry.js';
 import type { Logger, LogTap } from '../engine/logger.js';
 import type { EngineObserver } from '../engine/observer.js';
 import type { Capture, CaptureLink } from '../link/capture.js';
 import { FakeIpChannelServer, newFakeIpChannel, newTableSizes } from './fake-ip-channel.js';
+import { MirrorFlow } from './mirror-flow.js';
 import type { CaptureSpec, FlowSnap, MainToWorker, ObservedEvent, WorkerReport, WorkerStart, WorkerToMain } from './protocol.js';
 
-/** The module each worker thread runs. */
-export const WORKER_SCRIPT = new URL('./worker-main.js', import.meta.url);
+/** The module each worker thread runs (worker-entry.ts: the young-generation flag, then worker-main.ts). */
+export const WORKER_SCRIPT = new URL('./worker-entry.js', import.meta.url);
 
 const RESTART_MIN_MS = 100;
 const RESTART_MAX_MS = 5000;
 const HEALTHY_MS = 60_000;
 /** Start-up of every worker (its engine's start: rule-set downloads are bounded there). */
 const READY_TIMEOUT_MS = 60_000;
-/** A worker's stop (its engine's stop) before it is terminated; with the flows' end, inside the lifecycle's stop deadline. */
-const STOP_TIMEOUT_MS = 1500;
-const END_FLOWS_TIMEOUT_MS = 1500;
+/** How long a worker's answer (its last report, then the message) may take beyond the budget it was given. */
+const REPLY_MARGIN_MS = 200;
+/** The least a worker's engine stop gets before the worker is terminated, however late the stop began. */
+const MIN_STOP_MS = 100;
 const RELOAD_TIMEOUT_MS = 10_000;
 /** A fresh report asked for (the stopping and counters lines): a worker that does not answer in time is summed with its last one. */
 const REPORT_TIMEOUT_MS = 1000;
@@ -93,14 +95,6 @@ export interface WorkerStatus {
   flows: number;
   tcpFlows: number;
   lastExit: { at: number; code: number | null; error: string | null; flowsLost: number } | null;
-}
-
-interface MirrorFlow extends FlowRecord {
-  src: string | null;
-  dst: string | null;
-  chain: readonly string[] | null;
-  match: unknown;
-  bytes: FlowBytes;
 }
 
 class WorkerSlot {
@@ -300,14 +294,17 @@ export class WorkerPool {
   }
 
   private applyReport(slot: WorkerSlot, r: WorkerReport): void {
-    slot.report = r;
     if (r.observed.length > 0) this.replayObserved(r.observed);
     const reg = this.o.flows;
-    const seen = new Set<string>();
     for (const snap of r.updated) {
       if (slot.gone.has(snap.id)) continue;
-      seen.add(snap.id);
       this.upsert(slot, snap);
+    }
+    for (const b of r.bytes) {
+      const m = slot.mirrors.get(b.id);
+      if (m === undefined) continue;
+      m.bytes.bytesUp = b.bytesUp;
+      m.bytes.bytesDown = b.bytesDown;
     }
     for (const e of r.ended) {
       if (slot.gone.delete(e.snap.id)) continue;
@@ -315,16 +312,26 @@ export class WorkerPool {
       slot.mirrors.delete(m.id);
       reg.remove(m, e.final);
     }
-    if (!r.full) return this.tapLogs(r);
-    // A flow the worker no longer has (ended between two reports and already listed) is gone.
-    for (const [id, m] of slot.mirrors) {
-      if (seen.has(id)) continue;
-      slot.mirrors.delete(id);
-      reg.remove(m, m.bytes);
-    }
-    // A full report lists every open flow: an API-ended id not in it has ended.
-    for (const id of slot.gone) if (!seen.has(id)) slot.gone.delete(id);
     this.tapLogs(r);
+    if (r.open !== null) {
+      const seen = new Set(r.open);
+      // A flow the worker no longer has (ended between two reports and already listed) is gone.
+      for (const [id, m] of slot.mirrors) {
+        if (seen.has(id)) continue;
+        slot.mirrors.delete(id);
+        reg.remove(m, m.bytes);
+      }
+      // A full report lists every open flow: an API-ended id not in it has ended.
+      for (const id of slot.gone) if (!seen.has(id)) slot.gone.delete(id);
+    }
+    // Kept for the counters only: the flows and lines are applied (a full report's would otherwise live until the next).
+    r.updated = [];
+    r.bytes = [];
+    r.open = null;
+    r.ended = [];
+    r.logs = [];
+    r.observed = [];
+    slot.report = r;
   }
 
   /** The workers' flow ends, dials, sniffs and DNS lookups, into the main thread's metrics. */
@@ -348,56 +355,10 @@ export class WorkerPool {
     let m = slot.mirrors.get(s.id);
     if (m === undefined) {
       const id = s.id;
-      m = {
-        id,
-        network: s.network,
-        inbound: s.inbound,
-        srcIp: s.srcIp,
-        srcPort: s.srcPort,
-        dstIp: s.dstIp,
-        dstPort: s.dstPort,
-        domain: null,
-        nameFrom: null,
-        sniffHost: null,
-        protocol: null,
-        rule: -1,
-        outbound: '',
-        chains: null,
-        mode: null,
-        remoteDestination: null,
-        uid: null,
-        process: null,
-        processPath: null,
-        started: s.started,
-        bytes: { bytesUp: 0, bytesDown: 0 },
-        end: () => this.endMirror(slot, id),
-        killed: false,
-        src: null,
-        dst: null,
-        chain: null,
-        match: null,
-      };
+      m = new MirrorFlow(s, () => this.endMirror(slot, id));
       slot.mirrors.set(id, m);
       this.o.flows.add(m);
-    }
-    m.domain = s.domain;
-    m.nameFrom = s.nameFrom;
-    m.sniffHost = s.sniffHost;
-    m.protocol = s.protocol;
-    m.rule = s.rule;
-    m.outbound = s.outbound;
-    m.chains = s.chains;
-    m.mode = s.mode;
-    m.remoteDestination = s.remoteDestination;
-    m.uid = s.uid;
-    m.process = s.process;
-    m.processPath = s.processPath;
-    m.bytes.bytesUp = s.bytesUp;
-    m.bytes.bytesDown = s.bytesDown;
-    m.src = s.src;
-    m.dst = s.dst;
-    m.chain = s.chain;
-    m.match = s.match;
+    } else m.update(s);
     return m;
   }
 
@@ -519,16 +480,22 @@ export class WorkerPool {
     return true;
   }
 
-  /** The stop's "flows" phase: every worker ends its flows (each logged), then the mirrors are gone. */
-  async endFlows(): Promise<void> {
+  /**
+   * The stop's "flows" phase: every worker ends its flows within `budgetMs`
+   * (each logged; Engine.endFlows splits it between the peers' FINs and
+   * the close events), then the mirrors are gone.
+   */
+  async endFlows(budgetMs: number): Promise<void> {
     this.stopping = true;
     for (const s of this.slots) if (s.restartTimer !== null) clearTimeout(s.restartTimer);
-    await Promise.all(this.slots.map((s) => this.ask(s, { t: 'endFlows' }, 'flowsEnded', END_FLOWS_TIMEOUT_MS)));
+    const budget = Math.max(0, Math.round(budgetMs));
+    await Promise.all(this.slots.map((s) => this.ask(s, { t: 'endFlows', budgetMs: budget }, 'flowsEnded', budget + REPLY_MARGIN_MS)));
     for (const s of this.slots) this.dropMirrors(s);
   }
 
-  /** Stops every worker (its engine's stop), terminating any that take longer than STOP_TIMEOUT_MS. */
-  async stop(): Promise<void> {
+  /** Stops every worker (its engine's stop), terminating any that take longer than `budgetMs` (MIN_STOP_MS at least). */
+  async stop(budgetMs: number): Promise<void> {
+    const timeout = Math.max(MIN_STOP_MS, Math.round(budgetMs));
     this.stopping = true;
     if (this.sizesTimer !== null) clearInterval(this.sizesTimer);
     for (const s of this.slots) if (s.restartTimer !== null) clearTimeout(s.restartTimer);
@@ -536,7 +503,7 @@ export class WorkerPool {
       this.slots.map(async (s) => {
         const w = s.worker;
         if (w === null) return;
-        await this.ask(s, { t: 'stop' }, 'stopped', STOP_TIMEOUT_MS);
+        await this.ask(s, { t: 'stop' }, 'stopped', timeout);
         await w.terminate();
       }),
     );

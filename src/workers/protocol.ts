@@ -4,7 +4,8 @@
  * record that crosses between them (structured clone: no functions).
  */
 import type { RuleSetType, SluiceConfig } from '../config/types.js';
-import type { FlowBytes, FlowRecord } from '../engine/flow-registry.js';
+import type { FlowBytes, FlowRecord, NameOrigin } from '../engine/flow-registry.js';
+import type { MatchContext, SniffedProtocol } from '../engine/policy/types.js';
 import type { EndedFlow, SniffOutcome } from '../engine/observer.js';
 import type { CaptureFilter } from '../link/capture.js';
 import type { PcapResolution } from '../link/pcap-writer.js';
@@ -57,7 +58,8 @@ export type MainToWorker =
   | ({ t: 'captureStart' } & CaptureSpec)
   | { t: 'captureStop'; id: number }
   | { t: 'reload'; seq: number; config: SluiceConfig }
-  | { t: 'endFlows' }
+  /** The stop's "flows" phase: end the flows within budgetMs (Engine.endFlows). */
+  | { t: 'endFlows'; budgetMs: number }
   | { t: 'stop' };
 
 /** What the control plane shows of a flow, as the worker has it now. */
@@ -84,20 +86,42 @@ export interface FlowSnap {
   started: number;
   bytesUp: number;
   bytesDown: number;
-  /** The engine's own "ip:port" texts and group chain (FlowInfo), when present. */
-  src: string | null;
-  dst: string | null;
+  /** The group chain (FlowInfo.chain), when present. */
   chain: readonly string[] | null;
-  /** What the policy was asked (FlowInfo.match: plain data), for GET /v1/flows/:id/explain. */
-  match: unknown;
+  /** What the policy saw beyond the fields above (FlowInfo.match), for GET /v1/flows/:id/explain; null: not routed by the rules. */
+  match: MatchSeen | null;
+}
+
+/**
+ * Of a flow's match context (FlowInfo.match), what the snapshot does not
+ * hold already: the router asks the policy with the flow's own ends and
+ * owner, and the name and protocol it has at that moment (sniffing may
+ * fill them later). The main thread makes the context again from these
+ * (mirror-flow.ts) instead of keeping a copy per flow.
+ */
+export interface MatchSeen {
+  domain: string | null;
+  protocol: SniffedProtocol | null;
+  nameFrom: NameOrigin | null;
+}
+
+/** A flow of which only the byte counts moved since its last report. */
+export interface FlowBytesSnap {
+  id: string;
+  bytesUp: number;
+  bytesDown: number;
 }
 
 export interface WorkerReport {
   t: 'report';
-  /** true: `updated` is every open flow (the periodic report); false: only those added since (sent within a turn of a flow's start or end). */
+  /** true: `open` lists every open flow (the periodic reconciling report); false: null (the deltas, sent every REPORT_MS and within a turn of a flow's start or end). */
   full: boolean;
-  /** Every open flow, or the new ones (see full). */
+  /** The flows added since the last report, and those of which anything but the bytes changed: whole. */
   updated: FlowSnap[];
+  /** The flows of which only the bytes moved: the counts alone. */
+  bytes: FlowBytesSnap[];
+  /** A full report: the id of every open flow, for the main thread to drop mirrors the worker no longer has; null otherwise. */
+  open: string[] | null;
   /** Flows ended since the last report, with their final bytes. */
   ended: { snap: FlowSnap; final: FlowBytes }[];
   counters: Record<string, unknown>;
@@ -127,7 +151,8 @@ export type WorkerToMain =
   | { t: 'stopped' };
 
 export function snapFlow(f: FlowRecord): FlowSnap {
-  const x = f as FlowRecord & { src?: string; dst?: string; chain?: readonly string[] | null; match?: unknown };
+  const x = f as FlowRecord & { chain?: readonly string[] | null; match?: { ctx: MatchContext; nameFrom: NameOrigin | null } | null };
+  const m = x.match ?? null;
   return {
     id: f.id,
     network: f.network,
@@ -151,9 +176,100 @@ export function snapFlow(f: FlowRecord): FlowSnap {
     started: f.started,
     bytesUp: f.bytes?.bytesUp ?? 0,
     bytesDown: f.bytes?.bytesDown ?? 0,
-    src: x.src ?? null,
-    dst: x.dst ?? null,
     chain: x.chain ?? null,
-    match: x.match ?? null,
+    match: m === null ? null : { domain: m.ctx.domain, protocol: m.ctx.protocol, nameFrom: m.nameFrom },
   };
+}
+
+/**
+ * What a worker last reported of one open flow: the fields that change
+ * after the flow was added (its name, route, outbound, dialled address,
+ * what the policy was asked) as they were, and the bytes. The worker
+ * compares a flow with it before each report (the same values, by
+ * identity: the router replaces them rather than mutating them), so an
+ * idle flow crosses to the main thread once, not every full report (issue
+ * 10: 10,000 idle flows, each re-sent with its match context every 5 s,
+ * kept the main thread's heap busy with their copies).
+ */
+export class ReportedView {
+  up: number;
+  down: number;
+  domain: FlowRecord['domain'];
+  nameFrom: FlowRecord['nameFrom'];
+  sniffHost: FlowRecord['sniffHost'];
+  protocol: FlowRecord['protocol'];
+  rule: number;
+  outbound: string;
+  chains: string[] | null;
+  mode: FlowRecord['mode'];
+  remoteDestination: string | null;
+  uid: number | null;
+  process: string | null;
+  processPath: string | null;
+  chain: readonly string[] | null;
+  match: unknown;
+
+  constructor(f: FlowRecord) {
+    this.up = f.bytes?.bytesUp ?? 0;
+    this.down = f.bytes?.bytesDown ?? 0;
+    this.domain = f.domain;
+    this.nameFrom = f.nameFrom;
+    this.sniffHost = f.sniffHost;
+    this.protocol = f.protocol;
+    this.rule = f.rule;
+    this.outbound = f.outbound;
+    this.chains = f.chains;
+    this.mode = f.mode;
+    this.remoteDestination = f.remoteDestination;
+    this.uid = f.uid;
+    this.process = f.process;
+    this.processPath = f.processPath;
+    const x = f as FlowRecord & { chain?: readonly string[] | null; match?: unknown };
+    this.chain = x.chain ?? null;
+    this.match = x.match ?? null;
+  }
+
+  /** 'view': something but the bytes changed (the flow goes whole); 'bytes': only the bytes; 'none'. Takes the new values either way. */
+  update(f: FlowRecord): 'view' | 'bytes' | 'none' {
+    const x = f as FlowRecord & { chain?: readonly string[] | null; match?: unknown };
+    const chain = x.chain ?? null;
+    const match = x.match ?? null;
+    const up = f.bytes?.bytesUp ?? 0;
+    const down = f.bytes?.bytesDown ?? 0;
+    const view =
+      this.domain !== f.domain ||
+      this.nameFrom !== f.nameFrom ||
+      this.sniffHost !== f.sniffHost ||
+      this.protocol !== f.protocol ||
+      this.rule !== f.rule ||
+      this.outbound !== f.outbound ||
+      this.chains !== f.chains ||
+      this.mode !== f.mode ||
+      this.remoteDestination !== f.remoteDestination ||
+      this.uid !== f.uid ||
+      this.process !== f.process ||
+      this.processPath !== f.processPath ||
+      this.chain !== chain ||
+      this.match !== match;
+    const bytes = this.up !== up || this.down !== down;
+    if (!view && !bytes) return 'none';
+    this.up = up;
+    this.down = down;
+    if (!view) return 'bytes';
+    this.domain = f.domain;
+    this.nameFrom = f.nameFrom;
+    this.sniffHost = f.sniffHost;
+    this.protocol = f.protocol;
+    this.rule = f.rule;
+    this.outbound = f.outbound;
+    this.chains = f.chains;
+    this.mode = f.mode;
+    this.remoteDestination = f.remoteDestination;
+    this.uid = f.uid;
+    this.process = f.process;
+    this.processPath = f.processPath;
+    this.chain = chain;
+    this.match = match;
+    return 'view';
+  }
 }

@@ -1,13 +1,15 @@
 /**
  * How many TUN queues (and worker threads) `sluice run` uses: tun.queues,
- * "auto" meaning the cores this process may use (os.availableParallelism,
- * which follows the CPU affinity mask and cgroup limits), capped at 64 (the
- * addon's limit, native/src/tun.c).
+ * "auto" (the default) meaning the CPUs this process may run on
+ * (os.availableParallelism: the affinity mask; the libuv of Node 20, 1.46,
+ * does not read a cgroup CPU quota), capped at 64 (the addon's limit,
+ * native/src/tun.c).
  *
  * SLUICE_TEST_TUN_QUEUES overrides the file: the test suite runs every
- * integration test once as written and once with it set to 2 (issue 10:
- * "all existing tests stay green with tun.queues at 1 and at 2"). A value
- * that is not "auto" or 1..64 is a start-up error naming the variable.
+ * integration test with it set to 1 and to 2 (issue 10: "all existing
+ * tests stay green with tun.queues at 1 and at 2"); unset, the tests'
+ * configs get the default. A value that is not "auto" or 1..64 is a
+ * start-up error naming the variable.
  */
 import { availableParallelism } from 'node:os';
 

@@ -48,8 +48,8 @@ export interface RunningWorkers {
   dnsTally(): Float64Array | null;
   /** After the main engine took a reloaded configuration: the workers take it too (errors logged). */
   reload(next: SluiceConfig): Promise<void>;
-  /** Ends the workers' flows (each logged by its worker) and stops them. */
-  stop(): Promise<void>;
+  /** Ends the workers' flows (each logged by its worker) and stops them, within `budgetMs` (the stop's remaining budget less its teardown reserve). */
+  stop(budgetMs: number): Promise<void>;
 }
 
 export interface StartWorkersOptions {
@@ -67,6 +67,15 @@ export interface StartWorkersOptions {
   /** The dials table the main engine was made with (shared-dials.ts). */
   dialTable: SharedArrayBuffer;
 }
+
+/**
+ * Of the workers' stop budget, what their engines' stop keeps after the
+ * flows' end (the stack, the outbounds, the DNS upstreams; tens of
+ * milliseconds when the flows are gone); the flows get the rest.
+ */
+const WORKER_STOP_MS = 500;
+/** The workers' stop when one of them failed to start (no stop budget runs then). */
+const FAILED_START_STOP_MS = 1500;
 
 /** The configuration a worker runs: the main thread saves the fake-IP pool. */
 function workerConfig(c: SluiceConfig): SluiceConfig {
@@ -128,7 +137,7 @@ export async function startWorkers(o: StartWorkersOptions): Promise<RunningWorke
   try {
     await pool.start();
   } catch (err) {
-    await pool.stop();
+    await pool.stop(FAILED_START_STOP_MS);
     throw err;
   }
   log.info({ queues: pool.size, from: o.queues.from, steering: o.steering }, 'worker threads serving the TUN queues');
@@ -154,9 +163,11 @@ export async function startWorkers(o: StartWorkersOptions): Promise<RunningWorke
       const errors = await pool.reload(workerConfig(engine.activeConfig));
       if (errors.length > 0) log.error({ errors }, 'reload: some workers kept the previous configuration');
     },
-    stop: async () => {
-      await pool.endFlows();
-      await pool.stop();
+    // A stop that began late (a slow start-up, a stuck step) gives the workers' flows less time, never the teardown after them.
+    stop: async (budgetMs) => {
+      const until = performance.now() + Math.max(0, budgetMs);
+      await pool.endFlows(budgetMs - WORKER_STOP_MS);
+      await pool.stop(until - performance.now());
     },
   };
 }

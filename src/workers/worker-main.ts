@@ -4,11 +4,12 @@
  * fake-IP pool through a channel (fake-ip-channel.ts).
  *
  * Everything the control plane shows reaches the main thread in one report
- * every REPORT_MS (and at once when a flow ends while the log stream is
- * busy): the flows added, those whose byte counts moved, and those ended
- * since the last report (every FULL_EVERY reports, and when the main thread
- * asks, every open flow, which the main thread reconciles its view with:
- * 10,000 idle flows are not copied across threads four times a second), the
+ * every REPORT_MS (and within a turn of a flow's start or end): the flows
+ * added or changed (whole), those of which only the byte counts moved (the
+ * counts), and those ended since the last report (every FULL_EVERY
+ * reports, and when the main thread asks, also the id of every open flow,
+ * which the main thread reconciles its view with: an idle flow crosses
+ * threads once, not every few seconds with its match context), the
  * engine's and the stack's counters, this queue's device counters and the
  * log lines for the /logs stream. Log lines go to stdout from here
  * directly (pino writes fd 1 synchronously, one write per line), as the
@@ -28,7 +29,7 @@ import { MainChannel, RemoteDnsSnoop, RemoteFakeIpPool } from './fake-ip-channel
 import { QueueLink } from './queue-link.js';
 import { SharedDialTable } from './shared-dials.js';
 import { CaptureLink, type Capture } from '../link/capture.js';
-import { snapFlow, type FlowSnap, type MainToWorker, type ObservedEvent, type WorkerReport, type WorkerStart, type WorkerToMain } from './protocol.js';
+import { ReportedView, snapFlow, type FlowBytesSnap, type FlowSnap, type MainToWorker, type ObservedEvent, type WorkerReport, type WorkerStart, type WorkerToMain } from './protocol.js';
 import type { EndedFlow, EngineObserver, SniffOutcome } from '../engine/observer.js';
 
 /** How often a worker reports its flows and counters. */
@@ -67,22 +68,17 @@ class ObserverRecorder implements EngineObserver {
 class ReportingFlowRegistry extends FlowRegistry<FlowRecord> {
   readonly added = new Set<string>();
   ended: { snap: FlowSnap; final: FlowBytes }[] = [];
-  /** What each open flow's last report showed of what changes: bytesUp + bytesDown (both only grow, so the sum moves when either does), the outbound and the name. */
-  private readonly reported = new Map<string, { bytes: number; outbound: string; domain: FlowRecord['domain'] }>();
+  /** What each open flow's last report showed of what changes (protocol.ts ReportedView). */
+  private readonly reported = new Map<string, ReportedView>();
 
-  /** Whether `f`'s bytes, outbound or name changed since it was last reported; notes them as reported. */
-  takeMoved(f: FlowRecord): boolean {
-    const bytes = f.bytes === null || f.bytes === undefined ? 0 : f.bytes.bytesUp + f.bytes.bytesDown;
+  /** What changed of `f` since it was last reported ('view' for a flow not reported yet); notes it as reported. */
+  takeChange(f: FlowRecord): 'view' | 'bytes' | 'none' {
     const last = this.reported.get(f.id);
     if (last === undefined) {
-      this.reported.set(f.id, { bytes, outbound: f.outbound, domain: f.domain });
-      return true;
+      this.reported.set(f.id, new ReportedView(f));
+      return 'view';
     }
-    if (last.bytes === bytes && last.outbound === f.outbound && last.domain === f.domain) return false;
-    last.bytes = bytes;
-    last.outbound = f.outbound;
-    last.domain = f.domain;
-    return true;
+    return last.update(f);
   }
 
   /** Called on every add and remove: the main thread's view follows within a turn. */
@@ -151,25 +147,37 @@ function main(): void {
     if (dns !== null) dns.onUpstream = observer.dnsUpstream;
   }
 
-  /** 'all': every open flow; 'moved': the added ones and those whose bytes moved; 'added': the added ones only. */
+  /**
+   * 'all': the deltas plus every open flow's id (the main thread drops the
+   * mirrors of any other); 'moved': the flows added or changed (whole) and
+   * those whose bytes moved (the counts); 'added': the added ones only.
+   */
   const report = (which: 'all' | 'moved' | 'added' = 'all'): void => {
     const updated: FlowSnap[] = [];
+    const bytes: FlowBytesSnap[] = [];
     const full = which === 'all';
+    const open: string[] | null = full ? [] : null;
     if (which === 'added') {
       for (const id of flows.added) {
         const f = flows.get(id);
-        if (f !== undefined) updated.push(snapFlow(f));
+        if (f === undefined) continue;
+        flows.takeChange(f);
+        updated.push(snapFlow(f));
       }
     } else {
       for (const f of flows.values()) {
-        const moved = flows.takeMoved(f);
-        if (full || moved || flows.added.has(f.id)) updated.push(snapFlow(f));
+        const change = flows.takeChange(f);
+        if (change === 'view' || flows.added.has(f.id)) updated.push(snapFlow(f));
+        else if (change === 'bytes') bytes.push({ id: f.id, bytesUp: f.bytes?.bytesUp ?? 0, bytesDown: f.bytes?.bytesDown ?? 0 });
+        open?.push(f.id);
       }
     }
     const msg: WorkerReport = {
       t: 'report',
       full,
       updated,
+      bytes,
+      open,
       ended: flows.ended,
       counters: { ...engine.counters, synFlood: { ...engine.counters.synFlood } } as unknown as Record<string, unknown>,
       stack: engine.stack.stats as unknown as Record<string, unknown>,
@@ -272,7 +280,7 @@ function main(): void {
       case 'endFlows':
         stopping = true;
         engine.stopAccepting();
-        void engine.endFlows().then(() => {
+        void engine.endFlows(m.budgetMs).then(() => {
           report();
           port.postMessage({ t: 'flowsEnded' });
         });

@@ -36,14 +36,21 @@ const FLOWS = Number(process.env.IDLE_FLOWS ?? 10_000);
  * lower it as the per-flow cost comes down.
  */
 /**
- * With worker threads (SLUICE_TEST_TUN_QUEUES=2) each queue has its own V8
- * heap, stack and flow state, and the main thread mirrors every worker's
- * flows for the control plane: measured ~300 MB for 10,000 idle flows at
- * two queues (360-394 MB before the per-flow savings above). The bound
- * grows by EXTRA_QUEUE_MB per extra queue; closing that gap is open work.
+ * With worker threads (two queues: SLUICE_TEST_TUN_QUEUES=2, or the
+ * default "auto" on two cores) each queue has its own V8 heap, modules,
+ * stack and flow state, and the main thread mirrors every worker's flows
+ * for the control plane: measured 237-253 MB for 10,000 idle flows at two
+ * queues (~120-127 MB at start, about 11-14 KiB per flow, against about 6
+ * at one). It was 343-394 MB while starting a worker thread undid the
+ * small young generation of every thread (src/young-generation.ts) and the
+ * workers re-sent every idle flow with its match context every 5 s. Most
+ * of the rest: each worker's old space holds 13-30 MB of connection-setup
+ * garbage that no major GC has collected by the reading (used 66-85 MB
+ * over ~53 MB live in a heap snapshot). The bound grows by EXTRA_QUEUE_MB
+ * per extra queue.
  */
 const ONE_QUEUE_LIMIT_MB = 140;
-const EXTRA_QUEUE_MB = 240;
+const EXTRA_QUEUE_MB = 120;
 const RSS_LIMIT_MB = ONE_QUEUE_LIMIT_MB + EXTRA_QUEUE_MB * (SUITE_QUEUES - 1);
 /** How long the flows sit idle before the reading that is asserted. */
 const SETTLE_MS = Number(process.env.IDLE_SETTLE_MS ?? 20_000);

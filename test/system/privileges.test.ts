@@ -258,6 +258,8 @@ t.test('run.user nobody, tun.queues 2: the workers start after the drop with the
   const { client, gateway } = await lab(t, 'privqxxx', dir);
   const before = await gatewaySnapshot(gateway);
   const yaml = config(dir, 'mode: tun', ', queues: 2') + `api: { listen: "${API}", secret: ${SECRET} }\n`;
+  // This case needs its two queues whatever count the suite runs at (SLUICE_TEST_TUN_QUEUES=1 would override the file; empty: no override).
+  const env = { ...nobodyTapEnv(dir), SLUICE_TEST_TUN_QUEUES: '' };
   // Worker threads load sluice's code as nobody: from a checkout nobody
   // cannot read (under /root, say) sluice must refuse at start, naming the directory.
   let unreadable: string | null = null;
@@ -268,13 +270,13 @@ t.test('run.user nobody, tun.queues 2: the workers start after the drop with the
   }
   if (unreadable !== null) {
     writeFileSync(path.join(dir, 'refused.yaml'), yaml);
-    const r = await gateway.exec([process.execPath, SLUICE_BIN, 'run', '--config', path.join(dir, 'refused.yaml'), '--state', state], { allowFail: true, timeoutMs: 30_000, env: { ...childEnv, ...nobodyTapEnv(dir) } });
+    const r = await gateway.exec([process.execPath, SLUICE_BIN, 'run', '--config', path.join(dir, 'refused.yaml'), '--state', state], { allowFail: true, timeoutMs: 30_000, env: { ...childEnv, ...env } });
     t.not(r.code, 0, `this checkout is not readable by nobody (${unreadable}): start-up is refused`);
     t.match(r.stderr, /run\.user: nobody cannot (search|read) .*tun\.queues: 2 starts worker threads after the drop/, 'the error names the directory and why');
     t.equal(await gatewaySnapshot(gateway), before, 'nothing was installed');
     return;
   }
-  const engine = await startSluice(t, gateway, dir, yaml, state, nobodyTapEnv(dir));
+  const engine = await startSluice(t, gateway, dir, yaml, state, env);
   const kept = (1n << BigInt(CAP_NET_ADMIN)) | (1n << BigInt(CAP_NET_RAW));
   const dropped = await engine.waitFor((l) => l.msg === 'privileges dropped', 1000, '"privileges dropped"');
   t.same(dropped.keep, ['CAP_NET_ADMIN', 'CAP_NET_RAW'], 'the drop keeps CAP_NET_ADMIN, and CAP_NET_RAW for the workers\' raw ICMP sockets');

@@ -33,8 +33,14 @@ const API = '127.0.0.1:9090';
 const SECRET = 'multi-queue-test-secret';
 const QUEUES = 3;
 const FLOWS = 12;
-/** Per download of the first round: long enough at the rate limit to be mid-transfer when the worker is killed. */
-const SLOW_BYTES = 12 << 20;
+/**
+ * Per download of the first round: long enough at the rate limit to be
+ * mid-transfer when the worker is killed (16 s). At 12 MiB (8 s) a loaded
+ * machine sometimes took that long to list the twelve flows: a download of
+ * the victim had ended by the kill (complete, its flow line lost with the
+ * worker), and "exactly the killed worker's downloads failed" did not hold.
+ */
+const SLOW_BYTES = 24 << 20;
 const SLOW_RATE = '1500k';
 const FAST_BYTES = 2 << 20;
 
@@ -146,6 +152,10 @@ t.test('tun.queues 3: fake-IP names over several worker threads; a killed worker
   const busy = view.workers.filter((w) => w.tcpFlows > 0);
   t.ok(busy.length >= 2, `the downloads are spread over several queues (${view.workers.map((w) => `${w.queue}:${w.tcpFlows}`).join(' ')})`);
   const victim = busy.sort((a, b) => a.tcpFlows - b.tcpFlows)[0]!;
+  // The flows' bytes (at most one report old): every download must still be under way when its worker dies.
+  const progress = (await api(gateway, 'GET', '/connections')) as { connections: { metadata: { host: string }; download: number }[] };
+  const furthest = Math.max(...progress.connections.filter((c) => /^q\d+\.bulk\.example$/.test(c.metadata.host)).map((c) => c.download));
+  t.ok(furthest < SLOW_BYTES * 0.9, `every download is mid-transfer at the kill (the furthest at ${((furthest / SLOW_BYTES) * 100).toFixed(0)} %)`);
   const killed = (await api(gateway, 'POST', `/v1/workers/${victim.queue}/kill`)) as { killed: number };
   t.equal(killed.killed, victim.queue, `worker ${victim.queue} (${victim.tcpFlows} downloads) killed mid-transfer`);
 
