@@ -114,7 +114,7 @@ export interface FlowBytesSnap {
 
 export interface WorkerReport {
   t: 'report';
-  /** true: `open` lists every open flow (the periodic reconciling report); false: null (the deltas, sent every REPORT_MS and within a turn of a flow's start or end). */
+  /** true: `open` lists every open flow (the periodic reconciling report); false: null (the deltas, sent every REPORT_MS and within 10 ms of a flow's start or end). */
   full: boolean;
   /** The flows added since the last report, and those of which anything but the bytes changed: whole. */
   updated: FlowSnap[];
