@@ -11,10 +11,10 @@
  * (-R). `--ab` alternates builds round by round (a directory whose
  * bin/sluice.js sets an environment variable and imports another build's
  * is a variant too).
- *   sudo node dist/bench/bulk-cpu.bench.js [seconds] [rounds] [--rate 2G] [--mtu 8500] [--ab OTHER/bin/sluice.js]
+ *   sudo node dist/bench/bulk-cpu.bench.js [seconds] [rounds] [--rate 2G] [--mtu 8500] [--queues N] [--prof DIR] [--ab OTHER/bin/sluice.js]
  */
 import path from 'node:path';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import { pathToFileURL } from 'node:url';
 import { Lab, type Netns, type TestLike } from '../test/harness/netns.js';
@@ -28,42 +28,56 @@ export interface BulkCpuRound {
   direction: 'up' | 'down';
   gbps: number;
   cpuMsPerGB: number;
+  /** Packets sluice wrote to the TUN / read from it, per MB moved (super-packets count once): the syscalls behind the CPU. */
+  tunWritesPerMB: number;
+  tunReadsPerMB: number;
   load1: number;
 }
 
-function config(mtu: number): string {
+function config(mtu: number, queues: number | null): string {
   return `
 log: { level: info, format: json }
-tun: { name: ${TUN}, mtu: ${mtu}, offload: true }
+tun: { name: ${TUN}, mtu: ${mtu}, offload: true${queues === null ? '' : `, queues: ${queues}`} }
 dns: { fakeIp: { persistPath: null } }
 gateway: { enabled: true, lan: [lan0], mode: tun }
 `;
 }
 
-async function transfer(client: Netns, pid: number, seconds: number, rate: string, reverse: boolean): Promise<{ gbps: number; cpuMsPerGB: number }> {
+/** The TUN's packet counts in the gateway: the kernel's rx is what sluice wrote, its tx what sluice read. */
+async function tunPackets(gateway: Netns): Promise<{ written: number; read: number }> {
+  const out = await gateway.sh(`cat /sys/class/net/${TUN}/statistics/rx_packets /sys/class/net/${TUN}/statistics/tx_packets`);
+  const [rx, tx] = out.trim().split(/\s+/).map(Number);
+  return { written: rx!, read: tx! };
+}
+
+async function transfer(client: Netns, gateway: Netns, pid: number, seconds: number, rate: string, reverse: boolean): Promise<{ gbps: number; cpuMsPerGB: number; tunWritesPerMB: number; tunReadsPerMB: number }> {
   const argv = ['iperf3', '-c', SERVER_V4, '-t', String(seconds), '-b', rate, '-i', '0', '-J', ...(reverse ? ['-R'] : [])];
+  const p0 = await tunPackets(gateway);
   const c0 = cpuMicros(pid);
   const r = await client.exec(argv, { timeoutMs: (seconds + 30) * 1000, allowFail: true });
   const c1 = cpuMicros(pid);
+  const p1 = await tunPackets(gateway);
   const j = JSON.parse(r.stdout || '{}') as { error?: string; end?: { sum_received?: { bytes: number; bits_per_second: number } } };
   const sum = j.end?.sum_received;
   if (j.error !== undefined || sum === undefined || sum.bytes === 0) throw new Error(`iperf3 ${reverse ? '-R ' : ''}failed: ${j.error ?? r.stderr.trim().slice(0, 300)}`);
-  return { gbps: sum.bits_per_second / 1e9, cpuMsPerGB: (c1 - c0) / 1000 / (sum.bytes / 1e9) };
+  const mb = sum.bytes / 1e6;
+  return { gbps: sum.bits_per_second / 1e9, cpuMsPerGB: (c1 - c0) / 1000 / (sum.bytes / 1e9), tunWritesPerMB: (p1.written - p0.written) / mb, tunReadsPerMB: (p1.read - p0.read) / mb };
 }
 
-async function oneRound(client: Netns, gateway: Netns, dir: string, bin: string, seconds: number, rate: string, mtu: number): Promise<BulkCpuRound[]> {
+async function oneRound(client: Netns, gateway: Netns, dir: string, bin: string, seconds: number, rate: string, mtu: number, queues: number | null, profDir: string | null): Promise<BulkCpuRound[]> {
   const cfg = path.join(dir, 'sluice.yaml');
-  writeFileSync(cfg, config(mtu));
-  const engine = new Engine(gateway.spawn(['env', '-u', 'NODE_OPTIONS', process.execPath, bin, 'run', '--config', cfg, '--state', path.join(dir, 'state.json')], { env: childEnv }));
+  writeFileSync(cfg, config(mtu, queues));
+  const nodeArgs = profDir !== null ? ['--cpu-prof', '--cpu-prof-dir', profDir] : [];
+  const engine = new Engine(gateway.spawn(['env', '-u', 'NODE_OPTIONS', process.execPath, ...nodeArgs, bin, 'run', '--config', cfg, '--state', path.join(dir, 'state.json')], { env: childEnv }));
   try {
     await engine.waitFor((l) => l.msg === 'ready', 30_000, '"ready"');
     await gateway.sh(`sysctl -qw net.ipv4.conf.${TUN}.rp_filter=0`);
     const pid = engine.proc.pid!;
     // Warm-up: the JIT and the rings' first growth are not the steady state.
-    await transfer(client, pid, 1, rate, false);
+    await transfer(client, gateway, pid, 1, rate, false);
     const out: BulkCpuRound[] = [];
     for (const reverse of [false, true]) {
-      const m = await transfer(client, pid, seconds, rate, reverse);
+      const m = await transfer(client, gateway, pid, seconds, rate, reverse);
       out.push({ bin, direction: reverse ? 'down' : 'up', ...m, load1: os.loadavg()[0]! });
       engine.lines.length = 0;
     }
@@ -73,7 +87,7 @@ async function oneRound(client: Netns, gateway: Netns, dir: string, bin: string,
   }
 }
 
-export async function runBulkCpuBench(seconds: number, rounds: number, rate: string, mtu: number, bins: string[]): Promise<BulkCpuRound[]> {
+export async function runBulkCpuBench(seconds: number, rounds: number, rate: string, mtu: number, bins: string[], queues: number | null = null, profDir: string | null = null): Promise<BulkCpuRound[]> {
   const ctx = new BenchContext();
   const dir = mkdtempSync(path.join(os.tmpdir(), 'sluice-bulkcpu-'));
   try {
@@ -84,7 +98,7 @@ export async function runBulkCpuBench(seconds: number, rounds: number, rate: str
     await new Promise((r) => setTimeout(r, 500));
     const out: BulkCpuRound[] = [];
     for (let i = 0; i < rounds * bins.length; i++) {
-      const rows = await oneRound(client, gateway, dir, bins[i % bins.length]!, seconds, rate, mtu);
+      const rows = await oneRound(client, gateway, dir, bins[i % bins.length]!, seconds, rate, mtu, queues, profDir);
       for (const row of rows) process.stderr.write(`round ${i + 1}: ${JSON.stringify(row)}\n`);
       out.push(...rows);
     }
@@ -112,16 +126,23 @@ if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {
   const other = flag('--ab');
   const rate = flag('--rate') ?? '2G';
   const mtu = Number(flag('--mtu') ?? 8500);
+  // --queues N writes tun.queues: N into the config; without it the build's default applies (an old build may not know the key).
+  const queuesArg = flag('--queues');
+  const queues = queuesArg === null ? null : Number(queuesArg);
+  // --prof DIR: sluice under node --cpu-prof (one profile per thread and round, written at exit).
+  const profArg = flag('--prof');
+  const profDir = profArg === null ? null : path.resolve(profArg);
+  if (profDir !== null) mkdirSync(profDir, { recursive: true });
   const bins = other === null ? [SLUICE_BIN] : [path.resolve(other), SLUICE_BIN];
   const seconds = Number(args[0] ?? 10);
   const rounds = Number(args[1] ?? 3);
-  runBulkCpuBench(seconds, rounds, rate, mtu, bins).then(
+  runBulkCpuBench(seconds, rounds, rate, mtu, bins, queues, profDir).then(
     (rows) => {
-      console.log(`sluice CPU ms per GB at iperf3 -b ${rate}, 1 flow, TUN MTU ${mtu}, ${seconds} s, ${rounds} rounds (medians; every round above)`);
+      console.log(`sluice CPU ms per GB at iperf3 -b ${rate}, 1 flow, TUN MTU ${mtu}, tun.queues ${queues ?? 'default'}, ${seconds} s, ${rounds} rounds (medians; every round above)`);
       for (const bin of bins) {
         for (const direction of ['up', 'down'] as const) {
           const mine = rows.filter((r) => r.bin === bin && r.direction === direction);
-          console.log(`  ${bin} ${direction}: ${median(mine.map((r) => r.cpuMsPerGB)).toFixed(0)} ms/GB at ${median(mine.map((r) => r.gbps)).toFixed(2)} Gbit/s (rounds ${mine.map((r) => r.cpuMsPerGB.toFixed(0)).join(' ')}; load ${mine.map((r) => r.load1.toFixed(1)).join(' ')})`);
+          console.log(`  ${bin} ${direction}: ${median(mine.map((r) => r.cpuMsPerGB)).toFixed(0)} ms/GB at ${median(mine.map((r) => r.gbps)).toFixed(2)} Gbit/s (rounds ${mine.map((r) => r.cpuMsPerGB.toFixed(0)).join(' ')}; TUN writes/MB ${median(mine.map((r) => r.tunWritesPerMB)).toFixed(1)}, reads/MB ${median(mine.map((r) => r.tunReadsPerMB)).toFixed(1)}; load ${mine.map((r) => r.load1.toFixed(1)).join(' ')})`);
         }
       }
     },

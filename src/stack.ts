@@ -29,7 +29,7 @@ import { TcpForwarder, type TcpFlowRequest } from './tcp/forwarder.js';
 import { PacketWriter } from './stack/packet-writer.js';
 import { TcpFlow, type FlowHost } from './stack/tcp-flow.js';
 import { TimerWheel, type WheelEntry } from './stack/timer-wheel.js';
-import { newStackStats, type DropReason, type StackStats } from './stack/counters.js';
+import { newStackStats, type DropReason, type StackStats, type TcpConnectionCounts } from './stack/counters.js';
 import type { StackDriver } from './stack/driver.js';
 import { UdpSessions } from './udp/sessions.js';
 import type { UdpSession } from './udp/session.js';
@@ -273,7 +273,6 @@ export class Stack implements LinkReceiver, FlowHost, SegmentSink, StackDriver {
     if (conn === null || this.closed) return;
     const outer = this.currentFlow;
     this.currentFlow = flow;
-    this.forwarder.countsGeneration++;
     conn.dispatch(this.now, this);
     this.currentFlow = outer;
   }
@@ -286,6 +285,11 @@ export class Stack implements LinkReceiver, FlowHost, SegmentSink, StackDriver {
   /** FlowHost */
   flowClosed(flow: TcpFlow): void {
     this.forwarder.flowClosed(flow);
+  }
+
+  /** FlowHost: the forwarder's running loss counts (the stack's stats read them). */
+  get tcpTotals(): TcpConnectionCounts {
+    return this.forwarder.tcpTotals;
   }
 
   refreshNow(): number {
@@ -327,8 +331,7 @@ export class Stack implements LinkReceiver, FlowHost, SegmentSink, StackDriver {
       const conn = flow.connection;
       if (conn === null) continue;
       this.currentFlow = flow;
-      this.forwarder.countsGeneration++;
-      conn.dispatch(this.now, this);
+        conn.dispatch(this.now, this);
       this.currentFlow = null;
       let at = conn.pollAt();
       if (flow.decisionDeadline < at) at = flow.decisionDeadline;

@@ -36,18 +36,15 @@ export type DropReason = WireErrorName | (typeof STACK_DROP_REASONS)[number];
 /** Every drop reason, codec reasons first (their order in wire/errors.ts), then the stack's. */
 export const DROP_REASONS: readonly DropReason[] = [...(WIRE_ERROR_NAMES.slice(1) as WireErrorName[]), ...STACK_DROP_REASONS];
 
-/** What the TCP loss counters are summed from: every connection open now, and those closed. */
+/** Where the stack's TCP loss counters come from. */
 export interface TcpCounterSource {
-  /** Totals of connections already closed. */
-  readonly closed: TcpConnectionCounts;
-  /** Calls `fn` with each open connection's counts. */
-  forEachOpen(fn: (c: TcpConnectionCounts) => void): void;
   /**
-   * Bumped before anything can change a count (a segment processed, a
-   * connection dispatched, a flow closed): a sum made at the same value is
-   * still the truth. Absent: every read sums again.
+   * Running totals of every connection's counts since the stack started:
+   * each connection adds to them as it counts (TcpConnection's `totals`),
+   * so reading them walks nothing (issue 10: a worker's report read the
+   * six getters several times a second, each a walk of every flow).
    */
-  readonly countsGeneration?: number;
+  readonly tcpTotals: TcpConnectionCounts;
 }
 
 /** The per-connection counters of a TcpConnection the stack reports. */
@@ -62,15 +59,6 @@ export interface TcpConnectionCounts {
 
 export function newTcpConnectionCounts(): TcpConnectionCounts {
   return { retransmits: 0, timeouts: 0, lostRetransmits: 0, lossProbes: 0, zeroWindowsSent: 0, windowProbes: 0 };
-}
-
-export function addTcpConnectionCounts(into: TcpConnectionCounts, c: TcpConnectionCounts): void {
-  into.retransmits += c.retransmits;
-  into.timeouts += c.timeouts;
-  into.lostRetransmits += c.lostRetransmits;
-  into.lossProbes += c.lossProbes;
-  into.zeroWindowsSent += c.zeroWindowsSent;
-  into.windowProbes += c.windowProbes;
 }
 
 /** Counters, all plain numbers read live; `drops` is keyed by reason. */
@@ -111,23 +99,6 @@ export interface StackStats {
   drops: Record<DropReason, number>;
 }
 
-const SCRATCH = newTcpConnectionCounts();
-/** The source and generation SCRATCH was summed for: the six getters read together (a spread, a structured clone, a worker's report) walk the flows once, not six times (issue 10). */
-let summedFor: TcpCounterSource | null = null;
-let summedAt = -1;
-
-function sumTcp(src: TcpCounterSource): TcpConnectionCounts {
-  const s = SCRATCH;
-  const g = src.countsGeneration;
-  if (g !== undefined && src === summedFor && g === summedAt) return s;
-  summedFor = g === undefined ? null : src;
-  summedAt = g ?? -1;
-  s.retransmits = s.timeouts = s.lostRetransmits = s.lossProbes = s.zeroWindowsSent = s.windowProbes = 0;
-  addTcpConnectionCounts(s, src.closed);
-  src.forEachOpen((c) => addTcpConnectionCounts(s, c));
-  return s;
-}
-
 /**
  * A fresh set of counters. The TCP loss counters are getters (own and
  * enumerable, so a spread or JSON.stringify of the object carries them).
@@ -151,22 +122,22 @@ export function newStackStats(tcp: TcpCounterSource): StackStats {
     icmpEchoReplies: 0,
     icmpErrorsIn: 0,
     get tcpRetransmits() {
-      return sumTcp(tcp).retransmits;
+      return tcp.tcpTotals.retransmits;
     },
     get tcpTimeouts() {
-      return sumTcp(tcp).timeouts;
+      return tcp.tcpTotals.timeouts;
     },
     get tcpLostRetransmits() {
-      return sumTcp(tcp).lostRetransmits;
+      return tcp.tcpTotals.lostRetransmits;
     },
     get tcpLossProbes() {
-      return sumTcp(tcp).lossProbes;
+      return tcp.tcpTotals.lossProbes;
     },
     get tcpZeroWindowsSent() {
-      return sumTcp(tcp).zeroWindowsSent;
+      return tcp.tcpTotals.zeroWindowsSent;
     },
     get tcpWindowProbes() {
-      return sumTcp(tcp).windowProbes;
+      return tcp.tcpTotals.windowProbes;
     },
     icmpErrorsApplied: 0,
     icmpErrorsOut: 0,

@@ -9,6 +9,7 @@
 import { SluiceError } from '../errors.js';
 import type { FlowKey } from '../ip/flow-table.js';
 import type { WheelEntry } from './timer-wheel.js';
+import type { TcpConnectionCounts } from './counters.js';
 import type { ConnectionOwner, TcpConnection } from '../tcp/connection.js';
 import { TcpStream, type FlowEndpoints } from './tcp-stream.js';
 
@@ -20,6 +21,8 @@ export interface FlowHost {
   flowClosed(flow: TcpFlow): void;
   /** A half-open (SYN-RECEIVED) flow completed its handshake. */
   handshakeDone(flow: TcpFlow): void;
+  /** The stack's running loss counts, which the flow's connection adds to (ConnectionOwner.tcpTotals). */
+  readonly tcpTotals: TcpConnectionCounts;
 }
 
 /** A flow's addresses before setFlowAddresses ran. */
@@ -86,6 +89,11 @@ export class TcpFlow implements FlowKey, WheelEntry, ConnectionOwner {
 
   markDirty(): void {
     this.host.markDirty(this);
+  }
+
+  /** ConnectionOwner: the stack's running loss counts. */
+  get tcpTotals(): TcpConnectionCounts {
+    return this.host.tcpTotals;
   }
 
   /** Creates the stream the application reads and writes. */

@@ -78,7 +78,7 @@ export class TcpConnection extends TcpOutput {
     const cfg = this.config;
     const sack = cfg.sack && syn.sackPermitted;
     // An active open learns only now whether the peer does SACK.
-    if (this.st === 'SYN-SENT' && cfg.sack && !sack) this.recovery = createLossRecovery(false, cfg, this.cc);
+    if (this.st === 'SYN-SENT' && cfg.sack && !sack) this.recovery = createLossRecovery(false, cfg, this.cc, this.totals);
     this.sackOk = sack;
     this.tsOk = cfg.timestamps && syn.hasTimestamps;
     if (this.tsOk) this.tsRecent = syn.tsVal;

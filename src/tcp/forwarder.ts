@@ -20,7 +20,7 @@ import type { IpPacket } from '../ip/packet.js';
 import type { IcmpHandler, UnreachableKind } from '../ip/icmp.js';
 import { addressBytesOf, copyAddresses, endpointsOf, setFlowAddresses, type FlowAddressBytes } from '../ip/flow-addresses.js';
 import type { StackDriver } from '../stack/driver.js';
-import { addTcpConnectionCounts, type TcpCounterSource, newTcpConnectionCounts, type TcpConnectionCounts } from '../stack/counters.js';
+import { type TcpCounterSource, newTcpConnectionCounts, type TcpConnectionCounts } from '../stack/counters.js';
 import { TcpFlow, type FlowHost } from '../stack/tcp-flow.js';
 import type { TcpStream, FlowEndpoints } from '../stack/tcp-stream.js';
 import { TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN, copyTcpRepr, newTcpRepr, type TcpRepr } from '../wire/tcp.js';
@@ -195,8 +195,8 @@ class FlowRequest implements TcpFlowRequest {
 }
 
 export class TcpForwarder implements TcpCounterSource {
-  /** Loss counters of the connections already closed (the open ones count their own). */
-  readonly closed: TcpConnectionCounts = newTcpConnectionCounts();
+  /** TcpCounterSource: every connection's loss counts, open and closed, added as they happen (FlowHost.tcpTotals). */
+  readonly tcpTotals: TcpConnectionCounts = newTcpConnectionCounts();
   private readonly pending = new Map<TcpFlow, PendingSyn>();
   private readonly isn = new IsnGenerator();
   private readonly cookies: SynCookies;
@@ -212,8 +212,6 @@ export class TcpForwarder implements TcpCounterSource {
   private batchBuf: Uint8Array | null = null;
   /** Offset of the record being input (set by the driver per record). */
   recordOff = 0;
-  /** TcpCounterSource: bumped per segment in, per dispatch (the stack) and per closed flow. */
-  countsGeneration = 0;
   private deferring = false;
   private readonly reply = newTcpRepr();
   private readonly scratchAddresses = { family: 4, srcAddr: new Uint8Array(16), dstAddr: new Uint8Array(16), src4: 0, dst4: 0 };
@@ -265,7 +263,6 @@ export class TcpForwarder implements TcpCounterSource {
 
   /** A TCP segment, parsed into `p.tcp` and its checksum verified. */
   input(p: IpPacket): void {
-    this.countsGeneration++;
     const seg = p.tcp;
     const d = this.d;
     const flow = this.flows.lookup(p.family, p.protocol, p.abuf, p.srcOff, p.dstOff, seg.srcPort, seg.dstPort);
@@ -632,7 +629,6 @@ export class TcpForwarder implements TcpCounterSource {
 
   /** The connection reached CLOSED (or never opened): forget the flow. */
   flowClosed(flow: TcpFlow): void {
-    this.countsGeneration++;
     const d = this.d;
     if (flow.halfOpen) {
       flow.halfOpen = false;
@@ -647,15 +643,8 @@ export class TcpForwarder implements TcpCounterSource {
       flow.decisionDeadline = Infinity;
       if (p.request !== null && !p.request.decided) p.request.cancelled();
     }
-    // Out of the table and into the closed totals at once: the live sum never counts it twice.
-    if (flow.connection !== null) addTcpConnectionCounts(this.closed, flow.connection);
     if (this.flows.remove(flow)) d.stats.tcpFlowsActive--;
     d.wheel.cancel(flow);
-  }
-
-  /** TcpCounterSource: the counts of every connection open now. */
-  forEachOpen(fn: (c: TcpConnectionCounts) => void): void {
-    for (const flow of this.flows.values()) if (flow.connection !== null) fn(flow.connection);
   }
 
   /** The wheel fired for a flow: a pending decision expired, or its connection has a deadline. */

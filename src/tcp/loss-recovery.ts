@@ -23,6 +23,7 @@
  */
 import { SendScoreboard, SEG_LOST, SEG_RETRANSMITTED, SEG_SACKED } from './scoreboard.js';
 import type { CongestionControl } from './congestion/index.js';
+import { newTcpConnectionCounts, type TcpConnectionCounts } from '../stack/counters.js';
 
 export type RecoveryState = 'open' | 'fast-recovery' | 'loss';
 
@@ -106,9 +107,13 @@ export abstract class RecoveryBase {
   fastRecoveries = 0;
   lossProbes = 0;
 
-  constructor(maxRecords: number, cc: CongestionControl) {
+  /** The connection's totals (TcpConnection.totals): lostRetransmits and lossProbes go there too. */
+  protected readonly totals: TcpConnectionCounts;
+
+  constructor(maxRecords: number, cc: CongestionControl, totals: TcpConnectionCounts = newTcpConnectionCounts()) {
     this.scoreboard = new SendScoreboard(maxRecords);
     this.cc = cc;
+    this.totals = totals;
   }
 
   /** Positions of lost data still to resend. */

@@ -31,14 +31,15 @@ import {
 } from './state.js';
 import type { TcpConfig } from './config.js';
 import type { TcpConnection } from './connection.js';
+import { newTcpConnectionCounts, type TcpConnectionCounts } from '../stack/counters.js';
 
 /** Records of at most one MSS for a full send buffer, with room for small writes. */
 function scoreboardRecords(config: TcpConfig): number {
   return Math.max(64, Math.ceil(config.sendBufferBytes / 256));
 }
 
-export function createLossRecovery(sack: boolean, config: TcpConfig, cc: CongestionControl): LossRecovery {
-  return sack ? new RackTlpRecovery(scoreboardRecords(config), cc) : new NewRenoRecovery(scoreboardRecords(config), cc);
+export function createLossRecovery(sack: boolean, config: TcpConfig, cc: CongestionControl, totals: TcpConnectionCounts): LossRecovery {
+  return sack ? new RackTlpRecovery(scoreboardRecords(config), cc, totals) : new NewRenoRecovery(scoreboardRecords(config), cc, totals);
 }
 
 /**
@@ -164,6 +165,9 @@ export abstract class TcpOutput {
   protected lastActivity: number;
   protected closeReason: CloseReason | null = null;
 
+  /** Where each loss count also goes: the stack's running totals (ConnectionOwner.tcpTotals), or this connection's own. */
+  protected readonly totals: TcpConnectionCounts;
+
   // Counters
   bytesReceived = 0;
   bytesSent = 0;
@@ -193,6 +197,7 @@ export abstract class TcpOutput {
     this.self = this as unknown as TcpConnection;
     this.config = config;
     this.owner = owner;
+    this.totals = owner.tcpTotals ?? newTcpConnectionCounts();
     this.st = state;
     this.rtt = new RttEstimator(sharedRttConfig(config, 4));
     this.sendRing = new ByteRing(config.sendBufferBytes);
@@ -204,7 +209,7 @@ export abstract class TcpOutput {
     this.sendMss = DEFAULT_PEER_MSS;
     this.segmentBytes = DEFAULT_PEER_MSS;
     this.cc = createCongestionControl(config.congestion, opts.mss, config.initialCwndSegments);
-    this.recovery = createLossRecovery(sack, config, this.cc);
+    this.recovery = createLossRecovery(sack, config, this.cc, this.totals);
     this.tsOffset = timestampOffset(opts.iss);
     this.lastActivity = now;
     this.rcvShift = receiveWindowShift(config);
@@ -564,6 +569,7 @@ export abstract class TcpOutput {
       for (let j = k; j <= last; j++) sb.markRetransmitted(j, now, order);
       lr.onSent(n);
       this.retransmits += last - k + 1; // wire segments, as a capture counts them
+      this.totals.retransmits += last - k + 1;
       sent = true;
       k = sb.nextLost(last + 1);
     }
@@ -589,6 +595,7 @@ export abstract class TcpOutput {
     this.finLost = false;
     this.emitControl(sink, this.finSeq, TCP_FIN | TCP_ACK, now);
     this.retransmits++;
+    this.totals.retransmits++;
     this.startRetransmitTimer(now);
     return true;
   }
@@ -603,6 +610,7 @@ export abstract class TcpOutput {
       return false;
     }
     this.timeouts++;
+    this.totals.timeouts++;
     this.recovery.cancelProbe();
     this.rtt.backoff();
     this.setTimer('retransmit', now + this.rtt.rto);
@@ -653,6 +661,8 @@ export abstract class TcpOutput {
       if (sb.endOf(k) > start + n) sb.splitAt(k, start + n);
       sb.markRetransmitted(k, now, sb.takeOrder());
       this.retransmits++;
+      this.totals.retransmits++;
+    this.totals.retransmits++;
     }
     lr.onProbeSent();
     this.armLossProbe(now);
@@ -663,6 +673,7 @@ export abstract class TcpOutput {
     // carrying SND.UNA-1, which the peer must answer with its window.
     this.emitControl(sink, seqSub(this.sndUna, 1) >>> 0, TCP_ACK, now);
     this.windowProbes++;
+    this.totals.windowProbes++;
     this.persistBackoff++;
     if (this.sndWnd === 0) this.setTimer('persist', now + Math.min(this.rtt.rto * 2 ** this.persistBackoff, this.config.maxRtoMs));
     else this.stopTimer('persist');
@@ -742,6 +753,7 @@ export abstract class TcpOutput {
     r.window = field;
     if (field === 0) {
       this.zeroWindowsSent++;
+      this.totals.zeroWindowsSent++;
       this.advertisedZero = true;
       this.windowUpdateAt = Infinity;
     } else if (this.advertisedZero && (flags & TCP_RST) === 0) {

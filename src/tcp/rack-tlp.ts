@@ -138,7 +138,10 @@ export class RackTlpRecovery extends RecoveryBase implements LossRecovery, Deliv
       if (remaining <= 0) {
         sb.markLost(k);
         this.rackLosses++;
-        if ((f & SEG_RETRANSMITTED) !== 0) this.lostRetransmits++;
+        if ((f & SEG_RETRANSMITTED) !== 0) {
+          this.lostRetransmits++;
+          this.totals.lostRetransmits++;
+        }
         marked = true;
       } else if (remaining < wait) {
         wait = remaining;
@@ -158,6 +161,7 @@ export class RackTlpRecovery extends RecoveryBase implements LossRecovery, Deliv
 
   onProbeSent(): void {
     this.lossProbes++;
+    this.totals.lossProbes++;
     this.probesSinceAck++;
   }
 

@@ -6,6 +6,7 @@
 import diagnostics_channel from 'node:diagnostics_channel';
 import type { TcpRepr } from '../wire/tcp.js';
 import type { TcpConnection } from './connection.js';
+import type { TcpConnectionCounts } from '../stack/counters.js';
 
 export type TcpState =
   | 'SYN-SENT'
@@ -71,6 +72,11 @@ export interface ConnectionOwner {
   onWritable(conn: TcpConnection): void;
   onPeerFin(conn: TcpConnection): void;
   onClosed(conn: TcpConnection, reason: CloseReason): void;
+  /**
+   * Totals the connection adds each loss count to as well as its own (the
+   * stack's, TcpCounterSource); absent, the connection keeps its own only.
+   */
+  readonly tcpTotals?: TcpConnectionCounts;
 }
 
 export interface ConnectionOptions {
