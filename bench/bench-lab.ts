@@ -67,3 +67,12 @@ function loop() {
 }
 for (let i = 0; i < 16; i++) loop();
 setTimeout(() => { console.log(JSON.stringify({ done, failed })); process.exit(0); }, Number(process.argv[2]) + 5000);`;
+
+/** Removes `name` and the value after it from `args` (a bench's command line); the value, or null without the flag. */
+export function takeFlag(args: string[], name: string): string | null {
+  const i = args.indexOf(name);
+  if (i < 0) return null;
+  const v = args[i + 1] ?? null;
+  args.splice(i, 2);
+  return v;
+}

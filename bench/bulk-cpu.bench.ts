@@ -20,7 +20,8 @@ import { pathToFileURL } from 'node:url';
 import { Lab, type Netns, type TestLike } from '../test/harness/netns.js';
 import { threeNamespaces, SERVER_V4 } from '../test/harness/topology.js';
 import { childEnv, Engine, SLUICE_BIN, TUN } from '../test/fixtures/engine/lab.js';
-import { BenchContext } from './bench-lab.js';
+import { BenchContext, takeFlag } from './bench-lab.js';
+import { median } from './peers-table.js';
 import { cpuMicros } from './conn-setup.bench.js';
 
 export interface BulkCpuRound {
@@ -109,20 +110,9 @@ export async function runBulkCpuBench(seconds: number, rounds: number, rate: str
   }
 }
 
-function median(v: number[]): number {
-  const s = [...v].sort((a, b) => a - b);
-  return s.length % 2 === 1 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
-}
-
 if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {
   const args = process.argv.slice(2);
-  const flag = (name: string): string | null => {
-    const i = args.indexOf(name);
-    if (i < 0) return null;
-    const v = args[i + 1] ?? null;
-    args.splice(i, 2);
-    return v;
-  };
+  const flag = (name: string): string | null => takeFlag(args, name);
   const other = flag('--ab');
   const rate = flag('--rate') ?? '2G';
   const mtu = Number(flag('--mtu') ?? 8500);

@@ -25,7 +25,8 @@ import { pathToFileURL } from 'node:url';
 import { Lab, type Netns, type TestLike } from '../test/harness/netns.js';
 import { threeNamespaces, SERVER_V4 } from '../test/harness/topology.js';
 import { childEnv, Engine, SLUICE_BIN, TUN } from '../test/fixtures/engine/lab.js';
-import { BenchContext } from './bench-lab.js';
+import { BenchContext, takeFlag } from './bench-lab.js';
+import { median } from './peers-table.js';
 import { writeNginxConf } from '../test/fixtures/nginx-conf.js';
 
 export interface ConnSetupRound {
@@ -160,11 +161,6 @@ export async function runConnSetupBench(seconds = 5, rounds = 3, connections = 1
   }
 }
 
-function median(v: number[]): number {
-  const s = [...v].sort((a, b) => a - b);
-  return s.length % 2 === 1 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
-}
-
 export function printConnSetupRows(rounds: ConnSetupRound[], seconds: number, connections: number, queues = 1): void {
   console.log(`\nconnection setup: wrk -c${connections} -d${seconds}s 'Connection: close' to nginx (1 KiB) through sluice run (gateway, tun, tun.queues ${queues}, flow log on)`);
   console.log(`  ${'round'.padEnd(8)} ${'conn/s'.padStart(8)} ${'CPU µs/conn'.padStart(12)} ${'TUN tx/conn'.padStart(12)} ${'errors'.padStart(7)} ${'RSS MB'.padStart(7)} ${'load1'.padStart(6)}`);
@@ -198,13 +194,7 @@ export function topSelfTime(file: string, top = 15): string[] {
 
 if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {
   const args = process.argv.slice(2);
-  const flag = (name: string): string | null => {
-    const i = args.indexOf(name);
-    if (i < 0) return null;
-    const v = args[i + 1] ?? null;
-    args.splice(i, 2);
-    return v;
-  };
+  const flag = (name: string): string | null => takeFlag(args, name);
   const profDir = flag('--prof');
   // --ab /other/checkout/bin/sluice.js: that build and this one, alternating.
   const other = flag('--ab');
