@@ -31,6 +31,7 @@ import type { EngineObserver } from '../engine/observer.js';
 import type { Capture, CaptureLink } from '../link/capture.js';
 import { FakeIpChannelServer, newFakeIpChannel, newTableSizes } from './fake-ip-channel.js';
 import { MirrorFlow } from './mirror-flow.js';
+import { applyWorkerGcFlags } from '../young-generation.js';
 import type { CaptureSpec, FlowSnap, MainToWorker, ObservedEvent, WorkerReport, WorkerStart, WorkerToMain } from './protocol.js';
 
 /** The module each worker thread runs (worker-entry.ts: the young-generation flag, then worker-main.ts). */
@@ -223,6 +224,8 @@ export class WorkerPool {
       w.on('message', (m: WorkerToMain) => {
         if (m.t === 'ready') {
           slot.state = 'running';
+          // A new worker thread put V8's flags back to the command line's: sluice's GC flags again, for every thread.
+          applyWorkerGcFlags();
           this.o.log.debug({ queue: slot.queue, ms: Date.now() - slot.startedAt }, 'worker ready');
           clearTimeout(readyTimer);
           if (!settled) {
