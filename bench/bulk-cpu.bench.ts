@@ -14,15 +14,15 @@
  *   sudo node dist/bench/bulk-cpu.bench.js [seconds] [rounds] [--rate 2G] [--mtu 8500] [--queues N] [--prof DIR] [--ab OTHER/bin/sluice.js]
  */
 import path from 'node:path';
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import { pathToFileURL } from 'node:url';
 import { Lab, type Netns, type TestLike } from '../test/harness/netns.js';
 import { threeNamespaces, SERVER_V4 } from '../test/harness/topology.js';
-import { childEnv, Engine, SLUICE_BIN, TUN } from '../test/fixtures/engine/lab.js';
+import { SLUICE_BIN, TUN } from '../test/fixtures/engine/lab.js';
 import { BenchContext, takeFlag } from './bench-lab.js';
 import { median } from './peers-table.js';
-import { cpuMicros } from './conn-setup.bench.js';
+import { cpuMicros, startGatewaySluice } from './conn-setup.bench.js';
 
 export interface BulkCpuRound {
   bin: string;
@@ -66,13 +66,8 @@ async function transfer(client: Netns, gateway: Netns, pid: number, seconds: num
 }
 
 async function oneRound(client: Netns, gateway: Netns, dir: string, bin: string, seconds: number, rate: string, mtu: number, queues: number | null, profDir: string | null): Promise<BulkCpuRound[]> {
-  const cfg = path.join(dir, 'sluice.yaml');
-  writeFileSync(cfg, config(mtu, queues));
-  const nodeArgs = profDir !== null ? ['--cpu-prof', '--cpu-prof-dir', profDir] : [];
-  const engine = new Engine(gateway.spawn(['env', '-u', 'NODE_OPTIONS', process.execPath, ...nodeArgs, bin, 'run', '--config', cfg, '--state', path.join(dir, 'state.json')], { env: childEnv }));
+  const engine = await startGatewaySluice(gateway, dir, config(mtu, queues), bin, profDir);
   try {
-    await engine.waitFor((l) => l.msg === 'ready', 30_000, '"ready"');
-    await gateway.sh(`sysctl -qw net.ipv4.conf.${TUN}.rp_filter=0`);
     const pid = engine.proc.pid!;
     // Warm-up: the JIT and the rings' first growth are not the steady state.
     await transfer(client, gateway, pid, 1, rate, false);

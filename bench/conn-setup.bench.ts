@@ -95,14 +95,29 @@ function parseWrk(out: string): { requests: number; perSec: number; errors: numb
   return { requests: req ? Number(req[1]) : 0, perSec: rate ? Number(rate[1]) : 0, errors };
 }
 
-async function oneRound(client: Netns, gateway: Netns, dir: string, seconds: number, connections: number, queues: number, profDir: string | null, bin: string): Promise<ConnSetupRound> {
+/**
+ * `sluice run` of `bin` in the gateway with `configText`, ready to carry
+ * flows (the TUN's rp_filter off); under `node --cpu-prof` into `profDir`
+ * when given. The caller stops it.
+ */
+export async function startGatewaySluice(gateway: Netns, dir: string, configText: string, bin: string, profDir: string | null): Promise<Engine> {
   const cfg = path.join(dir, 'sluice.yaml');
-  writeFileSync(cfg, config(queues));
+  writeFileSync(cfg, configText);
   const nodeArgs = profDir !== null ? ['--cpu-prof', '--cpu-prof-dir', profDir] : [];
   const engine = new Engine(gateway.spawn(['env', '-u', 'NODE_OPTIONS', process.execPath, ...nodeArgs, bin, 'run', '--config', cfg, '--state', path.join(dir, 'state.json')], { env: childEnv }));
   try {
     await engine.waitFor((l) => l.msg === 'ready', 30_000, '"ready"');
     await gateway.sh(`sysctl -qw net.ipv4.conf.${TUN}.rp_filter=0`);
+  } catch (err) {
+    await engine.stop(10_000);
+    throw err;
+  }
+  return engine;
+}
+
+async function oneRound(client: Netns, gateway: Netns, dir: string, seconds: number, connections: number, queues: number, profDir: string | null, bin: string): Promise<ConnSetupRound> {
+  const engine = await startGatewaySluice(gateway, dir, config(queues), bin, profDir);
+  try {
     const pid = engine.proc.pid!;
     const url = `http://${SERVER_V4}/1k`;
     // Warm-up: JIT and the first allocations are not what a steady state costs.

@@ -27,6 +27,7 @@
  * Needs root, /dev/net/tun, ip, nft, tc, a kernel that loads eBPF.
  */
 import t from 'tap';
+import { holdCpuLock } from '../fixtures/cpu-lock.js';
 import path from 'node:path';
 import { existsSync, readFileSync } from 'node:fs';
 import { spawn, type ChildProcess } from 'node:child_process';
@@ -170,6 +171,8 @@ for (const mode of MODES) {
 t.test(`under CPU load, SIGTERM at every ${LOAD_STEP_MS} ms of start-up: gateway mode tproxy`, { timeout: 600_000 }, async (t) => {
   const lab = await setUpMode(t, 'stopupld');
   if (lab === null) return;
+  // Not while another file's section needs spare CPU (test/fixtures/cpu-lock.ts).
+  await holdCpuLock(t);
   startLoad(t);
   await runMode(t, lab.gateway, tempDir(t, 'stopupld'), MODES[1]!, lab.before, LOAD_STEP_MS);
 });

@@ -37,6 +37,7 @@ import { threeNamespaces, SERVER_V4, SERVER_V6 } from '../harness/topology.js';
 import { BLOB_SERVER, childEnv, createLab, requireCommands, tempDir, TUN } from '../fixtures/engine/lab.js';
 import { startSluice } from './workstation.js';
 import { SUITE_QUEUES } from '../fixtures/suite-queues.js';
+import { holdCpuLock } from '../fixtures/cpu-lock.js';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const FLOOD = path.resolve(here, '../../../test/fixtures/syn-flood.py');
@@ -118,6 +119,8 @@ type Tool = 'raw' | 'hping3';
 async function floodRun(t: Test, tool: Tool): Promise<void> {
   if (!requireRoot(t)) return;
   if (!requireCommands(t, ['ip', 'tc', tool === 'raw' ? '/usr/bin/python3' : 'hping3'])) return;
+  // The generators run at nice 19: not while another file loads every core on purpose (test/fixtures/cpu-lock.ts).
+  await holdCpuLock(t);
   const dir = tempDir(t, 'synflood');
   const l = await createLab(t, tool === 'raw' ? 'synflraw' : 'synflhpg');
   const { client, gateway, server } = await threeNamespaces(l);
