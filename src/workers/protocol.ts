@@ -191,22 +191,12 @@ export function snapFlow(f: FlowRecord): FlowSnap {
  * 10: 10,000 idle flows, each re-sent with its match context every 5 s,
  * kept the main thread's heap busy with their copies).
  */
+/** The fields of a FlowSnap a ReportedView keeps (declared once, in FlowSnap). */
+type ReportedFields = Pick<FlowSnap, 'domain' | 'nameFrom' | 'sniffHost' | 'protocol' | 'rule' | 'outbound' | 'chains' | 'mode' | 'remoteDestination' | 'uid' | 'process' | 'processPath' | 'chain'>;
+export interface ReportedView extends ReportedFields {}
 export class ReportedView {
   up: number;
   down: number;
-  domain: FlowRecord['domain'];
-  nameFrom: FlowRecord['nameFrom'];
-  sniffHost: FlowRecord['sniffHost'];
-  protocol: FlowRecord['protocol'];
-  rule: number;
-  outbound: string;
-  chains: string[] | null;
-  mode: FlowRecord['mode'];
-  remoteDestination: string | null;
-  uid: number | null;
-  process: string | null;
-  processPath: string | null;
-  chain: readonly string[] | null;
   match: unknown;
 
   constructor(f: FlowRecord) {
