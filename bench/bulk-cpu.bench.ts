@@ -11,10 +11,10 @@
  * (-R). `--ab` alternates builds round by round (a directory whose
  * bin/sluice.js sets an environment variable and imports another build's
  * is a variant too).
- *   sudo node dist/bench/bulk-cpu.bench.js [seconds] [rounds] [--rate 2G] [--mtu 8500] [--queues N] [--prof DIR] [--ab OTHER/bin/sluice.js]
+ *   sudo node dist/bench/bulk-cpu.bench.js [seconds] [rounds] [--rate 2G] [--mtu 8500] [--queues N] [--prof DIR] [--only up|down] [--ab OTHER/bin/sluice.js]
  */
 import path from 'node:path';
-import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import { pathToFileURL } from 'node:url';
 import { Lab, type Netns, type TestLike } from '../test/harness/netns.js';
@@ -32,8 +32,49 @@ export interface BulkCpuRound {
   /** Packets sluice wrote to the TUN / read from it, per MB moved (super-packets count once): the syscalls behind the CPU. */
   tunWritesPerMB: number;
   tunReadsPerMB: number;
+  /** Minor page faults of the sluice process per MB: the allocator giving memory back and taking it again. */
+  faultsPerMB: number;
+  /** CPU ms per GB by thread name (/proc/PID/task/TID/comm; threads of one name added up): where the time goes. */
+  threads: Record<string, number>;
   load1: number;
 }
+
+/** utime + stime of each thread of `pid` in microseconds, by thread id (name and time). */
+function threadMicros(pid: number): Map<string, { name: string; us: number }> {
+  const out = new Map<string, { name: string; us: number }>();
+  for (const tid of readdirSync(`/proc/${pid}/task`)) {
+    try {
+      const stat = readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8');
+      const name = stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')'));
+      const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      out.set(tid, { name, us: (Number(f[11]) + Number(f[12])) * 10_000 });
+    } catch {
+      // The thread ended between the listing and the read.
+    }
+  }
+  return out;
+}
+
+/** Minor page faults of `pid` (all threads). */
+function minorFaults(pid: number): number {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[7]);
+}
+
+function threadDelta(pid: number, a: Map<string, { name: string; us: number }>, b: Map<string, { name: string; us: number }>, gb: number): Record<string, number> {
+  const by: Record<string, number> = {};
+  for (const [tid, t] of b) {
+    const d = t.us - (a.get(tid)?.us ?? 0);
+    // The main thread is the process id; Node 20 leaves its other threads (workers, V8's platform threads, libuv's pool) named "node", so they go by thread id.
+    const key = tid === String(pid) ? 'main' : `${t.name}/${tid}`;
+    if (d > 10_000) by[key] = (by[key] ?? 0) + d;
+  }
+  for (const k of Object.keys(by)) by[k] = Math.round(by[k]! / 1000 / gb);
+  return by;
+}
+
+/** --only up|down: one direction per round (the other's garbage and heap state then do not carry over). */
+let DIRECTIONS: boolean[] = [false, true];
 
 function config(mtu: number, queues: number | null): string {
   return `
@@ -51,18 +92,22 @@ async function tunPackets(gateway: Netns): Promise<{ written: number; read: numb
   return { written: rx!, read: tx! };
 }
 
-async function transfer(client: Netns, gateway: Netns, pid: number, seconds: number, rate: string, reverse: boolean): Promise<{ gbps: number; cpuMsPerGB: number; tunWritesPerMB: number; tunReadsPerMB: number }> {
+async function transfer(client: Netns, gateway: Netns, pid: number, seconds: number, rate: string, reverse: boolean): Promise<{ gbps: number; cpuMsPerGB: number; tunWritesPerMB: number; tunReadsPerMB: number; faultsPerMB: number; threads: Record<string, number> }> {
   const argv = ['iperf3', '-c', SERVER_V4, '-t', String(seconds), '-b', rate, '-i', '0', '-J', ...(reverse ? ['-R'] : [])];
   const p0 = await tunPackets(gateway);
   const c0 = cpuMicros(pid);
+  const t0 = threadMicros(pid);
+  const f0 = minorFaults(pid);
   const r = await client.exec(argv, { timeoutMs: (seconds + 30) * 1000, allowFail: true });
   const c1 = cpuMicros(pid);
+  const t1 = threadMicros(pid);
+  const f1 = minorFaults(pid);
   const p1 = await tunPackets(gateway);
   const j = JSON.parse(r.stdout || '{}') as { error?: string; end?: { sum_received?: { bytes: number; bits_per_second: number } } };
   const sum = j.end?.sum_received;
   if (j.error !== undefined || sum === undefined || sum.bytes === 0) throw new Error(`iperf3 ${reverse ? '-R ' : ''}failed: ${j.error ?? r.stderr.trim().slice(0, 300)}`);
   const mb = sum.bytes / 1e6;
-  return { gbps: sum.bits_per_second / 1e9, cpuMsPerGB: (c1 - c0) / 1000 / (sum.bytes / 1e9), tunWritesPerMB: (p1.written - p0.written) / mb, tunReadsPerMB: (p1.read - p0.read) / mb };
+  return { gbps: sum.bits_per_second / 1e9, cpuMsPerGB: (c1 - c0) / 1000 / (sum.bytes / 1e9), tunWritesPerMB: (p1.written - p0.written) / mb, tunReadsPerMB: (p1.read - p0.read) / mb, faultsPerMB: (f1 - f0) / mb, threads: threadDelta(pid, t0, t1, sum.bytes / 1e9) };
 }
 
 async function oneRound(client: Netns, gateway: Netns, dir: string, bin: string, seconds: number, rate: string, mtu: number, queues: number | null, profDir: string | null): Promise<BulkCpuRound[]> {
@@ -72,7 +117,7 @@ async function oneRound(client: Netns, gateway: Netns, dir: string, bin: string,
     // Warm-up: the JIT and the rings' first growth are not the steady state.
     await transfer(client, gateway, pid, 1, rate, false);
     const out: BulkCpuRound[] = [];
-    for (const reverse of [false, true]) {
+    for (const reverse of DIRECTIONS) {
       const m = await transfer(client, gateway, pid, seconds, rate, reverse);
       out.push({ bin, direction: reverse ? 'down' : 'up', ...m, load1: os.loadavg()[0]! });
       engine.lines.length = 0;
@@ -115,6 +160,8 @@ if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {
   const queuesArg = flag('--queues');
   const queues = queuesArg === null ? null : Number(queuesArg);
   // --prof DIR: sluice under node --cpu-prof (one profile per thread and round, written at exit).
+  const only = flag('--only');
+  if (only !== null) DIRECTIONS = [only === 'down'];
   const profArg = flag('--prof');
   const profDir = profArg === null ? null : path.resolve(profArg);
   if (profDir !== null) mkdirSync(profDir, { recursive: true });
@@ -127,7 +174,7 @@ if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {
       for (const bin of bins) {
         for (const direction of ['up', 'down'] as const) {
           const mine = rows.filter((r) => r.bin === bin && r.direction === direction);
-          console.log(`  ${bin} ${direction}: ${median(mine.map((r) => r.cpuMsPerGB)).toFixed(0)} ms/GB at ${median(mine.map((r) => r.gbps)).toFixed(2)} Gbit/s (rounds ${mine.map((r) => r.cpuMsPerGB.toFixed(0)).join(' ')}; TUN writes/MB ${median(mine.map((r) => r.tunWritesPerMB)).toFixed(1)}, reads/MB ${median(mine.map((r) => r.tunReadsPerMB)).toFixed(1)}; load ${mine.map((r) => r.load1.toFixed(1)).join(' ')})`);
+          console.log(`  ${bin} ${direction}: ${median(mine.map((r) => r.cpuMsPerGB)).toFixed(0)} ms/GB at ${median(mine.map((r) => r.gbps)).toFixed(2)} Gbit/s (rounds ${mine.map((r) => r.cpuMsPerGB.toFixed(0)).join(' ')}; TUN writes/MB ${median(mine.map((r) => r.tunWritesPerMB)).toFixed(1)}, reads/MB ${median(mine.map((r) => r.tunReadsPerMB)).toFixed(1)}, faults/MB ${median(mine.map((r) => r.faultsPerMB)).toFixed(1)}; load ${mine.map((r) => r.load1.toFixed(1)).join(' ')})`);
         }
       }
     },

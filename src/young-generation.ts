@@ -38,6 +38,11 @@ export function applyGcFlags(): void {
  * each GC; V8's flags are one set for the whole process, and starting a
  * worker thread resets them, so the pool applies them again once each
  * worker is ready. SLUICE_PARALLEL_SCAVENGE=1 keeps V8's defaults.
+ * (Since then the relay no longer allocates a 64 KiB Buffer per chunk
+ * either way (src/stack/chunk-pool.ts, src/outbound/upstream-read.ts):
+ * the helpers' remaining work in a bulk flow, concurrent marking started
+ * by that external memory, fell with it, to ~40 ms per GB per helper
+ * thread; these flags were not measured again without it.)
  */
 export function applyWorkerGcFlags(): void {
   applyGcFlags();

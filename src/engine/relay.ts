@@ -5,8 +5,11 @@
  * side resets the other: an upstream reset becomes a RST to the client and
  * a client reset a RST to the upstream, never a FIN.
  */
-import type { Socket } from 'node:net';
+import { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
+import { TcpStream } from '../stack/tcp-stream.js';
+import { giveBackChunk } from '../stack/chunk-pool.js';
+import { setReadSink, type ReadSink } from '../outbound/upstream-read.js';
 
 export interface RelayResult {
   bytesUp: number;
@@ -20,11 +23,19 @@ const RELAY = Symbol('sluice.relay');
 type Side = Duplex & { [RELAY]?: Relay };
 
 /**
+ * Upload bytes after which a relay from a TcpStream to a kernel socket
+ * reads the client into pooled chunks (src/stack/chunk-pool.ts): a bulk
+ * flow, not the first request of every connection (whose set-up then
+ * costs nothing more).
+ */
+const LEND_AFTER_BYTES = 256 * 1024;
+
+/**
  * One relay's state. The stream events are handled by the module's shared
  * functions below (the stream is `this`, the relay hangs off it), not by
  * closures made per flow (issue 10: connection set-up cost).
  */
-class Relay implements RelayResult {
+class Relay implements RelayResult, ReadSink {
   bytesUp = 0;
   bytesDown = 0;
   close = 'fin';
@@ -32,6 +43,14 @@ class Relay implements RelayResult {
   finished = false;
   /** shutdownRelay ran: the stop is closing this flow with FINs. */
   shutDown = false;
+  /**
+   * The client's pooled chunks written upstream whose write callback has
+   * not come yet, oldest first (a socket completes its writes in order).
+   * Null while the client's chunks are not pooled.
+   */
+  lent: Buffer[] | null = null;
+  /** The upstream write callback that gives the oldest lent chunk back (made once the flow is a bulk one). */
+  chunkWritten: ((err?: Error | null) => void) | null = null;
 
   constructor(
     readonly client: Duplex,
@@ -42,6 +61,20 @@ class Relay implements RelayResult {
     /** Sees the client's bytes as they pass until it returns false (null: nothing watches). */
     public observe: ((ctx: unknown, chunk: Buffer) => boolean) | null,
   ) {}
+
+  /**
+   * The upstream socket's bytes, in its shared read buffer (set as the
+   * socket's sink when the client is a TcpStream: upstream-read.ts). What
+   * the send ring cannot take now is copied and written the ordinary way;
+   * false then pauses the socket until the client drains.
+   */
+  upstreamRead(buf: Buffer, nread: number): boolean {
+    this.bytesDown += nread;
+    const client = this.client as TcpStream;
+    const taken = client.writeNow(buf, nread);
+    if (taken === nread) return true;
+    return client.write(Buffer.copyBytesFrom(buf, taken, nread - taken));
+  }
 
   finish(): void {
     if (--this.open > 0 || this.finished) return;
@@ -54,7 +87,41 @@ function onClientData(this: Side, c: Buffer): void {
   const r = this[RELAY]!;
   r.bytesUp += c.length;
   if (r.observe !== null && !r.observe(r.ctx, c)) r.observe = null;
+  const lent = r.lent;
+  if (lent !== null && (this as TcpStream).lendsChunks) {
+    // Every chunk the lending stream emits is pooled; the callback gives it back.
+    lent.push(c);
+    if (!r.upstream.write(c, r.chunkWritten!)) this.pause();
+    return;
+  }
   if (!r.upstream.write(c)) this.pause();
+  if (r.bytesUp >= LEND_AFTER_BYTES && r.observe === null && lent === null) startLending(r);
+}
+
+/**
+ * From now on the client's stream reads into pooled chunks, each given
+ * back once the upstream socket's write of it completed: the write
+ * callback is the point after which Node reads the chunk no more (a
+ * kernel socket; a TLS socket has copied it into its records). Only for a
+ * TcpStream into a net.Socket, and only once nothing observes the bytes (a
+ * sniffer may keep what it saw). A write that fails ends the lending: the
+ * chunks still out are left to the GC, never handed out again.
+ */
+function startLending(r: Relay): void {
+  const client = r.client;
+  if (!(client instanceof TcpStream) || !(r.upstream instanceof Socket) || r.shutDown) return;
+  const lent: Buffer[] = [];
+  r.lent = lent;
+  r.chunkWritten = (err) => {
+    if (err) {
+      client.lendsChunks = false;
+      lent.length = 0;
+      return;
+    }
+    const c = lent.shift();
+    if (c !== undefined && client.lendsChunks) giveBackChunk(c);
+  };
+  client.lendsChunks = true;
 }
 function onUpstreamData(this: Side, c: Buffer): void {
   const r = this[RELAY]!;
@@ -113,6 +180,10 @@ export function shutdownRelay(client: Duplex): boolean {
   if (r === undefined || r.finished || r.shutDown) return false;
   r.shutDown = true;
   const upstream = r.upstream;
+  // Chunks read from now on go nowhere (onDataAfterShutdown): not pooled,
+  // and the upstream's bytes come as 'data' again.
+  if (client instanceof TcpStream) client.lendsChunks = false;
+  if (upstream instanceof Socket) setReadSink(upstream, undefined);
   client.off('data', onClientData);
   upstream.off('data', onUpstreamData);
   client.on('data', onDataAfterShutdown);
@@ -170,6 +241,10 @@ export function relay<C>(
     r.bytesUp += chunk.length;
     upstream.write(chunk);
   }
+  // The upstream's reads straight into the client's send ring, when both
+  // allow it and nothing read earlier waits in the socket's buffer (it goes
+  // first, as 'data').
+  if (client instanceof TcpStream && upstream instanceof Socket && upstream.readableLength === 0) setReadSink(upstream, r);
   client.on('data', onClientData);
   upstream.on('drain', onUpstreamDrain);
   upstream.on('data', onUpstreamData);

@@ -16,7 +16,7 @@ export interface MarkedSocketOptions {
 }
 
 /** A net.Socket over a fresh, unconnected TCP socket carrying SO_MARK / SO_BINDTODEVICE; call .connect(). */
-export function markedTcpSocket(opts: MarkedSocketOptions): net.Socket {
+export function markedTcpSocket(opts: MarkedSocketOptions, onread?: net.OnReadOpts): net.Socket {
   const native = loadNative();
   const fd = native.createSocket({
     family: opts.family,
@@ -24,7 +24,7 @@ export function markedTcpSocket(opts: MarkedSocketOptions): net.Socket {
     ...(opts.mark ? { mark: opts.mark } : {}),
     ...(opts.device ? { device: opts.device } : {}),
   });
-  return new net.Socket({ fd, readable: true, writable: true });
+  return new net.Socket({ fd, readable: true, writable: true, ...(onread !== undefined ? { onread } : {}) });
 }
 
 /** A dgram socket over a bound UDP fd the addon made. */

@@ -11,6 +11,7 @@ import dns from 'node:dns';
 import type { Duplex } from 'node:stream';
 import dgram from 'node:dgram';
 import { markedTcpSocket, markedUdpSocket } from '../link/sockets.js';
+import { UPSTREAM_ONREAD, markSharedReads } from './upstream-read.js';
 import { OutboundError, OutboundErrorCode, fromSystemError } from './errors.js';
 import { DEFAULT_CONNECT_TIMEOUT_MS } from './types.js';
 import type { DialerOptions, LookupFn, SocketTuning } from './types.js';
@@ -199,15 +200,20 @@ export async function dialTcp(
   let socket: net.Socket;
   try {
     if (dialer.mark !== 0 || dialer.device !== undefined) {
-      socket = markedTcpSocket({
-        family: addr.family,
-        ...(dialer.mark !== 0 ? { mark: dialer.mark } : {}),
-        ...(dialer.device !== undefined ? { device: dialer.device } : {}),
-      });
+      socket = markedTcpSocket(
+        {
+          family: addr.family,
+          ...(dialer.mark !== 0 ? { mark: dialer.mark } : {}),
+          ...(dialer.device !== undefined ? { device: dialer.device } : {}),
+        },
+        UPSTREAM_ONREAD,
+      );
       socket.connect({ host: addr.address, port });
     } else {
-      socket = net.connect({ host: addr.address, port });
+      socket = net.connect({ host: addr.address, port, onread: UPSTREAM_ONREAD });
     }
+    // Reads into the thread's shared buffer (upstream-read.ts): a relay to a TcpStream takes them from there.
+    markSharedReads(socket);
   } catch (err) {
     // Synchronous failures: the native addon missing, EPERM on SO_MARK, no such device.
     throw fromSystemError(err, dialer.outbound, `socket for ${what}`);

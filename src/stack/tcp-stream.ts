@@ -7,9 +7,10 @@
  */
 import { Duplex } from 'node:stream';
 import type { TcpFlow } from './tcp-flow.js';
+import { CHUNK_BYTES, giveBackChunk, takeChunk } from './chunk-pool.js';
 
 /** Largest Buffer one read produces (one push per available chunk). */
-const READ_CHUNK = 64 * 1024;
+const READ_CHUNK = CHUNK_BYTES;
 
 export interface FlowEndpoints {
   /** 4 or 6. */
@@ -35,6 +36,12 @@ export class TcpStream extends Duplex implements FlowEndpoints {
   private pendingOffset = 0;
   private pendingCallback: ((err?: Error | null) => void) | null = null;
   private ended = false;
+  /**
+   * Set by a consumer that gives every chunk it reads back to the pool
+   * (chunk-pool.ts giveBackChunk) once done with it: pull() then fills
+   * pooled chunks instead of allocating one per read.
+   */
+  lendsChunks = false;
 
   constructor(flow: TcpFlow, endpoints: FlowEndpoints) {
     super({ allowHalfOpen: true, highWaterMark: 64 * 1024 });
@@ -60,11 +67,15 @@ export class TcpStream extends Duplex implements FlowEndpoints {
       const available = conn.recvAvailable;
       if (available === 0) break;
       const n = available < READ_CHUNK ? available : READ_CHUNK;
-      const buf = Buffer.allocUnsafe(n);
+      const buf = this.lendsChunks ? takeChunk() : Buffer.allocUnsafe(n);
       const got = conn.recv(buf, 0, n);
-      if (got === 0) break;
+      if (got === 0) {
+        if (this.lendsChunks) giveBackChunk(buf);
+        break;
+      }
       moved = true;
-      this.wantRead = this.push(got === n ? buf : buf.subarray(0, got));
+      // Only the bytes just read: a pooled chunk is longer than n and holds an earlier read's bytes past them.
+      this.wantRead = this.push(got === buf.length ? buf : buf.subarray(0, got));
     }
     // Reading opened the window: let the connection send an update.
     if (moved) this.flow.markDirty();
@@ -89,6 +100,21 @@ export class TcpStream extends Duplex implements FlowEndpoints {
     this.pendingChunk = chunk;
     this.pendingOffset = taken;
     this.pendingCallback = callback;
+  }
+
+  /**
+   * Copies bytes straight into the send ring, bypassing the Writable's
+   * queue (a relay reading its upstream into a shared buffer: the bytes
+   * must be taken before it returns). Takes nothing while anything written
+   * the ordinary way is still queued, so the order holds, nor once the
+   * writable side ended; the caller writes what is left the ordinary way.
+   */
+  writeNow(src: Uint8Array, len: number): number {
+    const conn = this.flow.connection;
+    if (conn === null || this.writableLength > 0 || this.pendingCallback !== null || this.writableEnded || this.destroyed) return 0;
+    const taken = conn.send(src, 0, len);
+    if (taken > 0) this.flow.markDirty();
+    return taken;
   }
 
   /** The send ring has room again. */
