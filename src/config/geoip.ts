@@ -6,10 +6,20 @@
  */
 import { readFile } from 'node:fs/promises';
 import { readFileSync } from 'node:fs';
-import { Reader } from 'maxmind';
+import { createRequire } from 'node:module';
+import type { Reader as MmdbReader } from 'maxmind';
 import { describeReadError } from './ruleset.js';
 
 /** Largest database accepted (GeoLite2-City is about 70 MB; Country about 10 MB). */
+/**
+ * `maxmind` (CommonJS) is loaded when a database is opened, not at start:
+ * a configuration without geoip.database does without it (issue 10).
+ */
+const requireCjs = createRequire(import.meta.url);
+function Reader(): typeof MmdbReader {
+  return (requireCjs('maxmind') as typeof import('maxmind')).Reader;
+}
+
 export const MAX_GEOIP_BYTES = 256 * 1024 * 1024;
 
 /** What sluice reads of a record (a GeoLite2-Country record has these and more). */
@@ -33,7 +43,7 @@ export async function geoIpDatabaseProblem(path: string): Promise<string | null>
   }
   if (buf.length > MAX_GEOIP_BYTES) return `${path} is larger than ${MAX_GEOIP_BYTES} bytes`;
   try {
-    new Reader(buf);
+    new (Reader())(buf);
     return null;
   } catch (err) {
     return `${path} is not a MaxMind DB (mmdb) file: ${(err as Error).message}`;
@@ -43,7 +53,7 @@ export async function geoIpDatabaseProblem(path: string): Promise<string | null>
 /** Opens the database (synchronously: once at start or reload). Throws with the path named. */
 export function openCountryReader(path: string): CountryReader {
   try {
-    return new Reader(readFileSync(path)) as unknown as CountryReader;
+    return new (Reader())(readFileSync(path)) as unknown as CountryReader;
   } catch (err) {
     throw new Error(`geoip.database ${path}: ${(err as Error).message}`);
   }

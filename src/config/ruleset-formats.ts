@@ -22,13 +22,22 @@
  * says would be worse than a refused file.
  */
 import { readFile, stat } from 'node:fs/promises';
-import { parse as parseYaml } from 'yaml';
+import { createRequire } from 'node:module';
 import type { ConfigProblem } from './errors.js';
 import { cidrProblem, describeReadError, domainProblem, parseRuleSetText, regexProblem, MAX_PROBLEMS_PER_FILE, MAX_RULESET_BYTES } from './ruleset.js';
 import type { ClashBehavior, RuleSetFormat, RuleSetType } from './types.js';
 
-export type { ClashBehavior, RuleSetFormat };
+/**
+ * `yaml` (CommonJS) loaded on the first YAML ruleset, not with the engine:
+ * a worker thread (tun.queues > 1) imports the engine but reads no config
+ * or ruleset file, and does without it (~1 MB of heap each; issue 10).
+ */
+const requireCjs = createRequire(import.meta.url);
+function parseYaml(text: string, options: { maxAliasCount: number }): unknown {
+  return (requireCjs('yaml') as typeof import('yaml')).parse(text, options);
+}
 
+export type { ClashBehavior, RuleSetFormat };
 
 export interface Converted {
   type: RuleSetType;

@@ -19,7 +19,8 @@ import http, { type IncomingMessage, type ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 import { chmodSync, unlinkSync } from 'node:fs';
 import type { Duplex } from 'node:stream';
-import { WebSocketServer, type WebSocket } from 'ws';
+import { createRequire } from 'node:module';
+import type { WebSocketServer, WebSocket } from 'ws';
 import { Auth, answerPreflight, applyCors } from './auth.js';
 import { ApiError, sendError } from './http-util.js';
 import { bindServer, formatListen, type ListenAddress } from './listen.js';
@@ -27,6 +28,8 @@ import { bindServer, formatListen, type ListenAddress } from './listen.js';
 export { listenHint } from './listen.js';
 import { RouteTable, type ApiRequest, type RouteHandler, type RouteOptions, type WsHandler } from './router.js';
 import { serveStatic } from './static-files.js';
+
+const requireCjs = createRequire(import.meta.url);
 
 export const MAX_WS_CLIENTS = 64;
 /** Unsent bytes on one WebSocket above which its frames are skipped. */
@@ -76,7 +79,8 @@ type StreamTarget = object;
 export class ApiServer implements ApiRoutes {
   readonly counters: ApiServerCounters = { requests: 0, unauthorized: 0, wsClients: 0, wsRefused: 0, wsFramesDropped: 0, wsClosedSlow: 0, errors: 0 };
   private readonly http: http.Server;
-  private readonly wss: WebSocketServer;
+  /** Made on the first WebSocket upgrade (wsServer()), not at start. */
+  private wss: WebSocketServer | null = null;
   private readonly routes = new RouteTable<RouteHandler>();
   private readonly wsRoutes = new RouteTable<WsHandler>();
   private readonly auth: Auth;
@@ -103,7 +107,19 @@ export class ApiServer implements ApiRoutes {
       if (socket.writable) socket.end('HTTP/1.1 400 Bad Request\r\nConnection: close\r\nContent-Length: 0\r\n\r\n');
       else socket.destroy();
     });
-    this.wss = new WebSocketServer({ noServer: true, maxPayload: WS_MAX_PAYLOAD, perMessageDeflate: false });
+  }
+
+  /**
+   * `ws` (CommonJS) is loaded, and its server made, on the first WebSocket
+   * upgrade: a `sluice run` whose dashboard never connects does without its
+   * ~1.5 MB of heap and code (issue 10).
+   */
+  private wsServer(): WebSocketServer {
+    if (this.wss === null) {
+      const { WebSocketServer: Server } = requireCjs('ws') as typeof import('ws');
+      this.wss = new Server({ noServer: true, maxPayload: WS_MAX_PAYLOAD, perMessageDeflate: false });
+    }
+    return this.wss;
   }
 
   get address(): string {
@@ -154,7 +170,7 @@ export class ApiServer implements ApiRoutes {
     this.closed = true;
     for (const c of this.clients) c.terminate();
     this.clients.clear();
-    this.wss.close();
+    this.wss?.close();
     const done = new Promise<void>((resolve) => this.http.close(() => resolve()));
     for (const s of this.sockets) s.destroy();
     await done;
@@ -286,7 +302,7 @@ export class ApiServer implements ApiRoutes {
       this.counters.wsRefused++;
       return refuse(503, `too many WebSocket clients (at most ${MAX_WS_CLIENTS})`);
     }
-    this.wss.handleUpgrade(req, socket, head, (ws) => {
+    this.wsServer().handleUpgrade(req, socket, head, (ws) => {
       this.clients.add(ws);
       this.counters.wsClients = this.clients.size;
       ws.on('error', () => ws.terminate());

@@ -18,7 +18,7 @@
 import { TCP_ACK, TCP_FIN, TCP_PSH, TCP_RST, TCP_SYN, type TcpRepr } from '../wire/tcp.js';
 import { inWindow, seqAdd, seqGt, seqLeq, seqLt, seqSub } from './seq.js';
 import { DEFAULT_PEER_MSS, TS_OPTION_BYTES } from './options.js';
-import { TcpOutput, createLossRecovery } from './output.js';
+import { TcpOutput } from './output.js';
 import { peerMaySendIn, type ConnectionOptions, type ConnectionOwner, type TcpState } from './state.js';
 import type { TcpConfig } from './config.js';
 
@@ -78,7 +78,7 @@ export class TcpConnection extends TcpOutput {
     const cfg = this.config;
     const sack = cfg.sack && syn.sackPermitted;
     // An active open learns only now whether the peer does SACK.
-    if (this.st === 'SYN-SENT' && cfg.sack && !sack) this.recovery = createLossRecovery(false, cfg, this.cc, this.totals);
+    if (this.st === 'SYN-SENT' && cfg.sack && !sack) this.setRecoverySack(false);
     this.sackOk = sack;
     this.tsOk = cfg.timestamps && syn.hasTimestamps;
     if (this.tsOk) this.tsRecent = syn.tsVal;
@@ -177,7 +177,7 @@ export class TcpConnection extends TcpOutput {
     this.pmtuReductions++;
     // Everything un-SACKed is resent in the new size (records larger than
     // it are split as they go out), without entering recovery.
-    this.recovery.scoreboard.markAllLost();
+    this.lossRecovery?.scoreboard.markAllLost(); // none: nothing sent, nothing to mark
     return true;
   }
 
@@ -195,7 +195,7 @@ export class TcpConnection extends TcpOutput {
 
   /** Retransmissions that RACK found lost again (and resent without a timeout). */
   get lostRetransmits(): number {
-    return this.recovery.lostRetransmits;
+    return this.lossRecovery === null ? 0 : this.lossRecovery.lostRetransmits;
   }
 
   /** An ACK for an out-of-order (or hole-filling) segment is owed and must go before the next segment is processed. */
@@ -205,7 +205,7 @@ export class TcpConnection extends TcpOutput {
 
   /** In fast recovery or in the loss state after a timeout. */
   get inRecovery(): boolean {
-    return this.recovery.state !== 'open';
+    return this.lossRecovery !== null && this.lossRecovery.state !== 'open';
   }
 
   // -------------------------------------------------------------- input
@@ -383,20 +383,25 @@ export class TcpConnection extends TcpOutput {
       return false;
     }
     const window = seg.window << this.sndShift;
-    const lr = this.recovery;
-    lr.beginAck(now, this.rtt.minRtt);
+    // No recovery yet: no data was ever sent (output.ts lossRecovery), and
+    // on its empty scoreboard a fresh one would record nothing of this ACK
+    // (no delivery, no SACK, no duplicate, no loss, no PRR step).
+    const lr = this.lossRecovery;
+    if (lr !== null) lr.beginAck(now, this.rtt.minRtt);
     const advanced = seqGt(ack, this.sndUna);
     if (advanced) this.onNewAck(now, seg, ack);
-    if (this.sackOk && seg.sackCount > 0) this.recordSack(seg);
-    if (!advanced && ack === this.sndUna && len === 0 && (seg.flags & TCP_FIN) === 0 && this.sentBytes > 0 && (window === this.sndWnd || lr.delivered > 0)) {
-      // RFC 5681 2: a duplicate ACK (RFC 6675 2: with SACK, one that SACKs
-      // new data counts even when the window changed, as Linux receivers
-      // grow it all the time while auto-tuning).
-      lr.onDuplicateAck(this.sendMss);
+    if (lr !== null) {
+      if (this.sackOk && seg.sackCount > 0) this.recordSack(seg);
+      if (!advanced && ack === this.sndUna && len === 0 && (seg.flags & TCP_FIN) === 0 && this.sentBytes > 0 && (window === this.sndWnd || lr.delivered > 0)) {
+        // RFC 5681 2: a duplicate ACK (RFC 6675 2: with SACK, one that SACKs
+        // new data counts even when the window changed, as Linux receivers
+        // grow it all the time while auto-tuning).
+        lr.onDuplicateAck(this.sendMss);
+      }
+      // Only NewReno's early retransmit (RFC 5827) asks whether new data could go: not computed per ACK with SACK.
+      const moreToSend = !this.sackOk && this.canSendData();
+      if (lr.finishAck(now, this.ringBase, this.nxtPos, this.rtt.srtt, this.sendMss, moreToSend)) this.rttSentAt = -1; // Karn: the timed segment may be retransmitted
     }
-    // Only NewReno's early retransmit (RFC 5827) asks whether new data could go: not computed per ACK with SACK.
-    const moreToSend = !this.sackOk && this.canSendData();
-    if (lr.finishAck(now, this.ringBase, this.nxtPos, this.rtt.srtt, this.sendMss, moreToSend)) this.rttSentAt = -1; // Karn: the timed segment may be retransmitted
     // Window update (RFC 9293 3.10.7.4: SND.WL1 < SEG.SEQ or (= and SND.WL2 <= SEG.ACK)).
     if (seqLt(this.sndWl1, seg.seq) || (this.sndWl1 === seg.seq && seqLeq(this.sndWl2, ack))) {
       const opened = this.sndWnd === 0 && window > 0;
@@ -451,9 +456,10 @@ export class TcpConnection extends TcpOutput {
     }
     this.takeRttSample(now, seg, false);
     this.retries = 0;
-    this.recovery.onAdvance();
+    const lr = this.lossRecovery; // none: nothing sent, the state is open (output.ts lossRecovery)
+    if (lr !== null) lr.onAdvance();
     // In fast recovery PRR paces sending; after a timeout slow start regrows cwnd (RFC 5681 3.1).
-    if (this.recovery.state !== 'fast-recovery' && acked > 0) this.cc.onAck(now, acked, this.rtt.srtt);
+    if ((lr === null || lr.state !== 'fast-recovery') && acked > 0) this.cc.onAck(now, acked, this.rtt.srtt);
     // RFC 6298 5.2/5.3: stop the timer when all is acknowledged, else restart it.
     if (this.sndUna === this.sndNxt) this.stopTimer('retransmit');
     else this.setTimer('retransmit', now + this.rtt.rto);

@@ -66,8 +66,21 @@ export abstract class TcpOutput {
   readonly recvRing: ByteRing;
   /** Out-of-order ranges: made for the first segment that arrives above a hole (issue 10: most connections never need one). */
   private assembler: Assembler | null = null;
-  /** Loss detection and recovery of our sent data (RACK-TLP with SACK, NewReno without), PRR, the scoreboard. */
-  recovery: LossRecovery;
+  /**
+   * Loss detection and recovery of our sent data (RACK-TLP with SACK,
+   * NewReno without), PRR, the scoreboard: made on first need (the
+   * `recovery` getter), as a rule the first data segment sent (issue 10:
+   * a connection that never sends data, an idle flow whose peer speaks
+   * first or not at all, does without its ~400 bytes). While it is null the
+   * connection behaves as with a fresh one: every step a fresh recovery
+   * would answer without a change of state (the ACK's bookkeeping with
+   * nothing on the scoreboard, a probe with nothing in flight) is skipped;
+   * every other step makes it first. Invariant: sentBytes > 0 implies it
+   * exists (sendNew goes through the getter).
+   */
+  protected lossRecovery: LossRecovery | null = null;
+  /** Whether the recovery to make is RACK-TLP (SACK; an active open expects it until the SYN-ACK says otherwise). */
+  private recoverySack: boolean;
   /** Made when the first unacceptable segment needs an answer (most connections never see one; issue 10: idle flows). */
   private answerLimiter: AnswerLimiter | null = null;
 
@@ -209,7 +222,7 @@ export abstract class TcpOutput {
     this.sendMss = DEFAULT_PEER_MSS;
     this.segmentBytes = DEFAULT_PEER_MSS;
     this.cc = createCongestionControl(config.congestion, opts.mss, config.initialCwndSegments);
-    this.recovery = createLossRecovery(sack, config, this.cc, this.totals);
+    this.recoverySack = sack;
     this.tsOffset = timestampOffset(opts.iss);
     this.lastActivity = now;
     this.rcvShift = receiveWindowShift(config);
@@ -217,6 +230,22 @@ export abstract class TcpOutput {
 
   get state(): TcpState {
     return this.st;
+  }
+
+  /** The loss recovery, made now if it does not exist yet (see lossRecovery). */
+  get recovery(): LossRecovery {
+    return this.lossRecovery ?? this.makeRecovery();
+  }
+
+  private makeRecovery(): LossRecovery {
+    return (this.lossRecovery = createLossRecovery(this.recoverySack, this.config, this.cc, this.totals));
+  }
+
+  /** The handshake settled whether the peer does SACK (an active open learns it from the SYN-ACK). */
+  protected setRecoverySack(sack: boolean): void {
+    if (sack === this.recoverySack) return;
+    this.recoverySack = sack;
+    if (this.lossRecovery !== null) this.lossRecovery = createLossRecovery(sack, this.config, this.cc, this.totals);
   }
 
   protected get ooo(): Assembler {
@@ -316,14 +345,14 @@ export abstract class TcpOutput {
 
   /** Tail loss probes sent. */
   get lossProbes(): number {
-    return this.recovery.lossProbes;
+    return this.lossRecovery === null ? 0 : this.lossRecovery.lossProbes;
   }
 
   protected enterTimeWait(now: number, reason: StateChangeReason): void {
     this.setState('TIME-WAIT', reason);
     // The exclusive timer becomes TIME-WAIT's: no retransmission, probe or FIN-WAIT-2 bound is left.
     this.setTimer('time-wait', now + this.config.timeWaitMs);
-    this.recovery.cancelProbe();
+    this.lossRecovery?.cancelProbe();
     this.keepAliveAt = Infinity;
   }
 
@@ -334,7 +363,7 @@ export abstract class TcpOutput {
     this.closeReason = why;
     this.setTimer('idle', Infinity);
     this.delayedAckAt = this.keepAliveAt = this.windowUpdateAt = Infinity;
-    this.recovery.cancelProbe();
+    this.lossRecovery?.cancelProbe();
     // The rings' stores go back to the pool: nothing is sent any more, and
     // after anything but a graceful close nothing is read either. After a
     // FIN the application may still read what is left; the receive store
@@ -391,9 +420,11 @@ export abstract class TcpOutput {
           break; // persist: below, after any data the window now takes
       }
     }
-    const lr = this.recovery;
-    if (lr.reorderAt <= now && lr.onReorderTimer(now, this.nxtPos, this.rtt.srtt, this.sendMss)) this.rttSentAt = -1;
-    if (lr.probeAt <= now) this.sendLossProbe(now, sink);
+    const lr = this.lossRecovery;
+    if (lr !== null) {
+      if (lr.reorderAt <= now && lr.onReorderTimer(now, this.nxtPos, this.rtt.srtt, this.sendMss)) this.rttSentAt = -1;
+      if (lr.probeAt <= now) this.sendLossProbe(now, sink);
+    }
     if (this.keepAliveAt <= now && !this.onKeepAlive(now, sink)) return;
 
     if (this.synPending) {
@@ -414,7 +445,7 @@ export abstract class TcpOutput {
     }
 
     let sent = false;
-    if (lr.lostBytes > 0) sent = this.retransmitLost(now, sink);
+    if (lr !== null && lr.lostBytes > 0) sent = this.retransmitLost(now, sink);
     sent = this.sendData(now, sink) || sent;
     sent = this.sendFin(now, sink) || sent;
     sent = this.resendFin(now, sink) || sent;
@@ -443,16 +474,19 @@ export abstract class TcpOutput {
   pollAt(): number {
     if (this.st === 'CLOSED') return Infinity;
     if (this.rstPending || this.rstReplyPending || this.synPending || this.ackNow || this.challengePending) return 0;
+    const lr = this.lossRecovery;
     if (this.st !== 'SYN-SENT' && this.st !== 'SYN-RECEIVED') {
-      if (this.recovery.lostBytes > 0 && this.recovery.allowance(this.cc.cwnd) > 0) return 0;
-      if (this.canSendData() || this.finReady() || (this.finLost && this.recovery.lostBytes === 0)) return 0;
+      if (lr !== null && lr.lostBytes > 0 && lr.allowance(this.cc.cwnd) > 0) return 0;
+      if (this.canSendData() || this.finReady() || (this.finLost && (lr === null || lr.lostBytes === 0))) return 0;
     }
     let t = this.timerAt;
     if (this.delayedAckAt < t) t = this.delayedAckAt;
     if (this.keepAliveAt < t) t = this.keepAliveAt;
     if (this.windowUpdateAt < t) t = this.windowUpdateAt;
-    if (this.recovery.probeAt < t) t = this.recovery.probeAt;
-    if (this.recovery.reorderAt < t) t = this.recovery.reorderAt;
+    if (lr !== null) {
+      if (lr.probeAt < t) t = lr.probeAt;
+      if (lr.reorderAt < t) t = lr.reorderAt;
+    }
     return t;
   }
 
@@ -591,7 +625,7 @@ export abstract class TcpOutput {
 
   /** A timeout found the FIN unacknowledged: resend it once no lost data waits (the state stays). */
   protected resendFin(now: number, sink: SegmentSink): boolean {
-    if (!this.finLost || this.recovery.lostBytes > 0) return false;
+    if (!this.finLost || (this.lossRecovery !== null && this.lossRecovery.lostBytes > 0)) return false;
     this.finLost = false;
     this.emitControl(sink, this.finSeq, TCP_FIN | TCP_ACK, now);
     this.retransmits++;
@@ -611,7 +645,7 @@ export abstract class TcpOutput {
     }
     this.timeouts++;
     this.totals.timeouts++;
-    this.recovery.cancelProbe();
+    this.lossRecovery?.cancelProbe();
     this.rtt.backoff();
     this.setTimer('retransmit', now + this.rtt.rto);
     this.rttSentAt = -1; // Karn
@@ -630,7 +664,8 @@ export abstract class TcpOutput {
 
   /** RFC 8985 7.2: (re)schedules the tail loss probe (loss-recovery.ts; only with SACK). */
   protected armLossProbe(now: number): void {
-    this.recovery.armProbe(now, this.rtt.srtt, this.rtt.samples > 0, this.sentBytes, this.sendMss, this.config.delayedAckMs, this.rtoAt);
+    // Without a recovery nothing was ever sent: a fresh one would arm nothing.
+    this.lossRecovery?.armProbe(now, this.rtt.srtt, this.rtt.samples > 0, this.sentBytes, this.sendMss, this.config.delayedAckMs, this.rtoAt);
   }
 
   /**

@@ -25,6 +25,28 @@ t.test('the loss recovery follows SACK negotiation: RACK-TLP with it, NewReno wi
   t.ok(c.recovery instanceof NewRenoRecovery, 'the peer did not permit SACK');
 });
 
+t.test('the loss recovery is made with the first data sent, of the negotiated kind (issue 10: idle flows)', async (t) => {
+  const made = (c: TcpConnection): boolean => (c as unknown as { lossRecovery: unknown }).lossRecovery !== null;
+  const f = established(config(), { sackPermitted: true });
+  f.send({ flags: TCP_ACK, ack: f.conn.sndNxt, seq: f.peerSeq }, Buffer.from('hello'));
+  f.advance(1000);
+  t.notOk(made(f.conn), 'a handshake, data received and ACKs sent: none yet');
+  t.equal(f.conn.lossProbes, 0);
+  t.equal(f.conn.lostRetransmits, 0);
+  t.notOk(f.conn.inRecovery);
+  queue(f, MSS);
+  f.dispatch();
+  t.ok(made(f.conn), 'made for the first data segment');
+  t.ok(f.conn.recovery instanceof RackTlpRecovery);
+  // Active open, nothing asked of the recovery before a SYN-ACK without SACK: made as NewReno.
+  const rec = new Recorder();
+  const c = TcpConnection.connect(config(), 0, { iss: 1, mss: 1460 }, rec);
+  c.dispatch(0, rec);
+  c.process(1, seg({ seq: 500, ack: 2, flags: TCP_SYN | TCP_ACK, mss: 1460 }), new Uint8Array(0), 0, 0);
+  t.notOk(made(c), 'none after the handshake');
+  t.ok(c.recovery instanceof NewRenoRecovery, 'the peer did not permit SACK');
+});
+
 t.test('TLP needs SACK (RFC 8985 7.2): without it a lost tail waits for the RTO', async (t) => {
   const f = withRtt(2, false);
   queue(f, 4 * MSS);
