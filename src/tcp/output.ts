@@ -697,7 +697,6 @@ export abstract class TcpOutput {
       sb.markRetransmitted(k, now, sb.takeOrder());
       this.retransmits++;
       this.totals.retransmits++;
-    this.totals.retransmits++;
     }
     lr.onProbeSent();
     this.armLossProbe(now);

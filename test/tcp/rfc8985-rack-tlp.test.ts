@@ -72,6 +72,10 @@ t.test('TLP: a flight of one segment adds the peer\'s delayed-ACK time to the PT
   const probe = dataOf(f.advance(1));
   t.same(probe.map((s) => segIndex(s, base)), [0], 'then the segment again');
   t.equal(f.conn.lossProbes, 1);
+  // The resent segment counts once, on the connection and in the totals
+  // (it counted twice in the totals once).
+  t.equal(f.conn.retransmits, 1, 'one retransmission');
+  t.equal((f.conn as unknown as { totals: { retransmits: number } }).totals.retransmits, 1, 'one in the running totals');
   f.send({ flags: TCP_ACK, ack: (base + MSS) >>> 0 });
   t.equal(f.conn.recovery.probeAt, Infinity, 'nothing in flight: no probe');
 });
