@@ -13,10 +13,13 @@
  *   sudo node dist/bench/conn-setup.bench.js [seconds] [rounds] [--connections N] [--queues N] [--prof DIR] [--ab OTHER/bin/sluice.js]
  * --queues N sets tun.queues (default 1: one thread; N > 1 is the worker
  * mode of src/workers/, and the CPU figure is the whole process's, every
- * thread's time summed, as /proc/PID/stat counts it).
+ * thread's time summed, as /proc/PID/stat counts it). Each round also
+ * splits it by thread (bench/thread-cpu.ts): the main thread, each worker
+ * (`sluice-q<N>`), and the rest (V8's and libuv's helper threads).
  * --prof DIR runs sluice under `node --cpu-prof --cpu-prof-dir DIR` (one
- * profile per round, written when sluice exits) and prints the top
- * self-time entries of each.
+ * profile per thread and round, the workers' too: they inherit the
+ * flags; written when sluice exits) and prints the top self-time entries
+ * of each.
  */
 import path from 'node:path';
 import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -27,6 +30,7 @@ import { threeNamespaces, SERVER_V4 } from '../test/harness/topology.js';
 import { childEnv, Engine, SLUICE_BIN, TUN } from '../test/fixtures/engine/lab.js';
 import { BenchContext, takeFlag } from './bench-lab.js';
 import { median } from './peers-table.js';
+import { threadCpu, threadSplit } from './thread-cpu.js';
 import { writeNginxConf } from '../test/fixtures/nginx-conf.js';
 
 export interface ConnSetupRound {
@@ -38,6 +42,8 @@ export interface ConnSetupRound {
   load1: number;
   /** Packets sluice wrote to the TUN per completed request (sluice_tun_transmit_packets_total), NaN when the metrics could not be read. */
   txPerConn: number;
+  /** CPU µs per completed request by thread group (bench/thread-cpu.ts: main, sluice-q0.., other). */
+  threads: Record<string, number>;
 }
 
 /** The control API's secret in the bench's config (the /metrics read below). */
@@ -124,9 +130,11 @@ async function oneRound(client: Netns, gateway: Netns, dir: string, seconds: num
     await client.exec(['wrk', '-t1', `-c${connections}`, '-d1s', '-H', 'Connection: close', url], { timeoutMs: 30_000, allowFail: true });
     engine.lines.length = 0;
     const tx0 = await tunTxPackets(gateway);
+    const t0 = threadCpu(pid);
     const c0 = cpuMicros(pid);
     const r = await client.exec(['wrk', '-t1', `-c${connections}`, `-d${seconds}s`, '-H', 'Connection: close', url], { timeoutMs: (seconds + 30) * 1000 });
     const c1 = cpuMicros(pid);
+    const split = threadSplit(pid, t0, threadCpu(pid));
     const w = parseWrk(r.stdout);
     const rss = rssBytes(pid);
     const tx1 = await tunTxPackets(gateway);
@@ -139,6 +147,7 @@ async function oneRound(client: Netns, gateway: Netns, dir: string, seconds: num
       rssMb: rss / 2 ** 20,
       load1: os.loadavg()[0]!,
       txPerConn: w.requests > 0 ? (tx1 - tx0) / w.requests : NaN,
+      threads: Object.fromEntries(Object.entries(split).map(([k, v]) => [k, w.requests > 0 ? v / w.requests : NaN])),
     };
   } finally {
     await engine.stop(10_000);
@@ -180,6 +189,10 @@ export function printConnSetupRows(rounds: ConnSetupRound[], seconds: number, co
   console.log(`\nconnection setup: wrk -c${connections} -d${seconds}s 'Connection: close' to nginx (1 KiB) through sluice run (gateway, tun, tun.queues ${queues}, flow log on)`);
   console.log(`  ${'round'.padEnd(8)} ${'conn/s'.padStart(8)} ${'CPU µs/conn'.padStart(12)} ${'TUN tx/conn'.padStart(12)} ${'errors'.padStart(7)} ${'RSS MB'.padStart(7)} ${'load1'.padStart(6)}`);
   rounds.forEach((r, i) => console.log(`  ${String(i + 1).padEnd(8)} ${r.connPerSec.toFixed(0).padStart(8)} ${r.cpuUsPerConn.toFixed(0).padStart(12)} ${r.txPerConn.toFixed(2).padStart(12)} ${String(r.errors).padStart(7)} ${r.rssMb.toFixed(0).padStart(7)} ${r.load1.toFixed(2).padStart(6)}`));
+  const groups = [...new Set(rounds.flatMap((r) => Object.keys(r.threads)))].sort((a, b) => (a === 'main' ? -1 : b === 'main' ? 1 : a === 'other' ? 1 : b === 'other' ? -1 : a.localeCompare(b)));
+  const perThread = (r: ConnSetupRound): string => groups.map((g) => `${g} ${(r.threads[g] ?? 0).toFixed(0)}`).join(', ');
+  rounds.forEach((r, i) => console.log(`  ${String(i + 1).padEnd(8)} CPU µs/conn by thread: ${perThread(r)}`));
+  console.log(`  ${'median'.padEnd(8)} CPU µs/conn by thread: ${groups.map((g) => `${g} ${median(rounds.map((r) => r.threads[g] ?? 0)).toFixed(0)}`).join(', ')}`);
   console.log(`  ${'median'.padEnd(8)} ${median(rounds.map((r) => r.connPerSec)).toFixed(0).padStart(8)} ${median(rounds.map((r) => r.cpuUsPerConn)).toFixed(0).padStart(12)} ${median(rounds.map((r) => r.txPerConn)).toFixed(2).padStart(12)} ${''.padStart(7)} ${median(rounds.map((r) => r.rssMb)).toFixed(0).padStart(7)} ${median(rounds.map((r) => r.load1)).toFixed(2).padStart(6)}`);
 }
 

@@ -28,6 +28,7 @@ import { refuseGlobalDispatch } from '../outbound/agent.js';
 import { MainChannel, RemoteDnsSnoop, RemoteFakeIpPool } from './fake-ip-channel.js';
 import { QueueLink } from './queue-link.js';
 import { SharedDialTable } from './shared-dials.js';
+import { nameThisThread } from './thread-name.js';
 import { CaptureLink, type Capture } from '../link/capture.js';
 import { ReportedView, snapFlow, type FlowBytesSnap, type FlowSnap, type MainToWorker, type ObservedEvent, type WorkerReport, type WorkerStart, type WorkerToMain } from './protocol.js';
 import type { EndedFlow, EngineObserver, SniffOutcome } from '../engine/observer.js';
@@ -113,6 +114,7 @@ function main(): void {
   const port = parentPort;
   if (port === null) throw new Error('src/workers/worker-main.ts runs only as a worker thread');
   const start = workerData as WorkerStart;
+  nameThisThread(start.queue);
   const config: SluiceConfig = start.config;
   refuseGlobalDispatch();
   const lines: string[] = [];
