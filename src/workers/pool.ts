@@ -325,6 +325,13 @@ export class WorkerPool {
       slot.mirrors.delete(m.id);
       reg.remove(m, e.final);
     }
+    for (const e of r.endedBytes) {
+      if (slot.gone.delete(e.id)) continue;
+      const m = slot.mirrors.get(e.id);
+      if (m === undefined) continue;
+      slot.mirrors.delete(e.id);
+      reg.remove(m, { bytesUp: e.bytesUp, bytesDown: e.bytesDown });
+    }
     this.tapLogs(r);
     if (r.open !== null) {
       const seen = new Set(r.open);
@@ -342,6 +349,7 @@ export class WorkerPool {
     r.bytes = [];
     r.open = null;
     r.ended = [];
+    r.endedBytes = [];
     r.closed = [];
     r.logs = [];
     r.observed = NO_EVENTS;

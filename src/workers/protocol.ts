@@ -117,8 +117,10 @@ export interface WorkerReport {
   bytes: FlowBytesSnap[];
   /** A full report: the id of every open flow, for the main thread to drop mirrors the worker no longer has; null otherwise. */
   open: string[] | null;
-  /** Flows ended since the last report that an earlier report had shown, with their final bytes. */
+  /** Flows ended since the last report that an earlier report had shown and that changed since (name, route, ...), whole, with their final bytes. */
   ended: { snap: FlowSnap; final: FlowBytes }[];
+  /** Flows ended since the last report that an earlier report had shown as they still were: the id and final bytes. */
+  endedBytes: FlowBytesSnap[];
   /**
    * Flows that began and ended since the last report (never shown: the
    * main thread has no mirror of them), as totals per outbound for the

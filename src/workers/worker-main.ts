@@ -58,8 +58,10 @@ const MAX_OBSERVED = 20_000;
 /** The worker engine's registry: also notes what changed for the next report. */
 class ReportingFlowRegistry extends FlowRegistry<FlowRecord> {
   readonly added = new Set<string>();
-  /** Ended flows an earlier report showed (the main thread holds their mirrors). */
+  /** Ended flows an earlier report showed (the main thread holds their mirrors) and that changed since: whole. */
   ended: { snap: FlowSnap; final: FlowBytes }[] = [];
+  /** Ended flows an earlier report showed as they still are: the id and final bytes. */
+  endedBytes: FlowBytesSnap[] = [];
   /** Ended flows no report showed, as totals by outbound (protocol.ts ClosedTotals). */
   private readonly closed = new Map<string, ClosedTotals>();
   /** What each open flow's last report showed of what changes (protocol.ts ReportedView). */
@@ -91,8 +93,12 @@ class ReportingFlowRegistry extends FlowRegistry<FlowRecord> {
     const b = f.bytes ?? final;
     const up = Math.max(b.bytesUp, final.bytesUp);
     const down = Math.max(b.bytesDown, final.bytesDown);
-    if (this.reported.delete(f.id)) this.ended.push({ snap: snapFlow(f), final: { bytesUp: up, bytesDown: down } });
-    else {
+    const view = this.reported.get(f.id);
+    if (view !== undefined) {
+      this.reported.delete(f.id);
+      if (view.update(f) === 'view') this.ended.push({ snap: snapFlow(f), final: { bytesUp: up, bytesDown: down } });
+      else this.endedBytes.push({ id: f.id, bytesUp: up, bytesDown: down });
+    } else {
       let t = this.closed.get(f.outbound);
       if (t === undefined) {
         // Bounded by the outbounds (and groups) the config names.
@@ -197,6 +203,7 @@ function main(): void {
       bytes,
       open,
       ended: flows.ended,
+      endedBytes: flows.endedBytes,
       closed: flows.takeClosed(),
       counters: { ...engine.counters, synFlood: { ...engine.counters.synFlood } } as unknown as Record<string, unknown>,
       stack: engine.stack.stats as unknown as Record<string, unknown>,
@@ -211,6 +218,7 @@ function main(): void {
       observed: observer === null ? NO_EVENTS : observer.take(),
     };
     flows.ended = [];
+    flows.endedBytes = [];
     flows.added.clear();
     droppedLines = 0;
     port.postMessage(msg);
