@@ -10,7 +10,15 @@
  * wrk completed. The machine may be shared: every round is reported, with
  * medians and the load average, and CPU per connection is the robust
  * figure (the rate depends on how much CPU the other processes leave).
- *   sudo node dist/bench/conn-setup.bench.js [seconds] [rounds] [--connections N] [--queues N] [--prof DIR] [--ab OTHER/bin/sluice.js]
+ *   sudo node dist/bench/conn-setup.bench.js [seconds] [rounds] [--connections N] [--queues N] [--warmup S] [--prof DIR] [--ab OTHER/bin/sluice.js]
+ * --warmup S: seconds of the same load before the measured run (default 1).
+ * One second leaves V8 still optimising (TurboFan on its platform threads,
+ * the `other` column): at two queues each worker isolate compiles the same
+ * functions again with half the calls each, and in the measured 5 s it
+ * still made ~120 optimised compilations per worker (--log-code), which
+ * the `other` threads' CPU per connection showed (40-100 µs, more the fewer
+ * connections a busy machine let through). A long-running gateway pays
+ * that once.
  * --queues N sets tun.queues (default 1: one thread; N > 1 is the worker
  * mode of src/workers/, and the CPU figure is the whole process's, every
  * thread's time summed, as /proc/PID/stat counts it). Each round also
@@ -121,13 +129,15 @@ export async function startGatewaySluice(gateway: Netns, dir: string, configText
   return engine;
 }
 
-async function oneRound(client: Netns, gateway: Netns, dir: string, seconds: number, connections: number, queues: number, profDir: string | null, bin: string): Promise<ConnSetupRound> {
+async function oneRound(client: Netns, gateway: Netns, dir: string, seconds: number, connections: number, queues: number, profDir: string | null, bin: string, warmup: number): Promise<ConnSetupRound> {
   const engine = await startGatewaySluice(gateway, dir, config(queues), bin, profDir);
   try {
     const pid = engine.proc.pid!;
     const url = `http://${SERVER_V4}/1k`;
-    // Warm-up: JIT and the first allocations are not what a steady state costs.
-    await client.exec(['wrk', '-t1', `-c${connections}`, '-d1s', '-H', 'Connection: close', url], { timeoutMs: 30_000, allowFail: true });
+    // Warm-up: JIT and the first allocations are not what a steady state costs
+    // (each worker thread is an isolate of its own that compiles the same
+    // code again, with half the calls: see --warmup above).
+    await client.exec(['wrk', '-t1', `-c${connections}`, `-d${warmup}s`, '-H', 'Connection: close', url], { timeoutMs: (warmup + 30) * 1000, allowFail: true });
     engine.lines.length = 0;
     const tx0 = await tunTxPackets(gateway);
     const t0 = threadCpu(pid);
@@ -158,7 +168,7 @@ async function oneRound(client: Netns, gateway: Netns, dir: string, seconds: num
  * `bins` (default: this checkout's) are run in turn, round by round, so an
  * A/B comparison of two builds shares the machine's load; rounds[i] is bins[i % bins.length].
  */
-export async function runConnSetupBench(seconds = 5, rounds = 3, connections = 16, profDir: string | null = null, bins: string[] = [SLUICE_BIN], queues = 1): Promise<ConnSetupRound[]> {
+export async function runConnSetupBench(seconds = 5, rounds = 3, connections = 16, profDir: string | null = null, bins: string[] = [SLUICE_BIN], queues = 1, warmup = 1): Promise<ConnSetupRound[]> {
   const ctx = new BenchContext();
   const dir = mkdtempSync(path.join(os.tmpdir(), 'sluice-connsetup-'));
   try {
@@ -174,7 +184,7 @@ export async function runConnSetupBench(seconds = 5, rounds = 3, connections = 1
     const out: ConnSetupRound[] = [];
     for (let i = 0; i < rounds * bins.length; i++) {
       const bin = bins[i % bins.length]!;
-      const round = await oneRound(client, gateway, dir, seconds, connections, queues, profDir, bin);
+      const round = await oneRound(client, gateway, dir, seconds, connections, queues, profDir, bin, warmup);
       process.stderr.write(`round ${i + 1} (${bin}): ${JSON.stringify(round)}\n`);
       out.push(round);
     }
@@ -229,12 +239,14 @@ if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {
   const bins = other === null ? [SLUICE_BIN] : [path.resolve(other), SLUICE_BIN];
   const connections = Number(flag('--connections') ?? 16);
   const queues = Number(flag('--queues') ?? 1);
+  const warmup = Number(flag('--warmup') ?? 1);
+  if (!Number.isInteger(warmup) || warmup < 1) throw new Error(`--warmup: expected a whole number of seconds, at least 1, got ${warmup}`);
   if (!Number.isInteger(queues) || queues < 1 || queues > 64) throw new Error(`--queues: expected a whole number from 1 to 64, got ${queues}`);
   const seconds = Number(args[0] ?? 5);
   const rounds = Number(args[1] ?? 3);
   if (profDir !== null) mkdirSync(profDir, { recursive: true });
   const before = profDir !== null ? new Set(readdirSync(profDir)) : new Set<string>();
-  runConnSetupBench(seconds, rounds, connections, profDir === null ? null : path.resolve(profDir), bins, queues).then(
+  runConnSetupBench(seconds, rounds, connections, profDir === null ? null : path.resolve(profDir), bins, queues, warmup).then(
     (r) => {
       bins.forEach((bin, b) => {
         if (bins.length > 1) console.log(`\n${bin}:`);
