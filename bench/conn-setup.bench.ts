@@ -10,13 +10,24 @@
  * wrk completed. The machine may be shared: every round is reported, with
  * medians and the load average, and CPU per connection is the robust
  * figure (the rate depends on how much CPU the other processes leave).
- *   sudo node dist/bench/conn-setup.bench.js [seconds] [rounds] [--connections N] [--queues N] [--prof DIR] [--ab OTHER/bin/sluice.js]
+ *   sudo node dist/bench/conn-setup.bench.js [seconds] [rounds] [--connections N] [--queues N] [--warmup S] [--prof DIR] [--ab OTHER/bin/sluice.js]
+ * --warmup S: seconds of the same load before the measured run (default 1).
+ * One second leaves V8 still optimising (TurboFan on its platform threads,
+ * the `other` column): at two queues each worker isolate compiles the same
+ * functions again with half the calls each, and in the measured 5 s it
+ * still made ~120 optimised compilations per worker (--log-code), which
+ * the `other` threads' CPU per connection showed (40-100 µs, more the fewer
+ * connections a busy machine let through). A long-running gateway pays
+ * that once.
  * --queues N sets tun.queues (default 1: one thread; N > 1 is the worker
  * mode of src/workers/, and the CPU figure is the whole process's, every
- * thread's time summed, as /proc/PID/stat counts it).
+ * thread's time summed, as /proc/PID/stat counts it). Each round also
+ * splits it by thread (bench/thread-cpu.ts): the main thread, each worker
+ * (`sluice-q<N>`), and the rest (V8's and libuv's helper threads).
  * --prof DIR runs sluice under `node --cpu-prof --cpu-prof-dir DIR` (one
- * profile per round, written when sluice exits) and prints the top
- * self-time entries of each.
+ * profile per thread and round, the workers' too: they inherit the
+ * flags; written when sluice exits) and prints the top self-time entries
+ * of each.
  */
 import path from 'node:path';
 import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -27,6 +38,7 @@ import { threeNamespaces, SERVER_V4 } from '../test/harness/topology.js';
 import { childEnv, Engine, SLUICE_BIN, TUN } from '../test/fixtures/engine/lab.js';
 import { BenchContext, takeFlag } from './bench-lab.js';
 import { median } from './peers-table.js';
+import { threadCpu, threadSplit } from './thread-cpu.js';
 import { writeNginxConf } from '../test/fixtures/nginx-conf.js';
 
 export interface ConnSetupRound {
@@ -38,6 +50,8 @@ export interface ConnSetupRound {
   load1: number;
   /** Packets sluice wrote to the TUN per completed request (sluice_tun_transmit_packets_total), NaN when the metrics could not be read. */
   txPerConn: number;
+  /** CPU µs per completed request by thread group (bench/thread-cpu.ts: main, sluice-q0.., other). */
+  threads: Record<string, number>;
 }
 
 /** The control API's secret in the bench's config (the /metrics read below). */
@@ -115,18 +129,22 @@ export async function startGatewaySluice(gateway: Netns, dir: string, configText
   return engine;
 }
 
-async function oneRound(client: Netns, gateway: Netns, dir: string, seconds: number, connections: number, queues: number, profDir: string | null, bin: string): Promise<ConnSetupRound> {
+async function oneRound(client: Netns, gateway: Netns, dir: string, seconds: number, connections: number, queues: number, profDir: string | null, bin: string, warmup: number): Promise<ConnSetupRound> {
   const engine = await startGatewaySluice(gateway, dir, config(queues), bin, profDir);
   try {
     const pid = engine.proc.pid!;
     const url = `http://${SERVER_V4}/1k`;
-    // Warm-up: JIT and the first allocations are not what a steady state costs.
-    await client.exec(['wrk', '-t1', `-c${connections}`, '-d1s', '-H', 'Connection: close', url], { timeoutMs: 30_000, allowFail: true });
+    // Warm-up: JIT and the first allocations are not what a steady state costs
+    // (each worker thread is an isolate of its own that compiles the same
+    // code again, with half the calls: see --warmup above).
+    await client.exec(['wrk', '-t1', `-c${connections}`, `-d${warmup}s`, '-H', 'Connection: close', url], { timeoutMs: (warmup + 30) * 1000, allowFail: true });
     engine.lines.length = 0;
     const tx0 = await tunTxPackets(gateway);
+    const t0 = threadCpu(pid);
     const c0 = cpuMicros(pid);
     const r = await client.exec(['wrk', '-t1', `-c${connections}`, `-d${seconds}s`, '-H', 'Connection: close', url], { timeoutMs: (seconds + 30) * 1000 });
     const c1 = cpuMicros(pid);
+    const split = threadSplit(pid, t0, threadCpu(pid));
     const w = parseWrk(r.stdout);
     const rss = rssBytes(pid);
     const tx1 = await tunTxPackets(gateway);
@@ -139,6 +157,7 @@ async function oneRound(client: Netns, gateway: Netns, dir: string, seconds: num
       rssMb: rss / 2 ** 20,
       load1: os.loadavg()[0]!,
       txPerConn: w.requests > 0 ? (tx1 - tx0) / w.requests : NaN,
+      threads: Object.fromEntries(Object.entries(split).map(([k, v]) => [k, w.requests > 0 ? v / w.requests : NaN])),
     };
   } finally {
     await engine.stop(10_000);
@@ -149,7 +168,7 @@ async function oneRound(client: Netns, gateway: Netns, dir: string, seconds: num
  * `bins` (default: this checkout's) are run in turn, round by round, so an
  * A/B comparison of two builds shares the machine's load; rounds[i] is bins[i % bins.length].
  */
-export async function runConnSetupBench(seconds = 5, rounds = 3, connections = 16, profDir: string | null = null, bins: string[] = [SLUICE_BIN], queues = 1): Promise<ConnSetupRound[]> {
+export async function runConnSetupBench(seconds = 5, rounds = 3, connections = 16, profDir: string | null = null, bins: string[] = [SLUICE_BIN], queues = 1, warmup = 1): Promise<ConnSetupRound[]> {
   const ctx = new BenchContext();
   const dir = mkdtempSync(path.join(os.tmpdir(), 'sluice-connsetup-'));
   try {
@@ -165,7 +184,7 @@ export async function runConnSetupBench(seconds = 5, rounds = 3, connections = 1
     const out: ConnSetupRound[] = [];
     for (let i = 0; i < rounds * bins.length; i++) {
       const bin = bins[i % bins.length]!;
-      const round = await oneRound(client, gateway, dir, seconds, connections, queues, profDir, bin);
+      const round = await oneRound(client, gateway, dir, seconds, connections, queues, profDir, bin, warmup);
       process.stderr.write(`round ${i + 1} (${bin}): ${JSON.stringify(round)}\n`);
       out.push(round);
     }
@@ -180,6 +199,10 @@ export function printConnSetupRows(rounds: ConnSetupRound[], seconds: number, co
   console.log(`\nconnection setup: wrk -c${connections} -d${seconds}s 'Connection: close' to nginx (1 KiB) through sluice run (gateway, tun, tun.queues ${queues}, flow log on)`);
   console.log(`  ${'round'.padEnd(8)} ${'conn/s'.padStart(8)} ${'CPU µs/conn'.padStart(12)} ${'TUN tx/conn'.padStart(12)} ${'errors'.padStart(7)} ${'RSS MB'.padStart(7)} ${'load1'.padStart(6)}`);
   rounds.forEach((r, i) => console.log(`  ${String(i + 1).padEnd(8)} ${r.connPerSec.toFixed(0).padStart(8)} ${r.cpuUsPerConn.toFixed(0).padStart(12)} ${r.txPerConn.toFixed(2).padStart(12)} ${String(r.errors).padStart(7)} ${r.rssMb.toFixed(0).padStart(7)} ${r.load1.toFixed(2).padStart(6)}`));
+  const groups = [...new Set(rounds.flatMap((r) => Object.keys(r.threads)))].sort((a, b) => (a === 'main' ? -1 : b === 'main' ? 1 : a === 'other' ? 1 : b === 'other' ? -1 : a.localeCompare(b)));
+  const perThread = (r: ConnSetupRound): string => groups.map((g) => `${g} ${(r.threads[g] ?? 0).toFixed(0)}`).join(', ');
+  rounds.forEach((r, i) => console.log(`  ${String(i + 1).padEnd(8)} CPU µs/conn by thread: ${perThread(r)}`));
+  console.log(`  ${'median'.padEnd(8)} CPU µs/conn by thread: ${groups.map((g) => `${g} ${median(rounds.map((r) => r.threads[g] ?? 0)).toFixed(0)}`).join(', ')}`);
   console.log(`  ${'median'.padEnd(8)} ${median(rounds.map((r) => r.connPerSec)).toFixed(0).padStart(8)} ${median(rounds.map((r) => r.cpuUsPerConn)).toFixed(0).padStart(12)} ${median(rounds.map((r) => r.txPerConn)).toFixed(2).padStart(12)} ${''.padStart(7)} ${median(rounds.map((r) => r.rssMb)).toFixed(0).padStart(7)} ${median(rounds.map((r) => r.load1)).toFixed(2).padStart(6)}`);
 }
 
@@ -216,12 +239,14 @@ if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {
   const bins = other === null ? [SLUICE_BIN] : [path.resolve(other), SLUICE_BIN];
   const connections = Number(flag('--connections') ?? 16);
   const queues = Number(flag('--queues') ?? 1);
+  const warmup = Number(flag('--warmup') ?? 1);
+  if (!Number.isInteger(warmup) || warmup < 1) throw new Error(`--warmup: expected a whole number of seconds, at least 1, got ${warmup}`);
   if (!Number.isInteger(queues) || queues < 1 || queues > 64) throw new Error(`--queues: expected a whole number from 1 to 64, got ${queues}`);
   const seconds = Number(args[0] ?? 5);
   const rounds = Number(args[1] ?? 3);
   if (profDir !== null) mkdirSync(profDir, { recursive: true });
   const before = profDir !== null ? new Set(readdirSync(profDir)) : new Set<string>();
-  runConnSetupBench(seconds, rounds, connections, profDir === null ? null : path.resolve(profDir), bins, queues).then(
+  runConnSetupBench(seconds, rounds, connections, profDir === null ? null : path.resolve(profDir), bins, queues, warmup).then(
     (r) => {
       bins.forEach((bin, b) => {
         if (bins.length > 1) console.log(`\n${bin}:`);

@@ -126,19 +126,22 @@ export class FlowRegistry<T extends FlowRecord = FlowRecord> {
   remove(f: T, final: FlowBytes): void {
     if (!this.byId.delete(f.id)) return;
     const b = f.bytes ?? final;
-    const up = Math.max(b.bytesUp, final.bytesUp);
-    const down = Math.max(b.bytesDown, final.bytesDown);
+    this.countClosed(f.outbound, 1, Math.max(b.bytesUp, final.bytesUp), Math.max(b.bytesDown, final.bytesDown));
+  }
+
+  /** `flows` ended flows of `outbound` ('' before routing) that moved `up` and `down` bytes join the closed totals (remove() of each; a worker's flows the registry never held, src/workers/pool.ts). */
+  countClosed(outbound: string, flows: number, up: number, down: number): void {
     this.closedUp += up;
     this.closedDown += down;
-    this.closedFlows++;
-    const key = f.outbound === '' ? '(none)' : f.outbound;
+    this.closedFlows += flows;
+    const key = outbound === '' ? '(none)' : outbound;
     let t = this.perOutbound.get(key);
     if (t === undefined) {
       // Bounded by the outbounds (and groups) the config names.
       t = { flows: 0, up: 0, down: 0 };
       this.perOutbound.set(key, t);
     }
-    t.flows++;
+    t.flows += flows;
     t.up += up;
     t.down += down;
   }

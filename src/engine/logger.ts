@@ -46,10 +46,22 @@ class PrettyLines extends Writable {
  * costs one branch.
  */
 export class LogTap {
-  listener: ((line: string) => void) | null = null;
+  private fn: ((line: string) => void) | null = null;
+  /** Told when the tap gains its listener or loses it (the worker pool: whether workers send their lines, src/workers/log-tap.ts). */
+  onListening: ((listening: boolean) => void) | null = null;
+
+  get listener(): ((line: string) => void) | null {
+    return this.fn;
+  }
+
+  set listener(fn: ((line: string) => void) | null) {
+    const was = this.fn !== null;
+    this.fn = fn;
+    if (was !== (fn !== null)) this.onListening?.(fn !== null);
+  }
 
   write(line: string): boolean {
-    this.listener?.(line);
+    this.fn?.(line);
     return true;
   }
 }

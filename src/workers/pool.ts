@@ -10,8 +10,8 @@
  *   queue; a mirror's `end` asks its worker to end the flow;
  * - counters: sums over the workers' last reports plus what workers that
  *   were replaced had counted (engineCounters, stackStats, tunStats);
- * - logs: workers write their lines to stdout themselves and send them here
- *   for the /logs stream (the LogTap).
+ * - logs: workers write their lines to stdout themselves and, while the
+ *   /logs stream has a listener (the LogTap; log-tap.ts), send them here.
  *
  * A worker that fails (an error escaping its engine, a failed start, an exit
  * of any kind while sluice is not stopping) is reported with the number of
@@ -32,7 +32,9 @@ import type { Capture, CaptureLink } from '../link/capture.js';
 import { FakeIpChannelServer, newFakeIpChannel, newTableSizes } from './fake-ip-channel.js';
 import { MirrorFlow } from './mirror-flow.js';
 import { applyWorkerGcFlags } from '../young-generation.js';
-import type { CaptureSpec, FlowSnap, MainToWorker, ObservedEvent, WorkerReport, WorkerStart, WorkerToMain } from './protocol.js';
+import { newLogTapFlag, publishLogTap } from './log-tap.js';
+import { NO_EVENTS, replayObserved } from './observed-events.js';
+import type { CaptureSpec, FlowSnap, MainToWorker, WorkerReport, WorkerStart, WorkerToMain } from './protocol.js';
 
 /** The module each worker thread runs (worker-entry.ts: the young-generation flag, then worker-main.ts). */
 export const WORKER_SCRIPT = new URL('./worker-entry.js', import.meta.url);
@@ -135,6 +137,8 @@ export class WorkerPool {
   private readonly servers = new Set<FakeIpChannelServer>();
   /** The main thread's table sizes, one buffer read by every worker. */
   private readonly sizes = newTableSizes();
+  /** Whether the main thread's /logs stream listens, read by every worker (log-tap.ts). */
+  private readonly logTap = newLogTapFlag();
   private sizesTimer: NodeJS.Timeout | null = null;
   /** The main thread's captures the workers run, by the id they know them by. */
   private readonly captures = new Map<number, { cap: Capture; spec: CaptureSpec }>();
@@ -143,6 +147,7 @@ export class WorkerPool {
   constructor(private readonly o: WorkerPoolOptions) {
     this.config = o.config;
     this.slots = o.device.fds.map((fd, q) => new WorkerSlot(q, fd));
+    publishLogTap(o.tap, this.logTap);
     if (o.captureLink !== undefined) {
       o.captureLink.onCapturesChanged(() => this.followCaptures());
       // Captures already running (SLUICE_CAPTURE_FILE starts with the TUN): the workers run them from their start.
@@ -205,6 +210,7 @@ export class WorkerPool {
       selectionsPath: this.o.selectionsPath,
       observe: this.o.observer !== undefined && this.o.observer().engine !== null,
       dialTable: this.o.dialTable,
+      logTap: this.logTap,
     };
     const w = new Worker(WORKER_SCRIPT, { workerData: data, transferList: [wake.port2], stdout: false, stderr: false });
     slot.worker = w;
@@ -297,8 +303,12 @@ export class WorkerPool {
   }
 
   private applyReport(slot: WorkerSlot, r: WorkerReport): void {
-    if (r.observed.length > 0) this.replayObserved(r.observed);
+    if (r.observed.nums.length > 0) {
+      const o = this.o.observer?.();
+      if (o !== undefined) replayObserved(r.observed, o.engine, o.dnsUpstream);
+    }
     const reg = this.o.flows;
+    for (const c of r.closed) reg.countClosed(c.outbound, c.flows, c.up, c.down);
     for (const snap of r.updated) {
       if (slot.gone.has(snap.id)) continue;
       this.upsert(slot, snap);
@@ -314,6 +324,13 @@ export class WorkerPool {
       const m = this.upsert(slot, e.snap);
       slot.mirrors.delete(m.id);
       reg.remove(m, e.final);
+    }
+    for (const e of r.endedBytes) {
+      if (slot.gone.delete(e.id)) continue;
+      const m = slot.mirrors.get(e.id);
+      if (m === undefined) continue;
+      slot.mirrors.delete(e.id);
+      reg.remove(m, { bytesUp: e.bytesUp, bytesDown: e.bytesDown });
     }
     this.tapLogs(r);
     if (r.open !== null) {
@@ -332,21 +349,11 @@ export class WorkerPool {
     r.bytes = [];
     r.open = null;
     r.ended = [];
+    r.endedBytes = [];
+    r.closed = [];
     r.logs = [];
-    r.observed = [];
+    r.observed = NO_EVENTS;
     slot.report = r;
-  }
-
-  /** The workers' flow ends, dials, sniffs and DNS lookups, into the main thread's metrics. */
-  private replayObserved(events: readonly ObservedEvent[]): void {
-    const o = this.o.observer?.();
-    if (o === undefined) return;
-    for (const e of events) {
-      if (e.k === 'flow') o.engine?.flowEnded(e.f);
-      else if (e.k === 'dial') o.engine?.dialed(e.outbound, e.seconds, e.failure === null ? null : new Error(e.failure));
-      else if (e.k === 'sniff') o.engine?.sniffed(e.protocol, e.outcome);
-      else o.dnsUpstream?.(e.seconds, e.ok);
-    }
   }
 
   private tapLogs(r: WorkerReport): void {

@@ -6,7 +6,7 @@
 import type { RuleSetType, SluiceConfig } from '../config/types.js';
 import type { FlowBytes, FlowRecord, NameOrigin } from '../engine/flow-registry.js';
 import type { MatchContext, SniffedProtocol } from '../engine/policy/types.js';
-import type { EndedFlow, SniffOutcome } from '../engine/observer.js';
+import type { ObservedBatch } from './observed-events.js';
 import type { CaptureFilter } from '../link/capture.js';
 import type { PcapResolution } from '../link/pcap-writer.js';
 
@@ -30,6 +30,8 @@ export interface WorkerStart {
   observe: boolean;
   /** The dials in progress of every engine (shared-dials.ts), for limits.dials / dialsPerSource. */
   dialTable: SharedArrayBuffer;
+  /** One Int32 (log-tap.ts): non-zero while the main thread's /logs stream has a listener; the worker sends its lines only then. */
+  logTap: SharedArrayBuffer;
 }
 
 /** A capture the main thread runs (a CaptureLink capture): the worker captures its own queue with the same filter and sends the pcap records. */
@@ -39,13 +41,6 @@ export interface CaptureSpec {
   snaplen: number;
   resolution: PcapResolution;
 }
-
-/** What a worker's engine told its observer since the last report (src/engine/observer.ts), replayed into the main thread's metrics. */
-export type ObservedEvent =
-  | { k: 'flow'; f: EndedFlow }
-  | { k: 'dial'; outbound: string; seconds: number; failure: string | null }
-  | { k: 'sniff'; protocol: string | null; outcome: SniffOutcome }
-  | { k: 'dns'; seconds: number; ok: boolean };
 
 export type MainToWorker =
   | { t: 'close'; id: string }
@@ -122,8 +117,17 @@ export interface WorkerReport {
   bytes: FlowBytesSnap[];
   /** A full report: the id of every open flow, for the main thread to drop mirrors the worker no longer has; null otherwise. */
   open: string[] | null;
-  /** Flows ended since the last report, with their final bytes. */
+  /** Flows ended since the last report that an earlier report had shown and that changed since (name, route, ...), whole, with their final bytes. */
   ended: { snap: FlowSnap; final: FlowBytes }[];
+  /** Flows ended since the last report that an earlier report had shown as they still were: the id and final bytes. */
+  endedBytes: FlowBytesSnap[];
+  /**
+   * Flows that began and ended since the last report (never shown: the
+   * main thread has no mirror of them), as totals per outbound for the
+   * registry's closed totals: a short connection crosses as no record of
+   * its own.
+   */
+  closed: ClosedTotals[];
   counters: Record<string, unknown>;
   stack: Record<string, unknown>;
   tun: Record<string, number>;
@@ -137,8 +141,16 @@ export interface WorkerReport {
   icmp: Record<string, unknown>;
   /** The DNS hijack's query tally (DnsHijack.queryTally), null without the hijack. */
   dnsTally: number[] | null;
-  /** Observer events since the last report (empty unless WorkerStart.observe). */
-  observed: ObservedEvent[];
+  /** Observer events since the last report, as numbers (observed-events.ts; none unless WorkerStart.observe). */
+  observed: ObservedBatch;
+}
+
+/** Flows of one outbound ('' before routing) that ended unseen, and their bytes. */
+export interface ClosedTotals {
+  outbound: string;
+  flows: number;
+  up: number;
+  down: number;
 }
 
 export type WorkerToMain =

@@ -6,14 +6,17 @@
  * Everything the control plane shows reaches the main thread in one report
  * every REPORT_MS (and within QUICK_MS of a flow's start or end): the flows
  * added or changed (whole), those of which only the byte counts moved (the
- * counts), and those ended since the last report (every FULL_EVERY
- * reports, and when the main thread asks, also the id of every open flow,
- * which the main thread reconciles its view with: an idle flow crosses
- * threads once, not every few seconds with its match context), the
- * engine's and the stack's counters, this queue's device counters and the
- * log lines for the /logs stream. Log lines go to stdout from here
- * directly (pino writes fd 1 synchronously, one write per line), as the
- * single-threaded mode writes them.
+ * counts), those ended since the last report (whole when a report showed
+ * them; a flow that began and ended between two reports only as its
+ * outbound's closed totals), every FULL_EVERY reports, and when the main
+ * thread asks, also the id of every open flow, which the main thread
+ * reconciles its view with (an idle flow crosses threads once, not every
+ * few seconds with its match context), the engine's and the stack's
+ * counters, this queue's device counters, the observer's events as numbers
+ * (observed-events.ts) and, while the main thread's /logs stream has a
+ * listener (log-tap.ts), the log lines. Log lines go to stdout from here
+ * directly (pino writes fd 1 synchronously, in LOG_BATCH_MS batches), as
+ * the single-threaded mode writes them.
  *
  * Messages from the main thread (pool.ts): close one flow, close all,
  * end the flows (the stop's "flows" phase), stop, reload a configuration,
@@ -28,9 +31,11 @@ import { refuseGlobalDispatch } from '../outbound/agent.js';
 import { MainChannel, RemoteDnsSnoop, RemoteFakeIpPool } from './fake-ip-channel.js';
 import { QueueLink } from './queue-link.js';
 import { SharedDialTable } from './shared-dials.js';
+import { nameThisThread } from './thread-name.js';
 import { CaptureLink, type Capture } from '../link/capture.js';
-import { ReportedView, snapFlow, type FlowBytesSnap, type FlowSnap, type MainToWorker, type ObservedEvent, type WorkerReport, type WorkerStart, type WorkerToMain } from './protocol.js';
-import type { EndedFlow, EngineObserver, SniffOutcome } from '../engine/observer.js';
+import { ReportedView, snapFlow, type ClosedTotals, type FlowBytesSnap, type FlowSnap, type MainToWorker, type WorkerReport, type WorkerStart, type WorkerToMain } from './protocol.js';
+import { NO_EVENTS, ObservedRecorder } from './observed-events.js';
+import { logTapReader } from './log-tap.js';
 
 /** How often a worker reports its flows and counters. */
 const REPORT_MS = 250;
@@ -50,32 +55,15 @@ const MAX_LOG_LINES = 2000;
 /** Observer events kept for the next report at most; more are dropped (the metrics then undercount, never block). */
 const MAX_OBSERVED = 20_000;
 
-/** The worker engine's observer: notes each event for the main thread's metrics (one small object per flow end, dial, sniff, DNS lookup). */
-class ObserverRecorder implements EngineObserver {
-  events: ObservedEvent[] = [];
-  constructor(private readonly onEvent: () => void) {}
-  flowEnded(f: EndedFlow): void {
-    this.push({ k: 'flow', f: { ...f } });
-  }
-  dialed(outbound: string, seconds: number, failure: Error | null): void {
-    this.push({ k: 'dial', outbound, seconds, failure: failure === null ? null : failure.message });
-  }
-  sniffed(protocol: string | null, outcome: SniffOutcome): void {
-    this.push({ k: 'sniff', protocol, outcome });
-  }
-  /** The main thread counts reloads itself. */
-  reloaded(): void {}
-  readonly dnsUpstream = (seconds: number, ok: boolean): void => this.push({ k: 'dns', seconds, ok });
-  private push(e: ObservedEvent): void {
-    if (this.events.length < MAX_OBSERVED) this.events.push(e);
-    this.onEvent();
-  }
-}
-
 /** The worker engine's registry: also notes what changed for the next report. */
 class ReportingFlowRegistry extends FlowRegistry<FlowRecord> {
   readonly added = new Set<string>();
+  /** Ended flows an earlier report showed (the main thread holds their mirrors) and that changed since: whole. */
   ended: { snap: FlowSnap; final: FlowBytes }[] = [];
+  /** Ended flows an earlier report showed as they still are: the id and final bytes. */
+  endedBytes: FlowBytesSnap[] = [];
+  /** Ended flows no report showed, as totals by outbound (protocol.ts ClosedTotals). */
+  private readonly closed = new Map<string, ClosedTotals>();
   /** What each open flow's last report showed of what changes (protocol.ts ReportedView). */
   private readonly reported = new Map<string, ReportedView>();
 
@@ -102,10 +90,34 @@ class ReportingFlowRegistry extends FlowRegistry<FlowRecord> {
     if (this.get(f.id) === undefined) return;
     super.remove(f, final);
     this.added.delete(f.id);
-    this.reported.delete(f.id);
     const b = f.bytes ?? final;
-    this.ended.push({ snap: snapFlow(f), final: { bytesUp: Math.max(b.bytesUp, final.bytesUp), bytesDown: Math.max(b.bytesDown, final.bytesDown) } });
+    const up = Math.max(b.bytesUp, final.bytesUp);
+    const down = Math.max(b.bytesDown, final.bytesDown);
+    const view = this.reported.get(f.id);
+    if (view !== undefined) {
+      this.reported.delete(f.id);
+      if (view.update(f) === 'view') this.ended.push({ snap: snapFlow(f), final: { bytesUp: up, bytesDown: down } });
+      else this.endedBytes.push({ id: f.id, bytesUp: up, bytesDown: down });
+    } else {
+      let t = this.closed.get(f.outbound);
+      if (t === undefined) {
+        // Bounded by the outbounds (and groups) the config names.
+        t = { outbound: f.outbound, flows: 0, up: 0, down: 0 };
+        this.closed.set(f.outbound, t);
+      }
+      t.flows++;
+      t.up += up;
+      t.down += down;
+    }
     this.onChange?.();
+  }
+
+  /** The unseen flows ended since the last take, by outbound. */
+  takeClosed(): ClosedTotals[] {
+    if (this.closed.size === 0) return [];
+    const out = [...this.closed.values()];
+    this.closed.clear();
+    return out;
   }
 }
 
@@ -113,12 +125,16 @@ function main(): void {
   const port = parentPort;
   if (port === null) throw new Error('src/workers/worker-main.ts runs only as a worker thread');
   const start = workerData as WorkerStart;
+  nameThisThread(start.queue);
   const config: SluiceConfig = start.config;
   refuseGlobalDispatch();
   const lines: string[] = [];
   let droppedLines = 0;
   const tap = new LogTap();
+  const mainListens = logTapReader(start.logTap);
   tap.listener = (line) => {
+    // Nobody reads the main thread's /logs stream: stdout has the line, the report need not.
+    if (!mainListens()) return;
     if (lines.length < MAX_LOG_LINES) lines.push(line);
     else droppedLines++;
   };
@@ -148,7 +164,7 @@ function main(): void {
       report('added');
     }, QUICK_MS);
   };
-  const observer = start.observe ? new ObserverRecorder(soon) : null;
+  const observer = start.observe ? new ObservedRecorder(MAX_OBSERVED, soon) : null;
   if (observer !== null) {
     engine.observer = observer;
     const dns = engine.dnsServer;
@@ -187,6 +203,8 @@ function main(): void {
       bytes,
       open,
       ended: flows.ended,
+      endedBytes: flows.endedBytes,
+      closed: flows.takeClosed(),
       counters: { ...engine.counters, synFlood: { ...engine.counters.synFlood } } as unknown as Record<string, unknown>,
       stack: engine.stack.stats as unknown as Record<string, unknown>,
       tun: queueLink.stats(),
@@ -197,10 +215,10 @@ function main(): void {
       fakeIpTimeouts: channel.timeouts,
       icmp: engine.icmpCounters() as unknown as Record<string, unknown>,
       dnsTally: engine.dnsServer === null ? null : Array.from(engine.dnsServer.queryTally),
-      observed: observer === null ? [] : observer.events,
+      observed: observer === null ? NO_EVENTS : observer.take(),
     };
-    if (observer !== null) observer.events = [];
     flows.ended = [];
+    flows.endedBytes = [];
     flows.added.clear();
     droppedLines = 0;
     port.postMessage(msg);
