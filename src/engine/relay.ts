@@ -7,9 +7,9 @@
  */
 import { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
-import { TcpStream } from '../stack/tcp-stream.js';
+import { TcpStream, type RoomWaiter } from '../stack/tcp-stream.js';
 import { giveBackChunk } from '../stack/chunk-pool.js';
-import { setReadSink, type ReadSink } from '../outbound/upstream-read.js';
+import { READ_BYTES, setReadSink, type ReadSink } from '../outbound/upstream-read.js';
 
 export interface RelayResult {
   bytesUp: number;
@@ -35,7 +35,7 @@ const LEND_AFTER_BYTES = 256 * 1024;
  * functions below (the stream is `this`, the relay hangs off it), not by
  * closures made per flow (issue 10: connection set-up cost).
  */
-class Relay implements RelayResult, ReadSink {
+class Relay implements RelayResult, ReadSink, RoomWaiter {
   bytesUp = 0;
   bytesDown = 0;
   close = 'fin';
@@ -64,16 +64,30 @@ class Relay implements RelayResult, ReadSink {
 
   /**
    * The upstream socket's bytes, in its shared read buffer (set as the
-   * socket's sink when the client is a TcpStream: upstream-read.ts). What
-   * the send ring cannot take now is copied and written the ordinary way;
-   * false then pauses the socket until the client drains.
+   * socket's sink when the client is a TcpStream: upstream-read.ts). Once
+   * the send ring has less room than one read, the socket pauses until the
+   * peer's ACKs free a read's worth (roomAvailable), so every read fits
+   * whole: nothing is copied out and queued, which cost a Buffer (and page
+   * faults, and GC) per read each time a bulk download filled the ring.
+   * What the ring cannot take all the same (the stream's own queue is not
+   * empty) is copied and written the ordinary way; false then pauses the
+   * socket until the client drains.
    */
   upstreamRead(buf: Buffer, nread: number): boolean {
     this.bytesDown += nread;
     const client = this.client as TcpStream;
     const taken = client.writeNow(buf, nread);
-    if (taken === nread) return true;
+    if (taken === nread) {
+      if (client.sendSpace >= READ_BYTES) return true;
+      client.waitForRoom(this, READ_BYTES);
+      return false;
+    }
     return client.write(Buffer.copyBytesFrom(buf, taken, nread - taken));
+  }
+
+  /** The client's send ring has a read's worth of room again: read on. */
+  roomAvailable(): void {
+    if (!this.upstream.destroyed) this.upstream.resume();
   }
 
   finish(): void {

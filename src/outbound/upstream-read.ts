@@ -17,8 +17,8 @@
  */
 import type { Socket } from 'node:net';
 
-/** The size of one read. */
-const READ_BYTES = 64 * 1024;
+/** The size of one read (a sink that keeps this much room never has bytes left over). */
+export const READ_BYTES = 64 * 1024;
 
 /** Where a socket's bytes go while a relay carries them (the relay; absent before and after). */
 export const READ_SINK = Symbol('sluice.readSink');

@@ -23,6 +23,11 @@ export interface FlowEndpoints {
   readonly localPort: number;
 }
 
+/** Paused its source until the send ring has room (TcpStream.waitForRoom). */
+export interface RoomWaiter {
+  roomAvailable(): void;
+}
+
 export class TcpStream extends Duplex implements FlowEndpoints {
   readonly family: number;
   readonly remoteAddress: string;
@@ -42,6 +47,9 @@ export class TcpStream extends Duplex implements FlowEndpoints {
    * pooled chunks instead of allocating one per read.
    */
   lendsChunks = false;
+  /** Told once the send ring has `roomWanted` bytes free (waitForRoom); null when nobody waits. */
+  private roomWaiter: RoomWaiter | null = null;
+  private roomWanted = 0;
 
   constructor(flow: TcpFlow, endpoints: FlowEndpoints) {
     super({ allowHalfOpen: true, highWaterMark: 64 * 1024 });
@@ -117,11 +125,35 @@ export class TcpStream extends Duplex implements FlowEndpoints {
     return taken;
   }
 
-  /** The send ring has room again. */
+  /** Bytes writeNow could take now. */
+  get sendSpace(): number {
+    const conn = this.flow.connection;
+    return conn === null ? 0 : conn.sendSpace;
+  }
+
+  /**
+   * `w` paused its source (a relay its upstream socket) and is told once
+   * the send ring has `bytes` free: a reader whose every read fits then
+   * never leaves bytes over to copy and queue (the Writable path).
+   */
+  waitForRoom(w: RoomWaiter, bytes: number): void {
+    this.roomWaiter = w;
+    this.roomWanted = bytes;
+  }
+
+  /** The send ring has room again (the peer acknowledged data). */
   drainPending(): void {
     const chunk = this.pendingChunk;
     const conn = this.flow.connection;
-    if (chunk === null || conn === null) return;
+    if (conn === null) return;
+    if (chunk === null) {
+      const w = this.roomWaiter;
+      if (w !== null && conn.sendSpace >= this.roomWanted) {
+        this.roomWaiter = null;
+        w.roomAvailable();
+      }
+      return;
+    }
     const taken = conn.send(chunk, this.pendingOffset, chunk.length - this.pendingOffset);
     if (taken > 0) this.flow.markDirty();
     this.pendingOffset += taken;
