@@ -138,7 +138,10 @@ export class TcpStream extends Duplex implements FlowEndpoints {
    */
   waitForRoom(w: RoomWaiter, bytes: number): void {
     this.roomWaiter = w;
-    this.roomWanted = bytes;
+    // A send ring smaller than `bytes` (tcp.sendBufferBytes) wakes the waiter once empty.
+    const conn = this.flow.connection;
+    const cap = conn === null ? bytes : conn.config.sendBufferBytes;
+    this.roomWanted = bytes < cap ? bytes : cap;
   }
 
   /** The send ring has room again (the peer acknowledged data). */

@@ -19,7 +19,8 @@ import { chunkPoolStats } from '../../src/stack/chunk-pool.js';
 import { TCP_ACK, TCP_PSH } from '../../src/wire/tcp.js';
 import { settle } from './memory-link.js';
 import { establishedFlow } from './established.js';
-import { readTcp, tcpSegment } from './packets.js';
+import { MSS_1460, readTcp, tcpSegment } from './packets.js';
+import type { TcpConfig } from '../../src/tcp/config.js';
 import { READ_SINK, UPSTREAM_ONREAD, markSharedReads } from '../../src/outbound/upstream-read.js';
 import type { EstablishedFlow } from './established.js';
 
@@ -118,8 +119,25 @@ async function receiveDownload(f: EstablishedFlow, total: number): Promise<Buffe
   return Buffer.concat(parts);
 }
 
-async function downloadThroughRelay(t: { teardown(fn: () => void): void }, banner: Buffer, total: number): Promise<{ got: Buffer; sinkSet: boolean; queuedWrites: number }> {
-  const f = await establishedFlow(t);
+/** The server's bytes, whole in one write or in `piece`-byte writes a turn apart (reads smaller than the ring). */
+function sendPattern(s: net.Socket, total: number, piece: number): void {
+  if (piece <= 0) {
+    s.end(pattern(0, total));
+    return;
+  }
+  let off = 0;
+  const next = (): void => {
+    const n = Math.min(piece, total - off);
+    s.write(pattern(off, n));
+    off += n;
+    if (off < total) setTimeout(next, 1);
+    else s.end();
+  };
+  next();
+}
+
+async function downloadThroughRelay(t: { teardown(fn: () => void): void }, banner: Buffer, total: number, tcp: Partial<TcpConfig> = {}, piece = 0): Promise<{ got: Buffer; sinkSet: boolean; queuedWrites: number }> {
+  const f = await establishedFlow(t, 4, MSS_1460, tcp);
   // Writes that went the Writable way (bytes copied out of the shared read buffer and queued).
   let queuedWrites = 0;
   const write = f.stream.write.bind(f.stream) as (...args: unknown[]) => boolean;
@@ -129,7 +147,7 @@ async function downloadThroughRelay(t: { teardown(fn: () => void): void }, banne
   };
   const server = net.createServer((s) => {
     s.write(banner);
-    s.once('data', () => s.end(pattern(0, total)));
+    s.once('data', () => sendPattern(s, total, piece));
   });
   server.listen(0, '127.0.0.1');
   await once(server, 'listening');
@@ -155,6 +173,16 @@ t.test('a download through the relay goes from the socket\'s shared read buffer 
   t.equal(queuedWrites, 0, 'no bytes copied out and queued: every read fit the send ring');
   t.equal(got.length, total, `every byte arrived (${got.length})`);
   t.ok(got.equals(pattern(0, total)), 'the bytes are the server\'s, in order');
+});
+
+t.test('a send ring smaller than one read still carries a download whole (the paused socket resumes once the ring is empty)', async (t) => {
+  const total = 300 * 1024 + 7;
+  // Whole 64 KiB reads (each only partly taken) and 4 KiB reads that fit with less than a read's room left (the socket pauses).
+  for (const piece of [0, 4096]) {
+    const { got } = await downloadThroughRelay(t, Buffer.alloc(0), total, { sendBufferBytes: 16 * 1024 }, piece);
+    t.equal(got.length, total, `every byte arrived (${got.length}; the server writing ${piece === 0 ? 'at once' : `${piece} B at a time`})`);
+    t.ok(got.equals(pattern(0, total)), 'the bytes are the server\'s, in order');
+  }
 });
 
 t.test('bytes the socket read before the relay started reach the client first', async (t) => {

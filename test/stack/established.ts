@@ -6,6 +6,7 @@
  */
 import { Stack } from '../../src/stack.js';
 import type { TcpStream } from '../../src/stack/tcp-stream.js';
+import type { TcpConfig } from '../../src/tcp/config.js';
 import { TCP_ACK, TCP_SYN } from '../../src/wire/tcp.js';
 import { MemoryLink, settle } from './memory-link.js';
 import { MSS_1460, readTcp, tcpSegment } from './packets.js';
@@ -21,11 +22,11 @@ export interface EstablishedFlow {
   clientSeq: number;
 }
 
-export async function establishedFlow(t: { teardown(fn: () => void): void }, v: 4 | 6 = 4, synOptions: Uint8Array = MSS_1460): Promise<EstablishedFlow> {
+export async function establishedFlow(t: { teardown(fn: () => void): void }, v: 4 | 6 = 4, synOptions: Uint8Array = MSS_1460, tcp: Partial<TcpConfig> = {}): Promise<EstablishedFlow> {
   const link = new MemoryLink(1500);
   const clock = { now: 1000 };
   let stream: TcpStream | null = null;
-  const stack = new Stack(link, { onTcpFlow: (req) => void (stream = req.accept()) }, { clock: () => clock.now });
+  const stack = new Stack(link, { onTcpFlow: (req) => void (stream = req.accept()) }, { clock: () => clock.now, tcp });
   stack.start();
   t.teardown(() => stack.close());
   link.inject(tcpSegment({ v, seq: 1000, flags: TCP_SYN, options: synOptions }));
