@@ -14,10 +14,11 @@
  *   sudo node dist/bench/bulk-cpu.bench.js [seconds] [rounds] [--rate 2G] [--mtu 8500] [--queues N] [--prof DIR] [--only up|down] [--ab OTHER/bin/sluice.js]
  */
 import path from 'node:path';
-import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import { pathToFileURL } from 'node:url';
 import { Lab, type Netns, type TestLike } from '../test/harness/netns.js';
+import { threadCpu, threadSplit, type ThreadCpu } from './thread-cpu.js';
 import { threeNamespaces, SERVER_V4 } from '../test/harness/topology.js';
 import { SLUICE_BIN, TUN } from '../test/fixtures/engine/lab.js';
 import { BenchContext, takeFlag } from './bench-lab.js';
@@ -34,25 +35,9 @@ export interface BulkCpuRound {
   tunReadsPerMB: number;
   /** Minor page faults of the sluice process per MB: the allocator giving memory back and taking it again. */
   faultsPerMB: number;
-  /** CPU ms per GB by thread name (/proc/PID/task/TID/comm; threads of one name added up): where the time goes. */
+  /** CPU ms per GB by thread group (bench/thread-cpu.ts: main, each worker, V8's and libuv's helpers as `other`): where the time goes. */
   threads: Record<string, number>;
   load1: number;
-}
-
-/** utime + stime of each thread of `pid` in microseconds, by thread id (name and time). */
-function threadMicros(pid: number): Map<string, { name: string; us: number }> {
-  const out = new Map<string, { name: string; us: number }>();
-  for (const tid of readdirSync(`/proc/${pid}/task`)) {
-    try {
-      const stat = readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8');
-      const name = stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')'));
-      const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-      out.set(tid, { name, us: (Number(f[11]) + Number(f[12])) * 10_000 });
-    } catch {
-      // The thread ended between the listing and the read.
-    }
-  }
-  return out;
 }
 
 /** Minor page faults of `pid` (all threads). */
@@ -61,16 +46,10 @@ function minorFaults(pid: number): number {
   return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[7]);
 }
 
-function threadDelta(pid: number, a: Map<string, { name: string; us: number }>, b: Map<string, { name: string; us: number }>, gb: number): Record<string, number> {
-  const by: Record<string, number> = {};
-  for (const [tid, t] of b) {
-    const d = t.us - (a.get(tid)?.us ?? 0);
-    // The main thread is the process id; Node 20 leaves its other threads (workers, V8's platform threads, libuv's pool) named "node", so they go by thread id.
-    const key = tid === String(pid) ? 'main' : `${t.name}/${tid}`;
-    if (d > 10_000) by[key] = (by[key] ?? 0) + d;
-  }
-  for (const k of Object.keys(by)) by[k] = Math.round(by[k]! / 1000 / gb);
-  return by;
+/** CPU ms per GB of each thread group (bench/thread-cpu.ts: main, sluice-q<N>, other) between two snapshots. */
+function msPerGbByThread(pid: number, before: ThreadCpu, after: ThreadCpu, gb: number): Record<string, number> {
+  const split = threadSplit(pid, before, after);
+  return Object.fromEntries(Object.entries(split).map(([k, us]) => [k, Math.round(us / 1000 / gb)]));
 }
 
 /** --only up|down: one direction per round (the other's garbage and heap state then do not carry over). */
@@ -96,18 +75,18 @@ async function transfer(client: Netns, gateway: Netns, pid: number, seconds: num
   const argv = ['iperf3', '-c', SERVER_V4, '-t', String(seconds), '-b', rate, '-i', '0', '-J', ...(reverse ? ['-R'] : [])];
   const p0 = await tunPackets(gateway);
   const c0 = cpuMicros(pid);
-  const t0 = threadMicros(pid);
+  const t0 = threadCpu(pid);
   const f0 = minorFaults(pid);
   const r = await client.exec(argv, { timeoutMs: (seconds + 30) * 1000, allowFail: true });
   const c1 = cpuMicros(pid);
-  const t1 = threadMicros(pid);
+  const t1 = threadCpu(pid);
   const f1 = minorFaults(pid);
   const p1 = await tunPackets(gateway);
   const j = JSON.parse(r.stdout || '{}') as { error?: string; end?: { sum_received?: { bytes: number; bits_per_second: number } } };
   const sum = j.end?.sum_received;
   if (j.error !== undefined || sum === undefined || sum.bytes === 0) throw new Error(`iperf3 ${reverse ? '-R ' : ''}failed: ${j.error ?? r.stderr.trim().slice(0, 300)}`);
   const mb = sum.bytes / 1e6;
-  return { gbps: sum.bits_per_second / 1e9, cpuMsPerGB: (c1 - c0) / 1000 / (sum.bytes / 1e9), tunWritesPerMB: (p1.written - p0.written) / mb, tunReadsPerMB: (p1.read - p0.read) / mb, faultsPerMB: (f1 - f0) / mb, threads: threadDelta(pid, t0, t1, sum.bytes / 1e9) };
+  return { gbps: sum.bits_per_second / 1e9, cpuMsPerGB: (c1 - c0) / 1000 / (sum.bytes / 1e9), tunWritesPerMB: (p1.written - p0.written) / mb, tunReadsPerMB: (p1.read - p0.read) / mb, faultsPerMB: (f1 - f0) / mb, threads: msPerGbByThread(pid, t0, t1, sum.bytes / 1e9) };
 }
 
 async function oneRound(client: Netns, gateway: Netns, dir: string, bin: string, seconds: number, rate: string, mtu: number, queues: number | null, profDir: string | null): Promise<BulkCpuRound[]> {
