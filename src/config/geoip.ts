@@ -10,7 +10,6 @@ import { createRequire } from 'node:module';
 import type { Reader as MmdbReader } from 'maxmind';
 import { describeReadError } from './ruleset.js';
 
-/** Largest database accepted (GeoLite2-City is about 70 MB; Country about 10 MB). */
 /**
  * `maxmind` (CommonJS) is loaded when a database is opened, not at start:
  * a configuration without geoip.database does without it (issue 10).
@@ -20,6 +19,7 @@ function Reader(): typeof MmdbReader {
   return (requireCjs('maxmind') as typeof import('maxmind')).Reader;
 }
 
+/** Largest database accepted (GeoLite2-City is about 70 MB; Country about 10 MB). */
 export const MAX_GEOIP_BYTES = 256 * 1024 * 1024;
 
 /** What sluice reads of a record (a GeoLite2-Country record has these and more). */

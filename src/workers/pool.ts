@@ -330,7 +330,7 @@ export class WorkerPool {
       const m = slot.mirrors.get(e.id);
       if (m === undefined) continue;
       slot.mirrors.delete(e.id);
-      reg.remove(m, { bytesUp: e.bytesUp, bytesDown: e.bytesDown });
+      reg.remove(m, e); // its bytesUp and bytesDown are the final bytes
     }
     this.tapLogs(r);
     if (r.open !== null) {
