@@ -9,13 +9,14 @@ import type net from 'node:net';
 import type { Duplex } from 'node:stream';
 import { unmapAddress } from '../outbound/transparent-dial.js';
 import { DIALLED_V4 } from '../outbound/dial.js';
-import type { MatchContext, SniffedProtocol } from './policy/types.js';
+import type { SniffedProtocol } from './policy/types.js';
 import type { FlowRecord, NameOrigin } from './flow-registry.js';
 import type { FlowGuard } from './flow-guard.js';
 import { parseIp } from '../wire/ip-address.js';
 import type { FlowAddressBytes } from '../ip/flow-addresses.js';
 import type { TcpFlowRequest } from '../tcp/forwarder.js';
 import type { FlowSniffer } from './sniff/index.js';
+import type { MatchSeen } from './match-seen.js';
 
 /**
  * One flow as the engine tracks it: the registry's record (id, ends, name,
@@ -36,8 +37,8 @@ export interface FlowInfo extends FlowRecord {
   /** While relaying TCP (relay.ts shutdownRelay) or serving an HTTP L7 client (HttpL7.closeOrderly), sniffing or dialling (relay.ts closeUnrelayed): closes the flow with FINs; false when it cannot; endFlows() tries it before `end`. */
   closeOrderly: (() => boolean) | null;
   logged: boolean;
-  /** What the policy was asked and where the name came from then (set when routed), for `sluice explain ID`. */
-  match: { ctx: MatchContext; nameFrom: NameOrigin | null } | null;
+  /** Of what the policy was asked, what the record does not hold, and where the name came from then (set when routed), for `sluice explain ID` (match-seen.ts). */
+  match: MatchSeen | null;
   /**
    * A TUN TCP flow's request while its SYN waits for the decision, the
    * client's stream and the upstream once they exist: what `end`,

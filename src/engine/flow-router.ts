@@ -146,8 +146,6 @@ export class FlowRouter {
   }
 
   private context(network: 'tcp' | 'udp', e: FlowEnds, domain: string | null, protocol: SniffedProtocol | null, inbound: 'tun' | 'tproxy', uid: number | null = null, process: string | null = null, processPath: string | null = null): MatchContext {
-    // Every field in the literal: a flow keeps its context (for explain), and
-    // fields added afterwards would cost it a property array (issue 10).
     return {
       network,
       inbound,
@@ -579,7 +577,7 @@ export class FlowRouter {
     } else {
       const ctx = this.context(info.network, e, info.domain, info.protocol, info.inbound, info.uid, info.process, info.processPath);
       const m = rt.policy.match(ctx);
-      info.match = { ctx, nameFrom: info.nameFrom };
+      info.match = { domain: ctx.domain, protocol: ctx.protocol, nameFrom: info.nameFrom };
       info.rule = m.ruleIndex;
       info.outbound = m.outbound;
       const hit = m.ruleIndex < 0 ? this.h.ruleHits.length - 1 : m.ruleIndex;
