@@ -163,6 +163,13 @@ export interface SluiceNative {
    */
   socketOwner(protocol: 'tcp' | 'udp', family: 4 | 6, local: Uint8Array, localPort: number, remote: Uint8Array, remotePort: number): { uid: number; inode: number } | null;
 
+  /**
+   * Isolate::MemoryPressureNotification(kModerate) for the calling thread's
+   * isolate: an incremental, memory-reducing mark-compact that gives sparse
+   * old-space pages back (native/src/heap.cc; src/heap-reducer.ts).
+   */
+  reduceHeap(): void;
+
   readonly TUN_F_CSUM: number;
   readonly TUN_F_TSO4: number;
   readonly TUN_F_TSO6: number;

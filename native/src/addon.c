@@ -1,6 +1,6 @@
 /* Module entry: registers the TUN, batch reader/writer and socket helpers,
  * the privilege drop and sd_notify, the socket-owner lookup and the ICMP
- * echo sockets. */
+ * echo sockets, and the heap reducer's call into V8 (heap.cc). */
 #include "common.h"
 
 static napi_value init(napi_env env, napi_value exports) {
@@ -11,6 +11,7 @@ static napi_value init(napi_env env, napi_value exports) {
   if (init_privileges(env, exports) == NULL) return NULL;
   if (init_sockdiag(env, exports) == NULL) return NULL;
   if (init_icmp(env, exports) == NULL) return NULL;
+  if (init_heap(env, exports) == NULL) return NULL;
   return exports;
 }
 

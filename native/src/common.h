@@ -53,6 +53,8 @@ napi_value init_bpf(napi_env env, napi_value exports);
 napi_value init_privileges(napi_env env, napi_value exports);
 napi_value init_sockdiag(napi_env env, napi_value exports);
 napi_value init_icmp(napi_env env, napi_value exports);
+/* heap.cc (C++: the V8 API). */
+napi_value init_heap(napi_env env, napi_value exports);
 
 /* icmp.c: the reader's 'icmp' kind (records: 20-byte header, then the message). */
 int icmp_reader_strip(int fd);

@@ -62,6 +62,7 @@ import { TransmitOnlyLink } from '../workers/queue-link.js';
 import { startWorkers, type RunningWorkers } from '../workers/run-workers.js';
 import { attachSteering } from '../workers/steering.js';
 import { loadNative } from '../link/native.js';
+import { startHeapReducer } from '../heap-reducer.js';
 import { WORKER_SCRIPT } from '../workers/pool.js';
 import { undici } from '../outbound/undici.js';
 import { newDialTable, SharedDialTable } from '../workers/shared-dials.js';
@@ -294,6 +295,7 @@ async function run(argv: string[], io: CommandIo, takeEarlySignal: () => string 
     // The url rule sets' first download gives up waiting when the signal comes.
     await engine.start(life.abort);
     life.check();
+    startHeapReducer(loadNative());
     const runWorkers = async (): Promise<void> => {
       // Spawning the worker threads is overtaken by a stop; the workers' stopper then waits for them to be up, within the deadline.
       const starting = startWorkers({ engine: e, device: tun, config, log, tap, selectionsPath: join(dirname(statePath), 'groups.json'), queues, steering: steering!, captureLink: link, dialTable: dialTable! });

@@ -46,6 +46,7 @@ import { dirname } from 'node:path';
 import { Stack } from '../stack.js';
 import type { LinkEndpoint } from '../link/link.js';
 import { FlowRegistry, type FlowRecord, type NameOrigin, type RoutingMode } from './flow-registry.js';
+import { matchContextOf } from './match-seen.js';
 import { policyNeedsName } from './name-sensitivity.js';
 import { IcmpEchoRoute } from './icmp-route.js';
 import { PathMtuCache } from '../link/path-mtu.js';
@@ -687,7 +688,8 @@ export class Engine {
   flowMatch(id: string): { ctx: MatchContext | null; nameFrom: NameOrigin | null; domain: string | null; protocol: SniffedProtocol | null; rule: number; outbound: string; chains: string[] | null; mode: RoutingMode | null } | null {
     const f = this.flows.get(id);
     if (f === undefined) return null;
-    return { ctx: f.match?.ctx ?? null, nameFrom: f.match?.nameFrom ?? null, domain: f.domain, protocol: f.protocol, rule: f.rule, outbound: f.outbound, chains: f.chains, mode: f.mode };
+    const seen = f.match ?? null;
+    return { ctx: seen === null ? null : matchContextOf(f, seen), nameFrom: seen?.nameFrom ?? null, domain: f.domain, protocol: f.protocol, rule: f.rule, outbound: f.outbound, chains: f.chains, mode: f.mode };
   }
 
   /** GLOBAL's default member: the first proxy outbound (socks5, http) in config order, else final's. */

@@ -9,13 +9,14 @@ import type net from 'node:net';
 import type { Duplex } from 'node:stream';
 import { unmapAddress } from '../outbound/transparent-dial.js';
 import { DIALLED_V4 } from '../outbound/dial.js';
-import type { MatchContext, SniffedProtocol } from './policy/types.js';
+import type { SniffedProtocol } from './policy/types.js';
 import type { FlowRecord, NameOrigin } from './flow-registry.js';
 import type { FlowGuard } from './flow-guard.js';
 import { parseIp } from '../wire/ip-address.js';
 import type { FlowAddressBytes } from '../ip/flow-addresses.js';
 import type { TcpFlowRequest } from '../tcp/forwarder.js';
 import type { FlowSniffer } from './sniff/index.js';
+import type { MatchSeen } from './match-seen.js';
 
 /**
  * One flow as the engine tracks it: the registry's record (id, ends, name,
@@ -24,7 +25,7 @@ import type { FlowSniffer } from './sniff/index.js';
  * inbound tun: from the userspace stack; tproxy: accepted by a TPROXY listener (gateway mode).
  */
 export interface FlowInfo extends FlowRecord {
-  /** "ip:port" / "[v6]:port" for the log lines. */
+  /** "ip:port" / "[v6]:port" for the log lines, made when read (FLOW_ENDS_TEXT). */
   readonly src: string;
   readonly dst: string;
   /** The outbounds a group flow went through, outermost first (group -> member -> ... -> leaf), for the flow line; null for a plain outbound. */
@@ -36,8 +37,8 @@ export interface FlowInfo extends FlowRecord {
   /** While relaying TCP (relay.ts shutdownRelay) or serving an HTTP L7 client (HttpL7.closeOrderly), sniffing or dialling (relay.ts closeUnrelayed): closes the flow with FINs; false when it cannot; endFlows() tries it before `end`. */
   closeOrderly: (() => boolean) | null;
   logged: boolean;
-  /** What the policy was asked and where the name came from then (set when routed), for `sluice explain ID`. */
-  match: { ctx: MatchContext; nameFrom: NameOrigin | null } | null;
+  /** Of what the policy was asked, what the record does not hold, and where the name came from then (set when routed), for `sluice explain ID` (match-seen.ts). */
+  match: MatchSeen | null;
   /**
    * A TUN TCP flow's request while its SYN waits for the decision, the
    * client's stream and the upstream once they exist: what `end`,
@@ -53,6 +54,22 @@ export interface FlowInfo extends FlowRecord {
   /** Tears down what the fields above hold: an undecided request is reset, the streams destroyed. */
   destroy(): void;
 }
+
+/**
+ * FlowInfo's prototype: its "ip:port" texts are made from its ends when a
+ * log line or an error reads them, not kept by every flow (issue 10: 64
+ * bytes per idle flow), as a worker flow's mirror does (mirror-flow.ts).
+ */
+export const FLOW_ENDS_TEXT = {
+  get src(): string {
+    const f = this as unknown as FlowRecord;
+    return hostPort(f.srcIp, f.srcPort);
+  },
+  get dst(): string {
+    const f = this as unknown as FlowRecord;
+    return hostPort(f.dstIp, f.dstPort);
+  },
+};
 
 /** FlowInfo.destroy (one function for every flow): the request is reset if still undecided, the upstream and the client destroyed. */
 export function destroyFlow(this: FlowInfo): void {

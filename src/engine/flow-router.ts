@@ -44,7 +44,7 @@ import { isUnicastAt, isUsablePort } from '../wire/address-class.js';
 import type { EngineObserver, SniffOutcome } from './observer.js';
 import type { SocketOwnerLookup } from '../system/socket-owner.js';
 import type { EngineCounters } from './engine.js';
-import { addressBytes, destroyFlow, hostPort, remoteOf, setChain, setName, setSniffed, type FlowEnds, type FlowInfo } from './flow-info.js';
+import { addressBytes, destroyFlow, FLOW_ENDS_TEXT, hostPort, remoteOf, setChain, setName, setSniffed, type FlowEnds, type FlowInfo } from './flow-info.js';
 
 export type { FlowInfo, FlowEnds } from './flow-info.js';
 
@@ -146,8 +146,6 @@ export class FlowRouter {
   }
 
   private context(network: 'tcp' | 'udp', e: FlowEnds, domain: string | null, protocol: SniffedProtocol | null, inbound: 'tun' | 'tproxy', uid: number | null = null, process: string | null = null, processPath: string | null = null): MatchContext {
-    // Every field in the literal: a flow keeps its context (for explain), and
-    // fields added afterwards would cost it a property array (issue 10).
     return {
       network,
       inbound,
@@ -165,9 +163,9 @@ export class FlowRouter {
   }
 
   private flowInfo(network: 'tcp' | 'udp', inbound: 'tun' | 'tproxy', e: FlowEnds): FlowInfo {
-    const src = hostPort(e.remoteAddress, e.remotePort);
-    const dst = hostPort(e.localAddress, e.localPort);
-    const info: FlowInfo = {
+    // src and dst come from the prototype (FLOW_ENDS_TEXT): checked as every other field, then typed as the whole.
+    const info = ({
+      __proto__: FLOW_ENDS_TEXT,
       id: newFlowId(),
       network,
       inbound,
@@ -175,8 +173,6 @@ export class FlowRouter {
       srcPort: e.remotePort,
       dstIp: e.localAddress,
       dstPort: e.localPort,
-      src,
-      dst,
       domain: null,
       nameFrom: null,
       sniffHost: null,
@@ -204,7 +200,7 @@ export class FlowRouter {
       upstream: null,
       sniffer: null,
       destroy: destroyFlow,
-    };
+    } satisfies Omit<FlowInfo, 'src' | 'dst'> & { __proto__: typeof FLOW_ENDS_TEXT }) as unknown as FlowInfo;
     info.guard = new FlowGuard(info, this.h.onFlowFailed);
     return info;
   }
@@ -579,7 +575,7 @@ export class FlowRouter {
     } else {
       const ctx = this.context(info.network, e, info.domain, info.protocol, info.inbound, info.uid, info.process, info.processPath);
       const m = rt.policy.match(ctx);
-      info.match = { ctx, nameFrom: info.nameFrom };
+      info.match = { domain: ctx.domain, protocol: ctx.protocol, nameFrom: info.nameFrom };
       info.rule = m.ruleIndex;
       info.outbound = m.outbound;
       const hit = m.ruleIndex < 0 ? this.h.ruleHits.length - 1 : m.ruleIndex;

@@ -13,9 +13,8 @@
  *   every message.
  */
 import type { FlowBytes, FlowRecord, NameOrigin, RoutingMode } from '../engine/flow-registry.js';
-import type { MatchContext, SniffedProtocol } from '../engine/policy/types.js';
+import type { SniffedProtocol } from '../engine/policy/types.js';
 import { hostPort } from '../engine/flow-info.js';
-import { parseIp } from '../wire/ip-address.js';
 import type { FlowSnap, MatchSeen } from './protocol.js';
 
 /** Distinct strings interned at most; then the table starts over (a bound, not a cache worth keeping). */
@@ -58,8 +57,8 @@ export class MirrorFlow implements FlowRecord {
   killed = false;
   /** The outbounds a group flow went through, outermost first (FlowInfo.chain). */
   chain: readonly string[] | null = null;
-  /** What the policy saw beyond this record; null: not routed by the rules (yet). */
-  private seen: MatchSeen | null = null;
+  /** What the policy saw beyond this record (FlowInfo.match; Engine.flowMatch makes the context from both); null: not routed by the rules (yet). */
+  match: MatchSeen | null = null;
 
   constructor(s: FlowSnap, end: () => void) {
     this.id = s.id;
@@ -91,7 +90,7 @@ export class MirrorFlow implements FlowRecord {
     this.bytes.bytesUp = s.bytesUp;
     this.bytes.bytesDown = s.bytesDown;
     this.chain = s.chain;
-    this.seen = s.match === null ? null : { domain: intern(s.match.domain), protocol: intern(s.match.protocol), nameFrom: intern(s.match.nameFrom) };
+    this.match = s.match === null ? null : { domain: intern(s.match.domain), protocol: intern(s.match.protocol), nameFrom: intern(s.match.nameFrom) };
   }
 
   /** "ip:port" / "[v6]:port", as FlowInfo.src. */
@@ -101,32 +100,5 @@ export class MirrorFlow implements FlowRecord {
 
   get dst(): string {
     return hostPort(this.dstIp, this.dstPort);
-  }
-
-  /**
-   * FlowInfo.match, made again from the record (Engine.flowMatch reads it):
-   * the worker's router asked the policy with the flow's own ends (their
-   * bytes are those of the address texts) and owner, and the name and
-   * protocol it had then.
-   */
-  get match(): { ctx: MatchContext; nameFrom: NameOrigin | null } | null {
-    const seen = this.seen;
-    if (seen === null) return null;
-    const family = this.dstIp.includes(':') ? 6 : 4;
-    const ctx: MatchContext = {
-      network: this.network,
-      inbound: this.inbound,
-      family,
-      dst: parseIp(this.dstIp) ?? new Uint8Array(family === 6 ? 16 : 4),
-      dstPort: this.dstPort,
-      src: parseIp(this.srcIp) ?? new Uint8Array(family === 6 ? 16 : 4),
-      srcPort: this.srcPort,
-      domain: seen.domain,
-      protocol: seen.protocol,
-      uid: this.uid,
-      process: this.process,
-      processPath: this.processPath,
-    };
-    return { ctx, nameFrom: seen.nameFrom };
   }
 }

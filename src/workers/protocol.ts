@@ -4,8 +4,8 @@
  * record that crosses between them (structured clone: no functions).
  */
 import type { RuleSetType, SluiceConfig } from '../config/types.js';
-import type { FlowBytes, FlowRecord, NameOrigin } from '../engine/flow-registry.js';
-import type { MatchContext, SniffedProtocol } from '../engine/policy/types.js';
+import type { FlowBytes, FlowRecord } from '../engine/flow-registry.js';
+import type { MatchSeen } from '../engine/match-seen.js';
 import type { ObservedBatch } from './observed-events.js';
 import type { CaptureFilter } from '../link/capture.js';
 import type { PcapResolution } from '../link/pcap-writer.js';
@@ -87,18 +87,8 @@ export interface FlowSnap {
   match: MatchSeen | null;
 }
 
-/**
- * Of a flow's match context (FlowInfo.match), what the snapshot does not
- * hold already: the router asks the policy with the flow's own ends and
- * owner, and the name and protocol it has at that moment (sniffing may
- * fill them later). The main thread makes the context again from these
- * (mirror-flow.ts) instead of keeping a copy per flow.
- */
-export interface MatchSeen {
-  domain: string | null;
-  protocol: SniffedProtocol | null;
-  nameFrom: NameOrigin | null;
-}
+/** Of a flow's match context, what the snapshot does not hold already (src/engine/match-seen.ts). */
+export type { MatchSeen };
 
 /** A flow of which only the byte counts moved since its last report. */
 export interface FlowBytesSnap {
@@ -163,8 +153,7 @@ export type WorkerToMain =
   | { t: 'stopped' };
 
 export function snapFlow(f: FlowRecord): FlowSnap {
-  const x = f as FlowRecord & { chain?: readonly string[] | null; match?: { ctx: MatchContext; nameFrom: NameOrigin | null } | null };
-  const m = x.match ?? null;
+  const x = f as FlowRecord & { chain?: readonly string[] | null; match?: MatchSeen | null };
   return {
     id: f.id,
     network: f.network,
@@ -189,7 +178,7 @@ export function snapFlow(f: FlowRecord): FlowSnap {
     bytesUp: f.bytes?.bytesUp ?? 0,
     bytesDown: f.bytes?.bytesDown ?? 0,
     chain: x.chain ?? null,
-    match: m === null ? null : { domain: m.ctx.domain, protocol: m.ctx.protocol, nameFrom: m.nameFrom },
+    match: x.match ?? null,
   };
 }
 

@@ -8,9 +8,13 @@
  * worker-main.ts's first import, a worker's new space was already 8 MB
  * (4 MiB semi-spaces) when it started serving; set here, before the others
  * load, it stays at 2 MB, as bin/sluice.js does for the main thread.
+ * Once the worker serves, it watches its own heap (src/heap-reducer.ts).
  */
 import { applyWorkerGcFlags } from '../young-generation.js';
+import { startHeapReducer } from '../heap-reducer.js';
+import { loadNative } from '../link/native.js';
 
 applyWorkerGcFlags();
 
 await import('./worker-main.js');
+startHeapReducer(loadNative());

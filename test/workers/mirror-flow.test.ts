@@ -8,10 +8,11 @@ import t from 'tap';
 import type { FlowRecord } from '../../src/engine/flow-registry.js';
 import type { MatchContext } from '../../src/engine/policy/types.js';
 import { MirrorFlow } from '../../src/workers/mirror-flow.js';
+import { matchContextOf, type MatchSeen } from '../../src/engine/match-seen.js';
 import { snapFlow } from '../../src/workers/protocol.js';
 
-/** A worker's flow record as the router fills it (FlowInfo's fields the snapshot reads). */
-function workerFlow(srcIp: string, dstIp: string, bytes: { src: Uint8Array; dst: Uint8Array; family: 4 | 6 }): FlowRecord & { chain: readonly string[] | null; match: { ctx: MatchContext; nameFrom: 'sniff' } } {
+/** A worker's flow record as the router fills it (FlowInfo's fields the snapshot reads), and the question the policy was asked for it. */
+function workerFlow(srcIp: string, dstIp: string, bytes: { src: Uint8Array; dst: Uint8Array; family: 4 | 6 }): FlowRecord & { chain: readonly string[] | null; match: MatchSeen; asked: MatchContext } {
   const ctx: MatchContext = { network: 'tcp', inbound: 'tun', family: bytes.family, dst: bytes.dst, dstPort: 443, src: bytes.src, srcPort: 40000, domain: 'example.com', protocol: 'tls' };
   ctx.uid = 1000;
   ctx.process = 'curl';
@@ -41,7 +42,8 @@ function workerFlow(srcIp: string, dstIp: string, bytes: { src: Uint8Array; dst:
     end: null,
     killed: false,
     chain: ['group', 'member'],
-    match: { ctx, nameFrom: 'sniff' },
+    match: { domain: ctx.domain, protocol: ctx.protocol, nameFrom: 'sniff' },
+    asked: ctx,
   };
 }
 
@@ -53,8 +55,10 @@ t.test('IPv4: texts, bytes and the match context as the worker has them', async 
   t.equal(m.dst, '203.0.113.5:443');
   t.same(m.bytes, { bytesUp: 10, bytesDown: 20 });
   t.same([m.outbound, m.rule, m.chains, m.chain, m.domain, m.sniffHost, m.protocol, m.uid, m.process, m.processPath], ['proxy', 2, ['member', 'group'], ['group', 'member'], 'example.com', 'example.com', 'tls', 1000, 'curl', '/usr/bin/curl']);
-  t.same(m.match, f.match, 'the match context made again equals the one the policy was asked with');
-  t.equal(m.match!.ctx.dst.length, 4, 'IPv4 addresses are 4 bytes, as the router matches them');
+  t.same(m.match, f.match, 'what the policy saw crosses as the worker kept it');
+  const asked = matchContextOf(m, m.match!);
+  t.same(asked, f.asked, 'the match context made again equals the one the policy was asked with');
+  t.equal(asked.dst.length, 4, 'IPv4 addresses are 4 bytes, as the router matches them');
   m.end!();
   t.equal(ended, 1, 'end asks the worker');
 });
@@ -70,6 +74,7 @@ t.test('IPv6 and an IPv4-mapped destination', async (t) => {
   t.equal(m.src, '[2001:db8::7]:40000');
   t.equal(m.dst, '[::ffff:198.51.100.1]:443');
   t.same(m.match, f.match);
+  t.same(matchContextOf(m, m.match!), f.asked);
 });
 
 t.test('not routed by the rules, then routed: the match follows the latest snapshot', async (t) => {
