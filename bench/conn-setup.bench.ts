@@ -27,8 +27,9 @@
  * Each round's second split is the system (kernel) part of the same CPU,
  * by the same groups. --syscalls runs `perf stat --per-thread` on sluice
  * over the measured run and prints system calls (raw_syscalls:sys_enter),
- * TUN-side reads and writes and context switches per connection by the
- * same thread groups (perf must be installed; tracepoints need root).
+ * TUN-side reads and writes, futex calls, context switches and
+ * inter-processor interrupts sent and taken per connection by the same
+ * thread groups (perf must be installed; tracepoints need root).
  * --prof DIR runs sluice under `node --cpu-prof --cpu-prof-dir DIR` (one
  * profile per thread and round, the workers' too: they inherit the
  * flags; written when sluice exits) and prints the top self-time entries
@@ -72,6 +73,10 @@ const PERF_EVENTS: Record<string, string> = {
   futex: 'syscalls:sys_enter_futex',
   epoll: 'syscalls:sys_enter_epoll_wait',
   cs: 'context-switches',
+  /** Inter-processor interrupts this thread sent (waking a thread on the other CPU; in a VM each is an exit to the hypervisor). */
+  ipiSent: 'ipi:ipi_send_cpu',
+  /** Reschedule interrupts taken while this thread ran (another CPU woke a thread here). */
+  reschedIn: 'irq_vectors:reschedule_entry',
 };
 
 /**
