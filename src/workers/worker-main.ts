@@ -60,9 +60,13 @@ const QUICK_MS = 10;
  * worker, a clone, a mirror and a registry entry on the main thread, and
  * most went whole a second time when they ended, changed by their sniff
  * and dial. Measured (bench/conn-setup.bench.ts 5 4 --queues 2 --warmup 5
- * --ab, interleaved, load 1.5-3.5): 421 -> 377 µs of CPU per connection
- * (median of 4; the main thread 17 -> 12, each worker 185 -> 173, V8's
- * helpers 33 -> 15).
+ * --ab, interleaved, medians of 4 rounds): 421 -> 377 µs of CPU per
+ * connection (load 1.5-3.5) and, in a second run, 391 -> 375 (load
+ * 2.1-4.2; the main thread 15 -> 12, V8's helpers 21 -> 14). The ends
+ * still ask for a report within QUICK_MS: the rule hits and closed totals
+ * they change are read back at once (test/control/api.test.ts); letting
+ * an unshown flow's end wait for the next periodic report saved another
+ * ~20 µs (371 -> 349) but left those counters up to REPORT_MS behind.
  */
 const SHOW_AFTER_MS = 50;
 /** Every this many periodic reports, one lists every open flow (5 s). */
