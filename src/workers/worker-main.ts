@@ -4,12 +4,11 @@
  * fake-IP pool through a channel (fake-ip-channel.ts).
  *
  * Everything the control plane shows reaches the main thread in one report
- * every REPORT_MS (and within QUICK_MS of a flow's end or of its reaching
- * SHOW_AFTER_MS of age): the flows open that long and not shown yet, or
- * changed (whole), those of which only the byte counts moved (the
+ * every REPORT_MS (and within QUICK_MS of a flow's start or end): the flows
+ * added or changed (whole), those of which only the byte counts moved (the
  * counts), those ended since the last report (whole when a report showed
- * them; a flow that ended before it was shown only as its outbound's
- * closed totals), every FULL_EVERY reports, and when the main
+ * them; a flow that began and ended between two reports only as its
+ * outbound's closed totals), every FULL_EVERY reports, and when the main
  * thread asks, also the id of every open flow, which the main thread
  * reconciles its view with (an idle flow crosses threads once, not every
  * few seconds with its match context), the engine's and the stack's
@@ -48,27 +47,6 @@ const REPORT_MS = 250;
  * about a quarter of a worker's CPU in the connection-per-request bench.
  */
 const QUICK_MS = 10;
-/**
- * A flow is shown to the main thread (crosses whole, and gets a mirror
- * record there) once it has been open this long, at the first report
- * after that (so within SHOW_AFTER_MS + QUICK_MS of its start). One that
- * ends younger crosses only as its outbound's closed totals (as one that
- * began and ended between two reports always did), its events and log
- * line as any other's. A connection-per-request load's flows live 2-60 ms
- * here (most 7-30 ms on the two-core bench machine under load): shown
- * within QUICK_MS, each was a snapshot and a structured clone on the
- * worker, a clone, a mirror and a registry entry on the main thread, and
- * most went whole a second time when they ended, changed by their sniff
- * and dial. Measured (bench/conn-setup.bench.ts 5 4 --queues 2 --warmup 5
- * --ab, interleaved, medians of 4 rounds): 421 -> 377 µs of CPU per
- * connection (load 1.5-3.5) and, in a second run, 391 -> 375 (load
- * 2.1-4.2; the main thread 15 -> 12, V8's helpers 21 -> 14). The ends
- * still ask for a report within QUICK_MS: the rule hits and closed totals
- * they change are read back at once (test/control/api.test.ts); letting
- * an unshown flow's end wait for the next periodic report saved another
- * ~20 µs (371 -> 349) but left those counters up to REPORT_MS behind.
- */
-const SHOW_AFTER_MS = 50;
 /** Every this many periodic reports, one lists every open flow (5 s). */
 const FULL_EVERY = 20;
 /** Log lines kept for the next report at most; more are counted as dropped (the stdout copy is whole). */
@@ -79,7 +57,6 @@ const MAX_OBSERVED = 20_000;
 
 /** The worker engine's registry: also notes what changed for the next report. */
 class ReportingFlowRegistry extends FlowRegistry<FlowRecord> {
-  /** Open flows no report has shown yet (younger than SHOW_AFTER_MS, or added since the last report). */
   readonly added = new Set<string>();
   /** Ended flows an earlier report showed (the main thread holds their mirrors) and that changed since: whole. */
   ended: { snap: FlowSnap; final: FlowBytes }[] = [];
@@ -198,34 +175,25 @@ function main(): void {
    * 'all': the deltas plus every open flow's id (the main thread drops the
    * mirrors of any other); 'moved': the flows added or changed (whole) and
    * those whose bytes moved (the counts); 'added': the added ones only.
-   * A flow not shown yet is shown once SHOW_AFTER_MS old; until then a
-   * report every QUICK_MS looks again.
    */
   const report = (which: 'all' | 'moved' | 'added' = 'all'): void => {
     const updated: FlowSnap[] = [];
     const bytes: FlowBytesSnap[] = [];
     const full = which === 'all';
     const open: string[] | null = full ? [] : null;
-    const showBefore = Date.now() - SHOW_AFTER_MS;
-    let waiting = false;
     if (which === 'added') {
       for (const id of flows.added) {
         const f = flows.get(id);
         if (f === undefined) continue;
-        if (f.started > showBefore) waiting = true;
-        else show(f, updated);
+        flows.takeChange(f);
+        updated.push(snapFlow(f));
       }
     } else {
       for (const f of flows.values()) {
-        open?.push(f.id);
-        if (flows.added.has(f.id)) {
-          if (f.started > showBefore) waiting = true;
-          else show(f, updated);
-          continue;
-        }
         const change = flows.takeChange(f);
-        if (change === 'view') updated.push(snapFlow(f));
+        if (change === 'view' || flows.added.has(f.id)) updated.push(snapFlow(f));
         else if (change === 'bytes') bytes.push({ id: f.id, bytesUp: f.bytes?.bytesUp ?? 0, bytesDown: f.bytes?.bytesDown ?? 0 });
+        open?.push(f.id);
       }
     }
     const msg: WorkerReport = {
@@ -251,15 +219,9 @@ function main(): void {
     };
     flows.ended = [];
     flows.endedBytes = [];
+    flows.added.clear();
     droppedLines = 0;
     port.postMessage(msg);
-    if (waiting) soon();
-  };
-  /** `f`'s first showing: whole, and no longer waiting. */
-  const show = (f: FlowRecord, updated: FlowSnap[]): void => {
-    flows.added.delete(f.id);
-    flows.takeChange(f);
-    updated.push(snapFlow(f));
   };
   let periodic = 0;
   const timer = setInterval(() => report(++periodic % FULL_EVERY === 0 ? 'all' : 'moved'), REPORT_MS);
