@@ -10,7 +10,7 @@
  * wrk completed. The machine may be shared: every round is reported, with
  * medians and the load average, and CPU per connection is the robust
  * figure (the rate depends on how much CPU the other processes leave).
- *   sudo node dist/bench/conn-setup.bench.js [seconds] [rounds] [--connections N] [--queues N] [--warmup S] [--prof DIR] [--ab OTHER/bin/sluice.js]
+ *   sudo node dist/bench/conn-setup.bench.js [seconds] [rounds] [--connections N] [--queues N] [--warmup S] [--prof DIR] [--ab OTHER/bin/sluice.js] [--syscalls]
  * --warmup S: seconds of the same load before the measured run (default 1).
  * One second leaves V8 still optimising (TurboFan on its platform threads,
  * the `other` column): at two queues each worker isolate compiles the same
@@ -24,12 +24,19 @@
  * thread's time summed, as /proc/PID/stat counts it). Each round also
  * splits it by thread (bench/thread-cpu.ts): the main thread, each worker
  * (`sluice-q<N>`), and the rest (V8's and libuv's helper threads).
+ * Each round's second split is the system (kernel) part of the same CPU,
+ * by the same groups. --syscalls runs `perf stat --per-thread` on sluice
+ * over the measured run and prints system calls (raw_syscalls:sys_enter),
+ * TUN-side reads and writes, futex calls, context switches and
+ * inter-processor interrupts sent and taken per connection by the same
+ * thread groups (perf must be installed; tracepoints need root).
  * --prof DIR runs sluice under `node --cpu-prof --cpu-prof-dir DIR` (one
  * profile per thread and round, the workers' too: they inherit the
  * flags; written when sluice exits) and prints the top self-time entries
  * of each.
  */
 import path from 'node:path';
+import { spawn } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import { pathToFileURL } from 'node:url';
@@ -52,6 +59,52 @@ export interface ConnSetupRound {
   txPerConn: number;
   /** CPU µs per completed request by thread group (bench/thread-cpu.ts: main, sluice-q0.., other). */
   threads: Record<string, number>;
+  /** The system (kernel) part of `threads`. */
+  threadsSys: Record<string, number>;
+  /** With --syscalls: per completed request, by event (`syscalls`, `read`, `write`, `cs`) and thread group, as "event group". */
+  perfPerConn: Record<string, number>;
+}
+
+/** The events --syscalls counts, by the short names the rows print. */
+const PERF_EVENTS: Record<string, string> = {
+  syscalls: 'raw_syscalls:sys_enter',
+  read: 'syscalls:sys_enter_read',
+  write: 'syscalls:sys_enter_write',
+  futex: 'syscalls:sys_enter_futex',
+  epoll: 'syscalls:sys_enter_epoll_wait',
+  cs: 'context-switches',
+  /** Inter-processor interrupts this thread sent (waking a thread on the other CPU; in a VM each is an exit to the hypervisor). */
+  ipiSent: 'ipi:ipi_send_cpu',
+  /** Reschedule interrupts taken while this thread ran (another CPU woke a thread here). */
+  reschedIn: 'irq_vectors:reschedule_entry',
+};
+
+/**
+ * `perf stat --per-thread` on `pid` until the returned stop() is called;
+ * stop() resolves to the counts by "event group" (groups as threadSplit's).
+ */
+function perfStat(pid: number): () => Promise<Record<string, number>> {
+  const names = Object.fromEntries(Object.entries(PERF_EVENTS).map(([k, v]) => [v, k]));
+  const p = spawn('perf', ['stat', '--per-thread', '-x,', ...Object.values(PERF_EVENTS).flatMap((e) => ['-e', e]), '-p', String(pid)], { stdio: ['ignore', 'ignore', 'pipe'] });
+  let err = '';
+  p.stderr.on('data', (d: Buffer) => (err += d.toString()));
+  const done = new Promise<void>((r) => p.on('exit', () => r()));
+  return async () => {
+    p.kill('SIGINT');
+    await done;
+    const out: Record<string, number> = {};
+    for (const line of err.split('\n')) {
+      // comm-tid,count,unit,event,...
+      const f = line.split(',');
+      const m = /^(.*)-(\d+)$/.exec(f[0] ?? '');
+      const ev = names[f[3] ?? ''];
+      if (m === null || ev === undefined || !/^\d+$/.test(f[1] ?? '')) continue;
+      const group = Number(m[2]) === pid ? 'main' : m[1]!.startsWith('sluice-q') ? m[1]! : 'other';
+      const key = `${ev} ${group}`;
+      out[key] = (out[key] ?? 0) + Number(f[1]);
+    }
+    return out;
+  };
 }
 
 /** The control API's secret in the bench's config (the /metrics read below). */
@@ -129,7 +182,7 @@ export async function startGatewaySluice(gateway: Netns, dir: string, configText
   return engine;
 }
 
-async function oneRound(client: Netns, gateway: Netns, dir: string, seconds: number, connections: number, queues: number, profDir: string | null, bin: string, warmup: number): Promise<ConnSetupRound> {
+async function oneRound(client: Netns, gateway: Netns, dir: string, seconds: number, connections: number, queues: number, profDir: string | null, bin: string, warmup: number, syscalls: boolean): Promise<ConnSetupRound> {
   const engine = await startGatewaySluice(gateway, dir, config(queues), bin, profDir);
   try {
     const pid = engine.proc.pid!;
@@ -140,11 +193,15 @@ async function oneRound(client: Netns, gateway: Netns, dir: string, seconds: num
     await client.exec(['wrk', '-t1', `-c${connections}`, `-d${warmup}s`, '-H', 'Connection: close', url], { timeoutMs: (warmup + 30) * 1000, allowFail: true });
     engine.lines.length = 0;
     const tx0 = await tunTxPackets(gateway);
+    const stopPerf = syscalls ? perfStat(pid) : null;
     const t0 = threadCpu(pid);
     const c0 = cpuMicros(pid);
     const r = await client.exec(['wrk', '-t1', `-c${connections}`, `-d${seconds}s`, '-H', 'Connection: close', url], { timeoutMs: (seconds + 30) * 1000 });
     const c1 = cpuMicros(pid);
-    const split = threadSplit(pid, t0, threadCpu(pid));
+    const t1 = threadCpu(pid);
+    const split = threadSplit(pid, t0, t1);
+    const splitSys = threadSplit(pid, t0, t1, 'sys');
+    const perf = stopPerf === null ? {} : await stopPerf();
     const w = parseWrk(r.stdout);
     const rss = rssBytes(pid);
     const tx1 = await tunTxPackets(gateway);
@@ -157,18 +214,24 @@ async function oneRound(client: Netns, gateway: Netns, dir: string, seconds: num
       rssMb: rss / 2 ** 20,
       load1: os.loadavg()[0]!,
       txPerConn: w.requests > 0 ? (tx1 - tx0) / w.requests : NaN,
-      threads: Object.fromEntries(Object.entries(split).map(([k, v]) => [k, w.requests > 0 ? v / w.requests : NaN])),
+      threads: perConn(split, w.requests),
+      threadsSys: perConn(splitSys, w.requests),
+      perfPerConn: perConn(perf, w.requests),
     };
   } finally {
     await engine.stop(10_000);
   }
 }
 
+function perConn(counts: Record<string, number>, requests: number): Record<string, number> {
+  return Object.fromEntries(Object.entries(counts).map(([k, v]) => [k, requests > 0 ? v / requests : NaN]));
+}
+
 /**
  * `bins` (default: this checkout's) are run in turn, round by round, so an
  * A/B comparison of two builds shares the machine's load; rounds[i] is bins[i % bins.length].
  */
-export async function runConnSetupBench(seconds = 5, rounds = 3, connections = 16, profDir: string | null = null, bins: string[] = [SLUICE_BIN], queues = 1, warmup = 1): Promise<ConnSetupRound[]> {
+export async function runConnSetupBench(seconds = 5, rounds = 3, connections = 16, profDir: string | null = null, bins: string[] = [SLUICE_BIN], queues = 1, warmup = 1, syscalls = false): Promise<ConnSetupRound[]> {
   const ctx = new BenchContext();
   const dir = mkdtempSync(path.join(os.tmpdir(), 'sluice-connsetup-'));
   try {
@@ -184,7 +247,7 @@ export async function runConnSetupBench(seconds = 5, rounds = 3, connections = 1
     const out: ConnSetupRound[] = [];
     for (let i = 0; i < rounds * bins.length; i++) {
       const bin = bins[i % bins.length]!;
-      const round = await oneRound(client, gateway, dir, seconds, connections, queues, profDir, bin, warmup);
+      const round = await oneRound(client, gateway, dir, seconds, connections, queues, profDir, bin, warmup, syscalls);
       process.stderr.write(`round ${i + 1} (${bin}): ${JSON.stringify(round)}\n`);
       out.push(round);
     }
@@ -203,6 +266,9 @@ export function printConnSetupRows(rounds: ConnSetupRound[], seconds: number, co
   const perThread = (r: ConnSetupRound): string => groups.map((g) => `${g} ${(r.threads[g] ?? 0).toFixed(0)}`).join(', ');
   rounds.forEach((r, i) => console.log(`  ${String(i + 1).padEnd(8)} CPU µs/conn by thread: ${perThread(r)}`));
   console.log(`  ${'median'.padEnd(8)} CPU µs/conn by thread: ${groups.map((g) => `${g} ${median(rounds.map((r) => r.threads[g] ?? 0)).toFixed(0)}`).join(', ')}`);
+  console.log(`  ${'median'.padEnd(8)} of it system:         ${groups.map((g) => `${g} ${median(rounds.map((r) => r.threadsSys[g] ?? 0)).toFixed(0)}`).join(', ')}`);
+  const perfKeys = [...new Set(rounds.flatMap((r) => Object.keys(r.perfPerConn)))].sort();
+  if (perfKeys.length > 0) console.log(`  ${'median'.padEnd(8)} per conn (perf):      ${perfKeys.map((k) => `${k} ${median(rounds.map((r) => r.perfPerConn[k] ?? 0)).toFixed(1)}`).join(', ')}`);
   console.log(`  ${'median'.padEnd(8)} ${median(rounds.map((r) => r.connPerSec)).toFixed(0).padStart(8)} ${median(rounds.map((r) => r.cpuUsPerConn)).toFixed(0).padStart(12)} ${median(rounds.map((r) => r.txPerConn)).toFixed(2).padStart(12)} ${''.padStart(7)} ${median(rounds.map((r) => r.rssMb)).toFixed(0).padStart(7)} ${median(rounds.map((r) => r.load1)).toFixed(2).padStart(6)}`);
 }
 
@@ -240,13 +306,16 @@ if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {
   const connections = Number(flag('--connections') ?? 16);
   const queues = Number(flag('--queues') ?? 1);
   const warmup = Number(flag('--warmup') ?? 1);
+  const syscallsAt = args.indexOf('--syscalls');
+  const syscalls = syscallsAt >= 0;
+  if (syscalls) args.splice(syscallsAt, 1);
   if (!Number.isInteger(warmup) || warmup < 1) throw new Error(`--warmup: expected a whole number of seconds, at least 1, got ${warmup}`);
   if (!Number.isInteger(queues) || queues < 1 || queues > 64) throw new Error(`--queues: expected a whole number from 1 to 64, got ${queues}`);
   const seconds = Number(args[0] ?? 5);
   const rounds = Number(args[1] ?? 3);
   if (profDir !== null) mkdirSync(profDir, { recursive: true });
   const before = profDir !== null ? new Set(readdirSync(profDir)) : new Set<string>();
-  runConnSetupBench(seconds, rounds, connections, profDir === null ? null : path.resolve(profDir), bins, queues, warmup).then(
+  runConnSetupBench(seconds, rounds, connections, profDir === null ? null : path.resolve(profDir), bins, queues, warmup, syscalls).then(
     (r) => {
       bins.forEach((bin, b) => {
         if (bins.length > 1) console.log(`\n${bin}:`);
