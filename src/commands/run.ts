@@ -280,7 +280,7 @@ async function run(argv: string[], io: CommandIo, takeEarlySignal: () => string 
     const e = engine;
     const device = tun;
     const tunStats = (): ReturnType<TunDevice['stats']> => workers?.pool.tunStats() ?? device.stats();
-    startObserve({ engine: e, link, tun: tunStats, classifier: () => classifier, api: api !== null, metricsServer, stack: () => workers?.stackStats() ?? e.stack.stats, dnsTally: () => (workers !== null ? workers.dnsTally() : (e.dnsServer?.queryTally ?? null)) });
+    await startObserve({ engine: e, link, tun: tunStats, classifier: () => classifier, api: api !== null, metricsServer, stack: () => workers?.stackStats() ?? e.stack.stats, dnsTally: () => (workers !== null ? workers.dnsTally() : (e.dnsServer?.queryTally ?? null)) });
     life.defer('accept', 'engine intake', () => e.stopAccepting());
     // The workers end their flows and stop before this thread's engine and before the TUN's fds close.
     // Their grace is what the stop's budget leaves after STOP_RESERVE_MS, as this thread's flows get below.

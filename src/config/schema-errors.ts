@@ -4,8 +4,9 @@
  * schema's `x-expected` phrase, the most telling error per field is kept, and
  * unknown keys and enum values get a "did you mean" hint.
  */
-import { Ajv2020, type ErrorObject, type ValidateFunction } from 'ajv/dist/2020.js';
-import { configSchema, OUTBOUND_TYPES } from './schema.js';
+import type { ErrorObject } from 'ajv/dist/2020.js';
+import { loadValidator } from './config-validator.js';
+import { OUTBOUND_TYPES } from './schema.js';
 import { formatPath, pointerToPath, type Anchor, type PathSegment } from './locate.js';
 import { didYouMean } from './suggest.js';
 
@@ -15,27 +16,10 @@ export interface Issue {
   message: string;
 }
 
-let validator: ValidateFunction | null = null;
-
-/** Compiled once, on first use (compiling costs a few milliseconds). */
-function getValidator(): ValidateFunction {
-  if (validator === null) {
-    const ajv = new Ajv2020({
-      allErrors: true,
-      verbose: true,
-      discriminator: true,
-      strict: true,
-      allowUnionTypes: true,
-    });
-    ajv.addVocabulary(['x-expected']);
-    validator = ajv.compile(configSchema);
-  }
-  return validator;
-}
-
 /** Validates `data` against the schema; returns [] when it conforms. */
 export function schemaIssues(data: unknown): Issue[] {
-  const validate = getValidator();
+  // Compiled from the schema at build time (build-validator.ts), not here.
+  const { validate } = loadValidator();
   if (validate(data)) return [];
   return collapse(validate.errors ?? [], data);
 }
