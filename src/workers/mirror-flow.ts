@@ -31,7 +31,17 @@ export function intern<T extends string | null>(s: T): T {
   return s;
 }
 
-export class MirrorFlow implements FlowRecord {
+/** Who ends a mirrored flow: the pool, through the worker (`slot`) that carries it. */
+export interface MirrorOwner {
+  endMirror(slot: unknown, id: string): void;
+}
+
+/** MirrorFlow.end, one function for every mirror (not a closure per flow: ~130 bytes each with its contexts). */
+function endMirrorFlow(this: MirrorFlow): void {
+  this.owner.endMirror(this.slot, this.id);
+}
+
+export class MirrorFlow implements FlowRecord, FlowBytes {
   readonly id: string;
   readonly network: 'tcp' | 'udp';
   readonly inbound: 'tun' | 'tproxy';
@@ -52,15 +62,22 @@ export class MirrorFlow implements FlowRecord {
   uid: number | null = null;
   process: string | null = null;
   processPath: string | null = null;
-  readonly bytes: FlowBytes = { bytesUp: 0, bytesDown: 0 };
-  end: (() => void) | null;
+  bytesUp = 0;
+  bytesDown = 0;
+  /** The counters last reported: the record's own fields, not an object of their own. */
+  readonly bytes: FlowBytes = this;
+  end: (() => void) | null = endMirrorFlow;
   killed = false;
   /** The outbounds a group flow went through, outermost first (FlowInfo.chain). */
   chain: readonly string[] | null = null;
   /** What the policy saw beyond this record (FlowInfo.match; Engine.flowMatch makes the context from both); null: not routed by the rules (yet). */
   match: MatchSeen | null = null;
 
-  constructor(s: FlowSnap, end: () => void) {
+  constructor(
+    s: FlowSnap,
+    readonly owner: MirrorOwner,
+    readonly slot: unknown,
+  ) {
     this.id = s.id;
     this.network = s.network === 'udp' ? 'udp' : 'tcp';
     this.inbound = s.inbound === 'tproxy' ? 'tproxy' : 'tun';
@@ -69,7 +86,6 @@ export class MirrorFlow implements FlowRecord {
     this.dstIp = intern(s.dstIp);
     this.dstPort = s.dstPort;
     this.started = s.started;
-    this.end = end;
     this.update(s);
   }
 
@@ -87,8 +103,8 @@ export class MirrorFlow implements FlowRecord {
     this.uid = s.uid;
     this.process = intern(s.process);
     this.processPath = intern(s.processPath);
-    this.bytes.bytesUp = s.bytesUp;
-    this.bytes.bytesDown = s.bytesDown;
+    this.bytesUp = s.bytesUp;
+    this.bytesDown = s.bytesDown;
     this.chain = s.chain;
     this.match = s.match === null ? null : { domain: intern(s.match.domain), protocol: intern(s.match.protocol), nameFrom: intern(s.match.nameFrom) };
   }

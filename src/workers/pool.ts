@@ -364,16 +364,15 @@ export class WorkerPool {
   private upsert(slot: WorkerSlot, s: FlowSnap): MirrorFlow {
     let m = slot.mirrors.get(s.id);
     if (m === undefined) {
-      const id = s.id;
-      m = new MirrorFlow(s, () => this.endMirror(slot, id));
-      slot.mirrors.set(id, m);
+      m = new MirrorFlow(s, this, slot);
+      slot.mirrors.set(s.id, m);
       this.o.flows.add(m);
     } else m.update(s);
     return m;
   }
 
   /** DELETE of a worker's flow: the worker ends it; the view drops it now (with the bytes last reported). */
-  private endMirror(slot: WorkerSlot, id: string): void {
+  endMirror(slot: WorkerSlot, id: string): void {
     const m = slot.mirrors.get(id);
     this.post(slot, { t: 'close', id });
     if (m === undefined) return;

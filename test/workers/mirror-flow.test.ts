@@ -49,18 +49,19 @@ function workerFlow(srcIp: string, dstIp: string, bytes: { src: Uint8Array; dst:
 
 t.test('IPv4: texts, bytes and the match context as the worker has them', async (t) => {
   const f = workerFlow('192.0.2.10', '203.0.113.5', { family: 4, src: Uint8Array.of(192, 0, 2, 10), dst: Uint8Array.of(203, 0, 113, 5) });
-  let ended = 0;
-  const m = new MirrorFlow(structuredClone(snapFlow(f)), () => ended++);
+  const ended: [unknown, string][] = [];
+  const slot = { worker: 1 };
+  const m = new MirrorFlow(structuredClone(snapFlow(f)), { endMirror: (s, id) => ended.push([s, id]) }, slot);
   t.equal(m.src, '192.0.2.10:40000');
   t.equal(m.dst, '203.0.113.5:443');
-  t.same(m.bytes, { bytesUp: 10, bytesDown: 20 });
+  t.same([m.bytes!.bytesUp, m.bytes!.bytesDown], [10, 20]);
   t.same([m.outbound, m.rule, m.chains, m.chain, m.domain, m.sniffHost, m.protocol, m.uid, m.process, m.processPath], ['proxy', 2, ['member', 'group'], ['group', 'member'], 'example.com', 'example.com', 'tls', 1000, 'curl', '/usr/bin/curl']);
   t.same(m.match, f.match, 'what the policy saw crosses as the worker kept it');
   const asked = matchContextOf(m, m.match!);
   t.same(asked, f.asked, 'the match context made again equals the one the policy was asked with');
   t.equal(asked.dst.length, 4, 'IPv4 addresses are 4 bytes, as the router matches them');
-  m.end!();
-  t.equal(ended, 1, 'end asks the worker');
+  m.end!.call(m);
+  t.same(ended, [[slot, m.id]], 'end asks the pool to end it through its worker');
 });
 
 t.test('IPv6 and an IPv4-mapped destination', async (t) => {
@@ -70,7 +71,7 @@ t.test('IPv6 and an IPv4-mapped destination', async (t) => {
   const dst = new Uint8Array(16);
   dst.set([0xff, 0xff, 198, 51, 100, 1], 10);
   const f = workerFlow('2001:db8::7', '::ffff:198.51.100.1', { family: 6, src, dst });
-  const m = new MirrorFlow(structuredClone(snapFlow(f)), () => {});
+  const m = new MirrorFlow(structuredClone(snapFlow(f)), { endMirror: () => {} }, null);
   t.equal(m.src, '[2001:db8::7]:40000');
   t.equal(m.dst, '[::ffff:198.51.100.1]:443');
   t.same(m.match, f.match);
@@ -82,7 +83,7 @@ t.test('not routed by the rules, then routed: the match follows the latest snaps
   const routed = f.match;
   (f as { match: unknown }).match = null;
   f.outbound = '';
-  const m = new MirrorFlow(structuredClone(snapFlow(f)), () => {});
+  const m = new MirrorFlow(structuredClone(snapFlow(f)), { endMirror: () => {} }, null);
   t.equal(m.match, null, 'not routed yet: no match context');
   (f as { match: unknown }).match = routed;
   f.outbound = 'proxy';
@@ -90,5 +91,5 @@ t.test('not routed by the rules, then routed: the match follows the latest snaps
   m.update(structuredClone(snapFlow(f)));
   t.same(m.match, routed);
   t.equal(m.outbound, 'proxy');
-  t.same(m.bytes, { bytesUp: 99, bytesDown: 1 });
+  t.same([m.bytes!.bytesUp, m.bytes!.bytesDown], [99, 1]);
 });
