@@ -1,7 +1,7 @@
 /**
  * Build step (`npm run build`, after tsc): compiles the configuration's JSON
  * Schema with ajv once, here, into dist/src/config/config-validator.cjs, a
- * standalone CommonJS module that schema-errors.ts requires while it checks
+ * standalone CommonJS module that schema-errors.ts loads for each check of
  * a configuration and then lets go of (config-validator.ts). At run time
  * sluice then loads neither ajv nor its code generator: compiling this
  * schema in the process cost ~11 MB of resident memory at start (ajv's
