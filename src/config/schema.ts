@@ -265,6 +265,7 @@ export const configSchema: Schema = {
         synCookieThreshold: int(0, 1_000_000, { default: d.limits.synCookieThreshold }),
         dials: int(1, 1_000_000, { default: d.limits.dials }),
         dialsPerSource: int(1, 1_000_000, { default: d.limits.dialsPerSource }),
+        tcpBufferMiB: int(1, 1_048_576, { 'x-expected': 'a whole number of MiB from 1 to 1048576', default: d.limits.tcpBufferMiB }),
       },
       [],
       { default: {} },

@@ -70,6 +70,12 @@ export interface LimitsConfig {
   dials: number;
   /** Upstream dials in progress at once for one client address. */
   dialsPerSource: number;
+  /**
+   * MiB of TCP buffer memory (the userspace stack's send and receive rings,
+   * all flows and queues together) past which send rings stop growing
+   * (src/tcp/buffer-budget.ts): like Linux's tcp_mem, soft.
+   */
+  tcpBufferMiB: number;
 }
 
 /** RFC 4787 5 filtering behaviours (mapping is always endpoint-independent, REQ-1). */
@@ -553,7 +559,7 @@ export function defaultConfig(): SluiceConfig {
     tun: { name: 'sluice0', mtu: 1500, offload: true, queues: 'auto', ipv4: '198.19.0.1/30', ipv6: 'fdfe:dcba:9876::1/126' },
     sniff: { timeoutMs: 300, maxBytes: 8192 },
     icmp: { echo: 'forward', unforwardable: 'unreachable' },
-    limits: { pendingSyns: 1024, synCookieThreshold: 128, dials: 512, dialsPerSource: 64 },
+    limits: { pendingSyns: 1024, synCookieThreshold: 128, dials: 512, dialsPerSource: 64, tcpBufferMiB: 128 },
     udp: { nat: 'endpoint-independent', idleTimeout: 300, maxSessions: 16384 },
     dns: {
       mode: 'fake-ip',

@@ -13,6 +13,8 @@
  * `/connections` and the flow log).
  */
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import { ringPool } from '../tcp/ring-pool.js';
+import type { BufferBudgetStats } from '../tcp/buffer-budget.js';
 import type { ActionCounters } from '../system/classifier.js';
 import type { StackStats } from '../stack.js';
 import type { FakeIpStats } from '../dns/fake-ip.js';
@@ -224,6 +226,30 @@ export class SluiceMetrics implements EngineObserver {
         const drops = self.src.stack().drops;
         this.reset();
         for (const [reason, n] of Object.entries(drops)) this.inc({ reason }, n);
+      },
+    });
+    // The process's TCP buffer budget (limits.tcpBufferMiB, src/tcp/buffer-budget.ts): one SharedArrayBuffer for every queue's worker.
+    for (const [name, help, pick] of [
+      ['sluice_tcp_buffer_bytes', 'Bytes of TCP send and receive ring stores the userspace stack holds now, all queues together.', (b: BufferBudgetStats) => b.usedBytes],
+      ['sluice_tcp_buffer_limit_bytes', 'limits.tcpBufferMiB in bytes: past it send rings grow no further than 64 KiB.', (b: BufferBudgetStats) => b.limitBytes],
+      ['sluice_tcp_buffer_peak_bytes', 'The most TCP ring store bytes held at once since start.', (b: BufferBudgetStats) => b.peakBytes],
+    ] as const) {
+      new Gauge({
+        name,
+        help,
+        registers,
+        collect() {
+          this.set(pick(ringPool.budget.stats()));
+        },
+      });
+    }
+    new Counter({
+      name: 'sluice_tcp_buffer_pressure_total',
+      help: 'Times the TCP ring stores reached limits.tcpBufferMiB (counted by the thread that took the store past it).',
+      registers,
+      collect() {
+        this.reset();
+        this.inc(ringPool.budget.stats().pressureEvents);
       },
     });
     new Counter({

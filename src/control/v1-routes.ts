@@ -9,6 +9,7 @@
  *   POST   /v1/reload       the SIGHUP reload; 200 {ok, changes} or 400 {ok, errors}
  *   GET/PUT /v1/mode        the routing mode (as PATCH /configs mode)
  */
+import { ringPool } from '../tcp/ring-pool.js';
 import type { RoutingMode } from '../engine/flow-registry.js';
 import type { ControlContext } from './context.js';
 import { badRequest, notFound, readJsonObject, sendJson, sendNoContent } from './http-util.js';
@@ -29,6 +30,8 @@ export function registerV1Routes(api: ApiServer, ctx: ControlContext): void {
       engine: ctx.workers?.engineCounters({ ...engine.counters, synFlood: { ...engine.counters.synFlood } }) ?? { ...engine.counters, synFlood: { ...engine.counters.synFlood } },
       // Retransmit, timeout and zero-window counts are of closed connections (the stack adds them up when a connection ends).
       stack: ctx.workers?.stackStats(engine.stack.stats) ?? engine.stack.stats,
+      // limits.tcpBufferMiB: the ring stores of every queue (src/tcp/buffer-budget.ts).
+      tcpBuffers: ringPool.budget.stats(),
       workers: ctx.workers?.summary() ?? null,
       tun: ctx.tunStats(),
       classifier: ctx.classifierCounters() ?? null,

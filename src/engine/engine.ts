@@ -62,6 +62,7 @@ import type { EngineObserver } from './observer.js';
 import { SocketOwnerLookup, type SocketOwnerStats } from '../system/socket-owner.js';
 import { loadNative } from '../link/native.js';
 import { FlowRouter, type FlowInfo, type UdpFlow } from './flow-router.js';
+import { ringPool } from '../tcp/ring-pool.js';
 
 export interface EngineCounters {
   tcpFlows: number;
@@ -281,6 +282,8 @@ export class Engine {
       this.log.error({ flow: guard.what, err: errorText(err) }, 'flow handler failed; the flow was ended');
     };
     this.dials = new DialLimiter(config.limits.dials, config.limits.dialsPerSource, options.dialTable ?? null);
+    // The thread's ring pool counts into the process's budget (a worker's: the main thread's, src/workers/worker-main.ts).
+    ringPool.setBudgetLimit(config.limits.tcpBufferMiB * 1024 * 1024);
     const self = this;
     this.router = new FlowRouter({
       get accepting() {

@@ -151,7 +151,9 @@ export class TcpStream extends Duplex implements FlowEndpoints {
     if (conn === null) return;
     if (chunk === null) {
       const w = this.roomWaiter;
-      if (w !== null && conn.sendSpace >= this.roomWanted) {
+      // An empty ring wakes the waiter whatever it asked for: over the TCP
+      // buffer budget a ring may hold less than `roomWanted` (ByteRing.free).
+      if (w !== null && (conn.sendSpace >= this.roomWanted || conn.sendQueued === 0)) {
         this.roomWaiter = null;
         w.roomAvailable();
       }

@@ -10,6 +10,7 @@ import { TCP_ACK, TCP_FIN, TCP_PSH, TCP_RST, TCP_SYN, newTcpRepr, type TcpRepr }
 import { seqAdd, seqGt, seqLt, seqSub } from './seq.js';
 import { RttEstimator, sharedRttConfig } from './rtt.js';
 import { ByteRing } from './ring-buffer.js';
+import { ringPool } from './ring-pool.js';
 import { Assembler } from './assembler.js';
 import { createCongestionControl, type CongestionControl } from './congestion/index.js';
 import { NewRenoRecovery, SEG_LOST, type LossRecovery } from './loss-recovery.js';
@@ -213,7 +214,8 @@ export abstract class TcpOutput {
     this.totals = owner.tcpTotals ?? newTcpConnectionCounts();
     this.st = state;
     this.rtt = new RttEstimator(sharedRttConfig(config, 4));
-    this.sendRing = new ByteRing(config.sendBufferBytes);
+    // The send ring yields to the process's TCP buffer budget (limits.tcpBufferMiB); the receive ring's window is promised already.
+    this.sendRing = new ByteRing(config.sendBufferBytes, ringPool, true);
     this.recvRing = new ByteRing(config.recvBufferBytes);
     this.iss = opts.iss >>> 0;
     this.sndUna = this.iss;

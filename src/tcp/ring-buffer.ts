@@ -21,7 +21,13 @@
  * may be in one, so nothing reads outside what this ring wrote; reads
  * (`read`, `peek`, `contiguous`) are bounded by `length`, and `commit` only
  * exposes bytes `writeAt` placed.
+ *
+ * A send ring (`yieldsToBudget`) grows only into the headroom left under
+ * the process's TCP buffer budget (buffer-budget.ts), and always to
+ * FLOOR_BYTES; it keeps the store it has. `free` says so, so the
+ * application queues no more than that until the peer's ACKs make room.
  */
+import { FLOOR_BYTES } from './buffer-budget.js';
 import { classSize, ringPool, type RingPool } from './ring-pool.js';
 
 const UNALLOCATED = new Uint8Array(0);
@@ -42,7 +48,12 @@ export class ByteRing {
   private lastSize = 0;
   private readonly pool: RingPool;
 
-  constructor(capacity: number, pool: RingPool = ringPool) {
+  constructor(
+    capacity: number,
+    pool: RingPool = ringPool,
+    /** A send ring: grows only into the pool's budget headroom (and to FLOOR_BYTES). */
+    private readonly yieldsToBudget = false,
+  ) {
     if (!Number.isInteger(capacity) || capacity <= 0) throw new RangeError('ByteRing capacity must be a positive integer');
     this.capacity = capacity;
     this.pool = pool;
@@ -58,8 +69,19 @@ export class ByteRing {
     return this.size;
   }
 
+  /**
+   * Bytes that may be added now: up to the capacity; a send ring, only up
+   * to its store plus the budget's headroom, and at least to FLOOR_BYTES.
+   */
   get free(): number {
-    return this.capacity - this.size;
+    if (!this.yieldsToBudget) return this.capacity - this.size;
+    const room = this.pool.headroom;
+    let cap = this.backing.length + (room > 0 ? room : 0);
+    if (cap <= FLOOR_BYTES) cap = FLOOR_BYTES;
+    // Stores are powers of two: the largest that fits, so the growth stays inside the headroom.
+    else if (cap < this.capacity) cap = 2 ** (31 - Math.clz32(cap));
+    if (cap > this.capacity) cap = this.capacity;
+    return cap > this.size ? cap - this.size : 0;
   }
 
   /** Appends up to `len` bytes; returns how many fit. */
@@ -172,7 +194,9 @@ export class ByteRing {
   private ensure(need: number): void {
     const cap = this.backing.length;
     if (need <= cap) return;
-    const want = classSize(need > this.lastSize ? need : this.lastSize);
+    // A bulk ring starts again at the size it last had, unless that is past the budget's headroom (then what it needs: `free` bounds that).
+    const again = this.lastSize > need && (!this.yieldsToBudget || this.lastSize - cap <= this.pool.headroom);
+    const want = classSize(again ? this.lastSize : need);
     const next = this.pool.acquire(want);
     if (cap !== 0) {
       // Unwrap: the bytes from the head (and anything placed beyond the tail) to the start of the new store.

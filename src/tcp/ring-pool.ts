@@ -8,8 +8,13 @@
  * gets a store that is still in the cache) until the list holds
  * `retainBytes` in all; past that it is left to the garbage collector.
  *
- * One pool per thread (module state): a worker thread has its own.
+ * One pool per thread (module state): a worker thread has its own. Every
+ * store handed out counts toward the process's BufferBudget
+ * (buffer-budget.ts, limits.tcpBufferMiB), and `headroom` tells send
+ * rings how far they may grow; it is refreshed whenever this thread takes
+ * or gives back a store.
  */
+import { BufferBudget } from './buffer-budget.js';
 
 /** Smallest store a ring gets: one or two segments' worth. */
 export const MIN_CLASS = 4096;
@@ -48,8 +53,28 @@ export class RingPool {
   private slabOff = 0;
   private readonly stats: RingPoolStats = { inUse: 0, inUseBytes: 0, free: 0, freeBytes: 0, reused: 0, fresh: 0, slabs: 0 };
 
+  /** The process's TCP buffer budget; a worker thread replaces it with the main thread's (useBudget). */
+  budget: BufferBudget = new BufferBudget();
+  /** Bytes left under the budget's limit, all threads together (0 or less: over; send rings then grow only to FLOOR_BYTES). */
+  headroom = 0x7fffffff;
+
   constructor(public retainBytes = 32 * 1024 * 1024) {
     for (let i = 0; i < CLASSES; i++) this.lists.push([]);
+  }
+
+  /** Sets the budget's limit (for every thread sharing it: limits.tcpBufferMiB) and this thread's headroom under it. */
+  setBudgetLimit(bytes: number): void {
+    this.budget.setLimitBytes(bytes);
+    this.headroom = this.budget.headroom(this.headroom <= 0);
+  }
+
+  /** Counts this pool's stores in `budget` from now on (a worker: the main thread's, in its own slot). */
+  useBudget(budget: BufferBudget): void {
+    const held = this.stats.inUseBytes;
+    this.budget.add(-held);
+    budget.add(held);
+    this.budget = budget;
+    this.headroom = budget.headroom(false);
   }
 
   /**
@@ -62,6 +87,8 @@ export class RingPool {
     const s = this.stats;
     s.inUse++;
     s.inUseBytes += size;
+    this.budget.add(size);
+    this.headroom = this.budget.headroom(this.headroom <= 0);
     const got = list.pop();
     if (got !== undefined) {
       s.free--;
@@ -87,6 +114,8 @@ export class RingPool {
     const s = this.stats;
     s.inUse--;
     s.inUseBytes -= size;
+    this.budget.add(-size);
+    this.headroom = this.budget.headroom(true);
     if (s.freeBytes + size > this.retainBytes) return;
     this.lists[classOf(size)]!.push(store);
     s.free++;

@@ -22,6 +22,7 @@
  * packets for the new worker.
  */
 import { MessageChannel, Worker } from 'node:worker_threads';
+import { ringPool } from '../tcp/ring-pool.js';
 import type { RuleSetType, SluiceConfig } from '../config/types.js';
 import type { FakeIpPool } from '../dns/fake-ip.js';
 import type { DnsSnoop } from '../dns/snoop.js';
@@ -210,6 +211,7 @@ export class WorkerPool {
       selectionsPath: this.o.selectionsPath,
       observe: this.o.observer !== undefined && this.o.observer().engine !== null,
       dialTable: this.o.dialTable,
+      bufferBudget: ringPool.budget.shared,
       logTap: this.logTap,
     };
     const w = new Worker(WORKER_SCRIPT, { workerData: data, transferList: [wake.port2], stdout: false, stderr: false });
@@ -251,6 +253,8 @@ export class WorkerPool {
         clearTimeout(readyTimer);
         if (slot.worker !== w) return;
         slot.worker = null;
+        // Its ring stores went with its heap: its share of the TCP buffer budget is free again.
+        ringPool.budget.clearSlot(slot.queue + 1);
         const reason = slot.killReason ?? failure;
         const lost = this.dropMirrors(slot);
         this.retire(slot);

@@ -30,6 +30,8 @@ export interface WorkerStart {
   observe: boolean;
   /** The dials in progress of every engine (shared-dials.ts), for limits.dials / dialsPerSource. */
   dialTable: SharedArrayBuffer;
+  /** The process's TCP buffer budget (src/tcp/buffer-budget.ts): the worker counts its ring stores in slot queue + 1. */
+  bufferBudget: SharedArrayBuffer;
   /** One Int32 (log-tap.ts): non-zero while the main thread's /logs stream has a listener; the worker sends its lines only then. */
   logTap: SharedArrayBuffer;
 }

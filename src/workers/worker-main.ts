@@ -23,6 +23,8 @@
  * set the routing mode.
  */
 import { parentPort, workerData, type MessagePort } from 'node:worker_threads';
+import { BufferBudget } from '../tcp/buffer-budget.js';
+import { ringPool } from '../tcp/ring-pool.js';
 import type { SluiceConfig } from '../config/types.js';
 import { Engine } from '../engine/engine.js';
 import { createLogger, flushLogs, LogTap } from '../engine/logger.js';
@@ -154,6 +156,8 @@ function main(): void {
       : null;
   // The same condition as the engine's own snoop table (engine.ts): the main thread has one exactly then.
   const snoop = config.dns.mode === 'real-ip' || config.dns.fakeIp.filter.length > 0 ? new RemoteDnsSnoop(channel) : null;
+  // This thread's TCP ring stores count in the process's budget (limits.tcpBufferMiB), in this queue's slot.
+  ringPool.useBudget(new BufferBudget(start.bufferBudget, start.queue + 1));
   const engine = new Engine(config, link, log, { selectionsPath: start.selectionsPath, ruleSetDir: null, fakeIpPool: pool, snoop, flows, ruleSetDownloads: false, dialTable: new SharedDialTable(start.dialTable) });
   let stopping = false;
   const send = (m: WorkerToMain, transfer?: ArrayBuffer[]): void => port.postMessage(m, transfer);
