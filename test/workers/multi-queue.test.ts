@@ -156,6 +156,9 @@ t.test('tun.queues 3: fake-IP names over several worker threads; a killed worker
   const progress = (await api(gateway, 'GET', '/connections')) as { connections: { metadata: { host: string }; download: number }[] };
   const furthest = Math.max(...progress.connections.filter((c) => /^q\d+\.bulk\.example$/.test(c.metadata.host)).map((c) => c.download));
   t.ok(furthest < SLOW_BYTES * 0.9, `every download is mid-transfer at the kill (the furthest at ${((furthest / SLOW_BYTES) * 100).toFixed(0)} %)`);
+  // The TCP buffer budget's count (limits.tcpBufferMiB) holds the rings of the slow downloads, the victim's among them.
+  const heldBefore = ((await api(gateway, 'GET', '/v1/stats')) as { tcpBuffers: { usedBytes: number } }).tcpBuffers.usedBytes;
+  t.ok(heldBefore > 0, `the workers' rings are counted in the process's TCP buffer budget (${heldBefore} bytes)`);
   const killed = (await api(gateway, 'POST', `/v1/workers/${victim.queue}/kill`)) as { killed: number };
   t.equal(killed.killed, victim.queue, `worker ${victim.queue} (${victim.tcpFlows} downloads) killed mid-transfer`);
 
@@ -195,6 +198,14 @@ t.test('tun.queues 3: fake-IP names over several worker threads; a killed worker
     if (round2.some((r) => r.localPort === port)) queues2.add(f.queue);
   }
   t.ok(queues2.size >= 2, `round two spread over queues ${[...queues2].join(', ')}`);
+
+  // The dead worker's rings left the budget's count with it: every flow has ended, nothing is counted.
+  let held = -1;
+  for (let i = 0; i < 50 && held !== 0; i++) {
+    if (i > 0) await sleep(100);
+    held = ((await api(gateway, 'GET', '/v1/stats')) as { tcpBuffers: { usedBytes: number } }).tcpBuffers.usedBytes;
+  }
+  t.equal(held, 0, "the killed worker's ring stores left the TCP buffer budget's count (no leak)");
 
   // One view: the counters add up over the workers.
   const stats = (await api(gateway, 'GET', '/v1/stats')) as { engine: { tcpFlows: number }; stack: { tcpFlowsAccepted: number }; tun: { rxPackets: number }; workers: WorkersView; flows: { closed: number } };
