@@ -153,6 +153,7 @@ if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {
       for (const bin of bins) {
         for (const direction of ['up', 'down'] as const) {
           const mine = rows.filter((r) => r.bin === bin && r.direction === direction);
+          if (mine.length === 0) continue; // --only the other direction
           console.log(`  ${bin} ${direction}: ${median(mine.map((r) => r.cpuMsPerGB)).toFixed(0)} ms/GB at ${median(mine.map((r) => r.gbps)).toFixed(2)} Gbit/s (rounds ${mine.map((r) => r.cpuMsPerGB.toFixed(0)).join(' ')}; TUN writes/MB ${median(mine.map((r) => r.tunWritesPerMB)).toFixed(1)}, reads/MB ${median(mine.map((r) => r.tunReadsPerMB)).toFixed(1)}, faults/MB ${median(mine.map((r) => r.faultsPerMB)).toFixed(1)}; load ${mine.map((r) => r.load1.toFixed(1)).join(' ')})`);
         }
       }
