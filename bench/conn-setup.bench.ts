@@ -43,7 +43,7 @@ import { pathToFileURL } from 'node:url';
 import { Lab, type Netns, type TestLike } from '../test/harness/netns.js';
 import { threeNamespaces, SERVER_V4 } from '../test/harness/topology.js';
 import { childEnv, Engine, SLUICE_BIN, TUN } from '../test/fixtures/engine/lab.js';
-import { BenchContext, takeFlag } from './bench-lab.js';
+import { BenchContext, peakRssMiB, takeFlag } from './bench-lab.js';
 import { median } from './peers-table.js';
 import { threadCpu, threadSplit } from './thread-cpu.js';
 import { writeNginxConf } from '../test/fixtures/nginx-conf.js';
@@ -54,6 +54,8 @@ export interface ConnSetupRound {
   errors: number;
   cpuUsPerConn: number;
   rssMb: number;
+  /** VmHWM: the most the process held at once (warm-up included), MiB. */
+  peakMb: number;
   load1: number;
   /** Packets sluice wrote to the TUN per completed request (sluice_tun_transmit_packets_total), NaN when the metrics could not be read. */
   txPerConn: number;
@@ -212,6 +214,7 @@ async function oneRound(client: Netns, gateway: Netns, dir: string, seconds: num
       errors: w.errors,
       cpuUsPerConn: w.requests > 0 ? (c1 - c0) / w.requests : NaN,
       rssMb: rss / 2 ** 20,
+      peakMb: peakRssMiB(pid),
       load1: os.loadavg()[0]!,
       txPerConn: w.requests > 0 ? (tx1 - tx0) / w.requests : NaN,
       threads: perConn(split, w.requests),
@@ -260,8 +263,8 @@ export async function runConnSetupBench(seconds = 5, rounds = 3, connections = 1
 
 export function printConnSetupRows(rounds: ConnSetupRound[], seconds: number, connections: number, queues = 1): void {
   console.log(`\nconnection setup: wrk -c${connections} -d${seconds}s 'Connection: close' to nginx (1 KiB) through sluice run (gateway, tun, tun.queues ${queues}, flow log on)`);
-  console.log(`  ${'round'.padEnd(8)} ${'conn/s'.padStart(8)} ${'CPU µs/conn'.padStart(12)} ${'TUN tx/conn'.padStart(12)} ${'errors'.padStart(7)} ${'RSS MB'.padStart(7)} ${'load1'.padStart(6)}`);
-  rounds.forEach((r, i) => console.log(`  ${String(i + 1).padEnd(8)} ${r.connPerSec.toFixed(0).padStart(8)} ${r.cpuUsPerConn.toFixed(0).padStart(12)} ${r.txPerConn.toFixed(2).padStart(12)} ${String(r.errors).padStart(7)} ${r.rssMb.toFixed(0).padStart(7)} ${r.load1.toFixed(2).padStart(6)}`));
+  console.log(`  ${'round'.padEnd(8)} ${'conn/s'.padStart(8)} ${'CPU µs/conn'.padStart(12)} ${'TUN tx/conn'.padStart(12)} ${'errors'.padStart(7)} ${'RSS MB'.padStart(7)} ${'peak MB'.padStart(8)} ${'load1'.padStart(6)}`);
+  rounds.forEach((r, i) => console.log(`  ${String(i + 1).padEnd(8)} ${r.connPerSec.toFixed(0).padStart(8)} ${r.cpuUsPerConn.toFixed(0).padStart(12)} ${r.txPerConn.toFixed(2).padStart(12)} ${String(r.errors).padStart(7)} ${r.rssMb.toFixed(0).padStart(7)} ${r.peakMb.toFixed(0).padStart(8)} ${r.load1.toFixed(2).padStart(6)}`));
   const groups = [...new Set(rounds.flatMap((r) => Object.keys(r.threads)))].sort((a, b) => (a === 'main' ? -1 : b === 'main' ? 1 : a === 'other' ? 1 : b === 'other' ? -1 : a.localeCompare(b)));
   const perThread = (r: ConnSetupRound): string => groups.map((g) => `${g} ${(r.threads[g] ?? 0).toFixed(0)}`).join(', ');
   rounds.forEach((r, i) => console.log(`  ${String(i + 1).padEnd(8)} CPU µs/conn by thread: ${perThread(r)}`));
@@ -269,7 +272,7 @@ export function printConnSetupRows(rounds: ConnSetupRound[], seconds: number, co
   console.log(`  ${'median'.padEnd(8)} of it system:         ${groups.map((g) => `${g} ${median(rounds.map((r) => r.threadsSys[g] ?? 0)).toFixed(0)}`).join(', ')}`);
   const perfKeys = [...new Set(rounds.flatMap((r) => Object.keys(r.perfPerConn)))].sort();
   if (perfKeys.length > 0) console.log(`  ${'median'.padEnd(8)} per conn (perf):      ${perfKeys.map((k) => `${k} ${median(rounds.map((r) => r.perfPerConn[k] ?? 0)).toFixed(1)}`).join(', ')}`);
-  console.log(`  ${'median'.padEnd(8)} ${median(rounds.map((r) => r.connPerSec)).toFixed(0).padStart(8)} ${median(rounds.map((r) => r.cpuUsPerConn)).toFixed(0).padStart(12)} ${median(rounds.map((r) => r.txPerConn)).toFixed(2).padStart(12)} ${''.padStart(7)} ${median(rounds.map((r) => r.rssMb)).toFixed(0).padStart(7)} ${median(rounds.map((r) => r.load1)).toFixed(2).padStart(6)}`);
+  console.log(`  ${'median'.padEnd(8)} ${median(rounds.map((r) => r.connPerSec)).toFixed(0).padStart(8)} ${median(rounds.map((r) => r.cpuUsPerConn)).toFixed(0).padStart(12)} ${median(rounds.map((r) => r.txPerConn)).toFixed(2).padStart(12)} ${''.padStart(7)} ${median(rounds.map((r) => r.rssMb)).toFixed(0).padStart(7)} ${median(rounds.map((r) => r.peakMb)).toFixed(0).padStart(8)} ${median(rounds.map((r) => r.load1)).toFixed(2).padStart(6)}`);
 }
 
 interface ProfileNode {

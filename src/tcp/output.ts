@@ -355,6 +355,10 @@ export abstract class TcpOutput {
     // The exclusive timer becomes TIME-WAIT's: no retransmission, probe or FIN-WAIT-2 bound is left.
     this.setTimer('time-wait', now + this.config.timeWaitMs);
     this.lossRecovery?.cancelProbe();
+    // Everything sent is acknowledged (our FIN too) and nothing more is sent
+    // but ACKs: the loss recovery (RACK-TLP, the scoreboard) has nothing
+    // left to do, and a TIME-WAIT connection need not hold it.
+    this.lossRecovery = null;
     this.keepAliveAt = Infinity;
   }
 
