@@ -10,7 +10,7 @@
  * wrk completed. The machine may be shared: every round is reported, with
  * medians and the load average, and CPU per connection is the robust
  * figure (the rate depends on how much CPU the other processes leave).
- *   sudo node dist/bench/conn-setup.bench.js [seconds] [rounds] [--connections N] [--queues N] [--warmup S] [--prof DIR] [--ab OTHER/bin/sluice.js] [--syscalls]
+ *   sudo node dist/bench/conn-setup.bench.js [seconds] [rounds] [--connections N] [--queues N] [--warmup S] [--prof DIR] [--ab OTHER/bin/sluice.js] [--syscalls] [--keepalive]
  * --warmup S: seconds of the same load before the measured run (default 1).
  * One second leaves V8 still optimising (TurboFan on its platform threads,
  * the `other` column): at two queues each worker isolate compiles the same
@@ -30,6 +30,10 @@
  * TUN-side reads and writes, futex calls, context switches and
  * inter-processor interrupts sent and taken per connection by the same
  * thread groups (perf must be installed; tracepoints need root).
+ * --keepalive measures keep-alive requests instead (wrk's connections
+ * stay open, nginx keeps them: keepalive_requests unbounded): conn/s is
+ * then requests/s and CPU µs/conn CPU per request, the keep-alive row of
+ * bench:peers with a profile (--prof) and an A/B of its own.
  * --prof DIR runs sluice under `node --cpu-prof --cpu-prof-dir DIR` (one
  * profile per thread and round, the workers' too: they inherit the
  * flags; written when sluice exits) and prints the top self-time entries
@@ -132,6 +136,10 @@ export function rssBytes(pid: number): number {
   return m === null ? 0 : Number(m[1]) * 1024;
 }
 
+/** --keepalive: requests over kept-alive connections, not a connection each. */
+let keepAlive = false;
+const closeHeader = (): string[] => (keepAlive ? [] : ['-H', 'Connection: close']);
+
 function nginxConf(dir: string): string {
   const root = path.join(dir, 'www');
   mkdirSync(root, { recursive: true });
@@ -140,7 +148,7 @@ function nginxConf(dir: string): string {
     main: ['worker_processes 1;', 'worker_rlimit_nofile 8192;'],
     errorLog: 'stderr crit',
     workerConnections: 4096,
-    http: ['default_type application/octet-stream;', 'keepalive_timeout 0;'],
+    http: ['default_type application/octet-stream;', keepAlive ? 'keepalive_timeout 75s; keepalive_requests 100000000;' : 'keepalive_timeout 0;'],
     server: [`listen ${SERVER_V4}:80 backlog=4096 reuseport;`, `root ${root};`],
   });
 }
@@ -192,13 +200,13 @@ async function oneRound(client: Netns, gateway: Netns, dir: string, seconds: num
     // Warm-up: JIT and the first allocations are not what a steady state costs
     // (each worker thread is an isolate of its own that compiles the same
     // code again, with half the calls: see --warmup above).
-    await client.exec(['wrk', '-t1', `-c${connections}`, `-d${warmup}s`, '-H', 'Connection: close', url], { timeoutMs: (warmup + 30) * 1000, allowFail: true });
+    await client.exec(['wrk', '-t1', `-c${connections}`, `-d${warmup}s`, ...closeHeader(), url], { timeoutMs: (warmup + 30) * 1000, allowFail: true });
     engine.lines.length = 0;
     const tx0 = await tunTxPackets(gateway);
     const stopPerf = syscalls ? perfStat(pid) : null;
     const t0 = threadCpu(pid);
     const c0 = cpuMicros(pid);
-    const r = await client.exec(['wrk', '-t1', `-c${connections}`, `-d${seconds}s`, '-H', 'Connection: close', url], { timeoutMs: (seconds + 30) * 1000 });
+    const r = await client.exec(['wrk', '-t1', `-c${connections}`, `-d${seconds}s`, ...closeHeader(), url], { timeoutMs: (seconds + 30) * 1000 });
     const c1 = cpuMicros(pid);
     const t1 = threadCpu(pid);
     const split = threadSplit(pid, t0, t1);
@@ -262,7 +270,7 @@ export async function runConnSetupBench(seconds = 5, rounds = 3, connections = 1
 }
 
 export function printConnSetupRows(rounds: ConnSetupRound[], seconds: number, connections: number, queues = 1): void {
-  console.log(`\nconnection setup: wrk -c${connections} -d${seconds}s 'Connection: close' to nginx (1 KiB) through sluice run (gateway, tun, tun.queues ${queues}, flow log on)`);
+  console.log(`\n${keepAlive ? 'keep-alive requests (conn/s: requests/s, µs/conn: per request)' : 'connection setup'}: wrk -c${connections} -d${seconds}s${keepAlive ? '' : " 'Connection: close'"} to nginx (1 KiB) through sluice run (gateway, tun, tun.queues ${queues}, flow log on)`);
   console.log(`  ${'round'.padEnd(8)} ${'conn/s'.padStart(8)} ${'CPU µs/conn'.padStart(12)} ${'TUN tx/conn'.padStart(12)} ${'errors'.padStart(7)} ${'RSS MB'.padStart(7)} ${'peak MB'.padStart(8)} ${'load1'.padStart(6)}`);
   rounds.forEach((r, i) => console.log(`  ${String(i + 1).padEnd(8)} ${r.connPerSec.toFixed(0).padStart(8)} ${r.cpuUsPerConn.toFixed(0).padStart(12)} ${r.txPerConn.toFixed(2).padStart(12)} ${String(r.errors).padStart(7)} ${r.rssMb.toFixed(0).padStart(7)} ${r.peakMb.toFixed(0).padStart(8)} ${r.load1.toFixed(2).padStart(6)}`));
   const groups = [...new Set(rounds.flatMap((r) => Object.keys(r.threads)))].sort((a, b) => (a === 'main' ? -1 : b === 'main' ? 1 : a === 'other' ? 1 : b === 'other' ? -1 : a.localeCompare(b)));
@@ -309,6 +317,9 @@ if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {
   const connections = Number(flag('--connections') ?? 16);
   const queues = Number(flag('--queues') ?? 1);
   const warmup = Number(flag('--warmup') ?? 1);
+  const keepAliveAt = args.indexOf('--keepalive');
+  keepAlive = keepAliveAt >= 0;
+  if (keepAlive) args.splice(keepAliveAt, 1);
   const syscallsAt = args.indexOf('--syscalls');
   const syscalls = syscallsAt >= 0;
   if (syscalls) args.splice(syscallsAt, 1);

@@ -535,7 +535,12 @@ export class TcpConnection extends TcpOutput {
       this.owner.onReadable(this);
       // RFC 5681 4.2 / RFC 1122 4.2.3.2: ACK at least every second full segment.
       this.segmentsSinceAck += Math.max(1, Math.floor(n / this.announcedMss));
-      if (this.segmentsSinceAck >= 2 || push && n < this.announcedMss) this.ackNow = true;
+      // A small pushed segment (a request) is ACKed at once, so a sender
+      // that waits on it (Nagle) does not wait for our timer; in
+      // request/response mode our answer carries the ACK (TcpOutput.interactive).
+      const small = push && n < this.announcedMss;
+      if (small) this.awaitingReply = true;
+      if (this.segmentsSinceAck >= 2 || (small && !this.interactive)) this.ackNow = true;
       else if (this.delayedAckAt === Infinity) this.delayedAckAt = now + this.config.delayedAckMs;
       return;
     }

@@ -168,6 +168,17 @@ export abstract class TcpOutput {
   protected rstReplyPending = false;
   protected rstReplySeq = 0;
   protected segmentsSinceAck = 0;
+  /**
+   * Request/response mode (Linux's "pingpong", RFC 1122 4.2.3.2 delayed
+   * ACKs): once our data has answered a small pushed segment, the ACK of
+   * the next one waits for our answer to carry it (up to delayedAckMs)
+   * instead of going out alone at once: one packet per request fewer on a
+   * kept-alive HTTP connection. Left when the delayed ACK's timer runs out
+   * with no answer (the peer is not waiting on one), as Linux leaves it.
+   */
+  protected interactive = false;
+  /** A small pushed segment came in and no new data went out since: the next data answers it. */
+  protected awaitingReply = false;
   /** Segments that advertised a zero window (our reader was slow). */
   zeroWindowsSent = 0;
   /** Window updates repeated because the peer sent nothing after our window reopened (WINDOW_UPDATE_RESENDS). */
@@ -473,7 +484,11 @@ export abstract class TcpOutput {
       if (!sent) this.emitAck(now, sink);
       sent = true;
     }
-    if (!sent && (this.ackNow || this.delayedAckAt <= now)) this.emitAck(now, sink);
+    if (!sent && (this.ackNow || this.delayedAckAt <= now)) {
+      // The delayed ACK's timer ran out before an answer carried it: ACK small pushes at once again.
+      if (!this.ackNow) this.interactive = false;
+      this.emitAck(now, sink);
+    }
   }
 
   /** The earliest time dispatch has work; 0 when it has work now. */
@@ -552,6 +567,10 @@ export abstract class TcpOutput {
   protected sendNew(now: number, sink: SegmentSink, size: number, last: boolean): number {
     const n = this.emitData(now, sink, this.sentBytes, size, last);
     this.sentBytes += n;
+    if (this.awaitingReply) {
+      this.awaitingReply = false;
+      this.interactive = true;
+    }
     this.recovery.scoreboard.append(n, this.sendMss, now);
     this.recovery.onSent(n);
     this.startRetransmitTimer(now);

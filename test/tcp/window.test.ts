@@ -146,3 +146,38 @@ t.test('delayed ACK: one small segment waits 40 ms; every second full segment is
   f.peerSeq += 1460;
   t.equal(f.send({}, Buffer.alloc(1460)).length, 1, 'second full segment: immediate ACK');
 });
+
+t.test('request/response: a small push is ACKed at once until our answer has carried an ACK; then the answer carries it, and a timer that runs out ends the mode', async (t) => {
+  const f = established();
+  const request = Buffer.alloc(120, 7);
+  const first = f.send({ flags: TCP_ACK | TCP_PSH }, request);
+  f.peerSeq += 120;
+  t.equal(first.length, 1, 'the first request is ACKed at once (a Nagle sender may wait on it)');
+  t.equal(first[0]!.data.length, 0, 'a pure ACK');
+  // Our answer: data, in response to the request.
+  f.conn.send(Buffer.alloc(1000, 1), 0, 1000);
+  const answer = f.dispatch();
+  t.equal(answer.length, 1);
+  f.send({ flags: TCP_ACK, ack: f.conn.sndNxt });
+
+  // The next request waits for our answer to carry its ACK: one segment, not two.
+  t.equal(f.send({ flags: TCP_ACK | TCP_PSH }, request).length, 0, 'the second request is not ACKed alone');
+  f.peerSeq += 120;
+  f.conn.send(Buffer.alloc(1000, 2), 0, 1000);
+  const carried = f.dispatch();
+  t.equal(carried.length, 1, 'one segment answers it');
+  t.equal(carried[0]!.data.length, 1000, 'with the answer');
+  t.equal(carried[0]!.repr.ack, f.peerSeq, 'and the ACK of the request');
+  f.send({ flags: TCP_ACK, ack: f.conn.sndNxt });
+
+  // No answer this time: the delayed ACK goes out at 40 ms, and the mode ends.
+  t.equal(f.send({ flags: TCP_ACK | TCP_PSH }, request).length, 0);
+  f.peerSeq += 120;
+  t.equal(f.advance(39).length, 0, 'held for the answer');
+  const late = f.advance(1);
+  t.equal(late.length, 1, `the ACK goes out at ${f.conn.config.delayedAckMs} ms`);
+  t.equal(late[0]!.repr.ack, f.peerSeq);
+  const again = f.send({ flags: TCP_ACK | TCP_PSH }, request);
+  f.peerSeq += 120;
+  t.equal(again.length, 1, 'the next small push is ACKed at once again');
+});
