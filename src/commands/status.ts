@@ -1,7 +1,8 @@
 /**
  * `sluice status`: one screen about the running sluice, from its control
  * API: version, uptime, configuration file, mode, open flows (by network
- * and by outbound) and traffic (totals and the current rate).
+ * and by outbound), traffic (totals and the current rate) and memory (the
+ * process's RSS, the TCP buffers against limits.tcpBufferMiB).
  *
  * Exit codes: 0, 1 the API could not be reached or refused, 2 usage.
  */
@@ -13,7 +14,7 @@ import { formatAge, formatBytes, type Snapshot } from '../control/flow-table.js'
 export const STATUS_USAGE = `Usage: sluice status [--json] [options]
 
 Prints the running sluice's version, uptime, configuration file, open
-flows and traffic.
+flows, traffic and memory.
   --json                 the same as one JSON object
 ${TARGET_USAGE}`;
 
@@ -25,6 +26,8 @@ export interface Status {
   mode: string | null;
   flows: { open: number; byNetwork: Record<string, number>; byOutbound: Record<string, number> };
   traffic: { uploadTotal: number; downloadTotal: number; upRate: number; downRate: number };
+  /** null from a sluice that does not report it. */
+  memory: { rssBytes: number; tcpBuffers: { usedBytes: number; limitBytes: number; peakBytes: number; pressureEvents: number } } | null;
 }
 
 function count(into: Record<string, number>, key: string): void {
@@ -35,7 +38,7 @@ const RATE_WINDOW_MS = 1000;
 
 export async function gatherStatus(target: ApiTarget): Promise<Status> {
   const version = (await call(target, 'GET', '/version')) as { version?: string } | null;
-  const s = ((await call(target, 'GET', '/v1/stats')) ?? {}) as { uptimeMs?: number; config?: string; mode?: string };
+  const s = ((await call(target, 'GET', '/v1/stats')) ?? {}) as { uptimeMs?: number; config?: string; mode?: string; rssBytes?: number; tcpBuffers?: NonNullable<Status['memory']>['tcpBuffers'] };
   const first = (await call(target, 'GET', '/connections')) as Snapshot;
   const t0 = performance.now();
   await new Promise((r) => setTimeout(r, RATE_WINDOW_MS));
@@ -60,8 +63,12 @@ export async function gatherStatus(target: ApiTarget): Promise<Status> {
       upRate: Math.max(0, (snap.uploadTotal - first.uploadTotal) / dt),
       downRate: Math.max(0, (snap.downloadTotal - first.downloadTotal) / dt),
     },
+    memory: typeof s.rssBytes === 'number' && s.tcpBuffers !== undefined ? { rssBytes: s.rssBytes, tcpBuffers: s.tcpBuffers } : null,
   };
 }
+
+/** Binary units, as limits.tcpBufferMiB is given. */
+const mib = (n: number): string => `${(n / 2 ** 20).toFixed(1)} MiB`;
 
 const list = (m: Record<string, number>): string =>
   Object.entries(m)
@@ -78,6 +85,11 @@ export function renderStatus(s: Status): string {
     `flows     ${s.flows.open} open${s.flows.open > 0 ? ` (${list(s.flows.byNetwork)}; by outbound: ${list(s.flows.byOutbound)})` : ''}`,
     `traffic   up ${formatBytes(s.traffic.upRate)}/s, down ${formatBytes(s.traffic.downRate)}/s; total up ${formatBytes(s.traffic.uploadTotal)}, down ${formatBytes(s.traffic.downloadTotal)}`,
   ];
+  const m = s.memory;
+  if (m !== null) {
+    const b = m.tcpBuffers;
+    lines.push(`memory    RSS ${mib(m.rssBytes)}; TCP buffers ${mib(b.usedBytes)} of ${mib(b.limitBytes)} (peak ${mib(b.peakBytes)}${b.pressureEvents > 0 ? `, limit reached ${b.pressureEvents} times` : ''})`);
+  }
   return lines.join('\n');
 }
 

@@ -30,6 +30,8 @@ export function registerV1Routes(api: ApiServer, ctx: ControlContext): void {
       engine: ctx.workers?.engineCounters({ ...engine.counters, synFlood: { ...engine.counters.synFlood } }) ?? { ...engine.counters, synFlood: { ...engine.counters.synFlood } },
       // Retransmit, timeout and zero-window counts are of closed connections (the stack adds them up when a connection ends).
       stack: ctx.workers?.stackStats(engine.stack.stats) ?? engine.stack.stats,
+      // The whole process (every worker thread's heap and stack too).
+      rssBytes: process.memoryUsage.rss(),
       // limits.tcpBufferMiB: the ring stores of every queue (src/tcp/buffer-budget.ts).
       tcpBuffers: ringPool.budget.stats(),
       workers: ctx.workers?.summary() ?? null,

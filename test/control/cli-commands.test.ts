@@ -81,9 +81,11 @@ t.test('status, flows, close and their errors against a live download', { timeou
   t.match(status.stdout, /flows\s+1 open \(tcp 1; by outbound: direct 1\)/, 'status: the flow counts');
   t.match(status.stdout, /traffic\s+up .*down [1-9][\d.]* [kMG]?B\/s/, 'status: a download rate');
   t.match(status.stdout, /uptime\s+\d+s/, 'status: the uptime');
+  t.match(status.stdout, /memory\s+RSS [1-9][\d.]* MiB; TCP buffers [\d.]+ MiB of 128\.0 MiB \(peak [\d.]+ MiB/, 'status: the RSS and the TCP buffers against limits.tcpBufferMiB');
   t.match(status.stdout, new RegExp(`config\\s+${lab.config.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}`), 'status: the config file');
   const statusJson = await sluice(lab.gateway, ['status', '--json', '--config', lab.config]);
-  const sj = JSON.parse(statusJson.stdout) as { flows: { open: number }; traffic: { downloadTotal: number } };
+  const sj = JSON.parse(statusJson.stdout) as { flows: { open: number }; traffic: { downloadTotal: number }; memory: { rssBytes: number; tcpBuffers: { limitBytes: number } } };
+  t.ok(sj.memory.rssBytes > 0 && sj.memory.tcpBuffers.limitBytes === 128 * 1024 * 1024, 'status --json: memory');
   t.equal(sj.flows.open, 1, 'status --json: one open flow');
   t.ok(sj.traffic.downloadTotal > 0, `status --json: downloadTotal ${sj.traffic.downloadTotal}`);
 

@@ -12,11 +12,10 @@ import { Worker } from 'node:worker_threads';
 import { BufferBudget, FLOOR_BYTES } from '../../src/tcp/buffer-budget.js';
 import { ByteRing } from '../../src/tcp/ring-buffer.js';
 import { RingPool, ringPool } from '../../src/tcp/ring-pool.js';
-import { Stack } from '../../src/stack.js';
-import type { TcpStream } from '../../src/stack/tcp-stream.js';
-import { TCP_ACK, TCP_SYN } from '../../src/wire/tcp.js';
-import { MemoryLink, settle } from '../stack/memory-link.js';
-import { MSS_1460, readTcp, tcpSegment } from '../stack/packets.js';
+import { TCP_ACK } from '../../src/wire/tcp.js';
+import { settle } from '../stack/memory-link.js';
+import { readTcp, tcpSegment } from '../stack/packets.js';
+import { acceptingStack, openFlow } from '../stack/accepting-stack.js';
 
 const KiB = 1024;
 
@@ -116,21 +115,8 @@ t.test('through the stack: a download under pressure arrives whole and in order 
   ringPool.useBudget(tight);
   ringPool.setBudgetLimit(4 * KiB);
   t.teardown(() => ringPool.useBudget(saved));
-  const link = new MemoryLink(1500);
-  const clock = { now: 1000 };
-  const streams: TcpStream[] = [];
-  const stack = new Stack(link, { onTcpFlow: (req) => void streams.push(req.accept()) }, { clock: () => clock.now, tso: false });
-  t.teardown(() => stack.close());
-  stack.start();
-  link.inject(tcpSegment({ srcPort: 40100, dstPort: 80, seq: 1000, flags: TCP_SYN, options: MSS_1460, window: 65535 }));
-  await settle();
-  const synAck = readTcp(link.drain().find((p) => (readTcp(p).flags & TCP_SYN) !== 0)!);
-  let acked = (synAck.seq + 1) >>> 0;
-  const iss1 = acked;
-  link.inject(tcpSegment({ srcPort: 40100, dstPort: 80, seq: 1001, ack: acked, flags: TCP_ACK, window: 65535 }));
-  await settle();
-  const s = streams[0]!;
-  t.ok(s, 'the flow is accepted');
+  const { link, streams } = acceptingStack(t);
+  const { s, ack: iss1 } = await openFlow(link, 40100, streams);
 
   const size = 1024 * KiB;
   const body = Buffer.from(bytes(size, 7));
@@ -152,8 +138,7 @@ t.test('through the stack: a download under pressure arrives whole and in order 
         received += r.payload.length;
       }
     }
-    acked = (iss1 + received) >>> 0;
-    link.inject(tcpSegment({ srcPort: 40100, dstPort: 80, seq: 1001, ack: acked, flags: TCP_ACK, window: 65535 }));
+    link.inject(tcpSegment({ srcPort: 40100, dstPort: 80, seq: 1001, ack: (iss1 + received) >>> 0, flags: TCP_ACK, window: 65535 }));
   }
   await settle();
   t.equal(received, size, 'every byte arrived');
@@ -168,17 +153,8 @@ t.test('through the stack: a download under pressure arrives whole and in order 
 
 t.test('the same download with room in the budget lets the send ring grow past the floor (the check above can fail)', async (t) => {
   ringPool.trim();
-  const link = new MemoryLink(1500);
-  const streams: TcpStream[] = [];
-  const stack = new Stack(link, { onTcpFlow: (req) => void streams.push(req.accept()) }, { clock: () => 1000, tso: false });
-  t.teardown(() => stack.close());
-  stack.start();
-  link.inject(tcpSegment({ srcPort: 40101, dstPort: 80, seq: 1000, flags: TCP_SYN, options: MSS_1460, window: 65535 }));
-  await settle();
-  const synAck = readTcp(link.drain().find((p) => (readTcp(p).flags & TCP_SYN) !== 0)!);
-  link.inject(tcpSegment({ srcPort: 40101, dstPort: 80, seq: 1001, ack: (synAck.seq + 1) >>> 0, flags: TCP_ACK, window: 65535 }));
-  await settle();
-  const s = streams[0]!;
+  const { link, streams } = acceptingStack(t);
+  const { s } = await openFlow(link, 40101, streams);
   s.write(Buffer.from(bytes(1024 * KiB, 8)));
   await settle();
   const conn = (s as unknown as { flow: { connection: { sendRing: ByteRing } } }).flow.connection;

@@ -8,11 +8,10 @@
 import t from 'tap';
 import { ByteRing } from '../../src/tcp/ring-buffer.js';
 import { RingPool, classSize, MIN_CLASS, ringPool } from '../../src/tcp/ring-pool.js';
-import { Stack } from '../../src/stack.js';
-import type { TcpStream } from '../../src/stack/tcp-stream.js';
-import { TCP_ACK, TCP_FIN, TCP_PSH, TCP_SYN } from '../../src/wire/tcp.js';
-import { MemoryLink, settle } from '../stack/memory-link.js';
-import { MSS_1460, readTcp, tcpSegment } from '../stack/packets.js';
+import { TCP_ACK, TCP_FIN, TCP_PSH } from '../../src/wire/tcp.js';
+import { settle } from '../stack/memory-link.js';
+import { readTcp, tcpSegment } from '../stack/packets.js';
+import { acceptingStack, openFlow } from '../stack/accepting-stack.js';
 
 const MARKER = 0xee;
 
@@ -161,27 +160,10 @@ t.test('a reused store never shows the previous ring\'s bytes', async (t) => {
   t.throws(() => new ByteRing(1024, pool).commit(10), /never placed/, 'committing bytes never placed is refused');
 });
 
-/** Opens a flow from `port` through the stack; returns the stream and the client's next seq / our ack. */
-async function openFlow(link: MemoryLink, port: number, streams: TcpStream[]): Promise<{ s: TcpStream; seq: number; ack: number }> {
-  const before = streams.length;
-  link.inject(tcpSegment({ srcPort: port, dstPort: 80, seq: 1000, flags: TCP_SYN, options: MSS_1460, window: 65535 }));
-  await settle();
-  const synAck = readTcp(link.drain().find((p) => (readTcp(p).flags & TCP_SYN) !== 0)!);
-  const ack = (synAck.seq + 1) >>> 0;
-  link.inject(tcpSegment({ srcPort: port, dstPort: 80, seq: 1001, ack, flags: TCP_ACK, window: 65535 }));
-  await settle();
-  if (streams.length !== before + 1) throw new Error('no stream');
-  return { s: streams[before]!, seq: 1001, ack };
-}
 
 t.test('through the stack: a second flow on reused stores neither reads nor sends the first flow\'s bytes', async (t) => {
   ringPool.trim();
-  const link = new MemoryLink(1500);
-  const clock = { now: 1000 };
-  const streams: TcpStream[] = [];
-  const stack = new Stack(link, { onTcpFlow: (req) => void streams.push(req.accept()) }, { clock: () => clock.now, tso: false });
-  t.teardown(() => stack.close());
-  stack.start();
+  const { link, streams } = acceptingStack(t);
 
   // Flow 1: the client uploads a marker, the application answers with a
   // marker; both directions fill stores; then it is reset (close with data held).
