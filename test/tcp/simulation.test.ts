@@ -99,12 +99,12 @@ export function simulate(seed: number, bytes: number, loss: number, dup = 0.02, 
     emitSegment(c, repr, data, off, len) {
       const mss = c.sendMss;
       if (len <= mss) return wire(index, repr, data, off, len);
-      // A TSO super-segment: the wire carries MSS pieces (PSH on the last).
+      // A TSO super-segment: the wire carries MSS pieces, PSH and FIN on the last only (Linux tcp_gso_segment).
       for (let at = 0; at < len; at += mss) {
         copyTcpRepr(repr, piece);
         piece.seq = (repr.seq + at) >>> 0;
         const n = Math.min(mss, len - at);
-        if (at + n < len) piece.flags &= ~0x08;
+        if (at + n < len) piece.flags &= ~(0x08 | 0x01);
         wire(index, piece, data, off + at, n);
       }
     },
