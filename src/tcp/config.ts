@@ -28,6 +28,15 @@ export interface TcpConfig {
   synRetries: number;
   delayedAckMs: number;
   /**
+   * How long, in request/response mode (TcpOutput.interactive), the ACK of
+   * a small pushed segment waits for our answer to carry it. Short: an
+   * answer from a near upstream comes well within it, and a client that
+   * holds the rest of its request for that ACK (Nagle, no TCP_NODELAY)
+   * waits this long, not the 40 ms of a delayed ACK (Linux's pingpong
+   * mode waits its delayed-ACK time).
+   */
+  interactiveAckMs: number;
+  /**
    * TIME-WAIT length. RFC 9293 3.4.2 asks for 2*MSL (4 minutes); sluice
    * terminates flows from the local kernel, whose old duplicates cannot
    * wander a real network, so a short bound keeps the table small.
@@ -64,6 +73,7 @@ export function defaultTcpConfig(): TcpConfig {
     maxRetries: 12,
     synRetries: 5,
     delayedAckMs: 40,
+    interactiveAckMs: 5,
     timeWaitMs: 2000,
     finWait2TimeoutMs: 60_000,
     keepAliveIdleMs: 0,
@@ -81,7 +91,7 @@ export class TcpConfigError extends SluiceError {
 
 /** Throws TcpConfigError naming the field when a value cannot work. */
 export function validateTcpConfig(c: TcpConfig): TcpConfig {
-  const positive: (keyof TcpConfig)[] = ['recvBufferBytes', 'sendBufferBytes', 'initialRtoMs', 'minRtoMs', 'maxRtoMs', 'delayedAckMs', 'initialCwndSegments', 'maxOutOfOrderRanges'];
+  const positive: (keyof TcpConfig)[] = ['recvBufferBytes', 'sendBufferBytes', 'initialRtoMs', 'minRtoMs', 'maxRtoMs', 'delayedAckMs', 'interactiveAckMs', 'initialCwndSegments', 'maxOutOfOrderRanges'];
   for (const k of positive) {
     const v = c[k];
     if (typeof v !== 'number' || !Number.isFinite(v) || v <= 0) throw new TcpConfigError(`tcp.${k}: expected a positive number, got ${String(v)}`);

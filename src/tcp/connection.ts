@@ -541,7 +541,11 @@ export class TcpConnection extends TcpOutput {
       const small = push && n < this.announcedMss;
       if (small) this.awaitingReply = true;
       if (this.segmentsSinceAck >= 2 || (small && !this.interactive)) this.ackNow = true;
-      else if (this.delayedAckAt === Infinity) this.delayedAckAt = now + this.config.delayedAckMs;
+      else {
+        // A request in request/response mode waits interactiveAckMs for the answer, any other segment the delayed-ACK time.
+        const at = now + (small ? this.config.interactiveAckMs : this.config.delayedAckMs);
+        if (at < this.delayedAckAt) this.delayedAckAt = at;
+      }
       return;
     }
     // Out of order: place it, remember the range, ACK at once with SACK.

@@ -57,6 +57,9 @@ export const WINDOW_UPDATE_RESENDS = 6;
 
 const SCRATCH_REPR = newTcpRepr();
 
+/** Request/response mode is left for good after this many timer runs without an answer (TcpOutput.interactive). */
+export const INTERACTIVE_MISSES = 2;
+
 export abstract class TcpOutput {
   protected st: TcpState;
   readonly config: TcpConfig;
@@ -171,12 +174,18 @@ export abstract class TcpOutput {
   /**
    * Request/response mode (Linux's "pingpong", RFC 1122 4.2.3.2 delayed
    * ACKs): once our data has answered a small pushed segment, the ACK of
-   * the next one waits for our answer to carry it (up to delayedAckMs)
-   * instead of going out alone at once: one packet per request fewer on a
-   * kept-alive HTTP connection. Left when the delayed ACK's timer runs out
-   * with no answer (the peer is not waiting on one), as Linux leaves it.
+   * the next one waits for our answer to carry it (up to
+   * interactiveAckMs) instead of going out alone at once: one packet per
+   * request fewer on a kept-alive HTTP connection. Left when that timer
+   * runs out with no answer, as Linux leaves it; after INTERACTIVE_MISSES
+   * such misses the connection stays out of it (its answers come later
+   * than the timer, or the client holds part of each request for our ACK:
+   * Nagle with the request in two writes), and small pushes are ACKed at
+   * once again, as before.
    */
   protected interactive = false;
+  /** Times interactiveAckMs ran out in request/response mode without an answer. */
+  protected interactiveMisses = 0;
   /** A small pushed segment came in and no new data went out since: the next data answers it. */
   protected awaitingReply = false;
   /** Segments that advertised a zero window (our reader was slow). */
@@ -486,7 +495,10 @@ export abstract class TcpOutput {
     }
     if (!sent && (this.ackNow || this.delayedAckAt <= now)) {
       // The delayed ACK's timer ran out before an answer carried it: ACK small pushes at once again.
-      if (!this.ackNow) this.interactive = false;
+      if (!this.ackNow && this.interactive) {
+        this.interactive = false;
+        this.interactiveMisses++;
+      }
       this.emitAck(now, sink);
     }
   }
@@ -569,7 +581,7 @@ export abstract class TcpOutput {
     this.sentBytes += n;
     if (this.awaitingReply) {
       this.awaitingReply = false;
-      this.interactive = true;
+      if (this.interactiveMisses < INTERACTIVE_MISSES) this.interactive = true;
     }
     this.recovery.scoreboard.append(n, this.sendMss, now);
     this.recovery.onSent(n);

@@ -2,6 +2,7 @@
 import t from 'tap';
 import { TCP_ACK, TCP_PSH } from '../../src/wire/tcp.js';
 import { config, established } from './helpers.js';
+import { INTERACTIVE_MISSES } from '../../src/tcp/output.js';
 
 t.test('a zero window stops sending; probes back off; reopening resumes', async (t) => {
   const f = established();
@@ -170,14 +171,33 @@ t.test('request/response: a small push is ACKed at once until our answer has car
   t.equal(carried[0]!.repr.ack, f.peerSeq, 'and the ACK of the request');
   f.send({ flags: TCP_ACK, ack: f.conn.sndNxt });
 
-  // No answer this time: the delayed ACK goes out at 40 ms, and the mode ends.
+  // No answer this time: the ACK goes out after interactiveAckMs (not the 40 ms delayed ACK), and the mode ends.
+  const wait = f.conn.config.interactiveAckMs;
+  t.ok(wait < f.conn.config.delayedAckMs, `a request waits ${wait} ms, less than a delayed ACK`);
   t.equal(f.send({ flags: TCP_ACK | TCP_PSH }, request).length, 0);
   f.peerSeq += 120;
-  t.equal(f.advance(39).length, 0, 'held for the answer');
+  t.equal(f.advance(wait - 1).length, 0, 'held for the answer');
   const late = f.advance(1);
-  t.equal(late.length, 1, `the ACK goes out at ${f.conn.config.delayedAckMs} ms`);
+  t.equal(late.length, 1, `the ACK goes out at ${wait} ms`);
   t.equal(late[0]!.repr.ack, f.peerSeq);
   const again = f.send({ flags: TCP_ACK | TCP_PSH }, request);
   f.peerSeq += 120;
   t.equal(again.length, 1, 'the next small push is ACKed at once again');
+
+  // Answered, the mode comes back; a second miss ends it for good (INTERACTIVE_MISSES).
+  const answerAndAck = (): void => {
+    f.conn.send(Buffer.alloc(500, 3), 0, 500);
+    f.dispatch();
+    f.send({ flags: TCP_ACK, ack: f.conn.sndNxt });
+  };
+  answerAndAck();
+  t.equal(f.send({ flags: TCP_ACK | TCP_PSH }, request).length, 0, 'back in request/response mode');
+  f.peerSeq += 120;
+  t.equal(f.advance(wait).length, 1, 'a second miss');
+  t.equal(INTERACTIVE_MISSES, 2);
+  for (let i = 0; i < 3; i++) {
+    t.equal(f.send({ flags: TCP_ACK | TCP_PSH }, request).length, 1, `request ${i + 1} after it: ACKed at once`);
+    f.peerSeq += 120;
+    answerAndAck();
+  }
 });
