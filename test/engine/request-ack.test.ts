@@ -4,9 +4,9 @@
  * halves with Nagle on (no TCP_NODELAY), so its kernel holds the second
  * half until sluice ACKs the first, and the server answers only the whole
  * request. Sluice holds a request's ACK for its answer only
- * tcp.interactiveAckMs (5 ms), not the 40 ms of a delayed ACK (Linux's
- * pingpong mode waits its delayed-ACK time, and such a client then waits
- * that long for every request), and after INTERACTIVE_MISSES such waits
+ * interactiveAckMs (src/tcp/config.ts, 5 ms), not the 40 ms of a delayed
+ * ACK (Linux's pingpong mode waits its delayed-ACK time, and such a client
+ * then waits that long for every request), and after INTERACTIVE_MISSES such waits
  * the connection ACKs small pushes at once again: the client waits on
  * two requests, not on every one. With the whole request in one write the
  * answer carries the ACK (test/tcp/window.test.ts).
