@@ -129,8 +129,14 @@ export class TcpConnection extends TcpOutput {
       // it sends no more data, so a window update has nothing to open: and
       // after our ACK of its FIN a LAST-ACK peer is CLOSED, and answers a
       // late window update with a RST (RFC 9293 3.10.7.1).
+      // And only while what the peer may still send (our right edge less
+      // RCV.NXT) is under two segments: with more it is not held back, and
+      // the larger window rides on our next segment. (Right after the
+      // handshake the peer has the SYN-ACK's unscaled 64 KiB: the first
+      // read would otherwise send a window update of its own on every
+      // connection, just before the answer that carries it.)
       const grown = this.currentWindow() - this.rcvAdvertised;
-      if (grown >= Math.min(this.config.recvBufferBytes / 2, this.announcedMss) && peerMaySendIn(this.st)) this.ackNow = true;
+      if (grown >= Math.min(this.config.recvBufferBytes / 2, this.announcedMss) && seqSub(this.rcvEdge, this.rcvNxt) < 2 * this.announcedMss && peerMaySendIn(this.st)) this.ackNow = true;
     }
     return n;
   }

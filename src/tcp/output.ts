@@ -181,9 +181,12 @@ export abstract class TcpOutput {
    * such misses the connection stays out of it (its answers come later
    * than the timer, or the client holds part of each request for our ACK:
    * Nagle with the request in two writes), and small pushes are ACKed at
-   * once again, as before.
+   * once again. A connection starts in it (Linux starts in quick-ACK
+   * mode): the first request of a short connection is answered with its
+   * ACK on the answer, one packet fewer per connection (conn-setup bench:
+   * 5.05 -> 4.05 TUN packets, 254 -> 238 µs per connection).
    */
-  protected interactive = false;
+  protected interactive = true;
   /** Times interactiveAckMs ran out in request/response mode without an answer. */
   protected interactiveMisses = 0;
   /** A small pushed segment came in and no new data went out since: the next data answers it. */

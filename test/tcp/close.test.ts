@@ -132,9 +132,10 @@ t.test('FIN-WAIT-2: unread bytes mean our reader stalls, not the peer: no timeou
 
 t.test('no window update once the peer\'s FIN is in: a LAST-ACK peer that took our ACK is CLOSED and would answer it with a RST', async (t) => {
   const opened = (withFin: boolean): { f: Fixture; segments: number; window: number } => {
+    // The peer fills the window (64 KiB) to under two segments: a read then opens it with an update of its own.
     const f = finWait2(config());
     const chunk = Buffer.alloc(1400, 0x61);
-    for (let i = 0; i < 3; i++) {
+    for (let i = 0; i < 46; i++) {
       f.send({ flags: TCP_ACK | TCP_PSH }, chunk);
       f.peerSeq += chunk.length;
     }
@@ -146,8 +147,8 @@ t.test('no window update once the peer\'s FIN is in: a LAST-ACK peer that took o
     f.advance(500); // every delayed ACK has gone out
     const before = f.dispatch().length;
     t.equal(before, 0, `${withFin ? 'TIME-WAIT' : 'FIN-WAIT-2'}: nothing pending before the read`);
-    const buf = new Uint8Array(4200);
-    t.equal(f.conn.recv(buf, 0, buf.length), 4200, 'the application reads the 4200 bytes');
+    const buf = new Uint8Array(46 * 1400);
+    t.equal(f.conn.recv(buf, 0, buf.length), 46 * 1400, 'the application reads what came');
     const out = f.dispatch();
     return { f, segments: out.length, window: out[0]?.repr.window ?? -1 };
   };

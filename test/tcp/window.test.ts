@@ -148,20 +148,19 @@ t.test('delayed ACK: one small segment waits 40 ms; every second full segment is
   t.equal(f.send({}, Buffer.alloc(1460)).length, 1, 'second full segment: immediate ACK');
 });
 
-t.test('request/response: a small push is ACKed at once until our answer has carried an ACK; then the answer carries it, and a timer that runs out ends the mode', async (t) => {
+t.test('request/response: a request\'s ACK waits for our answer to carry it; a timer that runs out ends the mode, two end it for good', async (t) => {
   const f = established();
   const request = Buffer.alloc(120, 7);
-  const first = f.send({ flags: TCP_ACK | TCP_PSH }, request);
+  // A connection starts in the mode: the first request of a short connection is answered with its ACK on the answer.
+  t.equal(f.send({ flags: TCP_ACK | TCP_PSH }, request).length, 0, 'the first request is not ACKed alone');
   f.peerSeq += 120;
-  t.equal(first.length, 1, 'the first request is ACKed at once (a Nagle sender may wait on it)');
-  t.equal(first[0]!.data.length, 0, 'a pure ACK');
-  // Our answer: data, in response to the request.
   f.conn.send(Buffer.alloc(1000, 1), 0, 1000);
   const answer = f.dispatch();
-  t.equal(answer.length, 1);
+  t.equal(answer.length, 1, 'one segment answers it');
+  t.equal(answer[0]!.repr.ack, f.peerSeq, 'with its ACK');
   f.send({ flags: TCP_ACK, ack: f.conn.sndNxt });
 
-  // The next request waits for our answer to carry its ACK: one segment, not two.
+  // The next request too: one segment, not two.
   t.equal(f.send({ flags: TCP_ACK | TCP_PSH }, request).length, 0, 'the second request is not ACKed alone');
   f.peerSeq += 120;
   f.conn.send(Buffer.alloc(1000, 2), 0, 1000);
@@ -183,6 +182,7 @@ t.test('request/response: a small push is ACKed at once until our answer has car
   const again = f.send({ flags: TCP_ACK | TCP_PSH }, request);
   f.peerSeq += 120;
   t.equal(again.length, 1, 'the next small push is ACKed at once again');
+  t.equal(again[0]!.data.length, 0, 'a pure ACK');
 
   // Answered, the mode comes back; a second miss ends it for good (INTERACTIVE_MISSES).
   const answerAndAck = (): void => {
@@ -200,4 +200,28 @@ t.test('request/response: a small push is ACKed at once until our answer has car
     f.peerSeq += 120;
     answerAndAck();
   }
+});
+
+t.test('a read sends a window update of its own only when the peer has under two segments of window left', async (t) => {
+  const f = established(config({ recvBufferBytes: 65536 }));
+  const chunk = Buffer.alloc(1400, 0x62);
+  const fill = (n: number): void => {
+    for (let i = 0; i < n; i++) {
+      f.send({ flags: TCP_ACK }, chunk);
+      f.peerSeq += chunk.length;
+    }
+    f.advance(500); // every delayed ACK has gone out
+  };
+  const readAll = (): number => {
+    const buf = new Uint8Array(65536);
+    return f.conn.recv(buf, 0, buf.length);
+  };
+  fill(3);
+  t.equal(readAll(), 4200);
+  t.equal(f.dispatch().length, 0, 'with ~60 KiB of window left the peer is not held back: the larger window rides on our next segment');
+  fill(45);
+  t.equal(readAll(), 45 * 1400);
+  const update = f.dispatch();
+  t.equal(update.length, 1, 'with under two segments left, the read sends the update at once');
+  t.ok(update[0]!.repr.window > 0, 'a reopened window');
 });
