@@ -100,7 +100,8 @@ t.test('route.kernelPath: direct destinations never enter the TUN, proxied ones 
     t.match(f, { inbound: 'tun', outbound: 'proxy' }, `proxied ${host}: a flow line through the proxy`);
   }
   const tun2 = await linkPackets(ws, TUN);
-  t.ok(tun2.rx > tun1.rx + 8, `packets went through the TUN (rx ${tun1.rx} -> ${tun2.rx})`);
+  // At least the SYN, the handshake's ACK, the request and the FIN of each of the two (the direct ones above: at most 3, housekeeping).
+  t.ok(tun2.rx >= tun1.rx + 8, `packets went through the TUN (rx ${tun1.rx} -> ${tun2.rx})`);
 
   // A name: fake IP, through the TUN, the engine connects to the real address.
   const fake = (await ws.exec(['dig', '+short', '+time=3', '+tries=2', `@${SERVER_V4}`, 'app.example', 'A'], { allowFail: true })).stdout.trim();
