@@ -10,6 +10,7 @@ import { parseArgs } from 'node:util';
 import type { CommandIo } from './check.js';
 import { call, resolveTarget, runControl, TARGET_OPTIONS, TARGET_USAGE, type ApiTarget } from '../control/client.js';
 import { formatAge, formatBytes, type Snapshot } from '../control/flow-table.js';
+import type { BufferBudgetStats } from '../tcp/buffer-budget.js';
 
 export const STATUS_USAGE = `Usage: sluice status [--json] [options]
 
@@ -27,7 +28,7 @@ export interface Status {
   flows: { open: number; byNetwork: Record<string, number>; byOutbound: Record<string, number> };
   traffic: { uploadTotal: number; downloadTotal: number; upRate: number; downRate: number };
   /** null from a sluice that does not report it. */
-  memory: { rssBytes: number; tcpBuffers: { usedBytes: number; limitBytes: number; peakBytes: number; pressureEvents: number } } | null;
+  memory: { rssBytes: number; tcpBuffers: BufferBudgetStats } | null;
 }
 
 function count(into: Record<string, number>, key: string): void {
@@ -38,7 +39,7 @@ const RATE_WINDOW_MS = 1000;
 
 export async function gatherStatus(target: ApiTarget): Promise<Status> {
   const version = (await call(target, 'GET', '/version')) as { version?: string } | null;
-  const s = ((await call(target, 'GET', '/v1/stats')) ?? {}) as { uptimeMs?: number; config?: string; mode?: string; rssBytes?: number; tcpBuffers?: NonNullable<Status['memory']>['tcpBuffers'] };
+  const s = ((await call(target, 'GET', '/v1/stats')) ?? {}) as { uptimeMs?: number; config?: string; mode?: string; rssBytes?: number; tcpBuffers?: BufferBudgetStats };
   const first = (await call(target, 'GET', '/connections')) as Snapshot;
   const t0 = performance.now();
   await new Promise((r) => setTimeout(r, RATE_WINDOW_MS));

@@ -8,6 +8,7 @@
 import { Duplex } from 'node:stream';
 import type { TcpFlow } from './tcp-flow.js';
 import { CHUNK_BYTES, giveBackChunk, takeChunk } from './chunk-pool.js';
+import { FLOOR_BYTES } from '../tcp/buffer-budget.js';
 
 /** Largest Buffer one read produces (one push per available chunk). */
 const READ_CHUNK = CHUNK_BYTES;
@@ -138,9 +139,12 @@ export class TcpStream extends Duplex implements FlowEndpoints {
    */
   waitForRoom(w: RoomWaiter, bytes: number): void {
     this.roomWaiter = w;
-    // A send ring smaller than `bytes` (tcp.sendBufferBytes) wakes the waiter once empty.
+    // A send ring smaller than `bytes` (tcp.sendBufferBytes) wakes the waiter
+    // once empty; so does one held at FLOOR_BYTES by the TCP buffer budget
+    // (ByteRing.free): never wait for more room than the ring can have.
     const conn = this.flow.connection;
-    const cap = conn === null ? bytes : conn.config.sendBufferBytes;
+    let cap = conn === null ? bytes : conn.config.sendBufferBytes;
+    if (cap > FLOOR_BYTES) cap = FLOOR_BYTES;
     this.roomWanted = bytes < cap ? bytes : cap;
   }
 
@@ -151,9 +155,7 @@ export class TcpStream extends Duplex implements FlowEndpoints {
     if (conn === null) return;
     if (chunk === null) {
       const w = this.roomWaiter;
-      // An empty ring wakes the waiter whatever it asked for: over the TCP
-      // buffer budget a ring may hold less than `roomWanted` (ByteRing.free).
-      if (w !== null && (conn.sendSpace >= this.roomWanted || conn.sendQueued === 0)) {
+      if (w !== null && conn.sendSpace >= this.roomWanted) {
         this.roomWaiter = null;
         w.roomAvailable();
       }

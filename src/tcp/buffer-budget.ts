@@ -93,9 +93,7 @@ export class BufferBudget {
    */
   headroom(wasOver: boolean): number {
     const c = this.cells;
-    const end = SLOT0 + c[SLOTS_USED]!;
-    let used = 0;
-    for (let i = SLOT0; i < end; i++) used += c[i]!;
+    const used = this.usedPages();
     // A new peak (rare): compare and swap, another thread may be raising it too.
     for (let seen = c[PEAK]!; used > seen; seen = c[PEAK]!) {
       if (Atomics.compareExchange(c, PEAK, seen, used) === seen) break;
@@ -105,6 +103,15 @@ export class BufferBudget {
     return left * PAGE;
   }
 
+  /** Pages held by every thread that has a slot. */
+  private usedPages(): number {
+    const c = this.cells;
+    const end = SLOT0 + Atomics.load(c, SLOTS_USED);
+    let used = 0;
+    for (let i = SLOT0; i < end; i++) used += Atomics.load(c, i);
+    return used;
+  }
+
   /** A thread that is gone (a worker that died): its stores went with it. */
   clearSlot(slot: number): void {
     Atomics.store(this.cells, SLOT0 + slot, 0);
@@ -112,8 +119,6 @@ export class BufferBudget {
 
   stats(): BufferBudgetStats {
     const c = this.cells;
-    let used = 0;
-    for (let i = SLOT0; i < SLOT0 + BUDGET_SLOTS; i++) used += Atomics.load(c, i);
-    return { usedBytes: used * PAGE, limitBytes: Atomics.load(c, LIMIT) * PAGE, peakBytes: Atomics.load(c, PEAK) * PAGE, pressureEvents: Atomics.load(c, PRESSURE) };
+    return { usedBytes: this.usedPages() * PAGE, limitBytes: Atomics.load(c, LIMIT) * PAGE, peakBytes: Atomics.load(c, PEAK) * PAGE, pressureEvents: Atomics.load(c, PRESSURE) };
   }
 }

@@ -107,11 +107,6 @@ export class TcpConnection extends TcpOutput {
     return this.sendRing.free;
   }
 
-  /** Bytes in the send ring: sent and unacknowledged, or waiting to be sent. */
-  get sendQueued(): number {
-    return this.sendRing.length;
-  }
-
   /** Queues bytes to send; returns how many fit (0 when full or closing). */
   send(src: Uint8Array, off: number, len: number): number {
     if (this.finQueued || this.st === 'CLOSED' || this.st === 'TIME-WAIT') return 0;
