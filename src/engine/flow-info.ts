@@ -17,6 +17,7 @@ import type { FlowAddressBytes } from '../ip/flow-addresses.js';
 import type { TcpFlowRequest } from '../tcp/forwarder.js';
 import type { FlowSniffer } from './sniff/index.js';
 import type { MatchSeen } from './match-seen.js';
+import type { FlowRelay } from './flow-relay.js';
 
 /**
  * One flow as the engine tracks it: the registry's record (id, ends, name,
@@ -47,7 +48,7 @@ export interface FlowInfo extends FlowRecord {
    * (issue 10: idle flows).
    */
   request: TcpFlowRequest | null;
-  client: Duplex | null;
+  client: FlowRelay | null;
   upstream: Duplex | null;
   /** The flow log's sniffer of a relayed flow routed before its first bytes (made on its first chunk). */
   sniffer: FlowSniffer | null;

@@ -30,9 +30,9 @@ import type { DnsHijack } from '../dns/server.js';
 import { TcpFrameReader, frameTcp, parseMessage } from '../dns/message.js';
 import type { LookupFn } from '../outbound/types.js';
 import type { TcpFlowRequest } from '../stack.js';
-import type { TcpStream } from '../stack/tcp-stream.js';
 import { UdpSession } from '../udp/session.js';
 import { closeUnrelayed, relay, shutdownRelay, type RelayResult } from './relay.js';
+import { FlowRelay } from './flow-relay.js';
 import { FlowRegistry, newFlowId, type NameOrigin, type RoutingMode } from './flow-registry.js';
 import { watchUdpErrors, type UdpWatch } from './icmp-route.js';
 import type { UdpErrorRelay } from '../ip/udp-error-relay.js';
@@ -93,9 +93,9 @@ function resetUndecided(this: FlowInfo): void {
   if (req !== null && !req.decided) req.reset();
 }
 
-/** info.closeOrderly of a relayed flow (this: the flow): FINs both ways (relay.ts shutdownRelay). */
+/** info.closeOrderly of a relayed flow (this: the flow): FINs both ways (FlowRelay.shutdown). */
 function closeRelayed(this: FlowInfo): boolean {
-  return this.client !== null && shutdownRelay(this.client);
+  return this.client !== null && this.client.shutdown();
 }
 
 export class FlowRouter {
@@ -328,22 +328,24 @@ export class FlowRouter {
   private relayDialled(req: TcpFlowRequest, info: FlowInfo, upstream: Duplex): void {
     info.upstream = upstream;
     setChain(info, chainOf(upstream));
-    let stream: TcpStream;
+    // The flow's connection is driven by the relay itself: no Node stream on its side (flow-relay.ts, issue 10: idle flows).
+    let r: FlowRelay;
     try {
-      stream = req.accept();
+      r = req.acceptWith((flow) => new FlowRelay(flow, upstream, this.relayDone as (r: RelayResult, ctx: unknown) => void, info, this.h.log.isLevelEnabled('info') ? (this.observeName as (ctx: unknown, c: Buffer) => boolean) : null));
     } catch {
       upstream.destroy(); // the client gave up meanwhile
       return this.logFlow(info, { bytesUp: 0, bytesDown: 0, close: 'client gone before connect' });
     }
     // Decided: the stream stands for the request from now on.
     info.request = null;
-    info.client = stream;
+    info.client = r;
     info.end = destroyFlow;
     info.remoteDestination = remoteOf(upstream);
     info.closeOrderly = closeRelayed;
     // The routing decision is made; the first bytes are still read for the
     // flow log's name and protocol as they pass (no delay, no copy).
-    info.bytes = relay(stream, upstream, [], this.relayDone, info, this.h.log.isLevelEnabled('info') ? this.observeName : null);
+    info.bytes = r;
+    r.start();
   }
 
   /** Every relay's end: the flow line. One function for all flows (relay's ctx is the flow). */

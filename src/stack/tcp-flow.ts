@@ -1,6 +1,8 @@
 /**
  * One TCP flow in the stack: the flow-table key, the timer-wheel entry, the
- * owner of the sans-IO TcpConnection, and the bridge to its TcpStream.
+ * owner of the sans-IO TcpConnection, and the bridge to the application's
+ * side of it (a FlowApp: its TcpStream, or a relay that drives the
+ * connection itself, src/engine/socket-relay.ts).
  *
  * Connection callbacks (ConnectionOwner) run inside process()/dispatch() and
  * only set flags and queue the flow; the stack runs the stream side after
@@ -29,6 +31,21 @@ export interface FlowHost {
 const NO_ADDRESS = new Uint8Array(16);
 
 export type TcpCloseReason = 'fin' | 'reset' | 'timeout' | 'aborted';
+
+/**
+ * The application's side of an accepted flow, told after each batch what
+ * the connection did (TcpFlow.deliverNotifications). It reads and writes
+ * the connection (flow.connection) itself; once it lets go of the flow it
+ * calls flow.appGone.
+ */
+export interface FlowApp {
+  /** The receive ring has bytes, or the peer's FIN came (flow.peerFinished). */
+  flowReadable(): void;
+  /** The peer acknowledged data: the send ring has room again. */
+  flowWritable(): void;
+  /** The connection is closed (flow.closedReason says how); the flow leaves the table after this. */
+  flowClosed(reason: TcpCloseReason): void;
+}
 
 export class TcpFlowError extends SluiceError {
   constructor(
@@ -60,7 +77,8 @@ export class TcpFlow implements FlowKey, WheelEntry, ConnectionOwner {
   dst4 = 0;
 
   connection: TcpConnection | null = null;
-  stream: TcpStream | null = null;
+  /** The application's side once accepted (openStream, attach); null again once it let go (appGone). */
+  app: FlowApp | null = null;
   endpoints: FlowEndpoints | null = null;
   /** Intrusive link of the stack's dirty list. */
   nextDirty: TcpFlow | null = null;
@@ -98,10 +116,15 @@ export class TcpFlow implements FlowKey, WheelEntry, ConnectionOwner {
 
   /** Creates the stream the application reads and writes. */
   openStream(): TcpStream {
-    this.stream = new TcpStream(this, this.endpoints!);
-    // The stream carries the ends from now on: one object fewer per flow.
+    const stream = new TcpStream(this, this.endpoints!);
+    this.attach(stream);
+    return stream;
+  }
+
+  /** Hands the accepted flow to `app` (which carries the flow's ends from now on, if it needs them: one object fewer per flow). */
+  attach(app: FlowApp): void {
+    this.app = app;
     this.endpoints = null;
-    return this.stream;
   }
 
   // --- ConnectionOwner (called inside the core; flags only) ---
@@ -136,29 +159,18 @@ export class TcpFlow implements FlowKey, WheelEntry, ConnectionOwner {
   // --- after the batch ---
   /** Runs stream-side work the core asked for. Returns true when the flow is finished. */
   deliverNotifications(): boolean {
-    const stream = this.stream;
-    if (stream !== null) {
+    if (this.app !== null) {
       if (this.notifyReadable) {
         this.notifyReadable = false;
-        stream.pull();
+        this.app.flowReadable();
       }
-      if (this.notifyWritable) {
+      if (this.notifyWritable && this.app !== null) {
         this.notifyWritable = false;
-        stream.drainPending();
+        this.app.flowWritable();
       }
     }
     if (this.closedReason !== null) {
-      if (stream !== null) {
-        if (this.closedReason === 'fin') {
-          // Graceful: whatever is left in the ring was already pulled above;
-          // a consumer that stopped reading still gets the end once it reads.
-          // (An Error, with its stack, only when a write is waiting: issue 10.)
-          if (stream.writePending) stream.failPending(this.closeError());
-          if (!stream.readableEnded && this.connection!.recvAvailable === 0) stream.push(null);
-        } else if (!stream.destroyed) {
-          stream.destroy(this.closeError());
-        }
-      }
+      if (this.app !== null) this.app.flowClosed(this.closedReason);
       this.host.flowClosed(this);
       return true;
     }
@@ -186,23 +198,24 @@ export class TcpFlow implements FlowKey, WheelEntry, ConnectionOwner {
   }
 
   /**
-   * The application destroyed the stream. After a graceful close of both
-   * directions the connection is left to finish its close handshake (the
-   * flow stays in the table until CLOSED, like an orphaned kernel socket);
-   * otherwise the peer is reset (RFC 9293 3.10.4 ABORT) unless already closed.
+   * The application let go of the flow (its stream was destroyed, its relay
+   * ended). After a graceful close of both directions the connection is
+   * left to finish its close handshake (the flow stays in the table until
+   * CLOSED, like an orphaned kernel socket); otherwise the peer is reset
+   * (RFC 9293 3.10.4 ABORT) unless already closed.
    */
-  streamDestroyed(_err: Error | null, graceful: boolean): void {
+  appGone(graceful: boolean): void {
     if (this.connection !== null && this.closedReason !== null) this.connection.releaseReceiveBuffer();
     if (this.connection !== null && this.closedReason === null) {
       if (graceful) this.connection.shutdownWrite();
       else this.connection.abort();
       this.host.markDirty(this);
     }
-    // Nothing is told to a destroyed stream: let go of it, and with it of
-    // what hangs off it (the relay, the upstream socket, the flow's record).
-    // A flow closed the orderly way stays in the table for its TIME-WAIT
-    // (timeWaitMs): at thousands of connections a second, that is
-    // thousands of flows, each of which kept ~3 KB reachable through it.
-    this.stream = null;
+    // Nothing is told to an application that let go: forget it, and with
+    // it what hangs off it (the relay, the upstream socket, the flow's
+    // record). A flow closed the orderly way stays in the table for its
+    // TIME-WAIT (timeWaitMs): at thousands of connections a second, that
+    // is thousands of flows, each of which kept ~3 KB reachable through it.
+    this.app = null;
   }
 }

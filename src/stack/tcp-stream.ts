@@ -6,7 +6,7 @@
  * when it is full the write callback waits for the peer's ACKs.
  */
 import { Duplex } from 'node:stream';
-import type { TcpFlow } from './tcp-flow.js';
+import type { FlowApp, TcpCloseReason, TcpFlow } from './tcp-flow.js';
 import { CHUNK_BYTES, giveBackChunk, takeChunk } from './chunk-pool.js';
 import { FLOOR_BYTES } from '../tcp/buffer-budget.js';
 
@@ -29,7 +29,7 @@ export interface RoomWaiter {
   roomAvailable(): void;
 }
 
-export class TcpStream extends Duplex implements FlowEndpoints {
+export class TcpStream extends Duplex implements FlowEndpoints, FlowApp {
   readonly family: number;
   readonly remoteAddress: string;
   readonly remotePort: number;
@@ -60,6 +60,27 @@ export class TcpStream extends Duplex implements FlowEndpoints {
     this.remotePort = endpoints.remotePort;
     this.localAddress = endpoints.localAddress;
     this.localPort = endpoints.localPort;
+  }
+
+  // --- FlowApp (after the stack's batch) ---
+  flowReadable(): void {
+    this.pull();
+  }
+
+  flowWritable(): void {
+    this.drainPending();
+  }
+
+  flowClosed(reason: TcpCloseReason): void {
+    if (reason === 'fin') {
+      // Graceful: whatever is left in the ring was already pulled (flowReadable);
+      // a consumer that stopped reading still gets the end once it reads.
+      // (An Error, with its stack, only when a write is waiting: issue 10.)
+      if (this.pendingCallback !== null) this.failPending(this.flow.closeError());
+      if (!this.readableEnded && this.flow.connection!.recvAvailable === 0) this.push(null);
+    } else if (!this.destroyed) {
+      this.destroy(this.flow.closeError());
+    }
   }
 
   override _read(): void {
@@ -172,11 +193,6 @@ export class TcpStream extends Duplex implements FlowEndpoints {
     }
   }
 
-  /** A write waits for room in the send ring. */
-  get writePending(): boolean {
-    return this.pendingCallback !== null;
-  }
-
   /** The connection is gone: fail a blocked write. */
   failPending(err: Error): void {
     const cb = this.pendingCallback;
@@ -197,7 +213,7 @@ export class TcpStream extends Duplex implements FlowEndpoints {
     // TIME-WAIT), delivering what is still queued; a RST here would make the
     // peer's kernel throw away bytes it has not read yet.
     const graceful = err === null && this.writableFinished && this.readableEnded;
-    this.flow.streamDestroyed(err, graceful);
+    this.flow.appGone(graceful);
     callback(err);
   }
 }

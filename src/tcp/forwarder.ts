@@ -21,7 +21,7 @@ import type { IcmpHandler, UnreachableKind } from '../ip/icmp.js';
 import { addressBytesOf, copyAddresses, endpointsOf, setFlowAddresses, type FlowAddressBytes } from '../ip/flow-addresses.js';
 import type { StackDriver } from '../stack/driver.js';
 import { type TcpCounterSource, newTcpConnectionCounts, type TcpConnectionCounts } from '../stack/counters.js';
-import { TcpFlow, type FlowHost } from '../stack/tcp-flow.js';
+import { TcpFlow, type FlowApp, type FlowHost } from '../stack/tcp-flow.js';
 import type { TcpStream, FlowEndpoints } from '../stack/tcp-stream.js';
 import { TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN, copyTcpRepr, newTcpRepr, type TcpRepr } from '../wire/tcp.js';
 import { IPV6_HEADER_LEN } from '../wire/ipv6.js';
@@ -43,6 +43,12 @@ import { IsnGenerator } from './isn.js';
 export interface TcpFlowRequest extends FlowEndpoints, FlowAddressBytes {
   /** Completes the handshake (SYN-ACK goes out now) and returns the stream. */
   accept(): TcpStream;
+  /**
+   * Completes the handshake as accept() does, but hands the flow to `app`
+   * (made by `make` from it, before anything is delivered), which drives
+   * the connection itself: no Node stream (src/engine/socket-relay.ts).
+   */
+  acceptWith<A extends FlowApp>(make: (flow: TcpFlow) => A): A;
   /** Answers the SYN with RST: the client sees "connection refused" at once. */
   reset(): void;
   /** Answers with ICMP destination unreachable of the given kind. */
@@ -169,7 +175,18 @@ class FlowRequest implements TcpFlowRequest {
     // Decided: nothing cancels it now (`cancelled` is for undecided flows),
     // so an accepted flow holds no controller while it lives (issue 10).
     this.controller = null;
-    return this.forwarder.acceptFlow(this.flow);
+    const stream = this.flow.openStream();
+    this.forwarder.acceptFlow(this.flow);
+    return stream;
+  }
+
+  acceptWith<A extends FlowApp>(make: (flow: TcpFlow) => A): A {
+    this.decide('accept');
+    this.controller = null;
+    const app = make(this.flow);
+    this.flow.attach(app);
+    this.forwarder.acceptFlow(this.flow);
+    return app;
   }
 
   reset(): void {
@@ -506,8 +523,8 @@ export class TcpForwarder implements TcpCounterSource {
     this.askApplication(request);
   }
 
-  /** @internal FlowRequest.accept */
-  acceptFlow(flow: TcpFlow): TcpStream {
+  /** @internal FlowRequest.accept / acceptWith, once the flow's app is attached */
+  acceptFlow(flow: TcpFlow): void {
     const d = this.d;
     const p = this.pending.get(flow)!;
     this.pending.delete(flow);
@@ -517,9 +534,8 @@ export class TcpForwarder implements TcpCounterSource {
       // Completed by a SYN cookie: the connection is open already.
       flow.decisionDeadline = Infinity;
       d.stats.tcpFlowsAccepted++;
-      const open = flow.openStream();
       d.markDirty(flow);
-      return open;
+      return;
     }
     const iss = this.isnFor(flow, now);
     const conn = TcpConnection.accept(this.cfg, now, p.syn, { iss, mss: this.ourMss(flow.family) }, flow);
@@ -531,9 +547,7 @@ export class TcpForwarder implements TcpCounterSource {
     d.wheel.cancel(flow);
     d.stats.tcpFlowsAccepted++;
     d.stats.tcpFlowsActive++;
-    const stream = flow.openStream();
     d.markDirty(flow);
-    return stream;
   }
 
   /** @internal FlowRequest.reset/unreachable/drop */
